@@ -1,0 +1,15 @@
+//! The domain of the counseling platform's user store: who a user is, which usernames and
+//! password hashes are acceptable, and the port through which users are stored.
+//!
+//! Nothing here performs I/O or knows about a database or the web: adapters (the persistence
+//! crate) implement [`UserRepository`], and the HTTP layer talks to that trait.
+
+mod password_hash;
+mod user;
+mod user_repository;
+mod username;
+
+pub use password_hash::{BCRYPT_COST, PasswordHash, PasswordHashError};
+pub use user::{NewUser, User, UserId};
+pub use user_repository::{RepositoryError, Unavailability, UserRepository};
+pub use username::{MAX_USERNAME_CHARS, Username, UsernameError, UsernamePart};

@@ -1,0 +1,257 @@
+use std::fmt;
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// The bcrypt work factor used by [`PasswordHash::hash`]: the seed asks for 12 or more.
+pub const BCRYPT_COST: u32 = 12;
+
+/// bcrypt hashes only the first 72 bytes of a password; longer ones are refused rather than
+/// silently truncated (two passwords sharing those 72 bytes would otherwise both match).
+const BCRYPT_MAX_PASSWORD_BYTES: usize = 72;
+const BCRYPT_HASH_LEN: usize = 60;
+const BCRYPT_SALT_AND_DIGEST_LEN: usize = 53;
+
+/// A bcrypt hash of a password (`$2a$`, `$2b$` or `$2y$`, cost 12 or more, 60 characters).
+///
+/// It can only be made by hashing a password or by parsing something that already is such a hash,
+/// so a plaintext password can never be stored by mistake. `Debug` and `Display` print a
+/// redaction and there is no `Serialize`: a hash is offline-crackable and never belongs in a log
+/// or a response.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordHash(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordHashError {
+    #[error("not a bcrypt hash ($2a$, $2b$ or $2y$ followed by a cost, 60 characters in all)")]
+    NotBcrypt,
+    #[error("the bcrypt cost {actual} is below the minimum of {minimum}")]
+    CostTooLow { actual: u32, minimum: u32 },
+    #[error("a password must be at most {max} bytes long")]
+    PasswordTooLong { max: usize },
+    #[error("a password must not be empty")]
+    EmptyPassword,
+    #[error("hashing failed: {0}")]
+    Hashing(String),
+}
+
+impl PasswordHash {
+    /// Hashes `password` with bcrypt at [`BCRYPT_COST`].
+    ///
+    /// This takes a few hundred milliseconds of CPU on purpose; call it from a blocking context
+    /// (`tokio::task::spawn_blocking`), never directly on an async executor thread.
+    pub fn hash(password: &SecretString) -> Result<Self, PasswordHashError> {
+        Self::hash_with_cost(password, BCRYPT_COST)
+    }
+
+    /// Hashes with an explicit cost, which must be at least [`BCRYPT_COST`].
+    pub fn hash_with_cost(password: &SecretString, cost: u32) -> Result<Self, PasswordHashError> {
+        if cost < BCRYPT_COST {
+            return Err(PasswordHashError::CostTooLow {
+                actual: cost,
+                minimum: BCRYPT_COST,
+            });
+        }
+        let bytes = password.expose_secret().as_bytes();
+        if bytes.is_empty() {
+            return Err(PasswordHashError::EmptyPassword);
+        }
+        if bytes.len() > BCRYPT_MAX_PASSWORD_BYTES {
+            return Err(PasswordHashError::PasswordTooLong {
+                max: BCRYPT_MAX_PASSWORD_BYTES,
+            });
+        }
+        let hash = bcrypt::non_truncating_hash(bytes, cost)
+            .map_err(|error| PasswordHashError::Hashing(error.to_string()))?;
+        Self::parse(hash)
+    }
+
+    /// Accepts an existing bcrypt hash, for example one read back from the database.
+    pub fn parse(candidate: impl Into<String>) -> Result<Self, PasswordHashError> {
+        let candidate = candidate.into();
+        let cost = bcrypt_cost(&candidate).ok_or(PasswordHashError::NotBcrypt)?;
+        if cost < BCRYPT_COST {
+            return Err(PasswordHashError::CostTooLow {
+                actual: cost,
+                minimum: BCRYPT_COST,
+            });
+        }
+        Ok(Self(candidate))
+    }
+
+    /// Checks `candidate` against this hash in constant time. A password bcrypt cannot have
+    /// hashed (empty or over 72 bytes) never matches.
+    ///
+    /// Like [`PasswordHash::hash`], this is deliberately slow: run it off the async executor.
+    pub fn verify(&self, candidate: &SecretString) -> bool {
+        let bytes = candidate.expose_secret().as_bytes();
+        if bytes.is_empty() || bytes.len() > BCRYPT_MAX_PASSWORD_BYTES {
+            return false;
+        }
+        bcrypt::non_truncating_verify(bytes, &self.0).unwrap_or(false)
+    }
+
+    /// The bcrypt cost this hash was made with.
+    pub fn cost(&self) -> u32 {
+        // `parse` has checked the format, so the cost digits are present.
+        bcrypt_cost(&self.0).unwrap_or(0)
+    }
+
+    /// The hash itself, for the persistence adapter to store. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Returns the cost of a well-formed `$2[aby]$NN$<53 chars of ./A-Za-z0-9>` hash, or `None`.
+fn bcrypt_cost(candidate: &str) -> Option<u32> {
+    let bytes = candidate.as_bytes();
+    if bytes.len() != BCRYPT_HASH_LEN {
+        return None;
+    }
+    let (prefix, rest) = bytes.split_at(4);
+    if !matches!(prefix, b"$2a$" | b"$2b$" | b"$2y$") {
+        return None;
+    }
+    let (cost_digits, rest) = rest.split_at(2);
+    if !cost_digits.iter().all(u8::is_ascii_digit) || rest.first() != Some(&b'$') {
+        return None;
+    }
+    let salt_and_digest = &rest[1..];
+    let alphabet_ok = salt_and_digest
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || *b == b'.' || *b == b'/');
+    if salt_and_digest.len() != BCRYPT_SALT_AND_DIGEST_LEN || !alphabet_ok {
+        return None;
+    }
+    let cost = u32::from(cost_digits[0] - b'0') * 10 + u32::from(cost_digits[1] - b'0');
+    // bcrypt defines costs 4 to 31 only.
+    (4..=31).contains(&cost).then_some(cost)
+}
+
+impl fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PasswordHash([REDACTED])")
+    }
+}
+
+impl fmt::Display for PasswordHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::LazyLock;
+
+    /// One real cost-12 hash shared by the tests: each hash costs ~0.2 s of CPU.
+    static HASHED: LazyLock<PasswordHash> =
+        LazyLock::new(|| PasswordHash::hash(&secret("correct horse battery staple")).unwrap());
+
+    fn secret(text: &str) -> SecretString {
+        SecretString::from(text.to_owned())
+    }
+
+    const VALID: &str = "$2b$12$abcdefghijklmnopqrstuvABCDEFGHIJKLMNOPQRSTUVWXYZ01234";
+
+    #[test]
+    fn hash_produces_a_cost_12_bcrypt_hash_that_verifies() {
+        let hash = &*HASHED;
+        assert_eq!(hash.expose().len(), 60);
+        assert!(hash.expose().starts_with("$2b$12$"));
+        assert_eq!(hash.cost(), 12);
+        assert!(hash.verify(&secret("correct horse battery staple")));
+        assert!(!hash.verify(&secret("correct horse battery stapler")));
+        assert!(!hash.verify(&secret("")));
+    }
+
+    #[test]
+    fn two_hashes_of_one_password_differ_by_salt() {
+        let again = PasswordHash::hash(&secret("correct horse battery staple")).unwrap();
+        assert_ne!(&again, &*HASHED);
+        assert!(again.verify(&secret("correct horse battery staple")));
+    }
+
+    #[test]
+    fn hashing_refuses_what_bcrypt_would_truncate_or_cannot_hash() {
+        let long = secret(&"a".repeat(73));
+        assert_eq!(
+            PasswordHash::hash(&long),
+            Err(PasswordHashError::PasswordTooLong { max: 72 })
+        );
+        assert_eq!(
+            PasswordHash::hash(&secret("")),
+            Err(PasswordHashError::EmptyPassword)
+        );
+        assert_eq!(
+            PasswordHash::hash_with_cost(&secret("pw"), 11),
+            Err(PasswordHashError::CostTooLow {
+                actual: 11,
+                minimum: 12
+            })
+        );
+    }
+
+    #[test]
+    fn parse_accepts_each_bcrypt_variant_at_cost_12_and_above() {
+        for prefix in ["$2a$12$", "$2b$12$", "$2y$12$", "$2b$13$", "$2b$31$"] {
+            let candidate = format!("{prefix}{}", &VALID[7..]);
+            assert!(
+                PasswordHash::parse(candidate.clone()).is_ok(),
+                "{candidate}"
+            );
+        }
+    }
+
+    #[test]
+    fn parse_rejects_plaintext_and_malformed_hashes() {
+        let cases = [
+            "hunter2".to_owned(),
+            String::new(),
+            format!("$2x$12${}", &VALID[7..]), // unsupported variant
+            format!("$1$12${}", &VALID[6..]),  // not bcrypt
+            format!("$2b$1a${}", &VALID[7..]), // non-digit cost
+            format!("$2b$12#{}", &VALID[7..]), // missing separator
+            format!("{VALID}x"),               // 61 characters
+            VALID[..59].to_owned(),            // 59 characters
+            format!("$2b$12${}!", &VALID[7..59]), // character outside the alphabet
+            format!("$2b$32${}", &VALID[7..]), // cost bcrypt does not define
+        ];
+        for candidate in cases {
+            assert_eq!(
+                PasswordHash::parse(candidate.clone()),
+                Err(PasswordHashError::NotBcrypt),
+                "{candidate:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn parse_rejects_costs_below_12() {
+        let weak = format!("$2b$11${}", &VALID[7..]);
+        assert_eq!(
+            PasswordHash::parse(weak),
+            Err(PasswordHashError::CostTooLow {
+                actual: 11,
+                minimum: 12
+            })
+        );
+        let weakest = format!("$2b$04${}", &VALID[7..]);
+        assert!(PasswordHash::parse(weakest).is_err());
+    }
+
+    #[test]
+    fn debug_and_display_never_show_the_hash() {
+        let hash = PasswordHash::parse(VALID).unwrap();
+        for shown in [
+            format!("{hash:?}"),
+            format!("{hash}"),
+            format!("{:?}", Some(&hash)),
+        ] {
+            assert!(!shown.contains("$2b$"), "{shown}");
+            assert!(!shown.contains("abcdefgh"), "{shown}");
+            assert!(shown.contains("REDACTED"));
+        }
+    }
+}
