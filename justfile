@@ -1,10 +1,36 @@
 # Recipes for developers. `just` with no arguments lists them.
+# Binaries read DATABASE_URL from the environment, else from .env; just itself loads nothing.
 
 set dotenv-load := false
+set shell := ["bash", "-euo", "pipefail", "-c"]
 
 # List the recipes.
 default:
     @just --list
+
+# From a fresh clone to a running, migrated service on http://127.0.0.1:8000.
+dev:
+    scripts/dev.sh
+
+# Apply every pending migration to DATABASE_URL.
+migrate-up:
+    @cargo run --quiet --locked -p migration -- up
+
+# Roll back exactly one migration (the most recent) on DATABASE_URL.
+migrate-down:
+    @cargo run --quiet --locked -p migration -- down
+
+# List migrations and whether each is applied on DATABASE_URL.
+migrate-status:
+    @cargo run --quiet --locked -p migration -- status
+
+# Start the project-local PostgreSQL (.data/postgres), creating it on first use.
+db-start:
+    scripts/local-postgres.sh start
+
+# Stop the project-local PostgreSQL.
+db-stop:
+    scripts/local-postgres.sh stop
 
 # Run every test (starts a throwaway PostgreSQL; no server needed).
 test *ARGS:

@@ -1,1 +1,151 @@
-fn main() {}
+//! `migration up | down [N] | status`: applies or rolls back the schema of the database named by
+//! `DATABASE_URL` (from the environment, else from `.env`; the environment wins).
+//!
+//! Exit codes: 0 success, 1 the database or a migration failed, 2 bad usage or configuration.
+
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Duration;
+
+use migration::sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use migration::sea_orm::{DatabaseConnection, SqlxPostgresConnector};
+
+const USAGE: &str = "usage: migration <up | down [STEPS] | status>
+  up       apply every pending migration
+  down     roll back the most recent migration (or the STEPS most recent)
+  status   list migrations and whether each is applied
+DATABASE_URL (environment, else .env) names the database: postgres://user:password@host:port/db";
+
+enum Command {
+    Up,
+    Down(u32),
+    Status,
+}
+
+fn parse_command(args: &[String]) -> Result<Command, String> {
+    match args {
+        [command] if command == "up" => Ok(Command::Up),
+        [command] if command == "down" => Ok(Command::Down(1)),
+        [command, steps] if command == "down" => match steps.parse::<u32>() {
+            Ok(steps) if steps > 0 => Ok(Command::Down(steps)),
+            _ => Err(format!(
+                "STEPS must be a positive whole number, not {steps:?}"
+            )),
+        },
+        [command] if command == "status" => Ok(Command::Status),
+        _ => Err("expected one of: up, down [STEPS], status".to_owned()),
+    }
+}
+
+/// Reads and checks `DATABASE_URL`. Errors name the variable and never contain its value.
+fn database_options() -> Result<PgConnectOptions, String> {
+    // A missing .env is normal (production sets the environment); a broken one is reported.
+    if let Err(error) = dotenvy::dotenv()
+        && !error.not_found()
+    {
+        return Err(format!(
+            "could not read .env: {}",
+            error_kind_of_dotenv(&error)
+        ));
+    }
+    let url = std::env::var("DATABASE_URL").map_err(|error| match error {
+        std::env::VarError::NotPresent => {
+            "DATABASE_URL is not set: set it in the environment or in .env (see .env.example)"
+                .to_owned()
+        }
+        std::env::VarError::NotUnicode(_) => "DATABASE_URL is not valid UTF-8".to_owned(),
+    })?;
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(
+            "DATABASE_URL must be a PostgreSQL URL starting with postgres:// or postgresql://"
+                .to_owned(),
+        );
+    }
+    // The parser's own message may quote the URL, so it is replaced by a fixed one.
+    PgConnectOptions::from_str(&url).map_err(|_| {
+        "DATABASE_URL is not a valid URL (check its format; percent-encode special characters \
+         in the password)"
+            .to_owned()
+    })
+}
+
+fn error_kind_of_dotenv(error: &dotenvy::Error) -> &'static str {
+    match error {
+        dotenvy::Error::LineParse(..) => "a line could not be parsed",
+        dotenvy::Error::Io(_) => "an I/O error",
+        _ => "an unknown error",
+    }
+}
+
+async fn connect(options: PgConnectOptions) -> DatabaseConnection {
+    // One connection is all a migration run needs: it runs in a single transaction.
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(options);
+    SqlxPostgresConnector::from_sqlx_postgres_pool(pool)
+}
+
+async fn run(command: Command, db: &DatabaseConnection) -> Result<(), migration::DbErr> {
+    match command {
+        Command::Up => {
+            let applied = migration::apply_pending(db).await?;
+            println!("applied {applied} migration(s); the schema is up to date");
+        }
+        Command::Down(steps) => {
+            let rolled_back = migration::roll_back(db, steps).await?;
+            if rolled_back.is_empty() {
+                println!("nothing to roll back: no migration is applied");
+            }
+            for name in rolled_back {
+                println!("rolled back {name}");
+            }
+        }
+        Command::Status => {
+            for state in migration::status(db).await? {
+                let mark = if state.applied { "applied" } else { "pending" };
+                println!("{mark:8} {}", state.name);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if matches!(
+        args.first().map(String::as_str),
+        Some("-h" | "--help" | "help")
+    ) {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let command = match parse_command(&args) {
+        Ok(command) => command,
+        Err(message) => {
+            eprintln!("migration: {message}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = match database_options() {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("migration: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let db = connect(options).await;
+    let outcome = run(command, &db).await;
+    // Closing is best effort: the outcome is already decided.
+    let _ = db.close().await;
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // sqlx and PostgreSQL messages name the user or the failing SQL object, never the
+            // password (it only ever travels inside the connect options).
+            eprintln!("migration: failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

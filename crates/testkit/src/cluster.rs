@@ -1,0 +1,450 @@
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::{Gid, Pid, Uid, User};
+use sea_orm::sqlx::postgres::PgConnectOptions;
+
+use crate::binaries::binaries_from_environment;
+use crate::database::TestDatabase;
+use crate::{Result, TestkitError, spawner};
+
+const DIR_PREFIX: &str = "counseling-testkit-";
+const SUPERUSER: &str = "postgres";
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A private PostgreSQL cluster on 127.0.0.1 and a free port, in a directory of its own (on
+/// `/dev/shm` where it exists), run as the `postgres` user when the tests run as root.
+///
+/// Dropping it stops the server and deletes its directory. Tests that break the database
+/// (`stop`, `crash`, `freeze`) use one of their own, never the shared one.
+#[derive(Debug, Clone)]
+pub struct PgCluster {
+    inner: Arc<ClusterInner>,
+}
+
+#[derive(Debug)]
+struct ClusterInner {
+    bin_dir: PathBuf,
+    root: PathBuf,
+    port: u16,
+    password: String,
+    owner: Option<(Uid, Gid)>,
+    postmaster: Mutex<Option<Child>>,
+}
+
+impl PgCluster {
+    /// Initialises and starts a new cluster. Takes about a second (`initdb`).
+    pub async fn start() -> Result<Self> {
+        blocking(Self::start_blocking).await
+    }
+
+    /// Like [`PgCluster::start`], for code that is not async.
+    pub fn start_blocking() -> Result<Self> {
+        Self::init_and_start()
+    }
+
+    fn init_and_start() -> Result<Self> {
+        let bin_dir = binaries_from_environment()?;
+        let base = if Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        };
+        sweep_dead_clusters(&base);
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let root = base.join(format!(
+            "{DIR_PREFIX}{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("data"))
+            .map_err(TestkitError::io("creating the cluster directory"))?;
+        fs::create_dir_all(root.join("socket"))
+            .map_err(TestkitError::io("creating the socket directory"))?;
+        fs::set_permissions(root.join("data"), fs::Permissions::from_mode(0o700))
+            .map_err(TestkitError::io("restricting the data directory"))?;
+
+        // initdb and postgres refuse to run as root: hand the directory to the postgres user.
+        let owner = if Uid::effective().is_root() {
+            let user = User::from_name(SUPERUSER).ok().flatten().ok_or_else(|| {
+                TestkitError::Server(
+                    "running as root, but there is no `postgres` user to run the server as \
+                         (install the postgresql package, or run the tests as a normal user)"
+                        .into(),
+                )
+            })?;
+            for path in [root.clone(), root.join("data"), root.join("socket")] {
+                std::os::unix::fs::chown(&path, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
+                    .map_err(TestkitError::io(
+                    "handing the cluster directory to postgres",
+                ))?;
+            }
+            Some((user.uid, user.gid))
+        } else {
+            None
+        };
+
+        let password = format!(
+            "tk{:x}{:x}",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        );
+        let pwfile = root.join("pwfile");
+        fs::write(&pwfile, &password).map_err(TestkitError::io("writing the password file"))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&pwfile, Some(uid.as_raw()), Some(gid.as_raw()))
+                .map_err(TestkitError::io("handing the password file to postgres"))?;
+        }
+
+        let mut initdb = Command::new(bin_dir.join("initdb"));
+        initdb
+            .arg("--pgdata")
+            .arg(root.join("data"))
+            .args([
+                "--username",
+                SUPERUSER,
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+            ])
+            .args([
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--no-sync",
+            ])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .stdin(Stdio::null());
+        as_owner(&mut initdb, owner);
+        let output = initdb
+            .output()
+            .map_err(TestkitError::io("running initdb"))?;
+        let _ = fs::remove_file(&pwfile);
+        if !output.status.success() {
+            return Err(TestkitError::Server(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )));
+        }
+
+        let port = free_port()?;
+        let cluster = PgCluster {
+            inner: Arc::new(ClusterInner {
+                bin_dir,
+                root,
+                port,
+                password,
+                owner,
+                postmaster: Mutex::new(None),
+            }),
+        };
+        cluster.start_server()?;
+        Ok(cluster)
+    }
+
+    /// Connection options for the superuser on the `postgres` database.
+    pub fn admin_options(&self) -> PgConnectOptions {
+        PgConnectOptions::new_without_pgpass()
+            .host("127.0.0.1")
+            .port(self.inner.port)
+            .username(SUPERUSER)
+            .password(&self.inner.password)
+            .database("postgres")
+    }
+
+    /// A `postgres://` URL for `database` on this cluster (it contains the password).
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "postgres://{SUPERUSER}:{}@127.0.0.1:{}/{database}",
+            self.inner.password, self.inner.port
+        )
+    }
+
+    pub fn port(&self) -> u16 {
+        self.inner.port
+    }
+
+    /// The superuser's password, for tests that check it never leaks.
+    pub fn password(&self) -> &str {
+        &self.inner.password
+    }
+
+    /// The server's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.inner.root.join("server.log")
+    }
+
+    /// A new migrated database on this cluster, dropped with the handle.
+    pub async fn migrated_database(&self) -> Result<TestDatabase> {
+        TestDatabase::on_cluster(self, true).await
+    }
+
+    /// A new empty database on this cluster, dropped with the handle.
+    pub async fn empty_database(&self) -> Result<TestDatabase> {
+        TestDatabase::on_cluster(self, false).await
+    }
+
+    /// Fast shutdown (SIGINT): live sessions are terminated, new ones refused. Waits for exit.
+    pub async fn stop(&self) -> Result<()> {
+        let cluster = self.clone();
+        blocking(move || cluster.signal_and_wait(Signal::SIGINT)).await
+    }
+
+    /// Immediate shutdown (SIGQUIT), like a crash: the next start runs crash recovery.
+    pub async fn crash(&self) -> Result<()> {
+        let cluster = self.clone();
+        blocking(move || cluster.signal_and_wait(Signal::SIGQUIT)).await
+    }
+
+    /// Starts the server again on the same port (after a stop or crash, or while it runs);
+    /// returns once it accepts connections.
+    pub async fn restart(&self) -> Result<()> {
+        let cluster = self.clone();
+        blocking(move || {
+            cluster.signal_and_wait(Signal::SIGINT)?;
+            cluster.start_server()
+        })
+        .await
+    }
+
+    /// Freezes every server process (SIGSTOP): connections stay open but nothing answers, like a
+    /// hung host. Undo with [`PgCluster::thaw`].
+    pub fn freeze(&self) -> Result<()> {
+        let postmaster = self.postmaster_pid()?;
+        signal(postmaster, Signal::SIGSTOP)?;
+        for child in children_of(postmaster) {
+            let _ = signal(child, Signal::SIGSTOP);
+        }
+        Ok(())
+    }
+
+    /// Resumes a frozen server (SIGCONT).
+    pub fn thaw(&self) -> Result<()> {
+        let postmaster = self.postmaster_pid()?;
+        for child in children_of(postmaster) {
+            let _ = signal(child, Signal::SIGCONT);
+        }
+        signal(postmaster, Signal::SIGCONT)
+    }
+
+    fn postmaster(&self) -> MutexGuard<'_, Option<Child>> {
+        // A poisoned lock only means another test thread panicked while holding it; the Child
+        // inside is still accurate.
+        self.inner
+            .postmaster
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn postmaster_pid(&self) -> Result<Pid> {
+        self.postmaster()
+            .as_ref()
+            .map(|child| Pid::from_raw(child.id() as i32))
+            .ok_or_else(|| TestkitError::Server("the server is not running".into()))
+    }
+
+    fn start_server(&self) -> Result<()> {
+        let inner = &self.inner;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .map_err(TestkitError::io("opening the server log"))?;
+        let log_err = log
+            .try_clone()
+            .map_err(TestkitError::io("opening the server log"))?;
+        let postgres = inner.bin_dir.join("postgres");
+        // setpriv makes the postmaster get SIGINT (fast shutdown) when the spawning thread, and
+        // so the test process, dies. Without setpriv the server still stops with the cluster
+        // handle, just not after a SIGKILL of the test process.
+        let mut command = if Path::new("/usr/bin/setpriv").exists() {
+            let mut command = Command::new("/usr/bin/setpriv");
+            command.args(["--pdeathsig", "INT", "--"]).arg(postgres);
+            command
+        } else {
+            Command::new(postgres)
+        };
+        command
+            .arg("-D")
+            .arg(inner.root.join("data"))
+            .arg("-p")
+            .arg(inner.port.to_string())
+            .arg("-k")
+            .arg(inner.root.join("socket"))
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ])
+            .args(["-c", "max_connections=300", "-c", "shared_buffers=64MB"])
+            .args(["-c", "log_min_messages=warning"])
+            .stdin(Stdio::null())
+            // Output goes to a file: a pipe nobody reads would fill up and block the server.
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err));
+        as_owner(&mut command, inner.owner);
+        let child = spawner::spawn(command).map_err(TestkitError::io("starting postgres"))?;
+        *self.postmaster() = Some(child);
+        self.wait_until_ready()
+    }
+
+    fn wait_until_ready(&self) -> Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let pid_file = self.inner.root.join("data").join("postmaster.pid");
+        loop {
+            if let Some(child) = self.postmaster().as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(TestkitError::Server(format!(
+                    "postgres exited during start-up ({status}); its log:\n{}",
+                    self.log_tail()
+                )));
+            }
+            let ready = fs::read_to_string(&pid_file)
+                .map(|text| {
+                    text.lines()
+                        .nth(7)
+                        .is_some_and(|status| status.trim() == "ready")
+                })
+                .unwrap_or(false);
+            if ready && self.accepts_connections() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(TestkitError::Server(format!(
+                    "postgres was not ready within {READY_TIMEOUT:?}; its log:\n{}",
+                    self.log_tail()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn accepts_connections(&self) -> bool {
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], self.inner.port));
+        std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok()
+    }
+
+    fn log_tail(&self) -> String {
+        let log = fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    fn signal_and_wait(&self, signal_to_send: Signal) -> Result<()> {
+        let Some(mut child) = self.postmaster().take() else {
+            return Ok(());
+        };
+        let pid = Pid::from_raw(child.id() as i32);
+        // A frozen server cannot act on a shutdown signal until it runs again.
+        let _ = kill(pid, Signal::SIGCONT);
+        for process in children_of(pid) {
+            let _ = kill(process, Signal::SIGCONT);
+        }
+        let _ = kill(pid, signal_to_send);
+        child
+            .wait()
+            .map_err(TestkitError::io("waiting for postgres to stop"))?;
+        Ok(())
+    }
+}
+
+impl Drop for ClusterInner {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.postmaster.get_mut().ok().and_then(Option::take) {
+            let pid = Pid::from_raw(child.id() as i32);
+            let _ = kill(pid, Signal::SIGCONT);
+            let _ = kill(pid, Signal::SIGQUIT);
+            let _ = child.wait();
+        }
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| TestkitError::Server(format!("cluster operation panicked: {error}")))?
+}
+
+fn as_owner(command: &mut Command, owner: Option<(Uid, Gid)>) {
+    if let Some((uid, gid)) = owner {
+        command.uid(uid.as_raw()).gid(gid.as_raw());
+        // The postgres user cannot enter root's working directory.
+        command.current_dir("/");
+    }
+}
+
+fn signal(pid: Pid, signal_to_send: Signal) -> Result<()> {
+    kill(pid, signal_to_send).map_err(|errno| {
+        TestkitError::Server(format!("sending {signal_to_send} to {pid}: {errno}"))
+    })
+}
+
+/// Processes whose parent is `parent` (the postmaster's backends and helpers), read from /proc.
+fn children_of(parent: Pid) -> Vec<Pid> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // The fields after the parenthesised command name: state, ppid, ...
+                    let after_name = &stat[stat.rfind(')')? + 1..];
+                    after_name.split_whitespace().nth(1)?.parse::<i32>().ok()
+                })
+                == Some(parent.as_raw())
+        })
+        .map(Pid::from_raw)
+        .collect()
+}
+
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(TestkitError::io("finding a free port"))?;
+    let port = listener
+        .local_addr()
+        .map_err(TestkitError::io("finding a free port"))?
+        .port();
+    Ok(port)
+}
+
+/// Deletes the directories of clusters whose test process is gone (killed runs).
+fn sweep_dead_clusters(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix(DIR_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}

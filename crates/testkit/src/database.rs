@@ -1,0 +1,280 @@
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sea_orm::sqlx::{AssertSqlSafe, Connection, PgConnection};
+use sea_orm::{DatabaseConnection, SqlxPostgresConnector};
+use tokio::sync::OnceCell;
+
+use crate::cluster::PgCluster;
+use crate::{Result, TestkitError};
+
+/// Where test databases are created: a server given by `DATABASE_URL_TEST`, or a cluster.
+#[derive(Debug, Clone)]
+enum Server {
+    External(Box<PgConnectOptions>),
+    Cluster(PgCluster),
+}
+
+impl Server {
+    fn admin_options(&self) -> PgConnectOptions {
+        match self {
+            Server::External(options) => (**options).clone(),
+            Server::Cluster(cluster) => cluster.admin_options(),
+        }
+    }
+
+    async fn admin(&self) -> Result<PgConnection> {
+        PgConnection::connect_with(&self.admin_options())
+            .await
+            .map_err(TestkitError::db("connecting to the test server"))
+    }
+}
+
+/// The server shared by the tests of this process, and its migrated template database.
+#[derive(Debug)]
+struct Shared {
+    server: Server,
+    template: String,
+}
+
+static SHARED: OnceCell<Shared> = OnceCell::const_new();
+static NEXT_DATABASE: AtomicU64 = AtomicU64::new(0);
+
+async fn shared() -> Result<&'static Shared> {
+    SHARED
+        .get_or_try_init(|| async {
+            let server = match std::env::var("DATABASE_URL_TEST") {
+                Ok(url) if !url.trim().is_empty() => {
+                    let options = PgConnectOptions::from_str(&url)
+                        .map_err(|_| TestkitError::InvalidTestUrl)?;
+                    let server = Server::External(Box::new(options));
+                    sweep_dead_databases(&server).await?;
+                    server
+                }
+                _ => Server::Cluster(PgCluster::start().await?),
+            };
+            let template = format!("tmpl_{}_{}", std::process::id(), unique_suffix());
+            create_database(&server, &template, None).await?;
+            migrate(&server, &template).await?;
+            Ok(Shared { server, template })
+        })
+        .await
+}
+
+/// A database that belongs to one test. It is dropped (`DROP DATABASE ... WITH (FORCE)`) when
+/// this handle is, so tests can run in parallel and leave nothing behind.
+#[derive(Debug)]
+pub struct TestDatabase {
+    name: String,
+    server: Server,
+}
+
+impl TestDatabase {
+    /// A fresh database with every migration applied, on the shared server.
+    pub async fn migrated() -> Result<Self> {
+        let shared = shared().await?;
+        Self::create(&shared.server, Some(&shared.template)).await
+    }
+
+    /// A fresh database without any schema, on the shared server.
+    pub async fn empty() -> Result<Self> {
+        let shared = shared().await?;
+        Self::create(&shared.server, None).await
+    }
+
+    pub(crate) async fn on_cluster(cluster: &PgCluster, migrated: bool) -> Result<Self> {
+        let server = Server::Cluster(cluster.clone());
+        let database = Self::create(&server, None).await?;
+        if migrated {
+            migrate(&server, &database.name).await?;
+        }
+        Ok(database)
+    }
+
+    async fn create(server: &Server, template: Option<&str>) -> Result<Self> {
+        let name = format!(
+            "test_{}_{}",
+            std::process::id(),
+            NEXT_DATABASE.fetch_add(1, Ordering::Relaxed)
+        );
+        create_database(server, &name, template).await?;
+        Ok(Self {
+            name,
+            server: server.clone(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Connection options for this database (they hold the password: do not print them).
+    pub fn options(&self) -> PgConnectOptions {
+        self.server.admin_options().database(&self.name)
+    }
+
+    /// A `postgres://` URL for this database, for code under test that takes a URL.
+    pub fn url(&self) -> String {
+        let options = self.options();
+        match &self.server {
+            Server::Cluster(cluster) => cluster.url(&self.name),
+            Server::External(_) => {
+                let url = std::env::var("DATABASE_URL_TEST").unwrap_or_default();
+                replace_database_in_url(&url, &self.name)
+                    .unwrap_or_else(|| format!("postgres://{}/{}", options.get_host(), self.name))
+            }
+        }
+    }
+
+    /// A small SeaORM connection pool on this database.
+    pub async fn connect(&self) -> DatabaseConnection {
+        let pool = PgPoolOptions::new()
+            .max_connections(5)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(self.options());
+        SqlxPostgresConnector::from_sqlx_postgres_pool(pool)
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // Drop cannot await, and the test's runtime may be shutting down: use a thread with a
+        // runtime of its own. Failure only leaves a database for the next sweep.
+        let server = self.server.clone();
+        let name = std::mem::take(&mut self.name);
+        let dropper = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                runtime.block_on(async {
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        drop_database(&server, &name),
+                    )
+                    .await;
+                });
+            }
+        });
+        let _ = dropper.join();
+    }
+}
+
+async fn create_database(server: &Server, name: &str, template: Option<&str>) -> Result<()> {
+    let mut admin = server.admin().await?;
+    let sql = match template {
+        Some(template) => {
+            format!(r#"CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY"#)
+        }
+        None => format!(r#"CREATE DATABASE "{name}""#),
+    };
+    // Cloning fails while anyone is connected to the template, which includes a concurrent
+    // clone for an instant: retry briefly.
+    let mut attempt = 0;
+    loop {
+        // Names are generated by this kit (test_<pid>_<n>), never taken from input.
+        match sea_orm::sqlx::query(AssertSqlSafe(sql.as_str()))
+            .execute(&mut admin)
+            .await
+        {
+            Ok(_) => break,
+            Err(error)
+                if attempt < 50
+                    && error.as_database_error().and_then(|e| e.code()).as_deref()
+                        == Some("55006") =>
+            {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => return Err(TestkitError::db(format!("creating database {name}"))(error)),
+        }
+    }
+    let _ = admin.close().await;
+    Ok(())
+}
+
+async fn drop_database(server: &Server, name: &str) -> Result<()> {
+    let mut admin = server.admin().await?;
+    sea_orm::sqlx::query(AssertSqlSafe(format!(
+        r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#
+    )))
+    .execute(&mut admin)
+    .await
+    .map_err(TestkitError::db(format!("dropping database {name}")))?;
+    let _ = admin.close().await;
+    Ok(())
+}
+
+async fn migrate(server: &Server, database: &str) -> Result<()> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(server.admin_options().database(database));
+    let db = SqlxPostgresConnector::from_sqlx_postgres_pool(pool);
+    let outcome = migration::apply_pending(&db).await;
+    // Every connection to a template must be closed before it can be cloned.
+    let _ = db.close().await;
+    outcome?;
+    Ok(())
+}
+
+/// Drops `test_*`/`tmpl_*` databases on an external server whose creating process is gone.
+async fn sweep_dead_databases(server: &Server) -> Result<()> {
+    let mut admin = server.admin().await?;
+    let names: Vec<String> = sea_orm::sqlx::query_scalar(
+        r"SELECT datname FROM pg_database WHERE datname ~ '^(test|tmpl)_[0-9]+_'",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .map_err(TestkitError::db("listing old test databases"))?;
+    let _ = admin.close().await;
+    for name in names {
+        let pid = name.split('_').nth(1).unwrap_or_default();
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = drop_database(server, &name).await;
+        }
+    }
+    Ok(())
+}
+
+fn unique_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos() % 1_000_000_000)
+        .unwrap_or(0)
+}
+
+/// `postgres://u:p@h:1/old?x=y` with the database replaced by `database`.
+fn replace_database_in_url(url: &str, database: &str) -> Option<String> {
+    let scheme_end = url.find("://")? + 3;
+    let (base, query) = match url.find('?') {
+        Some(q) => (&url[..q], &url[q..]),
+        None => (url, ""),
+    };
+    let authority_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    Some(format!("{}/{database}{query}", &base[..authority_end]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_the_database_of_a_url() {
+        assert_eq!(
+            replace_database_in_url("postgres://u:p@h:5433/counseling_test", "test_1_2").unwrap(),
+            "postgres://u:p@h:5433/test_1_2"
+        );
+        assert_eq!(
+            replace_database_in_url("postgres://u:p@h/db?sslmode=disable", "t").unwrap(),
+            "postgres://u:p@h/t?sslmode=disable"
+        );
+        assert_eq!(
+            replace_database_in_url("postgres://h", "t").unwrap(),
+            "postgres://h/t"
+        );
+    }
+}

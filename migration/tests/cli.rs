@@ -1,0 +1,138 @@
+//! The `migration` binary as deploy jobs and `just` run it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should abort the test
+
+use std::process::{Command, Output};
+
+use counseling_testkit::TestDatabase;
+use migration::sea_orm::sqlx::{self, Connection, PgConnection};
+
+/// Runs the binary in an empty directory (so no developer `.env` is picked up).
+fn migration(args: &[&str], database_url: Option<&str>) -> Output {
+    let dir = std::env::temp_dir().join(format!("migration-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_migration"));
+    command
+        .args(args)
+        .current_dir(&dir)
+        .env_remove("DATABASE_URL");
+    if let Some(url) = database_url {
+        command.env("DATABASE_URL", url);
+    }
+    command.output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn four_concurrent_up_runs_on_an_empty_database_all_succeed() {
+    let db = TestDatabase::empty().await.unwrap();
+    let url = db.url();
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || migration(&["up"], Some(&url)))
+        })
+        .collect();
+    let outputs: Vec<Output> = runs.into_iter().map(|run| run.join().unwrap()).collect();
+    for output in &outputs {
+        assert!(output.status.success(), "stderr: {}", text(&output.stderr));
+    }
+    let applied_once: usize = outputs
+        .iter()
+        .filter(|output| text(&output.stdout).contains("applied 1 migration"))
+        .count();
+    assert_eq!(applied_once, 1, "exactly one run applies the migration");
+
+    let mut conn = PgConnection::connect_with(&db.options()).await.unwrap();
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM seaql_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(recorded, 1);
+}
+
+#[tokio::test]
+async fn up_status_down_through_the_binary() {
+    let db = TestDatabase::empty().await.unwrap();
+    let url = db.url();
+
+    let status = migration(&["status"], Some(&url));
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    assert_eq!(
+        text(&status.stdout).trim(),
+        "pending  m20251220_000001_create_users"
+    );
+
+    assert!(migration(&["up"], Some(&url)).status.success());
+    let status = migration(&["status"], Some(&url));
+    assert_eq!(
+        text(&status.stdout).trim(),
+        "applied  m20251220_000001_create_users"
+    );
+
+    let down = migration(&["down"], Some(&url));
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    assert_eq!(
+        text(&down.stdout).trim(),
+        "rolled back m20251220_000001_create_users"
+    );
+    let mut conn = PgConnection::connect_with(&db.options()).await.unwrap();
+    let users: Option<String> = sqlx::query_scalar("SELECT to_regclass('users')::text")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(users, None);
+}
+
+#[test]
+fn missing_database_url_exits_2_naming_the_variable() {
+    let output = migration(&["up"], None);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("DATABASE_URL is not set"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one clear line: {stderr}");
+}
+
+#[test]
+fn malformed_database_url_exits_2_without_echoing_the_password() {
+    for url in [
+        "mysql://user:s3cret-pw@localhost/db",
+        "postgres://user:s3cret-pw@local host:99999/db",
+        "not a url s3cret-pw",
+    ] {
+        let output = migration(&["up"], Some(url));
+        assert_eq!(output.status.code(), Some(2), "{url}");
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+        assert!(!stderr.contains("s3cret-pw"), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn unreachable_database_exits_1_without_the_password() {
+    // Port 1 on loopback: nothing listens there.
+    let output = migration(&["up"], Some("postgres://user:s3cret-pw@127.0.0.1:1/db"));
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(stderr.starts_with("migration: failed"), "{stderr}");
+    assert!(!stderr.contains("s3cret-pw"), "{stderr}");
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    assert_eq!(
+        migration(&["sideways"], Some("postgres://x@127.0.0.1/db"))
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        migration(&["down", "0"], Some("postgres://x@127.0.0.1/db"))
+            .status
+            .code(),
+        Some(2)
+    );
+}

@@ -1,0 +1,363 @@
+//! The users schema, read back from PostgreSQL's catalog, and every constraint exercised.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should abort the test
+
+use counseling_testkit::TestDatabase;
+use migration::sea_orm::sqlx::{self, Connection, PgConnection, Row};
+
+const HASH: &str = "$2b$12$abcdefghijklmnopqrstuvABCDEFGHIJKLMNOPQRSTUVWXYZ01234";
+
+async fn connect(db: &TestDatabase) -> PgConnection {
+    PgConnection::connect_with(&db.options()).await.unwrap()
+}
+
+async fn rows(conn: &mut PgConnection, sql: &'static str) -> Vec<Vec<Option<String>>> {
+    sqlx::query(sql)
+        .fetch_all(conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (0..row.len())
+                .map(|i| row.get::<Option<String>, _>(i))
+                .collect()
+        })
+        .collect()
+}
+
+fn strings(rows: &[&[Option<&str>]]) -> Vec<Vec<Option<String>>> {
+    rows.iter()
+        .map(|row| row.iter().map(|cell| cell.map(str::to_owned)).collect())
+        .collect()
+}
+
+async fn assert_schema_present(conn: &mut PgConnection) {
+    let columns = rows(
+        conn,
+        "SELECT column_name::text, data_type::text, character_maximum_length::text, \
+                is_nullable::text, column_default::text \
+         FROM information_schema.columns WHERE table_name = 'users' ORDER BY ordinal_position",
+    )
+    .await;
+    assert_eq!(
+        columns,
+        strings(&[
+            &[
+                Some("id"),
+                Some("uuid"),
+                None,
+                Some("NO"),
+                Some("gen_random_uuid()")
+            ],
+            &[
+                Some("username"),
+                Some("character varying"),
+                Some("255"),
+                Some("NO"),
+                None
+            ],
+            &[
+                Some("password_hash"),
+                Some("character varying"),
+                Some("255"),
+                Some("NO"),
+                None
+            ],
+            &[
+                Some("is_blocked"),
+                Some("boolean"),
+                None,
+                Some("NO"),
+                Some("false")
+            ],
+            &[
+                Some("created_at"),
+                Some("timestamp with time zone"),
+                None,
+                Some("NO"),
+                Some("now()")
+            ],
+            &[
+                Some("updated_at"),
+                Some("timestamp with time zone"),
+                None,
+                Some("NO"),
+                Some("now()")
+            ],
+        ])
+    );
+
+    let constraints = rows(
+        conn,
+        "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint \
+         WHERE conrelid = 'users'::regclass ORDER BY conname",
+    )
+    .await;
+    assert_eq!(constraints.len(), 3, "{constraints:?}");
+    let definition = |name: &str| -> String {
+        constraints
+            .iter()
+            .find(|row| row[0].as_deref() == Some(name))
+            .and_then(|row| row[1].clone())
+            .unwrap_or_else(|| panic!("constraint {name} missing: {constraints:?}"))
+    };
+    assert_eq!(definition("users_pkey"), "PRIMARY KEY (id)");
+    let username_check = definition("ck_users_username_format");
+    assert!(
+        username_check.contains(r"'^\\[^\\]+\\[^\\]+$'"),
+        "{username_check}"
+    );
+    assert!(username_check.contains(r"!~"), "{username_check}");
+    let hash_check = definition("ck_users_password_hash_format");
+    assert!(
+        hash_check.contains(r"'^\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}$'"),
+        "{hash_check}"
+    );
+
+    let indexes = rows(
+        conn,
+        "SELECT indexname::text, indexdef FROM pg_indexes WHERE tablename = 'users' ORDER BY indexname",
+    )
+    .await;
+    assert_eq!(
+        indexes,
+        strings(&[
+            &[
+                Some("idx_users_is_blocked"),
+                Some(
+                    "CREATE INDEX idx_users_is_blocked ON public.users USING btree (is_blocked) WHERE is_blocked"
+                ),
+            ],
+            &[
+                Some("idx_users_username"),
+                Some(
+                    "CREATE UNIQUE INDEX idx_users_username ON public.users USING btree (lower((username)::text))"
+                ),
+            ],
+            &[
+                Some("users_pkey"),
+                Some("CREATE UNIQUE INDEX users_pkey ON public.users USING btree (id)"),
+            ],
+        ])
+    );
+
+    let triggers = rows(
+        conn,
+        "SELECT tgname::text, pg_get_triggerdef(oid) FROM pg_trigger \
+         WHERE tgrelid = 'users'::regclass AND NOT tgisinternal",
+    )
+    .await;
+    assert_eq!(
+        triggers,
+        strings(&[&[
+            Some("trg_users_set_updated_at"),
+            Some(
+                "CREATE TRIGGER trg_users_set_updated_at BEFORE UPDATE ON public.users FOR EACH ROW EXECUTE FUNCTION set_updated_at()"
+            ),
+        ]])
+    );
+}
+
+async fn count(conn: &mut PgConnection, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(conn).await.unwrap()
+}
+
+#[tokio::test]
+async fn up_down_up_creates_removes_and_recreates_everything() {
+    let db = TestDatabase::empty().await.unwrap();
+    let orm = db.connect().await;
+    let mut conn = connect(&db).await;
+
+    assert_eq!(migration::apply_pending(&orm).await.unwrap(), 1);
+    assert_schema_present(&mut conn).await;
+    // Applying again is a no-op.
+    assert_eq!(migration::apply_pending(&orm).await.unwrap(), 0);
+    let status = migration::status(&orm).await.unwrap();
+    assert_eq!(status.len(), 1);
+    assert!(status[0].applied);
+
+    let rolled_back = migration::roll_back(&orm, 1).await.unwrap();
+    assert_eq!(
+        rolled_back,
+        vec!["m20251220_000001_create_users".to_owned()]
+    );
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) FROM pg_class WHERE relname = 'users'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) FROM pg_proc WHERE proname = 'set_updated_at'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) FROM pg_trigger WHERE tgname = 'trg_users_set_updated_at'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'idx_users_%'"
+        )
+        .await,
+        0
+    );
+    assert!(!migration::status(&orm).await.unwrap()[0].applied);
+    // Nothing left to roll back is not an error.
+    assert!(migration::roll_back(&orm, 1).await.unwrap().is_empty());
+
+    assert_eq!(migration::apply_pending(&orm).await.unwrap(), 1);
+    assert_schema_present(&mut conn).await;
+}
+
+async fn insert(conn: &mut PgConnection, username: &str, hash: &str) -> Result<(), String> {
+    sqlx::query("INSERT INTO users (username, password_hash) VALUES ($1, $2)")
+        .bind(username)
+        .bind(hash)
+        .execute(conn)
+        .await
+        .map(|_| ())
+        .map_err(|error| {
+            error
+                .as_database_error()
+                .and_then(|e| e.code().map(|code| code.into_owned()))
+                .unwrap_or_else(|| error.to_string())
+        })
+}
+
+#[tokio::test]
+async fn usernames_are_unique_ignoring_case() {
+    let db = TestDatabase::migrated().await.unwrap();
+    let mut conn = connect(&db).await;
+    insert(&mut conn, r"\school\alice", HASH).await.unwrap();
+    assert_eq!(
+        insert(&mut conn, r"\school\alice", HASH).await,
+        Err("23505".into())
+    );
+    assert_eq!(
+        insert(&mut conn, r"\SCHOOL\Alice", HASH).await,
+        Err("23505".into())
+    );
+    insert(&mut conn, r"\école\Zoë", HASH).await.unwrap();
+    assert_eq!(
+        insert(&mut conn, r"\ÉCOLE\ZOË", HASH).await,
+        Err("23505".into())
+    );
+    // A different user in the same domain is fine.
+    insert(&mut conn, r"\school\bob", HASH).await.unwrap();
+}
+
+#[tokio::test]
+async fn malformed_usernames_are_rejected_by_the_check() {
+    let db = TestDatabase::migrated().await.unwrap();
+    let mut conn = connect(&db).await;
+    for bad in [
+        "",
+        "alice",
+        r"school\alice",
+        r"\alice",
+        r"\\alice",
+        r"\school\",
+        r"\school\alice\x",
+        "\\school\\al\tice",
+        "\\school\\alice\n",
+        "\\sch\u{7f}ool\\a",
+        "\\s\\a\u{85}",
+    ] {
+        assert_eq!(
+            insert(&mut conn, bad, HASH).await,
+            Err("23514".into()),
+            "{bad:?}"
+        );
+    }
+    let too_long = format!(r"\d\{}", "a".repeat(253));
+    assert_eq!(
+        insert(&mut conn, &too_long, HASH).await,
+        Err("22001".into())
+    );
+    let longest = format!(r"\d\{}", "é".repeat(252));
+    insert(&mut conn, &longest, HASH).await.unwrap();
+    for good in [r"\my school\anne marie", r"\école\Zoë", r"\d\u"] {
+        insert(&mut conn, good, HASH).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn only_bcrypt_hashes_can_be_stored() {
+    let db = TestDatabase::migrated().await.unwrap();
+    let mut conn = connect(&db).await;
+    let not_hashes = [
+        "hunter2".to_owned(),
+        String::new(),
+        format!("$2x$12${}", &HASH[7..]),
+        format!("{HASH}x"),
+        HASH[..59].to_owned(),
+        format!("$2b$12${}!", &HASH[7..59]),
+    ];
+    for (i, bad) in not_hashes.iter().enumerate() {
+        let username = format!(r"\school\user{i}");
+        assert_eq!(
+            insert(&mut conn, &username, bad).await,
+            Err("23514".into()),
+            "{bad:?}"
+        );
+    }
+    for (i, prefix) in ["$2a$12$", "$2b$13$", "$2y$12$"].iter().enumerate() {
+        insert(
+            &mut conn,
+            &format!(r"\school\ok{i}"),
+            &format!("{prefix}{}", &HASH[7..]),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn defaults_apply_and_update_bumps_updated_at_only() {
+    let db = TestDatabase::migrated().await.unwrap();
+    let mut conn = connect(&db).await;
+    insert(&mut conn, r"\school\carol", HASH).await.unwrap();
+    // Epoch seconds as float8: microsecond precision, and no chrono dependency here.
+    let (blocked, created, updated): (bool, f64, f64) = sqlx::query_as(
+        "SELECT is_blocked, extract(epoch from created_at)::float8, extract(epoch from updated_at)::float8 \
+         FROM users WHERE username = $1",
+    )
+    .bind(r"\school\carol")
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(!blocked);
+    assert_eq!(created, updated);
+
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // Even an UPDATE that tries to keep the old updated_at gets a new one.
+    sqlx::query("UPDATE users SET is_blocked = true, updated_at = updated_at WHERE username = $1")
+        .bind(r"\school\carol")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (created_after, updated_after): (f64, f64) = sqlx::query_as(
+        "SELECT extract(epoch from created_at)::float8, extract(epoch from updated_at)::float8 \
+         FROM users WHERE username = $1",
+    )
+    .bind(r"\school\carol")
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(created_after, created);
+    assert!(
+        updated_after > updated,
+        "{updated_after} should be after {updated}"
+    );
+}
