@@ -350,10 +350,7 @@ impl PgCluster {
         };
         let pid = Pid::from_raw(child.id() as i32);
         // A frozen server cannot act on a shutdown signal until it runs again.
-        let _ = kill(pid, Signal::SIGCONT);
-        for process in children_of(pid) {
-            let _ = kill(process, Signal::SIGCONT);
-        }
+        thaw_all(pid);
         let _ = kill(pid, signal_to_send);
         child
             .wait()
@@ -366,7 +363,8 @@ impl Drop for ClusterInner {
     fn drop(&mut self) {
         if let Some(mut child) = self.postmaster.get_mut().ok().and_then(Option::take) {
             let pid = Pid::from_raw(child.id() as i32);
-            let _ = kill(pid, Signal::SIGCONT);
+            // Thaw everything first: a stopped process cannot act on SIGQUIT.
+            thaw_all(pid);
             let _ = kill(pid, Signal::SIGQUIT);
             let _ = child.wait();
         }
@@ -388,6 +386,13 @@ fn as_owner(command: &mut Command, owner: Option<(Uid, Gid)>) {
         // The postgres user cannot enter root's working directory.
         command.current_dir("/");
     }
+}
+
+fn thaw_all(postmaster: Pid) {
+    for process in children_of(postmaster) {
+        let _ = kill(process, Signal::SIGCONT);
+    }
+    let _ = kill(postmaster, Signal::SIGCONT);
 }
 
 fn signal(pid: Pid, signal_to_send: Signal) -> Result<()> {

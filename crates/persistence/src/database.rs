@@ -1,0 +1,119 @@
+use std::time::Duration;
+
+use counseling_domain::Unavailability;
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sea_orm::sqlx::{self, Connection};
+use sea_orm::{DatabaseConnection, SqlxPostgresConnector};
+use tokio::time::{Instant, timeout_at};
+
+use crate::error_mapping::from_sqlx;
+use crate::{DatabaseSettings, RepositoryError, SettingsError};
+
+/// Part of a ping's budget kept back to find out why the pool could not hand out a connection.
+const DIAGNOSIS_BUDGET: Duration = Duration::from_millis(100);
+
+/// The application's pool of PostgreSQL connections, shared by every repository and the health
+/// probe. Cloning is cheap (the pool is reference-counted).
+#[derive(Debug, Clone)]
+pub struct Database {
+    pool: PgPool,
+    connection: DatabaseConnection,
+    connect_options: PgConnectOptions,
+}
+
+impl Database {
+    /// Builds the pool without connecting: the service can start, and report itself unhealthy,
+    /// while the database is down, and connects as soon as it is back.
+    ///
+    /// Pre-ping: the seed's `pool_pre_ping` checks every connection on checkout, which costs one
+    /// round trip per query on a busy pool. A connection that was in use moments ago is almost
+    /// surely alive, while one that sat idle may have been cut by a restart, a failover or a
+    /// firewall. So only connections idle for `ping_if_idle_for` or longer are pinged; the rare
+    /// dead connection that slips through fails its query with `Unavailable` and is discarded.
+    pub fn connect_lazy(settings: &DatabaseSettings) -> Result<Self, SettingsError> {
+        let connect_options = settings.connect_options()?;
+        let ping_if_idle_for = settings.ping_if_idle_for;
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .min_connections(settings.min_connections)
+            .acquire_timeout(settings.acquire_timeout)
+            .idle_timeout(settings.idle_timeout)
+            .max_lifetime(settings.max_lifetime)
+            .test_before_acquire(false)
+            .before_acquire(move |connection, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= ping_if_idle_for {
+                        connection.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
+            .connect_lazy_with(connect_options.clone());
+        let connection = SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone());
+        Ok(Self {
+            pool,
+            connection,
+            connect_options,
+        })
+    }
+
+    /// The SeaORM handle over the pool.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.connection
+    }
+
+    /// The underlying sqlx pool, for reading its configuration and state.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Checks that the database answers a round trip, within `timeout` whatever happens: refused
+    /// connections, a server stopped mid-query, a frozen server or network, an exhausted pool.
+    ///
+    /// sqlx has no client-side query timeout, and a frozen server never answers, so the whole
+    /// check runs under a deadline. A connection whose ping failed or was cut off is detached
+    /// from the pool rather than returned to it, so the next caller gets a fresh one.
+    pub async fn ping(&self, timeout: Duration) -> Result<(), RepositoryError> {
+        let deadline = Instant::now() + timeout;
+        let acquire_deadline = deadline - DIAGNOSIS_BUDGET.min(timeout / 10);
+        let mut connection = match timeout_at(acquire_deadline, self.pool.acquire()).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(error)) => return Err(from_sqlx(&error)),
+            Err(_elapsed) => return Err(self.diagnose(deadline).await),
+        };
+        match timeout_at(deadline, connection.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => {
+                drop(connection.detach());
+                Err(from_sqlx(&error))
+            }
+            Err(_elapsed) => {
+                drop(connection.detach());
+                Err(RepositoryError::Unavailable(Unavailability::Timeout))
+            }
+        }
+    }
+
+    /// Why no connection could be had in time: every connection busy, nothing listening, or a
+    /// server that accepts TCP but does not answer.
+    async fn diagnose(&self, deadline: Instant) -> RepositoryError {
+        let max = self.pool.options().get_max_connections();
+        if self.pool.size() >= max && self.pool.num_idle() == 0 {
+            return RepositoryError::Unavailable(Unavailability::PoolExhausted);
+        }
+        let probe = sqlx::PgConnection::connect_with(&self.connect_options);
+        match timeout_at(deadline, probe).await {
+            Ok(Ok(connection)) => {
+                let _ = connection.close().await;
+                RepositoryError::Unavailable(Unavailability::Timeout)
+            }
+            Ok(Err(error)) => from_sqlx(&error),
+            Err(_elapsed) => RepositoryError::Unavailable(Unavailability::Timeout),
+        }
+    }
+
+    /// Closes every connection; waits for connections in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

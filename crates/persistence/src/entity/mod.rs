@@ -1,0 +1,3 @@
+//! SeaORM entities: one per table, matching the migrations exactly.
+
+pub mod users;

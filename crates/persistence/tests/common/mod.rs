@@ -1,0 +1,35 @@
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use counseling_domain::{NewUser, PasswordHash, Username};
+use counseling_persistence::{Database, DatabaseSettings, PgUserRepository};
+use counseling_testkit::TestDatabase;
+use secrecy::SecretString;
+
+/// A valid cost-12 bcrypt hash; hashing a real password per user would cost ~0.2 s each.
+pub const HASH: &str = "$2b$12$abcdefghijklmnopqrstuvABCDEFGHIJKLMNOPQRSTUVWXYZ01234";
+pub const OTHER_HASH: &str = "$2b$12$ZYXWVUTSRQPONMLKJIHGFEDCBAzyxwvutsrqponmlkjihgfedcba9";
+
+pub fn settings_for(url: String) -> DatabaseSettings {
+    let mut settings = DatabaseSettings::new(SecretString::from(url));
+    // Many tests run at once against one server: keep each pool small.
+    settings.min_connections = 0;
+    settings.max_connections = 5;
+    settings.acquire_timeout = Duration::from_secs(2);
+    settings
+}
+
+pub async fn repository() -> (TestDatabase, Database, PgUserRepository) {
+    let test_db = TestDatabase::migrated().await.unwrap();
+    let database = Database::connect_lazy(&settings_for(test_db.url())).unwrap();
+    let repository = PgUserRepository::new(database.clone());
+    (test_db, database, repository)
+}
+
+pub fn new_user(username: &str) -> NewUser {
+    NewUser {
+        username: Username::parse(username).unwrap(),
+        password_hash: PasswordHash::parse(HASH).unwrap(),
+    }
+}

@@ -1,0 +1,216 @@
+//! The pool: configuration as asked, and behaviour when the database goes away and comes back.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{new_user, settings_for};
+use counseling_domain::{RepositoryError, Unavailability, UserRepository, Username};
+use counseling_persistence::{Database, DatabaseSettings, PgUserRepository};
+use counseling_testkit::{PgCluster, TestDatabase};
+use sea_orm::{ConnectionTrait, Statement};
+use secrecy::SecretString;
+
+async fn show(database: &Database, setting: &str) -> String {
+    let row = database
+        .connection()
+        .query_one_raw(Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            format!("SELECT current_setting('{setting}')"),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get_by_index::<String>(0).unwrap()
+}
+
+#[tokio::test]
+async fn the_pool_is_configured_as_the_settings_say() {
+    let test_db = TestDatabase::migrated().await.unwrap();
+    let mut settings = DatabaseSettings::new(SecretString::from(test_db.url()));
+    settings.statement_timeout = Duration::from_millis(2500);
+    settings.application_name = "pool-test".into();
+    let database = Database::connect_lazy(&settings).unwrap();
+    let options = database.pool().options();
+    assert_eq!(options.get_max_connections(), 15);
+    assert_eq!(options.get_min_connections(), 5);
+    assert_eq!(options.get_acquire_timeout(), Duration::from_secs(5));
+    assert_eq!(options.get_idle_timeout(), Some(Duration::from_secs(600)));
+    assert_eq!(options.get_max_lifetime(), Some(Duration::from_secs(1800)));
+    // Pre-ping is done by the idle-aware before_acquire hook instead of on every checkout.
+    assert!(!options.get_test_before_acquire());
+
+    assert_eq!(show(&database, "statement_timeout").await, "2500ms");
+    assert_eq!(show(&database, "application_name").await, "pool-test");
+    database.ping(Duration::from_secs(1)).await.unwrap();
+    database.close().await;
+}
+
+#[tokio::test]
+async fn the_statement_timeout_cuts_long_queries_and_maps_to_timeout() {
+    let test_db = TestDatabase::migrated().await.unwrap();
+    let mut settings = settings_for(test_db.url());
+    settings.statement_timeout = Duration::from_millis(200);
+    let database = Database::connect_lazy(&settings).unwrap();
+    let error = database
+        .connection()
+        .execute_unprepared("SELECT pg_sleep(5)")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        counseling_persistence::repository_error(&error),
+        RepositoryError::Unavailable(Unavailability::Timeout)
+    );
+}
+
+#[tokio::test]
+async fn the_pool_starts_without_a_database() {
+    // Nothing listens on port 1: building the pool must still succeed.
+    let settings = settings_for("postgres://user:pw@127.0.0.1:1/db".into());
+    let database = Database::connect_lazy(&settings).unwrap();
+    let started = Instant::now();
+    let error = database.ping(Duration::from_millis(500)).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        error,
+        RepositoryError::Unavailable(Unavailability::ConnectionRefused)
+    );
+}
+
+#[tokio::test]
+async fn stop_and_restart_the_server_the_same_repository_recovers() {
+    let cluster = PgCluster::start().await.unwrap();
+    let test_db = cluster.migrated_database().await.unwrap();
+    let mut settings = settings_for(test_db.url());
+    settings.acquire_timeout = Duration::from_secs(1);
+    let database = Database::connect_lazy(&settings).unwrap();
+    let users = PgUserRepository::new(database.clone());
+    let alice = users.create(new_user(r"\school\alice")).await.unwrap();
+
+    cluster.stop().await.unwrap();
+
+    let started = Instant::now();
+    let error = database.ping(Duration::from_secs(1)).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "ping took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(error, RepositoryError::Unavailable(_)),
+        "{error:?}"
+    );
+
+    let started = Instant::now();
+    let error = users.find_by_id(alice.id).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "lookup took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(error, RepositoryError::Unavailable(_)),
+        "{error:?}"
+    );
+    let name = Username::parse(r"\school\alice").unwrap();
+    assert!(matches!(
+        users.find_by_username(&name).await,
+        Err(RepositoryError::Unavailable(_))
+    ));
+
+    cluster.restart().await.unwrap();
+
+    // The same pool and repository, not rebuilt. A connection that died with the old server may
+    // fail once; within a few seconds everything works again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if database.ping(Duration::from_secs(1)).await.is_ok()
+            && users.find_by_id(alice.id).await.is_ok()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "did not recover within 5 s after restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        users.find_by_username(&name).await.unwrap().map(|u| u.id),
+        Some(alice.id)
+    );
+    users.create(new_user(r"\school\bob")).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_crashed_server_is_unavailable_and_recovers() {
+    let cluster = PgCluster::start().await.unwrap();
+    let test_db = cluster.migrated_database().await.unwrap();
+    let database = Database::connect_lazy(&settings_for(test_db.url())).unwrap();
+    database.ping(Duration::from_secs(1)).await.unwrap();
+    cluster.crash().await.unwrap();
+    assert!(matches!(
+        database.ping(Duration::from_secs(1)).await,
+        Err(RepositoryError::Unavailable(_))
+    ));
+    cluster.restart().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while database.ping(Duration::from_secs(1)).await.is_err() {
+        assert!(Instant::now() < deadline, "did not recover within 5 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn ping_returns_within_its_timeout_while_the_server_is_frozen() {
+    let cluster = PgCluster::start().await.unwrap();
+    let test_db = cluster.migrated_database().await.unwrap();
+    let database = Database::connect_lazy(&settings_for(test_db.url())).unwrap();
+    database.ping(Duration::from_secs(1)).await.unwrap();
+
+    cluster.freeze().unwrap();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let error = database.ping(Duration::from_millis(700)).await.unwrap_err();
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(1000), "ping took {took:?}");
+        assert!(
+            matches!(error, RepositoryError::Unavailable(_)),
+            "{error:?}"
+        );
+    }
+    cluster.thaw().unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while database.ping(Duration::from_secs(1)).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "did not recover within 5 s after thaw"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_exhausted_pool_is_reported_as_such_within_the_timeout() {
+    let test_db = TestDatabase::migrated().await.unwrap();
+    let mut settings = settings_for(test_db.url());
+    settings.max_connections = 2;
+    let database = Database::connect_lazy(&settings).unwrap();
+    let _held: Vec<_> = vec![
+        database.pool().acquire().await.unwrap(),
+        database.pool().acquire().await.unwrap(),
+    ];
+    let started = Instant::now();
+    let error = database.ping(Duration::from_millis(500)).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_millis(800));
+    assert_eq!(
+        error,
+        RepositoryError::Unavailable(Unavailability::PoolExhausted)
+    );
+}
