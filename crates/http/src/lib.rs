@@ -1,1 +1,10 @@
+//! The `counseling-api` service: settings, telemetry, the actix-web app and its lifecycle.
 
+pub mod request_id;
+pub mod routes;
+pub mod settings;
+pub mod startup;
+pub mod telemetry;
+
+pub use settings::Settings;
+pub use startup::Application;

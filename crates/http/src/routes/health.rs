@@ -1,0 +1,86 @@
+//! Health probes.
+//!
+//! * `GET /health` and `GET /health/ready`: a real database round trip on every call, bounded by
+//!   `HEALTH_TIMEOUT_MS`; 200 when it succeeds, 503 with a short reason when not.
+//! * `GET /health/live`: the process answers; never touches the database, so an orchestrator
+//!   does not restart a healthy process because its database is down.
+
+use std::time::Duration;
+
+use actix_web::http::header::{CACHE_CONTROL, CacheControl, CacheDirective};
+use actix_web::{HttpResponse, get, web};
+use chrono::{SecondsFormat, Utc};
+use counseling_domain::RepositoryError;
+use counseling_persistence::Database;
+use serde::Serialize;
+
+/// What the health handlers share.
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    pub database: Database,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Serialize)]
+struct HealthBody {
+    status: &'static str,
+    database: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'static str>,
+    timestamp: String,
+}
+
+/// A fixed, client-safe reason: never a host, user, password or SQL.
+fn reason(error: &RepositoryError) -> &'static str {
+    match error {
+        RepositoryError::Unavailable(why) => why.as_str(),
+        _ => "database error",
+    }
+}
+
+fn no_store() -> CacheControl {
+    CacheControl(vec![CacheDirective::NoStore])
+}
+
+async fn check(state: &HealthCheck) -> HttpResponse {
+    let outcome = state.database.ping(state.timeout).await;
+    let timestamp = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+    match outcome {
+        Ok(()) => HttpResponse::Ok()
+            .insert_header(no_store())
+            .json(HealthBody {
+                status: "healthy",
+                database: "connected",
+                error: None,
+                timestamp,
+            }),
+        Err(error) => {
+            tracing::warn!(%error, "health check failed");
+            HttpResponse::ServiceUnavailable()
+                .insert_header(no_store())
+                .json(HealthBody {
+                    status: "unhealthy",
+                    database: "disconnected",
+                    error: Some(reason(&error)),
+                    timestamp,
+                })
+        }
+    }
+}
+
+#[get("/health")]
+pub async fn health(state: web::Data<HealthCheck>) -> HttpResponse {
+    check(&state).await
+}
+
+#[get("/health/ready")]
+pub async fn ready(state: web::Data<HealthCheck>) -> HttpResponse {
+    check(&state).await
+}
+
+#[get("/health/live")]
+pub async fn live() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .json(serde_json::json!({ "status": "alive" }))
+}

@@ -1,0 +1,108 @@
+//! Building and running the service: bind first (so tests can use port 0 and read the port),
+//! then serve until SIGTERM/SIGINT, drain, close the pool.
+
+use std::net::TcpListener;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use counseling_persistence::Database;
+use tracing_actix_web::TracingLogger;
+
+use crate::request_id::{RequestSpan, request_id};
+use crate::routes::health::{HealthCheck, health, live, ready};
+use crate::settings::Settings;
+
+/// A bound, not yet running, service.
+pub struct Application {
+    port: u16,
+    server: Server,
+    database: Database,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Creates the (lazy) pool and binds the listener. Does not need the database to be up.
+    pub fn build(settings: &Settings) -> anyhow::Result<Self> {
+        let database = Database::connect_lazy(&settings.database)
+            .context("DATABASE_URL or a pool setting is invalid")?;
+        let address = (settings.app.host, settings.app.port);
+        let listener = TcpListener::bind(address)
+            .with_context(|| format!("could not listen on {}:{}", address.0, address.1))?;
+        let port = listener
+            .local_addr()
+            .context("reading the bound address")?
+            .port();
+
+        let health_check = web::Data::new(HealthCheck {
+            database: database.clone(),
+            timeout: settings.app.health_timeout,
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(TracingLogger::<RequestSpan>::new())
+                .wrap(from_fn(request_id))
+                .app_data(health_check.clone())
+                .service(health)
+                .service(ready)
+                .service(live)
+        })
+        // Signals are handled in `run_until_stopped`: actix's own handler stops abruptly on
+        // SIGINT, and both signals must drain in-flight requests.
+        .disable_signals()
+        .shutdown_timeout(settings.app.shutdown_timeout.as_secs())
+        .listen(listener)
+        .context("starting the HTTP server")?
+        .run();
+
+        Ok(Self {
+            port,
+            server,
+            database,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until the server is stopped through its handle, then closes the pool.
+    pub async fn run(self) -> std::io::Result<()> {
+        let outcome = self.server.await;
+        self.database.close().await;
+        outcome
+    }
+
+    /// Serves until SIGTERM or SIGINT, then stops accepting, lets in-flight requests finish
+    /// (up to the shutdown timeout), and closes the pool.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let handle = self.handle();
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("installing the SIGTERM handler")?;
+        let stopper = tokio::spawn(async move {
+            tokio::select! {
+                _ = terminate.recv() => tracing::info!("SIGTERM received: draining"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received: draining"),
+            }
+            handle.stop(true).await;
+        });
+        let outcome = self.run().await;
+        stopper.abort();
+        outcome.context("the HTTP server failed")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

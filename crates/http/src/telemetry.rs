@@ -1,0 +1,35 @@
+//! Logging: `tracing` everywhere, `log` records (sqlx) bridged in, one line per event.
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::settings::{LogFormat, LogSettings, SettingsError};
+
+/// Installs the global subscriber. Fails when `RUST_LOG` is not a valid filter, or when a
+/// subscriber is already installed.
+pub fn init(settings: &LogSettings) -> Result<(), SettingsError> {
+    let filter = EnvFilter::try_new(&settings.filter).map_err(|_| SettingsError {
+        variable: "RUST_LOG",
+        problem: "is not a valid filter (examples: info, debug, counseling_http=debug,info)".into(),
+    })?;
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match settings.format {
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
+            )
+            .try_init(),
+        LogFormat::Pretty => registry
+            .with(tracing_subscriber::fmt::layer().with_target(true))
+            .try_init(),
+    };
+    result.map_err(|_| SettingsError {
+        variable: "RUST_LOG",
+        problem: "could not be applied: a logger is already installed".into(),
+    })
+}

@@ -1,0 +1,167 @@
+//! The real app, in process, on port 0, against a real or an unreachable PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use counseling_http::{Application, Settings};
+use counseling_testkit::TestDatabase;
+use serde_json::Value;
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Value,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+async fn get(port: u16, path: &str, request_id: Option<&str>) -> Reply {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let request_id = request_id.map(str::to_owned);
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let mut request = agent.get(&url);
+        if let Some(id) = request_id {
+            request = request.header("x-request-id", id);
+        }
+        let mut response = request.call().unwrap();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    v.to_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        let status = response.status().as_u16();
+        let body = serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// Starts the app on a free port; it stops when the test's runtime ends.
+fn spawn_app(database_url: &str, extra: &[(&str, &str)]) -> u16 {
+    let mut vars = vec![("DATABASE_URL", database_url), ("APP_PORT", "0")];
+    vars.extend_from_slice(extra);
+    let settings = Settings::from_vars(vars).unwrap();
+    let application = Application::build(&settings).unwrap();
+    let port = application.port();
+    tokio::spawn(application.run());
+    port
+}
+
+fn assert_timestamp_is_now(body: &Value) {
+    let text = body["timestamp"].as_str().unwrap();
+    // RFC 3339 in UTC with a Z and whole seconds: 2025-12-20T12:34:56Z.
+    assert_eq!(text.len(), 20, "{text}");
+    assert!(text.ends_with('Z') && text.as_bytes()[10] == b'T', "{text}");
+    let parsed = chrono::DateTime::parse_from_rfc3339(text).unwrap();
+    let skew = chrono::Utc::now()
+        .signed_duration_since(parsed)
+        .num_seconds()
+        .abs();
+    assert!(skew <= 5, "{text} is {skew}s off");
+}
+
+#[tokio::test]
+async fn healthy_database_gives_200_with_the_contract_body() {
+    let db = TestDatabase::migrated().await.unwrap();
+    let port = spawn_app(&db.url(), &[]);
+    for path in ["/health", "/health/ready"] {
+        let reply = get(port, path, None).await;
+        assert_eq!(reply.status, 200, "{path}");
+        let object = reply.body.as_object().unwrap();
+        let mut keys: Vec<_> = object.keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, ["database", "status", "timestamp"], "{path}");
+        assert_eq!(reply.body["status"], "healthy");
+        assert_eq!(reply.body["database"], "connected");
+        assert_timestamp_is_now(&reply.body);
+        assert_eq!(reply.header("content-type"), Some("application/json"));
+        assert_eq!(reply.header("cache-control"), Some("no-store"));
+        let id = reply.header("x-request-id").unwrap();
+        assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 4);
+    }
+}
+
+#[tokio::test]
+async fn a_client_request_id_is_kept_and_a_bad_one_replaced() {
+    let db = TestDatabase::migrated().await.unwrap();
+    let port = spawn_app(&db.url(), &[]);
+    let reply = get(port, "/health/live", Some("req-42.abc")).await;
+    assert_eq!(reply.header("x-request-id"), Some("req-42.abc"));
+    let long = "x".repeat(500);
+    let reply = get(port, "/health/live", Some(&long)).await;
+    assert_ne!(reply.header("x-request-id"), Some(long.as_str()));
+}
+
+#[tokio::test]
+async fn unreachable_database_gives_503_quickly_and_live_stays_200() {
+    // Port 1 on loopback: connection refused. The password must not surface anywhere.
+    let url = "postgres://probe_user:pr0be-secret@127.0.0.1:1/probe_db";
+    let port = spawn_app(url, &[("HEALTH_TIMEOUT_MS", "1000")]);
+    for path in ["/health", "/health/ready"] {
+        let started = Instant::now();
+        let reply = get(port, path, None).await;
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(reply.status, 503, "{path}");
+        let object = reply.body.as_object().unwrap();
+        let mut keys: Vec<_> = object.keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, ["database", "error", "status", "timestamp"]);
+        assert_eq!(reply.body["status"], "unhealthy");
+        assert_eq!(reply.body["database"], "disconnected");
+        assert_eq!(reply.body["error"], "connection refused");
+        assert_timestamp_is_now(&reply.body);
+        assert_eq!(reply.header("content-type"), Some("application/json"));
+        assert_eq!(reply.header("cache-control"), Some("no-store"));
+        let text = reply.body.to_string();
+        for secret in ["pr0be-secret", "probe_user", "127.0.0.1", "probe_db", ":1"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+    }
+    let reply = get(port, "/health/live", None).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, serde_json::json!({"status": "alive"}));
+}
+
+#[tokio::test]
+async fn many_probes_while_the_database_is_down_all_answer_within_the_timeout() {
+    let url = "postgres://u:p@127.0.0.1:1/db";
+    let port = spawn_app(url, &[("HEALTH_TIMEOUT_MS", "800")]);
+    let started = Instant::now();
+    let probes: Vec<_> = (0..40)
+        .map(|_| tokio::spawn(get(port, "/health", None)))
+        .collect();
+    for probe in probes {
+        assert_eq!(probe.await.unwrap().status, 503);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
