@@ -1,1 +1,214 @@
-//! Black-box tests live in tests/*.rs; this library is empty.
+//! Helpers for the black-box tests in `tests/*.rs`: run the real `counseling-api` binary and
+//! talk to it over HTTP.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `counseling-api` binary that `cargo test --workspace` builds next to the test binaries.
+pub fn api_binary() -> PathBuf {
+    // Test executables live in target/<profile>/deps; binaries one level up.
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("counseling-api")))
+        .unwrap_or_default();
+    assert!(
+        binary.is_file(),
+        "{} is missing: run `cargo test --workspace` (or `cargo build -p counseling-http`) first",
+        binary.display()
+    );
+    binary
+}
+
+/// A free TCP port on loopback (released before use; the window for a clash is tiny).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .unwrap_or_else(|error| panic!("no free port: {error}"))
+}
+
+/// A running `counseling-api` process, killed when dropped.
+#[derive(Debug)]
+pub struct Api {
+    pub child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+    _workdir: TempDir,
+}
+
+impl Api {
+    /// Starts the binary in an empty directory (no `.env`) with exactly `vars` (plus PATH).
+    pub fn spawn(vars: &[(&str, &str)]) -> Api {
+        let port = free_port();
+        let workdir = TempDir::new("api");
+        let log = workdir.path().join("output.log");
+        let child = run_binary(workdir.path(), vars, Some(port), &log);
+        Api {
+            child,
+            port,
+            log,
+            _workdir: workdir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Waits until the port accepts connections.
+    pub fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        while std::net::TcpStream::connect_timeout(&address, Duration::from_millis(100)).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("counseling-api exited early ({status}):\n{}", self.output());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not listening after 20 s:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap_or_else(|e| panic!("signal failed: {e}"));
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "did not exit within {limit:?}:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary to completion (for configuration errors); returns its status and output.
+pub fn run_to_exit(vars: &[(&str, &str)]) -> (ExitStatus, String) {
+    let workdir = TempDir::new("api-exit");
+    let log = workdir.path().join("output.log");
+    let mut child = run_binary(workdir.path(), vars, None, &log);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("counseling-api did not exit within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, std::fs::read_to_string(&log).unwrap_or_default())
+}
+
+fn run_binary(dir: &Path, vars: &[(&str, &str)], port: Option<u16>, log: &Path) -> Child {
+    let output = File::create(log).unwrap_or_else(|e| panic!("creating the log: {e}"));
+    let errors = output
+        .try_clone()
+        .unwrap_or_else(|e| panic!("creating the log: {e}"));
+    let mut command = Command::new(api_binary());
+    command
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("LOG_FORMAT", "json")
+        .envs(vars.iter().copied())
+        .stdin(Stdio::null())
+        // A file, not a pipe: nobody would drain a pipe while the test waits.
+        .stdout(Stdio::from(output))
+        .stderr(Stdio::from(errors));
+    if let Some(port) = port {
+        command.env("APP_PORT", port.to_string());
+    }
+    command
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting counseling-api: {e}"))
+}
+
+/// A blocking GET that returns status and parsed JSON body, never failing on 4xx/5xx.
+pub fn get_json(url: &str, timeout: Duration) -> Result<(u16, serde_json::Value), String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .build()
+        .into();
+    let mut response = agent.get(url).call().map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let text = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| e.to_string())?;
+    let body = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
+    Ok((status, body))
+}
+
+/// Polls `GET url` until it returns `status`; returns how long that took, or panics after `limit`.
+pub fn wait_for_status(url: &str, status: u16, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        if let Ok((got, _)) = get_json(url, Duration::from_secs(3))
+            && got == status
+        {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{url} did not answer {status} within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A directory removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "counseling-e2e-{label}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -2,6 +2,7 @@
 //! then serve until SIGTERM/SIGINT, drain, close the pool.
 
 use std::net::TcpListener;
+use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
@@ -13,6 +14,9 @@ use tracing_actix_web::TracingLogger;
 use crate::request_id::{RequestSpan, request_id};
 use crate::routes::health::{HealthCheck, health, live, ready};
 use crate::settings::Settings;
+
+/// How long shutdown waits for database connections to close after the last request.
+const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A bound, not yet running, service.
 pub struct Application {
@@ -81,7 +85,10 @@ impl Application {
     /// Serves until the server is stopped through its handle, then closes the pool.
     pub async fn run(self) -> std::io::Result<()> {
         let outcome = self.server.await;
-        self.database.close().await;
+        tracing::info!("HTTP server stopped; closing database connections");
+        if !self.database.close(POOL_CLOSE_TIMEOUT).await {
+            tracing::warn!("database connections did not close in time; exiting anyway");
+        }
         outcome
     }
 

@@ -139,7 +139,7 @@ async fn unreachable_database_gives_503_quickly_and_live_stays_200() {
         assert_eq!(reply.header("content-type"), Some("application/json"));
         assert_eq!(reply.header("cache-control"), Some("no-store"));
         let text = reply.body.to_string();
-        for secret in ["pr0be-secret", "probe_user", "127.0.0.1", "probe_db", ":1"] {
+        for secret in ["pr0be-secret", "probe_user", "127.0.0.1", "probe_db"] {
             assert!(!text.contains(secret), "{secret} leaked: {text}");
         }
     }

@@ -1,16 +1,42 @@
+use std::future::Future;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use counseling_domain::Unavailability;
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sea_orm::sqlx::{self, Connection};
 use sea_orm::{DatabaseConnection, SqlxPostgresConnector};
+use tokio::runtime::{Handle, Runtime};
 use tokio::time::{Instant, timeout_at};
+use tracing::Instrument;
 
 use crate::error_mapping::from_sqlx;
 use crate::{DatabaseSettings, RepositoryError, SettingsError};
 
 /// Part of a ping's budget kept back to find out why the pool could not hand out a connection.
 const DIAGNOSIS_BUDGET: Duration = Duration::from_millis(100);
+
+/// The runtime that owns every pooled connection's socket and the pool's maintenance task.
+///
+/// A connection's socket belongs to the tokio runtime it was opened on. actix-web runs one
+/// single-threaded runtime per worker, and a shared pool would hand a connection opened on
+/// worker A to worker B; once A stops (an idle worker stops first during a graceful shutdown)
+/// that connection is dead, and B's in-flight request fails. So all database I/O runs here, on a
+/// runtime that lives as long as the process.
+fn io_runtime() -> Result<&'static Handle, SettingsError> {
+    static IO: OnceLock<Result<Runtime, String>> = OnceLock::new();
+    IO.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("database-io")
+            .enable_all()
+            .build()
+            .map_err(|error| error.to_string())
+    })
+    .as_ref()
+    .map(Runtime::handle)
+    .map_err(|error| SettingsError::Runtime(error.clone()))
+}
 
 /// The application's pool of PostgreSQL connections, shared by every repository and the health
 /// probe. Cloning is cheap (the pool is reference-counted).
@@ -19,6 +45,7 @@ pub struct Database {
     pool: PgPool,
     connection: DatabaseConnection,
     connect_options: PgConnectOptions,
+    io: Handle,
 }
 
 impl Database {
@@ -32,6 +59,9 @@ impl Database {
     /// dead connection that slips through fails its query with `Unavailable` and is discarded.
     pub fn connect_lazy(settings: &DatabaseSettings) -> Result<Self, SettingsError> {
         let connect_options = settings.connect_options()?;
+        let io = io_runtime()?.clone();
+        // The pool spawns its maintenance task on the current runtime: make that the I/O one.
+        let _io_context = io.enter();
         let ping_if_idle_for = settings.ping_if_idle_for;
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
@@ -54,6 +84,23 @@ impl Database {
             pool,
             connection,
             connect_options,
+            io,
+        })
+    }
+
+    /// Runs database work on the I/O runtime (see [`io_runtime`]) and waits for its result,
+    /// keeping the caller's tracing span. Every adapter method goes through here.
+    pub async fn run<T, F, Fut>(&self, work: F) -> Result<T, RepositoryError>
+    where
+        F: FnOnce(DatabaseConnection) -> Fut,
+        Fut: Future<Output = Result<T, RepositoryError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let task = work(self.connection.clone()).in_current_span();
+        self.io.spawn(task).await.unwrap_or_else(|_| {
+            Err(RepositoryError::Unexpected(
+                "a database task was aborted".into(),
+            ))
         })
     }
 
@@ -74,7 +121,14 @@ impl Database {
     /// check runs under a deadline. A connection whose ping failed or was cut off is detached
     /// from the pool rather than returned to it, so the next caller gets a fresh one.
     pub async fn ping(&self, timeout: Duration) -> Result<(), RepositoryError> {
+        let database = self.clone();
         let deadline = Instant::now() + timeout;
+        self.run(move |_| async move { database.ping_until(deadline).await })
+            .await
+    }
+
+    async fn ping_until(&self, deadline: Instant) -> Result<(), RepositoryError> {
+        let timeout = deadline.saturating_duration_since(Instant::now());
         let acquire_deadline = deadline - DIAGNOSIS_BUDGET.min(timeout / 10);
         let mut connection = match timeout_at(acquire_deadline, self.pool.acquire()).await {
             Ok(Ok(connection)) => connection,
@@ -112,8 +166,12 @@ impl Database {
         }
     }
 
-    /// Closes every connection; waits for connections in use to be returned.
-    pub async fn close(&self) {
-        self.pool.close().await;
+    /// Closes the pool: new acquires fail at once, idle connections close, and connections in
+    /// use close when returned. Waits at most `limit` for that, so that a hung server cannot
+    /// hold up a shutdown; returns whether everything closed in time.
+    pub async fn close(&self, limit: Duration) -> bool {
+        let pool = self.pool.clone();
+        let closing = self.io.spawn(async move { pool.close().await });
+        tokio::time::timeout(limit, closing).await.is_ok()
     }
 }

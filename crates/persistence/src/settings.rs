@@ -102,6 +102,8 @@ pub enum SettingsError {
     MalformedUrl,
     #[error("invalid pool setting: {0}")]
     Invalid(&'static str),
+    #[error("the database runtime could not be started: {0}")]
+    Runtime(String),
 }
 
 #[cfg(test)]

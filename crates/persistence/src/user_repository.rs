@@ -27,17 +27,21 @@ impl PgUserRepository {
         column: Column,
         value: sea_orm::Value,
     ) -> Result<User, RepositoryError> {
-        let updated = Users::update_many()
-            .col_expr(column, Expr::value(value))
-            .filter(Column::Id.eq(id.as_uuid()))
-            .exec_with_returning(self.database.connection())
+        self.database
+            .run(move |db| async move {
+                let updated = Users::update_many()
+                    .col_expr(column, Expr::value(value))
+                    .filter(Column::Id.eq(id.as_uuid()))
+                    .exec_with_returning(&db)
+                    .await
+                    .map_err(|error| from_db_err(&error))?;
+                updated
+                    .into_iter()
+                    .next()
+                    .ok_or(RepositoryError::NotFound)
+                    .and_then(to_domain)
+            })
             .await
-            .map_err(|error| from_db_err(&error))?;
-        updated
-            .into_iter()
-            .next()
-            .ok_or(RepositoryError::NotFound)
-            .and_then(to_domain)
     }
 }
 
@@ -66,21 +70,29 @@ impl UserRepository for PgUserRepository {
             password_hash: ActiveValue::Set(new_user.password_hash.expose().to_owned()),
             ..Default::default()
         };
-        let stored = Users::insert(row)
-            .exec_with_returning(self.database.connection())
+        self.database
+            .run(move |db| async move {
+                let stored = Users::insert(row)
+                    .exec_with_returning(&db)
+                    .await
+                    .map_err(|error| from_db_err(&error))?;
+                to_domain(stored)
+            })
             .await
-            .map_err(|error| from_db_err(&error))?;
-        to_domain(stored)
     }
 
     #[tracing::instrument(skip(self), err(Display))]
     async fn find_by_id(&self, id: UserId) -> Result<Option<User>, RepositoryError> {
-        Users::find_by_id(id.as_uuid())
-            .one(self.database.connection())
+        self.database
+            .run(move |db| async move {
+                Users::find_by_id(id.as_uuid())
+                    .one(&db)
+                    .await
+                    .map_err(|error| from_db_err(&error))?
+                    .map(to_domain)
+                    .transpose()
+            })
             .await
-            .map_err(|error| from_db_err(&error))?
-            .map(to_domain)
-            .transpose()
     }
 
     #[tracing::instrument(skip(self), fields(username = %username), err(Display))]
@@ -89,13 +101,17 @@ impl UserRepository for PgUserRepository {
         // uses that index and agrees exactly with what the index considers a duplicate.
         let lower_column = Expr::expr(Func::lower(Expr::col(Column::Username)));
         let lower_value = Func::lower(Expr::value(username.as_str()));
-        Users::find()
-            .filter(lower_column.eq(lower_value))
-            .one(self.database.connection())
+        let query = Users::find().filter(lower_column.eq(lower_value));
+        self.database
+            .run(move |db| async move {
+                query
+                    .one(&db)
+                    .await
+                    .map_err(|error| from_db_err(&error))?
+                    .map(to_domain)
+                    .transpose()
+            })
             .await
-            .map_err(|error| from_db_err(&error))?
-            .map(to_domain)
-            .transpose()
     }
 
     #[tracing::instrument(skip(self), err(Display))]
@@ -120,24 +136,32 @@ impl UserRepository for PgUserRepository {
         if let Some(after) = after {
             query = query.filter(Column::Id.gt(after.as_uuid()));
         }
-        query
-            .all(self.database.connection())
+        self.database
+            .run(move |db| async move {
+                query
+                    .all(&db)
+                    .await
+                    .map_err(|error| from_db_err(&error))?
+                    .into_iter()
+                    .map(to_domain)
+                    .collect()
+            })
             .await
-            .map_err(|error| from_db_err(&error))?
-            .into_iter()
-            .map(to_domain)
-            .collect()
     }
 
     #[tracing::instrument(skip(self), err(Display))]
     async fn delete(&self, id: UserId) -> Result<(), RepositoryError> {
-        let result = Users::delete_by_id(id.as_uuid())
-            .exec(self.database.connection())
+        self.database
+            .run(move |db| async move {
+                let result = Users::delete_by_id(id.as_uuid())
+                    .exec(&db)
+                    .await
+                    .map_err(|error| from_db_err(&error))?;
+                if result.rows_affected == 0 {
+                    return Err(RepositoryError::NotFound);
+                }
+                Ok(())
+            })
             .await
-            .map_err(|error| from_db_err(&error))?;
-        if result.rows_affected == 0 {
-            return Err(RepositoryError::NotFound);
-        }
-        Ok(())
     }
 }

@@ -44,7 +44,7 @@ async fn the_pool_is_configured_as_the_settings_say() {
     assert_eq!(show(&database, "statement_timeout").await, "2500ms");
     assert_eq!(show(&database, "application_name").await, "pool-test");
     database.ping(Duration::from_secs(1)).await.unwrap();
-    database.close().await;
+    assert!(database.close(Duration::from_secs(5)).await);
 }
 
 #[tokio::test]
