@@ -10,7 +10,7 @@ default:
 
 # From a fresh clone to a running, migrated service on http://127.0.0.1:8000.
 dev:
-    scripts/dev.sh
+    @scripts/dev.sh
 
 # Apply every pending migration to DATABASE_URL.
 migrate-up:
@@ -26,11 +26,11 @@ migrate-status:
 
 # Start the project-local PostgreSQL (.data/postgres), creating it on first use.
 db-start:
-    scripts/local-postgres.sh start
+    @scripts/local-postgres.sh start
 
 # Stop the project-local PostgreSQL.
 db-stop:
-    scripts/local-postgres.sh stop
+    @scripts/local-postgres.sh stop
 
 # Run every test (starts a throwaway PostgreSQL; no server needed).
 test *ARGS:

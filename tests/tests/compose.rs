@@ -1,0 +1,189 @@
+//! No Docker engine runs in CI, so the Docker files are checked here against `.env.example`, the
+//! settings the service reads, and the README: credentials, names, ports, health checks, volumes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn compose() -> Value {
+    serde_yaml_ng::from_str(&read("docker/docker-compose.yml")).unwrap()
+}
+
+/// `.env.example` as a map of the variables it sets.
+fn env_example() -> BTreeMap<String, String> {
+    read(".env.example")
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let (key, value) = line.split_once('=').unwrap_or_else(|| panic!("bad line {line}"));
+            (key.to_owned(), value.to_owned())
+        })
+        .collect()
+}
+
+/// Replaces `${NAME}` and `${NAME:?message}` with values from `.env.example`, as compose does.
+fn interpolate(text: &str, env: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find('}').unwrap() + start;
+        let expression = &rest[start + 2..end];
+        let name = expression.split([':', '-', '?']).next().unwrap();
+        out.push_str(env.get(name).unwrap_or_else(|| panic!("{name} is not in .env.example")));
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+struct Url {
+    user: String,
+    password: String,
+    port: u16,
+    database: String,
+}
+
+fn parse_url(url: &str) -> Url {
+    let rest = url.strip_prefix("postgres://").unwrap();
+    let (credentials, rest) = rest.split_once('@').unwrap();
+    let (user, password) = credentials.split_once(':').unwrap();
+    let (host_port, database) = rest.split_once('/').unwrap();
+    let port = host_port.split_once(':').map_or(5432, |(_, p)| p.parse().unwrap());
+    Url {
+        user: user.into(),
+        password: password.into(),
+        port,
+        database: database.into(),
+    }
+}
+
+fn service<'a>(compose: &'a Value, name: &str) -> &'a Value {
+    compose["services"].get(name).unwrap_or_else(|| panic!("no service {name}"))
+}
+
+fn env_of(service: &Value, key: &str, env: &BTreeMap<String, String>) -> String {
+    let raw = service["environment"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("environment {key} missing"));
+    interpolate(raw, env)
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|items| items.iter().map(|v| v.as_str().unwrap_or_default().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn db_service_matches_database_url() {
+    let (compose, env) = (compose(), env_example());
+    let db = service(&compose, "db");
+    assert_eq!(db["image"], "postgres:16");
+    let url = parse_url(&env["DATABASE_URL"]);
+    assert_eq!(env_of(db, "POSTGRES_USER", &env), url.user);
+    assert_eq!(env_of(db, "POSTGRES_PASSWORD", &env), url.password);
+    assert_eq!(env_of(db, "POSTGRES_DB", &env), url.database);
+    assert_eq!((url.user.as_str(), url.database.as_str()), ("counseling", "counseling_platform"));
+    assert_eq!(strings(&db["ports"]), [format!("{}:5432", url.port)]);
+
+    // Passwords have no default in the compose file: a missing .env fails fast.
+    let raw_password = db["environment"]["POSTGRES_PASSWORD"].as_str().unwrap();
+    assert!(raw_password.contains(":?"), "{raw_password}");
+
+    let healthcheck = db["healthcheck"]["test"].to_string();
+    assert!(healthcheck.contains("pg_isready"), "{healthcheck}");
+
+    let volumes = strings(&db["volumes"]);
+    assert!(volumes.contains(&"postgres-data:/var/lib/postgresql/data".to_owned()), "{volumes:?}");
+    assert!(compose["volumes"].get("postgres-data").is_some(), "named volume is declared");
+    let init_mount = volumes
+        .iter()
+        .find(|v| v.contains("/docker-entrypoint-initdb.d"))
+        .expect("init scripts are mounted");
+    let host_dir = init_mount.split(':').next().unwrap();
+    let scripts: Vec<_> = std::fs::read_dir(root().join("docker").join(host_dir))
+        .unwrap()
+        .flatten()
+        .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "sql"))
+        .collect();
+    assert!(!scripts.is_empty(), "docker/initdb holds at least one .sql script");
+}
+
+#[test]
+fn db_test_service_matches_database_url_test() {
+    let (compose, env) = (compose(), env_example());
+    let db_test = service(&compose, "db-test");
+    assert_eq!(db_test["image"], "postgres:16");
+    let url = parse_url(&env["DATABASE_URL_TEST"]);
+    assert_eq!(url.port, 5433);
+    assert_eq!(url.database, "counseling_test");
+    assert_eq!(env_of(db_test, "POSTGRES_USER", &env), url.user);
+    assert_eq!(env_of(db_test, "POSTGRES_PASSWORD", &env), url.password);
+    assert_eq!(env_of(db_test, "POSTGRES_DB", &env), url.database);
+    assert_eq!(strings(&db_test["ports"]), ["5433:5432"]);
+    assert!(strings(&db_test["tmpfs"]).contains(&"/var/lib/postgresql/data".to_owned()));
+}
+
+#[test]
+fn migrate_runs_after_db_is_healthy_and_app_after_migrate_succeeded() {
+    let (compose, env) = (compose(), env_example());
+    let url = parse_url(&env["DATABASE_URL"]);
+    let migrate = service(&compose, "migrate");
+    assert_eq!(migrate["depends_on"]["db"]["condition"], "service_healthy");
+    assert_eq!(strings(&migrate["command"]), ["migration", "up"]);
+    let app = service(&compose, "app");
+    assert_eq!(app["depends_on"]["migrate"]["condition"], "service_completed_successfully");
+    assert_eq!(strings(&app["ports"]), ["8000:8000"]);
+    assert_eq!(app["build"]["dockerfile"], "docker/Dockerfile");
+    for service in [migrate, app] {
+        let database_url = env_of(service, "DATABASE_URL", &env);
+        assert_eq!(
+            database_url,
+            format!("postgres://{}:{}@db:5432/{}", url.user, url.password, url.database)
+        );
+    }
+    assert_eq!(app["environment"]["APP_HOST"], "0.0.0.0");
+}
+
+#[test]
+fn dockerfile_is_multi_stage_non_root_with_a_liveness_healthcheck() {
+    let dockerfile = read("docker/Dockerfile");
+    assert!(dockerfile.lines().filter(|l| l.starts_with("FROM ")).count() >= 2);
+    let user = dockerfile.lines().find(|l| l.starts_with("USER ")).expect("a USER line");
+    assert_ne!(user.trim(), "USER root");
+    let healthcheck = dockerfile
+        .split("HEALTHCHECK")
+        .nth(1)
+        .expect("a HEALTHCHECK instruction");
+    assert!(healthcheck.contains("/health/live"), "{healthcheck}");
+    assert!(dockerfile.contains("--locked"));
+}
+
+#[test]
+fn every_setting_is_documented_in_env_example_and_readme() {
+    let env = env_example();
+    let readme = read("README.md");
+    let mut variables: Vec<&str> = counseling_http::settings::DEFAULTS.iter().map(|(k, _)| *k).collect();
+    variables.extend(["DATABASE_URL", "DATABASE_URL_TEST"]);
+    for variable in variables {
+        assert!(env.contains_key(variable), "{variable} missing from .env.example");
+        assert!(readme.contains(&format!("`{variable}`")), "{variable} missing from README.md");
+    }
+    // The documented defaults are the real ones.
+    for (variable, default) in counseling_http::settings::DEFAULTS {
+        assert_eq!(&env[*variable], default, "{variable} in .env.example differs from the default");
+    }
+}
