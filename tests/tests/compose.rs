@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn read(path: &str) -> String {
@@ -26,7 +29,9 @@ fn env_example() -> BTreeMap<String, String> {
         .map(str::trim)
         .filter(|line| !line.is_empty() && !line.starts_with('#'))
         .map(|line| {
-            let (key, value) = line.split_once('=').unwrap_or_else(|| panic!("bad line {line}"));
+            let (key, value) = line
+                .split_once('=')
+                .unwrap_or_else(|| panic!("bad line {line}"));
             (key.to_owned(), value.to_owned())
         })
         .collect()
@@ -41,7 +46,10 @@ fn interpolate(text: &str, env: &BTreeMap<String, String>) -> String {
         let end = rest[start..].find('}').unwrap() + start;
         let expression = &rest[start + 2..end];
         let name = expression.split([':', '-', '?']).next().unwrap();
-        out.push_str(env.get(name).unwrap_or_else(|| panic!("{name} is not in .env.example")));
+        out.push_str(
+            env.get(name)
+                .unwrap_or_else(|| panic!("{name} is not in .env.example")),
+        );
         rest = &rest[end + 1..];
     }
     out.push_str(rest);
@@ -60,7 +68,9 @@ fn parse_url(url: &str) -> Url {
     let (credentials, rest) = rest.split_once('@').unwrap();
     let (user, password) = credentials.split_once(':').unwrap();
     let (host_port, database) = rest.split_once('/').unwrap();
-    let port = host_port.split_once(':').map_or(5432, |(_, p)| p.parse().unwrap());
+    let port = host_port
+        .split_once(':')
+        .map_or(5432, |(_, p)| p.parse().unwrap());
     Url {
         user: user.into(),
         password: password.into(),
@@ -70,7 +80,9 @@ fn parse_url(url: &str) -> Url {
 }
 
 fn service<'a>(compose: &'a Value, name: &str) -> &'a Value {
-    compose["services"].get(name).unwrap_or_else(|| panic!("no service {name}"))
+    compose["services"]
+        .get(name)
+        .unwrap_or_else(|| panic!("no service {name}"))
 }
 
 fn env_of(service: &Value, key: &str, env: &BTreeMap<String, String>) -> String {
@@ -83,7 +95,12 @@ fn env_of(service: &Value, key: &str, env: &BTreeMap<String, String>) -> String 
 fn strings(value: &Value) -> Vec<String> {
     value
         .as_array()
-        .map(|items| items.iter().map(|v| v.as_str().unwrap_or_default().to_owned()).collect())
+        .map(|items| {
+            items
+                .iter()
+                .map(|v| v.as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -96,7 +113,10 @@ fn db_service_matches_database_url() {
     assert_eq!(env_of(db, "POSTGRES_USER", &env), url.user);
     assert_eq!(env_of(db, "POSTGRES_PASSWORD", &env), url.password);
     assert_eq!(env_of(db, "POSTGRES_DB", &env), url.database);
-    assert_eq!((url.user.as_str(), url.database.as_str()), ("counseling", "counseling_platform"));
+    assert_eq!(
+        (url.user.as_str(), url.database.as_str()),
+        ("counseling", "counseling_platform")
+    );
     assert_eq!(strings(&db["ports"]), [format!("{}:5432", url.port)]);
 
     // Passwords have no default in the compose file: a missing .env fails fast.
@@ -107,8 +127,14 @@ fn db_service_matches_database_url() {
     assert!(healthcheck.contains("pg_isready"), "{healthcheck}");
 
     let volumes = strings(&db["volumes"]);
-    assert!(volumes.contains(&"postgres-data:/var/lib/postgresql/data".to_owned()), "{volumes:?}");
-    assert!(compose["volumes"].get("postgres-data").is_some(), "named volume is declared");
+    assert!(
+        volumes.contains(&"postgres-data:/var/lib/postgresql/data".to_owned()),
+        "{volumes:?}"
+    );
+    assert!(
+        compose["volumes"].get("postgres-data").is_some(),
+        "named volume is declared"
+    );
     let init_mount = volumes
         .iter()
         .find(|v| v.contains("/docker-entrypoint-initdb.d"))
@@ -119,7 +145,10 @@ fn db_service_matches_database_url() {
         .flatten()
         .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "sql"))
         .collect();
-    assert!(!scripts.is_empty(), "docker/initdb holds at least one .sql script");
+    assert!(
+        !scripts.is_empty(),
+        "docker/initdb holds at least one .sql script"
+    );
 }
 
 #[test]
@@ -145,14 +174,20 @@ fn migrate_runs_after_db_is_healthy_and_app_after_migrate_succeeded() {
     assert_eq!(migrate["depends_on"]["db"]["condition"], "service_healthy");
     assert_eq!(strings(&migrate["command"]), ["migration", "up"]);
     let app = service(&compose, "app");
-    assert_eq!(app["depends_on"]["migrate"]["condition"], "service_completed_successfully");
+    assert_eq!(
+        app["depends_on"]["migrate"]["condition"],
+        "service_completed_successfully"
+    );
     assert_eq!(strings(&app["ports"]), ["8000:8000"]);
     assert_eq!(app["build"]["dockerfile"], "docker/Dockerfile");
     for service in [migrate, app] {
         let database_url = env_of(service, "DATABASE_URL", &env);
         assert_eq!(
             database_url,
-            format!("postgres://{}:{}@db:5432/{}", url.user, url.password, url.database)
+            format!(
+                "postgres://{}:{}@db:5432/{}",
+                url.user, url.password, url.database
+            )
         );
     }
     assert_eq!(app["environment"]["APP_HOST"], "0.0.0.0");
@@ -161,8 +196,17 @@ fn migrate_runs_after_db_is_healthy_and_app_after_migrate_succeeded() {
 #[test]
 fn dockerfile_is_multi_stage_non_root_with_a_liveness_healthcheck() {
     let dockerfile = read("docker/Dockerfile");
-    assert!(dockerfile.lines().filter(|l| l.starts_with("FROM ")).count() >= 2);
-    let user = dockerfile.lines().find(|l| l.starts_with("USER ")).expect("a USER line");
+    assert!(
+        dockerfile
+            .lines()
+            .filter(|l| l.starts_with("FROM "))
+            .count()
+            >= 2
+    );
+    let user = dockerfile
+        .lines()
+        .find(|l| l.starts_with("USER "))
+        .expect("a USER line");
     assert_ne!(user.trim(), "USER root");
     let healthcheck = dockerfile
         .split("HEALTHCHECK")
@@ -176,14 +220,26 @@ fn dockerfile_is_multi_stage_non_root_with_a_liveness_healthcheck() {
 fn every_setting_is_documented_in_env_example_and_readme() {
     let env = env_example();
     let readme = read("README.md");
-    let mut variables: Vec<&str> = counseling_http::settings::DEFAULTS.iter().map(|(k, _)| *k).collect();
+    let mut variables: Vec<&str> = counseling_http::settings::DEFAULTS
+        .iter()
+        .map(|(k, _)| *k)
+        .collect();
     variables.extend(["DATABASE_URL", "DATABASE_URL_TEST"]);
     for variable in variables {
-        assert!(env.contains_key(variable), "{variable} missing from .env.example");
-        assert!(readme.contains(&format!("`{variable}`")), "{variable} missing from README.md");
+        assert!(
+            env.contains_key(variable),
+            "{variable} missing from .env.example"
+        );
+        assert!(
+            readme.contains(&format!("`{variable}`")),
+            "{variable} missing from README.md"
+        );
     }
     // The documented defaults are the real ones.
     for (variable, default) in counseling_http::settings::DEFAULTS {
-        assert_eq!(&env[*variable], default, "{variable} in .env.example differs from the default");
+        assert_eq!(
+            &env[*variable], default,
+            "{variable} in .env.example differs from the default"
+        );
     }
 }
