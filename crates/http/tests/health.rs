@@ -165,3 +165,22 @@ async fn many_probes_while_the_database_is_down_all_answer_within_the_timeout() 
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_black_holed_database_gives_503_within_the_timeout() {
+    // A listener nobody accepts from: TCP handshakes complete in the kernel's backlog, then no
+    // byte ever comes back, like a network partition or a hung host.
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = black_hole.local_addr().unwrap();
+    let url = format!("postgres://u:p@{address}/db");
+    let port = spawn_app(&url, &[("HEALTH_TIMEOUT_MS", "700")]);
+    for _ in 0..3 {
+        let started = Instant::now();
+        let reply = get(port, "/health", None).await;
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(1200), "{took:?}");
+        assert_eq!(reply.status, 503);
+        assert_eq!(reply.body["error"], "timeout");
+    }
+    drop(black_hole);
+}

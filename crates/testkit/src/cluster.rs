@@ -173,6 +173,11 @@ impl PgCluster {
         self.inner.port
     }
 
+    /// The postmaster's process id, while it runs.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        self.postmaster().as_ref().map(Child::id)
+    }
+
     /// The superuser's password, for tests that check it never leaks.
     pub fn password(&self) -> &str {
         &self.inner.password
@@ -219,7 +224,7 @@ impl PgCluster {
     /// Freezes every server process (SIGSTOP): connections stay open but nothing answers, like a
     /// hung host. Undo with [`PgCluster::thaw`].
     pub fn freeze(&self) -> Result<()> {
-        let postmaster = self.postmaster_pid()?;
+        let postmaster = self.running_postmaster()?;
         signal(postmaster, Signal::SIGSTOP)?;
         for child in children_of(postmaster) {
             let _ = signal(child, Signal::SIGSTOP);
@@ -229,7 +234,7 @@ impl PgCluster {
 
     /// Resumes a frozen server (SIGCONT).
     pub fn thaw(&self) -> Result<()> {
-        let postmaster = self.postmaster_pid()?;
+        let postmaster = self.running_postmaster()?;
         for child in children_of(postmaster) {
             let _ = signal(child, Signal::SIGCONT);
         }
@@ -245,7 +250,7 @@ impl PgCluster {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn postmaster_pid(&self) -> Result<Pid> {
+    fn running_postmaster(&self) -> Result<Pid> {
         self.postmaster()
             .as_ref()
             .map(|child| Pid::from_raw(child.id() as i32))
