@@ -32,6 +32,10 @@ db-start:
 db-stop:
     @scripts/local-postgres.sh stop
 
+# Measure /health, find_by_username at 1M users, memory and cold start; writes BENCHMARKS.md.
+bench:
+    @scripts/bench.sh
+
 # Run every test (starts a throwaway PostgreSQL; no server needed).
 test *ARGS:
     cargo test --workspace {{ARGS}}

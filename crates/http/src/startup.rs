@@ -8,7 +8,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
-use counseling_persistence::Database;
+use counseling_persistence::{CoalescedPing, Database};
 use tracing_actix_web::TracingLogger;
 
 use crate::request_id::{RequestSpan, request_id};
@@ -47,8 +47,7 @@ impl Application {
             .port();
 
         let health_check = web::Data::new(HealthCheck {
-            database: database.clone(),
-            timeout: settings.app.health_timeout,
+            ping: CoalescedPing::new(database.clone(), settings.app.health_timeout),
         });
         let server = HttpServer::new(move || {
             App::new()

@@ -114,6 +114,11 @@ impl Database {
         &self.pool
     }
 
+    /// Runs a task on the database runtime without waiting for it.
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        drop(self.io.spawn(task.in_current_span()));
+    }
+
     /// Checks that the database answers a round trip, within `timeout` whatever happens: refused
     /// connections, a server stopped mid-query, a frozen server or network, an exhausted pool.
     ///

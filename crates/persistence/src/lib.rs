@@ -6,12 +6,14 @@
 //! * [`PgUserRepository`]: the domain's `UserRepository` over SeaORM, mapping database errors to
 //!   the domain's `RepositoryError` at this boundary.
 
+mod coalesced_ping;
 mod database;
 pub mod entity;
 mod error_mapping;
 mod settings;
 mod user_repository;
 
+pub use coalesced_ping::CoalescedPing;
 pub use database::Database;
 pub use error_mapping::from_db_err as repository_error;
 pub use settings::{DatabaseSettings, SettingsError};

@@ -214,3 +214,53 @@ async fn an_exhausted_pool_is_reported_as_such_within_the_timeout() {
         RepositoryError::Unavailable(Unavailability::PoolExhausted)
     );
 }
+
+#[tokio::test]
+async fn coalesced_checks_keep_one_round_trip_in_flight_and_answer_within_the_timeout() {
+    use counseling_persistence::CoalescedPing;
+
+    let cluster = PgCluster::start().await.unwrap();
+    let test_db = cluster.migrated_database().await.unwrap();
+    let database = Database::connect_lazy(&settings_for(test_db.url())).unwrap();
+    let timeout = Duration::from_millis(500);
+    let checks = CoalescedPing::new(database.clone(), timeout);
+
+    // Healthy: a crowd of concurrent checks all succeed through one connection at a time.
+    let crowd: Vec<_> = (0..200)
+        .map(|_| {
+            let checks = checks.clone();
+            tokio::spawn(async move { checks.check().await })
+        })
+        .collect();
+    for check in crowd {
+        check.await.unwrap().unwrap();
+    }
+    assert!(database.pool().size() <= 1, "pool grew to {}", database.pool().size());
+
+    // Frozen: callers arriving at any moment get their answer within about one timeout, and the
+    // storm does not open more connections.
+    cluster.freeze().unwrap();
+    let storm: Vec<_> = (0..20)
+        .map(|i| {
+            let checks = checks.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(37 * i)).await;
+                let started = Instant::now();
+                let outcome = checks.check().await;
+                (outcome, started.elapsed())
+            })
+        })
+        .collect();
+    for caller in storm {
+        let (outcome, took) = caller.await.unwrap();
+        assert!(matches!(outcome, Err(RepositoryError::Unavailable(_))), "{outcome:?}");
+        assert!(took < timeout + Duration::from_millis(250), "answer took {took:?}");
+    }
+    assert!(database.pool().size() <= 2, "pool grew to {}", database.pool().size());
+    cluster.thaw().unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while checks.check().await.is_err() {
+        assert!(Instant::now() < deadline, "did not recover after thaw");
+    }
+}

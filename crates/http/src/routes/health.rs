@@ -5,20 +5,18 @@
 //! * `GET /health/live`: the process answers; never touches the database, so an orchestrator
 //!   does not restart a healthy process because its database is down.
 
-use std::time::Duration;
-
 use actix_web::http::header::{CACHE_CONTROL, CacheControl, CacheDirective};
 use actix_web::{HttpResponse, get, web};
 use chrono::{SecondsFormat, Utc};
 use counseling_domain::RepositoryError;
-use counseling_persistence::Database;
+use counseling_persistence::CoalescedPing;
 use serde::Serialize;
 
-/// What the health handlers share.
+/// What the health handlers share: the database check, with concurrent probes sharing round
+/// trips (see [`CoalescedPing`]) so that a probe storm cannot exhaust the pool.
 #[derive(Debug, Clone)]
 pub struct HealthCheck {
-    pub database: Database,
-    pub timeout: Duration,
+    pub ping: CoalescedPing,
 }
 
 #[derive(Debug, Serialize)]
@@ -43,7 +41,7 @@ fn no_store() -> CacheControl {
 }
 
 async fn check(state: &HealthCheck) -> HttpResponse {
-    let outcome = state.database.ping(state.timeout).await;
+    let outcome = state.ping.check().await;
     let timestamp = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
     match outcome {
         Ok(()) => HttpResponse::Ok()

@@ -1,0 +1,147 @@
+//! `find_by_username` at scale, run by `just bench` against a private PostgreSQL:
+//! bulk-loads BENCH_USERS users (default 1,000,000), shows the query plan, then times
+//! BENCH_LOOKUPS (default 10,000) random case-insensitive lookups through the repository.
+//! Prints Markdown for BENCHMARKS.md. Exit code 2 without BENCH_DATABASE_URL.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: any failure should abort it
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use counseling_domain::{UserRepository, Username};
+use counseling_persistence::entity::users::{Column, Entity as Users};
+use counseling_persistence::{Database, DatabaseSettings, PgUserRepository};
+use sea_orm::sea_query::{Expr, Func};
+use sea_orm::{
+    ConnectionTrait, DbBackend, EntityTrait, ExprTrait, QueryFilter, QueryTrait, Statement,
+};
+use secrecy::SecretString;
+
+const HASH: &str = "$2b$12$abcdefghijklmnopqrstuvABCDEFGHIJKLMNOPQRSTUVWXYZ01234";
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+fn ms(duration: Duration) -> String {
+    format!("{:.3} ms", duration.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let Ok(url) = std::env::var("BENCH_DATABASE_URL") else {
+        eprintln!("find_by_username: set BENCH_DATABASE_URL (just bench does)");
+        return ExitCode::from(2);
+    };
+    let users = env_number("BENCH_USERS", 1_000_000);
+    let lookups = env_number("BENCH_LOOKUPS", 10_000) as usize;
+
+    let mut settings = DatabaseSettings::new(SecretString::from(url));
+    settings.statement_timeout = Duration::from_secs(600);
+    let database = Database::connect_lazy(&settings).unwrap();
+    let db = database.connection();
+
+    // Bulk load on the server: one INSERT ... SELECT over generate_series.
+    let started = Instant::now();
+    db.execute_unprepared("TRUNCATE users").await.unwrap();
+    db.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        r"INSERT INTO users (username, password_hash)
+          SELECT format('\dom%s\user%s', i % 100, i), $1 FROM generate_series(1, $2::bigint) AS i",
+        [HASH.into(), (users as i64).into()],
+    ))
+    .await
+    .unwrap();
+    db.execute_unprepared("VACUUM ANALYZE users").await.unwrap();
+    let load_time = started.elapsed();
+
+    // The plan of the very query the repository sends (same builder expression).
+    let probe = r"\DOM42\USER4242";
+    let sql = Users::find()
+        .filter(
+            Expr::expr(Func::lower(Expr::col(Column::Username)))
+                .eq(Func::lower(Expr::value(probe))),
+        )
+        .build(DbBackend::Postgres)
+        .to_string();
+    let plan: Vec<String> = db
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) {sql}"),
+        ))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| row.try_get_by_index::<String>(0).unwrap())
+        .collect();
+    let uses_index = plan
+        .iter()
+        .any(|line| line.contains("Index Scan using idx_users_username"));
+
+    let repository = PgUserRepository::new(database.clone());
+    let name = |i: u64| {
+        // Mixed case, so the lookup really depends on lower() on both sides.
+        let text = format!(r"\DOM{}\User{}", i % 100, i);
+        Username::parse(text).unwrap()
+    };
+    for i in 1..=200 {
+        repository
+            .find_by_username(&name(i))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let mut rng = fastrand::Rng::with_seed(20251220);
+    let mut timings = Vec::with_capacity(lookups);
+    for _ in 0..lookups {
+        let username = name(rng.u64(1..=users));
+        let started = Instant::now();
+        let found = repository.find_by_username(&username).await.unwrap();
+        timings.push(started.elapsed());
+        assert!(found.is_some(), "{username} must exist");
+    }
+    timings.sort();
+    let p50 = percentile(&timings, 0.50);
+    let p99 = percentile(&timings, 0.99);
+    let target = Duration::from_micros(300);
+
+    println!("| users loaded | {users} |");
+    println!(
+        "| load time (INSERT ... SELECT generate_series, then VACUUM ANALYZE) | {:.1} s |",
+        load_time.as_secs_f64()
+    );
+    println!(
+        "| lookups (sequential, one connection at a time, random names, mixed case) | {lookups} |"
+    );
+    println!(
+        "| p50 | {} (target ≤ 0.300 ms: {}) |",
+        ms(p50),
+        if p50 <= target { "met" } else { "missed" }
+    );
+    println!("| p99 | {} |", ms(p99));
+    println!("| max | {} |", ms(*timings.last().unwrap()));
+    println!(
+        "| plan uses `idx_users_username` | {} |",
+        if uses_index { "yes" } else { "NO" }
+    );
+    println!();
+    println!("```");
+    println!("{sql}");
+    for line in &plan {
+        println!("{line}");
+    }
+    println!("```");
+    database.close(Duration::from_secs(5)).await;
+    if uses_index {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

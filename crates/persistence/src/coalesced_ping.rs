@@ -1,0 +1,119 @@
+//! Health checks that share database round trips.
+//!
+//! A probe storm (load balancers, orchestrators, a retry loop) must neither exhaust the pool nor
+//! pile up work while the database hangs. So checks run in rounds, one at a time: a caller joins
+//! the next round that has not started yet and gets its result, so a "healthy" answer always
+//! comes from a round trip that began after the caller asked, yet at most one check is in flight
+//! however many callers there are. A failure of the round already in flight is passed on at once
+//! (it was observed after the caller asked), so an unhealthy answer never takes much longer than
+//! one timeout.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::{Database, RepositoryError, Unavailability};
+
+type Outcome = Option<Result<(), RepositoryError>>;
+
+#[derive(Debug)]
+struct Rounds {
+    /// The round callers join: not started yet.
+    next: Option<watch::Sender<Outcome>>,
+    /// The round running now, if any.
+    in_flight: Option<watch::Receiver<Outcome>>,
+    /// Whether a driver task is running rounds.
+    driving: bool,
+}
+
+/// Coalesces concurrent [`Database::ping`] calls into rounds; see the module docs.
+#[derive(Debug, Clone)]
+pub struct CoalescedPing {
+    database: Database,
+    timeout: Duration,
+    rounds: Arc<Mutex<Rounds>>,
+}
+
+impl CoalescedPing {
+    /// Checks run with `timeout` each.
+    pub fn new(database: Database, timeout: Duration) -> Self {
+        Self {
+            database,
+            timeout,
+            rounds: Arc::new(Mutex::new(Rounds {
+                next: None,
+                in_flight: None,
+                driving: false,
+            })),
+        }
+    }
+
+    fn rounds(&self) -> MutexGuard<'_, Rounds> {
+        // Nothing panics while holding the lock; recover the state if something ever did.
+        self.rounds
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The outcome of a database round trip that starts after this call, within about the
+    /// timeout (a caller may wait for the round in flight to end first, itself bounded).
+    pub async fn check(&self) -> Result<(), RepositoryError> {
+        let (in_flight, mut receiver, start_driver) = {
+            let mut rounds = self.rounds();
+            let in_flight = rounds.in_flight.clone();
+            let receiver = rounds
+                .next
+                .get_or_insert_with(|| watch::channel(None).0)
+                .subscribe();
+            let start_driver = !rounds.driving;
+            rounds.driving = true;
+            (in_flight, receiver, start_driver)
+        };
+        if start_driver {
+            let this = self.clone();
+            // Rounds run on the database's own runtime, so they outlive any one HTTP worker.
+            self.database.spawn(async move { this.drive().await });
+        }
+        let margin = Duration::from_millis(100);
+        if let Some(mut in_flight) = in_flight
+            && let Ok(Ok(outcome)) =
+                tokio::time::timeout(self.timeout + margin, in_flight.wait_for(Option::is_some))
+                    .await
+            && let Some(Err(error)) = outcome.clone()
+        {
+            return Err(error);
+        }
+        // The round in flight (a success) plus ours, each bounded by the timeout; never waiting
+        // longer keeps the probe bounded even if a driver died.
+        let limit = self.timeout * 2 + margin;
+        match tokio::time::timeout(limit, receiver.wait_for(Option::is_some)).await {
+            Ok(Ok(outcome)) => outcome.clone().unwrap_or(Ok(())),
+            // The driver vanished (runtime shutting down) or the limit passed.
+            Ok(Err(_)) | Err(_) => Err(RepositoryError::Unavailable(Unavailability::Timeout)),
+        }
+    }
+
+    /// Runs rounds back to back while callers are waiting for one.
+    async fn drive(&self) {
+        loop {
+            let round = {
+                let mut rounds = self.rounds();
+                match rounds.next.take() {
+                    Some(round) => {
+                        rounds.in_flight = Some(round.subscribe());
+                        round
+                    }
+                    None => {
+                        rounds.driving = false;
+                        return;
+                    }
+                }
+            };
+            let outcome = self.database.ping(self.timeout).await;
+            // Retire the round before publishing, so no later caller takes its result as fresh.
+            self.rounds().in_flight = None;
+            round.send_replace(Some(outcome));
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! Traces of the repository, captured by a global subscriber. Its own test binary: tracing
+//! caches per-callsite interest process-wide, so a thread-local subscriber in a binary whose
+//! other tests run in parallel could miss events.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{HASH, OTHER_HASH, new_user, repository};
+use counseling_domain::{PasswordHash, RepositoryError, UserRepository};
+
+/// Captures everything tracing emits, at every level, with span fields.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn traces_name_the_user_but_never_the_password_hash() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::FULL)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+
+    let (_db, _database, users) = repository().await;
+    let frank = users.create(new_user(r"\school\frank")).await.unwrap();
+    users
+        .update_password_hash(frank.id, PasswordHash::parse(OTHER_HASH).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        users.create(new_user(r"\school\FRANK")).await,
+        Err(RepositoryError::UsernameTaken)
+    );
+    users.find_by_id(frank.id).await.unwrap();
+
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains(r"\school\frank"),
+        "spans should name the user:\n{text}"
+    );
+    assert!(
+        text.contains("UsernameTaken") || text.contains("already taken"),
+        "{text}"
+    );
+    for secret in [HASH, OTHER_HASH, &HASH[7..29], &OTHER_HASH[7..29]] {
+        assert!(
+            !text.contains(secret),
+            "a password hash leaked into traces:\n{text}"
+        );
+    }
+}

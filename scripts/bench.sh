@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# `just bench`: release build, a private PostgreSQL and the service, then BENCHMARKS.md with each
+# figure next to the reference it is measured against in the same run.
+# Needs: the PostgreSQL server binaries (with pgbench), wrk (installed here with apt when run as
+# root), curl, python3. Takes about two minutes plus the release build.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+say() { echo "bench: $*" >&2; }
+die() { say "$*"; exit 1; }
+
+PG_BIN=${PG_BIN_DIR:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k4 -n | tail -n 1)}
+[[ -x "$PG_BIN/initdb" && -x "$PG_BIN/pgbench" ]] \
+    || die "PostgreSQL server binaries with pgbench are needed (apt-get install postgresql)"
+if ! command -v wrk >/dev/null 2>&1; then
+    if [[ $(id -u) -eq 0 ]]; then
+        say "installing wrk"
+        apt-get install -y -q wrk >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; }
+    else
+        die "wrk is needed: sudo apt-get install wrk"
+    fi
+fi
+
+say "building release binaries"
+cargo build --release --locked -q -p counseling-http -p migration
+cargo bench --locked -q -p counseling-persistence --bench find_by_username --no-run 2>/dev/null
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# --- a private PostgreSQL ---------------------------------------------------------------------
+BASE=/dev/shm; [[ -d $BASE ]] || BASE=${TMPDIR:-/tmp}
+WORK=$(mktemp -d "$BASE/counseling-bench.XXXXXX")
+chmod 755 "$WORK"
+RUN_AS=()
+if [[ $(id -u) -eq 0 ]]; then
+    RUN_AS=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+    chown postgres:postgres "$WORK"
+fi
+as_pg() { (cd / && "${RUN_AS[@]}" "$@"); }
+API_PID=
+cleanup() {
+    [[ -n $API_PID ]] && kill "$API_PID" 2>/dev/null || true
+    as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -m fast stop >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+PG_PORT=$(free_port)
+as_pg "$PG_BIN/initdb" -D "$WORK/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 -N >/dev/null
+as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/postgres.log" -w \
+    -o "-p $PG_PORT -k $WORK -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=256MB" \
+    start >/dev/null
+as_pg "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres bench
+URL="postgres://postgres@127.0.0.1:$PG_PORT/bench"
+DATABASE_URL=$URL target/release/migration up >/dev/null
+
+# --- cold start ---------------------------------------------------------------------------------
+API_PORT=$(free_port)
+now_ms() { date +%s%3N; }
+started=$(now_ms)
+DATABASE_URL=$URL APP_PORT=$API_PORT LOG_FORMAT=json RUST_LOG=warn target/release/counseling-api \
+    >"$WORK/api.log" 2>&1 &
+API_PID=$!
+until curl -fs -o /dev/null "http://127.0.0.1:$API_PORT/health"; do
+    kill -0 "$API_PID" 2>/dev/null || die "counseling-api exited: $(cat "$WORK/api.log")"
+    sleep 0.002
+done
+cold_start_ms=$(( $(now_ms) - started ))
+sleep 1
+rss_kb() { awk -v key="$1:" '$1 == key { print $2 }' "/proc/$API_PID/status"; }
+idle_rss_kb=$(rss_kb VmRSS)
+idle_peak_kb=$(rss_kb VmHWM)
+
+# --- the database's own ceiling: pgbench SELECT 1 with as many clients as the pool -----------
+POOL=15
+echo 'SELECT 1;' > "$WORK/select1.sql"
+say "pgbench: SELECT 1, $POOL clients, 10 s"
+pgbench_out=$("$PG_BIN/pgbench" -n -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "$POOL" -j 2 -T 10 \
+    -f "$WORK/select1.sql" bench 2>&1)
+pgbench_tps=$(echo "$pgbench_out" | awk '/^tps = / { print $3; exit }')
+pgbench_latency=$(echo "$pgbench_out" | awk '/^latency average/ { print $4 " " $5; exit }')
+
+# --- GET /health, 32 connections, 10 s --------------------------------------------------------
+to_ms() { # wrk prints 412.00us, 2.10ms or 1.02s
+    awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
+}
+say "wrk: GET /health, 32 connections, 10 s"
+wrk_out=$(wrk -t2 -c32 -d10s --latency "http://127.0.0.1:$API_PORT/health")
+health_rps=$(echo "$wrk_out" | awk '/^Requests\/sec:/ { print $2 }')
+health_p50=$(to_ms "$(echo "$wrk_out" | awk '$1 == "50%" { print $2 }')")
+health_p99=$(to_ms "$(echo "$wrk_out" | awk '$1 == "99%" { print $2 }')")
+health_non2xx=$(echo "$wrk_out" | awk '/Non-2xx/ { print $5 }'); health_non2xx=${health_non2xx:-0}
+health_errors=$(echo "$wrk_out" | awk '/Socket errors/ { print }'); health_errors=${health_errors:-none}
+ratio=$(awk -v a="$health_rps" -v b="$pgbench_tps" 'BEGIN { printf "%.2f", a / b }')
+load_rss_kb=$(rss_kb VmRSS)
+load_peak_kb=$(rss_kb VmHWM)
+
+# --- overload: 500 concurrent connections on a pool of 15 ------------------------------------
+say "wrk: GET /health, 500 connections, 5 s"
+over_out=$(wrk -t2 -c500 -d5s --timeout 10s --latency "http://127.0.0.1:$API_PORT/health")
+over_requests=$(echo "$over_out" | awk '/requests in/ { print $1 }')
+over_non2xx=$(echo "$over_out" | awk '/Non-2xx/ { print $5 }'); over_non2xx=${over_non2xx:-0}
+over_errors=$(echo "$over_out" | awk '/Socket errors/ { print }'); over_errors=${over_errors:-none}
+over_max=$(to_ms "$(echo "$over_out" | awk '$1 == "Latency" { print $4; exit }')")
+over_p99=$(to_ms "$(echo "$over_out" | awk '$1 == "99%" { print $2 }')")
+final_peak_kb=$(rss_kb VmHWM)
+
+kill -TERM "$API_PID"; wait "$API_PID" 2>/dev/null || true; API_PID=
+
+# --- find_by_username among 1,000,000 users ---------------------------------------------------
+say "find_by_username: loading users and timing lookups"
+lookup_table=$(BENCH_DATABASE_URL=$URL cargo bench --locked -q -p counseling-persistence \
+    --bench find_by_username 2>/dev/null)
+
+verdict() { awk -v a="$1" -v op="$2" -v b="$3" 'BEGIN { ok = (op == ">=") ? (a >= b) : (a <= b); print ok ? "met" : "missed" }'; }
+mb() { awk -v kb="$1" 'BEGIN { printf "%.1f MB", kb / 1024 }'; }
+
+cat > BENCHMARKS.md <<REPORT
+# Benchmarks
+
+Written by \`just bench\` on $(date -u +%Y-%m-%dT%H:%M:%SZ). Everything ran on one machine at
+once (load generator, service and PostgreSQL share the cores), so each figure stands next to a
+reference measured in the same run.
+
+- Machine: $(nproc) cores ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(uname -sr)
+- PostgreSQL: $("$PG_BIN/postgres" --version | awk '{ print $3 }'), private cluster on tmpfs, default durability settings
+- Service: \`counseling-api\` release build, pool of $POOL connections, \`RUST_LOG=warn\`, JSON logs
+- Command: \`just bench\` (scripts/bench.sh)
+
+## GET /health against the database's ceiling
+
+| measure | value | target |
+|---|---|---|
+| \`pgbench\` SELECT 1, $POOL clients, 10 s | $pgbench_tps tps (latency avg $pgbench_latency) | reference |
+| \`wrk\` GET /health, 32 connections, 10 s | $health_rps req/s | |
+| ratio health / pgbench | **$ratio×** | ≥ 0.5×: $(verdict "$ratio" ">=" 0.5) |
+| p50 latency | $health_p50 ms | |
+| p99 latency | $health_p99 ms | ≤ 5 ms: $(verdict "$health_p99" "<=" 5) |
+| non-2xx responses | $health_non2xx | 0 |
+| socket errors | $health_errors | none |
+
+Each /health call is a real round trip to PostgreSQL (a pooled connection's ping), so the
+service cannot beat pgbench's \`SELECT 1\`; the ratio shows what HTTP, JSON and the pool cost.
+
+## Overload: 500 concurrent connections, pool of $POOL
+
+| measure | value |
+|---|---|
+| requests answered in 5 s | $over_requests |
+| non-2xx responses | $over_non2xx |
+| socket errors | $over_errors |
+| p99 latency | $over_p99 ms |
+| slowest request | $over_max ms |
+
+## Memory (peak RSS of counseling-api)
+
+| when | RSS | peak RSS (VmHWM) | target |
+|---|---|---|---|
+| idle, after the first /health | $(mb "$idle_rss_kb") | $(mb "$idle_peak_kb") | idle ≤ 20 MB: $(verdict "$idle_rss_kb" "<=" 20480) |
+| after the 32-connection load | $(mb "$load_rss_kb") | $(mb "$load_peak_kb") | |
+| after the 500-connection load | | $(mb "$final_peak_kb") | |
+
+## Cold start
+
+| measure | value |
+|---|---|
+| process start to the first 200 on /health | $cold_start_ms ms |
+
+## find_by_username (case-insensitive, through PgUserRepository)
+
+| measure | value |
+|---|---|
+$lookup_table
+REPORT
+say "wrote BENCHMARKS.md"
+cat BENCHMARKS.md
