@@ -4,17 +4,25 @@
 use std::time::{Duration, Instant};
 
 use counseling_e2e::{Api, get_json, run_to_exit, wait_for_status};
-use counseling_testkit::PgCluster;
+use counseling_testkit::{PgCluster, TestDatabase};
 use nix::sys::signal::Signal;
 
-#[tokio::test]
-async fn stopped_database_gives_503_within_2s_and_restart_gives_200_within_5s() {
+/// A private cluster, a migrated database on it, and the service reporting healthy against it.
+async fn healthy_api(extra: &[(&str, &str)]) -> (PgCluster, TestDatabase, Api) {
     let cluster = PgCluster::start().await.unwrap();
     let db = cluster.migrated_database().await.unwrap();
     let url = db.url();
-    let mut api = Api::spawn(&[("DATABASE_URL", &url)]);
+    let mut vars = vec![("DATABASE_URL", url.as_str())];
+    vars.extend_from_slice(extra);
+    let mut api = Api::spawn(&vars);
     api.wait_listening();
     wait_for_status(&api.url("/health"), 200, Duration::from_secs(5));
+    (cluster, db, api)
+}
+
+#[tokio::test]
+async fn stopped_database_gives_503_within_2s_and_restart_gives_200_within_5s() {
+    let (cluster, _db, mut api) = healthy_api(&[]).await;
 
     cluster.stop().await.unwrap();
     let started = Instant::now();
@@ -38,11 +46,7 @@ async fn stopped_database_gives_503_within_2s_and_restart_gives_200_within_5s() 
 
 #[tokio::test]
 async fn frozen_database_gives_503_within_2s() {
-    let cluster = PgCluster::start().await.unwrap();
-    let db = cluster.migrated_database().await.unwrap();
-    let mut api = Api::spawn(&[("DATABASE_URL", &db.url())]);
-    api.wait_listening();
-    wait_for_status(&api.url("/health"), 200, Duration::from_secs(5));
+    let (cluster, _db, api) = healthy_api(&[]).await;
 
     cluster.freeze().unwrap();
     for _ in 0..3 {
@@ -118,12 +122,7 @@ fn missing_or_non_postgres_database_url_exits_2_with_one_clear_line() {
 
 #[tokio::test]
 async fn sigterm_during_a_slow_request_lets_it_finish_and_exits_0() {
-    let cluster = PgCluster::start().await.unwrap();
-    let db = cluster.migrated_database().await.unwrap();
-    // A frozen database makes /health a request that takes the full health timeout (2 s).
-    let mut api = Api::spawn(&[("DATABASE_URL", &db.url()), ("HEALTH_TIMEOUT_MS", "2000")]);
-    api.wait_listening();
-    wait_for_status(&api.url("/health"), 200, Duration::from_secs(5));
+    let (cluster, _db, mut api) = healthy_api(&[("HEALTH_TIMEOUT_MS", "2000")]).await;
     cluster.freeze().unwrap();
 
     let url = api.url("/health");
@@ -149,11 +148,7 @@ async fn sigterm_during_a_slow_request_lets_it_finish_and_exits_0() {
 
 #[tokio::test]
 async fn sigint_also_drains_and_exits_0() {
-    let cluster = PgCluster::start().await.unwrap();
-    let db = cluster.migrated_database().await.unwrap();
-    let mut api = Api::spawn(&[("DATABASE_URL", &db.url())]);
-    api.wait_listening();
-    wait_for_status(&api.url("/health"), 200, Duration::from_secs(5));
+    let (_cluster, _db, mut api) = healthy_api(&[]).await;
     api.signal(Signal::SIGINT);
     assert_eq!(
         api.wait_exit(Duration::from_secs(10)).code(),
@@ -207,11 +202,7 @@ async fn debug_logs_are_json_lines_and_never_contain_the_password() {
 
 #[tokio::test]
 async fn pretty_logs_are_readable_lines() {
-    let cluster = PgCluster::start().await.unwrap();
-    let db = cluster.migrated_database().await.unwrap();
-    let mut api = Api::spawn(&[("DATABASE_URL", &db.url()), ("LOG_FORMAT", "pretty")]);
-    api.wait_listening();
-    wait_for_status(&api.url("/health"), 200, Duration::from_secs(5));
+    let (_cluster, _db, mut api) = healthy_api(&[("LOG_FORMAT", "pretty")]).await;
     api.signal(Signal::SIGTERM);
     api.wait_exit(Duration::from_secs(10));
     let output = api.output();

@@ -3,7 +3,7 @@ use counseling_domain::{
 };
 use sea_orm::sea_query::{Expr, Func};
 use sea_orm::{
-    ActiveValue, ColumnTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveValue, ColumnTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect, Select,
 };
 
 use crate::Database;
@@ -19,6 +19,19 @@ pub struct PgUserRepository {
 impl PgUserRepository {
     pub fn new(database: Database) -> Self {
         Self { database }
+    }
+
+    async fn find_one(&self, query: Select<Users>) -> Result<Option<User>, RepositoryError> {
+        self.database
+            .run(move |db| async move {
+                query
+                    .one(&db)
+                    .await
+                    .map_err(|error| from_db_err(&error))?
+                    .map(to_domain)
+                    .transpose()
+            })
+            .await
     }
 
     async fn update_returning(
@@ -83,16 +96,7 @@ impl UserRepository for PgUserRepository {
 
     #[tracing::instrument(skip(self), err(Display))]
     async fn find_by_id(&self, id: UserId) -> Result<Option<User>, RepositoryError> {
-        self.database
-            .run(move |db| async move {
-                Users::find_by_id(id.as_uuid())
-                    .one(&db)
-                    .await
-                    .map_err(|error| from_db_err(&error))?
-                    .map(to_domain)
-                    .transpose()
-            })
-            .await
+        self.find_one(Users::find_by_id(id.as_uuid())).await
     }
 
     #[tracing::instrument(skip(self), fields(username = %username), err(Display))]
@@ -101,16 +105,7 @@ impl UserRepository for PgUserRepository {
         // uses that index and agrees exactly with what the index considers a duplicate.
         let lower_column = Expr::expr(Func::lower(Expr::col(Column::Username)));
         let lower_value = Func::lower(Expr::value(username.as_str()));
-        let query = Users::find().filter(lower_column.eq(lower_value));
-        self.database
-            .run(move |db| async move {
-                query
-                    .one(&db)
-                    .await
-                    .map_err(|error| from_db_err(&error))?
-                    .map(to_domain)
-                    .transpose()
-            })
+        self.find_one(Users::find().filter(lower_column.eq(lower_value)))
             .await
     }
 

@@ -235,7 +235,11 @@ async fn coalesced_checks_keep_one_round_trip_in_flight_and_answer_within_the_ti
     for check in crowd {
         check.await.unwrap().unwrap();
     }
-    assert!(database.pool().size() <= 1, "pool grew to {}", database.pool().size());
+    assert!(
+        database.pool().size() <= 1,
+        "pool grew to {}",
+        database.pool().size()
+    );
 
     // Frozen: callers arriving at any moment get their answer within about one timeout, and the
     // storm does not open more connections.
@@ -253,10 +257,20 @@ async fn coalesced_checks_keep_one_round_trip_in_flight_and_answer_within_the_ti
         .collect();
     for caller in storm {
         let (outcome, took) = caller.await.unwrap();
-        assert!(matches!(outcome, Err(RepositoryError::Unavailable(_))), "{outcome:?}");
-        assert!(took < timeout + Duration::from_millis(250), "answer took {took:?}");
+        assert!(
+            matches!(outcome, Err(RepositoryError::Unavailable(_))),
+            "{outcome:?}"
+        );
+        assert!(
+            took < timeout + Duration::from_millis(250),
+            "answer took {took:?}"
+        );
     }
-    assert!(database.pool().size() <= 2, "pool grew to {}", database.pool().size());
+    assert!(
+        database.pool().size() <= 2,
+        "pool grew to {}",
+        database.pool().size()
+    );
     cluster.thaw().unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(5);
