@@ -1,5 +1,7 @@
 //! Logging: `tracing` everywhere, `log` records (sqlx) bridged in, one line per event.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -25,7 +27,12 @@ pub fn init(settings: &LogSettings) -> Result<(), SettingsError> {
             )
             .try_init(),
         LogFormat::Pretty => registry
-            .with(tracing_subscriber::fmt::layer().with_target(true))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_target(true)
+                    // Colours only for a terminal: escape codes make log files unreadable.
+                    .with_ansi(std::io::stdout().is_terminal()),
+            )
             .try_init(),
     };
     result.map_err(|_| SettingsError {
