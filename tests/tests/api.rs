@@ -38,8 +38,8 @@ async fn stopped_database_gives_503_within_2s_and_restart_gives_200_within_5s() 
     assert!(body["error"].is_string());
 
     cluster.restart().await.unwrap();
-    let took = wait_for_status(&api.url("/health"), 200, Duration::from_secs(5));
-    assert!(took < Duration::from_secs(5));
+    // wait_for_status fails the test unless 200 comes within 5 s.
+    wait_for_status(&api.url("/health"), 200, Duration::from_secs(5));
     // Still the same process: it recovered by itself.
     assert!(api.child.try_wait().unwrap().is_none());
 }
