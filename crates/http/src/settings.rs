@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use config::{Config, Environment};
-use counseling_persistence::DatabaseSettings;
+use counseling_persistence::{DatabaseSettings, SettingsError as DatabaseSettingsError};
 use secrecy::SecretString;
 
 /// Everything the service needs to start.
@@ -109,13 +109,16 @@ impl Settings {
         let vars = Vars(config);
 
         let url = vars.required("DATABASE_URL")?;
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(invalid(
+        let mut database = DatabaseSettings::new(SecretString::from(url));
+        // The persistence crate checks the URL (scheme, then the driver's parser); its errors
+        // never quote the URL.
+        database.connect_options().map_err(|error| match error {
+            DatabaseSettingsError::NotPostgresUrl => invalid(
                 "DATABASE_URL",
                 "must be a PostgreSQL URL starting with postgres:// or postgresql://",
-            ));
-        }
-        let mut database = DatabaseSettings::new(SecretString::from(url));
+            ),
+            other => invalid("DATABASE_URL", format!("is invalid: {other}")),
+        })?;
         database.max_connections = vars.number("DATABASE_MAX_CONNECTIONS", 1, 10_000)?;
         database.min_connections = vars.number("DATABASE_MIN_CONNECTIONS", 0, 10_000)?;
         if database.min_connections > database.max_connections {
@@ -132,10 +135,6 @@ impl Settings {
             Duration::from_millis(vars.number("DATABASE_PING_IF_IDLE_MS", 0, u64::MAX)?);
         database.echo = vars.boolean("DATABASE_ECHO")?;
         database.application_name = "counseling-api".to_owned();
-        // The URL itself is checked by the driver's parser; its message is not passed on.
-        database
-            .connect_options()
-            .map_err(|error| invalid("DATABASE_URL", format!("is invalid: {error}")))?;
 
         let host = vars.required("APP_HOST")?;
         let app = AppSettings {

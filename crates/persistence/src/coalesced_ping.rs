@@ -110,7 +110,9 @@ impl CoalescedPing {
                     }
                 }
             };
-            let outcome = self.database.ping(self.timeout).await;
+            // `drive` already runs on the database runtime (see `check`): no second hop.
+            let deadline = tokio::time::Instant::now() + self.timeout;
+            let outcome = self.database.ping_until(deadline).await;
             // Retire the round before publishing, so no later caller takes its result as fresh.
             self.rounds().in_flight = None;
             round.send_replace(Some(outcome));

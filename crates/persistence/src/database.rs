@@ -132,7 +132,8 @@ impl Database {
             .await
     }
 
-    async fn ping_until(&self, deadline: Instant) -> Result<(), RepositoryError> {
+    /// [`Database::ping`] without the hop to the I/O runtime, for callers already on it.
+    pub(crate) async fn ping_until(&self, deadline: Instant) -> Result<(), RepositoryError> {
         let timeout = deadline.saturating_duration_since(Instant::now());
         let acquire_deadline = deadline - DIAGNOSIS_BUDGET.min(timeout / 10);
         let mut connection = match timeout_at(acquire_deadline, self.pool.acquire()).await {
