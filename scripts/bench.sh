@@ -114,8 +114,47 @@ kill -TERM "$API_PID"; wait "$API_PID" 2>/dev/null || true; API_PID=
 
 # --- find_by_username among 1,000,000 users ---------------------------------------------------
 say "find_by_username: loading users and timing lookups"
-lookup_table=$(BENCH_DATABASE_URL=$URL cargo bench --locked -q -p counseling-persistence \
-    --bench find_by_username 2>/dev/null)
+lookup_table=$(BENCH_DATABASE_URL=$URL BENCH_RATE_FILE="$WORK/rate" cargo bench --locked -q \
+    -p counseling-persistence --bench find_by_username 2>/dev/null)
+repository_rate=$(cat "$WORK/rate")
+# The repository's query, with the name built on the server from a random number, as a prepared
+# statement: the same SQL shape, plan and result rows the repository gets.
+cat > "$WORK/lookup.sql" <<'SQL'
+\set i random(1, 1000000)
+SELECT "users"."id", "users"."username", "users"."password_hash", "users"."is_blocked", "users"."created_at", "users"."updated_at" FROM "users" WHERE LOWER("users"."username") = LOWER(format('\DOM%s\User%s', :i::int % 100, :i::int)) LIMIT 1;
+SQL
+say "pgbench: the repository's lookup, $POOL clients, 10 s"
+lookup_pgbench_out=$("$PG_BIN/pgbench" -n -M prepared -h 127.0.0.1 -p "$PG_PORT" -U postgres \
+    -c "$POOL" -j 2 -T 10 -f "$WORK/lookup.sql" bench 2>&1)
+lookup_pgbench_tps=$(echo "$lookup_pgbench_out" | awk '/^tps = / { printf "%.0f", $3; exit }')
+lookup_ratio=$(awk -v a="$repository_rate" -v b="$lookup_pgbench_tps" 'BEGIN { printf "%.2f", a / b }')
+
+# --- a stopped database: how fast does /health say so? -----------------------------------------
+say "GET /health with PostgreSQL stopped, 100 sequential probes"
+as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -m fast stop >/dev/null
+DATABASE_URL=$URL APP_PORT=$API_PORT LOG_FORMAT=json RUST_LOG=error target/release/counseling-api \
+    >"$WORK/api-stopped.log" 2>&1 &
+API_PID=$!
+until curl -fs -o /dev/null "http://127.0.0.1:$API_PORT/health/live"; do
+    kill -0 "$API_PID" 2>/dev/null || die "counseling-api exited: $(cat "$WORK/api-stopped.log")"
+    sleep 0.01
+done
+read -r refused_p50 refused_p99 refused_max refused_reasons < <(python3 - "$API_PORT" <<'PY'
+import http.client, json, sys, time
+connection = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=10)
+timings, reasons = [], set()
+for _ in range(100):
+    started = time.perf_counter()
+    connection.request("GET", "/health")
+    response = connection.getresponse()
+    body = json.loads(response.read())
+    timings.append((time.perf_counter() - started) * 1000)
+    reasons.add(f"{response.status}:{body.get('error')}")
+timings.sort()
+print(f"{timings[49]:.2f} {timings[98]:.2f} {timings[-1]:.2f} {','.join(sorted(reasons)).replace(' ', '_')}")
+PY
+)
+kill -TERM "$API_PID"; wait "$API_PID" 2>/dev/null || true; API_PID=
 
 verdict() { awk -v a="$1" -v op="$2" -v b="$3" 'BEGIN { ok = (op == ">=") ? (a >= b) : (a <= b); print ok ? "met" : "missed" }'; }
 mb() { awk -v kb="$1" 'BEGIN { printf "%.1f MB", kb / 1024 }'; }
@@ -181,6 +220,25 @@ connection returns to its pool.
 | measure | value |
 |---|---|
 $lookup_table
+
+### Concurrent lookups against pgbench (same run, same database, same query)
+
+| measure | value | target |
+|---|---|---|
+| \`pgbench -M prepared\`, the repository's SELECT, $POOL clients, 10 s | $lookup_pgbench_tps tps | reference |
+| \`find_by_username\` through \`PgUserRepository\`, 15 tasks, 10 s | $repository_rate per second | |
+| ratio repository / pgbench | **$lookup_ratio×** | ≥ 0.8×: $(verdict "$lookup_ratio" ">=" 0.8) |
+
+## GET /health with PostgreSQL stopped (connection refused)
+
+100 sequential probes on one keep-alive connection, timed by the client.
+
+| measure | value | target |
+|---|---|---|
+| p50 | $refused_p50 ms | |
+| p99 | $refused_p99 ms | ≤ 50 ms: $(verdict "$refused_p99" "<=" 50) |
+| slowest | $refused_max ms | |
+| answers (status:reason) | $refused_reasons | 503:connection_refused |
 REPORT
 say "wrote BENCHMARKS.md"
 cat BENCHMARKS.md

@@ -5,18 +5,26 @@ use crate::{NewUser, PasswordHash, User, UserId, Username};
 
 /// Why the store could not be reached. Each reason is short, fixed text that is safe to show to
 /// an operator or a client: it never carries a host, a user, a password or SQL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Unavailability {
     /// Nothing accepted the connection.
     ConnectionRefused,
-    /// The database did not answer in time (connect, query or statement timeout).
+    /// The database did not answer in time (connect, query, statement or call deadline).
     Timeout,
     /// Every pooled connection was busy for the whole acquire timeout.
     PoolExhausted,
     /// An established connection broke or the server is shutting down.
     ConnectionLost,
-    /// The server refused the session (authentication, too many clients, starting up...).
+    /// The server refused the session (too many clients, starting up, TLS...).
     Rejected,
+    /// The server rejected the credentials (SQLSTATE class 28).
+    AuthenticationFailed,
+    /// The configured database does not exist on the server (SQLSTATE 3D000).
+    UnknownDatabase,
+    /// The server is a read-only standby, as right after a failover (SQLSTATE 25006).
+    ReadOnly,
+    /// A row or table lock was not granted within `lock_timeout` (SQLSTATE 55P03).
+    LockTimeout,
 }
 
 impl Unavailability {
@@ -27,6 +35,10 @@ impl Unavailability {
             Unavailability::PoolExhausted => "pool exhausted",
             Unavailability::ConnectionLost => "connection lost",
             Unavailability::Rejected => "connection rejected",
+            Unavailability::AuthenticationFailed => "authentication failed",
+            Unavailability::UnknownDatabase => "database does not exist",
+            Unavailability::ReadOnly => "database is read-only",
+            Unavailability::LockTimeout => "lock timeout",
         }
     }
 }
@@ -37,27 +49,92 @@ impl fmt::Display for Unavailability {
     }
 }
 
-/// What can go wrong in the user store, in terms a caller can act on.
+/// Two transactions got in each other's way; running the whole unit of work again may succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Conflict {
+    /// SQLSTATE 40001: a serializable or repeatable-read transaction lost a race.
+    SerializationFailure,
+    /// SQLSTATE 40P01: the server broke a deadlock by aborting this transaction.
+    Deadlock,
+}
+
+impl Conflict {
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Conflict::SerializationFailure => "serialization failure",
+            Conflict::Deadlock => "deadlock",
+        }
+    }
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What any store operation can fail with, whatever it does: the store was unreachable, a
+/// transaction conflicted, or something unexpected happened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RepositoryError {
-    /// Another user already has this username, in any letter case.
+pub enum StoreError {
+    /// The database could not be reached or did not answer in time; retrying later may work.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(Unavailability),
+    /// The unit of work conflicted with another; run it again (see [`StoreError::is_retryable`]).
+    #[error("the transaction conflicted with another one ({0}); run it again")]
+    Conflict(Conflict),
+    /// Anything else. The text is sanitized (an error class or SQLSTATE, no SQL, no credentials).
+    #[error("unexpected database error: {0}")]
+    Unexpected(String),
+}
+
+impl StoreError {
+    /// Whether running the same unit of work again, at once, may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Conflict(_))
+    }
+}
+
+/// Why [`UserRepository::create`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CreateUserError {
+    /// Another user already has this username (see [`Username`] for what "the same" means).
     #[error("that username is already taken")]
     UsernameTaken,
+    /// The database refused the data; `rule` names the constraint that failed.
+    #[error("the database rejected the data: {rule}")]
+    Rejected { rule: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why changing an existing user ([`UserRepository::set_blocked`],
+/// [`UserRepository::update_password_hash`]) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpdateUserError {
     /// No user has the given id.
     #[error("no such user")]
     NotFound,
     /// The database refused the data; `rule` names the constraint that failed.
     #[error("the database rejected the data: {rule}")]
     Rejected { rule: String },
-    /// The database could not be reached or did not answer in time; retrying later may work.
-    #[error("the database is unavailable: {0}")]
-    Unavailable(Unavailability),
-    /// Anything else. The text is sanitized (an error class or SQLSTATE, no SQL, no credentials).
-    #[error("unexpected database error: {0}")]
-    Unexpected(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-/// The port through which the application stores users. Implemented by the persistence adapter.
+/// Why [`UserRepository::delete`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeleteUserError {
+    /// No user has the given id.
+    #[error("no such user")]
+    NotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The port through which the application stores users. Implemented by the persistence adapter,
+/// both directly on the pool and inside a unit of work (a transaction): the same calls, the same
+/// errors.
 ///
 /// Username lookups and uniqueness are case-insensitive, decided by the database.
 pub trait UserRepository: Send + Sync {
@@ -65,32 +142,32 @@ pub trait UserRepository: Send + Sync {
     fn create(
         &self,
         new_user: NewUser,
-    ) -> impl Future<Output = Result<User, RepositoryError>> + Send;
+    ) -> impl Future<Output = Result<User, CreateUserError>> + Send;
 
     fn find_by_id(
         &self,
         id: UserId,
-    ) -> impl Future<Output = Result<Option<User>, RepositoryError>> + Send;
+    ) -> impl Future<Output = Result<Option<User>, StoreError>> + Send;
 
     /// Finds the user whose username equals `username` ignoring letter case.
     fn find_by_username(
         &self,
         username: &Username,
-    ) -> impl Future<Output = Result<Option<User>, RepositoryError>> + Send;
+    ) -> impl Future<Output = Result<Option<User>, StoreError>> + Send;
 
-    /// Blocks or unblocks a user; `NotFound` when no such user exists.
+    /// Blocks or unblocks a user.
     fn set_blocked(
         &self,
         id: UserId,
         blocked: bool,
-    ) -> impl Future<Output = Result<User, RepositoryError>> + Send;
+    ) -> impl Future<Output = Result<User, UpdateUserError>> + Send;
 
-    /// Replaces a user's password hash; `NotFound` when no such user exists.
+    /// Replaces a user's password hash.
     fn update_password_hash(
         &self,
         id: UserId,
         password_hash: PasswordHash,
-    ) -> impl Future<Output = Result<User, RepositoryError>> + Send;
+    ) -> impl Future<Output = Result<User, UpdateUserError>> + Send;
 
     /// Up to `limit` users ordered by id, starting after `after` (keyset pagination): pass the
     /// last id of one page to get the next. The order is stable across calls and inserts.
@@ -98,8 +175,34 @@ pub trait UserRepository: Send + Sync {
         &self,
         after: Option<UserId>,
         limit: u64,
-    ) -> impl Future<Output = Result<Vec<User>, RepositoryError>> + Send;
+    ) -> impl Future<Output = Result<Vec<User>, StoreError>> + Send;
 
-    /// Deletes a user; `NotFound` when no such user exists.
-    fn delete(&self, id: UserId) -> impl Future<Output = Result<(), RepositoryError>> + Send;
+    /// Deletes a user.
+    fn delete(&self, id: UserId) -> impl Future<Output = Result<(), DeleteUserError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_conflicts_are_retryable() {
+        assert!(StoreError::Conflict(Conflict::Deadlock).is_retryable());
+        assert!(StoreError::Conflict(Conflict::SerializationFailure).is_retryable());
+        assert!(!StoreError::Unavailable(Unavailability::Timeout).is_retryable());
+        assert!(!StoreError::Unexpected("x".into()).is_retryable());
+    }
+
+    #[test]
+    fn operation_errors_wrap_store_errors_transparently() {
+        let store = StoreError::Unavailable(Unavailability::ReadOnly);
+        assert_eq!(
+            CreateUserError::from(store.clone()).to_string(),
+            store.to_string()
+        );
+        assert_eq!(
+            store.to_string(),
+            "the database is unavailable: database is read-only"
+        );
+    }
 }

@@ -4,8 +4,12 @@
 //! port is taken), 2 when the configuration is missing or invalid.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use counseling_http::{Application, Settings, telemetry};
+
+/// How long the database runtime may take to finish its tasks once the server has stopped.
+const DATABASE_RUNTIME_SHUTDOWN: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
     // A missing .env is normal; values already in the environment win over it.
@@ -26,7 +30,25 @@ fn main() -> ExitCode {
         eprintln!("counseling-api: configuration error: {error}");
         return ExitCode::from(2);
     }
-    match actix_web::rt::System::new().block_on(serve(settings)) {
+    // All database I/O runs on this runtime, not on actix-web's per-worker runtimes: a socket
+    // belongs to the runtime that opened it, and workers stop one by one during a graceful
+    // shutdown while requests on other workers still use pooled connections.
+    let database_runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.app.database_io_threads)
+        .thread_name("database-io")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("counseling-api: the database runtime could not be started: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let io = database_runtime.handle().clone();
+    let outcome = actix_web::rt::System::new().block_on(serve(settings, io));
+    database_runtime.shutdown_timeout(DATABASE_RUNTIME_SHUTDOWN);
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "counseling-api failed");
@@ -36,8 +58,8 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let application = Application::build(&settings)?;
+async fn serve(settings: Settings, io: tokio::runtime::Handle) -> anyhow::Result<()> {
+    let application = Application::build(&settings, io)?;
     tracing::info!(
         host = %settings.app.host,
         port = application.port(),

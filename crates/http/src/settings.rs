@@ -28,6 +28,8 @@ pub struct AppSettings {
     pub health_timeout: Duration,
     /// How long in-flight requests may run on after SIGTERM/SIGINT.
     pub shutdown_timeout: Duration,
+    /// Worker threads of the runtime that owns every database connection (see `main.rs`).
+    pub database_io_threads: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +76,8 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("DATABASE_IDLE_TIMEOUT_SECS", "600"),
     ("DATABASE_MAX_LIFETIME_SECS", "1800"),
     ("DATABASE_STATEMENT_TIMEOUT_MS", "30000"),
+    ("DATABASE_LOCK_TIMEOUT_MS", "5000"),
+    ("DATABASE_IO_THREADS", "2"),
     ("DATABASE_PING_IF_IDLE_MS", "1000"),
     ("DATABASE_ECHO", "false"),
 ];
@@ -130,7 +134,8 @@ impl Settings {
         database.acquire_timeout = vars.millis("DATABASE_ACQUIRE_TIMEOUT_MS")?;
         database.idle_timeout = Some(vars.secs("DATABASE_IDLE_TIMEOUT_SECS")?);
         database.max_lifetime = Some(vars.secs("DATABASE_MAX_LIFETIME_SECS")?);
-        database.statement_timeout = vars.millis("DATABASE_STATEMENT_TIMEOUT_MS")?;
+        database.statement_timeout = vars.server_millis("DATABASE_STATEMENT_TIMEOUT_MS")?;
+        database.lock_timeout = vars.server_millis("DATABASE_LOCK_TIMEOUT_MS")?;
         database.ping_if_idle_for =
             Duration::from_millis(vars.number("DATABASE_PING_IF_IDLE_MS", 0, u64::MAX)?);
         database.echo = vars.boolean("DATABASE_ECHO")?;
@@ -147,6 +152,7 @@ impl Settings {
             port: vars.number("APP_PORT", 0, u16::MAX)?,
             health_timeout: vars.millis("HEALTH_TIMEOUT_MS")?,
             shutdown_timeout: vars.secs("APP_SHUTDOWN_TIMEOUT_SECS")?,
+            database_io_threads: vars.number("DATABASE_IO_THREADS", 1, 64)?,
         };
 
         let format = match vars.required("LOG_FORMAT")?.to_ascii_lowercase().as_str() {
@@ -197,6 +203,12 @@ impl Vars {
         Ok(Duration::from_millis(self.number(name, 1, u64::MAX)?))
     }
 
+    /// Milliseconds that PostgreSQL itself accepts (a 32-bit signed setting).
+    fn server_millis(&self, name: &'static str) -> Result<Duration, SettingsError> {
+        let max = DatabaseSettings::MAX_SERVER_TIMEOUT.as_millis() as u64;
+        Ok(Duration::from_millis(self.number(name, 1, max)?))
+    }
+
     fn secs(&self, name: &'static str) -> Result<Duration, SettingsError> {
         Ok(Duration::from_secs(self.number(name, 0, u64::MAX)?))
     }
@@ -234,6 +246,8 @@ mod tests {
         assert_eq!(settings.database.min_connections, 5);
         assert_eq!(settings.database.acquire_timeout, Duration::from_secs(5));
         assert!(!settings.database.echo);
+        assert_eq!(settings.database.lock_timeout, Duration::from_secs(5));
+        assert_eq!(settings.app.database_io_threads, 2);
     }
 
     #[test]
@@ -285,6 +299,15 @@ mod tests {
             (&[("HEALTH_TIMEOUT_MS", "0")], "HEALTH_TIMEOUT_MS"),
             (&[("LOG_FORMAT", "xml")], "LOG_FORMAT"),
             (&[("DATABASE_ECHO", "maybe")], "DATABASE_ECHO"),
+            (
+                &[("DATABASE_STATEMENT_TIMEOUT_MS", "2147483648")],
+                "DATABASE_STATEMENT_TIMEOUT_MS",
+            ),
+            (
+                &[("DATABASE_LOCK_TIMEOUT_MS", "0")],
+                "DATABASE_LOCK_TIMEOUT_MS",
+            ),
+            (&[("DATABASE_IO_THREADS", "0")], "DATABASE_IO_THREADS"),
             (
                 &[("DATABASE_MAX_CONNECTIONS", "0")],
                 "DATABASE_MAX_CONNECTIONS",

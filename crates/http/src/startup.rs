@@ -35,8 +35,9 @@ impl std::fmt::Debug for Application {
 
 impl Application {
     /// Creates the (lazy) pool and binds the listener. Does not need the database to be up.
-    pub fn build(settings: &Settings) -> anyhow::Result<Self> {
-        let database = Database::connect_lazy(&settings.database)
+    /// Database I/O runs on `io`, which must outlive the application.
+    pub fn build(settings: &Settings, io: tokio::runtime::Handle) -> anyhow::Result<Self> {
+        let database = Database::connect_lazy(&settings.database, io)
             .context("DATABASE_URL or a pool setting is invalid")?;
         let address = (settings.app.host, settings.app.port);
         let listener = TcpListener::bind(address)

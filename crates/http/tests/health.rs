@@ -63,7 +63,7 @@ fn spawn_app(database_url: &str, extra: &[(&str, &str)]) -> u16 {
     let mut vars = vec![("DATABASE_URL", database_url), ("APP_PORT", "0")];
     vars.extend_from_slice(extra);
     let settings = Settings::from_vars(vars).unwrap();
-    let application = Application::build(&settings).unwrap();
+    let application = Application::build(&settings, tokio::runtime::Handle::current()).unwrap();
     let port = application.port();
     tokio::spawn(application.run());
     port

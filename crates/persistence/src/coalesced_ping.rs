@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::{Database, RepositoryError, Unavailability};
+use crate::{Database, StoreError, Unavailability};
 
-type Outcome = Option<Result<(), RepositoryError>>;
+type Outcome = Option<Result<(), StoreError>>;
 
 #[derive(Debug)]
 struct Rounds {
@@ -58,7 +58,7 @@ impl CoalescedPing {
 
     /// The outcome of a database round trip that starts after this call, within about the
     /// timeout (a caller may wait for the round in flight to end first, itself bounded).
-    pub async fn check(&self) -> Result<(), RepositoryError> {
+    pub async fn check(&self) -> Result<(), StoreError> {
         let (in_flight, mut receiver, start_driver) = {
             let mut rounds = self.rounds();
             let in_flight = rounds.in_flight.clone();
@@ -90,7 +90,7 @@ impl CoalescedPing {
         match tokio::time::timeout(limit, receiver.wait_for(Option::is_some)).await {
             Ok(Ok(outcome)) => outcome.clone().unwrap_or(Ok(())),
             // The driver vanished (runtime shutting down) or the limit passed.
-            Ok(Err(_)) | Err(_) => Err(RepositoryError::Unavailable(Unavailability::Timeout)),
+            Ok(Err(_)) | Err(_) => Err(StoreError::Unavailable(Unavailability::Timeout)),
         }
     }
 

@@ -1,65 +1,109 @@
 use std::future::Future;
-use std::sync::OnceLock;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use counseling_domain::Unavailability;
+use counseling_domain::{StoreError, Unavailability};
+use sea_orm::sqlx::pool::PoolConnection;
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sea_orm::sqlx::{self, Connection};
-use sea_orm::{DatabaseConnection, SqlxPostgresConnector};
-use tokio::runtime::{Handle, Runtime};
+use sea_orm::sqlx::{self, Connection, Postgres};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout_at};
 use tracing::Instrument;
 
-use crate::error_mapping::from_sqlx;
-use crate::{DatabaseSettings, RepositoryError, SettingsError};
+use crate::error_mapping::{Failure, from_db_err, from_sqlx};
+use crate::session::Session;
+use crate::unit_of_work::UnitOfWork;
+use crate::{DatabaseSettings, SettingsError};
 
 /// Part of a ping's budget kept back to find out why the pool could not hand out a connection.
 const DIAGNOSIS_BUDGET: Duration = Duration::from_millis(100);
 
-/// The runtime that owns every pooled connection's socket and the pool's maintenance task.
-///
-/// A connection's socket belongs to the tokio runtime it was opened on. actix-web runs one
-/// single-threaded runtime per worker, and a shared pool would hand a connection opened on
-/// worker A to worker B; once A stops (an idle worker stops first during a graceful shutdown)
-/// that connection is dead, and B's in-flight request fails. So all database I/O runs here, on a
-/// runtime that lives as long as the process.
-fn io_runtime() -> Result<&'static Handle, SettingsError> {
-    static IO: OnceLock<Result<Runtime, String>> = OnceLock::new();
-    IO.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("database-io")
-            .enable_all()
-            .build()
-            .map_err(|error| error.to_string())
-    })
-    .as_ref()
-    .map(Runtime::handle)
-    .map_err(|error| SettingsError::Runtime(error.clone()))
+/// How long the pool may try to open a connection before we check whether anything listens at
+/// all. sqlx retries a refused connect until the acquire timeout (it assumes a server starting
+/// up); we answer "connection refused" after this instead. Opening a healthy local connection
+/// (fork + SCRAM) takes a few milliseconds, so the check rarely runs while the server is up.
+const REFUSAL_CHECK_AFTER: Duration = Duration::from_millis(15);
+
+/// Added to `statement_timeout` for the client-side deadline of a call or a unit of work: the
+/// server's own timeout should fire first (the connection stays usable); the deadline is the
+/// backstop for a server or network that stopped answering.
+pub const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
+
+/// A boxed future borrowing a session: the shape of one repository call's work.
+pub(crate) type SessionWork<'s, T> =
+    Pin<Box<dyn Future<Output = Result<T, sea_orm::DbErr>> + Send + 's>>;
+
+/// The pool's numbers right now, and its configured bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Open connections, idle or in use.
+    pub open: u32,
+    pub idle: u32,
+    pub max: u32,
+    pub min: u32,
+}
+
+impl PoolStatus {
+    pub fn in_use(&self) -> u32 {
+        self.open.saturating_sub(self.idle)
+    }
 }
 
 /// The application's pool of PostgreSQL connections, shared by every repository and the health
 /// probe. Cloning is cheap (the pool is reference-counted).
-#[derive(Debug, Clone)]
+///
+/// Everything that touches a connection runs on the runtime handed to
+/// [`Database::connect_lazy`]: a socket belongs to the runtime that opened it, and actix-web runs
+/// one runtime per worker, which stop one by one during a graceful shutdown. The binary owns that
+/// runtime and keeps it alive until the pool is closed.
+#[derive(Clone)]
 pub struct Database {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     pool: PgPool,
-    connection: DatabaseConnection,
     connect_options: PgConnectOptions,
     io: Handle,
+    /// Bound of one call's statement(s) once it has a connection, and of a whole unit of work.
+    call_timeout: Duration,
+}
+
+impl std::fmt::Debug for Database {
+    // Hand-written: the connect options hold the password, and sqlx's Debug prints it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("pool", &self.status())
+            .field("call_timeout", &self.inner.call_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Aborts the task when the caller stops waiting for it (a client that went away): a unit of work
+/// whose caller is gone is rolled back, not finished unseen.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Database {
     /// Builds the pool without connecting: the service can start, and report itself unhealthy,
-    /// while the database is down, and connects as soon as it is back.
+    /// while the database is down, and connects as soon as it is back. Database I/O runs on
+    /// `io`, a runtime owned by the caller that must outlive this pool.
     ///
     /// Pre-ping: the seed's `pool_pre_ping` checks every connection on checkout, which costs one
     /// round trip per query on a busy pool. A connection that was in use moments ago is almost
     /// surely alive, while one that sat idle may have been cut by a restart, a failover or a
     /// firewall. So only connections idle for `ping_if_idle_for` or longer are pinged; the rare
     /// dead connection that slips through fails its query with `Unavailable` and is discarded.
-    pub fn connect_lazy(settings: &DatabaseSettings) -> Result<Self, SettingsError> {
+    pub fn connect_lazy(settings: &DatabaseSettings, io: Handle) -> Result<Self, SettingsError> {
         let connect_options = settings.connect_options()?;
-        let io = io_runtime()?.clone();
         // The pool spawns its maintenance task on the current runtime: make that the I/O one.
         let _io_context = io.enter();
         let ping_if_idle_for = settings.ping_if_idle_for;
@@ -79,105 +123,282 @@ impl Database {
                 })
             })
             .connect_lazy_with(connect_options.clone());
-        let connection = SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone());
         Ok(Self {
-            pool,
-            connection,
-            connect_options,
-            io,
+            inner: Arc::new(Inner {
+                pool,
+                connect_options,
+                io,
+                call_timeout: settings.statement_timeout + DEADLINE_MARGIN,
+            }),
         })
     }
 
-    /// Runs database work on the I/O runtime (see [`io_runtime`]) and waits for its result,
-    /// keeping the caller's tracing span. Every adapter method goes through here.
-    pub async fn run<T, F, Fut>(&self, work: F) -> Result<T, RepositoryError>
+    /// The pool's size and bounds, for metrics and tests.
+    pub fn status(&self) -> PoolStatus {
+        let options = self.inner.pool.options();
+        PoolStatus {
+            open: self.inner.pool.size(),
+            idle: u32::try_from(self.inner.pool.num_idle()).unwrap_or(u32::MAX),
+            max: options.get_max_connections(),
+            min: options.get_min_connections(),
+        }
+    }
+
+    /// Runs `work` on the I/O runtime and waits for it, keeping the caller's tracing span. If the
+    /// caller stops waiting, the work is aborted. A panic in `work` is resumed in the caller.
+    async fn on_io<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let mut task = AbortOnDrop(self.inner.io.spawn(work.in_current_span()));
+        match (&mut task.0).await {
+            Ok(value) => Ok(value),
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            // Cancelled: the I/O runtime is shutting down.
+            Err(_) => Err(StoreError::Unavailable(Unavailability::ConnectionLost)),
+        }
+    }
+
+    /// A connection from the pool, or why none could be had: at once when nothing listens, within
+    /// the acquire timeout when every connection is busy or the server does not answer.
+    async fn acquire(&self) -> Result<PoolConnection<Postgres>, Failure> {
+        let pool = &self.inner.pool;
+        let acquire = pool.acquire();
+        tokio::pin!(acquire);
+        tokio::select! {
+            biased;
+            outcome = &mut acquire => return outcome.map_err(|error| from_sqlx(&error)),
+            () = tokio::time::sleep(REFUSAL_CHECK_AFTER) => {}
+        }
+        // Still waiting. If the pool is opening a connection (not waiting for a busy one), find
+        // out whether anything accepts connections at all.
+        if pool.size() < pool.options().get_max_connections() {
+            tokio::select! {
+                biased;
+                outcome = &mut acquire => return outcome.map_err(|error| from_sqlx(&error)),
+                refused = self.refuses_connections() => {
+                    if refused {
+                        return Err(Failure::Store(StoreError::Unavailable(
+                            Unavailability::ConnectionRefused,
+                        )));
+                    }
+                }
+            }
+        }
+        acquire.await.map_err(|error| from_sqlx(&error))
+    }
+
+    /// Whether the server's address refuses TCP connections. Never resolves `false` early: when
+    /// something listens, this waits forever, so that the pool's own acquire decides.
+    async fn refuses_connections(&self) -> bool {
+        let options = &self.inner.connect_options;
+        if options.get_socket().is_none() {
+            let address = (options.get_host().to_owned(), options.get_port());
+            if let Err(error) = tokio::net::TcpStream::connect(address).await
+                && error.kind() == std::io::ErrorKind::ConnectionRefused
+            {
+                return true;
+            }
+        }
+        std::future::pending().await
+    }
+
+    /// Runs one repository call on a connection of its own: acquired within the acquire timeout,
+    /// then bounded by `statement_timeout` plus [`DEADLINE_MARGIN`]. A connection cut off by the
+    /// deadline, or that failed in a way that makes it unfit, is closed, never reused.
+    pub(crate) async fn call<T, W>(&self, work: W) -> Result<T, Failure>
     where
-        F: FnOnce(DatabaseConnection) -> Fut,
-        Fut: Future<Output = Result<T, RepositoryError>> + Send + 'static,
         T: Send + 'static,
+        W: for<'s> FnOnce(&'s Session) -> SessionWork<'s, T> + Send + 'static,
     {
-        let task = work(self.connection.clone()).in_current_span();
-        self.io.spawn(task).await.unwrap_or_else(|_| {
-            Err(RepositoryError::Unexpected(
-                "a database task was aborted".into(),
-            ))
+        let database = self.clone();
+        self.on_io(async move {
+            let session = Session::new(database.acquire().await?);
+            let deadline = Instant::now() + database.inner.call_timeout;
+            match timeout_at(deadline, work(&session)).await {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(error)) => {
+                    let failure = from_db_err(&error);
+                    if failure.discards_connection() {
+                        session.discard();
+                    }
+                    Err(failure)
+                }
+                Err(_elapsed) => {
+                    session.discard();
+                    Err(Failure::Store(StoreError::Unavailable(
+                        Unavailability::Timeout,
+                    )))
+                }
+            }
         })
+        .await?
     }
 
-    /// The SeaORM handle over the pool.
-    pub fn connection(&self) -> &DatabaseConnection {
-        &self.connection
+    /// Runs `work` as one unit of work: one transaction on one connection, through which every
+    /// repository obtained from the [`UnitOfWork`] reads and writes.
+    ///
+    /// * `Ok` from `work`: the transaction commits; a failed commit is returned as the error.
+    /// * `Err` from `work`: it rolls back, and the error is returned as is.
+    /// * A panic in `work`, or the caller dropping this future (a client that went away), or the
+    ///   deadline (`statement_timeout` plus [`DEADLINE_MARGIN`], for the whole unit) passing:
+    ///   the connection is closed, so the server rolls back; nothing is half-written. The
+    ///   deadline is reported as `Unavailable(Timeout)`, a panic is resumed in the caller.
+    ///
+    /// After a repository call inside `work` fails, the transaction can only roll back: return the
+    /// error. Conflicts ([`StoreError::is_retryable`]) mean the whole unit may be run again.
+    ///
+    /// ```no_run
+    /// # use counseling_domain::{CreateUserError, NewUser, UserRepository};
+    /// # async fn example(database: counseling_persistence::Database, a: NewUser, b: NewUser)
+    /// # -> Result<(), CreateUserError> {
+    /// let (alice, bob) = database
+    ///     .transaction(|unit| async move {
+    ///         let users = unit.users();
+    ///         let alice = users.create(a).await?;
+    ///         let bob = users.create(b).await?;
+    ///         Ok::<_, CreateUserError>((alice, bob))
+    ///     })
+    ///     .await?;
+    /// # let _ = (alice, bob); Ok(()) }
+    /// ```
+    pub async fn transaction<T, E, W, Fut>(&self, work: W) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        W: FnOnce(UnitOfWork) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        let database = self.clone();
+        let unit = async move {
+            let session = Arc::new(Session::new(database.acquire().await.map_err(store)?));
+            let deadline = Instant::now() + database.inner.call_timeout;
+            let bounded = timeout_at(deadline, async {
+                if let Err(error) = session.begin().await {
+                    return Err(E::from(fail(&session, &error)));
+                }
+                match work(UnitOfWork::new(Arc::clone(&session))).await {
+                    Ok(value) => match session.commit().await {
+                        Ok(()) => Ok(value),
+                        Err(error) => Err(E::from(fail(&session, &error))),
+                    },
+                    Err(error) => {
+                        if session.rollback().await.is_err() {
+                            // The session closes the connection when dropped; the server rolls
+                            // back when it sees it close.
+                            session.discard();
+                        }
+                        Err(error)
+                    }
+                }
+            });
+            match bounded.await {
+                Ok(outcome) => outcome,
+                Err(_elapsed) => {
+                    session.discard();
+                    Err(E::from(StoreError::Unavailable(Unavailability::Timeout)))
+                }
+            }
+        };
+        match self.on_io(unit).await {
+            Ok(outcome) => outcome,
+            Err(error) => Err(E::from(error)),
+        }
     }
 
-    /// The underlying sqlx pool, for reading its configuration and state.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    /// Runs a task on the database runtime without waiting for it.
-    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        drop(self.io.spawn(task.in_current_span()));
+    /// The value of a server setting as this pool's connections see it (`current_setting`): shows
+    /// that the settings sent at connect time took effect.
+    pub async fn server_setting(&self, name: &str) -> Result<String, StoreError> {
+        let name = name.to_owned();
+        let row = self
+            .call(move |session| {
+                Box::pin(async move {
+                    let statement = Statement::from_sql_and_values(
+                        DbBackend::Postgres,
+                        "SELECT current_setting($1)",
+                        [name.into()],
+                    );
+                    session.query_one_raw(statement).await
+                })
+            })
+            .await?;
+        row.and_then(|row| row.try_get_by_index::<String>(0).ok())
+            .ok_or_else(|| StoreError::Unexpected("current_setting returned no text".into()))
     }
 
     /// Checks that the database answers a round trip, within `timeout` whatever happens: refused
     /// connections, a server stopped mid-query, a frozen server or network, an exhausted pool.
-    ///
-    /// sqlx has no client-side query timeout, and a frozen server never answers, so the whole
-    /// check runs under a deadline. A connection whose ping failed or was cut off is detached
-    /// from the pool rather than returned to it, so the next caller gets a fresh one.
-    pub async fn ping(&self, timeout: Duration) -> Result<(), RepositoryError> {
+    pub async fn ping(&self, timeout: Duration) -> Result<(), StoreError> {
         let database = self.clone();
         let deadline = Instant::now() + timeout;
-        self.run(move |_| async move { database.ping_until(deadline).await })
-            .await
+        self.on_io(async move { database.ping_until(deadline).await })
+            .await?
     }
 
     /// [`Database::ping`] without the hop to the I/O runtime, for callers already on it.
-    pub(crate) async fn ping_until(&self, deadline: Instant) -> Result<(), RepositoryError> {
+    pub(crate) async fn ping_until(&self, deadline: Instant) -> Result<(), StoreError> {
         let timeout = deadline.saturating_duration_since(Instant::now());
         let acquire_deadline = deadline - DIAGNOSIS_BUDGET.min(timeout / 10);
-        let mut connection = match timeout_at(acquire_deadline, self.pool.acquire()).await {
+        let mut connection = match timeout_at(acquire_deadline, self.acquire()).await {
             Ok(Ok(connection)) => connection,
-            Ok(Err(error)) => return Err(from_sqlx(&error)),
+            Ok(Err(failure)) => return Err(failure.into_store_error()),
             Err(_elapsed) => return Err(self.diagnose(deadline).await),
         };
         match timeout_at(deadline, connection.ping()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => {
                 drop(connection.detach());
-                Err(from_sqlx(&error))
+                Err(from_sqlx(&error).into_store_error())
             }
             Err(_elapsed) => {
                 drop(connection.detach());
-                Err(RepositoryError::Unavailable(Unavailability::Timeout))
+                Err(StoreError::Unavailable(Unavailability::Timeout))
             }
         }
     }
 
-    /// Why no connection could be had in time: every connection busy, nothing listening, or a
-    /// server that accepts TCP but does not answer.
-    async fn diagnose(&self, deadline: Instant) -> RepositoryError {
-        let max = self.pool.options().get_max_connections();
-        if self.pool.size() >= max && self.pool.num_idle() == 0 {
-            return RepositoryError::Unavailable(Unavailability::PoolExhausted);
+    /// Why no connection could be had in time: every connection busy, or a server that accepts
+    /// TCP but does not answer (refusals are recognised by [`Database::acquire`] already).
+    async fn diagnose(&self, deadline: Instant) -> StoreError {
+        let pool = &self.inner.pool;
+        if pool.size() >= pool.options().get_max_connections() && pool.num_idle() == 0 {
+            return StoreError::Unavailable(Unavailability::PoolExhausted);
         }
-        let probe = sqlx::PgConnection::connect_with(&self.connect_options);
+        let probe = sqlx::PgConnection::connect_with(&self.inner.connect_options);
         match timeout_at(deadline, probe).await {
             Ok(Ok(connection)) => {
                 let _ = connection.close().await;
-                RepositoryError::Unavailable(Unavailability::Timeout)
+                StoreError::Unavailable(Unavailability::Timeout)
             }
-            Ok(Err(error)) => from_sqlx(&error),
-            Err(_elapsed) => RepositoryError::Unavailable(Unavailability::Timeout),
+            Ok(Err(error)) => from_sqlx(&error).into_store_error(),
+            Err(_elapsed) => StoreError::Unavailable(Unavailability::Timeout),
         }
+    }
+
+    /// Runs a task on the database runtime without waiting for it.
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        drop(self.inner.io.spawn(task.in_current_span()));
     }
 
     /// Closes the pool: new acquires fail at once, idle connections close, and connections in
     /// use close when returned. Waits at most `limit` for that, so that a hung server cannot
     /// hold up a shutdown; returns whether everything closed in time.
     pub async fn close(&self, limit: Duration) -> bool {
-        let pool = self.pool.clone();
-        let closing = self.io.spawn(async move { pool.close().await });
+        let pool = self.inner.pool.clone();
+        let closing = self.inner.io.spawn(async move { pool.close().await });
         tokio::time::timeout(limit, closing).await.is_ok()
     }
+}
+
+fn store(failure: Failure) -> StoreError {
+    failure.into_store_error()
+}
+
+/// Classifies a failed `BEGIN`/`COMMIT`, closing the connection if it is unfit.
+fn fail(session: &Session, error: &sea_orm::DbErr) -> StoreError {
+    let failure = from_db_err(error);
+    if failure.discards_connection() {
+        session.discard();
+    }
+    failure.into_store_error()
 }

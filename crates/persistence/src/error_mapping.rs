@@ -1,89 +1,194 @@
 //! Database errors become domain errors here, and nowhere else.
 //!
 //! Only fixed text and SQLSTATE codes cross this boundary: driver messages can quote SQL, values
-//! or host names, so none of them is passed on.
+//! or host names, so none of them is passed on. An error no operation expects is logged once,
+//! here, with its SQLSTATE and the server's message (never the URL, never bound values: the
+//! server's primary message does not carry parameters; its detail, which may, is not logged).
 
 use std::io::ErrorKind;
 
-use counseling_domain::{RepositoryError, Unavailability};
+use counseling_domain::{
+    Conflict, CreateUserError, DeleteUserError, StoreError, Unavailability, UpdateUserError,
+};
 use sea_orm::sqlx;
-use sea_orm::{ConnAcquireErr, DbErr, RuntimeErr};
+use sea_orm::{DbErr, RuntimeErr};
 
 /// The unique index that makes usernames case-insensitively unique.
 const USERNAME_UNIQUE_INDEX: &str = "idx_users_username";
 
-/// Maps any SeaORM error to the domain's error; for adapters of other tables too.
-pub fn from_db_err(error: &DbErr) -> RepositoryError {
-    match error {
-        DbErr::ConnectionAcquire(ConnAcquireErr::Timeout) => {
-            RepositoryError::Unavailable(Unavailability::Timeout)
+/// A database failure, classified once; each operation then keeps what it can return.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Failure {
+    UsernameTaken,
+    Rejected { rule: String },
+    NotFound,
+    Store(StoreError),
+}
+
+impl Failure {
+    /// Whether the connection that saw this failure must be closed rather than reused: it broke,
+    /// or it reaches a server that can no longer take writes (a demoted primary).
+    pub(crate) fn discards_connection(&self) -> bool {
+        matches!(
+            self,
+            Failure::Store(StoreError::Unavailable(
+                Unavailability::ConnectionLost
+                    | Unavailability::ConnectionRefused
+                    | Unavailability::ReadOnly
+                    | Unavailability::Rejected
+                    | Unavailability::AuthenticationFailed
+                    | Unavailability::UnknownDatabase
+                    | Unavailability::Timeout
+            ))
+        )
+    }
+
+    /// For operations that cannot see `what` happen: it is logged once and reported as unexpected.
+    fn unexpected(self, operation: &'static str) -> StoreError {
+        match self {
+            Failure::Store(error) => error,
+            other => {
+                tracing::error!(operation, failure = ?other, "database failure this operation cannot produce");
+                StoreError::Unexpected(format!("{operation} failed unexpectedly"))
+            }
         }
-        DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed) => {
-            RepositoryError::Unavailable(Unavailability::ConnectionLost)
-        }
-        DbErr::Conn(RuntimeErr::SqlxError(error))
-        | DbErr::Exec(RuntimeErr::SqlxError(error))
-        | DbErr::Query(RuntimeErr::SqlxError(error)) => from_sqlx(error),
-        DbErr::Conn(_) => RepositoryError::Unavailable(Unavailability::ConnectionLost),
-        DbErr::RecordNotFound(_) | DbErr::RecordNotUpdated => RepositoryError::NotFound,
-        DbErr::Type(_) | DbErr::TryIntoErr { .. } => {
-            RepositoryError::Unexpected("a stored value could not be decoded".into())
-        }
-        _ => RepositoryError::Unexpected("the database layer reported an internal error".into()),
+    }
+
+    pub(crate) fn into_store_error(self) -> StoreError {
+        self.unexpected("a read")
     }
 }
 
-pub(crate) fn from_sqlx(error: &sqlx::Error) -> RepositoryError {
-    use RepositoryError::Unavailable;
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Self {
+        Failure::Store(error)
+    }
+}
+
+impl From<Failure> for StoreError {
+    fn from(failure: Failure) -> Self {
+        failure.into_store_error()
+    }
+}
+
+impl From<Failure> for CreateUserError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::UsernameTaken => CreateUserError::UsernameTaken,
+            Failure::Rejected { rule } => CreateUserError::Rejected { rule },
+            other => CreateUserError::Store(other.unexpected("create")),
+        }
+    }
+}
+
+impl From<Failure> for UpdateUserError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::NotFound => UpdateUserError::NotFound,
+            Failure::Rejected { rule } => UpdateUserError::Rejected { rule },
+            other => UpdateUserError::Store(other.unexpected("update")),
+        }
+    }
+}
+
+impl From<Failure> for DeleteUserError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::NotFound => DeleteUserError::NotFound,
+            other => DeleteUserError::Store(other.unexpected("delete")),
+        }
+    }
+}
+
+/// Classifies any SeaORM error.
+pub(crate) fn from_db_err(error: &DbErr) -> Failure {
+    match error {
+        DbErr::Conn(RuntimeErr::SqlxError(error))
+        | DbErr::Exec(RuntimeErr::SqlxError(error))
+        | DbErr::Query(RuntimeErr::SqlxError(error)) => from_sqlx(error),
+        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => {
+            Failure::Store(StoreError::Unavailable(Unavailability::ConnectionLost))
+        }
+        DbErr::RecordNotFound(_) | DbErr::RecordNotUpdated => Failure::NotFound,
+        DbErr::Type(_) | DbErr::TryIntoErr { .. } => {
+            unexpected("a stored value could not be decoded")
+        }
+        _ => unexpected("the database layer reported an internal error"),
+    }
+}
+
+/// Classifies a driver error.
+pub(crate) fn from_sqlx(error: &sqlx::Error) -> Failure {
+    let unavailable = |why| Failure::Store(StoreError::Unavailable(why));
     match error {
         sqlx::Error::Database(db_error) => {
             let code = db_error.code().unwrap_or_default();
-            from_sqlstate(&code, db_error.constraint())
+            let failure = from_sqlstate(&code, db_error.constraint());
+            if matches!(failure, Failure::Store(StoreError::Unexpected(_))) {
+                tracing::error!(sqlstate = %code, message = db_error.message(), "unexpected database error");
+            }
+            failure
         }
-        sqlx::Error::Io(io) => Unavailable(match io.kind() {
+        sqlx::Error::Io(io) => unavailable(match io.kind() {
             ErrorKind::ConnectionRefused => Unavailability::ConnectionRefused,
             ErrorKind::TimedOut | ErrorKind::WouldBlock => Unavailability::Timeout,
             _ => Unavailability::ConnectionLost,
         }),
-        sqlx::Error::PoolTimedOut => Unavailable(Unavailability::Timeout),
+        sqlx::Error::PoolTimedOut => unavailable(Unavailability::Timeout),
         sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
-            Unavailable(Unavailability::ConnectionLost)
+            unavailable(Unavailability::ConnectionLost)
         }
         // The server closed the stream in the middle of a message: a lost connection.
-        sqlx::Error::Protocol(_) => Unavailable(Unavailability::ConnectionLost),
+        sqlx::Error::Protocol(_) => unavailable(Unavailability::ConnectionLost),
         sqlx::Error::Tls(_) | sqlx::Error::Configuration(_) => {
-            Unavailable(Unavailability::Rejected)
+            unavailable(Unavailability::Rejected)
         }
-        sqlx::Error::RowNotFound => RepositoryError::NotFound,
+        sqlx::Error::RowNotFound => Failure::NotFound,
         sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
-            RepositoryError::Unexpected("a stored value could not be decoded".into())
+            unexpected("a stored value could not be decoded")
         }
-        _ => RepositoryError::Unexpected("the database driver reported an error".into()),
+        _ => unexpected("the database driver reported an error"),
     }
 }
 
-fn from_sqlstate(code: &str, constraint: Option<&str>) -> RepositoryError {
-    use RepositoryError::Unavailable;
+fn unexpected(what: &str) -> Failure {
+    tracing::error!(what, "unexpected database error");
+    Failure::Store(StoreError::Unexpected(what.to_owned()))
+}
+
+fn from_sqlstate(code: &str, constraint: Option<&str>) -> Failure {
+    let unavailable = |why| Failure::Store(StoreError::Unavailable(why));
     match code {
-        "23505" if constraint == Some(USERNAME_UNIQUE_INDEX) => RepositoryError::UsernameTaken,
+        "23505" if constraint == Some(USERNAME_UNIQUE_INDEX) => Failure::UsernameTaken,
         // Check, not-null, unique (other than username) and too-long values all name the rule.
-        "23505" | "23514" | "23502" => RepositoryError::Rejected {
+        "23505" | "23514" | "23502" => Failure::Rejected {
             rule: constraint.unwrap_or("a table constraint").to_owned(),
         },
-        "22001" => RepositoryError::Rejected {
+        "22001" => Failure::Rejected {
             rule: "value too long for its column".into(),
         },
+        // serialization_failure, deadlock_detected: run the unit of work again.
+        "40001" => Failure::Store(StoreError::Conflict(Conflict::SerializationFailure)),
+        "40P01" => Failure::Store(StoreError::Conflict(Conflict::Deadlock)),
+        // lock_not_available: lock_timeout fired.
+        "55P03" => unavailable(Unavailability::LockTimeout),
         // query_canceled: statement_timeout fired.
-        "57014" => Unavailable(Unavailability::Timeout),
-        // admin_shutdown, crash_shutdown: "terminating connection".
-        "57P01" | "57P02" => Unavailable(Unavailability::ConnectionLost),
-        // cannot_connect_now (starting up or shutting down), too_many_connections,
-        // invalid authorization.
-        "57P03" | "53300" => Unavailable(Unavailability::Rejected),
-        code if code.starts_with("28") => Unavailable(Unavailability::Rejected),
+        "57014" => unavailable(Unavailability::Timeout),
+        // read_only_sql_transaction: a standby, typically a primary demoted by a failover.
+        "25006" => unavailable(Unavailability::ReadOnly),
+        // admin_shutdown, crash_shutdown, idle_session_timeout,
+        // idle_in_transaction_session_timeout: the server ended the session.
+        "57P01" | "57P02" | "57P05" | "25P03" => unavailable(Unavailability::ConnectionLost),
+        // cannot_connect_now (starting up or shutting down), too_many_connections.
+        "57P03" | "53300" => unavailable(Unavailability::Rejected),
+        "3D000" => unavailable(Unavailability::UnknownDatabase),
+        // invalid_authorization_specification, invalid_password.
+        code if code.starts_with("28") => unavailable(Unavailability::AuthenticationFailed),
         // Class 08: connection exceptions.
-        code if code.starts_with("08") => Unavailable(Unavailability::ConnectionLost),
-        code => RepositoryError::Unexpected(format!("database error SQLSTATE {code}")),
+        code if code.starts_with("08") => unavailable(Unavailability::ConnectionLost),
+        code => Failure::Store(StoreError::Unexpected(format!(
+            "database error SQLSTATE {code}"
+        ))),
     }
 }
 
@@ -91,38 +196,81 @@ fn from_sqlstate(code: &str, constraint: Option<&str>) -> RepositoryError {
 mod tests {
     use super::*;
 
+    fn store(why: Unavailability) -> Failure {
+        Failure::Store(StoreError::Unavailable(why))
+    }
+
     #[test]
     fn sqlstates_map_to_actionable_errors() {
+        use Unavailability::*;
+        let cases = [
+            (
+                ("23505", Some("idx_users_username")),
+                Failure::UsernameTaken,
+            ),
+            (
+                ("23514", Some("ck_users_username_format")),
+                Failure::Rejected {
+                    rule: "ck_users_username_format".into(),
+                },
+            ),
+            (
+                ("40001", None),
+                Failure::Store(StoreError::Conflict(Conflict::SerializationFailure)),
+            ),
+            (
+                ("40P01", None),
+                Failure::Store(StoreError::Conflict(Conflict::Deadlock)),
+            ),
+            (("55P03", None), store(LockTimeout)),
+            (("57P01", None), store(ConnectionLost)),
+            (("57P05", None), store(ConnectionLost)),
+            (("25P03", None), store(ConnectionLost)),
+            (("25006", None), store(ReadOnly)),
+            (("08006", None), store(ConnectionLost)),
+            (("57014", None), store(Timeout)),
+            (("3D000", None), store(UnknownDatabase)),
+            (("28P01", None), store(AuthenticationFailed)),
+            (("28000", None), store(AuthenticationFailed)),
+            (
+                ("42P01", None),
+                Failure::Store(StoreError::Unexpected(
+                    "database error SQLSTATE 42P01".into(),
+                )),
+            ),
+        ];
+        for ((code, constraint), expected) in cases {
+            assert_eq!(from_sqlstate(code, constraint), expected, "{code}");
+        }
+    }
+
+    #[test]
+    fn a_read_only_standby_and_broken_connections_are_not_reused() {
+        assert!(store(Unavailability::ReadOnly).discards_connection());
+        assert!(store(Unavailability::ConnectionLost).discards_connection());
+        assert!(!store(Unavailability::LockTimeout).discards_connection());
+        assert!(!Failure::UsernameTaken.discards_connection());
+    }
+
+    #[test]
+    fn each_operation_keeps_only_what_it_can_return() {
         assert_eq!(
-            from_sqlstate("23505", Some("idx_users_username")),
-            RepositoryError::UsernameTaken
+            CreateUserError::from(Failure::UsernameTaken),
+            CreateUserError::UsernameTaken
         );
+        // A lookup never reports a taken username: such a failure is unexpected there.
+        assert!(matches!(
+            StoreError::from(Failure::UsernameTaken),
+            StoreError::Unexpected(_)
+        ));
         assert_eq!(
-            from_sqlstate("23514", Some("ck_users_username_format")),
-            RepositoryError::Rejected {
-                rule: "ck_users_username_format".into()
-            }
+            DeleteUserError::from(Failure::NotFound),
+            DeleteUserError::NotFound
         );
-        assert_eq!(
-            from_sqlstate("57P01", None),
-            RepositoryError::Unavailable(Unavailability::ConnectionLost)
-        );
-        assert_eq!(
-            from_sqlstate("08006", None),
-            RepositoryError::Unavailable(Unavailability::ConnectionLost)
-        );
-        assert_eq!(
-            from_sqlstate("57014", None),
-            RepositoryError::Unavailable(Unavailability::Timeout)
-        );
-        assert_eq!(
-            from_sqlstate("28P01", None),
-            RepositoryError::Unavailable(Unavailability::Rejected)
-        );
-        assert_eq!(
-            from_sqlstate("42P01", None),
-            RepositoryError::Unexpected("database error SQLSTATE 42P01".into())
-        );
+        assert!(matches!(
+            CreateUserError::from(Failure::NotFound),
+            CreateUserError::Store(StoreError::Unexpected(_))
+        ));
     }
 
     #[test]
@@ -130,12 +278,9 @@ mod tests {
         let refused = sqlx::Error::Io(std::io::Error::from(ErrorKind::ConnectionRefused));
         assert_eq!(
             from_sqlx(&refused),
-            RepositoryError::Unavailable(Unavailability::ConnectionRefused)
+            store(Unavailability::ConnectionRefused)
         );
         let reset = sqlx::Error::Io(std::io::Error::from(ErrorKind::ConnectionReset));
-        assert_eq!(
-            from_sqlx(&reset),
-            RepositoryError::Unavailable(Unavailability::ConnectionLost)
-        );
+        assert_eq!(from_sqlx(&reset), store(Unavailability::ConnectionLost));
     }
 }

@@ -1,22 +1,28 @@
 //! The PostgreSQL adapter of the user store.
 //!
 //! * [`DatabaseSettings`]: every pool option, explicit, with the URL as a secret.
-//! * [`Database`]: a lazily connecting pool (the service starts while the database is down), with
-//!   a [`Database::ping`] that returns within its timeout whatever the server does.
+//! * [`Database`]: a lazily connecting pool (the service starts while the database is down) on a
+//!   runtime the binary owns; every call through it is bounded, and [`Database::ping`] returns
+//!   within its timeout whatever the server does.
+//! * [`Database::transaction`]: a unit of work; [`UnitOfWork`] hands out repositories inside it.
 //! * [`PgUserRepository`]: the domain's `UserRepository` over SeaORM, mapping database errors to
-//!   the domain's `RepositoryError` at this boundary.
+//!   each operation's domain error at this boundary.
+//!
+//! Nothing public here runs a query around these guarantees: there is no raw connection or pool.
 
 mod coalesced_ping;
 mod database;
 pub mod entity;
 mod error_mapping;
+mod session;
 mod settings;
+mod unit_of_work;
 mod user_repository;
 
 pub use coalesced_ping::CoalescedPing;
-pub use database::Database;
-pub use error_mapping::from_db_err as repository_error;
+pub use database::{DEADLINE_MARGIN, Database, PoolStatus};
 pub use settings::{DatabaseSettings, SettingsError};
+pub use unit_of_work::UnitOfWork;
 pub use user_repository::PgUserRepository;
 
-pub use counseling_domain::{RepositoryError, Unavailability};
+pub use counseling_domain::{StoreError, Unavailability};

@@ -22,8 +22,13 @@ pub struct DatabaseSettings {
     pub idle_timeout: Option<Duration>,
     /// Connections are replaced after this long (balances load after failovers, frees memory).
     pub max_lifetime: Option<Duration>,
-    /// Server-side `statement_timeout`: no statement runs longer than this.
+    /// Server-side `statement_timeout`: no statement runs longer than this. It also bounds, plus
+    /// [`crate::DEADLINE_MARGIN`], every repository call and every unit of work on the client
+    /// side, and is the server's `idle_in_transaction_session_timeout`.
     pub statement_timeout: Duration,
+    /// Server-side `lock_timeout`: a statement waiting this long for a lock fails with
+    /// `Unavailable(LockTimeout)` instead of queueing behind a long transaction or a migration.
+    pub lock_timeout: Duration,
     /// A pooled connection idle at least this long is pinged before use (the seed's
     /// `pool_pre_ping`); see [`crate::Database`] for why not every connection.
     pub ping_if_idle_for: Duration,
@@ -40,6 +45,9 @@ impl DatabaseSettings {
     pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
     pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(1800);
     pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+    /// PostgreSQL's timeouts are 32-bit signed milliseconds; larger values break every connect.
+    pub const MAX_SERVER_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
     pub const DEFAULT_PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
     /// The defaults for everything but the URL.
@@ -52,6 +60,7 @@ impl DatabaseSettings {
             idle_timeout: Some(Self::DEFAULT_IDLE_TIMEOUT),
             max_lifetime: Some(Self::DEFAULT_MAX_LIFETIME),
             statement_timeout: Self::DEFAULT_STATEMENT_TIMEOUT,
+            lock_timeout: Self::DEFAULT_LOCK_TIMEOUT,
             ping_if_idle_for: Self::DEFAULT_PING_IF_IDLE_FOR,
             echo: false,
             application_name: "counseling-platform".to_owned(),
@@ -79,11 +88,32 @@ impl DatabaseSettings {
         if self.acquire_timeout.is_zero() {
             return Err(SettingsError::Invalid("acquire_timeout must be positive"));
         }
+        for (name, value) in [
+            ("statement_timeout", self.statement_timeout),
+            ("lock_timeout", self.lock_timeout),
+        ] {
+            if value.is_zero() || value > Self::MAX_SERVER_TIMEOUT {
+                return Err(SettingsError::Invalid(if name == "lock_timeout" {
+                    "lock_timeout must be between 1 ms and 2147483647 ms"
+                } else {
+                    "statement_timeout must be between 1 ms and 2147483647 ms"
+                }));
+            }
+        }
         let statement_timeout_ms = self.statement_timeout.as_millis().to_string();
+        let lock_timeout_ms = self.lock_timeout.as_millis().to_string();
         let options = options
             .application_name(&self.application_name)
-            // Sent in the startup packet: no extra round trip per connection.
-            .options([("statement_timeout", statement_timeout_ms.as_str())]);
+            // Sent in the startup packet: no extra round trip per connection. A session left
+            // idle inside a transaction (a stalled unit of work) is ended by the server too.
+            .options([
+                ("statement_timeout", statement_timeout_ms.as_str()),
+                ("lock_timeout", lock_timeout_ms.as_str()),
+                (
+                    "idle_in_transaction_session_timeout",
+                    statement_timeout_ms.as_str(),
+                ),
+            ]);
         Ok(if self.echo {
             options
                 .log_statements(log::LevelFilter::Info)
@@ -102,8 +132,6 @@ pub enum SettingsError {
     MalformedUrl,
     #[error("invalid pool setting: {0}")]
     Invalid(&'static str),
-    #[error("the database runtime could not be started: {0}")]
-    Runtime(String),
 }
 
 #[cfg(test)]

@@ -1,5 +1,8 @@
+use std::sync::Arc;
+
 use counseling_domain::{
-    NewUser, PasswordHash, RepositoryError, User, UserId, UserRepository, Username,
+    CreateUserError, DeleteUserError, NewUser, PasswordHash, StoreError, UpdateUserError, User,
+    UserId, UserRepository, Username,
 };
 use sea_orm::sea_query::{Expr, Func};
 use sea_orm::{
@@ -7,31 +10,61 @@ use sea_orm::{
 };
 
 use crate::Database;
+use crate::database::SessionWork;
 use crate::entity::users::{ActiveModel, Column, Entity as Users, Model};
-use crate::error_mapping::from_db_err;
+use crate::error_mapping::{Failure, from_db_err};
+use crate::session::Session;
 
-/// [`UserRepository`] on PostgreSQL through SeaORM.
+/// [`UserRepository`] on PostgreSQL through SeaORM: on the pool (each call on a connection of its
+/// own, within its own deadline) or inside a unit of work (see [`crate::UnitOfWork`]).
 #[derive(Debug, Clone)]
 pub struct PgUserRepository {
-    database: Database,
+    executor: Executor,
+}
+
+#[derive(Debug, Clone)]
+enum Executor {
+    Pool(Database),
+    Transaction(Arc<Session>),
 }
 
 impl PgUserRepository {
     pub fn new(database: Database) -> Self {
-        Self { database }
+        Self {
+            executor: Executor::Pool(database),
+        }
     }
 
-    async fn find_one(&self, query: Select<Users>) -> Result<Option<User>, RepositoryError> {
-        self.database
-            .run(move |db| async move {
-                query
-                    .one(&db)
-                    .await
-                    .map_err(|error| from_db_err(&error))?
-                    .map(to_domain)
-                    .transpose()
-            })
-            .await
+    pub(crate) fn in_transaction(session: Arc<Session>) -> Self {
+        Self {
+            executor: Executor::Transaction(session),
+        }
+    }
+
+    /// Runs one call's statements: on a pooled connection of its own, or in the transaction.
+    async fn run<T, W>(&self, work: W) -> Result<T, Failure>
+    where
+        T: Send + 'static,
+        W: for<'s> FnOnce(&'s Session) -> SessionWork<'s, T> + Send + 'static,
+    {
+        match &self.executor {
+            Executor::Pool(database) => database.call(work).await,
+            // The unit of work's deadline bounds every call made inside it.
+            Executor::Transaction(session) => work(session).await.map_err(|error| {
+                let failure = from_db_err(&error);
+                if failure.discards_connection() {
+                    session.discard();
+                }
+                failure
+            }),
+        }
+    }
+
+    async fn find_one(&self, query: Select<Users>) -> Result<Option<User>, StoreError> {
+        let row = self
+            .run(move |session| Box::pin(async move { query.one(session).await }))
+            .await?;
+        row.map(to_domain).transpose()
     }
 
     async fn update_returning(
@@ -39,30 +72,30 @@ impl PgUserRepository {
         id: UserId,
         column: Column,
         value: sea_orm::Value,
-    ) -> Result<User, RepositoryError> {
-        self.database
-            .run(move |db| async move {
-                let updated = Users::update_many()
-                    .col_expr(column, Expr::value(value))
-                    .filter(Column::Id.eq(id.as_uuid()))
-                    .exec_with_returning(&db)
-                    .await
-                    .map_err(|error| from_db_err(&error))?;
-                updated
-                    .into_iter()
-                    .next()
-                    .ok_or(RepositoryError::NotFound)
-                    .and_then(to_domain)
+    ) -> Result<User, UpdateUserError> {
+        let rows = self
+            .run(move |session| {
+                Box::pin(async move {
+                    Users::update_many()
+                        .col_expr(column, Expr::value(value))
+                        .filter(Column::Id.eq(id.as_uuid()))
+                        .exec_with_returning(session)
+                        .await
+                })
             })
-            .await
+            .await?;
+        let row = rows.into_iter().next().ok_or(UpdateUserError::NotFound)?;
+        Ok(to_domain(row)?)
     }
 }
 
 /// A stored row as a domain user. The database's checks are looser than the domain's rules in
 /// places (surrounding spaces), so a row written around this adapter may not parse.
-fn to_domain(model: Model) -> Result<User, RepositoryError> {
-    let corrupt =
-        |what: &str| RepositoryError::Unexpected(format!("stored {what} breaks the domain rules"));
+fn to_domain(model: Model) -> Result<User, StoreError> {
+    let corrupt = |what: &str| {
+        tracing::error!(what, "a stored row breaks the domain rules");
+        StoreError::Unexpected(format!("stored {what} breaks the domain rules"))
+    };
     Ok(User {
         id: UserId::from_uuid(model.id),
         username: Username::parse(model.username).map_err(|_| corrupt("username"))?,
@@ -77,30 +110,27 @@ fn to_domain(model: Model) -> Result<User, RepositoryError> {
 impl UserRepository for PgUserRepository {
     // Spans name the user, never the password hash.
     #[tracing::instrument(skip_all, fields(username = %new_user.username), err(Display))]
-    async fn create(&self, new_user: NewUser) -> Result<User, RepositoryError> {
+    async fn create(&self, new_user: NewUser) -> Result<User, CreateUserError> {
         let row = ActiveModel {
             username: ActiveValue::Set(new_user.username.into_string()),
             password_hash: ActiveValue::Set(new_user.password_hash.expose().to_owned()),
             ..Default::default()
         };
-        self.database
-            .run(move |db| async move {
-                let stored = Users::insert(row)
-                    .exec_with_returning(&db)
-                    .await
-                    .map_err(|error| from_db_err(&error))?;
-                to_domain(stored)
+        let stored = self
+            .run(move |session| {
+                Box::pin(async move { Users::insert(row).exec_with_returning(session).await })
             })
-            .await
+            .await?;
+        Ok(to_domain(stored)?)
     }
 
     #[tracing::instrument(skip(self), err(Display))]
-    async fn find_by_id(&self, id: UserId) -> Result<Option<User>, RepositoryError> {
+    async fn find_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
         self.find_one(Users::find_by_id(id.as_uuid())).await
     }
 
     #[tracing::instrument(skip(self), fields(username = %username), err(Display))]
-    async fn find_by_username(&self, username: &Username) -> Result<Option<User>, RepositoryError> {
+    async fn find_by_username(&self, username: &Username) -> Result<Option<User>, StoreError> {
         // lower(username) = lower($1): the same expression as idx_users_username, so the lookup
         // uses that index and agrees exactly with what the index considers a duplicate.
         let lower_column = Expr::expr(Func::lower(Expr::col(Column::Username)));
@@ -110,7 +140,7 @@ impl UserRepository for PgUserRepository {
     }
 
     #[tracing::instrument(skip(self), err(Display))]
-    async fn set_blocked(&self, id: UserId, blocked: bool) -> Result<User, RepositoryError> {
+    async fn set_blocked(&self, id: UserId, blocked: bool) -> Result<User, UpdateUserError> {
         self.update_returning(id, Column::IsBlocked, blocked.into())
             .await
     }
@@ -120,43 +150,33 @@ impl UserRepository for PgUserRepository {
         &self,
         id: UserId,
         password_hash: PasswordHash,
-    ) -> Result<User, RepositoryError> {
+    ) -> Result<User, UpdateUserError> {
         let value = password_hash.expose().to_owned().into();
         self.update_returning(id, Column::PasswordHash, value).await
     }
 
     #[tracing::instrument(skip(self), err(Display))]
-    async fn list(&self, after: Option<UserId>, limit: u64) -> Result<Vec<User>, RepositoryError> {
+    async fn list(&self, after: Option<UserId>, limit: u64) -> Result<Vec<User>, StoreError> {
         let mut query = Users::find().order_by_asc(Column::Id).limit(limit);
         if let Some(after) = after {
             query = query.filter(Column::Id.gt(after.as_uuid()));
         }
-        self.database
-            .run(move |db| async move {
-                query
-                    .all(&db)
-                    .await
-                    .map_err(|error| from_db_err(&error))?
-                    .into_iter()
-                    .map(to_domain)
-                    .collect()
-            })
-            .await
+        let rows = self
+            .run(move |session| Box::pin(async move { query.all(session).await }))
+            .await?;
+        rows.into_iter().map(to_domain).collect()
     }
 
     #[tracing::instrument(skip(self), err(Display))]
-    async fn delete(&self, id: UserId) -> Result<(), RepositoryError> {
-        self.database
-            .run(move |db| async move {
-                let result = Users::delete_by_id(id.as_uuid())
-                    .exec(&db)
-                    .await
-                    .map_err(|error| from_db_err(&error))?;
-                if result.rows_affected == 0 {
-                    return Err(RepositoryError::NotFound);
-                }
-                Ok(())
+    async fn delete(&self, id: UserId) -> Result<(), DeleteUserError> {
+        let result = self
+            .run(move |session| {
+                Box::pin(async move { Users::delete_by_id(id.as_uuid()).exec(session).await })
             })
-            .await
+            .await?;
+        if result.rows_affected == 0 {
+            return Err(DeleteUserError::NotFound);
+        }
+        Ok(())
     }
 }

@@ -5,46 +5,64 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{new_user, settings_for};
-use counseling_domain::{RepositoryError, Unavailability, UserRepository, Username};
-use counseling_persistence::{Database, DatabaseSettings, PgUserRepository};
+use common::{connect, new_user, settings_for};
+use counseling_domain::{StoreError, Unavailability, UserRepository, Username};
+use counseling_persistence::{DatabaseSettings, PgUserRepository};
 use counseling_testkit::{PgCluster, TestDatabase};
-use sea_orm::{ConnectionTrait, Statement};
+use sea_orm::ConnectionTrait;
 use secrecy::SecretString;
-
-async fn show(database: &Database, setting: &str) -> String {
-    let row = database
-        .connection()
-        .query_one_raw(Statement::from_string(
-            sea_orm::DbBackend::Postgres,
-            format!("SELECT current_setting('{setting}')"),
-        ))
-        .await
-        .unwrap()
-        .unwrap();
-    row.try_get_by_index::<String>(0).unwrap()
-}
 
 #[tokio::test]
 async fn the_pool_is_configured_as_the_settings_say() {
     let test_db = TestDatabase::migrated().await.unwrap();
     let mut settings = DatabaseSettings::new(SecretString::from(test_db.url()));
     settings.statement_timeout = Duration::from_millis(2500);
+    settings.lock_timeout = Duration::from_millis(700);
     settings.application_name = "pool-test".into();
-    let database = Database::connect_lazy(&settings).unwrap();
-    let options = database.pool().options();
-    assert_eq!(options.get_max_connections(), 15);
-    assert_eq!(options.get_min_connections(), 5);
-    assert_eq!(options.get_acquire_timeout(), Duration::from_secs(5));
-    assert_eq!(options.get_idle_timeout(), Some(Duration::from_secs(600)));
-    assert_eq!(options.get_max_lifetime(), Some(Duration::from_secs(1800)));
-    // Pre-ping is done by the idle-aware before_acquire hook instead of on every checkout.
-    assert!(!options.get_test_before_acquire());
+    let database = connect(&settings);
+    let status = database.status();
+    assert_eq!((status.max, status.min), (15, 5));
 
-    assert_eq!(show(&database, "statement_timeout").await, "2500ms");
-    assert_eq!(show(&database, "application_name").await, "pool-test");
+    for (setting, expected) in [
+        ("statement_timeout", "2500ms"),
+        ("lock_timeout", "700ms"),
+        ("idle_in_transaction_session_timeout", "2500ms"),
+        ("application_name", "pool-test"),
+    ] {
+        assert_eq!(
+            database.server_setting(setting).await.unwrap(),
+            expected,
+            "{setting}"
+        );
+    }
     database.ping(Duration::from_secs(1)).await.unwrap();
     assert!(database.close(Duration::from_secs(5)).await);
+}
+
+/// Holds an exclusive lock on `users` from another session until dropped.
+async fn lock_users_table(test_db: &TestDatabase) -> sea_orm::DatabaseTransaction {
+    use sea_orm::TransactionTrait;
+    let admin = test_db.connect().await;
+    let transaction = admin.begin().await.unwrap();
+    transaction
+        .execute_unprepared("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    transaction
+}
+
+#[tokio::test]
+async fn a_statement_blocked_past_lock_timeout_is_a_lock_timeout() {
+    let test_db = TestDatabase::migrated().await.unwrap();
+    let mut settings = settings_for(test_db.url());
+    settings.lock_timeout = Duration::from_millis(200);
+    let users = PgUserRepository::new(connect(&settings));
+    let _lock = lock_users_table(&test_db).await;
+    let name = Username::parse(r"\school\locked").unwrap();
+    assert_eq!(
+        users.find_by_username(&name).await,
+        Err(StoreError::Unavailable(Unavailability::LockTimeout))
+    );
 }
 
 #[tokio::test]
@@ -52,23 +70,24 @@ async fn the_statement_timeout_cuts_long_queries_and_maps_to_timeout() {
     let test_db = TestDatabase::migrated().await.unwrap();
     let mut settings = settings_for(test_db.url());
     settings.statement_timeout = Duration::from_millis(200);
-    let database = Database::connect_lazy(&settings).unwrap();
-    let error = database
-        .connection()
-        .execute_unprepared("SELECT pg_sleep(5)")
-        .await
-        .unwrap_err();
+    settings.lock_timeout = Duration::from_secs(10);
+    let users = PgUserRepository::new(connect(&settings));
+    let _lock = lock_users_table(&test_db).await;
+    let started = Instant::now();
     assert_eq!(
-        counseling_persistence::repository_error(&error),
-        RepositoryError::Unavailable(Unavailability::Timeout)
+        users
+            .find_by_username(&Username::parse(r"\s\u").unwrap())
+            .await,
+        Err(StoreError::Unavailable(Unavailability::Timeout))
     );
+    assert!(started.elapsed() < Duration::from_secs(2));
 }
 
 #[tokio::test]
 async fn the_pool_starts_without_a_database() {
     // Nothing listens on port 1: building the pool must still succeed.
     let settings = settings_for("postgres://user:pw@127.0.0.1:1/db".into());
-    let database = Database::connect_lazy(&settings).unwrap();
+    let database = connect(&settings);
     let started = Instant::now();
     let error = database.ping(Duration::from_millis(500)).await.unwrap_err();
     assert!(
@@ -78,7 +97,7 @@ async fn the_pool_starts_without_a_database() {
     );
     assert_eq!(
         error,
-        RepositoryError::Unavailable(Unavailability::ConnectionRefused)
+        StoreError::Unavailable(Unavailability::ConnectionRefused)
     );
 }
 
@@ -88,7 +107,7 @@ async fn stop_and_restart_the_server_the_same_repository_recovers() {
     let test_db = cluster.migrated_database().await.unwrap();
     let mut settings = settings_for(test_db.url());
     settings.acquire_timeout = Duration::from_secs(1);
-    let database = Database::connect_lazy(&settings).unwrap();
+    let database = connect(&settings);
     let users = PgUserRepository::new(database.clone());
     let alice = users.create(new_user(r"\school\alice")).await.unwrap();
 
@@ -101,10 +120,7 @@ async fn stop_and_restart_the_server_the_same_repository_recovers() {
         "ping took {:?}",
         started.elapsed()
     );
-    assert!(
-        matches!(error, RepositoryError::Unavailable(_)),
-        "{error:?}"
-    );
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
 
     let started = Instant::now();
     let error = users.find_by_id(alice.id).await.unwrap_err();
@@ -113,14 +129,11 @@ async fn stop_and_restart_the_server_the_same_repository_recovers() {
         "lookup took {:?}",
         started.elapsed()
     );
-    assert!(
-        matches!(error, RepositoryError::Unavailable(_)),
-        "{error:?}"
-    );
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
     let name = Username::parse(r"\school\alice").unwrap();
     assert!(matches!(
         users.find_by_username(&name).await,
-        Err(RepositoryError::Unavailable(_))
+        Err(StoreError::Unavailable(_))
     ));
 
     cluster.restart().await.unwrap();
@@ -151,12 +164,12 @@ async fn stop_and_restart_the_server_the_same_repository_recovers() {
 async fn a_crashed_server_is_unavailable_and_recovers() {
     let cluster = PgCluster::start().await.unwrap();
     let test_db = cluster.migrated_database().await.unwrap();
-    let database = Database::connect_lazy(&settings_for(test_db.url())).unwrap();
+    let database = connect(&settings_for(test_db.url()));
     database.ping(Duration::from_secs(1)).await.unwrap();
     cluster.crash().await.unwrap();
     assert!(matches!(
         database.ping(Duration::from_secs(1)).await,
-        Err(RepositoryError::Unavailable(_))
+        Err(StoreError::Unavailable(_))
     ));
     cluster.restart().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -170,7 +183,7 @@ async fn a_crashed_server_is_unavailable_and_recovers() {
 async fn ping_returns_within_its_timeout_while_the_server_is_frozen() {
     let cluster = PgCluster::start().await.unwrap();
     let test_db = cluster.migrated_database().await.unwrap();
-    let database = Database::connect_lazy(&settings_for(test_db.url())).unwrap();
+    let database = connect(&settings_for(test_db.url()));
     database.ping(Duration::from_secs(1)).await.unwrap();
 
     cluster.freeze().unwrap();
@@ -179,10 +192,7 @@ async fn ping_returns_within_its_timeout_while_the_server_is_frozen() {
         let error = database.ping(Duration::from_millis(700)).await.unwrap_err();
         let took = started.elapsed();
         assert!(took < Duration::from_millis(1000), "ping took {took:?}");
-        assert!(
-            matches!(error, RepositoryError::Unavailable(_)),
-            "{error:?}"
-        );
+        assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
     }
     cluster.thaw().unwrap();
 
@@ -201,18 +211,38 @@ async fn an_exhausted_pool_is_reported_as_such_within_the_timeout() {
     let test_db = TestDatabase::migrated().await.unwrap();
     let mut settings = settings_for(test_db.url());
     settings.max_connections = 2;
-    let database = Database::connect_lazy(&settings).unwrap();
-    let _held: Vec<_> = vec![
-        database.pool().acquire().await.unwrap(),
-        database.pool().acquire().await.unwrap(),
-    ];
+    let database = connect(&settings);
+    // Two units of work hold both connections until released.
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (held_tx, mut held_rx) = tokio::sync::mpsc::channel(2);
+    let holders: Vec<_> = (0..2)
+        .map(|_| {
+            let (database, release, held) = (database.clone(), release.clone(), held_tx.clone());
+            tokio::spawn(async move {
+                database
+                    .transaction(|_unit| async move {
+                        held.send(()).await.unwrap();
+                        release.notified().await;
+                        Ok::<_, StoreError>(())
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for _ in 0..2 {
+        held_rx.recv().await.unwrap();
+    }
     let started = Instant::now();
     let error = database.ping(Duration::from_millis(500)).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_millis(800));
     assert_eq!(
         error,
-        RepositoryError::Unavailable(Unavailability::PoolExhausted)
+        StoreError::Unavailable(Unavailability::PoolExhausted)
     );
+    release.notify_waiters();
+    for holder in holders {
+        holder.await.unwrap().unwrap();
+    }
 }
 
 #[tokio::test]
@@ -221,7 +251,7 @@ async fn coalesced_checks_keep_one_round_trip_in_flight_and_answer_within_the_ti
 
     let cluster = PgCluster::start().await.unwrap();
     let test_db = cluster.migrated_database().await.unwrap();
-    let database = Database::connect_lazy(&settings_for(test_db.url())).unwrap();
+    let database = connect(&settings_for(test_db.url()));
     let timeout = Duration::from_millis(500);
     let checks = CoalescedPing::new(database.clone(), timeout);
 
@@ -239,9 +269,9 @@ async fn coalesced_checks_keep_one_round_trip_in_flight_and_answer_within_the_ti
         check.await.unwrap().unwrap();
     }
     assert!(
-        database.pool().size() <= 2,
+        database.status().open <= 2,
         "pool grew to {}",
-        database.pool().size()
+        database.status().open
     );
 
     // Frozen: callers arriving at any moment get their answer within about one timeout, and the
@@ -261,7 +291,7 @@ async fn coalesced_checks_keep_one_round_trip_in_flight_and_answer_within_the_ti
     for caller in storm {
         let (outcome, took) = caller.await.unwrap();
         assert!(
-            matches!(outcome, Err(RepositoryError::Unavailable(_))),
+            matches!(outcome, Err(StoreError::Unavailable(_))),
             "{outcome:?}"
         );
         assert!(
@@ -270,9 +300,9 @@ async fn coalesced_checks_keep_one_round_trip_in_flight_and_answer_within_the_ti
         );
     }
     assert!(
-        database.pool().size() <= 2,
+        database.status().open <= 2,
         "pool grew to {}",
-        database.pool().size()
+        database.status().open
     );
     cluster.thaw().unwrap();
 

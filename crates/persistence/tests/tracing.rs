@@ -6,7 +6,7 @@
 mod common;
 
 use common::{HASH, OTHER_HASH, new_user, repository};
-use counseling_domain::{PasswordHash, RepositoryError, UserRepository};
+use counseling_domain::{CreateUserError, PasswordHash, UserRepository};
 
 /// Captures everything tracing emits, at every level, with span fields.
 #[derive(Clone, Default)]
@@ -41,7 +41,7 @@ async fn traces_name_the_user_but_never_the_password_hash() {
         .unwrap();
     assert_eq!(
         users.create(new_user(r"\school\FRANK")).await,
-        Err(RepositoryError::UsernameTaken)
+        Err(CreateUserError::UsernameTaken)
     );
     users.find_by_id(frank.id).await.unwrap();
 

@@ -8,7 +8,7 @@
 use actix_web::http::header::{CACHE_CONTROL, CacheControl, CacheDirective};
 use actix_web::{HttpResponse, get, web};
 use chrono::{SecondsFormat, Utc};
-use counseling_domain::RepositoryError;
+use counseling_domain::StoreError;
 use counseling_persistence::CoalescedPing;
 use serde::Serialize;
 
@@ -29,9 +29,9 @@ struct HealthBody {
 }
 
 /// A fixed, client-safe reason: never a host, user, password or SQL.
-fn reason(error: &RepositoryError) -> &'static str {
+fn reason(error: &StoreError) -> &'static str {
     match error {
-        RepositoryError::Unavailable(why) => why.as_str(),
+        StoreError::Unavailable(why) => why.as_str(),
         _ => "database error",
     }
 }

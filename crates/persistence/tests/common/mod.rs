@@ -20,9 +20,14 @@ pub fn settings_for(url: String) -> DatabaseSettings {
     settings
 }
 
+/// A pool whose I/O runs on the test's own runtime.
+pub fn connect(settings: &DatabaseSettings) -> Database {
+    Database::connect_lazy(settings, tokio::runtime::Handle::current()).unwrap()
+}
+
 pub async fn repository() -> (TestDatabase, Database, PgUserRepository) {
     let test_db = TestDatabase::migrated().await.unwrap();
-    let database = Database::connect_lazy(&settings_for(test_db.url())).unwrap();
+    let database = connect(&settings_for(test_db.url()));
     let repository = PgUserRepository::new(database.clone());
     (test_db, database, repository)
 }

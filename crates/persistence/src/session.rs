@@ -1,0 +1,165 @@
+//! One pooled connection, checked out for one repository call or one unit of work, on which
+//! SeaORM runs its statements.
+//!
+//! SeaORM's own pool handle returns a connection to the pool whatever happened to it, and its
+//! transaction queues a `ROLLBACK` for the connection's next user. A connection cut off by a
+//! deadline, broken, or inside a transaction that never finished must not go back: so we hold the
+//! connection ourselves, and [`Drop`] decides whether it goes back to the pool or is closed.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use sea_orm::sqlx::pool::PoolConnection;
+use sea_orm::sqlx::{self, Executor, Postgres};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr, Statement};
+use sea_query_sqlx::SqlxValues;
+use tokio::sync::Mutex;
+
+pub(crate) struct Session {
+    connection: Mutex<Option<PoolConnection<Postgres>>>,
+    /// A statement was started and has not finished (its future may have been dropped), or the
+    /// connection failed in a way that makes it unfit for reuse.
+    unfit: AtomicBool,
+    /// `BEGIN` was sent and neither `COMMIT` nor `ROLLBACK` has completed.
+    in_transaction: AtomicBool,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field(
+                "in_transaction",
+                &self.in_transaction.load(Ordering::Relaxed),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(connection: PoolConnection<Postgres>) -> Self {
+        Self {
+            connection: Mutex::new(Some(connection)),
+            unfit: AtomicBool::new(false),
+            in_transaction: AtomicBool::new(false),
+        }
+    }
+
+    /// Closes the connection when this session ends instead of returning it to the pool.
+    pub(crate) fn discard(&self) {
+        self.unfit.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) async fn begin(&self) -> Result<(), DbErr> {
+        self.execute_unprepared("BEGIN").await?;
+        self.in_transaction.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub(crate) async fn commit(&self) -> Result<(), DbErr> {
+        self.end_transaction("COMMIT").await
+    }
+
+    pub(crate) async fn rollback(&self) -> Result<(), DbErr> {
+        self.end_transaction("ROLLBACK").await
+    }
+
+    async fn end_transaction(&self, sql: &str) -> Result<(), DbErr> {
+        self.execute_unprepared(sql).await?;
+        self.in_transaction.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Runs one statement with the connection, marking the session unfit while the statement is
+    /// in flight: if its future is dropped half-way, the connection's state is unknown.
+    async fn with_connection<T>(
+        &self,
+        statement: impl AsyncFnOnce(&mut PoolConnection<Postgres>) -> Result<T, sqlx::Error>,
+    ) -> Result<T, DbErr> {
+        let mut guard = self.connection.lock().await;
+        let connection = guard
+            .as_mut()
+            .ok_or_else(|| DbErr::Conn(RuntimeErr::Internal("the session was closed".into())))?;
+        let was_unfit = self.unfit.swap(true, Ordering::Relaxed);
+        let outcome = statement(connection).await;
+        let broken = matches!(
+            outcome,
+            Err(sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::Tls(_))
+        );
+        self.unfit.store(was_unfit || broken, Ordering::Relaxed);
+        outcome.map_err(|error| DbErr::Exec(RuntimeErr::SqlxError(error.into())))
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let Some(connection) = self.connection.get_mut().take() else {
+            return;
+        };
+        if *self.unfit.get_mut() || *self.in_transaction.get_mut() {
+            // Closing the socket makes the server roll back whatever was open; nothing waits for
+            // a server that may be frozen.
+            drop(connection.detach());
+        }
+        // Otherwise dropping the PoolConnection hands it back to the pool.
+    }
+}
+
+fn arguments(statement: &Statement) -> SqlxValues {
+    SqlxValues(
+        statement
+            .values
+            .clone()
+            .unwrap_or_else(|| sea_orm::Values(Vec::new())),
+    )
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for Session {
+    fn get_database_backend(&self) -> DbBackend {
+        DbBackend::Postgres
+    }
+
+    async fn execute_raw(&self, statement: Statement) -> Result<ExecResult, DbErr> {
+        self.with_connection(async |connection| {
+            sqlx::query_with(
+                sqlx::AssertSqlSafe(statement.sql.as_str()),
+                arguments(&statement),
+            )
+            .execute(&mut **connection)
+            .await
+        })
+        .await
+        .map(ExecResult::from)
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        self.with_connection(async |connection| connection.execute(sqlx::AssertSqlSafe(sql)).await)
+            .await
+            .map(ExecResult::from)
+    }
+
+    async fn query_one_raw(&self, statement: Statement) -> Result<Option<QueryResult>, DbErr> {
+        self.with_connection(async |connection| {
+            sqlx::query_with(
+                sqlx::AssertSqlSafe(statement.sql.as_str()),
+                arguments(&statement),
+            )
+            .fetch_optional(&mut **connection)
+            .await
+        })
+        .await
+        .map(|row| row.map(QueryResult::from))
+    }
+
+    async fn query_all_raw(&self, statement: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        self.with_connection(async |connection| {
+            sqlx::query_with(
+                sqlx::AssertSqlSafe(statement.sql.as_str()),
+                arguments(&statement),
+            )
+            .fetch_all(&mut **connection)
+            .await
+        })
+        .await
+        .map(|rows| rows.into_iter().map(QueryResult::from).collect())
+    }
+}

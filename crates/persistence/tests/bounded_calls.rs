@@ -1,0 +1,214 @@
+//! Every database call is bounded: a frozen server, a refusing one, and a connection killed while
+//! idle each give a prompt, truthful answer.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{connect, new_user, settings_for};
+use counseling_domain::{CreateUserError, StoreError, Unavailability, UserRepository, Username};
+use counseling_persistence::{DEADLINE_MARGIN, PgUserRepository};
+use counseling_testkit::PgCluster;
+use sea_orm::{ConnectionTrait, Statement};
+
+const TIMEOUT: StoreError = StoreError::Unavailable(Unavailability::Timeout);
+
+#[tokio::test]
+async fn calls_against_a_frozen_server_time_out_and_discard_their_connections() {
+    let cluster = PgCluster::start().await.unwrap();
+    let test_db = cluster.migrated_database().await.unwrap();
+    let mut settings = settings_for(test_db.url());
+    settings.statement_timeout = Duration::from_millis(300);
+    let database = connect(&settings);
+    let users = PgUserRepository::new(database.clone());
+    let alice = users.create(new_user(r"\school\alice")).await.unwrap();
+    // Open three connections at once, so each call below runs on an established one (a new
+    // connection to a frozen server would wait for the acquire timeout instead).
+    let hold = |database: counseling_persistence::Database| async move {
+        database
+            .transaction(|_unit| async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok::<_, StoreError>(())
+            })
+            .await
+    };
+    let (a, b, c) = tokio::join!(
+        hold(database.clone()),
+        hold(database.clone()),
+        hold(database.clone())
+    );
+    for held in [a, b, c] {
+        held.unwrap();
+    }
+    // sqlx hands connections back to the pool in a background task.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while database.status().idle < 3 {
+        assert!(Instant::now() < deadline, "{:?}", database.status());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let open_before = database.status().open;
+    cluster.freeze().unwrap();
+    // The server's statement_timeout cannot fire: only the client-side deadline can end these.
+    let bound = settings.statement_timeout + DEADLINE_MARGIN + Duration::from_millis(700);
+    let started = Instant::now();
+    let (read, write, unit) = tokio::join!(
+        users.find_by_id(alice.id),
+        users.create(new_user(r"\school\bob")),
+        database.transaction(|unit| async move {
+            let users = unit.users();
+            users.create(new_user(r"\school\carol")).await?;
+            users.create(new_user(r"\school\dave")).await?;
+            Ok::<_, CreateUserError>(())
+        }),
+    );
+    let took = started.elapsed();
+    assert_eq!(read, Err(TIMEOUT));
+    assert_eq!(write, Err(CreateUserError::Store(TIMEOUT)));
+    assert_eq!(unit, Err(CreateUserError::Store(TIMEOUT)));
+    assert!(took < bound, "took {took:?}, bound {bound:?}");
+    // The three connections that timed out were closed, not handed back to the pool.
+    assert_eq!(
+        database.status().open,
+        open_before - 3,
+        "{:?}",
+        database.status()
+    );
+    cluster.thaw().unwrap();
+
+    // Nothing of the cut-off unit was committed, and the pool serves again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match users
+            .find_by_username(&Username::parse(r"\school\carol").unwrap())
+            .await
+        {
+            Ok(found) => {
+                assert_eq!(found, None);
+                break;
+            }
+            Err(error) => assert!(Instant::now() < deadline, "no recovery: {error}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn refused_connections_are_reported_at_once_every_time() {
+    let cluster = PgCluster::start().await.unwrap();
+    let test_db = cluster.migrated_database().await.unwrap();
+    let mut settings = settings_for(test_db.url());
+    settings.acquire_timeout = Duration::from_secs(5);
+    let database = connect(&settings);
+    let users = PgUserRepository::new(database.clone());
+    let alice = users.create(new_user(r"\school\alice")).await.unwrap();
+    cluster.stop().await.unwrap();
+    // The pooled connection died with the server: the first call may say so.
+    let first = users.find_by_id(alice.id).await;
+    assert!(
+        matches!(first, Err(StoreError::Unavailable(_))),
+        "{first:?}"
+    );
+
+    // Without the refusal check each of these waits for the 5 s acquire timeout (sqlx retries a
+    // refused connect, assuming a server that is starting up).
+    let mut slowest = Duration::ZERO;
+    for _ in 0..10 {
+        let started = Instant::now();
+        let ping = database.ping(Duration::from_secs(1)).await;
+        let lookup = users.find_by_id(alice.id).await;
+        slowest = slowest.max(started.elapsed());
+        let refused = StoreError::Unavailable(Unavailability::ConnectionRefused);
+        assert_eq!(ping, Err(refused.clone()));
+        assert_eq!(lookup, Err(refused));
+    }
+    // Generous for a loaded CI machine; `just bench` measures the real figure (p99 ≤ 50 ms).
+    assert!(slowest < Duration::from_millis(500), "slowest: {slowest:?}");
+
+    cluster.restart().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while users.find_by_id(alice.id).await.is_err() {
+        assert!(Instant::now() < deadline, "did not recover after restart");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Kills, from another session, every connection the pool has open.
+async fn terminate_pool_connections(test_db: &counseling_testkit::TestDatabase) -> u64 {
+    let admin = test_db.connect().await;
+    let sql = format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = '{}' AND pid <> pg_backend_pid()",
+        test_db.name()
+    );
+    let killed = admin
+        .query_all_raw(Statement::from_string(sea_orm::DbBackend::Postgres, sql))
+        .await
+        .unwrap()
+        .len() as u64;
+    // pg_terminate_backend only signals: wait until the sessions are gone.
+    for _ in 0..100 {
+        let rows = admin
+            .query_all_raw(Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                format!(
+                    "SELECT 1 FROM pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
+                    test_db.name()
+                ),
+            ))
+            .await
+            .unwrap();
+        if rows.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    killed
+}
+
+async fn first_try_after_server_side_kill(ping_if_idle_for: Duration) -> Result<(), StoreError> {
+    let test_db = counseling_testkit::TestDatabase::migrated().await.unwrap();
+    let mut settings = settings_for(test_db.url());
+    settings.max_connections = 1;
+    settings.ping_if_idle_for = ping_if_idle_for;
+    let users = PgUserRepository::new(connect(&settings));
+    let alice = users.create(new_user(r"\school\alice")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(terminate_pool_connections(&test_db).await, 1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    users.find_by_id(alice.id).await.map(|_| ())
+}
+
+#[tokio::test]
+async fn pre_ping_detects_a_connection_killed_while_idle() {
+    // Idle 200 ms ≥ 50 ms: pinged before use, found dead, replaced; the call succeeds first time.
+    first_try_after_server_side_kill(Duration::from_millis(50))
+        .await
+        .unwrap();
+    // The same with pre-ping out of reach: the dead connection is used and the call fails.
+    let without = first_try_after_server_side_kill(Duration::from_secs(3600)).await;
+    assert!(
+        matches!(without, Err(StoreError::Unavailable(_))),
+        "{without:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_connection_is_discarded_so_the_next_call_works() {
+    let test_db = counseling_testkit::TestDatabase::migrated().await.unwrap();
+    let mut settings = settings_for(test_db.url());
+    settings.max_connections = 1;
+    settings.ping_if_idle_for = Duration::from_secs(3600);
+    let database = connect(&settings);
+    let users = PgUserRepository::new(database.clone());
+    let alice = users.create(new_user(r"\school\alice")).await.unwrap();
+    terminate_pool_connections(&test_db).await;
+    assert!(users.find_by_id(alice.id).await.is_err());
+    assert_eq!(
+        database.status().open,
+        0,
+        "the broken connection was closed"
+    );
+    assert!(users.find_by_id(alice.id).await.unwrap().is_some());
+}

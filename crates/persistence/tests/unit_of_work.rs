@@ -1,0 +1,189 @@
+//! Units of work: several repository calls in one transaction, committed or rolled back whole.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{new_user, repository};
+use counseling_domain::{CreateUserError, StoreError, UserRepository, Username};
+use counseling_persistence::Database;
+
+async fn find(users: &impl UserRepository, name: &str) -> bool {
+    users
+        .find_by_username(&Username::parse(name).unwrap())
+        .await
+        .unwrap()
+        .is_some()
+}
+
+#[derive(Debug, PartialEq)]
+enum SignUpError {
+    Create(CreateUserError),
+    ChangedMind,
+}
+
+impl From<CreateUserError> for SignUpError {
+    fn from(error: CreateUserError) -> Self {
+        SignUpError::Create(error)
+    }
+}
+
+impl From<StoreError> for SignUpError {
+    fn from(error: StoreError) -> Self {
+        SignUpError::Create(error.into())
+    }
+}
+
+#[tokio::test]
+async fn a_committed_unit_persists_both_writes() {
+    let (_db, database, users) = repository().await;
+    let (alice, bob) = database
+        .transaction(|unit| async move {
+            let users = unit.users();
+            let alice = users.create(new_user(r"\school\alice")).await?;
+            // Reads inside the unit see its own writes.
+            assert!(find(&users, r"\school\alice").await);
+            let bob = users.create(new_user(r"\school\bob")).await?;
+            Ok::<_, CreateUserError>((alice, bob))
+        })
+        .await
+        .unwrap();
+    assert_eq!(users.find_by_id(alice.id).await.unwrap(), Some(alice));
+    assert_eq!(users.find_by_id(bob.id).await.unwrap(), Some(bob));
+}
+
+#[tokio::test]
+async fn an_error_after_the_first_write_leaves_nothing() {
+    let (_db, database, users) = repository().await;
+    let outcome = database
+        .transaction(|unit| async move {
+            let users = unit.users();
+            users.create(new_user(r"\school\carol")).await?;
+            Err::<(), _>(SignUpError::ChangedMind)
+        })
+        .await;
+    assert_eq!(outcome, Err(SignUpError::ChangedMind));
+    assert!(!find(&users, r"\school\carol").await);
+
+    // A failing second write (a duplicate inside the unit) rolls back the first one too.
+    let outcome = database
+        .transaction(|unit| async move {
+            let users = unit.users();
+            users.create(new_user(r"\school\dave")).await?;
+            users.create(new_user(r"\SCHOOL\DAVE")).await?;
+            Ok::<_, CreateUserError>(())
+        })
+        .await;
+    assert_eq!(outcome, Err(CreateUserError::UsernameTaken));
+    assert!(!find(&users, r"\school\dave").await);
+    // The pool is healthy afterwards: the connection came back clean or was replaced.
+    users.create(new_user(r"\school\dave")).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_panic_inside_the_unit_rolls_it_back_and_reaches_the_caller() {
+    let (_db, database, users) = repository().await;
+    let in_task = database.clone();
+    let outcome = tokio::spawn(async move {
+        in_task
+            .transaction(|unit| async move {
+                unit.users().create(new_user(r"\school\erin")).await?;
+                panic!("a bug in the unit of work");
+                #[allow(unreachable_code)]
+                Ok::<(), CreateUserError>(())
+            })
+            .await
+    })
+    .await;
+    assert!(outcome.unwrap_err().is_panic());
+    assert!(!find(&users, r"\school\erin").await);
+}
+
+/// Open connections of this test's database, as the server sees them.
+async fn server_sessions(db: &counseling_testkit::TestDatabase) -> i64 {
+    use sea_orm::{ConnectionTrait, Statement};
+    let admin = db.connect().await;
+    let row = admin
+        .query_one_raw(Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
+                db.name()
+            ),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get_by_index::<i64>(0).unwrap()
+}
+
+async fn eventually(what: &str, mut condition: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !condition().await {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_unit_leaves_nothing_and_frees_its_connection() {
+    let (db, database, users) = repository().await;
+    let (written_tx, written_rx) = tokio::sync::oneshot::channel();
+    let unit = database.transaction(|unit| async move {
+        unit.users().create(new_user(r"\school\frank")).await?;
+        written_tx.send(()).unwrap();
+        // The client goes away while the unit still runs.
+        std::future::pending::<()>().await;
+        Ok::<_, CreateUserError>(())
+    });
+    tokio::select! {
+        _ = unit => unreachable!("the unit never finishes"),
+        _ = written_rx => {}
+    }
+    // The future is dropped here: its connection is closed, so the server rolls back.
+    eventually("the connection closing", async || {
+        database.status().open == 0
+    })
+    .await;
+    eventually("the server ending the session", async || {
+        server_sessions(&db).await == 0
+    })
+    .await;
+    assert!(!find(&users, r"\school\frank").await);
+    users.create(new_user(r"\school\frank")).await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_units_creating_one_name_give_one_success_and_one_username_taken() {
+    let (_db, database, _users) = repository().await;
+    for round in 0..5 {
+        let create = |database: Database, name: String| async move {
+            database
+                .transaction(|unit| async move {
+                    let users = unit.users();
+                    let user = users.create(new_user(&name)).await?;
+                    // Hold the transaction open a moment so that the two really overlap.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Ok::<_, CreateUserError>(user)
+                })
+                .await
+        };
+        let lower = format!(r"\school\twin{round}");
+        let upper = lower.to_uppercase();
+        let (a, b) = tokio::join!(
+            create(database.clone(), lower),
+            create(database.clone(), upper)
+        );
+        let outcomes = [a, b];
+        let successes = outcomes.iter().filter(|o| o.is_ok()).count();
+        let taken = outcomes
+            .iter()
+            .filter(|o| **o == Err(CreateUserError::UsernameTaken))
+            .count();
+        assert_eq!((successes, taken), (1, 1), "round {round}: {outcomes:?}");
+    }
+}
