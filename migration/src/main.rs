@@ -1,12 +1,13 @@
 //! `migration up | down [N] | status`: applies or rolls back the schema of the database named by
-//! `DATABASE_URL` (from the environment, else from `.env`; the environment wins).
+//! `DATABASE_OWNER_URL`, else `DATABASE_URL` (from the environment, else from the working
+//! directory's `.env`; the environment wins).
 //!
 //! Exit codes: 0 success, 1 the database or a migration failed, 2 bad usage or configuration.
 
 use std::process::ExitCode;
-use std::str::FromStr;
 use std::time::Duration;
 
+use counseling_config::{DatabaseUrl, Sources};
 use migration::sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use migration::sea_orm::{DatabaseConnection, SqlxPostgresConnector};
 
@@ -14,7 +15,11 @@ const USAGE: &str = "usage: migration <up | down [STEPS] | status>
   up       apply every pending migration
   down     roll back the most recent migration (or the STEPS most recent)
   status   list migrations and whether each is applied
-DATABASE_URL (environment, else .env) names the database: postgres://user:password@host:port/db";
+DATABASE_OWNER_URL, else DATABASE_URL (environment, else ./.env) names the database:
+postgres://user:password@host:port/db";
+
+/// Overrides `DATABASE_URL` for migrations only.
+const OWNER_URL: &str = "DATABASE_OWNER_URL";
 
 enum Command {
     Up,
@@ -37,44 +42,23 @@ fn parse_command(args: &[String]) -> Result<Command, String> {
     }
 }
 
-/// Reads and checks `DATABASE_URL`. Errors name the variable and never contain its value.
+/// The database to migrate: `DATABASE_OWNER_URL` when set (the role that owns the schema, where
+/// the service's `DATABASE_URL` names a role that may only read and write rows), else
+/// `DATABASE_URL`; from the working directory's `.env` and the environment, which wins. Errors
+/// name the variable and never contain its value.
 fn database_options() -> Result<PgConnectOptions, String> {
-    // A missing .env is normal (production sets the environment); a broken one is reported.
-    if let Err(error) = dotenvy::dotenv()
-        && !error.not_found()
-    {
-        return Err(format!(
-            "could not read .env: {}",
-            error_kind_of_dotenv(&error)
-        ));
-    }
-    let url = std::env::var("DATABASE_URL").map_err(|error| match error {
-        std::env::VarError::NotPresent => {
+    let sources = Sources::load().map_err(|problem| problem.to_string())?;
+    let variable = [OWNER_URL, "DATABASE_URL"]
+        .into_iter()
+        .find(|name| sources.get(name).is_some())
+        .ok_or_else(|| {
             "DATABASE_URL is not set: set it in the environment or in .env (see .env.example)"
                 .to_owned()
-        }
-        std::env::VarError::NotUnicode(_) => "DATABASE_URL is not valid UTF-8".to_owned(),
-    })?;
-    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        return Err(
-            "DATABASE_URL must be a PostgreSQL URL starting with postgres:// or postgresql://"
-                .to_owned(),
-        );
-    }
-    // The parser's own message may quote the URL, so it is replaced by a fixed one.
-    PgConnectOptions::from_str(&url).map_err(|_| {
-        "DATABASE_URL is not a valid URL (check its format; percent-encode special characters \
-         in the password)"
-            .to_owned()
-    })
-}
-
-fn error_kind_of_dotenv(error: &dotenvy::Error) -> &'static str {
-    match error {
-        dotenvy::Error::LineParse(..) => "a line could not be parsed",
-        dotenvy::Error::Io(_) => "an I/O error",
-        _ => "an unknown error",
-    }
+        })?;
+    let text = sources.get(variable).unwrap_or_default();
+    DatabaseUrl::parse(text)
+        .map(|url| url.connect_options())
+        .map_err(|error| format!("{variable} {error}"))
 }
 
 async fn connect(options: PgConnectOptions) -> DatabaseConnection {

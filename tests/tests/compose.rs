@@ -216,30 +216,65 @@ fn dockerfile_is_multi_stage_non_root_with_a_liveness_healthcheck() {
     assert!(dockerfile.contains("--locked"));
 }
 
+/// The rows of the README's configuration table: variable -> default cell.
+fn readme_configuration_table() -> BTreeMap<String, String> {
+    let readme = read("README.md");
+    let section = readme
+        .split("\n## Configuration")
+        .nth(1)
+        .expect("a Configuration section")
+        .split("\n## ")
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    section
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let name = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            Some((name.to_owned(), cells.get(2)?.to_string()))
+        })
+        .collect()
+}
+
+/// Variables that configure other programs than counseling-api (tests, migrations, compose).
+const NOT_THE_SERVICE: &[&str] = &["DATABASE_URL_TEST", "DATABASE_OWNER_URL"];
+
 #[test]
 fn every_setting_is_documented_in_env_example_and_readme() {
     let env = env_example();
-    let readme = read("README.md");
-    let mut variables: Vec<&str> = counseling_http::settings::DEFAULTS
-        .iter()
-        .map(|(k, _)| *k)
-        .collect();
-    variables.extend(["DATABASE_URL", "DATABASE_URL_TEST"]);
-    for variable in variables {
+    let table = readme_configuration_table();
+    let documented = counseling_http::Settings::documented_variables();
+    for (variable, default) in &documented {
+        let (in_env, in_table) = (env.get(variable), table.get(variable));
+        assert!(in_env.is_some(), "{variable} missing from .env.example");
         assert!(
-            env.contains_key(variable),
-            "{variable} missing from .env.example"
+            in_table.is_some(),
+            "{variable} missing from the README's table"
         );
-        assert!(
-            readme.contains(&format!("`{variable}`")),
-            "{variable} missing from README.md"
-        );
+        match default {
+            // The documented defaults are the real ones.
+            Some(default) => {
+                assert_eq!(in_env, Some(default), "{variable} in .env.example");
+                assert_eq!(
+                    in_table,
+                    Some(&format!("`{default}`")),
+                    "{variable} in the README"
+                );
+            }
+            None => assert_eq!(
+                in_table.map(String::as_str),
+                Some("none (required)"),
+                "{variable} in the README"
+            ),
+        }
     }
-    // The documented defaults are the real ones.
-    for (variable, default) in counseling_http::settings::DEFAULTS {
-        assert_eq!(
-            &env[*variable], default,
-            "{variable} in .env.example differs from the default"
+    // Nothing documented that the service does not read.
+    for variable in table.keys() {
+        assert!(
+            NOT_THE_SERVICE.contains(&variable.as_str())
+                || documented.iter().any(|(name, _)| name == variable),
+            "the README documents {variable}, which counseling-api does not read"
         );
     }
 }

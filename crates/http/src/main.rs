@@ -12,17 +12,14 @@ use counseling_http::{Application, Settings, telemetry};
 const DATABASE_RUNTIME_SHUTDOWN: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
-    // A missing .env is normal; values already in the environment win over it.
-    if let Err(error) = dotenvy::dotenv()
-        && !error.not_found()
-    {
-        eprintln!("counseling-api: .env could not be read (fix or remove it)");
-        return ExitCode::from(2);
-    }
-    let settings = match Settings::from_env() {
+    // Every setting is read and checked here, before anything is bound or connected; all
+    // problems are reported together, one line each.
+    let settings = match Settings::load() {
         Ok(settings) => settings,
-        Err(error) => {
-            eprintln!("counseling-api: configuration error: {error}");
+        Err(problems) => {
+            for problem in &problems.0 {
+                eprintln!("counseling-api: configuration error: {problem}");
+            }
             return ExitCode::from(2);
         }
     };
@@ -34,7 +31,7 @@ fn main() -> ExitCode {
     // belongs to the runtime that opened it, and workers stop one by one during a graceful
     // shutdown while requests on other workers still use pooled connections.
     let database_runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(settings.app.database_io_threads)
+        .worker_threads(settings.database.io_threads)
         .thread_name("database-io")
         .enable_all()
         .build()
@@ -63,7 +60,7 @@ async fn serve(settings: Settings, io: tokio::runtime::Handle) -> anyhow::Result
     tracing::info!(
         host = %settings.app.host,
         port = application.port(),
-        health_timeout_ms = settings.app.health_timeout.as_millis() as u64,
+        health_timeout_ms = settings.health.timeout.as_millis() as u64,
         max_connections = settings.database.max_connections,
         "counseling-api listening"
     );

@@ -48,7 +48,7 @@ impl Application {
             .port();
 
         let health_check = web::Data::new(HealthCheck {
-            ping: CoalescedPing::new(database.clone(), settings.app.health_timeout),
+            ping: CoalescedPing::new(database.clone(), settings.health.timeout),
         });
         let server = HttpServer::new(move || {
             App::new()

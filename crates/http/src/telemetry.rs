@@ -6,15 +6,22 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::settings::{LogFormat, LogSettings, SettingsError};
+use crate::settings::{LogFormat, LogSettings};
+
+/// Why logging could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("RUST_LOG is not a valid filter")]
+    InvalidFilter,
+    #[error("a logger is already installed")]
+    AlreadyInstalled,
+}
 
 /// Installs the global subscriber. Fails when `RUST_LOG` is not a valid filter, or when a
 /// subscriber is already installed.
-pub fn init(settings: &LogSettings) -> Result<(), SettingsError> {
-    let filter = EnvFilter::try_new(&settings.filter).map_err(|_| SettingsError {
-        variable: "RUST_LOG",
-        problem: "is not a valid filter (examples: info, debug, counseling_http=debug,info)".into(),
-    })?;
+pub fn init(settings: &LogSettings) -> Result<(), TelemetryError> {
+    // Checked with the other settings already; this only guards programmatic callers.
+    let filter = EnvFilter::try_new(&settings.filter).map_err(|_| TelemetryError::InvalidFilter)?;
     let registry = tracing_subscriber::registry().with(filter);
     let result = match settings.format {
         LogFormat::Json => registry
@@ -35,8 +42,5 @@ pub fn init(settings: &LogSettings) -> Result<(), SettingsError> {
             )
             .try_init(),
     };
-    result.map_err(|_| SettingsError {
-        variable: "RUST_LOG",
-        problem: "could not be applied: a logger is already installed".into(),
-    })
+    result.map_err(|_| TelemetryError::AlreadyInstalled)
 }

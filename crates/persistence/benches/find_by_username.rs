@@ -17,7 +17,6 @@ use sea_orm::sea_query::{Expr, Func};
 use sea_orm::{
     ConnectionTrait, DbBackend, EntityTrait, ExprTrait, QueryFilter, QueryTrait, Statement,
 };
-use secrecy::{ExposeSecret, SecretString};
 
 const HASH: &str = "$2b$12$abcdefghijklmnopqrstuvABCDEFGHIJKLMNOPQRSTUVWXYZ01234";
 
@@ -46,13 +45,11 @@ async fn main() -> ExitCode {
     let users = env_number("BENCH_USERS", 1_000_000);
     let lookups = env_number("BENCH_LOOKUPS", 10_000) as usize;
 
-    let mut settings = DatabaseSettings::new(SecretString::from(url));
+    let mut settings = DatabaseSettings::new(counseling_config::DatabaseUrl::parse(&url).unwrap());
     settings.statement_timeout = Duration::from_secs(600);
     let database = Database::connect_lazy(&settings, tokio::runtime::Handle::current()).unwrap();
     // Loading and EXPLAIN go around the repository, on a connection of their own.
-    let db = sea_orm::Database::connect(settings.url.expose_secret())
-        .await
-        .unwrap();
+    let db = sea_orm::Database::connect(url.as_str()).await.unwrap();
 
     // Bulk load on the server: one INSERT ... SELECT over generate_series.
     let started = Instant::now();

@@ -3,6 +3,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use counseling_config::Problems;
 use counseling_domain::{StoreError, Unavailability};
 use sea_orm::sqlx::pool::PoolConnection;
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -13,10 +14,10 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout_at};
 use tracing::Instrument;
 
+use crate::DatabaseSettings;
 use crate::error_mapping::{Failure, from_db_err, from_sqlx};
 use crate::session::Session;
 use crate::unit_of_work::UnitOfWork;
-use crate::{DatabaseSettings, SettingsError};
 
 /// Part of a ping's budget kept back to find out why the pool could not hand out a connection.
 const DIAGNOSIS_BUDGET: Duration = Duration::from_millis(100);
@@ -102,8 +103,9 @@ impl Database {
     /// surely alive, while one that sat idle may have been cut by a restart, a failover or a
     /// firewall. So only connections idle for `ping_if_idle_for` or longer are pinged; the rare
     /// dead connection that slips through fails its query with `Unavailable` and is discarded.
-    pub fn connect_lazy(settings: &DatabaseSettings, io: Handle) -> Result<Self, SettingsError> {
-        let connect_options = settings.connect_options()?;
+    pub fn connect_lazy(settings: &DatabaseSettings, io: Handle) -> Result<Self, Problems> {
+        settings.problems().into_result(())?;
+        let connect_options = settings.connect_options();
         // The pool spawns its maintenance task on the current runtime: make that the I/O one.
         let _io_context = io.enter();
         let ping_if_idle_for = settings.ping_if_idle_for;
@@ -111,8 +113,8 @@ impl Database {
             .max_connections(settings.max_connections)
             .min_connections(settings.min_connections)
             .acquire_timeout(settings.acquire_timeout)
-            .idle_timeout(settings.idle_timeout)
-            .max_lifetime(settings.max_lifetime)
+            .idle_timeout(Some(settings.idle_timeout))
+            .max_lifetime(Some(settings.max_lifetime))
             .test_before_acquire(false)
             .before_acquire(move |connection, meta| {
                 Box::pin(async move {

@@ -21,7 +21,7 @@ mod user_repository;
 
 pub use coalesced_ping::CoalescedPing;
 pub use database::{DEADLINE_MARGIN, Database, PoolStatus};
-pub use settings::{DatabaseSettings, SettingsError};
+pub use settings::DatabaseSettings;
 pub use unit_of_work::UnitOfWork;
 pub use user_repository::PgUserRepository;
 

@@ -10,12 +10,12 @@ use counseling_domain::{StoreError, Unavailability, UserRepository, Username};
 use counseling_persistence::{DatabaseSettings, PgUserRepository};
 use counseling_testkit::{PgCluster, TestDatabase};
 use sea_orm::ConnectionTrait;
-use secrecy::SecretString;
 
 #[tokio::test]
 async fn the_pool_is_configured_as_the_settings_say() {
     let test_db = TestDatabase::migrated().await.unwrap();
-    let mut settings = DatabaseSettings::new(SecretString::from(test_db.url()));
+    let mut settings =
+        DatabaseSettings::new(counseling_config::DatabaseUrl::parse(&test_db.url()).unwrap());
     settings.statement_timeout = Duration::from_millis(2500);
     settings.lock_timeout = Duration::from_millis(700);
     settings.application_name = "pool-test".into();

@@ -5,14 +5,13 @@ use std::time::Duration;
 use counseling_domain::{NewUser, PasswordHash, Username};
 use counseling_persistence::{Database, DatabaseSettings, PgUserRepository};
 use counseling_testkit::TestDatabase;
-use secrecy::SecretString;
 
 /// A valid cost-12 bcrypt hash; hashing a real password per user would cost ~0.2 s each.
 pub const HASH: &str = "$2b$12$abcdefghijklmnopqrstuvABCDEFGHIJKLMNOPQRSTUVWXYZ01234";
 pub const OTHER_HASH: &str = "$2b$12$ZYXWVUTSRQPONMLKJIHGFEDCBAzyxwvutsrqponmlkjihgfedcba9";
 
 pub fn settings_for(url: String) -> DatabaseSettings {
-    let mut settings = DatabaseSettings::new(SecretString::from(url));
+    let mut settings = DatabaseSettings::new(counseling_config::DatabaseUrl::parse(&url).unwrap());
     // Many tests run at once against one server: keep each pool small.
     settings.min_connections = 0;
     settings.max_connections = 5;

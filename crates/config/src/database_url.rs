@@ -1,0 +1,157 @@
+use std::fmt;
+use std::str::FromStr;
+
+use sea_orm::sqlx::postgres::PgConnectOptions;
+use secrecy::SecretString;
+use serde::{Deserialize, Deserializer};
+
+/// A checked `postgres://user:password@host:port/database?options` URL. It holds a password, so
+/// it is never printed: `Debug` shows only the non-secret parts, and errors never quote it.
+///
+/// The driver's own parser reads it (so percent-encoding, `sslmode` and the other query options
+/// mean exactly what they mean to the connections), after a check of the scheme.
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    options: PgConnectOptions,
+    password: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DatabaseUrlError {
+    #[error("is empty")]
+    Empty,
+    #[error("must be a PostgreSQL URL starting with postgres:// or postgresql://")]
+    NotPostgresUrl,
+    #[error(
+        "is not a valid URL (check its format; percent-encode special characters in the \
+         password, e.g. @ as %40)"
+    )]
+    Malformed,
+}
+
+impl DatabaseUrl {
+    pub fn parse(text: &str) -> Result<Self, DatabaseUrlError> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(DatabaseUrlError::Empty);
+        }
+        let Some(rest) = text
+            .strip_prefix("postgres://")
+            .or_else(|| text.strip_prefix("postgresql://"))
+        else {
+            return Err(DatabaseUrlError::NotPostgresUrl);
+        };
+        // The driver's error may quote the URL, so only its absence is kept.
+        let options = PgConnectOptions::from_str(text).map_err(|_| DatabaseUrlError::Malformed)?;
+        Ok(Self {
+            options,
+            password: password_of(rest)?,
+        })
+    }
+
+    /// The driver's connect options (they hold the password: never log them).
+    pub fn connect_options(&self) -> PgConnectOptions {
+        self.options.clone()
+    }
+
+    pub fn host(&self) -> &str {
+        self.options.get_host()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.options.get_port()
+    }
+
+    pub fn username(&self) -> &str {
+        self.options.get_username()
+    }
+
+    pub fn database(&self) -> Option<&str> {
+        self.options.get_database()
+    }
+
+    /// The password, percent-decoded as the driver decodes it.
+    pub fn password(&self) -> Option<&SecretString> {
+        self.password.as_ref()
+    }
+}
+
+/// The password between `user:` and the last `@` of the authority, percent-decoded.
+fn password_of(after_scheme: &str) -> Result<Option<SecretString>, DatabaseUrlError> {
+    let authority = after_scheme
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    let Some((credentials, _host)) = authority.rsplit_once('@') else {
+        return Ok(None);
+    };
+    let Some((_user, password)) = credentials.split_once(':') else {
+        return Ok(None);
+    };
+    let decoded = percent_encoding::percent_decode_str(password)
+        .decode_utf8()
+        .map_err(|_| DatabaseUrlError::Malformed)?;
+    Ok(Some(SecretString::from(decoded.into_owned())))
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Host and database stay out too: a URL's parts are configuration, not diagnostics.
+        f.write_str("DatabaseUrl([redacted])")
+    }
+}
+
+impl<'de> Deserialize<'de> for DatabaseUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        DatabaseUrl::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    #[test]
+    fn reads_every_part_and_decodes_the_password() {
+        let url = DatabaseUrl::parse(
+            "postgres://app:p%40ss%3Aw%2Ford%3F%23%25%20x@db.internal:6543/counseling?sslmode=disable",
+        )
+        .unwrap();
+        assert_eq!(url.host(), "db.internal");
+        assert_eq!(url.port(), 6543);
+        assert_eq!(url.username(), "app");
+        assert_eq!(url.database(), Some("counseling"));
+        assert_eq!(url.password().unwrap().expose_secret(), "p@ss:w/ord?#% x");
+    }
+
+    #[test]
+    fn rejects_without_quoting_the_value() {
+        for (text, expected) in [
+            ("", DatabaseUrlError::Empty),
+            ("mysql://u:hunter2@h/db", DatabaseUrlError::NotPostgresUrl),
+            ("hunter2", DatabaseUrlError::NotPostgresUrl),
+            (
+                "postgres://u:hunter2@h:port/db",
+                DatabaseUrlError::Malformed,
+            ),
+        ] {
+            let error = DatabaseUrl::parse(text).err().unwrap();
+            assert_eq!(error, expected, "{text}");
+            assert!(!error.to_string().contains("hunter2"));
+        }
+    }
+
+    #[test]
+    fn debug_shows_nothing_of_the_url() {
+        let url = DatabaseUrl::parse("postgres://u:hunter2@db.internal/app").unwrap();
+        let shown = format!("{url:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("db.internal"),
+            "{shown}"
+        );
+    }
+}

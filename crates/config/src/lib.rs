@@ -1,0 +1,110 @@
+//! Where configuration comes from, written once for every binary of the workspace.
+//!
+//! * [`Sources`]: the variables a binary sees, layered: the working directory's `.env` (never a
+//!   parent folder's), then the process environment, which wins. Each crate deserialises its own
+//!   typed settings from a group of variables with [`Sources::group`] (serde, through the
+//!   `config` crate); defaults live on those structs, once.
+//! * [`DatabaseUrl`]: the one parser of `DATABASE_URL`-like values, used by the service, the
+//!   migration CLI and the test kit.
+//! * [`Problem`]/[`Problems`]: what is wrong, one line per variable, never quoting a value.
+
+mod database_url;
+mod env_file;
+mod sources;
+
+pub use database_url::{DatabaseUrl, DatabaseUrlError};
+pub use env_file::{EnvFileError, read_env_file};
+pub use sources::Sources;
+
+use std::fmt;
+
+/// One variable that is missing or invalid. The text names it and says what is expected, and
+/// never repeats its value (it may be a password).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable} {problem}")]
+pub struct Problem {
+    pub variable: String,
+    pub problem: String,
+}
+
+impl Problem {
+    pub fn new(variable: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            variable: variable.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Every problem found in one pass, so that a user fixes them all at once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    pub fn push(&mut self, problem: Problem) {
+        self.0.push(problem);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `Ok(value)` when nothing was found wrong.
+    pub fn into_result<T>(self, value: T) -> Result<T, Problems> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(self)
+        }
+    }
+}
+
+impl Extend<Problem> for Problems {
+    fn extend<I: IntoIterator<Item = Problem>>(&mut self, problems: I) {
+        self.0.extend(problems);
+    }
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, problem) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+/// Durations given as whole milliseconds (variables ending in `_MS`).
+pub mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        u64::deserialize(deserializer).map(Duration::from_millis)
+    }
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(u64::try_from(value.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+/// Durations given as whole seconds (variables ending in `_SECS`).
+pub mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        u64::deserialize(deserializer).map(Duration::from_secs)
+    }
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(value.as_secs())
+    }
+}

@@ -1,0 +1,229 @@
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::Path;
+
+use config::{Config, ConfigError, Environment};
+use serde::de::DeserializeOwned;
+
+use crate::{Problem, Problems, read_env_file};
+
+/// The variables a binary is configured by: the working directory's `.env`, overlaid by the
+/// process environment (which wins). Values are never printed: `Debug` lists names only.
+#[derive(Clone, Default)]
+pub struct Sources {
+    variables: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for Sources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.variables.keys()).finish()
+    }
+}
+
+impl Sources {
+    /// The current directory's `.env` (if any) and the process environment.
+    pub fn load() -> Result<Self, Problem> {
+        let dir = std::env::current_dir()
+            .map_err(|_| Problem::new(".env", "could not be looked for: no working directory"))?;
+        Self::load_from(&dir)
+    }
+
+    /// `dir/.env` (if any) and the process environment.
+    pub fn load_from(dir: &Path) -> Result<Self, Problem> {
+        let file = read_env_file(dir).map_err(|error| Problem::new(".env", error.to_string()))?;
+        let mut variables: BTreeMap<String, String> = file.into_iter().collect();
+        // The environment wins over .env; variables that are not UTF-8 are no setting of ours.
+        variables.extend(std::env::vars_os().filter_map(|(name, value)| {
+            Some((name.into_string().ok()?, value.into_string().ok()?))
+        }));
+        Ok(Self { variables })
+    }
+
+    /// Exactly the given variables (tests).
+    pub fn from_vars<'a>(variables: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Self {
+            variables: variables
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.variables.get(name).map(String::as_str)
+    }
+
+    /// Deserialises the variables named `PREFIX_*` into `T` (`DATABASE_MAX_CONNECTIONS` is the
+    /// field `max_connections` of the `DATABASE` group); missing fields take `T`'s serde
+    /// defaults. Reports every invalid variable of the group, not just the first.
+    pub fn group<T: DeserializeOwned>(&self, prefix: &str) -> Result<T, Problems> {
+        let start = format!("{prefix}_");
+        let mut group: HashMap<String, String> = self
+            .variables
+            .iter()
+            .filter(|(name, _)| name.starts_with(&start))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        let mut problems = Problems::default();
+        // serde stops at the first bad field: drop it and try again to find the others.
+        loop {
+            match deserialize::<T>(prefix, &group) {
+                Ok(value) => return problems.into_result(value),
+                Err(error) => {
+                    let (key, problem) = describe(prefix, &error);
+                    // A required variable dropped for being invalid is now "missing": said already.
+                    if problems
+                        .0
+                        .iter()
+                        .any(|seen| seen.variable == problem.variable)
+                    {
+                        return Err(problems);
+                    }
+                    problems.push(problem);
+                    match key.and_then(|key| group.remove(&key)) {
+                        Some(_) => continue,
+                        None => return Err(problems),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn deserialize<T: DeserializeOwned>(
+    prefix: &str,
+    group: &HashMap<String, String>,
+) -> Result<T, ConfigError> {
+    Config::builder()
+        .add_source(
+            Environment::with_prefix(prefix)
+                .prefix_separator("_")
+                .source(Some(group.clone())),
+        )
+        .build()?
+        .try_deserialize()
+}
+
+/// The variable an error is about (as named in the environment) and what to tell the user;
+/// never the value, which config's own messages may quote.
+fn describe(prefix: &str, error: &ConfigError) -> (Option<String>, Problem) {
+    let variable = |key: &str| format!("{prefix}_{}", key.to_ascii_uppercase());
+    match error {
+        ConfigError::At {
+            error,
+            key: Some(key),
+            ..
+        } => {
+            let name = variable(key);
+            let problem = match error.as_ref() {
+                ConfigError::Message(message) => message.clone(),
+                ConfigError::Type { expected, .. } => format!("must be {expected}"),
+                _ => "is invalid".to_owned(),
+            };
+            (Some(name.clone()), Problem::new(name, problem))
+        }
+        ConfigError::Type {
+            key: Some(key),
+            expected,
+            ..
+        } => {
+            let name = variable(key);
+            (
+                Some(name.clone()),
+                Problem::new(name, format!("must be {expected}")),
+            )
+        }
+        ConfigError::NotFound(key) => (
+            None,
+            Problem::new(
+                variable(key),
+                "is not set: set it in the environment or in .env (see .env.example)",
+            ),
+        ),
+        ConfigError::Message(message) => match missing_field(message) {
+            Some(key) => (
+                None,
+                Problem::new(
+                    variable(key),
+                    "is not set: set it in the environment or in .env (see .env.example)",
+                ),
+            ),
+            None => (None, Problem::new(format!("{prefix}_*"), "are invalid")),
+        },
+        _ => (None, Problem::new(format!("{prefix}_*"), "are invalid")),
+    }
+}
+
+/// serde's "missing field `name`".
+fn missing_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.strip_suffix('`'))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::time::Duration;
+
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Example {
+        required: String,
+        #[serde(default = "five")]
+        count: u32,
+        #[serde(default, with = "crate::millis", rename = "wait_ms")]
+        wait: Duration,
+        #[serde(default)]
+        enabled: bool,
+    }
+
+    fn five() -> u32 {
+        5
+    }
+
+    #[test]
+    fn defaults_fill_in_and_values_are_typed() {
+        let sources = Sources::from_vars([
+            ("EX_REQUIRED", "x"),
+            ("EX_WAIT_MS", "250"),
+            ("EX_ENABLED", "true"),
+        ]);
+        assert_eq!(
+            sources.group::<Example>("EX").unwrap(),
+            Example {
+                required: "x".into(),
+                count: 5,
+                wait: Duration::from_millis(250),
+                enabled: true
+            }
+        );
+    }
+
+    #[test]
+    fn every_bad_variable_is_reported_without_its_value() {
+        let sources = Sources::from_vars([
+            ("EX_REQUIRED", "x"),
+            ("EX_COUNT", "hunter2"),
+            ("EX_WAIT_MS", "-1"),
+            ("EX_ENABLED", "maybe"),
+        ]);
+        let problems = sources.group::<Example>("EX").unwrap_err();
+        let names: Vec<_> = problems.0.iter().map(|p| p.variable.as_str()).collect();
+        assert_eq!(names.len(), 3, "{problems}");
+        for name in ["EX_COUNT", "EX_WAIT_MS", "EX_ENABLED"] {
+            assert!(names.contains(&name), "{name} in {problems}");
+        }
+        assert!(!problems.to_string().contains("hunter2"), "{problems}");
+    }
+
+    #[test]
+    fn a_missing_required_variable_is_named() {
+        let problems = Sources::default().group::<Example>("EX").unwrap_err();
+        assert_eq!(problems.0[0].variable, "EX_REQUIRED");
+        assert!(problems.0[0].problem.starts_with("is not set"));
+    }
+}
