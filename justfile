@@ -80,4 +80,4 @@ fmt:
 # Windows: create .env from .env.example unless there is one (scripts/dev.sh does it on unix).
 [windows]
 _env-file:
-    @if not exist .env (copy .env.example .env >NUL && echo dev: created .env from .env.example)
+    @if not exist .env (copy .env.example .env >NUL && echo created .env from .env.example)
