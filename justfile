@@ -1,16 +1,26 @@
 # Recipes for developers. `just` with no arguments lists them.
 # Binaries read DATABASE_URL from the environment, else from .env; just itself loads nothing.
+# On Windows recipe lines run in cmd.exe (always installed and, unlike Windows PowerShell, it
+# passes `--` on to cargo); the recipes that call bash scripts have a [windows] variant.
 
 set dotenv-load := false
 set shell := ["bash", "-euo", "pipefail", "-c"]
+set windows-shell := ["cmd.exe", "/d", "/c"]
 
 # List the recipes.
 default:
     @just --list
 
 # From a fresh clone to a running, migrated service on http://127.0.0.1:8000.
+[unix]
 dev:
     @scripts/dev.sh
+
+# Create .env if missing, migrate DATABASE_URL and start the service (start a database first).
+[windows]
+dev: _env-file
+    @cargo run --locked --quiet -p migration -- up
+    @cargo run --locked --quiet -p counseling-http --bin counseling-api
 
 # Apply every pending migration to DATABASE_URL.
 migrate-up:
@@ -25,18 +35,36 @@ migrate-status:
     @cargo run --quiet --locked -p migration -- status
 
 # Start the project-local PostgreSQL (.data/postgres), creating it on first use.
+[unix]
 db-start:
     @scripts/local-postgres.sh start
 
+# Start compose's PostgreSQL (Docker Desktop) on localhost:5432, as .env describes.
+[windows]
+db-start: _env-file
+    docker compose --env-file .env -f docker/docker-compose.yml up -d --wait db
+
 # Stop the project-local PostgreSQL.
+[unix]
 db-stop:
     @scripts/local-postgres.sh stop
 
+# Stop compose's PostgreSQL (its data is kept).
+[windows]
+db-stop: _env-file
+    docker compose --env-file .env -f docker/docker-compose.yml stop db
+
 # Measure /health, find_by_username at 1M users, memory and cold start; writes BENCHMARKS.md.
+[unix]
 bench:
     @scripts/bench.sh
 
-# Run every test (starts a throwaway PostgreSQL; no server needed).
+# Unix only (wrk, pgbench, a private PostgreSQL): run it in WSL or on Linux.
+[windows]
+bench:
+    @echo just bench needs Linux (wrk, pgbench, a private PostgreSQL): run it in WSL or on Linux. & exit /b 1
+
+# Run every test (starts a throwaway PostgreSQL; on Windows set DATABASE_URL_TEST first).
 test *ARGS:
     cargo test --workspace {{ARGS}}
 
@@ -48,3 +76,8 @@ lint:
 # Format the code.
 fmt:
     cargo fmt --all
+
+# Windows: create .env from .env.example unless there is one (scripts/dev.sh does it on unix).
+[windows]
+_env-file:
+    @if not exist .env (copy .env.example .env >NUL && echo created .env from .env.example)

@@ -6,12 +6,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+#[cfg(unix)]
+pub mod signal;
+
 /// The `counseling-api` binary that `cargo test --workspace` builds next to the test binaries.
 pub fn api_binary() -> PathBuf {
     // Test executables live in target/<profile>/deps; binaries one level up.
     let binary = std::env::current_exe()
         .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("counseling-api")))
+        .and_then(|exe| {
+            let name = format!("counseling-api{}", std::env::consts::EXE_SUFFIX);
+            Some(exe.parent()?.parent()?.join(name))
+        })
         .unwrap_or_default();
     assert!(
         binary.is_file(),
@@ -76,11 +82,6 @@ impl Api {
 
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn signal(&self, signal: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, signal).unwrap_or_else(|e| panic!("signal failed: {e}"));
     }
 
     /// Waits for the process to exit, at most `limit`.

@@ -1,11 +1,14 @@
 //! The real `counseling-api` binary against a private PostgreSQL that goes down and comes back.
+//! Unix only: every test here starts a cluster of its own or signals the process, neither of
+//! which exists on Windows (see the test kit's `platform` module and `counseling_e2e::signal`).
+#![cfg(unix)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
-use counseling_e2e::{Api, get_json, run_to_exit, wait_for_status};
+use counseling_e2e::signal::Signal;
+use counseling_e2e::{Api, get_json, wait_for_status};
 use counseling_testkit::{PgCluster, TestDatabase};
-use nix::sys::signal::Signal;
 
 /// A private cluster, a migrated database on it, and the service reporting healthy against it.
 async fn healthy_api(extra: &[(&str, &str)]) -> (PgCluster, TestDatabase, Api) {
@@ -90,34 +93,6 @@ async fn unreachable_at_start_the_process_still_serves_503_then_heals() {
 
     cluster.restart().await.unwrap();
     wait_for_status(&api.url("/health"), 200, Duration::from_secs(5));
-}
-
-#[test]
-fn missing_or_non_postgres_database_url_exits_2_with_one_clear_line() {
-    let (status, output) = run_to_exit(&[]);
-    assert_eq!(status.code(), Some(2), "{output}");
-    assert_eq!(
-        output.trim(),
-        "counseling-api: configuration error: DATABASE_URL is not set: set it in the environment \
-         or in .env (see .env.example)"
-    );
-
-    let (status, output) = run_to_exit(&[("DATABASE_URL", "mysql://root:my5ql-pw@localhost/app")]);
-    assert_eq!(status.code(), Some(2), "{output}");
-    assert_eq!(output.trim().lines().count(), 1, "{output}");
-    assert!(
-        output.contains("DATABASE_URL must be a PostgreSQL URL"),
-        "{output}"
-    );
-    assert!(!output.contains("my5ql-pw"), "{output}");
-    assert!(!output.contains("panicked"), "{output}");
-
-    let (status, output) = run_to_exit(&[
-        ("DATABASE_URL", "postgres://u:p@127.0.0.1:1/db"),
-        ("APP_PORT", "not-a-port"),
-    ]);
-    assert_eq!(status.code(), Some(2), "{output}");
-    assert!(output.contains("APP_PORT must be"), "{output}");
 }
 
 #[tokio::test]

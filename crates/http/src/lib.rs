@@ -3,6 +3,7 @@
 pub mod request_id;
 pub mod routes;
 pub mod settings;
+pub mod shutdown_signal;
 pub mod startup;
 pub mod telemetry;
 

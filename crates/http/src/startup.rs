@@ -1,5 +1,5 @@
 //! Building and running the service: bind first (so tests can use port 0 and read the port),
-//! then serve until SIGTERM/SIGINT, drain, close the pool.
+//! then serve until a shutdown signal (`shutdown_signal`), drain, close the pool.
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -14,6 +14,7 @@ use tracing_actix_web::TracingLogger;
 use crate::request_id::{RequestSpan, request_id};
 use crate::routes::health::{HealthCheck, health, live, ready};
 use crate::settings::Settings;
+use crate::shutdown_signal::shutdown_signal;
 
 /// How long shutdown waits for database connections to close after the last request.
 const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -92,18 +93,15 @@ impl Application {
         outcome
     }
 
-    /// Serves until SIGTERM or SIGINT, then stops accepting, lets in-flight requests finish
+    /// Serves until a shutdown signal (SIGTERM or SIGINT; on Windows Ctrl-C, Ctrl-Break or a
+    /// console close or shutdown event), then stops accepting, lets in-flight requests finish
     /// (up to the shutdown timeout), and closes the pool.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.handle();
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .context("installing the SIGTERM handler")?;
+        let signal = shutdown_signal().context("listening for shutdown signals")?;
         let stopper = tokio::spawn(async move {
-            tokio::select! {
-                _ = terminate.recv() => tracing::info!("SIGTERM received: draining"),
-                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received: draining"),
-            }
+            let name = signal.await;
+            tracing::info!("{name} received: draining");
             handle.stop(true).await;
         });
         let outcome = self.run().await;

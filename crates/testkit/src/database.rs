@@ -7,7 +7,7 @@ use sea_orm::sqlx::{AssertSqlSafe, Connection, PgConnection};
 use sea_orm::{DatabaseConnection, SqlxPostgresConnector};
 use tokio::sync::OnceCell;
 
-use crate::cluster::PgCluster;
+use crate::platform::{PgCluster, process_is_alive};
 use crate::{Result, TestkitError};
 
 /// Where test databases are created: a server given by `DATABASE_URL_TEST`, or a cluster.
@@ -230,8 +230,8 @@ async fn sweep_dead_databases(server: &Server) -> Result<()> {
     .map_err(TestkitError::db("listing old test databases"))?;
     let _ = admin.close().await;
     for name in names {
-        let pid = name.split('_').nth(1).unwrap_or_default();
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        let pid = name.split('_').nth(1).and_then(|pid| pid.parse().ok());
+        if !pid.is_some_and(process_is_alive) {
             let _ = drop_database(server, &name).await;
         }
     }

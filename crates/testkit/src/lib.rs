@@ -4,21 +4,20 @@
 //!   that is migrated once per test process; [`TestDatabase::empty`] gives an unmigrated one.
 //! * The server is `DATABASE_URL_TEST` when set (only databases named `test_*`/`tmpl_*` by this
 //!   kit are created or dropped there), otherwise a private cluster started from the installed
-//!   PostgreSQL binaries, shared by the tests of one process.
+//!   PostgreSQL binaries, shared by the tests of one process. The private cluster is unix-only:
+//!   on Windows `DATABASE_URL_TEST` is required (see `platform`).
 //! * [`PgCluster::start`] gives a test a cluster of its own to stop, crash, freeze and restart.
 //!
 //! Nothing is left running: postmasters die with the test process (parent-death signal), test
 //! databases are dropped when their handle is, and leftovers of killed runs are swept at start.
 //! See `shared/design/testing.md` for the measurements behind these choices.
 
-mod binaries;
-mod cluster;
 mod database;
-mod spawner;
+mod platform;
 
-pub use binaries::locate_binaries;
-pub use cluster::PgCluster;
 pub use database::TestDatabase;
+// `PgCluster` everywhere, `locate_binaries` on unix (see `platform`).
+pub use platform::*;
 
 pub use sea_orm::sqlx::postgres::PgConnectOptions;
 
@@ -33,6 +32,15 @@ pub enum TestkitError {
     NoBinaries { searched: String },
     #[error("DATABASE_URL_TEST is not a valid postgres:// URL")]
     InvalidTestUrl,
+    /// Only on platforms without the private cluster (Windows; see `platform`).
+    #[error(
+        "the test kit's private PostgreSQL cluster is unix-only (it relies on user switching, a \
+         parent-death signal and unix signals). On Windows set DATABASE_URL_TEST to a running \
+         server, such as a local PostgreSQL service or compose's db-test (see DATABASE_URL_TEST \
+         in .env.example); tests that stop, crash or freeze a cluster of their own cannot run \
+         there"
+    )]
+    PrivateClusterUnsupported,
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -52,11 +60,6 @@ pub enum TestkitError {
 }
 
 impl TestkitError {
-    fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
-        let what = what.into();
-        move |source| TestkitError::Io { what, source }
-    }
-
     fn db(what: impl Into<String>) -> impl FnOnce(sea_orm::sqlx::Error) -> Self {
         let what = what.into();
         move |source| TestkitError::Database { what, source }
@@ -64,3 +67,15 @@ impl TestkitError {
 }
 
 pub type Result<T, E = TestkitError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::TestkitError;
+
+    #[test]
+    fn the_windows_error_names_the_remedy_and_what_cannot_run() {
+        let message = TestkitError::PrivateClusterUnsupported.to_string();
+        assert!(message.contains("set DATABASE_URL_TEST"), "{message}");
+        assert!(message.contains("cannot run"), "{message}");
+    }
+}

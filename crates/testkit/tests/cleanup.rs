@@ -1,4 +1,6 @@
 //! Nothing is left running: a test process killed with SIGKILL takes its PostgreSQL along.
+//! Linux only: it reads /proc, and the parent-death signal it checks is Linux's.
+#![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};

@@ -11,9 +11,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Gid, Pid, Uid, User};
 use sea_orm::sqlx::postgres::PgConnectOptions;
 
-use crate::binaries::binaries_from_environment;
-use crate::database::TestDatabase;
-use crate::{Result, TestkitError, spawner};
+use super::binaries::binaries_from_environment;
+use super::{process_is_alive, spawner};
+use crate::{Result, TestkitError};
 
 const DIR_PREFIX: &str = "counseling-testkit-";
 const SUPERUSER: &str = "postgres";
@@ -186,16 +186,6 @@ impl PgCluster {
     /// The server's log file.
     pub fn log_path(&self) -> PathBuf {
         self.inner.root.join("server.log")
-    }
-
-    /// A new migrated database on this cluster, dropped with the handle.
-    pub async fn migrated_database(&self) -> Result<TestDatabase> {
-        TestDatabase::on_cluster(self, true).await
-    }
-
-    /// A new empty database on this cluster, dropped with the handle.
-    pub async fn empty_database(&self) -> Result<TestDatabase> {
-        TestDatabase::on_cluster(self, false).await
     }
 
     /// Fast shutdown (SIGINT): live sessions are terminated, new ones refused. Waits for exit.
@@ -453,7 +443,7 @@ fn sweep_dead_clusters(base: &Path) {
         else {
             continue;
         };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
+        if !process_is_alive(pid) {
             let _ = fs::remove_dir_all(entry.path());
         }
     }

@@ -1,0 +1,37 @@
+//! Everything in the test kit that differs between operating systems.
+//!
+//! The private cluster ([`PgCluster`]) is unix-only: it runs the server as the `postgres` user
+//! when the tests run as root, ties the postmaster to the test process with a parent-death
+//! signal, and stops, crashes and freezes it with signals. On Windows `PgCluster` keeps its API,
+//! so every test compiles, but cannot be started: the tests then need `DATABASE_URL_TEST`
+//! ([`crate::TestkitError::PrivateClusterUnsupported`] says so), and those that stop, crash or
+//! freeze a cluster of their own cannot run.
+//!
+//! Both variants export `PgCluster` and `process_is_alive` (crate-internal); unix also
+//! `locate_binaries`. The crate root re-exports what is public.
+
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+pub use unix::*;
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+pub use windows::*;
+
+use crate::Result;
+use crate::database::TestDatabase;
+
+/// What every platform's cluster offers on top of its own start and stop.
+impl PgCluster {
+    /// A new migrated database on this cluster, dropped with the handle.
+    pub async fn migrated_database(&self) -> Result<TestDatabase> {
+        TestDatabase::on_cluster(self, true).await
+    }
+
+    /// A new empty database on this cluster, dropped with the handle.
+    pub async fn empty_database(&self) -> Result<TestDatabase> {
+        TestDatabase::on_cluster(self, false).await
+    }
+}

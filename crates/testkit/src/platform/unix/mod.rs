@@ -1,0 +1,47 @@
+//! The private cluster on unix: server binaries found on disk, started as the `postgres` user
+//! when running as root, with a parent-death signal, and controlled with signals.
+
+mod binaries;
+mod cluster;
+mod spawner;
+
+pub use binaries::locate_binaries;
+pub use cluster::PgCluster;
+
+use nix::errno::Errno;
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+
+use crate::TestkitError;
+
+impl TestkitError {
+    /// Only the cluster's file and process handling produces I/O errors.
+    fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let what = what.into();
+        move |source| TestkitError::Io { what, source }
+    }
+}
+
+/// Whether process `pid` exists (a zombie counts: it may still be reaped by its parent). Used to
+/// tell leftovers of killed test runs from those of runs still going.
+pub(crate) fn process_is_alive(pid: u32) -> bool {
+    match i32::try_from(pid) {
+        // Signal 0 checks existence and permission without sending anything.
+        Ok(pid) if pid > 0 => kill(Pid::from_raw(pid), None) != Err(Errno::ESRCH),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::process_is_alive;
+
+    #[test]
+    fn this_process_is_alive_and_a_reaped_child_is_not() {
+        assert!(process_is_alive(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(!process_is_alive(pid));
+    }
+}
