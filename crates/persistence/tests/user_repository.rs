@@ -202,7 +202,8 @@ async fn database_rejections_name_the_rule() {
         .connection()
         .execute_raw(Statement::from_string(
             sea_orm::DbBackend::Postgres,
-            r"INSERT INTO users (username, password_hash) VALUES ('\s\u', 'plaintext')",
+            r"INSERT INTO users (username, password_hash, username_key)
+              VALUES ('\s\u', 'plaintext', '\s\u')",
         ))
         .await
         .unwrap_err();
