@@ -10,6 +10,8 @@ use sea_orm_migration::MigrationStatus;
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{DatabaseConnection, Statement, TransactionTrait};
 
+pub mod scaffold;
+
 mod m20251220_000001_create_users;
 pub mod m20261130_000001_username_identity;
 
