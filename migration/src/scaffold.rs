@@ -125,7 +125,7 @@ fn register(lib: &str, module: &str) -> Option<String> {
         let line = line.trim_start_matches("pub ");
         line.starts_with("mod m") && line.ends_with(';')
     };
-    let mod_line = lines.iter().rposition(|line| is_migration_mod(line))?;
+    let mod_line = lines.iter().rposition(is_migration_mod)?;
     let entry_line = lines.iter().rposition(|line| {
         let line = line.trim();
         line.starts_with("Box::new(m") && line.ends_with("::Migration),")

@@ -40,7 +40,7 @@ impl fmt::Display for Unavailability {
 /// What can go wrong in the user store, in terms a caller can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RepositoryError {
-    /// Another user already has this username, in any letter case.
+    /// Another user already has this username's identity (see [`Username::identity_key`]).
     #[error("that username is already taken")]
     UsernameTaken,
     /// No user has the given id.
@@ -59,7 +59,8 @@ pub enum RepositoryError {
 
 /// The port through which the application stores users. Implemented by the persistence adapter.
 ///
-/// Username lookups and uniqueness are case-insensitive, decided by the database.
+/// Username lookups and uniqueness go by [`Username::identity_key`] (case and width folded), which
+/// the adapter stores under a unique index, so they do not depend on the database's locale.
 pub trait UserRepository: Send + Sync {
     /// Stores a new user and returns the row as stored (database-generated id and timestamps).
     fn create(
@@ -72,7 +73,7 @@ pub trait UserRepository: Send + Sync {
         id: UserId,
     ) -> impl Future<Output = Result<Option<User>, RepositoryError>> + Send;
 
-    /// Finds the user whose username equals `username` ignoring letter case.
+    /// Finds the user whose username has the identity of `username` (equal as [`Username`]s).
     fn find_by_username(
         &self,
         username: &Username,
