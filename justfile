@@ -34,6 +34,10 @@ migrate-down:
 migrate-status:
     @cargo run --quiet --locked -p migration -- status
 
+# Create migration/src/m<today>_<NNNNNN>_NAME.rs from a template and register it in lib.rs.
+migrate-new NAME:
+    @cargo run --quiet --locked -p migration -- new {{NAME}}
+
 # Start the project-local PostgreSQL (.data/postgres), creating it on first use.
 [unix]
 db-start:

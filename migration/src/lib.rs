@@ -10,7 +10,10 @@ use sea_orm_migration::MigrationStatus;
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{DatabaseConnection, Statement, TransactionTrait};
 
+pub mod scaffold;
+
 mod m20251220_000001_create_users;
+pub mod m20261130_000001_username_identity;
 
 /// Key of the advisory lock held while migrations run ("counsel" in ASCII). Any process that
 /// changes the schema through this crate takes it first.
@@ -22,7 +25,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20251220_000001_create_users::Migration)]
+        vec![
+            Box::new(m20251220_000001_create_users::Migration),
+            Box::new(m20261130_000001_username_identity::Migration),
+        ]
     }
 }
 

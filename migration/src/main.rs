@@ -1,6 +1,7 @@
 //! `migration up | down [N] | status`: applies or rolls back the schema of the database named by
 //! `DATABASE_OWNER_URL`, else `DATABASE_URL` (from the environment, else from the working
 //! directory's `.env`; the environment wins).
+//! `migration new NAME` scaffolds a migration in this crate's source (`just migrate-new NAME`).
 //!
 //! Exit codes: 0 success, 1 the database or a migration failed, 2 bad usage or configuration.
 
@@ -11,10 +12,11 @@ use counseling_config::{DatabaseUrl, Sources};
 use migration::sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use migration::sea_orm::{DatabaseConnection, SqlxPostgresConnector};
 
-const USAGE: &str = "usage: migration <up | down [STEPS] | status>
+const USAGE: &str = "usage: migration <up | down [STEPS] | status | new NAME>
   up       apply every pending migration
   down     roll back the most recent migration (or the STEPS most recent)
   status   list migrations and whether each is applied
+  new      create migration/src/m<YYYYMMDD>_<NNNNNN>_NAME.rs and register it (developers only)
 DATABASE_OWNER_URL, else DATABASE_URL (environment, else ./.env) names the database:
 postgres://user:password@host:port/db";
 
@@ -38,7 +40,7 @@ fn parse_command(args: &[String]) -> Result<Command, String> {
             )),
         },
         [command] if command == "status" => Ok(Command::Status),
-        _ => Err("expected one of: up, down [STEPS], status".to_owned()),
+        _ => Err("expected one of: up, down [STEPS], status, new NAME".to_owned()),
     }
 }
 
@@ -95,6 +97,31 @@ async fn run(command: Command, db: &DatabaseConnection) -> Result<(), migration:
     Ok(())
 }
 
+/// Writes a new migration into this crate's source tree, which only exists where it was built
+/// (`just migrate-new` runs it through cargo).
+fn scaffold(name: &str) -> ExitCode {
+    let source_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    match migration::scaffold::new_migration(&source_dir, name, migration::scaffold::Date::today())
+    {
+        Ok(path) => {
+            println!(
+                "created {} and registered it in {}",
+                path.display(),
+                source_dir.join("lib.rs").display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error @ migration::scaffold::ScaffoldError::InvalidName) => {
+            eprintln!("migration: {error}");
+            ExitCode::from(2)
+        }
+        Err(error) => {
+            eprintln!("migration: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -104,6 +131,11 @@ async fn main() -> ExitCode {
     ) {
         println!("{USAGE}");
         return ExitCode::SUCCESS;
+    }
+    if let [command, name] = args.as_slice()
+        && command == "new"
+    {
+        return scaffold(name);
     }
     let command = match parse_command(&args) {
         Ok(command) => command,

@@ -41,16 +41,16 @@ async fn four_concurrent_up_runs_on_an_empty_database_all_succeed() {
     }
     let applied_once: usize = outputs
         .iter()
-        .filter(|output| text(&output.stdout).contains("applied 1 migration"))
+        .filter(|output| text(&output.stdout).contains("applied 2 migration"))
         .count();
-    assert_eq!(applied_once, 1, "exactly one run applies the migration");
+    assert_eq!(applied_once, 1, "exactly one run applies the migrations");
 
     let mut conn = PgConnection::connect_with(&db.options()).await.unwrap();
     let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM seaql_migrations")
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(recorded, 1);
+    assert_eq!(recorded, 2);
 }
 
 #[tokio::test]
@@ -62,18 +62,24 @@ async fn up_status_down_through_the_binary() {
     assert!(status.status.success(), "{}", text(&status.stderr));
     assert_eq!(
         text(&status.stdout).trim(),
-        "pending  m20251220_000001_create_users"
+        "pending  m20251220_000001_create_users\npending  m20261130_000001_username_identity"
     );
 
     assert!(migration(&["up"], Some(&url)).status.success());
     let status = migration(&["status"], Some(&url));
     assert_eq!(
         text(&status.stdout).trim(),
-        "applied  m20251220_000001_create_users"
+        "applied  m20251220_000001_create_users\napplied  m20261130_000001_username_identity"
     );
 
+    // `down` rolls back only the most recent migration.
     let down = migration(&["down"], Some(&url));
     assert!(down.status.success(), "{}", text(&down.stderr));
+    assert_eq!(
+        text(&down.stdout).trim(),
+        "rolled back m20261130_000001_username_identity"
+    );
+    let down = migration(&["down"], Some(&url));
     assert_eq!(
         text(&down.stdout).trim(),
         "rolled back m20251220_000001_create_users"

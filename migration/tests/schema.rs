@@ -1,34 +1,12 @@
 //! The users schema, read back from PostgreSQL's catalog, and every constraint exercised.
+//! (The username identity migration's own cases are in `username_identity.rs`.)
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should abort the test
 
+mod common;
+
+use common::{HASH, connect, insert, rows, strings};
 use counseling_testkit::TestDatabase;
-use migration::sea_orm::sqlx::{self, Connection, PgConnection, Row};
-
-const HASH: &str = "$2b$12$abcdefghijklmnopqrstuvABCDEFGHIJKLMNOPQRSTUVWXYZ01234";
-
-async fn connect(db: &TestDatabase) -> PgConnection {
-    PgConnection::connect_with(&db.options()).await.unwrap()
-}
-
-async fn rows(conn: &mut PgConnection, sql: &'static str) -> Vec<Vec<Option<String>>> {
-    sqlx::query(sql)
-        .fetch_all(conn)
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| {
-            (0..row.len())
-                .map(|i| row.get::<Option<String>, _>(i))
-                .collect()
-        })
-        .collect()
-}
-
-fn strings(rows: &[&[Option<&str>]]) -> Vec<Vec<Option<String>>> {
-    rows.iter()
-        .map(|row| row.iter().map(|cell| cell.map(str::to_owned)).collect())
-        .collect()
-}
+use migration::sea_orm::sqlx::{self, PgConnection};
 
 async fn assert_schema_present(conn: &mut PgConnection) {
     let columns = rows(
@@ -83,8 +61,17 @@ async fn assert_schema_present(conn: &mut PgConnection) {
                 Some("NO"),
                 Some("now()")
             ],
+            &[Some("username_key"), Some("text"), None, Some("NO"), None],
         ])
     );
+    // Byte order under the identity index, whatever the database's collation.
+    let key_collation = rows(
+        conn,
+        "SELECT collation_name::text FROM information_schema.columns \
+         WHERE table_name = 'users' AND column_name = 'username_key'",
+    )
+    .await;
+    assert_eq!(key_collation, strings(&[&[Some("C")]]));
 
     let constraints = rows(
         conn,
@@ -92,7 +79,7 @@ async fn assert_schema_present(conn: &mut PgConnection) {
          WHERE conrelid = 'users'::regclass ORDER BY conname",
     )
     .await;
-    assert_eq!(constraints.len(), 3, "{constraints:?}");
+    assert_eq!(constraints.len(), 6, "{constraints:?}");
     let definition = |name: &str| -> String {
         constraints
             .iter()
@@ -107,6 +94,19 @@ async fn assert_schema_present(conn: &mut PgConnection) {
         "{username_check}"
     );
     assert!(username_check.contains(r"!~"), "{username_check}");
+    assert_eq!(
+        definition("ck_users_username_nfc"),
+        "CHECK ((username IS NFC NORMALIZED))"
+    );
+    let characters_check = definition("ck_users_username_characters");
+    assert!(
+        characters_check.contains(r"!~ '[\u0001-\u001f\u007f-\u009f\u00ad"),
+        "{characters_check}"
+    );
+    assert_eq!(
+        definition("ck_users_username_key_length"),
+        "CHECK ((octet_length(username_key) <= 2048))"
+    );
     let hash_check = definition("ck_users_password_hash_format");
     assert!(
         hash_check.contains(r"'^\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}$'"),
@@ -130,7 +130,7 @@ async fn assert_schema_present(conn: &mut PgConnection) {
             &[
                 Some("idx_users_username"),
                 Some(
-                    "CREATE UNIQUE INDEX idx_users_username ON public.users USING btree (lower((username)::text))"
+                    "CREATE UNIQUE INDEX idx_users_username ON public.users USING btree (username_key)"
                 ),
             ],
             &[
@@ -167,18 +167,21 @@ async fn up_down_up_creates_removes_and_recreates_everything() {
     let orm = db.connect().await;
     let mut conn = connect(&db).await;
 
-    assert_eq!(migration::apply_pending(&orm).await.unwrap(), 1);
+    assert_eq!(migration::apply_pending(&orm).await.unwrap(), 2);
     assert_schema_present(&mut conn).await;
     // Applying again is a no-op.
     assert_eq!(migration::apply_pending(&orm).await.unwrap(), 0);
     let status = migration::status(&orm).await.unwrap();
-    assert_eq!(status.len(), 1);
-    assert!(status[0].applied);
+    assert_eq!(status.len(), 2);
+    assert!(status.iter().all(|migration| migration.applied));
 
-    let rolled_back = migration::roll_back(&orm, 1).await.unwrap();
+    let rolled_back = migration::roll_back(&orm, 2).await.unwrap();
     assert_eq!(
         rolled_back,
-        vec!["m20251220_000001_create_users".to_owned()]
+        vec![
+            "m20261130_000001_username_identity".to_owned(),
+            "m20251220_000001_create_users".to_owned()
+        ]
     );
     assert_eq!(
         count(
@@ -216,23 +219,8 @@ async fn up_down_up_creates_removes_and_recreates_everything() {
     // Nothing left to roll back is not an error.
     assert!(migration::roll_back(&orm, 1).await.unwrap().is_empty());
 
-    assert_eq!(migration::apply_pending(&orm).await.unwrap(), 1);
+    assert_eq!(migration::apply_pending(&orm).await.unwrap(), 2);
     assert_schema_present(&mut conn).await;
-}
-
-async fn insert(conn: &mut PgConnection, username: &str, hash: &str) -> Result<(), String> {
-    sqlx::query("INSERT INTO users (username, password_hash) VALUES ($1, $2)")
-        .bind(username)
-        .bind(hash)
-        .execute(conn)
-        .await
-        .map(|_| ())
-        .map_err(|error| {
-            error
-                .as_database_error()
-                .and_then(|e| e.code().map(|code| code.into_owned()))
-                .unwrap_or_else(|| error.to_string())
-        })
 }
 
 #[tokio::test]

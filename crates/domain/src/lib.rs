@@ -8,6 +8,7 @@ mod password_hash;
 mod user;
 mod user_repository;
 mod username;
+mod username_identity;
 
 pub use password_hash::{BCRYPT_COST, PasswordHash, PasswordHashError};
 pub use user::{NewUser, User, UserId};
@@ -16,3 +17,4 @@ pub use user_repository::{
     UserRepository,
 };
 pub use username::{MAX_USERNAME_CHARS, Username, UsernameError, UsernamePart};
+pub use username_identity::{MAX_USERNAME_KEY_BYTES, USERNAME_UNICODE_VERSION};

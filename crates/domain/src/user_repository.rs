@@ -98,7 +98,7 @@ impl StoreError {
 /// Why [`UserRepository::create`] failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CreateUserError {
-    /// Another user already has this username (see [`Username`] for what "the same" means).
+    /// Another user already has this username's identity (see [`Username::identity_key`]).
     #[error("that username is already taken")]
     UsernameTaken,
     /// The database refused the data; `rule` names the constraint that failed.
@@ -136,7 +136,8 @@ pub enum DeleteUserError {
 /// both directly on the pool and inside a unit of work (a transaction): the same calls, the same
 /// errors.
 ///
-/// Username lookups and uniqueness are case-insensitive, decided by the database.
+/// Username lookups and uniqueness go by [`Username::identity_key`] (case and width folded), which
+/// the adapter stores under a unique index, so they do not depend on the database's locale.
 pub trait UserRepository: Send + Sync {
     /// Stores a new user and returns the row as stored (database-generated id and timestamps).
     fn create(
@@ -149,7 +150,7 @@ pub trait UserRepository: Send + Sync {
         id: UserId,
     ) -> impl Future<Output = Result<Option<User>, StoreError>> + Send;
 
-    /// Finds the user whose username equals `username` ignoring letter case.
+    /// Finds the user whose username has the identity of `username` (equal as [`Username`]s).
     fn find_by_username(
         &self,
         username: &Username,

@@ -1,17 +1,26 @@
 use std::fmt;
+use std::hash::{Hash, Hasher};
+
+use unicode_normalization::UnicodeNormalization;
+
+use crate::MAX_USERNAME_KEY_BYTES;
+use crate::username_identity::{ForbiddenCharacter, forbidden_character, identity_key};
 
 /// The longest username, in characters (the `varchar(255)` column counts characters, not bytes).
 pub const MAX_USERNAME_CHARS: usize = 255;
 
-/// A Windows-domain style login name, `\domain\user`, as the person typed it (case preserved).
+/// A Windows-domain style login name, `\domain\user`, in Unicode NFC with its case kept.
 ///
-/// Two usernames that differ only in case are the same account, but that equality is decided by
-/// the database (`lower(username)`, backed by a unique index), never here: Rust's
-/// `to_lowercase` and PostgreSQL's `lower()` disagree on some non-ASCII input, and two answers to
-/// "is this the same user?" would let one student pose as another. So `Username` deliberately does
-/// not implement a case-insensitive `PartialEq` or `Hash`; its `PartialEq` is exact.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Username(String);
+/// Equality (and `Hash`) is account identity, not spelling: two usernames are equal when their
+/// [`identity_key`](Username::identity_key)s are, so `\SCHOOL\Émile`, `\school\émile` and
+/// `\ｓｃｈｏｏｌ\ÉMILE` are one account. The database enforces the same rule with a unique index on
+/// the stored key, so the domain and the database give one answer to "is this the same user?",
+/// whatever the server's locale. Compare [`as_str`](Username::as_str) for the exact spelling.
+#[derive(Clone)]
+pub struct Username {
+    text: String,
+    key: String,
+}
 
 /// Which half of `\domain\user` a rule refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +48,13 @@ pub enum UsernameError {
     TooLong { max: usize, actual: usize },
     #[error("a username must not contain control characters such as tabs or line breaks")]
     ControlCharacter,
+    #[error(
+        "a username must not contain invisible formatting characters such as zero-width spaces \
+         or text-direction marks"
+    )]
+    InvisibleCharacter,
+    #[error("a username must not contain private-use or unassigned characters")]
+    UnassignedCharacter,
     #[error(r"a username must start with a backslash, as in \school\alice")]
     MissingLeadingBackslash,
     #[error(r"a username must name a domain and a user, as in \school\alice")]
@@ -49,30 +65,42 @@ pub enum UsernameError {
     TooManyBackslashes,
     #[error("the {0} in a username must not start or end with a space")]
     SurroundingWhitespace(UsernamePart),
+    /// Only names built from characters that expand a lot under compatibility folding (such as
+    /// U+FDFA) reach this; see [`MAX_USERNAME_KEY_BYTES`].
+    #[error("a username must be shorter: compared ignoring case and width it becomes too long")]
+    KeyTooLong,
 }
 
 impl Username {
     /// Validates `candidate` against every username rule, returning the first one it breaks.
     ///
-    /// The shape is the seed's `^\\[^\\]+\\[^\\]+$`; on top of it: at most
-    /// [`MAX_USERNAME_CHARS`] characters, no control characters (PostgreSQL cannot even store
-    /// NUL), and no whitespace at either end of the domain or the user part.
+    /// The candidate is first put in Unicode NFC, so a name typed decomposed (`e` + U+0301) is the
+    /// same name as one typed composed (`é`). The shape is the seed's `^\\[^\\]+\\[^\\]+$`; on top
+    /// of it: at most [`MAX_USERNAME_CHARS`] characters, none of the Unicode categories Cc, Cf,
+    /// Co, Cn, Zl or Zp (controls, invisible formatting, private-use and unassigned characters,
+    /// line and paragraph separators), and no whitespace at either end of the domain or the user
+    /// part.
     pub fn parse(candidate: impl Into<String>) -> Result<Self, UsernameError> {
         let candidate = candidate.into();
         if candidate.is_empty() {
             return Err(UsernameError::Empty);
         }
-        let length = candidate.chars().count();
+        let text: String = candidate.nfc().collect();
+        let length = text.chars().count();
         if length > MAX_USERNAME_CHARS {
             return Err(UsernameError::TooLong {
                 max: MAX_USERNAME_CHARS,
                 actual: length,
             });
         }
-        if candidate.chars().any(char::is_control) {
-            return Err(UsernameError::ControlCharacter);
+        if let Some(forbidden) = text.chars().find_map(forbidden_character) {
+            return Err(match forbidden {
+                ForbiddenCharacter::Control => UsernameError::ControlCharacter,
+                ForbiddenCharacter::Invisible => UsernameError::InvisibleCharacter,
+                ForbiddenCharacter::Unassigned => UsernameError::UnassignedCharacter,
+            });
         }
-        let Some(rest) = candidate.strip_prefix('\\') else {
+        let Some(rest) = text.strip_prefix('\\') else {
             return Err(UsernameError::MissingLeadingBackslash);
         };
         let Some((domain, user)) = rest.split_once('\\') else {
@@ -87,17 +115,28 @@ impl Username {
         if user.contains('\\') {
             return Err(UsernameError::TooManyBackslashes);
         }
-        for (part, text) in [(UsernamePart::Domain, domain), (UsernamePart::User, user)] {
-            if text.trim() != text {
+        for (part, part_text) in [(UsernamePart::Domain, domain), (UsernamePart::User, user)] {
+            if part_text.trim() != part_text {
                 return Err(UsernameError::SurroundingWhitespace(part));
             }
         }
-        Ok(Self(candidate))
+        let key = identity_key(&text);
+        if key.len() > MAX_USERNAME_KEY_BYTES {
+            return Err(UsernameError::KeyTooLong);
+        }
+        Ok(Self { text, key })
     }
 
-    /// The username exactly as it was given.
+    /// The username as stored: as it was given, in NFC.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
+    }
+
+    /// What decides account identity: the compatibility caseless form of the name (Unicode
+    /// D146 with default case folding, in NFC). Two usernames are one account exactly when these
+    /// are equal; the database stores it in `users.username_key` under a unique index.
+    pub fn identity_key(&self) -> &str {
+        &self.key
     }
 
     /// The domain part, between the first and second backslash.
@@ -113,14 +152,28 @@ impl Username {
     fn parts(&self) -> (&str, &str) {
         // `parse` guarantees the form `\domain\user`, so both splits succeed; the fallback keeps
         // this total without a panic path.
-        self.0
+        self.text
             .get(1..)
             .and_then(|rest| rest.split_once('\\'))
             .unwrap_or(("", ""))
     }
 
     pub fn into_string(self) -> String {
-        self.0
+        self.text
+    }
+}
+
+impl PartialEq for Username {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for Username {}
+
+impl Hash for Username {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
     }
 }
 
@@ -140,19 +193,19 @@ impl TryFrom<&str> for Username {
 
 impl AsRef<str> for Username {
     fn as_ref(&self) -> &str {
-        &self.0
+        &self.text
     }
 }
 
 impl fmt::Display for Username {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
 impl fmt::Debug for Username {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Username").field(&self.0).finish()
+        f.debug_tuple("Username").field(&self.text).finish()
     }
 }
 
@@ -218,9 +271,67 @@ mod tests {
             "\\school\\alice\n",
             "\\sch\u{7f}ool\\a",
             "\\s\\a\u{85}",
+            "\\s\\a\u{2028}b",
+            "\\s\\a\u{2029}b",
         ] {
             assert_eq!(err(bad), UsernameError::ControlCharacter, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn rejects_invisible_formatting_characters() {
+        for invisible in [
+            "\u{200b}",
+            "\u{200c}",
+            "\u{200d}",
+            "\u{202e}",
+            "\u{2066}",
+            "\u{2069}",
+            "\u{feff}",
+            "\u{ad}",
+            "\u{2060}",
+            "\u{e0041}",
+        ] {
+            let bad = format!("\\school\\ali{invisible}ce");
+            assert_eq!(err(&bad), UsernameError::InvisibleCharacter, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_private_use_and_unassigned_characters() {
+        for odd in ["\u{e000}", "\u{f8ff}", "\u{10fffd}", "\u{378}", "\u{ffff}"] {
+            let bad = format!("\\school\\ali{odd}ce");
+            assert_eq!(err(&bad), UsernameError::UnassignedCharacter, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn decomposed_input_is_stored_composed_and_is_the_same_name() {
+        let decomposed = Username::parse("\\e\u{301}cole\\Zoe\u{308}").unwrap();
+        assert_eq!(decomposed.as_str(), r"\école\Zoë");
+        assert_eq!(decomposed, Username::parse(r"\école\Zoë").unwrap());
+        // Length counts the stored, composed characters.
+        let long = format!(r"\d\{}", "e\u{301}".repeat(MAX_USERNAME_CHARS - 3));
+        assert_eq!(Username::parse(long).unwrap().as_str().chars().count(), 255);
+    }
+
+    #[test]
+    fn fullwidth_look_alikes_are_kept_as_typed_but_are_the_same_account() {
+        // The decision: fold, neither reject (East Asian input methods type fullwidth letters)
+        // nor rewrite what was typed beyond NFC.
+        let fullwidth = Username::parse(r"\ｓｃｈｏｏｌ\ＡＬＩＣＥ").unwrap();
+        assert_eq!(fullwidth.as_str(), r"\ｓｃｈｏｏｌ\ＡＬＩＣＥ");
+        assert_eq!(fullwidth.identity_key(), r"\school\alice");
+        assert_eq!(fullwidth, Username::parse(r"\school\alice").unwrap());
+    }
+
+    #[test]
+    fn a_name_whose_key_would_not_fit_the_index_is_rejected() {
+        // U+FDFA is one character but folds to 18 letters (33 bytes).
+        let expanding = format!(r"\d\{}", "\u{fdfa}".repeat(100));
+        assert_eq!(err(&expanding), UsernameError::KeyTooLong);
+        let fits = format!(r"\d\{}", "\u{fdfa}".repeat(60));
+        assert!(Username::parse(fits).unwrap().identity_key().len() <= MAX_USERNAME_KEY_BYTES);
     }
 
     #[test]
@@ -293,12 +404,22 @@ mod tests {
     }
 
     #[test]
-    fn equality_is_exact_not_case_insensitive() {
-        // Case-insensitive identity belongs to the database; the domain must not claim it.
-        assert_ne!(
-            Username::parse(r"\s\A").unwrap(),
-            Username::parse(r"\s\a").unwrap()
-        );
+    fn equality_is_account_identity() {
+        let same = |a: &str, b: &str| Username::parse(a).unwrap() == Username::parse(b).unwrap();
+        assert!(same(r"\s\A", r"\s\a"));
+        assert!(same(r"\s\ÉMILE", r"\s\émile"));
+        assert!(same(r"\s\STRASSE", r"\s\straße"));
+        assert!(same(r"\s\KIZ", r"\s\kiz"));
+        assert!(!same(r"\s\kız", r"\s\kiz"));
+        assert!(!same(r"\s\KİZ", r"\s\kiz"));
+        assert!(!same(r"\s\KİZ", r"\s\kız"));
+        assert!(!same(r"\s\alice", r"\s\alicf"));
+        // Hash agrees with Eq.
+        let set: std::collections::HashSet<Username> = [r"\s\ÉMILE", r"\s\émile", r"\s\Emile"]
+            .into_iter()
+            .map(|name| Username::parse(name).unwrap())
+            .collect();
+        assert_eq!(set.len(), 2);
     }
 
     proptest! {
@@ -315,28 +436,48 @@ mod tests {
         }
 
         #[test]
-        fn accepted_names_round_trip_exactly(
-            domain in r"[^\\\p{Cc}\s][^\\\p{Cc}]{0,40}",
-            user in r"[^\\\p{Cc}\s][^\\\p{Cc}]{0,40}",
+        fn accepted_names_round_trip_in_nfc(
+            domain in r"[^\\\p{C}\p{Zl}\p{Zp}\s][^\\\p{C}\p{Zl}\p{Zp}]{0,40}",
+            user in r"[^\\\p{C}\p{Zl}\p{Zp}\s][^\\\p{C}\p{Zl}\p{Zp}]{0,40}",
         ) {
-            let domain = domain.trim_end();
-            let user = user.trim_end();
+            let domain: String = domain.trim_end().nfc().collect();
+            let user: String = user.trim_end().nfc().collect();
             let candidate = format!(r"\{domain}\{user}");
             prop_assume!(candidate.chars().count() <= MAX_USERNAME_CHARS);
+            // The generator's Unicode tables may be newer than ours: skip what ours call Cn.
+            prop_assume!(!candidate.chars().any(|c| forbidden_character(c).is_some()));
+            // NFC of two halves can differ from NFC of the whole only at a backslash, which
+            // never combines, so the parts survive.
             let parsed = Username::parse(candidate.clone()).unwrap();
             prop_assert_eq!(parsed.as_str(), candidate.as_str());
-            prop_assert_eq!(parsed.domain(), domain);
-            prop_assert_eq!(parsed.user(), user);
+            prop_assert_eq!(parsed.domain(), domain.as_str());
+            prop_assert_eq!(parsed.user(), user.as_str());
+            // Any spelling that normalizes to it is the same name.
+            let decomposed: String = candidate.nfd().collect();
+            let reparsed = Username::parse(decomposed).unwrap();
+            prop_assert_eq!(reparsed.as_str(), candidate.as_str());
         }
 
         #[test]
-        fn whatever_is_accepted_matches_the_seed_regex(candidate in any::<String>()) {
+        fn whatever_is_accepted_matches_the_seed_regex_in_nfc(candidate in any::<String>()) {
             if let Ok(parsed) = Username::parse(candidate.clone()) {
-                prop_assert_eq!(parsed.as_str(), candidate.as_str());
-                prop_assert!(candidate.starts_with('\\'));
-                prop_assert_eq!(candidate.matches('\\').count(), 2);
-                prop_assert!(!candidate.starts_with(r"\\") && !candidate.ends_with('\\'));
+                let composed: String = candidate.nfc().collect();
+                prop_assert_eq!(parsed.as_str(), composed.as_str());
+                prop_assert!(composed.starts_with('\\'));
+                prop_assert_eq!(composed.matches('\\').count(), 2);
+                prop_assert!(!composed.starts_with(r"\\") && !composed.ends_with('\\'));
+                prop_assert!(parsed.identity_key().len() <= MAX_USERNAME_KEY_BYTES);
             }
+        }
+
+        #[test]
+        fn equal_usernames_have_equal_keys_and_case_variants_are_equal(
+            user in r"[a-zA-Zà-öø-ÿÀ-ÖØ-ÞßΑ-ΡΣ-Ωα-ωА-я]{1,20}",
+        ) {
+            let lower = Username::parse(format!(r"\s\{}", user.to_lowercase())).unwrap();
+            let upper = Username::parse(format!(r"\s\{}", user.to_uppercase())).unwrap();
+            prop_assert_eq!(&lower, &upper);
+            prop_assert_eq!(lower.identity_key(), upper.identity_key());
         }
     }
 }

@@ -4,9 +4,9 @@ use counseling_domain::{
     CreateUserError, DeleteUserError, NewUser, PasswordHash, StoreError, UpdateUserError, User,
     UserId, UserRepository, Username,
 };
-use sea_orm::sea_query::{Expr, Func};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue, ColumnTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+    ActiveValue, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select,
 };
 
 use crate::Database;
@@ -112,6 +112,7 @@ impl UserRepository for PgUserRepository {
     #[tracing::instrument(skip_all, fields(username = %new_user.username), err(Display))]
     async fn create(&self, new_user: NewUser) -> Result<User, CreateUserError> {
         let row = ActiveModel {
+            username_key: ActiveValue::Set(new_user.username.identity_key().to_owned()),
             username: ActiveValue::Set(new_user.username.into_string()),
             password_hash: ActiveValue::Set(new_user.password_hash.expose().to_owned()),
             ..Default::default()
@@ -131,11 +132,10 @@ impl UserRepository for PgUserRepository {
 
     #[tracing::instrument(skip(self), fields(username = %username), err(Display))]
     async fn find_by_username(&self, username: &Username) -> Result<Option<User>, StoreError> {
-        // lower(username) = lower($1): the same expression as idx_users_username, so the lookup
-        // uses that index and agrees exactly with what the index considers a duplicate.
-        let lower_column = Expr::expr(Func::lower(Expr::col(Column::Username)));
-        let lower_value = Func::lower(Expr::value(username.as_str()));
-        self.find_one(Users::find().filter(lower_column.eq(lower_value)))
+        // username_key = $1: the column of idx_users_username, so the lookup uses that index and
+        // agrees exactly with what the index considers a duplicate, whatever the server's locale.
+        let key = username.identity_key().to_owned();
+        self.find_one(Users::find().filter(Column::UsernameKey.eq(key)))
             .await
     }
 

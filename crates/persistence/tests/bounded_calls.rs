@@ -14,6 +14,7 @@ use sea_orm::{ConnectionTrait, Statement};
 
 const TIMEOUT: StoreError = StoreError::Unavailable(Unavailability::Timeout);
 
+#[cfg_attr(windows, ignore = "needs a private cluster (unix only)")]
 #[tokio::test]
 async fn calls_against_a_frozen_server_time_out_and_discard_their_connections() {
     let cluster = PgCluster::start().await.unwrap();
@@ -94,6 +95,7 @@ async fn calls_against_a_frozen_server_time_out_and_discard_their_connections() 
     }
 }
 
+#[cfg_attr(windows, ignore = "needs a private cluster (unix only)")]
 #[tokio::test]
 async fn refused_connections_are_reported_at_once_every_time() {
     let cluster = PgCluster::start().await.unwrap();

@@ -101,6 +101,7 @@ async fn the_pool_starts_without_a_database() {
     );
 }
 
+#[cfg_attr(windows, ignore = "needs a private cluster (unix only)")]
 #[tokio::test]
 async fn stop_and_restart_the_server_the_same_repository_recovers() {
     let cluster = PgCluster::start().await.unwrap();
@@ -160,6 +161,7 @@ async fn stop_and_restart_the_server_the_same_repository_recovers() {
     users.create(new_user(r"\school\bob")).await.unwrap();
 }
 
+#[cfg_attr(windows, ignore = "needs a private cluster (unix only)")]
 #[tokio::test]
 async fn a_crashed_server_is_unavailable_and_recovers() {
     let cluster = PgCluster::start().await.unwrap();
@@ -179,6 +181,7 @@ async fn a_crashed_server_is_unavailable_and_recovers() {
     }
 }
 
+#[cfg_attr(windows, ignore = "needs a private cluster (unix only)")]
 #[tokio::test]
 async fn ping_returns_within_its_timeout_while_the_server_is_frozen() {
     let cluster = PgCluster::start().await.unwrap();
@@ -245,6 +248,7 @@ async fn an_exhausted_pool_is_reported_as_such_within_the_timeout() {
     }
 }
 
+#[cfg_attr(windows, ignore = "needs a private cluster (unix only)")]
 #[tokio::test]
 async fn coalesced_checks_keep_one_round_trip_in_flight_and_answer_within_the_timeout() {
     use counseling_persistence::CoalescedPing;

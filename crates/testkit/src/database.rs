@@ -56,11 +56,68 @@ async fn shared() -> Result<&'static Shared> {
                 _ => Server::Cluster(PgCluster::start().await?),
             };
             let template = format!("tmpl_{}_{}", std::process::id(), unique_suffix());
-            create_database(&server, &template, None).await?;
+            create_database(&server, &template, CreateFrom::Default).await?;
             migrate(&server, &template).await?;
             Ok(Shared { server, template })
         })
         .await
+}
+
+/// The locale a test database is created with, from `template0`, so tests can show that
+/// behaviour does not change with the server's `LC_CTYPE` or collation provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseLocale {
+    /// A libc locale for `LC_COLLATE` and `LC_CTYPE`, such as `C` or `C.UTF-8`.
+    Libc(String),
+    /// An ICU locale, such as `tr-TR`, as the database's default collation provider
+    /// (PostgreSQL 15 or newer built with ICU, as Debian's packages are).
+    Icu(String),
+}
+
+impl DatabaseLocale {
+    /// Locales under which `lower()` gives three different answers, all available on a fresh
+    /// Debian machine without generating any: `C` folds only ASCII, `C.UTF-8` folds by code point,
+    /// and ICU `tr-TR` lowers `I` to dotless `ı`.
+    pub fn samples() -> Vec<DatabaseLocale> {
+        vec![
+            DatabaseLocale::Libc("C".into()),
+            DatabaseLocale::Libc("C.UTF-8".into()),
+            DatabaseLocale::Icu("tr-TR".into()),
+        ]
+    }
+
+    /// The `CREATE DATABASE` options that select this locale.
+    fn create_options(&self) -> String {
+        let quote = |text: &str| format!("'{}'", text.replace('\'', "''"));
+        match self {
+            DatabaseLocale::Libc(locale) => {
+                format!("LOCALE_PROVIDER libc LOCALE {}", quote(locale))
+            }
+            DatabaseLocale::Icu(locale) => {
+                format!("LOCALE_PROVIDER icu ICU_LOCALE {}", quote(locale))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for DatabaseLocale {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DatabaseLocale::Libc(locale) => write!(f, "libc {locale}"),
+            DatabaseLocale::Icu(locale) => write!(f, "ICU {locale}"),
+        }
+    }
+}
+
+/// What `CREATE DATABASE` starts from.
+#[derive(Debug, Clone, Copy)]
+enum CreateFrom<'a> {
+    /// The server's default template and locale.
+    Default,
+    /// A clone of the migrated template.
+    Template(&'a str),
+    /// `template0` with a chosen locale (a locale differing from the template's needs template0).
+    Locale(&'a DatabaseLocale),
 }
 
 /// A database that belongs to one test. It is dropped (`DROP DATABASE ... WITH (FORCE)`) when
@@ -75,31 +132,40 @@ impl TestDatabase {
     /// A fresh database with every migration applied, on the shared server.
     pub async fn migrated() -> Result<Self> {
         let shared = shared().await?;
-        Self::create(&shared.server, Some(&shared.template)).await
+        Self::create(&shared.server, CreateFrom::Template(&shared.template)).await
     }
 
     /// A fresh database without any schema, on the shared server.
     pub async fn empty() -> Result<Self> {
         let shared = shared().await?;
-        Self::create(&shared.server, None).await
+        Self::create(&shared.server, CreateFrom::Default).await
+    }
+
+    /// A fresh database created with `locale`, with every migration applied, on the shared
+    /// server. Slower than [`migrated`](Self::migrated): it is migrated, not cloned.
+    pub async fn migrated_with_locale(locale: &DatabaseLocale) -> Result<Self> {
+        let shared = shared().await?;
+        let database = Self::create(&shared.server, CreateFrom::Locale(locale)).await?;
+        migrate(&shared.server, &database.name).await?;
+        Ok(database)
     }
 
     pub(crate) async fn on_cluster(cluster: &PgCluster, migrated: bool) -> Result<Self> {
         let server = Server::Cluster(cluster.clone());
-        let database = Self::create(&server, None).await?;
+        let database = Self::create(&server, CreateFrom::Default).await?;
         if migrated {
             migrate(&server, &database.name).await?;
         }
         Ok(database)
     }
 
-    async fn create(server: &Server, template: Option<&str>) -> Result<Self> {
+    async fn create(server: &Server, from: CreateFrom<'_>) -> Result<Self> {
         let name = format!(
             "test_{}_{}",
             std::process::id(),
             NEXT_DATABASE.fetch_add(1, Ordering::Relaxed)
         );
-        create_database(server, &name, template).await?;
+        create_database(server, &name, from).await?;
         Ok(Self {
             name,
             server: server.clone(),
@@ -162,13 +228,17 @@ impl Drop for TestDatabase {
     }
 }
 
-async fn create_database(server: &Server, name: &str, template: Option<&str>) -> Result<()> {
+async fn create_database(server: &Server, name: &str, from: CreateFrom<'_>) -> Result<()> {
     let mut admin = server.admin().await?;
-    let sql = match template {
-        Some(template) => {
+    let sql = match from {
+        CreateFrom::Template(template) => {
             format!(r#"CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY"#)
         }
-        None => format!(r#"CREATE DATABASE "{name}""#),
+        CreateFrom::Default => format!(r#"CREATE DATABASE "{name}""#),
+        CreateFrom::Locale(locale) => format!(
+            r#"CREATE DATABASE "{name}" TEMPLATE template0 ENCODING 'UTF8' {}"#,
+            locale.create_options()
+        ),
     };
     // Cloning fails while anyone is connected to the template, which includes a concurrent
     // clone for an instant: retry briefly.

@@ -1,7 +1,8 @@
 //! Test support: a real, throwaway PostgreSQL for every test.
 //!
 //! * [`TestDatabase::migrated`] gives a test its own database, cloned in ~25 ms from a template
-//!   that is migrated once per test process; [`TestDatabase::empty`] gives an unmigrated one.
+//!   that is migrated once per test process; [`TestDatabase::empty`] gives an unmigrated one, and
+//!   [`TestDatabase::migrated_with_locale`] one created with a chosen `LC_CTYPE` or ICU locale.
 //! * The server is `DATABASE_URL_TEST` when set (only databases named `test_*`/`tmpl_*` by this
 //!   kit are created or dropped there), otherwise a private cluster started from the installed
 //!   PostgreSQL binaries, shared by the tests of one process. The private cluster is unix-only:
@@ -15,7 +16,7 @@
 mod database;
 mod platform;
 
-pub use database::TestDatabase;
+pub use database::{DatabaseLocale, TestDatabase};
 // `PgCluster` everywhere, `locate_binaries` on unix (see `platform`).
 pub use platform::*;
 

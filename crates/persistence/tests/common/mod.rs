@@ -25,7 +25,11 @@ pub fn connect(settings: &DatabaseSettings) -> Database {
 }
 
 pub async fn repository() -> (TestDatabase, Database, PgUserRepository) {
-    let test_db = TestDatabase::migrated().await.unwrap();
+    repository_on(TestDatabase::migrated().await.unwrap())
+}
+
+/// A repository on a database the test created itself (for example with a chosen locale).
+pub fn repository_on(test_db: TestDatabase) -> (TestDatabase, Database, PgUserRepository) {
     let database = connect(&settings_for(test_db.url()));
     let repository = PgUserRepository::new(database.clone());
     (test_db, database, repository)

@@ -1,0 +1,106 @@
+//! Helpers shared by the migration crate's tests.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // test helpers: failures abort
+
+use counseling_testkit::TestDatabase;
+use migration::m20261130_000001_username_identity::identity_key;
+use migration::sea_orm::sqlx::{self, Connection, PgConnection, Row};
+
+/// A valid cost-12 bcrypt hash.
+pub const HASH: &str = "$2b$12$abcdefghijklmnopqrstuvABCDEFGHIJKLMNOPQRSTUVWXYZ01234";
+
+pub async fn connect(db: &TestDatabase) -> PgConnection {
+    PgConnection::connect_with(&db.options()).await.unwrap()
+}
+
+/// Every row of `sql`, each cell as optional text.
+pub async fn rows(conn: &mut PgConnection, sql: &str) -> Vec<Vec<Option<String>>> {
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_all(conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (0..row.len())
+                .map(|i| row.get::<Option<String>, _>(i))
+                .collect()
+        })
+        .collect()
+}
+
+pub fn strings(rows: &[&[Option<&str>]]) -> Vec<Vec<Option<String>>> {
+    rows.iter()
+        .map(|row| row.iter().map(|cell| cell.map(str::to_owned)).collect())
+        .collect()
+}
+
+/// SQLSTATE of a failed statement, or the error text when it has none.
+pub fn sqlstate(error: sqlx::Error) -> String {
+    error
+        .as_database_error()
+        .and_then(|e| e.code().map(|code| code.into_owned()))
+        .unwrap_or_else(|| error.to_string())
+}
+
+/// Inserts a user the way the application does once the identity migration is applied: with
+/// the identity key computed by the rule (here the migration's copy of it).
+pub async fn insert(conn: &mut PgConnection, username: &str, hash: &str) -> Result<(), String> {
+    sqlx::query("INSERT INTO users (username, password_hash, username_key) VALUES ($1, $2, $3)")
+        .bind(username)
+        .bind(hash)
+        .bind(identity_key(username))
+        .execute(conn)
+        .await
+        .map(|_| ())
+        .map_err(sqlstate)
+}
+
+/// Inserts a user as the schema before the identity migration allows: no key column yet.
+/// Returns its id.
+pub async fn insert_before_identity(conn: &mut PgConnection, username: &str) -> String {
+    sqlx::query_scalar(
+        "INSERT INTO users (username, password_hash) VALUES ($1, $2) RETURNING id::text",
+    )
+    .bind(username)
+    .bind(HASH)
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
+/// The users schema as the catalog shows it: columns (with collation and comment), constraints,
+/// indexes and triggers. Two equal snapshots are the same schema.
+pub async fn schema_snapshot(conn: &mut PgConnection) -> Vec<Vec<Option<String>>> {
+    let mut snapshot = rows(
+        conn,
+        "SELECT 'column', column_name::text, data_type::text, character_maximum_length::text, \
+                is_nullable::text, column_default::text, collation_name::text, \
+                col_description('users'::regclass, ordinal_position::int) \
+         FROM information_schema.columns WHERE table_name = 'users' ORDER BY ordinal_position",
+    )
+    .await;
+    snapshot.extend(
+        rows(
+            conn,
+            "SELECT 'constraint', conname::text, pg_get_constraintdef(oid) FROM pg_constraint \
+             WHERE conrelid = 'users'::regclass ORDER BY conname",
+        )
+        .await,
+    );
+    snapshot.extend(
+        rows(
+            conn,
+            "SELECT 'index', indexname::text, indexdef FROM pg_indexes \
+             WHERE tablename = 'users' ORDER BY indexname",
+        )
+        .await,
+    );
+    snapshot.extend(
+        rows(
+            conn,
+            "SELECT 'trigger', tgname::text, pg_get_triggerdef(oid), tgenabled::text FROM pg_trigger \
+             WHERE tgrelid = 'users'::regclass AND NOT tgisinternal ORDER BY tgname",
+        )
+        .await,
+    );
+    snapshot
+}

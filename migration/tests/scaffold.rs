@@ -1,0 +1,90 @@
+//! `just migrate-new NAME` on a copy of this crate's real source: the new file and its
+//! registration in lib.rs.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure should abort the test
+
+use std::path::{Path, PathBuf};
+
+use migration::scaffold::{Date, ScaffoldError, new_migration};
+
+/// A private copy of `migration/src` under the system temp directory.
+fn copy_of_source(test: &str) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let copy = std::env::temp_dir().join(format!("scaffold-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&copy);
+    std::fs::create_dir_all(&copy).unwrap();
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+        }
+    }
+    copy
+}
+
+#[test]
+fn a_new_migration_is_written_and_registered_last() {
+    let dir = copy_of_source("new");
+    let date = Date {
+        year: 2026,
+        month: 11,
+        day: 30,
+    };
+    let path = new_migration(&dir, "add_sessions", date).unwrap();
+    assert_eq!(
+        path.file_name().unwrap(),
+        "m20261130_000002_add_sessions.rs"
+    );
+    let file = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        file.contains(r#""m20261130_000002_add_sessions""#),
+        "{file}"
+    );
+    assert!(file.contains("impl MigrationTrait for Migration"), "{file}");
+
+    let lib = std::fs::read_to_string(dir.join("lib.rs")).unwrap();
+    assert!(
+        lib.contains(
+            "pub mod m20261130_000001_username_identity;\nmod m20261130_000002_add_sessions;\n"
+        ),
+        "{lib}"
+    );
+    assert!(
+        lib.contains(
+            "            Box::new(m20261130_000001_username_identity::Migration),\n            \
+             Box::new(m20261130_000002_add_sessions::Migration),\n        ]"
+        ),
+        "{lib}"
+    );
+
+    // A second one the same day takes the next number; nothing is overwritten.
+    let next = new_migration(&dir, "add_sessions", date).unwrap();
+    assert_eq!(
+        next.file_name().unwrap(),
+        "m20261130_000003_add_sessions.rs"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_lib_rs_of_another_shape_is_left_alone() {
+    let dir = copy_of_source("shape");
+    std::fs::write(dir.join("lib.rs"), "// nothing to anchor on\n").unwrap();
+    let outcome = new_migration(&dir, "add_sessions", Date::today());
+    assert!(
+        matches!(outcome, Err(ScaffoldError::UnexpectedLib(_))),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("lib.rs")).unwrap(),
+        "// nothing to anchor on\n"
+    );
+    let new_files = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|entry| {
+            let name = entry.as_ref().unwrap().file_name();
+            name.to_string_lossy().contains("add_sessions")
+        })
+        .count();
+    assert_eq!(new_files, 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
