@@ -8,7 +8,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use config::{Config, Environment};
-use counseling_persistence::{DatabaseSettings, SettingsError as DatabaseSettingsError};
+use counseling_persistence::{
+    DatabaseSettings, SettingsError as DatabaseSettingsError, SslMode, SslRootCert, TlsSetting,
+};
 use secrecy::SecretString;
 
 /// Everything the service needs to start.
@@ -62,6 +64,10 @@ fn invalid(variable: &'static str, problem: impl Into<String>) -> SettingsError 
     }
 }
 
+/// Variables without a default: when absent, the database URL's own parameter applies.
+/// When set, they win over the URL's `sslmode` / `sslrootcert`.
+pub const OPTIONAL: &[&str] = &["DATABASE_SSL_MODE", "DATABASE_SSL_ROOT_CERT"];
+
 /// The defaults of every variable that has one (`DATABASE_URL` deliberately has none).
 pub const DEFAULTS: &[(&str, &str)] = &[
     ("APP_HOST", "127.0.0.1"),
@@ -114,13 +120,29 @@ impl Settings {
 
         let url = vars.required("DATABASE_URL")?;
         let mut database = DatabaseSettings::new(SecretString::from(url));
-        // The persistence crate checks the URL (scheme, then the driver's parser); its errors
-        // never quote the URL.
+        database.ssl_mode = vars
+            .optional("DATABASE_SSL_MODE")?
+            .map(|mode| mode.parse::<SslMode>())
+            .transpose()
+            .map_err(|error| invalid("DATABASE_SSL_MODE", error.to_string()))?;
+        database.ssl_root_cert = vars
+            .optional("DATABASE_SSL_ROOT_CERT")?
+            .map(|root| SslRootCert::parse(&root));
+        // The persistence crate checks the URL (scheme, then the driver's parser) and reads every
+        // TLS file it names; its errors never quote the URL.
         database.connect_options().map_err(|error| match error {
             DatabaseSettingsError::NotPostgresUrl => invalid(
                 "DATABASE_URL",
                 "must be a PostgreSQL URL starting with postgres:// or postgresql://",
             ),
+            DatabaseSettingsError::Tls {
+                setting: TlsSetting::SslMode,
+                problem,
+            } => invalid("DATABASE_SSL_MODE", problem),
+            DatabaseSettingsError::Tls {
+                setting: TlsSetting::SslRootCert,
+                problem,
+            } => invalid("DATABASE_SSL_ROOT_CERT", problem),
             other => invalid("DATABASE_URL", format!("is invalid: {other}")),
         })?;
         database.max_connections = vars.number("DATABASE_MAX_CONNECTIONS", 1, 10_000)?;
@@ -182,6 +204,16 @@ impl Vars {
                 "is not set: set it in the environment or in .env (see .env.example)",
             )),
             Err(_) => Err(invalid(name, "is not set")),
+        }
+    }
+
+    /// A variable without a default: `None` when unset or empty.
+    fn optional(&self, name: &'static str) -> Result<Option<String>, SettingsError> {
+        match self.0.get_string(&name.to_ascii_lowercase()) {
+            Ok(value) if value.trim().is_empty() => Ok(None),
+            Ok(value) => Ok(Some(value)),
+            Err(config::ConfigError::NotFound(_)) => Ok(None),
+            Err(_) => Err(invalid(name, "could not be read")),
         }
     }
 

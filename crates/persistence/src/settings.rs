@@ -5,6 +5,8 @@ use sea_orm::sqlx::ConnectOptions;
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::tls::{self, SslMode, SslRootCert, TlsSetting};
+
 /// How to reach PostgreSQL and how to size and guard the pool.
 ///
 /// `Debug` is safe to log: the URL is a [`SecretString`] and prints as a redaction.
@@ -36,6 +38,10 @@ pub struct DatabaseSettings {
     pub echo: bool,
     /// Reported to PostgreSQL as `application_name` (visible in `pg_stat_activity`).
     pub application_name: String,
+    /// Overrides the URL's `sslmode`; `None` keeps the URL's (libpq's default: `prefer`).
+    pub ssl_mode: Option<SslMode>,
+    /// Overrides the URL's `sslrootcert`; `None` keeps the URL's.
+    pub ssl_root_cert: Option<SslRootCert>,
 }
 
 impl DatabaseSettings {
@@ -64,6 +70,8 @@ impl DatabaseSettings {
             ping_if_idle_for: Self::DEFAULT_PING_IF_IDLE_FOR,
             echo: false,
             application_name: "counseling-platform".to_owned(),
+            ssl_mode: None,
+            ssl_root_cert: None,
         }
     }
 
@@ -77,6 +85,7 @@ impl DatabaseSettings {
         }
         // The driver's parse error may quote the URL, so only its absence is kept.
         let options = PgConnectOptions::from_str(url).map_err(|_| SettingsError::MalformedUrl)?;
+        let options = tls::apply(options, url, self.ssl_mode, self.ssl_root_cert.as_ref())?;
         if self.max_connections == 0 {
             return Err(SettingsError::Invalid("max_connections must be at least 1"));
         }
@@ -132,6 +141,12 @@ pub enum SettingsError {
     MalformedUrl,
     #[error("invalid pool setting: {0}")]
     Invalid(&'static str),
+    /// A TLS setting is invalid, or a file it names cannot be read or parsed.
+    #[error("{setting}: {problem}")]
+    Tls {
+        setting: TlsSetting,
+        problem: String,
+    },
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@
 //! * The server is `DATABASE_URL_TEST` when set (only databases named `test_*`/`tmpl_*` by this
 //!   kit are created or dropped there), otherwise a private cluster started from the installed
 //!   PostgreSQL binaries, shared by the tests of one process.
-//! * [`PgCluster::start`] gives a test a cluster of its own to stop, crash, freeze and restart.
+//! * [`PgCluster::start`] gives a test a cluster of its own to stop, crash, freeze and restart;
+//!   [`PgCluster::start_with`] one with TLS ([`tls::ServerTls`]): a CA and certificates made in
+//!   the run, optionally TLS-only access and client certificates.
 //!
 //! Nothing is left running: postmasters die with the test process (parent-death signal), test
 //! databases are dropped when their handle is, and leftovers of killed runs are swept at start.
@@ -15,9 +17,10 @@ mod binaries;
 mod cluster;
 mod database;
 mod spawner;
+pub mod tls;
 
 pub use binaries::locate_binaries;
-pub use cluster::PgCluster;
+pub use cluster::{ClusterOptions, PgCluster};
 pub use database::TestDatabase;
 
 pub use sea_orm::sqlx::postgres::PgConnectOptions;

@@ -1,0 +1,324 @@
+//! TLS to PostgreSQL with libpq's settings and meanings.
+//!
+//! The driver (sqlx on rustls) parses `sslmode`, `sslrootcert`, `sslcert` and `sslkey` from the
+//! URL and does the handshake. What it lacks is added here, at start-up:
+//!
+//! * libpq's rules: `require` with a CA file verifies like `verify-ca`; `verify-ca`/`verify-full`
+//!   without `sslrootcert` are refused (libpq would look for `~/.postgresql/root.crt`; we ask for
+//!   the file, or `system`, explicitly); `sslrootcert=system` means the public roots compiled into
+//!   the binary (Mozilla's, via webpki-roots), defaults to `verify-full` and refuses weaker modes.
+//! * `allow` is refused: the driver treats it as `disable`, which is not what libpq does.
+//! * Every CA, certificate and key file named is read and parsed now, so a missing or malformed
+//!   file is a configuration error at start, not a connection failure at the first request.
+//! * The service's own overrides (`ssl_mode`, `ssl_root_cert` of [`crate::DatabaseSettings`]) win
+//!   over the URL's parameters.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgSslMode};
+
+use crate::SettingsError;
+
+/// libpq's `sslmode`, less `allow` (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Plaintext only.
+    Disable,
+    /// TLS if the server offers it, without verifying the certificate; plaintext otherwise.
+    /// libpq's default.
+    Prefer,
+    /// TLS or nothing, without verifying the certificate (unless a CA file is given: then as
+    /// `VerifyCa`).
+    Require,
+    /// TLS, with a certificate issued by a trusted CA, for any host name.
+    VerifyCa,
+    /// TLS, with a certificate issued by a trusted CA for the host name connected to.
+    VerifyFull,
+}
+
+impl SslMode {
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    fn driver_mode(self) -> PgSslMode {
+        match self {
+            SslMode::Disable => PgSslMode::Disable,
+            SslMode::Prefer => PgSslMode::Prefer,
+            SslMode::Require => PgSslMode::Require,
+            SslMode::VerifyCa => PgSslMode::VerifyCa,
+            SslMode::VerifyFull => PgSslMode::VerifyFull,
+        }
+    }
+}
+
+impl fmt::Display for SslMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An `sslmode` value that is not one of the supported five.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UnsupportedSslMode(&'static str);
+
+impl FromStr for SslMode {
+    type Err = UnsupportedSslMode;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "disable" => Ok(SslMode::Disable),
+            "prefer" => Ok(SslMode::Prefer),
+            "require" => Ok(SslMode::Require),
+            "verify-ca" => Ok(SslMode::VerifyCa),
+            "verify-full" => Ok(SslMode::VerifyFull),
+            "allow" => Err(UnsupportedSslMode(
+                "allow is not supported (use prefer, or disable)",
+            )),
+            _ => Err(UnsupportedSslMode(
+                "must be one of disable, prefer, require, verify-ca, verify-full",
+            )),
+        }
+    }
+}
+
+/// Which certificate authorities to trust: libpq's `sslrootcert`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SslRootCert {
+    /// `system`: the public roots compiled into the binary (Mozilla's list).
+    System,
+    /// A PEM file of one or more CA certificates.
+    File(PathBuf),
+}
+
+impl SslRootCert {
+    /// `system`, else a path (as libpq reads the value).
+    pub fn parse(text: &str) -> Self {
+        if text == "system" {
+            SslRootCert::System
+        } else {
+            SslRootCert::File(PathBuf::from(text))
+        }
+    }
+}
+
+/// The setting a TLS configuration error is about. The URL's parameters are named as in the
+/// URL; the overrides by their field names (the binary maps those to its variables).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsSetting {
+    SslMode,
+    SslRootCert,
+    UrlSslMode,
+    UrlSslRootCert,
+    UrlSslCert,
+    UrlSslKey,
+}
+
+impl fmt::Display for TlsSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TlsSetting::SslMode => "ssl_mode",
+            TlsSetting::SslRootCert => "ssl_root_cert",
+            TlsSetting::UrlSslMode => "sslmode (in the database URL)",
+            TlsSetting::UrlSslRootCert => "sslrootcert (in the database URL)",
+            TlsSetting::UrlSslCert => "sslcert (in the database URL)",
+            TlsSetting::UrlSslKey => "sslkey (in the database URL)",
+        })
+    }
+}
+
+fn tls_error(setting: TlsSetting, problem: impl Into<String>) -> SettingsError {
+    SettingsError::Tls {
+        setting,
+        problem: problem.into(),
+    }
+}
+
+/// The URL's TLS parameters as written (the driver's aliases included; the last one wins, as in
+/// the driver).
+#[derive(Debug, Default)]
+struct UrlTls {
+    mode: Option<String>,
+    root_cert: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+}
+
+impl UrlTls {
+    fn read(url: &str) -> Result<Self, SettingsError> {
+        let url = url::Url::parse(url).map_err(|_| SettingsError::MalformedUrl)?;
+        let mut found = UrlTls::default();
+        for (key, value) in url.query_pairs() {
+            let slot = match key.as_ref() {
+                "sslmode" | "ssl-mode" => &mut found.mode,
+                "sslrootcert" | "ssl-root-cert" | "ssl-ca" => &mut found.root_cert,
+                "sslcert" | "ssl-cert" => &mut found.cert,
+                "sslkey" | "ssl-key" => &mut found.key,
+                _ => continue,
+            };
+            *slot = Some(value.into_owned());
+        }
+        Ok(found)
+    }
+}
+
+/// Applies the TLS settings to the driver's options parsed from `url`, checking every file.
+pub(crate) fn apply(
+    options: PgConnectOptions,
+    url: &str,
+    mode_override: Option<SslMode>,
+    root_cert_override: Option<&SslRootCert>,
+) -> Result<PgConnectOptions, SettingsError> {
+    let from_url = UrlTls::read(url)?;
+
+    let (mode, mode_setting) = match (mode_override, &from_url.mode) {
+        (Some(mode), _) => (Some(mode), TlsSetting::SslMode),
+        (None, Some(text)) => (
+            Some(
+                text.parse::<SslMode>()
+                    .map_err(|error| tls_error(TlsSetting::UrlSslMode, error.0))?,
+            ),
+            TlsSetting::UrlSslMode,
+        ),
+        (None, None) => (None, TlsSetting::UrlSslMode),
+    };
+    let (root_cert, root_setting) = match (root_cert_override, &from_url.root_cert) {
+        (Some(root), _) => (Some(root.clone()), TlsSetting::SslRootCert),
+        (None, Some(text)) => (Some(SslRootCert::parse(text)), TlsSetting::UrlSslRootCert),
+        (None, None) => (None, TlsSetting::UrlSslRootCert),
+    };
+
+    let mode = match (mode, &root_cert) {
+        (Some(mode), _) => mode,
+        // libpq 16: the public roots make verify-full the default.
+        (None, Some(SslRootCert::System)) => SslMode::VerifyFull,
+        (None, _) => SslMode::Prefer,
+    };
+    let mode = match (mode, &root_cert) {
+        // libpq: "if a root CA file exists, require behaves like verify-ca".
+        (SslMode::Require, Some(SslRootCert::File(_))) => SslMode::VerifyCa,
+        (mode, _) => mode,
+    };
+
+    match (&root_cert, mode) {
+        (Some(SslRootCert::System), mode) if mode != SslMode::VerifyFull => {
+            return Err(tls_error(
+                root_setting,
+                format!(
+                    "system (the public roots) needs sslmode verify-full, not {mode}: any \
+                     host can get a public certificate, only the host name check makes it safe"
+                ),
+            ));
+        }
+        (None, SslMode::VerifyCa | SslMode::VerifyFull) => {
+            return Err(tls_error(
+                mode_setting,
+                format!(
+                    "{mode} needs sslrootcert: the CA file of the server's certificate, or \
+                     system for the public roots"
+                ),
+            ));
+        }
+        (Some(SslRootCert::File(path)), _) => check_ca_file(path, root_setting)?,
+        _ => {}
+    }
+
+    match (&from_url.cert, &from_url.key) {
+        (Some(cert), Some(key)) => {
+            check_certificate_file(Path::new(cert), TlsSetting::UrlSslCert)?;
+            check_key_file(Path::new(key), TlsSetting::UrlSslKey)?;
+        }
+        (Some(_), None) => {
+            return Err(tls_error(
+                TlsSetting::UrlSslKey,
+                "is missing: sslcert needs the key of its certificate",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(tls_error(
+                TlsSetting::UrlSslCert,
+                "is missing: sslkey needs its certificate",
+            ));
+        }
+        (None, None) => {}
+    }
+
+    let options = options.ssl_mode(mode.driver_mode());
+    Ok(match root_cert {
+        Some(SslRootCert::File(path)) => options.ssl_root_cert(path),
+        // The driver always trusts its compiled-in roots and adds the given CAs to them; an empty
+        // PEM adds none, and replaces a `system` the driver would otherwise take for a path.
+        Some(SslRootCert::System) => options.ssl_root_cert_from_pem(Vec::new()),
+        None => options,
+    })
+}
+
+fn read(path: &Path, setting: TlsSetting) -> Result<Vec<u8>, SettingsError> {
+    std::fs::read(path).map_err(|error| {
+        tls_error(
+            setting,
+            format!("cannot read {}: {}", path.display(), error.kind()),
+        )
+    })
+}
+
+fn certificates(
+    path: &Path,
+    setting: TlsSetting,
+) -> Result<Vec<CertificateDer<'static>>, SettingsError> {
+    let pem = read(path, setting)?;
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| {
+            tls_error(
+                setting,
+                format!("{} holds a malformed PEM certificate", path.display()),
+            )
+        })?;
+    if certificates.is_empty() {
+        return Err(tls_error(
+            setting,
+            format!("{} holds no PEM certificate", path.display()),
+        ));
+    }
+    Ok(certificates)
+}
+
+fn check_ca_file(path: &Path, setting: TlsSetting) -> Result<(), SettingsError> {
+    let mut store = rustls::RootCertStore::empty();
+    for certificate in certificates(path, setting)? {
+        store.add(certificate).map_err(|_| {
+            tls_error(
+                setting,
+                format!("{} holds a certificate that is not a valid CA", path.display()),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn check_certificate_file(path: &Path, setting: TlsSetting) -> Result<(), SettingsError> {
+    certificates(path, setting).map(drop)
+}
+
+fn check_key_file(path: &Path, setting: TlsSetting) -> Result<(), SettingsError> {
+    let pem = read(path, setting)?;
+    // The error says nothing about the key's content: no key material is ever shown.
+    PrivateKeyDer::from_pem_slice(&pem).map(drop).map_err(|_| {
+        tls_error(
+            setting,
+            format!("{} holds no readable PEM private key", path.display()),
+        )
+    })
+}
