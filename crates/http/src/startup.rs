@@ -47,9 +47,10 @@ impl Application {
             .context("reading the bound address")?
             .port();
 
-        let health_check = web::Data::new(HealthCheck {
-            ping: CoalescedPing::new(database.clone(), settings.app.health_timeout),
-        });
+        let health_check = web::Data::new(HealthCheck::new(CoalescedPing::new(
+            database.clone(),
+            settings.app.health_timeout,
+        )));
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(TracingLogger::<RequestSpan>::new())
