@@ -235,6 +235,22 @@ fn every_setting_is_documented_in_env_example_and_readme() {
             "{variable} missing from README.md"
         );
     }
+    // Variables without a default are documented, commented out, in .env.example.
+    let example = read(".env.example");
+    for variable in counseling_http::settings::OPTIONAL {
+        assert!(
+            example.contains(&format!("\n# {variable}=")),
+            "{variable} missing from .env.example (as a commented line)"
+        );
+        assert!(
+            !env.contains_key(*variable),
+            "{variable} has no default: keep it commented in .env.example"
+        );
+        assert!(
+            readme.contains(&format!("`{variable}`")),
+            "{variable} missing from README.md"
+        );
+    }
     // The documented defaults are the real ones.
     for (variable, default) in counseling_http::settings::DEFAULTS {
         assert_eq!(

@@ -12,7 +12,7 @@ mod username;
 pub use password_hash::{BCRYPT_COST, PasswordHash, PasswordHashError};
 pub use user::{NewUser, User, UserId};
 pub use user_repository::{
-    Conflict, CreateUserError, DeleteUserError, StoreError, TlsFailure, Unavailability, UpdateUserError,
-    UserRepository,
+    Conflict, CreateUserError, DeleteUserError, StoreError, TlsFailure, Unavailability,
+    UpdateUserError, UserRepository,
 };
 pub use username::{MAX_USERNAME_CHARS, Username, UsernameError, UsernamePart};

@@ -357,6 +357,48 @@ mod tests {
     }
 
     #[test]
+    fn tls_variables_override_the_url_and_name_themselves_in_errors() {
+        let url = format!("{URL}?sslmode=disable");
+        let settings = Settings::from_vars([
+            ("DATABASE_URL", url.as_str()),
+            ("DATABASE_SSL_MODE", "require"),
+        ])
+        .unwrap();
+        assert_eq!(settings.database.ssl_mode, Some(SslMode::Require));
+        // Absent or empty: the URL's own parameters apply.
+        let settings = load(&[("DATABASE_SSL_MODE", "")]).unwrap();
+        assert_eq!(settings.database.ssl_mode, None);
+
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("DATABASE_SSL_MODE", "allow")], "DATABASE_SSL_MODE"),
+            (&[("DATABASE_SSL_MODE", "verify-full")], "DATABASE_SSL_MODE"),
+            (
+                &[("DATABASE_SSL_ROOT_CERT", "/nonexistent/ca.crt")],
+                "DATABASE_SSL_ROOT_CERT",
+            ),
+            (
+                &[
+                    ("DATABASE_SSL_MODE", "require"),
+                    ("DATABASE_SSL_ROOT_CERT", "system"),
+                ],
+                "DATABASE_SSL_ROOT_CERT",
+            ),
+            (
+                &[(
+                    "DATABASE_URL",
+                    "postgres://u:s3cret@h/db?sslmode=verify-ca&sslrootcert=/nonexistent",
+                )],
+                "DATABASE_URL",
+            ),
+        ];
+        for (vars, variable) in cases {
+            let error = load(vars).unwrap_err();
+            assert_eq!(error.variable, *variable, "{vars:?}: {error}");
+            assert!(!error.to_string().contains("s3cret"), "{error}");
+        }
+    }
+
+    #[test]
     fn debug_output_redacts_the_url() {
         let shown = format!("{:?}", load(&[]).unwrap());
         assert!(!shown.contains("s3cret"), "{shown}");

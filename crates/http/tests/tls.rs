@@ -156,8 +156,10 @@ async fn disable_is_plaintext_on_the_same_server() {
     // The counterpart of the check above: pg_stat_ssl does tell plaintext apart.
     let cluster = tls_cluster();
     let db = cluster.migrated_database().await.unwrap();
-    let mut settings =
-        DatabaseSettings::new(SecretString::from(with_params(&db.url(), "sslmode=disable")));
+    let mut settings = DatabaseSettings::new(SecretString::from(with_params(
+        &db.url(),
+        "sslmode=disable",
+    )));
     settings.min_connections = 0;
     settings.application_name = "plaintext-test".into();
     let plain = Database::connect_lazy(&settings, tokio::runtime::Handle::current()).unwrap();
@@ -221,7 +223,10 @@ async fn a_host_name_mismatch_fails_verify_full_but_passes_verify_ca() {
     );
     let port = spawn_app(&full);
     let (status, body) = get(port, "/health").await;
-    assert_eq!((status, &body["error"]), (503, &"tls handshake failed".into()));
+    assert_eq!(
+        (status, &body["error"]),
+        (503, &"tls handshake failed".into())
+    );
 
     let ca = with_params(&db.url(), &format!("sslmode=verify-ca&sslrootcert={root}"));
     ping(&database(ca.clone())).await.unwrap();
@@ -232,7 +237,9 @@ async fn a_host_name_mismatch_fails_verify_full_but_passes_verify_ca() {
     let other = dir.join("other.crt");
     std::fs::write(
         &other,
-        CertificateAuthority::new("other").unwrap().certificate_pem(),
+        CertificateAuthority::new("other")
+            .unwrap()
+            .certificate_pem(),
     )
     .unwrap();
     let require_other = with_params(
@@ -300,7 +307,9 @@ async fn a_client_certificate_cluster_admits_only_clients_with_a_certificate() {
     let refused = ping(&database(without.clone())).await;
     assert_eq!(
         refused,
-        Err(StoreError::Unavailable(Unavailability::AuthenticationFailed))
+        Err(StoreError::Unavailable(
+            Unavailability::AuthenticationFailed
+        ))
     );
     let port = spawn_app(&without);
     assert_eq!(get(port, "/health").await.0, 503);

@@ -132,11 +132,9 @@ pub(crate) fn from_sqlx(error: &sqlx::Error) -> Failure {
             }
             failure
         }
-        sqlx::Error::Io(io) if tls_failure(io).is_some() => {
-            unavailable(Unavailability::TlsHandshakeFailed(
-                tls_failure(io).unwrap_or(TlsFailure::Other),
-            ))
-        }
+        sqlx::Error::Io(io) if tls_failure(io).is_some() => unavailable(
+            Unavailability::TlsHandshakeFailed(tls_failure(io).unwrap_or(TlsFailure::Other)),
+        ),
         sqlx::Error::Io(io) => unavailable(match io.kind() {
             ErrorKind::ConnectionRefused => Unavailability::ConnectionRefused,
             ErrorKind::TimedOut | ErrorKind::WouldBlock => Unavailability::Timeout,

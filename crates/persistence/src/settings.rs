@@ -83,9 +83,10 @@ impl DatabaseSettings {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(SettingsError::NotPostgresUrl);
         }
+        let tls = tls::resolve(url, self.ssl_mode, self.ssl_root_cert.as_ref())?;
         // The driver's parse error may quote the URL, so only its absence is kept.
         let options = PgConnectOptions::from_str(url).map_err(|_| SettingsError::MalformedUrl)?;
-        let options = tls::apply(options, url, self.ssl_mode, self.ssl_root_cert.as_ref())?;
+        let options = tls.apply(options);
         if self.max_connections == 0 {
             return Err(SettingsError::Invalid("max_connections must be at least 1"));
         }

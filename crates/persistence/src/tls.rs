@@ -173,13 +173,35 @@ impl UrlTls {
     }
 }
 
-/// Applies the TLS settings to the driver's options parsed from `url`, checking every file.
-pub(crate) fn apply(
-    options: PgConnectOptions,
+/// The TLS settings in effect, checked: every file named was read and parsed.
+#[derive(Debug)]
+pub(crate) struct ResolvedTls {
+    mode: SslMode,
+    root_cert: Option<SslRootCert>,
+}
+
+impl ResolvedTls {
+    /// Applies these settings to the driver's options (parsed from the same URL).
+    pub(crate) fn apply(self, options: PgConnectOptions) -> PgConnectOptions {
+        let options = options.ssl_mode(self.mode.driver_mode());
+        match self.root_cert {
+            Some(SslRootCert::File(path)) => options.ssl_root_cert(path),
+            // The driver always trusts its compiled-in roots and adds the given CAs to them; an
+            // empty PEM adds none, and replaces a `system` the driver would take for a path.
+            Some(SslRootCert::System) => options.ssl_root_cert_from_pem(Vec::new()),
+            None => options,
+        }
+    }
+}
+
+/// Works out the TLS settings from `url` and the overrides, with libpq's rules, and checks every
+/// file they name. Runs before the driver parses the URL, so that a bad `sslmode` is reported
+/// as such.
+pub(crate) fn resolve(
     url: &str,
     mode_override: Option<SslMode>,
     root_cert_override: Option<&SslRootCert>,
-) -> Result<PgConnectOptions, SettingsError> {
+) -> Result<ResolvedTls, SettingsError> {
     let from_url = UrlTls::read(url)?;
 
     let (mode, mode_setting) = match (mode_override, &from_url.mode) {
@@ -254,14 +276,7 @@ pub(crate) fn apply(
         (None, None) => {}
     }
 
-    let options = options.ssl_mode(mode.driver_mode());
-    Ok(match root_cert {
-        Some(SslRootCert::File(path)) => options.ssl_root_cert(path),
-        // The driver always trusts its compiled-in roots and adds the given CAs to them; an empty
-        // PEM adds none, and replaces a `system` the driver would otherwise take for a path.
-        Some(SslRootCert::System) => options.ssl_root_cert_from_pem(Vec::new()),
-        None => options,
-    })
+    Ok(ResolvedTls { mode, root_cert })
 }
 
 fn read(path: &Path, setting: TlsSetting) -> Result<Vec<u8>, SettingsError> {
@@ -301,7 +316,10 @@ fn check_ca_file(path: &Path, setting: TlsSetting) -> Result<(), SettingsError> 
         store.add(certificate).map_err(|_| {
             tls_error(
                 setting,
-                format!("{} holds a certificate that is not a valid CA", path.display()),
+                format!(
+                    "{} holds a certificate that is not a valid CA",
+                    path.display()
+                ),
             )
         })?;
     }
@@ -321,4 +339,167 @@ fn check_key_file(path: &Path, setting: TlsSetting) -> Result<(), SettingsError>
             format!("{} holds no readable PEM private key", path.display()),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    /// A CA certificate and a key, made once, written to a directory of this test process.
+    fn files() -> &'static (PathBuf, PathBuf, PathBuf) {
+        static FILES: std::sync::OnceLock<(PathBuf, PathBuf, PathBuf)> = std::sync::OnceLock::new();
+        FILES.get_or_init(|| {
+            let dir = std::env::temp_dir().join(format!("persistence-tls-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            // Failure cases only; valid files are made by the test kit in the TLS tests.
+            let garbage = dir.join("garbage.pem");
+            std::fs::write(&garbage, "not a certificate\n").unwrap();
+            let truncated = dir.join("truncated.pem");
+            std::fs::write(
+                &truncated,
+                "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+            )
+            .unwrap();
+            (dir.clone(), garbage, truncated)
+        })
+    }
+
+    fn apply_to(url: &str, mode: Option<SslMode>, root: Option<SslRootCert>) -> SettingsError {
+        resolve(url, mode, root.as_ref()).unwrap_err()
+    }
+
+    fn apply(
+        options: PgConnectOptions,
+        url: &str,
+        mode: Option<SslMode>,
+        root: Option<&SslRootCert>,
+    ) -> Result<PgConnectOptions, SettingsError> {
+        Ok(resolve(url, mode, root)?.apply(options))
+    }
+
+    fn setting_of(error: SettingsError) -> TlsSetting {
+        match error {
+            SettingsError::Tls { setting, .. } => setting,
+            other => panic!("not a TLS error: {other}"),
+        }
+    }
+
+    #[test]
+    fn libpqs_default_is_prefer_and_explicit_modes_apply() {
+        let url = "postgres://u:p@h/db";
+        let options = PgConnectOptions::from_str(url).unwrap();
+        let options = apply(options, url, None, None).unwrap();
+        assert!(matches!(options.get_ssl_mode(), PgSslMode::Prefer));
+        let url = "postgres://u:p@h/db?sslmode=require";
+        let options = PgConnectOptions::from_str(url).unwrap();
+        let options = apply(options, url, None, None).unwrap();
+        assert!(matches!(options.get_ssl_mode(), PgSslMode::Require));
+        // The override wins over the URL.
+        let options = PgConnectOptions::from_str(url).unwrap();
+        let options = apply(options, url, Some(SslMode::Disable), None).unwrap();
+        assert!(matches!(options.get_ssl_mode(), PgSslMode::Disable));
+    }
+
+    #[test]
+    fn system_roots_default_to_verify_full_and_refuse_weaker_modes() {
+        let url = "postgres://u:p@h/db?sslrootcert=system";
+        let options = PgConnectOptions::from_str(url).unwrap();
+        let options = apply(options, url, None, None).unwrap();
+        assert!(matches!(options.get_ssl_mode(), PgSslMode::VerifyFull));
+        let url = "postgres://u:p@h/db?sslrootcert=system&sslmode=require";
+        assert_eq!(
+            setting_of(apply_to(url, None, None)),
+            TlsSetting::UrlSslRootCert
+        );
+        assert_eq!(
+            setting_of(apply_to(
+                "postgres://u:p@h/db",
+                Some(SslMode::VerifyCa),
+                Some(SslRootCert::System)
+            )),
+            TlsSetting::SslRootCert
+        );
+    }
+
+    #[test]
+    fn verification_without_a_root_certificate_is_refused() {
+        let url = "postgres://u:p@h/db?sslmode=verify-full";
+        assert_eq!(
+            setting_of(apply_to(url, None, None)),
+            TlsSetting::UrlSslMode
+        );
+        assert_eq!(
+            setting_of(apply_to(
+                "postgres://u:p@h/db",
+                Some(SslMode::VerifyCa),
+                None
+            )),
+            TlsSetting::SslMode
+        );
+    }
+
+    #[test]
+    fn allow_and_unknown_modes_are_refused() {
+        for mode in ["allow", "always"] {
+            let url = format!("postgres://u:hunter2@h/db?sslmode={mode}");
+            let error = apply_to(&url, None, None);
+            assert!(!error.to_string().contains("hunter2"), "{error}");
+            assert_eq!(setting_of(error), TlsSetting::UrlSslMode);
+        }
+        assert!("allow".parse::<SslMode>().is_err());
+        assert_eq!("Verify-Full".parse::<SslMode>(), Ok(SslMode::VerifyFull));
+    }
+
+    #[test]
+    fn unreadable_and_malformed_files_name_their_setting_never_the_url() {
+        let (dir, garbage, truncated) = files();
+        let missing = dir.join("missing.crt");
+        let cases = [
+            (
+                format!("sslmode=verify-full&sslrootcert={}", missing.display()),
+                TlsSetting::UrlSslRootCert,
+                "cannot read",
+            ),
+            (
+                format!("sslmode=verify-full&sslrootcert={}", garbage.display()),
+                TlsSetting::UrlSslRootCert,
+                "holds no PEM certificate",
+            ),
+            (
+                format!("sslmode=verify-full&sslrootcert={}", truncated.display()),
+                TlsSetting::UrlSslRootCert,
+                "not a valid CA",
+            ),
+            (
+                format!("sslcert={}&sslkey={}", garbage.display(), garbage.display()),
+                TlsSetting::UrlSslCert,
+                "holds no PEM certificate",
+            ),
+            (
+                format!("sslcert={}", garbage.display()),
+                TlsSetting::UrlSslKey,
+                "is missing",
+            ),
+        ];
+        for (query, setting, problem) in cases {
+            let url = format!("postgres://u:hunter2@db.internal/db?{query}");
+            let error = apply_to(&url, None, None);
+            let shown = error.to_string();
+            assert!(shown.contains(problem), "{shown}");
+            assert!(
+                !shown.contains("hunter2") && !shown.contains("db.internal"),
+                "{shown}"
+            );
+            assert_eq!(setting_of(error), setting, "{query}");
+        }
+        // The override is checked the same way, and named as itself.
+        let error = apply_to(
+            "postgres://u:p@h/db",
+            Some(SslMode::VerifyFull),
+            Some(SslRootCert::File(missing)),
+        );
+        assert_eq!(setting_of(error), TlsSetting::SslRootCert);
+    }
 }

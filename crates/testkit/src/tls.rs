@@ -58,8 +58,8 @@ fn rcgen_error(what: &str) -> impl FnOnce(rcgen::Error) -> TestkitError + '_ {
 impl CertificateAuthority {
     /// A new self-signed CA whose common name is `name`.
     pub fn new(name: &str) -> Result<Self> {
-        let mut params = CertificateParams::new(Vec::<String>::new())
-            .map_err(rcgen_error("CA parameters"))?;
+        let mut params =
+            CertificateParams::new(Vec::<String>::new()).map_err(rcgen_error("CA parameters"))?;
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
