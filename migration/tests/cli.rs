@@ -112,7 +112,9 @@ async fn up_over_verify_full_tls() {
     let other = std::env::temp_dir().join(format!("migration-other-ca-{}.pem", std::process::id()));
     std::fs::write(
         &other,
-        CertificateAuthority::new("other").unwrap().certificate_pem(),
+        CertificateAuthority::new("other")
+            .unwrap()
+            .certificate_pem(),
     )
     .unwrap();
     let wrong = format!(
