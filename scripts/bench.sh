@@ -23,6 +23,7 @@ fi
 
 say "building release binaries"
 cargo build --release --locked -q -p counseling-http -p migration
+cargo build --release --locked -q -p counseling-testkit --bin make-tls-files
 cargo bench --locked -q -p counseling-persistence --bench find_by_username --no-run 2>/dev/null
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -38,8 +39,10 @@ if [[ $(id -u) -eq 0 ]]; then
 fi
 as_pg() { (cd / && "${RUN_AS[@]}" "$@"); }
 API_PID=
+TLS_API_PID=
 cleanup() {
     [[ -n $API_PID ]] && kill "$API_PID" 2>/dev/null || true
+    [[ -n $TLS_API_PID ]] && kill "$TLS_API_PID" 2>/dev/null || true
     as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -m fast stop >/dev/null 2>&1 || true
     rm -rf "$WORK"
 }
@@ -47,11 +50,17 @@ trap cleanup EXIT
 
 PG_PORT=$(free_port)
 as_pg "$PG_BIN/initdb" -D "$WORK/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 -N >/dev/null
+# TLS with a CA made for this run; the server accepts plaintext too, so both are measured on it.
+target/release/make-tls-files "$WORK/tls" localhost 127.0.0.1
+[[ $(id -u) -eq 0 ]] && chown -R postgres:postgres "$WORK/tls"
 as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/postgres.log" -w \
-    -o "-p $PG_PORT -k $WORK -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=256MB" \
+    -o "-p $PG_PORT -k $WORK -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=256MB -c ssl=on -c ssl_cert_file=$WORK/tls/server.crt -c ssl_key_file=$WORK/tls/server.key" \
     start >/dev/null
 as_pg "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres bench
-URL="postgres://postgres@127.0.0.1:$PG_PORT/bench"
+# Plaintext explicitly (pgbench and psql too): the server offers TLS, and `prefer` would take it.
+export PGSSLMODE=disable
+URL="postgres://postgres@127.0.0.1:$PG_PORT/bench?sslmode=disable"
+TLS_URL="postgres://postgres@127.0.0.1:$PG_PORT/bench?sslmode=verify-full&sslrootcert=$WORK/tls/ca.crt"
 DATABASE_URL=$URL target/release/migration up >/dev/null
 
 # --- cold start ---------------------------------------------------------------------------------
@@ -111,6 +120,27 @@ over_p99=$(to_ms "$(echo "$over_out" | awk '$1 == "99%" { print $2 }')")
 final_peak_kb=$(rss_kb VmHWM)
 
 kill -TERM "$API_PID"; wait "$API_PID" 2>/dev/null || true; API_PID=
+
+# --- GET /health over verify-full TLS, next to the plaintext figures above ------------------------
+# Alone on the server, so that pg_stat_ssl counts only this service's connections.
+TLS_API_PORT=$(free_port)
+DATABASE_URL=$TLS_URL APP_PORT=$TLS_API_PORT LOG_FORMAT=json RUST_LOG=warn \
+    target/release/counseling-api >"$WORK/api-tls.log" 2>&1 &
+TLS_API_PID=$!
+until curl -fs -o /dev/null "http://127.0.0.1:$TLS_API_PORT/health"; do
+    kill -0 "$TLS_API_PID" 2>/dev/null || die "counseling-api (TLS) exited: $(cat "$WORK/api-tls.log")"
+    sleep 0.01
+done
+tls_connections=$(as_pg "$PG_BIN/psql" -h "$WORK" -p "$PG_PORT" -U postgres -d bench -Atc \
+    "SELECT count(*) FILTER (WHERE s.ssl) || '/' || count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.application_name = 'counseling-api' AND a.backend_type = 'client backend'")
+say "wrk: GET /health over verify-full TLS, 32 connections, 10 s"
+tls_out=$(wrk -t2 -c32 -d10s --latency "http://127.0.0.1:$TLS_API_PORT/health")
+tls_rps=$(echo "$tls_out" | awk '/^Requests\/sec:/ { print $2 }')
+tls_p50=$(to_ms "$(echo "$tls_out" | awk '$1 == "50%" { print $2 }')")
+tls_p99=$(to_ms "$(echo "$tls_out" | awk '$1 == "99%" { print $2 }')")
+tls_non2xx=$(echo "$tls_out" | awk '/Non-2xx/ { print $5 }'); tls_non2xx=${tls_non2xx:-0}
+tls_ratio=$(awk -v a="$tls_rps" -v b="$health_rps" 'BEGIN { printf "%.2f", a / b }')
+kill -TERM "$TLS_API_PID"; wait "$TLS_API_PID" 2>/dev/null || true; TLS_API_PID=
 
 # --- find_by_username among 1,000,000 users ---------------------------------------------------
 say "find_by_username: loading users and timing lookups"
@@ -228,6 +258,20 @@ $lookup_table
 | \`pgbench -M prepared\`, the repository's SELECT, $POOL clients, 10 s | $lookup_pgbench_tps tps | reference |
 | \`find_by_username\` through \`PgUserRepository\`, 15 tasks, 10 s | $repository_rate per second | |
 | ratio repository / pgbench | **$lookup_ratio×** | ≥ 0.8×: $(verdict "$lookup_ratio" ">=" 0.8) |
+
+## GET /health over verify-full TLS next to plaintext
+
+The same service and server; the pool's connections use \`sslmode=verify-full\` with a CA made
+in this run (rustls on ring). TLS costs the handshake when a connection opens, not the steady
+state.
+
+| measured | plaintext | verify-full TLS | target |
+|---|---|---|---|
+| \`wrk\` GET /health, 32 connections, 10 s | $health_rps req/s | $tls_rps req/s | |
+| ratio TLS / plaintext | | **$tls_ratio×** | ≥ 0.9×: $(verdict "$tls_ratio" ">=" 0.9) |
+| p50 / p99 latency | $health_p50 / $health_p99 ms | $tls_p50 / $tls_p99 ms | |
+| non-2xx responses | $health_non2xx | $tls_non2xx | 0 |
+| service connections encrypted (\`pg_stat_ssl\`, encrypted/all) | | $tls_connections | all |
 
 ## GET /health with PostgreSQL stopped (connection refused)
 

@@ -3,7 +3,8 @@
 
 use std::process::{Command, Output};
 
-use counseling_testkit::TestDatabase;
+use counseling_testkit::tls::{CertificateAuthority, ServerTls};
+use counseling_testkit::{ClusterOptions, PgCluster, TestDatabase};
 use migration::sea_orm::sqlx::{self, Connection, PgConnection};
 
 /// Runs the binary in an empty directory (so no developer `.env` is picked up).
@@ -90,6 +91,47 @@ async fn up_status_down_through_the_binary() {
         .await
         .unwrap();
     assert_eq!(users, None);
+}
+
+/// What `just migrate-up` runs, against a server that accepts TLS only, with the URL's libpq
+/// parameters: verified with the right CA, refused with another.
+#[tokio::test]
+async fn up_over_verify_full_tls() {
+    let cluster = PgCluster::start_with(ClusterOptions {
+        tls: Some(ServerTls {
+            tls_only: true,
+            ..ServerTls::default()
+        }),
+    })
+    .await
+    .unwrap();
+    let db = cluster.empty_database().await.unwrap();
+    let root = cluster.tls_files().unwrap().root_cert.clone();
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        db.url(),
+        root.display()
+    );
+    let up = migration(&["up"], Some(&url));
+    assert!(up.status.success(), "{}", text(&up.stderr));
+
+    let other = std::env::temp_dir().join(format!("migration-other-ca-{}.pem", std::process::id()));
+    std::fs::write(
+        &other,
+        CertificateAuthority::new("other")
+            .unwrap()
+            .certificate_pem(),
+    )
+    .unwrap();
+    let wrong = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        db.url(),
+        other.display()
+    );
+    let status = migration(&["status"], Some(&wrong));
+    let _ = std::fs::remove_file(&other);
+    assert_eq!(status.status.code(), Some(1), "{}", text(&status.stderr));
+    assert!(!text(&status.stderr).contains(cluster.password()));
 }
 
 #[test]

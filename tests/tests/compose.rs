@@ -242,19 +242,21 @@ const NOT_THE_SERVICE: &[&str] = &["DATABASE_URL_TEST", "DATABASE_OWNER_URL"];
 
 #[test]
 fn every_setting_is_documented_in_env_example_and_readme() {
+    use counseling_http::settings::Documented;
+
     let env = env_example();
+    let example = read(".env.example");
     let table = readme_configuration_table();
     let documented = counseling_http::Settings::documented_variables();
     for (variable, default) in &documented {
         let (in_env, in_table) = (env.get(variable), table.get(variable));
-        assert!(in_env.is_some(), "{variable} missing from .env.example");
         assert!(
             in_table.is_some(),
             "{variable} missing from the README's table"
         );
         match default {
             // The documented defaults are the real ones.
-            Some(default) => {
+            Documented::Default(default) => {
                 assert_eq!(in_env, Some(default), "{variable} in .env.example");
                 assert_eq!(
                     in_table,
@@ -262,11 +264,26 @@ fn every_setting_is_documented_in_env_example_and_readme() {
                     "{variable} in the README"
                 );
             }
-            None => assert_eq!(
-                in_table.map(String::as_str),
-                Some("none (required)"),
-                "{variable} in the README"
-            ),
+            Documented::Required => {
+                assert!(in_env.is_some(), "{variable} missing from .env.example");
+                assert_eq!(
+                    in_table.map(String::as_str),
+                    Some("none (required)"),
+                    "{variable} in the README"
+                );
+            }
+            // Shown, commented out, in .env.example: setting it changes something.
+            Documented::Unset => {
+                assert!(
+                    example.contains(&format!("\n# {variable}=")) && in_env.is_none(),
+                    "{variable} must be a commented line in .env.example"
+                );
+                assert_eq!(
+                    in_table.map(String::as_str),
+                    Some("unset"),
+                    "{variable} in the README"
+                );
+            }
         }
     }
     // Nothing documented that the service does not read.

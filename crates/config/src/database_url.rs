@@ -14,6 +14,8 @@ use serde::{Deserialize, Deserializer};
 pub struct DatabaseUrl {
     options: PgConnectOptions,
     password: Option<SecretString>,
+    /// The query's parameters (`sslmode=...`), decoded, in order.
+    parameters: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -27,6 +29,8 @@ pub enum DatabaseUrlError {
          password, e.g. @ as %40)"
     )]
     Malformed,
+    #[error("has an unknown sslmode (use disable, prefer, require, verify-ca or verify-full)")]
+    UnknownSslMode,
 }
 
 impl DatabaseUrl {
@@ -35,18 +39,55 @@ impl DatabaseUrl {
         if text.is_empty() {
             return Err(DatabaseUrlError::Empty);
         }
-        let Some(rest) = text
-            .strip_prefix("postgres://")
-            .or_else(|| text.strip_prefix("postgresql://"))
-        else {
+        if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
             return Err(DatabaseUrlError::NotPostgresUrl);
+        }
+        // Errors of both parsers may quote the URL, so only their absence is kept.
+        let url = url::Url::parse(text).map_err(|_| DatabaseUrlError::Malformed)?;
+        let options = PgConnectOptions::from_str(text).map_err(|_| {
+            let known = [
+                "disable",
+                "allow",
+                "prefer",
+                "require",
+                "verify-ca",
+                "verify-full",
+            ];
+            let unknown_mode = url.query_pairs().any(|(name, value)| {
+                matches!(name.as_ref(), "sslmode" | "ssl-mode") && !known.contains(&value.as_ref())
+            });
+            if unknown_mode {
+                DatabaseUrlError::UnknownSslMode
+            } else {
+                DatabaseUrlError::Malformed
+            }
+        })?;
+        let password = match url.password() {
+            Some(encoded) => Some(SecretString::from(
+                percent_encoding::percent_decode_str(encoded)
+                    .decode_utf8()
+                    .map_err(|_| DatabaseUrlError::Malformed)?
+                    .into_owned(),
+            )),
+            None => None,
         };
-        // The driver's error may quote the URL, so only its absence is kept.
-        let options = PgConnectOptions::from_str(text).map_err(|_| DatabaseUrlError::Malformed)?;
+        let parameters = url
+            .query_pairs()
+            .map(|(name, value)| (name.into_owned(), value.into_owned()))
+            .collect();
         Ok(Self {
             options,
-            password: password_of(rest)?,
+            password,
+            parameters,
         })
+    }
+
+    /// The query's parameters (`sslmode`, `sslrootcert`, ...), decoded, in order; for settings
+    /// the driver reads but does not expose.
+    pub fn parameters(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.parameters
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
     }
 
     /// The driver's connect options (they hold the password: never log them).
@@ -74,24 +115,6 @@ impl DatabaseUrl {
     pub fn password(&self) -> Option<&SecretString> {
         self.password.as_ref()
     }
-}
-
-/// The password between `user:` and the last `@` of the authority, percent-decoded.
-fn password_of(after_scheme: &str) -> Result<Option<SecretString>, DatabaseUrlError> {
-    let authority = after_scheme
-        .split(['/', '?', '#'])
-        .next()
-        .unwrap_or_default();
-    let Some((credentials, _host)) = authority.rsplit_once('@') else {
-        return Ok(None);
-    };
-    let Some((_user, password)) = credentials.split_once(':') else {
-        return Ok(None);
-    };
-    let decoded = percent_encoding::percent_decode_str(password)
-        .decode_utf8()
-        .map_err(|_| DatabaseUrlError::Malformed)?;
-    Ok(Some(SecretString::from(decoded.into_owned())))
 }
 
 impl fmt::Debug for DatabaseUrl {
@@ -126,6 +149,10 @@ mod tests {
         assert_eq!(url.username(), "app");
         assert_eq!(url.database(), Some("counseling"));
         assert_eq!(url.password().unwrap().expose_secret(), "p@ss:w/ord?#% x");
+        assert_eq!(
+            url.parameters().collect::<Vec<_>>(),
+            [("sslmode", "disable")]
+        );
     }
 
     #[test]

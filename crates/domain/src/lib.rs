@@ -13,8 +13,8 @@ mod username_identity;
 pub use password_hash::{BCRYPT_COST, PasswordHash, PasswordHashError};
 pub use user::{NewUser, User, UserId};
 pub use user_repository::{
-    Conflict, CreateUserError, DeleteUserError, StoreError, Unavailability, UpdateUserError,
-    UserRepository,
+    Conflict, CreateUserError, DeleteUserError, StoreError, TlsFailure, Unavailability,
+    UpdateUserError, UserRepository,
 };
 pub use username::{MAX_USERNAME_CHARS, Username, UsernameError, UsernamePart};
 pub use username_identity::{MAX_USERNAME_KEY_BYTES, USERNAME_UNICODE_VERSION};

@@ -25,6 +25,10 @@ pub enum Unavailability {
     ReadOnly,
     /// A row or table lock was not granted within `lock_timeout` (SQLSTATE 55P03).
     LockTimeout,
+    /// TLS was required but the server does not offer it: refused, never downgraded.
+    TlsNotOffered,
+    /// The TLS handshake failed; the detail says why (shown in logs, not to clients).
+    TlsHandshakeFailed(TlsFailure),
 }
 
 impl Unavailability {
@@ -39,11 +43,50 @@ impl Unavailability {
             Unavailability::UnknownDatabase => "database does not exist",
             Unavailability::ReadOnly => "database is read-only",
             Unavailability::LockTimeout => "lock timeout",
+            Unavailability::TlsNotOffered => "server does not offer tls",
+            Unavailability::TlsHandshakeFailed(_) => "tls handshake failed",
         }
     }
 }
 
 impl fmt::Display for Unavailability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unavailability::TlsHandshakeFailed(why) => write!(f, "{} ({why})", self.as_str()),
+            other => f.write_str(other.as_str()),
+        }
+    }
+}
+
+/// Why a TLS handshake with the database failed, as fixed text: never a certificate, a host
+/// name or key material.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TlsFailure {
+    /// The server's certificate does not chain to a trusted CA (wrong `sslrootcert`, or none).
+    UntrustedCertificate,
+    /// The certificate is trusted but names another host (`verify-full`).
+    HostNameMismatch,
+    /// The certificate has expired or is not valid yet.
+    CertificateExpired,
+    /// The server refused this client's certificate, or wanted one and got none.
+    ClientCertificateRejected,
+    /// Anything else in the handshake (protocol versions, ciphers, a malformed certificate).
+    Other,
+}
+
+impl TlsFailure {
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            TlsFailure::UntrustedCertificate => "server certificate not issued by a trusted CA",
+            TlsFailure::HostNameMismatch => "server certificate does not match the host name",
+            TlsFailure::CertificateExpired => "server certificate expired or not yet valid",
+            TlsFailure::ClientCertificateRejected => "server rejected the client certificate",
+            TlsFailure::Other => "handshake error",
+        }
+    }
+}
+
+impl fmt::Display for TlsFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -204,6 +247,16 @@ mod tests {
         assert_eq!(
             store.to_string(),
             "the database is unavailable: database is read-only"
+        );
+    }
+
+    #[test]
+    fn tls_failures_show_one_fixed_reason_and_log_the_detail() {
+        let why = Unavailability::TlsHandshakeFailed(TlsFailure::HostNameMismatch);
+        assert_eq!(why.as_str(), "tls handshake failed");
+        assert_eq!(
+            why.to_string(),
+            "tls handshake failed (server certificate does not match the host name)"
         );
     }
 }

@@ -165,15 +165,15 @@ impl Settings {
         }
     }
 
-    /// Every variable of the service with its default (`None`: required), derived from the
-    /// structs above: what `.env.example` and the README's table must list.
-    pub fn documented_variables() -> Vec<(String, Option<String>)> {
+    /// Every variable of the service with its default, derived from the structs above: what
+    /// `.env.example` and the README's table must list.
+    pub fn documented_variables() -> Vec<(String, Documented)> {
         let example_url = Sources::from_vars([("DATABASE_URL", "postgres://localhost/example")]);
         let database = example_url
             .group::<DatabaseSettings>(DatabaseSettings::PREFIX)
             .map(|database| serde_json::to_value(database).unwrap_or_default())
             .unwrap_or_default();
-        let mut variables = vec![("DATABASE_URL".to_owned(), None)];
+        let mut variables = vec![("DATABASE_URL".to_owned(), Documented::Required)];
         for (prefix, defaults) in [
             ("APP", serde_json::to_value(AppSettings::default())),
             ("HEALTH", serde_json::to_value(HealthSettings::default())),
@@ -182,23 +182,32 @@ impl Settings {
         ] {
             if let Ok(serde_json::Value::Object(fields)) = defaults {
                 for (field, value) in fields {
-                    let text = match value {
-                        serde_json::Value::String(text) => text,
-                        other => other.to_string(),
+                    let default = match value {
+                        serde_json::Value::Null => Documented::Unset,
+                        serde_json::Value::String(text) => Documented::Default(text),
+                        other => Documented::Default(other.to_string()),
                     };
-                    variables.push((
-                        format!("{prefix}_{}", field.to_ascii_uppercase()),
-                        Some(text),
-                    ));
+                    variables.push((format!("{prefix}_{}", field.to_ascii_uppercase()), default));
                 }
             }
         }
         variables.push((
             LogSettings::FILTER_VARIABLE.to_owned(),
-            Some(LogSettings::default().filter),
+            Documented::Default(LogSettings::default().filter),
         ));
         variables
     }
+}
+
+/// What a variable does when it is not set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Documented {
+    /// The service does not start without it.
+    Required,
+    /// Nothing happens: the feature is off or another setting applies.
+    Unset,
+    /// This value applies.
+    Default(String),
 }
 
 /// The group's value, or `None` with its problems added to `problems`.
@@ -331,6 +340,50 @@ mod tests {
             assert_eq!(names.iter().filter(|n| **n == name).count(), 1, "{name}");
         }
         assert!(!names.contains(&"DATABASE_APPLICATION_NAME"));
+    }
+
+    #[test]
+    fn tls_variables_override_the_url_and_name_themselves_in_errors() {
+        use counseling_persistence::SslMode;
+        let url = format!("{URL}?sslmode=disable");
+        let settings = Settings::from_vars([
+            ("DATABASE_URL", url.as_str()),
+            ("DATABASE_SSL_MODE", "require"),
+        ])
+        .unwrap();
+        assert_eq!(settings.database.ssl_mode, Some(SslMode::Require));
+        // Absent or empty: the URL's own parameters apply.
+        let settings = load(&[("DATABASE_SSL_MODE", "")]).unwrap();
+        assert_eq!(settings.database.ssl_mode, None);
+
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("DATABASE_SSL_MODE", "allow")], "DATABASE_SSL_MODE"),
+            (&[("DATABASE_SSL_MODE", "verify-full")], "DATABASE_SSL_MODE"),
+            (
+                &[("DATABASE_SSL_ROOT_CERT", "/nonexistent/ca.crt")],
+                "DATABASE_SSL_ROOT_CERT",
+            ),
+            (
+                &[
+                    ("DATABASE_SSL_MODE", "require"),
+                    ("DATABASE_SSL_ROOT_CERT", "system"),
+                ],
+                "DATABASE_SSL_ROOT_CERT",
+            ),
+            (
+                &[(
+                    "DATABASE_URL",
+                    "postgres://u:s3cret@h/db?sslmode=verify-ca&sslrootcert=/nonexistent",
+                )],
+                "DATABASE_URL",
+            ),
+        ];
+        for (vars, variable) in cases {
+            let problems = load(vars).unwrap_err();
+            assert_eq!(problems.0.len(), 1, "{vars:?}: {problems}");
+            assert_eq!(problems.0[0].variable, *variable, "{vars:?}: {problems}");
+            assert!(!problems.to_string().contains("s3cret"), "{problems}");
+        }
     }
 
     #[test]

@@ -48,9 +48,10 @@ impl Application {
             .context("reading the bound address")?
             .port();
 
-        let health_check = web::Data::new(HealthCheck {
-            ping: CoalescedPing::new(database.clone(), settings.health.timeout),
-        });
+        let health_check = web::Data::new(HealthCheck::new(CoalescedPing::new(
+            database.clone(),
+            settings.health.timeout,
+        )));
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(TracingLogger::<RequestSpan>::new())

@@ -6,7 +6,7 @@ use std::time::Duration;
 use counseling_config::Problems;
 use counseling_domain::{StoreError, Unavailability};
 use sea_orm::sqlx::pool::PoolConnection;
-use sea_orm::sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use sea_orm::sqlx::{self, Connection, Postgres};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use tokio::runtime::Handle;
@@ -105,7 +105,14 @@ impl Database {
     /// dead connection that slips through fails its query with `Unavailable` and is discarded.
     pub fn connect_lazy(settings: &DatabaseSettings, io: Handle) -> Result<Self, Problems> {
         settings.problems().into_result(())?;
-        let connect_options = settings.connect_options();
+        let connect_options = settings.connect_options()?;
+        if matches!(connect_options.get_ssl_mode(), PgSslMode::VerifyCa) {
+            // rustls in sqlx adds the given CA to its compiled-in public roots instead of
+            // replacing them, so without the host name check any public certificate passes.
+            tracing::warn!(
+                "sslmode verify-ca also accepts certificates from public CAs; use verify-full"
+            );
+        }
         // The pool spawns its maintenance task on the current runtime: make that the I/O one.
         let _io_context = io.enter();
         let ping_if_idle_for = settings.ping_if_idle_for;

@@ -8,7 +8,8 @@
 use std::io::ErrorKind;
 
 use counseling_domain::{
-    Conflict, CreateUserError, DeleteUserError, StoreError, Unavailability, UpdateUserError,
+    Conflict, CreateUserError, DeleteUserError, StoreError, TlsFailure, Unavailability,
+    UpdateUserError,
 };
 use sea_orm::sqlx;
 use sea_orm::{DbErr, RuntimeErr};
@@ -39,6 +40,8 @@ impl Failure {
                     | Unavailability::AuthenticationFailed
                     | Unavailability::UnknownDatabase
                     | Unavailability::Timeout
+                    | Unavailability::TlsNotOffered
+                    | Unavailability::TlsHandshakeFailed(_)
             ))
         )
     }
@@ -129,6 +132,9 @@ pub(crate) fn from_sqlx(error: &sqlx::Error) -> Failure {
             }
             failure
         }
+        sqlx::Error::Io(io) if tls_failure(io).is_some() => unavailable(
+            Unavailability::TlsHandshakeFailed(tls_failure(io).unwrap_or(TlsFailure::Other)),
+        ),
         sqlx::Error::Io(io) => unavailable(match io.kind() {
             ErrorKind::ConnectionRefused => Unavailability::ConnectionRefused,
             ErrorKind::TimedOut | ErrorKind::WouldBlock => Unavailability::Timeout,
@@ -140,15 +146,50 @@ pub(crate) fn from_sqlx(error: &sqlx::Error) -> Failure {
         }
         // The server closed the stream in the middle of a message: a lost connection.
         sqlx::Error::Protocol(_) => unavailable(Unavailability::ConnectionLost),
-        sqlx::Error::Tls(_) | sqlx::Error::Configuration(_) => {
-            unavailable(Unavailability::Rejected)
+        // sqlx 0.9's words for `require` (or stricter) against a server without TLS.
+        sqlx::Error::Tls(error) if error.to_string() == "server does not support TLS" => {
+            unavailable(Unavailability::TlsNotOffered)
         }
+        sqlx::Error::Tls(_) => unavailable(Unavailability::TlsHandshakeFailed(TlsFailure::Other)),
+        sqlx::Error::Configuration(_) => unavailable(Unavailability::Rejected),
         sqlx::Error::RowNotFound => Failure::NotFound,
         sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
             unexpected("a stored value could not be decoded")
         }
         _ => unexpected("the database driver reported an error"),
     }
+}
+
+/// The handshake failure inside an I/O error, if it is one: rustls reports a failed handshake as
+/// `InvalidData` wrapping its own error.
+fn tls_failure(io: &std::io::Error) -> Option<TlsFailure> {
+    use rustls::{AlertDescription, CertificateError};
+    let error = io.get_ref()?.downcast_ref::<rustls::Error>()?;
+    Some(match error {
+        rustls::Error::InvalidCertificate(certificate) => match certificate {
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+                TlsFailure::UntrustedCertificate
+            }
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                TlsFailure::HostNameMismatch
+            }
+            CertificateError::Expired
+            | CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. } => TlsFailure::CertificateExpired,
+            _ => TlsFailure::Other,
+        },
+        // The server's verdict on our certificate (or on its absence).
+        rustls::Error::AlertReceived(
+            AlertDescription::CertificateRequired
+            | AlertDescription::BadCertificate
+            | AlertDescription::UnknownCA
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::CertificateExpired
+            | AlertDescription::AccessDenied,
+        ) => TlsFailure::ClientCertificateRejected,
+        _ => TlsFailure::Other,
+    })
 }
 
 fn unexpected(what: &str) -> Failure {
@@ -282,5 +323,41 @@ mod tests {
         );
         let reset = sqlx::Error::Io(std::io::Error::from(ErrorKind::ConnectionReset));
         assert_eq!(from_sqlx(&reset), store(Unavailability::ConnectionLost));
+    }
+
+    #[test]
+    fn rustls_handshake_errors_map_to_their_reason() {
+        use rustls::CertificateError;
+        let io = |error: rustls::Error| {
+            sqlx::Error::Io(std::io::Error::new(ErrorKind::InvalidData, error))
+        };
+        let cases = [
+            (
+                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+                TlsFailure::UntrustedCertificate,
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::NotValidForName),
+                TlsFailure::HostNameMismatch,
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::Expired),
+                TlsFailure::CertificateExpired,
+            ),
+            (
+                rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired),
+                TlsFailure::ClientCertificateRejected,
+            ),
+            (rustls::Error::DecryptError, TlsFailure::Other),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(
+                from_sqlx(&io(error)),
+                store(Unavailability::TlsHandshakeFailed(expected))
+            );
+        }
+        // Other invalid data is not mistaken for TLS.
+        let plain = sqlx::Error::Io(std::io::Error::from(ErrorKind::InvalidData));
+        assert_eq!(from_sqlx(&plain), store(Unavailability::ConnectionLost));
     }
 }

@@ -16,13 +16,15 @@ pub mod entity;
 mod error_mapping;
 mod session;
 mod settings;
+mod tls;
 mod unit_of_work;
 mod user_repository;
 
 pub use coalesced_ping::CoalescedPing;
 pub use database::{DEADLINE_MARGIN, Database, PoolStatus};
 pub use settings::DatabaseSettings;
+pub use tls::{SslMode, SslRootCert, TlsError, TlsSetting, UnsupportedSslMode};
 pub use unit_of_work::UnitOfWork;
 pub use user_repository::PgUserRepository;
 
-pub use counseling_domain::{StoreError, Unavailability};
+pub use counseling_domain::{StoreError, TlsFailure, Unavailability};

@@ -5,6 +5,8 @@ use sea_orm::sqlx::ConnectOptions;
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use serde::{Deserialize, Serialize};
 
+use crate::tls::{self, SslMode, SslRootCert, TlsError, TlsSetting};
+
 /// How to reach PostgreSQL and how to size and guard the pool: the `DATABASE_*` variables.
 ///
 /// This struct is the one definition of these settings: their names (`DATABASE_` + the serde
@@ -73,6 +75,12 @@ pub struct DatabaseSettings {
     /// Worker threads of the runtime that owns every connection (built by the binary).
     #[serde(default = "defaults::io_threads")]
     pub io_threads: usize,
+    /// Overrides the URL's `sslmode`; unset keeps the URL's (libpq's default: `prefer`).
+    #[serde(default, deserialize_with = "tls::empty_is_none")]
+    pub ssl_mode: Option<SslMode>,
+    /// Overrides the URL's `sslrootcert` (a CA file, or `system`); unset keeps the URL's.
+    #[serde(default, deserialize_with = "tls::empty_is_none")]
+    pub ssl_root_cert: Option<SslRootCert>,
     /// Reported to PostgreSQL as `application_name` (visible in `pg_stat_activity`).
     #[serde(skip, default = "defaults::application_name")]
     pub application_name: String,
@@ -135,6 +143,8 @@ impl DatabaseSettings {
             ping_if_idle_for: defaults::ping_if_idle_for(),
             echo: false,
             io_threads: defaults::io_threads(),
+            ssl_mode: None,
+            ssl_root_cert: None,
             application_name: defaults::application_name(),
         }
     }
@@ -177,16 +187,28 @@ impl DatabaseSettings {
             "IO_THREADS",
             "must be from 1 to 64",
         );
+        if let Err(error) = self.tls() {
+            problems.push(tls_problem(&error));
+        }
         problems
     }
 
-    /// The driver's connect options: the URL's, plus the session settings every connection gets.
-    pub fn connect_options(&self) -> PgConnectOptions {
+    /// The TLS settings of the URL and the overrides, with libpq's rules; every file they name is
+    /// read and checked.
+    fn tls(&self) -> Result<tls::ResolvedTls, TlsError> {
+        tls::resolve(&self.url, self.ssl_mode, self.ssl_root_cert.as_ref())
+    }
+
+    /// The driver's connect options: the URL's, the TLS settings, and the session settings every
+    /// connection gets.
+    pub fn connect_options(&self) -> Result<PgConnectOptions, Problems> {
+        let tls = self
+            .tls()
+            .map_err(|error| Problems(vec![tls_problem(&error)]))?;
         let statement_timeout_ms = self.statement_timeout.as_millis().to_string();
         let lock_timeout_ms = self.lock_timeout.as_millis().to_string();
-        let options = self
-            .url
-            .connect_options()
+        let options = tls
+            .apply(self.url.connect_options())
             .application_name(&self.application_name)
             // Sent in the startup packet: no extra round trip per connection. A session left
             // idle inside a transaction (a stalled unit of work) is ended by the server too.
@@ -198,13 +220,22 @@ impl DatabaseSettings {
                     statement_timeout_ms.as_str(),
                 ),
             ]);
-        if self.echo {
+        Ok(if self.echo {
             options
                 .log_statements(log::LevelFilter::Info)
                 .log_slow_statements(log::LevelFilter::Warn, Duration::from_secs(1))
         } else {
             options.disable_statement_logging()
-        }
+        })
+    }
+}
+
+/// A TLS problem named by the variable a user would change.
+fn tls_problem(error: &TlsError) -> Problem {
+    match error.setting {
+        TlsSetting::SslMode => Problem::new("DATABASE_SSL_MODE", error.problem.clone()),
+        TlsSetting::SslRootCert => Problem::new("DATABASE_SSL_ROOT_CERT", error.problem.clone()),
+        _ => Problem::new("DATABASE_URL", format!("has a bad TLS parameter: {error}")),
     }
 }
 

@@ -8,6 +8,8 @@
 //!   PostgreSQL binaries, shared by the tests of one process. The private cluster is unix-only:
 //!   on Windows `DATABASE_URL_TEST` is required (see `platform`).
 //! * [`PgCluster::start`] gives a test a cluster of its own to stop, crash, freeze and restart.
+//!   [`PgCluster::start_with`] one with TLS ([`tls::ServerTls`]): a CA and certificates made in
+//!   the run, optionally TLS-only access and client certificates.
 //!
 //! Nothing is left running: postmasters die with the test process (parent-death signal), test
 //! databases are dropped when their handle is, and leftovers of killed runs are swept at start.
@@ -15,9 +17,10 @@
 
 mod database;
 mod platform;
+pub mod tls;
 
 pub use database::{DatabaseLocale, TestDatabase};
-// `PgCluster` everywhere, `locate_binaries` on unix (see `platform`).
+// `PgCluster` and `ClusterOptions` everywhere, `locate_binaries` on unix (see `platform`).
 pub use platform::*;
 
 pub use sea_orm::sqlx::postgres::PgConnectOptions;
@@ -68,6 +71,13 @@ impl TestkitError {
 }
 
 pub type Result<T, E = TestkitError> = std::result::Result<T, E>;
+
+impl TestkitError {
+    pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let what = what.into();
+        move |source| TestkitError::Io { what, source }
+    }
+}
 
 #[cfg(test)]
 mod tests {

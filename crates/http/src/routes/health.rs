@@ -5,6 +5,8 @@
 //! * `GET /health/live`: the process answers; never touches the database, so an orchestrator
 //!   does not restart a healthy process because its database is down.
 
+use std::sync::{Arc, Mutex};
+
 use actix_web::http::header::{CACHE_CONTROL, CacheControl, CacheDirective};
 use actix_web::{HttpResponse, get, web};
 use chrono::{SecondsFormat, Utc};
@@ -16,7 +18,38 @@ use serde::Serialize;
 /// trips (see [`CoalescedPing`]) so that a probe storm cannot exhaust the pool.
 #[derive(Debug, Clone)]
 pub struct HealthCheck {
-    pub ping: CoalescedPing,
+    ping: CoalescedPing,
+    /// The last outcome logged (`None`: healthy), so that probes every few seconds against a
+    /// database that stays down log its reason once per change, not once per probe.
+    last_logged: Arc<Mutex<Option<StoreError>>>,
+}
+
+impl HealthCheck {
+    pub fn new(ping: CoalescedPing) -> Self {
+        Self {
+            ping,
+            last_logged: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Logs `outcome` if it differs from the last one logged.
+    fn log_change(&self, outcome: &Result<(), StoreError>) {
+        let now = outcome.as_ref().err().cloned();
+        // Nothing panics while holding the lock; recover the state if something ever did.
+        let mut last = self
+            .last_logged
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *last == now {
+            return;
+        }
+        match &now {
+            // The error's text is fixed (with a TLS failure's cause): no host, user or secret.
+            Some(error) => tracing::warn!(%error, "database unhealthy"),
+            None => tracing::info!("database healthy again"),
+        }
+        *last = now;
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -42,6 +75,7 @@ fn no_store() -> CacheControl {
 
 async fn check(state: &HealthCheck) -> HttpResponse {
     let outcome = state.ping.check().await;
+    state.log_change(&outcome);
     let timestamp = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
     match outcome {
         Ok(()) => HttpResponse::Ok()
@@ -52,17 +86,14 @@ async fn check(state: &HealthCheck) -> HttpResponse {
                 error: None,
                 timestamp,
             }),
-        Err(error) => {
-            tracing::warn!(%error, "health check failed");
-            HttpResponse::ServiceUnavailable()
-                .insert_header(no_store())
-                .json(HealthBody {
-                    status: "unhealthy",
-                    database: "disconnected",
-                    error: Some(reason(&error)),
-                    timestamp,
-                })
-        }
+        Err(error) => HttpResponse::ServiceUnavailable()
+            .insert_header(no_store())
+            .json(HealthBody {
+                status: "unhealthy",
+                database: "disconnected",
+                error: Some(reason(&error)),
+                timestamp,
+            }),
     }
 }
 

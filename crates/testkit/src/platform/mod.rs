@@ -22,6 +22,14 @@ pub use windows::*;
 
 use crate::Result;
 use crate::database::TestDatabase;
+use crate::tls::ServerTls;
+
+/// What kind of cluster [`PgCluster::start_with`] starts; the default is [`PgCluster::start`]'s.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// Serve TLS (`ssl=on`) with certificates made for this cluster.
+    pub tls: Option<ServerTls>,
+}
 
 /// What every platform's cluster offers on top of its own start and stop.
 impl PgCluster {

@@ -25,6 +25,18 @@ impl PgCluster {
         Err(TestkitError::PrivateClusterUnsupported)
     }
 
+    pub async fn start_with(_options: super::ClusterOptions) -> Result<Self> {
+        Self::start_blocking()
+    }
+
+    pub fn start_blocking_with(_options: super::ClusterOptions) -> Result<Self> {
+        Self::start_blocking()
+    }
+
+    pub fn tls_files(&self) -> Option<&crate::tls::ClientTlsFiles> {
+        match self.never {}
+    }
+
     pub fn admin_options(&self) -> PgConnectOptions {
         match self.never {}
     }
@@ -87,4 +99,12 @@ pub(crate) fn process_is_alive(pid: u32) -> bool {
     }
     // A match is a CSV row `"image","<pid>",...`; no match is a (localised) notice.
     String::from_utf8_lossy(&output.stdout).contains(&format!("\",\"{pid}\","))
+}
+
+/// Creates a new file (its folder's access rules apply: Windows has no mode bits).
+pub(crate) fn create_private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
 }

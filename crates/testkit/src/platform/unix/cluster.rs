@@ -9,10 +9,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Gid, Pid, Uid, User};
-use sea_orm::sqlx::postgres::PgConnectOptions;
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 use super::binaries::binaries_from_environment;
 use super::{process_is_alive, spawner};
+use crate::platform::ClusterOptions;
+use crate::tls::{CertificateAuthority, ClientTlsFiles, ServerTls, write_private};
 use crate::{Result, TestkitError};
 
 const DIR_PREFIX: &str = "counseling-testkit-";
@@ -36,7 +38,15 @@ struct ClusterInner {
     port: u16,
     password: String,
     owner: Option<(Uid, Gid)>,
+    tls: Option<ClusterTls>,
     postmaster: Mutex<Option<Child>>,
+}
+
+/// The server's TLS settings (`-c` flags) and what clients need to connect.
+#[derive(Debug)]
+struct ClusterTls {
+    server_flags: Vec<String>,
+    client: ClientTlsFiles,
 }
 
 impl PgCluster {
@@ -47,10 +57,20 @@ impl PgCluster {
 
     /// Like [`PgCluster::start`], for code that is not async.
     pub fn start_blocking() -> Result<Self> {
-        Self::init_and_start()
+        Self::init_and_start(ClusterOptions::default())
     }
 
-    fn init_and_start() -> Result<Self> {
+    /// A cluster of the given kind (for example with TLS).
+    pub async fn start_with(options: ClusterOptions) -> Result<Self> {
+        blocking(move || Self::init_and_start(options)).await
+    }
+
+    /// Like [`PgCluster::start_with`], for code that is not async.
+    pub fn start_blocking_with(options: ClusterOptions) -> Result<Self> {
+        Self::init_and_start(options)
+    }
+
+    fn init_and_start(options: ClusterOptions) -> Result<Self> {
         let bin_dir = binaries_from_environment()?;
         let base = if Path::new("/dev/shm").is_dir() {
             PathBuf::from("/dev/shm")
@@ -136,6 +156,10 @@ impl PgCluster {
             )));
         }
 
+        let tls = match &options.tls {
+            Some(tls) => Some(set_up_tls(&root, owner, tls)?),
+            None => None,
+        };
         let port = free_port()?;
         let cluster = PgCluster {
             inner: Arc::new(ClusterInner {
@@ -144,6 +168,7 @@ impl PgCluster {
                 port,
                 password,
                 owner,
+                tls,
                 postmaster: Mutex::new(None),
             }),
         };
@@ -151,14 +176,31 @@ impl PgCluster {
         Ok(cluster)
     }
 
-    /// Connection options for the superuser on the `postgres` database.
+    /// Connection options for the superuser on the `postgres` database (over TLS, with the
+    /// client certificate if the cluster asks for one).
     pub fn admin_options(&self) -> PgConnectOptions {
-        PgConnectOptions::new_without_pgpass()
+        let options = PgConnectOptions::new_without_pgpass()
             .host("127.0.0.1")
             .port(self.inner.port)
             .username(SUPERUSER)
             .password(&self.inner.password)
-            .database("postgres")
+            .database("postgres");
+        match &self.inner.tls {
+            None => options,
+            Some(tls) => {
+                let options = options.ssl_mode(PgSslMode::Require);
+                match &tls.client.client {
+                    Some((cert, key)) => options.ssl_client_cert(cert).ssl_client_key(key),
+                    None => options,
+                }
+            }
+        }
+    }
+
+    /// The files a client needs for this cluster's TLS: the CA (`sslrootcert`) and, if the
+    /// cluster asks for one, a client certificate and key for the superuser. `None` without TLS.
+    pub fn tls_files(&self) -> Option<&ClientTlsFiles> {
+        self.inner.tls.as_ref().map(|tls| &tls.client)
     }
 
     /// A `postgres://` URL for `database` on this cluster (it contains the password).
@@ -286,6 +328,7 @@ impl PgCluster {
             ])
             .args(["-c", "max_connections=300", "-c", "shared_buffers=64MB"])
             .args(["-c", "log_min_messages=warning"])
+            .args(inner.tls.iter().flat_map(|tls| tls.server_flags.iter()))
             .stdin(Stdio::null())
             // Output goes to a file: a pipe nobody reads would fill up and block the server.
             .stdout(Stdio::from(log))
@@ -365,6 +408,81 @@ impl Drop for ClusterInner {
         }
         let _ = fs::remove_dir_all(&self.root);
     }
+}
+
+/// Makes a CA and the server's certificate (and a client certificate when asked), hands the
+/// server's files to the server's user, and writes `pg_hba.conf` for the access asked for.
+fn set_up_tls(root: &Path, owner: Option<(Uid, Gid)>, options: &ServerTls) -> Result<ClusterTls> {
+    let ca = CertificateAuthority::new("counseling-testkit CA")?;
+    let server = ca.issue_server(&options.server_names)?;
+    let server_dir = root.join("tls-server");
+    let client_dir = root.join("tls-client");
+    for dir in [&server_dir, &client_dir] {
+        fs::create_dir_all(dir).map_err(TestkitError::io("creating a TLS directory"))?;
+    }
+    let server_cert = server_dir.join("server.crt");
+    let server_key = server_dir.join("server.key");
+    let server_ca = server_dir.join("ca.crt");
+    fs::write(&server_cert, &server.certificate_pem)
+        .map_err(TestkitError::io("writing the server certificate"))?;
+    // PostgreSQL refuses a key that others can read, or that another user owns.
+    write_private(&server_key, &server.key_pem)?;
+    fs::write(&server_ca, ca.certificate_pem())
+        .map_err(TestkitError::io("writing the CA certificate"))?;
+    if let Some((uid, gid)) = owner {
+        for path in [&server_dir, &server_cert, &server_key, &server_ca] {
+            std::os::unix::fs::chown(path, Some(uid.as_raw()), Some(gid.as_raw()))
+                .map_err(TestkitError::io("handing the TLS files to postgres"))?;
+        }
+    }
+
+    let root_cert = client_dir.join("root.crt");
+    fs::write(&root_cert, ca.certificate_pem())
+        .map_err(TestkitError::io("writing the client's CA file"))?;
+    let client = if options.client_certificates {
+        let issued = ca.issue_client(SUPERUSER)?;
+        let cert = client_dir.join("client.crt");
+        let key = client_dir.join("client.key");
+        fs::write(&cert, &issued.certificate_pem)
+            .map_err(TestkitError::io("writing the client certificate"))?;
+        write_private(&key, &issued.key_pem)?;
+        Some((cert, key))
+    } else {
+        None
+    };
+
+    let host_kind = if options.tls_only || options.client_certificates {
+        "hostssl"
+    } else {
+        "host"
+    };
+    let client_cert = if options.client_certificates {
+        " clientcert=verify-full"
+    } else {
+        ""
+    };
+    // Rewriting the file initdb made keeps its owner (the server's user).
+    fs::write(
+        root.join("data").join("pg_hba.conf"),
+        format!(
+            "local all all trust\n{host_kind} all all 127.0.0.1/32 scram-sha-256{client_cert}\n"
+        ),
+    )
+    .map_err(TestkitError::io("writing pg_hba.conf"))?;
+
+    let mut server_flags = vec!["ssl=on".to_owned()];
+    server_flags.push(format!("ssl_cert_file={}", server_cert.display()));
+    server_flags.push(format!("ssl_key_file={}", server_key.display()));
+    if options.client_certificates {
+        server_flags.push(format!("ssl_ca_file={}", server_ca.display()));
+    }
+    Ok(ClusterTls {
+        server_flags: server_flags
+            .into_iter()
+            .flat_map(|flag| ["-c".to_owned(), flag])
+            .collect(),
+        client: ClientTlsFiles { root_cert, client },
+    })
 }
 
 async fn blocking<T: Send + 'static>(

@@ -12,14 +12,14 @@ use nix::errno::Errno;
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
-use crate::TestkitError;
-
-impl TestkitError {
-    /// Only the cluster's file and process handling produces I/O errors.
-    fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
-        let what = what.into();
-        move |source| TestkitError::Io { what, source }
-    }
+/// Creates a new file readable and writable by its owner only.
+pub(crate) fn create_private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
 }
 
 /// Whether process `pid` exists (a zombie counts: it may still be reaped by its parent). Used to

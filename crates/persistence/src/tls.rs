@@ -1,0 +1,554 @@
+//! TLS to PostgreSQL with libpq's settings and meanings.
+//!
+//! The driver (sqlx on rustls) parses `sslmode`, `sslrootcert`, `sslcert` and `sslkey` from the
+//! URL and does the handshake. What it lacks is added here, at start-up:
+//!
+//! * libpq's rules: `require` with a CA file verifies like `verify-ca`; `verify-ca`/`verify-full`
+//!   without `sslrootcert` are refused (libpq would look for `~/.postgresql/root.crt`; we ask for
+//!   the file, or `system`, explicitly); `sslrootcert=system` means the public roots compiled into
+//!   the binary (Mozilla's, via webpki-roots), defaults to `verify-full` and refuses weaker modes.
+//! * `allow` is refused: the driver treats it as `disable`, which is not what libpq does.
+//! * Every CA, certificate and key file named is read and parsed now, so a missing or malformed
+//!   file is a configuration error at start, not a connection failure at the first request.
+//! * The service's own overrides (`ssl_mode`, `ssl_root_cert` of [`crate::DatabaseSettings`]) win
+//!   over the URL's parameters.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgSslMode};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use counseling_config::DatabaseUrl;
+
+/// A TLS setting that is invalid, or a file it names that cannot be read or parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}: {problem}")]
+pub struct TlsError {
+    pub setting: TlsSetting,
+    pub problem: String,
+}
+
+/// libpq's `sslmode`, less `allow` (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Plaintext only.
+    Disable,
+    /// TLS if the server offers it, without verifying the certificate; plaintext otherwise.
+    /// libpq's default.
+    Prefer,
+    /// TLS or nothing, without verifying the certificate (unless a CA file is given: then as
+    /// `VerifyCa`).
+    Require,
+    /// TLS, with a certificate issued by a trusted CA, for any host name.
+    VerifyCa,
+    /// TLS, with a certificate issued by a trusted CA for the host name connected to.
+    VerifyFull,
+}
+
+impl SslMode {
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    fn driver_mode(self) -> PgSslMode {
+        match self {
+            SslMode::Disable => PgSslMode::Disable,
+            SslMode::Prefer => PgSslMode::Prefer,
+            SslMode::Require => PgSslMode::Require,
+            SslMode::VerifyCa => PgSslMode::VerifyCa,
+            SslMode::VerifyFull => PgSslMode::VerifyFull,
+        }
+    }
+}
+
+impl fmt::Display for SslMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An `sslmode` value that is not one of the supported five.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UnsupportedSslMode(&'static str);
+
+impl Serialize for SslMode {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for SslMode {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(|error: UnsupportedSslMode| serde::de::Error::custom(error.0))
+    }
+}
+
+impl Serialize for SslRootCert {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SslRootCert::System => serializer.serialize_str("system"),
+            SslRootCert::File(path) => serializer.serialize_str(&path.to_string_lossy()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SslRootCert {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(SslRootCert::parse(&String::deserialize(deserializer)?))
+    }
+}
+
+/// For the overrides: an unset or empty variable keeps the URL's parameter.
+pub(crate) fn empty_is_none<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let text = String::deserialize(deserializer)?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    T::deserialize(serde::de::value::StringDeserializer::<D::Error>::new(text)).map(Some)
+}
+
+impl FromStr for SslMode {
+    type Err = UnsupportedSslMode;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "disable" => Ok(SslMode::Disable),
+            "prefer" => Ok(SslMode::Prefer),
+            "require" => Ok(SslMode::Require),
+            "verify-ca" => Ok(SslMode::VerifyCa),
+            "verify-full" => Ok(SslMode::VerifyFull),
+            "allow" => Err(UnsupportedSslMode(
+                "allow is not supported (use prefer, or disable)",
+            )),
+            _ => Err(UnsupportedSslMode(
+                "must be one of disable, prefer, require, verify-ca, verify-full",
+            )),
+        }
+    }
+}
+
+/// Which certificate authorities to trust: libpq's `sslrootcert`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SslRootCert {
+    /// `system`: the public roots compiled into the binary (Mozilla's list).
+    System,
+    /// A PEM file of one or more CA certificates.
+    File(PathBuf),
+}
+
+impl SslRootCert {
+    /// `system`, else a path (as libpq reads the value).
+    pub fn parse(text: &str) -> Self {
+        if text == "system" {
+            SslRootCert::System
+        } else {
+            SslRootCert::File(PathBuf::from(text))
+        }
+    }
+}
+
+/// The setting a TLS configuration error is about. The URL's parameters are named as in the
+/// URL; the overrides by their field names (the binary maps those to its variables).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsSetting {
+    SslMode,
+    SslRootCert,
+    UrlSslMode,
+    UrlSslRootCert,
+    UrlSslCert,
+    UrlSslKey,
+}
+
+impl fmt::Display for TlsSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TlsSetting::SslMode => "ssl_mode",
+            TlsSetting::SslRootCert => "ssl_root_cert",
+            TlsSetting::UrlSslMode => "sslmode (in the database URL)",
+            TlsSetting::UrlSslRootCert => "sslrootcert (in the database URL)",
+            TlsSetting::UrlSslCert => "sslcert (in the database URL)",
+            TlsSetting::UrlSslKey => "sslkey (in the database URL)",
+        })
+    }
+}
+
+fn tls_error(setting: TlsSetting, problem: impl Into<String>) -> TlsError {
+    TlsError {
+        setting,
+        problem: problem.into(),
+    }
+}
+
+/// The URL's TLS parameters as written (the driver's aliases included; the last one wins, as in
+/// the driver).
+#[derive(Debug, Default)]
+struct UrlTls {
+    mode: Option<String>,
+    root_cert: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+}
+
+impl UrlTls {
+    fn read(url: &DatabaseUrl) -> Self {
+        let mut found = UrlTls::default();
+        for (key, value) in url.parameters() {
+            let slot = match key {
+                "sslmode" | "ssl-mode" => &mut found.mode,
+                "sslrootcert" | "ssl-root-cert" | "ssl-ca" => &mut found.root_cert,
+                "sslcert" | "ssl-cert" => &mut found.cert,
+                "sslkey" | "ssl-key" => &mut found.key,
+                _ => continue,
+            };
+            *slot = Some(value.to_owned());
+        }
+        found
+    }
+}
+
+/// The TLS settings in effect, checked: every file named was read and parsed.
+#[derive(Debug)]
+pub(crate) struct ResolvedTls {
+    mode: SslMode,
+    root_cert: Option<SslRootCert>,
+}
+
+impl ResolvedTls {
+    /// Applies these settings to the driver's options (parsed from the same URL).
+    pub(crate) fn apply(self, options: PgConnectOptions) -> PgConnectOptions {
+        let options = options.ssl_mode(self.mode.driver_mode());
+        match self.root_cert {
+            Some(SslRootCert::File(path)) => options.ssl_root_cert(path),
+            // The driver always trusts its compiled-in roots and adds the given CAs to them; an
+            // empty PEM adds none, and replaces a `system` the driver would take for a path.
+            Some(SslRootCert::System) => options.ssl_root_cert_from_pem(Vec::new()),
+            None => options,
+        }
+    }
+}
+
+/// Works out the TLS settings from `url` and the overrides, with libpq's rules, and checks every
+/// file they name. Runs before the driver parses the URL, so that a bad `sslmode` is reported
+/// as such.
+pub(crate) fn resolve(
+    url: &DatabaseUrl,
+    mode_override: Option<SslMode>,
+    root_cert_override: Option<&SslRootCert>,
+) -> Result<ResolvedTls, TlsError> {
+    let from_url = UrlTls::read(url);
+
+    let (mode, mode_setting) = match (mode_override, &from_url.mode) {
+        (Some(mode), _) => (Some(mode), TlsSetting::SslMode),
+        (None, Some(text)) => (
+            Some(
+                text.parse::<SslMode>()
+                    .map_err(|error| tls_error(TlsSetting::UrlSslMode, error.0))?,
+            ),
+            TlsSetting::UrlSslMode,
+        ),
+        (None, None) => (None, TlsSetting::UrlSslMode),
+    };
+    let (root_cert, root_setting) = match (root_cert_override, &from_url.root_cert) {
+        (Some(root), _) => (Some(root.clone()), TlsSetting::SslRootCert),
+        (None, Some(text)) => (Some(SslRootCert::parse(text)), TlsSetting::UrlSslRootCert),
+        (None, None) => (None, TlsSetting::UrlSslRootCert),
+    };
+
+    let mode = match (mode, &root_cert) {
+        (Some(mode), _) => mode,
+        // libpq 16: the public roots make verify-full the default.
+        (None, Some(SslRootCert::System)) => SslMode::VerifyFull,
+        (None, _) => SslMode::Prefer,
+    };
+    let mode = match (mode, &root_cert) {
+        // libpq: "if a root CA file exists, require behaves like verify-ca".
+        (SslMode::Require, Some(SslRootCert::File(_))) => SslMode::VerifyCa,
+        (mode, _) => mode,
+    };
+
+    match (&root_cert, mode) {
+        (Some(SslRootCert::System), mode) if mode != SslMode::VerifyFull => {
+            return Err(tls_error(
+                root_setting,
+                format!(
+                    "system (the public roots) needs sslmode verify-full, not {mode}: any \
+                     host can get a public certificate, only the host name check makes it safe"
+                ),
+            ));
+        }
+        (None, SslMode::VerifyCa | SslMode::VerifyFull) => {
+            return Err(tls_error(
+                mode_setting,
+                format!(
+                    "{mode} needs sslrootcert: the CA file of the server's certificate, or \
+                     system for the public roots"
+                ),
+            ));
+        }
+        (Some(SslRootCert::File(path)), _) => check_ca_file(path, root_setting)?,
+        _ => {}
+    }
+
+    match (&from_url.cert, &from_url.key) {
+        (Some(cert), Some(key)) => {
+            check_certificate_file(Path::new(cert), TlsSetting::UrlSslCert)?;
+            check_key_file(Path::new(key), TlsSetting::UrlSslKey)?;
+        }
+        (Some(_), None) => {
+            return Err(tls_error(
+                TlsSetting::UrlSslKey,
+                "is missing: sslcert needs the key of its certificate",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(tls_error(
+                TlsSetting::UrlSslCert,
+                "is missing: sslkey needs its certificate",
+            ));
+        }
+        (None, None) => {}
+    }
+
+    Ok(ResolvedTls { mode, root_cert })
+}
+
+fn read(path: &Path, setting: TlsSetting) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|error| {
+        tls_error(
+            setting,
+            format!("cannot read {}: {}", path.display(), error.kind()),
+        )
+    })
+}
+
+fn certificates(
+    path: &Path,
+    setting: TlsSetting,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path, setting)?;
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| {
+            tls_error(
+                setting,
+                format!("{} holds a malformed PEM certificate", path.display()),
+            )
+        })?;
+    if certificates.is_empty() {
+        return Err(tls_error(
+            setting,
+            format!("{} holds no PEM certificate", path.display()),
+        ));
+    }
+    Ok(certificates)
+}
+
+fn check_ca_file(path: &Path, setting: TlsSetting) -> Result<(), TlsError> {
+    let mut store = rustls::RootCertStore::empty();
+    for certificate in certificates(path, setting)? {
+        store.add(certificate).map_err(|_| {
+            tls_error(
+                setting,
+                format!(
+                    "{} holds a certificate that is not a valid CA",
+                    path.display()
+                ),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn check_certificate_file(path: &Path, setting: TlsSetting) -> Result<(), TlsError> {
+    certificates(path, setting).map(drop)
+}
+
+fn check_key_file(path: &Path, setting: TlsSetting) -> Result<(), TlsError> {
+    let pem = read(path, setting)?;
+    // The error says nothing about the key's content: no key material is ever shown.
+    PrivateKeyDer::from_pem_slice(&pem).map(drop).map_err(|_| {
+        tls_error(
+            setting,
+            format!("{} holds no readable PEM private key", path.display()),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    /// A CA certificate and a key, made once, written to a directory of this test process.
+    fn files() -> &'static (PathBuf, PathBuf, PathBuf) {
+        static FILES: std::sync::OnceLock<(PathBuf, PathBuf, PathBuf)> = std::sync::OnceLock::new();
+        FILES.get_or_init(|| {
+            let dir = std::env::temp_dir().join(format!("persistence-tls-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            // Failure cases only; valid files are made by the test kit in the TLS tests.
+            let garbage = dir.join("garbage.pem");
+            std::fs::write(&garbage, "not a certificate\n").unwrap();
+            let truncated = dir.join("truncated.pem");
+            std::fs::write(
+                &truncated,
+                "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+            )
+            .unwrap();
+            (dir.clone(), garbage, truncated)
+        })
+    }
+
+    fn parsed(url: &str) -> DatabaseUrl {
+        DatabaseUrl::parse(url).unwrap()
+    }
+
+    fn apply_to(url: &str, mode: Option<SslMode>, root: Option<SslRootCert>) -> TlsError {
+        resolve(&parsed(url), mode, root.as_ref()).unwrap_err()
+    }
+
+    fn apply(
+        options: PgConnectOptions,
+        url: &str,
+        mode: Option<SslMode>,
+        root: Option<&SslRootCert>,
+    ) -> Result<PgConnectOptions, TlsError> {
+        Ok(resolve(&parsed(url), mode, root)?.apply(options))
+    }
+
+    fn setting_of(error: TlsError) -> TlsSetting {
+        error.setting
+    }
+
+    #[test]
+    fn libpqs_default_is_prefer_and_explicit_modes_apply() {
+        let url = "postgres://u:p@h/db";
+        let options = PgConnectOptions::from_str(url).unwrap();
+        let options = apply(options, url, None, None).unwrap();
+        assert!(matches!(options.get_ssl_mode(), PgSslMode::Prefer));
+        let url = "postgres://u:p@h/db?sslmode=require";
+        let options = PgConnectOptions::from_str(url).unwrap();
+        let options = apply(options, url, None, None).unwrap();
+        assert!(matches!(options.get_ssl_mode(), PgSslMode::Require));
+        // The override wins over the URL.
+        let options = PgConnectOptions::from_str(url).unwrap();
+        let options = apply(options, url, Some(SslMode::Disable), None).unwrap();
+        assert!(matches!(options.get_ssl_mode(), PgSslMode::Disable));
+    }
+
+    #[test]
+    fn system_roots_default_to_verify_full_and_refuse_weaker_modes() {
+        let url = "postgres://u:p@h/db?sslrootcert=system";
+        let options = PgConnectOptions::from_str(url).unwrap();
+        let options = apply(options, url, None, None).unwrap();
+        assert!(matches!(options.get_ssl_mode(), PgSslMode::VerifyFull));
+        let url = "postgres://u:p@h/db?sslrootcert=system&sslmode=require";
+        assert_eq!(
+            setting_of(apply_to(url, None, None)),
+            TlsSetting::UrlSslRootCert
+        );
+        assert_eq!(
+            setting_of(apply_to(
+                "postgres://u:p@h/db",
+                Some(SslMode::VerifyCa),
+                Some(SslRootCert::System)
+            )),
+            TlsSetting::SslRootCert
+        );
+    }
+
+    #[test]
+    fn verification_without_a_root_certificate_is_refused() {
+        let url = "postgres://u:p@h/db?sslmode=verify-full";
+        assert_eq!(
+            setting_of(apply_to(url, None, None)),
+            TlsSetting::UrlSslMode
+        );
+        assert_eq!(
+            setting_of(apply_to(
+                "postgres://u:p@h/db",
+                Some(SslMode::VerifyCa),
+                None
+            )),
+            TlsSetting::SslMode
+        );
+    }
+
+    #[test]
+    fn allow_and_unknown_modes_are_refused() {
+        // Modes the driver does not know are refused by the URL parser already.
+        let error = apply_to("postgres://u:hunter2@h/db?sslmode=allow", None, None);
+        assert!(!error.to_string().contains("hunter2"), "{error}");
+        assert_eq!(setting_of(error), TlsSetting::UrlSslMode);
+        assert!("allow".parse::<SslMode>().is_err());
+        assert_eq!("Verify-Full".parse::<SslMode>(), Ok(SslMode::VerifyFull));
+    }
+
+    #[test]
+    fn unreadable_and_malformed_files_name_their_setting_never_the_url() {
+        let (dir, garbage, truncated) = files();
+        let missing = dir.join("missing.crt");
+        let cases = [
+            (
+                format!("sslmode=verify-full&sslrootcert={}", missing.display()),
+                TlsSetting::UrlSslRootCert,
+                "cannot read",
+            ),
+            (
+                format!("sslmode=verify-full&sslrootcert={}", garbage.display()),
+                TlsSetting::UrlSslRootCert,
+                "holds no PEM certificate",
+            ),
+            (
+                format!("sslmode=verify-full&sslrootcert={}", truncated.display()),
+                TlsSetting::UrlSslRootCert,
+                "not a valid CA",
+            ),
+            (
+                format!("sslcert={}&sslkey={}", garbage.display(), garbage.display()),
+                TlsSetting::UrlSslCert,
+                "holds no PEM certificate",
+            ),
+            (
+                format!("sslcert={}", garbage.display()),
+                TlsSetting::UrlSslKey,
+                "is missing",
+            ),
+        ];
+        for (query, setting, problem) in cases {
+            let url = format!("postgres://u:hunter2@db.internal/db?{query}");
+            let error = apply_to(&url, None, None);
+            let shown = error.to_string();
+            assert!(shown.contains(problem), "{shown}");
+            assert!(
+                !shown.contains("hunter2") && !shown.contains("db.internal"),
+                "{shown}"
+            );
+            assert_eq!(setting_of(error), setting, "{query}");
+        }
+        // The override is checked the same way, and named as itself.
+        let error = apply_to(
+            "postgres://u:p@h/db",
+            Some(SslMode::VerifyFull),
+            Some(SslRootCert::File(missing)),
+        );
+        assert_eq!(setting_of(error), TlsSetting::SslRootCert);
+    }
+}

@@ -1,0 +1,99 @@
+//! The real `counseling-api` binary and TLS: bad TLS files stop it at start (exit 2, one line,
+//! no URL); a certificate that does not verify is logged once, not once per probe.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use counseling_e2e::{Api, TempDir, get_json, run_to_exit};
+use counseling_testkit::tls::{CertificateAuthority, ServerTls};
+use counseling_testkit::{ClusterOptions, PgCluster};
+
+#[test]
+fn unreadable_or_malformed_tls_files_exit_2_naming_the_setting_never_the_url() {
+    let dir = TempDir::new("tls-files");
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\nnot base64!\n").unwrap();
+    let garbage = garbage.to_str().unwrap();
+    let url = |query: &str| format!("postgres://svc:pa55-word@db.example:5432/app?{query}");
+    let cases = [
+        (
+            vec![(
+                "DATABASE_URL",
+                url("sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"),
+            )],
+            "sslrootcert",
+        ),
+        (
+            vec![(
+                "DATABASE_URL",
+                url(&format!("sslmode=verify-full&sslrootcert={garbage}")),
+            )],
+            "sslrootcert",
+        ),
+        (
+            vec![(
+                "DATABASE_URL",
+                url(&format!("sslcert={garbage}&sslkey={garbage}")),
+            )],
+            "sslcert",
+        ),
+        (
+            vec![
+                ("DATABASE_URL", url("")),
+                ("DATABASE_SSL_ROOT_CERT", "/nonexistent/ca.pem".to_owned()),
+            ],
+            "DATABASE_SSL_ROOT_CERT",
+        ),
+    ];
+    for (vars, setting) in cases {
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, output) = run_to_exit(&vars);
+        assert_eq!(status.code(), Some(2), "{output}");
+        assert_eq!(output.trim().lines().count(), 1, "{output}");
+        assert!(output.contains(setting), "{output}");
+        assert!(
+            !output.contains("pa55-word") && !output.contains("db.example"),
+            "{output}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_certificate_that_does_not_verify_is_logged_once_per_change() {
+    let cluster = PgCluster::start_with(ClusterOptions {
+        tls: Some(ServerTls::default()),
+    })
+    .await
+    .unwrap();
+    let db = cluster.migrated_database().await.unwrap();
+    let dir = TempDir::new("tls-log");
+    let ca_file = dir.path().join("ca.pem");
+    let other = CertificateAuthority::new("not the server's").unwrap();
+    std::fs::write(&ca_file, other.certificate_pem()).unwrap();
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        db.url(),
+        ca_file.display()
+    );
+    let mut api = Api::spawn(&[("DATABASE_URL", url.as_str())]);
+    api.wait_listening();
+
+    for _ in 0..4 {
+        let (status, body) = get_json(&api.url("/health"), Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (503, Some("tls handshake failed"))
+        );
+    }
+    let output = api.output();
+    let unhealthy: Vec<&str> = output
+        .lines()
+        .filter(|line| line.contains("database unhealthy"))
+        .collect();
+    assert_eq!(unhealthy.len(), 1, "{output}");
+    assert!(
+        unhealthy[0].contains("server certificate not issued by a trusted CA"),
+        "{output}"
+    );
+    assert!(!output.contains(cluster.password()), "{output}");
+}
