@@ -30,6 +30,16 @@ pub struct AppSettings {
     pub shutdown_timeout: Duration,
     /// Worker threads of the runtime that owns every database connection (see `main.rs`).
     pub database_io_threads: usize,
+    pub metrics: MetricsSettings,
+}
+
+/// `GET /metrics` (Prometheus).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// Off: no `/metrics`, and nothing is recorded.
+    pub enabled: bool,
+    /// `None`: served on the main port. `Some(0)` picks a free port (tests).
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +90,9 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("DATABASE_IO_THREADS", "2"),
     ("DATABASE_PING_IF_IDLE_MS", "1000"),
     ("DATABASE_ECHO", "false"),
+    ("METRICS_ENABLED", "true"),
+    // Empty: /metrics is served on APP_PORT.
+    ("METRICS_PORT", ""),
 ];
 
 impl Settings {
@@ -153,6 +166,10 @@ impl Settings {
             health_timeout: vars.millis("HEALTH_TIMEOUT_MS")?,
             shutdown_timeout: vars.secs("APP_SHUTDOWN_TIMEOUT_SECS")?,
             database_io_threads: vars.number("DATABASE_IO_THREADS", 1, 64)?,
+            metrics: MetricsSettings {
+                enabled: vars.boolean("METRICS_ENABLED")?,
+                port: vars.optional_number("METRICS_PORT", 0, u16::MAX)?,
+            },
         };
 
         let format = match vars.required("LOG_FORMAT")?.to_ascii_lowercase().as_str() {
@@ -196,6 +213,22 @@ impl Vars {
                 name,
                 format!("must be a whole number from {min} to {max}"),
             )),
+        }
+    }
+
+    /// A number, or `None` when the variable is empty.
+    fn optional_number<T>(
+        &self,
+        name: &'static str,
+        min: T,
+        max: T,
+    ) -> Result<Option<T>, SettingsError>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    {
+        match self.0.get_string(&name.to_ascii_lowercase()) {
+            Ok(value) if value.trim().is_empty() => Ok(None),
+            _ => self.number(name, min, max).map(Some),
         }
     }
 
@@ -248,6 +281,27 @@ mod tests {
         assert!(!settings.database.echo);
         assert_eq!(settings.database.lock_timeout, Duration::from_secs(5));
         assert_eq!(settings.app.database_io_threads, 2);
+        assert_eq!(
+            settings.app.metrics,
+            MetricsSettings {
+                enabled: true,
+                port: None
+            }
+        );
+    }
+
+    #[test]
+    fn metrics_can_be_switched_off_or_moved_to_a_port_of_their_own() {
+        let settings = load(&[("METRICS_ENABLED", "false"), ("METRICS_PORT", "9100")]).unwrap();
+        assert_eq!(
+            settings.app.metrics,
+            MetricsSettings {
+                enabled: false,
+                port: Some(9100)
+            }
+        );
+        let error = load(&[("METRICS_PORT", "nine")]).unwrap_err();
+        assert_eq!(error.variable, "METRICS_PORT");
     }
 
     #[test]

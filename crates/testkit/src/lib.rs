@@ -14,11 +14,13 @@
 mod binaries;
 mod cluster;
 mod database;
+mod scrape;
 mod spawner;
 
 pub use binaries::locate_binaries;
 pub use cluster::PgCluster;
 pub use database::TestDatabase;
+pub use scrape::{MetricKind, Scrape};
 
 pub use sea_orm::sqlx::postgres::PgConnectOptions;
 

@@ -12,11 +12,14 @@ use counseling_domain::StoreError;
 use counseling_persistence::CoalescedPing;
 use serde::Serialize;
 
+use crate::metrics::HealthMetrics;
+
 /// What the health handlers share: the database check, with concurrent probes sharing round
 /// trips (see [`CoalescedPing`]) so that a probe storm cannot exhaust the pool.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct HealthCheck {
     pub ping: CoalescedPing,
+    pub metrics: HealthMetrics,
 }
 
 #[derive(Debug, Serialize)]
@@ -41,7 +44,11 @@ fn no_store() -> CacheControl {
 }
 
 async fn check(state: &HealthCheck) -> HttpResponse {
+    let started = std::time::Instant::now();
     let outcome = state.ping.check().await;
+    state
+        .metrics
+        .record(outcome.as_ref().err().map(reason), started.elapsed());
     let timestamp = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
     match outcome {
         Ok(()) => HttpResponse::Ok()
