@@ -257,7 +257,7 @@ async fn concurrent_probes_on_a_frozen_database_share_round_trips() {
     let round_trips = after.value(ROUND_TRIPS, &[]) - before.value(ROUND_TRIPS, &[]);
     assert_eq!(checks, 20.0);
     assert!(
-        round_trips <= 3.0,
+        (1.0..=3.0).contains(&round_trips),
         "{round_trips} round trips for 20 checks"
     );
 }
@@ -280,6 +280,6 @@ async fn metrics_port_serves_the_scrape_apart_from_the_api() {
     assert_eq!(get(port, "/health/live").await.status, 200);
     let scraped = scrape(metrics_port).await;
     assert_eq!(scraped.value(REQUESTS, &[("route", "/health/live")]), 1.0);
-    // Scrapes on their own port are not API traffic.
+    // Scrapes on their own port are not API traffic; /metrics on the API port matched nothing.
     assert_eq!(scraped.value(REQUESTS, &[("route", "/metrics")]), 0.0);
 }

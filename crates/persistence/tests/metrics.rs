@@ -111,7 +111,11 @@ async fn every_operation_is_counted_once_by_its_outcome() {
         );
     }
     let total: f64 = expected.iter().map(|(_, _, count)| count).sum();
-    assert_eq!(scraped.value(OPERATIONS, &[]), total, "nothing else counted");
+    assert_eq!(
+        scraped.value(OPERATIONS, &[]),
+        total,
+        "nothing else counted"
+    );
     assert_eq!(
         scraped.histogram_count(OPERATION_DURATION, &[("operation", "create")]),
         4.0
@@ -121,7 +125,10 @@ async fn every_operation_is_counted_once_by_its_outcome() {
         scraped.histogram_count("db_client_connection_wait_time_seconds", &[]),
         total - 2.0
     );
-    assert_eq!(scraped.value("db_client_connection_timeouts_total", &[]), 0.0);
+    assert_eq!(
+        scraped.value("db_client_connection_timeouts_total", &[]),
+        0.0
+    );
 }
 
 #[tokio::test]
@@ -163,7 +170,10 @@ async fn an_exhausted_pool_counts_acquire_timeouts() {
         scraped.kind("db_client_connection_timeouts_total"),
         Some(MetricKind::Counter)
     );
-    assert_eq!(scraped.value("db_client_connection_timeouts_total", &[]), 2.0);
+    assert_eq!(
+        scraped.value("db_client_connection_timeouts_total", &[]),
+        2.0
+    );
     assert_eq!(
         scraped.value(
             OPERATIONS,
