@@ -40,9 +40,11 @@ fi
 as_pg() { (cd / && "${RUN_AS[@]}" "$@"); }
 API_PID=
 TLS_API_PID=
+API_OFF_PID=
 cleanup() {
     [[ -n $API_PID ]] && kill "$API_PID" 2>/dev/null || true
     [[ -n $TLS_API_PID ]] && kill "$TLS_API_PID" 2>/dev/null || true
+    [[ -n $API_OFF_PID ]] && kill "$API_OFF_PID" 2>/dev/null || true
     as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -m fast stop >/dev/null 2>&1 || true
     rm -rf "$WORK"
 }
@@ -108,6 +110,41 @@ single_p99=$(to_ms "$(echo "$single_out" | awk '$1 == "99%" { print $2 }')")
 ratio=$(awk -v a="$health_rps" -v b="$pgbench_tps" 'BEGIN { printf "%.2f", a / b }')
 load_rss_kb=$(rss_kb VmRSS)
 load_peak_kb=$(rss_kb VmHWM)
+
+# --- the cost of metrics: the same service with METRICS_ENABLED=false, alternated --------------
+API_OFF_PORT=$(free_port)
+DATABASE_URL=$URL APP_PORT=$API_OFF_PORT METRICS_ENABLED=false LOG_FORMAT=json RUST_LOG=warn \
+    target/release/counseling-api >"$WORK/api-off.log" 2>&1 &
+API_OFF_PID=$!
+until curl -fs -o /dev/null "http://127.0.0.1:$API_OFF_PORT/health"; do
+    kill -0 "$API_OFF_PID" 2>/dev/null || die "counseling-api exited: $(cat "$WORK/api-off.log")"
+    sleep 0.01
+done
+rps_of() { wrk -t2 -c32 -d5s "http://127.0.0.1:$1/health" | awk '/^Requests\/sec:/ { print $2 }'; }
+metrics_on_rps=0; metrics_off_rps=0
+for round in 1 2; do
+    say "wrk: GET /health, metrics off then on, 32 connections, 5 s each (round $round of 2)"
+    metrics_off_rps=$(awk -v a="$metrics_off_rps" -v b="$(rps_of "$API_OFF_PORT")" 'BEGIN { print a + b / 2 }')
+    metrics_on_rps=$(awk -v a="$metrics_on_rps" -v b="$(rps_of "$API_PORT")" 'BEGIN { print a + b / 2 }')
+done
+kill -TERM "$API_OFF_PID"; wait "$API_OFF_PID" 2>/dev/null || true; API_OFF_PID=
+metrics_ratio=$(awk -v a="$metrics_on_rps" -v b="$metrics_off_rps" 'BEGIN { printf "%.3f", a / b }')
+
+say "GET /metrics, 1000 sequential scrapes"
+read -r scrape_p50 scrape_p99 scrape_max scrape_bytes < <(python3 - "$API_PORT" <<'PY'
+import http.client, sys, time
+connection = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=10)
+timings, size = [], 0
+for _ in range(1000):
+    started = time.perf_counter()
+    connection.request("GET", "/metrics")
+    response = connection.getresponse()
+    size = len(response.read())
+    timings.append((time.perf_counter() - started) * 1000)
+timings.sort()
+print(f"{timings[499]:.3f} {timings[989]:.3f} {timings[-1]:.3f} {size}")
+PY
+)
 
 # --- overload: 500 concurrent connections on a pool of 15 ------------------------------------
 say "wrk: GET /health, 500 connections, 5 s"
@@ -220,6 +257,21 @@ each answering every request that arrived before it started). That is why 32 con
 approach pgbench's rate while using one pooled connection, and why a probe storm cannot exhaust
 the pool. A single probe costs two round trips: the ping, and the ping sqlx itself sends when a
 connection returns to its pool.
+
+## The cost of metrics
+
+Two instances of the service against the same database, one with \`METRICS_ENABLED=false\`;
+\`wrk\` GET /health with 32 connections for 5 s on each in turn, twice, averaged.
+
+| measure | value | target |
+|---|---|---|
+| metrics off | $metrics_off_rps req/s | reference |
+| metrics on | $metrics_on_rps req/s | |
+| ratio on / off | **$metrics_ratio×** | ≥ 0.95×: $(verdict "$metrics_ratio" ">=" 0.95) |
+| \`GET /metrics\` p50, 1000 sequential scrapes after the load | $scrape_p50 ms | |
+| \`GET /metrics\` p99 | $scrape_p99 ms | ≤ 5 ms: $(verdict "$scrape_p99" "<=" 5) |
+| \`GET /metrics\` slowest | $scrape_max ms | |
+| scrape size | $scrape_bytes bytes | |
 
 ## Overload: 500 concurrent connections, pool of $POOL
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A project-local PostgreSQL for development, from the installed server binaries.
 #   scripts/local-postgres.sh start   create (first time) and start it; create the role and
-#                                     database named by DATABASE_URL (env, .env, .env.example)
+#                                     database named by DATABASE_URL (env, .env, .env.example),
+#                                     with pg_stat_statements
 #   scripts/local-postgres.sh stop    stop it
 # Data lives in .data/postgres and is kept between runs. As root, the server runs as the
 # `postgres` user (PostgreSQL refuses root) and the data sits where that user can reach it, with
@@ -78,7 +79,7 @@ start)
             die "port $DB_PORT is in use by another program: stop it, or set DATABASE_URL to another port"
         fi
         run "$BIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 30 \
-            -o "-p $DB_PORT -k $SOCKET -c listen_addresses=127.0.0.1" start >/dev/null \
+            -o "-p $DB_PORT -k $SOCKET -c listen_addresses=127.0.0.1 -c shared_preload_libraries=pg_stat_statements" start >/dev/null \
             || die "the server did not start; see $LOG"
         echo "local-postgres: started on 127.0.0.1:$DB_PORT (log: $LOG)"
     fi
@@ -94,6 +95,9 @@ start)
             | psql_admin -v user="$DB_USER" -v db="$DB_NAME" >/dev/null
         echo "local-postgres: created database $DB_NAME"
     fi
+    # Query statistics (the library is preloaded above); the migrations never need it.
+    psql_admin -d "$DB_NAME" -c "SET client_min_messages TO warning" \
+        -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
     ;;
 stop)
     if [[ -f "$DATA/PG_VERSION" ]] && run "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then

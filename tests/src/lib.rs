@@ -168,6 +168,27 @@ pub fn get_json(url: &str, timeout: Duration) -> Result<(u16, serde_json::Value)
     Ok((status, body))
 }
 
+/// A blocking GET that returns status, content type and body text, never failing on 4xx/5xx.
+pub fn get_text(url: &str, timeout: Duration) -> Result<(u16, String, String), String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .build()
+        .into();
+    let mut response = agent.get(url).call().map_err(|e| e.to_string())?;
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let text = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| e.to_string())?;
+    Ok((response.status().as_u16(), content_type, text))
+}
+
 /// Polls `GET url` until it returns `status`; returns how long that took, or panics after `limit`.
 pub fn wait_for_status(url: &str, status: u16, limit: Duration) -> Duration {
     let started = Instant::now();

@@ -152,6 +152,30 @@ fn db_service_matches_database_url() {
 }
 
 #[test]
+fn db_loads_and_creates_pg_stat_statements() {
+    let compose = compose();
+    let db = service(&compose, "db");
+    let command = strings(&db["command"]);
+    assert!(
+        command.contains(&"shared_preload_libraries=pg_stat_statements".to_owned()),
+        "{command:?}"
+    );
+    let creates = std::fs::read_dir(root().join("docker/initdb"))
+        .unwrap()
+        .flatten()
+        .map(|entry| std::fs::read_to_string(entry.path()).unwrap())
+        .any(|script| script.contains("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"));
+    assert!(creates, "an initdb script creates the extension");
+    // The migrations work without it (managed databases may not offer it).
+    let migrations = std::fs::read_dir(root().join("migration/src"))
+        .unwrap()
+        .flatten()
+        .map(|entry| std::fs::read_to_string(entry.path()).unwrap())
+        .collect::<String>();
+    assert!(!migrations.contains("pg_stat_statements"));
+}
+
+#[test]
 fn db_test_service_matches_database_url_test() {
     let (compose, env) = (compose(), env_example());
     let db_test = service(&compose, "db-test");

@@ -79,6 +79,24 @@ impl fmt::Display for Problems {
 
 impl std::error::Error for Problems {}
 
+/// For variables without a default: unset or empty means `None`, anything else is parsed.
+pub fn empty_is_none<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: fmt::Display,
+{
+    use serde::Deserialize;
+    let text = String::deserialize(deserializer)?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    text.trim()
+        .parse()
+        .map(Some)
+        .map_err(|error: T::Err| serde::de::Error::custom(error))
+}
+
 /// Durations given as whole milliseconds (variables ending in `_MS`).
 pub mod millis {
     use std::time::Duration;

@@ -116,7 +116,7 @@ fn describe(prefix: &str, error: &ConfigError) -> (Option<String>, Problem) {
         } => {
             let name = variable(key);
             let problem = match error.as_ref() {
-                ConfigError::Message(message) => message.clone(),
+                ConfigError::Message(message) => sanitized(message),
                 ConfigError::Type { expected, .. } => format!("must be {expected}"),
                 _ => "is invalid".to_owned(),
             };
@@ -151,6 +151,16 @@ fn describe(prefix: &str, error: &ConfigError) -> (Option<String>, Problem) {
             None => (None, Problem::new(format!("{prefix}_*"), "are invalid")),
         },
         _ => (None, Problem::new(format!("{prefix}_*"), "are invalid")),
+    }
+}
+
+/// Our own deserialisers' messages say what is expected; serde's and config's generic ones quote
+/// the value (`invalid type: string "..."`), so those are replaced.
+fn sanitized(message: &str) -> String {
+    if message.contains(['"', '`', '\'']) {
+        "is invalid (check its format)".to_owned()
+    } else {
+        message.to_owned()
     }
 }
 
@@ -218,6 +228,24 @@ mod tests {
             assert!(names.contains(&name), "{name} in {problems}");
         }
         assert!(!problems.to_string().contains("hunter2"), "{problems}");
+    }
+
+    #[test]
+    fn generic_parse_errors_never_quote_the_value() {
+        #[derive(Debug, Deserialize)]
+        struct Port {
+            #[allow(dead_code)]
+            #[serde(default, deserialize_with = "crate::empty_is_none")]
+            port: Option<u16>,
+        }
+        let sources = Sources::from_vars([("P_PORT", "hunter2")]);
+        let problems = sources.group::<Port>("P").unwrap_err();
+        assert_eq!(problems.0[0].variable, "P_PORT");
+        assert!(!problems.to_string().contains("hunter2"), "{problems}");
+        let ok = Sources::from_vars([("P_PORT", "8080")])
+            .group::<Port>("P")
+            .unwrap();
+        assert_eq!(ok.port, Some(8080));
     }
 
     #[test]

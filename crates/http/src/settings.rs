@@ -22,6 +22,27 @@ pub struct Settings {
     pub health: HealthSettings,
     pub database: DatabaseSettings,
     pub log: LogSettings,
+    pub metrics: MetricsSettings,
+}
+
+/// `METRICS_*`: `GET /metrics` (Prometheus).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default)]
+pub struct MetricsSettings {
+    /// Off: no `/metrics`, and nothing is recorded.
+    pub enabled: bool,
+    /// Unset: served on the main port. `Some(0)` picks a free port (tests).
+    #[serde(deserialize_with = "counseling_config::empty_is_none")]
+    pub port: Option<u16>,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            port: None,
+        }
+    }
 }
 
 /// `APP_*`: where and how the HTTP server listens.
@@ -128,6 +149,7 @@ impl Settings {
         let app = keep(sources.group::<AppSettings>("APP"), &mut problems);
         let health = keep(sources.group::<HealthSettings>("HEALTH"), &mut problems);
         let log = keep(sources.group::<LogSettings>("LOG"), &mut problems);
+        let metrics = keep(sources.group::<MetricsSettings>("METRICS"), &mut problems);
         let database = keep(
             sources.group::<DatabaseSettings>(DatabaseSettings::PREFIX),
             &mut problems,
@@ -150,8 +172,8 @@ impl Settings {
                 "is not a valid filter (examples: info, debug, counseling_http=debug,info)",
             ));
         }
-        match (app, health, log, database) {
-            (Some(app), Some(health), Some(mut log), Some(mut database)) => {
+        match (app, health, log, database, metrics) {
+            (Some(app), Some(health), Some(mut log), Some(mut database), Some(metrics)) => {
                 log.filter = filter;
                 database.application_name = "counseling-api".to_owned();
                 problems.into_result(Settings {
@@ -159,6 +181,7 @@ impl Settings {
                     health,
                     database,
                     log,
+                    metrics,
                 })
             }
             _ => Err(problems),
@@ -178,6 +201,7 @@ impl Settings {
             ("APP", serde_json::to_value(AppSettings::default())),
             ("HEALTH", serde_json::to_value(HealthSettings::default())),
             ("LOG", serde_json::to_value(LogSettings::default())),
+            ("METRICS", serde_json::to_value(MetricsSettings::default())),
             (DatabaseSettings::PREFIX, Ok(database)),
         ] {
             if let Ok(serde_json::Value::Object(fields)) = defaults {
@@ -384,6 +408,22 @@ mod tests {
             assert_eq!(problems.0[0].variable, *variable, "{vars:?}: {problems}");
             assert!(!problems.to_string().contains("s3cret"), "{problems}");
         }
+    }
+
+    #[test]
+    fn metrics_can_be_switched_off_or_moved_to_a_port_of_their_own() {
+        assert_eq!(load(&[]).unwrap().metrics, MetricsSettings::default());
+        let settings = load(&[("METRICS_ENABLED", "false"), ("METRICS_PORT", "9100")]).unwrap();
+        assert_eq!(
+            settings.metrics,
+            MetricsSettings {
+                enabled: false,
+                port: Some(9100)
+            }
+        );
+        assert_eq!(load(&[("METRICS_PORT", "")]).unwrap().metrics.port, None);
+        let problems = load(&[("METRICS_PORT", "nine")]).unwrap_err();
+        assert_eq!(problems.0[0].variable, "METRICS_PORT");
     }
 
     #[test]

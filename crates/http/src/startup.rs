@@ -5,12 +5,15 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::middleware::from_fn;
+use actix_web::middleware::{Condition, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use counseling_persistence::{CoalescedPing, Database};
 use tracing_actix_web::TracingLogger;
 
+use crate::metrics::{
+    HealthMetrics, HttpMetrics, Metrics, Registrar, UPKEEP_INTERVAL, record_request, scrape,
+};
 use crate::request_id::{RequestSpan, request_id};
 use crate::routes::health::{HealthCheck, health, live, ready};
 use crate::settings::Settings;
@@ -24,6 +27,9 @@ pub struct Application {
     port: u16,
     server: Server,
     database: Database,
+    metrics: Option<web::Data<Metrics>>,
+    /// `/metrics` alone, when `METRICS_PORT` is set.
+    metrics_server: Option<(u16, Server)>,
 }
 
 impl std::fmt::Debug for Application {
@@ -37,29 +43,53 @@ impl std::fmt::Debug for Application {
 impl Application {
     /// Creates the (lazy) pool and binds the listener. Does not need the database to be up.
     /// Database I/O runs on `io`, which must outlive the application.
+    /// Metrics go to a recorder of this application's own (see [`crate::metrics`]).
     pub fn build(settings: &Settings, io: tokio::runtime::Handle) -> anyhow::Result<Self> {
-        let database = Database::connect_lazy(&settings.database, io)
+        let registrar = if settings.metrics.enabled {
+            Metrics::recorder()
+        } else {
+            Registrar::default()
+        };
+        let database = registrar
+            .register(|| Database::connect_lazy(&settings.database, io))
             .context("DATABASE_URL or a pool setting is invalid")?;
-        let address = (settings.app.host, settings.app.port);
-        let listener = TcpListener::bind(address)
-            .with_context(|| format!("could not listen on {}:{}", address.0, address.1))?;
-        let port = listener
-            .local_addr()
-            .context("reading the bound address")?
-            .port();
+        let (listener, port) = bind(settings.app.host, settings.app.port)?;
 
-        let health_check = web::Data::new(HealthCheck::new(CoalescedPing::new(
-            database.clone(),
-            settings.health.timeout,
-        )));
+        let health_check = web::Data::new(HealthCheck::new(
+            registrar.register(|| CoalescedPing::new(database.clone(), settings.health.timeout)),
+            HealthMetrics::new(&registrar),
+        ));
+        let metrics = Metrics::new(&registrar, database.clone()).map(web::Data::new);
+        let http_metrics = web::Data::new(HttpMetrics::new(&registrar));
+        let recording = metrics.is_some();
+        let metrics_server = match (&metrics, settings.metrics.port) {
+            (Some(metrics), Some(metrics_port)) => Some(metrics_only_server(
+                settings,
+                metrics.clone(),
+                metrics_port,
+            )?),
+            _ => None,
+        };
+        let metrics_on_main_port = metrics.clone().filter(|_| metrics_server.is_none());
         let server = HttpServer::new(move || {
+            let metrics_on_main_port = metrics_on_main_port.clone();
             App::new()
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .wrap(from_fn(request_id))
+                // Outermost, so that the duration covers the other middleware too.
+                .wrap(Condition::new(recording, from_fn(record_request)))
                 .app_data(health_check.clone())
+                .app_data(http_metrics.clone())
                 .service(health)
                 .service(ready)
                 .service(live)
+                .configure(move |config| {
+                    if let Some(metrics) = metrics_on_main_port {
+                        config
+                            .app_data(metrics)
+                            .route("/metrics", web::get().to(scrape));
+                    }
+                })
         })
         // Signals are handled in `run_until_stopped`: actix's own handler stops abruptly on
         // SIGINT, and both signals must drain in-flight requests.
@@ -73,11 +103,18 @@ impl Application {
             port,
             server,
             database,
+            metrics,
+            metrics_server,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of `/metrics` when `METRICS_PORT` gives it one of its own.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_server.as_ref().map(|(port, _)| *port)
     }
 
     pub fn handle(&self) -> ServerHandle {
@@ -86,7 +123,26 @@ impl Application {
 
     /// Serves until the server is stopped through its handle, then closes the pool.
     pub async fn run(self) -> std::io::Result<()> {
+        let upkeep = self.metrics.map(|metrics| {
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(UPKEEP_INTERVAL);
+                loop {
+                    ticks.tick().await;
+                    metrics.run_upkeep();
+                }
+            })
+        });
+        let metrics_server = self
+            .metrics_server
+            .map(|(_, server)| (server.handle(), tokio::spawn(server)));
         let outcome = self.server.await;
+        if let Some((handle, serving)) = metrics_server {
+            handle.stop(true).await;
+            let _ = serving.await;
+        }
+        if let Some(upkeep) = upkeep {
+            upkeep.abort();
+        }
         tracing::info!("HTTP server stopped; closing database connections");
         if !self.database.close(POOL_CLOSE_TIMEOUT).await {
             tracing::warn!("database connections did not close in time; exiting anyway");
@@ -111,4 +167,35 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+fn bind(host: std::net::IpAddr, port: u16) -> anyhow::Result<(TcpListener, u16)> {
+    let listener = TcpListener::bind((host, port))
+        .with_context(|| format!("could not listen on {host}:{port}"))?;
+    let port = listener
+        .local_addr()
+        .context("reading the bound address")?
+        .port();
+    Ok((listener, port))
+}
+
+/// `/metrics` on a port of its own (`METRICS_PORT`), for scrapers only.
+fn metrics_only_server(
+    settings: &Settings,
+    metrics: web::Data<Metrics>,
+    port: u16,
+) -> anyhow::Result<(u16, Server)> {
+    let (listener, port) = bind(settings.app.host, port).context("METRICS_PORT")?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(metrics.clone())
+            .route("/metrics", web::get().to(scrape))
+    })
+    // One worker is plenty for a scrape every few seconds.
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .context("starting the metrics server")?
+    .run();
+    Ok((port, server))
 }

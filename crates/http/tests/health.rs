@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use counseling_http::{Application, Settings};
+mod common;
+
+use common::spawn_app;
 use counseling_testkit::TestDatabase;
 use serde_json::Value;
 
@@ -56,17 +58,6 @@ async fn get(port: u16, path: &str, request_id: Option<&str>) -> Reply {
     })
     .await
     .unwrap()
-}
-
-/// Starts the app on a free port; it stops when the test's runtime ends.
-fn spawn_app(database_url: &str, extra: &[(&str, &str)]) -> u16 {
-    let mut vars = vec![("DATABASE_URL", database_url), ("APP_PORT", "0")];
-    vars.extend_from_slice(extra);
-    let settings = Settings::from_vars(vars).unwrap();
-    let application = Application::build(&settings, tokio::runtime::Handle::current()).unwrap();
-    let port = application.port();
-    tokio::spawn(application.run());
-    port
 }
 
 fn assert_timestamp_is_now(body: &Value) {

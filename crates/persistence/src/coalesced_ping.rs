@@ -11,11 +11,14 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use metrics::{Counter, counter, describe_counter};
 use tokio::sync::watch;
 
 use crate::{Database, StoreError, Unavailability};
 
 type Outcome = Option<Result<(), StoreError>>;
+
+const ROUND_TRIPS: &str = "counseling_health_check_round_trips_total";
 
 #[derive(Debug)]
 struct Rounds {
@@ -33,11 +36,18 @@ pub struct CoalescedPing {
     database: Database,
     timeout: Duration,
     rounds: Arc<Mutex<Rounds>>,
+    /// Rounds run: fewer than checks when concurrent checks share them.
+    round_trips: Counter,
 }
 
 impl CoalescedPing {
-    /// Checks run with `timeout` each.
+    /// Checks run with `timeout` each. The round-trip counter goes to the `metrics` recorder
+    /// current when this is called (as [`Database::connect_lazy`]'s metrics do).
     pub fn new(database: Database, timeout: Duration) -> Self {
+        describe_counter!(
+            ROUND_TRIPS,
+            "Database round trips started by health checks; concurrent checks share them."
+        );
         Self {
             database,
             timeout,
@@ -46,6 +56,7 @@ impl CoalescedPing {
                 in_flight: None,
                 driving: false,
             })),
+            round_trips: counter!(ROUND_TRIPS),
         }
     }
 
@@ -112,6 +123,7 @@ impl CoalescedPing {
             };
             // `drive` already runs on the database runtime (see `check`): no second hop.
             let deadline = tokio::time::Instant::now() + self.timeout;
+            self.round_trips.increment(1);
             let outcome = self.database.ping_until(deadline).await;
             // Retire the round before publishing, so no later caller takes its result as fresh.
             self.rounds().in_flight = None;

@@ -15,6 +15,7 @@ use tokio::time::{Instant, timeout_at};
 use tracing::Instrument;
 
 use crate::DatabaseSettings;
+use crate::database_metrics::{DatabaseMetrics, Operation, Outcome};
 use crate::error_mapping::{Failure, from_db_err, from_sqlx};
 use crate::session::Session;
 use crate::unit_of_work::UnitOfWork;
@@ -71,6 +72,7 @@ struct Inner {
     io: Handle,
     /// Bound of one call's statement(s) once it has a connection, and of a whole unit of work.
     call_timeout: Duration,
+    metrics: Arc<DatabaseMetrics>,
 }
 
 impl std::fmt::Debug for Database {
@@ -86,6 +88,13 @@ impl std::fmt::Debug for Database {
 /// Aborts the task when the caller stops waiting for it (a client that went away): a unit of work
 /// whose caller is gone is rolled back, not finished unseen.
 struct AbortOnDrop<T>(JoinHandle<T>);
+
+/// Why no connection came from the pool.
+enum AcquireError {
+    /// Nothing listens at the server's address.
+    Refused,
+    Driver(sqlx::Error),
+}
 
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
@@ -103,6 +112,9 @@ impl Database {
     /// surely alive, while one that sat idle may have been cut by a restart, a failover or a
     /// firewall. So only connections idle for `ping_if_idle_for` or longer are pinged; the rare
     /// dead connection that slips through fails its query with `Unavailable` and is discarded.
+    ///
+    /// Metrics (see the README) go to the `metrics` recorder current when this is called: the
+    /// caller's `metrics::with_local_recorder`, else the global one, else nowhere.
     pub fn connect_lazy(settings: &DatabaseSettings, io: Handle) -> Result<Self, Problems> {
         settings.problems().into_result(())?;
         let connect_options = settings.connect_options()?;
@@ -138,6 +150,7 @@ impl Database {
                 connect_options,
                 io,
                 call_timeout: settings.statement_timeout + DEADLINE_MARGIN,
+                metrics: Arc::new(DatabaseMetrics::register()),
             }),
         })
     }
@@ -168,15 +181,37 @@ impl Database {
         }
     }
 
+    pub(crate) fn metrics(&self) -> &Arc<DatabaseMetrics> {
+        &self.inner.metrics
+    }
+
     /// A connection from the pool, or why none could be had: at once when nothing listens, within
     /// the acquire timeout when every connection is busy or the server does not answer.
     async fn acquire(&self) -> Result<PoolConnection<Postgres>, Failure> {
+        let started = Instant::now();
+        let outcome = self.wait_for_connection().await;
+        let timed_out = matches!(
+            outcome,
+            Err(AcquireError::Driver(sqlx::Error::PoolTimedOut))
+        );
+        self.inner
+            .metrics
+            .connection_wait(started.elapsed(), timed_out);
+        outcome.map_err(|error| match error {
+            AcquireError::Refused => {
+                Failure::Store(StoreError::Unavailable(Unavailability::ConnectionRefused))
+            }
+            AcquireError::Driver(error) => from_sqlx(&error),
+        })
+    }
+
+    async fn wait_for_connection(&self) -> Result<PoolConnection<Postgres>, AcquireError> {
         let pool = &self.inner.pool;
         let acquire = pool.acquire();
         tokio::pin!(acquire);
         tokio::select! {
             biased;
-            outcome = &mut acquire => return outcome.map_err(|error| from_sqlx(&error)),
+            outcome = &mut acquire => return outcome.map_err(AcquireError::Driver),
             () = tokio::time::sleep(REFUSAL_CHECK_AFTER) => {}
         }
         // Still waiting. If the pool is opening a connection (not waiting for a busy one), find
@@ -184,17 +219,15 @@ impl Database {
         if pool.size() < pool.options().get_max_connections() {
             tokio::select! {
                 biased;
-                outcome = &mut acquire => return outcome.map_err(|error| from_sqlx(&error)),
+                outcome = &mut acquire => return outcome.map_err(AcquireError::Driver),
                 refused = self.refuses_connections() => {
                     if refused {
-                        return Err(Failure::Store(StoreError::Unavailable(
-                            Unavailability::ConnectionRefused,
-                        )));
+                        return Err(AcquireError::Refused);
                     }
                 }
             }
         }
-        acquire.await.map_err(|error| from_sqlx(&error))
+        acquire.await.map_err(AcquireError::Driver)
     }
 
     /// Whether the server's address refuses TCP connections. Never resolves `false` early: when
@@ -280,38 +313,68 @@ impl Database {
     {
         let database = self.clone();
         let unit = async move {
-            let session = Arc::new(Session::new(database.acquire().await.map_err(store)?));
-            let deadline = Instant::now() + database.inner.call_timeout;
-            let bounded = timeout_at(deadline, async {
-                if let Err(error) = session.begin().await {
-                    return Err(E::from(fail(&session, &error)));
-                }
-                match work(UnitOfWork::new(Arc::clone(&session))).await {
-                    Ok(value) => match session.commit().await {
-                        Ok(()) => Ok(value),
-                        Err(error) => Err(E::from(fail(&session, &error))),
-                    },
-                    Err(error) => {
-                        if session.rollback().await.is_err() {
-                            // The session closes the connection when dropped; the server rolls
-                            // back when it sees it close.
-                            session.discard();
-                        }
-                        Err(error)
-                    }
-                }
-            });
-            match bounded.await {
-                Ok(outcome) => outcome,
-                Err(_elapsed) => {
-                    session.discard();
-                    Err(E::from(StoreError::Unavailable(Unavailability::Timeout)))
-                }
-            }
+            let started = Instant::now();
+            let outcome = database.unit_of_work(work).await;
+            let recorded = match &outcome {
+                Ok(_) => Outcome::Ok,
+                Err((_, recorded)) => *recorded,
+            };
+            database
+                .inner
+                .metrics
+                .operation(Operation::Transaction, recorded, started.elapsed());
+            outcome.map_err(|(error, _)| error)
         };
         match self.on_io(unit).await {
             Ok(outcome) => outcome,
             Err(error) => Err(E::from(error)),
+        }
+    }
+
+    /// [`Database::transaction`] on the I/O runtime; a failure comes with its outcome label.
+    async fn unit_of_work<T, E, W, Fut>(&self, work: W) -> Result<T, (E, Outcome)>
+    where
+        E: From<StoreError>,
+        W: FnOnce(UnitOfWork) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let ours = |error: StoreError| {
+            let outcome = Outcome::of_store_error(&error);
+            (E::from(error), outcome)
+        };
+        let session = Arc::new(Session::new(
+            self.acquire()
+                .await
+                .map_err(|failure| ours(store(failure)))?,
+        ));
+        let deadline = Instant::now() + self.inner.call_timeout;
+        let bounded = timeout_at(deadline, async {
+            if let Err(error) = session.begin().await {
+                return Err(ours(fail(&session, &error)));
+            }
+            match work(UnitOfWork::new(Arc::clone(&session), self.metrics())).await {
+                Ok(value) => match session.commit().await {
+                    Ok(()) => Ok(value),
+                    Err(error) => Err(ours(fail(&session, &error))),
+                },
+                Err(error) => {
+                    if session.rollback().await.is_err() {
+                        // The session closes the connection when dropped; the server rolls
+                        // back when it sees it close.
+                        session.discard();
+                    }
+                    // The closure's own error type says nothing we can label; the call inside
+                    // the unit that failed (if one did) does.
+                    Err((error, session.failed_call().unwrap_or(Outcome::Error)))
+                }
+            }
+        });
+        match bounded.await {
+            Ok(outcome) => outcome,
+            Err(_elapsed) => {
+                session.discard();
+                Err(ours(StoreError::Unavailable(Unavailability::Timeout)))
+            }
         }
     }
 
@@ -348,10 +411,17 @@ impl Database {
     pub(crate) async fn ping_until(&self, deadline: Instant) -> Result<(), StoreError> {
         let timeout = deadline.saturating_duration_since(Instant::now());
         let acquire_deadline = deadline - DIAGNOSIS_BUDGET.min(timeout / 10);
+        let waiting_since = Instant::now();
         let mut connection = match timeout_at(acquire_deadline, self.acquire()).await {
             Ok(Ok(connection)) => connection,
             Ok(Err(failure)) => return Err(failure.into_store_error()),
-            Err(_elapsed) => return Err(self.diagnose(deadline).await),
+            Err(_elapsed) => {
+                // The check gave up waiting for a connection: an acquire timeout of its own.
+                self.inner
+                    .metrics
+                    .connection_wait(waiting_since.elapsed(), true);
+                return Err(self.diagnose(deadline).await);
+            }
         };
         match timeout_at(deadline, connection.ping()).await {
             Ok(Ok(())) => Ok(()),

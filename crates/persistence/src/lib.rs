@@ -12,6 +12,7 @@
 
 mod coalesced_ping;
 mod database;
+mod database_metrics;
 pub mod entity;
 mod error_mapping;
 mod session;

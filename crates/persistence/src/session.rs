@@ -7,12 +7,15 @@
 //! connection ourselves, and [`Drop`] decides whether it goes back to the pool or is closed.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex as StdMutex, PoisonError};
 
 use sea_orm::sqlx::pool::PoolConnection;
 use sea_orm::sqlx::{self, Executor, Postgres};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr, Statement};
 use sea_query_sqlx::SqlxValues;
 use tokio::sync::Mutex;
+
+use crate::database_metrics::Outcome;
 
 pub(crate) struct Session {
     connection: Mutex<Option<PoolConnection<Postgres>>>,
@@ -21,6 +24,8 @@ pub(crate) struct Session {
     unfit: AtomicBool,
     /// `BEGIN` was sent and neither `COMMIT` nor `ROLLBACK` has completed.
     in_transaction: AtomicBool,
+    /// How the last repository call that failed inside this unit of work failed (metrics).
+    failed_call: StdMutex<Option<Outcome>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -40,7 +45,22 @@ impl Session {
             connection: Mutex::new(Some(connection)),
             unfit: AtomicBool::new(false),
             in_transaction: AtomicBool::new(false),
+            failed_call: StdMutex::new(None),
         }
+    }
+
+    pub(crate) fn record_failed_call(&self, outcome: Outcome) {
+        *self
+            .failed_call
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(outcome);
+    }
+
+    pub(crate) fn failed_call(&self) -> Option<Outcome> {
+        *self
+            .failed_call
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Closes the connection when this session ends instead of returning it to the pool.

@@ -76,10 +76,10 @@ pub struct DatabaseSettings {
     #[serde(default = "defaults::io_threads")]
     pub io_threads: usize,
     /// Overrides the URL's `sslmode`; unset keeps the URL's (libpq's default: `prefer`).
-    #[serde(default, deserialize_with = "tls::empty_is_none")]
+    #[serde(default, deserialize_with = "counseling_config::empty_is_none")]
     pub ssl_mode: Option<SslMode>,
     /// Overrides the URL's `sslrootcert` (a CA file, or `system`); unset keeps the URL's.
-    #[serde(default, deserialize_with = "tls::empty_is_none")]
+    #[serde(default, deserialize_with = "counseling_config::empty_is_none")]
     pub ssl_root_cert: Option<SslRootCert>,
     /// Reported to PostgreSQL as `application_name` (visible in `pg_stat_activity`).
     #[serde(skip, default = "defaults::application_name")]

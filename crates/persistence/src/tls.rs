@@ -111,17 +111,12 @@ impl<'de> Deserialize<'de> for SslRootCert {
     }
 }
 
-/// For the overrides: an unset or empty variable keeps the URL's parameter.
-pub(crate) fn empty_is_none<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    let text = String::deserialize(deserializer)?;
-    if text.trim().is_empty() {
-        return Ok(None);
+impl FromStr for SslRootCert {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(SslRootCert::parse(text))
     }
-    T::deserialize(serde::de::value::StringDeserializer::<D::Error>::new(text)).map(Some)
 }
 
 impl FromStr for SslMode {

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use crate::PgUserRepository;
+use crate::database_metrics::DatabaseMetrics;
 use crate::session::Session;
 
 /// One open transaction, handed to the closure of [`crate::Database::transaction`]. The
@@ -12,15 +13,19 @@ use crate::session::Session;
 #[derive(Debug, Clone)]
 pub struct UnitOfWork {
     session: Arc<Session>,
+    metrics: Arc<DatabaseMetrics>,
 }
 
 impl UnitOfWork {
-    pub(crate) fn new(session: Arc<Session>) -> Self {
-        Self { session }
+    pub(crate) fn new(session: Arc<Session>, metrics: &Arc<DatabaseMetrics>) -> Self {
+        Self {
+            session,
+            metrics: Arc::clone(metrics),
+        }
     }
 
     /// The users, inside this transaction.
     pub fn users(&self) -> PgUserRepository {
-        PgUserRepository::in_transaction(Arc::clone(&self.session))
+        PgUserRepository::in_transaction(Arc::clone(&self.session), Arc::clone(&self.metrics))
     }
 }

@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::time::Instant;
 
 use counseling_domain::{
     CreateUserError, DeleteUserError, NewUser, PasswordHash, StoreError, UpdateUserError, User,
@@ -11,6 +12,7 @@ use sea_orm::{
 
 use crate::Database;
 use crate::database::SessionWork;
+use crate::database_metrics::{DatabaseMetrics, Operation, Outcome};
 use crate::entity::users::{ActiveModel, Column, Entity as Users, Model};
 use crate::error_mapping::{Failure, from_db_err};
 use crate::session::Session;
@@ -20,6 +22,7 @@ use crate::session::Session;
 #[derive(Debug, Clone)]
 pub struct PgUserRepository {
     executor: Executor,
+    metrics: Arc<DatabaseMetrics>,
 }
 
 #[derive(Debug, Clone)]
@@ -30,24 +33,29 @@ enum Executor {
 
 impl PgUserRepository {
     pub fn new(database: Database) -> Self {
+        let metrics = Arc::clone(database.metrics());
         Self {
             executor: Executor::Pool(database),
+            metrics,
         }
     }
 
-    pub(crate) fn in_transaction(session: Arc<Session>) -> Self {
+    pub(crate) fn in_transaction(session: Arc<Session>, metrics: Arc<DatabaseMetrics>) -> Self {
         Self {
             executor: Executor::Transaction(session),
+            metrics,
         }
     }
 
     /// Runs one call's statements: on a pooled connection of its own, or in the transaction.
-    async fn run<T, W>(&self, work: W) -> Result<T, Failure>
+    /// Every repository operation passes here, so here its duration and outcome are recorded.
+    async fn run<T, W>(&self, operation: Operation, work: W) -> Result<T, Failure>
     where
         T: Send + 'static,
         W: for<'s> FnOnce(&'s Session) -> SessionWork<'s, T> + Send + 'static,
     {
-        match &self.executor {
+        let started = Instant::now();
+        let outcome = match &self.executor {
             Executor::Pool(database) => database.call(work).await,
             // The unit of work's deadline bounds every call made inside it.
             Executor::Transaction(session) => work(session).await.map_err(|error| {
@@ -55,36 +63,55 @@ impl PgUserRepository {
                 if failure.discards_connection() {
                     session.discard();
                 }
+                session.record_failed_call(Outcome::of_failure(&failure));
                 failure
             }),
-        }
+        };
+        let recorded = match &outcome {
+            Ok(_) => Outcome::Ok,
+            Err(failure) => Outcome::of_failure(failure),
+        };
+        self.metrics
+            .operation(operation, recorded, started.elapsed());
+        outcome
     }
 
-    async fn find_one(&self, query: Select<Users>) -> Result<Option<User>, StoreError> {
+    async fn find_one(
+        &self,
+        operation: Operation,
+        query: Select<Users>,
+    ) -> Result<Option<User>, StoreError> {
         let row = self
-            .run(move |session| Box::pin(async move { query.one(session).await }))
+            .run(operation, move |session| {
+                Box::pin(async move { query.one(session).await })
+            })
             .await?;
         row.map(to_domain).transpose()
     }
 
     async fn update_returning(
         &self,
+        operation: Operation,
         id: UserId,
         column: Column,
         value: sea_orm::Value,
     ) -> Result<User, UpdateUserError> {
-        let rows = self
-            .run(move |session| {
+        let row = self
+            .run(operation, move |session| {
                 Box::pin(async move {
-                    Users::update_many()
+                    let rows = Users::update_many()
                         .col_expr(column, Expr::value(value))
                         .filter(Column::Id.eq(id.as_uuid()))
                         .exec_with_returning(session)
-                        .await
+                        .await?;
+                    // No such user: SeaORM's own "nothing updated", which maps to `NotFound`
+                    // (and is recorded as such).
+                    rows.into_iter()
+                        .next()
+                        .ok_or(sea_orm::DbErr::RecordNotUpdated)
                 })
             })
             .await?;
-        let row = rows.into_iter().next().ok_or(UpdateUserError::NotFound)?;
         Ok(to_domain(row)?)
     }
 }
@@ -118,7 +145,7 @@ impl UserRepository for PgUserRepository {
             ..Default::default()
         };
         let stored = self
-            .run(move |session| {
+            .run(Operation::Create, move |session| {
                 Box::pin(async move { Users::insert(row).exec_with_returning(session).await })
             })
             .await?;
@@ -127,7 +154,8 @@ impl UserRepository for PgUserRepository {
 
     #[tracing::instrument(skip(self), err(Display))]
     async fn find_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        self.find_one(Users::find_by_id(id.as_uuid())).await
+        self.find_one(Operation::FindById, Users::find_by_id(id.as_uuid()))
+            .await
     }
 
     #[tracing::instrument(skip(self), fields(username = %username), err(Display))]
@@ -135,13 +163,16 @@ impl UserRepository for PgUserRepository {
         // username_key = $1: the column of idx_users_username, so the lookup uses that index and
         // agrees exactly with what the index considers a duplicate, whatever the server's locale.
         let key = username.identity_key().to_owned();
-        self.find_one(Users::find().filter(Column::UsernameKey.eq(key)))
-            .await
+        self.find_one(
+            Operation::FindByUsername,
+            Users::find().filter(Column::UsernameKey.eq(key)),
+        )
+        .await
     }
 
     #[tracing::instrument(skip(self), err(Display))]
     async fn set_blocked(&self, id: UserId, blocked: bool) -> Result<User, UpdateUserError> {
-        self.update_returning(id, Column::IsBlocked, blocked.into())
+        self.update_returning(Operation::SetBlocked, id, Column::IsBlocked, blocked.into())
             .await
     }
 
@@ -152,7 +183,13 @@ impl UserRepository for PgUserRepository {
         password_hash: PasswordHash,
     ) -> Result<User, UpdateUserError> {
         let value = password_hash.expose().to_owned().into();
-        self.update_returning(id, Column::PasswordHash, value).await
+        self.update_returning(
+            Operation::UpdatePasswordHash,
+            id,
+            Column::PasswordHash,
+            value,
+        )
+        .await
     }
 
     #[tracing::instrument(skip(self), err(Display))]
@@ -162,21 +199,26 @@ impl UserRepository for PgUserRepository {
             query = query.filter(Column::Id.gt(after.as_uuid()));
         }
         let rows = self
-            .run(move |session| Box::pin(async move { query.all(session).await }))
+            .run(Operation::List, move |session| {
+                Box::pin(async move { query.all(session).await })
+            })
             .await?;
         rows.into_iter().map(to_domain).collect()
     }
 
     #[tracing::instrument(skip(self), err(Display))]
     async fn delete(&self, id: UserId) -> Result<(), DeleteUserError> {
-        let result = self
-            .run(move |session| {
-                Box::pin(async move { Users::delete_by_id(id.as_uuid()).exec(session).await })
+        self.run(Operation::Delete, move |session| {
+            Box::pin(async move {
+                let result = Users::delete_by_id(id.as_uuid()).exec(session).await?;
+                if result.rows_affected == 0 {
+                    // No such user: maps to `NotFound` (and is recorded as such).
+                    return Err(sea_orm::DbErr::RecordNotFound("user".into()));
+                }
+                Ok(())
             })
-            .await?;
-        if result.rows_affected == 0 {
-            return Err(DeleteUserError::NotFound);
-        }
+        })
+        .await?;
         Ok(())
     }
 }

@@ -17,11 +17,13 @@
 
 mod database;
 mod platform;
+mod scrape;
 pub mod tls;
 
 pub use database::{DatabaseLocale, TestDatabase};
 // `PgCluster` and `ClusterOptions` everywhere, `locate_binaries` on unix (see `platform`).
 pub use platform::*;
+pub use scrape::{MetricKind, Scrape};
 
 pub use sea_orm::sqlx::postgres::PgConnectOptions;
 

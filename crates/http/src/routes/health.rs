@@ -14,20 +14,24 @@ use counseling_domain::StoreError;
 use counseling_persistence::CoalescedPing;
 use serde::Serialize;
 
+use crate::metrics::HealthMetrics;
+
 /// What the health handlers share: the database check, with concurrent probes sharing round
 /// trips (see [`CoalescedPing`]) so that a probe storm cannot exhaust the pool.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct HealthCheck {
     ping: CoalescedPing,
+    metrics: HealthMetrics,
     /// The last outcome logged (`None`: healthy), so that probes every few seconds against a
     /// database that stays down log its reason once per change, not once per probe.
     last_logged: Arc<Mutex<Option<StoreError>>>,
 }
 
 impl HealthCheck {
-    pub fn new(ping: CoalescedPing) -> Self {
+    pub fn new(ping: CoalescedPing, metrics: HealthMetrics) -> Self {
         Self {
             ping,
+            metrics,
             last_logged: Arc::new(Mutex::new(None)),
         }
     }
@@ -74,8 +78,12 @@ fn no_store() -> CacheControl {
 }
 
 async fn check(state: &HealthCheck) -> HttpResponse {
+    let started = std::time::Instant::now();
     let outcome = state.ping.check().await;
     state.log_change(&outcome);
+    state
+        .metrics
+        .record(outcome.as_ref().err().map(reason), started.elapsed());
     let timestamp = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
     match outcome {
         Ok(()) => HttpResponse::Ok()

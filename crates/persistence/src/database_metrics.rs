@@ -1,0 +1,196 @@
+//! What the pool and the repositories report, through the `metrics` facade only: the binary
+//! chooses the recorder (see `counseling-http`'s `metrics` module).
+//!
+//! Every handle is registered once, when the [`crate::Database`] is built, with the recorder
+//! current at that moment (`metrics::with_local_recorder` or the global one; none means no-ops).
+//! Recording is then an atomic add, with no lookup and no allocation on the hot path, and labels
+//! only ever take values from the fixed sets below.
+
+use std::time::Duration;
+
+use counseling_domain::StoreError;
+use metrics::{Counter, Histogram, Unit, counter, describe_counter, describe_histogram, histogram};
+
+use crate::error_mapping::Failure;
+
+pub(crate) const OPERATION_DURATION: &str = "db_client_operation_duration_seconds";
+pub(crate) const OPERATIONS: &str = "db_client_operations_total";
+pub(crate) const CONNECTION_WAIT_TIME: &str = "db_client_connection_wait_time_seconds";
+pub(crate) const CONNECTION_TIMEOUTS: &str = "db_client_connection_timeouts_total";
+
+/// A repository operation, or a whole unit of work: the `operation` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Operation {
+    Create,
+    FindById,
+    FindByUsername,
+    SetBlocked,
+    UpdatePasswordHash,
+    List,
+    Delete,
+    Transaction,
+}
+
+impl Operation {
+    const ALL: [Operation; 8] = [
+        Operation::Create,
+        Operation::FindById,
+        Operation::FindByUsername,
+        Operation::SetBlocked,
+        Operation::UpdatePasswordHash,
+        Operation::List,
+        Operation::Delete,
+        Operation::Transaction,
+    ];
+
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "create",
+            Operation::FindById => "find_by_id",
+            Operation::FindByUsername => "find_by_username",
+            Operation::SetBlocked => "set_blocked",
+            Operation::UpdatePasswordHash => "update_password_hash",
+            Operation::List => "list",
+            Operation::Delete => "delete",
+            Operation::Transaction => "transaction",
+        }
+    }
+}
+
+/// How an operation ended: the `outcome` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Done (a lookup that found nothing is done too).
+    Ok,
+    /// An update or delete named no row.
+    NotFound,
+    /// A taken username, a serialization failure or a deadlock.
+    Conflict,
+    /// The database could not be reached or did not answer in time.
+    Unavailable,
+    /// Anything else: rejected data, unexpected errors.
+    Error,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 5] = [
+        Outcome::Ok,
+        Outcome::NotFound,
+        Outcome::Conflict,
+        Outcome::Unavailable,
+        Outcome::Error,
+    ];
+
+    const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::NotFound => "not_found",
+            Outcome::Conflict => "conflict",
+            Outcome::Unavailable => "unavailable",
+            Outcome::Error => "error",
+        }
+    }
+
+    pub(crate) fn of_failure(failure: &Failure) -> Self {
+        match failure {
+            Failure::NotFound => Outcome::NotFound,
+            Failure::UsernameTaken => Outcome::Conflict,
+            Failure::Rejected { .. } => Outcome::Error,
+            Failure::Store(error) => Outcome::of_store_error(error),
+        }
+    }
+
+    pub(crate) fn of_store_error(error: &StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(_) => Outcome::Unavailable,
+            StoreError::Conflict(_) => Outcome::Conflict,
+            StoreError::Unexpected(_) => Outcome::Error,
+        }
+    }
+}
+
+/// The handles of one [`crate::Database`], shared by its clones.
+#[derive(Debug)]
+pub(crate) struct DatabaseMetrics {
+    /// Per operation: its duration histogram and one counter per outcome.
+    operations: Vec<(Histogram, Vec<Counter>)>,
+    wait_time: Histogram,
+    timeouts: Counter,
+}
+
+impl DatabaseMetrics {
+    /// Describes and registers every series with the current recorder.
+    pub(crate) fn register() -> Self {
+        describe_histogram!(
+            OPERATION_DURATION,
+            Unit::Seconds,
+            "Duration of repository operations and units of work, connection wait included."
+        );
+        describe_counter!(
+            OPERATIONS,
+            "Repository operations and units of work by outcome (ok, not_found, conflict, unavailable, error)."
+        );
+        describe_histogram!(
+            CONNECTION_WAIT_TIME,
+            Unit::Seconds,
+            "Time spent waiting for a connection from the pool."
+        );
+        describe_counter!(
+            CONNECTION_TIMEOUTS,
+            "Waits for a pooled connection that gave up: every connection stayed busy."
+        );
+        let operations = Operation::ALL
+            .iter()
+            .map(|operation| {
+                let name = operation.as_str();
+                let duration = histogram!(OPERATION_DURATION, "operation" => name);
+                let outcomes = Outcome::ALL
+                    .iter()
+                    .map(|outcome| {
+                        counter!(OPERATIONS, "operation" => name, "outcome" => outcome.as_str())
+                    })
+                    .collect();
+                (duration, outcomes)
+            })
+            .collect();
+        Self {
+            operations,
+            wait_time: histogram!(CONNECTION_WAIT_TIME),
+            timeouts: counter!(CONNECTION_TIMEOUTS),
+        }
+    }
+
+    pub(crate) fn operation(&self, operation: Operation, outcome: Outcome, took: Duration) {
+        // `Operation::ALL` and `Outcome::ALL` list every variant in declaration order, so the
+        // discriminants index them; `get` keeps this free of panics all the same.
+        if let Some((duration, outcomes)) = self.operations.get(operation as usize) {
+            duration.record(took);
+            if let Some(counter) = outcomes.get(outcome as usize) {
+                counter.increment(1);
+            }
+        }
+    }
+
+    /// One wait for a connection, and whether it ended because the pool had none to give in time.
+    pub(crate) fn connection_wait(&self, took: Duration, timed_out: bool) {
+        self.wait_time.record(took);
+        if timed_out {
+            self.timeouts.increment(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fixed_label_sets_are_in_declaration_order() {
+        for (index, operation) in Operation::ALL.iter().enumerate() {
+            assert_eq!(*operation as usize, index);
+        }
+        for (index, outcome) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(*outcome as usize, index);
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! What the pool and the repositories report: each test records into a Prometheus recorder of
+//! its own (`metrics::with_local_recorder` around building the pool), and reads it back through
+//! a real parser of the text format.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{OTHER_HASH, connect, new_user, settings_for};
+use counseling_domain::{
+    CreateUserError, DeleteUserError, PasswordHash, StoreError, Unavailability, UpdateUserError,
+    UserId, UserRepository, Username,
+};
+use counseling_persistence::{Database, DatabaseSettings, PgUserRepository};
+use counseling_testkit::{MetricKind, Scrape, TestDatabase};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+
+const OPERATIONS: &str = "db_client_operations_total";
+const OPERATION_DURATION: &str = "db_client_operation_duration_seconds";
+
+fn recorded_pool(settings: &DatabaseSettings) -> (PrometheusRecorder, Database) {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets(&[0.01, 0.1, 1.0])
+        .unwrap()
+        .build_recorder();
+    let database = metrics::with_local_recorder(&recorder, || connect(settings));
+    (recorder, database)
+}
+
+fn scrape(recorder: &PrometheusRecorder) -> Scrape {
+    Scrape::parse(&recorder.handle().render()).unwrap()
+}
+
+fn unknown_id() -> UserId {
+    UserId::from_uuid(uuid::Uuid::new_v4())
+}
+
+#[tokio::test]
+async fn every_operation_is_counted_once_by_its_outcome() {
+    let test_db = TestDatabase::migrated().await.unwrap();
+    let (recorder, database) = recorded_pool(&settings_for(test_db.url()));
+    let users = PgUserRepository::new(database.clone());
+
+    let alice = users.create(new_user(r"\school\alice")).await.unwrap();
+    assert_eq!(
+        users.create(new_user(r"\SCHOOL\Alice")).await,
+        Err(CreateUserError::UsernameTaken)
+    );
+    users.find_by_id(alice.id).await.unwrap().unwrap();
+    // Nothing found is still a successful lookup.
+    let nobody = Username::parse(r"\school\nobody").unwrap();
+    assert!(users.find_by_username(&nobody).await.unwrap().is_none());
+    assert_eq!(
+        users.set_blocked(unknown_id(), true).await,
+        Err(UpdateUserError::NotFound)
+    );
+    users
+        .update_password_hash(alice.id, PasswordHash::parse(OTHER_HASH).unwrap())
+        .await
+        .unwrap();
+    users.list(None, 10).await.unwrap();
+    assert_eq!(
+        users.delete(unknown_id()).await,
+        Err(DeleteUserError::NotFound)
+    );
+    users.delete(alice.id).await.unwrap();
+    database
+        .transaction(|unit| async move {
+            unit.users().create(new_user(r"\school\bob")).await?;
+            Ok::<_, CreateUserError>(())
+        })
+        .await
+        .unwrap();
+    // A unit whose call failed is labelled by that failure.
+    let taken = database
+        .transaction(|unit| async move {
+            unit.users().create(new_user(r"\school\BOB")).await?;
+            Ok::<_, CreateUserError>(())
+        })
+        .await;
+    assert_eq!(taken, Err(CreateUserError::UsernameTaken));
+
+    let scraped = scrape(&recorder);
+    assert_eq!(scraped.kind(OPERATIONS), Some(MetricKind::Counter));
+    assert_eq!(
+        scraped.kind(OPERATION_DURATION),
+        Some(MetricKind::Histogram)
+    );
+    let expected = [
+        ("create", "ok", 2.0),
+        ("create", "conflict", 2.0),
+        ("find_by_id", "ok", 1.0),
+        ("find_by_username", "ok", 1.0),
+        ("set_blocked", "not_found", 1.0),
+        ("update_password_hash", "ok", 1.0),
+        ("list", "ok", 1.0),
+        ("delete", "not_found", 1.0),
+        ("delete", "ok", 1.0),
+        ("transaction", "ok", 1.0),
+        ("transaction", "conflict", 1.0),
+    ];
+    for (operation, outcome, count) in expected {
+        assert_eq!(
+            scraped.value(
+                OPERATIONS,
+                &[("operation", operation), ("outcome", outcome)]
+            ),
+            count,
+            "{operation} {outcome}"
+        );
+    }
+    let total: f64 = expected.iter().map(|(_, _, count)| count).sum();
+    assert_eq!(
+        scraped.value(OPERATIONS, &[]),
+        total,
+        "nothing else counted"
+    );
+    assert_eq!(
+        scraped.histogram_count(OPERATION_DURATION, &[("operation", "create")]),
+        4.0
+    );
+    // Every repository call and unit waited for a connection once, none in vain.
+    assert_eq!(
+        scraped.histogram_count("db_client_connection_wait_time_seconds", &[]),
+        total - 2.0
+    );
+    assert_eq!(
+        scraped.value("db_client_connection_timeouts_total", &[]),
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn an_exhausted_pool_counts_acquire_timeouts() {
+    let test_db = TestDatabase::migrated().await.unwrap();
+    let mut settings = settings_for(test_db.url());
+    settings.max_connections = 1;
+    settings.acquire_timeout = Duration::from_millis(300);
+    let (recorder, database) = recorded_pool(&settings);
+    let users = PgUserRepository::new(database.clone());
+
+    // A unit of work holds the only connection.
+    let (held, release) = tokio::sync::oneshot::channel::<()>();
+    let holder = tokio::spawn({
+        let database = database.clone();
+        async move {
+            database
+                .transaction(|_unit| async move {
+                    let _ = release.await;
+                    Ok::<_, StoreError>(())
+                })
+                .await
+        }
+    });
+    while database.status().in_use() < 1 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for _ in 0..2 {
+        assert_eq!(
+            users.find_by_id(unknown_id()).await,
+            Err(StoreError::Unavailable(Unavailability::Timeout))
+        );
+    }
+    drop(held);
+    holder.await.unwrap().unwrap();
+
+    let scraped = scrape(&recorder);
+    assert_eq!(
+        scraped.kind("db_client_connection_timeouts_total"),
+        Some(MetricKind::Counter)
+    );
+    assert_eq!(
+        scraped.value("db_client_connection_timeouts_total", &[]),
+        2.0
+    );
+    assert_eq!(
+        scraped.value(
+            OPERATIONS,
+            &[("operation", "find_by_id"), ("outcome", "unavailable")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        scraped.value(
+            OPERATIONS,
+            &[("operation", "transaction"), ("outcome", "ok")]
+        ),
+        1.0
+    );
+}
