@@ -47,8 +47,12 @@ pub struct Api {
 impl Api {
     /// Starts the binary in an empty directory (no `.env`) with exactly `vars` (plus PATH).
     pub fn spawn(vars: &[(&str, &str)]) -> Api {
+        Self::spawn_in(TempDir::new("api"), vars)
+    }
+
+    /// Starts the binary in `workdir` (with whatever `.env` it holds) and exactly `vars`.
+    pub fn spawn_in(workdir: TempDir, vars: &[(&str, &str)]) -> Api {
         let port = free_port();
-        let workdir = TempDir::new("api");
         let log = workdir.path().join("output.log");
         let child = run_binary(workdir.path(), vars, Some(port), &log);
         Api {
@@ -110,7 +114,11 @@ impl Drop for Api {
 
 /// Runs the binary to completion (for configuration errors); returns its status and output.
 pub fn run_to_exit(vars: &[(&str, &str)]) -> (ExitStatus, String) {
-    let workdir = TempDir::new("api-exit");
+    run_to_exit_in(&TempDir::new("api-exit"), vars)
+}
+
+/// [`run_to_exit`] in `workdir`.
+pub fn run_to_exit_in(workdir: &TempDir, vars: &[(&str, &str)]) -> (ExitStatus, String) {
     let log = workdir.path().join("output.log");
     let mut child = run_binary(workdir.path(), vars, None, &log);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -206,31 +214,21 @@ pub fn wait_for_status(url: &str, status: u16, limit: Duration) -> Duration {
     }
 }
 
-/// A directory removed on drop.
+/// A directory of its own, removed on drop: a fresh random name, created exclusively and
+/// readable by its owner only (`tempfile`), so nothing another local user prepared is reused.
 #[derive(Debug)]
-pub struct TempDir(PathBuf);
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     pub fn new(label: &str) -> Self {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "counseling-e2e-{label}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path)
-            .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
-        TempDir(path)
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("counseling-e2e-{label}-"))
+            .tempdir()
+            .unwrap_or_else(|e| panic!("creating a temporary directory: {e}"));
+        TempDir(dir)
     }
 
     pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path()
     }
 }

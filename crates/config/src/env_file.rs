@@ -3,9 +3,9 @@ use std::path::Path;
 /// Why a `.env` file could not be used. Never carries a value from the file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnvFileError {
-    #[error(".env line {line} is malformed (expected NAME=value; quote values with spaces)")]
+    #[error("line {line} is malformed (expected NAME=value; quote values with spaces)")]
     Malformed { line: usize },
-    #[error(".env could not be read: {0}")]
+    #[error("could not be read: {0}")]
     Unreadable(String),
 }
 
