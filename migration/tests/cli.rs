@@ -29,7 +29,7 @@ fn text(bytes: &[u8]) -> String {
 #[tokio::test]
 async fn four_concurrent_up_runs_on_an_empty_database_all_succeed() {
     let db = TestDatabase::empty().await.unwrap();
-    let url = db.url();
+    let url = db.owner_url();
     let runs: Vec<_> = (0..4)
         .map(|_| {
             let url = url.clone();
@@ -57,7 +57,7 @@ async fn four_concurrent_up_runs_on_an_empty_database_all_succeed() {
 #[tokio::test]
 async fn up_status_down_through_the_binary() {
     let db = TestDatabase::empty().await.unwrap();
-    let url = db.url();
+    let url = db.owner_url();
 
     let status = migration(&["status"], Some(&url));
     assert!(status.status.success(), "{}", text(&status.stderr));
@@ -109,7 +109,7 @@ async fn up_over_verify_full_tls() {
     let root = cluster.tls_files().unwrap().root_cert.clone();
     let url = format!(
         "{}?sslmode=verify-full&sslrootcert={}",
-        db.url(),
+        db.owner_url(),
         root.display()
     );
     let up = migration(&["up"], Some(&url));
@@ -125,7 +125,7 @@ async fn up_over_verify_full_tls() {
     .unwrap();
     let wrong = format!(
         "{}?sslmode=verify-full&sslrootcert={}",
-        db.url(),
+        db.owner_url(),
         other.display()
     );
     let status = migration(&["status"], Some(&wrong));

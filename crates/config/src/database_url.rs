@@ -2,7 +2,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use sea_orm::sqlx::postgres::PgConnectOptions;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
 
 /// A checked `postgres://user:password@host:port/database?options` URL. It holds a password, so
@@ -12,6 +12,8 @@ use serde::{Deserialize, Deserializer};
 /// mean exactly what they mean to the connections), after a check of the scheme.
 #[derive(Clone)]
 pub struct DatabaseUrl {
+    /// The URL as given, for handing it on (to a child process's environment, say).
+    text: SecretString,
     options: PgConnectOptions,
     password: Option<SecretString>,
     /// The query's parameters (`sslmode=...`), decoded, in order.
@@ -76,10 +78,25 @@ impl DatabaseUrl {
             .map(|(name, value)| (name.into_owned(), value.into_owned()))
             .collect();
         Ok(Self {
+            text: SecretString::from(text.to_owned()),
             options,
             password,
             parameters,
         })
+    }
+
+    /// The whole URL, password included: only for passing it on where a URL is expected (an
+    /// environment variable of a child process, a test's settings), never for printing.
+    pub fn expose_secret(&self) -> &str {
+        self.text.expose_secret()
+    }
+
+    /// The same server, credentials and parameters, naming another database.
+    pub fn with_database(&self, database: &str) -> Result<Self, DatabaseUrlError> {
+        let mut url =
+            url::Url::parse(self.text.expose_secret()).map_err(|_| DatabaseUrlError::Malformed)?;
+        url.set_path(&format!("/{database}"));
+        Self::parse(url.as_str())
     }
 
     /// The query's parameters (`sslmode`, `sslrootcert`, ...), decoded, in order; for settings
@@ -134,8 +151,6 @@ impl<'de> Deserialize<'de> for DatabaseUrl {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use secrecy::ExposeSecret;
-
     use super::*;
 
     #[test]
@@ -170,6 +185,17 @@ mod tests {
             assert_eq!(error, expected, "{text}");
             assert!(!error.to_string().contains("hunter2"));
         }
+    }
+
+    #[test]
+    fn another_database_keeps_everything_else() {
+        let url = DatabaseUrl::parse("postgres://u:p%40ss@h:5433/old?sslmode=disable").unwrap();
+        let other = url.with_database("test_1_2").unwrap();
+        assert_eq!(
+            other.expose_secret(),
+            "postgres://u:p%40ss@h:5433/test_1_2?sslmode=disable"
+        );
+        assert_eq!(other.password().unwrap().expose_secret(), "p@ss");
     }
 
     #[test]

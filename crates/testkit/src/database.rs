@@ -1,4 +1,3 @@
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -7,21 +6,32 @@ use sea_orm::sqlx::{AssertSqlSafe, Connection, PgConnection};
 use sea_orm::{DatabaseConnection, SqlxPostgresConnector};
 use tokio::sync::OnceCell;
 
-use crate::platform::{PgCluster, process_is_alive};
+use counseling_config::DatabaseUrl;
+
+use crate::platform::{OWNER_ROLE, PgCluster, SERVICE_ROLE, process_is_alive};
 use crate::{Result, TestkitError};
 
 /// Where test databases are created: a server given by `DATABASE_URL_TEST`, or a cluster.
 #[derive(Debug, Clone)]
 enum Server {
-    External(Box<PgConnectOptions>),
+    /// `DATABASE_URL_TEST`: its role does everything (we cannot assume it may create roles).
+    External(Box<DatabaseUrl>),
     Cluster(PgCluster),
 }
 
 impl Server {
     fn admin_options(&self) -> PgConnectOptions {
         match self {
-            Server::External(options) => (**options).clone(),
+            Server::External(url) => url.connect_options(),
             Server::Cluster(cluster) => cluster.admin_options(),
+        }
+    }
+
+    /// Who runs migrations on `database`: the owner role on our clusters.
+    fn owner_options(&self, database: &str) -> PgConnectOptions {
+        match self {
+            Server::External(url) => url.connect_options().database(database),
+            Server::Cluster(cluster) => cluster.owner_options(database),
         }
     }
 
@@ -47,9 +57,8 @@ async fn shared() -> Result<&'static Shared> {
         .get_or_try_init(|| async {
             let server = match std::env::var("DATABASE_URL_TEST") {
                 Ok(url) if !url.trim().is_empty() => {
-                    let options = PgConnectOptions::from_str(&url)
-                        .map_err(|_| TestkitError::InvalidTestUrl)?;
-                    let server = Server::External(Box::new(options));
+                    let url = DatabaseUrl::parse(&url).map_err(|_| TestkitError::InvalidTestUrl)?;
+                    let server = Server::External(Box::new(url));
                     sweep_dead_databases(&server).await?;
                     server
                 }
@@ -181,17 +190,27 @@ impl TestDatabase {
         self.server.admin_options().database(&self.name)
     }
 
-    /// A `postgres://` URL for this database, for code under test that takes a URL.
+    /// A `postgres://` URL for this database as the service's role, which may only read and
+    /// write rows (on our clusters; on `DATABASE_URL_TEST`, its role): for code under test.
     pub fn url(&self) -> String {
-        let options = self.options();
         match &self.server {
-            Server::Cluster(cluster) => cluster.url(&self.name),
-            Server::External(_) => {
-                let url = std::env::var("DATABASE_URL_TEST").unwrap_or_default();
-                replace_database_in_url(&url, &self.name)
-                    .unwrap_or_else(|| format!("postgres://{}/{}", options.get_host(), self.name))
-            }
+            Server::Cluster(cluster) => cluster.service_url(&self.name),
+            Server::External(url) => self.external_url(url),
         }
+    }
+
+    /// A URL for this database as the role that owns the schema: for running migrations.
+    pub fn owner_url(&self) -> String {
+        match &self.server {
+            Server::Cluster(cluster) => cluster.owner_url(&self.name),
+            Server::External(url) => self.external_url(url),
+        }
+    }
+
+    fn external_url(&self, url: &DatabaseUrl) -> String {
+        url.with_database(&self.name)
+            .map(|url| url.expose_secret().to_owned())
+            .unwrap_or_default()
     }
 
     /// A small SeaORM connection pool on this database.
@@ -230,13 +249,18 @@ impl Drop for TestDatabase {
 
 async fn create_database(server: &Server, name: &str, from: CreateFrom<'_>) -> Result<()> {
     let mut admin = server.admin().await?;
+    // On our clusters the owner role owns every database, as in production.
+    let owner = match server {
+        Server::Cluster(_) => format!(" OWNER {OWNER_ROLE}"),
+        Server::External(_) => String::new(),
+    };
     let sql = match from {
         CreateFrom::Template(template) => {
-            format!(r#"CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY"#)
+            format!(r#"CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY{owner}"#)
         }
-        CreateFrom::Default => format!(r#"CREATE DATABASE "{name}""#),
+        CreateFrom::Default => format!(r#"CREATE DATABASE "{name}"{owner}"#),
         CreateFrom::Locale(locale) => format!(
-            r#"CREATE DATABASE "{name}" TEMPLATE template0 ENCODING 'UTF8' {}"#,
+            r#"CREATE DATABASE "{name}" TEMPLATE template0 ENCODING 'UTF8' {}{owner}"#,
             locale.create_options()
         ),
     };
@@ -262,6 +286,39 @@ async fn create_database(server: &Server, name: &str, from: CreateFrom<'_>) -> R
         }
     }
     let _ = admin.close().await;
+    // A clone inherits its template's grants; a new database gets them here.
+    if let (Server::Cluster(cluster), CreateFrom::Default | CreateFrom::Locale(_)) = (server, from)
+    {
+        grant_rows_to_the_service(cluster, name).await?;
+    }
+    Ok(())
+}
+
+/// Whatever the owner creates in `database` can be read and written, row by row, by the
+/// service's role, and by nobody else: the service cannot change the schema.
+async fn grant_rows_to_the_service(cluster: &PgCluster, database: &str) -> Result<()> {
+    let mut owner = PgConnection::connect_with(&cluster.owner_options(database))
+        .await
+        .map_err(TestkitError::db("connecting as the owner"))?;
+    for statement in [
+        format!("REVOKE ALL ON DATABASE \"{database}\" FROM PUBLIC"),
+        format!("GRANT CONNECT ON DATABASE \"{database}\" TO {SERVICE_ROLE}"),
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC".to_owned(),
+        format!("GRANT USAGE ON SCHEMA public TO {SERVICE_ROLE}"),
+        format!(
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA public \
+             GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {SERVICE_ROLE}"
+        ),
+        format!(
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {SERVICE_ROLE}"
+        ),
+    ] {
+        sea_orm::sqlx::query(AssertSqlSafe(statement.as_str()))
+            .execute(&mut owner)
+            .await
+            .map_err(TestkitError::db("granting rows to the service role"))?;
+    }
+    let _ = owner.close().await;
     Ok(())
 }
 
@@ -280,7 +337,7 @@ async fn drop_database(server: &Server, name: &str) -> Result<()> {
 async fn migrate(server: &Server, database: &str) -> Result<()> {
     let pool = PgPoolOptions::new()
         .max_connections(1)
-        .connect_lazy_with(server.admin_options().database(database));
+        .connect_lazy_with(server.owner_options(database));
     let db = SqlxPostgresConnector::from_sqlx_postgres_pool(pool);
     let outcome = migration::apply_pending(&db).await;
     // Every connection to a template must be closed before it can be cloned.
@@ -313,38 +370,4 @@ fn unique_suffix() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_nanos() % 1_000_000_000)
         .unwrap_or(0)
-}
-
-/// `postgres://u:p@h:1/old?x=y` with the database replaced by `database`.
-fn replace_database_in_url(url: &str, database: &str) -> Option<String> {
-    let scheme_end = url.find("://")? + 3;
-    let (base, query) = match url.find('?') {
-        Some(q) => (&url[..q], &url[q..]),
-        None => (url, ""),
-    };
-    let authority_end = base[scheme_end..]
-        .find('/')
-        .map_or(base.len(), |i| scheme_end + i);
-    Some(format!("{}/{database}{query}", &base[..authority_end]))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replaces_the_database_of_a_url() {
-        assert_eq!(
-            replace_database_in_url("postgres://u:p@h:5433/counseling_test", "test_1_2").unwrap(),
-            "postgres://u:p@h:5433/test_1_2"
-        );
-        assert_eq!(
-            replace_database_in_url("postgres://u:p@h/db?sslmode=disable", "t").unwrap(),
-            "postgres://u:p@h/t?sslmode=disable"
-        );
-        assert_eq!(
-            replace_database_in_url("postgres://h", "t").unwrap(),
-            "postgres://h/t"
-        );
-    }
 }

@@ -41,7 +41,19 @@ impl PgCluster {
         match self.never {}
     }
 
-    pub fn url(&self, _database: &str) -> String {
+    pub fn superuser_url(&self, _database: &str) -> String {
+        match self.never {}
+    }
+
+    pub fn owner_url(&self, _database: &str) -> String {
+        match self.never {}
+    }
+
+    pub fn service_url(&self, _database: &str) -> String {
+        match self.never {}
+    }
+
+    pub fn owner_options(&self, _database: &str) -> PgConnectOptions {
         match self.never {}
     }
 

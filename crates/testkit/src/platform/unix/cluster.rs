@@ -1,11 +1,10 @@
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Gid, Pid, Uid, User};
@@ -13,12 +12,13 @@ use sea_orm::sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 use super::binaries::binaries_from_environment;
 use super::{process_is_alive, spawner};
-use crate::platform::ClusterOptions;
+use crate::platform::{ClusterOptions, OWNER_ROLE, SERVICE_ROLE};
 use crate::tls::{CertificateAuthority, ClientTlsFiles, ServerTls, write_private};
 use crate::{Result, TestkitError};
 
 const DIR_PREFIX: &str = "counseling-testkit-";
 const SUPERUSER: &str = "postgres";
+
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A private PostgreSQL cluster on 127.0.0.1 and a free port, in a directory of its own (on
@@ -37,6 +37,9 @@ struct ClusterInner {
     root: PathBuf,
     port: u16,
     password: String,
+    /// Passwords of the application's two roles ([`OWNER_ROLE`], [`SERVICE_ROLE`]).
+    owner_password: String,
+    service_password: String,
     owner: Option<(Uid, Gid)>,
     tls: Option<ClusterTls>,
     postmaster: Mutex<Option<Child>>,
@@ -78,19 +81,16 @@ impl PgCluster {
             std::env::temp_dir()
         };
         sweep_dead_clusters(&base);
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let root = base.join(format!(
-            "{DIR_PREFIX}{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&root);
-        fs::create_dir_all(root.join("data"))
-            .map_err(TestkitError::io("creating the cluster directory"))?;
-        fs::create_dir_all(root.join("socket"))
-            .map_err(TestkitError::io("creating the socket directory"))?;
-        fs::set_permissions(root.join("data"), fs::Permissions::from_mode(0o700))
-            .map_err(TestkitError::io("restricting the data directory"))?;
+        // A fresh directory under a random name, created exclusively with mode 0700 (tempfile
+        // refuses to reuse anything that exists, symlinks included). The pid in the name lets a
+        // later run sweep the leftovers of a killed one.
+        let root = tempfile::Builder::new()
+            .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
+            .permissions(fs::Permissions::from_mode(0o700))
+            .tempdir_in(&base)
+            .map_err(TestkitError::io("creating the cluster directory"))?
+            .keep();
+        create_private_dir(&root.join("data"))?;
 
         // initdb and postgres refuse to run as root: hand the directory to the postgres user.
         let owner = if Uid::effective().is_root() {
@@ -101,7 +101,7 @@ impl PgCluster {
                         .into(),
                 )
             })?;
-            for path in [root.clone(), root.join("data"), root.join("socket")] {
+            for path in [root.clone(), root.join("data")] {
                 std::os::unix::fs::chown(&path, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
                     .map_err(TestkitError::io(
                     "handing the cluster directory to postgres",
@@ -112,16 +112,11 @@ impl PgCluster {
             None
         };
 
-        let password = format!(
-            "tk{:x}{:x}",
-            std::process::id(),
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        );
+        let password = random_password();
+        // The password reaches initdb through a file only its owner can read, never a command
+        // line (visible to every local user in /proc).
         let pwfile = root.join("pwfile");
-        fs::write(&pwfile, &password).map_err(TestkitError::io("writing the password file"))?;
+        write_private(&pwfile, &password)?;
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::chown(&pwfile, Some(uid.as_raw()), Some(gid.as_raw()))
                 .map_err(TestkitError::io("handing the password file to postgres"))?;
@@ -137,11 +132,8 @@ impl PgCluster {
                 "--encoding=UTF8",
                 "--locale=C.UTF-8",
             ])
-            .args([
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-                "--no-sync",
-            ])
+            // No trust anywhere: every connection proves the password (SCRAM).
+            .args(["--auth=scram-sha-256", "--no-sync"])
             .arg(format!("--pwfile={}", pwfile.display()))
             .stdin(Stdio::null());
         as_owner(&mut initdb, owner);
@@ -158,7 +150,16 @@ impl PgCluster {
 
         let tls = match &options.tls {
             Some(tls) => Some(set_up_tls(&root, owner, tls)?),
-            None => None,
+            None => {
+                // Only what the kit uses: passwords over TCP on loopback. (initdb's file also
+                // allows local sockets, ::1 and replication.)
+                fs::write(
+                    root.join("data").join("pg_hba.conf"),
+                    "host all all 127.0.0.1/32 scram-sha-256\n",
+                )
+                .map_err(TestkitError::io("writing pg_hba.conf"))?;
+                None
+            }
         };
         let port = free_port()?;
         let cluster = PgCluster {
@@ -167,13 +168,59 @@ impl PgCluster {
                 root,
                 port,
                 password,
+                owner_password: random_password(),
+                service_password: random_password(),
                 owner,
                 tls,
                 postmaster: Mutex::new(None),
             }),
         };
         cluster.start_server()?;
+        cluster.create_roles()?;
         Ok(cluster)
+    }
+
+    /// The roles of production: an owner that runs migrations, and the service's role that may
+    /// only read and write rows (see `TestDatabase`). Passwords go in the statement, over the
+    /// connection, never on a command line.
+    fn create_roles(&self) -> Result<()> {
+        let statements = [
+            format!(
+                "CREATE ROLE {OWNER_ROLE} LOGIN PASSWORD '{}'",
+                self.inner.owner_password
+            ),
+            format!(
+                "CREATE ROLE {SERVICE_ROLE} LOGIN PASSWORD '{}'",
+                self.inner.service_password
+            ),
+        ];
+        let options = self.admin_options();
+        // A thread of its own: the caller may be inside a runtime, where blocking on another is
+        // not allowed.
+        let creating = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(TestkitError::io("starting a runtime for role creation"))?;
+            runtime.block_on(async move {
+                use sea_orm::sqlx::{AssertSqlSafe, Connection, PgConnection};
+                let mut admin = PgConnection::connect_with(&options)
+                    .await
+                    .map_err(TestkitError::db("connecting to create roles"))?;
+                for statement in &statements {
+                    // The passwords are hex digits from `random_password`: nothing to escape.
+                    sea_orm::sqlx::query(AssertSqlSafe(statement.as_str()))
+                        .execute(&mut admin)
+                        .await
+                        .map_err(TestkitError::db("creating the application's roles"))?;
+                }
+                let _ = admin.close().await;
+                Ok(())
+            })
+        });
+        creating
+            .join()
+            .unwrap_or_else(|_| Err(TestkitError::Server("creating roles panicked".into())))
     }
 
     /// Connection options for the superuser on the `postgres` database (over TLS, with the
@@ -203,11 +250,53 @@ impl PgCluster {
         self.inner.tls.as_ref().map(|tls| &tls.client)
     }
 
-    /// A `postgres://` URL for `database` on this cluster (it contains the password).
-    pub fn url(&self, database: &str) -> String {
+    /// A `postgres://` URL for `database` as the superuser (it contains the password).
+    pub fn superuser_url(&self, database: &str) -> String {
+        self.url_as(SUPERUSER, &self.inner.password, database)
+    }
+
+    /// A URL for `database` as the role that owns the schema and runs migrations (the
+    /// superuser's on a cluster that asks for client certificates, see [`Self::service_url`]).
+    pub fn owner_url(&self, database: &str) -> String {
+        if self.requires_client_certificates() {
+            return self.superuser_url(database);
+        }
+        self.url_as(OWNER_ROLE, &self.inner.owner_password, database)
+    }
+
+    /// Client certificates are issued to the superuser only.
+    fn requires_client_certificates(&self) -> bool {
+        self.inner
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.client.client.is_some())
+    }
+
+    /// A URL for `database` as the service's role, which may only read and write rows. On a
+    /// cluster that asks for client certificates (issued to the superuser only) it is the
+    /// superuser's: those tests are about TLS, not privileges.
+    pub fn service_url(&self, database: &str) -> String {
+        if self.requires_client_certificates() {
+            return self.superuser_url(database);
+        }
+        self.url_as(SERVICE_ROLE, &self.inner.service_password, database)
+    }
+
+    /// Connection options for the owner role on `database` (see [`Self::owner_url`]).
+    pub fn owner_options(&self, database: &str) -> PgConnectOptions {
+        let options = self.admin_options().database(database);
+        if self.requires_client_certificates() {
+            return options;
+        }
+        options
+            .username(OWNER_ROLE)
+            .password(&self.inner.owner_password)
+    }
+
+    fn url_as(&self, role: &str, password: &str, database: &str) -> String {
         format!(
-            "postgres://{SUPERUSER}:{}@127.0.0.1:{}/{database}",
-            self.inner.password, self.inner.port
+            "postgres://{role}:{password}@127.0.0.1:{}/{database}",
+            self.inner.port
         )
     }
 
@@ -315,8 +404,8 @@ impl PgCluster {
             .arg(inner.root.join("data"))
             .arg("-p")
             .arg(inner.port.to_string())
-            .arg("-k")
-            .arg(inner.root.join("socket"))
+            // TCP on loopback only; no unix socket for another local user to find.
+            .args(["-c", "unix_socket_directories="])
             .args(["-c", "listen_addresses=127.0.0.1"])
             .args([
                 "-c",
@@ -464,9 +553,7 @@ fn set_up_tls(root: &Path, owner: Option<(Uid, Gid)>, options: &ServerTls) -> Re
     // Rewriting the file initdb made keeps its owner (the server's user).
     fs::write(
         root.join("data").join("pg_hba.conf"),
-        format!(
-            "local all all trust\n{host_kind} all all 127.0.0.1/32 scram-sha-256{client_cert}\n"
-        ),
+        format!("{host_kind} all all 127.0.0.1/32 scram-sha-256{client_cert}\n"),
     )
     .map_err(TestkitError::io("writing pg_hba.conf"))?;
 
@@ -544,6 +631,23 @@ fn free_port() -> Result<u16> {
         .map_err(TestkitError::io("finding a free port"))?
         .port();
     Ok(port)
+}
+
+/// A password from the operating system's CSPRNG (a v4 UUID's 122 random bits, twice).
+pub(crate) fn random_password() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// A new directory only its owner may enter; an existing one (or a symlink) is an error.
+fn create_private_dir(path: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(path)
+        .map_err(TestkitError::io(format!("creating {}", path.display())))
 }
 
 /// Deletes the directories of clusters whose test process is gone (killed runs).

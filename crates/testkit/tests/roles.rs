@@ -1,0 +1,125 @@
+//! The roles of production on every test database: the service's role may read and write rows
+//! and nothing else; the owner runs migrations.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::str::FromStr;
+
+use counseling_testkit::TestDatabase;
+use sea_orm::sqlx::postgres::PgConnectOptions;
+use sea_orm::sqlx::{Connection, PgConnection};
+
+async fn as_role(url: &str) -> PgConnection {
+    PgConnection::connect_with(&PgConnectOptions::from_str(url).unwrap())
+        .await
+        .unwrap()
+}
+
+fn sqlstate(error: &sea_orm::sqlx::Error) -> String {
+    error
+        .as_database_error()
+        .and_then(|error| error.code())
+        .unwrap_or_default()
+        .into_owned()
+}
+
+#[tokio::test]
+async fn the_service_role_reads_and_writes_rows_but_cannot_change_the_schema() {
+    if std::env::var_os("DATABASE_URL_TEST").is_some() {
+        // An external server's own role does everything there; nothing to show.
+        return;
+    }
+    let db = TestDatabase::migrated().await.unwrap();
+    let mut service = as_role(&db.url()).await;
+    let user: String = sea_orm::sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&mut service)
+        .await
+        .unwrap();
+    assert_eq!(user, counseling_testkit::SERVICE_ROLE);
+    let rows: i64 = sea_orm::sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&mut service)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+    sea_orm::sqlx::query("DELETE FROM users")
+        .execute(&mut service)
+        .await
+        .unwrap();
+
+    for ddl in [
+        "CREATE TABLE sneaky (id int)",
+        "DROP TABLE users",
+        "ALTER TABLE users ADD COLUMN extra int",
+        "TRUNCATE users",
+    ] {
+        let error = sea_orm::sqlx::query(ddl)
+            .execute(&mut service)
+            .await
+            .unwrap_err();
+        // insufficient_privilege, or must_be_owner (also 42501).
+        assert_eq!(sqlstate(&error), "42501", "{ddl}: {error}");
+    }
+
+    let mut owner = as_role(&db.owner_url()).await;
+    sea_orm::sqlx::query("CREATE TABLE allowed (id int)")
+        .execute(&mut owner)
+        .await
+        .unwrap();
+}
+
+/// What a local attacker would look for on a cluster the kit started: `trust` rules, a unix
+/// socket, a readable directory, a powerful application role.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_private_cluster_trusts_nobody_and_opens_no_socket() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let cluster = counseling_testkit::PgCluster::start().await.unwrap();
+    let mut admin = PgConnection::connect_with(&cluster.admin_options())
+        .await
+        .unwrap();
+    let rules: Vec<(String, String, Vec<String>)> = sea_orm::sqlx::query_as(
+        "SELECT type, auth_method, address_list FROM pg_hba_file_rules \
+         CROSS JOIN LATERAL (SELECT coalesce(array_agg(a), '{}') AS address_list \
+                             FROM unnest(ARRAY[address]) a WHERE a IS NOT NULL) addresses",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(!rules.is_empty());
+    for (kind, method, addresses) in &rules {
+        assert_ne!(method, "trust", "{rules:?}");
+        assert_ne!(kind, "local", "{rules:?}");
+        assert_eq!(addresses, &["127.0.0.1".to_owned()], "{rules:?}");
+    }
+    let sockets: String = sea_orm::sqlx::query_scalar("SHOW unix_socket_directories")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(sockets, "");
+    let listen: String = sea_orm::sqlx::query_scalar("SHOW listen_addresses")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(listen, "127.0.0.1");
+    let powerful: Vec<String> = sea_orm::sqlx::query_scalar(
+        "SELECT rolname::text FROM pg_roles WHERE rolname IN ($1, $2) \
+         AND (rolsuper OR rolcreaterole OR rolcreatedb OR rolbypassrls)",
+    )
+    .bind(counseling_testkit::OWNER_ROLE)
+    .bind(counseling_testkit::SERVICE_ROLE)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(powerful, Vec::<String>::new());
+
+    let data_directory: String = sea_orm::sqlx::query_scalar("SHOW data_directory")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    let data = std::path::Path::new(&data_directory);
+    for dir in [data, data.parent().unwrap()] {
+        let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", dir.display());
+    }
+    assert!(!data.parent().unwrap().join("pwfile").exists());
+}
