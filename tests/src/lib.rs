@@ -8,14 +8,19 @@ use std::time::{Duration, Instant};
 
 /// The `counseling-api` binary that `cargo test --workspace` builds next to the test binaries.
 pub fn api_binary() -> PathBuf {
+    workspace_binary("counseling-api")
+}
+
+/// A binary of the workspace (`counseling-api`, `migration`), built next to the test binaries.
+pub fn workspace_binary(name: &str) -> PathBuf {
     // Test executables live in target/<profile>/deps; binaries one level up.
     let binary = std::env::current_exe()
         .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("counseling-api")))
+        .and_then(|exe| Some(exe.parent()?.parent()?.join(name)))
         .unwrap_or_default();
     assert!(
         binary.is_file(),
-        "{} is missing: run `cargo test --workspace` (or `cargo build -p counseling-http`) first",
+        "{} is missing: run `cargo test --workspace` (or `cargo build --workspace`) first",
         binary.display()
     );
     binary

@@ -218,11 +218,15 @@ impl HaStack {
     /// `postgres://counseling:...@127.0.0.1:<HAProxy primary port>/counseling_platform`: what
     /// the service and the migrations use. It holds the password: never print or log it.
     pub fn app_url(&self) -> Result<SecretString> {
+        self.app_url_on(self.saved.ports.primary())
+    }
+
+    /// The application role's URL on another port (HAProxy's replica port, a node's own).
+    pub fn app_url_on(&self, port: u16) -> Result<SecretString> {
         let password = self.password("app")?;
         Ok(SecretString::from(format!(
-            "postgres://{APP_ROLE}:{}@127.0.0.1:{}/{APP_DATABASE}",
+            "postgres://{APP_ROLE}:{}@127.0.0.1:{port}/{APP_DATABASE}",
             password.expose_secret(),
-            self.saved.ports.primary()
         )))
     }
 
@@ -635,19 +639,29 @@ fn is_alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-/// The servers of HAProxy proxy `proxy` that are UP, from the CSV statistics.
+/// The servers of HAProxy proxy `proxy` that are UP, from the CSV statistics; empty until every
+/// server has been checked at least once (before that, HAProxy assumes all of them up).
 fn haproxy_up_servers(stats_port: u16, proxy: &str) -> Vec<usize> {
     let Some((200, csv)) = rest::get(stats_port, "/stats;csv") else {
         return Vec::new();
     };
-    // Columns: pxname, svname, ... with `status` the 18th.
-    csv.lines()
+    // Columns: pxname, svname, ..., status (18th), ..., check_status (37th).
+    let servers: Vec<(Option<usize>, &str, &str)> = csv
+        .lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split(',').collect();
-            (fields.len() > 17 && fields[0] == proxy && fields[17] == "UP")
-                .then(|| HaStack::node_index(fields[1]))
-                .flatten()
+            (fields.len() > 36 && fields[0] == proxy && fields[1].starts_with("node"))
+                .then(|| (HaStack::node_index(fields[1]), fields[17], fields[36]))
         })
+        .collect();
+    let checked = |check: &str| !check.is_empty() && !check.starts_with("INI");
+    if servers.len() != NODES || !servers.iter().all(|&(_, _, check)| checked(check)) {
+        return Vec::new();
+    }
+    servers
+        .into_iter()
+        .filter(|&(_, status, _)| status == "UP")
+        .filter_map(|(index, _, _)| index)
         .collect()
 }
 
