@@ -139,10 +139,8 @@ fn switchover_and_failover_lose_no_write_and_every_service_heals_by_itself() {
 
     let apis: Vec<Api> = (0..3)
         .map(|_| {
-            let mut api = Api::spawn(&[
-                ("DATABASE_URL", url.expose_secret()),
-                ("RUST_LOG", "warn"),
-            ]);
+            let mut api =
+                Api::spawn(&[("DATABASE_URL", url.expose_secret()), ("RUST_LOG", "warn")]);
             api.wait_listening();
             wait_for_status(&api.url("/health"), 200, Duration::from_secs(10));
             api
@@ -192,7 +190,9 @@ fn switchover_and_failover_lose_no_write_and_every_service_heals_by_itself() {
         assert!(api.child.try_wait().unwrap().is_none(), "{}", api.output());
     }
 
-    println!("\n| disruption | runs | write downtime (median) | /health unhealthy (median) | all healthy after (median) |");
+    println!(
+        "\n| disruption | runs | write downtime (median) | /health unhealthy (median) | all healthy after (median) |"
+    );
     println!("|---|---|---|---|---|");
     for (name, results) in &figures {
         let median = |pick: fn(&Figures) -> f64| {
@@ -390,7 +390,7 @@ fn disrupt_and_check(
         println!(
             "old leader {} rejoined as synchronous standby{}",
             HaStack::node_name(old_leader),
-            if log.contains("pg_rewind") {
+            if log.contains("running pg_rewind from") {
                 " after pg_rewind"
             } else {
                 " (no rewind was needed)"
@@ -555,16 +555,23 @@ fn check_nothing_lost(stack: &HaStack, leader: usize, record: &Record) {
         .unwrap();
     let (stored, duplicates) = runtime.block_on(async {
         let mut connection = PgConnection::connect_with(&options).await.unwrap();
+        // What pg_rewind needs to rejoin a diverged old primary.
+        for setting in ["data_checksums", "wal_log_hints"] {
+            let value: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {setting}")))
+                .fetch_one(&mut connection)
+                .await
+                .unwrap();
+            assert_eq!(value, "on", "{setting}");
+        }
         let stored: Vec<String> = sqlx::query_scalar("SELECT id::text FROM users")
             .fetch_all(&mut connection)
             .await
             .unwrap();
-        let duplicates: i64 = sqlx::query_scalar(
-            "SELECT count(*) - count(DISTINCT lower(username)) FROM users",
-        )
-        .fetch_one(&mut connection)
-        .await
-        .unwrap();
+        let duplicates: i64 =
+            sqlx::query_scalar("SELECT count(*) - count(DISTINCT lower(username)) FROM users")
+                .fetch_one(&mut connection)
+                .await
+                .unwrap();
         (stored.into_iter().collect::<HashSet<String>>(), duplicates)
     });
     assert_eq!(duplicates, 0);
@@ -592,7 +599,10 @@ fn check_nothing_lost(stack: &HaStack, leader: usize, record: &Record) {
 fn keep_logs(stack: &HaStack) {
     let into = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ha-test-logs");
     let _ = std::fs::create_dir_all(&into);
-    let mut logs = vec![stack.dir().join("haproxy.log"), stack.dir().join("etcd/etcd.log")];
+    let mut logs = vec![
+        stack.dir().join("haproxy.log"),
+        stack.dir().join("etcd/etcd.log"),
+    ];
     logs.extend((0..2).map(|index| stack.patroni_log(index)));
     for log in logs {
         let name = log
@@ -616,7 +626,10 @@ fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) {
 fn assert_everything_listens_on_loopback_only(stack: &HaStack) {
     let mut inodes = HashSet::new();
     for (_, pid) in stack.processes() {
-        for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+        {
             if let Ok(target) = std::fs::read_link(entry.path()) {
                 let target = target.to_string_lossy().into_owned();
                 if let Some(inode) = target
