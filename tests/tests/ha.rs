@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use counseling_domain::{
@@ -223,6 +223,24 @@ fn a_write_on_a_read_only_node_is_unavailable_and_drops_its_connection(stack: &H
         .enable_all()
         .build()
         .unwrap();
+    // A synchronous commit waits for the standby's flush, not its replay: wait until the
+    // replica has the table the migration created.
+    let options = stack
+        .superuser_options(stack.ports().replica(), APP_DATABASE)
+        .unwrap();
+    wait_until(Duration::from_secs(10), || {
+        runtime.block_on(async {
+            let Ok(mut connection) = PgConnection::connect_with(&options).await else {
+                return false;
+            };
+            let replayed = sqlx::query_scalar::<_, bool>("SELECT to_regclass('users') IS NOT NULL")
+                .fetch_one(&mut connection)
+                .await
+                .unwrap_or(false);
+            let _ = connection.close().await;
+            replayed
+        })
+    });
     let database = Database::connect_lazy(&settings, runtime.handle().clone()).unwrap();
     let users = PgUserRepository::new(database.clone());
     let hash = PasswordHash::hash(&SecretString::from("ha-test-password")).unwrap();
@@ -274,11 +292,15 @@ fn start_observers(
             let start = seconds();
             let outcome = handle.block_on(users.create(new_user));
             let end = seconds();
-            writer_record.writes.lock().unwrap().push(WriteEvent {
-                start,
-                end,
-                outcome: outcome.map(|user| (user.id, username)),
-            });
+            writer_record
+                .writes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(WriteEvent {
+                    start,
+                    end,
+                    outcome: outcome.map(|user| (user.id, username)),
+                });
             std::thread::sleep(WRITE_PACE);
         }
     }));
@@ -295,13 +317,17 @@ fn start_observers(
                     Ok((status, body)) => (Some(status), body.to_string()),
                     Err(error) => (None, error),
                 };
-                probe_record.probes.lock().unwrap().push(Probe {
-                    api: index,
-                    start,
-                    end,
-                    status,
-                    body,
-                });
+                probe_record
+                    .probes
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(Probe {
+                        api: index,
+                        start,
+                        end,
+                        status,
+                        body,
+                    });
                 std::thread::sleep(PROBE_PACE);
             }
         }));
@@ -332,11 +358,15 @@ fn start_observers(
                     .unwrap_or(false)
             });
             let end = seconds();
-            primary_record.primary.lock().unwrap().push(PrimarySample {
-                start,
-                end,
-                primary,
-            });
+            primary_record
+                .primary
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(PrimarySample {
+                    start,
+                    end,
+                    primary,
+                });
             std::thread::sleep(PROBE_PACE);
         }
     }));
@@ -405,7 +435,7 @@ fn wait_all_healthy(record: &Record, since: f64, seconds: &impl Fn() -> f64) -> 
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         {
-            let probes = record.probes.lock().unwrap();
+            let probes = record.probes.lock().unwrap_or_else(PoisonError::into_inner);
             let latest: Vec<Option<&Probe>> = (0..3)
                 .map(|api| {
                     probes
@@ -437,7 +467,7 @@ fn check_window(
     healed_at: f64,
     until: f64,
 ) -> Figures {
-    let writes = record.writes.lock().unwrap();
+    let writes = record.writes.lock().unwrap_or_else(PoisonError::into_inner);
     let window: Vec<&WriteEvent> = writes
         .iter()
         .filter(|write| write.start >= from - 1.0 && write.end <= until)
@@ -474,8 +504,11 @@ fn check_window(
         .map(|pair| pair[1] - pair[0])
         .fold(0.0, f64::max);
 
-    let probes = record.probes.lock().unwrap();
-    let primary = record.primary.lock().unwrap();
+    let probes = record.probes.lock().unwrap_or_else(PoisonError::into_inner);
+    let primary = record
+        .primary
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
     let mut unhealthy_window: f64 = 0.0;
     let mut healthy_again_at = from;
     for api in 0..3 {
