@@ -93,7 +93,8 @@ impl Drop for Teardown {
             // Give the observers a moment to notice before their servers go.
             std::thread::sleep(Duration::from_millis(300));
             if std::thread::panicking() {
-                keep_logs(&stack);
+                stack.copy_logs(&failure_logs());
+                eprintln!("the stack's logs are in {}", failure_logs().display());
             }
             if let Err(error) = stack.stop() {
                 eprintln!("stopping the HA stack: {error}");
@@ -113,7 +114,9 @@ fn switchover_and_failover_lose_no_write_and_every_service_heals_by_itself() {
     let seconds = move || clock.elapsed().as_secs_f64();
 
     let started = Instant::now();
-    let stack = HaStack::start(&StackOptions::new(Ports::find_free().unwrap())).unwrap();
+    let mut options = StackOptions::new(Ports::find_free().unwrap());
+    options.logs_on_failure = Some(failure_logs());
+    let stack = HaStack::start(&options).unwrap();
     println!("HA stack up in {:.1} s", started.elapsed().as_secs_f64());
     let stop = Arc::new(AtomicBool::new(false));
     let mut teardown = Teardown {
@@ -628,23 +631,9 @@ fn check_nothing_lost(stack: &HaStack, leader: usize, record: &Record) {
     );
 }
 
-/// Copies the stack's logs to target/ha-test-logs (the stack's directory is deleted on stop).
-fn keep_logs(stack: &HaStack) {
-    let into = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ha-test-logs");
-    let _ = std::fs::create_dir_all(&into);
-    let mut logs = vec![
-        stack.dir().join("haproxy.log"),
-        stack.dir().join("etcd/etcd.log"),
-    ];
-    logs.extend((0..2).map(|index| stack.patroni_log(index)));
-    for log in logs {
-        let name = log
-            .strip_prefix(stack.dir())
-            .map(|relative| relative.to_string_lossy().replace('/', "-"))
-            .unwrap_or_default();
-        let _ = std::fs::copy(&log, into.join(name));
-    }
-    eprintln!("the stack's logs are in {}", into.display());
+/// Where the stack's logs go when the test fails (its directory is deleted on stop).
+fn failure_logs() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ha-test-logs")
 }
 
 fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) {

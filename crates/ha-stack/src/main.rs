@@ -58,7 +58,11 @@ fn up(state: &Path) -> Result<()> {
     let ports = Ports::new(base)?;
     std::fs::create_dir_all(state).context("creating .data/ha")?;
     let started = std::time::Instant::now();
-    let mut stack = HaStack::start(&StackOptions::new(ports))?;
+    let logs = state.join("failed-logs");
+    let mut options = StackOptions::new(ports);
+    options.logs_on_failure = Some(logs.clone());
+    let mut stack = HaStack::start(&options)
+        .with_context(|| format!("the servers' logs are in {}", logs.display()))?;
     let saved = serde_json::to_string_pretty(stack.saved())?;
     let url = stack.app_url()?;
     let written = write_private(&state.join("stack.json"), &saved).and_then(|()| {

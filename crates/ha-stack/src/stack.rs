@@ -39,6 +39,9 @@ pub struct StackOptions {
     pub ports: Ports,
     /// PostgreSQL's server binaries (`PG_BIN_DIR`, else PostgreSQL 15's, as Patroni on Debian 12).
     pub pg_bin_dir: PathBuf,
+    /// Where the servers' logs are copied if the stack fails to come up (its directory, which
+    /// holds the passwords, is deleted).
+    pub logs_on_failure: Option<PathBuf>,
 }
 
 impl StackOptions {
@@ -55,6 +58,7 @@ impl StackOptions {
             parent_dir,
             ports,
             pg_bin_dir,
+            logs_on_failure: None,
         }
     }
 }
@@ -120,6 +124,9 @@ impl HaStack {
         match stack.bring_up() {
             Ok(()) => Ok(stack),
             Err(error) => {
+                if let Some(into) = &options.logs_on_failure {
+                    stack.copy_logs(into);
+                }
                 let _ = stack.stop();
                 Err(error)
             }
@@ -201,6 +208,20 @@ impl HaStack {
 
     pub fn patroni_log(&self, index: usize) -> PathBuf {
         self.node_dir(index).join("patroni.log")
+    }
+
+    /// Copies the servers' logs (no secrets) into `into`, for a look after the stack is gone.
+    pub fn copy_logs(&self, into: &Path) {
+        let _ = fs::create_dir_all(into);
+        let dir = &self.saved.dir;
+        let mut logs = vec![dir.join("haproxy.log"), dir.join("etcd/etcd.log")];
+        logs.extend((0..NODES).map(|index| self.patroni_log(index)));
+        for log in logs {
+            if let Ok(relative) = log.strip_prefix(dir) {
+                let name = relative.to_string_lossy().replace('/', "-");
+                let _ = fs::copy(&log, into.join(name));
+            }
+        }
     }
 
     /// A password of the stack (`superuser`, `replication`, `rewind` or `app`), from its file.
