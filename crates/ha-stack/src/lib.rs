@@ -50,6 +50,8 @@ pub enum HaError {
     },
     #[error("{0} failed")]
     Command(String),
+    #[error("{0} exited while starting (see its log)")]
+    Exited(String),
 }
 
 impl HaError {

@@ -10,8 +10,9 @@ use anyhow::{Context, Result, bail};
 use counseling_ha::{HaStack, NODES, Ports, SavedStack, StackOptions, write_private};
 use secrecy::ExposeSecret;
 
-/// HAProxy's primary port unless `HA_PORT_BASE` says otherwise; the others follow it.
-const DEFAULT_PORT_BASE: u16 = 55400;
+/// HAProxy's primary port unless `HA_PORT_BASE` says otherwise; the others follow it. Below
+/// Linux's ephemeral range (32768-60999), so that no client's source port can hold one.
+const DEFAULT_PORT_BASE: u16 = 15400;
 
 fn main() -> ExitCode {
     let command = std::env::args().nth(1).unwrap_or_default();

@@ -23,13 +23,14 @@ impl Ports {
         Ok(Self { base })
     }
 
-    /// A base whose every port is free now, picked at random among 20000-59999 (tests).
+    /// A base whose every port is free now, picked at random among 20000-31999 (tests): below
+    /// Linux's ephemeral range (32768-60999), where a client's source port could take one.
     pub fn find_free() -> Result<Self> {
         for _ in 0..50 {
             let mut bytes = [0u8; 2];
             getrandom::fill(&mut bytes)
                 .map_err(|_| HaError::Invalid("no random numbers available".into()))?;
-            let base = 20_000 + u16::from_le_bytes(bytes) % 40_000;
+            let base = 20_000 + u16::from_le_bytes(bytes) % 12_000;
             let ports = Self::new(base)?;
             if ports.all().iter().all(|&port| is_free(port)) {
                 return Ok(ports);

@@ -81,8 +81,9 @@ pub struct HaStack {
     saved: SavedStack,
     /// Who runs the servers: the `postgres` user when we are root (initdb refuses root).
     runner: Option<(Uid, Gid)>,
-    /// Children started by this process, kept so that they can be reaped.
-    children: HashMap<u32, Child>,
+    /// Children started by this process, by name, kept so that they can be reaped and so that
+    /// a server that exits while we wait for it is noticed at once.
+    children: HashMap<u32, (String, Child)>,
 }
 
 impl HaStack {
@@ -155,8 +156,9 @@ impl HaStack {
             write_private(&path, contents)?;
             self.give_to_runner(&path)?;
         }
-        for name in ["etcd", "node1", "node2"] {
-            let path = dir.join(name);
+        let names = (0..NODES).map(Self::node_name);
+        for name in std::iter::once("etcd".to_owned()).chain(names) {
+            let path = dir.join(&name);
             fs::create_dir(&path).map_err(HaError::io(format!("creating {name}")))?;
             fs::set_permissions(&path, fs::Permissions::from_mode(0o700))
                 .map_err(HaError::io(format!("restricting {name}")))?;
@@ -167,9 +169,34 @@ impl HaStack {
         for index in 0..NODES {
             self.start_node(index)?;
         }
-        self.wait_until_healthy(READY_TIMEOUT)?;
+        self.wait_for("a leader with a synchronous standby", Self::is_healthy)?;
         self.start_haproxy()?;
         self.create_application_database()
+    }
+
+    /// Waits until `done`, failing early if a server we started has exited (its log says why).
+    fn wait_for(&mut self, what: &str, done: impl Fn(&Self) -> bool) -> Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !done(self) {
+            let mut exited = None;
+            for (name, child) in self.children.values_mut() {
+                if !matches!(child.try_wait(), Ok(None)) {
+                    exited = Some(name.clone());
+                }
+            }
+            if let Some(name) = exited {
+                return Err(HaError::Exited(name));
+            }
+            if Instant::now() >= deadline {
+                return Err(HaError::Timeout {
+                    what: what.to_owned(),
+                    seconds: READY_TIMEOUT.as_secs(),
+                    detail: format!("; members: {:?}", self.members()),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
     }
 
     /// Finds a stack started by another process.
@@ -298,7 +325,7 @@ impl HaStack {
             .spawn()
             .map_err(HaError::io(format!("starting {name}")))?;
         let pid = child.id();
-        self.children.insert(pid, child);
+        self.children.insert(pid, (name.to_owned(), child));
         Ok(pid)
     }
 
@@ -321,7 +348,7 @@ impl HaStack {
             ("ETCD_INITIAL_CLUSTER_TOKEN", "counseling-ha".to_owned()),
         ]);
         self.saved.etcd = self.spawn("etcd", &mut command, &dir.join("etcd/etcd.log"))?;
-        wait_until("etcd answers", READY_TIMEOUT, || {
+        self.wait_for("etcd answers", |_| {
             rest::get(ports.etcd_client(), "/health")
                 .is_some_and(|(status, body)| status == 200 && body.contains("true"))
         })
@@ -397,8 +424,10 @@ impl HaStack {
         );
         let log = self.saved.dir.join("haproxy.log");
         self.saved.haproxy = self.spawn("haproxy", &mut command, &log)?;
-        wait_until("HAProxy leads to the primary only", READY_TIMEOUT, || {
-            self.haproxy_primary_targets() == self.leader().into_iter().collect::<Vec<_>>()
+        self.wait_for("HAProxy leads to the primary only", |stack| {
+            stack
+                .leader()
+                .is_some_and(|leader| stack.haproxy_primary_targets() == [leader])
         })
     }
 
@@ -527,7 +556,7 @@ impl HaStack {
     pub fn postmaster_pid(&self, index: usize) -> Option<u32> {
         let text = fs::read_to_string(self.node_dir(index).join("data/postmaster.pid")).ok()?;
         let pid = text.lines().next()?.trim().parse::<u32>().ok()?;
-        is_alive(pid).then_some(pid)
+        self.is_running(pid).then_some(pid)
     }
 
     /// An unplanned failure: SIGKILL to node `index`'s Patroni, then to its PostgreSQL.
@@ -542,17 +571,29 @@ impl HaStack {
         Ok(())
     }
 
+    /// Whether `pid` is a live process of this stack: every one runs in the stack's directory
+    /// (the servers we start) or below it (PostgreSQL, in its data directory). So a stale pid,
+    /// reused by another program after a reboot, is never signalled.
+    fn is_running(&self, pid: u32) -> bool {
+        is_alive(pid)
+            && fs::read_link(format!("/proc/{pid}/cwd"))
+                .is_ok_and(|cwd| cwd.starts_with(&self.saved.dir))
+    }
+
     /// Sends `signal` and waits up to `limit` for the process to go; true if it went.
     fn signal_and_wait(&mut self, pid: u32, signal: Signal, limit: Duration) -> bool {
+        if !self.children.contains_key(&pid) && !self.is_running(pid) {
+            return true;
+        }
         let _ = kill(Pid::from_raw(pid as i32), signal);
         let deadline = Instant::now() + limit;
         loop {
-            if let Some(child) = self.children.get_mut(&pid) {
+            if let Some((_, child)) = self.children.get_mut(&pid) {
                 if !matches!(child.try_wait(), Ok(None)) {
                     self.children.remove(&pid);
                     return true;
                 }
-            } else if !is_alive(pid) {
+            } else if !self.is_running(pid) {
                 return true;
             }
             if Instant::now() >= deadline {
@@ -597,8 +638,18 @@ impl HaStack {
             self.signal_and_wait(etcd, Signal::SIGKILL, STOP_TIMEOUT);
         }
         let dir = self.saved.dir.clone();
-        if dir.starts_with(std::env::temp_dir()) || dir.starts_with("/dev/shm") {
-            fs::remove_dir_all(&dir).map_err(HaError::io("removing the stack directory"))?;
+        // Only ever a directory we created (the state file could have been edited).
+        let ours = dir
+            .file_name()
+            .is_some_and(|name| name.to_string_lossy().starts_with("counseling-ha-"));
+        if ours {
+            match fs::remove_dir_all(&dir) {
+                // Gone already: /dev/shm does not survive a reboot.
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(HaError::io("removing the stack directory")(error));
+                }
+                _ => {}
+            }
         }
         Ok(())
     }
@@ -617,7 +668,7 @@ impl HaStack {
                 processes.push((format!("postgres {}", Self::node_name(index)), pid));
             }
         }
-        processes.retain(|&(_, pid)| pid != 0 && is_alive(pid));
+        processes.retain(|&(_, pid)| pid != 0 && self.is_running(pid));
         processes
     }
 
