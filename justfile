@@ -46,7 +46,7 @@ ha-down:
 ha-status:
     @cargo run --quiet --locked -p counseling-ha --bin ha-stack -- status
 
-# Switchover and failover under load, three counseling-api replicas through HAProxy (about 2 min).
+# Switchover and failover under load, three counseling-api replicas through HAProxy (about 1 min).
 ha-test:
     cargo build --quiet --locked -p counseling-http -p migration
     cargo test --locked -p counseling-e2e --test ha -- --ignored --nocapture
