@@ -58,6 +58,29 @@ db-stop:
 db-stop: _env-file
     docker compose --env-file .env -f docker/docker-compose.yml stop db
 
+# Start the local highly available PostgreSQL (etcd, two Patroni nodes, HAProxy) on 127.0.0.1
+# and apply the migrations through HAProxy; DATABASE_URL for it is in .data/ha/database.env.
+ha-up:
+    @cargo run --quiet --locked -p counseling-ha --bin ha-stack -- up
+    @set -a && . .data/ha/database.env && set +a && just migrate-up
+
+# Stop the HA stack and delete its data.
+ha-down:
+    @cargo run --quiet --locked -p counseling-ha --bin ha-stack -- down
+
+# Show the HA stack: ports, members and their roles, processes.
+ha-status:
+    @cargo run --quiet --locked -p counseling-ha --bin ha-stack -- status
+
+# Switchover and failover under load, three counseling-api replicas through HAProxy (about 1 min).
+ha-test:
+    cargo build --quiet --locked -p counseling-http -p migration
+    cargo test --locked -p counseling-e2e --test ha -- --ignored --nocapture
+
+# The HA test three times over, printing the median downtime figures for BENCHMARKS.md.
+ha-bench:
+    HA_RUNS=3 just ha-test
+
 # Measure /health, find_by_username at 1M users, memory and cold start; writes BENCHMARKS.md.
 [unix]
 bench:

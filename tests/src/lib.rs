@@ -11,17 +11,22 @@ pub mod signal;
 
 /// The `counseling-api` binary that `cargo test --workspace` builds next to the test binaries.
 pub fn api_binary() -> PathBuf {
+    workspace_binary("counseling-api")
+}
+
+/// A binary of the workspace (`counseling-api`, `migration`), built next to the test binaries.
+pub fn workspace_binary(name: &str) -> PathBuf {
     // Test executables live in target/<profile>/deps; binaries one level up.
     let binary = std::env::current_exe()
         .ok()
         .and_then(|exe| {
-            let name = format!("counseling-api{}", std::env::consts::EXE_SUFFIX);
-            Some(exe.parent()?.parent()?.join(name))
+            let file = format!("{name}{}", std::env::consts::EXE_SUFFIX);
+            Some(exe.parent()?.parent()?.join(file))
         })
         .unwrap_or_default();
     assert!(
         binary.is_file(),
-        "{} is missing: run `cargo test --workspace` (or `cargo build -p counseling-http`) first",
+        "{} is missing: run `cargo test --workspace` (or `cargo build --workspace`) first",
         binary.display()
     );
     binary

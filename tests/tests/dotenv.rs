@@ -6,22 +6,16 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use counseling_e2e::{Api, TempDir, api_binary, run_to_exit_in, wait_for_status};
+use counseling_e2e::{Api, TempDir, api_binary, run_to_exit_in, wait_for_status, workspace_binary};
 use counseling_testkit::TestDatabase;
 
 fn write_env(dir: &std::path::Path, text: &str) {
     std::fs::write(dir.join(".env"), text).unwrap();
 }
 
-/// The `migration` binary built next to `counseling-api`.
-fn migration_binary() -> PathBuf {
-    let name = format!("migration{}", std::env::consts::EXE_SUFFIX);
-    api_binary().with_file_name(name)
-}
-
 /// Runs `migration status` in `dir` with an otherwise empty environment.
 fn migration_status_in(dir: &std::path::Path) -> (Option<i32>, String) {
-    run_in(dir, migration_binary(), Some("status"))
+    run_in(dir, workspace_binary("migration"), Some("status"))
 }
 
 /// Runs `binary` to exit in `dir` with an empty environment; its exit code and output.

@@ -1,0 +1,119 @@
+use serde::{Deserialize, Serialize};
+
+use crate::{HaError, Result};
+
+/// The stack's ports on 127.0.0.1, all derived from one base so that a whole stack can be placed
+/// (or found free) at once: HAProxy's primary port is the base itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ports {
+    base: u16,
+}
+
+/// The highest offset from the base that a port uses.
+const SPAN: u16 = 21;
+
+impl Ports {
+    pub fn new(base: u16) -> Result<Self> {
+        if base < 1024 || base.checked_add(SPAN).is_none() {
+            return Err(HaError::Invalid(format!(
+                "HA port base must be between 1024 and {}",
+                u16::MAX - SPAN
+            )));
+        }
+        Ok(Self { base })
+    }
+
+    /// A base whose every port is free now, picked at random among 20000-31999 (tests): below
+    /// Linux's ephemeral range (32768-60999), where a client's source port could take one.
+    pub fn find_free() -> Result<Self> {
+        for _ in 0..50 {
+            let mut bytes = [0u8; 2];
+            getrandom::fill(&mut bytes)
+                .map_err(|_| HaError::Invalid("no random numbers available".into()))?;
+            let base = 20_000 + u16::from_le_bytes(bytes) % 12_000;
+            let ports = Self::new(base)?;
+            if ports.all().iter().all(|&port| is_free(port)) {
+                return Ok(ports);
+            }
+        }
+        Err(HaError::NoFreePorts(SPAN + 1))
+    }
+
+    /// HAProxy: always the current primary.
+    pub fn primary(&self) -> u16 {
+        self.base
+    }
+
+    /// HAProxy: the replicas, round robin.
+    pub fn replica(&self) -> u16 {
+        self.base + 1
+    }
+
+    pub fn etcd_client(&self) -> u16 {
+        self.base + 2
+    }
+
+    pub fn etcd_peer(&self) -> u16 {
+        self.base + 3
+    }
+
+    /// HAProxy's read-only statistics page (`/stats;csv`): which servers it considers up.
+    pub fn haproxy_stats(&self) -> u16 {
+        self.base + 4
+    }
+
+    /// PostgreSQL of node `index` (0 or 1).
+    pub fn postgres(&self, index: usize) -> u16 {
+        self.base + 10 + 10 * index as u16
+    }
+
+    /// Patroni's REST API of node `index` (0 or 1).
+    pub fn rest(&self, index: usize) -> u16 {
+        self.base + 11 + 10 * index as u16
+    }
+
+    /// Every port the stack listens on.
+    pub fn all(&self) -> Vec<u16> {
+        let mut ports = vec![
+            self.primary(),
+            self.replica(),
+            self.etcd_client(),
+            self.etcd_peer(),
+            self.haproxy_stats(),
+        ];
+        for index in 0..crate::NODES {
+            ports.extend([self.postgres(index), self.rest(index)]);
+        }
+        ports
+    }
+}
+
+fn is_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_distinct_and_within_the_span() {
+        let ports = Ports::new(40_000).unwrap();
+        let mut all = ports.all();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 5 + 2 * crate::NODES);
+        assert!(
+            all.iter()
+                .all(|&port| (40_000..=40_000 + SPAN).contains(&port))
+        );
+        assert_eq!(ports.primary(), 40_000);
+    }
+
+    #[test]
+    fn a_base_too_close_to_the_top_is_refused() {
+        assert!(Ports::new(u16::MAX - SPAN + 1).is_err());
+        assert!(Ports::new(80).is_err());
+        assert!(Ports::new(u16::MAX - SPAN).is_ok());
+    }
+}

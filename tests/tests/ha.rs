@@ -1,0 +1,693 @@
+//! The service on a highly available PostgreSQL (etcd, two Patroni nodes, HAProxy), through a
+//! planned switchover and an unplanned failover, under load: three `counseling-api` processes
+//! probed continuously, and a writer creating users through `PgUserRepository`.
+//!
+//! Ignored by default (it needs Patroni, etcd and HAProxy and takes a minute or two): run it with
+//! `just ha-test`, or three rounds with `just ha-bench` (`HA_RUNS=3`), which prints the figures
+//! for BENCHMARKS.md.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use counseling_config::DatabaseUrl;
+use counseling_domain::{
+    CreateUserError, NewUser, PasswordHash, StoreError, Unavailability, UserId, UserRepository,
+    Username,
+};
+use counseling_e2e::{Api, get_json, wait_for_status, workspace_binary};
+use counseling_ha::{APP_DATABASE, HaStack, Ports, StackOptions};
+use counseling_persistence::{Database, DatabaseSettings, PgUserRepository};
+use sea_orm::sqlx::postgres::PgConnection;
+use sea_orm::sqlx::{self, Connection};
+use secrecy::{ExposeSecret, SecretString};
+
+/// How soon after the switchover command every service must answer 200 again (measured: ~3 s).
+const SWITCHOVER_HEAL_BOUND: Duration = Duration::from_secs(15);
+/// How soon after the kill every service must answer 200 again (measured: ttl 10 s + ~2 s).
+const FAILOVER_HEAL_BOUND: Duration = Duration::from_secs(25);
+/// Pause between two writes, and between two probes of one service.
+const WRITE_PACE: Duration = Duration::from_millis(10);
+const PROBE_PACE: Duration = Duration::from_millis(100);
+/// A 503 is truthful if no primary was reachable through HAProxy within this much of it: one
+/// health budget (HEALTH_TIMEOUT_MS, 1 s by default) plus the observer's pace.
+const TRUTH_MARGIN: f64 = 1.2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Disruption {
+    Switchover,
+    Failover,
+}
+
+#[derive(Debug)]
+struct WriteEvent {
+    start: f64,
+    end: f64,
+    outcome: Result<(UserId, String), CreateUserError>,
+}
+
+#[derive(Debug)]
+struct Probe {
+    api: usize,
+    start: f64,
+    end: f64,
+    status: Option<u16>,
+    body: String,
+}
+
+/// Whether HAProxy's primary port led to a writable primary, checked with a fresh connection.
+#[derive(Debug)]
+struct PrimarySample {
+    start: f64,
+    end: f64,
+    primary: bool,
+}
+
+/// Everything observed, in seconds since the test started.
+#[derive(Debug, Default)]
+struct Record {
+    writes: Mutex<Vec<WriteEvent>>,
+    probes: Mutex<Vec<Probe>>,
+    primary: Mutex<Vec<PrimarySample>>,
+}
+
+#[derive(Debug)]
+struct Figures {
+    write_downtime: f64,
+    unhealthy_window: f64,
+    healthy_again_after: f64,
+}
+
+/// Stops the observers and the stack however the test ends.
+struct Teardown {
+    stop: Arc<AtomicBool>,
+    stack: Option<HaStack>,
+}
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(mut stack) = self.stack.take() {
+            // Give the observers a moment to notice before their servers go.
+            std::thread::sleep(Duration::from_millis(300));
+            if std::thread::panicking() {
+                stack.copy_logs(&failure_logs());
+                eprintln!("the stack's logs are in {}", failure_logs().display());
+            }
+            if let Err(error) = stack.stop() {
+                eprintln!("stopping the HA stack: {error}");
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs patroni, etcd and haproxy; run with `just ha-test`"]
+fn switchover_and_failover_lose_no_write_and_every_service_heals_by_itself() {
+    let runs: usize = std::env::var("HA_RUNS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(1);
+    let clock = Instant::now();
+    let seconds = move || clock.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let mut options = StackOptions::new(Ports::find_free().unwrap());
+    options.logs_on_failure = Some(failure_logs());
+    let stack = HaStack::start(&options).unwrap();
+    println!("HA stack up in {:.1} s", started.elapsed().as_secs_f64());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut teardown = Teardown {
+        stop: Arc::clone(&stop),
+        stack: Some(stack),
+    };
+    let stack = teardown.stack.as_mut().unwrap();
+    assert_everything_listens_on_loopback_only(stack);
+
+    let url = stack.app_url().unwrap();
+    let migrated = Command::new(workspace_binary("migration"))
+        .arg("up")
+        .env("DATABASE_URL", url.expose_secret())
+        .output()
+        .unwrap();
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+
+    a_write_on_a_read_only_node_is_unavailable_and_drops_its_connection(stack);
+
+    let apis: Vec<Api> = (0..3)
+        .map(|_| {
+            let mut api =
+                Api::spawn(&[("DATABASE_URL", url.expose_secret()), ("RUST_LOG", "warn")]);
+            api.wait_listening();
+            wait_for_status(&api.url("/health"), 200, Duration::from_secs(10));
+            api
+        })
+        .collect();
+
+    let record = Arc::new(Record::default());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let observers = start_observers(stack, &apis, &url, &record, &stop, &runtime, seconds);
+
+    std::thread::sleep(Duration::from_secs(2));
+    let mut figures: BTreeMap<&str, Vec<Figures>> = BTreeMap::new();
+    for run in 1..=runs {
+        for disruption in [Disruption::Switchover, Disruption::Failover] {
+            let result = disrupt_and_check(stack, disruption, &record, seconds);
+            println!(
+                "HA figures: {disruption:?} run {run}: write downtime {:.2} s, /health unhealthy \
+                 for {:.2} s (longest of 3 services), all healthy {:.2} s after the {}",
+                result.write_downtime,
+                result.unhealthy_window,
+                result.healthy_again_after,
+                if disruption == Disruption::Switchover {
+                    "switchover command"
+                } else {
+                    "kill"
+                }
+            );
+            let name = if disruption == Disruption::Switchover {
+                "switchover"
+            } else {
+                "failover"
+            };
+            figures.entry(name).or_default().push(result);
+        }
+    }
+
+    stop.store(true, Ordering::SeqCst);
+    for observer in observers {
+        observer.join().unwrap();
+    }
+    // Still the same three processes: they healed without a restart.
+    for mut api in apis {
+        assert!(api.child.try_wait().unwrap().is_none(), "{}", api.output());
+    }
+
+    println!(
+        "\n| disruption | runs | write downtime (median) | /health unhealthy (median) | all healthy after (median) |"
+    );
+    println!("|---|---|---|---|---|");
+    for (name, results) in &figures {
+        let median = |pick: fn(&Figures) -> f64| {
+            let mut values: Vec<f64> = results.iter().map(pick).collect();
+            values.sort_by(f64::total_cmp);
+            values[values.len() / 2]
+        };
+        println!(
+            "| {name} | {} | {:.2} s | {:.2} s | {:.2} s |",
+            results.len(),
+            median(|f| f.write_downtime),
+            median(|f| f.unhealthy_window),
+            median(|f| f.healthy_again_after)
+        );
+    }
+    drop(teardown);
+}
+
+/// What the service sees when HAProxy still leads to a node that was demoted: the write fails
+/// as `Unavailable(ReadOnly)` (SQLSTATE 25006), and the connection is closed rather than handed
+/// to the next caller. Through HAProxy's replica port, every write meets a read-only node.
+fn a_write_on_a_read_only_node_is_unavailable_and_drops_its_connection(stack: &HaStack) {
+    let mut settings = DatabaseSettings::new(
+        DatabaseUrl::parse(
+            stack
+                .app_url_on(stack.ports().replica())
+                .unwrap()
+                .expose_secret(),
+        )
+        .unwrap(),
+    );
+    // No idle connections kept by the pool: an open connection afterwards is one given back.
+    settings.min_connections = 0;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // A synchronous commit waits for the standby's flush, not its replay: wait until the
+    // replica has the table the migration created.
+    let options = stack
+        .superuser_options(stack.ports().replica(), APP_DATABASE)
+        .unwrap();
+    wait_until(Duration::from_secs(10), || {
+        runtime.block_on(async {
+            let Ok(mut connection) = PgConnection::connect_with(&options).await else {
+                return false;
+            };
+            let replayed = sqlx::query_scalar::<_, bool>("SELECT to_regclass('users') IS NOT NULL")
+                .fetch_one(&mut connection)
+                .await
+                .unwrap_or(false);
+            let _ = connection.close().await;
+            replayed
+        })
+    });
+    let database = Database::connect_lazy(&settings, runtime.handle().clone()).unwrap();
+    let users = PgUserRepository::new(database.clone());
+    let hash = PasswordHash::hash(&SecretString::from("ha-test-password")).unwrap();
+    for attempt in 0..3 {
+        let outcome = runtime.block_on(users.create(NewUser {
+            username: Username::parse(format!("\\ha\\readonly{attempt}")).unwrap(),
+            password_hash: hash.clone(),
+        }));
+        assert_eq!(
+            outcome.unwrap_err(),
+            CreateUserError::Store(StoreError::Unavailable(Unavailability::ReadOnly))
+        );
+        assert_eq!(
+            database.status().open,
+            0,
+            "the connection that met a read-only node went back to the pool"
+        );
+    }
+}
+
+/// The writer, the three services' probes and the primary observer, until `stop`.
+fn start_observers(
+    stack: &HaStack,
+    apis: &[Api],
+    url: &SecretString,
+    record: &Arc<Record>,
+    stop: &Arc<AtomicBool>,
+    runtime: &tokio::runtime::Runtime,
+    seconds: impl Fn() -> f64 + Copy + Send + 'static,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let mut threads = Vec::new();
+
+    let mut settings = DatabaseSettings::new(DatabaseUrl::parse(url.expose_secret()).unwrap());
+    settings.application_name = "ha-writer".into();
+    let database = Database::connect_lazy(&settings, runtime.handle().clone()).unwrap();
+    let users = PgUserRepository::new(database);
+    let hash = PasswordHash::hash(&SecretString::from("ha-test-password")).unwrap();
+    let (writer_record, writer_stop) = (Arc::clone(record), Arc::clone(stop));
+    let handle = runtime.handle().clone();
+    threads.push(std::thread::spawn(move || {
+        let mut sequence = 0u64;
+        while !writer_stop.load(Ordering::SeqCst) {
+            sequence += 1;
+            let username = format!("\\ha\\user{sequence}");
+            let new_user = NewUser {
+                username: Username::parse(username.clone()).unwrap(),
+                password_hash: hash.clone(),
+            };
+            let start = seconds();
+            let outcome = handle.block_on(users.create(new_user));
+            let end = seconds();
+            writer_record
+                .writes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(WriteEvent {
+                    start,
+                    end,
+                    outcome: outcome.map(|user| (user.id, username)),
+                });
+            std::thread::sleep(WRITE_PACE);
+        }
+    }));
+
+    for (index, api) in apis.iter().enumerate() {
+        let health = api.url("/health");
+        let (probe_record, probe_stop) = (Arc::clone(record), Arc::clone(stop));
+        threads.push(std::thread::spawn(move || {
+            while !probe_stop.load(Ordering::SeqCst) {
+                let start = seconds();
+                let answer = get_json(&health, Duration::from_secs(5));
+                let end = seconds();
+                let (status, body) = match answer {
+                    Ok((status, body)) => (Some(status), body.to_string()),
+                    Err(error) => (None, error),
+                };
+                probe_record
+                    .probes
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(Probe {
+                        api: index,
+                        start,
+                        end,
+                        status,
+                        body,
+                    });
+                std::thread::sleep(PROBE_PACE);
+            }
+        }));
+    }
+
+    let options = stack
+        .superuser_options(stack.ports().primary(), APP_DATABASE)
+        .unwrap();
+    let (primary_record, primary_stop) = (Arc::clone(record), Arc::clone(stop));
+    let handle = runtime.handle().clone();
+    threads.push(std::thread::spawn(move || {
+        while !primary_stop.load(Ordering::SeqCst) {
+            let start = seconds();
+            let primary = handle.block_on(async {
+                let check = async {
+                    let mut connection = PgConnection::connect_with(&options).await.ok()?;
+                    let primary = sqlx::query_scalar::<_, bool>("SELECT NOT pg_is_in_recovery()")
+                        .fetch_one(&mut connection)
+                        .await
+                        .ok();
+                    let _ = connection.close().await;
+                    primary
+                };
+                tokio::time::timeout(Duration::from_secs(1), check)
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or(false)
+            });
+            let end = seconds();
+            primary_record
+                .primary
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(PrimarySample {
+                    start,
+                    end,
+                    primary,
+                });
+            std::thread::sleep(PROBE_PACE);
+        }
+    }));
+    threads
+}
+
+/// Runs one disruption and checks everything the service promises about it.
+fn disrupt_and_check(
+    stack: &mut HaStack,
+    disruption: Disruption,
+    record: &Record,
+    seconds: impl Fn() -> f64,
+) -> Figures {
+    // synchronous_mode promotes only the synchronous standby: start from a whole cluster.
+    stack.wait_until_healthy(Duration::from_secs(60)).unwrap();
+    let old_leader = stack.leader().unwrap();
+    let new_leader = (old_leader + 1) % 2;
+    let disrupted_at = seconds();
+    match disruption {
+        Disruption::Switchover => stack.switchover().unwrap(),
+        Disruption::Failover => stack.kill_node(old_leader).unwrap(),
+    }
+    wait_until(Duration::from_secs(60), || {
+        stack.leader() == Some(new_leader)
+    });
+    if disruption == Disruption::Failover {
+        // What a supervisor (systemd) does: start the crashed node again; it must rejoin.
+        stack.start_node(old_leader).unwrap();
+    }
+    stack.wait_until_healthy(Duration::from_secs(60)).unwrap();
+    let members = stack.members().unwrap();
+    let old = members
+        .iter()
+        .find(|member| member.name == HaStack::node_name(old_leader))
+        .unwrap();
+    assert!(old.is_sync_standby(), "{members:?}");
+    assert_eq!(
+        stack.haproxy_primary_targets(),
+        vec![new_leader],
+        "HAProxy's primary port must lead to the new leader only"
+    );
+    // Every service answers 200 again, then a steady stretch to see that it stays so.
+    let healed_at = wait_all_healthy(record, disrupted_at, &seconds);
+    std::thread::sleep(Duration::from_secs(2));
+    let until = seconds();
+
+    let figures = check_window(record, disruption, disrupted_at, healed_at, until);
+    check_nothing_lost(stack, new_leader, record);
+    if disruption == Disruption::Failover {
+        let log = std::fs::read_to_string(stack.patroni_log(old_leader)).unwrap_or_default();
+        println!(
+            "old leader {} rejoined as synchronous standby{}",
+            HaStack::node_name(old_leader),
+            if log.contains("running pg_rewind from") {
+                " after pg_rewind"
+            } else {
+                " (no rewind was needed)"
+            }
+        );
+    }
+    figures
+}
+
+/// Waits until each service's latest answer, started after `since`, is 200; returns when.
+fn wait_all_healthy(record: &Record, since: f64, seconds: &impl Fn() -> f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        {
+            let probes = record.probes.lock().unwrap_or_else(PoisonError::into_inner);
+            let latest: Vec<Option<&Probe>> = (0..3)
+                .map(|api| {
+                    probes
+                        .iter()
+                        .rev()
+                        .find(|probe| probe.api == api && probe.start > since)
+                })
+                .collect();
+            if latest
+                .iter()
+                .all(|probe| probe.is_some_and(|p| p.status == Some(200)))
+            {
+                return seconds();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the services did not all turn healthy within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Figures and promises of one disruption, over what was recorded from `from` to `until`.
+fn check_window(
+    record: &Record,
+    disruption: Disruption,
+    from: f64,
+    healed_at: f64,
+    until: f64,
+) -> Figures {
+    let writes = record.writes.lock().unwrap_or_else(PoisonError::into_inner);
+    let window: Vec<&WriteEvent> = writes
+        .iter()
+        .filter(|write| write.start >= from - 1.0 && write.end <= until)
+        .collect();
+
+    // Only `Unavailable` may fail a write: a demoted or read-only node is reported as such, and
+    // nothing else (no duplicate, no unexpected error) happens.
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for write in &window {
+        match &write.outcome {
+            Ok(_) => {}
+            Err(CreateUserError::Store(StoreError::Unavailable(why))) => {
+                *reasons.entry(why.to_string()).or_default() += 1;
+            }
+            Err(other) => panic!("{disruption:?}: a write failed with {other:?}"),
+        }
+    }
+    println!("{disruption:?}: failed writes by reason: {reasons:?}");
+
+    // Writes resumed: the last ones of the window were acknowledged.
+    let tail: Vec<&&WriteEvent> = window.iter().rev().take(20).collect();
+    assert!(
+        tail.len() == 20 && tail.iter().all(|write| write.outcome.is_ok()),
+        "{disruption:?}: writes did not resume on the new primary"
+    );
+    // Write downtime: the longest stretch between two acknowledged writes.
+    let acknowledged: Vec<f64> = window
+        .iter()
+        .filter(|write| write.outcome.is_ok())
+        .map(|write| write.end)
+        .collect();
+    let write_downtime = acknowledged
+        .windows(2)
+        .map(|pair| pair[1] - pair[0])
+        .fold(0.0, f64::max);
+
+    let probes = record.probes.lock().unwrap_or_else(PoisonError::into_inner);
+    let primary = record
+        .primary
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let mut unhealthy_window: f64 = 0.0;
+    let mut healthy_again_at = from;
+    for api in 0..3 {
+        let answers: Vec<&Probe> = probes
+            .iter()
+            .filter(|probe| probe.api == api && probe.start >= from - 1.0 && probe.end <= until)
+            .collect();
+        let unhealthy: Vec<&&Probe> = answers
+            .iter()
+            .filter(|probe| probe.status != Some(200))
+            .collect();
+        for probe in &unhealthy {
+            // Answered, and with a 503 that says why.
+            assert_eq!(probe.status, Some(503), "{disruption:?}: {probe:?}");
+            assert!(probe.body.contains("\"unhealthy\""), "{probe:?}");
+            // Truthful: no primary was reachable through HAProxy around that time.
+            let no_primary_nearby = primary.iter().any(|sample| {
+                !sample.primary
+                    && sample.end >= probe.start - TRUTH_MARGIN
+                    && sample.start <= probe.end + TRUTH_MARGIN
+            });
+            assert!(
+                no_primary_nearby,
+                "{disruption:?}: service {api} answered 503 at {:.2}-{:.2} s while a primary was \
+                 reachable through HAProxy: {}",
+                probe.start, probe.end, probe.body
+            );
+        }
+        if let (Some(first), Some(last)) = (unhealthy.first(), unhealthy.last()) {
+            let recovered = answers
+                .iter()
+                .find(|probe| probe.start > last.start && probe.status == Some(200))
+                .map(|probe| probe.end)
+                .unwrap_or(until);
+            unhealthy_window = unhealthy_window.max(recovered - first.start);
+            healthy_again_at = healthy_again_at.max(recovered);
+            // Healthy again, and stayed so through the steady stretch.
+            assert!(
+                last.start < healed_at,
+                "{disruption:?}: service {api} turned unhealthy again after recovering"
+            );
+        }
+    }
+    let healthy_again_after = healthy_again_at - from;
+    let bound = match disruption {
+        Disruption::Switchover => SWITCHOVER_HEAL_BOUND,
+        Disruption::Failover => FAILOVER_HEAL_BOUND,
+    };
+    assert!(
+        healthy_again_after <= bound.as_secs_f64(),
+        "{disruption:?}: the services took {healthy_again_after:.1} s to turn healthy (bound \
+         {bound:?})"
+    );
+    Figures {
+        write_downtime,
+        unhealthy_window,
+        healthy_again_after,
+    }
+}
+
+/// Every acknowledged user is on the new primary, and no username is there twice.
+fn check_nothing_lost(stack: &HaStack, leader: usize, record: &Record) {
+    // Writes go on meanwhile: check those acknowledged before the primary is read.
+    let acknowledged: Vec<(UserId, String)> = record
+        .writes
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|write| write.outcome.clone().ok())
+        .collect();
+    let options = stack
+        .superuser_options(stack.ports().postgres(leader), APP_DATABASE)
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (stored, duplicates) = runtime.block_on(async {
+        let mut connection = PgConnection::connect_with(&options).await.unwrap();
+        // What pg_rewind needs to rejoin a diverged old primary.
+        for setting in ["data_checksums", "wal_log_hints"] {
+            let value: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {setting}")))
+                .fetch_one(&mut connection)
+                .await
+                .unwrap();
+            assert_eq!(value, "on", "{setting}");
+        }
+        let stored: Vec<String> = sqlx::query_scalar("SELECT id::text FROM users")
+            .fetch_all(&mut connection)
+            .await
+            .unwrap();
+        let duplicates: i64 =
+            sqlx::query_scalar("SELECT count(*) - count(DISTINCT lower(username)) FROM users")
+                .fetch_one(&mut connection)
+                .await
+                .unwrap();
+        (stored.into_iter().collect::<HashSet<String>>(), duplicates)
+    });
+    assert_eq!(duplicates, 0);
+    let mut usernames = HashSet::new();
+    for (id, username) in &acknowledged {
+        assert!(usernames.insert(username), "{username} acknowledged twice");
+        assert!(
+            stored.contains(&id.to_string()),
+            "acknowledged user {username} ({id}) is missing on the new primary"
+        );
+    }
+    assert!(
+        acknowledged.len() > 100,
+        "only {} writes acknowledged",
+        acknowledged.len()
+    );
+    println!(
+        "{} acknowledged writes, all on the new primary {}",
+        acknowledged.len(),
+        HaStack::node_name(leader)
+    );
+}
+
+/// Where the stack's logs go when the test fails (its directory is deleted on stop).
+fn failure_logs() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ha-test-logs")
+}
+
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every listening TCP socket of the stack's processes is bound to 127.0.0.1.
+fn assert_everything_listens_on_loopback_only(stack: &HaStack) {
+    let mut inodes = HashSet::new();
+    for (_, pid) in stack.processes() {
+        for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+        {
+            if let Ok(target) = std::fs::read_link(entry.path()) {
+                let target = target.to_string_lossy().into_owned();
+                if let Some(inode) = target
+                    .strip_prefix("socket:[")
+                    .and_then(|rest| rest.strip_suffix(']'))
+                {
+                    inodes.insert(inode.to_owned());
+                }
+            }
+        }
+    }
+    let mut listening = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address, st (0A = LISTEN), ..., inode
+            if fields.len() > 9 && fields[3] == "0A" && inodes.contains(fields[9]) {
+                listening += 1;
+                assert!(
+                    fields[1].starts_with("0100007F:"),
+                    "a stack process listens on {} ({table})",
+                    fields[1]
+                );
+            }
+        }
+    }
+    // etcd 2, Patroni 2, PostgreSQL 2, HAProxy 3.
+    assert!(listening >= 9, "found only {listening} listening sockets");
+}
