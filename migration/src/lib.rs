@@ -14,6 +14,7 @@ pub mod scaffold;
 
 mod m20251220_000001_create_users;
 pub mod m20261130_000001_username_identity;
+mod m20261130_000002_bcrypt_cost_bounds;
 
 /// Key of the advisory lock held while migrations run ("counsel" in ASCII). Any process that
 /// changes the schema through this crate takes it first.
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20251220_000001_create_users::Migration),
             Box::new(m20261130_000001_username_identity::Migration),
+            Box::new(m20261130_000002_bcrypt_cost_bounds::Migration),
         ]
     }
 }
