@@ -1,29 +1,21 @@
 //! The `migration` binary as deploy jobs and `just` run it.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should abort the test
 
-use std::process::{Command, Output};
+mod common;
 
+use std::process::Output;
+
+use common::{migration_binary, text};
 use counseling_testkit::tls::{CertificateAuthority, ServerTls};
 use counseling_testkit::{ClusterOptions, PgCluster, TestDatabase};
 use migration::sea_orm::sqlx::{self, Connection, PgConnection};
 
-/// Runs the binary in an empty directory (so no developer `.env` is picked up).
 fn migration(args: &[&str], database_url: Option<&str>) -> Output {
-    let dir = std::env::temp_dir().join(format!("migration-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_migration"));
-    command
-        .args(args)
-        .current_dir(&dir)
-        .env_remove("DATABASE_URL");
-    if let Some(url) = database_url {
-        command.env("DATABASE_URL", url);
-    }
-    command.output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    let variables: Vec<(&str, &str)> = database_url
+        .map(|url| ("DATABASE_URL", url))
+        .into_iter()
+        .collect();
+    migration_binary(args, &variables)
 }
 
 #[tokio::test]
