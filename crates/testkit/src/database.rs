@@ -11,10 +11,24 @@ use crate::platform::{PgCluster, process_is_alive};
 use crate::{Result, TestkitError};
 
 /// Where test databases are created: a server given by `DATABASE_URL_TEST`, or a cluster.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 enum Server {
     External(Box<PgConnectOptions>),
     Cluster(PgCluster),
+}
+
+impl std::fmt::Debug for Server {
+    // Hand-written: the connect options hold the password, and sqlx's Debug prints it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Server::External(options) => f
+                .debug_struct("External")
+                .field("host", &options.get_host())
+                .field("port", &options.get_port())
+                .finish_non_exhaustive(),
+            Server::Cluster(cluster) => f.debug_tuple("Cluster").field(cluster).finish(),
+        }
+    }
 }
 
 impl Server {
@@ -331,6 +345,21 @@ fn replace_database_in_url(url: &str, database: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_of_an_external_server_hides_the_password() {
+        let options =
+            PgConnectOptions::from_str("postgres://u:s3cret-pw@db.example:5433/x").unwrap();
+        let database = TestDatabase {
+            name: "test_1_2".into(),
+            server: Server::External(Box::new(options)),
+        };
+        let shown = format!("{database:?}");
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        assert!(shown.contains("db.example"), "{shown}");
+        // Dropping would try to reach the server: forget the handle instead.
+        std::mem::forget(database);
+    }
 
     #[test]
     fn replaces_the_database_of_a_url() {
