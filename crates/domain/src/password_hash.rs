@@ -9,8 +9,8 @@ pub const BCRYPT_COST: u32 = 12;
 pub const MIN_BCRYPT_COST: u32 = 12;
 
 /// The highest cost accepted, for new and stored hashes alike. Each step doubles the work: 12
-/// takes about 0.2 s of one core here, 15 about 1.6 s, and bcrypt's own maximum of 31 about
-/// 5 days. A stored hash of cost 31 would turn every sign-in against it into a denial of service,
+/// takes about 0.2 s of one core here, so 15 takes about 1.6 s and bcrypt's own maximum of 31
+/// about 5 days. A stored hash of cost 31 would turn every sign-in against it into a denial of service,
 /// so anything above 15 is refused; 15 leaves room to raise the default three times as hardware
 /// gets faster. The database's `ck_users_password_hash_format` enforces the same range.
 pub const MAX_BCRYPT_COST: u32 = 15;
