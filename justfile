@@ -26,9 +26,9 @@ dev: _env-file
 migrate-up:
     @cargo run --quiet --locked -p migration -- up
 
-# Roll back exactly one migration (the most recent) on DATABASE_URL.
-migrate-down:
-    @cargo run --quiet --locked -p migration -- down
+# Roll back the most recent migration on DATABASE_URL (`just migrate-down --force` drops rows).
+migrate-down *ARGS:
+    @cargo run --quiet --locked -p migration -- down {{ARGS}}
 
 # List migrations and whether each is applied on DATABASE_URL.
 migrate-status:
@@ -99,6 +99,10 @@ test *ARGS:
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Check dependencies' licenses, bans and sources against deny.toml (needs cargo-deny; see README).
+deny:
+    cargo deny check bans licenses sources
 
 # Format the code.
 fmt:

@@ -59,6 +59,9 @@ DROP TABLE users;
 DROP FUNCTION set_updated_at();
 "#;
 
+/// Each down that drops a table holding rows asks first (see `refuse_to_drop_rows`).
+const DROPPED_TABLE: &str = "users";
+
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -67,7 +70,11 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(DOWN).await?;
+        let connection = manager.get_connection();
+        connection
+            .execute_unprepared(&crate::refuse_to_drop_rows(DROPPED_TABLE))
+            .await?;
+        connection.execute_unprepared(DOWN).await?;
         Ok(())
     }
 }

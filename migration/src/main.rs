@@ -3,44 +3,81 @@
 //! directory's `.env`; the environment wins).
 //! `migration new NAME` scaffolds a migration in this crate's source (`just migrate-new NAME`).
 //!
+//! `MIGRATION_LOCK_TIMEOUT_MS` (same sources) bounds how long a migration waits for a table lock.
+//!
 //! Exit codes: 0 success, 1 the database or a migration failed, 2 bad usage or configuration.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use counseling_config::{DatabaseUrl, Sources};
+use counseling_config::{DatabaseUrl, Problem, Sources};
+use migration::RunOptions;
 use migration::sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use migration::sea_orm::{DatabaseConnection, SqlxPostgresConnector};
 
-const USAGE: &str = "usage: migration <up | down [STEPS] | status | new NAME>
+const USAGE: &str = "usage: migration <up | down [STEPS] [--force] | status | new NAME>
   up       apply every pending migration
-  down     roll back the most recent migration (or the STEPS most recent)
+  down     roll back the most recent migration (or the STEPS most recent); a table that still
+           holds rows is only dropped with --force
   status   list migrations and whether each is applied
   new      create migration/src/m<YYYYMMDD>_<NNNNNN>_NAME.rs and register it (developers only)
 DATABASE_OWNER_URL, else DATABASE_URL (environment, else ./.env) names the database:
-postgres://user:password@host:port/db";
+postgres://user:password@host:port/db
+MIGRATION_LOCK_TIMEOUT_MS (default 5000): how long to wait for a table lock before giving up";
 
 /// Overrides `DATABASE_URL` for migrations only.
 const OWNER_URL: &str = "DATABASE_OWNER_URL";
 
+/// Bounds every wait for a table lock, in milliseconds.
+const LOCK_TIMEOUT: &str = "MIGRATION_LOCK_TIMEOUT_MS";
+
 enum Command {
     Up,
-    Down(u32),
+    Down { steps: u32, force: bool },
     Status,
 }
 
 fn parse_command(args: &[String]) -> Result<Command, String> {
     match args {
         [command] if command == "up" => Ok(Command::Up),
-        [command] if command == "down" => Ok(Command::Down(1)),
-        [command, steps] if command == "down" => match steps.parse::<u32>() {
-            Ok(steps) if steps > 0 => Ok(Command::Down(steps)),
-            _ => Err(format!(
-                "STEPS must be a positive whole number, not {steps:?}"
-            )),
-        },
+        [command, rest @ ..] if command == "down" => {
+            let force = rest.iter().any(|arg| arg == "--force");
+            let steps: Vec<&String> = rest.iter().filter(|arg| *arg != "--force").collect();
+            match steps.as_slice() {
+                [] => Ok(Command::Down { steps: 1, force }),
+                [steps] => match steps.parse::<u32>() {
+                    Ok(steps) if steps > 0 => Ok(Command::Down { steps, force }),
+                    _ => Err(format!(
+                        "STEPS must be a positive whole number, not {steps:?}"
+                    )),
+                },
+                _ => Err("down takes at most STEPS and --force".to_owned()),
+            }
+        }
         [command] if command == "status" => Ok(Command::Status),
-        _ => Err("expected one of: up, down [STEPS], status, new NAME".to_owned()),
+        _ => Err("expected one of: up, down [STEPS] [--force], status, new NAME".to_owned()),
+    }
+}
+
+/// `MIGRATION_LOCK_TIMEOUT_MS`, else [`migration::DEFAULT_LOCK_TIMEOUT`].
+fn lock_timeout(sources: &Sources) -> Result<Duration, Problem> {
+    let Some(text) = sources
+        .get(LOCK_TIMEOUT)
+        .filter(|text| !text.trim().is_empty())
+    else {
+        return Ok(migration::DEFAULT_LOCK_TIMEOUT);
+    };
+    match text.trim().parse::<u64>() {
+        Ok(ms) if (1..=migration::MAX_LOCK_TIMEOUT_MS).contains(&ms) => {
+            Ok(Duration::from_millis(ms))
+        }
+        _ => Err(Problem::new(
+            LOCK_TIMEOUT,
+            format!(
+                "must be a whole number of milliseconds from 1 to {}",
+                migration::MAX_LOCK_TIMEOUT_MS
+            ),
+        )),
     }
 }
 
@@ -48,8 +85,7 @@ fn parse_command(args: &[String]) -> Result<Command, String> {
 /// the service's `DATABASE_URL` names a role that may only read and write rows), else
 /// `DATABASE_URL`; from the working directory's `.env` and the environment, which wins. Errors
 /// name the variable and never contain its value.
-fn database_options() -> Result<PgConnectOptions, String> {
-    let sources = Sources::load().map_err(|problem| problem.to_string())?;
+fn database_options(sources: &Sources) -> Result<PgConnectOptions, String> {
     let variable = [OWNER_URL, "DATABASE_URL"]
         .into_iter()
         .find(|name| sources.get(name).is_some())
@@ -72,14 +108,23 @@ async fn connect(options: PgConnectOptions) -> DatabaseConnection {
     SqlxPostgresConnector::from_sqlx_postgres_pool(pool)
 }
 
-async fn run(command: Command, db: &DatabaseConnection) -> Result<(), migration::DbErr> {
+async fn run(
+    command: Command,
+    db: &DatabaseConnection,
+    lock_timeout: Duration,
+) -> Result<(), migration::DbErr> {
+    let options = RunOptions {
+        lock_timeout,
+        force: false,
+    };
     match command {
         Command::Up => {
-            let applied = migration::apply_pending(db).await?;
+            let applied = migration::apply_pending_with(db, options).await?;
             println!("applied {applied} migration(s); the schema is up to date");
         }
-        Command::Down(steps) => {
-            let rolled_back = migration::roll_back(db, steps).await?;
+        Command::Down { steps, force } => {
+            let options = RunOptions { force, ..options };
+            let rolled_back = migration::roll_back_with(db, steps, options).await?;
             if rolled_back.is_empty() {
                 println!("nothing to roll back: no migration is applied");
             }
@@ -144,19 +189,34 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let options = match database_options() {
-        Ok(options) => options,
+    let configuration = Sources::load()
+        .map_err(|problem| problem.to_string())
+        .and_then(|sources| {
+            let timeout = lock_timeout(&sources).map_err(|problem| problem.to_string())?;
+            Ok((database_options(&sources)?, timeout))
+        });
+    let (options, lock_timeout) = match configuration {
+        Ok(configuration) => configuration,
         Err(message) => {
             eprintln!("migration: {message}");
             return ExitCode::from(2);
         }
     };
     let db = connect(options).await;
-    let outcome = run(command, &db).await;
+    let outcome = run(command, &db, lock_timeout).await;
     // Closing is best effort: the outcome is already decided.
     let _ = db.close().await;
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if migration::is_lock_timeout(&error) => {
+            eprintln!(
+                "migration: failed: a table stayed locked by another session for more than \
+                 {} ms ({LOCK_TIMEOUT}); nothing was changed. Retry when the transactions \
+                 holding it have finished ({error})",
+                lock_timeout.as_millis()
+            );
+            ExitCode::FAILURE
+        }
         Err(error) => {
             // sqlx and PostgreSQL messages name the user or the failing SQL object, never the
             // password (it only ever travels inside the connect options).

@@ -1,29 +1,21 @@
 //! The `migration` binary as deploy jobs and `just` run it.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should abort the test
 
-use std::process::{Command, Output};
+mod common;
 
+use std::process::Output;
+
+use common::{migration_binary, text};
 use counseling_testkit::tls::{CertificateAuthority, ServerTls};
 use counseling_testkit::{ClusterOptions, PgCluster, TestDatabase};
 use migration::sea_orm::sqlx::{self, Connection, PgConnection};
 
-/// Runs the binary in an empty directory (so no developer `.env` is picked up).
 fn migration(args: &[&str], database_url: Option<&str>) -> Output {
-    let dir = std::env::temp_dir().join(format!("migration-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_migration"));
-    command
-        .args(args)
-        .current_dir(&dir)
-        .env_remove("DATABASE_URL");
-    if let Some(url) = database_url {
-        command.env("DATABASE_URL", url);
-    }
-    command.output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    let variables: Vec<(&str, &str)> = database_url
+        .map(|url| ("DATABASE_URL", url))
+        .into_iter()
+        .collect();
+    migration_binary(args, &variables)
 }
 
 #[tokio::test]
@@ -42,7 +34,7 @@ async fn four_concurrent_up_runs_on_an_empty_database_all_succeed() {
     }
     let applied_once: usize = outputs
         .iter()
-        .filter(|output| text(&output.stdout).contains("applied 2 migration"))
+        .filter(|output| text(&output.stdout).contains("applied 3 migration"))
         .count();
     assert_eq!(applied_once, 1, "exactly one run applies the migrations");
 
@@ -51,7 +43,7 @@ async fn four_concurrent_up_runs_on_an_empty_database_all_succeed() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(recorded, 2);
+    assert_eq!(recorded, 3);
 }
 
 #[tokio::test]
@@ -63,14 +55,16 @@ async fn up_status_down_through_the_binary() {
     assert!(status.status.success(), "{}", text(&status.stderr));
     assert_eq!(
         text(&status.stdout).trim(),
-        "pending  m20251220_000001_create_users\npending  m20261130_000001_username_identity"
+        "pending  m20251220_000001_create_users\npending  m20261130_000001_username_identity\n\
+         pending  m20261130_000002_bcrypt_cost_bounds"
     );
 
     assert!(migration(&["up"], Some(&url)).status.success());
     let status = migration(&["status"], Some(&url));
     assert_eq!(
         text(&status.stdout).trim(),
-        "applied  m20251220_000001_create_users\napplied  m20261130_000001_username_identity"
+        "applied  m20251220_000001_create_users\napplied  m20261130_000001_username_identity\n\
+         applied  m20261130_000002_bcrypt_cost_bounds"
     );
 
     // `down` rolls back only the most recent migration.
@@ -78,12 +72,12 @@ async fn up_status_down_through_the_binary() {
     assert!(down.status.success(), "{}", text(&down.stderr));
     assert_eq!(
         text(&down.stdout).trim(),
-        "rolled back m20261130_000001_username_identity"
+        "rolled back m20261130_000002_bcrypt_cost_bounds"
     );
-    let down = migration(&["down"], Some(&url));
+    let down = migration(&["down", "2"], Some(&url));
     assert_eq!(
         text(&down.stdout).trim(),
-        "rolled back m20251220_000001_create_users"
+        "rolled back m20261130_000001_username_identity\nrolled back m20251220_000001_create_users"
     );
     let mut conn = PgConnection::connect_with(&db.options()).await.unwrap();
     let users: Option<String> = sqlx::query_scalar("SELECT to_regclass('users')::text")

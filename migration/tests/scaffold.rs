@@ -32,11 +32,11 @@ fn a_new_migration_is_written_and_registered_last() {
     let path = new_migration(&dir, "add_sessions", date).unwrap();
     assert_eq!(
         path.file_name().unwrap(),
-        "m20261130_000002_add_sessions.rs"
+        "m20261130_000003_add_sessions.rs"
     );
     let file = std::fs::read_to_string(&path).unwrap();
     assert!(
-        file.contains(r#""m20261130_000002_add_sessions""#),
+        file.contains(r#""m20261130_000003_add_sessions""#),
         "{file}"
     );
     assert!(file.contains("impl MigrationTrait for Migration"), "{file}");
@@ -44,14 +44,14 @@ fn a_new_migration_is_written_and_registered_last() {
     let lib = std::fs::read_to_string(dir.join("lib.rs")).unwrap();
     assert!(
         lib.contains(
-            "pub mod m20261130_000001_username_identity;\nmod m20261130_000002_add_sessions;\n"
+            "mod m20261130_000002_bcrypt_cost_bounds;\nmod m20261130_000003_add_sessions;\n"
         ),
         "{lib}"
     );
     assert!(
         lib.contains(
-            "            Box::new(m20261130_000001_username_identity::Migration),\n            \
-             Box::new(m20261130_000002_add_sessions::Migration),\n        ]"
+            "            Box::new(m20261130_000002_bcrypt_cost_bounds::Migration),\n            \
+             Box::new(m20261130_000003_add_sessions::Migration),\n        ]"
         ),
         "{lib}"
     );
@@ -60,7 +60,7 @@ fn a_new_migration_is_written_and_registered_last() {
     let next = new_migration(&dir, "add_sessions", date).unwrap();
     assert_eq!(
         next.file_name().unwrap(),
-        "m20261130_000003_add_sessions.rs"
+        "m20261130_000004_add_sessions.rs"
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -109,7 +109,7 @@ async fn assert_schema_present(conn: &mut PgConnection) {
     );
     let hash_check = definition("ck_users_password_hash_format");
     assert!(
-        hash_check.contains(r"'^\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}$'"),
+        hash_check.contains(r"'^\$2[aby]\$1[2-5]\$[./A-Za-z0-9]{53}$'"),
         "{hash_check}"
     );
 
@@ -167,18 +167,19 @@ async fn up_down_up_creates_removes_and_recreates_everything() {
     let orm = db.connect().await;
     let mut conn = connect(&db).await;
 
-    assert_eq!(migration::apply_pending(&orm).await.unwrap(), 2);
+    assert_eq!(migration::apply_pending(&orm).await.unwrap(), 3);
     assert_schema_present(&mut conn).await;
     // Applying again is a no-op.
     assert_eq!(migration::apply_pending(&orm).await.unwrap(), 0);
     let status = migration::status(&orm).await.unwrap();
-    assert_eq!(status.len(), 2);
+    assert_eq!(status.len(), 3);
     assert!(status.iter().all(|migration| migration.applied));
 
-    let rolled_back = migration::roll_back(&orm, 2).await.unwrap();
+    let rolled_back = migration::roll_back(&orm, 3).await.unwrap();
     assert_eq!(
         rolled_back,
         vec![
+            "m20261130_000002_bcrypt_cost_bounds".to_owned(),
             "m20261130_000001_username_identity".to_owned(),
             "m20251220_000001_create_users".to_owned()
         ]
@@ -219,7 +220,7 @@ async fn up_down_up_creates_removes_and_recreates_everything() {
     // Nothing left to roll back is not an error.
     assert!(migration::roll_back(&orm, 1).await.unwrap().is_empty());
 
-    assert_eq!(migration::apply_pending(&orm).await.unwrap(), 2);
+    assert_eq!(migration::apply_pending(&orm).await.unwrap(), 3);
     assert_schema_present(&mut conn).await;
 }
 
@@ -291,6 +292,12 @@ async fn only_bcrypt_hashes_can_be_stored() {
         format!("{HASH}x"),
         HASH[..59].to_owned(),
         format!("$2b$12${}!", &HASH[7..59]),
+        // Costs outside 12..=15, the domain's bounds (bcrypt itself allows 04 to 31).
+        format!("$2b$00${}", &HASH[7..]),
+        format!("$2b$04${}", &HASH[7..]),
+        format!("$2b$11${}", &HASH[7..]),
+        format!("$2b$16${}", &HASH[7..]),
+        format!("$2b$31${}", &HASH[7..]),
     ];
     for (i, bad) in not_hashes.iter().enumerate() {
         let username = format!(r"\school\user{i}");
@@ -300,7 +307,10 @@ async fn only_bcrypt_hashes_can_be_stored() {
             "{bad:?}"
         );
     }
-    for (i, prefix) in ["$2a$12$", "$2b$13$", "$2y$12$"].iter().enumerate() {
+    for (i, prefix) in ["$2a$12$", "$2b$13$", "$2y$12$", "$2b$14$", "$2b$15$"]
+        .iter()
+        .enumerate()
+    {
         insert(
             &mut conn,
             &format!(r"\school\ok{i}"),

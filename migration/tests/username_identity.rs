@@ -14,6 +14,9 @@ use migration::sea_orm::sqlx::{self, PgConnection};
 use migration::{Migrator, MigratorTrait};
 
 const IDENTITY: &str = "m20261130_000001_username_identity";
+/// The migrations after the first one: this one and what followed it.
+const AFTER_FIRST: usize = 2;
+const BCRYPT_COST_BOUNDS: &str = "m20261130_000002_bcrypt_cost_bounds";
 
 const ALL_COLUMNS: &str = "SELECT id::text, username::text, password_hash::text, is_blocked::text, \
                            created_at::text, updated_at::text FROM users ORDER BY id";
@@ -44,7 +47,7 @@ fn domain_key(username: &str) -> String {
 #[tokio::test]
 async fn up_on_an_empty_database_adds_the_key_and_rules() {
     let (_db, orm, mut conn) = before_identity().await;
-    assert_eq!(migration::apply_pending(&orm).await.unwrap(), 1);
+    assert_eq!(migration::apply_pending(&orm).await.unwrap(), AFTER_FIRST);
     insert(&mut conn, r"\school\Émile", HASH).await.unwrap();
     assert_eq!(
         insert(&mut conn, r"\SCHOOL\ÉMILE", HASH).await,
@@ -78,7 +81,7 @@ async fn up_on_a_populated_database_backfills_every_key_and_keeps_updated_at() {
             .await
             .unwrap();
 
-    assert_eq!(migration::apply_pending(&orm).await.unwrap(), 1);
+    assert_eq!(migration::apply_pending(&orm).await.unwrap(), AFTER_FIRST);
 
     let after: Vec<(String, String, String, f64)> = sqlx::query_as(
         "SELECT id::text, username::text, username_key, extract(epoch from updated_at)::float8 \
@@ -165,7 +168,7 @@ async fn up_fails_listing_the_offending_ids_and_changes_nothing() {
         .execute(&mut conn)
         .await
         .unwrap();
-    assert_eq!(migration::apply_pending(&orm).await.unwrap(), 1);
+    assert_eq!(migration::apply_pending(&orm).await.unwrap(), AFTER_FIRST);
 }
 
 #[tokio::test]
@@ -174,7 +177,7 @@ async fn down_restores_the_previous_schema_exactly_and_up_applies_again() {
     let previous = schema_snapshot(&mut conn).await;
     insert_before_identity(&mut conn, r"\school\Émile").await;
 
-    assert_eq!(migration::apply_pending(&orm).await.unwrap(), 1);
+    assert_eq!(migration::apply_pending(&orm).await.unwrap(), AFTER_FIRST);
     let identity = schema_snapshot(&mut conn).await;
     assert_ne!(identity, previous);
     let data = rows(
@@ -184,7 +187,12 @@ async fn down_restores_the_previous_schema_exactly_and_up_applies_again() {
     .await;
     let epoch = users(&mut conn).await[0][2].clone();
 
-    assert_eq!(migration::roll_back(&orm, 1).await.unwrap(), vec![IDENTITY]);
+    assert_eq!(
+        migration::roll_back(&orm, AFTER_FIRST as u32)
+            .await
+            .unwrap(),
+        vec![BCRYPT_COST_BOUNDS, IDENTITY]
+    );
     assert_eq!(schema_snapshot(&mut conn).await, previous);
     assert_eq!(
         rows(
@@ -202,7 +210,7 @@ async fn down_restores_the_previous_schema_exactly_and_up_applies_again() {
         .await
         .unwrap();
 
-    assert_eq!(migration::apply_pending(&orm).await.unwrap(), 1);
+    assert_eq!(migration::apply_pending(&orm).await.unwrap(), AFTER_FIRST);
     assert_eq!(schema_snapshot(&mut conn).await, identity);
     assert_eq!(
         users(&mut conn).await,

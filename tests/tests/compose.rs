@@ -104,24 +104,39 @@ fn strings(value: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The roles `docker/initdb/03-roles.sql` creates (`initdb_roles.rs` runs it for real).
+const OWNER_ROLE: &str = "counseling_owner";
+const SERVICE_ROLE: &str = "counseling";
+
 #[test]
 fn db_service_matches_database_url() {
     let (compose, env) = (compose(), env_example());
     let db = service(&compose, "db");
     assert_eq!(db["image"], "postgres:16");
+    // DATABASE_URL (the host's view of compose's db) names the service's role.
     let url = parse_url(&env["DATABASE_URL"]);
-    assert_eq!(env_of(db, "POSTGRES_USER", &env), url.user);
-    assert_eq!(env_of(db, "POSTGRES_PASSWORD", &env), url.password);
+    assert_eq!(url.user, SERVICE_ROLE);
+    assert_eq!(env_of(db, "POSTGRES_SERVICE_PASSWORD", &env), url.password);
     assert_eq!(env_of(db, "POSTGRES_DB", &env), url.database);
+    assert_eq!(url.database, "counseling_platform");
+    // The image's superuser is neither of our roles.
+    let superuser = env_of(db, "POSTGRES_USER", &env);
+    assert!(![OWNER_ROLE, SERVICE_ROLE].contains(&superuser.as_str()));
     assert_eq!(
-        (url.user.as_str(), url.database.as_str()),
-        ("counseling", "counseling_platform")
+        strings(&db["ports"]),
+        [format!("127.0.0.1:{}:5432", url.port)]
     );
-    assert_eq!(strings(&db["ports"]), [format!("{}:5432", url.port)]);
 
-    // Passwords have no default in the compose file: a missing .env fails fast.
-    let raw_password = db["environment"]["POSTGRES_PASSWORD"].as_str().unwrap();
-    assert!(raw_password.contains(":?"), "{raw_password}");
+    // The owner's URL, shown commented in .env.example for the migration CLI, agrees too.
+    let owner_line = read(".env.example")
+        .lines()
+        .find_map(|line| line.strip_prefix("# DATABASE_OWNER_URL="))
+        .map(str::to_owned)
+        .expect("a commented DATABASE_OWNER_URL in .env.example");
+    let owner = parse_url(&owner_line);
+    assert_eq!(owner.user, OWNER_ROLE);
+    assert_eq!(env_of(db, "POSTGRES_OWNER_PASSWORD", &env), owner.password);
+    assert_eq!((owner.port, owner.database), (url.port, url.database));
 
     let healthcheck = db["healthcheck"]["test"].to_string();
     assert!(healthcheck.contains("pg_isready"), "{healthcheck}");
@@ -186,14 +201,13 @@ fn db_test_service_matches_database_url_test() {
     assert_eq!(env_of(db_test, "POSTGRES_USER", &env), url.user);
     assert_eq!(env_of(db_test, "POSTGRES_PASSWORD", &env), url.password);
     assert_eq!(env_of(db_test, "POSTGRES_DB", &env), url.database);
-    assert_eq!(strings(&db_test["ports"]), ["5433:5432"]);
+    assert_eq!(strings(&db_test["ports"]), ["127.0.0.1:5433:5432"]);
     assert!(strings(&db_test["tmpfs"]).contains(&"/var/lib/postgresql/data".to_owned()));
 }
 
 #[test]
 fn migrate_runs_after_db_is_healthy_and_app_after_migrate_succeeded() {
-    let (compose, env) = (compose(), env_example());
-    let url = parse_url(&env["DATABASE_URL"]);
+    let compose = compose();
     let migrate = service(&compose, "migrate");
     assert_eq!(migrate["depends_on"]["db"]["condition"], "service_healthy");
     assert_eq!(strings(&migrate["command"]), ["migration", "up"]);
@@ -202,19 +216,78 @@ fn migrate_runs_after_db_is_healthy_and_app_after_migrate_succeeded() {
         app["depends_on"]["migrate"]["condition"],
         "service_completed_successfully"
     );
-    assert_eq!(strings(&app["ports"]), ["8000:8000"]);
     assert_eq!(app["build"]["dockerfile"], "docker/Dockerfile");
-    for service in [migrate, app] {
-        let database_url = env_of(service, "DATABASE_URL", &env);
-        assert_eq!(
-            database_url,
-            format!(
-                "postgres://{}:{}@db:5432/{}",
-                url.user, url.password, url.database
-            )
+    assert_eq!(app["environment"]["APP_HOST"], "0.0.0.0");
+}
+
+#[test]
+fn migrations_run_as_the_owner_and_the_app_as_the_service_role() {
+    let (compose, env) = (compose(), env_example());
+    let database = &env["POSTGRES_DB"];
+    let migrate = service(&compose, "migrate");
+    assert_eq!(
+        env_of(migrate, "DATABASE_OWNER_URL", &env),
+        format!(
+            "postgres://{OWNER_ROLE}:{}@db:5432/{database}",
+            env["POSTGRES_OWNER_PASSWORD"]
+        )
+    );
+    let app = service(&compose, "app");
+    assert_eq!(
+        env_of(app, "DATABASE_URL", &env),
+        format!(
+            "postgres://{SERVICE_ROLE}:{}@db:5432/{database}",
+            env["POSTGRES_SERVICE_PASSWORD"]
+        )
+    );
+    // Each container sees only its own role's password: migrate no DATABASE_URL, the app
+    // neither the owner's nor the superuser's password.
+    let raw = |service: &Value| serde_json::to_string(&service["environment"]).unwrap();
+    assert!(migrate["environment"].get("DATABASE_URL").is_none());
+    assert!(!raw(migrate).contains("POSTGRES_SERVICE_PASSWORD"));
+    assert!(!raw(app).contains("POSTGRES_OWNER_PASSWORD"));
+    assert!(!raw(app).contains("POSTGRES_PASSWORD"));
+
+    // The role names are the ones the initdb script creates.
+    let roles_sql = read("docker/initdb/03-roles.sql");
+    for role in [OWNER_ROLE, SERVICE_ROLE] {
+        assert!(
+            roles_sql.contains(&format!("CREATE ROLE {role} LOGIN NOSUPERUSER")),
+            "{role}"
         );
     }
-    assert_eq!(app["environment"]["APP_HOST"], "0.0.0.0");
+}
+
+#[test]
+fn every_published_port_is_bound_to_loopback() {
+    let compose = compose();
+    let mut published = 0;
+    for (name, service) in compose["services"].as_object().unwrap() {
+        for port in strings(&service["ports"]) {
+            assert!(port.starts_with("127.0.0.1:"), "{name} publishes {port}");
+            published += 1;
+        }
+    }
+    assert_eq!(published, 3, "db, db-test and app");
+}
+
+#[test]
+fn no_variable_has_a_default() {
+    // `${NAME:?message}` fails when NAME is unset or empty; `${NAME}` would pass an empty
+    // password through and `${NAME:-x}` would make x a known default.
+    let text = read("docker/docker-compose.yml");
+    let expressions: Vec<&str> = text
+        .split("${")
+        .skip(1)
+        .map(|rest| &rest[..rest.find('}').unwrap()])
+        .collect();
+    assert!(!expressions.is_empty());
+    for expression in expressions {
+        let (name, message) = expression
+            .split_once(":?")
+            .unwrap_or_else(|| panic!("${{{expression}}} must be required (:?)"));
+        assert_eq!(message, format!("set {name} in .env"));
+    }
 }
 
 #[test]
@@ -262,7 +335,11 @@ fn readme_configuration_table() -> BTreeMap<String, String> {
 }
 
 /// Variables that configure other programs than counseling-api (tests, migrations, compose).
-const NOT_THE_SERVICE: &[&str] = &["DATABASE_URL_TEST", "DATABASE_OWNER_URL"];
+const NOT_THE_SERVICE: &[&str] = &[
+    "DATABASE_URL_TEST",
+    "DATABASE_OWNER_URL",
+    "MIGRATION_LOCK_TIMEOUT_MS",
+];
 
 #[test]
 fn every_setting_is_documented_in_env_example_and_readme() {
@@ -310,6 +387,13 @@ fn every_setting_is_documented_in_env_example_and_readme() {
             }
         }
     }
+    // The migration CLI's one setting of its own, documented with its real default.
+    let lock_timeout_ms = migration::DEFAULT_LOCK_TIMEOUT.as_millis().to_string();
+    assert_eq!(env.get("MIGRATION_LOCK_TIMEOUT_MS"), Some(&lock_timeout_ms));
+    assert_eq!(
+        table.get("MIGRATION_LOCK_TIMEOUT_MS"),
+        Some(&format!("`{lock_timeout_ms}`"))
+    );
     // Nothing documented that the service does not read.
     for variable in table.keys() {
         assert!(

@@ -10,7 +10,10 @@ mod user_repository;
 mod username;
 mod username_identity;
 
-pub use password_hash::{BCRYPT_COST, PasswordHash, PasswordHashError};
+pub use password_hash::{
+    BCRYPT_COST, MAX_BCRYPT_COST, MAX_PASSWORD_BYTES, MIN_BCRYPT_COST, PasswordHash,
+    PasswordHashError,
+};
 pub use user::{NewUser, User, UserId};
 pub use user_repository::{
     Conflict, CreateUserError, DeleteUserError, StoreError, TlsFailure, Unavailability,

@@ -5,13 +5,24 @@ use secrecy::{ExposeSecret, SecretString};
 /// The bcrypt work factor used by [`PasswordHash::hash`]: the seed asks for 12 or more.
 pub const BCRYPT_COST: u32 = 12;
 
-/// bcrypt hashes only the first 72 bytes of a password; longer ones are refused rather than
-/// silently truncated (two passwords sharing those 72 bytes would otherwise both match).
-const BCRYPT_MAX_PASSWORD_BYTES: usize = 72;
+/// The lowest cost accepted, for new and stored hashes alike: the seed's 12.
+pub const MIN_BCRYPT_COST: u32 = 12;
+
+/// The highest cost accepted, for new and stored hashes alike. Each step doubles the work: 12
+/// takes about 0.2 s of one core here, so 15 takes about 1.6 s and bcrypt's own maximum of 31
+/// about 5 days. A stored hash of cost 31 would turn every sign-in against it into a denial of service,
+/// so anything above 15 is refused; 15 leaves room to raise the default three times as hardware
+/// gets faster. The database's `ck_users_password_hash_format` enforces the same range.
+pub const MAX_BCRYPT_COST: u32 = 15;
+
+/// bcrypt uses at most 72 bytes of a password; longer ones are refused rather than silently
+/// truncated (two passwords sharing those 72 bytes would otherwise both match). Exactly 72 is
+/// allowed: every byte counts.
+pub const MAX_PASSWORD_BYTES: usize = 72;
 const BCRYPT_HASH_LEN: usize = 60;
 const BCRYPT_SALT_AND_DIGEST_LEN: usize = 53;
 
-/// A bcrypt hash of a password (`$2a$`, `$2b$` or `$2y$`, cost 12 or more, 60 characters).
+/// A bcrypt hash of a password (`$2a$`, `$2b$` or `$2y$`, cost 12 to 15, 60 characters).
 ///
 /// It can only be made by hashing a password or by parsing something that already is such a hash,
 /// so a plaintext password can never be stored by mistake. `Debug` and `Display` print a
@@ -26,12 +37,44 @@ pub enum PasswordHashError {
     NotBcrypt,
     #[error("the bcrypt cost {actual} is below the minimum of {minimum}")]
     CostTooLow { actual: u32, minimum: u32 },
-    #[error("a password must be at most {max} bytes long")]
+    #[error("the bcrypt cost {actual} is above the maximum of {maximum}")]
+    CostTooHigh { actual: u32, maximum: u32 },
+    #[error("a password must be at most {max} bytes long (bcrypt ignores the rest)")]
     PasswordTooLong { max: usize },
     #[error("a password must not be empty")]
     EmptyPassword,
     #[error("hashing failed: {0}")]
     Hashing(String),
+}
+
+/// `Ok` when `cost` is within [`MIN_BCRYPT_COST`]..=[`MAX_BCRYPT_COST`].
+fn check_cost(cost: u32) -> Result<(), PasswordHashError> {
+    if cost < MIN_BCRYPT_COST {
+        return Err(PasswordHashError::CostTooLow {
+            actual: cost,
+            minimum: MIN_BCRYPT_COST,
+        });
+    }
+    if cost > MAX_BCRYPT_COST {
+        return Err(PasswordHashError::CostTooHigh {
+            actual: cost,
+            maximum: MAX_BCRYPT_COST,
+        });
+    }
+    Ok(())
+}
+
+/// Whether bcrypt can hash `password` whole: 1 to [`MAX_PASSWORD_BYTES`] bytes.
+fn check_password(password: &[u8]) -> Result<(), PasswordHashError> {
+    if password.is_empty() {
+        return Err(PasswordHashError::EmptyPassword);
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(PasswordHashError::PasswordTooLong {
+            max: MAX_PASSWORD_BYTES,
+        });
+    }
+    Ok(())
 }
 
 impl PasswordHash {
@@ -43,24 +86,15 @@ impl PasswordHash {
         Self::hash_with_cost(password, BCRYPT_COST)
     }
 
-    /// Hashes with an explicit cost, which must be at least [`BCRYPT_COST`].
+    /// Hashes with an explicit cost, which must be within [`MIN_BCRYPT_COST`]..=[`MAX_BCRYPT_COST`].
     pub fn hash_with_cost(password: &SecretString, cost: u32) -> Result<Self, PasswordHashError> {
-        if cost < BCRYPT_COST {
-            return Err(PasswordHashError::CostTooLow {
-                actual: cost,
-                minimum: BCRYPT_COST,
-            });
-        }
+        check_cost(cost)?;
         let bytes = password.expose_secret().as_bytes();
-        if bytes.is_empty() {
-            return Err(PasswordHashError::EmptyPassword);
-        }
-        if bytes.len() > BCRYPT_MAX_PASSWORD_BYTES {
-            return Err(PasswordHashError::PasswordTooLong {
-                max: BCRYPT_MAX_PASSWORD_BYTES,
-            });
-        }
-        let hash = bcrypt::non_truncating_hash(bytes, cost)
+        check_password(bytes)?;
+        // Not `non_truncating_hash`: it counts bcrypt's NUL terminator and so refuses exactly 72
+        // bytes, although all 72 are used. `check_password` has refused anything longer, so
+        // nothing of the password is cut here.
+        let hash = bcrypt::hash(bytes, cost)
             .map_err(|error| PasswordHashError::Hashing(error.to_string()))?;
         Self::parse(hash)
     }
@@ -69,25 +103,19 @@ impl PasswordHash {
     pub fn parse(candidate: impl Into<String>) -> Result<Self, PasswordHashError> {
         let candidate = candidate.into();
         let cost = bcrypt_cost(&candidate).ok_or(PasswordHashError::NotBcrypt)?;
-        if cost < BCRYPT_COST {
-            return Err(PasswordHashError::CostTooLow {
-                actual: cost,
-                minimum: BCRYPT_COST,
-            });
-        }
+        check_cost(cost)?;
         Ok(Self(candidate))
     }
 
     /// Checks `candidate` against this hash in constant time. A password bcrypt cannot have
-    /// hashed (empty or over 72 bytes) never matches.
+    /// hashed whole (empty or over 72 bytes) never matches.
     ///
     /// Like [`PasswordHash::hash`], this is deliberately slow: run it off the async executor.
     pub fn verify(&self, candidate: &SecretString) -> bool {
         let bytes = candidate.expose_secret().as_bytes();
-        if bytes.is_empty() || bytes.len() > BCRYPT_MAX_PASSWORD_BYTES {
-            return false;
-        }
-        bcrypt::non_truncating_verify(bytes, &self.0).unwrap_or(false)
+        // As in `hash_with_cost`: the length is checked here, so bcrypt's own 72-byte cut-off
+        // never drops a byte (its non-truncating verify would refuse exactly 72).
+        check_password(bytes).is_ok() && bcrypt::verify(bytes, &self.0).unwrap_or(false)
     }
 
     /// The bcrypt cost this hash was made with.
@@ -194,8 +222,62 @@ mod tests {
     }
 
     #[test]
-    fn parse_accepts_each_bcrypt_variant_at_cost_12_and_above() {
-        for prefix in ["$2a$12$", "$2b$12$", "$2y$12$", "$2b$13$", "$2b$31$"] {
+    fn the_length_rule_is_exact_at_71_72_and_73_bytes() {
+        for length in [71, 72] {
+            let password = "p".repeat(length - 1) + "1";
+            let hash = PasswordHash::hash(&secret(&password)).unwrap();
+            assert!(hash.verify(&secret(&password)), "{length} bytes");
+            // The last byte counts: change it and the password no longer matches.
+            let other = "p".repeat(length - 1) + "2";
+            assert!(!hash.verify(&secret(&other)), "{length} bytes");
+        }
+        // 72 bytes of 3-byte characters: the limit is in bytes, not characters.
+        let euros = "€".repeat(24);
+        assert!(PasswordHash::hash(&secret(&euros)).is_ok());
+        for too_long in ["p".repeat(73), "€".repeat(25)] {
+            let refused = PasswordHash::hash(&secret(&too_long));
+            assert_eq!(
+                refused,
+                Err(PasswordHashError::PasswordTooLong { max: 72 }),
+                "{} bytes",
+                too_long.len()
+            );
+            assert_eq!(
+                refused.unwrap_err().to_string(),
+                "a password must be at most 72 bytes long (bcrypt ignores the rest)"
+            );
+        }
+    }
+
+    #[test]
+    fn a_73_byte_password_never_matches_the_hash_of_its_first_72() {
+        let first_72 = "q".repeat(72);
+        let hash = PasswordHash::hash(&secret(&first_72)).unwrap();
+        assert!(hash.verify(&secret(&first_72)));
+        assert!(!hash.verify(&secret(&format!("{first_72}x"))));
+    }
+
+    #[test]
+    fn hashing_refuses_costs_outside_12_to_15() {
+        assert_eq!(
+            PasswordHash::hash_with_cost(&secret("pw"), 16),
+            Err(PasswordHashError::CostTooHigh {
+                actual: 16,
+                maximum: 15
+            })
+        );
+        assert_eq!(
+            PasswordHash::hash_with_cost(&secret("pw"), 31),
+            Err(PasswordHashError::CostTooHigh {
+                actual: 31,
+                maximum: 15
+            })
+        );
+    }
+
+    #[test]
+    fn parse_accepts_each_bcrypt_variant_at_costs_12_to_15() {
+        for prefix in ["$2a$12$", "$2b$12$", "$2y$12$", "$2b$13$", "$2b$15$"] {
             let candidate = format!("{prefix}{}", &VALID[7..]);
             assert!(
                 PasswordHash::parse(candidate.clone()).is_ok(),
@@ -223,6 +305,19 @@ mod tests {
                 PasswordHash::parse(candidate.clone()),
                 Err(PasswordHashError::NotBcrypt),
                 "{candidate:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn parse_rejects_costs_above_15() {
+        for cost in 16..=31 {
+            assert_eq!(
+                PasswordHash::parse(format!("$2b${cost}${}", &VALID[7..])),
+                Err(PasswordHashError::CostTooHigh {
+                    actual: cost,
+                    maximum: 15
+                })
             );
         }
     }

@@ -1,5 +1,9 @@
 //! `x-request-id`: kept when the client sends a sane one, generated otherwise; put on the
 //! request (for the request span) and echoed on the response.
+//!
+//! Sane means 1 to 64 characters of `[A-Za-z0-9._-]`: enough for a UUID, a ULID or a trace id,
+//! and nothing a log line, a terminal or a log query could read as structure (no quotes, spaces,
+//! `=`, `%` or escape sequences).
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -10,14 +14,16 @@ use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Longest client-supplied id kept; longer or odd ones are replaced, so logs stay tidy.
-const MAX_CLIENT_ID_LEN: usize = 128;
+/// Longest client-supplied id kept; longer ones are replaced.
+pub const MAX_CLIENT_ID_LEN: usize = 64;
 
+/// Whether a client's id is kept: 1 to [`MAX_CLIENT_ID_LEN`] characters of `[A-Za-z0-9._-]`.
 fn acceptable(value: &HeaderValue) -> bool {
     let bytes = value.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= MAX_CLIENT_ID_LEN
-        && bytes.iter().all(|b| b.is_ascii_graphic())
+    (1..=MAX_CLIENT_ID_LEN).contains(&bytes.len())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 pub async fn request_id(
@@ -70,5 +76,55 @@ impl RootSpanBuilder for RequestSpan {
         DefaultRootSpanBuilder::on_request_end(span.clone(), outcome);
         // One line per request, carrying the span's fields (route, status, request id).
         span.in_scope(|| tracing::info!("request completed"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept(id: &[u8]) -> bool {
+        HeaderValue::from_bytes(id).is_ok_and(|value| acceptable(&value))
+    }
+
+    #[test]
+    fn ids_of_1_to_64_safe_characters_are_kept() {
+        for id in [
+            "a",
+            "req-42.abc",
+            "0af7651916cd43dd8448eb211c80319c",
+            "01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            "A_b-C.d",
+        ] {
+            assert!(kept(id.as_bytes()), "{id}");
+        }
+        assert!(kept("x".repeat(64).as_bytes()));
+    }
+
+    #[test]
+    fn empty_long_or_odd_ids_are_replaced() {
+        assert!(!kept(b""));
+        assert!(!kept("x".repeat(65).as_bytes()));
+        for odd in [
+            "a b",
+            "a\tb",
+            "a\"b",
+            "a'b",
+            "a=b",
+            "a%0Ab",
+            "a;b",
+            "a/b",
+            "a:b",
+            "a,b",
+            "a{b}",
+            "a\\b",
+            "a\u{7f}b",
+            "é",
+            "a\u{1b}[31mb",
+        ] {
+            assert!(!kept(odd.as_bytes()), "{odd:?}");
+        }
+        // Obsolete header bytes above 0x7f (not UTF-8).
+        assert!(!kept(&[b'a', 0xff]));
     }
 }

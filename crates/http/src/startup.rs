@@ -5,7 +5,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::middleware::{Condition, from_fn};
+use actix_web::middleware::{Condition, DefaultHeaders, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use counseling_persistence::{CoalescedPing, Database};
@@ -74,6 +74,7 @@ impl Application {
         let server = HttpServer::new(move || {
             let metrics_on_main_port = metrics_on_main_port.clone();
             App::new()
+                .wrap(security_headers())
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .wrap(from_fn(request_id))
                 // Outermost, so that the duration covers the other middleware too.
@@ -179,6 +180,13 @@ fn bind(host: std::net::IpAddr, port: u16) -> anyhow::Result<(TcpListener, u16)>
     Ok((listener, port))
 }
 
+/// Headers on every response of every listener, 404s included (the middleware wraps the default
+/// service too). `nosniff`: a browser must take `Content-Type` at its word and never guess a
+/// script or a page from a body.
+fn security_headers() -> DefaultHeaders {
+    DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff"))
+}
+
 /// `/metrics` on a port of its own (`METRICS_PORT`), for scrapers only.
 fn metrics_only_server(
     settings: &Settings,
@@ -188,6 +196,7 @@ fn metrics_only_server(
     let (listener, port) = bind(settings.app.host, port).context("METRICS_PORT")?;
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(security_headers())
             .app_data(metrics.clone())
             .route("/metrics", web::get().to(scrape))
     })

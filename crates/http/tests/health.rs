@@ -98,11 +98,17 @@ async fn healthy_database_gives_200_with_the_contract_body() {
 async fn a_client_request_id_is_kept_and_a_bad_one_replaced() {
     let db = TestDatabase::migrated().await.unwrap();
     let port = spawn_app(&db.url(), &[]);
-    let reply = get(port, "/health/live", Some("req-42.abc")).await;
-    assert_eq!(reply.header("x-request-id"), Some("req-42.abc"));
-    let long = "x".repeat(500);
-    let reply = get(port, "/health/live", Some(&long)).await;
-    assert_ne!(reply.header("x-request-id"), Some(long.as_str()));
+    for kept in ["req-42.abc", "A_b-C.d", &"x".repeat(64)] {
+        let reply = get(port, "/health/live", Some(kept)).await;
+        assert_eq!(reply.header("x-request-id"), Some(kept));
+    }
+    // Replaced by a generated UUID: too long, or characters outside [A-Za-z0-9._-].
+    for replaced in [&"x".repeat(65), "a b", "id\"=1", "a/b", "{x}", "a%0Ab"] {
+        let reply = get(port, "/health/live", Some(replaced)).await;
+        let id = reply.header("x-request-id").unwrap();
+        assert_ne!(id, replaced);
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{replaced:?} -> {id}");
+    }
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ use counseling_testkit::{MetricKind, PgCluster, Scrape, TestDatabase};
 struct Reply {
     status: u16,
     content_type: String,
+    content_type_options: Option<String>,
     body: String,
 }
 
@@ -30,9 +31,14 @@ async fn get(port: u16, path: &str) -> Reply {
             .get("content-type")
             .map(|value| value.to_str().unwrap().to_owned())
             .unwrap_or_default();
+        let content_type_options = response
+            .headers()
+            .get("x-content-type-options")
+            .map(|value| value.to_str().unwrap().to_owned());
         Reply {
             status: response.status().as_u16(),
             content_type,
+            content_type_options,
             body: response.body_mut().read_to_string().unwrap(),
         }
     })
@@ -282,4 +288,32 @@ async fn metrics_port_serves_the_scrape_apart_from_the_api() {
     assert_eq!(scraped.value(REQUESTS, &[("route", "/health/live")]), 1.0);
     // Scrapes on their own port are not API traffic; /metrics on the API port matched nothing.
     assert_eq!(scraped.value(REQUESTS, &[("route", "/metrics")]), 0.0);
+}
+
+#[tokio::test]
+async fn every_response_of_both_listeners_says_nosniff() {
+    let cluster = PgCluster::start().await.unwrap();
+    let db = cluster.migrated_database().await.unwrap();
+    let (port, metrics_port) = spawn_application(&db.url(), &[("METRICS_PORT", "0")]);
+    let metrics_port = metrics_port.unwrap();
+    let (api_with_metrics, _) = spawn_application(&db.url(), &[]);
+    let mut replies = vec![
+        (200, get(port, "/health").await),
+        (200, get(port, "/health/live").await),
+        (404, get(port, "/no/such/page").await),
+        (404, get(port, "/metrics").await),
+        (200, get(metrics_port, "/metrics").await),
+        (404, get(metrics_port, "/health").await),
+        (200, get(api_with_metrics, "/metrics").await),
+    ];
+    cluster.stop().await.unwrap();
+    replies.push((503, get(port, "/health").await));
+    for (index, (status, reply)) in replies.iter().enumerate() {
+        assert_eq!(reply.status, *status, "reply {index}: {}", reply.body);
+        assert_eq!(
+            reply.content_type_options.as_deref(),
+            Some("nosniff"),
+            "reply {index}"
+        );
+    }
 }

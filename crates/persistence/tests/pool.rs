@@ -315,3 +315,19 @@ async fn coalesced_checks_keep_one_round_trip_in_flight_and_answer_within_the_ti
         assert!(Instant::now() < deadline, "did not recover after thaw");
     }
 }
+
+#[tokio::test]
+async fn debug_of_the_database_and_its_settings_hides_the_password() {
+    // Never connected (the pool is lazy): nothing listens on port 1.
+    let settings = settings_for("postgres://someone:s3cret-Pw0rd@127.0.0.1:1/db".into());
+    let database = connect(&settings);
+    let repository = PgUserRepository::new(database.clone());
+    for shown in [
+        format!("{database:?}"),
+        format!("{settings:?}"),
+        format!("{repository:?}"),
+        format!("{database:#?}"),
+    ] {
+        assert!(!shown.contains("s3cret-Pw0rd"), "{shown}");
+    }
+}

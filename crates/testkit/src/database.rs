@@ -12,6 +12,7 @@ use crate::platform::{OWNER_ROLE, PgCluster, SERVICE_ROLE, process_is_alive};
 use crate::{Result, TestkitError};
 
 /// Where test databases are created: a server given by `DATABASE_URL_TEST`, or a cluster.
+/// `Debug` is safe: `DatabaseUrl` redacts itself, the cluster hides its passwords.
 #[derive(Debug, Clone)]
 enum Server {
     /// `DATABASE_URL_TEST`: its role does everything (we cannot assume it may create roles).
@@ -370,4 +371,23 @@ fn unique_suffix() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_nanos() % 1_000_000_000)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn debug_of_an_external_server_hides_the_password() {
+        let url = DatabaseUrl::parse("postgres://u:s3cret-pw@db.example:5433/x").unwrap();
+        let database = TestDatabase {
+            name: "test_1_2".into(),
+            server: Server::External(Box::new(url)),
+        };
+        let shown = format!("{database:?}");
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        // Dropping would try to reach the server: forget the handle instead.
+        std::mem::forget(database);
+    }
 }

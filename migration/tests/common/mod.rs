@@ -1,6 +1,8 @@
 //! Helpers shared by the migration crate's tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // test helpers: failures abort
 
+use std::process::{Command, Output};
+
 use counseling_testkit::TestDatabase;
 use migration::m20261130_000001_username_identity::identity_key;
 use migration::sea_orm::sqlx::{self, Connection, PgConnection, Row};
@@ -103,4 +105,26 @@ pub async fn schema_snapshot(conn: &mut PgConnection) -> Vec<Vec<Option<String>>
         .await,
     );
     snapshot
+}
+
+/// Runs the `migration` binary in an empty directory (so no developer `.env` is picked up), with
+/// only `variables` of the settings it reads.
+pub fn migration_binary(args: &[&str], variables: &[(&str, &str)]) -> Output {
+    let dir = std::env::temp_dir().join(format!("migration-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_migration"));
+    command.args(args).current_dir(&dir);
+    for name in [
+        "DATABASE_URL",
+        "DATABASE_OWNER_URL",
+        "MIGRATION_LOCK_TIMEOUT_MS",
+    ] {
+        command.env_remove(name);
+    }
+    command.envs(variables.iter().copied());
+    command.output().unwrap()
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }

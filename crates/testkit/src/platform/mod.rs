@@ -25,10 +25,10 @@ use crate::database::TestDatabase;
 use crate::tls::ServerTls;
 
 /// The role that owns the application's databases and runs migrations, on our clusters.
-pub const OWNER_ROLE: &str = "counseling_owner";
+pub const OWNER_ROLE: &str = "testkit_owner";
 /// The service's role on our clusters: it may read and write rows of the application's tables,
 /// nothing else (no DDL, no superuser, no `CREATE` on the schema).
-pub const SERVICE_ROLE: &str = "counseling_service";
+pub const SERVICE_ROLE: &str = "testkit_service";
 
 /// What kind of cluster [`PgCluster::start_with`] starts; the default is [`PgCluster::start`]'s.
 #[derive(Debug, Clone, Default)]

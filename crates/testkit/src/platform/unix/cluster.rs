@@ -31,7 +31,6 @@ pub struct PgCluster {
     inner: Arc<ClusterInner>,
 }
 
-#[derive(Debug)]
 struct ClusterInner {
     bin_dir: PathBuf,
     root: PathBuf,
@@ -43,6 +42,16 @@ struct ClusterInner {
     owner: Option<(Uid, Gid)>,
     tls: Option<ClusterTls>,
     postmaster: Mutex<Option<Child>>,
+}
+
+impl std::fmt::Debug for ClusterInner {
+    // Hand-written: the derived one would print the superuser's password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterInner")
+            .field("root", &self.root)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The server's TLS settings (`-c` flags) and what clients need to connect.

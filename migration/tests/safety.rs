@@ -1,0 +1,154 @@
+//! Migrations that cannot hurt: a down refuses to drop a table holding rows unless forced, and a
+//! migration that cannot get a table's lock gives up after `MIGRATION_LOCK_TIMEOUT_MS`, changing
+//! nothing, instead of stalling every query queued behind it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure should abort the test
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{HASH, connect, insert, migration_binary, schema_snapshot, text};
+use counseling_testkit::TestDatabase;
+use migration::sea_orm::sqlx::{self, Connection, PgConnection};
+
+async fn users(conn: &mut PgConnection) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
+/// `migration status` as (applied, pending) counts.
+fn status(url: &str) -> (usize, usize) {
+    let output = migration_binary(&["status"], &[("DATABASE_URL", url)]);
+    let stdout = text(&output.stdout);
+    (
+        stdout.lines().filter(|l| l.starts_with("applied")).count(),
+        stdout.lines().filter(|l| l.starts_with("pending")).count(),
+    )
+}
+
+#[tokio::test]
+async fn down_refuses_to_drop_users_holding_rows_unless_forced() {
+    let db = TestDatabase::migrated().await.unwrap();
+    let url = db.owner_url();
+    let mut conn = connect(&db).await;
+    for i in 0..12 {
+        insert(&mut conn, &format!(r"\school\user{i}"), HASH)
+            .await
+            .unwrap();
+    }
+    let before = schema_snapshot(&mut conn).await;
+
+    let refused = migration_binary(&["down", "3"], &[("DATABASE_URL", &url)]);
+    let stderr = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "refusing to drop users: 12 rows would be deleted; run `migration down --force`"
+        ),
+        "{stderr}"
+    );
+    // One transaction: the two downs before the refused one are undone too.
+    assert_eq!(status(&url), (3, 0));
+    assert_eq!(schema_snapshot(&mut conn).await, before);
+    assert_eq!(users(&mut conn).await, 12);
+
+    // Downs that drop no table need no --force.
+    let down = migration_binary(&["down", "2"], &[("DATABASE_URL", &url)]);
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    assert_eq!(users(&mut conn).await, 12);
+
+    let forced = migration_binary(&["down", "--force"], &[("DATABASE_URL", &url)]);
+    assert!(forced.status.success(), "{}", text(&forced.stderr));
+    assert_eq!(
+        text(&forced.stdout).trim(),
+        "rolled back m20251220_000001_create_users"
+    );
+    let table: Option<String> = sqlx::query_scalar("SELECT to_regclass('users')::text")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(table, None);
+}
+
+#[tokio::test]
+async fn an_empty_users_table_is_dropped_without_force() {
+    let db = TestDatabase::migrated().await.unwrap();
+    let output = migration_binary(&["down", "3"], &[("DATABASE_URL", &db.owner_url())]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(status(&db.owner_url()), (0, 3));
+}
+
+/// Runs `migration <args>` with a 300 ms lock timeout while another session holds a lock on
+/// `users`; it must fail within about that long, say why, and leave the schema as it was.
+async fn fails_cleanly_while_users_is_locked(db: &TestDatabase, args: &[&str]) {
+    let url = db.owner_url();
+    let mut conn = connect(db).await;
+    let before = (schema_snapshot(&mut conn).await, status(&url));
+
+    // ACCESS SHARE (what any SELECT takes) conflicts with the ACCESS EXCLUSIVE an ALTER needs.
+    let mut holder = connect(db).await;
+    let mut holding = holder.begin().await.unwrap();
+    sqlx::query("LOCK TABLE users IN ACCESS SHARE MODE")
+        .execute(&mut *holding)
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let output = migration_binary(
+        args,
+        &[("DATABASE_URL", &url), ("MIGRATION_LOCK_TIMEOUT_MS", "300")],
+    );
+    let elapsed = started.elapsed();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("a table stayed locked by another session for more than 300 ms")
+            && stderr.contains("MIGRATION_LOCK_TIMEOUT_MS")
+            && stderr.contains("nothing was changed"),
+        "{stderr}"
+    );
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    holding.rollback().await.unwrap();
+
+    assert_eq!(
+        (schema_snapshot(&mut conn).await, status(&url)),
+        before,
+        "nothing half-applied"
+    );
+}
+
+#[tokio::test]
+async fn up_and_down_give_up_on_a_locked_table_after_the_lock_timeout() {
+    let db = TestDatabase::migrated().await.unwrap();
+    fails_cleanly_while_users_is_locked(&db, &["down"]).await;
+
+    let down = migration_binary(&["down"], &[("DATABASE_URL", &db.owner_url())]);
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    assert_eq!(status(&db.owner_url()), (2, 1));
+    fails_cleanly_while_users_is_locked(&db, &["up"]).await;
+
+    let up = migration_binary(&["up"], &[("DATABASE_URL", &db.owner_url())]);
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    assert_eq!(status(&db.owner_url()), (3, 0));
+}
+
+#[test]
+fn a_bad_lock_timeout_exits_2_naming_the_variable() {
+    for bad in ["0", "-1", "soon", "2147483648"] {
+        let output = migration_binary(
+            &["status"],
+            &[
+                ("DATABASE_URL", "postgres://x@127.0.0.1:1/db"),
+                ("MIGRATION_LOCK_TIMEOUT_MS", bad),
+            ],
+        );
+        assert_eq!(output.status.code(), Some(2), "{bad}");
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains("MIGRATION_LOCK_TIMEOUT_MS must be a whole number"),
+            "{stderr}"
+        );
+    }
+}

@@ -1,0 +1,218 @@
+//! `docker/initdb/*.sql` run for real, as the postgres image runs them (psql, in name order, as
+//! the superuser, passwords in the environment), on a cluster of the test kit: the owner then
+//! applies the migrations, and the service's role can read and write rows of `users` but cannot
+//! change the schema. No Docker engine is needed.
+#![cfg(unix)] // the test kit's private cluster is unix-only
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use counseling_testkit::{PgCluster, PgConnectOptions, TestDatabase, locate_binaries};
+use migration::MigratorTrait;
+use migration::m20261130_000001_username_identity::identity_key;
+use migration::sea_orm::SqlxPostgresConnector;
+use migration::sea_orm::sqlx::postgres::PgPoolOptions;
+use migration::sea_orm::sqlx::{self, AssertSqlSafe, Connection, PgConnection};
+
+const OWNER: &str = "counseling_owner";
+const SERVICE: &str = "counseling";
+/// A valid cost-12 bcrypt hash.
+const HASH: &str = "$2b$12$abcdefghijklmnopqrstuvABCDEFGHIJKLMNOPQRSTUVWXYZ01234";
+
+fn initdb_scripts() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/initdb");
+    let mut scripts: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "sql"))
+        .collect();
+    // The image runs them in sorted name order.
+    scripts.sort();
+    scripts
+}
+
+/// `psql -f script` as the image's entrypoint runs it: as the superuser, on `database`, stopping
+/// at the first error. Connection details and passwords travel in the environment only.
+fn psql(cluster: &PgCluster, database: &str, script: &Path, passwords: &[(&str, &str)]) -> Output {
+    let bin = locate_binaries(
+        std::env::var_os("PG_BIN_DIR").map(PathBuf::from),
+        Path::new("/usr/lib/postgresql"),
+        std::env::var_os("PATH"),
+    )
+    .unwrap();
+    let admin = cluster.admin_options();
+    Command::new(bin.join("psql"))
+        .args([
+            "-v",
+            "ON_ERROR_STOP=1",
+            "--no-psqlrc",
+            "--no-password",
+            "-f",
+        ])
+        .arg(script)
+        .env_clear()
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", cluster.port().to_string())
+        .env("PGUSER", admin.get_username())
+        .env("PGPASSWORD", cluster.password())
+        .env("PGDATABASE", database)
+        .envs(passwords.iter().copied())
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn role_options(
+    cluster: &PgCluster,
+    db: &TestDatabase,
+    role: &str,
+    password: &str,
+) -> PgConnectOptions {
+    cluster
+        .admin_options()
+        .username(role)
+        .password(password)
+        .database(db.name())
+}
+
+async fn sqlstate_of(conn: &mut PgConnection, sql: &str) -> Option<String> {
+    sqlx::query(AssertSqlSafe(sql.to_owned()))
+        .execute(conn)
+        .await
+        .err()
+        .map(|error| {
+            error
+                .as_database_error()
+                .and_then(|error| error.code().map(|code| code.into_owned()))
+                .unwrap_or_else(|| error.to_string())
+        })
+}
+
+#[tokio::test]
+async fn the_service_role_reads_and_writes_rows_but_cannot_change_the_schema() {
+    let cluster = PgCluster::start().await.unwrap();
+    let db = cluster.empty_database().await.unwrap();
+    let (owner_password, service_password) = ("0wner1nitdbTest", "serv1ce1nitdbTest");
+    let passwords = [
+        ("POSTGRES_OWNER_PASSWORD", owner_password),
+        ("POSTGRES_SERVICE_PASSWORD", service_password),
+    ];
+    for script in initdb_scripts() {
+        let output = psql(&cluster, db.name(), &script, &passwords);
+        assert!(
+            output.status.success(),
+            "{}: {}",
+            script.display(),
+            text(&output.stderr)
+        );
+    }
+
+    // Neither role is privileged beyond its database.
+    let mut admin = PgConnection::connect_with(&cluster.admin_options())
+        .await
+        .unwrap();
+    let roles: Vec<(String, bool, bool, bool)> = sqlx::query_as(
+        "SELECT rolname::text, rolsuper, rolcreaterole, rolcreatedb FROM pg_roles \
+         WHERE rolname IN ('counseling_owner', 'counseling') ORDER BY rolname",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(
+        roles,
+        [
+            (SERVICE.to_owned(), false, false, false),
+            (OWNER.to_owned(), false, false, false)
+        ]
+    );
+
+    // The owner applies the migrations, as compose's migrate service does.
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(role_options(&cluster, &db, OWNER, owner_password));
+    let orm = SqlxPostgresConnector::from_sqlx_postgres_pool(pool);
+    assert_eq!(
+        migration::apply_pending(&orm).await.unwrap(),
+        migration::Migrator::migrations().len()
+    );
+    orm.close().await.unwrap();
+
+    let mut service =
+        PgConnection::connect_with(&role_options(&cluster, &db, SERVICE, service_password))
+            .await
+            .unwrap();
+    // Rows: all four operations on the table the owner created after the roles were made.
+    let id: String = sqlx::query_scalar(
+        "INSERT INTO users (username, password_hash, username_key) VALUES ($1, $2, $3) \
+         RETURNING id::text",
+    )
+    .bind(r"\school\alice")
+    .bind(HASH)
+    .bind(identity_key(r"\school\alice"))
+    .fetch_one(&mut service)
+    .await
+    .unwrap();
+    let blocked: bool = sqlx::query_scalar(
+        "UPDATE users SET is_blocked = true WHERE id = $1::uuid RETURNING is_blocked",
+    )
+    .bind(&id)
+    .fetch_one(&mut service)
+    .await
+    .unwrap();
+    assert!(blocked);
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&mut service)
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+    sqlx::query("DELETE FROM users")
+        .execute(&mut service)
+        .await
+        .unwrap();
+
+    // The schema: every change refused with insufficient_privilege (42501).
+    for ddl in [
+        "CREATE TABLE intruder (id int)",
+        "DROP TABLE users",
+        "ALTER TABLE users ADD COLUMN intruder int",
+        "TRUNCATE users",
+        "CREATE INDEX intruder ON users (is_blocked)",
+        "CREATE SCHEMA intruder",
+        "CREATE TEMPORARY TABLE intruder (id int)",
+        "CREATE FUNCTION intruder() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+    ] {
+        assert_eq!(
+            sqlstate_of(&mut service, ddl).await.as_deref(),
+            Some("42501"),
+            "{ddl}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_roles_script_refuses_to_run_without_passwords() {
+    let cluster = PgCluster::start().await.unwrap();
+    let db = cluster.empty_database().await.unwrap();
+    let roles = initdb_scripts()
+        .into_iter()
+        .find(|path| path.ends_with("03-roles.sql"))
+        .unwrap();
+    for (missing, given) in [
+        ("POSTGRES_OWNER_PASSWORD", "POSTGRES_SERVICE_PASSWORD"),
+        ("POSTGRES_SERVICE_PASSWORD", "POSTGRES_OWNER_PASSWORD"),
+    ] {
+        let output = psql(&cluster, db.name(), &roles, &[(given, "x1"), (missing, "")]);
+        assert!(!output.status.success());
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains(&format!("{missing} is not set")),
+            "{stderr}"
+        );
+    }
+    let output = psql(&cluster, db.name(), &roles, &[]);
+    assert!(!output.status.success());
+}
