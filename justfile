@@ -41,7 +41,7 @@ migrate-new NAME:
 # Start the project-local PostgreSQL (.data/postgres), creating it on first use.
 [unix]
 db-start:
-    @scripts/local-postgres.sh start
+    @cargo run --quiet --locked -p counseling-testkit --bin local-postgres -- start
 
 # Start compose's PostgreSQL (Docker Desktop) on localhost:5432, as .env describes.
 [windows]
@@ -51,7 +51,7 @@ db-start: _env-file
 # Stop the project-local PostgreSQL.
 [unix]
 db-stop:
-    @scripts/local-postgres.sh stop
+    @cargo run --quiet --locked -p counseling-testkit --bin local-postgres -- stop
 
 # Stop compose's PostgreSQL (its data is kept).
 [windows]

@@ -127,13 +127,8 @@ fn db_service_matches_database_url() {
         [format!("127.0.0.1:{}:5432", url.port)]
     );
 
-    // The owner's URL, shown commented in .env.example for the migration CLI, agrees too.
-    let owner_line = read(".env.example")
-        .lines()
-        .find_map(|line| line.strip_prefix("# DATABASE_OWNER_URL="))
-        .map(str::to_owned)
-        .expect("a commented DATABASE_OWNER_URL in .env.example");
-    let owner = parse_url(&owner_line);
+    // The owner's URL, for the migration CLI, agrees too.
+    let owner = parse_url(&env["DATABASE_OWNER_URL"]);
     assert_eq!(owner.user, OWNER_ROLE);
     assert_eq!(env_of(db, "POSTGRES_OWNER_PASSWORD", &env), owner.password);
     assert_eq!((owner.port, owner.database), (url.port, url.database));

@@ -16,6 +16,7 @@
 //! See `shared/design/testing.md` for the measurements behind these choices.
 
 mod database;
+pub mod dev_env;
 mod platform;
 mod scrape;
 pub mod tls;

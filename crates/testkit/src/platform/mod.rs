@@ -30,6 +30,15 @@ pub const OWNER_ROLE: &str = "testkit_owner";
 /// nothing else (no DDL, no superuser, no `CREATE` on the schema).
 pub const SERVICE_ROLE: &str = "testkit_service";
 
+/// A password from the operating system's CSPRNG (a v4 UUID's 122 random bits, twice), hex.
+pub(crate) fn random_password() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
 /// What kind of cluster [`PgCluster::start_with`] starts; the default is [`PgCluster::start`]'s.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterOptions {

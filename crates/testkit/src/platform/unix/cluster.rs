@@ -12,7 +12,7 @@ use sea_orm::sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 use super::binaries::binaries_from_environment;
 use super::{process_is_alive, spawner};
-use crate::platform::{ClusterOptions, OWNER_ROLE, SERVICE_ROLE};
+use crate::platform::{ClusterOptions, OWNER_ROLE, SERVICE_ROLE, random_password};
 use crate::tls::{CertificateAuthority, ClientTlsFiles, ServerTls, write_private};
 use crate::{Result, TestkitError};
 
@@ -102,24 +102,14 @@ impl PgCluster {
         create_private_dir(&root.join("data"))?;
 
         // initdb and postgres refuse to run as root: hand the directory to the postgres user.
-        let owner = if Uid::effective().is_root() {
-            let user = User::from_name(SUPERUSER).ok().flatten().ok_or_else(|| {
-                TestkitError::Server(
-                    "running as root, but there is no `postgres` user to run the server as \
-                         (install the postgresql package, or run the tests as a normal user)"
-                        .into(),
-                )
-            })?;
+        let owner = server_user()?;
+        if let Some((uid, gid)) = owner {
             for path in [root.clone(), root.join("data")] {
-                std::os::unix::fs::chown(&path, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
-                    .map_err(TestkitError::io(
-                    "handing the cluster directory to postgres",
-                ))?;
+                std::os::unix::fs::chown(&path, Some(uid.as_raw()), Some(gid.as_raw())).map_err(
+                    TestkitError::io("handing the cluster directory to postgres"),
+                )?;
             }
-            Some((user.uid, user.gid))
-        } else {
-            None
-        };
+        }
 
         let password = random_password();
         // The password reaches initdb through a file only its owner can read, never a command
@@ -589,7 +579,22 @@ async fn blocking<T: Send + 'static>(
         .map_err(|error| TestkitError::Server(format!("cluster operation panicked: {error}")))?
 }
 
-fn as_owner(command: &mut Command, owner: Option<(Uid, Gid)>) {
+/// The user the server runs as when we are root (initdb and postgres refuse root): `postgres`.
+pub(super) fn server_user() -> Result<Option<(Uid, Gid)>> {
+    if !Uid::effective().is_root() {
+        return Ok(None);
+    }
+    let user = User::from_name(SUPERUSER).ok().flatten().ok_or_else(|| {
+        TestkitError::Server(
+            "running as root, but there is no `postgres` user to run the server as \
+             (install the postgresql package, or run as a normal user)"
+                .into(),
+        )
+    })?;
+    Ok(Some((user.uid, user.gid)))
+}
+
+pub(super) fn as_owner(command: &mut Command, owner: Option<(Uid, Gid)>) {
     if let Some((uid, gid)) = owner {
         command.uid(uid.as_raw()).gid(gid.as_raw());
         // The postgres user cannot enter root's working directory.
@@ -640,15 +645,6 @@ fn free_port() -> Result<u16> {
         .map_err(TestkitError::io("finding a free port"))?
         .port();
     Ok(port)
-}
-
-/// A password from the operating system's CSPRNG (a v4 UUID's 122 random bits, twice).
-pub(crate) fn random_password() -> String {
-    format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    )
 }
 
 /// A new directory only its owner may enter; an existing one (or a symlink) is an error.

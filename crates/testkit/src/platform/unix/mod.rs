@@ -3,10 +3,12 @@
 
 mod binaries;
 mod cluster;
+mod local;
 mod spawner;
 
 pub use binaries::locate_binaries;
 pub use cluster::PgCluster;
+pub use local::LocalCluster;
 
 use nix::errno::Errno;
 use nix::sys::signal::kill;
