@@ -30,8 +30,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # --- a private PostgreSQL ---------------------------------------------------------------------
 BASE=/dev/shm; [[ -d $BASE ]] || BASE=${TMPDIR:-/tmp}
-WORK=$(mktemp -d "$BASE/counseling-bench.XXXXXX")
-chmod 755 "$WORK"
+WORK=$(mktemp -d "$BASE/counseling-bench.XXXXXX")   # random name, created exclusively, 0700
 RUN_AS=()
 if [[ $(id -u) -eq 0 ]]; then
     RUN_AS=(setpriv --reuid=postgres --regid=postgres --init-groups --)
@@ -51,18 +50,26 @@ cleanup() {
 trap cleanup EXIT
 
 PG_PORT=$(free_port)
-as_pg "$PG_BIN/initdb" -D "$WORK/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 -N >/dev/null
+# No trust: a random superuser password, handed to initdb in a 0600 file and to pgbench, psql and
+# our binaries through the environment (PGPASSWORD, DATABASE_URL), never a command line.
+PGPASSWORD=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+export PGPASSWORD
+(umask 077 && printf '%s' "$PGPASSWORD" > "$WORK/pwfile")
+[[ $(id -u) -eq 0 ]] && chown postgres:postgres "$WORK/pwfile"
+as_pg "$PG_BIN/initdb" -D "$WORK/data" -U postgres --auth=scram-sha-256 --pwfile="$WORK/pwfile" \
+    -E UTF8 --locale=C.UTF-8 -N >/dev/null
+rm -f "$WORK/pwfile"
 # TLS with a CA made for this run; the server accepts plaintext too, so both are measured on it.
 target/release/make-tls-files "$WORK/tls" localhost 127.0.0.1
 [[ $(id -u) -eq 0 ]] && chown -R postgres:postgres "$WORK/tls"
 as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/postgres.log" -w \
-    -o "-p $PG_PORT -k $WORK -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=256MB -c ssl=on -c ssl_cert_file=$WORK/tls/server.crt -c ssl_key_file=$WORK/tls/server.key" \
+    -o "-p $PG_PORT -c unix_socket_directories= -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=256MB -c ssl=on -c ssl_cert_file=$WORK/tls/server.crt -c ssl_key_file=$WORK/tls/server.key" \
     start >/dev/null
 as_pg "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres bench
 # Plaintext explicitly (pgbench and psql too): the server offers TLS, and `prefer` would take it.
 export PGSSLMODE=disable
-URL="postgres://postgres@127.0.0.1:$PG_PORT/bench?sslmode=disable"
-TLS_URL="postgres://postgres@127.0.0.1:$PG_PORT/bench?sslmode=verify-full&sslrootcert=$WORK/tls/ca.crt"
+URL="postgres://postgres:$PGPASSWORD@127.0.0.1:$PG_PORT/bench?sslmode=disable"
+TLS_URL="postgres://postgres:$PGPASSWORD@127.0.0.1:$PG_PORT/bench?sslmode=verify-full&sslrootcert=$WORK/tls/ca.crt"
 DATABASE_URL=$URL target/release/migration up >/dev/null
 
 # --- cold start ---------------------------------------------------------------------------------
