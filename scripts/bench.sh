@@ -175,7 +175,7 @@ until curl -fs -o /dev/null "http://127.0.0.1:$TLS_API_PORT/health"; do
     kill -0 "$TLS_API_PID" 2>/dev/null || die "counseling-api (TLS) exited: $(cat "$WORK/api-tls.log")"
     sleep 0.01
 done
-tls_connections=$(as_pg "$PG_BIN/psql" -h "$WORK" -p "$PG_PORT" -U postgres -d bench -Atc \
+tls_connections=$(as_pg "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d bench -Atc \
     "SELECT count(*) FILTER (WHERE s.ssl) || '/' || count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.application_name = 'counseling-api' AND a.backend_type = 'client backend'")
 say "wrk: GET /health over verify-full TLS, 32 connections, 10 s"
 tls_out=$(wrk -t2 -c32 -d10s --latency "http://127.0.0.1:$TLS_API_PORT/health")
