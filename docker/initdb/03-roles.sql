@@ -1,3 +1,7 @@
+-- The statements below carry passwords: keep them out of pg_stat_statements and the log.
+SET pg_stat_statements.track_utility = off;
+SET log_statement = 'none';
+
 -- Runs once, when the db container initialises an empty data volume, after 01 and 02, as the
 -- image's superuser (POSTGRES_USER) in POSTGRES_DB, through psql (15 or newer for \getenv).
 --

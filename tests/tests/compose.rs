@@ -398,3 +398,36 @@ fn every_setting_is_documented_in_env_example_and_readme() {
         );
     }
 }
+
+#[test]
+fn the_dockerfile_copies_every_workspace_member_for_its_dependency_layer() {
+    let manifest: toml_like::Members = toml_like::members(&read("Cargo.toml"));
+    let dockerfile = read("docker/Dockerfile");
+    for member in manifest {
+        assert!(
+            dockerfile.contains(&format!("COPY {member}/Cargo.toml {member}/")),
+            "docker/Dockerfile does not copy {member}/Cargo.toml: its build would fail"
+        );
+        assert!(
+            dockerfile.contains(member.as_str()),
+            "{member} has no placeholder source in docker/Dockerfile"
+        );
+    }
+}
+
+/// The `members` list of the workspace manifest (a flat array of strings).
+mod toml_like {
+    pub type Members = Vec<String>;
+
+    pub fn members(manifest: &str) -> Members {
+        let list = manifest
+            .split("members = [")
+            .nth(1)
+            .and_then(|rest| rest.split(']').next())
+            .unwrap_or_default();
+        list.split(',')
+            .map(|item| item.trim().trim_matches('"').to_owned())
+            .filter(|item| !item.is_empty())
+            .collect()
+    }
+}

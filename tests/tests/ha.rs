@@ -5,6 +5,7 @@
 //! Ignored by default (it needs Patroni, etcd and HAProxy and takes a minute or two): run it with
 //! `just ha-test`, or three rounds with `just ha-bench` (`HA_RUNS=3`), which prints the figures
 //! for BENCHMARKS.md.
+#![cfg(unix)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashSet};

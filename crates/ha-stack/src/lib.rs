@@ -10,6 +10,9 @@
 //! overrides.
 //!
 //! Used by the `ha-stack` binary (`just ha-up`, `ha-down`, `ha-status`) and by the HA tests.
+//! Unix only (Patroni, etcd and HAProxy from Debian's packages; user switching, signals): on
+//! other platforms the crate is empty.
+#![cfg(unix)]
 
 mod ports;
 mod rest;

@@ -1,7 +1,6 @@
 //! Certificates made in the test run (rcgen, on ring): a CA, a server certificate for chosen
 //! names, client certificates. Nothing is checked in; every run has its own keys.
 
-use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -117,7 +116,6 @@ impl CertificateAuthority {
 /// Writes `contents` to a new file readable by its owner only (keys; PostgreSQL insists on it
 /// for its own key, libpq-style clients warn otherwise).
 pub fn write_private(path: &Path, contents: &str) -> Result<()> {
-    let _ = fs::remove_file(path);
     let mut file = crate::platform::create_private_file(path)
         .map_err(TestkitError::io(format!("creating {}", path.display())))?;
     file.write_all(contents.as_bytes())

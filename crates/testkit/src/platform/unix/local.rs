@@ -1,8 +1,8 @@
 //! The project-local PostgreSQL behind `just dev` (`local-postgres start|stop`): the same rules as
 //! the test kit's clusters, but kept between runs.
 //!
-//! * Data in `.data/postgres` (as root: `/var/tmp/counseling-platform-<hash of the checkout>`,
-//!   which the `postgres` user can enter, linked from `.data/postgres`), created 0700.
+//! * Data in `.data/postgres-cluster` (as root: `/var/tmp/counseling-platform-<hash of the
+//!   checkout>`, which the `postgres` user can enter), created 0700 and checked at every start.
 //! * No trust: SCRAM over TCP on 127.0.0.1 only, no unix socket. The superuser's password is
 //!   random and kept in a 0600 file beside the data; nothing else needs it.
 //! * The roles and database come from `DATABASE_URL` (the service's role: rows only) and
@@ -63,6 +63,11 @@ impl LocalCluster {
         })
     }
 
+    /// The folder holding the data, the superuser's password file and the server's log.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     fn data(&self) -> PathBuf {
         self.root.join("data")
     }
@@ -75,6 +80,7 @@ impl LocalCluster {
         if !self.data().join("PG_VERSION").is_file() {
             self.init()?;
         }
+        self.check_folder()?;
         let mut report = String::new();
         if self.running() {
             report.push_str(&format!("already running on 127.0.0.1:{port}\n"));
@@ -126,6 +132,31 @@ impl LocalCluster {
                 .stderr(Stdio::null())
                 .status()
                 .is_ok_and(|status| status.success())
+    }
+
+    /// A folder found in place must be the one we made: a real directory (not a symlink), mode
+    /// 0700, owned by the server's user. Anything else may be someone else's trap.
+    fn check_folder(&self) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let expected_uid = self.owner.map_or_else(
+            || nix::unistd::Uid::effective().as_raw(),
+            |(uid, _)| uid.as_raw(),
+        );
+        for folder in [self.root.clone(), self.data()] {
+            let metadata = fs::symlink_metadata(&folder)
+                .map_err(TestkitError::io(format!("inspecting {}", folder.display())))?;
+            if !metadata.is_dir()
+                || metadata.mode() & 0o777 != 0o700
+                || metadata.uid() != expected_uid
+            {
+                return Err(TestkitError::Server(format!(
+                    "{} is not a private folder of the server's user (a symlink, another owner \
+                     or another mode): remove it and start again",
+                    folder.display()
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn init(&self) -> Result<()> {
@@ -197,6 +228,14 @@ impl LocalCluster {
         let mut admin = PgConnection::connect_with(&admin_options)
             .await
             .map_err(TestkitError::db("connecting as the superuser"))?;
+        // The statements below carry passwords: keep them out of pg_stat_statements and the log.
+        for setting in [
+            "SET pg_stat_statements.track_utility = off",
+            "SET log_statement = 'none'",
+            "SET log_min_error_statement = panic",
+        ] {
+            execute(&mut admin, setting).await?;
+        }
         let database = roles.service.database().unwrap_or("postgres").to_owned();
         let (owner, service) = (roles.owner.username(), roles.service.username());
         for (role, url) in [(owner, &roles.owner), (service, &roles.service)] {
@@ -325,10 +364,19 @@ fn roles(sources: &Sources) -> Result<Roles> {
     })?;
     let owner = parse("DATABASE_OWNER_URL")?.unwrap_or_else(|| service.clone());
     for (variable, url) in [("DATABASE_URL", &service), ("DATABASE_OWNER_URL", &owner)] {
-        if !matches!(url.host(), "localhost" | "127.0.0.1") {
-            return Err(TestkitError::Server(format!(
-                "{variable} names another machine, not this one: nothing to start here"
-            )));
+        match url.host() {
+            "127.0.0.1" => {}
+            // It may resolve to ::1 first, where any local user could listen for passwords.
+            "localhost" => {
+                return Err(TestkitError::Server(format!(
+                    "{variable} names localhost: use 127.0.0.1, where the local cluster listens"
+                )));
+            }
+            _ => {
+                return Err(TestkitError::Server(format!(
+                    "{variable} names another machine, not this one: nothing to start here"
+                )));
+            }
         }
     }
     if owner.port() != service.port() || owner.database() != service.database() {

@@ -1,0 +1,150 @@
+//! The `ha-stack` commands (unix only; see `main.rs`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use counseling_ha::{HaStack, NODES, Ports, SavedStack, StackOptions, write_private};
+use secrecy::ExposeSecret;
+
+/// HAProxy's primary port unless `HA_PORT_BASE` says otherwise; the others follow it. Below
+/// Linux's ephemeral range (32768-60999), so that no client's source port can hold one.
+const DEFAULT_PORT_BASE: u16 = 15400;
+
+pub fn main() -> ExitCode {
+    let command = std::env::args().nth(1).unwrap_or_default();
+    let state = PathBuf::from(".data/ha");
+    let outcome = match command.as_str() {
+        "up" => up(&state),
+        "down" => down(&state),
+        "status" => status(&state),
+        _ => {
+            eprintln!("usage: ha-stack up|down|status");
+            return ExitCode::from(2);
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ha-stack {command}: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(state: &Path) -> Result<Option<HaStack>> {
+    let file = state.join("stack.json");
+    let text = match std::fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error).context("reading .data/ha/stack.json"),
+    };
+    let saved: SavedStack = serde_json::from_str(&text).context("parsing .data/ha/stack.json")?;
+    Ok(Some(HaStack::attach(saved)?))
+}
+
+fn up(state: &Path) -> Result<()> {
+    if load(state)?.is_some() {
+        bail!("a stack is already up (or was not stopped): run `just ha-down` first");
+    }
+    let base = match std::env::var("HA_PORT_BASE") {
+        Ok(value) => value
+            .parse()
+            .context("HA_PORT_BASE must be a port number")?,
+        Err(_) => DEFAULT_PORT_BASE,
+    };
+    let ports = Ports::new(base)?;
+    std::fs::create_dir_all(state).context("creating .data/ha")?;
+    let started = std::time::Instant::now();
+    let logs = state.join("failed-logs");
+    let mut options = StackOptions::new(ports);
+    options.logs_on_failure = Some(logs.clone());
+    let mut stack = HaStack::start(&options)
+        .with_context(|| format!("the servers' logs are in {}", logs.display()))?;
+    let saved = serde_json::to_string_pretty(stack.saved())?;
+    let url = stack.app_url()?;
+    let written = write_private(&state.join("stack.json"), &saved).and_then(|()| {
+        write_private(
+            &state.join("database.env"),
+            &format!("DATABASE_URL={}\n", url.expose_secret()),
+        )
+    });
+    if let Err(error) = written {
+        let _ = stack.stop();
+        return Err(error.into());
+    }
+    println!(
+        "HA stack up in {:.1} s (directory {})",
+        started.elapsed().as_secs_f64(),
+        stack.dir().display()
+    );
+    print_ports(ports);
+    println!("DATABASE_URL for the service and migrations: .data/ha/database.env (mode 0600)");
+    Ok(())
+}
+
+fn down(state: &Path) -> Result<()> {
+    let Some(mut stack) = load(state)? else {
+        println!("no HA stack is up");
+        return Ok(());
+    };
+    stack.stop()?;
+    for name in ["stack.json", "database.env"] {
+        let _ = std::fs::remove_file(state.join(name));
+    }
+    println!("HA stack stopped and its directory removed");
+    Ok(())
+}
+
+fn status(state: &Path) -> Result<()> {
+    let Some(stack) = load(state)? else {
+        println!("no HA stack is up");
+        return Ok(());
+    };
+    println!("directory {}", stack.dir().display());
+    print_ports(stack.ports());
+    match stack.members() {
+        Some(members) => {
+            println!("{:<8} {:<13} {:<10} timeline", "member", "role", "state");
+            for member in members {
+                println!(
+                    "{:<8} {:<13} {:<10} {}",
+                    member.name,
+                    member.role,
+                    member.state,
+                    member.timeline.map(|t| t.to_string()).unwrap_or_default()
+                );
+            }
+        }
+        None => println!("no Patroni REST API answers"),
+    }
+    println!(
+        "cluster: {}",
+        if stack.is_healthy() {
+            "healthy (leader with a synchronous standby)"
+        } else {
+            "NOT healthy"
+        }
+    );
+    for (name, pid) in stack.processes() {
+        println!("process {name:<16} pid {pid}");
+    }
+    Ok(())
+}
+
+fn print_ports(ports: Ports) {
+    println!(
+        "HAProxy: primary 127.0.0.1:{}, replicas 127.0.0.1:{}",
+        ports.primary(),
+        ports.replica()
+    );
+    println!("etcd:    127.0.0.1:{}", ports.etcd_client());
+    for index in 0..NODES {
+        println!(
+            "{}:   PostgreSQL 127.0.0.1:{}, Patroni REST 127.0.0.1:{}",
+            HaStack::node_name(index),
+            ports.postgres(index),
+            ports.rest(index)
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! `local-postgres` (the cluster behind `just dev`) as an attacker on the same machine would
+//! inspect it, and as the service and the migrations use it.
+#![cfg(unix)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::str::FromStr;
+
+use counseling_config::Sources;
+use counseling_testkit::LocalCluster;
+use sea_orm::sqlx::postgres::PgConnectOptions;
+use sea_orm::sqlx::{Connection, PgConnection};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+async fn connect(url: &str) -> Result<PgConnection, sea_orm::sqlx::Error> {
+    PgConnection::connect_with(&PgConnectOptions::from_str(url).unwrap()).await
+}
+
+#[tokio::test]
+async fn the_local_cluster_trusts_nobody_and_serves_the_two_roles_of_the_urls() {
+    let checkout = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // Reserved characters, percent-encoded: the roles get the decoded passwords.
+    let service = format!("postgres://app_svc:s%40r%3Av%2F%20x@127.0.0.1:{port}/appdb");
+    let owner = format!("postgres://app_own:o%23w%3Fn%25@127.0.0.1:{port}/appdb");
+    let sources = Sources::from_vars([
+        ("DATABASE_URL", service.as_str()),
+        ("DATABASE_OWNER_URL", owner.as_str()),
+    ]);
+    let cluster = Stopped(LocalCluster::of_checkout(checkout.path()).unwrap());
+    let cluster = &cluster.0;
+    let root = cluster.root().to_path_buf();
+    {
+        cluster.start(&sources).await.unwrap();
+
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&root.join("data")), 0o700);
+        assert_eq!(mode(&root.join("superuser-password")), 0o600);
+        let password = std::fs::read_to_string(root.join("superuser-password")).unwrap();
+        let mut admin = PgConnection::connect_with(
+            &PgConnectOptions::new_without_pgpass()
+                .host("127.0.0.1")
+                .port(port)
+                .username("postgres")
+                .password(password.trim())
+                .database("appdb"),
+        )
+        .await
+        .unwrap();
+        let rules: Vec<(String, String)> =
+            sea_orm::sqlx::query_as("SELECT type, auth_method FROM pg_hba_file_rules")
+                .fetch_all(&mut admin)
+                .await
+                .unwrap();
+        assert_eq!(rules, [("host".to_owned(), "scram-sha-256".to_owned())]);
+        let sockets: String = sea_orm::sqlx::query_scalar("SHOW unix_socket_directories")
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        assert_eq!(sockets, "");
+        let powerful: i64 = sea_orm::sqlx::query_scalar(
+            "SELECT count(*) FROM pg_roles WHERE rolname IN ('app_svc', 'app_own') \
+             AND (rolsuper OR rolcreaterole OR rolcreatedb)",
+        )
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        assert_eq!(powerful, 0);
+        let extension: i64 = sea_orm::sqlx::query_scalar(
+            "SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'",
+        )
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        assert_eq!(extension, 1);
+
+        // The owner changes the schema; the service only uses rows.
+        let mut as_owner = connect(&owner).await.unwrap();
+        sea_orm::sqlx::query("CREATE TABLE notes (id int)")
+            .execute(&mut as_owner)
+            .await
+            .unwrap();
+        let mut as_service = connect(&service).await.unwrap();
+        sea_orm::sqlx::query("INSERT INTO notes VALUES (1)")
+            .execute(&mut as_service)
+            .await
+            .unwrap();
+        for ddl in ["CREATE TABLE sneaky (id int)", "DROP TABLE notes"] {
+            let error = sea_orm::sqlx::query(ddl)
+                .execute(&mut as_service)
+                .await
+                .unwrap_err();
+            let code = error.as_database_error().and_then(|e| e.code()).unwrap();
+            assert_eq!(code, "42501", "{ddl}");
+        }
+
+        // Started again with another password: the role follows the URL.
+        let changed = format!("postgres://app_svc:fresh@127.0.0.1:{port}/appdb");
+        let sources = Sources::from_vars([
+            ("DATABASE_URL", changed.as_str()),
+            ("DATABASE_OWNER_URL", owner.as_str()),
+        ]);
+        let report = cluster.start(&sources).await.unwrap();
+        assert!(report.contains("already running"), "{report}");
+        connect(&changed).await.unwrap();
+        assert!(connect(&service).await.is_err());
+    }
+}
+
+/// Stops the cluster and deletes its folder when the test ends, passed or not.
+struct Stopped(LocalCluster);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.stop();
+        let _ = std::fs::remove_dir_all(self.0.root());
+    }
+}
