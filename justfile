@@ -22,15 +22,15 @@ dev: _env-file
     @cargo run --locked --quiet -p migration -- up
     @cargo run --locked --quiet -p counseling-http --bin counseling-api
 
-# Apply every pending migration to DATABASE_URL.
+# Apply every pending migration (as DATABASE_OWNER_URL, else DATABASE_URL).
 migrate-up:
     @cargo run --quiet --locked -p migration -- up
 
-# Roll back the most recent migration on DATABASE_URL (`just migrate-down --force` drops rows).
+# Roll back the most recent migration (`just migrate-down --force` also drops tables with rows).
 migrate-down *ARGS:
     @cargo run --quiet --locked -p migration -- down {{ARGS}}
 
-# List migrations and whether each is applied on DATABASE_URL.
+# List migrations and whether each is applied.
 migrate-status:
     @cargo run --quiet --locked -p migration -- status
 
@@ -38,12 +38,12 @@ migrate-status:
 migrate-new NAME:
     @cargo run --quiet --locked -p migration -- new {{NAME}}
 
-# Start the project-local PostgreSQL (.data/postgres), creating it on first use.
+# Start the project-local PostgreSQL (local-postgres), creating it on first use.
 [unix]
 db-start:
     @cargo run --quiet --locked -p counseling-testkit --bin local-postgres -- start
 
-# Start compose's PostgreSQL (Docker Desktop) on localhost:5432, as .env describes.
+# Start compose's PostgreSQL (Docker Desktop) on 127.0.0.1:5432, as .env describes.
 [windows]
 db-start: _env-file
     docker compose --env-file .env -f docker/docker-compose.yml up -d --wait db
@@ -108,7 +108,7 @@ deny:
 fmt:
     cargo fmt --all
 
-# Windows: create .env from .env.example unless there is one (scripts/dev.sh does it on unix).
+# Windows: .env from .env.example with fresh passwords unless there is one (as scripts/dev.sh).
 [windows]
 _env-file:
-    @if not exist .env (copy .env.example .env >NUL && echo created .env from .env.example)
+    @cargo run --quiet --locked -p counseling-testkit --bin local-postgres -- env-file
