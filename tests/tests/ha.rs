@@ -132,6 +132,8 @@ fn switchover_and_failover_lose_no_write_and_every_service_heals_by_itself() {
     let migrated = Command::new(workspace_binary("migration"))
         .arg("up")
         .env("DATABASE_URL", url.expose_secret())
+        // The migration CLI prefers the owner's URL: the stack's one role is both.
+        .env("DATABASE_OWNER_URL", url.expose_secret())
         .output()
         .unwrap();
     assert!(

@@ -66,7 +66,12 @@ fn up(state: &Path) -> Result<()> {
     let written = write_private(&state.join("stack.json"), &saved).and_then(|()| {
         write_private(
             &state.join("database.env"),
-            &format!("DATABASE_URL={}\n", url.expose_secret()),
+            // Both: the migration CLI prefers DATABASE_OWNER_URL, which a developer's .env may
+            // set for another database; the stack's one application role is both.
+            &format!(
+                "DATABASE_URL={0}\nDATABASE_OWNER_URL={0}\n",
+                url.expose_secret()
+            ),
         )
     });
     if let Err(error) = written {
