@@ -5,29 +5,10 @@
 
 mod common;
 
-use common::{HASH, connect, new_user, settings_for};
+use common::{Captured, HASH, connect, new_user, settings_for};
 use counseling_domain::{UserRepository, Username};
 use counseling_persistence::PgUserRepository;
 use counseling_testkit::TestDatabase;
-
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn take(&self) -> String {
-        String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
-    }
-}
 
 /// Creates, finds and lists users through a pool with `echo` as given; returns what was logged.
 async fn repository_calls(echo: bool, captured: &Captured) -> String {

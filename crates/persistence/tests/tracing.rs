@@ -5,22 +5,8 @@
 
 mod common;
 
-use common::{HASH, OTHER_HASH, new_user, repository};
+use common::{Captured, HASH, OTHER_HASH, new_user, repository};
 use counseling_domain::{CreateUserError, PasswordHash, UserRepository};
-
-/// Captures everything tracing emits, at every level, with span fields.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[tokio::test]
 async fn traces_name_the_user_but_never_the_password_hash() {
@@ -45,7 +31,7 @@ async fn traces_name_the_user_but_never_the_password_hash() {
     );
     users.find_by_id(frank.id).await.unwrap();
 
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let text = captured.take();
     assert!(
         text.contains(r"\school\frank"),
         "spans should name the user:\n{text}"

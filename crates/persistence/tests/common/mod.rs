@@ -41,3 +41,25 @@ pub fn new_user(username: &str) -> NewUser {
         password_hash: PasswordHash::parse(HASH).unwrap(),
     }
 }
+
+/// Everything a tracing subscriber writes, kept for a test to read (global subscribers only:
+/// see `tracing.rs`).
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// What was written so far, removed from the buffer.
+    pub fn take(&self) -> String {
+        String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
+    }
+}
