@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use counseling_config::Problems;
 use counseling_domain::{StoreError, Unavailability};
-use sea_orm::sqlx::pool::PoolConnection;
-use sea_orm::sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
-use sea_orm::sqlx::{self, Connection, Postgres};
+use deadpool::managed::PoolError;
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgSslMode};
+use sea_orm::sqlx::{self, Connection};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
@@ -17,17 +17,12 @@ use tracing::Instrument;
 use crate::DatabaseSettings;
 use crate::database_metrics::{DatabaseMetrics, Operation, Outcome};
 use crate::error_mapping::{Failure, from_db_err, from_sqlx};
+use crate::pool::{self, ConnectionPool, PoolBounds, PooledConnection};
 use crate::session::Session;
 use crate::unit_of_work::UnitOfWork;
 
 /// Part of a ping's budget kept back to find out why the pool could not hand out a connection.
 const DIAGNOSIS_BUDGET: Duration = Duration::from_millis(100);
-
-/// How long the pool may try to open a connection before we check whether anything listens at
-/// all. sqlx retries a refused connect until the acquire timeout (it assumes a server starting
-/// up); we answer "connection refused" after this instead. Opening a healthy local connection
-/// (fork + SCRAM) takes a few milliseconds, so the check rarely runs while the server is up.
-const REFUSAL_CHECK_AFTER: Duration = Duration::from_millis(15);
 
 /// Added to `statement_timeout` for the client-side deadline of a call or a unit of work: the
 /// server's own timeout should fire first (the connection stays usable); the deadline is the
@@ -67,8 +62,11 @@ pub struct Database {
 }
 
 struct Inner {
-    pool: PgPool,
+    pool: ConnectionPool,
     connect_options: PgConnectOptions,
+    max_connections: u32,
+    min_connections: u32,
+    acquire_timeout: Duration,
     io: Handle,
     /// Bound of one call's statement(s) once it has a connection, and of a whole unit of work.
     call_timeout: Duration,
@@ -89,13 +87,6 @@ impl std::fmt::Debug for Database {
 /// whose caller is gone is rolled back, not finished unseen.
 struct AbortOnDrop<T>(JoinHandle<T>);
 
-/// Why no connection came from the pool.
-enum AcquireError {
-    /// Nothing listens at the server's address.
-    Refused,
-    Driver(sqlx::Error),
-}
-
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
@@ -110,8 +101,9 @@ impl Database {
     /// Pre-ping: the seed's `pool_pre_ping` checks every connection on checkout, which costs one
     /// round trip per query on a busy pool. A connection that was in use moments ago is almost
     /// surely alive, while one that sat idle may have been cut by a restart, a failover or a
-    /// firewall. So only connections idle for `ping_if_idle_for` or longer are pinged; the rare
-    /// dead connection that slips through fails its query with `Unavailable` and is discarded.
+    /// firewall. So only connections not checked out for `ping_if_idle_for` or longer are
+    /// pinged; the rare dead connection that slips through fails its query with `Unavailable`
+    /// and is discarded.
     ///
     /// Metrics (see the README) go to the `metrics` recorder current when this is called: the
     /// caller's `metrics::with_local_recorder`, else the global one, else nowhere.
@@ -125,29 +117,26 @@ impl Database {
                 "sslmode verify-ca also accepts certificates from public CAs; use verify-full"
             );
         }
-        // The pool spawns its maintenance task on the current runtime: make that the I/O one.
+        // The pool's keeper task runs on the I/O runtime, with the connections it opens.
         let _io_context = io.enter();
-        let ping_if_idle_for = settings.ping_if_idle_for;
-        let pool = PgPoolOptions::new()
-            .max_connections(settings.max_connections)
-            .min_connections(settings.min_connections)
-            .acquire_timeout(settings.acquire_timeout)
-            .idle_timeout(Some(settings.idle_timeout))
-            .max_lifetime(Some(settings.max_lifetime))
-            .test_before_acquire(false)
-            .before_acquire(move |connection, meta| {
-                Box::pin(async move {
-                    if meta.idle_for >= ping_if_idle_for {
-                        connection.ping().await?;
-                    }
-                    Ok(true)
-                })
-            })
-            .connect_lazy_with(connect_options.clone());
+        let pool = pool::build(
+            connect_options.clone(),
+            &PoolBounds {
+                max: settings.max_connections,
+                min: settings.min_connections,
+                idle_timeout: settings.idle_timeout,
+                max_lifetime: settings.max_lifetime,
+                ping_if_idle_for: settings.ping_if_idle_for,
+                acquire_timeout: settings.acquire_timeout,
+            },
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
                 connect_options,
+                max_connections: settings.max_connections,
+                min_connections: settings.min_connections,
+                acquire_timeout: settings.acquire_timeout,
                 io,
                 call_timeout: settings.statement_timeout + DEADLINE_MARGIN,
                 metrics: Arc::new(DatabaseMetrics::register()),
@@ -157,12 +146,13 @@ impl Database {
 
     /// The pool's size and bounds, for metrics and tests.
     pub fn status(&self) -> PoolStatus {
-        let options = self.inner.pool.options();
+        let status = self.inner.pool.status();
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         PoolStatus {
-            open: self.inner.pool.size(),
-            idle: u32::try_from(self.inner.pool.num_idle()).unwrap_or(u32::MAX),
-            max: options.get_max_connections(),
-            min: options.get_min_connections(),
+            open: count(status.size),
+            idle: count(status.available),
+            max: self.inner.max_connections,
+            min: self.inner.min_connections,
         }
     }
 
@@ -185,64 +175,41 @@ impl Database {
         &self.inner.metrics
     }
 
-    /// A connection from the pool, or why none could be had: at once when nothing listens, within
-    /// the acquire timeout when every connection is busy or the server does not answer.
-    async fn acquire(&self) -> Result<PoolConnection<Postgres>, Failure> {
+    /// A connection from the pool, or why none could be had: at once when the server refuses or
+    /// rejects the connection, within the acquire timeout when every connection is busy or the
+    /// server does not answer.
+    async fn acquire(&self) -> Result<PooledConnection, Failure> {
         let started = Instant::now();
-        let outcome = self.wait_for_connection().await;
-        let timed_out = matches!(
-            outcome,
-            Err(AcquireError::Driver(sqlx::Error::PoolTimedOut))
-        );
-        self.inner
-            .metrics
-            .connection_wait(started.elapsed(), timed_out);
-        outcome.map_err(|error| match error {
-            AcquireError::Refused => {
-                Failure::Store(StoreError::Unavailable(Unavailability::ConnectionRefused))
+        let outcome = tokio::time::timeout(self.inner.acquire_timeout, self.inner.pool.get()).await;
+        let waited = started.elapsed();
+        match outcome {
+            Ok(Ok(connection)) => {
+                self.inner.metrics.connection_wait(waited, false);
+                Ok(connection)
             }
-            AcquireError::Driver(error) => from_sqlx(&error),
-        })
+            Ok(Err(error)) => {
+                self.inner.metrics.connection_wait(waited, false);
+                Err(match error {
+                    PoolError::Backend(error) => from_sqlx(&error),
+                    // Closed (shutting down), or a timeout or hook we never configure.
+                    _ => Failure::Store(StoreError::Unavailable(Unavailability::ConnectionLost)),
+                })
+            }
+            Err(_elapsed) => {
+                self.inner
+                    .metrics
+                    .connection_wait(waited, self.pool_exhausted());
+                Err(Failure::Store(StoreError::Unavailable(
+                    Unavailability::Timeout,
+                )))
+            }
+        }
     }
 
-    async fn wait_for_connection(&self) -> Result<PoolConnection<Postgres>, AcquireError> {
-        let pool = &self.inner.pool;
-        let acquire = pool.acquire();
-        tokio::pin!(acquire);
-        tokio::select! {
-            biased;
-            outcome = &mut acquire => return outcome.map_err(AcquireError::Driver),
-            () = tokio::time::sleep(REFUSAL_CHECK_AFTER) => {}
-        }
-        // Still waiting. If the pool is opening a connection (not waiting for a busy one), find
-        // out whether anything accepts connections at all.
-        if pool.size() < pool.options().get_max_connections() {
-            tokio::select! {
-                biased;
-                outcome = &mut acquire => return outcome.map_err(AcquireError::Driver),
-                refused = self.refuses_connections() => {
-                    if refused {
-                        return Err(AcquireError::Refused);
-                    }
-                }
-            }
-        }
-        acquire.await.map_err(AcquireError::Driver)
-    }
-
-    /// Whether the server's address refuses TCP connections. Never resolves `false` early: when
-    /// something listens, this waits forever, so that the pool's own acquire decides.
-    async fn refuses_connections(&self) -> bool {
-        let options = &self.inner.connect_options;
-        if options.get_socket().is_none() {
-            let address = (options.get_host().to_owned(), options.get_port());
-            if let Err(error) = tokio::net::TcpStream::connect(address).await
-                && error.kind() == std::io::ErrorKind::ConnectionRefused
-            {
-                return true;
-            }
-        }
-        std::future::pending().await
+    /// Every connection the pool may open is open and checked out.
+    fn pool_exhausted(&self) -> bool {
+        let status = self.inner.pool.status();
+        status.size >= status.max_size && status.available == 0
     }
 
     /// Runs one repository call on a connection of its own: acquired within the acquire timeout,
@@ -419,18 +386,18 @@ impl Database {
                 // The check gave up waiting for a connection: an acquire timeout of its own.
                 self.inner
                     .metrics
-                    .connection_wait(waiting_since.elapsed(), true);
+                    .connection_wait(waiting_since.elapsed(), self.pool_exhausted());
                 return Err(self.diagnose(deadline).await);
             }
         };
         match timeout_at(deadline, connection.ping()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => {
-                drop(connection.detach());
+                drop(PooledConnection::take(connection));
                 Err(from_sqlx(&error).into_store_error())
             }
             Err(_elapsed) => {
-                drop(connection.detach());
+                drop(PooledConnection::take(connection));
                 Err(StoreError::Unavailable(Unavailability::Timeout))
             }
         }
@@ -439,8 +406,7 @@ impl Database {
     /// Why no connection could be had in time: every connection busy, or a server that accepts
     /// TCP but does not answer (refusals are recognised by [`Database::acquire`] already).
     async fn diagnose(&self, deadline: Instant) -> StoreError {
-        let pool = &self.inner.pool;
-        if pool.size() >= pool.options().get_max_connections() && pool.num_idle() == 0 {
+        if self.pool_exhausted() {
             return StoreError::Unavailable(Unavailability::PoolExhausted);
         }
         let probe = sqlx::PgConnection::connect_with(&self.inner.connect_options);
@@ -464,7 +430,18 @@ impl Database {
     /// hold up a shutdown; returns whether everything closed in time.
     pub async fn close(&self, limit: Duration) -> bool {
         let pool = self.inner.pool.clone();
-        let closing = self.inner.io.spawn(async move { pool.close().await });
+        let closing = self.inner.io.spawn(async move {
+            // Idle connections say goodbye (the server logs no lost client); the rest go when
+            // they come back.
+            let idle = pool.retain(|_, _| false).removed;
+            pool.close();
+            for connection in idle {
+                pool::close_politely(connection).await;
+            }
+            while pool.status().size > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
         tokio::time::timeout(limit, closing).await.is_ok()
     }
 }

@@ -15,6 +15,7 @@ mod database;
 mod database_metrics;
 pub mod entity;
 mod error_mapping;
+mod pool;
 mod session;
 mod settings;
 mod tls;

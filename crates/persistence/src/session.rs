@@ -4,21 +4,23 @@
 //! SeaORM's own pool handle returns a connection to the pool whatever happened to it, and its
 //! transaction queues a `ROLLBACK` for the connection's next user. A connection cut off by a
 //! deadline, broken, or inside a transaction that never finished must not go back: so we hold the
-//! connection ourselves, and [`Drop`] decides whether it goes back to the pool or is closed.
+//! connection ourselves, and [`Drop`] decides whether it goes back to the pool or is closed. The
+//! pool takes back what we return without checking it again (see [`crate::pool`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex as StdMutex, PoisonError};
 
-use sea_orm::sqlx::pool::PoolConnection;
-use sea_orm::sqlx::{self, Executor, Postgres};
+use sea_orm::sqlx::postgres::PgConnection;
+use sea_orm::sqlx::{self, Executor};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr, Statement};
 use sea_query_sqlx::SqlxValues;
 use tokio::sync::Mutex;
 
 use crate::database_metrics::Outcome;
+use crate::pool::PooledConnection;
 
 pub(crate) struct Session {
-    connection: Mutex<Option<PoolConnection<Postgres>>>,
+    connection: Mutex<Option<PooledConnection>>,
     /// A statement was started and has not finished (its future may have been dropped), or the
     /// connection failed in a way that makes it unfit for reuse.
     unfit: AtomicBool,
@@ -40,7 +42,7 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    pub(crate) fn new(connection: PoolConnection<Postgres>) -> Self {
+    pub(crate) fn new(connection: PooledConnection) -> Self {
         Self {
             connection: Mutex::new(Some(connection)),
             unfit: AtomicBool::new(false),
@@ -92,14 +94,14 @@ impl Session {
     /// in flight: if its future is dropped half-way, the connection's state is unknown.
     async fn with_connection<T>(
         &self,
-        statement: impl AsyncFnOnce(&mut PoolConnection<Postgres>) -> Result<T, sqlx::Error>,
+        statement: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
     ) -> Result<T, DbErr> {
         let mut guard = self.connection.lock().await;
         let connection = guard
             .as_mut()
             .ok_or_else(|| DbErr::Conn(RuntimeErr::Internal("the session was closed".into())))?;
         let was_unfit = self.unfit.swap(true, Ordering::Relaxed);
-        let outcome = statement(connection).await;
+        let outcome = statement(&mut **connection).await;
         let broken = matches!(
             outcome,
             Err(sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::Tls(_))
@@ -117,9 +119,9 @@ impl Drop for Session {
         if *self.unfit.get_mut() || *self.in_transaction.get_mut() {
             // Closing the socket makes the server roll back whatever was open; nothing waits for
             // a server that may be frozen.
-            drop(connection.detach());
+            drop(PooledConnection::take(connection));
         }
-        // Otherwise dropping the PoolConnection hands it back to the pool.
+        // Otherwise dropping the pooled connection hands it back to the pool.
     }
 }
 
@@ -144,7 +146,7 @@ impl ConnectionTrait for Session {
                 sqlx::AssertSqlSafe(statement.sql.as_str()),
                 arguments(&statement),
             )
-            .execute(&mut **connection)
+            .execute(&mut *connection)
             .await
         })
         .await
@@ -163,7 +165,7 @@ impl ConnectionTrait for Session {
                 sqlx::AssertSqlSafe(statement.sql.as_str()),
                 arguments(&statement),
             )
-            .fetch_optional(&mut **connection)
+            .fetch_optional(&mut *connection)
             .await
         })
         .await
@@ -176,7 +178,7 @@ impl ConnectionTrait for Session {
                 sqlx::AssertSqlSafe(statement.sql.as_str()),
                 arguments(&statement),
             )
-            .fetch_all(&mut **connection)
+            .fetch_all(&mut *connection)
             .await
         })
         .await

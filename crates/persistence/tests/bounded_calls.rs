@@ -42,7 +42,7 @@ async fn calls_against_a_frozen_server_time_out_and_discard_their_connections() 
     for held in [a, b, c] {
         held.unwrap();
     }
-    // sqlx hands connections back to the pool in a background task.
+    // The connections are back in the pool once each unit of work has returned.
     let deadline = Instant::now() + Duration::from_secs(2);
     while database.status().idle < 3 {
         assert!(Instant::now() < deadline, "{:?}", database.status());
@@ -113,8 +113,8 @@ async fn refused_connections_are_reported_at_once_every_time() {
         "{first:?}"
     );
 
-    // Without the refusal check each of these waits for the 5 s acquire timeout (sqlx retries a
-    // refused connect, assuming a server that is starting up).
+    // A refused connect fails the acquire at once. (sqlx's own pool retries it until the 5 s
+    // acquire timeout, assuming a server that is starting up: each of these would wait that long.)
     let mut slowest = Duration::ZERO;
     for _ in 0..10 {
         let started = Instant::now();
