@@ -21,6 +21,7 @@ use sea_orm_migration::sea_orm::{
     DatabaseConnection, DatabaseTransaction, RuntimeErr, Statement, TransactionTrait,
 };
 
+pub mod roles;
 pub mod scaffold;
 
 mod m20251220_000001_create_users;

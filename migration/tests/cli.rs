@@ -96,6 +96,7 @@ async fn up_over_verify_full_tls() {
             tls_only: true,
             ..ServerTls::default()
         }),
+        ..ClusterOptions::default()
     })
     .await
     .unwrap();

@@ -62,6 +62,7 @@ fn unreadable_or_malformed_tls_files_exit_2_naming_the_setting_never_the_url() {
 async fn a_certificate_that_does_not_verify_is_logged_once_per_change() {
     let cluster = PgCluster::start_with(ClusterOptions {
         tls: Some(ServerTls::default()),
+        ..ClusterOptions::default()
     })
     .await
     .unwrap();

@@ -24,6 +24,7 @@ fn tls_cluster() -> &'static PgCluster {
     CLUSTER.get_or_init(|| {
         PgCluster::start_blocking_with(ClusterOptions {
             tls: Some(ServerTls::default()),
+            ..ClusterOptions::default()
         })
         .unwrap()
     })
@@ -205,6 +206,7 @@ async fn a_host_name_mismatch_fails_verify_full_but_passes_verify_ca() {
             server_names: vec!["db.internal.example".into()],
             ..ServerTls::default()
         }),
+        ..ClusterOptions::default()
     })
     .await
     .unwrap();
@@ -282,6 +284,7 @@ async fn a_client_certificate_cluster_admits_only_clients_with_a_certificate() {
             client_certificates: true,
             ..ServerTls::default()
         }),
+        ..ClusterOptions::default()
     })
     .await
     .unwrap();

@@ -301,19 +301,7 @@ async fn grant_rows_to_the_service(cluster: &PgCluster, database: &str) -> Resul
     let mut owner = PgConnection::connect_with(&cluster.owner_options(database))
         .await
         .map_err(TestkitError::db("connecting as the owner"))?;
-    for statement in [
-        format!("REVOKE ALL ON DATABASE \"{database}\" FROM PUBLIC"),
-        format!("GRANT CONNECT ON DATABASE \"{database}\" TO {SERVICE_ROLE}"),
-        "REVOKE CREATE ON SCHEMA public FROM PUBLIC".to_owned(),
-        format!("GRANT USAGE ON SCHEMA public TO {SERVICE_ROLE}"),
-        format!(
-            "ALTER DEFAULT PRIVILEGES IN SCHEMA public \
-             GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {SERVICE_ROLE}"
-        ),
-        format!(
-            "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {SERVICE_ROLE}"
-        ),
-    ] {
+    for statement in migration::roles::grant_statements(database, OWNER_ROLE, SERVICE_ROLE) {
         sea_orm::sqlx::query(AssertSqlSafe(statement.as_str()))
             .execute(&mut owner)
             .await

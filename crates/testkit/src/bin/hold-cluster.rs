@@ -1,39 +1,85 @@
-//! Starts a private cluster, prints `<postmaster pid> <port>`, and waits to be killed. Used by
-//! the test that checks a killed test process takes its PostgreSQL along, and by CI to run the
-//! test kit against an "external" server.
+//! Starts a private cluster, prints `<postmaster pid> <port>`, and waits to be stopped: SIGTERM,
+//! SIGINT or SIGHUP stop the server and delete its folder; SIGKILL leaves the server to stop by
+//! itself (it follows its parent) and the folder to the next run's sweep. Used by
+//! the test that checks a killed test process takes its PostgreSQL along, by CI to run the test
+//! kit against an "external" server, and by `just bench` for its server.
 //!
-//! `hold-cluster --env-file PATH` also writes PATH (0600, created exclusively) with libpq's
-//! variables for the superuser and `DATABASE_URL_TEST`, for a script to `source`: the password
-//! reaches it through a file and the environment, never a command line.
+//! `hold-cluster [--env-file PATH] [--tls] [--set NAME=VALUE]...`
+//!
+//! * `--env-file PATH` writes PATH (0600, created exclusively) with libpq's variables for the
+//!   superuser, `DATABASE_URL_TEST`, `CLUSTER_BIN_DIR` (the PostgreSQL binaries the kit found)
+//!   and, with `--tls`, `CLUSTER_CA_FILE`, for a script to
+//!   `source`: the password reaches it through a file and the environment, never a command line.
+//! * `--tls` serves TLS (certificate for `localhost` and 127.0.0.1 from a CA made for this run)
+//!   next to plaintext.
+//! * `--set NAME=VALUE` overrides a server setting of the kit's (repeatable).
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let env_file = match args.as_slice() {
-        [] => None,
-        [flag, path] if flag == "--env-file" => Some(std::path::PathBuf::from(path)),
-        _ => {
-            eprintln!("usage: hold-cluster [--env-file PATH]");
-            return ExitCode::from(2);
-        }
+use counseling_testkit::tls::ServerTls;
+use counseling_testkit::{ClusterOptions, PgCluster};
+
+const USAGE: &str = "usage: hold-cluster [--env-file PATH] [--tls] [--set NAME=VALUE]...";
+
+struct Arguments {
+    env_file: Option<PathBuf>,
+    options: ClusterOptions,
+}
+
+fn parse(mut args: impl Iterator<Item = String>) -> Option<Arguments> {
+    let mut parsed = Arguments {
+        env_file: None,
+        options: ClusterOptions::default(),
     };
-    let cluster = match counseling_testkit::PgCluster::start_blocking() {
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--env-file" => parsed.env_file = Some(PathBuf::from(args.next()?)),
+            "--tls" => parsed.options.tls = Some(ServerTls::default()),
+            "--set" => {
+                let setting = args.next()?;
+                let (name, value) = setting.split_once('=')?;
+                let valid_name =
+                    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !valid_name {
+                    return None;
+                }
+                parsed
+                    .options
+                    .server_settings
+                    .push((name.to_owned(), value.to_owned()));
+            }
+            _ => return None,
+        }
+    }
+    Some(parsed)
+}
+
+fn main() -> ExitCode {
+    let Some(arguments) = parse(std::env::args().skip(1)) else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let cluster = match PgCluster::start_blocking_with(arguments.options) {
         Ok(cluster) => cluster,
         Err(error) => {
             eprintln!("hold-cluster: {error}");
             return ExitCode::FAILURE;
         }
     };
-    if let Some(path) = env_file {
-        let variables = format!(
+    if let Some(path) = arguments.env_file {
+        let mut variables = format!(
             "PGHOST=127.0.0.1\nPGPORT={}\nPGUSER=postgres\nPGPASSWORD={}\nPGDATABASE=postgres\n\
-             DATABASE_URL_TEST={}\n",
+             DATABASE_URL_TEST={}\nCLUSTER_BIN_DIR={}\n",
             cluster.port(),
             cluster.password(),
             cluster.superuser_url("postgres"),
+            cluster.bin_dir().display(),
         );
+        if let Some(tls) = cluster.tls_files() {
+            variables.push_str(&format!("CLUSTER_CA_FILE={}\n", tls.root_cert.display()));
+        }
         if let Err(error) = counseling_testkit::tls::write_private(&path, &variables) {
             eprintln!("hold-cluster: {error}");
             return ExitCode::FAILURE;
@@ -42,7 +88,39 @@ fn main() -> ExitCode {
     let pid = cluster.postmaster_pid().unwrap_or(0);
     println!("{pid} {}", cluster.port());
     let _ = std::io::stdout().flush();
-    loop {
-        std::thread::park();
+    let waited = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map(|runtime| runtime.block_on(until_told_to_stop()));
+    if let Err(error) = waited {
+        eprintln!("hold-cluster: cannot wait for signals: {error}");
+        loop {
+            std::thread::park();
+        }
     }
+    // Stops the server and deletes its folder.
+    drop(cluster);
+    ExitCode::SUCCESS
+}
+
+#[cfg(unix)]
+async fn until_told_to_stop() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut terminate), Ok(mut interrupt), Ok(mut hangup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+        _ = hangup.recv() => {}
+    }
+}
+
+#[cfg(not(unix))]
+async fn until_told_to_stop() {
+    let _ = tokio::signal::ctrl_c().await;
 }

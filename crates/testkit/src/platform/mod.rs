@@ -44,6 +44,9 @@ pub(crate) fn random_password() -> String {
 pub struct ClusterOptions {
     /// Serve TLS (`ssl=on`) with certificates made for this cluster.
     pub tls: Option<ServerTls>,
+    /// Server settings (`name`, `value`) that override the kit's defaults, for example a larger
+    /// `shared_buffers` for `just bench`.
+    pub server_settings: Vec<(String, String)>,
 }
 
 /// What every platform's cluster offers on top of its own start and stop.

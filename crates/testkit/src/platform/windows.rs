@@ -37,6 +37,10 @@ impl PgCluster {
         match self.never {}
     }
 
+    pub fn bin_dir(&self) -> &std::path::Path {
+        match self.never {}
+    }
+
     pub fn admin_options(&self) -> PgConnectOptions {
         match self.never {}
     }

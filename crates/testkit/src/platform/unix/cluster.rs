@@ -41,6 +41,8 @@ struct ClusterInner {
     service_password: String,
     owner: Option<(Uid, Gid)>,
     tls: Option<ClusterTls>,
+    /// `-c name=value` flags from [`ClusterOptions::server_settings`], after the kit's own.
+    extra_flags: Vec<String>,
     postmaster: Mutex<Option<Child>>,
 }
 
@@ -171,6 +173,11 @@ impl PgCluster {
                 service_password: random_password(),
                 owner,
                 tls,
+                extra_flags: options
+                    .server_settings
+                    .iter()
+                    .flat_map(|(name, value)| ["-c".to_owned(), format!("{name}={value}")])
+                    .collect(),
                 postmaster: Mutex::new(None),
             }),
         };
@@ -303,6 +310,11 @@ impl PgCluster {
         self.inner.port
     }
 
+    /// The folder of the PostgreSQL binaries this cluster runs (`pgbench`, `psql` are there too).
+    pub fn bin_dir(&self) -> &Path {
+        &self.inner.bin_dir
+    }
+
     /// The postmaster's process id, while it runs.
     pub fn postmaster_pid(&self) -> Option<u32> {
         self.postmaster().as_ref().map(Child::id)
@@ -417,6 +429,7 @@ impl PgCluster {
             .args(["-c", "max_connections=300", "-c", "shared_buffers=64MB"])
             .args(["-c", "log_min_messages=warning"])
             .args(inner.tls.iter().flat_map(|tls| tls.server_flags.iter()))
+            .args(&inner.extra_flags)
             .stdin(Stdio::null())
             // Output goes to a file: a pipe nobody reads would fill up and block the server.
             .stdout(Stdio::from(log))

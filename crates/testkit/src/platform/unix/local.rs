@@ -285,27 +285,9 @@ impl LocalCluster {
             PgConnection::connect_with(&admin_options.clone().database(&database))
                 .await
                 .map_err(TestkitError::db("connecting to the database"))?;
-        let (db, owner, service) = (
-            identifier(&database),
-            identifier(owner),
-            identifier(service),
-        );
-        for statement in [
-            format!("REVOKE ALL ON DATABASE {db} FROM PUBLIC"),
-            format!("GRANT CONNECT ON DATABASE {db} TO {owner}, {service}"),
-            "REVOKE CREATE ON SCHEMA public FROM PUBLIC".to_owned(),
-            format!("ALTER SCHEMA public OWNER TO {owner}"),
-            format!("GRANT USAGE ON SCHEMA public TO {service}"),
-            format!(
-                "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public \
-                 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {service}"
-            ),
-            format!(
-                "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public \
-                 GRANT USAGE, SELECT ON SEQUENCES TO {service}"
-            ),
-            "CREATE EXTENSION IF NOT EXISTS pg_stat_statements".to_owned(),
-        ] {
+        let mut statements = migration::roles::grant_statements(&database, owner, service);
+        statements.push("CREATE EXTENSION IF NOT EXISTS pg_stat_statements".to_owned());
+        for statement in statements {
             execute(&mut in_database, &statement).await?;
         }
         let _ = in_database.close().await;
@@ -389,7 +371,7 @@ fn roles(sources: &Sources) -> Result<Roles> {
 
 /// A quoted SQL identifier.
 fn identifier(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+    migration::roles::quoted(name)
 }
 
 /// A quoted SQL string literal (standard_conforming_strings is on).
