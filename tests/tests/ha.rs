@@ -132,8 +132,11 @@ fn switchover_and_failover_lose_no_write_and_every_service_heals_by_itself() {
     let migrated = Command::new(workspace_binary("migration"))
         .arg("up")
         .env("DATABASE_URL", url.expose_secret())
-        // The migration CLI prefers the owner's URL: the stack's one role is both.
-        .env("DATABASE_OWNER_URL", url.expose_secret())
+        // Migrations run as the owner; the service (below) as the rows-only role.
+        .env(
+            "DATABASE_OWNER_URL",
+            stack.owner_url().unwrap().expose_secret(),
+        )
         .output()
         .unwrap();
     assert!(

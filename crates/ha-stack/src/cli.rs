@@ -63,14 +63,16 @@ fn up(state: &Path) -> Result<()> {
         .with_context(|| format!("the servers' logs are in {}", logs.display()))?;
     let saved = serde_json::to_string_pretty(stack.saved())?;
     let url = stack.app_url()?;
+    let owner_url = stack.owner_url()?;
     let written = write_private(&state.join("stack.json"), &saved).and_then(|()| {
         write_private(
             &state.join("database.env"),
-            // Both: the migration CLI prefers DATABASE_OWNER_URL, which a developer's .env may
-            // set for another database; the stack's one application role is both.
+            // The service's role for the service, the owner for the migration CLI (which prefers
+            // DATABASE_OWNER_URL, and a developer's .env may set that for another database).
             &format!(
-                "DATABASE_URL={0}\nDATABASE_OWNER_URL={0}\n",
-                url.expose_secret()
+                "DATABASE_URL={}\nDATABASE_OWNER_URL={}\n",
+                url.expose_secret(),
+                owner_url.expose_secret()
             ),
         )
     });
@@ -84,7 +86,9 @@ fn up(state: &Path) -> Result<()> {
         stack.dir().display()
     );
     print_ports(ports);
-    println!("DATABASE_URL for the service and migrations: .data/ha/database.env (mode 0600)");
+    println!(
+        "DATABASE_URL (service) and DATABASE_OWNER_URL (migrations): .data/ha/database.env (mode 0600)"
+    );
     Ok(())
 }
 

@@ -22,7 +22,7 @@ mod stack;
 pub use ports::Ports;
 pub use rest::{Member, cluster_members};
 pub use secrets::{Password, generate_password, write_private};
-pub use stack::{APP_DATABASE, APP_ROLE, HaStack, NODES, SavedStack, StackOptions};
+pub use stack::{APP_DATABASE, APP_ROLE, HaStack, NODES, OWNER_ROLE, SavedStack, StackOptions};
 
 /// Everything that can go wrong while running the stack.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,8 @@
 //! `ha-stack up|down|status`: the local highly available PostgreSQL behind `just ha-up`,
 //! `just ha-down` and `just ha-status`. State lives in `.data/ha/` of the current directory:
 //! `stack.json` (where the stack is, its ports and processes; no passwords) and `database.env`
-//! (0600: the `DATABASE_URL` of the application role through HAProxy's primary port).
+//! (0600: `DATABASE_URL` of the service's role and `DATABASE_OWNER_URL` of the migrations' owner
+//! role, both through HAProxy's primary port).
 
 #[cfg(unix)]
 mod cli;

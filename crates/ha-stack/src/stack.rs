@@ -19,15 +19,17 @@ use crate::{HaError, Ports, Result};
 
 /// Patroni-managed PostgreSQL nodes.
 pub const NODES: usize = 2;
-/// The service's role: owns the application database, is not a superuser.
+/// The service's role: reads and writes rows of the application's tables, nothing else.
 pub const APP_ROLE: &str = "counseling";
+/// The migrations' role: owns the application database and its schema, is not a superuser.
+pub const OWNER_ROLE: &str = "counseling_owner";
 pub const APP_DATABASE: &str = "counseling_platform";
 
 const PATRONI_CONFIG: &str = include_str!("../../../ha/patroni.yml");
 const HAPROXY_CONFIG: &str = include_str!("../../../ha/haproxy.cfg");
 const SUPERUSER: &str = "postgres";
 /// The password files under `secrets/`, one per role the stack needs.
-const ROLES: [&str; 4] = ["superuser", "replication", "rewind", "app"];
+const ROLES: [&str; 5] = ["superuser", "replication", "rewind", "owner", "app"];
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -251,7 +253,8 @@ impl HaStack {
         }
     }
 
-    /// A password of the stack (`superuser`, `replication`, `rewind` or `app`), from its file.
+    /// A password of the stack (`superuser`, `replication`, `rewind`, `owner` or `app`), from its
+    /// file.
     pub fn password(&self, role: &str) -> Result<Password> {
         let path = self
             .saved
@@ -264,9 +267,20 @@ impl HaStack {
     }
 
     /// `postgres://counseling:...@127.0.0.1:<HAProxy primary port>/counseling_platform`: what
-    /// the service and the migrations use. It holds the password: never print or log it.
+    /// the service uses (rows only). It holds the password: never print or log it.
     pub fn app_url(&self) -> Result<SecretString> {
         self.app_url_on(self.saved.ports.primary())
+    }
+
+    /// The owner's URL through HAProxy's primary port: what the migrations use. It holds the
+    /// password: never print or log it.
+    pub fn owner_url(&self) -> Result<SecretString> {
+        let password = self.password("owner")?;
+        Ok(SecretString::from(format!(
+            "postgres://{OWNER_ROLE}:{}@127.0.0.1:{}/{APP_DATABASE}",
+            password.expose_secret(),
+            self.saved.ports.primary(),
+        )))
     }
 
     /// The application role's URL on another port (HAProxy's replica port, a node's own).
@@ -436,9 +450,11 @@ impl HaStack {
         haproxy_up_servers(self.saved.ports.haproxy_stats(), "primary")
     }
 
-    /// Creates the application role and database through HAProxy, as the superuser.
+    /// Creates the application's two roles and its database through HAProxy, as the superuser.
     fn create_application_database(&self) -> Result<()> {
         let options = self.superuser_options(self.saved.ports.primary(), "postgres")?;
+        let in_database = self.superuser_options(self.saved.ports.primary(), APP_DATABASE)?;
+        let owner_password = self.password("owner")?;
         let password = self.password("app")?;
         let runtime = runtime()?;
         runtime.block_on(async {
@@ -454,16 +470,18 @@ impl HaStack {
                 .execute(&mut connection)
                 .await
                 .map_err(database("configuring the session"))?;
-            // The password is 64 hex digits (see generate_password): nothing to escape.
+            // The passwords are 64 hex digits (see generate_password): nothing to escape.
+            for (role, password) in [(OWNER_ROLE, &owner_password), (APP_ROLE, &password)] {
+                sqlx::query(AssertSqlSafe(format!(
+                    "CREATE ROLE {role} LOGIN PASSWORD '{}'",
+                    password.expose_secret()
+                )))
+                .execute(&mut connection)
+                .await
+                .map_err(database("creating the application's roles"))?;
+            }
             sqlx::query(AssertSqlSafe(format!(
-                "CREATE ROLE {APP_ROLE} LOGIN PASSWORD '{}'",
-                password.expose_secret()
-            )))
-            .execute(&mut connection)
-            .await
-            .map_err(database("creating the application role"))?;
-            sqlx::query(AssertSqlSafe(format!(
-                "CREATE DATABASE {APP_DATABASE} OWNER {APP_ROLE}"
+                "CREATE DATABASE {APP_DATABASE} OWNER {OWNER_ROLE}"
             )))
             .execute(&mut connection)
             .await
@@ -474,6 +492,17 @@ impl HaStack {
             .execute(&mut connection)
             .await
             .map_err(database("setting the database's time zone"))?;
+            let _ = connection.close().await;
+            let mut connection = PgConnection::connect_with(&in_database)
+                .await
+                .map_err(database("connecting to the application database"))?;
+            for statement in migration::roles::grant_statements(APP_DATABASE, OWNER_ROLE, APP_ROLE)
+            {
+                sqlx::query(AssertSqlSafe(statement))
+                    .execute(&mut connection)
+                    .await
+                    .map_err(database("granting the service's role its rows"))?;
+            }
             let _ = connection.close().await;
             Ok(())
         })
