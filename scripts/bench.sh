@@ -2,16 +2,14 @@
 # `just bench`: release build, a private PostgreSQL and the service, then BENCHMARKS.md with each
 # figure next to the reference it is measured against in the same run.
 # Needs: the PostgreSQL server binaries (with pgbench), wrk (installed here with apt when run as
-# root), curl, python3. Takes about two minutes plus the release build.
+# root), curl, python3. Takes about two minutes plus the release build. The server is the test
+# kit's (hold-cluster): the one way this project starts a private PostgreSQL.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 say() { echo "bench: $*" >&2; }
 die() { say "$*"; exit 1; }
 
-PG_BIN=${PG_BIN_DIR:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k4 -n | tail -n 1)}
-[[ -x "$PG_BIN/initdb" && -x "$PG_BIN/pgbench" ]] \
-    || die "PostgreSQL server binaries with pgbench are needed (apt-get install postgresql)"
 if ! command -v wrk >/dev/null 2>&1; then
     if [[ $(id -u) -eq 0 ]]; then
         say "installing wrk"
@@ -23,53 +21,57 @@ fi
 
 say "building release binaries"
 cargo build --release --locked -q -p counseling-http -p migration
-cargo build --release --locked -q -p counseling-testkit --bin make-tls-files
+cargo build --release --locked -q -p counseling-testkit --bin hold-cluster
 cargo bench --locked -q -p counseling-persistence --bench find_by_username --no-run 2>/dev/null
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # --- a private PostgreSQL ---------------------------------------------------------------------
-BASE=/dev/shm; [[ -d $BASE ]] || BASE=${TMPDIR:-/tmp}
-WORK=$(mktemp -d "$BASE/counseling-bench.XXXXXX")   # random name, created exclusively, 0700
-RUN_AS=()
-if [[ $(id -u) -eq 0 ]]; then
-    RUN_AS=(setpriv --reuid=postgres --regid=postgres --init-groups --)
-    chown postgres:postgres "$WORK"
-fi
-as_pg() { (cd / && "${RUN_AS[@]}" "$@"); }
+# The test kit's cluster: on tmpfs, TCP on 127.0.0.1 only, SCRAM with a random superuser password
+# (handed over in a 0600 file, then the environment: never a command line), TLS from a CA made
+# for this run next to plaintext. Durability as PostgreSQL ships it, not the kit's test settings.
+WORK=$(mktemp -d)   # random name, created exclusively, 0700
 API_PID=
 TLS_API_PID=
 API_OFF_PID=
+CLUSTER_PID=
+stop_cluster() {
+    [[ -n $CLUSTER_PID ]] || return 0
+    kill -TERM "$CLUSTER_PID" 2>/dev/null || true
+    wait "$CLUSTER_PID" 2>/dev/null || true
+    CLUSTER_PID=
+}
 cleanup() {
     [[ -n $API_PID ]] && kill "$API_PID" 2>/dev/null || true
     [[ -n $TLS_API_PID ]] && kill "$TLS_API_PID" 2>/dev/null || true
     [[ -n $API_OFF_PID ]] && kill "$API_OFF_PID" 2>/dev/null || true
-    as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -m fast stop >/dev/null 2>&1 || true
+    stop_cluster
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-PG_PORT=$(free_port)
-# No trust: a random superuser password, handed to initdb in a 0600 file and to pgbench, psql and
-# our binaries through the environment (PGPASSWORD, DATABASE_URL), never a command line.
-PGPASSWORD=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
-export PGPASSWORD
-(umask 077 && printf '%s' "$PGPASSWORD" > "$WORK/pwfile")
-[[ $(id -u) -eq 0 ]] && chown postgres:postgres "$WORK/pwfile"
-as_pg "$PG_BIN/initdb" -D "$WORK/data" -U postgres --auth=scram-sha-256 --pwfile="$WORK/pwfile" \
-    -E UTF8 --locale=C.UTF-8 -N >/dev/null
-rm -f "$WORK/pwfile"
-# TLS with a CA made for this run; the server accepts plaintext too, so both are measured on it.
-target/release/make-tls-files "$WORK/tls" localhost 127.0.0.1
-[[ $(id -u) -eq 0 ]] && chown -R postgres:postgres "$WORK/tls"
-as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/postgres.log" -w \
-    -o "-p $PG_PORT -c unix_socket_directories= -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=256MB -c ssl=on -c ssl_cert_file=$WORK/tls/server.crt -c ssl_key_file=$WORK/tls/server.key" \
-    start >/dev/null
-as_pg "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres bench
+target/release/hold-cluster --env-file "$WORK/cluster.env" --tls \
+    --set fsync=on --set synchronous_commit=on --set full_page_writes=on \
+    --set max_connections=200 --set shared_buffers=256MB >"$WORK/cluster.out" 2>&1 &
+CLUSTER_PID=$!
+for _ in $(seq 1 600); do
+    [[ -s $WORK/cluster.env ]] && break
+    kill -0 "$CLUSTER_PID" 2>/dev/null || die "hold-cluster exited: $(cat "$WORK/cluster.out")"
+    sleep 0.1
+done
+[[ -s $WORK/cluster.env ]] || die "hold-cluster did not start a server within 60 s"
+# PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, CLUSTER_BIN_DIR, CLUSTER_CA_FILE.
+set -a; . "$WORK/cluster.env"; set +a
+unset DATABASE_URL_TEST
+PG_BIN=$CLUSTER_BIN_DIR
+PG_PORT=$PGPORT
+[[ -x "$PG_BIN/pgbench" ]] || die "pgbench is not in $PG_BIN (apt-get install postgresql)"
 # Plaintext explicitly (pgbench and psql too): the server offers TLS, and `prefer` would take it.
 export PGSSLMODE=disable
+"$PG_BIN/createdb" bench
+export PGDATABASE=bench
 URL="postgres://postgres:$PGPASSWORD@127.0.0.1:$PG_PORT/bench?sslmode=disable"
-TLS_URL="postgres://postgres:$PGPASSWORD@127.0.0.1:$PG_PORT/bench?sslmode=verify-full&sslrootcert=$WORK/tls/ca.crt"
+TLS_URL="postgres://postgres:$PGPASSWORD@127.0.0.1:$PG_PORT/bench?sslmode=verify-full&sslrootcert=$CLUSTER_CA_FILE"
 DATABASE_URL=$URL target/release/migration up >/dev/null
 
 # --- cold start ---------------------------------------------------------------------------------
@@ -93,8 +95,7 @@ idle_peak_kb=$(rss_kb VmHWM)
 POOL=15
 echo 'SELECT 1;' > "$WORK/select1.sql"
 say "pgbench: SELECT 1, $POOL clients, 10 s"
-pgbench_out=$("$PG_BIN/pgbench" -n -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "$POOL" -j 2 -T 10 \
-    -f "$WORK/select1.sql" bench 2>&1)
+pgbench_out=$("$PG_BIN/pgbench" -n -c "$POOL" -j 2 -T 10 -f "$WORK/select1.sql" 2>&1)
 pgbench_tps=$(echo "$pgbench_out" | awk '/^tps = / { printf "%.0f", $3; exit }')
 pgbench_latency=$(echo "$pgbench_out" | awk '/^latency average/ { print $4 " " $5; exit }')
 
@@ -175,7 +176,7 @@ until curl -fs -o /dev/null "http://127.0.0.1:$TLS_API_PORT/health"; do
     kill -0 "$TLS_API_PID" 2>/dev/null || die "counseling-api (TLS) exited: $(cat "$WORK/api-tls.log")"
     sleep 0.01
 done
-tls_connections=$(as_pg "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d bench -Atc \
+tls_connections=$("$PG_BIN/psql" -Atc \
     "SELECT count(*) FILTER (WHERE s.ssl) || '/' || count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.application_name = 'counseling-api' AND a.backend_type = 'client backend'")
 say "wrk: GET /health over verify-full TLS, 32 connections, 10 s"
 tls_out=$(wrk -t2 -c32 -d10s --latency "http://127.0.0.1:$TLS_API_PORT/health")
@@ -198,14 +199,14 @@ cat > "$WORK/lookup.sql" <<'SQL'
 SELECT "users"."id", "users"."username", "users"."password_hash", "users"."is_blocked", "users"."created_at", "users"."updated_at", "users"."username_key" FROM "users" WHERE "users"."username_key" = format('\dom%s\user%s', :i::int % 100, :i::int) LIMIT 1;
 SQL
 say "pgbench: the repository's lookup, $POOL clients, 10 s"
-lookup_pgbench_out=$("$PG_BIN/pgbench" -n -M prepared -h 127.0.0.1 -p "$PG_PORT" -U postgres \
-    -c "$POOL" -j 2 -T 10 -f "$WORK/lookup.sql" bench 2>&1)
+lookup_pgbench_out=$("$PG_BIN/pgbench" -n -M prepared -c "$POOL" -j 2 -T 10 \
+    -f "$WORK/lookup.sql" 2>&1)
 lookup_pgbench_tps=$(echo "$lookup_pgbench_out" | awk '/^tps = / { printf "%.0f", $3; exit }')
 lookup_ratio=$(awk -v a="$repository_rate" -v b="$lookup_pgbench_tps" 'BEGIN { printf "%.2f", a / b }')
 
 # --- a stopped database: how fast does /health say so? -----------------------------------------
 say "GET /health with PostgreSQL stopped, 100 sequential probes"
-as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -m fast stop >/dev/null
+stop_cluster
 DATABASE_URL=$URL APP_PORT=$API_PORT LOG_FORMAT=json RUST_LOG=error target/release/counseling-api \
     >"$WORK/api-stopped.log" 2>&1 &
 API_PID=$!
@@ -243,7 +244,7 @@ once (load generator, service and PostgreSQL share the cores), so each figure st
 reference measured in the same run.
 
 - Machine: $(nproc) cores ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(uname -sr)
-- PostgreSQL: $("$PG_BIN/postgres" --version | awk '{ print $3 }'), private cluster on tmpfs, default durability settings
+- PostgreSQL: $("$PG_BIN/postgres" --version | awk '{ print $3 }'), the test kit's private cluster (\`hold-cluster\`) on tmpfs, default durability settings
 - Service: \`counseling-api\` release build, pool of $POOL connections, \`RUST_LOG=warn\`, JSON logs
 - Command: \`just bench\` (scripts/bench.sh)
 
