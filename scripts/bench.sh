@@ -265,8 +265,8 @@ Every healthy answer comes from a database round trip that started after the req
 but concurrent probes share those round trips (\`CoalescedPing\`: one check in flight at a time,
 each answering every request that arrived before it started). That is why 32 connections can
 approach pgbench's rate while using one pooled connection, and why a probe storm cannot exhaust
-the pool. A single probe costs two round trips: the ping, and the ping sqlx itself sends when a
-connection returns to its pool.
+the pool. A single probe costs one round trip, the ping: its connection goes back to the pool
+as it is (see README, "One round trip per call").
 
 ## The cost of metrics
 
