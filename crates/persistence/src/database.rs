@@ -158,11 +158,18 @@ impl Database {
 
     /// Runs `work` on the I/O runtime and waits for it, keeping the caller's tracing span. If the
     /// caller stops waiting, the work is aborted. A panic in `work` is resumed in the caller.
+    ///
+    /// A caller already on the I/O runtime runs `work` itself: the same runtime, without a task
+    /// to allocate and wake (dropping the caller's future drops `work` just as an abort would).
     async fn on_io<T: Send + 'static>(
         &self,
         work: impl Future<Output = T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let mut task = AbortOnDrop(self.inner.io.spawn(work.in_current_span()));
+        let io = &self.inner.io;
+        if Handle::try_current().is_ok_and(|current| current.id() == io.id()) {
+            return Ok(work.await);
+        }
+        let mut task = AbortOnDrop(io.spawn(work.in_current_span()));
         match (&mut task.0).await {
             Ok(value) => Ok(value),
             Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),

@@ -28,7 +28,9 @@ impl Manager for ConnectionManager {
     type Error = sqlx::Error;
 
     async fn create(&self) -> Result<PgConnection, sqlx::Error> {
-        PgConnection::connect_with(&self.options).await
+        // Boxed: the connect future (TLS handshake included) is kilobytes, and it would otherwise
+        // be part of every checkout's future, copied at each step of every repository call.
+        Box::pin(PgConnection::connect_with(&self.options)).await
     }
 
     /// `metrics.last_used()` counts from the last checkout, not the last return: a connection

@@ -65,7 +65,12 @@ async fn shared() -> Result<&'static Shared> {
                 }
                 _ => Server::Cluster(PgCluster::start().await?),
             };
-            let template = format!("tmpl_{}_{}", std::process::id(), unique_suffix());
+            let template = format!(
+                "tmpl_{}_{}_{}",
+                host_tag(),
+                std::process::id(),
+                unique_suffix()
+            );
             create_database(&server, &template, CreateFrom::Default).await?;
             migrate(&server, &template).await?;
             Ok(Shared { server, template })
@@ -171,7 +176,8 @@ impl TestDatabase {
 
     async fn create(server: &Server, from: CreateFrom<'_>) -> Result<Self> {
         let name = format!(
-            "test_{}_{}",
+            "test_{}_{}_{}",
+            host_tag(),
             std::process::id(),
             NEXT_DATABASE.fetch_add(1, Ordering::Relaxed)
         );
@@ -335,23 +341,54 @@ async fn migrate(server: &Server, database: &str) -> Result<()> {
     Ok(())
 }
 
-/// Drops `test_*`/`tmpl_*` databases on an external server whose creating process is gone.
+/// Drops `test_*`/`tmpl_*` databases on an external server that a process of this machine
+/// created and that process is gone. Another machine's databases are never touched: a process
+/// id means something only on the machine that issued it.
 async fn sweep_dead_databases(server: &Server) -> Result<()> {
     let mut admin = server.admin().await?;
     let names: Vec<String> = sea_orm::sqlx::query_scalar(
-        r"SELECT datname FROM pg_database WHERE datname ~ '^(test|tmpl)_[0-9]+_'",
+        r"SELECT datname FROM pg_database WHERE datname ~ '^(test|tmpl)_'",
     )
     .fetch_all(&mut admin)
     .await
     .map_err(TestkitError::db("listing old test databases"))?;
     let _ = admin.close().await;
+    let tag = host_tag();
     for name in names {
-        let pid = name.split('_').nth(1).and_then(|pid| pid.parse().ok());
-        if !pid.is_some_and(process_is_alive) {
+        if left_behind(&name, &tag, process_is_alive) {
             let _ = drop_database(server, &name).await;
         }
     }
     Ok(())
+}
+
+/// Whether `name` (`test_<host>_<pid>_<n>` or `tmpl_<host>_<pid>_<n>`) was made on the machine
+/// tagged `tag` by a process that is gone.
+fn left_behind(name: &str, tag: &str, is_alive: impl Fn(u32) -> bool) -> bool {
+    let mut parts = name.split('_');
+    let (Some("test" | "tmpl"), Some(host), Some(pid)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    host == tag && pid.parse().is_ok_and(|pid| !is_alive(pid))
+}
+
+/// This machine in test database names: eight hex digits of its host name (FNV-1a, stable
+/// across runs and toolchains, unlike std's hasher).
+fn host_tag() -> String {
+    let hash = host_name().bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    format!("{hash:08x}")
+}
+
+fn host_name() -> String {
+    let from_kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
+    from_kernel
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_default()
 }
 
 fn unique_suffix() -> u128 {
@@ -370,12 +407,34 @@ mod tests {
     fn debug_of_an_external_server_hides_the_password() {
         let url = DatabaseUrl::parse("postgres://u:s3cret-pw@db.example:5433/x").unwrap();
         let database = TestDatabase {
-            name: "test_1_2".into(),
+            name: "test_0_1_2".into(),
             server: Server::External(Box::new(url)),
         };
         let shown = format!("{database:?}");
         assert!(!shown.contains("s3cret-pw"), "{shown}");
         // Dropping would try to reach the server: forget the handle instead.
         std::mem::forget(database);
+    }
+
+    #[test]
+    fn only_this_machines_databases_of_gone_processes_are_swept() {
+        let alive = |pid: u32| pid == 7;
+        assert!(left_behind("test_0badcafe_8_1", "0badcafe", alive));
+        assert!(left_behind("tmpl_0badcafe_8_123", "0badcafe", alive));
+        // Its process still runs.
+        assert!(!left_behind("test_0badcafe_7_1", "0badcafe", alive));
+        // Another machine's: its process ids say nothing here.
+        assert!(!left_behind("test_12345678_8_1", "0badcafe", alive));
+        // Not ours at all.
+        assert!(!left_behind("test_results", "0badcafe", alive));
+        assert!(!left_behind("production", "0badcafe", alive));
+    }
+
+    #[test]
+    fn the_host_tag_is_stable_and_fits_a_database_name() {
+        let tag = host_tag();
+        assert_eq!(tag, host_tag());
+        assert_eq!(tag.len(), 8);
+        assert!(tag.chars().all(|c| c.is_ascii_hexdigit()));
     }
 }
