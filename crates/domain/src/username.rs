@@ -85,7 +85,12 @@ impl Username {
         if candidate.is_empty() {
             return Err(UsernameError::Empty);
         }
-        let text: String = candidate.nfc().collect();
+        // ASCII is already NFC.
+        let text: String = if candidate.is_ascii() {
+            candidate
+        } else {
+            candidate.nfc().collect()
+        };
         let length = text.chars().count();
         if length > MAX_USERNAME_CHARS {
             return Err(UsernameError::TooLong {

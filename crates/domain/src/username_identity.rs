@@ -50,6 +50,16 @@ pub(crate) fn forbidden_character(character: char) -> Option<ForbiddenCharacter>
 /// equal: case is ignored (`ÉMILE` = `émile`, `STRASSE` = `straße`, `I` = `i` while `İ` and `ı` stay
 /// distinct from `i`) and compatibility look-alikes are folded (fullwidth `ａｌｉｃｅ` = `alice`).
 pub(crate) fn identity_key(username: &str) -> String {
+    // ASCII is its own NFC, NFD and NFKD, and default case folding maps only A-Z within it: the
+    // rule below gives the lower-case name (a test checks every ASCII character against it).
+    if username.is_ascii() {
+        return username.to_ascii_lowercase();
+    }
+    identity_key_by_the_rule(username)
+}
+
+/// [`identity_key`] without the ASCII shortcut: the documented rule itself.
+fn identity_key_by_the_rule(username: &str) -> String {
     username
         .chars()
         .nfd()
@@ -71,6 +81,18 @@ mod tests {
             caseless::UNICODE_VERSION,
             unicode_general_category::UNICODE_VERSION
         );
+    }
+
+    #[test]
+    fn the_ascii_shortcut_gives_what_the_rule_gives() {
+        let every_ascii: String = (0u8..=127).map(char::from).collect();
+        assert_eq!(
+            identity_key(&every_ascii),
+            identity_key_by_the_rule(&every_ascii)
+        );
+        for name in [r"\School\ALICE", r"\dom42\User4242", "\\x\\Y Z_-.@"] {
+            assert_eq!(identity_key(name), identity_key_by_the_rule(name), "{name}");
+        }
     }
 
     #[test]

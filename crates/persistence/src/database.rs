@@ -187,7 +187,10 @@ impl Database {
     /// server does not answer.
     async fn acquire(&self) -> Result<PooledConnection, Failure> {
         let started = Instant::now();
-        let outcome = tokio::time::timeout(self.inner.acquire_timeout, self.inner.pool.get()).await;
+        // Boxed: the pool's checkout future (with a ping inside) would otherwise make every
+        // call's future large, and futures are copied as they are nested.
+        let checkout = Box::pin(self.inner.pool.get());
+        let outcome = tokio::time::timeout(self.inner.acquire_timeout, checkout).await;
         let waited = started.elapsed();
         match outcome {
             Ok(Ok(connection)) => {

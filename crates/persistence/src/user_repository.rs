@@ -1,4 +1,4 @@
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use counseling_domain::{
@@ -7,7 +7,8 @@ use counseling_domain::{
 };
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+    ActiveValue, ColumnTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
+    QuerySelect, QueryTrait, Select, Statement,
 };
 
 use crate::Database;
@@ -16,6 +17,19 @@ use crate::database_metrics::{DatabaseMetrics, Operation, Outcome};
 use crate::entity::users::{ActiveModel, Column, Entity as Users, Model};
 use crate::error_mapping::{Failure, from_db_err};
 use crate::session::Session;
+
+/// `SELECT <every column> FROM users WHERE username_key = $1 LIMIT $2` with `$2` = 1, built once
+/// by SeaORM from the expression below; each lookup puts its key in `$1`. A lookup by name is
+/// sign-in's hot path, and building the statement anew showed in its profile (sea-query's
+/// builder, copies of the statement). `username_key = $1` is the column of idx_users_username,
+/// so the lookup uses that index and agrees exactly with what the index considers a duplicate,
+/// whatever the server's locale.
+static FIND_BY_USERNAME: LazyLock<Statement> = LazyLock::new(|| {
+    Users::find()
+        .filter(Column::UsernameKey.eq(String::new()))
+        .limit(1)
+        .build(DbBackend::Postgres)
+});
 
 /// [`UserRepository`] on PostgreSQL through SeaORM: on the pool (each call on a connection of its
 /// own, within its own deadline) or inside a unit of work (see [`crate::UnitOfWork`]).
@@ -160,14 +174,20 @@ impl UserRepository for PgUserRepository {
 
     #[tracing::instrument(skip(self), fields(username = %username), err(Display))]
     async fn find_by_username(&self, username: &Username) -> Result<Option<User>, StoreError> {
-        // username_key = $1: the column of idx_users_username, so the lookup uses that index and
-        // agrees exactly with what the index considers a duplicate, whatever the server's locale.
-        let key = username.identity_key().to_owned();
-        self.find_one(
-            Operation::FindByUsername,
-            Users::find().filter(Column::UsernameKey.eq(key)),
-        )
-        .await
+        let mut statement = FIND_BY_USERNAME.clone();
+        if let Some(key) = statement
+            .values
+            .as_mut()
+            .and_then(|values| values.0.first_mut())
+        {
+            *key = username.identity_key().into();
+        }
+        let row = self
+            .run(Operation::FindByUsername, move |session| {
+                Box::pin(async move { Model::find_by_statement(statement).one(session).await })
+            })
+            .await?;
+        row.map(to_domain).transpose()
     }
 
     #[tracing::instrument(skip(self), err(Display))]
@@ -220,5 +240,24 @@ impl UserRepository for PgUserRepository {
         })
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lookup_by_name_puts_the_key_first() {
+        let statement = &*FIND_BY_USERNAME;
+        assert!(
+            statement
+                .sql
+                .ends_with(r#"WHERE "users"."username_key" = $1 LIMIT $2"#),
+            "{}",
+            statement.sql
+        );
+        let values = statement.values.as_ref().map(|values| values.0.clone());
+        assert_eq!(values, Some(vec![String::new().into(), 1u64.into()]));
     }
 }
