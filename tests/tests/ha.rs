@@ -145,6 +145,7 @@ fn switchover_and_failover_lose_no_write_and_every_service_heals_by_itself() {
         String::from_utf8_lossy(&migrated.stderr)
     );
 
+    the_services_role_has_rows_but_not_the_schema(stack);
     a_write_on_a_read_only_node_is_unavailable_and_drops_its_connection(stack);
 
     let apis: Vec<Api> = (0..3)
@@ -224,6 +225,33 @@ fn switchover_and_failover_lose_no_write_and_every_service_heals_by_itself() {
 /// What the service sees when HAProxy still leads to a node that was demoted: the write fails
 /// as `Unavailable(ReadOnly)` (SQLSTATE 25006), and the connection is closed rather than handed
 /// to the next caller. Through HAProxy's replica port, every write meets a read-only node.
+/// Least privilege on the stack too: the service's role reads and writes rows of the migrated
+/// table, and can neither create nor drop a table.
+fn the_services_role_has_rows_but_not_the_schema(stack: &HaStack) {
+    let url = stack.app_url().unwrap();
+    let options: sea_orm::sqlx::postgres::PgConnectOptions = url.expose_secret().parse().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut connection = PgConnection::connect_with(&options).await.unwrap();
+        let rows = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM users")
+            .fetch_one(&mut connection)
+            .await;
+        assert!(rows.is_ok(), "{rows:?}");
+        for ddl in ["CREATE TABLE intruder (id int)", "DROP TABLE users"] {
+            let refused = sqlx::query(ddl).execute(&mut connection).await.unwrap_err();
+            let code = refused
+                .as_database_error()
+                .and_then(|error| error.code().map(|code| code.into_owned()));
+            // 42501 insufficient_privilege
+            assert_eq!(code.as_deref(), Some("42501"), "{ddl}: {refused}");
+        }
+        let _ = connection.close().await;
+    });
+}
+
 fn a_write_on_a_read_only_node_is_unavailable_and_drops_its_connection(stack: &HaStack) {
     let mut settings = DatabaseSettings::new(
         DatabaseUrl::parse(
