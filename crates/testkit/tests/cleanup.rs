@@ -55,3 +55,69 @@ fn a_killed_test_process_takes_its_postgres_along() {
     }
     assert!(std::net::TcpStream::connect_timeout(&address, Duration::from_millis(500)).is_err());
 }
+
+#[test]
+fn hold_cluster_applies_its_settings_and_cleans_up_on_sigterm() {
+    let env_dir = tempfile::tempdir().unwrap();
+    let env_file = env_dir.path().join("cluster.env");
+    let mut holder = Command::new(env!("CARGO_BIN_EXE_hold-cluster"))
+        .arg("--env-file")
+        .arg(&env_file)
+        .args(["--tls", "--set", "work_mem=7MB"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let postmaster: u32 = line.split_whitespace().next().unwrap().parse().unwrap();
+    let variables: std::collections::HashMap<String, String> = std::fs::read_to_string(&env_file)
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect();
+    let ca_file = std::path::PathBuf::from(&variables["CLUSTER_CA_FILE"]);
+    assert!(ca_file.is_file(), "{ca_file:?}");
+    assert!(
+        std::path::Path::new(&variables["CLUSTER_BIN_DIR"])
+            .join("psql")
+            .exists()
+    );
+    // The server runs with the setting asked for, and serves TLS from the run's own CA.
+    let psql = |sql: &str| {
+        Command::new(std::path::Path::new(&variables["CLUSTER_BIN_DIR"]).join("psql"))
+            .args(["-Atc", sql])
+            .env_clear()
+            .env("PGHOST", &variables["PGHOST"])
+            .env("PGPORT", &variables["PGPORT"])
+            .env("PGUSER", &variables["PGUSER"])
+            .env("PGPASSWORD", &variables["PGPASSWORD"])
+            .env("PGDATABASE", "postgres")
+            .env("PGSSLMODE", "verify-full")
+            .env("PGSSLROOTCERT", &ca_file)
+            .output()
+            .unwrap()
+    };
+    let shown = psql("SHOW work_mem");
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&shown.stdout).trim(), "7MB");
+    // The cluster's folder holds the CA file the env file names.
+    let cluster_dir = ca_file.ancestors().nth(2).unwrap().to_path_buf();
+    assert!(cluster_dir.is_dir());
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(holder.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = holder.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!alive(postmaster), "the server stopped with hold-cluster");
+    assert!(!cluster_dir.exists(), "{cluster_dir:?} was deleted");
+}

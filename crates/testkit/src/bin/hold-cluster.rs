@@ -88,6 +88,12 @@ fn main() -> ExitCode {
     let pid = cluster.postmaster_pid().unwrap_or(0);
     println!("{pid} {}", cluster.port());
     let _ = std::io::stdout().flush();
+    hold(cluster)
+}
+
+/// Waits for a signal to stop, then lets `cluster` go: that stops the server and deletes its
+/// folder.
+fn hold(cluster: PgCluster) -> ExitCode {
     let waited = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -98,8 +104,7 @@ fn main() -> ExitCode {
             std::thread::park();
         }
     }
-    // Stops the server and deletes its folder.
-    drop(cluster);
+    let _stopped_on_return = cluster;
     ExitCode::SUCCESS
 }
 
