@@ -389,7 +389,7 @@ impl Database {
         let timeout = deadline.saturating_duration_since(Instant::now());
         let acquire_deadline = deadline - DIAGNOSIS_BUDGET.min(timeout / 10);
         let waiting_since = Instant::now();
-        let mut connection = match timeout_at(acquire_deadline, self.acquire()).await {
+        let connection = match timeout_at(acquire_deadline, self.acquire()).await {
             Ok(Ok(connection)) => connection,
             Ok(Err(failure)) => return Err(failure.into_store_error()),
             Err(_elapsed) => {
@@ -400,16 +400,16 @@ impl Database {
                 return Err(self.diagnose(deadline).await);
             }
         };
-        match timeout_at(deadline, connection.ping()).await {
+        // Through a session like every other use: a ping cut off (deadline, or the caller gone)
+        // leaves its connection unfit, and it is closed instead of going back.
+        let session = Session::new(connection);
+        match timeout_at(deadline, session.ping()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => {
-                drop(PooledConnection::take(connection));
+                session.discard();
                 Err(from_sqlx(&error).into_store_error())
             }
-            Err(_elapsed) => {
-                drop(PooledConnection::take(connection));
-                Err(StoreError::Unavailable(Unavailability::Timeout))
-            }
+            Err(_elapsed) => Err(StoreError::Unavailable(Unavailability::Timeout)),
         }
     }
 
@@ -440,19 +440,24 @@ impl Database {
     /// hold up a shutdown; returns whether everything closed in time.
     pub async fn close(&self, limit: Duration) -> bool {
         let pool = self.inner.pool.clone();
-        let closing = self.inner.io.spawn(async move {
-            // Idle connections say goodbye (the server logs no lost client); the rest go when
-            // they come back.
-            let idle = pool.retain(|_, _| false).removed;
-            pool.close();
-            for connection in idle {
-                pool::close_politely(connection).await;
+        // Aborted when the limit passes: nothing keeps polling a pool that will not drain.
+        let mut closing = AbortOnDrop(self.inner.io.spawn(async move {
+            // Idle connections say goodbye, all at once (the server logs no lost client); the
+            // rest go when they come back.
+            let mut goodbyes = tokio::task::JoinSet::new();
+            for connection in pool.retain(|_, _| false).removed {
+                goodbyes.spawn(pool::close_politely(connection));
             }
+            pool.close();
+            while goodbyes.join_next().await.is_some() {}
             while pool.status().size > 0 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-        });
-        tokio::time::timeout(limit, closing).await.is_ok()
+        }));
+        matches!(
+            tokio::time::timeout(limit, &mut closing.0).await,
+            Ok(Ok(()))
+        )
     }
 }
 

@@ -10,7 +10,9 @@
 
 use std::time::Duration;
 
-use deadpool::managed::{Manager, Metrics, Object, Pool, RecycleError, RecycleResult, WeakPool};
+use deadpool::managed::{
+    Manager, Metrics, Object, Pool, PoolError, RecycleError, RecycleResult, Timeouts, WeakPool,
+};
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection};
 use sea_orm::sqlx::{self, Connection};
 
@@ -139,23 +141,29 @@ async fn keep(
 }
 
 /// Opens connections until `min` are open: checks out as many as needed at once (idle ones
-/// first, then new ones) and hands them all back. A failure waits for the next tick; callers
-/// see the same failure themselves.
+/// first, then new ones) and hands them all back. It never waits for a busy pool (callers come
+/// first), and a failure waits for the next tick; callers see the same failure themselves.
 async fn fill_to(pool: &ConnectionPool, min: usize, acquire_timeout: Duration) {
     let status = pool.status();
     if status.size >= min {
         return;
     }
     let wanted = min.min(status.max_size);
+    // Without waiting for a free slot; opening and checking are bounded below.
+    let at_once = Timeouts {
+        wait: Some(Duration::ZERO),
+        create: None,
+        recycle: None,
+    };
     let mut held = Vec::with_capacity(wanted);
     while held.len() < wanted && pool.status().size < min {
-        match tokio::time::timeout(acquire_timeout, pool.get()).await {
+        match tokio::time::timeout(acquire_timeout, pool.timeout_get(&at_once)).await {
             Ok(Ok(connection)) => held.push(connection),
+            Ok(Err(PoolError::Timeout(_))) | Err(_) => break,
             Ok(Err(error)) => {
                 tracing::debug!(%error, "could not open the pool's minimum of connections");
                 break;
             }
-            Err(_elapsed) => break,
         }
     }
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex as StdMutex, PoisonError};
 
 use sea_orm::sqlx::postgres::PgConnection;
-use sea_orm::sqlx::{self, Executor};
+use sea_orm::sqlx::{self, Connection, Executor};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr, Statement};
 use sea_query_sqlx::SqlxValues;
 use tokio::sync::Mutex;
@@ -90,16 +90,32 @@ impl Session {
         Ok(())
     }
 
+    /// One round trip with nothing to run (the health check's).
+    pub(crate) async fn ping(&self) -> Result<(), sqlx::Error> {
+        self.with_raw_connection(async |connection| connection.ping().await)
+            .await
+    }
+
     /// Runs one statement with the connection, marking the session unfit while the statement is
     /// in flight: if its future is dropped half-way, the connection's state is unknown.
     async fn with_connection<T>(
         &self,
         statement: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
     ) -> Result<T, DbErr> {
+        self.with_raw_connection(statement)
+            .await
+            .map_err(|error| DbErr::Exec(RuntimeErr::SqlxError(error.into())))
+    }
+
+    /// [`Session::with_connection`] with the driver's own error.
+    async fn with_raw_connection<T>(
+        &self,
+        statement: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, sqlx::Error> {
         let mut guard = self.connection.lock().await;
         let connection = guard
             .as_mut()
-            .ok_or_else(|| DbErr::Conn(RuntimeErr::Internal("the session was closed".into())))?;
+            .ok_or_else(|| sqlx::Error::Protocol("the session was closed".into()))?;
         let was_unfit = self.unfit.swap(true, Ordering::Relaxed);
         let outcome = statement(&mut **connection).await;
         let broken = matches!(
@@ -107,7 +123,7 @@ impl Session {
             Err(sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::Tls(_))
         );
         self.unfit.store(was_unfit || broken, Ordering::Relaxed);
-        outcome.map_err(|error| DbErr::Exec(RuntimeErr::SqlxError(error.into())))
+        outcome
     }
 }
 

@@ -175,12 +175,18 @@ impl UserRepository for PgUserRepository {
     #[tracing::instrument(skip(self), fields(username = %username), err(Display))]
     async fn find_by_username(&self, username: &Username) -> Result<Option<User>, StoreError> {
         let mut statement = FIND_BY_USERNAME.clone();
-        if let Some(key) = statement
+        match statement
             .values
             .as_mut()
-            .and_then(|values| values.0.first_mut())
+            .map(|values| values.0.as_mut_slice())
         {
-            *key = username.identity_key().into();
+            Some([key, _limit]) => *key = username.identity_key().into(),
+            // A SeaORM that lays the statement out otherwise must not look up the wrong value.
+            _ => {
+                return Err(StoreError::Unexpected(
+                    "the lookup by name has an unexpected shape".into(),
+                ));
+            }
         }
         let row = self
             .run(Operation::FindByUsername, move |session| {

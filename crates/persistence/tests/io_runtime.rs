@@ -1,0 +1,85 @@
+//! The service's path: repository calls made on one runtime (actix's, in the service) run on the
+//! I/O runtime that owns the pool, and come back. Most tests here call from the I/O runtime
+//! itself, where calls run directly; this one keeps the hop honest.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{new_user, settings_for};
+use counseling_domain::{CreateUserError, StoreError, UserRepository, Username};
+use counseling_persistence::{Database, PgUserRepository};
+use counseling_testkit::TestDatabase;
+
+#[test]
+fn calls_from_another_runtime_run_on_the_io_runtime_and_keep_their_guarantees() {
+    let io = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("test-io")
+        .enable_all()
+        .build()
+        .unwrap();
+    let caller = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    caller.block_on(async {
+        let test_db = TestDatabase::migrated().await.unwrap();
+        let mut settings = settings_for(test_db.url());
+        settings.max_connections = 1;
+        let database = Database::connect_lazy(&settings, io.handle().clone()).unwrap();
+        let users = PgUserRepository::new(database.clone());
+
+        // A call works, and its statements ran on the I/O runtime's thread.
+        let alice = users.create(new_user(r"\school\alice")).await.unwrap();
+        assert!(users.find_by_id(alice.id).await.unwrap().is_some());
+        let thread = database
+            .transaction(|_unit| async {
+                Ok::<_, StoreError>(std::thread::current().name().map(str::to_owned))
+            })
+            .await
+            .unwrap();
+        assert_eq!(thread.as_deref(), Some("test-io"));
+
+        // A unit of work whose caller goes away after its first write is aborted on the I/O
+        // runtime: nothing is written, and its connection is closed, not reused.
+        let (written_tx, written_rx) = tokio::sync::oneshot::channel();
+        let unit = database.transaction(|unit| async move {
+            unit.users().create(new_user(r"\school\bob")).await?;
+            let _ = written_tx.send(());
+            std::future::pending::<()>().await;
+            Ok::<_, CreateUserError>(())
+        });
+        tokio::select! {
+            _ = unit => panic!("the unit of work cannot finish"),
+            _ = written_rx => {}
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while database.status().open > 0 {
+            assert!(Instant::now() < deadline, "{:?}", database.status());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let bob = Username::parse(r"\school\bob").unwrap();
+        assert_eq!(users.find_by_username(&bob).await.unwrap(), None);
+
+        // A panic in a unit of work reaches its caller.
+        let panicking = tokio::spawn({
+            let database = database.clone();
+            async move {
+                database
+                    .transaction(|_unit| async {
+                        if std::hint::black_box(true) {
+                            panic!("a bug in the unit of work");
+                        }
+                        Ok::<_, StoreError>(())
+                    })
+                    .await
+            }
+        });
+        assert!(panicking.await.unwrap_err().is_panic());
+        // And the pool still serves.
+        assert!(users.find_by_id(alice.id).await.unwrap().is_some());
+    });
+    io.shutdown_timeout(Duration::from_secs(5));
+}
