@@ -9,11 +9,27 @@
 /// The statements that give `owner` the schema and `service` the rows of whatever `owner`
 /// creates in `database`, run as a superuser (or the database's owner) connected to `database`.
 pub fn grant_statements(database: &str, owner: &str, service: &str) -> Vec<String> {
+    let mut statements = database_statements(database, owner, service);
+    statements.extend(schema_statements(owner, service));
+    statements
+}
+
+/// The part of [`grant_statements`] that belongs to the database itself (who may connect), which
+/// `CREATE DATABASE ... TEMPLATE` does not copy; can run from any database of the server.
+pub fn database_statements(database: &str, owner: &str, service: &str) -> Vec<String> {
     let (database, owner, service) = (quoted(database), quoted(owner), quoted(service));
     vec![
         format!("REVOKE ALL ON DATABASE {database} FROM PUBLIC"),
         format!("GRANT CONNECT ON DATABASE {database} TO {owner}, {service}"),
-        "REVOKE CREATE ON SCHEMA public FROM PUBLIC".to_owned(),
+    ]
+}
+
+/// The part of [`grant_statements`] inside the database (schema and default privileges), which a
+/// clone of the database inherits; must run connected to it.
+pub fn schema_statements(owner: &str, service: &str) -> Vec<String> {
+    let (owner, service) = (quoted(owner), quoted(service));
+    vec![
+        "REVOKE ALL ON SCHEMA public FROM PUBLIC".to_owned(),
         format!("ALTER SCHEMA public OWNER TO {owner}"),
         format!("GRANT USAGE ON SCHEMA public TO {service}"),
         format!(

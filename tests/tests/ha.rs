@@ -222,9 +222,6 @@ fn switchover_and_failover_lose_no_write_and_every_service_heals_by_itself() {
     drop(teardown);
 }
 
-/// What the service sees when HAProxy still leads to a node that was demoted: the write fails
-/// as `Unavailable(ReadOnly)` (SQLSTATE 25006), and the connection is closed rather than handed
-/// to the next caller. Through HAProxy's replica port, every write meets a read-only node.
 /// Least privilege on the stack too: the service's role reads and writes rows of the migrated
 /// table, and can neither create nor drop a table.
 fn the_services_role_has_rows_but_not_the_schema(stack: &HaStack) {
@@ -252,6 +249,9 @@ fn the_services_role_has_rows_but_not_the_schema(stack: &HaStack) {
     });
 }
 
+/// What the service sees when HAProxy still leads to a node that was demoted: the write fails
+/// as `Unavailable(ReadOnly)` (SQLSTATE 25006), and the connection is closed rather than handed
+/// to the next caller. Through HAProxy's replica port, every write meets a read-only node.
 fn a_write_on_a_read_only_node_is_unavailable_and_drops_its_connection(stack: &HaStack) {
     let mut settings = DatabaseSettings::new(
         DatabaseUrl::parse(

@@ -8,7 +8,9 @@ use tokio::sync::OnceCell;
 
 use counseling_config::DatabaseUrl;
 
-use crate::platform::{OWNER_ROLE, PgCluster, SERVICE_ROLE, process_is_alive};
+use migration::roles::quoted;
+
+use crate::platform::{OWNER_ROLE, PgCluster, SERVICE_ROLE, process_is_alive, process_space};
 use crate::{Result, TestkitError};
 
 /// Where test databases are created: a server given by `DATABASE_URL_TEST`, or a cluster.
@@ -261,13 +263,15 @@ async fn create_database(server: &Server, name: &str, from: CreateFrom<'_>) -> R
         Server::Cluster(_) => format!(" OWNER {OWNER_ROLE}"),
         Server::External(_) => String::new(),
     };
+    let quoted_name = quoted(name);
     let sql = match from {
-        CreateFrom::Template(template) => {
-            format!(r#"CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY{owner}"#)
-        }
-        CreateFrom::Default => format!(r#"CREATE DATABASE "{name}"{owner}"#),
+        CreateFrom::Template(template) => format!(
+            "CREATE DATABASE {quoted_name} TEMPLATE {} STRATEGY FILE_COPY{owner}",
+            quoted(template)
+        ),
+        CreateFrom::Default => format!("CREATE DATABASE {quoted_name}{owner}"),
         CreateFrom::Locale(locale) => format!(
-            r#"CREATE DATABASE "{name}" TEMPLATE template0 ENCODING 'UTF8' {}{owner}"#,
+            "CREATE DATABASE {quoted_name} TEMPLATE template0 ENCODING 'UTF8' {}{owner}",
             locale.create_options()
         ),
     };
@@ -292,12 +296,21 @@ async fn create_database(server: &Server, name: &str, from: CreateFrom<'_>) -> R
             Err(error) => return Err(TestkitError::db(format!("creating database {name}"))(error)),
         }
     }
-    let _ = admin.close().await;
-    // A clone inherits its template's grants; a new database gets them here.
-    if let (Server::Cluster(cluster), CreateFrom::Default | CreateFrom::Locale(_)) = (server, from)
-    {
-        grant_rows_to_the_service(cluster, name).await?;
+    // A clone inherits its template's schema and default privileges, but not who may connect
+    // to it; a new database gets everything.
+    if let Server::Cluster(cluster) = server {
+        if let CreateFrom::Template(_) = from {
+            for statement in migration::roles::database_statements(name, OWNER_ROLE, SERVICE_ROLE) {
+                sea_orm::sqlx::query(AssertSqlSafe(statement))
+                    .execute(&mut admin)
+                    .await
+                    .map_err(TestkitError::db("limiting who may connect"))?;
+            }
+        } else {
+            grant_rows_to_the_service(cluster, name).await?;
+        }
     }
+    let _ = admin.close().await;
     Ok(())
 }
 
@@ -320,7 +333,8 @@ async fn grant_rows_to_the_service(cluster: &PgCluster, database: &str) -> Resul
 async fn drop_database(server: &Server, name: &str) -> Result<()> {
     let mut admin = server.admin().await?;
     sea_orm::sqlx::query(AssertSqlSafe(format!(
-        r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        quoted(name)
     )))
     .execute(&mut admin)
     .await
@@ -373,22 +387,13 @@ fn left_behind(name: &str, tag: &str, is_alive: impl Fn(u32) -> bool) -> bool {
     host == tag && pid.parse().is_ok_and(|pid| !is_alive(pid))
 }
 
-/// This machine in test database names: eight hex digits of its host name (FNV-1a, stable
-/// across runs and toolchains, unlike std's hasher).
+/// Where this process's id means something (host name, process-id namespace) in test database
+/// names: eight hex digits (FNV-1a, stable across runs and toolchains, unlike std's hasher).
 fn host_tag() -> String {
-    let hash = host_name().bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+    let hash = process_space().bytes().fold(0x811c_9dc5_u32, |hash, byte| {
         (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
     });
     format!("{hash:08x}")
-}
-
-fn host_name() -> String {
-    let from_kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
-    from_kernel
-        .or_else(|| std::env::var("COMPUTERNAME").ok())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|name| name.trim().to_owned())
-        .unwrap_or_default()
 }
 
 fn unique_suffix() -> u128 {

@@ -123,3 +123,28 @@ async fn a_private_cluster_trusts_nobody_and_opens_no_socket() {
     }
     assert!(!data.parent().unwrap().join("pwfile").exists());
 }
+
+#[tokio::test]
+async fn only_the_two_roles_may_connect_to_a_test_database() {
+    if std::env::var_os("DATABASE_URL_TEST").is_some() {
+        return;
+    }
+    // Test databases are clones of a migrated template; a clone does not copy who may connect.
+    let db = TestDatabase::migrated().await.unwrap();
+    let mut owner = as_role(&db.owner_url()).await;
+    let acl: Option<String> =
+        sea_orm::sqlx::query_scalar("SELECT datacl::text FROM pg_database WHERE datname = $1")
+            .bind(db.name())
+            .fetch_one(&mut owner)
+            .await
+            .unwrap();
+    // No ACL at all means PostgreSQL's default: PUBLIC may connect. Entries for PUBLIC start
+    // with "=".
+    let acl = acl.expect("an explicit ACL");
+    assert!(!acl.contains("{=") && !acl.contains(",="), "{acl}");
+    assert!(
+        acl.contains(&format!("{}=c/", counseling_testkit::SERVICE_ROLE)),
+        "{acl}"
+    );
+    let _ = owner.close().await;
+}

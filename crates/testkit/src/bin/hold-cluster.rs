@@ -38,13 +38,9 @@ fn parse(mut args: impl Iterator<Item = String>) -> Option<Arguments> {
             "--env-file" => parsed.env_file = Some(PathBuf::from(args.next()?)),
             "--tls" => parsed.options.tls = Some(ServerTls::default()),
             "--set" => {
+                // The kit checks the name (and refuses its security settings) at start.
                 let setting = args.next()?;
                 let (name, value) = setting.split_once('=')?;
-                let valid_name =
-                    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-                if !valid_name {
-                    return None;
-                }
                 parsed
                     .options
                     .server_settings
@@ -60,6 +56,22 @@ fn main() -> ExitCode {
     let Some(arguments) = parse(std::env::args().skip(1)) else {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
+    };
+    // Listening for the stop signals before the server starts: a signal that arrives while it
+    // starts still stops it and deletes its folder.
+    let waiting = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .and_then(|runtime| {
+            let signals = runtime.block_on(async { StopSignals::listen() })?;
+            Ok((runtime, signals))
+        });
+    let (runtime, signals) = match waiting {
+        Ok(waiting) => waiting,
+        Err(error) => {
+            eprintln!("hold-cluster: cannot wait for signals: {error}");
+            return ExitCode::FAILURE;
+        }
     };
     let cluster = match PgCluster::start_blocking_with(arguments.options) {
         Ok(cluster) => cluster,
@@ -88,44 +100,52 @@ fn main() -> ExitCode {
     let pid = cluster.postmaster_pid().unwrap_or(0);
     println!("{pid} {}", cluster.port());
     let _ = std::io::stdout().flush();
-    hold(cluster)
+    hold(cluster, &runtime, signals)
 }
 
 /// Waits for a signal to stop, then lets `cluster` go: that stops the server and deletes its
 /// folder.
-fn hold(cluster: PgCluster) -> ExitCode {
-    let waited = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map(|runtime| runtime.block_on(until_told_to_stop()));
-    if let Err(error) = waited {
-        eprintln!("hold-cluster: cannot wait for signals: {error}");
-        loop {
-            std::thread::park();
-        }
-    }
+fn hold(cluster: PgCluster, runtime: &tokio::runtime::Runtime, signals: StopSignals) -> ExitCode {
+    runtime.block_on(signals.wait());
     let _stopped_on_return = cluster;
     ExitCode::SUCCESS
 }
 
+/// SIGTERM, SIGINT and SIGHUP (Ctrl-C on Windows), listened for from creation on.
 #[cfg(unix)]
-async fn until_told_to_stop() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut terminate), Ok(mut interrupt), Ok(mut hangup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
-        _ = hangup.recv() => {}
+struct StopSignals([tokio::signal::unix::Signal; 3]);
+
+#[cfg(unix)]
+impl StopSignals {
+    fn listen() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self([
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::hangup())?,
+        ]))
+    }
+
+    async fn wait(self) {
+        let [mut terminate, mut interrupt, mut hangup] = self.0;
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+            _ = hangup.recv() => {}
+        }
     }
 }
 
 #[cfg(not(unix))]
-async fn until_told_to_stop() {
-    let _ = tokio::signal::ctrl_c().await;
+struct StopSignals(tokio::signal::windows::CtrlC);
+
+#[cfg(not(unix))]
+impl StopSignals {
+    fn listen() -> std::io::Result<Self> {
+        tokio::signal::windows::ctrl_c().map(Self)
+    }
+
+    async fn wait(mut self) {
+        let _ = self.0.recv().await;
+    }
 }

@@ -85,6 +85,9 @@ impl PgCluster {
     }
 
     fn init_and_start(options: ClusterOptions) -> Result<Self> {
+        for (name, _) in &options.server_settings {
+            check_overridable(name)?;
+        }
         let bin_dir = binaries_from_environment()?;
         let base = if Path::new("/dev/shm").is_dir() {
             PathBuf::from("/dev/shm")
@@ -584,6 +587,40 @@ fn set_up_tls(root: &Path, owner: Option<(Uid, Gid)>, options: &ServerTls) -> Re
     })
 }
 
+/// What makes a kit cluster private (loopback only, no socket, its own TLS files and pg_hba)
+/// cannot be changed through [`ClusterOptions::server_settings`].
+const FIXED_SETTINGS: &[&str] = &[
+    "listen_addresses",
+    "port",
+    "unix_socket_directories",
+    "unix_socket_group",
+    "unix_socket_permissions",
+    "hba_file",
+    "ident_file",
+    "config_file",
+    "data_directory",
+    "password_encryption",
+];
+
+fn check_overridable(name: &str) -> Result<()> {
+    let well_formed = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    if !well_formed {
+        return Err(TestkitError::Server(format!(
+            "{name:?} is not a server setting's name"
+        )));
+    }
+    let lower = name.to_ascii_lowercase();
+    if FIXED_SETTINGS.contains(&lower.as_str()) || lower.starts_with("ssl") {
+        return Err(TestkitError::Server(format!(
+            "{name} is part of what keeps the test kit's cluster private; it cannot be set"
+        )));
+    }
+    Ok(())
+}
+
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
@@ -685,6 +722,31 @@ fn sweep_dead_clusters(base: &Path) {
         };
         if !process_is_alive(pid) {
             let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_that_keep_the_cluster_private_cannot_be_overridden() {
+        for allowed in ["shared_buffers", "fsync", "pg_stat_statements.track"] {
+            assert!(check_overridable(allowed).is_ok(), "{allowed}");
+        }
+        for refused in [
+            "listen_addresses",
+            "LISTEN_ADDRESSES",
+            "unix_socket_directories",
+            "hba_file",
+            "ssl",
+            "ssl_ca_file",
+            "port",
+            "",
+            "work_mem=1; x",
+        ] {
+            assert!(check_overridable(refused).is_err(), "{refused}");
         }
     }
 }

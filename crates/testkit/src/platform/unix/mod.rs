@@ -26,6 +26,18 @@ pub(crate) fn create_private_file(path: &std::path::Path) -> std::io::Result<std
 
 /// Whether process `pid` exists (a zombie counts: it may still be reaped by its parent). Used to
 /// tell leftovers of killed test runs from those of runs still going.
+/// Where a process id means something: this host, and (Linux) this process-id namespace, so that
+/// containers sharing a host name still differ.
+pub(crate) fn process_space() -> String {
+    let host = nix::unistd::gethostname()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let namespace = std::fs::read_link("/proc/self/ns/pid")
+        .map(|link| link.display().to_string())
+        .unwrap_or_default();
+    format!("{host}\n{namespace}")
+}
+
 pub(crate) fn process_is_alive(pid: u32) -> bool {
     match i32::try_from(pid) {
         // Signal 0 checks existence and permission without sending anything.
