@@ -1,10 +1,11 @@
 //! `find_by_username` at scale, run by `just bench` against a private PostgreSQL:
 //! bulk-loads BENCH_USERS users (default 1,000,000), shows the query plan, then times
 //! BENCH_LOOKUPS (default 10,000) random case-insensitive lookups through the repository, one at
-//! a time, then as many as 15 concurrent tasks manage in BENCH_SECONDS (default 10; `just bench`
-//! runs pgbench with the same query and 15 clients next to it). Prints Markdown for
-//! BENCHMARKS.md; writes the concurrent rate to BENCH_RATE_FILE when set. Exit code 2 without
-//! BENCH_DATABASE_URL.
+//! a time, then as many as 15 concurrent tasks manage in BENCH_SECONDS (default 10), on the
+//! pool's runtime and then from another runtime. BENCH_PHASE=load runs only the first part,
+//! BENCH_PHASE=lookups only the second (`just bench` runs it in rounds next to pgbench with the
+//! same query and 15 clients). Prints Markdown for BENCHMARKS.md; writes the two concurrent
+//! rates to BENCH_RATE_FILE when set. Exit code 2 without BENCH_DATABASE_URL.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: any failure should abort it
 
 use std::process::ExitCode;
@@ -48,8 +49,75 @@ async fn main() -> ExitCode {
     let mut settings = DatabaseSettings::new(counseling_config::DatabaseUrl::parse(&url).unwrap());
     settings.statement_timeout = Duration::from_secs(600);
     let database = Database::connect_lazy(&settings, tokio::runtime::Handle::current()).unwrap();
+    let repository = PgUserRepository::new(database.clone());
+    // `just bench` runs the load (with the sequential timings and the plan) once, then the
+    // concurrent lookups in rounds next to pgbench; unset, both run.
+    let phase = std::env::var("BENCH_PHASE").unwrap_or_default();
+    let mut healthy = true;
+    if phase != "lookups" {
+        healthy = load_and_time(&url, &repository, users, lookups).await;
+    }
+    if phase != "load" {
+        // Throughput: 15 tasks (the pool's size) looking up random users for a fixed time. Names
+        // parsed beforehand (as pgbench makes its names on the server: what is timed is the
+        // repository, not the parsing of input), a random sample of up to 200,000 of them.
+        let seconds = env_number("BENCH_SECONDS", 10);
+        let names: Arc<Vec<Username>> = {
+            let mut rng = fastrand::Rng::with_seed(42);
+            Arc::new(
+                (0..users.min(200_000))
+                    .map(|_| name(rng.u64(1..=users)))
+                    .collect(),
+            )
+        };
+        // The tasks on the runtime that owns the pool: calls run there directly.
+        let rate = lookups_per_second(&repository, &names, seconds).await;
+        // The tasks on another runtime, as the service's HTTP handlers (on actix's runtimes) call:
+        // each call hops to the pool's runtime and back.
+        let io = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let hopping =
+            PgUserRepository::new(Database::connect_lazy(&settings, io.handle().clone()).unwrap());
+        let hop_rate = lookups_per_second(&hopping, &names, seconds).await;
+        drop(hopping);
+        io.shutdown_background();
+        if let Ok(path) = std::env::var("BENCH_RATE_FILE") {
+            std::fs::write(path, format!("{rate:.0} {hop_rate:.0}\n")).unwrap();
+        }
+        println!(
+            "| lookups, {TASKS} concurrent tasks on the pool's runtime, {seconds} s | {rate:.0} per second |"
+        );
+        println!(
+            "| lookups, {TASKS} concurrent tasks on another runtime (the service's path), {seconds} s | {hop_rate:.0} per second |"
+        );
+    }
+    database.close(Duration::from_secs(5)).await;
+    if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Mixed case, so the lookup really depends on the identity key.
+fn name(i: u64) -> Username {
+    let text = format!(r"\DOM{}\User{}", i % 100, i);
+    Username::parse(text).unwrap()
+}
+
+/// Loads `users` users, shows the plan, times `lookups` sequential lookups and prints the table;
+/// whether the plan uses the index.
+async fn load_and_time(
+    url: &str,
+    repository: &PgUserRepository,
+    users: u64,
+    lookups: usize,
+) -> bool {
     // Loading and EXPLAIN go around the repository, on a connection of their own.
-    let db = sea_orm::Database::connect(url.as_str()).await.unwrap();
+    let db = sea_orm::Database::connect(url).await.unwrap();
 
     // Bulk load on the server: one INSERT ... SELECT over generate_series.
     let started = Instant::now();
@@ -87,12 +155,6 @@ async fn main() -> ExitCode {
         .iter()
         .any(|line| line.contains("Index Scan using idx_users_username"));
 
-    let repository = PgUserRepository::new(database.clone());
-    fn name(i: u64) -> Username {
-        // Mixed case, so the lookup really depends on the identity key.
-        let text = format!(r"\DOM{}\User{}", i % 100, i);
-        Username::parse(text).unwrap()
-    }
     for i in 1..=200 {
         repository
             .find_by_username(&name(i))
@@ -110,36 +172,6 @@ async fn main() -> ExitCode {
         assert!(found.is_some(), "{username} must exist");
     }
     timings.sort();
-
-    // Throughput: 15 tasks (the pool's size) looking up random users for a fixed time. Names
-    // parsed beforehand (as pgbench makes its names on the server: what is timed is the
-    // repository, not the parsing of input), a random sample of up to 200,000 of them.
-    let seconds = env_number("BENCH_SECONDS", 10);
-    let names: Arc<Vec<Username>> = {
-        let mut rng = fastrand::Rng::with_seed(42);
-        Arc::new(
-            (0..users.min(200_000))
-                .map(|_| name(rng.u64(1..=users)))
-                .collect(),
-        )
-    };
-    // The tasks on the runtime that owns the pool: calls run there directly.
-    let rate = lookups_per_second(&repository, &names, seconds).await;
-    // The tasks on another runtime, as the service's HTTP handlers (on actix's runtimes) call:
-    // each call hops to the pool's runtime and back.
-    let io = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let hopping =
-        PgUserRepository::new(Database::connect_lazy(&settings, io.handle().clone()).unwrap());
-    let hop_rate = lookups_per_second(&hopping, &names, seconds).await;
-    drop(hopping);
-    io.shutdown_background();
-    if let Ok(path) = std::env::var("BENCH_RATE_FILE") {
-        std::fs::write(path, format!("{rate:.0} {hop_rate:.0}")).unwrap();
-    }
 
     let p50 = percentile(&timings, 0.50);
     let p99 = percentile(&timings, 0.99);
@@ -161,12 +193,6 @@ async fn main() -> ExitCode {
     println!("| p99 | {} |", ms(p99));
     println!("| max | {} |", ms(*timings.last().unwrap()));
     println!(
-        "| lookups, {TASKS} concurrent tasks on the pool's runtime, {seconds} s | {rate:.0} per second |"
-    );
-    println!(
-        "| lookups, {TASKS} concurrent tasks on another runtime (the service's path), {seconds} s | {hop_rate:.0} per second |"
-    );
-    println!(
         "| plan uses `idx_users_username` | {} |",
         if uses_index { "yes" } else { "NO" }
     );
@@ -177,12 +203,7 @@ async fn main() -> ExitCode {
         println!("{line}");
     }
     println!("```");
-    database.close(Duration::from_secs(5)).await;
-    if uses_index {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    uses_index
 }
 
 const TASKS: u64 = 15;
