@@ -232,7 +232,7 @@ SELECT "users"."id", "users"."username", "users"."password_hash", "users"."is_bl
 SQL
 # Paired rounds in alternating order, as for metrics: the repository's 15 tasks (5 s on the
 # pool's runtime, then 5 s from another runtime) and pgbench's 15 clients (5 s).
-LOOKUP_ROUNDS=3
+LOOKUP_ROUNDS=5
 lookup_ratios=(); lookup_hop_ratios=()
 repository_rate=0; repository_hop_rate=0; lookup_pgbench_tps=0
 repository_round() {
