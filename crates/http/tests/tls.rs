@@ -200,6 +200,39 @@ async fn a_wrong_ca_gives_503_keeps_serving_and_recovers_when_the_ca_file_is_fix
 }
 
 #[tokio::test]
+async fn an_expired_server_certificate_gives_503_under_verify_full() {
+    let cluster = PgCluster::start_with(ClusterOptions {
+        tls: Some(ServerTls {
+            expired: true,
+            ..ServerTls::default()
+        }),
+        ..ClusterOptions::default()
+    })
+    .await
+    .unwrap();
+    let db = cluster.migrated_database().await.unwrap();
+    let root = root_cert(&cluster);
+    let full = with_params(
+        &db.url(),
+        &format!("sslmode=verify-full&sslrootcert={root}"),
+    );
+    assert_eq!(
+        ping(&database(full.clone())).await,
+        tls_failure(TlsFailure::CertificateExpired)
+    );
+    let port = spawn_app(&full);
+    let (status, body) = get(port, "/health").await;
+    assert_eq!(
+        (status, &body["error"]),
+        (503, &"tls handshake failed".into())
+    );
+    assert_eq!(get(port, "/health/live").await.0, 200);
+    // The same server over plaintext is fine: it is the certificate that is refused.
+    let plain = with_params(&db.url(), "sslmode=disable");
+    ping(&database(plain)).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_host_name_mismatch_fails_verify_full_but_passes_verify_ca() {
     let cluster = PgCluster::start_with(ClusterOptions {
         tls: Some(ServerTls {

@@ -21,6 +21,8 @@ pub struct ServerTls {
     /// Require a client certificate issued by the cluster's CA whose common name is the user
     /// (`clientcert=verify-full`); implies `tls_only`.
     pub client_certificates: bool,
+    /// Serve a server certificate that expired in 2020 (for tests of what clients make of it).
+    pub expired: bool,
 }
 
 impl Default for ServerTls {
@@ -30,6 +32,7 @@ impl Default for ServerTls {
             server_names: vec!["localhost".into(), "127.0.0.1".into()],
             tls_only: false,
             client_certificates: false,
+            expired: false,
         }
     }
 }
@@ -76,6 +79,18 @@ impl CertificateAuthority {
 
     /// A server certificate for `names` (DNS names or IP addresses).
     pub fn issue_server(&self, names: &[String]) -> Result<IssuedCertificate> {
+        self.issue(Self::server_params(names)?)
+    }
+
+    /// Like [`CertificateAuthority::issue_server`], valid only during 2020.
+    pub fn issue_expired_server(&self, names: &[String]) -> Result<IssuedCertificate> {
+        let mut params = Self::server_params(names)?;
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2020, 12, 31);
+        self.issue(params)
+    }
+
+    fn server_params(names: &[String]) -> Result<CertificateParams> {
         let mut params =
             CertificateParams::new(names.to_vec()).map_err(rcgen_error("server parameters"))?;
         if let Some(first) = names.first() {
@@ -84,7 +99,7 @@ impl CertificateAuthority {
                 .push(DnType::CommonName, first.as_str());
         }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        self.issue(params)
+        Ok(params)
     }
 
     /// A client certificate for the database user `user` (its common name).

@@ -518,7 +518,11 @@ impl Drop for ClusterInner {
 /// server's files to the server's user, and writes `pg_hba.conf` for the access asked for.
 fn set_up_tls(root: &Path, owner: Option<(Uid, Gid)>, options: &ServerTls) -> Result<ClusterTls> {
     let ca = CertificateAuthority::new("counseling-testkit CA")?;
-    let server = ca.issue_server(&options.server_names)?;
+    let server = if options.expired {
+        ca.issue_expired_server(&options.server_names)?
+    } else {
+        ca.issue_server(&options.server_names)?
+    };
     let server_dir = root.join("tls-server");
     let client_dir = root.join("tls-client");
     for dir in [&server_dir, &client_dir] {
