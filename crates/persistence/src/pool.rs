@@ -8,7 +8,8 @@
 //! fit (no statement cut off, no transaction left open) and closes it otherwise. A connect that
 //! fails, fails the acquire at once; the caller's deadline bounds everything else.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use deadpool::managed::{
     Manager, Metrics, Object, Pool, PoolError, RecycleError, RecycleResult, Timeouts, WeakPool,
@@ -23,6 +24,26 @@ pub(crate) struct ConnectionManager {
     ping_if_idle_for: Duration,
     /// A connection older than this is closed instead of used.
     max_lifetime: Duration,
+    /// When a connection of this pool last broke (nanoseconds after `epoch`, 0 for never): a
+    /// server restart or a failover breaks every idle connection at once, so each one idle since
+    /// then is pinged before use, instead of failing one caller after another.
+    last_breakage: AtomicU64,
+    epoch: Instant,
+}
+
+impl ConnectionManager {
+    /// Records that a connection broke (I/O error, connection lost) just now.
+    pub(crate) fn note_breakage(&self) {
+        let since_epoch = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_breakage
+            .fetch_max(since_epoch.max(1), Ordering::Relaxed);
+    }
+
+    /// Whether a connection last checked out at `checked_out` has been idle since a breakage.
+    fn idle_since_a_breakage(&self, checked_out: Instant) -> bool {
+        let breakage = self.last_breakage.load(Ordering::Relaxed);
+        breakage != 0 && self.epoch + Duration::from_nanos(breakage) >= checked_out
+    }
 }
 
 impl Manager for ConnectionManager {
@@ -45,7 +66,8 @@ impl Manager for ConnectionManager {
         if metrics.age() >= self.max_lifetime {
             return Err(RecycleError::message("past its maximum lifetime"));
         }
-        if metrics.last_used() >= self.ping_if_idle_for {
+        let checked_out = metrics.recycled.unwrap_or(metrics.created);
+        if metrics.last_used() >= self.ping_if_idle_for || self.idle_since_a_breakage(checked_out) {
             connection.ping().await?;
         }
         Ok(())
@@ -78,6 +100,8 @@ pub(crate) fn build(options: PgConnectOptions, bounds: &PoolBounds) -> Connectio
         options,
         ping_if_idle_for: bounds.ping_if_idle_for,
         max_lifetime: bounds.max_lifetime,
+        last_breakage: AtomicU64::new(0),
+        epoch: Instant::now(),
     };
     let max = usize::try_from(bounds.max).unwrap_or(usize::MAX);
     let pool = match Pool::builder(manager)

@@ -65,9 +65,16 @@ impl Session {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Closes the connection when this session ends instead of returning it to the pool.
+    /// Closes the connection when this session ends instead of returning it to the pool. Only
+    /// for a connection that failed (broken, lost, timed out, read-only), so the pool also pings
+    /// its idle connections before their next use (see [`note_breakage`]).
     pub(crate) fn discard(&self) {
         self.unfit.store(true, Ordering::Relaxed);
+        if let Ok(guard) = self.connection.try_lock()
+            && let Some(connection) = guard.as_ref()
+        {
+            note_breakage(connection);
+        }
     }
 
     pub(crate) async fn begin(&self) -> Result<(), DbErr> {
@@ -123,7 +130,18 @@ impl Session {
             Err(sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::Tls(_))
         );
         self.unfit.store(was_unfit || broken, Ordering::Relaxed);
+        if broken {
+            note_breakage(connection);
+        }
         outcome
+    }
+}
+
+/// Tells `connection`'s pool that a connection failed: what broke one (a restart, a failover, a
+/// network cut) has likely broken the idle ones too.
+fn note_breakage(connection: &PooledConnection) {
+    if let Some(pool) = PooledConnection::pool(connection) {
+        pool.manager().note_breakage();
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{connect, new_user, settings_for};
 use counseling_domain::{CreateUserError, StoreError, Unavailability, UserRepository, Username};
-use counseling_persistence::{DEADLINE_MARGIN, PgUserRepository};
+use counseling_persistence::{DEADLINE_MARGIN, Database, PgUserRepository};
 use counseling_testkit::PgCluster;
 use sea_orm::{ConnectionTrait, Statement};
 
@@ -213,4 +213,51 @@ async fn a_dead_connection_is_discarded_so_the_next_call_works() {
         "the broken connection was closed"
     );
     assert!(users.find_by_id(alice.id).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn after_one_connection_breaks_the_idle_ones_are_checked_before_use() {
+    let cluster = PgCluster::start().await.unwrap();
+    let test_db = cluster.migrated_database().await.unwrap();
+    let mut settings = settings_for(test_db.url());
+    // Pre-ping by idle time out of reach: only the breakage can make the pool check.
+    settings.ping_if_idle_for = Duration::from_secs(3600);
+    let database = connect(&settings);
+    let users = PgUserRepository::new(database.clone());
+    let alice = users.create(new_user(r"\school\alice")).await.unwrap();
+    // Three connections open and idle.
+    let hold = |database: Database| async move {
+        database
+            .transaction(|_unit| async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok::<_, StoreError>(())
+            })
+            .await
+    };
+    let (a, b, c) = tokio::join!(
+        hold(database.clone()),
+        hold(database.clone()),
+        hold(database.clone())
+    );
+    for held in [a, b, c] {
+        held.unwrap();
+    }
+    assert_eq!(database.status().idle, 3, "{:?}", database.status());
+
+    cluster.stop().await.unwrap();
+    // The first call meets a connection the stop cut.
+    let first = users.find_by_id(alice.id).await;
+    assert!(
+        matches!(first, Err(StoreError::Unavailable(_))),
+        "{first:?}"
+    );
+    // The next ones do not: the other idle connections are checked, found dead and dropped, and
+    // a new connection is refused.
+    for _ in 0..2 {
+        assert_eq!(
+            users.find_by_id(alice.id).await,
+            Err(StoreError::Unavailable(Unavailability::ConnectionRefused))
+        );
+    }
+    assert_eq!(database.status().open, 0, "{:?}", database.status());
 }
