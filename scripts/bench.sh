@@ -131,24 +131,27 @@ until curl -fs -o /dev/null "http://127.0.0.1:$API_OFF_PORT/health"; do
 done
 rps_of() { wrk -t2 -c32 -d5s "http://127.0.0.1:$1/health" | awk '/^Requests\/sec:/ { print $2 }'; }
 # This machine's throughput drifts by 10-20 % from one 5 s run to the next (shared cores), more
-# than the cost being measured. So: paired rounds, each pair in alternating order (off then on,
-# on then off) to cancel drift, and the median of the pairs' ratios.
+# than the costs being measured. So every comparison below runs in paired rounds, each pair in
+# alternating order to cancel drift, and reports the median of the pairs' ratios.
+in_round_order() { if (( $1 % 2 )); then "$2"; "$3"; else "$3"; "$2"; fi; } # ROUND FIRST SECOND
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+mean_step() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { printf "%.0f", a + b / n }'; } # MEAN VALUE ROUNDS
+median() { printf '%s\n' "$@" | sort -n | awk '{ r[NR] = $1 } END { print r[int((NR + 1) / 2)] }'; }
+joined() { local IFS=,; echo "$*" | sed 's/,/, /g'; }
 METRICS_ROUNDS=5
 metrics_on_rps=0; metrics_off_rps=0; metrics_ratios=()
+metrics_off_round() { off=$(rps_of "$API_OFF_PORT"); }
+metrics_on_round() { on=$(rps_of "$API_PORT"); }
 for round in $(seq 1 $METRICS_ROUNDS); do
     say "wrk: GET /health, metrics off and on, 32 connections, 5 s each (round $round of $METRICS_ROUNDS)"
-    if (( round % 2 )); then
-        off=$(rps_of "$API_OFF_PORT"); on=$(rps_of "$API_PORT")
-    else
-        on=$(rps_of "$API_PORT"); off=$(rps_of "$API_OFF_PORT")
-    fi
-    metrics_off_rps=$(awk -v a="$metrics_off_rps" -v b="$off" -v n=$METRICS_ROUNDS 'BEGIN { printf "%.1f", a + b / n }')
-    metrics_on_rps=$(awk -v a="$metrics_on_rps" -v b="$on" -v n=$METRICS_ROUNDS 'BEGIN { printf "%.1f", a + b / n }')
-    metrics_ratios+=("$(awk -v a="$on" -v b="$off" 'BEGIN { printf "%.3f", a / b }')")
+    in_round_order "$round" metrics_off_round metrics_on_round
+    metrics_off_rps=$(mean_step "$metrics_off_rps" "$off" $METRICS_ROUNDS)
+    metrics_on_rps=$(mean_step "$metrics_on_rps" "$on" $METRICS_ROUNDS)
+    metrics_ratios+=("$(ratio "$on" "$off")")
 done
 kill -TERM "$API_OFF_PID"; wait "$API_OFF_PID" 2>/dev/null || true; API_OFF_PID=
-metrics_ratio=$(printf '%s\n' "${metrics_ratios[@]}" | sort -n | awk '{ r[NR] = $1 } END { print r[int((NR + 1) / 2)] }')
-metrics_ratio_list=$(IFS=,; echo "${metrics_ratios[*]}" | sed 's/,/, /g')
+metrics_ratio=$(median "${metrics_ratios[@]}")
+metrics_ratio_list=$(joined "${metrics_ratios[@]}")
 
 say "GET /metrics, 1000 sequential scrapes"
 read -r scrape_p50 scrape_p99 scrape_max scrape_bytes < <(python3 - "$API_PORT" <<'PY'
@@ -196,7 +199,7 @@ tls_rps=$(echo "$tls_out" | awk '/^Requests\/sec:/ { print $2 }')
 tls_p50=$(to_ms "$(echo "$tls_out" | awk '$1 == "50%" { print $2 }')")
 tls_p99=$(to_ms "$(echo "$tls_out" | awk '$1 == "99%" { print $2 }')")
 tls_non2xx=$(echo "$tls_out" | awk '/Non-2xx/ { print $5 }'); tls_non2xx=${tls_non2xx:-0}
-# The ratio: a plaintext instance next to the TLS one, paired rounds as for metrics (above).
+# The ratio: a plaintext instance next to the TLS one, in paired rounds (see rps_of).
 DATABASE_URL=$URL APP_PORT=$API_PORT LOG_FORMAT=json RUST_LOG=warn target/release/counseling-api \
     >"$WORK/api-plain.log" 2>&1 &
 API_PID=$!
@@ -206,17 +209,15 @@ until curl -fs -o /dev/null "http://127.0.0.1:$API_PORT/health"; do
 done
 TLS_ROUNDS=3
 tls_ratios=()
+plain_round() { plain=$(rps_of "$API_PORT"); }
+tls_round() { tls=$(rps_of "$TLS_API_PORT"); }
 for round in $(seq 1 $TLS_ROUNDS); do
     say "wrk: GET /health, plaintext and verify-full TLS, 32 connections, 5 s each (round $round of $TLS_ROUNDS)"
-    if (( round % 2 )); then
-        plain=$(rps_of "$API_PORT"); tls=$(rps_of "$TLS_API_PORT")
-    else
-        tls=$(rps_of "$TLS_API_PORT"); plain=$(rps_of "$API_PORT")
-    fi
-    tls_ratios+=("$(awk -v a="$tls" -v b="$plain" 'BEGIN { printf "%.3f", a / b }')")
+    in_round_order "$round" plain_round tls_round
+    tls_ratios+=("$(ratio "$tls" "$plain")")
 done
-tls_ratio=$(printf '%s\n' "${tls_ratios[@]}" | sort -n | awk '{ r[NR] = $1 } END { print r[int((NR + 1) / 2)] }')
-tls_ratio_list=$(IFS=,; echo "${tls_ratios[*]}" | sed 's/,/, /g')
+tls_ratio=$(median "${tls_ratios[@]}")
+tls_ratio_list=$(joined "${tls_ratios[@]}")
 kill -TERM "$API_PID"; wait "$API_PID" 2>/dev/null || true; API_PID=
 kill -TERM "$TLS_API_PID"; wait "$TLS_API_PID" 2>/dev/null || true; TLS_API_PID=
 
@@ -230,8 +231,8 @@ cat > "$WORK/lookup.sql" <<'SQL'
 \set i random(1, 1000000)
 SELECT "users"."id", "users"."username", "users"."password_hash", "users"."is_blocked", "users"."created_at", "users"."updated_at", "users"."username_key" FROM "users" WHERE "users"."username_key" = format('\dom%s\user%s', :i::int % 100, :i::int) LIMIT 1;
 SQL
-# Paired rounds in alternating order, as for metrics: the repository's 15 tasks (5 s on the
-# pool's runtime, then 5 s from another runtime) and pgbench's 15 clients (5 s).
+# Paired rounds (see rps_of): the repository's 15 tasks (5 s on the pool's runtime, then 5 s
+# from another runtime) and pgbench's 15 clients (5 s).
 LOOKUP_ROUNDS=5
 lookup_ratios=(); lookup_hop_ratios=()
 repository_rate=0; repository_hop_rate=0; lookup_pgbench_tps=0
@@ -246,18 +247,17 @@ pgbench_round() {
 }
 for round in $(seq 1 $LOOKUP_ROUNDS); do
     say "find_by_username: repository and pgbench, 15 each, paired (round $round of $LOOKUP_ROUNDS)"
-    if (( round % 2 )); then repository_round; pgbench_round; else pgbench_round; repository_round; fi
-    lookup_ratios+=("$(awk -v a="$direct" -v b="$tps" 'BEGIN { printf "%.3f", a / b }')")
-    lookup_hop_ratios+=("$(awk -v a="$hop" -v b="$tps" 'BEGIN { printf "%.3f", a / b }')")
-    repository_rate=$(awk -v a="$repository_rate" -v b="$direct" -v n=$LOOKUP_ROUNDS 'BEGIN { printf "%.0f", a + b / n }')
-    repository_hop_rate=$(awk -v a="$repository_hop_rate" -v b="$hop" -v n=$LOOKUP_ROUNDS 'BEGIN { printf "%.0f", a + b / n }')
-    lookup_pgbench_tps=$(awk -v a="$lookup_pgbench_tps" -v b="$tps" -v n=$LOOKUP_ROUNDS 'BEGIN { printf "%.0f", a + b / n }')
+    in_round_order "$round" repository_round pgbench_round
+    lookup_ratios+=("$(ratio "$direct" "$tps")")
+    lookup_hop_ratios+=("$(ratio "$hop" "$tps")")
+    repository_rate=$(mean_step "$repository_rate" "$direct" $LOOKUP_ROUNDS)
+    repository_hop_rate=$(mean_step "$repository_hop_rate" "$hop" $LOOKUP_ROUNDS)
+    lookup_pgbench_tps=$(mean_step "$lookup_pgbench_tps" "$tps" $LOOKUP_ROUNDS)
 done
-median() { printf '%s\n' "$@" | sort -n | awk '{ r[NR] = $1 } END { print r[int((NR + 1) / 2)] }'; }
 lookup_ratio=$(median "${lookup_ratios[@]}")
 lookup_hop_ratio=$(median "${lookup_hop_ratios[@]}")
-lookup_ratio_list=$(IFS=,; echo "${lookup_ratios[*]}" | sed 's/,/, /g')
-lookup_hop_ratio_list=$(IFS=,; echo "${lookup_hop_ratios[*]}" | sed 's/,/, /g')
+lookup_ratio_list=$(joined "${lookup_ratios[@]}")
+lookup_hop_ratio_list=$(joined "${lookup_hop_ratios[@]}")
 
 # --- a stopped database: how fast does /health say so? -----------------------------------------
 say "GET /health with PostgreSQL stopped, 100 sequential probes"

@@ -199,13 +199,15 @@ async fn a_wrong_ca_gives_503_keeps_serving_and_recovers_when_the_ca_file_is_fix
     let _ = std::fs::remove_dir_all(dir);
 }
 
-#[tokio::test]
-async fn an_expired_server_certificate_gives_503_under_verify_full() {
+/// A cluster serving `tls`, whose certificate `verify-full` with the cluster's own CA refuses as
+/// `why`: the pool says so, and an app's `/health` answers 503 `tls handshake failed`. Returns
+/// the cluster, a migrated database on it and the app's port.
+async fn refused_under_verify_full(
+    tls: ServerTls,
+    why: TlsFailure,
+) -> (PgCluster, TestDatabase, u16) {
     let cluster = PgCluster::start_with(ClusterOptions {
-        tls: Some(ServerTls {
-            expired: true,
-            ..ServerTls::default()
-        }),
+        tls: Some(tls),
         ..ClusterOptions::default()
     })
     .await
@@ -216,16 +218,24 @@ async fn an_expired_server_certificate_gives_503_under_verify_full() {
         &db.url(),
         &format!("sslmode=verify-full&sslrootcert={root}"),
     );
-    assert_eq!(
-        ping(&database(full.clone())).await,
-        tls_failure(TlsFailure::CertificateExpired)
-    );
+    assert_eq!(ping(&database(full.clone())).await, tls_failure(why));
     let port = spawn_app(&full);
     let (status, body) = get(port, "/health").await;
     assert_eq!(
         (status, &body["error"]),
         (503, &"tls handshake failed".into())
     );
+    (cluster, db, port)
+}
+
+#[tokio::test]
+async fn an_expired_server_certificate_gives_503_under_verify_full() {
+    let expired = ServerTls {
+        expired: true,
+        ..ServerTls::default()
+    };
+    let (_cluster, db, port) =
+        refused_under_verify_full(expired, TlsFailure::CertificateExpired).await;
     assert_eq!(get(port, "/health/live").await.0, 200);
     // The same server over plaintext is fine: it is the certificate that is refused.
     let plain = with_params(&db.url(), "sslmode=disable");
@@ -234,32 +244,13 @@ async fn an_expired_server_certificate_gives_503_under_verify_full() {
 
 #[tokio::test]
 async fn a_host_name_mismatch_fails_verify_full_but_passes_verify_ca() {
-    let cluster = PgCluster::start_with(ClusterOptions {
-        tls: Some(ServerTls {
-            server_names: vec!["db.internal.example".into()],
-            ..ServerTls::default()
-        }),
-        ..ClusterOptions::default()
-    })
-    .await
-    .unwrap();
-    let db = cluster.migrated_database().await.unwrap();
+    let elsewhere = ServerTls {
+        server_names: vec!["db.internal.example".into()],
+        ..ServerTls::default()
+    };
+    let (cluster, db, _port) =
+        refused_under_verify_full(elsewhere, TlsFailure::HostNameMismatch).await;
     let root = root_cert(&cluster);
-
-    let full = with_params(
-        &db.url(),
-        &format!("sslmode=verify-full&sslrootcert={root}"),
-    );
-    assert_eq!(
-        ping(&database(full.clone())).await,
-        tls_failure(TlsFailure::HostNameMismatch)
-    );
-    let port = spawn_app(&full);
-    let (status, body) = get(port, "/health").await;
-    assert_eq!(
-        (status, &body["error"]),
-        (503, &"tls handshake failed".into())
-    );
 
     let ca = with_params(&db.url(), &format!("sslmode=verify-ca&sslrootcert={root}"));
     ping(&database(ca.clone())).await.unwrap();

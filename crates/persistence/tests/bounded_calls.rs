@@ -6,9 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{connect, new_user, settings_for};
+use common::{connect, new_user, open_idle_connections, settings_for};
 use counseling_domain::{CreateUserError, StoreError, Unavailability, UserRepository, Username};
-use counseling_persistence::{DEADLINE_MARGIN, Database, PgUserRepository};
+use counseling_persistence::{DEADLINE_MARGIN, PgUserRepository};
 use counseling_testkit::PgCluster;
 use sea_orm::{ConnectionTrait, Statement};
 
@@ -26,22 +26,7 @@ async fn calls_against_a_frozen_server_time_out_and_discard_their_connections() 
     let alice = users.create(new_user(r"\school\alice")).await.unwrap();
     // Open three connections at once, so each call below runs on an established one (a new
     // connection to a frozen server would wait for the acquire timeout instead).
-    let hold = |database: counseling_persistence::Database| async move {
-        database
-            .transaction(|_unit| async {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                Ok::<_, StoreError>(())
-            })
-            .await
-    };
-    let (a, b, c) = tokio::join!(
-        hold(database.clone()),
-        hold(database.clone()),
-        hold(database.clone())
-    );
-    for held in [a, b, c] {
-        held.unwrap();
-    }
+    open_idle_connections(&database, 3).await;
     // The connections are back in the pool once each unit of work has returned.
     let deadline = Instant::now() + Duration::from_secs(2);
     while database.status().idle < 3 {
@@ -225,23 +210,7 @@ async fn after_one_connection_breaks_the_idle_ones_are_checked_before_use() {
     let database = connect(&settings);
     let users = PgUserRepository::new(database.clone());
     let alice = users.create(new_user(r"\school\alice")).await.unwrap();
-    // Three connections open and idle.
-    let hold = |database: Database| async move {
-        database
-            .transaction(|_unit| async {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                Ok::<_, StoreError>(())
-            })
-            .await
-    };
-    let (a, b, c) = tokio::join!(
-        hold(database.clone()),
-        hold(database.clone()),
-        hold(database.clone())
-    );
-    for held in [a, b, c] {
-        held.unwrap();
-    }
+    open_idle_connections(&database, 3).await;
     assert_eq!(database.status().idle, 3, "{:?}", database.status());
 
     cluster.stop().await.unwrap();

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{connect, new_user, settings_for};
+use common::{connect, new_user, open_idle_connections, settings_for};
 use counseling_domain::{StoreError, Unavailability, UserRepository, Username};
 use counseling_persistence::{DatabaseSettings, PgUserRepository};
 use counseling_testkit::{PgCluster, TestDatabase};
@@ -340,23 +340,7 @@ async fn the_pool_opens_its_minimum_and_closes_idle_connections_above_it() {
     );
 
     // A burst opens all five ...
-    let release = std::sync::Arc::new(tokio::sync::Barrier::new(5));
-    let burst: Vec<_> = (0..5)
-        .map(|_| {
-            let (database, release) = (database.clone(), release.clone());
-            tokio::spawn(async move {
-                database
-                    .transaction(|_unit| async move {
-                        release.wait().await;
-                        Ok::<_, StoreError>(())
-                    })
-                    .await
-            })
-        })
-        .collect();
-    for held in burst {
-        held.await.unwrap().unwrap();
-    }
+    open_idle_connections(&database, 5).await;
     assert_eq!(database.status().open, 5, "{:?}", database.status());
     // ... and once they have sat idle past the idle timeout, the pool is back to its minimum.
     assert!(

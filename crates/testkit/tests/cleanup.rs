@@ -22,9 +22,10 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-#[test]
-fn a_killed_test_process_takes_its_postgres_along() {
+/// Starts `hold-cluster` with `args`; returns it with the postmaster's pid and the port it prints.
+fn hold_cluster(args: &[&std::ffi::OsStr]) -> (std::process::Child, u32, u16) {
     let mut holder = Command::new(env!("CARGO_BIN_EXE_hold-cluster"))
+        .args(args)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -33,8 +34,14 @@ fn a_killed_test_process_takes_its_postgres_along() {
         .read_line(&mut line)
         .unwrap();
     let mut fields = line.split_whitespace();
-    let postmaster: u32 = fields.next().unwrap().parse().unwrap();
-    let port: u16 = fields.next().unwrap().parse().unwrap();
+    let postmaster = fields.next().unwrap().parse().unwrap();
+    let port = fields.next().unwrap().parse().unwrap();
+    (holder, postmaster, port)
+}
+
+#[test]
+fn a_killed_test_process_takes_its_postgres_along() {
+    let (mut holder, postmaster, port) = hold_cluster(&[]);
     assert!(
         alive(postmaster),
         "the postmaster runs while its test process does"
@@ -60,18 +67,13 @@ fn a_killed_test_process_takes_its_postgres_along() {
 fn hold_cluster_applies_its_settings_and_cleans_up_on_sigterm() {
     let env_dir = tempfile::tempdir().unwrap();
     let env_file = env_dir.path().join("cluster.env");
-    let mut holder = Command::new(env!("CARGO_BIN_EXE_hold-cluster"))
-        .arg("--env-file")
-        .arg(&env_file)
-        .args(["--tls", "--set", "work_mem=7MB"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(holder.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let postmaster: u32 = line.split_whitespace().next().unwrap().parse().unwrap();
+    let (mut holder, postmaster, _port) = hold_cluster(&[
+        "--env-file".as_ref(),
+        env_file.as_os_str(),
+        "--tls".as_ref(),
+        "--set".as_ref(),
+        "work_mem=7MB".as_ref(),
+    ]);
     let variables: std::collections::HashMap<String, String> = std::fs::read_to_string(&env_file)
         .unwrap()
         .lines()

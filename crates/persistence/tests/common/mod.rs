@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use counseling_domain::{NewUser, PasswordHash, Username};
+use counseling_domain::{NewUser, PasswordHash, StoreError, Username};
 use counseling_persistence::{Database, DatabaseSettings, PgUserRepository};
 use counseling_testkit::TestDatabase;
 
@@ -33,6 +33,28 @@ pub fn repository_on(test_db: TestDatabase) -> (TestDatabase, Database, PgUserRe
     let database = connect(&settings_for(test_db.url()));
     let repository = PgUserRepository::new(database.clone());
     (test_db, database, repository)
+}
+
+/// Opens `count` connections at once (units of work that each wait until all hold one), then
+/// hands them all back to the pool, idle.
+pub async fn open_idle_connections(database: &Database, count: usize) {
+    let all_held = std::sync::Arc::new(tokio::sync::Barrier::new(count));
+    let units: Vec<_> = (0..count)
+        .map(|_| {
+            let (database, all_held) = (database.clone(), all_held.clone());
+            tokio::spawn(async move {
+                database
+                    .transaction(|_unit| async move {
+                        all_held.wait().await;
+                        Ok::<_, StoreError>(())
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for unit in units {
+        unit.await.unwrap().unwrap();
+    }
 }
 
 pub fn new_user(username: &str) -> NewUser {
