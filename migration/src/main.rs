@@ -3,13 +3,16 @@
 //! directory's `.env`; the environment wins).
 //! `migration new NAME` scaffolds a migration in this crate's source (`just migrate-new NAME`).
 //!
-//! `MIGRATION_LOCK_TIMEOUT_MS` (same sources) bounds how long a migration waits for a table lock.
+//! `DATABASE_SSL_MODE` and `DATABASE_SSL_ROOT_CERT` (same sources) override the URL's TLS
+//! parameters, as for the service. `MIGRATION_LOCK_TIMEOUT_MS` (same sources) bounds how long a
+//! migration waits for a table lock.
 //!
 //! Exit codes: 0 success, 1 the database or a migration failed, 2 bad usage or configuration.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
+use counseling_config::tls::TlsOverrides;
 use counseling_config::{DatabaseUrl, Problem, Sources};
 use migration::RunOptions;
 use migration::sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -23,6 +26,7 @@ const USAGE: &str = "usage: migration <up | down [STEPS] [--force] | status | ne
   new      create migration/src/m<YYYYMMDD>_<NNNNNN>_NAME.rs and register it (developers only)
 DATABASE_OWNER_URL, else DATABASE_URL (environment, else ./.env) names the database:
 postgres://user:password@host:port/db
+DATABASE_SSL_MODE, DATABASE_SSL_ROOT_CERT: override the URL's sslmode and sslrootcert
 MIGRATION_LOCK_TIMEOUT_MS (default 5000): how long to wait for a table lock before giving up";
 
 /// Overrides `DATABASE_URL` for migrations only.
@@ -83,8 +87,9 @@ fn lock_timeout(sources: &Sources) -> Result<Duration, Problem> {
 
 /// The database to migrate: `DATABASE_OWNER_URL` when set (the role that owns the schema, where
 /// the service's `DATABASE_URL` names a role that may only read and write rows), else
-/// `DATABASE_URL`; from the working directory's `.env` and the environment, which wins. Errors
-/// name the variable and never contain its value.
+/// `DATABASE_URL`; from the working directory's `.env` and the environment, which wins. TLS as
+/// for the service: the URL's libpq parameters under `DATABASE_SSL_MODE`/`DATABASE_SSL_ROOT_CERT`,
+/// every file they name checked now. Errors name the variable and never contain its value.
 fn database_options(sources: &Sources) -> Result<PgConnectOptions, String> {
     let variable = [OWNER_URL, "DATABASE_URL"]
         .into_iter()
@@ -94,9 +99,13 @@ fn database_options(sources: &Sources) -> Result<PgConnectOptions, String> {
                 .to_owned()
         })?;
     let text = sources.get(variable).unwrap_or_default();
-    DatabaseUrl::parse(text)
-        .map(|url| url.connect_options())
-        .map_err(|error| format!("{variable} {error}"))
+    let url = DatabaseUrl::parse(text).map_err(|error| format!("{variable} {error}"))?;
+    let tls = sources
+        .group::<TlsOverrides>("DATABASE")
+        .map_err(|problems| problems.to_string())?
+        .resolve(&url)
+        .map_err(|error| error.to_problem(variable).to_string())?;
+    Ok(tls.apply(url.connect_options()))
 }
 
 async fn connect(options: PgConnectOptions) -> DatabaseConnection {

@@ -124,9 +124,55 @@ async fn up_over_verify_full_tls() {
         other.display()
     );
     let status = migration(&["status"], Some(&wrong));
-    let _ = std::fs::remove_file(&other);
     assert_eq!(status.status.code(), Some(1), "{}", text(&status.stderr));
     assert!(!text(&status.stderr).contains(cluster.password()));
+
+    // The service's overrides apply here too: a URL without TLS parameters (plain `prefer`
+    // would pass on this server) is verified against DATABASE_SSL_ROOT_CERT.
+    let owner_url = db.owner_url();
+    let overridden = |ca: &std::path::Path| {
+        let ca = ca.to_str().unwrap();
+        migration_binary(
+            &["status"],
+            &[
+                ("DATABASE_URL", owner_url.as_str()),
+                ("DATABASE_SSL_MODE", "verify-full"),
+                ("DATABASE_SSL_ROOT_CERT", ca),
+            ],
+        )
+    };
+    let refused = overridden(&other);
+    let _ = std::fs::remove_file(&other);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
+    let verified = overridden(&root);
+    assert!(verified.status.success(), "{}", text(&verified.stderr));
+}
+
+/// A CA file that cannot be read is a configuration error before any connection: exit 2, one
+/// line naming the setting, never the URL.
+#[test]
+fn an_unreadable_ca_file_exits_2_naming_the_setting() {
+    let url = "postgres://user:s3cret-pw@127.0.0.1:1/db?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem";
+    let output = migration(&["up"], Some(url));
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one clear line: {stderr}");
+    assert!(
+        stderr.contains("DATABASE_URL has a bad TLS parameter: sslrootcert"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret-pw"), "{stderr}");
+
+    let output = migration_binary(
+        &["up"],
+        &[
+            ("DATABASE_URL", "postgres://user:s3cret-pw@127.0.0.1:1/db"),
+            ("DATABASE_SSL_ROOT_CERT", "/nonexistent/ca.pem"),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("DATABASE_SSL_ROOT_CERT"), "{stderr}");
 }
 
 #[test]

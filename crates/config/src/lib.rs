@@ -6,11 +6,14 @@
 //!   `config` crate); defaults live on those structs, once.
 //! * [`DatabaseUrl`]: the one parser of `DATABASE_URL`-like values, used by the service, the
 //!   migration CLI and the test kit.
+//! * [`tls`]: libpq's TLS settings (`sslmode`, `sslrootcert`, ...) with libpq's meanings, checked
+//!   at start, for the service and the migration CLI alike.
 //! * [`Problem`]/[`Problems`]: what is wrong, one line per variable, never quoting a value.
 
 mod database_url;
 mod env_file;
 mod sources;
+pub mod tls;
 
 pub use database_url::{DatabaseUrl, DatabaseUrlError};
 pub use env_file::{EnvFileError, read_env_file};

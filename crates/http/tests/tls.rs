@@ -199,6 +199,18 @@ async fn a_wrong_ca_gives_503_keeps_serving_and_recovers_when_the_ca_file_is_fix
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// `system` trusts the public roots only: a server with a certificate from a private CA is
+/// refused, as by libpq.
+#[tokio::test]
+async fn system_roots_refuse_a_private_ca() {
+    let db = tls_cluster().migrated_database().await.unwrap();
+    let url = with_params(&db.url(), "sslrootcert=system");
+    assert_eq!(
+        ping(&database(url)).await,
+        tls_failure(TlsFailure::UntrustedCertificate)
+    );
+}
+
 /// A cluster serving `tls`, whose certificate `verify-full` with the cluster's own CA refuses as
 /// `why`: the pool says so, and an app's `/health` answers 503 `tls handshake failed`. Returns
 /// the cluster, a migrated database on it and the app's port.

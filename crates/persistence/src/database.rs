@@ -6,7 +6,7 @@ use std::time::Duration;
 use counseling_config::Problems;
 use counseling_domain::{StoreError, Unavailability};
 use deadpool::managed::PoolError;
-use sea_orm::sqlx::postgres::{PgConnectOptions, PgSslMode};
+use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::{self, Connection};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use tokio::runtime::Handle;
@@ -110,13 +110,6 @@ impl Database {
     pub fn connect_lazy(settings: &DatabaseSettings, io: Handle) -> Result<Self, Problems> {
         settings.problems().into_result(())?;
         let connect_options = settings.connect_options()?;
-        if matches!(connect_options.get_ssl_mode(), PgSslMode::VerifyCa) {
-            // rustls in sqlx adds the given CA to its compiled-in public roots instead of
-            // replacing them, so without the host name check any public certificate passes.
-            tracing::warn!(
-                "sslmode verify-ca also accepts certificates from public CAs; use verify-full"
-            );
-        }
         // The pool's keeper task runs on the I/O runtime, with the connections it opens.
         let _io_context = io.enter();
         let pool = pool::build(

@@ -18,14 +18,13 @@ mod error_mapping;
 mod pool;
 mod session;
 mod settings;
-mod tls;
 mod unit_of_work;
 mod user_repository;
 
 pub use coalesced_ping::CoalescedPing;
+pub use counseling_config::tls::{SslMode, SslRootCert, TlsError, TlsSetting, UnsupportedSslMode};
 pub use database::{DEADLINE_MARGIN, Database, PoolStatus};
 pub use settings::DatabaseSettings;
-pub use tls::{SslMode, SslRootCert, TlsError, TlsSetting, UnsupportedSslMode};
 pub use unit_of_work::UnitOfWork;
 pub use user_repository::PgUserRepository;
 

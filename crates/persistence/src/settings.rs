@@ -1,11 +1,13 @@
 use std::time::Duration;
 
+use counseling_config::tls::{self, SslMode, SslRootCert, TlsError};
 use counseling_config::{DatabaseUrl, Problem, Problems};
 use sea_orm::sqlx::ConnectOptions;
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use serde::{Deserialize, Serialize};
 
-use crate::tls::{self, SslMode, SslRootCert, TlsError, TlsSetting};
+/// The variable of [`DatabaseSettings::url`], named in its problems.
+const URL_VARIABLE: &str = "DATABASE_URL";
 
 /// How to reach PostgreSQL and how to size and guard the pool: the `DATABASE_*` variables.
 ///
@@ -188,7 +190,7 @@ impl DatabaseSettings {
             "must be from 1 to 64",
         );
         if let Err(error) = self.tls() {
-            problems.push(tls_problem(&error));
+            problems.push(error.to_problem(URL_VARIABLE));
         }
         problems
     }
@@ -204,7 +206,7 @@ impl DatabaseSettings {
     pub fn connect_options(&self) -> Result<PgConnectOptions, Problems> {
         let tls = self
             .tls()
-            .map_err(|error| Problems(vec![tls_problem(&error)]))?;
+            .map_err(|error| Problems(vec![error.to_problem(URL_VARIABLE)]))?;
         let statement_timeout_ms = self.statement_timeout.as_millis().to_string();
         let lock_timeout_ms = self.lock_timeout.as_millis().to_string();
         let options = tls
@@ -227,15 +229,6 @@ impl DatabaseSettings {
         } else {
             options.disable_statement_logging()
         })
-    }
-}
-
-/// A TLS problem named by the variable a user would change.
-fn tls_problem(error: &TlsError) -> Problem {
-    match error.setting {
-        TlsSetting::SslMode => Problem::new("DATABASE_SSL_MODE", error.problem.clone()),
-        TlsSetting::SslRootCert => Problem::new("DATABASE_SSL_ROOT_CERT", error.problem.clone()),
-        _ => Problem::new("DATABASE_URL", format!("has a bad TLS parameter: {error}")),
     }
 }
 
@@ -290,6 +283,25 @@ mod tests {
                 "DATABASE_STATEMENT_TIMEOUT_MS",
                 "DATABASE_IO_THREADS"
             ]
+        );
+    }
+
+    /// The migration CLI reads the TLS overrides through `TlsOverrides`: the same variables,
+    /// parsed the same way.
+    #[test]
+    fn tls_overrides_are_the_same_variables_as_the_migration_clis() {
+        let vars = [
+            ("DATABASE_SSL_MODE", "verify-full"),
+            ("DATABASE_SSL_ROOT_CERT", "/etc/ca.pem"),
+        ];
+        let service = load(&vars).unwrap();
+        let migration = Sources::from_vars(vars)
+            .group::<tls::TlsOverrides>(DatabaseSettings::PREFIX)
+            .unwrap();
+        assert_eq!(migration.ssl_mode, Some(SslMode::VerifyFull));
+        assert_eq!(
+            (service.ssl_mode, service.ssl_root_cert),
+            (migration.ssl_mode, migration.ssl_root_cert)
         );
     }
 

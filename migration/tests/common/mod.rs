@@ -118,6 +118,8 @@ pub fn migration_binary(args: &[&str], variables: &[(&str, &str)]) -> Output {
         "DATABASE_URL",
         "DATABASE_OWNER_URL",
         "MIGRATION_LOCK_TIMEOUT_MS",
+        "DATABASE_SSL_MODE",
+        "DATABASE_SSL_ROOT_CERT",
     ] {
         command.env_remove(name);
     }

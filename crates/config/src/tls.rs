@@ -6,23 +6,52 @@
 //! * libpq's rules: `require` with a CA file verifies like `verify-ca`; `verify-ca`/`verify-full`
 //!   without `sslrootcert` are refused (libpq would look for `~/.postgresql/root.crt`; we ask for
 //!   the file, or `system`, explicitly); `sslrootcert=system` means the public roots compiled into
-//!   the binary (Mozilla's, via webpki-roots), defaults to `verify-full` and refuses weaker modes.
+//!   the binary (Mozilla's, via webpki-root-certs), defaults to `verify-full` and refuses weaker
+//!   modes.
+//! * A CA file is the whole trust, as in libpq. The driver would add it to Mozilla's roots; the
+//!   workspace patches those away (crates/webpki-roots-none), and `system` passes them in itself.
 //! * `allow` is refused: the driver treats it as `disable`, which is not what libpq does.
 //! * Every CA, certificate and key file named is read and parsed now, so a missing or malformed
 //!   file is a configuration error at start, not a connection failure at the first request.
-//! * The service's own overrides (`ssl_mode`, `ssl_root_cert` of [`crate::DatabaseSettings`]) win
-//!   over the URL's parameters.
+//! * The overrides `DATABASE_SSL_MODE` and `DATABASE_SSL_ROOT_CERT` ([`TlsOverrides`]) win over
+//!   the URL's parameters.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::LazyLock;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgSslMode};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use counseling_config::DatabaseUrl;
+use crate::{DatabaseUrl, Problem};
+
+/// The variables that override the URL's TLS parameters, for deployments that keep paths out of
+/// the URL: `DATABASE_SSL_MODE` and `DATABASE_SSL_ROOT_CERT` (read with
+/// `Sources::group::<TlsOverrides>("DATABASE")`). They win over the URL's `sslmode` and
+/// `sslrootcert`. The migration CLI reads them so; the service reads the same two fields as part
+/// of its `DatabaseSettings` (a test there checks that the names agree).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct TlsOverrides {
+    /// Overrides the URL's `sslmode`; unset keeps the URL's (libpq's default: `prefer`).
+    #[serde(default, deserialize_with = "crate::empty_is_none")]
+    pub ssl_mode: Option<SslMode>,
+    /// Overrides the URL's `sslrootcert` (a CA file, or `system`); unset keeps the URL's.
+    #[serde(default, deserialize_with = "crate::empty_is_none")]
+    pub ssl_root_cert: Option<SslRootCert>,
+}
+
+impl TlsOverrides {
+    /// The TLS settings in effect for `url` with these overrides: see [`resolve`].
+    pub fn resolve(&self, url: &DatabaseUrl) -> Result<ResolvedTls, TlsError> {
+        resolve(url, self.ssl_mode, self.ssl_root_cert.as_ref())
+    }
+}
 
 /// A TLS setting that is invalid, or a file it names that cannot be read or parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -184,6 +213,18 @@ impl fmt::Display for TlsSetting {
     }
 }
 
+impl TlsError {
+    /// This problem, named by the variable a user would change: `DATABASE_SSL_MODE` or
+    /// `DATABASE_SSL_ROOT_CERT` for the overrides, else `url_variable` (e.g. `DATABASE_URL`).
+    pub fn to_problem(&self, url_variable: &str) -> Problem {
+        match self.setting {
+            TlsSetting::SslMode => Problem::new("DATABASE_SSL_MODE", self.problem.clone()),
+            TlsSetting::SslRootCert => Problem::new("DATABASE_SSL_ROOT_CERT", self.problem.clone()),
+            _ => Problem::new(url_variable, format!("has a bad TLS parameter: {self}")),
+        }
+    }
+}
+
 fn tls_error(setting: TlsSetting, problem: impl Into<String>) -> TlsError {
     TlsError {
         setting,
@@ -220,29 +261,48 @@ impl UrlTls {
 
 /// The TLS settings in effect, checked: every file named was read and parsed.
 #[derive(Debug)]
-pub(crate) struct ResolvedTls {
+pub struct ResolvedTls {
     mode: SslMode,
     root_cert: Option<SslRootCert>,
 }
 
 impl ResolvedTls {
     /// Applies these settings to the driver's options (parsed from the same URL).
-    pub(crate) fn apply(self, options: PgConnectOptions) -> PgConnectOptions {
+    pub fn apply(self, options: PgConnectOptions) -> PgConnectOptions {
         let options = options.ssl_mode(self.mode.driver_mode());
         match self.root_cert {
             Some(SslRootCert::File(path)) => options.ssl_root_cert(path),
-            // The driver always trusts its compiled-in roots and adds the given CAs to them; an
-            // empty PEM adds none, and replaces a `system` the driver would take for a path.
-            Some(SslRootCert::System) => options.ssl_root_cert_from_pem(Vec::new()),
+            // Also replaces a `system` in the URL, which the driver would take for a path.
+            Some(SslRootCert::System) => {
+                options.ssl_root_cert_from_pem(public_roots_pem().to_vec())
+            }
             None => options,
         }
     }
 }
 
+/// Mozilla's roots as one PEM bundle, the form the driver takes CAs in; built once.
+fn public_roots_pem() -> &'static [u8] {
+    static PEM: LazyLock<Vec<u8>> = LazyLock::new(|| {
+        let mut pem = String::new();
+        for root in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+            pem.push_str("-----BEGIN CERTIFICATE-----\n");
+            // 48 bytes make one 64-character PEM line.
+            for line in root.as_ref().chunks(48) {
+                BASE64.encode_string(line, &mut pem);
+                pem.push('\n');
+            }
+            pem.push_str("-----END CERTIFICATE-----\n");
+        }
+        pem.into_bytes()
+    });
+    &PEM
+}
+
 /// Works out the TLS settings from `url` and the overrides, with libpq's rules, and checks every
 /// file they name. Runs before the driver parses the URL, so that a bad `sslmode` is reported
 /// as such.
-pub(crate) fn resolve(
+pub fn resolve(
     url: &DatabaseUrl,
     mode_override: Option<SslMode>,
     root_cert_override: Option<&SslRootCert>,
@@ -396,7 +456,7 @@ mod tests {
     fn files() -> &'static (PathBuf, PathBuf, PathBuf) {
         static FILES: std::sync::OnceLock<(PathBuf, PathBuf, PathBuf)> = std::sync::OnceLock::new();
         FILES.get_or_init(|| {
-            let dir = std::env::temp_dir().join(format!("persistence-tls-{}", std::process::id()));
+            let dir = std::env::temp_dir().join(format!("config-tls-{}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
             // Failure cases only; valid files are made by the test kit in the TLS tests.
             let garbage = dir.join("garbage.pem");
@@ -467,6 +527,28 @@ mod tests {
             )),
             TlsSetting::SslRootCert
         );
+    }
+
+    /// The driver adds `sslrootcert` to `webpki_roots::TLS_SERVER_ROOTS`; with Mozilla's roots
+    /// there, `verify-ca` with a private CA would accept any publicly issued certificate. The
+    /// workspace patches that crate empty (crates/webpki-roots-none): this fails without it.
+    #[test]
+    fn tls_trust_a_ca_file_is_the_whole_trust() {
+        assert!(
+            webpki_roots::TLS_SERVER_ROOTS.is_empty(),
+            "the driver trusts {} built-in roots besides sslrootcert: is the workspace's \
+             [patch.crates-io] webpki-roots gone?",
+            webpki_roots::TLS_SERVER_ROOTS.len()
+        );
+    }
+
+    #[test]
+    fn tls_trust_system_is_mozillas_roots() {
+        let passed: Vec<_> = CertificateDer::pem_slice_iter(public_roots_pem())
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(passed.len() > 100, "{}", passed.len());
+        assert_eq!(passed, webpki_root_certs::TLS_SERVER_ROOT_CERTS);
     }
 
     #[test]
