@@ -142,10 +142,35 @@ async fn up_over_verify_full_tls() {
         )
     };
     let refused = overridden(&other);
-    let _ = std::fs::remove_file(&other);
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
     let verified = overridden(&root);
     assert!(verified.status.success(), "{}", text(&verified.stderr));
+
+    // So do libpq's environment variables, where the URL is silent.
+    let from_libpq_environment = |ca: &std::path::Path| {
+        migration_binary(
+            &["status"],
+            &[
+                ("DATABASE_URL", owner_url.as_str()),
+                ("PGSSLMODE", "verify-full"),
+                ("PGSSLROOTCERT", ca.to_str().unwrap()),
+            ],
+        )
+    };
+    let refused = from_libpq_environment(&other);
+    let _ = std::fs::remove_file(&other);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
+    let verified = from_libpq_environment(&root);
+    assert!(verified.status.success(), "{}", text(&verified.stderr));
+    // `system` is the public roots (the driver alone would look for a file named "system"),
+    // which do not include this server's private CA.
+    let system = migration(
+        &["status"],
+        Some(&format!("{owner_url}?sslrootcert=system")),
+    );
+    let stderr = text(&system.stderr);
+    assert_eq!(system.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("UnknownIssuer"), "{stderr}");
 }
 
 /// A CA file that cannot be read is a configuration error before any connection: exit 2, one

@@ -189,7 +189,8 @@ impl SslRootCert {
 }
 
 /// The setting a TLS configuration error is about. The URL's parameters are named as in the
-/// URL; the overrides by their field names (the binary maps those to its variables).
+/// URL; the overrides by their field names (the binary maps those to its variables); libpq's
+/// environment variables by their names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsSetting {
     SslMode,
@@ -198,6 +199,23 @@ pub enum TlsSetting {
     UrlSslRootCert,
     UrlSslCert,
     UrlSslKey,
+    EnvSslMode,
+    EnvSslRootCert,
+    EnvSslCert,
+    EnvSslKey,
+}
+
+impl TlsSetting {
+    /// libpq's environment variable for a URL parameter, read when the URL does not set it.
+    fn environment_variable(self) -> Option<&'static str> {
+        match self {
+            TlsSetting::EnvSslMode => Some("PGSSLMODE"),
+            TlsSetting::EnvSslRootCert => Some("PGSSLROOTCERT"),
+            TlsSetting::EnvSslCert => Some("PGSSLCERT"),
+            TlsSetting::EnvSslKey => Some("PGSSLKEY"),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for TlsSetting {
@@ -209,6 +227,7 @@ impl fmt::Display for TlsSetting {
             TlsSetting::UrlSslRootCert => "sslrootcert (in the database URL)",
             TlsSetting::UrlSslCert => "sslcert (in the database URL)",
             TlsSetting::UrlSslKey => "sslkey (in the database URL)",
+            setting => setting.environment_variable().unwrap_or_default(),
         })
     }
 }
@@ -220,7 +239,10 @@ impl TlsError {
         match self.setting {
             TlsSetting::SslMode => Problem::new("DATABASE_SSL_MODE", self.problem.clone()),
             TlsSetting::SslRootCert => Problem::new("DATABASE_SSL_ROOT_CERT", self.problem.clone()),
-            _ => Problem::new(url_variable, format!("has a bad TLS parameter: {self}")),
+            setting => match setting.environment_variable() {
+                Some(variable) => Problem::new(variable, self.problem.clone()),
+                None => Problem::new(url_variable, format!("has a bad TLS parameter: {self}")),
+            },
         }
     }
 }
@@ -232,28 +254,45 @@ fn tls_error(setting: TlsSetting, problem: impl Into<String>) -> TlsError {
     }
 }
 
-/// The URL's TLS parameters as written (the driver's aliases included; the last one wins, as in
-/// the driver).
+/// libpq's TLS parameters as written, each with where it came from: the URL (the driver's
+/// aliases included; the last one wins, as in the driver), else libpq's environment variable
+/// (`PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`), which the driver reads too.
 #[derive(Debug, Default)]
-struct UrlTls {
-    mode: Option<String>,
-    root_cert: Option<String>,
-    cert: Option<String>,
-    key: Option<String>,
+struct LibpqTls {
+    mode: Option<(String, TlsSetting)>,
+    root_cert: Option<(String, TlsSetting)>,
+    cert: Option<(String, TlsSetting)>,
+    key: Option<(String, TlsSetting)>,
 }
 
-impl UrlTls {
-    fn read(url: &DatabaseUrl) -> Self {
-        let mut found = UrlTls::default();
+impl LibpqTls {
+    fn read(url: &DatabaseUrl, environment: &dyn Fn(&str) -> Option<String>) -> Self {
+        let mut found = LibpqTls::default();
         for (key, value) in url.parameters() {
-            let slot = match key {
-                "sslmode" | "ssl-mode" => &mut found.mode,
-                "sslrootcert" | "ssl-root-cert" | "ssl-ca" => &mut found.root_cert,
-                "sslcert" | "ssl-cert" => &mut found.cert,
-                "sslkey" | "ssl-key" => &mut found.key,
+            let (slot, setting) = match key {
+                "sslmode" | "ssl-mode" => (&mut found.mode, TlsSetting::UrlSslMode),
+                "sslrootcert" | "ssl-root-cert" | "ssl-ca" => {
+                    (&mut found.root_cert, TlsSetting::UrlSslRootCert)
+                }
+                "sslcert" | "ssl-cert" => (&mut found.cert, TlsSetting::UrlSslCert),
+                "sslkey" | "ssl-key" => (&mut found.key, TlsSetting::UrlSslKey),
                 _ => continue,
             };
-            *slot = Some(value.to_owned());
+            *slot = Some((value.to_owned(), setting));
+        }
+        for (slot, setting) in [
+            (&mut found.mode, TlsSetting::EnvSslMode),
+            (&mut found.root_cert, TlsSetting::EnvSslRootCert),
+            (&mut found.cert, TlsSetting::EnvSslCert),
+            (&mut found.key, TlsSetting::EnvSslKey),
+        ] {
+            if slot.is_none() {
+                *slot = setting
+                    .environment_variable()
+                    .and_then(environment)
+                    .filter(|value| !value.is_empty())
+                    .map(|value| (value, setting));
+            }
         }
         found
     }
@@ -281,11 +320,26 @@ impl ResolvedTls {
     }
 }
 
-/// Mozilla's roots as one PEM bundle, the form the driver takes CAs in; built once.
+/// Roots that Mozilla trusts for some domains only. A PEM bundle cannot carry that limit, so
+/// these are left out of `system` rather than trusted for every host name. The subject's common
+/// name, as it appears in the certificate (webpki-roots lists the constraint: `.tr` only).
+const NAME_CONSTRAINED_ROOTS: &[&[u8]] = &[b"TUBITAK Kamu SM SSL Kok Sertifikasi - Surum 1"];
+
+fn is_name_constrained(root: &[u8]) -> bool {
+    NAME_CONSTRAINED_ROOTS
+        .iter()
+        .any(|name| root.windows(name.len()).any(|window| window == *name))
+}
+
+/// Mozilla's roots as one PEM bundle, the form the driver takes CAs in, less those Mozilla
+/// constrains to some domains; built once.
 fn public_roots_pem() -> &'static [u8] {
     static PEM: LazyLock<Vec<u8>> = LazyLock::new(|| {
         let mut pem = String::new();
-        for root in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+        for root in webpki_root_certs::TLS_SERVER_ROOT_CERTS
+            .iter()
+            .filter(|root| !is_name_constrained(root.as_ref()))
+        {
             pem.push_str("-----BEGIN CERTIFICATE-----\n");
             // 48 bytes make one 64-character PEM line.
             for line in root.as_ref().chunks(48) {
@@ -300,29 +354,42 @@ fn public_roots_pem() -> &'static [u8] {
 }
 
 /// Works out the TLS settings from `url` and the overrides, with libpq's rules, and checks every
-/// file they name. Runs before the driver parses the URL, so that a bad `sslmode` is reported
-/// as such.
+/// file they name. Precedence, highest first: the overrides, the URL's parameters, libpq's
+/// environment variables (`PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`), libpq's
+/// default. Runs before the driver parses the URL, so that a bad `sslmode` is reported as such.
 pub fn resolve(
     url: &DatabaseUrl,
     mode_override: Option<SslMode>,
     root_cert_override: Option<&SslRootCert>,
 ) -> Result<ResolvedTls, TlsError> {
-    let from_url = UrlTls::read(url);
+    resolve_in(url, mode_override, root_cert_override, &|name| {
+        std::env::var(name).ok()
+    })
+}
+
+/// [`resolve`] with `environment` for the process environment.
+fn resolve_in(
+    url: &DatabaseUrl,
+    mode_override: Option<SslMode>,
+    root_cert_override: Option<&SslRootCert>,
+    environment: &dyn Fn(&str) -> Option<String>,
+) -> Result<ResolvedTls, TlsError> {
+    let from_url = LibpqTls::read(url, environment);
 
     let (mode, mode_setting) = match (mode_override, &from_url.mode) {
         (Some(mode), _) => (Some(mode), TlsSetting::SslMode),
-        (None, Some(text)) => (
+        (None, Some((text, setting))) => (
             Some(
                 text.parse::<SslMode>()
-                    .map_err(|error| tls_error(TlsSetting::UrlSslMode, error.0))?,
+                    .map_err(|error| tls_error(*setting, error.0))?,
             ),
-            TlsSetting::UrlSslMode,
+            *setting,
         ),
         (None, None) => (None, TlsSetting::UrlSslMode),
     };
     let (root_cert, root_setting) = match (root_cert_override, &from_url.root_cert) {
         (Some(root), _) => (Some(root.clone()), TlsSetting::SslRootCert),
-        (None, Some(text)) => (Some(SslRootCert::parse(text)), TlsSetting::UrlSslRootCert),
+        (None, Some((text, setting))) => (Some(SslRootCert::parse(text)), *setting),
         (None, None) => (None, TlsSetting::UrlSslRootCert),
     };
 
@@ -362,19 +429,28 @@ pub fn resolve(
     }
 
     match (&from_url.cert, &from_url.key) {
-        (Some(cert), Some(key)) => {
-            check_certificate_file(Path::new(cert), TlsSetting::UrlSslCert)?;
-            check_key_file(Path::new(key), TlsSetting::UrlSslKey)?;
+        (Some((cert, cert_setting)), Some((key, key_setting))) => {
+            check_certificate_file(Path::new(cert), *cert_setting)?;
+            check_key_file(Path::new(key), *key_setting)?;
         }
-        (Some(_), None) => {
+        // The missing one is named where the present one was found.
+        (Some((_, cert_setting)), None) => {
+            let key_setting = match cert_setting {
+                TlsSetting::EnvSslCert => TlsSetting::EnvSslKey,
+                _ => TlsSetting::UrlSslKey,
+            };
             return Err(tls_error(
-                TlsSetting::UrlSslKey,
+                key_setting,
                 "is missing: sslcert needs the key of its certificate",
             ));
         }
-        (None, Some(_)) => {
+        (None, Some((_, key_setting))) => {
+            let cert_setting = match key_setting {
+                TlsSetting::EnvSslKey => TlsSetting::EnvSslCert,
+                _ => TlsSetting::UrlSslCert,
+            };
             return Err(tls_error(
-                TlsSetting::UrlSslCert,
+                cert_setting,
                 "is missing: sslkey needs its certificate",
             ));
         }
@@ -542,13 +618,111 @@ mod tests {
         );
     }
 
+    /// A version bump of the driver could bring its roots back past the patch: another major
+    /// version of webpki-roots (the patch would not apply) or the platform's store.
     #[test]
-    fn tls_trust_system_is_mozillas_roots() {
+    fn tls_trust_the_lock_file_has_only_the_empty_roots() {
+        let lock =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.lock"))
+                .unwrap();
+        let packages: Vec<&str> = lock.split("[[package]]").collect();
+        let roots: Vec<&&str> = packages
+            .iter()
+            .filter(|package| package.contains("\nname = \"webpki-roots\"\n"))
+            .collect();
+        assert_eq!(roots.len(), 1, "{roots:?}");
+        assert!(
+            !roots[0].contains("source = "),
+            "not the patched copy: {}",
+            roots[0]
+        );
+        assert!(!lock.contains("name = \"rustls-native-certs\""));
+    }
+
+    #[test]
+    fn tls_trust_system_is_mozillas_roots_less_the_name_constrained() {
         let passed: Vec<_> = CertificateDer::pem_slice_iter(public_roots_pem())
             .collect::<Result<_, _>>()
             .unwrap();
         assert!(passed.len() > 100, "{}", passed.len());
-        assert_eq!(passed, webpki_root_certs::TLS_SERVER_ROOT_CERTS);
+        // Mozilla limits this root to `.tr` (webpki-roots 1.0.10, name_constraints).
+        let tubitak = b"TUBITAK Kamu SM SSL Kok Sertifikasi";
+        let names = |root: &CertificateDer<'_>| {
+            root.as_ref()
+                .windows(tubitak.len())
+                .any(|window| window == tubitak)
+        };
+        let all = webpki_root_certs::TLS_SERVER_ROOT_CERTS;
+        assert_eq!(all.iter().filter(|root| names(root)).count(), 1);
+        assert!(!passed.iter().any(names));
+        let others: Vec<_> = all.iter().filter(|root| !names(root)).collect();
+        assert_eq!(passed.iter().collect::<Vec<_>>(), others);
+    }
+
+    fn resolve_with(url: &str, environment: &[(&str, &str)]) -> Result<ResolvedTls, TlsError> {
+        let environment: Vec<(String, String)> = environment
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        resolve_in(&parsed(url), None, None, &|name| {
+            environment
+                .iter()
+                .find(|(variable, _)| variable == name)
+                .map(|(_, value)| value.clone())
+        })
+    }
+
+    /// libpq's environment variables apply where the URL is silent, as in libpq (and the driver
+    /// reads them too): never ignored, so never a silent downgrade.
+    #[test]
+    fn libpqs_environment_variables_fill_in_what_the_url_leaves_out() {
+        let (dir, garbage, _) = files();
+        // Any valid CA file will do: resolving checks it, nothing connects.
+        let ca = dir.join("public-roots.crt");
+        std::fs::write(&ca, public_roots_pem()).unwrap();
+        let ca = ca.to_str().unwrap();
+        let url = "postgres://u:p@h/db";
+
+        let tls =
+            resolve_with(url, &[("PGSSLMODE", "verify-full"), ("PGSSLROOTCERT", ca)]).unwrap();
+        assert_eq!(tls.mode, SslMode::VerifyFull);
+        assert_eq!(tls.root_cert, Some(SslRootCert::File(ca.into())));
+        // libpq: require with a CA file verifies the CA, wherever the file came from.
+        let tls = resolve_with(url, &[("PGSSLMODE", "require"), ("PGSSLROOTCERT", ca)]).unwrap();
+        assert_eq!(tls.mode, SslMode::VerifyCa);
+        let tls = resolve_with(url, &[("PGSSLROOTCERT", "system")]).unwrap();
+        assert_eq!(tls.mode, SslMode::VerifyFull);
+        // The URL wins over the environment; empty is unset.
+        let tls = resolve_with(
+            &format!("{url}?sslmode=disable"),
+            &[("PGSSLMODE", "verify-full")],
+        );
+        assert_eq!(tls.unwrap().mode, SslMode::Disable);
+        assert_eq!(
+            resolve_with(url, &[("PGSSLMODE", "")]).unwrap().mode,
+            SslMode::Prefer
+        );
+
+        let error = |environment: &[(&str, &str)]| {
+            let error = resolve_with("postgres://u:hunter2@h/db", environment).unwrap_err();
+            assert!(!error.to_string().contains("hunter2"), "{error}");
+            error.to_problem("DATABASE_URL").variable
+        };
+        assert_eq!(error(&[("PGSSLMODE", "allow")]), "PGSSLMODE");
+        assert_eq!(error(&[("PGSSLMODE", "verify-ca")]), "PGSSLMODE");
+        assert_eq!(
+            error(&[
+                ("PGSSLMODE", "verify-ca"),
+                ("PGSSLROOTCERT", "/nonexistent")
+            ]),
+            "PGSSLROOTCERT"
+        );
+        let garbage = garbage.to_str().unwrap();
+        assert_eq!(
+            error(&[("PGSSLCERT", garbage), ("PGSSLKEY", garbage)]),
+            "PGSSLCERT"
+        );
+        assert_eq!(error(&[("PGSSLCERT", garbage)]), "PGSSLKEY");
     }
 
     #[test]

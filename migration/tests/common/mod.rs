@@ -120,6 +120,10 @@ pub fn migration_binary(args: &[&str], variables: &[(&str, &str)]) -> Output {
         "MIGRATION_LOCK_TIMEOUT_MS",
         "DATABASE_SSL_MODE",
         "DATABASE_SSL_ROOT_CERT",
+        "PGSSLMODE",
+        "PGSSLROOTCERT",
+        "PGSSLCERT",
+        "PGSSLKEY",
     ] {
         command.env_remove(name);
     }
