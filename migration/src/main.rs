@@ -26,7 +26,8 @@ const USAGE: &str = "usage: migration <up | down [STEPS] [--force] | status | ne
   new      create migration/src/m<YYYYMMDD>_<NNNNNN>_NAME.rs and register it (developers only)
 DATABASE_OWNER_URL, else DATABASE_URL (environment, else ./.env) names the database:
 postgres://user:password@host:port/db
-DATABASE_SSL_MODE, DATABASE_SSL_ROOT_CERT: override the URL's sslmode and sslrootcert
+DATABASE_SSL_MODE, DATABASE_SSL_ROOT_CERT: override the URL's sslmode and sslrootcert, which
+override libpq's PGSSLMODE, PGSSLROOTCERT, PGSSLCERT, PGSSLKEY
 MIGRATION_LOCK_TIMEOUT_MS (default 5000): how long to wait for a table lock before giving up";
 
 /// Overrides `DATABASE_URL` for migrations only.
