@@ -105,7 +105,7 @@ fn database_options(sources: &Sources) -> Result<PgConnectOptions, String> {
         .group::<TlsOverrides>("DATABASE")
         .map_err(|problems| problems.to_string())?
         .resolve(&url)
-        .map_err(|error| error.to_problem(variable).to_string())?;
+        .map_err(|errors| errors.to_problems(variable).to_string())?;
     Ok(tls.apply(url.connect_options()))
 }
 
@@ -208,7 +208,10 @@ async fn main() -> ExitCode {
     let (options, lock_timeout) = match configuration {
         Ok(configuration) => configuration,
         Err(message) => {
-            eprintln!("migration: {message}");
+            // One line per problem, each saying where it comes from.
+            for line in message.lines() {
+                eprintln!("migration: {line}");
+            }
             return ExitCode::from(2);
         }
     };

@@ -198,6 +198,26 @@ fn an_unreadable_ca_file_exits_2_naming_the_setting() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = text(&output.stderr);
     assert!(stderr.contains("DATABASE_SSL_ROOT_CERT"), "{stderr}");
+
+    // Every problem, one line each.
+    let output = migration(
+        &["up"],
+        Some(
+            "postgres://user:s3cret-pw@127.0.0.1:1/db?sslcert=/nonexistent/c.crt&sslkey=/nonexistent/c.key",
+        ),
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].starts_with("migration: DATABASE_URL has a bad TLS parameter: sslcert"),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with("migration: DATABASE_URL has a bad TLS parameter: sslkey"),
+        "{stderr}"
+    );
 }
 
 #[test]

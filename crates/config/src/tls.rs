@@ -29,7 +29,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgSslMode};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::{DatabaseUrl, Problem};
+use crate::{DatabaseUrl, Problem, Problems};
 
 /// The variables that override the URL's TLS parameters, for deployments that keep paths out of
 /// the URL: `DATABASE_SSL_MODE` and `DATABASE_SSL_ROOT_CERT` (read with
@@ -48,7 +48,7 @@ pub struct TlsOverrides {
 
 impl TlsOverrides {
     /// The TLS settings in effect for `url` with these overrides: see [`resolve`].
-    pub fn resolve(&self, url: &DatabaseUrl) -> Result<ResolvedTls, TlsError> {
+    pub fn resolve(&self, url: &DatabaseUrl) -> Result<ResolvedTls, TlsErrors> {
         resolve(url, self.ssl_mode, self.ssl_root_cert.as_ref())
     }
 }
@@ -232,6 +232,23 @@ impl fmt::Display for TlsSetting {
     }
 }
 
+/// Every TLS setting found wrong (at least one).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct TlsErrors(pub Vec<TlsError>);
+
+impl TlsErrors {
+    /// One problem per setting: see [`TlsError::to_problem`].
+    pub fn to_problems(&self, url_variable: &str) -> Problems {
+        Problems(
+            self.0
+                .iter()
+                .map(|error| error.to_problem(url_variable))
+                .collect(),
+        )
+    }
+}
+
 impl TlsError {
     /// This problem, named by the variable a user would change: `DATABASE_SSL_MODE` or
     /// `DATABASE_SSL_ROOT_CERT` for the overrides, else `url_variable` (e.g. `DATABASE_URL`).
@@ -361,7 +378,7 @@ pub fn resolve(
     url: &DatabaseUrl,
     mode_override: Option<SslMode>,
     root_cert_override: Option<&SslRootCert>,
-) -> Result<ResolvedTls, TlsError> {
+) -> Result<ResolvedTls, TlsErrors> {
     resolve_in(url, mode_override, root_cert_override, &|name| {
         std::env::var(name).ok()
     })
@@ -373,19 +390,18 @@ fn resolve_in(
     mode_override: Option<SslMode>,
     root_cert_override: Option<&SslRootCert>,
     environment: &dyn Fn(&str) -> Option<String>,
-) -> Result<ResolvedTls, TlsError> {
+) -> Result<ResolvedTls, TlsErrors> {
     let from_url = LibpqTls::read(url, environment);
 
     let (mode, mode_setting) = match (mode_override, &from_url.mode) {
-        (Some(mode), _) => (Some(mode), TlsSetting::SslMode),
+        (Some(mode), _) => (Ok(Some(mode)), TlsSetting::SslMode),
         (None, Some((text, setting))) => (
-            Some(
-                text.parse::<SslMode>()
-                    .map_err(|error| tls_error(*setting, error.0))?,
-            ),
+            text.parse::<SslMode>()
+                .map(Some)
+                .map_err(|error| tls_error(*setting, error.0)),
             *setting,
         ),
-        (None, None) => (None, TlsSetting::UrlSslMode),
+        (None, None) => (Ok(None), TlsSetting::UrlSslMode),
     };
     let (root_cert, root_setting) = match (root_cert_override, &from_url.root_cert) {
         (Some(root), _) => (Some(root.clone()), TlsSetting::SslRootCert),
@@ -393,71 +409,104 @@ fn resolve_in(
         (None, None) => (None, TlsSetting::UrlSslRootCert),
     };
 
-    let mode = match (mode, &root_cert) {
+    // Every problem is found, not just the first, so that all are fixed at once.
+    let mut errors = Vec::new();
+    let mode = match mode {
+        Ok(mode) => Some(libpq_mode(mode, root_cert.as_ref())),
+        Err(error) => {
+            errors.push(error);
+            None
+        }
+    };
+    errors.extend(check_trust(mode, mode_setting, root_cert.as_ref(), root_setting).err());
+    errors.extend(check_client_certificate(
+        from_url.cert.as_ref(),
+        from_url.key.as_ref(),
+    ));
+    match mode {
+        Some(mode) if errors.is_empty() => Ok(ResolvedTls { mode, root_cert }),
+        _ => Err(TlsErrors(errors)),
+    }
+}
+
+/// The mode in effect: libpq's default and its rules for a root certificate.
+fn libpq_mode(mode: Option<SslMode>, root_cert: Option<&SslRootCert>) -> SslMode {
+    let mode = match (mode, root_cert) {
         (Some(mode), _) => mode,
         // libpq 16: the public roots make verify-full the default.
         (None, Some(SslRootCert::System)) => SslMode::VerifyFull,
         (None, _) => SslMode::Prefer,
     };
-    let mode = match (mode, &root_cert) {
+    match (mode, root_cert) {
         // libpq: "if a root CA file exists, require behaves like verify-ca".
         (SslMode::Require, Some(SslRootCert::File(_))) => SslMode::VerifyCa,
         (mode, _) => mode,
-    };
-
-    match (&root_cert, mode) {
-        (Some(SslRootCert::System), mode) if mode != SslMode::VerifyFull => {
-            return Err(tls_error(
-                root_setting,
-                format!(
-                    "system (the public roots) needs sslmode verify-full, not {mode}: any \
-                     host can get a public certificate, only the host name check makes it safe"
-                ),
-            ));
-        }
-        (None, SslMode::VerifyCa | SslMode::VerifyFull) => {
-            return Err(tls_error(
-                mode_setting,
-                format!(
-                    "{mode} needs sslrootcert: the CA file of the server's certificate, or \
-                     system for the public roots"
-                ),
-            ));
-        }
-        (Some(SslRootCert::File(path)), _) => check_ca_file(path, root_setting)?,
-        _ => {}
     }
+}
 
-    match (&from_url.cert, &from_url.key) {
-        (Some((cert, cert_setting)), Some((key, key_setting))) => {
-            check_certificate_file(Path::new(cert), *cert_setting)?;
-            check_key_file(Path::new(key), *key_setting)?;
-        }
+/// The root certificate fits the mode (when the mode is known), and its file is a CA bundle.
+fn check_trust(
+    mode: Option<SslMode>,
+    mode_setting: TlsSetting,
+    root_cert: Option<&SslRootCert>,
+    root_setting: TlsSetting,
+) -> Result<(), TlsError> {
+    match (root_cert, mode) {
+        (Some(SslRootCert::System), Some(mode)) if mode != SslMode::VerifyFull => Err(tls_error(
+            root_setting,
+            format!(
+                "system (the public roots) needs sslmode verify-full, not {mode}: any host can \
+                 get a public certificate, only the host name check makes it safe"
+            ),
+        )),
+        (None, Some(mode @ (SslMode::VerifyCa | SslMode::VerifyFull))) => Err(tls_error(
+            mode_setting,
+            format!(
+                "{mode} needs sslrootcert: the CA file of the server's certificate, or system \
+                 for the public roots"
+            ),
+        )),
+        (Some(SslRootCert::File(path)), _) => check_ca_file(path, root_setting),
+        _ => Ok(()),
+    }
+}
+
+/// A client certificate and its key come together, and both files are readable.
+fn check_client_certificate(
+    cert: Option<&(String, TlsSetting)>,
+    key: Option<&(String, TlsSetting)>,
+) -> Vec<TlsError> {
+    match (cert, key) {
+        (Some((cert, cert_setting)), Some((key, key_setting))) => [
+            check_certificate_file(Path::new(cert), *cert_setting),
+            check_key_file(Path::new(key), *key_setting),
+        ]
+        .into_iter()
+        .filter_map(Result::err)
+        .collect(),
         // The missing one is named where the present one was found.
         (Some((_, cert_setting)), None) => {
             let key_setting = match cert_setting {
                 TlsSetting::EnvSslCert => TlsSetting::EnvSslKey,
                 _ => TlsSetting::UrlSslKey,
             };
-            return Err(tls_error(
+            vec![tls_error(
                 key_setting,
                 "is missing: sslcert needs the key of its certificate",
-            ));
+            )]
         }
         (None, Some((_, key_setting))) => {
             let cert_setting = match key_setting {
                 TlsSetting::EnvSslKey => TlsSetting::EnvSslCert,
                 _ => TlsSetting::UrlSslCert,
             };
-            return Err(tls_error(
+            vec![tls_error(
                 cert_setting,
                 "is missing: sslkey needs its certificate",
-            ));
+            )]
         }
-        (None, None) => {}
+        (None, None) => Vec::new(),
     }
-
-    Ok(ResolvedTls { mode, root_cert })
 }
 
 fn read(path: &Path, setting: TlsSetting) -> Result<Vec<u8>, TlsError> {
@@ -551,8 +600,14 @@ mod tests {
         DatabaseUrl::parse(url).unwrap()
     }
 
+    /// The one problem `url` has.
     fn apply_to(url: &str, mode: Option<SslMode>, root: Option<SslRootCert>) -> TlsError {
-        resolve(&parsed(url), mode, root.as_ref()).unwrap_err()
+        only(resolve(&parsed(url), mode, root.as_ref()).unwrap_err())
+    }
+
+    fn only(errors: TlsErrors) -> TlsError {
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        errors.0[0].clone()
     }
 
     fn apply(
@@ -560,7 +615,7 @@ mod tests {
         url: &str,
         mode: Option<SslMode>,
         root: Option<&SslRootCert>,
-    ) -> Result<PgConnectOptions, TlsError> {
+    ) -> Result<PgConnectOptions, TlsErrors> {
         Ok(resolve(&parsed(url), mode, root)?.apply(options))
     }
 
@@ -659,7 +714,7 @@ mod tests {
         assert_eq!(passed.iter().collect::<Vec<_>>(), others);
     }
 
-    fn resolve_with(url: &str, environment: &[(&str, &str)]) -> Result<ResolvedTls, TlsError> {
+    fn resolve_with(url: &str, environment: &[(&str, &str)]) -> Result<ResolvedTls, TlsErrors> {
         let environment: Vec<(String, String)> = environment
             .iter()
             .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
@@ -670,6 +725,37 @@ mod tests {
                 .find(|(variable, _)| variable == name)
                 .map(|(_, value)| value.clone())
         })
+    }
+
+    /// Every problem at once, one per setting, so that a user fixes them all in one go.
+    #[test]
+    fn every_tls_problem_is_reported() {
+        let (_, garbage, _) = files();
+        let garbage = garbage.to_str().unwrap();
+        let url = format!(
+            "postgres://u:p@h/db?sslmode=verify-full&sslrootcert=/nonexistent/ca.crt&sslcert={garbage}&sslkey={garbage}"
+        );
+        let errors = resolve_with(&url, &[]).unwrap_err();
+        let settings: Vec<_> = errors.0.iter().map(|error| error.setting).collect();
+        assert_eq!(
+            settings,
+            [
+                TlsSetting::UrlSslRootCert,
+                TlsSetting::UrlSslCert,
+                TlsSetting::UrlSslKey
+            ]
+        );
+        let variables: Vec<_> = resolve_with(
+            "postgres://u:p@h/db",
+            &[("PGSSLMODE", "allow"), ("PGSSLCERT", garbage)],
+        )
+        .unwrap_err()
+        .to_problems("DATABASE_URL")
+        .0
+        .into_iter()
+        .map(|problem| problem.variable)
+        .collect();
+        assert_eq!(variables, ["PGSSLMODE", "PGSSLKEY"]);
     }
 
     /// libpq's environment variables apply where the URL is silent, as in libpq (and the driver
@@ -704,7 +790,7 @@ mod tests {
         );
 
         let error = |environment: &[(&str, &str)]| {
-            let error = resolve_with("postgres://u:hunter2@h/db", environment).unwrap_err();
+            let error = only(resolve_with("postgres://u:hunter2@h/db", environment).unwrap_err());
             assert!(!error.to_string().contains("hunter2"), "{error}");
             error.to_problem("DATABASE_URL").variable
         };
@@ -718,10 +804,15 @@ mod tests {
             "PGSSLROOTCERT"
         );
         let garbage = garbage.to_str().unwrap();
-        assert_eq!(
-            error(&[("PGSSLCERT", garbage), ("PGSSLKEY", garbage)]),
-            "PGSSLCERT"
-        );
+        let both = resolve_with(url, &[("PGSSLCERT", garbage), ("PGSSLKEY", garbage)])
+            .unwrap_err()
+            .to_problems("DATABASE_URL");
+        let variables: Vec<&str> = both
+            .0
+            .iter()
+            .map(|problem| problem.variable.as_str())
+            .collect();
+        assert_eq!(variables, ["PGSSLCERT", "PGSSLKEY"]);
         assert_eq!(error(&[("PGSSLCERT", garbage)]), "PGSSLKEY");
     }
 
@@ -785,7 +876,8 @@ mod tests {
         ];
         for (query, setting, problem) in cases {
             let url = format!("postgres://u:hunter2@db.internal/db?{query}");
-            let error = apply_to(&url, None, None);
+            // The first problem (a garbage key is one more).
+            let error = resolve(&parsed(&url), None, None).unwrap_err().0.remove(0);
             let shown = error.to_string();
             assert!(shown.contains(problem), "{shown}");
             assert!(

@@ -22,7 +22,9 @@ mod unit_of_work;
 mod user_repository;
 
 pub use coalesced_ping::CoalescedPing;
-pub use counseling_config::tls::{SslMode, SslRootCert, TlsError, TlsSetting, UnsupportedSslMode};
+pub use counseling_config::tls::{
+    SslMode, SslRootCert, TlsError, TlsErrors, TlsSetting, UnsupportedSslMode,
+};
 pub use database::{DEADLINE_MARGIN, Database, PoolStatus};
 pub use settings::DatabaseSettings;
 pub use unit_of_work::UnitOfWork;

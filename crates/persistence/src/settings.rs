@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use counseling_config::tls::{self, SslMode, SslRootCert, TlsError};
+use counseling_config::tls::{self, SslMode, SslRootCert, TlsErrors};
 use counseling_config::{DatabaseUrl, Problem, Problems};
 use sea_orm::sqlx::ConnectOptions;
 use sea_orm::sqlx::postgres::PgConnectOptions;
@@ -190,14 +190,14 @@ impl DatabaseSettings {
             "must be from 1 to 64",
         );
         if let Err(error) = self.tls() {
-            problems.push(error.to_problem(URL_VARIABLE));
+            problems.extend(error.to_problems(URL_VARIABLE).0);
         }
         problems
     }
 
     /// The TLS settings of the URL and the overrides, with libpq's rules; every file they name is
     /// read and checked.
-    fn tls(&self) -> Result<tls::ResolvedTls, TlsError> {
+    fn tls(&self) -> Result<tls::ResolvedTls, TlsErrors> {
         tls::resolve(&self.url, self.ssl_mode, self.ssl_root_cert.as_ref())
     }
 
@@ -206,7 +206,7 @@ impl DatabaseSettings {
     pub fn connect_options(&self) -> Result<PgConnectOptions, Problems> {
         let tls = self
             .tls()
-            .map_err(|error| Problems(vec![error.to_problem(URL_VARIABLE)]))?;
+            .map_err(|errors| errors.to_problems(URL_VARIABLE))?;
         let statement_timeout_ms = self.statement_timeout.as_millis().to_string();
         let lock_timeout_ms = self.lock_timeout.as_millis().to_string();
         let options = tls
