@@ -25,6 +25,13 @@ cargo build --release --locked -q -p counseling-testkit --bin hold-cluster
 cargo bench --locked -q -p counseling-persistence --bench find_by_username --no-run 2>/dev/null
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Waits until the counseling-api PID answers PATH on PORT; dies with its LOG if it exits first.
+await_api() { # PORT PATH PID LOG
+    until curl -fs -o /dev/null "http://127.0.0.1:$1$2"; do
+        kill -0 "$3" 2>/dev/null || die "counseling-api exited: $(cat "$4")"
+        sleep 0.002
+    done
+}
 
 # --- a private PostgreSQL ---------------------------------------------------------------------
 # The test kit's cluster: on tmpfs, TCP on 127.0.0.1 only, SCRAM with a random superuser password
@@ -82,10 +89,7 @@ started=$(now_ms)
 DATABASE_URL=$URL APP_PORT=$API_PORT LOG_FORMAT=json RUST_LOG=warn target/release/counseling-api \
     >"$WORK/api.log" 2>&1 &
 API_PID=$!
-until curl -fs -o /dev/null "http://127.0.0.1:$API_PORT/health"; do
-    kill -0 "$API_PID" 2>/dev/null || die "counseling-api exited: $(cat "$WORK/api.log")"
-    sleep 0.002
-done
+await_api "$API_PORT" /health "$API_PID" "$WORK/api.log"
 cold_start_ms=$(( $(now_ms) - started ))
 sleep 1
 rss_kb() { awk -v key="$1:" '$1 == key { print $2 }' "/proc/$API_PID/status"; }
@@ -104,18 +108,22 @@ pgbench_latency=$(echo "$pgbench_out" | awk '/^latency average/ { print $4 " " $
 to_ms() { # wrk prints 412.00us, 2.10ms or 1.02s
     awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
 }
+# From wrk's output (with --latency): requests per second, a percentile in ms, non-2xx answers.
+wrk_rps() { echo "$1" | awk '/^Requests\/sec:/ { print $2 }'; }
+wrk_ms() { to_ms "$(echo "$1" | awk -v p="$2" '$1 == p { print $2 }')"; } # OUTPUT 50%|99%
+wrk_non2xx() { local n; n=$(echo "$1" | awk '/Non-2xx/ { print $5 }'); echo "${n:-0}"; }
 say "wrk: GET /health, 32 connections, 10 s"
 wrk_out=$(wrk -t2 -c32 -d10s --latency "http://127.0.0.1:$API_PORT/health")
-health_rps=$(echo "$wrk_out" | awk '/^Requests\/sec:/ { print $2 }')
-health_p50=$(to_ms "$(echo "$wrk_out" | awk '$1 == "50%" { print $2 }')")
-health_p99=$(to_ms "$(echo "$wrk_out" | awk '$1 == "99%" { print $2 }')")
-health_non2xx=$(echo "$wrk_out" | awk '/Non-2xx/ { print $5 }'); health_non2xx=${health_non2xx:-0}
+health_rps=$(wrk_rps "$wrk_out")
+health_p50=$(wrk_ms "$wrk_out" 50%)
+health_p99=$(wrk_ms "$wrk_out" 99%)
+health_non2xx=$(wrk_non2xx "$wrk_out")
 health_errors=$(echo "$wrk_out" | awk '/Socket errors/ { print }'); health_errors=${health_errors:-none}
 say "wrk: GET /health, 1 connection, 5 s (the cost of one uncontended probe)"
 single_out=$(wrk -t1 -c1 -d5s --latency "http://127.0.0.1:$API_PORT/health")
-single_rps=$(echo "$single_out" | awk '/^Requests\/sec:/ { print $2 }')
-single_p50=$(to_ms "$(echo "$single_out" | awk '$1 == "50%" { print $2 }')")
-single_p99=$(to_ms "$(echo "$single_out" | awk '$1 == "99%" { print $2 }')")
+single_rps=$(wrk_rps "$single_out")
+single_p50=$(wrk_ms "$single_out" 50%)
+single_p99=$(wrk_ms "$single_out" 99%)
 ratio=$(awk -v a="$health_rps" -v b="$pgbench_tps" 'BEGIN { printf "%.2f", a / b }')
 load_rss_kb=$(rss_kb VmRSS)
 load_peak_kb=$(rss_kb VmHWM)
@@ -125,11 +133,8 @@ API_OFF_PORT=$(free_port)
 DATABASE_URL=$URL APP_PORT=$API_OFF_PORT METRICS_ENABLED=false LOG_FORMAT=json RUST_LOG=warn \
     target/release/counseling-api >"$WORK/api-off.log" 2>&1 &
 API_OFF_PID=$!
-until curl -fs -o /dev/null "http://127.0.0.1:$API_OFF_PORT/health"; do
-    kill -0 "$API_OFF_PID" 2>/dev/null || die "counseling-api exited: $(cat "$WORK/api-off.log")"
-    sleep 0.01
-done
-rps_of() { wrk -t2 -c32 -d5s "http://127.0.0.1:$1/health" | awk '/^Requests\/sec:/ { print $2 }'; }
+await_api "$API_OFF_PORT" /health "$API_OFF_PID" "$WORK/api-off.log"
+rps_of() { wrk_rps "$(wrk -t2 -c32 -d5s "http://127.0.0.1:$1/health")"; }
 # This machine's throughput drifts by 10-20 % from one 5 s run to the next (shared cores), more
 # than the costs being measured. So every comparison below runs in paired rounds, each pair in
 # alternating order to cancel drift, and reports the median of the pairs' ratios.
@@ -173,10 +178,10 @@ PY
 say "wrk: GET /health, 500 connections, 5 s"
 over_out=$(wrk -t2 -c500 -d5s --timeout 10s --latency "http://127.0.0.1:$API_PORT/health")
 over_requests=$(echo "$over_out" | awk '/requests in/ { print $1 }')
-over_non2xx=$(echo "$over_out" | awk '/Non-2xx/ { print $5 }'); over_non2xx=${over_non2xx:-0}
+over_non2xx=$(wrk_non2xx "$over_out")
 over_errors=$(echo "$over_out" | awk '/Socket errors/ { print }'); over_errors=${over_errors:-none}
 over_max=$(to_ms "$(echo "$over_out" | awk '$1 == "Latency" { print $4; exit }')")
-over_p99=$(to_ms "$(echo "$over_out" | awk '$1 == "99%" { print $2 }')")
+over_p99=$(wrk_ms "$over_out" 99%)
 final_peak_kb=$(rss_kb VmHWM)
 
 kill -TERM "$API_PID"; wait "$API_PID" 2>/dev/null || true; API_PID=
@@ -187,26 +192,20 @@ TLS_API_PORT=$(free_port)
 DATABASE_URL=$TLS_URL APP_PORT=$TLS_API_PORT LOG_FORMAT=json RUST_LOG=warn \
     target/release/counseling-api >"$WORK/api-tls.log" 2>&1 &
 TLS_API_PID=$!
-until curl -fs -o /dev/null "http://127.0.0.1:$TLS_API_PORT/health"; do
-    kill -0 "$TLS_API_PID" 2>/dev/null || die "counseling-api (TLS) exited: $(cat "$WORK/api-tls.log")"
-    sleep 0.01
-done
+await_api "$TLS_API_PORT" /health "$TLS_API_PID" "$WORK/api-tls.log"
 tls_connections=$("$PG_BIN/psql" -Atc \
     "SELECT count(*) FILTER (WHERE s.ssl) || '/' || count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.application_name = 'counseling-api' AND a.backend_type = 'client backend'")
 say "wrk: GET /health over verify-full TLS, 32 connections, 10 s"
 tls_out=$(wrk -t2 -c32 -d10s --latency "http://127.0.0.1:$TLS_API_PORT/health")
-tls_rps=$(echo "$tls_out" | awk '/^Requests\/sec:/ { print $2 }')
-tls_p50=$(to_ms "$(echo "$tls_out" | awk '$1 == "50%" { print $2 }')")
-tls_p99=$(to_ms "$(echo "$tls_out" | awk '$1 == "99%" { print $2 }')")
-tls_non2xx=$(echo "$tls_out" | awk '/Non-2xx/ { print $5 }'); tls_non2xx=${tls_non2xx:-0}
+tls_rps=$(wrk_rps "$tls_out")
+tls_p50=$(wrk_ms "$tls_out" 50%)
+tls_p99=$(wrk_ms "$tls_out" 99%)
+tls_non2xx=$(wrk_non2xx "$tls_out")
 # The ratio: a plaintext instance next to the TLS one, in paired rounds (see rps_of).
 DATABASE_URL=$URL APP_PORT=$API_PORT LOG_FORMAT=json RUST_LOG=warn target/release/counseling-api \
     >"$WORK/api-plain.log" 2>&1 &
 API_PID=$!
-until curl -fs -o /dev/null "http://127.0.0.1:$API_PORT/health"; do
-    kill -0 "$API_PID" 2>/dev/null || die "counseling-api exited: $(cat "$WORK/api-plain.log")"
-    sleep 0.01
-done
+await_api "$API_PORT" /health "$API_PID" "$WORK/api-plain.log"
 TLS_ROUNDS=3
 tls_ratios=()
 plain_round() { plain=$(rps_of "$API_PORT"); }
@@ -265,10 +264,7 @@ stop_cluster
 DATABASE_URL=$URL APP_PORT=$API_PORT LOG_FORMAT=json RUST_LOG=error target/release/counseling-api \
     >"$WORK/api-stopped.log" 2>&1 &
 API_PID=$!
-until curl -fs -o /dev/null "http://127.0.0.1:$API_PORT/health/live"; do
-    kill -0 "$API_PID" 2>/dev/null || die "counseling-api exited: $(cat "$WORK/api-stopped.log")"
-    sleep 0.01
-done
+await_api "$API_PORT" /health/live "$API_PID" "$WORK/api-stopped.log"
 read -r refused_p50 refused_p99 refused_max refused_reasons < <(python3 - "$API_PORT" <<'PY'
 import http.client, json, sys, time
 connection = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=10)
