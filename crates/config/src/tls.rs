@@ -471,6 +471,17 @@ fn check_trust(
     }
 }
 
+/// The key's setting for a certificate's and the other way round, from the same source: a
+/// missing one is named where the present one was found.
+fn partner(setting: TlsSetting) -> TlsSetting {
+    match setting {
+        TlsSetting::EnvSslCert => TlsSetting::EnvSslKey,
+        TlsSetting::EnvSslKey => TlsSetting::EnvSslCert,
+        TlsSetting::UrlSslKey => TlsSetting::UrlSslCert,
+        _ => TlsSetting::UrlSslKey,
+    }
+}
+
 /// A client certificate and its key come together, and both files are readable.
 fn check_client_certificate(
     cert: Option<&(String, TlsSetting)>,
@@ -484,27 +495,14 @@ fn check_client_certificate(
         .into_iter()
         .filter_map(Result::err)
         .collect(),
-        // The missing one is named where the present one was found.
-        (Some((_, cert_setting)), None) => {
-            let key_setting = match cert_setting {
-                TlsSetting::EnvSslCert => TlsSetting::EnvSslKey,
-                _ => TlsSetting::UrlSslKey,
-            };
-            vec![tls_error(
-                key_setting,
-                "is missing: sslcert needs the key of its certificate",
-            )]
-        }
-        (None, Some((_, key_setting))) => {
-            let cert_setting = match key_setting {
-                TlsSetting::EnvSslKey => TlsSetting::EnvSslCert,
-                _ => TlsSetting::UrlSslCert,
-            };
-            vec![tls_error(
-                cert_setting,
-                "is missing: sslkey needs its certificate",
-            )]
-        }
+        (Some((_, cert_setting)), None) => vec![tls_error(
+            partner(*cert_setting),
+            "is missing: sslcert needs the key of its certificate",
+        )],
+        (None, Some((_, key_setting))) => vec![tls_error(
+            partner(*key_setting),
+            "is missing: sslkey needs its certificate",
+        )],
         (None, None) => Vec::new(),
     }
 }

@@ -200,6 +200,7 @@ async fn a_dead_connection_is_discarded_so_the_next_call_works() {
     assert!(users.find_by_id(alice.id).await.unwrap().is_some());
 }
 
+#[cfg_attr(windows, ignore = "needs a private cluster (unix only)")]
 #[tokio::test]
 async fn after_one_connection_breaks_the_idle_ones_are_checked_before_use() {
     let cluster = PgCluster::start().await.unwrap();
