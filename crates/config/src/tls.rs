@@ -598,9 +598,19 @@ mod tests {
         DatabaseUrl::parse(url).unwrap()
     }
 
+    /// [`resolve`] without libpq's environment variables, so that a developer's own `PGSSLMODE`
+    /// cannot change what these tests see (those variables have tests of their own below).
+    fn resolved(
+        url: &str,
+        mode: Option<SslMode>,
+        root: Option<&SslRootCert>,
+    ) -> Result<ResolvedTls, TlsErrors> {
+        resolve_in(&parsed(url), mode, root, &|_| None)
+    }
+
     /// The one problem `url` has.
     fn apply_to(url: &str, mode: Option<SslMode>, root: Option<SslRootCert>) -> TlsError {
-        only(resolve(&parsed(url), mode, root.as_ref()).unwrap_err())
+        only(resolved(url, mode, root.as_ref()).unwrap_err())
     }
 
     fn only(errors: TlsErrors) -> TlsError {
@@ -614,7 +624,7 @@ mod tests {
         mode: Option<SslMode>,
         root: Option<&SslRootCert>,
     ) -> Result<PgConnectOptions, TlsErrors> {
-        Ok(resolve(&parsed(url), mode, root)?.apply(options))
+        Ok(resolved(url, mode, root)?.apply(options))
     }
 
     fn setting_of(error: TlsError) -> TlsSetting {
@@ -875,7 +885,7 @@ mod tests {
         for (query, setting, problem) in cases {
             let url = format!("postgres://u:hunter2@db.internal/db?{query}");
             // The first problem (a garbage key is one more).
-            let error = resolve(&parsed(&url), None, None).unwrap_err().0.remove(0);
+            let error = resolved(&url, None, None).unwrap_err().0.remove(0);
             let shown = error.to_string();
             assert!(shown.contains(problem), "{shown}");
             assert!(

@@ -7,8 +7,8 @@
 //! ([`crate::TestkitError::PrivateClusterUnsupported`] says so), and those that stop, crash or
 //! freeze a cluster of their own cannot run.
 //!
-//! Both variants export `PgCluster`, `process_is_alive` and `process_space` (crate-internal); unix also
-//! `locate_binaries`. The crate root re-exports what is public.
+//! Both variants export `PgCluster`, `process_is_alive` and `process_space` (crate-internal);
+//! unix also `locate_binaries`. The crate root re-exports what is public.
 
 #[cfg(unix)]
 mod unix;

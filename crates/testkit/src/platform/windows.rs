@@ -98,14 +98,14 @@ impl PgCluster {
     }
 }
 
-/// Whether process `pid` exists, asked of `tasklist` (the workspace forbids the `unsafe` a
-/// Win32 call would need). When that cannot be asked, the answer is yes: a leftover database
-/// is harmless, dropping one a running test uses is not.
 /// Where a process id means something: this computer.
 pub(crate) fn process_space() -> String {
     std::env::var("COMPUTERNAME").unwrap_or_default()
 }
 
+/// Whether process `pid` exists, asked of `tasklist` (the workspace forbids the `unsafe` a
+/// Win32 call would need). When that cannot be asked, the answer is yes: a leftover database
+/// is harmless, dropping one a running test uses is not.
 pub(crate) fn process_is_alive(pid: u32) -> bool {
     let Ok(output) = Command::new("tasklist")
         .args(["/FI", &format!("PID eq {pid}"), "/FO", "CSV", "/NH"])

@@ -24,8 +24,6 @@ pub(crate) fn create_private_file(path: &std::path::Path) -> std::io::Result<std
         .open(path)
 }
 
-/// Whether process `pid` exists (a zombie counts: it may still be reaped by its parent). Used to
-/// tell leftovers of killed test runs from those of runs still going.
 /// Where a process id means something: this host, and (Linux) this process-id namespace, so that
 /// containers sharing a host name still differ.
 pub(crate) fn process_space() -> String {
@@ -38,6 +36,8 @@ pub(crate) fn process_space() -> String {
     format!("{host}\n{namespace}")
 }
 
+/// Whether process `pid` exists (a zombie counts: it may still be reaped by its parent). Used to
+/// tell leftovers of killed test runs from those of runs still going.
 pub(crate) fn process_is_alive(pid: u32) -> bool {
     match i32::try_from(pid) {
         // Signal 0 checks existence and permission without sending anything.
