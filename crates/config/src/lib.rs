@@ -15,7 +15,7 @@ mod env_file;
 mod sources;
 pub mod tls;
 
-pub use database_url::{DatabaseUrl, DatabaseUrlError};
+pub use database_url::{DatabaseUrl, DatabaseUrlError, UrlParts};
 pub use env_file::{EnvFileError, read_env_file};
 pub use sources::Sources;
 
