@@ -1,5 +1,6 @@
 //! The `counseling-api` service: settings, telemetry, the actix-web app and its lifecycle.
 
+pub mod coalesced_ping;
 pub mod metrics;
 pub mod request_id;
 pub mod routes;

@@ -2,8 +2,9 @@
 //!
 //! Each [`crate::Application`] has a recorder of its own (not a process-global one), so tests can
 //! run many applications in one process, in parallel, each seeing only its own numbers. Every
-//! handle is registered against that recorder: the persistence crate's when the pool is built
-//! (inside [`Registrar::register`]), ours at build time or on first use of a label set. Labels take
+//! handle is registered against that recorder: the persistence crate's (its operations, and its
+//! pool's gauges, which a scrape refreshes) when the pool is built (inside
+//! [`Registrar::register`]), ours at build time or on first use of a label set. Labels take
 //! values from fixed sets only (route templates, never paths), so the series stay bounded.
 
 use std::collections::HashMap;
@@ -17,8 +18,8 @@ use actix_web::middleware::Next;
 use actix_web::{HttpResponse, web};
 use counseling_persistence::Database;
 use metrics::{
-    Counter, Gauge, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram,
-    gauge, histogram,
+    Counter, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge,
+    histogram,
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
@@ -43,11 +44,6 @@ const HTTP_DURATION: &str = "http_server_request_duration_seconds";
 const HEALTH_CHECKS: &str = "counseling_health_checks_total";
 const HEALTH_DURATION: &str = "counseling_health_check_duration_seconds";
 const BUILD_INFO: &str = "counseling_build_info";
-const POOL_OPEN: &str = "db_client_connections_open";
-const POOL_IDLE: &str = "db_client_connections_idle";
-const POOL_USED: &str = "db_client_connections_used";
-const POOL_MAX: &str = "db_client_connections_max";
-const POOL_MIN: &str = "db_client_connections_min";
 
 /// Registers handles with one application's recorder, or with none (metrics switched off: the
 /// handles then do nothing).
@@ -72,18 +68,9 @@ impl Registrar {
 pub struct Metrics {
     registrar: Registrar,
     handle: PrometheusHandle,
+    /// Its pool's gauges (defined with the pool) are set at each scrape.
     database: Database,
-    pool: PoolGauges,
     process: metrics_process::Collector,
-}
-
-#[derive(Debug)]
-struct PoolGauges {
-    open: Gauge,
-    idle: Gauge,
-    used: Gauge,
-    max: Gauge,
-    min: Gauge,
 }
 
 impl Metrics {
@@ -101,12 +88,7 @@ impl Metrics {
     /// What `/metrics` needs; `None` when `registrar` has no recorder (metrics off).
     pub fn new(registrar: &Registrar, database: Database) -> Option<Self> {
         let handle = registrar.0.as_ref()?.handle();
-        let (pool, process) = registrar.register(|| {
-            describe_gauge!(POOL_OPEN, "Open connections in the pool, idle or in use.");
-            describe_gauge!(POOL_IDLE, "Open connections waiting in the pool.");
-            describe_gauge!(POOL_USED, "Connections checked out of the pool.");
-            describe_gauge!(POOL_MAX, "Configured maximum of open connections.");
-            describe_gauge!(POOL_MIN, "Configured minimum of open connections.");
+        let process = registrar.register(|| {
             describe_gauge!(
                 BUILD_INFO,
                 "Always 1; the version label names the running build."
@@ -114,32 +96,19 @@ impl Metrics {
             gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             let process = metrics_process::Collector::default();
             process.describe();
-            let pool = PoolGauges {
-                open: gauge!(POOL_OPEN),
-                idle: gauge!(POOL_IDLE),
-                used: gauge!(POOL_USED),
-                max: gauge!(POOL_MAX),
-                min: gauge!(POOL_MIN),
-            };
-            (pool, process)
+            process
         });
         Some(Self {
             registrar: registrar.clone(),
             handle,
             database,
-            pool,
             process,
         })
     }
 
     /// The scrape: values read now (pool, process), then everything in the text format.
     pub fn render(&self) -> String {
-        let status = self.database.status();
-        self.pool.open.set(status.open);
-        self.pool.idle.set(status.idle);
-        self.pool.used.set(status.in_use());
-        self.pool.max.set(status.max);
-        self.pool.min.set(status.min);
+        self.database.record_pool_status();
         self.registrar.register(|| self.process.collect());
         self.handle.render()
     }

@@ -8,9 +8,10 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::{Condition, DefaultHeaders, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
-use counseling_persistence::{CoalescedPing, Database};
+use counseling_persistence::Database;
 use tracing_actix_web::TracingLogger;
 
+use crate::coalesced_ping::CoalescedPing;
 use crate::metrics::{
     HealthMetrics, HttpMetrics, Metrics, Registrar, UPKEEP_INTERVAL, record_request, scrape,
 };
@@ -51,12 +52,14 @@ impl Application {
             Registrar::default()
         };
         let database = registrar
-            .register(|| Database::connect_lazy(&settings.database, io))
+            .register(|| Database::connect_lazy(&settings.database, io.clone()))
             .context("DATABASE_URL or a pool setting is invalid")?;
         let (listener, port) = bind(settings.app.host, settings.app.port)?;
 
         let health_check = web::Data::new(HealthCheck::new(
-            registrar.register(|| CoalescedPing::new(database.clone(), settings.health.timeout)),
+            registrar.register(|| {
+                CoalescedPing::new(database.clone(), io.clone(), settings.health.timeout)
+            }),
             HealthMetrics::new(&registrar),
         ));
         let metrics = Metrics::new(&registrar, database.clone()).map(web::Data::new);

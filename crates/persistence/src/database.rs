@@ -149,6 +149,12 @@ impl Database {
         }
     }
 
+    /// Sets the pool's gauges (`db_client_connections_*`) to its numbers now: a scrape calls this
+    /// just before it renders, so the figures are as fresh as the scrape.
+    pub fn record_pool_status(&self) {
+        self.inner.metrics.pool_status(&self.status());
+    }
+
     /// Runs `work` on the I/O runtime and waits for it, keeping the caller's tracing span. If the
     /// caller stops waiting, the work is aborted. A panic in `work` is resumed in the caller.
     ///
@@ -378,7 +384,7 @@ impl Database {
     }
 
     /// [`Database::ping`] without the hop to the I/O runtime, for callers already on it.
-    pub(crate) async fn ping_until(&self, deadline: Instant) -> Result<(), StoreError> {
+    async fn ping_until(&self, deadline: Instant) -> Result<(), StoreError> {
         let timeout = deadline.saturating_duration_since(Instant::now());
         let acquire_deadline = deadline - DIAGNOSIS_BUDGET.min(timeout / 10);
         let waiting_since = Instant::now();
@@ -421,11 +427,6 @@ impl Database {
             Ok(Err(error)) => from_sqlx(&error).into_store_error(),
             Err(_elapsed) => StoreError::Unavailable(Unavailability::Timeout),
         }
-    }
-
-    /// Runs a task on the database runtime without waiting for it.
-    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        drop(self.inner.io.spawn(task.in_current_span()));
     }
 
     /// Closes the pool: new acquires fail at once, idle connections close, and connections in

@@ -9,7 +9,10 @@
 use std::time::Duration;
 
 use counseling_domain::StoreError;
-use metrics::{Counter, Histogram, Unit, counter, describe_counter, describe_histogram, histogram};
+use metrics::{
+    Counter, Gauge, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram,
+    gauge, histogram,
+};
 
 use crate::error_mapping::Failure;
 
@@ -17,6 +20,11 @@ pub(crate) const OPERATION_DURATION: &str = "db_client_operation_duration_second
 pub(crate) const OPERATIONS: &str = "db_client_operations_total";
 pub(crate) const CONNECTION_WAIT_TIME: &str = "db_client_connection_wait_time_seconds";
 pub(crate) const CONNECTION_TIMEOUTS: &str = "db_client_connection_timeouts_total";
+const POOL_OPEN: &str = "db_client_connections_open";
+const POOL_IDLE: &str = "db_client_connections_idle";
+const POOL_USED: &str = "db_client_connections_used";
+const POOL_MAX: &str = "db_client_connections_max";
+const POOL_MIN: &str = "db_client_connections_min";
 
 /// A repository operation, or a whole unit of work: the `operation` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +124,17 @@ pub(crate) struct DatabaseMetrics {
     operations: Vec<(Histogram, Vec<Counter>)>,
     wait_time: Histogram,
     timeouts: Counter,
+    pool: PoolGauges,
+}
+
+/// The pool's sizes, set when a scrape asks ([`crate::Database::record_pool_status`]).
+#[derive(Debug)]
+struct PoolGauges {
+    open: Gauge,
+    idle: Gauge,
+    used: Gauge,
+    max: Gauge,
+    min: Gauge,
 }
 
 impl DatabaseMetrics {
@@ -153,11 +172,32 @@ impl DatabaseMetrics {
                 (duration, outcomes)
             })
             .collect();
+        describe_gauge!(POOL_OPEN, "Open connections in the pool, idle or in use.");
+        describe_gauge!(POOL_IDLE, "Open connections waiting in the pool.");
+        describe_gauge!(POOL_USED, "Connections checked out of the pool.");
+        describe_gauge!(POOL_MAX, "Configured maximum of open connections.");
+        describe_gauge!(POOL_MIN, "Configured minimum of open connections.");
         Self {
             operations,
             wait_time: histogram!(CONNECTION_WAIT_TIME),
             timeouts: counter!(CONNECTION_TIMEOUTS),
+            pool: PoolGauges {
+                open: gauge!(POOL_OPEN),
+                idle: gauge!(POOL_IDLE),
+                used: gauge!(POOL_USED),
+                max: gauge!(POOL_MAX),
+                min: gauge!(POOL_MIN),
+            },
         }
+    }
+
+    /// Sets the pool gauges to `status`.
+    pub(crate) fn pool_status(&self, status: &crate::PoolStatus) {
+        self.pool.open.set(status.open);
+        self.pool.idle.set(status.idle);
+        self.pool.used.set(status.in_use());
+        self.pool.max.set(status.max);
+        self.pool.min.set(status.min);
     }
 
     pub(crate) fn operation(&self, operation: Operation, outcome: Outcome, took: Duration) {

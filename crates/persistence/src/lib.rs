@@ -10,7 +10,6 @@
 //!
 //! Nothing public here runs a query around these guarantees: there is no raw connection or pool.
 
-mod coalesced_ping;
 mod database;
 mod database_metrics;
 pub mod entity;
@@ -21,7 +20,6 @@ mod settings;
 mod unit_of_work;
 mod user_repository;
 
-pub use coalesced_ping::CoalescedPing;
 pub use counseling_config::tls::{
     SslMode, SslRootCert, TlsError, TlsErrors, TlsSetting, UnsupportedSslMode,
 };

@@ -11,9 +11,9 @@ use actix_web::http::header::{CACHE_CONTROL, CacheControl, CacheDirective};
 use actix_web::{HttpResponse, get, web};
 use chrono::{SecondsFormat, Utc};
 use counseling_domain::StoreError;
-use counseling_persistence::CoalescedPing;
 use serde::Serialize;
 
+use crate::coalesced_ping::CoalescedPing;
 use crate::metrics::HealthMetrics;
 
 /// What the health handlers share: the database check, with concurrent probes sharing round

@@ -7,14 +7,18 @@
 //! however many callers there are. A failure of the round already in flight is passed on at once
 //! (it was observed after the caller asked), so an unhealthy answer never takes much longer than
 //! one timeout.
+//!
+//! Probe policy, so it lives here in the HTTP layer; the pool only offers a bounded
+//! [`Database::ping`].
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use counseling_domain::{StoreError, Unavailability};
+use counseling_persistence::Database;
 use metrics::{Counter, counter, describe_counter};
+use tokio::runtime::Handle;
 use tokio::sync::watch;
-
-use crate::{Database, StoreError, Unavailability};
 
 type Outcome = Option<Result<(), StoreError>>;
 
@@ -34,6 +38,9 @@ struct Rounds {
 #[derive(Debug, Clone)]
 pub struct CoalescedPing {
     database: Database,
+    /// The runtime of the database's I/O, where rounds run: they outlive any one HTTP worker, and
+    /// a ping started there needs no hop to reach its connection.
+    io: Handle,
     timeout: Duration,
     rounds: Arc<Mutex<Rounds>>,
     /// Rounds run: fewer than checks when concurrent checks share them.
@@ -41,15 +48,17 @@ pub struct CoalescedPing {
 }
 
 impl CoalescedPing {
-    /// Checks run with `timeout` each. The round-trip counter goes to the `metrics` recorder
-    /// current when this is called (as [`Database::connect_lazy`]'s metrics do).
-    pub fn new(database: Database, timeout: Duration) -> Self {
+    /// Checks run with `timeout` each, on `io` (the runtime given to [`Database::connect_lazy`]).
+    /// The round-trip counter goes to the `metrics` recorder current when this is called (as
+    /// [`Database::connect_lazy`]'s metrics do).
+    pub fn new(database: Database, io: Handle, timeout: Duration) -> Self {
         describe_counter!(
             ROUND_TRIPS,
             "Database round trips started by health checks; concurrent checks share them."
         );
         Self {
             database,
+            io,
             timeout,
             rounds: Arc::new(Mutex::new(Rounds {
                 next: None,
@@ -84,7 +93,7 @@ impl CoalescedPing {
         if start_driver {
             let this = self.clone();
             // Rounds run on the database's own runtime, so they outlive any one HTTP worker.
-            self.database.spawn(async move { this.drive().await });
+            drop(self.io.spawn(async move { this.drive().await }));
         }
         let margin = Duration::from_millis(100);
         if let Some(mut in_flight) = in_flight
@@ -121,10 +130,9 @@ impl CoalescedPing {
                     }
                 }
             };
-            // `drive` already runs on the database runtime (see `check`): no second hop.
-            let deadline = tokio::time::Instant::now() + self.timeout;
+            // `drive` runs on the database runtime (see `check`), so the ping makes no second hop.
             self.round_trips.increment(1);
-            let outcome = self.database.ping_until(deadline).await;
+            let outcome = self.database.ping(self.timeout).await;
             // Retire the round before publishing, so no later caller takes its result as fresh.
             self.rounds().in_flight = None;
             round.send_replace(Some(outcome));

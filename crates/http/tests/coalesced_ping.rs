@@ -1,0 +1,81 @@
+//! Probe coalescing: concurrent health checks share database round trips.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use counseling_domain::StoreError;
+use counseling_http::coalesced_ping::CoalescedPing;
+use counseling_persistence::{Database, DatabaseSettings};
+use counseling_testkit::{PgCluster, TestDatabase};
+use tokio::runtime::Handle;
+
+/// A pool of at most five connections, none kept open, its I/O on the test's runtime.
+fn connect(test_db: &TestDatabase) -> Database {
+    let mut settings =
+        DatabaseSettings::new(counseling_config::DatabaseUrl::parse(&test_db.url()).unwrap());
+    settings.min_connections = 0;
+    settings.max_connections = 5;
+    Database::connect_lazy(&settings, Handle::current()).unwrap()
+}
+
+#[cfg_attr(windows, ignore = "needs a private cluster (unix only)")]
+#[tokio::test]
+async fn coalesced_checks_keep_one_round_trip_in_flight_and_answer_within_the_timeout() {
+    let cluster = PgCluster::start().await.unwrap();
+    let test_db = cluster.migrated_database().await.unwrap();
+    let database = connect(&test_db);
+    let timeout = Duration::from_millis(500);
+    let checks = CoalescedPing::new(database.clone(), Handle::current(), timeout);
+
+    // Healthy: a crowd of concurrent checks all succeed with one check in flight at a time, on
+    // one connection: each round's connection is back in the pool, as it is, before the next
+    // round asks for one. (A pool that checks returned connections in the background, as sqlx's
+    // does, opens a second one here. Unshared, 200 checks would take all five.)
+    let crowd: Vec<_> = (0..200)
+        .map(|_| {
+            let checks = checks.clone();
+            tokio::spawn(async move { checks.check().await })
+        })
+        .collect();
+    for check in crowd {
+        check.await.unwrap().unwrap();
+    }
+    assert_eq!(database.status().open, 1, "{:?}", database.status());
+
+    // Frozen: callers arriving at any moment get their answer within about one timeout, and the
+    // storm does not open more connections.
+    cluster.freeze().unwrap();
+    let storm: Vec<_> = (0..20)
+        .map(|i| {
+            let checks = checks.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(37 * i)).await;
+                let started = Instant::now();
+                let outcome = checks.check().await;
+                (outcome, started.elapsed())
+            })
+        })
+        .collect();
+    for caller in storm {
+        let (outcome, took) = caller.await.unwrap();
+        assert!(
+            matches!(outcome, Err(StoreError::Unavailable(_))),
+            "{outcome:?}"
+        );
+        assert!(
+            took < timeout + Duration::from_millis(400),
+            "answer took {took:?}"
+        );
+    }
+    assert!(
+        database.status().open <= 2,
+        "pool grew to {}",
+        database.status().open
+    );
+    cluster.thaw().unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while checks.check().await.is_err() {
+        assert!(Instant::now() < deadline, "did not recover after thaw");
+    }
+}
