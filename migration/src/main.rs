@@ -1,6 +1,8 @@
 //! `migration up | down [N] | status`: applies or rolls back the schema of the database named by
-//! `DATABASE_OWNER_URL`, else `DATABASE_URL` (from the environment, else from the working
-//! directory's `.env`; the environment wins).
+//! `DATABASE_OWNER_URL` (or `DATABASE_OWNER_URL_FILE`), else `DATABASE_URL` (or
+//! `DATABASE_URL_FILE`), from the environment, else from the working directory's `.env` (the
+//! environment wins). It connects as the service does (`counseling_config::DatabaseTarget`):
+//! password files, libpq's parameters and host lists, the same TLS rules.
 //! `migration new NAME` scaffolds a migration in this crate's source (`just migrate-new NAME`).
 //!
 //! `DATABASE_SSL_MODE` and `DATABASE_SSL_ROOT_CERT` (same sources) override the URL's TLS
@@ -12,10 +14,11 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use counseling_config::tls::TlsOverrides;
-use counseling_config::{DatabaseUrl, Problem, Sources};
+use counseling_config::{
+    Connector, DatabaseTarget, Problem, Role, SessionDefaults, Sources, session_state,
+};
 use migration::RunOptions;
-use migration::sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use migration::sea_orm::sqlx::postgres::PgPoolOptions;
 use migration::sea_orm::{DatabaseConnection, SqlxPostgresConnector};
 
 const USAGE: &str = "usage: migration <up | down [STEPS] [--force] | status | new NAME>
@@ -25,13 +28,13 @@ const USAGE: &str = "usage: migration <up | down [STEPS] [--force] | status | ne
   status   list migrations and whether each is applied
   new      create migration/src/m<YYYYMMDD>_<NNNNNN>_NAME.rs and register it (developers only)
 DATABASE_OWNER_URL, else DATABASE_URL (environment, else ./.env) names the database:
-postgres://user:password@host:port/db
-DATABASE_SSL_MODE, DATABASE_SSL_ROOT_CERT: override the URL's sslmode and sslrootcert, which
-override libpq's PGSSLMODE, PGSSLROOTCERT, PGSSLCERT, PGSSLKEY
+postgres://user:password@host:port/db, or host lists with target_session_attrs as in libpq
+DATABASE_OWNER_URL_FILE, DATABASE_URL_FILE: a file holding the URL instead
+DATABASE_OWNER_PASSWORD_FILE, DATABASE_PASSWORD_FILE: a file holding the password (read at
+each connection), for a URL without one
+DATABASE_SSL_MODE, DATABASE_SSL_ROOT_CERT: make the URL's sslmode and sslrootcert stricter
+(never weaker); libpq's PG* variables apply where the URL is silent
 MIGRATION_LOCK_TIMEOUT_MS (default 5000): how long to wait for a table lock before giving up";
-
-/// Overrides `DATABASE_URL` for migrations only.
-const OWNER_URL: &str = "DATABASE_OWNER_URL";
 
 /// Bounds every wait for a table lock, in milliseconds.
 const LOCK_TIMEOUT: &str = "MIGRATION_LOCK_TIMEOUT_MS";
@@ -86,36 +89,49 @@ fn lock_timeout(sources: &Sources) -> Result<Duration, Problem> {
     }
 }
 
-/// The database to migrate: `DATABASE_OWNER_URL` when set (the role that owns the schema, where
-/// the service's `DATABASE_URL` names a role that may only read and write rows), else
-/// `DATABASE_URL`; from the working directory's `.env` and the environment, which wins. TLS as
-/// for the service: the URL's libpq parameters under `DATABASE_SSL_MODE`/`DATABASE_SSL_ROOT_CERT`,
-/// every file they name checked now. Errors name the variable and never contain its value.
-fn database_options(sources: &Sources) -> Result<PgConnectOptions, String> {
-    let variable = [OWNER_URL, "DATABASE_URL"]
-        .into_iter()
-        .find(|name| sources.get(name).is_some())
-        .ok_or_else(|| {
-            "DATABASE_URL is not set: set it in the environment or in .env (see .env.example)"
-                .to_owned()
-        })?;
-    let text = sources.get(variable).unwrap_or_default();
-    let url = DatabaseUrl::parse(text).map_err(|error| format!("{variable} {error}"))?;
-    let tls = sources
-        .group::<TlsOverrides>("DATABASE")
-        .map_err(|problems| problems.to_string())?
-        .resolve(&url)
-        .map_err(|errors| errors.to_problems(variable).to_string())?;
-    Ok(tls.apply(url.connect_options()))
+/// The database to migrate: `DATABASE_OWNER_URL` (or its file) when set (the role that owns
+/// the schema, where the service's `DATABASE_URL` names a role that may only read and write rows),
+/// else `DATABASE_URL` (or its file); everything checked as for the service, every file read now.
+/// Errors name the variable and never contain its value.
+fn database_options(sources: &Sources) -> Result<Connector, String> {
+    let target = DatabaseTarget::from_sources(sources, Role::Owner)
+        .map_err(|problems| problems.to_string())?;
+    for warning in target.warnings() {
+        eprintln!("migration: warning: {warning}");
+    }
+    target
+        .resolve(&SessionDefaults::named("counseling-migration"))
+        .map_err(|problems| problems.to_string())
 }
 
-async fn connect(options: PgConnectOptions) -> DatabaseConnection {
-    // One connection is all a migration run needs: it runs in a single transaction.
+/// A pool of one connection (a migration run needs one) on the host the connector reaches now,
+/// which checks every connection it opens against `target_session_attrs` again. The connection
+/// lives as long as the run: a run's session-level locks are held on it.
+async fn connect(connector: Connector) -> Result<DatabaseConnection, String> {
+    let options = connector
+        .locate()
+        .await
+        .map_err(|error| format!("could not connect: {error}"))?;
+    let wanted = connector.target_session_attrs();
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(Duration::from_secs(5))
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .after_connect(move |connection, _| {
+            Box::pin(async move {
+                let state = session_state(connection).await?;
+                if wanted.accepts(state) {
+                    Ok(())
+                } else {
+                    Err(migration::sea_orm::sqlx::Error::Configuration(
+                        format!("the server no longer has a {wanted} session").into(),
+                    ))
+                }
+            })
+        })
         .connect_lazy_with(options);
-    SqlxPostgresConnector::from_sqlx_postgres_pool(pool)
+    Ok(SqlxPostgresConnector::from_sqlx_postgres_pool(pool))
 }
 
 async fn run(
@@ -205,7 +221,7 @@ async fn main() -> ExitCode {
             let timeout = lock_timeout(&sources).map_err(|problem| problem.to_string())?;
             Ok((database_options(&sources)?, timeout))
         });
-    let (options, lock_timeout) = match configuration {
+    let (connector, lock_timeout) = match configuration {
         Ok(configuration) => configuration,
         Err(message) => {
             // One line per problem, each saying where it comes from.
@@ -215,7 +231,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let db = connect(options).await;
+    let db = match connect(connector).await {
+        Ok(db) => db,
+        Err(message) => {
+            eprintln!("migration: failed: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
     let outcome = run(command, &db, lock_timeout).await;
     // Closing is best effort: the outcome is already decided.
     let _ = db.close().await;

@@ -333,6 +333,8 @@ fn readme_configuration_table() -> BTreeMap<String, String> {
 const NOT_THE_SERVICE: &[&str] = &[
     "DATABASE_URL_TEST",
     "DATABASE_OWNER_URL",
+    "DATABASE_OWNER_URL_FILE",
+    "DATABASE_OWNER_PASSWORD_FILE",
     "MIGRATION_LOCK_TIMEOUT_MS",
 ];
 
@@ -362,10 +364,9 @@ fn every_setting_is_documented_in_env_example_and_readme() {
             }
             Documented::Required => {
                 assert!(in_env.is_some(), "{variable} missing from .env.example");
-                assert_eq!(
-                    in_table.map(String::as_str),
-                    Some("none (required)"),
-                    "{variable} in the README"
+                assert!(
+                    in_table.is_some_and(|text| text.starts_with("none (required")),
+                    "{variable} in the README: {in_table:?}"
                 );
             }
             // Shown, commented out, in .env.example: setting it changes something.

@@ -10,8 +10,8 @@ fn missing_or_non_postgres_database_url_exits_2_with_one_clear_line() {
     assert_eq!(status.code(), Some(2), "{output}");
     assert_eq!(
         output.trim(),
-        "counseling-api: configuration error: DATABASE_URL is not set: set it in the environment \
-         or in .env (see .env.example)"
+        "counseling-api: configuration error: DATABASE_URL is not set: set it (or \
+         DATABASE_URL_FILE) in the environment or in .env (see .env.example)"
     );
 
     let (status, output) = run_to_exit(&[("DATABASE_URL", "mysql://root:my5ql-pw@localhost/app")]);

@@ -263,7 +263,7 @@ fn a_write_on_a_read_only_node_is_unavailable_and_drops_its_connection(stack: &H
         .unwrap(),
     );
     // No idle connections kept by the pool: an open connection afterwards is one given back.
-    settings.min_connections = 0;
+    settings.pool.min_connections = 0;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

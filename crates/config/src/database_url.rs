@@ -1,38 +1,58 @@
 use std::fmt;
 use std::str::FromStr;
 
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
 
-/// A checked `postgres://user:password@host:port/database?options` URL. It holds a password, so
-/// it is never printed: `Debug` shows only the non-secret parts, and errors never quote it.
+/// A `postgres://user:password@host:port,host:port/database?parameters` URL, read as libpq reads
+/// one (a comma-separated list of hosts included, which the driver's parser cannot read). It
+/// holds a password, so it is never printed: `Debug` shows nothing, errors never quote it.
 ///
-/// The driver's own parser reads it (so percent-encoding, `sslmode` and the other query options
-/// mean exactly what they mean to the connections), after a check of the scheme.
+/// This is the syntax only. What the parameters mean, and which are honoured or refused, is
+/// [`crate::libpq`]'s; where the connection goes is [`crate::DatabaseTarget`]'s.
 #[derive(Clone)]
 pub struct DatabaseUrl {
     /// The URL as given, for handing it on (to a child process's environment, say).
     text: SecretString,
-    options: PgConnectOptions,
+    /// `postgres` or `postgresql`.
+    scheme: &'static str,
+    /// The authority's hosts and ports, in order; empty when the URL names no host.
+    hosts: Vec<UrlHost>,
+    /// The authority as written (percent-encoded), for [`DatabaseUrl::with_database`].
+    raw_authority: String,
+    user: Option<String>,
     password: Option<SecretString>,
-    /// The query's parameters (`sslmode=...`), decoded, in order.
+    /// The userinfo as written, for [`DatabaseUrl::with_database`].
+    raw_userinfo: Option<SecretString>,
+    database: Option<String>,
+    /// The query's parameters, decoded, in order.
     parameters: Vec<(String, String)>,
+    raw_query: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+/// One host of the URL's authority and its port, if it gives one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlHost {
+    /// A name, an IPv4 or IPv6 address (without brackets), or a unix-socket directory.
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DatabaseUrlError {
     #[error("is empty")]
     Empty,
     #[error("must be a PostgreSQL URL starting with postgres:// or postgresql://")]
     NotPostgresUrl,
     #[error(
-        "is not a valid URL (check its format; percent-encode special characters in the \
-         password, e.g. @ as %40)"
+        "is not a valid URL ({0}; percent-encode special characters in the password, e.g. @ as \
+         %40)"
     )]
-    Malformed,
-    #[error("has an unknown sslmode (use disable, prefer, require, verify-ca or verify-full)")]
-    UnknownSslMode,
+    Malformed(&'static str),
+    #[error("has a malformed host list: {0}")]
+    HostList(String),
 }
 
 /// The parts of a URL to build with [`DatabaseUrl::from_parts`]. Nothing here is encoded yet.
@@ -54,30 +74,91 @@ impl fmt::Debug for UrlParts<'_> {
     }
 }
 
+/// What a part of a URL must encode: everything but unreserved characters (RFC 3986).
+const COMPONENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'!')
+    .add(b'"')
+    .add(b'#')
+    .add(b'$')
+    .add(b'%')
+    .add(b'&')
+    .add(b'\'')
+    .add(b'(')
+    .add(b')')
+    .add(b'*')
+    .add(b'+')
+    .add(b',')
+    .add(b'/')
+    .add(b':')
+    .add(b';')
+    .add(b'<')
+    .add(b'=')
+    .add(b'>')
+    .add(b'?')
+    .add(b'@')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+fn encode(part: &str) -> String {
+    utf8_percent_encode(part, COMPONENT).to_string()
+}
+
+fn decode(part: &str, what: &'static str) -> Result<String, DatabaseUrlError> {
+    percent_decode_str(part)
+        .decode_utf8()
+        .map(|decoded| decoded.into_owned())
+        .map_err(|_| DatabaseUrlError::Malformed(what))
+}
+
+/// `1st`, `2nd`, ...: which entry of a list a problem is about (never its value).
+pub(crate) fn ordinal(index: usize) -> String {
+    let n = index + 1;
+    let suffix = match (n % 10, n % 100) {
+        (1, 11) | (2, 12) | (3, 13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
+/// A port as libpq takes it: a whole number from 1 to 65535.
+pub(crate) fn parse_port(text: &str) -> Option<u16> {
+    text.parse::<u16>().ok().filter(|port| *port != 0)
+}
+
 impl DatabaseUrl {
     /// Builds a URL from its parts, percent-encoding each, so that no password, user or database
     /// name can break out of its place. The one way code of ours builds a database URL.
     pub fn from_parts(parts: UrlParts<'_>) -> Result<Self, DatabaseUrlError> {
-        let mut url =
-            url::Url::parse("postgres://placeholder/").map_err(|_| DatabaseUrlError::Malformed)?;
-        url.set_host(Some(parts.host))
-            .map_err(|_| DatabaseUrlError::Malformed)?;
-        url.set_port(Some(parts.port))
-            .map_err(|_| DatabaseUrlError::Malformed)?;
-        // `url` percent-encodes what the userinfo may not hold (`@`, `:`, `/`, ...) itself.
-        url.set_username(parts.user)
-            .map_err(|_| DatabaseUrlError::Malformed)?;
-        url.set_password(parts.password)
-            .map_err(|_| DatabaseUrlError::Malformed)?;
-        url.path_segments_mut()
-            .map_err(|_| DatabaseUrlError::Malformed)?
-            .clear()
-            .push(parts.database);
-        if !parts.parameters.is_empty() {
-            url.query_pairs_mut()
-                .extend_pairs(parts.parameters.iter().copied());
+        let host = if parts.host.contains(':') {
+            format!("[{}]", parts.host)
+        } else {
+            encode(parts.host)
+        };
+        let mut text = format!("postgres://{}", encode(parts.user));
+        if let Some(password) = parts.password {
+            text.push(':');
+            text.push_str(&encode(password));
         }
-        Self::parse(url.as_str())
+        text.push_str(&format!(
+            "@{host}:{}/{}",
+            parts.port,
+            encode(parts.database)
+        ));
+        for (index, (name, value)) in parts.parameters.iter().enumerate() {
+            text.push(if index == 0 { '?' } else { '&' });
+            text.push_str(&format!("{}={}", encode(name), encode(value)));
+        }
+        Self::parse(&text)
     }
 
     pub fn parse(text: &str) -> Result<Self, DatabaseUrlError> {
@@ -85,47 +166,63 @@ impl DatabaseUrl {
         if text.is_empty() {
             return Err(DatabaseUrlError::Empty);
         }
-        if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+        let (scheme, rest) = if let Some(rest) = text.strip_prefix("postgres://") {
+            ("postgres", rest)
+        } else if let Some(rest) = text.strip_prefix("postgresql://") {
+            ("postgresql", rest)
+        } else {
             return Err(DatabaseUrlError::NotPostgresUrl);
-        }
-        // Errors of both parsers may quote the URL, so only their absence is kept.
-        let url = url::Url::parse(text).map_err(|_| DatabaseUrlError::Malformed)?;
-        let options = PgConnectOptions::from_str(text).map_err(|_| {
-            let known = [
-                "disable",
-                "allow",
-                "prefer",
-                "require",
-                "verify-ca",
-                "verify-full",
-            ];
-            let unknown_mode = url.query_pairs().any(|(name, value)| {
-                matches!(name.as_ref(), "sslmode" | "ssl-mode") && !known.contains(&value.as_ref())
-            });
-            if unknown_mode {
-                DatabaseUrlError::UnknownSslMode
-            } else {
-                DatabaseUrlError::Malformed
-            }
-        })?;
-        let password = match url.password() {
-            Some(encoded) => Some(SecretString::from(
-                percent_encoding::percent_decode_str(encoded)
-                    .decode_utf8()
-                    .map_err(|_| DatabaseUrlError::Malformed)?
-                    .into_owned(),
-            )),
-            None => None,
         };
-        let parameters = url
-            .query_pairs()
-            .map(|(name, value)| (name.into_owned(), value.into_owned()))
-            .collect();
+        if rest.contains('#') {
+            return Err(DatabaseUrlError::Malformed("it has a # fragment"));
+        }
+        let (before_query, raw_query) = match rest.split_once('?') {
+            Some((before, query)) => (before, Some(query.to_owned())),
+            None => (rest, None),
+        };
+        let (authority_with_userinfo, path) = match before_query.split_once('/') {
+            Some((authority, path)) => (authority, path),
+            None => (before_query, ""),
+        };
+        // The last @ ends the userinfo, as in libpq; an @ in a password must be encoded anyway.
+        let (raw_userinfo, raw_authority) = match authority_with_userinfo.rsplit_once('@') {
+            Some((userinfo, authority)) => (Some(userinfo), authority),
+            None => (None, authority_with_userinfo),
+        };
+        let (user, password) = match raw_userinfo {
+            Some(userinfo) => {
+                let (user, password) = match userinfo.split_once(':') {
+                    Some((user, password)) => (user, Some(password)),
+                    None => (userinfo, None),
+                };
+                let user = decode(user, "the user name is not UTF-8")?;
+                let password = password
+                    .map(|password| decode(password, "the password is not UTF-8"))
+                    .transpose()?;
+                (
+                    (!user.is_empty()).then_some(user),
+                    password.map(SecretString::from),
+                )
+            }
+            None => (None, None),
+        };
+        let hosts = parse_hosts(raw_authority)?;
+        let database = decode(path, "the database name is not UTF-8")?;
+        let parameters = match &raw_query {
+            Some(query) => parse_query(query)?,
+            None => Vec::new(),
+        };
         Ok(Self {
             text: SecretString::from(text.to_owned()),
-            options,
+            scheme,
+            hosts,
+            raw_authority: raw_authority.to_owned(),
+            user,
             password,
+            raw_userinfo: raw_userinfo.map(|userinfo| SecretString::from(userinfo.to_owned())),
+            database: (!database.is_empty()).then_some(database),
             parameters,
+            raw_query,
         })
     }
 
@@ -135,47 +232,161 @@ impl DatabaseUrl {
         self.text.expose_secret()
     }
 
-    /// The same server, credentials and parameters, naming another database.
+    /// The same servers, credentials and parameters, naming another database.
     pub fn with_database(&self, database: &str) -> Result<Self, DatabaseUrlError> {
-        let mut url =
-            url::Url::parse(self.text.expose_secret()).map_err(|_| DatabaseUrlError::Malformed)?;
-        url.set_path(&format!("/{database}"));
-        Self::parse(url.as_str())
+        let mut text = format!("{}://", self.scheme);
+        if let Some(userinfo) = &self.raw_userinfo {
+            text.push_str(userinfo.expose_secret());
+            text.push('@');
+        }
+        text.push_str(&self.raw_authority);
+        text.push('/');
+        text.push_str(&encode(database));
+        if let Some(query) = &self.raw_query {
+            text.push('?');
+            text.push_str(query);
+        }
+        Self::parse(&text)
     }
 
-    /// The query's parameters (`sslmode`, `sslrootcert`, ...), decoded, in order; for settings
-    /// the driver reads but does not expose.
+    /// The authority's hosts, in order (a `host` parameter or `PGHOST` may stand in for them:
+    /// see [`crate::DatabaseTarget`]).
+    pub fn hosts(&self) -> &[UrlHost] {
+        &self.hosts
+    }
+
+    /// The query's parameters (`sslmode`, `target_session_attrs`, ...), decoded, in order.
     pub fn parameters(&self) -> impl Iterator<Item = (&str, &str)> {
         self.parameters
             .iter()
             .map(|(name, value)| (name.as_str(), value.as_str()))
     }
 
-    /// The driver's connect options (they hold the password: never log them).
+    /// The driver's connect options for the first host, as the driver itself reads this URL:
+    /// for tools and tests that connect to a server of their own. The service and the migration
+    /// CLI connect through [`crate::DatabaseTarget`], which honours or refuses every parameter.
     pub fn connect_options(&self) -> PgConnectOptions {
-        self.options.clone()
+        let mut options = PgConnectOptions::new_without_pgpass()
+            .host(self.host())
+            .port(self.port());
+        if let Some(user) = &self.user {
+            options = options.username(user);
+        }
+        if let Some(password) = &self.password {
+            options = options.password(password.expose_secret());
+        }
+        if let Some(database) = &self.database {
+            options = options.database(database);
+        }
+        for (name, value) in &self.parameters {
+            options = match name.as_str() {
+                "sslmode" => match sea_orm::sqlx::postgres::PgSslMode::from_str(value) {
+                    Ok(mode) => options.ssl_mode(mode),
+                    Err(_) => options,
+                },
+                "sslrootcert" => options.ssl_root_cert(value),
+                "sslcert" => options.ssl_client_cert(value),
+                "sslkey" => options.ssl_client_key(value),
+                "application_name" => options.application_name(value),
+                _ => options,
+            };
+        }
+        options
     }
 
+    /// The first host, or `localhost` when the URL names none.
     pub fn host(&self) -> &str {
-        self.options.get_host()
+        self.hosts
+            .first()
+            .map_or("localhost", |host| host.host.as_str())
     }
 
+    /// The first host's port, or 5432.
     pub fn port(&self) -> u16 {
-        self.options.get_port()
+        self.hosts
+            .first()
+            .and_then(|host| host.port)
+            .unwrap_or(5432)
     }
 
+    /// The user name, or empty when the URL gives none.
     pub fn username(&self) -> &str {
-        self.options.get_username()
+        self.user.as_deref().unwrap_or_default()
     }
 
     pub fn database(&self) -> Option<&str> {
-        self.options.get_database()
+        self.database.as_deref()
     }
 
-    /// The password, percent-decoded as the driver decodes it.
+    /// The password, percent-decoded.
     pub fn password(&self) -> Option<&SecretString> {
         self.password.as_ref()
     }
+}
+
+/// `h1:5432,[::1]:5433,h3`: libpq's host list of a URL's authority. Empty means no host.
+fn parse_hosts(authority: &str) -> Result<Vec<UrlHost>, DatabaseUrlError> {
+    if authority.is_empty() {
+        return Ok(Vec::new());
+    }
+    let entries: Vec<&str> = authority.split(',').collect();
+    let mut hosts = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.iter().enumerate() {
+        let malformed = |problem: &str| {
+            DatabaseUrlError::HostList(format!("the {} host {problem}", ordinal(index)))
+        };
+        let (host, port) = if let Some(bracketed) = entry.strip_prefix('[') {
+            let (address, after) = bracketed
+                .split_once(']')
+                .ok_or_else(|| malformed("has an unclosed [ of an IPv6 address"))?;
+            if address.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(malformed("is not an IPv6 address inside [ ]"));
+            }
+            let port = match after {
+                "" => None,
+                after => Some(
+                    after
+                        .strip_prefix(':')
+                        .ok_or_else(|| malformed("has text after its IPv6 address"))?,
+                ),
+            };
+            (address.to_owned(), port)
+        } else {
+            let (host, port) = match entry.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (*entry, None),
+            };
+            (decode(host, "a host name is not UTF-8")?, port)
+        };
+        if host.is_empty() {
+            return Err(malformed("is empty"));
+        }
+        let port = match port {
+            None => None,
+            Some(text) => Some(
+                parse_port(text).ok_or_else(|| malformed("has a port that is not 1 to 65535"))?,
+            ),
+        };
+        hosts.push(UrlHost { host, port });
+    }
+    Ok(hosts)
+}
+
+/// `name=value&...`, percent-decoded as libpq decodes it (a `+` stays a `+`).
+fn parse_query(query: &str) -> Result<Vec<(String, String)>, DatabaseUrlError> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair
+                .split_once('=')
+                .ok_or(DatabaseUrlError::Malformed("a parameter has no ="))?;
+            Ok((
+                decode(name, "a parameter name is not UTF-8")?,
+                decode(value, "a parameter value is not UTF-8")?,
+            ))
+        })
+        .collect()
 }
 
 impl fmt::Debug for DatabaseUrl {
@@ -215,43 +426,108 @@ mod tests {
     }
 
     #[test]
+    fn reads_libpqs_host_lists() {
+        let url = DatabaseUrl::parse(
+            "postgresql://u:p@h1:5432,[::1]:5433,h3/db?target_session_attrs=read-write",
+        )
+        .unwrap();
+        assert_eq!(
+            url.hosts(),
+            [
+                UrlHost {
+                    host: "h1".into(),
+                    port: Some(5432)
+                },
+                UrlHost {
+                    host: "::1".into(),
+                    port: Some(5433)
+                },
+                UrlHost {
+                    host: "h3".into(),
+                    port: None
+                },
+            ]
+        );
+        assert_eq!(url.database(), Some("db"));
+        assert!(
+            DatabaseUrl::parse("postgres:///db?host=h1,h2")
+                .unwrap()
+                .hosts()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn malformed_host_lists_say_which_entry_without_quoting_it() {
+        for (text, expected) in [
+            ("postgres://u:hunter2@h1,,h3/db", "the 2nd host is empty"),
+            (
+                "postgres://u:hunter2@h1:5432,h2:port/db",
+                "the 2nd host has a port that is not 1 to 65535",
+            ),
+            (
+                "postgres://u:hunter2@[::1/db",
+                "the 1st host has an unclosed [",
+            ),
+            (
+                "postgres://u:hunter2@h:0/db",
+                "the 1st host has a port that is not 1 to 65535",
+            ),
+        ] {
+            let error = DatabaseUrl::parse(text).err().unwrap();
+            assert!(matches!(error, DatabaseUrlError::HostList(_)), "{text}");
+            let shown = error.to_string();
+            assert!(shown.contains(expected), "{shown}");
+            assert!(
+                !shown.contains("hunter2") && !shown.contains("port/"),
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
     fn rejects_without_quoting_the_value() {
         for (text, expected) in [
             ("", DatabaseUrlError::Empty),
             ("mysql://u:hunter2@h/db", DatabaseUrlError::NotPostgresUrl),
             ("hunter2", DatabaseUrlError::NotPostgresUrl),
-            (
-                "postgres://u:hunter2@h:port/db",
-                DatabaseUrlError::Malformed,
-            ),
         ] {
             let error = DatabaseUrl::parse(text).err().unwrap();
             assert_eq!(error, expected, "{text}");
+            assert!(!error.to_string().contains("hunter2"));
+        }
+        for text in [
+            "postgres://u:hunter2@h/db?sslmode",
+            "postgres://u:hunter2@h/db#x",
+            "postgres://u:hunter2%FF@h/db",
+        ] {
+            let error = DatabaseUrl::parse(text).err().unwrap();
+            assert!(matches!(error, DatabaseUrlError::Malformed(_)), "{text}");
             assert!(!error.to_string().contains("hunter2"));
         }
     }
 
     #[test]
     fn another_database_keeps_everything_else() {
-        let url = DatabaseUrl::parse("postgres://u:p%40ss@h:5433/old?sslmode=disable").unwrap();
+        let url = DatabaseUrl::parse("postgres://u:p%40ss@h:5433,h2/old?sslmode=disable").unwrap();
         let other = url.with_database("test_1_2").unwrap();
         assert_eq!(
             other.expose_secret(),
-            "postgres://u:p%40ss@h:5433/test_1_2?sslmode=disable"
+            "postgres://u:p%40ss@h:5433,h2/test_1_2?sslmode=disable"
         );
         assert_eq!(other.password().unwrap().expose_secret(), "p@ss");
     }
 
     #[test]
     fn built_from_parts_every_character_stays_in_its_place() {
-        let password = "p@ss:w/ord?#% x&y=z";
+        let password = "p@ss:w/ord?#% x&y=z+[]";
         let url = DatabaseUrl::from_parts(UrlParts {
             host: "127.0.0.1",
             port: 5433,
             user: "own:er@x",
             password: Some(password),
             database: "app/db?x",
-            parameters: &[("sslmode", "disable"), ("application_name", "a&b")],
+            parameters: &[("sslmode", "disable"), ("application_name", "a&b=c+d")],
         })
         .unwrap();
         assert_eq!(url.password().unwrap().expose_secret(), password);
@@ -260,23 +536,24 @@ mod tests {
         assert_eq!((url.host(), url.port()), ("127.0.0.1", 5433));
         assert_eq!(
             url.parameters().collect::<Vec<_>>(),
-            [("sslmode", "disable"), ("application_name", "a&b")]
+            [("sslmode", "disable"), ("application_name", "a&b=c+d")]
         );
+        // The driver reads the same parts.
+        let options = url.connect_options();
+        assert_eq!(options.get_username(), "own:er@x");
+        assert_eq!(options.get_database(), Some("app/db?x"));
         let without = DatabaseUrl::from_parts(UrlParts {
+            host: "::1",
+            port: 5432,
+            user: "u",
             password: None,
+            database: "d",
             parameters: &[],
-            ..UrlParts {
-                host: "db.internal",
-                port: 5432,
-                user: "u",
-                password: None,
-                database: "d",
-                parameters: &[],
-            }
         })
         .unwrap();
         assert!(without.password().is_none());
-        assert_eq!(without.expose_secret(), "postgres://u@db.internal:5432/d");
+        assert_eq!(without.expose_secret(), "postgres://u@[::1]:5432/d");
+        assert_eq!(without.host(), "::1");
     }
 
     #[test]

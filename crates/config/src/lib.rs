@@ -4,20 +4,33 @@
 //!   parent folder's), then the process environment, which wins. Each crate deserialises its own
 //!   typed settings from a group of variables with [`Sources::group`] (serde, through the
 //!   `config` crate); defaults live on those structs, once.
-//! * [`DatabaseUrl`]: the one parser of `DATABASE_URL`-like values, used by the service, the
-//!   migration CLI and the test kit.
-//! * [`tls`]: libpq's TLS settings (`sslmode`, `sslrootcert`, ...) with libpq's meanings, checked
-//!   at start, for the service and the migration CLI alike.
+//! * [`DatabaseUrl`]: the one parser of `DATABASE_URL`-like values (libpq's host lists included),
+//!   and [`DatabaseUrl::from_parts`], the one way our code builds one.
+//! * [`DatabaseTarget`]: where the database is and how to reach it, from the URL (or a file), a
+//!   password file, the TLS overrides and libpq's `PG*` variables, every libpq parameter honoured
+//!   ([`libpq`]) or refused; [`Connector`] opens connections to it, trying each host of a list
+//!   as libpq does. The service, the migration CLI and `just dev`'s probe connect through it.
+//! * [`tls`]: libpq's TLS settings with libpq's meanings, checked at start.
 //! * [`Problem`]/[`Problems`]: what is wrong, one line per variable, never quoting a value.
 
+mod connect;
 mod database_url;
 mod env_file;
+pub mod libpq;
+mod secret_file;
 mod sources;
+mod target;
 pub mod tls;
 
-pub use database_url::{DatabaseUrl, DatabaseUrlError, UrlParts};
+pub use connect::{
+    ConnectError, Connected, Connector, Endpoint, SessionDefaults, SessionState,
+    TargetSessionAttrs, session_state,
+};
+pub use database_url::{DatabaseUrl, DatabaseUrlError, UrlHost, UrlParts};
 pub use env_file::{EnvFileError, read_env_file};
-pub use sources::Sources;
+pub use secret_file::{SecretRead, read_secret_file};
+pub use sources::{Origin, Sources};
+pub use target::{DatabaseTarget, PLACEHOLDER_PASSWORD_PREFIX, Role, TARGET_VARIABLES};
 
 use std::fmt;
 

@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::Path;
 
@@ -12,6 +12,9 @@ use crate::{Problem, Problems, read_env_file};
 #[derive(Clone, Default)]
 pub struct Sources {
     variables: BTreeMap<String, String>,
+    /// The names whose value comes from the process environment (libpq's `PG*` variables are
+    /// read from there only, as libpq reads them).
+    from_environment: BTreeSet<String>,
 }
 
 impl fmt::Debug for Sources {
@@ -31,26 +34,63 @@ impl Sources {
     /// `dir/.env` (if any) and the process environment.
     pub fn load_from(dir: &Path) -> Result<Self, Problem> {
         let file = read_env_file(dir).map_err(|error| Problem::new(".env", error.to_string()))?;
-        let mut variables: BTreeMap<String, String> = file.into_iter().collect();
-        // The environment wins over .env; variables that are not UTF-8 are no setting of ours.
-        variables.extend(std::env::vars_os().filter_map(|(name, value)| {
+        // Variables that are not UTF-8 are no setting of ours.
+        let environment = std::env::vars_os().filter_map(|(name, value)| {
             Some((name.into_string().ok()?, value.into_string().ok()?))
-        }));
-        Ok(Self { variables })
+        });
+        Ok(Self::layered(file, environment))
     }
 
-    /// Exactly the given variables (tests).
-    pub fn from_vars<'a>(variables: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+    /// `file` (a `.env`) overlaid by `environment`, which wins.
+    pub fn layered(
+        file: impl IntoIterator<Item = (String, String)>,
+        environment: impl IntoIterator<Item = (String, String)>,
+    ) -> Self {
+        let mut variables: BTreeMap<String, String> = file.into_iter().collect();
+        let mut from_environment = BTreeSet::new();
+        for (name, value) in environment {
+            from_environment.insert(name.clone());
+            variables.insert(name, value);
+        }
         Self {
-            variables: variables
-                .into_iter()
-                .map(|(name, value)| (name.to_owned(), value.to_owned()))
-                .collect(),
+            variables,
+            from_environment,
         }
     }
 
+    /// Exactly the given variables, as if from the process environment (tests).
+    pub fn from_vars<'a>(variables: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Self::layered(
+            [],
+            variables
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value.to_owned())),
+        )
+    }
+
+    /// The variable's value, from the environment or else `.env`.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.variables.get(name).map(String::as_str)
+    }
+
+    /// The variable's value if it comes from the process environment, not from `.env`: libpq's
+    /// `PG*` variables are read so, as libpq reads them.
+    pub fn environment(&self, name: &str) -> Option<&str> {
+        self.from_environment
+            .contains(name)
+            .then(|| self.get(name))
+            .flatten()
+    }
+
+    /// Where the variable's value comes from, if it is set.
+    pub fn origin(&self, name: &str) -> Option<Origin> {
+        self.variables.contains_key(name).then(|| {
+            if self.from_environment.contains(name) {
+                Origin::Environment
+            } else {
+                Origin::DotEnv
+            }
+        })
     }
 
     /// Deserialises the variables named `PREFIX_*` into `T` (`DATABASE_MAX_CONNECTIONS` is the
@@ -87,6 +127,22 @@ impl Sources {
                 }
             }
         }
+    }
+}
+
+/// Where a variable's value was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Environment,
+    DotEnv,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Origin::Environment => "the environment",
+            Origin::DotEnv => ".env",
+        })
     }
 }
 
@@ -246,6 +302,20 @@ mod tests {
             .group::<Port>("P")
             .unwrap();
         assert_eq!(ok.port, Some(8080));
+    }
+
+    #[test]
+    fn the_environment_wins_and_each_value_knows_where_it_came_from() {
+        let sources = Sources::layered(
+            [("A".into(), "file".into()), ("B".into(), "file".into())],
+            [("A".into(), "env".into())],
+        );
+        assert_eq!(sources.get("A"), Some("env"));
+        assert_eq!(sources.get("B"), Some("file"));
+        assert_eq!(sources.environment("A"), Some("env"));
+        assert_eq!(sources.environment("B"), None);
+        assert_eq!(sources.origin("B"), Some(Origin::DotEnv));
+        assert_eq!(sources.origin("C"), None);
     }
 
     #[test]

@@ -31,7 +31,7 @@ fn main() -> ExitCode {
     // belongs to the runtime that opened it, and workers stop one by one during a graceful
     // shutdown while requests on other workers still use pooled connections.
     let database_runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(settings.database.io_threads)
+        .worker_threads(settings.database.pool.io_threads)
         .thread_name("database-io")
         .enable_all()
         .build()
@@ -61,7 +61,7 @@ async fn serve(settings: Settings, io: tokio::runtime::Handle) -> anyhow::Result
         host = %settings.app.host,
         port = application.port(),
         health_timeout_ms = settings.health.timeout.as_millis() as u64,
-        max_connections = settings.database.max_connections,
+        max_connections = settings.database.pool.max_connections,
         "counseling-api listening"
     );
     application.run_until_stopped().await

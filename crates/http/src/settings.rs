@@ -10,8 +10,8 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use counseling_config::{Problem, Problems, Sources};
-use counseling_persistence::DatabaseSettings;
+use counseling_config::{Problem, Problems, Sources, TARGET_VARIABLES};
+use counseling_persistence::{DatabaseSettings, PoolSettings};
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
 
@@ -150,10 +150,7 @@ impl Settings {
         let health = keep(sources.group::<HealthSettings>("HEALTH"), &mut problems);
         let log = keep(sources.group::<LogSettings>("LOG"), &mut problems);
         let metrics = keep(sources.group::<MetricsSettings>("METRICS"), &mut problems);
-        let database = keep(
-            sources.group::<DatabaseSettings>(DatabaseSettings::PREFIX),
-            &mut problems,
-        );
+        let database = keep(DatabaseSettings::from_sources(sources), &mut problems);
         if let Some(database) = &database {
             problems.extend(database.problems().0);
         }
@@ -191,18 +188,29 @@ impl Settings {
     /// Every variable of the service with its default, derived from the structs above: what
     /// `.env.example` and the README's table must list.
     pub fn documented_variables() -> Vec<(String, Documented)> {
-        let example_url = Sources::from_vars([("DATABASE_URL", "postgres://localhost/example")]);
-        let database = example_url
-            .group::<DatabaseSettings>(DatabaseSettings::PREFIX)
-            .map(|database| serde_json::to_value(database).unwrap_or_default())
-            .unwrap_or_default();
-        let mut variables = vec![("DATABASE_URL".to_owned(), Documented::Required)];
+        // The target's variables (the URL, files, TLS overrides): the service's own, not the
+        // migration CLI's owner variables.
+        let mut variables: Vec<(String, Documented)> = TARGET_VARIABLES
+            .iter()
+            .filter(|(name, _)| !name.starts_with("DATABASE_OWNER_"))
+            .map(|(name, when_unset)| {
+                let documented = if when_unset.starts_with("required") {
+                    Documented::Required
+                } else {
+                    Documented::Unset
+                };
+                ((*name).to_owned(), documented)
+            })
+            .collect();
         for (prefix, defaults) in [
             ("APP", serde_json::to_value(AppSettings::default())),
             ("HEALTH", serde_json::to_value(HealthSettings::default())),
             ("LOG", serde_json::to_value(LogSettings::default())),
             ("METRICS", serde_json::to_value(MetricsSettings::default())),
-            (DatabaseSettings::PREFIX, Ok(database)),
+            (
+                DatabaseSettings::PREFIX,
+                serde_json::to_value(PoolSettings::default()),
+            ),
         ] {
             if let Ok(serde_json::Value::Object(fields)) = defaults {
                 for (field, value) in fields {
@@ -260,12 +268,15 @@ mod tests {
         assert_eq!(settings.health.timeout, Duration::from_millis(1000));
         assert_eq!(settings.log.format, LogFormat::Pretty);
         assert_eq!(settings.log.filter, "info");
-        assert_eq!(settings.database.max_connections, 15);
-        assert_eq!(settings.database.min_connections, 5);
-        assert_eq!(settings.database.acquire_timeout, Duration::from_secs(5));
-        assert_eq!(settings.database.lock_timeout, Duration::from_secs(5));
-        assert_eq!(settings.database.io_threads, 2);
-        assert!(!settings.database.echo);
+        assert_eq!(settings.database.pool.max_connections, 15);
+        assert_eq!(settings.database.pool.min_connections, 5);
+        assert_eq!(
+            settings.database.pool.acquire_timeout,
+            Duration::from_secs(5)
+        );
+        assert_eq!(settings.database.pool.lock_timeout, Duration::from_secs(5));
+        assert_eq!(settings.database.pool.io_threads, 2);
+        assert!(!settings.database.pool.echo);
     }
 
     #[test]
@@ -287,13 +298,13 @@ mod tests {
         assert_eq!(settings.health.timeout, Duration::from_millis(250));
         assert_eq!(settings.log.format, LogFormat::Json);
         assert_eq!(settings.log.filter, "debug");
-        assert_eq!(settings.database.max_connections, 20);
-        assert_eq!(settings.database.min_connections, 2);
+        assert_eq!(settings.database.pool.max_connections, 20);
+        assert_eq!(settings.database.pool.min_connections, 2);
         assert_eq!(
-            settings.database.acquire_timeout,
+            settings.database.pool.acquire_timeout,
             Duration::from_millis(1500)
         );
-        assert!(settings.database.echo);
+        assert!(settings.database.pool.echo);
     }
 
     #[test]
@@ -367,19 +378,17 @@ mod tests {
     }
 
     #[test]
-    fn tls_variables_override_the_url_and_name_themselves_in_errors() {
-        use counseling_persistence::SslMode;
+    fn tls_variables_and_libpq_parameters_name_themselves_in_errors() {
         let url = format!("{URL}?sslmode=disable");
         let settings = Settings::from_vars([
             ("DATABASE_URL", url.as_str()),
             ("DATABASE_SSL_MODE", "require"),
         ])
         .unwrap();
-        assert_eq!(settings.database.ssl_mode, Some(SslMode::Require));
-        // Absent or empty: the URL's own parameters apply.
-        let settings = load(&[("DATABASE_SSL_MODE", "")]).unwrap();
-        assert_eq!(settings.database.ssl_mode, None);
-
+        assert_eq!(
+            settings.database.connector().unwrap().tls().mode(),
+            counseling_persistence::SslMode::Require
+        );
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("DATABASE_SSL_MODE", "allow")], "DATABASE_SSL_MODE"),
             (&[("DATABASE_SSL_MODE", "verify-full")], "DATABASE_SSL_MODE"),
@@ -400,6 +409,23 @@ mod tests {
                     "postgres://u:s3cret@h/db?sslmode=verify-ca&sslrootcert=/nonexistent",
                 )],
                 "DATABASE_URL",
+            ),
+            (
+                &[(
+                    "DATABASE_URL",
+                    "postgres://u:s3cret@h/db?channel_binding=require",
+                )],
+                "DATABASE_URL",
+            ),
+            (
+                &[
+                    (
+                        "DATABASE_URL",
+                        "postgres://u:s3cret@h/db?sslmode=verify-full&sslrootcert=system",
+                    ),
+                    ("DATABASE_SSL_MODE", "require"),
+                ],
+                "DATABASE_SSL_MODE",
             ),
         ];
         for (vars, variable) in cases {

@@ -13,8 +13,8 @@ use tokio::runtime::Handle;
 fn connect(test_db: &TestDatabase) -> Database {
     let mut settings =
         DatabaseSettings::new(counseling_config::DatabaseUrl::parse(&test_db.url()).unwrap());
-    settings.min_connections = 0;
-    settings.max_connections = 5;
+    settings.pool.min_connections = 0;
+    settings.pool.max_connections = 5;
     Database::connect_lazy(&settings, Handle::current()).unwrap()
 }
 

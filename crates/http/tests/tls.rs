@@ -71,9 +71,9 @@ fn spawn_app(database_url: &str) -> u16 {
 
 fn database(url: String) -> Database {
     let mut settings = DatabaseSettings::new(counseling_config::DatabaseUrl::parse(&url).unwrap());
-    settings.min_connections = 0;
-    settings.max_connections = 2;
-    settings.acquire_timeout = Duration::from_secs(3);
+    settings.pool.min_connections = 0;
+    settings.pool.max_connections = 2;
+    settings.pool.acquire_timeout = Duration::from_secs(3);
     settings.application_name = "tls-test".into();
     Database::connect_lazy(&settings, tokio::runtime::Handle::current()).unwrap()
 }
@@ -159,7 +159,7 @@ async fn disable_is_plaintext_on_the_same_server() {
     let mut settings = DatabaseSettings::new(
         counseling_config::DatabaseUrl::parse(&with_params(&db.url(), "sslmode=disable")).unwrap(),
     );
-    settings.min_connections = 0;
+    settings.pool.min_connections = 0;
     settings.application_name = "plaintext-test".into();
     let plain = Database::connect_lazy(&settings, tokio::runtime::Handle::current()).unwrap();
     ping(&plain).await.unwrap();

@@ -47,7 +47,7 @@ async fn main() -> ExitCode {
     let lookups = env_number("BENCH_LOOKUPS", 10_000) as usize;
 
     let mut settings = DatabaseSettings::new(counseling_config::DatabaseUrl::parse(&url).unwrap());
-    settings.statement_timeout = Duration::from_secs(600);
+    settings.pool.statement_timeout = Duration::from_secs(600);
     let database = Database::connect_lazy(&settings, tokio::runtime::Handle::current()).unwrap();
     let repository = PgUserRepository::new(database.clone());
     // `just bench` runs the load (with the sequential timings and the plan) once, then the

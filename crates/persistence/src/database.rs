@@ -3,11 +3,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use counseling_config::Problems;
+use counseling_config::{Connector, Problems};
 use counseling_domain::{StoreError, Unavailability};
 use deadpool::managed::PoolError;
-use sea_orm::sqlx::postgres::PgConnectOptions;
-use sea_orm::sqlx::{self, Connection};
+use sea_orm::sqlx::Connection;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
@@ -15,9 +14,9 @@ use tokio::time::{Instant, timeout_at};
 use tracing::Instrument;
 
 use crate::DatabaseSettings;
-use crate::database_metrics::{DatabaseMetrics, Operation, Outcome};
-use crate::error_mapping::{Failure, from_db_err, from_sqlx};
-use crate::pool::{self, ConnectionPool, PoolBounds, PooledConnection};
+use crate::database_metrics::{DatabaseMetrics, Discard, Operation, Outcome};
+use crate::error_mapping::{Failure, from_connect, from_db_err, from_sqlx};
+use crate::pool::{self, ConnectionPool, PoolBounds, PooledConnection, fit_for_use};
 use crate::session::Session;
 use crate::unit_of_work::UnitOfWork;
 
@@ -63,7 +62,6 @@ pub struct Database {
 
 struct Inner {
     pool: ConnectionPool,
-    connect_options: PgConnectOptions,
     max_connections: u32,
     min_connections: u32,
     acquire_timeout: Duration,
@@ -109,30 +107,32 @@ impl Database {
     /// caller's `metrics::with_local_recorder`, else the global one, else nowhere.
     pub fn connect_lazy(settings: &DatabaseSettings, io: Handle) -> Result<Self, Problems> {
         settings.problems().into_result(())?;
-        let connect_options = settings.connect_options()?;
+        let connector = settings.connector()?;
+        let pool_settings = &settings.pool;
+        let metrics = Arc::new(DatabaseMetrics::register());
         // The pool's keeper task runs on the I/O runtime, with the connections it opens.
         let _io_context = io.enter();
         let pool = pool::build(
-            connect_options.clone(),
+            connector,
+            Arc::clone(&metrics),
             &PoolBounds {
-                max: settings.max_connections,
-                min: settings.min_connections,
-                idle_timeout: settings.idle_timeout,
-                max_lifetime: settings.max_lifetime,
-                ping_if_idle_for: settings.ping_if_idle_for,
-                acquire_timeout: settings.acquire_timeout,
+                max: pool_settings.max_connections,
+                min: pool_settings.min_connections,
+                idle_timeout: pool_settings.idle_timeout,
+                max_lifetime: pool_settings.max_lifetime,
+                ping_if_idle_for: pool_settings.ping_if_idle_for,
+                acquire_timeout: pool_settings.acquire_timeout,
             },
         );
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
-                connect_options,
-                max_connections: settings.max_connections,
-                min_connections: settings.min_connections,
-                acquire_timeout: settings.acquire_timeout,
+                max_connections: pool_settings.max_connections,
+                min_connections: pool_settings.min_connections,
+                acquire_timeout: pool_settings.acquire_timeout,
                 io,
-                call_timeout: settings.statement_timeout + DEADLINE_MARGIN,
-                metrics: Arc::new(DatabaseMetrics::register()),
+                call_timeout: pool_settings.statement_timeout + DEADLINE_MARGIN,
+                metrics,
             }),
         })
     }
@@ -199,7 +199,7 @@ impl Database {
             Ok(Err(error)) => {
                 self.inner.metrics.connection_wait(waited, false);
                 Err(match error {
-                    PoolError::Backend(error) => from_sqlx(&error),
+                    PoolError::Backend(error) => from_connect(&error),
                     // Closed (shutting down), or a timeout or hook we never configure.
                     _ => Failure::Store(StoreError::Unavailable(Unavailability::ConnectionLost)),
                 })
@@ -213,6 +213,11 @@ impl Database {
                 )))
             }
         }
+    }
+
+    /// The connector the pool opens its connections with.
+    fn connector(&self) -> &Connector {
+        self.inner.pool.manager().connector()
     }
 
     /// Every connection the pool may open is open and checked out.
@@ -237,13 +242,11 @@ impl Database {
                 Ok(Ok(value)) => Ok(value),
                 Ok(Err(error)) => {
                     let failure = from_db_err(&error);
-                    if failure.discards_connection() {
-                        session.discard();
-                    }
+                    session.discard_after(&failure);
                     Err(failure)
                 }
                 Err(_elapsed) => {
-                    session.discard();
+                    session.discard(Discard::Timeout);
                     Err(Failure::Store(StoreError::Unavailable(
                         Unavailability::Timeout,
                     )))
@@ -337,7 +340,7 @@ impl Database {
                     if session.rollback().await.is_err() {
                         // The session closes the connection when dropped; the server rolls
                         // back when it sees it close.
-                        session.discard();
+                        session.discard(Discard::Broken);
                     }
                     // The closure's own error type says nothing we can label; the call inside
                     // the unit that failed (if one did) does.
@@ -348,7 +351,7 @@ impl Database {
         match bounded.await {
             Ok(outcome) => outcome,
             Err(_elapsed) => {
-                session.discard();
+                session.discard(Discard::Timeout);
                 Err(ours(StoreError::Unavailable(Unavailability::Timeout)))
             }
         }
@@ -399,14 +402,21 @@ impl Database {
                 return Err(self.diagnose(deadline).await);
             }
         };
-        // Through a session like every other use: a ping cut off (deadline, or the caller gone)
-        // leaves its connection unfit, and it is closed instead of going back.
+        // Through a session like every other use: a check cut off (deadline, or the caller gone)
+        // leaves its connection unfit, and it is closed instead of going back. The round trip
+        // asks whether the server takes writes: a node that answers but cannot write is not
+        // ready for this service.
         let session = Session::new(connection);
-        match timeout_at(deadline, session.ping()).await {
-            Ok(Ok(())) => Ok(()),
+        match timeout_at(deadline, session.state()).await {
+            Ok(Ok(state)) if fit_for_use(self.connector().target_session_attrs(), state) => Ok(()),
+            Ok(Ok(_)) => {
+                session.discard(Discard::ReadOnly);
+                Err(StoreError::Unavailable(Unavailability::ReadOnly))
+            }
             Ok(Err(error)) => {
-                session.discard();
-                Err(from_sqlx(&error).into_store_error())
+                let failure = from_sqlx(&error);
+                session.discard_after(&failure);
+                Err(failure.into_store_error())
             }
             Err(_elapsed) => Err(StoreError::Unavailable(Unavailability::Timeout)),
         }
@@ -418,13 +428,13 @@ impl Database {
         if self.pool_exhausted() {
             return StoreError::Unavailable(Unavailability::PoolExhausted);
         }
-        let probe = sqlx::PgConnection::connect_with(&self.inner.connect_options);
+        let probe = self.connector().connect();
         match timeout_at(deadline, probe).await {
-            Ok(Ok(connection)) => {
-                let _ = connection.close().await;
+            Ok(Ok(connected)) => {
+                let _ = connected.connection.close().await;
                 StoreError::Unavailable(Unavailability::Timeout)
             }
-            Ok(Err(error)) => from_sqlx(&error).into_store_error(),
+            Ok(Err(error)) => from_connect(&error).into_store_error(),
             Err(_elapsed) => StoreError::Unavailable(Unavailability::Timeout),
         }
     }
@@ -462,8 +472,6 @@ fn store(failure: Failure) -> StoreError {
 /// Classifies a failed `BEGIN`/`COMMIT`, closing the connection if it is unfit.
 fn fail(session: &Session, error: &sea_orm::DbErr) -> StoreError {
     let failure = from_db_err(error);
-    if failure.discards_connection() {
-        session.discard();
-    }
+    session.discard_after(&failure);
     failure.into_store_error()
 }

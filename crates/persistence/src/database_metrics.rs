@@ -20,6 +20,7 @@ pub(crate) const OPERATION_DURATION: &str = "db_client_operation_duration_second
 pub(crate) const OPERATIONS: &str = "db_client_operations_total";
 pub(crate) const CONNECTION_WAIT_TIME: &str = "db_client_connection_wait_time_seconds";
 pub(crate) const CONNECTION_TIMEOUTS: &str = "db_client_connection_timeouts_total";
+pub(crate) const CONNECTIONS_DISCARDED: &str = "db_client_connections_discarded_total";
 const POOL_OPEN: &str = "db_client_connections_open";
 const POOL_IDLE: &str = "db_client_connections_idle";
 const POOL_USED: &str = "db_client_connections_used";
@@ -117,6 +118,46 @@ impl Outcome {
     }
 }
 
+/// Why a pooled connection was closed instead of used again: the `reason` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Discard {
+    /// Its server can no longer take writes (a standby, a demoted or read-only primary).
+    ReadOnly,
+    /// It failed (I/O, protocol), or was left in an unknown state (a statement cut off).
+    Broken,
+    /// A call on it outlived its deadline.
+    Timeout,
+    /// It reached `DATABASE_MAX_LIFETIME_SECS`.
+    Lifetime,
+    /// It sat idle past `DATABASE_IDLE_TIMEOUT_SECS` above the pool's minimum.
+    Idle,
+}
+
+impl Discard {
+    const ALL: [Discard; 5] = [
+        Discard::ReadOnly,
+        Discard::Broken,
+        Discard::Timeout,
+        Discard::Lifetime,
+        Discard::Idle,
+    ];
+
+    /// The reason stored as `reason as u8`.
+    pub(crate) fn from_u8(value: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(value)).copied()
+    }
+
+    const fn as_str(self) -> &'static str {
+        match self {
+            Discard::ReadOnly => "read_only",
+            Discard::Broken => "broken",
+            Discard::Timeout => "timeout",
+            Discard::Lifetime => "lifetime",
+            Discard::Idle => "idle",
+        }
+    }
+}
+
 /// The handles of one [`crate::Database`], shared by its clones.
 #[derive(Debug)]
 pub(crate) struct DatabaseMetrics {
@@ -124,6 +165,8 @@ pub(crate) struct DatabaseMetrics {
     operations: Vec<(Histogram, Vec<Counter>)>,
     wait_time: Histogram,
     timeouts: Counter,
+    /// One counter per [`Discard`] reason, in its declaration order.
+    discarded: Vec<Counter>,
     pool: PoolGauges,
 }
 
@@ -172,6 +215,10 @@ impl DatabaseMetrics {
                 (duration, outcomes)
             })
             .collect();
+        describe_counter!(
+            CONNECTIONS_DISCARDED,
+            "Pooled connections closed instead of reused, by reason (read_only, broken, timeout, lifetime, idle)."
+        );
         describe_gauge!(POOL_OPEN, "Open connections in the pool, idle or in use.");
         describe_gauge!(POOL_IDLE, "Open connections waiting in the pool.");
         describe_gauge!(POOL_USED, "Connections checked out of the pool.");
@@ -181,6 +228,10 @@ impl DatabaseMetrics {
             operations,
             wait_time: histogram!(CONNECTION_WAIT_TIME),
             timeouts: counter!(CONNECTION_TIMEOUTS),
+            discarded: Discard::ALL
+                .iter()
+                .map(|reason| counter!(CONNECTIONS_DISCARDED, "reason" => reason.as_str()))
+                .collect(),
             pool: PoolGauges {
                 open: gauge!(POOL_OPEN),
                 idle: gauge!(POOL_IDLE),
@@ -188,6 +239,14 @@ impl DatabaseMetrics {
                 max: gauge!(POOL_MAX),
                 min: gauge!(POOL_MIN),
             },
+        }
+    }
+
+    /// One connection closed instead of reused.
+    pub(crate) fn discarded(&self, reason: Discard) {
+        // `Discard::ALL` lists every variant in declaration order (a test checks it).
+        if let Some(counter) = self.discarded.get(reason as usize) {
+            counter.increment(1);
         }
     }
 
@@ -231,6 +290,9 @@ mod tests {
         }
         for (index, outcome) in Outcome::ALL.iter().enumerate() {
             assert_eq!(*outcome as usize, index);
+        }
+        for (index, reason) in Discard::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, index);
         }
     }
 }

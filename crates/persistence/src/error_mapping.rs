@@ -7,12 +7,15 @@
 
 use std::io::ErrorKind;
 
+use counseling_config::ConnectError;
 use counseling_domain::{
     Conflict, CreateUserError, DeleteUserError, StoreError, TlsFailure, Unavailability,
     UpdateUserError,
 };
 use sea_orm::sqlx;
 use sea_orm::{DbErr, RuntimeErr};
+
+use crate::database_metrics::Discard;
 
 /// The unique index that makes usernames case-insensitively unique.
 const USERNAME_UNIQUE_INDEX: &str = "idx_users_username";
@@ -27,23 +30,24 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
-    /// Whether the connection that saw this failure must be closed rather than reused: it broke,
-    /// or it reaches a server that can no longer take writes (a demoted primary).
-    pub(crate) fn discards_connection(&self) -> bool {
-        matches!(
-            self,
-            Failure::Store(StoreError::Unavailable(
+    /// Why the connection that saw this failure must be closed rather than reused, if it must: it
+    /// broke, or it reaches a server that can no longer take writes (a demoted primary).
+    pub(crate) fn discard_reason(&self) -> Option<Discard> {
+        match self {
+            Failure::Store(StoreError::Unavailable(why)) => match why {
+                Unavailability::ReadOnly => Some(Discard::ReadOnly),
+                Unavailability::Timeout => Some(Discard::Timeout),
                 Unavailability::ConnectionLost
-                    | Unavailability::ConnectionRefused
-                    | Unavailability::ReadOnly
-                    | Unavailability::Rejected
-                    | Unavailability::AuthenticationFailed
-                    | Unavailability::UnknownDatabase
-                    | Unavailability::Timeout
-                    | Unavailability::TlsNotOffered
-                    | Unavailability::TlsHandshakeFailed(_)
-            ))
-        )
+                | Unavailability::ConnectionRefused
+                | Unavailability::Rejected
+                | Unavailability::AuthenticationFailed
+                | Unavailability::UnknownDatabase
+                | Unavailability::TlsNotOffered
+                | Unavailability::TlsHandshakeFailed(_) => Some(Discard::Broken),
+                Unavailability::PoolExhausted | Unavailability::LockTimeout => None,
+            },
+            _ => None,
+        }
     }
 
     /// For operations that cannot see `what` happen: it is logged once and reported as unexpected.
@@ -117,6 +121,25 @@ pub(crate) fn from_db_err(error: &DbErr) -> Failure {
             unexpected("a stored value could not be decoded")
         }
         _ => unexpected("the database layer reported an internal error"),
+    }
+}
+
+/// Classifies a failure to open a connection (see `counseling_config::Connector::connect`).
+pub(crate) fn from_connect(error: &ConnectError) -> Failure {
+    let unavailable = |why| Failure::Store(StoreError::Unavailable(why));
+    match error {
+        ConnectError::Driver(error) => from_sqlx(error),
+        ConnectError::TimedOut => unavailable(Unavailability::Timeout),
+        // No host of the list takes writes: as for a write on a standby.
+        ConnectError::NoSuitableHost(attrs) if attrs.wants_writes() => {
+            unavailable(Unavailability::ReadOnly)
+        }
+        ConnectError::NoSuitableHost(_) => unavailable(Unavailability::Rejected),
+        ConnectError::PasswordFile(problem) => {
+            // The message names the variable and the file, never the secret.
+            tracing::error!(%problem, "the password file could not be read");
+            unavailable(Unavailability::AuthenticationFailed)
+        }
     }
 }
 
@@ -287,10 +310,20 @@ mod tests {
 
     #[test]
     fn a_read_only_standby_and_broken_connections_are_not_reused() {
-        assert!(store(Unavailability::ReadOnly).discards_connection());
-        assert!(store(Unavailability::ConnectionLost).discards_connection());
-        assert!(!store(Unavailability::LockTimeout).discards_connection());
-        assert!(!Failure::UsernameTaken.discards_connection());
+        assert_eq!(
+            store(Unavailability::ReadOnly).discard_reason(),
+            Some(Discard::ReadOnly)
+        );
+        assert_eq!(
+            store(Unavailability::ConnectionLost).discard_reason(),
+            Some(Discard::Broken)
+        );
+        assert_eq!(
+            store(Unavailability::Timeout).discard_reason(),
+            Some(Discard::Timeout)
+        );
+        assert_eq!(store(Unavailability::LockTimeout).discard_reason(), None);
+        assert_eq!(Failure::UsernameTaken.discard_reason(), None);
     }
 
     #[test]

@@ -20,11 +20,9 @@ mod settings;
 mod unit_of_work;
 mod user_repository;
 
-pub use counseling_config::tls::{
-    SslMode, SslRootCert, TlsError, TlsErrors, TlsSetting, UnsupportedSslMode,
-};
+pub use counseling_config::tls::{SslMode, SslRootCert};
 pub use database::{DEADLINE_MARGIN, Database, PoolStatus};
-pub use settings::DatabaseSettings;
+pub use settings::{DatabaseSettings, PoolSettings};
 pub use unit_of_work::UnitOfWork;
 pub use user_repository::PgUserRepository;
 

@@ -7,20 +7,29 @@
 //! Here a connection goes back as it is: [`crate::session::Session`] already knows whether it is
 //! fit (no statement cut off, no transaction left open) and closes it otherwise. A connect that
 //! fails, fails the acquire at once; the caller's deadline bounds everything else.
+//!
+//! Connections are opened by `counseling_config::Connector` (libpq's host lists and
+//! `target_session_attrs`), and an idle one gets a role check before use: a connection that
+//! still answers but reaches a node that can no longer write is closed, not handed out.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use counseling_config::{ConnectError, Connector, SessionState, TargetSessionAttrs, session_state};
 use deadpool::managed::{
     Manager, Metrics, Object, Pool, PoolError, RecycleError, RecycleResult, Timeouts, WeakPool,
 };
-use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection};
-use sea_orm::sqlx::{self, Connection};
+use sea_orm::sqlx::Connection;
+use sea_orm::sqlx::postgres::PgConnection;
+
+use crate::database_metrics::{DatabaseMetrics, Discard};
 
 /// Opens connections and decides, at checkout, whether an idle one may be used as is.
 pub(crate) struct ConnectionManager {
-    options: PgConnectOptions,
-    /// A connection not checked out for this long is pinged first (pre-ping).
+    connector: Connector,
+    metrics: Arc<DatabaseMetrics>,
+    /// A connection not checked out for this long gets a role check first (pre-ping).
     ping_if_idle_for: Duration,
     /// A connection older than this is closed instead of used.
     max_lifetime: Duration,
@@ -31,8 +40,27 @@ pub(crate) struct ConnectionManager {
     epoch: Instant,
 }
 
+/// Whether a session in `state` may serve this service: it must be able to write, unless
+/// `target_session_attrs` asks for a read-only kind of session.
+pub(crate) fn fit_for_use(attrs: TargetSessionAttrs, state: SessionState) -> bool {
+    match attrs {
+        TargetSessionAttrs::Any | TargetSessionAttrs::ReadWrite => !state.read_only,
+        TargetSessionAttrs::Primary => !state.read_only && !state.in_recovery,
+        TargetSessionAttrs::ReadOnly | TargetSessionAttrs::Standby => attrs.accepts(state),
+        TargetSessionAttrs::PreferStandby => true,
+    }
+}
+
 impl ConnectionManager {
-    /// Records that a connection broke (I/O error, connection lost) just now.
+    pub(crate) fn connector(&self) -> &Connector {
+        &self.connector
+    }
+
+    pub(crate) fn metrics(&self) -> &DatabaseMetrics {
+        &self.metrics
+    }
+
+    /// Records that a connection broke (I/O error, connection lost, read-only node) just now.
     pub(crate) fn note_breakage(&self) {
         let since_epoch = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.last_breakage
@@ -48,27 +76,46 @@ impl ConnectionManager {
 
 impl Manager for ConnectionManager {
     type Type = PgConnection;
-    type Error = sqlx::Error;
+    type Error = ConnectError;
 
-    async fn create(&self) -> Result<PgConnection, sqlx::Error> {
+    async fn create(&self) -> Result<PgConnection, ConnectError> {
         // Boxed: the connect future (TLS handshake included) is kilobytes, and it would otherwise
         // be part of every checkout's future, copied at each step of every repository call.
-        Box::pin(PgConnection::connect_with(&self.options)).await
+        Box::pin(self.connector.connect())
+            .await
+            .map(|connected| connected.connection)
     }
 
     /// `metrics.last_used()` counts from the last checkout, not the last return: a connection
-    /// held for long looks idle for long and is pinged, never the other way round.
+    /// held for long looks idle for long and is checked, never the other way round. The check
+    /// is one round trip (`session_state`), in place of a ping: it also finds a connection that
+    /// answers but reaches a node that can no longer write.
     async fn recycle(
         &self,
         connection: &mut PgConnection,
         metrics: &Metrics,
-    ) -> RecycleResult<sqlx::Error> {
+    ) -> RecycleResult<ConnectError> {
         if metrics.age() >= self.max_lifetime {
+            self.metrics.discarded(Discard::Lifetime);
             return Err(RecycleError::message("past its maximum lifetime"));
         }
         let checked_out = metrics.recycled.unwrap_or(metrics.created);
         if metrics.last_used() >= self.ping_if_idle_for || self.idle_since_a_breakage(checked_out) {
-            connection.ping().await?;
+            match session_state(connection).await {
+                Ok(state) if fit_for_use(self.connector.target_session_attrs(), state) => {}
+                Ok(_) => {
+                    self.metrics.discarded(Discard::ReadOnly);
+                    // What made this one read-only (a failover) has likely reached the others.
+                    self.note_breakage();
+                    return Err(RecycleError::message(
+                        "its server can no longer take writes",
+                    ));
+                }
+                Err(error) => {
+                    self.metrics.discarded(Discard::Broken);
+                    return Err(RecycleError::Backend(ConnectError::Driver(error)));
+                }
+            }
         }
         Ok(())
     }
@@ -95,9 +142,14 @@ const POLITE_CLOSE_LIMIT: Duration = Duration::from_secs(1);
 
 /// Builds the pool (no connection is opened here) and starts its keeper on the current runtime;
 /// the keeper stops when the pool is closed or dropped.
-pub(crate) fn build(options: PgConnectOptions, bounds: &PoolBounds) -> ConnectionPool {
+pub(crate) fn build(
+    connector: Connector,
+    metrics: Arc<DatabaseMetrics>,
+    bounds: &PoolBounds,
+) -> ConnectionPool {
     let manager = ConnectionManager {
-        options,
+        connector,
+        metrics,
         ping_if_idle_for: bounds.ping_if_idle_for,
         max_lifetime: bounds.max_lifetime,
         last_breakage: AtomicU64::new(0),
@@ -147,12 +199,15 @@ async fn keep(
         // Idle connections past the idle timeout (while more than `min` are open) or past their
         // lifetime (always) are closed.
         let mut closable = pool.status().size.saturating_sub(min);
+        let discarded = pool.manager().metrics.clone();
         let expired = pool.retain(|_, metrics| {
             if metrics.age() >= max_lifetime {
+                discarded.discarded(Discard::Lifetime);
                 return false;
             }
             if closable > 0 && metrics.last_used() >= idle_timeout {
                 closable -= 1;
+                discarded.discarded(Discard::Idle);
                 return false;
             }
             true

@@ -7,16 +7,19 @@
 //! connection ourselves, and [`Drop`] decides whether it goes back to the pool or is closed. The
 //! pool takes back what we return without checking it again (see [`crate::pool`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Mutex as StdMutex, PoisonError};
 
+use counseling_config::{SessionState, session_state};
+
 use sea_orm::sqlx::postgres::PgConnection;
-use sea_orm::sqlx::{self, Connection, Executor};
+use sea_orm::sqlx::{self, Executor};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr, Statement};
 use sea_query_sqlx::SqlxValues;
 use tokio::sync::Mutex;
 
-use crate::database_metrics::Outcome;
+use crate::database_metrics::{Discard, Outcome};
+use crate::error_mapping::Failure;
 use crate::pool::PooledConnection;
 
 pub(crate) struct Session {
@@ -26,6 +29,9 @@ pub(crate) struct Session {
     unfit: AtomicBool,
     /// `BEGIN` was sent and neither `COMMIT` nor `ROLLBACK` has completed.
     in_transaction: AtomicBool,
+    /// Why the connection is unfit (a [`Discard`] as `u8`), for the metric when it is closed;
+    /// [`NO_REASON`] counts as broken.
+    discard_reason: AtomicU8,
     /// How the last repository call that failed inside this unit of work failed (metrics).
     failed_call: StdMutex<Option<Outcome>>,
 }
@@ -41,12 +47,16 @@ impl std::fmt::Debug for Session {
     }
 }
 
+/// No reason recorded yet.
+const NO_REASON: u8 = u8::MAX;
+
 impl Session {
     pub(crate) fn new(connection: PooledConnection) -> Self {
         Self {
             connection: Mutex::new(Some(connection)),
             unfit: AtomicBool::new(false),
             in_transaction: AtomicBool::new(false),
+            discard_reason: AtomicU8::new(NO_REASON),
             failed_call: StdMutex::new(None),
         }
     }
@@ -65,11 +75,25 @@ impl Session {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Closes the connection when this session ends instead of returning it to the pool, if
+    /// `failure` says it is unfit.
+    pub(crate) fn discard_after(&self, failure: &Failure) {
+        if let Some(reason) = failure.discard_reason() {
+            self.discard(reason);
+        }
+    }
+
     /// Closes the connection when this session ends instead of returning it to the pool. Only
-    /// for a connection that failed (broken, lost, timed out, read-only), so the pool also pings
+    /// for a connection that failed (broken, lost, timed out, read-only), so the pool also checks
     /// its idle connections before their next use (see [`note_breakage`]).
-    pub(crate) fn discard(&self) {
+    pub(crate) fn discard(&self, reason: Discard) {
         self.unfit.store(true, Ordering::Relaxed);
+        let _ = self.discard_reason.compare_exchange(
+            NO_REASON,
+            reason as u8,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
         if let Ok(guard) = self.connection.try_lock()
             && let Some(connection) = guard.as_ref()
         {
@@ -97,9 +121,10 @@ impl Session {
         Ok(())
     }
 
-    /// One round trip with nothing to run (the health check's).
-    pub(crate) async fn ping(&self) -> Result<(), sqlx::Error> {
-        self.with_raw_connection(async |connection| connection.ping().await)
+    /// One round trip that says what kind of server this is (the health check's): whether it
+    /// is in recovery, and whether its sessions are read-only.
+    pub(crate) async fn state(&self) -> Result<SessionState, sqlx::Error> {
+        self.with_raw_connection(async |connection| session_state(connection).await)
             .await
     }
 
@@ -151,6 +176,11 @@ impl Drop for Session {
             return;
         };
         if *self.unfit.get_mut() || *self.in_transaction.get_mut() {
+            let reason =
+                Discard::from_u8(*self.discard_reason.get_mut()).unwrap_or(Discard::Broken);
+            if let Some(pool) = PooledConnection::pool(&connection) {
+                pool.manager().metrics().discarded(reason);
+            }
             // Closing the socket makes the server roll back whatever was open; nothing waits for
             // a server that may be frozen.
             drop(PooledConnection::take(connection));

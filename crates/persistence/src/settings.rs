@@ -1,24 +1,31 @@
 use std::time::Duration;
 
-use counseling_config::tls::{self, SslMode, SslRootCert, TlsErrors};
-use counseling_config::{DatabaseUrl, Problem, Problems};
-use sea_orm::sqlx::ConnectOptions;
-use sea_orm::sqlx::postgres::PgConnectOptions;
+use counseling_config::{
+    Connector, DatabaseTarget, DatabaseUrl, Problem, Problems, Role, SessionDefaults, Sources,
+};
 use serde::{Deserialize, Serialize};
 
-/// The variable of [`DatabaseSettings::url`], named in its problems.
-const URL_VARIABLE: &str = "DATABASE_URL";
-
-/// How to reach PostgreSQL and how to size and guard the pool: the `DATABASE_*` variables.
+/// How to reach PostgreSQL, and how to size and guard the pool.
 ///
-/// This struct is the one definition of these settings: their names (`DATABASE_` + the serde
-/// name in upper case), their defaults and their checks ([`DatabaseSettings::problems`]).
-/// `Debug` is safe to log: the URL prints as a redaction.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// `Debug` is safe to log: the target never shows its URL or password.
+#[derive(Debug, Clone)]
 pub struct DatabaseSettings {
-    /// `DATABASE_URL`: `postgres://user:password@host:port/database`. Required.
-    #[serde(skip_serializing)]
-    pub url: DatabaseUrl,
+    /// Where the database is and how to reach it: `DATABASE_URL` (or `DATABASE_URL_FILE`),
+    /// `DATABASE_PASSWORD_FILE`, `DATABASE_SSL_MODE`, `DATABASE_SSL_ROOT_CERT` and libpq's
+    /// parameters (see `counseling_config::DatabaseTarget`).
+    pub target: DatabaseTarget,
+    /// The pool and its sessions: the other `DATABASE_*` variables.
+    pub pool: PoolSettings,
+    /// Reported to PostgreSQL as `application_name` (visible in `pg_stat_activity`) unless the
+    /// URL names one.
+    pub application_name: String,
+}
+
+/// The pool and what every connection's session gets: the `DATABASE_*` variables besides the
+/// target's. This struct is their one definition: names (`DATABASE_` + the serde name in upper
+/// case), defaults, and checks ([`DatabaseSettings::problems`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct PoolSettings {
     /// Upper bound of open connections: the seed's pool_size 5 + max_overflow 10.
     #[serde(default = "defaults::max_connections")]
     pub max_connections: u32,
@@ -63,8 +70,9 @@ pub struct DatabaseSettings {
         default = "defaults::lock_timeout"
     )]
     pub lock_timeout: Duration,
-    /// A pooled connection idle at least this long is pinged before use (the seed's
-    /// `pool_pre_ping`); see [`crate::Database`] for why not every connection.
+    /// A pooled connection idle at least this long gets a role check before use (the seed's
+    /// `pool_pre_ping`, which also finds a node that can no longer write); see
+    /// [`crate::Database`] for why not every connection.
     #[serde(
         rename = "ping_if_idle_ms",
         with = "counseling_config::millis",
@@ -77,18 +85,26 @@ pub struct DatabaseSettings {
     /// Worker threads of the runtime that owns every connection (built by the binary).
     #[serde(default = "defaults::io_threads")]
     pub io_threads: usize,
-    /// Overrides the URL's `sslmode`; unset keeps the URL's (libpq's default: `prefer`).
-    #[serde(default, deserialize_with = "counseling_config::empty_is_none")]
-    pub ssl_mode: Option<SslMode>,
-    /// Overrides the URL's `sslrootcert` (a CA file, or `system`); unset keeps the URL's.
-    #[serde(default, deserialize_with = "counseling_config::empty_is_none")]
-    pub ssl_root_cert: Option<SslRootCert>,
-    /// Reported to PostgreSQL as `application_name` (visible in `pg_stat_activity`).
-    #[serde(skip, default = "defaults::application_name")]
-    pub application_name: String,
 }
 
-/// The defaults, each written once; serde and [`DatabaseSettings::new`] both use them.
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: defaults::max_connections(),
+            min_connections: defaults::min_connections(),
+            acquire_timeout: defaults::acquire_timeout(),
+            idle_timeout: defaults::idle_timeout(),
+            max_lifetime: defaults::max_lifetime(),
+            statement_timeout: defaults::statement_timeout(),
+            lock_timeout: defaults::lock_timeout(),
+            ping_if_idle_for: defaults::ping_if_idle_for(),
+            echo: false,
+            io_threads: defaults::io_threads(),
+        }
+    }
+}
+
+/// The defaults, each written once; serde and [`PoolSettings::default`] both use them.
 mod defaults {
     use std::time::Duration;
 
@@ -119,10 +135,10 @@ mod defaults {
     pub fn io_threads() -> usize {
         2
     }
-    pub fn application_name() -> String {
-        "counseling-platform".to_owned()
-    }
 }
+
+/// The program name reported when nothing else is set.
+const DEFAULT_APPLICATION_NAME: &str = "counseling-platform";
 
 impl DatabaseSettings {
     /// The environment variables of these settings start with this.
@@ -131,52 +147,63 @@ impl DatabaseSettings {
     pub const MAX_SERVER_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
     pub const MAX_IO_THREADS: usize = 64;
 
-    /// The defaults for everything but the URL.
+    /// Exactly `url` (no password file, overrides or `PG*` variables) with the default pool.
     pub fn new(url: DatabaseUrl) -> Self {
         Self {
-            url,
-            max_connections: defaults::max_connections(),
-            min_connections: defaults::min_connections(),
-            acquire_timeout: defaults::acquire_timeout(),
-            idle_timeout: defaults::idle_timeout(),
-            max_lifetime: defaults::max_lifetime(),
-            statement_timeout: defaults::statement_timeout(),
-            lock_timeout: defaults::lock_timeout(),
-            ping_if_idle_for: defaults::ping_if_idle_for(),
-            echo: false,
-            io_threads: defaults::io_threads(),
-            ssl_mode: None,
-            ssl_root_cert: None,
-            application_name: defaults::application_name(),
+            target: DatabaseTarget::from_url(url),
+            pool: PoolSettings::default(),
+            application_name: DEFAULT_APPLICATION_NAME.to_owned(),
         }
     }
 
-    /// Every rule these settings break, one problem per variable, named as in the environment.
+    /// The service's settings from `sources`: the target (`Role::Service`) and the pool. Every
+    /// problem of both comes back together; the target's are checked in full by
+    /// [`DatabaseSettings::problems`].
+    pub fn from_sources(sources: &Sources) -> Result<Self, Problems> {
+        let target = DatabaseTarget::from_sources(sources, Role::Service);
+        let pool = sources.group::<PoolSettings>(Self::PREFIX);
+        match (target, pool) {
+            (Ok(target), Ok(pool)) => Ok(Self {
+                target,
+                pool,
+                application_name: DEFAULT_APPLICATION_NAME.to_owned(),
+            }),
+            (target, pool) => {
+                let mut problems = target.err().unwrap_or_default();
+                problems.extend(pool.err().unwrap_or_default().0);
+                Err(problems)
+            }
+        }
+    }
+
+    /// Every rule these settings break, one problem per variable, named as in the environment:
+    /// the pool's bounds, and everything about the target (files, TLS, libpq's parameters).
     pub fn problems(&self) -> Problems {
         let mut problems = Problems::default();
+        let pool = &self.pool;
         let mut check = |ok: bool, variable: &str, problem: &str| {
             if !ok {
                 problems.push(Problem::new(format!("DATABASE_{variable}"), problem));
             }
         };
         check(
-            self.max_connections >= 1,
+            pool.max_connections >= 1,
             "MAX_CONNECTIONS",
             "must be at least 1",
         );
         check(
-            self.min_connections <= self.max_connections,
+            pool.min_connections <= pool.max_connections,
             "MIN_CONNECTIONS",
             "must not exceed DATABASE_MAX_CONNECTIONS",
         );
         check(
-            !self.acquire_timeout.is_zero(),
+            !pool.acquire_timeout.is_zero(),
             "ACQUIRE_TIMEOUT_MS",
             "must be at least 1",
         );
         for (variable, value) in [
-            ("STATEMENT_TIMEOUT_MS", self.statement_timeout),
-            ("LOCK_TIMEOUT_MS", self.lock_timeout),
+            ("STATEMENT_TIMEOUT_MS", pool.statement_timeout),
+            ("LOCK_TIMEOUT_MS", pool.lock_timeout),
         ] {
             check(
                 !value.is_zero() && value <= Self::MAX_SERVER_TIMEOUT,
@@ -185,50 +212,47 @@ impl DatabaseSettings {
             );
         }
         check(
-            (1..=Self::MAX_IO_THREADS).contains(&self.io_threads),
+            (1..=Self::MAX_IO_THREADS).contains(&pool.io_threads),
             "IO_THREADS",
             "must be from 1 to 64",
         );
-        if let Err(error) = self.tls() {
-            problems.extend(error.to_problems(URL_VARIABLE).0);
+        if let Err(found) = self.connector() {
+            problems.extend(found.0);
         }
         problems
     }
 
-    /// The TLS settings of the URL and the overrides, with libpq's rules; every file they name is
-    /// read and checked.
-    fn tls(&self) -> Result<tls::ResolvedTls, TlsErrors> {
-        tls::resolve(&self.url, self.ssl_mode, self.ssl_root_cert.as_ref())
+    /// What every connection's session gets: the application name and the server-side
+    /// timeouts, sent in the startup packet (no extra round trip per connection). A session left
+    /// idle inside a transaction (a stalled unit of work) is ended by the server too.
+    pub fn session_defaults(&self) -> SessionDefaults {
+        let statement_timeout_ms = self.pool.statement_timeout.as_millis().to_string();
+        SessionDefaults {
+            application_name: self.application_name.clone(),
+            settings: vec![
+                (
+                    "statement_timeout".to_owned(),
+                    statement_timeout_ms.clone(),
+                    "DATABASE_STATEMENT_TIMEOUT_MS",
+                ),
+                (
+                    "lock_timeout".to_owned(),
+                    self.pool.lock_timeout.as_millis().to_string(),
+                    "DATABASE_LOCK_TIMEOUT_MS",
+                ),
+                (
+                    "idle_in_transaction_session_timeout".to_owned(),
+                    statement_timeout_ms,
+                    "DATABASE_STATEMENT_TIMEOUT_MS",
+                ),
+            ],
+            log_statements: self.pool.echo,
+        }
     }
 
-    /// The driver's connect options: the URL's, the TLS settings, and the session settings every
-    /// connection gets.
-    pub fn connect_options(&self) -> Result<PgConnectOptions, Problems> {
-        let tls = self
-            .tls()
-            .map_err(|errors| errors.to_problems(URL_VARIABLE))?;
-        let statement_timeout_ms = self.statement_timeout.as_millis().to_string();
-        let lock_timeout_ms = self.lock_timeout.as_millis().to_string();
-        let options = tls
-            .apply(self.url.connect_options())
-            .application_name(&self.application_name)
-            // Sent in the startup packet: no extra round trip per connection. A session left
-            // idle inside a transaction (a stalled unit of work) is ended by the server too.
-            .options([
-                ("statement_timeout", statement_timeout_ms.as_str()),
-                ("lock_timeout", lock_timeout_ms.as_str()),
-                (
-                    "idle_in_transaction_session_timeout",
-                    statement_timeout_ms.as_str(),
-                ),
-            ]);
-        Ok(if self.echo {
-            options
-                .log_statements(log::LevelFilter::Info)
-                .log_slow_statements(log::LevelFilter::Warn, Duration::from_secs(1))
-        } else {
-            options.disable_statement_logging()
-        })
+    /// The connector for these settings: every check of the target done, every file read.
+    pub fn connector(&self) -> Result<Connector, Problems> {
+        self.target.resolve(&self.session_defaults())
     }
 }
 
@@ -242,17 +266,19 @@ mod tests {
     fn load(vars: &[(&str, &str)]) -> Result<DatabaseSettings, Problems> {
         let mut all = vec![("DATABASE_URL", "postgres://u:hunter2@db.internal/app")];
         all.extend_from_slice(vars);
-        Sources::from_vars(all).group(DatabaseSettings::PREFIX)
+        DatabaseSettings::from_sources(&Sources::from_vars(all))
     }
 
     #[test]
-    fn defaults_are_the_seeds_pool_and_the_same_from_serde_and_new() {
+    fn defaults_are_the_seeds_pool_and_the_same_from_serde_and_default() {
         let loaded = load(&[]).unwrap();
-        assert_eq!(loaded.max_connections, 15);
-        assert_eq!(loaded.min_connections, 5);
-        assert!(!loaded.echo);
-        let built = DatabaseSettings::new(loaded.url.clone());
-        assert_eq!(format!("{loaded:?}"), format!("{built:?}"));
+        assert_eq!(loaded.pool.max_connections, 15);
+        assert_eq!(loaded.pool.min_connections, 5);
+        assert!(!loaded.pool.echo);
+        assert_eq!(
+            format!("{:?}", loaded.pool),
+            format!("{:?}", PoolSettings::default())
+        );
     }
 
     #[test]
@@ -265,10 +291,10 @@ mod tests {
     #[test]
     fn every_broken_rule_is_reported() {
         let mut settings = load(&[]).unwrap();
-        settings.max_connections = 0;
-        settings.min_connections = 1;
-        settings.statement_timeout = Duration::from_millis(2_147_483_648);
-        settings.io_threads = 0;
+        settings.pool.max_connections = 0;
+        settings.pool.min_connections = 1;
+        settings.pool.statement_timeout = Duration::from_millis(2_147_483_648);
+        settings.pool.io_threads = 0;
         let names: Vec<_> = settings
             .problems()
             .0
@@ -286,22 +312,21 @@ mod tests {
         );
     }
 
-    /// The migration CLI reads the TLS overrides through `TlsOverrides`: the same variables,
-    /// parsed the same way.
+    /// The URL's `options` may not set what our variables set: the variable would silently win.
     #[test]
-    fn tls_overrides_are_the_same_variables_as_the_migration_clis() {
-        let vars = [
-            ("DATABASE_SSL_MODE", "verify-full"),
-            ("DATABASE_SSL_ROOT_CERT", "/etc/ca.pem"),
-        ];
-        let service = load(&vars).unwrap();
-        let migration = Sources::from_vars(vars)
-            .group::<tls::TlsOverrides>(DatabaseSettings::PREFIX)
-            .unwrap();
-        assert_eq!(migration.ssl_mode, Some(SslMode::VerifyFull));
-        assert_eq!(
-            (service.ssl_mode, service.ssl_root_cert),
-            (migration.ssl_mode, migration.ssl_root_cert)
+    fn the_urls_options_may_not_set_our_session_settings() {
+        let settings = load(&[(
+            "DATABASE_URL",
+            "postgres://u:p@h/app?options=-c%20lock_timeout%3D0",
+        )])
+        .unwrap();
+        let problems = settings.problems();
+        assert_eq!(problems.0.len(), 1, "{problems}");
+        assert!(
+            problems
+                .to_string()
+                .contains("which DATABASE_LOCK_TIMEOUT_MS sets"),
+            "{problems}"
         );
     }
 

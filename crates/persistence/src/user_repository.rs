@@ -74,9 +74,7 @@ impl PgUserRepository {
             // The unit of work's deadline bounds every call made inside it.
             Executor::Transaction(session) => work(session).await.map_err(|error| {
                 let failure = from_db_err(&error);
-                if failure.discards_connection() {
-                    session.discard();
-                }
+                session.discard_after(&failure);
                 session.record_failed_call(Outcome::of_failure(&failure));
                 failure
             }),

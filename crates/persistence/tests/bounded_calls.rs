@@ -20,7 +20,7 @@ async fn calls_against_a_frozen_server_time_out_and_discard_their_connections() 
     let cluster = PgCluster::start().await.unwrap();
     let test_db = cluster.migrated_database().await.unwrap();
     let mut settings = settings_for(test_db.url());
-    settings.statement_timeout = Duration::from_millis(300);
+    settings.pool.statement_timeout = Duration::from_millis(300);
     let database = connect(&settings);
     let users = PgUserRepository::new(database.clone());
     let alice = users.create(new_user(r"\school\alice")).await.unwrap();
@@ -37,7 +37,7 @@ async fn calls_against_a_frozen_server_time_out_and_discard_their_connections() 
     let open_before = database.status().open;
     cluster.freeze().unwrap();
     // The server's statement_timeout cannot fire: only the client-side deadline can end these.
-    let bound = settings.statement_timeout + DEADLINE_MARGIN + Duration::from_millis(700);
+    let bound = settings.pool.statement_timeout + DEADLINE_MARGIN + Duration::from_millis(700);
     let started = Instant::now();
     let (read, write, unit) = tokio::join!(
         users.find_by_id(alice.id),
@@ -86,7 +86,7 @@ async fn refused_connections_are_reported_at_once_every_time() {
     let cluster = PgCluster::start().await.unwrap();
     let test_db = cluster.migrated_database().await.unwrap();
     let mut settings = settings_for(test_db.url());
-    settings.acquire_timeout = Duration::from_secs(5);
+    settings.pool.acquire_timeout = Duration::from_secs(5);
     let database = connect(&settings);
     let users = PgUserRepository::new(database.clone());
     let alice = users.create(new_user(r"\school\alice")).await.unwrap();
@@ -157,8 +157,8 @@ async fn terminate_pool_connections(test_db: &counseling_testkit::TestDatabase) 
 async fn first_try_after_server_side_kill(ping_if_idle_for: Duration) -> Result<(), StoreError> {
     let test_db = counseling_testkit::TestDatabase::migrated().await.unwrap();
     let mut settings = settings_for(test_db.url());
-    settings.max_connections = 1;
-    settings.ping_if_idle_for = ping_if_idle_for;
+    settings.pool.max_connections = 1;
+    settings.pool.ping_if_idle_for = ping_if_idle_for;
     let users = PgUserRepository::new(connect(&settings));
     let alice = users.create(new_user(r"\school\alice")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -185,8 +185,8 @@ async fn pre_ping_detects_a_connection_killed_while_idle() {
 async fn a_dead_connection_is_discarded_so_the_next_call_works() {
     let test_db = counseling_testkit::TestDatabase::migrated().await.unwrap();
     let mut settings = settings_for(test_db.url());
-    settings.max_connections = 1;
-    settings.ping_if_idle_for = Duration::from_secs(3600);
+    settings.pool.max_connections = 1;
+    settings.pool.ping_if_idle_for = Duration::from_secs(3600);
     let database = connect(&settings);
     let users = PgUserRepository::new(database.clone());
     let alice = users.create(new_user(r"\school\alice")).await.unwrap();
@@ -207,7 +207,7 @@ async fn after_one_connection_breaks_the_idle_ones_are_checked_before_use() {
     let test_db = cluster.migrated_database().await.unwrap();
     let mut settings = settings_for(test_db.url());
     // Pre-ping by idle time out of reach: only the breakage can make the pool check.
-    settings.ping_if_idle_for = Duration::from_secs(3600);
+    settings.pool.ping_if_idle_for = Duration::from_secs(3600);
     let database = connect(&settings);
     let users = PgUserRepository::new(database.clone());
     let alice = users.create(new_user(r"\school\alice")).await.unwrap();

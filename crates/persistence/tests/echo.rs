@@ -14,7 +14,7 @@ use counseling_testkit::TestDatabase;
 async fn repository_calls(echo: bool, captured: &Captured) -> String {
     let test_db = TestDatabase::migrated().await.unwrap();
     let mut settings = settings_for(test_db.url());
-    settings.echo = echo;
+    settings.pool.echo = echo;
     let users = PgUserRepository::new(connect(&settings));
     captured.take();
     let zoe = users.create(new_user(r"\school\zoe")).await.unwrap();

@@ -27,7 +27,7 @@ fn calls_from_another_runtime_run_on_the_io_runtime_and_keep_their_guarantees() 
     caller.block_on(async {
         let test_db = TestDatabase::migrated().await.unwrap();
         let mut settings = settings_for(test_db.url());
-        settings.max_connections = 1;
+        settings.pool.max_connections = 1;
         let database = Database::connect_lazy(&settings, io.handle().clone()).unwrap();
         let users = PgUserRepository::new(database.clone());
 

@@ -135,8 +135,8 @@ async fn every_operation_is_counted_once_by_its_outcome() {
 async fn an_exhausted_pool_counts_acquire_timeouts() {
     let test_db = TestDatabase::migrated().await.unwrap();
     let mut settings = settings_for(test_db.url());
-    settings.max_connections = 1;
-    settings.acquire_timeout = Duration::from_millis(300);
+    settings.pool.max_connections = 1;
+    settings.pool.acquire_timeout = Duration::from_millis(300);
     let (recorder, database) = recorded_pool(&settings);
     let users = PgUserRepository::new(database.clone());
 

@@ -16,8 +16,8 @@ async fn the_pool_is_configured_as_the_settings_say() {
     let test_db = TestDatabase::migrated().await.unwrap();
     let mut settings =
         DatabaseSettings::new(counseling_config::DatabaseUrl::parse(&test_db.url()).unwrap());
-    settings.statement_timeout = Duration::from_millis(2500);
-    settings.lock_timeout = Duration::from_millis(700);
+    settings.pool.statement_timeout = Duration::from_millis(2500);
+    settings.pool.lock_timeout = Duration::from_millis(700);
     settings.application_name = "pool-test".into();
     let database = connect(&settings);
     let status = database.status();
@@ -55,7 +55,7 @@ async fn lock_users_table(test_db: &TestDatabase) -> sea_orm::DatabaseTransactio
 async fn a_statement_blocked_past_lock_timeout_is_a_lock_timeout() {
     let test_db = TestDatabase::migrated().await.unwrap();
     let mut settings = settings_for(test_db.url());
-    settings.lock_timeout = Duration::from_millis(200);
+    settings.pool.lock_timeout = Duration::from_millis(200);
     let users = PgUserRepository::new(connect(&settings));
     let _lock = lock_users_table(&test_db).await;
     let name = Username::parse(r"\school\locked").unwrap();
@@ -69,8 +69,8 @@ async fn a_statement_blocked_past_lock_timeout_is_a_lock_timeout() {
 async fn the_statement_timeout_cuts_long_queries_and_maps_to_timeout() {
     let test_db = TestDatabase::migrated().await.unwrap();
     let mut settings = settings_for(test_db.url());
-    settings.statement_timeout = Duration::from_millis(200);
-    settings.lock_timeout = Duration::from_secs(10);
+    settings.pool.statement_timeout = Duration::from_millis(200);
+    settings.pool.lock_timeout = Duration::from_secs(10);
     let users = PgUserRepository::new(connect(&settings));
     let _lock = lock_users_table(&test_db).await;
     let started = Instant::now();
@@ -107,7 +107,7 @@ async fn stop_and_restart_the_server_the_same_repository_recovers() {
     let cluster = PgCluster::start().await.unwrap();
     let test_db = cluster.migrated_database().await.unwrap();
     let mut settings = settings_for(test_db.url());
-    settings.acquire_timeout = Duration::from_secs(1);
+    settings.pool.acquire_timeout = Duration::from_secs(1);
     let database = connect(&settings);
     let users = PgUserRepository::new(database.clone());
     let alice = users.create(new_user(r"\school\alice")).await.unwrap();
@@ -213,7 +213,7 @@ async fn ping_returns_within_its_timeout_while_the_server_is_frozen() {
 async fn an_exhausted_pool_is_reported_as_such_within_the_timeout() {
     let test_db = TestDatabase::migrated().await.unwrap();
     let mut settings = settings_for(test_db.url());
-    settings.max_connections = 2;
+    settings.pool.max_connections = 2;
     let database = connect(&settings);
     // Two units of work hold both connections until released.
     let release = std::sync::Arc::new(tokio::sync::Notify::new());
@@ -264,9 +264,9 @@ async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> boo
 async fn the_pool_opens_its_minimum_and_closes_idle_connections_above_it() {
     let test_db = TestDatabase::migrated().await.unwrap();
     let mut settings = settings_for(test_db.url());
-    settings.min_connections = 2;
-    settings.max_connections = 5;
-    settings.idle_timeout = Duration::from_secs(1);
+    settings.pool.min_connections = 2;
+    settings.pool.max_connections = 5;
+    settings.pool.idle_timeout = Duration::from_secs(1);
     let database = connect(&settings);
     // Lazy, yet the minimum opens in the background without any call.
     assert!(
@@ -292,8 +292,8 @@ async fn the_pool_opens_its_minimum_and_closes_idle_connections_above_it() {
 async fn connections_are_replaced_after_their_maximum_lifetime() {
     let test_db = TestDatabase::migrated().await.unwrap();
     let mut settings = settings_for(test_db.url());
-    settings.max_connections = 1;
-    settings.max_lifetime = Duration::from_secs(1);
+    settings.pool.max_connections = 1;
+    settings.pool.max_lifetime = Duration::from_secs(1);
     settings.application_name = "lifetime-test".into();
     let database = connect(&settings);
     let admin = test_db.connect().await;

@@ -13,9 +13,9 @@ pub const OTHER_HASH: &str = "$2b$12$ZYXWVUTSRQPONMLKJIHGFEDCBAzyxwvutsrqponmlkj
 pub fn settings_for(url: String) -> DatabaseSettings {
     let mut settings = DatabaseSettings::new(counseling_config::DatabaseUrl::parse(&url).unwrap());
     // Many tests run at once against one server: keep each pool small.
-    settings.min_connections = 0;
-    settings.max_connections = 5;
-    settings.acquire_timeout = Duration::from_secs(2);
+    settings.pool.min_connections = 0;
+    settings.pool.max_connections = 5;
+    settings.pool.acquire_timeout = Duration::from_secs(2);
     settings
 }
 

@@ -1,0 +1,416 @@
+//! Opening a connection the way libpq does, on top of the driver's single-host connect: the hosts
+//! of the list in order (or shuffled, `load_balance_hosts=random`), each within `connect_timeout`,
+//! keeping the first whose session is what `target_session_attrs` asks for. The driver (sqlx) has
+//! no host lists (its issue #179), so the service, the migration CLI and `just dev`'s probe all
+//! connect through [`Connector`].
+
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection};
+use sea_orm::sqlx::{self, ConnectOptions, Connection};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::secret_file::read_secret_file;
+use crate::tls::TlsSettings;
+
+/// One host to try: a name or address, or a unix-socket directory (starting with `/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Endpoint {
+    fn is_socket(&self) -> bool {
+        self.host.starts_with('/')
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Where the password comes from.
+#[derive(Clone)]
+pub(crate) enum Password {
+    None,
+    Given(SecretString),
+    /// Read again for every connection, so that a rotated secret is used without a restart.
+    File {
+        variable: &'static str,
+        path: PathBuf,
+    },
+}
+
+/// libpq's `load_balance_hosts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LoadBalance {
+    Disable,
+    Random,
+}
+
+/// What every connection of one program gets besides the target's own settings.
+#[derive(Debug, Clone)]
+pub struct SessionDefaults {
+    /// `application_name` unless the URL (or `PGAPPNAME`) gives one.
+    pub application_name: String,
+    /// Server settings (`-c name=value`), each with the variable that sets it: the URL's
+    /// `options` may not set these too.
+    pub settings: Vec<(String, String, &'static str)>,
+    /// Log every statement (the driver's statement logging).
+    pub log_statements: bool,
+}
+
+impl SessionDefaults {
+    /// Only an application name.
+    pub fn named(application_name: &str) -> Self {
+        Self {
+            application_name: application_name.to_owned(),
+            settings: Vec::new(),
+            log_statements: false,
+        }
+    }
+}
+
+/// libpq's `target_session_attrs`: which server a connection may stay on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetSessionAttrs {
+    /// Any server (libpq's default).
+    Any,
+    /// One whose sessions may write (`transaction_read_only` off).
+    ReadWrite,
+    /// One whose sessions are read-only.
+    ReadOnly,
+    /// A server not in recovery.
+    Primary,
+    /// A server in recovery (a hot standby).
+    Standby,
+    /// A standby if any answers, else any server.
+    PreferStandby,
+}
+
+impl TargetSessionAttrs {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TargetSessionAttrs::Any => "any",
+            TargetSessionAttrs::ReadWrite => "read-write",
+            TargetSessionAttrs::ReadOnly => "read-only",
+            TargetSessionAttrs::Primary => "primary",
+            TargetSessionAttrs::Standby => "standby",
+            TargetSessionAttrs::PreferStandby => "prefer-standby",
+        }
+    }
+
+    /// Whether a session in `state` is what this asks for (`PreferStandby` takes a standby;
+    /// [`Connector::connect`] falls back to any server itself).
+    pub fn accepts(self, state: SessionState) -> bool {
+        match self {
+            TargetSessionAttrs::Any => true,
+            TargetSessionAttrs::ReadWrite => !state.read_only,
+            TargetSessionAttrs::ReadOnly => state.read_only,
+            TargetSessionAttrs::Primary => !state.in_recovery,
+            TargetSessionAttrs::Standby | TargetSessionAttrs::PreferStandby => state.in_recovery,
+        }
+    }
+
+    /// Whether only a server that takes writes will do.
+    pub fn wants_writes(self) -> bool {
+        matches!(
+            self,
+            TargetSessionAttrs::ReadWrite | TargetSessionAttrs::Primary
+        )
+    }
+}
+
+impl fmt::Display for TargetSessionAttrs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TargetSessionAttrs {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        [
+            TargetSessionAttrs::Any,
+            TargetSessionAttrs::ReadWrite,
+            TargetSessionAttrs::ReadOnly,
+            TargetSessionAttrs::Primary,
+            TargetSessionAttrs::Standby,
+            TargetSessionAttrs::PreferStandby,
+        ]
+        .into_iter()
+        .find(|attrs| attrs.as_str() == text)
+        .ok_or_else(|| {
+            "must be one of any, read-write, read-only, primary, standby, prefer-standby".to_owned()
+        })
+    }
+}
+
+/// What a session reports about its server: one round trip ([`session_state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionState {
+    /// `pg_is_in_recovery()`: a standby (or a primary still finishing its promotion).
+    pub in_recovery: bool,
+    /// `transaction_read_only`: a standby, or a primary set read-only.
+    pub read_only: bool,
+}
+
+/// Asks `connection`'s server for its [`SessionState`], in one round trip.
+pub async fn session_state(connection: &mut PgConnection) -> Result<SessionState, sqlx::Error> {
+    let (in_recovery, read_only): (bool, String) = sqlx::query_as(
+        "SELECT pg_catalog.pg_is_in_recovery(), pg_catalog.current_setting('transaction_read_only')",
+    )
+    .fetch_one(connection)
+    .await?;
+    Ok(SessionState {
+        in_recovery,
+        read_only: read_only == "on",
+    })
+}
+
+/// Why no connection was made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The last host's failure (or the first authentication failure, which ends the attempt,
+    /// as in libpq).
+    #[error(transparent)]
+    Driver(sqlx::Error),
+    /// The last host did not answer within `connect_timeout`.
+    #[error("the server did not answer within connect_timeout")]
+    TimedOut,
+    /// Every host that answered had the wrong kind of session.
+    #[error("no server of the list has a {0} session")]
+    NoSuitableHost(TargetSessionAttrs),
+    /// The password file could not be read for this connection.
+    #[error("{0}")]
+    PasswordFile(String),
+}
+
+/// A connection and the index of the host it reached.
+#[derive(Debug)]
+pub struct Connected {
+    pub connection: PgConnection,
+    pub endpoint: usize,
+}
+
+/// Opens connections to a checked [`crate::DatabaseTarget`]: see the module docs.
+#[derive(Clone)]
+pub struct Connector {
+    pub(crate) endpoints: Vec<Endpoint>,
+    pub(crate) user: Option<String>,
+    pub(crate) database: Option<String>,
+    pub(crate) password: Password,
+    pub(crate) tls: TlsSettings,
+    pub(crate) application_name: String,
+    pub(crate) connect_timeout: Option<Duration>,
+    pub(crate) settings: Vec<(String, String)>,
+    pub(crate) target_session_attrs: TargetSessionAttrs,
+    pub(crate) load_balance: LoadBalance,
+    pub(crate) log_statements: bool,
+}
+
+impl fmt::Debug for Connector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Hosts and users are configuration, not diagnostics; the password never shows.
+        f.debug_struct("Connector")
+            .field("hosts", &self.endpoints.len())
+            .field("target_session_attrs", &self.target_session_attrs)
+            .field("tls", &self.tls.mode())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long closing a connection we do not keep may take.
+const CLOSE_LIMIT: Duration = Duration::from_secs(1);
+
+impl Connector {
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    pub fn target_session_attrs(&self) -> TargetSessionAttrs {
+        self.target_session_attrs
+    }
+
+    pub fn tls(&self) -> &TlsSettings {
+        &self.tls
+    }
+
+    pub fn application_name(&self) -> &str {
+        &self.application_name
+    }
+
+    /// The database named, if any (else the server's default: the user's name).
+    pub fn database(&self) -> Option<&str> {
+        self.database.as_deref()
+    }
+
+    /// The driver's options for one host; the password file, if any, is read now.
+    pub fn options_for(&self, endpoint: &Endpoint) -> Result<PgConnectOptions, ConnectError> {
+        let mut options = PgConnectOptions::new_without_pgpass().port(endpoint.port);
+        options = if endpoint.is_socket() {
+            options.socket(&endpoint.host)
+        } else {
+            options.host(&endpoint.host)
+        };
+        if let Some(user) = &self.user {
+            options = options.username(user);
+        }
+        if let Some(database) = &self.database {
+            options = options.database(database);
+        }
+        if let Some(password) = self.password()? {
+            options = options.password(password.expose_secret());
+        }
+        options = self
+            .tls
+            .apply(options)
+            .application_name(&self.application_name);
+        if !self.settings.is_empty() {
+            options = options.options(self.settings.iter().map(|(name, value)| (name, value)));
+        }
+        Ok(if self.log_statements {
+            options
+                .log_statements(log::LevelFilter::Info)
+                .log_slow_statements(log::LevelFilter::Warn, Duration::from_secs(1))
+        } else {
+            options.disable_statement_logging()
+        })
+    }
+
+    /// The password for a new connection: the password file, if any, is read now.
+    pub(crate) fn password(&self) -> Result<Option<SecretString>, ConnectError> {
+        match &self.password {
+            Password::None => Ok(None),
+            Password::Given(password) => Ok(Some(password.clone())),
+            Password::File { variable, path } => read_secret_file(path)
+                .map(|read| Some(read.secret))
+                .map_err(|problem| ConnectError::PasswordFile(format!("{variable}: {problem}"))),
+        }
+    }
+
+    /// The hosts in the order to try them.
+    fn order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.endpoints.len()).collect();
+        if self.load_balance == LoadBalance::Random {
+            // A Fisher-Yates shuffle keyed by the standard library's per-process random state:
+            // spreading connections needs no cryptographic randomness.
+            let random = RandomState::new();
+            for index in (1..order.len()).rev() {
+                let pick = random.hash_one(index) as usize % (index + 1);
+                order.swap(index, pick);
+            }
+        }
+        order
+    }
+
+    /// Opens a connection on the first host (in order) that answers with a session of the kind
+    /// `target_session_attrs` asks for; see the module docs. An authentication failure ends the
+    /// attempt at once, as in libpq; other failures move on to the next host.
+    pub async fn connect(&self) -> Result<Connected, ConnectError> {
+        let passes: &[TargetSessionAttrs] = match self.target_session_attrs {
+            TargetSessionAttrs::PreferStandby => {
+                &[TargetSessionAttrs::Standby, TargetSessionAttrs::Any]
+            }
+            TargetSessionAttrs::Any => &[TargetSessionAttrs::Any],
+            TargetSessionAttrs::ReadWrite => &[TargetSessionAttrs::ReadWrite],
+            TargetSessionAttrs::ReadOnly => &[TargetSessionAttrs::ReadOnly],
+            TargetSessionAttrs::Primary => &[TargetSessionAttrs::Primary],
+            TargetSessionAttrs::Standby => &[TargetSessionAttrs::Standby],
+        };
+        let order = self.order();
+        let mut last_error = None;
+        let mut unsuitable = false;
+        'passes: for wanted in passes {
+            for &index in &order {
+                let options = self.options_for(&self.endpoints[index])?;
+                let attempt = attempt(&options, *wanted);
+                let outcome = match self.connect_timeout {
+                    Some(limit) => tokio::time::timeout(limit, attempt)
+                        .await
+                        .unwrap_or(Err(Attempt::TimedOut)),
+                    None => attempt.await,
+                };
+                match outcome {
+                    Ok(connection) => {
+                        return Ok(Connected {
+                            connection,
+                            endpoint: index,
+                        });
+                    }
+                    Err(Attempt::Unsuitable) => unsuitable = true,
+                    Err(Attempt::TimedOut) => last_error = Some(ConnectError::TimedOut),
+                    Err(Attempt::Failed(error)) => {
+                        let final_error = is_authentication_failure(&error);
+                        last_error = Some(ConnectError::Driver(error));
+                        if final_error {
+                            break 'passes;
+                        }
+                    }
+                }
+            }
+        }
+        match last_error {
+            Some(error @ ConnectError::Driver(sqlx::Error::Database(_))) => Err(error),
+            _ if unsuitable => Err(ConnectError::NoSuitableHost(self.target_session_attrs)),
+            Some(error) => Err(error),
+            None => Err(ConnectError::NoSuitableHost(self.target_session_attrs)),
+        }
+    }
+
+    /// The driver's options for the host [`Connector::connect`] reaches now (its connection is
+    /// closed again): for a client that must open its connections itself, such as the migration
+    /// CLI's pool of one.
+    pub async fn locate(&self) -> Result<PgConnectOptions, ConnectError> {
+        let connected = self.connect().await?;
+        let _ = tokio::time::timeout(CLOSE_LIMIT, connected.connection.close()).await;
+        self.options_for(&self.endpoints[connected.endpoint])
+    }
+}
+
+enum Attempt {
+    Failed(sqlx::Error),
+    TimedOut,
+    Unsuitable,
+}
+
+/// Connects to one host and checks its session when `wanted` is not `Any`.
+async fn attempt(
+    options: &PgConnectOptions,
+    wanted: TargetSessionAttrs,
+) -> Result<PgConnection, Attempt> {
+    let mut connection = options.connect().await.map_err(Attempt::Failed)?;
+    if wanted == TargetSessionAttrs::Any {
+        return Ok(connection);
+    }
+    match session_state(&mut connection).await {
+        Ok(state) if wanted.accepts(state) => Ok(connection),
+        Ok(_) => {
+            let _ = tokio::time::timeout(CLOSE_LIMIT, connection.close()).await;
+            Err(Attempt::Unsuitable)
+        }
+        Err(error) => Err(Attempt::Failed(error)),
+    }
+}
+
+/// libpq: "If a connection is established successfully, but authentication fails, the remaining
+/// hosts in the list are not tried."
+fn is_authentication_failure(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|error| error.code())
+        .is_some_and(|code| code == "28P01" || code == "28000")
+}

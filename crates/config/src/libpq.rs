@@ -1,0 +1,462 @@
+//! libpq 17's connection parameters (its documentation, section 32.1.2) and the environment
+//! variables that stand in for them (section 32.15): each is honoured with libpq's meaning or
+//! refused at start, one line naming it. Nothing a user writes is ignored.
+//!
+//! The driver (sqlx) would read a few of them and drop the rest with a warning printed before
+//! logging starts, so the service started normally and did none of it: `channel_binding=require`,
+//! `sslcrl=...` or a typo all passed. Here the list below decides; [`crate::DatabaseTarget`] reads
+//! the honoured values.
+
+use std::collections::BTreeMap;
+
+use crate::{DatabaseUrl, Sources};
+
+/// What we do with a parameter.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Rule {
+    /// Honoured with libpq's meaning (its value is checked where it is used).
+    Honoured,
+    /// Honoured for these values, which mean what the driver does anyway; any other value is
+    /// refused, saying why.
+    Only(&'static [&'static str], &'static str),
+    /// Refused whatever its value, saying why.
+    Refused(&'static str),
+}
+
+/// A libpq connection parameter, the environment variable libpq reads where a connection string
+/// leaves it out, and our rule.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Parameter {
+    pub name: &'static str,
+    pub environment: Option<&'static str>,
+    pub rule: Rule,
+}
+
+const NO_GSSAPI: &str = "this build has no GSSAPI or Kerberos support";
+const NO_KEEPALIVES: &str = "the driver does not set TCP keepalives";
+const NO_CRL: &str = "the driver cannot check certificate revocation lists";
+
+const fn parameter(name: &'static str, environment: Option<&'static str>, rule: Rule) -> Parameter {
+    Parameter {
+        name,
+        environment,
+        rule,
+    }
+}
+
+/// Every connection parameter of libpq 17, in the order of its documentation.
+pub(crate) const PARAMETERS: &[Parameter] = &[
+    parameter("host", Some("PGHOST"), Rule::Honoured),
+    parameter(
+        "hostaddr",
+        Some("PGHOSTADDR"),
+        Rule::Refused(
+            "the driver connects to, and checks the certificate of, one name per host: put the \
+             address in host",
+        ),
+    ),
+    parameter("port", Some("PGPORT"), Rule::Honoured),
+    parameter("dbname", Some("PGDATABASE"), Rule::Honoured),
+    parameter("user", Some("PGUSER"), Rule::Honoured),
+    parameter("password", Some("PGPASSWORD"), Rule::Honoured),
+    parameter(
+        "passfile",
+        Some("PGPASSFILE"),
+        Rule::Refused(".pgpass files are not read: use DATABASE_PASSWORD_FILE"),
+    ),
+    parameter(
+        "require_auth",
+        Some("PGREQUIREAUTH"),
+        Rule::Refused(
+            "the driver answers whichever authentication method the server asks for and cannot \
+             refuse one: use sslmode=verify-full, so that only the real server can ask",
+        ),
+    ),
+    parameter(
+        "channel_binding",
+        Some("PGCHANNELBINDING"),
+        Rule::Only(
+            &["disable"],
+            "the driver does not do SCRAM channel binding: only disable can be honoured",
+        ),
+    ),
+    parameter("connect_timeout", Some("PGCONNECT_TIMEOUT"), Rule::Honoured),
+    parameter(
+        "client_encoding",
+        Some("PGCLIENTENCODING"),
+        Rule::Only(
+            &["UTF8", "utf8", "UTF-8", "utf-8"],
+            "the driver speaks UTF8 only",
+        ),
+    ),
+    parameter("options", Some("PGOPTIONS"), Rule::Honoured),
+    parameter("application_name", Some("PGAPPNAME"), Rule::Honoured),
+    parameter("fallback_application_name", None, Rule::Honoured),
+    parameter(
+        "keepalives",
+        None,
+        Rule::Only(
+            &["0"],
+            "the driver does not set TCP keepalives: only 0 can be honoured",
+        ),
+    ),
+    parameter("keepalives_idle", None, Rule::Refused(NO_KEEPALIVES)),
+    parameter("keepalives_interval", None, Rule::Refused(NO_KEEPALIVES)),
+    parameter("keepalives_count", None, Rule::Refused(NO_KEEPALIVES)),
+    parameter(
+        "tcp_user_timeout",
+        None,
+        Rule::Refused("the driver does not set TCP_USER_TIMEOUT"),
+    ),
+    parameter(
+        "replication",
+        None,
+        Rule::Refused("replication connections are not what this service makes"),
+    ),
+    parameter(
+        "gssencmode",
+        Some("PGGSSENCMODE"),
+        Rule::Only(
+            &["disable", "prefer"],
+            "this build has no GSSAPI support, so require cannot be met",
+        ),
+    ),
+    parameter("sslmode", Some("PGSSLMODE"), Rule::Honoured),
+    parameter(
+        "requiressl",
+        Some("PGREQUIRESSL"),
+        Rule::Refused("deprecated in libpq: use sslmode=require"),
+    ),
+    parameter(
+        "sslnegotiation",
+        Some("PGSSLNEGOTIATION"),
+        Rule::Only(
+            &["postgres"],
+            "the driver negotiates TLS the PostgreSQL way only (direct is not supported)",
+        ),
+    ),
+    parameter(
+        "sslcompression",
+        Some("PGSSLCOMPRESSION"),
+        Rule::Only(&["0"], "TLS compression is not supported"),
+    ),
+    parameter("sslcert", Some("PGSSLCERT"), Rule::Honoured),
+    parameter("sslkey", Some("PGSSLKEY"), Rule::Honoured),
+    parameter(
+        "sslpassword",
+        None,
+        Rule::Refused(
+            "encrypted client keys are not supported: give a key file without a passphrase, mode 0600",
+        ),
+    ),
+    parameter(
+        "sslcertmode",
+        Some("PGSSLCERTMODE"),
+        Rule::Only(
+            &["allow", "disable"],
+            "the driver cannot tell whether the server asked for a client certificate, so \
+             require cannot be checked",
+        ),
+    ),
+    parameter("sslrootcert", Some("PGSSLROOTCERT"), Rule::Honoured),
+    parameter("sslcrl", Some("PGSSLCRL"), Rule::Refused(NO_CRL)),
+    parameter("sslcrldir", Some("PGSSLCRLDIR"), Rule::Refused(NO_CRL)),
+    parameter(
+        "sslsni",
+        Some("PGSSLSNI"),
+        Rule::Only(&["1"], "the driver always sends SNI for host names"),
+    ),
+    parameter(
+        "requirepeer",
+        Some("PGREQUIREPEER"),
+        Rule::Refused("the driver cannot check the peer of a unix socket"),
+    ),
+    parameter(
+        "ssl_min_protocol_version",
+        Some("PGSSLMINPROTOCOLVERSION"),
+        Rule::Only(
+            &["TLSv1", "TLSv1.1", "TLSv1.2"],
+            "the driver negotiates TLS 1.2 or 1.3 and cannot be limited to 1.3",
+        ),
+    ),
+    parameter(
+        "ssl_max_protocol_version",
+        Some("PGSSLMAXPROTOCOLVERSION"),
+        Rule::Only(
+            &["TLSv1.3"],
+            "the driver may negotiate TLS 1.3 and cannot be limited to an older version",
+        ),
+    ),
+    parameter("krbsrvname", Some("PGKRBSRVNAME"), Rule::Refused(NO_GSSAPI)),
+    parameter("gsslib", Some("PGGSSLIB"), Rule::Refused(NO_GSSAPI)),
+    parameter(
+        "gssdelegation",
+        Some("PGGSSDELEGATION"),
+        Rule::Only(&["0"], NO_GSSAPI),
+    ),
+    parameter(
+        "service",
+        Some("PGSERVICE"),
+        Rule::Refused("connection service files are not read: put the parameters in the URL"),
+    ),
+    parameter(
+        "target_session_attrs",
+        Some("PGTARGETSESSIONATTRS"),
+        Rule::Honoured,
+    ),
+    parameter(
+        "load_balance_hosts",
+        Some("PGLOADBALANCEHOSTS"),
+        Rule::Honoured,
+    ),
+];
+
+/// libpq's environment variables that are no connection parameter but set session defaults at
+/// connect time, which the driver does not do.
+const SESSION_DEFAULT_VARIABLES: &[(&str, &str)] = &[
+    ("PGDATESTYLE", "datestyle"),
+    ("PGTZ", "timezone"),
+    ("PGGEQO", "geqo"),
+];
+
+/// The driver's own spellings of some parameters: not libpq's, so refused with the right name.
+const DRIVER_ALIASES: &[(&str, &str)] = &[
+    ("ssl-mode", "sslmode"),
+    ("ssl-root-cert", "sslrootcert"),
+    ("ssl-ca", "sslrootcert"),
+    ("ssl-cert", "sslcert"),
+    ("ssl-key", "sslkey"),
+];
+
+/// Where a parameter's value was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParameterOrigin {
+    /// In the database URL (`?name=value`, or its host list, user, password or path).
+    Url,
+    /// In libpq's environment variable of that name (the URL leaves the parameter out).
+    Environment(&'static str),
+}
+
+/// Something wrong with one parameter: named by where it was found, never by its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ParameterProblem {
+    pub origin: ParameterOrigin,
+    pub name: String,
+    pub problem: String,
+}
+
+impl ParameterProblem {
+    pub(crate) fn new(
+        origin: ParameterOrigin,
+        name: impl Into<String>,
+        problem: impl Into<String>,
+    ) -> Self {
+        Self {
+            origin,
+            name: name.into(),
+            problem: problem.into(),
+        }
+    }
+
+    /// The problem as one line for the user: for a URL parameter, about `url_variable`.
+    pub(crate) fn to_problem(&self, url_variable: &str) -> crate::Problem {
+        match self.origin {
+            ParameterOrigin::Url => crate::Problem::new(
+                url_variable,
+                format!("has a bad parameter: {}: {}", self.name, self.problem),
+            ),
+            ParameterOrigin::Environment(variable) => {
+                crate::Problem::new(variable, self.problem.clone())
+            }
+        }
+    }
+}
+
+/// The parameters in effect: each one's value and where it came from, the URL winning over the
+/// environment as in libpq. Only honoured parameters are kept; every other one is a problem.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct LibpqParameters {
+    values: BTreeMap<&'static str, (String, ParameterOrigin)>,
+}
+
+impl LibpqParameters {
+    /// Reads `url`'s query and, for what it leaves out, libpq's variables from the process
+    /// environment of `sources` (`None`: none, as for URLs built by our own tools).
+    pub(crate) fn read(
+        url: &DatabaseUrl,
+        sources: Option<&Sources>,
+    ) -> (Self, Vec<ParameterProblem>) {
+        let mut found = Self::default();
+        let mut problems = Vec::new();
+        for (name, value) in url.parameters() {
+            let Some(parameter) = PARAMETERS.iter().find(|parameter| parameter.name == name) else {
+                let hint = DRIVER_ALIASES
+                    .iter()
+                    .find(|(alias, _)| *alias == name)
+                    .map(|(_, libpq)| format!(" (libpq's name is {libpq})"))
+                    .unwrap_or_default();
+                problems.push(ParameterProblem::new(
+                    ParameterOrigin::Url,
+                    name,
+                    format!("is not a libpq connection parameter{hint}"),
+                ));
+                continue;
+            };
+            // The last one wins, as in libpq.
+            found
+                .values
+                .insert(parameter.name, (value.to_owned(), ParameterOrigin::Url));
+        }
+        if let Some(sources) = sources {
+            for parameter in PARAMETERS {
+                let Some(variable) = parameter.environment else {
+                    continue;
+                };
+                if found.values.contains_key(parameter.name) {
+                    continue;
+                }
+                // Empty is unset, as libpq's callers usually mean it.
+                if let Some(value) = sources.environment(variable).filter(|v| !v.is_empty()) {
+                    found.values.insert(
+                        parameter.name,
+                        (value.to_owned(), ParameterOrigin::Environment(variable)),
+                    );
+                }
+            }
+            for (variable, setting) in SESSION_DEFAULT_VARIABLES {
+                if sources.environment(variable).is_some_and(|v| !v.is_empty()) {
+                    problems.push(ParameterProblem::new(
+                        ParameterOrigin::Environment(variable),
+                        *variable,
+                        format!(
+                            "is not honoured: libpq sends it as a session default, the driver \
+                             does not; use options=-c {setting}=... in the URL instead"
+                        ),
+                    ));
+                }
+            }
+        }
+        found.values.retain(|name, (value, origin)| {
+            let Some(parameter) = PARAMETERS.iter().find(|parameter| parameter.name == *name)
+            else {
+                return false;
+            };
+            match parameter.rule {
+                Rule::Honoured => true,
+                Rule::Only(values, _) if values.contains(&value.as_str()) => true,
+                Rule::Only(_, why) | Rule::Refused(why) => {
+                    problems.push(ParameterProblem::new(
+                        *origin,
+                        *name,
+                        format!("is not supported: {why}"),
+                    ));
+                    false
+                }
+            }
+        });
+        (found, problems)
+    }
+
+    /// The value in effect of an honoured parameter, and where it came from.
+    pub(crate) fn get(&self, name: &str) -> Option<(&str, ParameterOrigin)> {
+        self.values
+            .get(name)
+            .map(|(value, origin)| (value.as_str(), *origin))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn read(url: &str, environment: &[(&str, &str)]) -> (LibpqParameters, Vec<ParameterProblem>) {
+        let url = DatabaseUrl::parse(url).unwrap();
+        let sources = Sources::from_vars(environment.iter().copied());
+        LibpqParameters::read(&url, Some(&sources))
+    }
+
+    fn names(problems: &[ParameterProblem]) -> Vec<&str> {
+        problems
+            .iter()
+            .map(|problem| problem.name.as_str())
+            .collect()
+    }
+
+    /// libpq 17's documentation lists these, in this order (section 32.1.2); each is here.
+    #[test]
+    fn every_libpq_17_parameter_has_a_rule() {
+        let documented = "host hostaddr port dbname user password passfile require_auth \
+            channel_binding connect_timeout client_encoding options application_name \
+            fallback_application_name keepalives keepalives_idle keepalives_interval \
+            keepalives_count tcp_user_timeout replication gssencmode sslmode requiressl \
+            sslnegotiation sslcompression sslcert sslkey sslpassword sslcertmode sslrootcert \
+            sslcrl sslcrldir sslsni requirepeer ssl_min_protocol_version \
+            ssl_max_protocol_version krbsrvname gsslib gssdelegation service \
+            target_session_attrs load_balance_hosts";
+        let ours: Vec<&str> = PARAMETERS.iter().map(|parameter| parameter.name).collect();
+        assert_eq!(ours, documented.split_whitespace().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn unknown_and_refused_parameters_are_each_a_problem() {
+        let (found, problems) = read(
+            "postgres://u:hunter2@h/db?sslmode=require&channel_binding=require&sslcrl=/x.crl\
+             &applicaton_name=typo&ssl-mode=require&require_auth=scram-sha-256&keepalives=0",
+            &[],
+        );
+        assert_eq!(
+            names(&problems),
+            [
+                "applicaton_name",
+                "ssl-mode",
+                "channel_binding",
+                "require_auth",
+                "sslcrl"
+            ]
+        );
+        assert!(problems[1].problem.contains("libpq's name is sslmode"));
+        let line = problems[0].to_problem("DATABASE_URL").to_string();
+        assert_eq!(
+            line,
+            "DATABASE_URL has a bad parameter: applicaton_name: is not a libpq connection parameter"
+        );
+        for problem in &problems {
+            assert!(!problem.problem.contains("hunter2"));
+        }
+        assert_eq!(
+            found.get("sslmode"),
+            Some(("require", ParameterOrigin::Url))
+        );
+        assert_eq!(found.get("keepalives"), Some(("0", ParameterOrigin::Url)));
+        assert_eq!(found.get("channel_binding"), None);
+    }
+
+    #[test]
+    fn the_url_wins_over_the_environment_and_refused_variables_name_themselves() {
+        let (found, problems) = read(
+            "postgres://u@h/db?target_session_attrs=any",
+            &[
+                ("PGTARGETSESSIONATTRS", "read-write"),
+                ("PGCONNECT_TIMEOUT", "3"),
+                ("PGSERVICE", "prod"),
+                ("PGTZ", "UTC"),
+                ("PGSSLMODE", ""),
+            ],
+        );
+        assert_eq!(
+            found.get("target_session_attrs"),
+            Some(("any", ParameterOrigin::Url))
+        );
+        assert_eq!(
+            found.get("connect_timeout"),
+            Some(("3", ParameterOrigin::Environment("PGCONNECT_TIMEOUT")))
+        );
+        assert_eq!(found.get("sslmode"), None, "empty is unset");
+        let lines: Vec<String> = problems
+            .iter()
+            .map(|problem| problem.to_problem("DATABASE_URL").variable)
+            .collect();
+        assert_eq!(lines, ["PGTZ", "PGSERVICE"]);
+    }
+}

@@ -1,0 +1,154 @@
+//! Secrets read from files, as Kubernetes and Docker mount them (`DATABASE_PASSWORD_FILE`,
+//! `DATABASE_URL_FILE`, ...): the password stays out of the environment, where `docker inspect`,
+//! `/proc/<pid>/environ` and crash reporters see it.
+//!
+//! The rule for a secret file (unix):
+//! * it is read through symlinks (Kubernetes mounts `name -> ..data/name`, and swaps `..data`
+//!   atomically on rotation);
+//! * it must be a regular file no group or other user can write: whoever can write it chooses the
+//!   password (or, for a URL, the server) the service uses;
+//! * group or others may read it (Kubernetes' `defaultMode` is 0644, and a pod's files are its
+//!   own), but the service says so at start: 0600 or 0400 keeps it to the service's user;
+//! * its content is the secret alone: trailing line breaks are dropped (`echo` adds one), an
+//!   empty file or a NUL byte is refused, and at most 64 KiB is read.
+
+use std::io::Read;
+use std::path::Path;
+
+use secrecy::SecretString;
+
+/// The most a secret file may hold.
+const MAX_SECRET_BYTES: u64 = 64 * 1024;
+
+/// A secret from a file, and a warning when the file is readable beyond its owner.
+#[derive(Debug)]
+pub struct SecretRead {
+    pub secret: SecretString,
+    pub warning: Option<String>,
+}
+
+/// Reads the secret in `path` under the rule above. Errors and warnings name the file, never
+/// what it holds.
+pub fn read_secret_file(path: &Path) -> Result<SecretRead, String> {
+    let shown = path.display();
+    let metadata = std::fs::metadata(path)
+        .map_err(|error| format!("cannot read {shown}: {}", error.kind()))?;
+    if !metadata.is_file() {
+        return Err(format!("{shown} is not a regular file"));
+    }
+    let warning = check_mode(path, &metadata)?;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_SECRET_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|error| format!("cannot read {shown}: {}", error.kind()))?;
+    if bytes.len() as u64 > MAX_SECRET_BYTES {
+        return Err(format!("{shown} is larger than 64 KiB: not a secret file"));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| format!("{shown} is not UTF-8 text"))?;
+    let secret = text.trim_end_matches(['\n', '\r']);
+    if secret.is_empty() {
+        return Err(format!("{shown} is empty"));
+    }
+    if secret.contains('\0') {
+        return Err(format!("{shown} holds a NUL byte"));
+    }
+    Ok(SecretRead {
+        secret: SecretString::from(secret.to_owned()),
+        warning,
+    })
+}
+
+#[cfg(unix)]
+fn check_mode(path: &Path, metadata: &std::fs::Metadata) -> Result<Option<String>, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "{} may be written by group or others (mode {mode:04o}): whoever can write it \
+             chooses the secret; allow at most 0644, better 0600",
+            path.display()
+        ));
+    }
+    Ok((mode & 0o044 != 0).then(|| {
+        format!(
+            "{} may be read by group or others (mode {mode:04o}); 0600 or 0400 keeps it to this \
+             service's user",
+            path.display()
+        )
+    }))
+}
+
+/// Windows has no mode bits; its ACLs are not checked.
+#[cfg(not(unix))]
+fn check_mode(_path: &Path, _metadata: &std::fs::Metadata) -> Result<Option<String>, String> {
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str, mode: u32) -> std::path::PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        #[cfg(not(unix))]
+        let _ = mode;
+        path
+    }
+
+    #[test]
+    fn the_secret_is_the_text_less_its_trailing_line_breaks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "password", "s3cret word\r\n\n", 0o600);
+        let read = read_secret_file(&path).unwrap();
+        assert_eq!(read.secret.expose_secret(), "s3cret word");
+        assert!(read.warning.is_none());
+        for (text, problem) in [("\n", "is empty"), ("a\0b", "NUL")] {
+            let path = write(dir.path(), "bad", text, 0o600);
+            let error = read_secret_file(&path).unwrap_err();
+            assert!(error.contains(problem), "{error}");
+            assert!(!error.contains("a\0b"));
+        }
+        assert!(
+            read_secret_file(dir.path())
+                .unwrap_err()
+                .contains("not a regular file")
+        );
+    }
+
+    /// As Kubernetes mounts a secret: `password -> ..data/password`, `..data -> ..2026_12_03`.
+    #[cfg(unix)]
+    #[test]
+    fn secrets_are_read_through_symlinks_and_their_mode_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let version = dir.path().join("..2026_12_03");
+        std::fs::create_dir(&version).unwrap();
+        write(&version, "password", "s3cret\n", 0o644);
+        std::os::unix::fs::symlink("..2026_12_03", dir.path().join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/password", dir.path().join("password")).unwrap();
+        let read = read_secret_file(&dir.path().join("password")).unwrap();
+        assert_eq!(read.secret.expose_secret(), "s3cret");
+        let warning = read.warning.unwrap();
+        assert!(
+            warning.contains("0644") && warning.contains("0600"),
+            "{warning}"
+        );
+        assert!(!warning.contains("s3cret"));
+
+        for mode in [0o666, 0o620, 0o602] {
+            let path = write(dir.path(), "writable", "s3cret", mode);
+            let error = read_secret_file(&path).unwrap_err();
+            assert!(error.contains("written by group or others"), "{error}");
+        }
+        let private = write(dir.path(), "private", "s3cret", 0o400);
+        assert!(read_secret_file(&private).unwrap().warning.is_none());
+    }
+}

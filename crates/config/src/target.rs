@@ -1,0 +1,648 @@
+//! Where the database is and how to reach it, from every source an operator may use, checked
+//! once for the service, the migration CLI and `just dev`'s probe alike:
+//!
+//! * the URL: `DATABASE_URL`, or the file `DATABASE_URL_FILE` names (read at start); for the
+//!   migration CLI `DATABASE_OWNER_URL`/`DATABASE_OWNER_URL_FILE` first;
+//! * the password: in the URL, or the file `DATABASE_PASSWORD_FILE` (`DATABASE_OWNER_PASSWORD_FILE`)
+//!   names, read again at every new connection so a rotated secret needs no restart;
+//! * the TLS overrides `DATABASE_SSL_MODE` and `DATABASE_SSL_ROOT_CERT`;
+//! * libpq's parameters in the URL, and libpq's `PG*` variables where the URL is silent: each
+//!   honoured with libpq's meaning or refused ([`crate::libpq`]).
+//!
+//! [`DatabaseTarget`] holds what was given; [`DatabaseTarget::resolve`] checks it all and gives
+//! the [`Connector`] that opens connections. Every problem is reported at once, one line each,
+//! named by the variable to change, never quoting a value.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::connect::{Connector, Endpoint, LoadBalance, Password, SessionDefaults};
+use crate::database_url::{ordinal, parse_port};
+use crate::libpq::{LibpqParameters, ParameterOrigin, ParameterProblem};
+use crate::secret_file::read_secret_file;
+use crate::tls::{SslMode, SslRootCert, TlsInputs, TlsSource};
+use crate::{DatabaseUrl, Problem, Problems, Sources, TargetSessionAttrs};
+
+/// The example's placeholder passwords (`.env.example`) begin so. Known to anyone who reads the
+/// repository, they are refused wherever a password is read.
+pub const PLACEHOLDER_PASSWORD_PREFIX: &str = "change-me";
+
+/// Whose connection this is: the variables differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `counseling-api`: `DATABASE_URL`, `DATABASE_URL_FILE`, `DATABASE_PASSWORD_FILE`.
+    Service,
+    /// The migration CLI: `DATABASE_OWNER_URL`, `DATABASE_OWNER_URL_FILE`,
+    /// `DATABASE_OWNER_PASSWORD_FILE` when any is set, else the service's.
+    Owner,
+}
+
+/// The variables of one role.
+#[derive(Debug, Clone, Copy)]
+struct RoleVariables {
+    url: &'static str,
+    url_file: &'static str,
+    password_file: &'static str,
+}
+
+const SERVICE: RoleVariables = RoleVariables {
+    url: "DATABASE_URL",
+    url_file: "DATABASE_URL_FILE",
+    password_file: "DATABASE_PASSWORD_FILE",
+};
+
+const OWNER: RoleVariables = RoleVariables {
+    url: "DATABASE_OWNER_URL",
+    url_file: "DATABASE_OWNER_URL_FILE",
+    password_file: "DATABASE_OWNER_PASSWORD_FILE",
+};
+
+/// The variables this module reads, with what happens when each is unset: for the README's
+/// table and `.env.example` (checked against them by tests).
+pub const TARGET_VARIABLES: &[(&str, &str)] = &[
+    (SERVICE.url, "required, unless DATABASE_URL_FILE is set"),
+    (SERVICE.url_file, "unset"),
+    (SERVICE.password_file, "unset"),
+    (OWNER.url, "unset"),
+    (OWNER.url_file, "unset"),
+    (OWNER.password_file, "unset"),
+    (crate::tls::MODE_OVERRIDE, "unset"),
+    (crate::tls::ROOT_CERT_OVERRIDE, "unset"),
+];
+
+/// The connection as configured, before its checks: see the module docs.
+#[derive(Clone)]
+pub struct DatabaseTarget {
+    url: DatabaseUrl,
+    /// The variable that gave the URL, named in its problems.
+    url_variable: &'static str,
+    /// The password file and its variable.
+    password_file: Option<(&'static str, PathBuf)>,
+    mode_override: Option<SslMode>,
+    root_cert_override: Option<SslRootCert>,
+    /// Where libpq's `PG*` variables are read; `None`: nowhere (URLs built by our own tools).
+    environment: Option<Sources>,
+    /// Said once at start (loose secret-file modes), never a value.
+    warnings: Vec<String>,
+}
+
+impl std::fmt::Debug for DatabaseTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseTarget")
+            .field("url_variable", &self.url_variable)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DatabaseTarget {
+    /// Exactly `url`: no password file, no overrides, no `PG*` variables (tests and tools that
+    /// build their own URLs).
+    pub fn from_url(url: DatabaseUrl) -> Self {
+        Self {
+            url,
+            url_variable: SERVICE.url,
+            password_file: None,
+            mode_override: None,
+            root_cert_override: None,
+            environment: None,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// `self` with the TLS overrides set (as `DATABASE_SSL_MODE`/`DATABASE_SSL_ROOT_CERT`).
+    pub fn with_tls_overrides(
+        mut self,
+        mode: Option<SslMode>,
+        root_cert: Option<SslRootCert>,
+    ) -> Self {
+        self.mode_override = mode;
+        self.root_cert_override = root_cert;
+        self
+    }
+
+    /// The connection `role` is configured for in `sources`. Files named are read now (the
+    /// password file again at every connection).
+    pub fn from_sources(sources: &Sources, role: Role) -> Result<Self, Problems> {
+        let mut problems = Problems::default();
+        let variables = match role {
+            Role::Owner
+                if [OWNER.url, OWNER.url_file, OWNER.password_file]
+                    .iter()
+                    .any(|name| is_set(sources, name)) =>
+            {
+                if !is_set(sources, OWNER.url) && !is_set(sources, OWNER.url_file) {
+                    problems.push(Problem::new(
+                        OWNER.password_file,
+                        format!("is set without {} or {}", OWNER.url, OWNER.url_file),
+                    ));
+                    return Err(problems);
+                }
+                OWNER
+            }
+            _ => SERVICE,
+        };
+        let mut warnings = Vec::new();
+        let url = read_url(sources, variables, &mut problems, &mut warnings);
+        let password_file = value(sources, variables.password_file).map(PathBuf::from);
+        if let (Some(path), Some((url, url_variable))) = (&password_file, &url) {
+            if url.password().is_some() || url.parameters().any(|(name, _)| name == "password") {
+                problems.push(Problem::new(
+                    variables.password_file,
+                    format!("is set, but {url_variable} carries a password too: keep one of them"),
+                ));
+            }
+            match read_secret_file(path) {
+                Ok(read) => {
+                    warnings.extend(
+                        read.warning
+                            .map(|w| format!("{}: {w}", variables.password_file)),
+                    );
+                    if is_placeholder(&read.secret) {
+                        problems.push(placeholder(variables.password_file));
+                    }
+                }
+                Err(problem) => problems.push(Problem::new(variables.password_file, problem)),
+            }
+        }
+        if let Some((url, url_variable)) = &url {
+            let in_url = url.password().into_iter().cloned().chain(
+                url.parameters()
+                    .filter(|(name, _)| *name == "password")
+                    .map(|(_, value)| SecretString::from(value.to_owned())),
+            );
+            if in_url.into_iter().any(|password| is_placeholder(&password)) {
+                problems.push(placeholder(url_variable));
+            }
+        }
+        let mode_override =
+            parse_override::<SslMode>(sources, crate::tls::MODE_OVERRIDE, &mut problems);
+        let root_cert_override =
+            parse_override::<SslRootCert>(sources, crate::tls::ROOT_CERT_OVERRIDE, &mut problems);
+        match url {
+            Some((url, url_variable)) if problems.is_empty() => Ok(Self {
+                url,
+                url_variable,
+                password_file: password_file.map(|path| (variables.password_file, path)),
+                mode_override,
+                root_cert_override,
+                environment: Some(sources.clone()),
+                warnings,
+            }),
+            _ => Err(problems),
+        }
+    }
+
+    /// The URL as given (for tools that hand it on).
+    pub fn url(&self) -> &DatabaseUrl {
+        &self.url
+    }
+
+    /// The variable the URL came from (`DATABASE_URL`, `DATABASE_URL_FILE`, ...).
+    pub fn url_variable(&self) -> &'static str {
+        self.url_variable
+    }
+
+    /// Things to say once at start (a secret file readable by others): never a value.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Checks everything and gives the connector: hosts, credentials, TLS (every file read),
+    /// libpq's parameters, and `session`'s settings (which the URL's `options` may not set too).
+    pub fn resolve(&self, session: &SessionDefaults) -> Result<Connector, Problems> {
+        let (parameters, found) = LibpqParameters::read(&self.url, self.environment.as_ref());
+        let mut problems: Vec<ParameterProblem> = found;
+        let mut extra = Problems::default();
+
+        let endpoints = endpoints(&self.url, &parameters, &mut problems);
+        // As in libpq: the URL's query, then the URL's own part, then the environment.
+        let in_url_first = |name: &str, own: Option<&str>| {
+            parameters
+                .get(name)
+                .filter(|(_, origin)| *origin == ParameterOrigin::Url)
+                .map(|(value, _)| value.to_owned())
+                .or_else(|| own.map(str::to_owned))
+                .or_else(|| parameters.get(name).map(|(value, _)| value.to_owned()))
+        };
+        let user = in_url_first(
+            "user",
+            Some(self.url.username()).filter(|user| !user.is_empty()),
+        );
+        let database = in_url_first("dbname", self.url.database());
+        let password = match (
+            &self.password_file,
+            parameters.get("password"),
+            self.url.password(),
+        ) {
+            (Some((variable, path)), _, _) => Password::File {
+                variable,
+                path: path.clone(),
+            },
+            (None, Some((password, ParameterOrigin::Url)), _) => {
+                Password::Given(SecretString::from(password.to_owned()))
+            }
+            (None, _, Some(password)) => Password::Given(password.clone()),
+            (None, Some((password, _)), None) => {
+                Password::Given(SecretString::from(password.to_owned()))
+            }
+            (None, None, None) => Password::None,
+        };
+        let connect_timeout = parameters
+            .get("connect_timeout")
+            .and_then(|(text, origin)| {
+                match text.trim().parse::<i64>() {
+                    // libpq: zero or negative waits forever; the least wait is 2 s.
+                    Ok(seconds) if seconds <= 0 => None,
+                    Ok(seconds) => Some(Duration::from_secs(seconds.max(2).unsigned_abs())),
+                    Err(_) => {
+                        problems.push(ParameterProblem::new(
+                            origin,
+                            "connect_timeout",
+                            "must be a whole number of seconds",
+                        ));
+                        None
+                    }
+                }
+            });
+        let application_name = parameters
+            .get("application_name")
+            .or_else(|| parameters.get("fallback_application_name"))
+            .map_or_else(
+                || session.application_name.clone(),
+                |(name, _)| name.to_owned(),
+            );
+        let mut settings = Vec::new();
+        if let Some((options, origin)) = parameters.get("options") {
+            match parse_options(options) {
+                Ok(parsed) => {
+                    for (name, value) in parsed {
+                        let ours = session
+                            .settings
+                            .iter()
+                            .find(|(setting, ..)| *setting == name);
+                        match ours {
+                            Some((_, _, variable)) => problems.push(ParameterProblem::new(
+                                origin,
+                                "options",
+                                format!("sets {name}, which {variable} sets: set it there"),
+                            )),
+                            None => settings.push((name, value)),
+                        }
+                    }
+                }
+                Err(problem) => problems.push(ParameterProblem::new(origin, "options", problem)),
+            }
+        }
+        settings.extend(
+            session
+                .settings
+                .iter()
+                .map(|(name, value, _)| (name.clone(), value.clone())),
+        );
+        let target_session_attrs = match parameters.get("target_session_attrs") {
+            None => TargetSessionAttrs::Any,
+            Some((text, origin)) => text.parse().unwrap_or_else(|problem: String| {
+                problems.push(ParameterProblem::new(
+                    origin,
+                    "target_session_attrs",
+                    problem,
+                ));
+                TargetSessionAttrs::Any
+            }),
+        };
+        let load_balance = match parameters.get("load_balance_hosts") {
+            None | Some(("disable", _)) => LoadBalance::Disable,
+            Some(("random", _)) => LoadBalance::Random,
+            Some((_, origin)) => {
+                problems.push(ParameterProblem::new(
+                    origin,
+                    "load_balance_hosts",
+                    "must be disable or random",
+                ));
+                LoadBalance::Disable
+            }
+        };
+
+        let tls_source = |name: &'static str| {
+            parameters.get(name).map(|(value, origin)| {
+                (
+                    value,
+                    match origin {
+                        ParameterOrigin::Url => TlsSource::Url(name),
+                        ParameterOrigin::Environment(variable) => TlsSource::Environment(variable),
+                    },
+                )
+            })
+        };
+        let tls = crate::tls::resolve(&TlsInputs {
+            mode: tls_source("sslmode"),
+            root_cert: tls_source("sslrootcert"),
+            cert: tls_source("sslcert"),
+            key: tls_source("sslkey"),
+            no_client_cert: parameters
+                .get("sslcertmode")
+                .is_some_and(|(mode, _)| mode == "disable"),
+            mode_override: self.mode_override,
+            root_cert_override: self.root_cert_override.as_ref(),
+        });
+        let tls = match tls {
+            Ok(tls) => Some(tls),
+            Err(found) => {
+                extra.extend(
+                    found
+                        .iter()
+                        .map(|problem| problem.to_problem(self.url_variable)),
+                );
+                None
+            }
+        };
+
+        let mut all = Problems(
+            problems
+                .iter()
+                .map(|problem| problem.to_problem(self.url_variable))
+                .collect(),
+        );
+        all.extend(extra.0);
+        match tls {
+            Some(tls) if all.is_empty() => Ok(Connector {
+                endpoints,
+                user,
+                database,
+                password,
+                tls,
+                application_name,
+                connect_timeout,
+                settings,
+                target_session_attrs,
+                load_balance,
+                log_statements: session.log_statements,
+            }),
+            _ => Err(all),
+        }
+    }
+}
+
+fn is_set(sources: &Sources, name: &str) -> bool {
+    value(sources, name).is_some()
+}
+
+/// A variable's value; empty is unset.
+fn value<'a>(sources: &'a Sources, name: &str) -> Option<&'a str> {
+    sources
+        .get(name)
+        .map(str::trim)
+        .filter(|text| !text.is_empty())
+}
+
+fn is_placeholder(password: &SecretString) -> bool {
+    password
+        .expose_secret()
+        .starts_with(PLACEHOLDER_PASSWORD_PREFIX)
+}
+
+fn placeholder(variable: &str) -> Problem {
+    Problem::new(
+        variable,
+        format!(
+            "holds the example's placeholder password ({PLACEHOLDER_PASSWORD_PREFIX}...), known \
+             to anyone who reads the repository: set a real one (`just env-file` writes a .env \
+             with fresh passwords)"
+        ),
+    )
+}
+
+/// The URL from `variables.url` or the file `variables.url_file` names, with the variable it
+/// came from; problems (both set, neither set, unreadable, malformed) go to `problems`.
+fn read_url(
+    sources: &Sources,
+    variables: RoleVariables,
+    problems: &mut Problems,
+    warnings: &mut Vec<String>,
+) -> Option<(DatabaseUrl, &'static str)> {
+    match (
+        value(sources, variables.url),
+        value(sources, variables.url_file),
+    ) {
+        (Some(_), Some(_)) => {
+            let origin = |name| {
+                sources
+                    .origin(name)
+                    .map(|o| o.to_string())
+                    .unwrap_or_default()
+            };
+            problems.push(Problem::new(
+                variables.url_file,
+                format!(
+                    "is set (in {}) next to {} (in {}): set only one of them",
+                    origin(variables.url_file),
+                    variables.url,
+                    origin(variables.url)
+                ),
+            ));
+            None
+        }
+        (Some(text), None) => match DatabaseUrl::parse(text) {
+            Ok(url) => Some((url, variables.url)),
+            Err(error) => {
+                problems.push(Problem::new(variables.url, error.to_string()));
+                None
+            }
+        },
+        (None, Some(path)) => match read_secret_file(std::path::Path::new(path)) {
+            Ok(read) => {
+                warnings.extend(read.warning.map(|w| format!("{}: {w}", variables.url_file)));
+                match DatabaseUrl::parse(read.secret.expose_secret()) {
+                    Ok(url) => Some((url, variables.url_file)),
+                    Err(error) => {
+                        problems.push(Problem::new(
+                            variables.url_file,
+                            format!("names a file whose URL {error}"),
+                        ));
+                        None
+                    }
+                }
+            }
+            Err(problem) => {
+                problems.push(Problem::new(variables.url_file, problem));
+                None
+            }
+        },
+        (None, None) => {
+            problems.push(Problem::new(
+                variables.url,
+                format!(
+                    "is not set: set it (or {}) in the environment or in .env (see .env.example)",
+                    variables.url_file
+                ),
+            ));
+            None
+        }
+    }
+}
+
+fn parse_override<T: std::str::FromStr>(
+    sources: &Sources,
+    name: &'static str,
+    problems: &mut Problems,
+) -> Option<T>
+where
+    T::Err: std::fmt::Display,
+{
+    let text = value(sources, name)?;
+    match text.parse::<T>() {
+        Ok(parsed) => Some(parsed),
+        Err(error) => {
+            problems.push(Problem::new(name, error.to_string()));
+            None
+        }
+    }
+}
+
+/// The hosts to try, in order, as libpq builds them: the `host` parameter, else the URL's host
+/// list, else `PGHOST`; ports from the `port` parameter (one for all, or one per host), else the
+/// URL's, else `PGPORT`, else 5432.
+fn endpoints(
+    url: &DatabaseUrl,
+    parameters: &LibpqParameters,
+    problems: &mut Vec<ParameterProblem>,
+) -> Vec<Endpoint> {
+    let from_url = parameters
+        .get("host")
+        .is_none_or(|(_, origin)| origin != ParameterOrigin::Url)
+        && !url.hosts().is_empty();
+    let (hosts, mut ports): (Vec<String>, Vec<Option<u16>>) = if from_url {
+        url.hosts()
+            .iter()
+            .map(|host| (host.host.clone(), host.port))
+            .unzip()
+    } else if let Some((list, origin)) = parameters.get("host") {
+        let hosts: Vec<String> = list.split(',').map(|host| host.trim().to_owned()).collect();
+        if let Some(index) = hosts.iter().position(String::is_empty) {
+            problems.push(ParameterProblem::new(
+                origin,
+                "host",
+                format!(
+                    "has a malformed host list: the {} host is empty",
+                    ordinal(index)
+                ),
+            ));
+            return Vec::new();
+        }
+        let count = hosts.len();
+        (hosts, vec![None; count])
+    } else {
+        problems.push(ParameterProblem::new(
+            ParameterOrigin::Url,
+            "host",
+            "is not given: name the server in the URL (libpq would look for a local socket)",
+        ));
+        return Vec::new();
+    };
+    let port_parameter = parameters
+        .get("port")
+        .filter(|(_, origin)| *origin == ParameterOrigin::Url || ports.iter().all(Option::is_none));
+    if let Some((list, origin)) = port_parameter {
+        let given: Vec<&str> = list.split(',').map(str::trim).collect();
+        let mut parsed = Vec::with_capacity(given.len());
+        for (index, port) in given.iter().enumerate() {
+            match (port.is_empty(), parse_port(port)) {
+                (true, _) => parsed.push(None),
+                (false, Some(port)) => parsed.push(Some(port)),
+                (false, None) => {
+                    problems.push(ParameterProblem::new(
+                        origin,
+                        "port",
+                        format!(
+                            "the {} port is not a number from 1 to 65535",
+                            ordinal(index)
+                        ),
+                    ));
+                    return Vec::new();
+                }
+            }
+        }
+        ports = match parsed.len() {
+            1 => vec![parsed[0]; hosts.len()],
+            n if n == hosts.len() => parsed,
+            n => {
+                problems.push(ParameterProblem::new(
+                    origin,
+                    "port",
+                    format!(
+                        "lists {n} ports for {} hosts: give one port, or one per host",
+                        hosts.len()
+                    ),
+                ));
+                return Vec::new();
+            }
+        };
+    }
+    hosts
+        .into_iter()
+        .zip(ports)
+        .map(|(host, port)| Endpoint {
+            host,
+            port: port.unwrap_or(5432),
+        })
+        .collect()
+}
+
+/// libpq's `options`: server settings as `-c name=value` (or `-cname=value`, `--name=value`),
+/// separated by spaces; a backslash keeps the next character (a space in a value). Other server
+/// switches are refused: the driver passes only settings on.
+fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut escaped = false;
+    for character in options.chars() {
+        match (escaped, character) {
+            (true, c) => {
+                word.push(c);
+                escaped = false;
+            }
+            (false, '\\') => escaped = true,
+            (false, c) if c.is_whitespace() => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            (false, c) => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    let mut settings = Vec::new();
+    let mut words = words.into_iter();
+    while let Some(word) = words.next() {
+        let setting = if word == "-c" {
+            words
+                .next()
+                .ok_or_else(|| "ends with -c and no setting".to_owned())?
+        } else if let Some(setting) = word.strip_prefix("-c") {
+            setting.to_owned()
+        } else if let Some(setting) = word.strip_prefix("--") {
+            setting.replace('-', "_")
+        } else {
+            return Err(
+                "may only hold server settings as -c name=value: other server switches are not \
+                 passed on"
+                    .to_owned(),
+            );
+        };
+        let (name, value) = setting
+            .split_once('=')
+            .ok_or_else(|| "has a -c setting without =".to_owned())?;
+        if name.is_empty() {
+            return Err("has a -c setting without a name".to_owned());
+        }
+        settings.push((name.to_ascii_lowercase(), value.to_owned()));
+    }
+    Ok(settings)
+}
+
+#[cfg(test)]
+mod tests;

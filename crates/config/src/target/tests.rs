@@ -1,0 +1,367 @@
+#![allow(clippy::unwrap_used)]
+use std::path::Path;
+
+use secrecy::ExposeSecret;
+
+use super::*;
+use crate::Endpoint;
+
+fn session() -> SessionDefaults {
+    SessionDefaults {
+        application_name: "test-app".into(),
+        settings: vec![(
+            "statement_timeout".into(),
+            "1000".into(),
+            "DATABASE_STATEMENT_TIMEOUT_MS",
+        )],
+        log_statements: false,
+    }
+}
+
+fn sources(vars: &[(&str, &str)]) -> Sources {
+    Sources::from_vars(vars.iter().copied())
+}
+
+fn connector(vars: &[(&str, &str)]) -> Result<Connector, Problems> {
+    DatabaseTarget::from_sources(&sources(vars), Role::Service)?.resolve(&session())
+}
+
+fn variables(problems: &Problems) -> Vec<&str> {
+    problems
+        .0
+        .iter()
+        .map(|problem| problem.variable.as_str())
+        .collect()
+}
+
+fn private_file(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    path.to_str().unwrap().to_owned()
+}
+
+fn endpoint(host: &str, port: u16) -> Endpoint {
+    Endpoint {
+        host: host.into(),
+        port,
+    }
+}
+
+#[test]
+fn a_url_and_a_password_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let url_file = private_file(dir.path(), "url", "postgres://svc@db.internal:6432/app\n");
+    let password_file = private_file(dir.path(), "password", "fr3sh-secret\n");
+    let connector = connector(&[
+        ("DATABASE_URL_FILE", &url_file),
+        ("DATABASE_PASSWORD_FILE", &password_file),
+    ])
+    .unwrap();
+    assert_eq!(connector.endpoints(), [endpoint("db.internal", 6432)]);
+    // The password file is read for each connection's options.
+    let options = connector.options_for(&connector.endpoints()[0]).unwrap();
+    assert_eq!(options.get_username(), "svc");
+    let password = || connector.password().unwrap().unwrap();
+    assert_eq!(password().expose_secret(), "fr3sh-secret");
+    std::fs::write(&password_file, "rotated\n").unwrap();
+    assert_eq!(password().expose_secret(), "rotated");
+    std::fs::remove_file(&password_file).unwrap();
+    let error = connector
+        .options_for(&connector.endpoints()[0])
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("DATABASE_PASSWORD_FILE: cannot read"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_variable_next_to_its_file_twin_or_two_passwords_are_refused_one_line_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let url_file = private_file(dir.path(), "url", "postgres://svc@h/app");
+    let password_file = private_file(dir.path(), "password", "s3cret");
+    // The twin from .env counts as much as from the environment.
+    let sources = Sources::layered(
+        [(
+            "DATABASE_URL".to_owned(),
+            "postgres://svc:hunter2@h/app".to_owned(),
+        )],
+        [
+            ("DATABASE_URL_FILE".to_owned(), url_file.clone()),
+            (
+                "DATABASE_OWNER_URL".to_owned(),
+                "postgres://own:hunter2@h/app".to_owned(),
+            ),
+            (
+                "DATABASE_OWNER_PASSWORD_FILE".to_owned(),
+                password_file.clone(),
+            ),
+        ],
+    );
+    let problems = DatabaseTarget::from_sources(&sources, Role::Service).unwrap_err();
+    assert_eq!(variables(&problems), ["DATABASE_URL_FILE"]);
+    let line = problems.to_string();
+    assert!(
+        line.contains("(in the environment) next to DATABASE_URL (in .env)"),
+        "{line}"
+    );
+    let problems = DatabaseTarget::from_sources(&sources, Role::Owner).unwrap_err();
+    assert_eq!(variables(&problems), ["DATABASE_OWNER_PASSWORD_FILE"]);
+    assert!(problems.to_string().contains("carries a password too"));
+    assert!(!problems.to_string().contains("hunter2"));
+}
+
+#[test]
+fn the_owner_has_its_own_variables_and_falls_back_to_the_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = private_file(dir.path(), "password", "owner-secret");
+    let target = DatabaseTarget::from_sources(
+        &sources(&[
+            ("DATABASE_URL", "postgres://svc:s@h/app"),
+            ("DATABASE_OWNER_URL", "postgres://own@h/app"),
+            ("DATABASE_OWNER_PASSWORD_FILE", &password_file),
+        ]),
+        Role::Owner,
+    )
+    .unwrap();
+    assert_eq!(target.url_variable(), "DATABASE_OWNER_URL");
+    let target = DatabaseTarget::from_sources(
+        &sources(&[("DATABASE_URL", "postgres://svc:s@h/app")]),
+        Role::Owner,
+    )
+    .unwrap();
+    assert_eq!(target.url_variable(), "DATABASE_URL");
+    let problems = DatabaseTarget::from_sources(
+        &sources(&[
+            ("DATABASE_URL", "postgres://svc:s@h/app"),
+            ("DATABASE_OWNER_PASSWORD_FILE", &password_file),
+        ]),
+        Role::Owner,
+    )
+    .unwrap_err();
+    assert_eq!(variables(&problems), ["DATABASE_OWNER_PASSWORD_FILE"]);
+}
+
+#[test]
+fn the_examples_placeholder_passwords_are_refused_wherever_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let placeholder_file = private_file(dir.path(), "password", "change-me-service\n");
+    for (vars, variable) in [
+        (
+            vec![(
+                "DATABASE_URL",
+                "postgres://svc:change-me-service@127.0.0.1/app".to_owned(),
+            )],
+            "DATABASE_URL",
+        ),
+        (
+            vec![(
+                "DATABASE_URL",
+                "postgres://svc@127.0.0.1/app?password=change-me-x".to_owned(),
+            )],
+            "DATABASE_URL",
+        ),
+        (
+            vec![
+                ("DATABASE_URL", "postgres://svc@127.0.0.1/app".to_owned()),
+                ("DATABASE_PASSWORD_FILE", placeholder_file.clone()),
+            ],
+            "DATABASE_PASSWORD_FILE",
+        ),
+    ] {
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let problems = connector(&vars).unwrap_err();
+        assert_eq!(variables(&problems), [variable], "{problems}");
+        assert!(problems.to_string().contains("placeholder"), "{problems}");
+    }
+}
+
+#[test]
+fn a_missing_url_names_both_ways_to_give_one() {
+    let problems = connector(&[]).unwrap_err();
+    assert_eq!(variables(&problems), ["DATABASE_URL"]);
+    assert!(problems.to_string().contains("DATABASE_URL_FILE"));
+}
+
+#[test]
+fn host_lists_from_the_url_its_parameters_or_the_environment() {
+    let connector_of = |url: &str, environment: &[(&str, &str)]| {
+        let mut vars = vec![("DATABASE_URL", url)];
+        vars.extend_from_slice(environment);
+        connector(&vars)
+    };
+    let c = connector_of(
+        "postgres://u:p@h1:5432,h2:5433/db?target_session_attrs=read-write",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.endpoints(), [endpoint("h1", 5432), endpoint("h2", 5433)]);
+    assert_eq!(c.target_session_attrs(), TargetSessionAttrs::ReadWrite);
+    let c = connector_of("postgres://u:p@/db?host=h1,h2&port=6000,6001", &[]).unwrap();
+    assert_eq!(c.endpoints(), [endpoint("h1", 6000), endpoint("h2", 6001)]);
+    let c = connector_of("postgres://u:p@/db?host=h1,h2&port=6000", &[]).unwrap();
+    assert_eq!(c.endpoints(), [endpoint("h1", 6000), endpoint("h2", 6000)]);
+    let c = connector_of(
+        "postgres://u:p@h1,h2/db",
+        &[("PGTARGETSESSIONATTRS", "primary"), ("PGPORT", "7000")],
+    )
+    .unwrap();
+    assert_eq!(c.endpoints(), [endpoint("h1", 7000), endpoint("h2", 7000)]);
+    assert_eq!(c.target_session_attrs(), TargetSessionAttrs::Primary);
+    let c = connector_of("postgres://u:p@/db", &[("PGHOST", "h9")]).unwrap();
+    assert_eq!(c.endpoints(), [endpoint("h9", 5432)]);
+
+    for (url, expected) in [
+        (
+            "postgres://u:hunter2@/db?host=h1,h2,h3&port=1,2",
+            "lists 2 ports for 3 hosts",
+        ),
+        (
+            "postgres://u:hunter2@/db?host=h1,,h3",
+            "the 2nd host is empty",
+        ),
+        (
+            "postgres://u:hunter2@/db?host=h1&port=x",
+            "the 1st port is not a number",
+        ),
+        (
+            "postgres://u:hunter2@h1/db?target_session_attrs=writable",
+            "must be one of any, read-write",
+        ),
+        ("postgres://u:hunter2@/db", "host: is not given"),
+    ] {
+        let problems = connector_of(url, &[]).unwrap_err();
+        assert_eq!(problems.0.len(), 1, "{url}: {problems}");
+        assert_eq!(variables(&problems), ["DATABASE_URL"]);
+        assert!(problems.to_string().contains(expected), "{problems}");
+        assert!(!problems.to_string().contains("hunter2"));
+    }
+}
+
+#[test]
+fn options_pass_server_settings_on_but_not_ours_or_other_switches() {
+    let c = connector(&[(
+        "DATABASE_URL",
+        r"postgres://u:p@h/db?options=-c%20search_path%3Dapp%20--work-mem%3D64MB%20-cdatestyle%3DISO\%2C%5C%20DMY",
+    )])
+    .unwrap();
+    assert_eq!(
+        c.settings,
+        [
+            ("search_path".to_owned(), "app".to_owned()),
+            ("work_mem".to_owned(), "64MB".to_owned()),
+            ("datestyle".to_owned(), r"ISO,\ DMY".replace('\\', "")),
+            ("statement_timeout".to_owned(), "1000".to_owned()),
+        ]
+    );
+    for (options, expected) in [
+        (
+            "-c%20statement_timeout%3D0",
+            "which DATABASE_STATEMENT_TIMEOUT_MS sets",
+        ),
+        ("-B%20100", "may only hold server settings"),
+        ("-c", "ends with -c"),
+    ] {
+        let url = format!("postgres://u:p@h/db?options={options}");
+        let problems = connector(&[("DATABASE_URL", &url)]).unwrap_err();
+        assert!(problems.to_string().contains(expected), "{problems}");
+    }
+}
+
+#[test]
+fn connect_timeout_and_names_follow_libpq() {
+    let c = connector(&[(
+        "DATABASE_URL",
+        "postgres://u:p@h/db?connect_timeout=1&fallback_application_name=tool",
+    )])
+    .unwrap();
+    assert_eq!(
+        c.connect_timeout,
+        Some(Duration::from_secs(2)),
+        "at least 2 s"
+    );
+    assert_eq!(c.application_name(), "tool");
+    let c = connector(&[(
+        "DATABASE_URL",
+        "postgres://u:p@h/db?connect_timeout=0&application_name=mine&fallback_application_name=x",
+    )])
+    .unwrap();
+    assert_eq!(c.connect_timeout, None);
+    assert_eq!(c.application_name(), "mine");
+    assert_eq!(
+        connector(&[("DATABASE_URL", "postgres://u:p@h/db")])
+            .unwrap()
+            .application_name(),
+        "test-app"
+    );
+    let problems =
+        connector(&[("DATABASE_URL", "postgres://u:p@h/db?connect_timeout=soon")]).unwrap_err();
+    assert!(
+        problems
+            .to_string()
+            .contains("connect_timeout: must be a whole number")
+    );
+}
+
+#[test]
+fn the_url_wins_over_the_environment_for_every_part() {
+    let c = connector(&[
+        (
+            "DATABASE_URL",
+            "postgres://url-user@h/url-db?user=query-user",
+        ),
+        ("PGUSER", "env-user"),
+        ("PGDATABASE", "env-db"),
+    ])
+    .unwrap();
+    assert_eq!(c.user.as_deref(), Some("query-user"));
+    assert_eq!(c.database(), Some("url-db"));
+    let c = connector(&[
+        ("DATABASE_URL", "postgres://h/"),
+        ("PGUSER", "env-user"),
+        ("PGDATABASE", "env-db"),
+    ])
+    .unwrap();
+    assert_eq!(c.user.as_deref(), Some("env-user"));
+    assert_eq!(c.database(), Some("env-db"));
+}
+
+#[test]
+fn tls_problems_and_overrides_are_named_by_their_variable() {
+    let problems = connector(&[
+        (
+            "DATABASE_URL",
+            "postgres://u:p@h/db?sslmode=verify-full&sslrootcert=system",
+        ),
+        ("DATABASE_SSL_MODE", "prefer"),
+    ])
+    .unwrap_err();
+    assert_eq!(variables(&problems), ["DATABASE_SSL_MODE"]);
+    let problems = connector(&[
+        ("DATABASE_URL", "postgres://u:p@h/db"),
+        ("DATABASE_SSL_MODE", "sometimes"),
+    ])
+    .unwrap_err();
+    assert_eq!(variables(&problems), ["DATABASE_SSL_MODE"]);
+    let problems = connector(&[
+        ("DATABASE_URL", "postgres://u:p@h/db"),
+        ("PGSSLMODE", "verify-ca"),
+    ])
+    .unwrap_err();
+    assert_eq!(variables(&problems), ["PGSSLMODE"]);
+    // Stricter is fine.
+    let c = connector(&[
+        ("DATABASE_URL", "postgres://u:p@h/db?sslmode=require"),
+        ("DATABASE_SSL_MODE", "verify-full"),
+        ("DATABASE_SSL_ROOT_CERT", "system"),
+    ])
+    .unwrap();
+    assert_eq!(c.tls().mode(), SslMode::VerifyFull);
+}

@@ -1,0 +1,425 @@
+//! Which TLS setting wins, and libpq's rules for what the winners mean together.
+//!
+//! Precedence, highest first: the overrides (`DATABASE_SSL_MODE`, `DATABASE_SSL_ROOT_CERT`), the
+//! URL's parameters, libpq's environment variables (`PGSSLMODE`, ...; [`crate::libpq`] has
+//! already let the URL win over those), libpq's default. An override may strengthen what the URL
+//! or the environment asks for, never weaken it silently: a weaker `DATABASE_SSL_MODE`, or a
+//! `DATABASE_SSL_ROOT_CERT` naming another CA, is refused.
+
+use std::path::PathBuf;
+
+use super::files::{check_ca_file, check_certificate_file, check_key_file};
+use super::{SslMode, SslRootCert, TlsProblem, TlsSettings, TlsSource};
+
+/// The override of `sslmode`.
+pub(crate) const MODE_OVERRIDE: &str = "DATABASE_SSL_MODE";
+/// The override of `sslrootcert`.
+pub(crate) const ROOT_CERT_OVERRIDE: &str = "DATABASE_SSL_ROOT_CERT";
+
+/// libpq's TLS parameters as found (each with where), and the overrides.
+#[derive(Debug, Default)]
+pub(crate) struct TlsInputs<'a> {
+    pub mode: Option<(&'a str, TlsSource)>,
+    pub root_cert: Option<(&'a str, TlsSource)>,
+    pub cert: Option<(&'a str, TlsSource)>,
+    pub key: Option<(&'a str, TlsSource)>,
+    /// `sslcertmode=disable`: no client certificate is sent, so none is read.
+    pub no_client_cert: bool,
+    pub mode_override: Option<SslMode>,
+    pub root_cert_override: Option<&'a SslRootCert>,
+}
+
+/// How a problem message names a source.
+fn describe(source: TlsSource) -> String {
+    match source {
+        TlsSource::Url(parameter) => format!("{parameter} in the database URL"),
+        TlsSource::Environment(variable) | TlsSource::Override(variable) => variable.to_owned(),
+    }
+}
+
+/// Works out the TLS settings, with libpq's rules, and checks every file they name. Every
+/// problem is found, not just the first, so that all are fixed at once.
+pub(crate) fn resolve(inputs: &TlsInputs<'_>) -> Result<TlsSettings, Vec<TlsProblem>> {
+    let mut problems = Vec::new();
+
+    // What the URL (or libpq's environment) asks for; `Err` when that value is invalid.
+    let asked_mode = inputs.mode.map(|(text, source)| {
+        text.parse::<SslMode>()
+            .map(|mode| (mode, source))
+            .map_err(|error| problems.push(TlsProblem::new(source, error.0)))
+    });
+    let asked_root = inputs
+        .root_cert
+        .map(|(text, source)| (SslRootCert::parse(text), source));
+
+    let mut mode_override = inputs.mode_override;
+    if let (Some(mode), Some(Ok((asked, source)))) = (inputs.mode_override, asked_mode)
+        && mode < asked
+    {
+        // Checked as asked from here on: the refusal says all there is to say.
+        mode_override = None;
+        problems.push(TlsProblem::new(
+            TlsSource::Override(MODE_OVERRIDE),
+            format!(
+                "is {mode}, weaker than {asked} ({}): an override may only make TLS stricter; \
+                 remove it, or set it to {asked} or stricter",
+                describe(source)
+            ),
+        ));
+    }
+    if let (Some(root), Some((asked, source))) = (inputs.root_cert_override, &asked_root)
+        && root != asked
+    {
+        problems.push(TlsProblem::new(
+            TlsSource::Override(ROOT_CERT_OVERRIDE),
+            format!(
+                "names another CA than {}: name it in one place only",
+                describe(*source)
+            ),
+        ));
+    }
+
+    // `None` inside: the mode is unknown (invalid), so checks that depend on it are skipped.
+    let (mode, mode_source) = match (mode_override, asked_mode) {
+        (Some(mode), _) => (Some(Some(mode)), TlsSource::Override(MODE_OVERRIDE)),
+        (None, Some(Ok((mode, source)))) => (Some(Some(mode)), source),
+        (None, Some(Err(()))) => (None, TlsSource::Url("sslmode")),
+        (None, None) => (Some(None), TlsSource::Url("sslmode")),
+    };
+    let (root_cert, root_source) = match (inputs.root_cert_override, asked_root) {
+        (Some(root), _) => (Some(root.clone()), TlsSource::Override(ROOT_CERT_OVERRIDE)),
+        (None, Some((root, source))) => (Some(root), source),
+        (None, None) => (None, TlsSource::Url("sslrootcert")),
+    };
+
+    let mode = mode.map(|mode| libpq_mode(mode, root_cert.as_ref()));
+    problems.extend(check_trust(mode, mode_source, root_cert.as_ref(), root_source).err());
+    let client = if inputs.no_client_cert {
+        None
+    } else {
+        match check_client_certificate(inputs.cert, inputs.key) {
+            Ok(client) => client,
+            Err(found) => {
+                problems.extend(found);
+                None
+            }
+        }
+    };
+    match mode {
+        Some(mode) if problems.is_empty() => Ok(TlsSettings {
+            mode,
+            root_cert,
+            client,
+        }),
+        _ => Err(problems),
+    }
+}
+
+/// The mode in effect: libpq's default and its rules for a root certificate.
+fn libpq_mode(mode: Option<SslMode>, root_cert: Option<&SslRootCert>) -> SslMode {
+    let mode = match (mode, root_cert) {
+        (Some(mode), _) => mode,
+        // libpq 16: the public roots make verify-full the default.
+        (None, Some(SslRootCert::System)) => SslMode::VerifyFull,
+        (None, _) => SslMode::Prefer,
+    };
+    match (mode, root_cert) {
+        // libpq: "if a root CA file exists, require behaves like verify-ca".
+        (SslMode::Require, Some(SslRootCert::File(_))) => SslMode::VerifyCa,
+        (mode, _) => mode,
+    }
+}
+
+/// The root certificate fits the mode (when the mode is known), and its file is a CA bundle.
+fn check_trust(
+    mode: Option<SslMode>,
+    mode_source: TlsSource,
+    root_cert: Option<&SslRootCert>,
+    root_source: TlsSource,
+) -> Result<(), TlsProblem> {
+    match (root_cert, mode) {
+        (Some(SslRootCert::System), Some(mode)) if mode != SslMode::VerifyFull => {
+            Err(TlsProblem::new(
+                root_source,
+                format!(
+                    "system (the public roots) needs sslmode verify-full, not {mode}: any host \
+                     can get a public certificate, only the host name check makes it safe"
+                ),
+            ))
+        }
+        (None, Some(mode @ (SslMode::VerifyCa | SslMode::VerifyFull))) => Err(TlsProblem::new(
+            mode_source,
+            format!(
+                "{mode} needs sslrootcert: the CA file of the server's certificate, or system \
+                 for the public roots"
+            ),
+        )),
+        (Some(SslRootCert::File(path)), _) => {
+            check_ca_file(path).map_err(|problem| TlsProblem::new(root_source, problem))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The key's source for a certificate's and the other way round, from the same place: a missing
+/// one is named where the present one was found.
+fn partner(source: TlsSource) -> TlsSource {
+    match source {
+        TlsSource::Environment("PGSSLCERT") => TlsSource::Environment("PGSSLKEY"),
+        TlsSource::Environment(_) => TlsSource::Environment("PGSSLCERT"),
+        TlsSource::Url("sslkey") => TlsSource::Url("sslcert"),
+        _ => TlsSource::Url("sslkey"),
+    }
+}
+
+/// A client certificate and its key come together, and both files are usable.
+fn check_client_certificate(
+    cert: Option<(&str, TlsSource)>,
+    key: Option<(&str, TlsSource)>,
+) -> Result<Option<(PathBuf, PathBuf)>, Vec<TlsProblem>> {
+    match (cert, key) {
+        (Some((cert, cert_source)), Some((key, key_source))) => {
+            let (cert, key) = (PathBuf::from(cert), PathBuf::from(key));
+            let problems: Vec<TlsProblem> = [
+                check_certificate_file(&cert).map_err(|p| TlsProblem::new(cert_source, p)),
+                check_key_file(&key).map_err(|p| TlsProblem::new(key_source, p)),
+            ]
+            .into_iter()
+            .filter_map(Result::err)
+            .collect();
+            if problems.is_empty() {
+                Ok(Some((cert, key)))
+            } else {
+                Err(problems)
+            }
+        }
+        (Some((_, source)), None) => Err(vec![TlsProblem::new(
+            partner(source),
+            "is missing: sslcert needs the key of its certificate",
+        )]),
+        (None, Some((_, source))) => Err(vec![TlsProblem::new(
+            partner(source),
+            "is missing: sslkey needs its certificate",
+        )]),
+        (None, None) => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const URL_MODE: TlsSource = TlsSource::Url("sslmode");
+    const URL_ROOT: TlsSource = TlsSource::Url("sslrootcert");
+
+    /// A file holding garbage, and a CA bundle (the public roots), in a folder of this test.
+    fn files() -> (tempfile::TempDir, String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate\n").unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, super::super::roots::public_roots_pem()).unwrap();
+        let path = |path: std::path::PathBuf| path.to_str().unwrap().to_owned();
+        (dir, path(garbage), path(ca))
+    }
+
+    fn sources(problems: &[TlsProblem]) -> Vec<TlsSource> {
+        problems.iter().map(|problem| problem.source).collect()
+    }
+
+    #[test]
+    fn libpqs_default_is_prefer_and_the_override_wins() {
+        assert_eq!(
+            resolve(&TlsInputs::default()).unwrap().mode,
+            SslMode::Prefer
+        );
+        let asked = TlsInputs {
+            mode: Some(("require", URL_MODE)),
+            ..TlsInputs::default()
+        };
+        assert_eq!(resolve(&asked).unwrap().mode, SslMode::Require);
+        let stricter = TlsInputs {
+            mode_override: Some(SslMode::VerifyFull),
+            root_cert_override: Some(&SslRootCert::System),
+            ..asked
+        };
+        assert_eq!(resolve(&stricter).unwrap().mode, SslMode::VerifyFull);
+    }
+
+    /// A leftover `.env` with `DATABASE_SSL_MODE=prefer` must not undo a production URL's
+    /// `verify-full`: refused, naming both.
+    #[test]
+    fn an_override_may_not_weaken_what_the_url_or_environment_asks() {
+        let (_dir, _, ca) = files();
+        for (asked, source) in [
+            ("verify-full", URL_MODE),
+            ("require", TlsSource::Environment("PGSSLMODE")),
+        ] {
+            let problems = resolve(&TlsInputs {
+                mode: Some((asked, source)),
+                root_cert: Some((&ca, URL_ROOT)),
+                mode_override: Some(SslMode::Prefer),
+                ..TlsInputs::default()
+            })
+            .unwrap_err();
+            assert_eq!(
+                sources(&problems),
+                [TlsSource::Override("DATABASE_SSL_MODE")]
+            );
+            let line = problems[0].to_problem("DATABASE_URL").to_string();
+            assert!(
+                line.starts_with("DATABASE_SSL_MODE is prefer, weaker than"),
+                "{line}"
+            );
+            assert!(line.contains(asked), "{line}");
+        }
+        let other = SslRootCert::File("/etc/other-ca.pem".into());
+        let problems = resolve(&TlsInputs {
+            mode: Some(("verify-full", URL_MODE)),
+            root_cert: Some((&ca, URL_ROOT)),
+            root_cert_override: Some(&other),
+            ..TlsInputs::default()
+        })
+        .unwrap_err();
+        assert_eq!(
+            sources(&problems)[0],
+            TlsSource::Override("DATABASE_SSL_ROOT_CERT")
+        );
+        // The same CA named twice is no conflict.
+        let same = SslRootCert::File(ca.clone().into());
+        assert!(
+            resolve(&TlsInputs {
+                mode: Some(("verify-full", URL_MODE)),
+                root_cert: Some((&ca, URL_ROOT)),
+                root_cert_override: Some(&same),
+                ..TlsInputs::default()
+            })
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn system_roots_default_to_verify_full_and_refuse_weaker_modes() {
+        let system = TlsInputs {
+            root_cert: Some(("system", URL_ROOT)),
+            ..TlsInputs::default()
+        };
+        assert_eq!(resolve(&system).unwrap().mode, SslMode::VerifyFull);
+        let weaker = TlsInputs {
+            mode: Some(("require", URL_MODE)),
+            ..system
+        };
+        assert_eq!(sources(&resolve(&weaker).unwrap_err()), [URL_ROOT]);
+    }
+
+    #[test]
+    fn require_with_a_ca_file_verifies_the_ca_and_verification_needs_a_root() {
+        let (_dir, _, ca) = files();
+        let with_file = TlsInputs {
+            mode: Some(("require", TlsSource::Environment("PGSSLMODE"))),
+            root_cert: Some((&ca, TlsSource::Environment("PGSSLROOTCERT"))),
+            ..TlsInputs::default()
+        };
+        assert_eq!(resolve(&with_file).unwrap().mode, SslMode::VerifyCa);
+        let no_root = TlsInputs {
+            mode: Some(("verify-full", URL_MODE)),
+            ..TlsInputs::default()
+        };
+        assert_eq!(sources(&resolve(&no_root).unwrap_err()), [URL_MODE]);
+        let no_root = TlsInputs {
+            mode_override: Some(SslMode::VerifyCa),
+            ..TlsInputs::default()
+        };
+        assert_eq!(
+            sources(&resolve(&no_root).unwrap_err()),
+            [TlsSource::Override("DATABASE_SSL_MODE")]
+        );
+    }
+
+    #[test]
+    fn allow_and_unknown_modes_are_refused() {
+        for mode in ["allow", "sometimes"] {
+            let problems = resolve(&TlsInputs {
+                mode: Some((mode, URL_MODE)),
+                ..TlsInputs::default()
+            })
+            .unwrap_err();
+            assert_eq!(sources(&problems), [URL_MODE]);
+        }
+        assert_eq!("Verify-Full".parse::<SslMode>(), Ok(SslMode::VerifyFull));
+    }
+
+    /// Every problem at once, one per setting, each named where it was found.
+    #[test]
+    fn every_tls_problem_is_reported_naming_its_setting_never_a_value() {
+        let (_dir, garbage, _) = files();
+        let problems = resolve(&TlsInputs {
+            mode: Some(("verify-full", URL_MODE)),
+            root_cert: Some(("/nonexistent/ca.crt", URL_ROOT)),
+            cert: Some((&garbage, TlsSource::Url("sslcert"))),
+            key: Some((&garbage, TlsSource::Url("sslkey"))),
+            ..TlsInputs::default()
+        })
+        .unwrap_err();
+        assert_eq!(
+            sources(&problems),
+            [
+                URL_ROOT,
+                TlsSource::Url("sslcert"),
+                TlsSource::Url("sslkey")
+            ]
+        );
+        assert!(
+            problems[0]
+                .problem
+                .contains("cannot read /nonexistent/ca.crt")
+        );
+        let line = problems[0].to_problem("DATABASE_URL").to_string();
+        assert!(
+            line.starts_with(
+                "DATABASE_URL has a bad TLS parameter: sslrootcert (in the database URL): cannot read"
+            ),
+            "{line}"
+        );
+        // A certificate without its key names the key, where the certificate was found.
+        let problems = resolve(&TlsInputs {
+            cert: Some((&garbage, TlsSource::Environment("PGSSLCERT"))),
+            ..TlsInputs::default()
+        })
+        .unwrap_err();
+        assert_eq!(sources(&problems), [TlsSource::Environment("PGSSLKEY")]);
+        // sslcertmode=disable sends no certificate, so none is read.
+        assert!(
+            resolve(&TlsInputs {
+                cert: Some((&garbage, TlsSource::Url("sslcert"))),
+                no_client_cert: true,
+                ..TlsInputs::default()
+            })
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn malformed_ca_files_are_named() {
+        let (dir, garbage, _) = files();
+        let truncated = dir.path().join("truncated.pem");
+        std::fs::write(
+            &truncated,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        for (file, expected) in [
+            (garbage.as_str(), "holds no PEM certificate"),
+            (truncated.to_str().unwrap(), "not a valid CA"),
+        ] {
+            let problems = resolve(&TlsInputs {
+                mode: Some(("verify-full", URL_MODE)),
+                root_cert: Some((file, URL_ROOT)),
+                ..TlsInputs::default()
+            })
+            .unwrap_err();
+            assert!(problems[0].problem.contains(expected), "{problems:?}");
+        }
+    }
+}
