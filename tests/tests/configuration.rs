@@ -31,3 +31,130 @@ fn missing_or_non_postgres_database_url_exits_2_with_one_clear_line() {
     assert_eq!(status.code(), Some(2), "{output}");
     assert!(output.contains("APP_PORT must be"), "{output}");
 }
+
+/// Every refusal of the operator's database settings: exit 2, one line naming the variable (or
+/// the parameter inside it), never a value.
+#[test]
+fn database_settings_that_would_be_ignored_or_weaken_security_exit_2_one_line_each() {
+    let dir = counseling_e2e::TempDir::new("refusals");
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        path.to_str().unwrap().to_owned()
+    };
+    let url_file = file("url", "postgres://svc:pa55-word@127.0.0.1:1/app\n");
+    let password_file = file("password", "pa55-word\n");
+    let url = "postgres://svc:pa55-word@127.0.0.1:1/app";
+    /// The variables, and the lines expected (each the start of one line).
+    type Case<'a> = (Vec<(&'a str, String)>, &'a [&'a str]);
+    let cases: Vec<Case> = vec![
+        // A variable next to its file twin.
+        (
+            vec![
+                ("DATABASE_URL", url.into()),
+                ("DATABASE_URL_FILE", url_file.clone()),
+            ],
+            &["DATABASE_URL_FILE is set (in the environment) next to DATABASE_URL"],
+        ),
+        // Two passwords.
+        (
+            vec![
+                ("DATABASE_URL", url.into()),
+                ("DATABASE_PASSWORD_FILE", password_file.clone()),
+            ],
+            &["DATABASE_PASSWORD_FILE is set, but DATABASE_URL carries a password too"],
+        ),
+        // Parameters the driver cannot honour, and a typo.
+        (
+            vec![(
+                "DATABASE_URL",
+                format!("{url}?require_auth=scram-sha-256&channel_binding=require&sslmde=require"),
+            )],
+            &[
+                "DATABASE_URL has a bad parameter: sslmde: is not a libpq connection parameter",
+                "DATABASE_URL has a bad parameter: require_auth: is not supported",
+                "DATABASE_URL has a bad parameter: channel_binding: is not supported",
+            ],
+        ),
+        // An override weaker than the URL.
+        (
+            vec![
+                (
+                    "DATABASE_URL",
+                    format!("{url}?sslmode=verify-full&sslrootcert=system"),
+                ),
+                ("DATABASE_SSL_MODE", "prefer".into()),
+            ],
+            &["DATABASE_SSL_MODE is prefer, weaker than verify-full (sslmode in the database URL)"],
+        ),
+        // A malformed host list.
+        (
+            vec![(
+                "DATABASE_URL",
+                "postgres://svc:pa55-word@127.0.0.1:1,127.0.0.1:x/app".into(),
+            )],
+            &["DATABASE_URL has a malformed host list: the 2nd host has a port that is not"],
+        ),
+        // The example's placeholder.
+        (
+            vec![(
+                "DATABASE_URL",
+                "postgres://svc:change-me-service@127.0.0.1:1/app".into(),
+            )],
+            &["DATABASE_URL holds the example's placeholder password"],
+        ),
+    ];
+    for (vars, expected) in cases {
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, output) = run_to_exit(&vars);
+        assert_eq!(status.code(), Some(2), "{vars:?}: {output}");
+        let lines: Vec<&str> = output.trim().lines().collect();
+        assert_eq!(lines.len(), expected.len(), "{output}");
+        for want in expected {
+            assert!(
+                lines.iter().any(|line| line
+                    .starts_with(&format!("counseling-api: configuration error: {want}"))),
+                "{want:?} missing from:\n{output}"
+            );
+        }
+        assert!(!output.contains("pa55-word"), "{output}");
+        assert!(!output.contains("panicked"), "{output}");
+    }
+}
+
+/// libpq refuses a client key that group or others can read; so do we.
+#[cfg(unix)]
+#[test]
+fn a_client_key_others_can_read_exits_2_naming_the_file() {
+    use counseling_testkit::tls::CertificateAuthority;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = counseling_e2e::TempDir::new("client-key");
+    let ca = CertificateAuthority::new("test").unwrap();
+    let issued = ca.issue_client("svc").unwrap();
+    let (cert, key) = (dir.path().join("client.crt"), dir.path().join("client.key"));
+    std::fs::write(&cert, &issued.certificate_pem).unwrap();
+    std::fs::write(&key, &issued.key_pem).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let url = format!(
+        "postgres://svc:pa55-word@127.0.0.1:1/app?sslcert={}&sslkey={}",
+        cert.display(),
+        key.display()
+    );
+    let (status, output) = run_to_exit(&[("DATABASE_URL", url.as_str())]);
+    assert_eq!(status.code(), Some(2), "{output}");
+    assert_eq!(output.trim().lines().count(), 1, "{output}");
+    assert!(
+        output.contains("sslkey") && output.contains(&key.display().to_string()),
+        "{output}"
+    );
+    assert!(output.contains("mode 0644"), "{output}");
+    // At 0600 it is accepted (the service then starts and waits for its database).
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut api = counseling_e2e::Api::spawn(&[("DATABASE_URL", url.as_str())]);
+    api.wait_listening();
+}

@@ -1,0 +1,115 @@
+//! The database password from a mounted secret file, rotated as Kubernetes rotates it, without a
+//! restart.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![cfg(unix)] // a private cluster of the test's own, and symlinks
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::spawn_app;
+use counseling_testkit::PgCluster;
+use sea_orm::sqlx::{self, Connection, PgConnection};
+
+async fn health_status(port: u16) -> u16 {
+    let url = format!("http://127.0.0.1:{port}/health");
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        agent.get(&url).call().unwrap().status().as_u16()
+    })
+    .await
+    .unwrap()
+}
+
+/// Writes `password` as Kubernetes publishes a secret: into a new folder `..<version>`, then
+/// `..data` is switched to it by an atomic rename; `password` is a symlink to `..data/password`.
+fn publish(dir: &Path, version: u32, password: &str) {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let folder = format!("..{version}");
+    std::fs::create_dir(dir.join(&folder)).unwrap();
+    let file = dir.join(&folder).join("password");
+    std::fs::write(&file, format!("{password}\n")).unwrap();
+    // Kubernetes' default mode: the service says so, and works.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    symlink(&folder, dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    if !dir.join("password").exists() {
+        symlink("..data/password", dir.join("password")).unwrap();
+    }
+}
+
+/// The service role's URL without its password.
+fn without_password(url: &str) -> String {
+    let (scheme_user, rest) = url.split_once("://").unwrap();
+    let (userinfo, host) = rest.split_once('@').unwrap();
+    let user = userinfo.split(':').next().unwrap();
+    format!("{scheme_user}://{user}@{host}")
+}
+
+#[tokio::test]
+async fn a_rotated_password_file_is_used_by_new_connections_without_a_restart() {
+    let cluster = PgCluster::start().await.unwrap();
+    let db = cluster.migrated_database().await.unwrap();
+    let service_url = counseling_config::DatabaseUrl::parse(&db.url()).unwrap();
+    let role = service_url.username().to_owned();
+    let old_password = {
+        use secrecy::ExposeSecret;
+        service_url.password().unwrap().expose_secret().to_owned()
+    };
+    let secrets = tempfile::tempdir().unwrap();
+    publish(secrets.path(), 1, &old_password);
+    let password_file = secrets.path().join("password");
+    let port = spawn_app(
+        &without_password(&db.url()),
+        &[
+            ("DATABASE_PASSWORD_FILE", password_file.to_str().unwrap()),
+            // Only the connections the probes open, so that none is still authenticating with
+            // the old password while the rotation ends the sessions.
+            ("DATABASE_MIN_CONNECTIONS", "0"),
+        ],
+    );
+    assert_eq!(health_status(port).await, 200);
+
+    // Rotate: the role's password changes, the secret is republished, and the service's
+    // sessions end (as when the operator also ends them, or the server restarts).
+    let mut admin = PgConnection::connect_with(&cluster.admin_options())
+        .await
+        .unwrap();
+    let new_password = "r0tated-Secret-2";
+    // Both values are this test's own (no quotes in them).
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER ROLE \"{role}\" PASSWORD '{new_password}'"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    publish(secrets.path(), 2, new_password);
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
+        .bind(&role)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    loop {
+        if health_status(port).await == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "not healthy within 2 s of the rotation"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The old password no longer works: the service really uses the new one.
+    let mut old = counseling_config::DatabaseUrl::parse(&db.url())
+        .unwrap()
+        .connect_options();
+    old = old.password(&old_password);
+    assert!(PgConnection::connect_with(&old).await.is_err());
+}
