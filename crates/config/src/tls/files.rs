@@ -77,12 +77,11 @@ pub(super) fn check_key_permissions(_path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    #[cfg(unix)]
     #[test]
     fn a_key_others_can_read_is_refused_naming_the_file() {
         use std::os::unix::fs::PermissionsExt;
@@ -113,7 +112,6 @@ mod tests {
         }
     }
 
-    #[cfg(unix)]
     fn nix_uid_is_root(path: &Path) -> bool {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(path).unwrap().uid() == 0
