@@ -18,7 +18,7 @@ dev:
 
 # Create .env if missing, migrate DATABASE_URL and start the service (start a database first).
 [windows]
-dev: _env-file
+dev: env-file
     @cargo run --locked --quiet -p migration -- up
     @cargo run --locked --quiet -p counseling-http --bin counseling-api
 
@@ -45,7 +45,7 @@ db-start:
 
 # Start compose's PostgreSQL (Docker Desktop) on 127.0.0.1:5432, as .env describes.
 [windows]
-db-start: _env-file
+db-start: env-file
     docker compose --env-file .env -f docker/docker-compose.yml up -d --wait db
 
 # Stop the project-local PostgreSQL.
@@ -55,7 +55,7 @@ db-stop:
 
 # Stop compose's PostgreSQL (its data is kept).
 [windows]
-db-stop: _env-file
+db-stop: env-file
     docker compose --env-file .env -f docker/docker-compose.yml stop db
 
 # Start the local highly available PostgreSQL (etcd, two Patroni nodes, HAProxy) on 127.0.0.1
@@ -108,7 +108,7 @@ deny:
 fmt:
     cargo fmt --all
 
-# Windows: .env from .env.example with fresh passwords unless there is one (as scripts/dev.sh).
-[windows]
-_env-file:
+# Write .env from .env.example with a fresh random password for every placeholder (never
+# touches an existing .env): the one step before `docker compose ... up`.
+env-file:
     @cargo run --quiet --locked -p counseling-testkit --bin local-postgres -- env-file

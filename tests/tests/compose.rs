@@ -285,6 +285,95 @@ fn no_variable_has_a_default() {
     }
 }
 
+/// compose's `${NAME:?}` cannot tell `.env.example`'s placeholders from passwords, and the
+/// init scripts run only on a volume's first start: the preflight container refuses them before
+/// any database starts, and every password any service uses passes through it.
+#[test]
+fn the_databases_wait_for_a_preflight_that_sees_every_password() {
+    let compose = compose();
+    for name in ["db", "db-test"] {
+        assert_eq!(
+            service(&compose, name)["depends_on"]["preflight"]["condition"],
+            "service_completed_successfully",
+            "{name} must wait for preflight"
+        );
+    }
+    for (name, then) in [("migrate", "db"), ("app", "migrate")] {
+        assert!(
+            service(&compose, name)["depends_on"].get(then).is_some(),
+            "{name} must start after {then}"
+        );
+    }
+    let checked: Vec<String> = service(&compose, "preflight")["environment"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    let passwords: Vec<String> = env_example()
+        .into_keys()
+        .filter(|name| name.ends_with("_PASSWORD"))
+        .collect();
+    assert!(!passwords.is_empty());
+    for password in &passwords {
+        assert!(
+            checked.contains(password),
+            "preflight does not check {password}"
+        );
+        assert!(
+            read("docker/preflight.sh").contains(password.as_str()),
+            "docker/preflight.sh does not check {password}"
+        );
+    }
+}
+
+/// The preflight script itself, as the container runs it: `.env.example`'s values are refused,
+/// one line per variable; real passwords pass.
+#[cfg(unix)]
+#[test]
+fn preflight_refuses_each_placeholder_by_name_and_passes_real_passwords() {
+    let run = |values: &[(&str, &str)]| {
+        let output = std::process::Command::new("sh")
+            .arg(root().join("docker/preflight.sh"))
+            .env_clear()
+            .envs(values.iter().copied())
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8(output.stderr).unwrap(),
+        )
+    };
+    let example = env_example();
+    let passwords: Vec<(&str, &str)> = example
+        .iter()
+        .filter(|(name, _)| name.ends_with("_PASSWORD"))
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    let (ok, stderr) = run(&passwords);
+    assert!(!ok);
+    assert_eq!(stderr.lines().count(), passwords.len(), "{stderr}");
+    for (name, value) in &passwords {
+        assert!(
+            stderr
+                .lines()
+                .any(|line| line.contains(&format!("{name} is the example's placeholder"))),
+            "{stderr}"
+        );
+        assert!(!stderr.contains(value), "{stderr}");
+    }
+    let real: Vec<(&str, &str)> = passwords
+        .iter()
+        .map(|(name, _)| (*name, "a7f3e9c1d5"))
+        .collect();
+    assert_eq!(run(&real), (true, String::new()));
+    let (ok, stderr) = run(&real[1..]);
+    assert!(
+        !ok && stderr.contains(&format!("{} is not set", real[0].0)),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn dockerfile_is_multi_stage_non_root_with_a_liveness_healthcheck() {
     let dockerfile = read("docker/Dockerfile");
