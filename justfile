@@ -108,7 +108,6 @@ deny:
 fmt:
     cargo fmt --all
 
-# Write .env from .env.example with a fresh random password for every placeholder (never
-# touches an existing .env): the one step before `docker compose ... up`.
+# Write .env from .env.example with fresh random passwords (an existing .env is kept).
 env-file:
     @cargo run --quiet --locked -p counseling-testkit --bin local-postgres -- env-file
