@@ -1,0 +1,252 @@
+//! libpq's host lists against real servers: two test-kit clusters stand in for two nodes. The
+//! connector tries them in order and keeps the first whose session is what
+//! `target_session_attrs` asks for; the pool follows the writable node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![cfg(unix)] // private clusters of the test's own
+
+use std::time::{Duration, Instant};
+
+use counseling_config::{
+    ConnectError, Connector, DatabaseTarget, DatabaseUrl, SessionDefaults, TargetSessionAttrs,
+};
+use counseling_domain::{StoreError, Unavailability};
+use counseling_persistence::{Database, DatabaseSettings};
+use counseling_testkit::tls::ServerTls;
+use counseling_testkit::{ClusterOptions, PgCluster};
+use sea_orm::sqlx::{self, Connection, Executor, PgConnection};
+use secrecy::ExposeSecret;
+
+/// Two nodes whose service role has the same password (the first's), as replicas of one
+/// cluster would: one URL can name both.
+async fn two_nodes(options: impl Fn(&str) -> ClusterOptions) -> (PgCluster, PgCluster, String) {
+    let (first, second) = tokio::join!(
+        PgCluster::start_with(options("localhost")),
+        PgCluster::start_with(options("127.0.0.1"))
+    );
+    let (first, second) = (first.unwrap(), second.unwrap());
+    let url = DatabaseUrl::parse(&first.service_url("postgres")).unwrap();
+    let (role, password) = (
+        url.username().to_owned(),
+        url.password().unwrap().expose_secret().to_owned(),
+    );
+    let mut admin = PgConnection::connect_with(&second.admin_options())
+        .await
+        .unwrap();
+    // Both values are the test kit's own: a role name and a hex password.
+    admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            "ALTER ROLE \"{role}\" PASSWORD '{password}'"
+        )))
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    (first, second, format!("{role}:{password}"))
+}
+
+fn plain(_: &str) -> ClusterOptions {
+    ClusterOptions::default()
+}
+
+/// `ALTER SYSTEM SET default_transaction_read_only` and a reload: a primary fenced read-only.
+async fn set_read_only(cluster: &PgCluster, on: bool) {
+    let mut admin = PgConnection::connect_with(&cluster.admin_options())
+        .await
+        .unwrap();
+    let statement = if on {
+        "ALTER SYSTEM SET default_transaction_read_only = on"
+    } else {
+        "ALTER SYSTEM RESET default_transaction_read_only"
+    };
+    admin.execute(statement).await.unwrap();
+    admin.execute("SELECT pg_reload_conf()").await.unwrap();
+    admin.close().await.unwrap();
+}
+
+fn connector(url: &str) -> Connector {
+    DatabaseTarget::from_url(DatabaseUrl::parse(url).unwrap())
+        .resolve(&SessionDefaults::named("host-list-test"))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn connect_keeps_the_first_host_whose_session_is_the_kind_asked_for() {
+    let (a, b, credentials) = two_nodes(plain).await;
+    let hosts = format!("127.0.0.1:{},127.0.0.1:{}", a.port(), b.port());
+    let url = |attrs: &str| {
+        format!("postgres://{credentials}@{hosts}/postgres?target_session_attrs={attrs}")
+    };
+    let reached = |attrs: &str| {
+        let connector = connector(&url(attrs));
+        async move {
+            connector
+                .connect()
+                .await
+                .map(|connected| connected.endpoint)
+        }
+    };
+    assert_eq!(reached("read-write").await.unwrap(), 0);
+    set_read_only(&a, true).await;
+    assert_eq!(reached("read-write").await.unwrap(), 1);
+    assert_eq!(reached("any").await.unwrap(), 0, "any keeps the first");
+    assert_eq!(reached("read-only").await.unwrap(), 0);
+    assert_eq!(reached("primary").await.unwrap(), 0, "not in recovery");
+    set_read_only(&b, true).await;
+    assert!(matches!(
+        reached("read-write").await,
+        Err(ConnectError::NoSuitableHost(TargetSessionAttrs::ReadWrite))
+    ));
+    assert!(matches!(
+        reached("standby").await,
+        Err(ConnectError::NoSuitableHost(_))
+    ));
+    assert_eq!(
+        reached("prefer-standby").await.unwrap(),
+        0,
+        "no standby: any"
+    );
+    set_read_only(&a, false).await;
+    assert_eq!(reached("read-write").await.unwrap(), 0);
+
+    // A host that refuses comes first: the next one is tried.
+    let refused = counseling_e2e_free_port();
+    let url = format!(
+        "postgres://{credentials}@127.0.0.1:{refused},127.0.0.1:{}/postgres",
+        a.port()
+    );
+    assert_eq!(connector(&url).connect().await.unwrap().endpoint, 1);
+    // Spread: both hosts are used when shuffled.
+    let url = format!("postgres://{credentials}@{hosts}/postgres?load_balance_hosts=random");
+    let shuffled = connector(&url);
+    let mut seen = [false, false];
+    for _ in 0..40 {
+        seen[shuffled.connect().await.unwrap().endpoint] = true;
+    }
+    assert_eq!(seen, [true, true]);
+}
+
+/// A port nothing listens on.
+fn counseling_e2e_free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn a_host_that_never_answers_costs_connect_timeout_then_the_next_is_tried() {
+    let b = PgCluster::start().await.unwrap();
+    // Accepts TCP (the kernel's backlog) but never speaks: a frozen or partitioned node.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let url = DatabaseUrl::parse(&b.service_url("postgres")).unwrap();
+    let credentials = format!(
+        "{}:{}",
+        url.username(),
+        url.password().unwrap().expose_secret()
+    );
+    let url = format!(
+        "postgres://{credentials}@127.0.0.1:{silent_port},127.0.0.1:{}/postgres?connect_timeout=2",
+        b.port()
+    );
+    let started = Instant::now();
+    let connected = tokio::time::timeout(Duration::from_secs(15), connector(&url).connect())
+        .await
+        .expect("connect_timeout must bound the silent host")
+        .unwrap();
+    assert_eq!(connected.endpoint, 1);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+    drop(silent);
+}
+
+/// With `verify-full` each host's certificate must name that host: a node whose certificate
+/// names another is skipped like one that refuses.
+#[tokio::test]
+async fn verify_full_checks_each_hosts_own_name() {
+    let (a, b, credentials) = two_nodes(|name| ClusterOptions {
+        tls: Some(ServerTls {
+            server_names: vec![name.to_owned()],
+            ..ServerTls::default()
+        }),
+        ..ClusterOptions::default()
+    })
+    .await;
+    // One CA file trusting both nodes' CAs.
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("cas.pem");
+    let mut pem = std::fs::read_to_string(&a.tls_files().unwrap().root_cert).unwrap();
+    pem.push_str(&std::fs::read_to_string(&b.tls_files().unwrap().root_cert).unwrap());
+    std::fs::write(&bundle, pem).unwrap();
+    let url = |first: &str| {
+        format!(
+            "postgres://{credentials}@{first}:{},127.0.0.1:{}/postgres?sslmode=verify-full&sslrootcert={}",
+            a.port(),
+            b.port(),
+            bundle.display()
+        )
+    };
+    // The first node's certificate names localhost only.
+    assert_eq!(
+        connector(&url("127.0.0.1"))
+            .connect()
+            .await
+            .unwrap()
+            .endpoint,
+        1
+    );
+    assert_eq!(
+        connector(&url("localhost"))
+            .connect()
+            .await
+            .unwrap()
+            .endpoint,
+        0
+    );
+}
+
+#[tokio::test]
+async fn the_pool_follows_the_writable_node_and_fails_at_once_when_there_is_none() {
+    let (a, b, credentials) = two_nodes(plain).await;
+    let url = format!(
+        "postgres://{credentials}@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
+        a.port(),
+        b.port()
+    );
+    let mut settings = DatabaseSettings::new(DatabaseUrl::parse(&url).unwrap());
+    settings.pool.min_connections = 0;
+    settings.pool.max_connections = 2;
+    let database = Database::connect_lazy(&settings, tokio::runtime::Handle::current()).unwrap();
+    let port_of = || async { database.server_setting("port").await };
+    assert_eq!(port_of().await.unwrap(), a.port().to_string());
+
+    // The first node is fenced: the next check finds its pooled connection read-only and closes
+    // it; the next call lands on the writable node.
+    set_read_only(&a, true).await;
+    let checked = database.ping(Duration::from_secs(2)).await;
+    assert_eq!(
+        checked,
+        Err(StoreError::Unavailable(Unavailability::ReadOnly))
+    );
+    assert_eq!(port_of().await.unwrap(), b.port().to_string());
+
+    // No node can write: a call fails at once, as read-only.
+    set_read_only(&b, true).await;
+    assert_eq!(
+        database.ping(Duration::from_secs(2)).await,
+        Err(StoreError::Unavailable(Unavailability::ReadOnly))
+    );
+    let started = Instant::now();
+    assert_eq!(
+        port_of().await,
+        Err(StoreError::Unavailable(Unavailability::ReadOnly))
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
