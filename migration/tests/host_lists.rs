@@ -1,0 +1,84 @@
+//! The migration CLI connects as the service does: given two nodes and
+//! `target_session_attrs=read-write`, it migrates the one that takes writes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![cfg(unix)] // private clusters of the test's own
+
+use std::process::Command;
+
+use counseling_testkit::PgCluster;
+use migration::sea_orm::sqlx::{self, Connection, Executor, PgConnection};
+
+async fn admin(cluster: &PgCluster) -> PgConnection {
+    PgConnection::connect_with(&cluster.admin_options())
+        .await
+        .unwrap()
+}
+
+async fn has_users_table(connection: &mut PgConnection) -> bool {
+    sqlx::query_scalar::<_, bool>("SELECT to_regclass('public.users') IS NOT NULL")
+        .fetch_one(connection)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn up_migrates_the_writable_node_of_a_host_list() {
+    let (a, b) = tokio::join!(PgCluster::start(), PgCluster::start());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    // The superuser, with one password on both nodes (the test kit's own hex password); these
+    // two sessions stay open for the checks.
+    let mut second = admin(&b).await;
+    second
+        .execute(sqlx::AssertSqlSafe(format!(
+            "ALTER ROLE postgres PASSWORD '{}'",
+            a.password()
+        )))
+        .await
+        .unwrap();
+    let mut first = admin(&a).await;
+    first
+        .execute("ALTER SYSTEM SET default_transaction_read_only = on")
+        .await
+        .unwrap();
+    first.execute("SELECT pg_reload_conf()").await.unwrap();
+
+    let url = format!(
+        "postgres://postgres:{}@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
+        a.password(),
+        a.port(),
+        b.port()
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_migration"))
+        .arg("up")
+        .env_clear()
+        .env("DATABASE_URL", &url)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!has_users_table(&mut first).await);
+    assert!(has_users_table(&mut second).await);
+
+    // With no writable node, it says so and changes nothing.
+    second
+        .execute("ALTER SYSTEM SET default_transaction_read_only = on")
+        .await
+        .unwrap();
+    second.execute("SELECT pg_reload_conf()").await.unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_migration"))
+        .arg("down")
+        .env_clear()
+        .env("DATABASE_URL", &url)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no server of the list has a read-write session"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(a.password()), "{stderr}");
+    assert!(has_users_table(&mut second).await);
+}
