@@ -1,0 +1,77 @@
+//! A node that answers but can no longer write (a demoted or fenced primary): a write that meets
+//! it fails as read-only, its connection is closed, and every idle connection is checked before
+//! it is used again, so the pool does not keep handing out connections to that node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![cfg(unix)] // a private cluster of the test's own
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use counseling_domain::{
+    CreateUserError, NewUser, PasswordHash, StoreError, Unavailability, UserRepository, Username,
+};
+use counseling_persistence::{Database, DatabaseSettings, PgUserRepository};
+use counseling_testkit::PgCluster;
+use sea_orm::sqlx::{Connection, Executor, PgConnection};
+
+const HASH: &str = "$2b$12$abcdefghijklmnopqrstuvABCDEFGHIJKLMNOPQRSTUVWXYZ01234";
+
+/// Opens `count` connections at once and hands them back, idle.
+async fn open_idle_connections(database: &Database, count: usize) {
+    let all_held = Arc::new(tokio::sync::Barrier::new(count));
+    let units: Vec<_> = (0..count)
+        .map(|_| {
+            let (database, all_held) = (database.clone(), all_held.clone());
+            tokio::spawn(async move {
+                database
+                    .transaction(|_unit| async move {
+                        all_held.wait().await;
+                        Ok::<_, StoreError>(())
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for unit in units {
+        unit.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn after_a_read_only_failure_every_idle_connection_is_checked_before_reuse() {
+    let cluster = PgCluster::start().await.unwrap();
+    let db = cluster.migrated_database().await.unwrap();
+    let mut settings =
+        DatabaseSettings::new(counseling_config::DatabaseUrl::parse(&db.url()).unwrap());
+    settings.pool.min_connections = 0;
+    // Long enough that no connection here is checked for having been idle.
+    settings.pool.ping_if_idle_for = Duration::from_secs(60);
+    let database = Database::connect_lazy(&settings, tokio::runtime::Handle::current()).unwrap();
+    open_idle_connections(&database, 4).await;
+    assert_eq!(database.status().open, 4);
+
+    let mut admin = PgConnection::connect_with(&cluster.admin_options())
+        .await
+        .unwrap();
+    admin
+        .execute("ALTER SYSTEM SET default_transaction_read_only = on")
+        .await
+        .unwrap();
+    admin.execute("SELECT pg_reload_conf()").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let users = PgUserRepository::new(database.clone());
+    let new_user = NewUser {
+        username: Username::parse(r"\s\alice").unwrap(),
+        password_hash: PasswordHash::parse(HASH).unwrap(),
+    };
+    assert_eq!(
+        users.create(new_user).await.unwrap_err(),
+        CreateUserError::Store(StoreError::Unavailable(Unavailability::ReadOnly))
+    );
+    // The failed connection is gone; the next call checks the idle ones (all read-only now),
+    // closes them, and runs on a connection of its own.
+    assert_eq!(database.status().open, 3);
+    users.list(None, 1).await.unwrap();
+    assert_eq!(database.status().open, 1, "{:?}", database.status());
+}
