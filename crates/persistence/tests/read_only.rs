@@ -75,3 +75,32 @@ async fn after_a_read_only_failure_every_idle_connection_is_checked_before_reuse
     users.list(None, 1).await.unwrap();
     assert_eq!(database.status().open, 1, "{:?}", database.status());
 }
+
+/// A connection idle for `DATABASE_PING_IF_IDLE_MS` gets a role check in place of its ping: one
+/// that still answers but reaches a node that can no longer write is closed, not used.
+#[tokio::test]
+async fn an_idle_connection_to_a_node_that_can_no_longer_write_is_closed_at_checkout() {
+    let cluster = PgCluster::start().await.unwrap();
+    let db = cluster.migrated_database().await.unwrap();
+    let mut settings =
+        DatabaseSettings::new(counseling_config::DatabaseUrl::parse(&db.url()).unwrap());
+    settings.pool.min_connections = 0;
+    settings.pool.ping_if_idle_for = Duration::from_millis(300);
+    let database = Database::connect_lazy(&settings, tokio::runtime::Handle::current()).unwrap();
+    open_idle_connections(&database, 4).await;
+
+    let mut admin = PgConnection::connect_with(&cluster.admin_options())
+        .await
+        .unwrap();
+    admin
+        .execute("ALTER SYSTEM SET default_transaction_read_only = on")
+        .await
+        .unwrap();
+    admin.execute("SELECT pg_reload_conf()").await.unwrap();
+    // Idle past DATABASE_PING_IF_IDLE_MS.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let users = PgUserRepository::new(database.clone());
+    users.list(None, 1).await.unwrap();
+    assert_eq!(database.status().open, 1, "{:?}", database.status());
+}
