@@ -158,3 +158,31 @@ fn a_client_key_others_can_read_exits_2_naming_the_file() {
     let mut api = counseling_e2e::Api::spawn(&[("DATABASE_URL", url.as_str())]);
     api.wait_listening();
 }
+
+/// A secret file others may read (Kubernetes' default 0644) is accepted, and said once at start;
+/// never its content.
+#[cfg(unix)]
+#[test]
+fn a_password_file_others_may_read_is_used_and_said_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = counseling_e2e::TempDir::new("loose-secret");
+    let password = dir.path().join("password");
+    std::fs::write(&password, "pa55-word\n").unwrap();
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut api = counseling_e2e::Api::spawn(&[
+        ("DATABASE_URL", "postgres://svc@127.0.0.1:1/app"),
+        ("DATABASE_PASSWORD_FILE", password.to_str().unwrap()),
+    ]);
+    api.wait_listening();
+    let output = api.output();
+    let said: Vec<&str> = output
+        .lines()
+        .filter(|line| line.contains("may be read by group or others"))
+        .collect();
+    assert_eq!(said.len(), 1, "{output}");
+    assert!(
+        said[0].contains("DATABASE_PASSWORD_FILE") && said[0].contains("0644"),
+        "{output}"
+    );
+    assert!(!output.contains("pa55-word"), "{output}");
+}

@@ -308,6 +308,40 @@ impl LibpqParameters {
                 .insert(parameter.name, (value.to_owned(), ParameterOrigin::Url));
         }
         if let Some(sources) = sources {
+            // libpq reads its variables from the process environment; a `.env` is ours. One
+            // there would be ignored, so it is refused instead.
+            let variables = PARAMETERS
+                .iter()
+                .filter_map(|parameter| parameter.environment)
+                .chain(
+                    SESSION_DEFAULT_VARIABLES
+                        .iter()
+                        .map(|(variable, _)| *variable),
+                );
+            for variable in variables {
+                if sources.origin(variable) == Some(crate::Origin::DotEnv) {
+                    problems.push(ParameterProblem::new(
+                        ParameterOrigin::Environment(variable),
+                        variable,
+                        "is set in .env, where libpq's variables are not read: export it, or \
+                         put the parameter in the URL",
+                    ));
+                }
+            }
+            // The driver itself sends PGOPTIONS, besides the URL's options; libpq ignores it when
+            // the URL has options. Both at once cannot mean what libpq means.
+            if found.values.contains_key("options")
+                && sources
+                    .environment("PGOPTIONS")
+                    .is_some_and(|v| !v.is_empty())
+            {
+                problems.push(ParameterProblem::new(
+                    ParameterOrigin::Environment("PGOPTIONS"),
+                    "PGOPTIONS",
+                    "is set next to the URL's options: libpq would ignore it, the driver would \
+                     send both; unset it, or move its settings into the URL",
+                ));
+            }
             for parameter in PARAMETERS {
                 let Some(variable) = parameter.environment else {
                     continue;
@@ -458,5 +492,22 @@ mod tests {
             .map(|problem| problem.to_problem("DATABASE_URL").variable)
             .collect();
         assert_eq!(lines, ["PGTZ", "PGSERVICE"]);
+    }
+
+    #[test]
+    fn libpq_variables_in_dot_env_are_refused_not_ignored() {
+        let url = DatabaseUrl::parse("postgres://u@h/db?options=-c%20geqo%3Doff").unwrap();
+        let sources = Sources::layered(
+            [("PGSSLMODE".to_owned(), "verify-full".to_owned())],
+            [("PGOPTIONS".to_owned(), "-c work_mem=1MB".to_owned())],
+        );
+        let (found, problems) = LibpqParameters::read(&url, Some(&sources));
+        let variables: Vec<String> = problems
+            .iter()
+            .map(|problem| problem.to_problem("DATABASE_URL").variable)
+            .collect();
+        assert_eq!(variables, ["PGSSLMODE", "PGOPTIONS"]);
+        assert!(problems[0].problem.contains("is set in .env"));
+        assert_eq!(found.get("sslmode"), None);
     }
 }

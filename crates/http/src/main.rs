@@ -56,6 +56,10 @@ fn main() -> ExitCode {
 }
 
 async fn serve(settings: Settings, io: tokio::runtime::Handle) -> anyhow::Result<()> {
+    // Said once, now that logging is set up: a secret file readable by others (never a value).
+    for warning in settings.database.target.warnings() {
+        tracing::warn!("{warning}");
+    }
     let application = Application::build(&settings, io)?;
     tracing::info!(
         host = %settings.app.host,
