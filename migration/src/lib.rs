@@ -1,60 +1,57 @@
 //! Versioned schema migrations for the counseling platform.
 //!
 //! Migrations are an explicit deployment step (`just migrate-up`), never run by the service at
-//! start-up. [`apply_pending`] and [`roll_back`] serialise concurrent runs with a PostgreSQL
-//! advisory lock so that several replicas or deploy jobs may run them at once.
+//! start-up. [`migrations`] lists them in order, each with its source file; a [`Runner`] applies
+//! and rolls them back (see `runner` for how: one session holding an advisory lock, so several
+//! replicas or deploy jobs may run at once, and one transaction per migration unless a migration
+//! needs none, such as `CREATE INDEX CONCURRENTLY`).
 //!
 //! Two guards, so that a migration cannot hurt the running service or its data:
-//! * every run sets `lock_timeout` ([`RunOptions::lock_timeout`]): a migration that cannot get a
-//!   table's lock (a long transaction holds it) fails after that long and changes nothing, instead
-//!   of waiting while every query of the service queues behind its pending `ACCESS EXCLUSIVE`;
+//! * every migration runs under `lock_timeout` ([`RunOptions::lock_timeout`]): a migration that
+//!   cannot get a table's lock (a long transaction holds it) fails after that long and changes
+//!   nothing, instead of waiting while every query of the service queues behind its pending
+//!   `ACCESS EXCLUSIVE`;
 //! * a down that would drop a table holding rows refuses, saying how many, unless
 //!   [`RunOptions::force`] is set ([`refuse_to_drop_rows`] is the check each such down runs).
 
 pub use sea_orm_migration::{DbErr, MigratorTrait, sea_orm};
 
-use std::time::Duration;
-
-use sea_orm_migration::MigrationStatus;
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::{
-    DatabaseConnection, DatabaseTransaction, RuntimeErr, Statement, TransactionTrait,
-};
+use sea_orm_migration::sea_orm::DatabaseConnection;
 
 pub mod roles;
+mod runner;
 pub mod scaffold;
+
+use runner::FORCE_SETTING;
+pub use runner::{
+    DEFAULT_LOCK_TIMEOUT, Direction, Event, HISTORY_TABLE, MAX_LOCK_TIMEOUT_MS, MIGRATION_LOCK_KEY,
+    MigrationFile, MigrationState, Observer, RunError, RunOptions, Runner, is_lock_timeout,
+    sqlstate,
+};
 
 mod m20251220_000001_create_users;
 pub mod m20261130_000001_username_identity;
 mod m20261130_000002_bcrypt_cost_bounds;
 
-/// How long a migration waits for a table's lock unless told otherwise (`MIGRATION_LOCK_TIMEOUT_MS`
-/// in the CLI): long enough for the service's short transactions to finish, short enough that
-/// the requests queued behind the migration's lock wait no longer than a slow request.
-pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The largest `lock_timeout` PostgreSQL accepts, in milliseconds (an `int`).
-pub const MAX_LOCK_TIMEOUT_MS: u64 = i32::MAX as u64;
-
-/// The transaction-local setting that lets [`refuse_to_drop_rows`] drop rows.
-const FORCE_SETTING: &str = "counseling.migration_force";
-
-/// How one run behaves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RunOptions {
-    /// `lock_timeout` of the run's transaction; at least 1 ms, at most [`MAX_LOCK_TIMEOUT_MS`].
-    pub lock_timeout: Duration,
-    /// Lets a down drop tables that still hold rows (`migration down --force`).
-    pub force: bool,
+/// A migration module of this crate with its source file (`src/<module>.rs`).
+macro_rules! migration_file {
+    ($module:ident) => {
+        MigrationFile::new(
+            Box::new($module::Migration),
+            concat!("migration/src/", stringify!($module), ".rs"),
+            include_str!(concat!(stringify!($module), ".rs")),
+        )
+    };
 }
 
-impl Default for RunOptions {
-    fn default() -> Self {
-        Self {
-            lock_timeout: DEFAULT_LOCK_TIMEOUT,
-            force: false,
-        }
-    }
+/// Every migration, in the order they apply.
+pub fn migrations() -> Vec<MigrationFile> {
+    vec![
+        migration_file!(m20251220_000001_create_users),
+        migration_file!(m20261130_000001_username_identity),
+        migration_file!(m20261130_000002_bcrypt_cost_bounds),
+    ]
 }
 
 /// SQL for a down to run before it drops `table`: fails, naming the number of rows, when the
@@ -78,42 +75,20 @@ $guard$;"
     )
 }
 
-/// Whether `error` is PostgreSQL giving up on a lock after `lock_timeout` (SQLSTATE 55P03).
-pub fn is_lock_timeout(error: &DbErr) -> bool {
-    match error {
-        DbErr::Conn(RuntimeErr::SqlxError(error))
-        | DbErr::Exec(RuntimeErr::SqlxError(error))
-        | DbErr::Query(RuntimeErr::SqlxError(error)) => error
-            .as_database_error()
-            .and_then(|error| error.code())
-            .is_some_and(|code| code == "55P03"),
-        _ => false,
-    }
-}
-
-/// Key of the advisory lock held while migrations run ("counsel" in ASCII). Any process that
-/// changes the schema through this crate takes it first.
-pub const MIGRATION_LOCK_KEY: i64 = 0x0063_6f75_6e73_656c;
-
+/// The same list for sea-orm-migration's own tools (`sea-orm-cli`), which apply migrations
+/// without our runner's lock, transactions per migration and history checks: prefer the
+/// `migration` CLI.
 #[derive(Debug)]
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![
-            Box::new(m20251220_000001_create_users::Migration),
-            Box::new(m20261130_000001_username_identity::Migration),
-            Box::new(m20261130_000002_bcrypt_cost_bounds::Migration),
-        ]
+        migrations()
+            .into_iter()
+            .map(MigrationFile::into_definition)
+            .collect()
     }
-}
-
-/// A migration and whether it has been applied, for `migration status`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MigrationState {
-    pub name: String,
-    pub applied: bool,
 }
 
 /// Applies every pending migration with the default [`RunOptions`]; returns how many were applied.
@@ -121,22 +96,16 @@ pub async fn apply_pending(db: &DatabaseConnection) -> Result<usize, DbErr> {
     apply_pending_with(db, RunOptions::default()).await
 }
 
-/// Applies every pending migration; returns how many were applied.
-///
-/// sea-orm-migration takes no lock of its own: two concurrent runs on an empty database would both
-/// try to apply the first migration and one would fail on a duplicate key. Here the whole run
-/// happens in one transaction that first takes a transaction-scoped advisory lock, so it is on the
-/// same connection as the migrations, a second run waits and then finds nothing pending, and the
-/// lock cannot outlive the transaction even if this process dies.
+/// Applies every pending migration (see [`Runner::up`]); returns how many were applied.
 pub async fn apply_pending_with(
     db: &DatabaseConnection,
     options: RunOptions,
 ) -> Result<usize, DbErr> {
-    let transaction = begin_run(db, options).await?;
-    let pending = Migrator::get_pending_migrations(&transaction).await?.len();
-    Migrator::up(&transaction, None).await?;
-    transaction.commit().await?;
-    Ok(pending)
+    Ok(Runner::new(migrations())
+        .with_options(options)
+        .up(db, None)
+        .await?
+        .len())
 }
 
 /// [`roll_back_with`] with the default [`RunOptions`]: never drops a table that holds rows.
@@ -144,71 +113,20 @@ pub async fn roll_back(db: &DatabaseConnection, steps: u32) -> Result<Vec<String
     roll_back_with(db, steps, RunOptions::default()).await
 }
 
-/// Rolls back the `steps` most recent migrations (at most as many as are applied), in one
-/// transaction under the same lock as [`apply_pending_with`]; returns the names of those rolled
-/// back, newest first. If any of them fails (a refused drop, a lock timeout), none is rolled back.
+/// Rolls back the `steps` most recent migrations (see [`Runner::down`]); returns the names of
+/// those rolled back, newest first.
 pub async fn roll_back_with(
     db: &DatabaseConnection,
     steps: u32,
     options: RunOptions,
 ) -> Result<Vec<String>, DbErr> {
-    let transaction = begin_run(db, options).await?;
-    let applied = Migrator::get_applied_migrations(&transaction).await?;
-    let rolled_back = applied
-        .iter()
-        .rev()
-        .take(steps as usize)
-        .map(|migration| migration.name().to_owned())
-        .collect();
-    if !applied.is_empty() {
-        Migrator::down(&transaction, Some(steps)).await?;
-    }
-    transaction.commit().await?;
-    Ok(rolled_back)
+    Ok(Runner::new(migrations())
+        .with_options(options)
+        .down(db, steps)
+        .await?)
 }
 
 /// Every known migration in order, with whether it is applied. Changes nothing in the database.
 pub async fn status(db: &DatabaseConnection) -> Result<Vec<MigrationState>, DbErr> {
-    Ok(Migrator::get_migration_with_status_read_only(db)
-        .await?
-        .into_iter()
-        .map(|migration| MigrationState {
-            name: migration.name().to_owned(),
-            applied: migration.status() == MigrationStatus::Applied,
-        })
-        .collect())
-}
-
-/// Opens a run's transaction: the advisory lock first (waiting for another run is fine, however
-/// long), then the lock timeout for everything the migrations lock, and the force setting.
-async fn begin_run(
-    db: &DatabaseConnection,
-    options: RunOptions,
-) -> Result<DatabaseTransaction, DbErr> {
-    let transaction = db.begin().await?;
-    let backend = transaction.get_database_backend();
-    transaction
-        .execute_raw(Statement::from_sql_and_values(
-            backend,
-            "SELECT pg_advisory_xact_lock($1)",
-            [MIGRATION_LOCK_KEY.into()],
-        ))
-        .await?;
-    let lock_timeout_ms = options
-        .lock_timeout
-        .as_millis()
-        .clamp(1, MAX_LOCK_TIMEOUT_MS.into());
-    // set_config(..., true) is SET LOCAL: both end with the transaction.
-    transaction
-        .execute_raw(Statement::from_sql_and_values(
-            backend,
-            "SELECT set_config('lock_timeout', $1, true), set_config($2, $3, true)",
-            [
-                format!("{lock_timeout_ms}ms").into(),
-                FORCE_SETTING.into(),
-                if options.force { "on" } else { "off" }.into(),
-            ],
-        ))
-        .await?;
-    Ok(transaction)
+    Ok(Runner::new(migrations()).status(db).await?)
 }

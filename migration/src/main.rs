@@ -12,14 +12,15 @@
 //! Exit codes: 0 success, 1 the database or a migration failed, 2 bad usage or configuration.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use counseling_config::{
     Connector, DatabaseTarget, Problem, Role, SessionDefaults, Sources, session_state,
 };
-use migration::RunOptions;
 use migration::sea_orm::sqlx::postgres::PgPoolOptions;
 use migration::sea_orm::{DatabaseConnection, SqlxPostgresConnector};
+use migration::{Direction, Event, Observer, RunError, RunOptions, Runner};
 
 const USAGE: &str = "usage: migration <up | down [STEPS] [--force] | status | new NAME>
   up       apply every pending migration
@@ -134,32 +135,56 @@ async fn connect(connector: Connector) -> Result<DatabaseConnection, String> {
     Ok(SqlxPostgresConnector::from_sqlx_postgres_pool(pool))
 }
 
+/// Prints each migration as it is applied or rolled back, so a run that fails half-way shows
+/// what it did.
+struct Progress;
+
+#[migration::sea_orm::prelude::async_trait::async_trait]
+impl Observer for Progress {
+    async fn event(&self, event: &Event<'_>) {
+        if let Event::Done {
+            name, direction, ..
+        } = event
+        {
+            match direction {
+                Direction::Up => println!("applied {name}"),
+                Direction::Down => println!("rolled back {name}"),
+            }
+        }
+    }
+}
+
 async fn run(
     command: Command,
     db: &DatabaseConnection,
     lock_timeout: Duration,
-) -> Result<(), migration::DbErr> {
+) -> Result<(), RunError> {
     let options = RunOptions {
         lock_timeout,
         force: false,
     };
+    let runner = |options| {
+        Runner::new(migration::migrations())
+            .with_options(options)
+            .with_observer(Arc::new(Progress))
+    };
     match command {
         Command::Up => {
-            let applied = migration::apply_pending_with(db, options).await?;
-            println!("applied {applied} migration(s); the schema is up to date");
+            let applied = runner(options).up(db, None).await?;
+            println!(
+                "applied {} migration(s); the schema is up to date",
+                applied.len()
+            );
         }
         Command::Down { steps, force } => {
             let options = RunOptions { force, ..options };
-            let rolled_back = migration::roll_back_with(db, steps, options).await?;
+            let rolled_back = runner(options).down(db, steps).await?;
             if rolled_back.is_empty() {
                 println!("nothing to roll back: no migration is applied");
             }
-            for name in rolled_back {
-                println!("rolled back {name}");
-            }
         }
         Command::Status => {
-            for state in migration::status(db).await? {
+            for state in runner(options).status(db).await? {
                 let mark = if state.applied { "applied" } else { "pending" };
                 println!("{mark:8} {}", state.name);
             }
@@ -243,10 +268,11 @@ async fn main() -> ExitCode {
     let _ = db.close().await;
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) if migration::is_lock_timeout(&error) => {
+        Err(error) if error.is_lock_timeout() => {
             eprintln!(
                 "migration: failed: a table stayed locked by another session for more than \
-                 {} ms ({LOCK_TIMEOUT}); nothing was changed. Retry when the transactions \
+                 {} ms ({LOCK_TIMEOUT}); the migration waiting for it changed nothing (those \
+                 listed above as applied or rolled back stay so). Retry when the transactions \
                  holding it have finished ({error})",
                 lock_timeout.as_millis()
             );

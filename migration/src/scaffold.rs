@@ -22,7 +22,7 @@ pub enum ScaffoldError {
     },
     #[error(
         "{0} does not have the expected shape (a `mod m...;` line and one \
-         `Box::new(m...::Migration),` line per migration): register the migration by hand"
+         `migration_file!(m...),` line per migration): register the migration by hand"
     )]
     UnexpectedLib(PathBuf),
 }
@@ -128,7 +128,7 @@ fn register(lib: &str, module: &str) -> Option<String> {
     let mod_line = lines.iter().rposition(is_migration_mod)?;
     let entry_line = lines.iter().rposition(|line| {
         let line = line.trim();
-        line.starts_with("Box::new(m") && line.ends_with("::Migration),")
+        line.starts_with("migration_file!(m") && line.ends_with("),")
     })?;
     let indent: String = lines[entry_line]
         .chars()
@@ -141,7 +141,7 @@ fn register(lib: &str, module: &str) -> Option<String> {
             out.push(format!("mod {module};"));
         }
         if index == entry_line {
-            out.push(format!("{indent}Box::new({module}::Migration),"));
+            out.push(format!("{indent}migration_file!({module}),"));
         }
     }
     let mut text = out.join("\n");
@@ -237,12 +237,12 @@ mod tests {
     #[test]
     fn registering_adds_the_mod_line_and_the_last_entry() {
         let lib = "mod m1_a;\npub mod m2_b;\n\nfn migrations() {\n    vec![\n        \
-                   Box::new(m1_a::Migration),\n        Box::new(m2_b::Migration),\n    ]\n}\n";
+                   migration_file!(m1_a),\n        migration_file!(m2_b),\n    ]\n}\n";
         assert_eq!(
             register(lib, "m3_c").unwrap(),
             "mod m1_a;\npub mod m2_b;\nmod m3_c;\n\nfn migrations() {\n    vec![\n        \
-             Box::new(m1_a::Migration),\n        Box::new(m2_b::Migration),\n        \
-             Box::new(m3_c::Migration),\n    ]\n}\n"
+             migration_file!(m1_a),\n        migration_file!(m2_b),\n        \
+             migration_file!(m3_c),\n    ]\n}\n"
         );
         assert_eq!(register("fn nothing() {}\n", "m3_c"), None);
     }

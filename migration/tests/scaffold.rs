@@ -50,8 +50,8 @@ fn a_new_migration_is_written_and_registered_last() {
     );
     assert!(
         lib.contains(
-            "            Box::new(m20261130_000002_bcrypt_cost_bounds::Migration),\n            \
-             Box::new(m20261130_000003_add_sessions::Migration),\n        ]"
+            "        migration_file!(m20261130_000002_bcrypt_cost_bounds),\n        \
+             migration_file!(m20261130_000003_add_sessions),\n    ]"
         ),
         "{lib}"
     );

@@ -134,3 +134,69 @@ pub fn migration_binary(args: &[&str], variables: &[(&str, &str)]) -> Output {
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// A migration for runner tests: SQL up and down, with or without a transaction.
+#[derive(Debug, Clone)]
+pub struct SqlMigration {
+    pub name: &'static str,
+    pub up: &'static str,
+    pub down: &'static str,
+    pub transaction: bool,
+}
+
+use migration::sea_orm::ConnectionTrait as _;
+
+impl sea_orm_migration::MigrationName for SqlMigration {
+    fn name(&self) -> &str {
+        self.name
+    }
+}
+
+#[sea_orm_migration::async_trait::async_trait]
+impl sea_orm_migration::MigrationTrait for SqlMigration {
+    async fn up(&self, manager: &sea_orm_migration::SchemaManager) -> Result<(), migration::DbErr> {
+        manager.get_connection().execute_unprepared(self.up).await?;
+        Ok(())
+    }
+
+    async fn down(
+        &self,
+        manager: &sea_orm_migration::SchemaManager,
+    ) -> Result<(), migration::DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(self.down)
+            .await?;
+        Ok(())
+    }
+
+    fn use_transaction(&self) -> Option<bool> {
+        Some(self.transaction)
+    }
+}
+
+impl SqlMigration {
+    /// In a transaction of its own (the default).
+    pub fn new(name: &'static str, up: &'static str, down: &'static str) -> Self {
+        Self {
+            name,
+            up,
+            down,
+            transaction: true,
+        }
+    }
+
+    pub fn without_transaction(self) -> Self {
+        Self {
+            transaction: false,
+            ..self
+        }
+    }
+
+    /// As a list entry, its "source" being its SQL.
+    pub fn file(self) -> migration::MigrationFile {
+        let source = format!("{}\n{}\n{}", self.name, self.up, self.down);
+        let file = format!("tests/{}.rs", self.name);
+        migration::MigrationFile::new(Box::new(self), file, source)
+    }
+}

@@ -1,0 +1,665 @@
+//! Our own runner over sea-orm-migration's [`MigrationTrait`], instead of `Migrator::up`.
+//!
+//! One run holds one connection of its own for its whole length, and on it a session-level
+//! advisory lock ([`MIGRATION_LOCK_KEY`]): concurrent runs (replicas, deploy jobs) wait for it
+//! and then find nothing to do; the lock goes when the connection closes, even if the process
+//! dies. Then each migration runs by itself:
+//! * in a transaction of its own (the default), with its own `SET LOCAL lock_timeout`, its
+//!   history row written in that same transaction: its locks end when it does, and it is applied
+//!   completely or not at all;
+//! * or, when it says so ([`MigrationTrait::use_transaction`] returning `Some(false)`, for
+//!   `CREATE INDEX CONCURRENTLY`), on the session itself with a session `lock_timeout`; its
+//!   history row is written after it succeeded. Such a migration must be safe to run again after
+//!   it was cut off half-way (it may open transactions of its own with `manager.begin()`, but
+//!   must not use `manager.get_connection()` while one is open: the run has one connection).
+//!
+//! An [`Observer`] sees each migration start and end (the lock-aware check uses it).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sea_orm_migration::sea_orm::sqlx::postgres::PgPoolOptions;
+use sea_orm_migration::sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseConnectionType, DatabaseTransaction, DbBackend,
+    DbErr, RuntimeErr, SqlxPostgresConnector, Statement, TransactionTrait,
+};
+use sea_orm_migration::{MigrationTrait, SchemaManager, async_trait};
+
+/// How long a migration waits for a table's lock unless told otherwise (`MIGRATION_LOCK_TIMEOUT_MS`
+/// in the CLI): long enough for the service's short transactions to finish, short enough that
+/// the requests queued behind the migration's lock wait no longer than a slow request.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The largest `lock_timeout` PostgreSQL accepts, in milliseconds (an `int`).
+pub const MAX_LOCK_TIMEOUT_MS: u64 = i32::MAX as u64;
+
+/// Key of the advisory lock held while migrations run ("counsel" in ASCII). Any process that
+/// changes the schema through this crate takes it first.
+pub const MIGRATION_LOCK_KEY: i64 = 0x0063_6f75_6e73_656c;
+
+/// The setting that lets [`crate::refuse_to_drop_rows`] drop rows (transaction-local, or for the
+/// session of a migration that runs without a transaction).
+pub(crate) const FORCE_SETTING: &str = "counseling.migration_force";
+
+/// The table sea-orm-migration keeps its history in; we keep ours there too.
+pub const HISTORY_TABLE: &str = "seaql_migrations";
+
+/// How one run behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunOptions {
+    /// `lock_timeout` of every migration; at least 1 ms, at most [`MAX_LOCK_TIMEOUT_MS`].
+    pub lock_timeout: Duration,
+    /// Lets a down drop tables that still hold rows (`migration down --force`).
+    pub force: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            force: false,
+        }
+    }
+}
+
+impl RunOptions {
+    /// The `lock_timeout` a run sets, in milliseconds (at least 1, at most
+    /// [`MAX_LOCK_TIMEOUT_MS`]).
+    pub fn lock_timeout_ms(&self) -> u64 {
+        u64::try_from(self.lock_timeout.as_millis())
+            .unwrap_or(MAX_LOCK_TIMEOUT_MS)
+            .clamp(1, MAX_LOCK_TIMEOUT_MS)
+    }
+}
+
+/// One migration this binary knows: its definition and the source file it was written in.
+pub struct MigrationFile {
+    definition: Box<dyn MigrationTrait>,
+    file: Cow<'static, str>,
+    source: Cow<'static, str>,
+}
+
+impl std::fmt::Debug for MigrationFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MigrationFile")
+            .field("name", &self.name())
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MigrationFile {
+    /// `file` is the path shown to people (`migration/src/<name>.rs`), `source` its text.
+    pub fn new(
+        definition: Box<dyn MigrationTrait>,
+        file: impl Into<Cow<'static, str>>,
+        source: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self {
+            definition,
+            file: file.into(),
+            source: source.into(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.definition.name()
+    }
+
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether it runs in a transaction of its own (PostgreSQL's convention, unless the
+    /// migration says otherwise).
+    pub fn in_transaction(&self) -> bool {
+        self.definition.use_transaction().unwrap_or(true)
+    }
+
+    pub fn definition(&self) -> &dyn MigrationTrait {
+        self.definition.as_ref()
+    }
+
+    pub fn into_definition(self) -> Box<dyn MigrationTrait> {
+        self.definition
+    }
+}
+
+/// Which way a migration runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Up,
+    Down,
+}
+
+/// What an [`Observer`] is told, in this order for each migration.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// The migration's own code is about to run, on the backend with this process id (its
+    /// transaction, if it has one, is open and its `lock_timeout` set).
+    Starting {
+        name: &'a str,
+        direction: Direction,
+        backend_pid: i32,
+    },
+    /// Its code returned successfully; `lock_timeout_ms` is the setting as it left it (before
+    /// its transaction, if any, commits; 0 is "no timeout").
+    Ran {
+        name: &'a str,
+        direction: Direction,
+        lock_timeout_ms: u64,
+    },
+    /// It is applied (or rolled back) and recorded.
+    Done {
+        name: &'a str,
+        direction: Direction,
+        elapsed: Duration,
+    },
+}
+
+/// Sees a run's progress. The run waits for each call: an observer may query the database on
+/// connections of its own, never on the run's.
+#[async_trait::async_trait]
+pub trait Observer: Send + Sync {
+    async fn event(&self, event: &Event<'_>);
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Database(#[from] DbErr),
+    #[error(
+        "the connection holding the migration lock was lost; nothing more was applied (run again)"
+    )]
+    LockLost,
+    #[error("migrations run on PostgreSQL only")]
+    NotPostgres,
+}
+
+impl RunError {
+    /// Whether PostgreSQL gave up waiting for a lock after `lock_timeout` (SQLSTATE 55P03).
+    pub fn is_lock_timeout(&self) -> bool {
+        match self {
+            RunError::Database(error) => is_lock_timeout(error),
+            _ => false,
+        }
+    }
+}
+
+impl From<RunError> for DbErr {
+    fn from(error: RunError) -> Self {
+        match error {
+            RunError::Database(error) => error,
+            other => DbErr::Migration(other.to_string()),
+        }
+    }
+}
+
+/// Whether `error` is PostgreSQL giving up on a lock after `lock_timeout` (SQLSTATE 55P03).
+pub fn is_lock_timeout(error: &DbErr) -> bool {
+    sqlstate(error).is_some_and(|code| code == "55P03")
+}
+
+/// The SQLSTATE of a database error, if it is one.
+pub fn sqlstate(error: &DbErr) -> Option<String> {
+    match error {
+        DbErr::Conn(RuntimeErr::SqlxError(error))
+        | DbErr::Exec(RuntimeErr::SqlxError(error))
+        | DbErr::Query(RuntimeErr::SqlxError(error)) => error
+            .as_database_error()
+            .and_then(|error| error.code())
+            .map(|code| code.into_owned()),
+        _ => None,
+    }
+}
+
+/// A migration and whether it has been applied, for `migration status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationState {
+    pub name: String,
+    pub applied: bool,
+}
+
+/// Runs a list of migrations (the real one is [`crate::migrations`]; tests pass fixtures).
+pub struct Runner {
+    migrations: Vec<MigrationFile>,
+    options: RunOptions,
+    observer: Option<Arc<dyn Observer>>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("migrations", &self.migrations)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runner {
+    pub fn new(migrations: Vec<MigrationFile>) -> Self {
+        Self {
+            migrations,
+            options: RunOptions::default(),
+            observer: None,
+        }
+    }
+
+    pub fn with_options(mut self, options: RunOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    pub fn migrations(&self) -> &[MigrationFile] {
+        &self.migrations
+    }
+
+    /// Applies pending migrations in order, at most `limit` of them (all when `None`); returns
+    /// the names of those applied. Each one that succeeded stays applied if a later one fails.
+    pub async fn up(
+        &self,
+        db: &DatabaseConnection,
+        limit: Option<usize>,
+    ) -> Result<Vec<String>, RunError> {
+        let session = RunSession::open(db).await?;
+        let outcome = self.up_in(&session, limit).await;
+        session.close().await;
+        outcome
+    }
+
+    async fn up_in(
+        &self,
+        session: &RunSession,
+        limit: Option<usize>,
+    ) -> Result<Vec<String>, RunError> {
+        history::install(&session.db).await?;
+        let applied = history::versions(&session.db).await?;
+        let mut done = Vec::new();
+        for file in self
+            .migrations
+            .iter()
+            .filter(|file| !applied.iter().any(|name| name == file.name()))
+            .take(limit.unwrap_or(usize::MAX))
+        {
+            self.run_one(session, file, Direction::Up).await?;
+            done.push(file.name().to_owned());
+        }
+        Ok(done)
+    }
+
+    /// Rolls back the `steps` most recent applied migrations, newest first, each by itself;
+    /// returns the names of those rolled back. One that fails stops the run; those before it
+    /// stay rolled back.
+    pub async fn down(&self, db: &DatabaseConnection, steps: u32) -> Result<Vec<String>, RunError> {
+        let session = RunSession::open(db).await?;
+        let outcome = self.down_in(&session, steps).await;
+        session.close().await;
+        outcome
+    }
+
+    async fn down_in(&self, session: &RunSession, steps: u32) -> Result<Vec<String>, RunError> {
+        history::install(&session.db).await?;
+        let applied = history::versions(&session.db).await?;
+        let mut done = Vec::new();
+        for file in self
+            .migrations
+            .iter()
+            .rev()
+            .filter(|file| applied.iter().any(|name| name == file.name()))
+            .take(steps as usize)
+        {
+            self.run_one(session, file, Direction::Down).await?;
+            done.push(file.name().to_owned());
+        }
+        Ok(done)
+    }
+
+    /// Every known migration in order, with whether it is applied. Changes nothing in the
+    /// database (and needs no lock).
+    pub async fn status(&self, db: &DatabaseConnection) -> Result<Vec<MigrationState>, RunError> {
+        let applied = if history::exists(db).await? {
+            history::versions(db).await?
+        } else {
+            Vec::new()
+        };
+        Ok(self
+            .migrations
+            .iter()
+            .map(|file| MigrationState {
+                name: file.name().to_owned(),
+                applied: applied.iter().any(|name| name == file.name()),
+            })
+            .collect())
+    }
+
+    async fn run_one(
+        &self,
+        session: &RunSession,
+        file: &MigrationFile,
+        direction: Direction,
+    ) -> Result<(), RunError> {
+        session.ensure_lock_held().await?;
+        let started = Instant::now();
+        if file.in_transaction() {
+            let transaction = session.db.begin().await?;
+            let outcome = self
+                .run_in_transaction(session, &transaction, file, direction)
+                .await;
+            match outcome {
+                Ok(()) => transaction.commit().await?,
+                Err(error) => {
+                    // Roll back now, on this connection, rather than whenever it is next used.
+                    let _ = transaction.rollback().await;
+                    return Err(error);
+                }
+            }
+        } else {
+            let db = &session.db;
+            set_run_settings(db, self.options, false).await?;
+            self.run_code(db, session.pid, file, direction).await?;
+            history::record(db, file.name(), direction).await?;
+        }
+        self.notify(Event::Done {
+            name: file.name(),
+            direction,
+            elapsed: started.elapsed(),
+        })
+        .await;
+        Ok(())
+    }
+
+    async fn run_in_transaction(
+        &self,
+        session: &RunSession,
+        transaction: &DatabaseTransaction,
+        file: &MigrationFile,
+        direction: Direction,
+    ) -> Result<(), RunError> {
+        set_run_settings(transaction, self.options, true).await?;
+        self.run_code(transaction, session.pid, file, direction)
+            .await?;
+        history::record(transaction, file.name(), direction).await?;
+        Ok(())
+    }
+
+    /// The migration's own code, between the observer's `Starting` and `Ran`.
+    async fn run_code<'c, C>(
+        &self,
+        connection: &'c C,
+        backend_pid: i32,
+        file: &MigrationFile,
+        direction: Direction,
+    ) -> Result<(), RunError>
+    where
+        C: ConnectionTrait,
+        &'c C: sea_orm_migration::IntoSchemaManagerConnection<'c>,
+    {
+        self.notify(Event::Starting {
+            name: file.name(),
+            direction,
+            backend_pid,
+        })
+        .await;
+        let manager = SchemaManager::new(connection);
+        match direction {
+            Direction::Up => file.definition.up(&manager).await?,
+            Direction::Down => file.definition.down(&manager).await?,
+        }
+        let lock_timeout_ms = current_lock_timeout_ms(connection).await?;
+        self.notify(Event::Ran {
+            name: file.name(),
+            direction,
+            lock_timeout_ms,
+        })
+        .await;
+        Ok(())
+    }
+
+    async fn notify(&self, event: Event<'_>) {
+        if let Some(observer) = &self.observer {
+            observer.event(&event).await;
+        }
+    }
+}
+
+/// `lock_timeout` and the force setting, for the transaction (`local`) or the session.
+async fn set_run_settings(
+    connection: &impl ConnectionTrait,
+    options: RunOptions,
+    local: bool,
+) -> Result<(), DbErr> {
+    connection
+        .execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT set_config('lock_timeout', $1, $3), set_config($2, $4, $3)",
+            [
+                format!("{}ms", options.lock_timeout_ms()).into(),
+                FORCE_SETTING.into(),
+                local.into(),
+                if options.force { "on" } else { "off" }.into(),
+            ],
+        ))
+        .await?;
+    Ok(())
+}
+
+/// The session's `lock_timeout` in milliseconds (`pg_settings` shows it in its base unit).
+async fn current_lock_timeout_ms(connection: &impl ConnectionTrait) -> Result<u64, DbErr> {
+    let row = connection
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT setting::bigint FROM pg_settings WHERE name = 'lock_timeout'",
+        ))
+        .await?
+        .ok_or_else(|| DbErr::Custom("pg_settings has no lock_timeout".into()))?;
+    Ok(u64::try_from(row.try_get_by_index::<i64>(0)?).unwrap_or(0))
+}
+
+/// Takes the migration lock, waiting for another run as long as it takes (before any
+/// `lock_timeout` is set).
+///
+/// By polling, not with `pg_advisory_lock`: a session blocked in that call sits in a transaction,
+/// and a `CREATE INDEX CONCURRENTLY` of the run holding the lock waits for every transaction
+/// older than its index to end: the two would wait for each other (PostgreSQL reports a
+/// deadlock). Between attempts this session is in no transaction at all.
+async fn wait_for_the_lock(db: &DatabaseConnection) -> Result<(), DbErr> {
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let row = db
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_try_advisory_lock($1)",
+                [MIGRATION_LOCK_KEY.into()],
+            ))
+            .await?;
+        if row
+            .map(|row| row.try_get_by_index::<bool>(0))
+            .transpose()?
+            .unwrap_or(false)
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// The run's own connection, holding the migration lock.
+struct RunSession {
+    db: DatabaseConnection,
+    pid: i32,
+}
+
+impl RunSession {
+    /// A pool of exactly one connection, made from `db`'s connect options, that never replaces
+    /// its connection by itself (no idle timeout, no lifetime): the advisory lock lives on it.
+    async fn open(db: &DatabaseConnection) -> Result<Self, RunError> {
+        let DatabaseConnectionType::SqlxPostgresPoolConnection(_) = &db.inner else {
+            return Err(RunError::NotPostgres);
+        };
+        let given = db.get_postgres_connection_pool();
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .test_before_acquire(false)
+            // The caller's bound on reaching the server. Later only this run uses the pool, so
+            // a wait this long then means a migration misused the connection.
+            .acquire_timeout(given.options().get_acquire_timeout())
+            .connect_with((*given.connect_options()).clone())
+            .await
+            .map_err(|error| DbErr::Conn(RuntimeErr::SqlxError(error.into())))?;
+        let db = SqlxPostgresConnector::from_sqlx_postgres_pool(pool);
+        let taken = async {
+            wait_for_the_lock(&db).await?;
+            let row = db
+                .query_one_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    "SELECT pg_backend_pid()",
+                ))
+                .await?
+                .ok_or_else(|| DbErr::Custom("SELECT pg_backend_pid() returned no row".into()))?;
+            row.try_get_by_index::<i32>(0)
+        }
+        .await;
+        match taken {
+            Ok(pid) => Ok(Self { db, pid }),
+            Err(error) => {
+                let _ = db.close().await;
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Fails unless this session still holds the migration lock: a connection that broke and
+    /// was silently replaced would have lost it.
+    async fn ensure_lock_held(&self) -> Result<(), RunError> {
+        let row = self
+            .db
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_backend_pid() = $2 AND EXISTS (
+                     SELECT FROM pg_locks
+                     WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+                       AND objsubid = 1
+                       AND classid::bigint = ($1 >> 32) AND objid::bigint = ($1 & 4294967295))",
+                [MIGRATION_LOCK_KEY.into(), self.pid.into()],
+            ))
+            .await?;
+        match row.map(|row| row.try_get_by_index::<bool>(0)).transpose()? {
+            Some(true) => Ok(()),
+            _ => Err(RunError::LockLost),
+        }
+    }
+
+    /// Closing the connection releases the lock.
+    async fn close(self) {
+        let _ = self.db.close().await;
+    }
+}
+
+/// The history table (sea-orm-migration's `seaql_migrations`, with the same columns).
+mod history {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use super::*;
+
+    pub(super) async fn exists(db: &impl ConnectionTrait) -> Result<bool, DbErr> {
+        let row = db
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT to_regclass($1) IS NOT NULL",
+                [HISTORY_TABLE.into()],
+            ))
+            .await?;
+        Ok(row
+            .map(|row| row.try_get_by_index::<bool>(0))
+            .transpose()?
+            .unwrap_or(false))
+    }
+
+    /// Creates the table as sea-orm-migration would, if it is missing.
+    pub(super) async fn install(db: &impl ConnectionTrait) -> Result<(), DbErr> {
+        if !exists(db).await? {
+            db.execute_unprepared(&format!(
+                r#"CREATE TABLE IF NOT EXISTS "{HISTORY_TABLE}" (
+                    "version" varchar NOT NULL PRIMARY KEY,
+                    "applied_at" bigint NOT NULL
+                )"#
+            ))
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The versions recorded as applied, in order.
+    pub(super) async fn versions(db: &impl ConnectionTrait) -> Result<Vec<String>, DbErr> {
+        db.query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!(r#"SELECT "version" FROM "{HISTORY_TABLE}" ORDER BY "version""#),
+        ))
+        .await?
+        .into_iter()
+        .map(|row| row.try_get_by_index::<String>(0))
+        .collect()
+    }
+
+    pub(super) async fn record(
+        db: &impl ConnectionTrait,
+        name: &str,
+        direction: Direction,
+    ) -> Result<(), DbErr> {
+        let statement = match direction {
+            Direction::Up => {
+                let applied_at = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |elapsed| elapsed.as_secs() as i64);
+                Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    format!(
+                        r#"INSERT INTO "{HISTORY_TABLE}" ("version", "applied_at") VALUES ($1, $2)"#
+                    ),
+                    [name.into(), applied_at.into()],
+                )
+            }
+            Direction::Down => Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                format!(r#"DELETE FROM "{HISTORY_TABLE}" WHERE "version" = $1"#),
+                [name.into()],
+            ),
+        };
+        db.execute_raw(statement).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_timeouts_are_clamped_to_what_postgres_accepts() {
+        let ms = |lock_timeout| {
+            RunOptions {
+                lock_timeout,
+                force: false,
+            }
+            .lock_timeout_ms()
+        };
+        assert_eq!(ms(Duration::from_secs(5)), 5000);
+        assert_eq!(ms(Duration::ZERO), 1);
+        assert_eq!(ms(Duration::from_secs(u64::MAX)), MAX_LOCK_TIMEOUT_MS);
+    }
+}

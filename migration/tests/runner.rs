@@ -1,0 +1,288 @@
+//! The runner on fixture migrations: one transaction per migration (or none, when a migration
+//! says so), each under the run's `lock_timeout`, on one session holding the migration lock.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure should abort the test
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{SqlMigration, connect};
+use counseling_testkit::TestDatabase;
+use migration::sea_orm::sqlx::{self, PgConnection};
+use migration::{Event, Observer, RunOptions, Runner};
+
+/// Records what the runner reports; at each `Starting`, which locks on `probe_table` the run's
+/// backend still holds (seen from a connection of its own).
+struct Recorder {
+    events: Mutex<Vec<String>>,
+    probe: tokio::sync::Mutex<Option<PgConnection>>,
+    probe_table: &'static str,
+}
+
+impl Recorder {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            events: Mutex::new(Vec::new()),
+            probe: tokio::sync::Mutex::new(None),
+            probe_table: "",
+        })
+    }
+
+    async fn probing(db: &TestDatabase, table: &'static str) -> Arc<Self> {
+        Arc::new(Self {
+            events: Mutex::new(Vec::new()),
+            probe: tokio::sync::Mutex::new(Some(connect(db).await)),
+            probe_table: table,
+        })
+    }
+
+    fn events(&self) -> Vec<String> {
+        self.events.lock().unwrap().clone()
+    }
+}
+
+#[migration::sea_orm::prelude::async_trait::async_trait]
+impl Observer for Recorder {
+    async fn event(&self, event: &Event<'_>) {
+        let line = match event {
+            Event::Starting {
+                name,
+                direction,
+                backend_pid,
+            } => {
+                let mut held = String::new();
+                if let Some(probe) = self.probe.lock().await.as_mut() {
+                    let modes: Vec<String> = sqlx::query_scalar(
+                        "SELECT mode FROM pg_locks WHERE pid = $1 AND relation = to_regclass($2) \
+                         ORDER BY mode",
+                    )
+                    .bind(backend_pid)
+                    .bind(self.probe_table)
+                    .fetch_all(probe)
+                    .await
+                    .unwrap();
+                    held = format!(" holding {modes:?} on {}", self.probe_table);
+                }
+                format!("starting {name} {direction:?}{held}")
+            }
+            Event::Ran {
+                name,
+                lock_timeout_ms,
+                ..
+            } => format!("ran {name} under lock_timeout {lock_timeout_ms} ms"),
+            Event::Done { name, .. } => format!("done {name}"),
+        };
+        self.events.lock().unwrap().push(line);
+    }
+}
+
+fn runner(migrations: Vec<SqlMigration>) -> Runner {
+    Runner::new(migrations.into_iter().map(SqlMigration::file).collect())
+}
+
+async fn index_is_valid(conn: &mut PgConnection, index: &str) -> Option<bool> {
+    sqlx::query_scalar("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)")
+        .bind(index)
+        .fetch_optional(conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_migration_without_a_transaction_builds_an_index_concurrently() {
+    let db = TestDatabase::empty().await.unwrap();
+    let orm = db.connect().await;
+    let table = SqlMigration::new(
+        "m1_table",
+        "CREATE TABLE t (x int); INSERT INTO t SELECT generate_series(1, 1000)",
+        "DROP TABLE t",
+    );
+    let concurrent = SqlMigration::new(
+        "m2_index",
+        "CREATE INDEX CONCURRENTLY t_x ON t (x)",
+        "DROP INDEX CONCURRENTLY t_x",
+    );
+
+    // In a transaction, PostgreSQL refuses it.
+    let error = runner(vec![table.clone(), concurrent.clone()])
+        .up(&orm, None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        migration::sqlstate(&error.into()).as_deref(),
+        Some("25001"),
+        "active_sql_transaction"
+    );
+
+    let runner = runner(vec![table, concurrent.without_transaction()]);
+    assert_eq!(runner.up(&orm, None).await.unwrap(), ["m2_index"]);
+    let mut conn = connect(&db).await;
+    assert_eq!(index_is_valid(&mut conn, "t_x").await, Some(true));
+    let applied: Vec<bool> = runner
+        .status(&orm)
+        .await
+        .unwrap()
+        .iter()
+        .map(|state| state.applied)
+        .collect();
+    assert_eq!(applied, [true, true]);
+
+    assert_eq!(runner.down(&orm, 1).await.unwrap(), ["m2_index"]);
+    assert_eq!(index_is_valid(&mut conn, "t_x").await, None);
+}
+
+#[tokio::test]
+async fn each_migration_commits_by_itself_and_a_failure_keeps_those_before_it() {
+    let db = TestDatabase::empty().await.unwrap();
+    let orm = db.connect().await;
+    let runner = runner(vec![
+        SqlMigration::new("m1_a", "CREATE TABLE a (x int)", "DROP TABLE a"),
+        SqlMigration::new(
+            "m2_broken",
+            "CREATE TABLE b (x int); SELECT 1 / 0",
+            "DROP TABLE b",
+        ),
+    ]);
+    let error = runner.up(&orm, None).await.unwrap_err();
+    assert_eq!(migration::sqlstate(&error.into()).as_deref(), Some("22012"));
+    let applied: Vec<(String, bool)> = runner
+        .status(&orm)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|state| (state.name, state.applied))
+        .collect();
+    assert_eq!(
+        applied,
+        [("m1_a".to_owned(), true), ("m2_broken".to_owned(), false)]
+    );
+    let mut conn = connect(&db).await;
+    let tables: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT to_regclass(name)::text FROM unnest(ARRAY['a', 'b']) AS name")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(tables, [Some("a".to_owned()), None], "b rolled back whole");
+}
+
+#[tokio::test]
+async fn a_migrations_locks_end_when_it_does() {
+    let db = TestDatabase::empty().await.unwrap();
+    let orm = db.connect().await;
+    let mut conn = connect(&db).await;
+    sqlx::query("CREATE TABLE a (x int)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let recorder = Recorder::probing(&db, "a").await;
+    runner(vec![
+        // ACCESS EXCLUSIVE on a, until its transaction ends.
+        SqlMigration::new(
+            "m1_alter",
+            "ALTER TABLE a ADD COLUMN y int",
+            "ALTER TABLE a DROP COLUMN y",
+        ),
+        SqlMigration::new("m2_other", "CREATE TABLE b (x int)", "DROP TABLE b"),
+    ])
+    .with_observer(recorder.clone())
+    .up(&orm, None)
+    .await
+    .unwrap();
+    let starts: Vec<String> = recorder
+        .events()
+        .into_iter()
+        .filter(|line| line.starts_with("starting"))
+        .collect();
+    assert_eq!(
+        starts,
+        [
+            "starting m1_alter Up holding [] on a",
+            "starting m2_other Up holding [] on a",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn every_migration_runs_under_the_runs_lock_timeout_with_or_without_a_transaction() {
+    let db = TestDatabase::empty().await.unwrap();
+    let orm = db.connect().await;
+    let recorder = Recorder::new();
+    let options = RunOptions {
+        lock_timeout: Duration::from_millis(1234),
+        force: false,
+    };
+    runner(vec![
+        SqlMigration::new("m1_create", "CREATE TABLE a (x int)", "DROP TABLE a"),
+        SqlMigration::new(
+            "m2_index",
+            "CREATE INDEX CONCURRENTLY a_x ON a (x)",
+            "DROP INDEX CONCURRENTLY a_x",
+        )
+        .without_transaction(),
+        SqlMigration::new("m3_other", "CREATE TABLE b (x int)", "DROP TABLE b"),
+    ])
+    .with_options(options)
+    .with_observer(recorder.clone())
+    .up(&orm, None)
+    .await
+    .unwrap();
+    assert_eq!(
+        recorder.events(),
+        [
+            "starting m1_create Up",
+            "ran m1_create under lock_timeout 1234 ms",
+            "done m1_create",
+            "starting m2_index Up",
+            "ran m2_index under lock_timeout 1234 ms",
+            "done m2_index",
+            "starting m3_other Up",
+            "ran m3_other under lock_timeout 1234 ms",
+            "done m3_other",
+        ]
+    );
+}
+
+/// A second run waits for the first's session lock, then finds nothing to do; the lock goes
+/// with the first run's connection.
+#[tokio::test]
+async fn a_second_run_waits_for_the_first_and_finds_nothing_pending() {
+    let db = TestDatabase::empty().await.unwrap();
+    let orm = db.connect().await;
+    // The first migration sleeps, so the second run surely starts while the first holds the lock.
+    let migrations = || {
+        vec![
+            SqlMigration::new(
+                "m1_slow",
+                "SELECT pg_sleep(0.5); CREATE TABLE a (x int)",
+                "DROP TABLE a",
+            ),
+            SqlMigration::new(
+                "m2_index",
+                "CREATE INDEX CONCURRENTLY a_x ON a (x)",
+                "DROP INDEX CONCURRENTLY a_x",
+            )
+            .without_transaction(),
+        ]
+    };
+    let first = {
+        let orm = orm.clone();
+        tokio::spawn(async move { runner(migrations()).up(&orm, None).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = runner(migrations()).up(&orm, None).await.unwrap();
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first, ["m1_slow", "m2_index"]);
+    assert!(second.is_empty(), "{second:?}");
+
+    let mut conn = connect(&db).await;
+    let advisory: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(
+        advisory, 0,
+        "the lock is released with the run's connection"
+    );
+}
