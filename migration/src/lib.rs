@@ -33,6 +33,7 @@ pub use runner::{
 mod m20251220_000001_create_users;
 pub mod m20261130_000001_username_identity;
 mod m20261130_000002_bcrypt_cost_bounds;
+pub mod m20261203_000001_username_identity_in_database;
 
 /// A migration module of this crate with its source file (`src/<module>.rs`).
 macro_rules! migration_file {
@@ -51,6 +52,7 @@ pub fn migrations() -> Vec<MigrationFile> {
         migration_file!(m20251220_000001_create_users),
         migration_file!(m20261130_000001_username_identity),
         migration_file!(m20261130_000002_bcrypt_cost_bounds),
+        migration_file!(m20261203_000001_username_identity_in_database),
     ]
 }
 

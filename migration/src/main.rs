@@ -269,11 +269,23 @@ async fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if error.is_lock_timeout() => {
+            let changed = match &error {
+                RunError::Migration {
+                    name,
+                    in_transaction: false,
+                    ..
+                } => format!(
+                    "{name} runs without a transaction and may have stopped part-way; run the \
+                     same command again when they have finished, it carries on from there"
+                ),
+                _ => "the migration waiting for it changed nothing (those listed above as \
+                      applied or rolled back stay so). Retry when the transactions holding it \
+                      have finished"
+                    .to_owned(),
+            };
             eprintln!(
                 "migration: failed: a table stayed locked by another session for more than \
-                 {} ms ({LOCK_TIMEOUT}); the migration waiting for it changed nothing (those \
-                 listed above as applied or rolled back stay so). Retry when the transactions \
-                 holding it have finished ({error})",
+                 {} ms ({LOCK_TIMEOUT}); {changed} ({error})",
                 lock_timeout.as_millis()
             );
             ExitCode::FAILURE

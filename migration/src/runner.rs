@@ -137,6 +137,15 @@ pub enum Direction {
     Down,
 }
 
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Direction::Up => "up",
+            Direction::Down => "down",
+        })
+    }
+}
+
 /// What an [`Observer`] is told, in this order for each migration.
 #[derive(Debug)]
 pub enum Event<'a> {
@@ -174,6 +183,15 @@ pub trait Observer: Send + Sync {
 pub enum RunError {
     #[error("{0}")]
     Database(#[from] DbErr),
+    /// A migration failed. One that runs in a transaction changed nothing; one that does not
+    /// may have stopped part-way, and carries on when run again.
+    #[error("{direction} of {name} failed: {error}")]
+    Migration {
+        name: String,
+        direction: Direction,
+        in_transaction: bool,
+        error: DbErr,
+    },
     #[error(
         "the connection holding the migration lock was lost; nothing more was applied (run again)"
     )]
@@ -186,7 +204,7 @@ impl RunError {
     /// Whether PostgreSQL gave up waiting for a lock after `lock_timeout` (SQLSTATE 55P03).
     pub fn is_lock_timeout(&self) -> bool {
         match self {
-            RunError::Database(error) => is_lock_timeout(error),
+            RunError::Database(error) | RunError::Migration { error, .. } => is_lock_timeout(error),
             _ => false,
         }
     }
@@ -195,7 +213,7 @@ impl RunError {
 impl From<RunError> for DbErr {
     fn from(error: RunError) -> Self {
         match error {
-            RunError::Database(error) => error,
+            RunError::Database(error) | RunError::Migration { error, .. } => error,
             other => DbErr::Migration(other.to_string()),
         }
     }
@@ -351,6 +369,32 @@ impl Runner {
     ) -> Result<(), RunError> {
         session.ensure_lock_held().await?;
         let started = Instant::now();
+        self.run_and_record(session, file, direction)
+            .await
+            .map_err(|error| match error {
+                RunError::Database(error) => RunError::Migration {
+                    name: file.name().to_owned(),
+                    direction,
+                    in_transaction: file.in_transaction(),
+                    error,
+                },
+                other => other,
+            })?;
+        self.notify(Event::Done {
+            name: file.name(),
+            direction,
+            elapsed: started.elapsed(),
+        })
+        .await;
+        Ok(())
+    }
+
+    async fn run_and_record(
+        &self,
+        session: &RunSession,
+        file: &MigrationFile,
+        direction: Direction,
+    ) -> Result<(), RunError> {
         if file.in_transaction() {
             let transaction = session.db.begin().await?;
             let outcome = self
@@ -370,12 +414,6 @@ impl Runner {
             self.run_code(db, session.pid, file, direction).await?;
             history::record(db, file.name(), direction).await?;
         }
-        self.notify(Event::Done {
-            name: file.name(),
-            direction,
-            elapsed: started.elapsed(),
-        })
-        .await;
         Ok(())
     }
 

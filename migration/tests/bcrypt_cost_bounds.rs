@@ -5,12 +5,15 @@
 
 mod common;
 
-use common::{HASH, connect, insert, schema_snapshot};
+use common::{
+    HASH, connect, insert, insert_previous_release, position, schema_snapshot, up_before, up_to,
+};
 use counseling_domain::PasswordHash;
 use counseling_testkit::TestDatabase;
 use migration::sea_orm::DatabaseConnection;
 use migration::sea_orm::sqlx::PgConnection;
-use migration::{Migrator, MigratorTrait};
+
+const BCRYPT_COST_BOUNDS: &str = "m20261130_000002_bcrypt_cost_bounds";
 
 /// A hash of `HASH`'s salt and digest with another variant and cost.
 fn hash_of(variant: char, cost: u32) -> String {
@@ -21,7 +24,7 @@ fn hash_of(variant: char, cost: u32) -> String {
 async fn before_bounds() -> (TestDatabase, DatabaseConnection, PgConnection) {
     let db = TestDatabase::empty().await.unwrap();
     let orm = db.connect().await;
-    Migrator::up(&orm, Some(2)).await.unwrap();
+    up_before(&orm, BCRYPT_COST_BOUNDS).await;
     let conn = connect(&db).await;
     (db, orm, conn)
 }
@@ -53,22 +56,15 @@ async fn the_database_stores_exactly_the_costs_the_domain_accepts() {
 #[tokio::test]
 async fn up_over_rows_outside_the_bounds_fails_naming_them_and_changes_nothing() {
     let (_db, orm, mut conn) = before_bounds().await;
-    insert(&mut conn, r"\school\ok", &hash_of('b', 12))
+    insert_previous_release(&mut conn, r"\school\ok", &hash_of('b', 12))
         .await
         .unwrap();
     let mut offenders = Vec::new();
     for (name, cost) in [("weak", 4), ("slow", 31)] {
         let username = format!(r"\school\{name}");
-        insert(&mut conn, &username, &hash_of('b', cost))
+        let id = insert_previous_release(&mut conn, &username, &hash_of('b', cost))
             .await
             .unwrap();
-        let id: String = migration::sea_orm::sqlx::query_scalar(
-            "SELECT id::text FROM users WHERE username = $1",
-        )
-        .bind(&username)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
         offenders.push(id);
     }
     let before = schema_snapshot(&mut conn).await;
@@ -85,23 +81,28 @@ async fn up_over_rows_outside_the_bounds_fails_naming_them_and_changes_nothing()
         assert!(error.contains(id.as_str()), "{error}");
     }
     assert_eq!(schema_snapshot(&mut conn).await, before);
-    assert!(!migration::status(&orm).await.unwrap()[2].applied);
+    assert!(!migration::status(&orm).await.unwrap()[position(BCRYPT_COST_BOUNDS)].applied);
 }
 
 #[tokio::test]
 async fn down_restores_the_previous_check_exactly() {
     let (_db, orm, mut conn) = before_bounds().await;
     let previous = schema_snapshot(&mut conn).await;
-    assert_eq!(migration::apply_pending(&orm).await.unwrap(), 1);
+    assert_eq!(up_to(&orm, BCRYPT_COST_BOUNDS).await, 1);
     assert_ne!(schema_snapshot(&mut conn).await, previous);
     assert_eq!(
-        insert(&mut conn, r"\school\slow", &hash_of('b', 31)).await,
+        insert_previous_release(&mut conn, r"\school\slow", &hash_of('b', 31))
+            .await
+            .map(|_| ()),
         Err("23514".into())
     );
 
-    migration::roll_back(&orm, 1).await.unwrap();
+    assert_eq!(
+        migration::roll_back(&orm, 1).await.unwrap(),
+        [BCRYPT_COST_BOUNDS]
+    );
     assert_eq!(schema_snapshot(&mut conn).await, previous);
-    insert(&mut conn, r"\school\slow", &hash_of('b', 31))
+    insert_previous_release(&mut conn, r"\school\slow", &hash_of('b', 31))
         .await
         .unwrap();
 }

@@ -32,18 +32,27 @@ async fn four_concurrent_up_runs_on_an_empty_database_all_succeed() {
     for output in &outputs {
         assert!(output.status.success(), "stderr: {}", text(&output.stderr));
     }
+    let all = migration::migrations().len();
     let applied_once: usize = outputs
         .iter()
-        .filter(|output| text(&output.stdout).contains("applied 3 migration"))
+        .filter(|output| text(&output.stdout).contains(&format!("applied {all} migration")))
         .count();
     assert_eq!(applied_once, 1, "exactly one run applies the migrations");
+    for output in &outputs {
+        let stdout = text(&output.stdout);
+        assert!(
+            stdout.contains(&format!("applied {all} migration"))
+                || stdout.trim() == "applied 0 migration(s); the schema is up to date",
+            "{stdout}"
+        );
+    }
 
     let mut conn = PgConnection::connect_with(&db.options()).await.unwrap();
     let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM seaql_migrations")
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(recorded, 3);
+    assert_eq!(recorded, all as i64);
 }
 
 #[tokio::test]
@@ -51,34 +60,47 @@ async fn up_status_down_through_the_binary() {
     let db = TestDatabase::empty().await.unwrap();
     let url = db.owner_url();
 
+    let names: Vec<String> = migration::migrations()
+        .iter()
+        .map(|file| file.name().to_owned())
+        .collect();
+    let listed = |mark: &str| -> String {
+        names
+            .iter()
+            .map(|name| format!("{mark}  {name}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     let status = migration(&["status"], Some(&url));
     assert!(status.status.success(), "{}", text(&status.stderr));
-    assert_eq!(
-        text(&status.stdout).trim(),
-        "pending  m20251220_000001_create_users\npending  m20261130_000001_username_identity\n\
-         pending  m20261130_000002_bcrypt_cost_bounds"
-    );
+    assert_eq!(text(&status.stdout).trim(), listed("pending"));
 
-    assert!(migration(&["up"], Some(&url)).status.success());
+    let up = migration(&["up"], Some(&url));
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    let mut expected: Vec<String> = names.iter().map(|name| format!("applied {name}")).collect();
+    expected.push(format!(
+        "applied {} migration(s); the schema is up to date",
+        names.len()
+    ));
+    assert_eq!(text(&up.stdout).trim(), expected.join("\n"));
     let status = migration(&["status"], Some(&url));
-    assert_eq!(
-        text(&status.stdout).trim(),
-        "applied  m20251220_000001_create_users\napplied  m20261130_000001_username_identity\n\
-         applied  m20261130_000002_bcrypt_cost_bounds"
-    );
+    assert_eq!(text(&status.stdout).trim(), listed("applied"));
 
     // `down` rolls back only the most recent migration.
     let down = migration(&["down"], Some(&url));
     assert!(down.status.success(), "{}", text(&down.stderr));
     assert_eq!(
         text(&down.stdout).trim(),
-        "rolled back m20261130_000002_bcrypt_cost_bounds"
+        format!("rolled back {}", names[names.len() - 1])
     );
-    let down = migration(&["down", "2"], Some(&url));
-    assert_eq!(
-        text(&down.stdout).trim(),
-        "rolled back m20261130_000001_username_identity\nrolled back m20251220_000001_create_users"
-    );
+    let rest = (names.len() - 1).to_string();
+    let down = migration(&["down", &rest], Some(&url));
+    let expected: Vec<String> = names[..names.len() - 1]
+        .iter()
+        .rev()
+        .map(|name| format!("rolled back {name}"))
+        .collect();
+    assert_eq!(text(&down.stdout).trim(), expected.join("\n"));
     let mut conn = PgConnection::connect_with(&db.options()).await.unwrap();
     let users: Option<String> = sqlx::query_scalar("SELECT to_regclass('users')::text")
         .fetch_one(&mut conn)

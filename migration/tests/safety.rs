@@ -111,7 +111,8 @@ async fn fails_cleanly_while_users_is_locked(db: &TestDatabase, args: &[&str]) {
     assert!(
         stderr.contains("a table stayed locked by another session for more than 300 ms")
             && stderr.contains("MIGRATION_LOCK_TIMEOUT_MS")
-            && stderr.contains("the migration waiting for it changed nothing"),
+            && (stderr.contains("the migration waiting for it changed nothing")
+                || stderr.contains("runs without a transaction and may have stopped part-way")),
         "{stderr}"
     );
     assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");

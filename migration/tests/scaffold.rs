@@ -24,43 +24,42 @@ fn copy_of_source(test: &str) -> PathBuf {
 #[test]
 fn a_new_migration_is_written_and_registered_last() {
     let dir = copy_of_source("new");
+    // On the day of the last migration, so the new one takes that day's next number.
+    let migrations = migration::migrations();
+    let last = migrations.last().unwrap().name().to_owned();
     let date = Date {
-        year: 2026,
-        month: 11,
-        day: 30,
+        year: last[1..5].parse().unwrap(),
+        month: last[5..7].parse().unwrap(),
+        day: last[7..9].parse().unwrap(),
     };
+    let number: u32 = last[10..16].parse().unwrap();
+    let expected = format!("{}{:06}_add_sessions", &last[..10], number + 1);
     let path = new_migration(&dir, "add_sessions", date).unwrap();
     assert_eq!(
-        path.file_name().unwrap(),
-        "m20261130_000003_add_sessions.rs"
+        path.file_name().unwrap().to_str().unwrap(),
+        format!("{expected}.rs")
     );
     let file = std::fs::read_to_string(&path).unwrap();
-    assert!(
-        file.contains(r#""m20261130_000003_add_sessions""#),
-        "{file}"
-    );
+    assert!(file.contains(&format!(r#""{expected}""#)), "{file}");
     assert!(file.contains("impl MigrationTrait for Migration"), "{file}");
 
     let lib = std::fs::read_to_string(dir.join("lib.rs")).unwrap();
     assert!(
-        lib.contains(
-            "mod m20261130_000002_bcrypt_cost_bounds;\nmod m20261130_000003_add_sessions;\n"
-        ),
+        lib.contains(&format!("mod {last};\nmod {expected};\n")),
         "{lib}"
     );
     assert!(
-        lib.contains(
-            "        migration_file!(m20261130_000002_bcrypt_cost_bounds),\n        \
-             migration_file!(m20261130_000003_add_sessions),\n    ]"
-        ),
+        lib.contains(&format!(
+            "        migration_file!({last}),\n        migration_file!({expected}),\n    ]"
+        )),
         "{lib}"
     );
 
     // A second one the same day takes the next number; nothing is overwritten.
     let next = new_migration(&dir, "add_sessions", date).unwrap();
     assert_eq!(
-        next.file_name().unwrap(),
-        "m20261130_000004_add_sessions.rs"
+        next.file_name().unwrap().to_str().unwrap(),
+        format!("{}{:06}_add_sessions.rs", &last[..10], number + 2)
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -4,14 +4,85 @@
 use std::process::{Command, Output};
 
 use counseling_testkit::TestDatabase;
+use migration::Runner;
 use migration::m20261130_000001_username_identity::identity_key;
+use migration::sea_orm::DatabaseConnection;
 use migration::sea_orm::sqlx::{self, Connection, PgConnection, Row};
 
 /// A valid cost-12 bcrypt hash.
 pub const HASH: &str = "$2b$12$abcdefghijklmnopqrstuvABCDEFGHIJKLMNOPQRSTUVWXYZ01234";
 
+/// A connection as the test server's administrator (a superuser on the kit's clusters).
 pub async fn connect(db: &TestDatabase) -> PgConnection {
     PgConnection::connect_with(&db.options()).await.unwrap()
+}
+
+/// A connection as the service's role, which may only read and write rows: how another client
+/// of the table writes.
+pub async fn connect_as_service(db: &TestDatabase) -> PgConnection {
+    PgConnection::connect(&db.url()).await.unwrap()
+}
+
+/// A SeaORM connection as the owner role, which migrations run as in production.
+pub fn owner_orm(db: &TestDatabase) -> DatabaseConnection {
+    let pool = migration::sea_orm::sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_lazy(&db.owner_url())
+        .unwrap();
+    migration::sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(pool)
+}
+
+/// The position of migration `name` in the real list.
+pub fn position(name: &str) -> usize {
+    migration::migrations()
+        .iter()
+        .position(|file| file.name() == name)
+        .unwrap_or_else(|| panic!("no migration {name}"))
+}
+
+/// Applies the real migrations before `name` (those pending of them); returns how many.
+pub async fn up_before(orm: &DatabaseConnection, name: &str) -> usize {
+    let applied = Runner::new(migration::migrations())
+        .status(orm)
+        .await
+        .unwrap()
+        .iter()
+        .take(position(name))
+        .filter(|state| state.applied)
+        .count();
+    Runner::new(migration::migrations())
+        .up(orm, Some(position(name) - applied))
+        .await
+        .unwrap()
+        .len()
+}
+
+/// Applies the real migrations up to and including `name`; returns how many.
+pub async fn up_to(orm: &DatabaseConnection, name: &str) -> usize {
+    let applied = Runner::new(migration::migrations())
+        .status(orm)
+        .await
+        .unwrap()
+        .iter()
+        .take(position(name) + 1)
+        .filter(|state| state.applied)
+        .count();
+    Runner::new(migration::migrations())
+        .up(orm, Some(position(name) + 1 - applied))
+        .await
+        .unwrap()
+        .len()
+}
+
+/// The names of the real migrations from `name` on, newest first (what rolling back to before
+/// `name` rolls back).
+pub fn newest_first_from(name: &str) -> Vec<String> {
+    migration::migrations()
+        .iter()
+        .skip(position(name))
+        .rev()
+        .map(|file| file.name().to_owned())
+        .collect()
 }
 
 /// Every row of `sql`, each cell as optional text.
@@ -43,17 +114,35 @@ pub fn sqlstate(error: sqlx::Error) -> String {
         .unwrap_or_else(|| error.to_string())
 }
 
-/// Inserts a user the way the application does once the identity migration is applied: with
-/// the identity key computed by the rule (here the migration's copy of it).
+/// Inserts a user as any client may: a plain `INSERT` of the story's two columns.
 pub async fn insert(conn: &mut PgConnection, username: &str, hash: &str) -> Result<(), String> {
-    sqlx::query("INSERT INTO users (username, password_hash, username_key) VALUES ($1, $2, $3)")
+    sqlx::query("INSERT INTO users (username, password_hash) VALUES ($1, $2)")
         .bind(username)
         .bind(hash)
-        .bind(identity_key(username))
         .execute(conn)
         .await
         .map(|_| ())
         .map_err(sqlstate)
+}
+
+/// Inserts a user as the release before `m20261203_000001_username_identity_in_database` did:
+/// with `username_key` computed by its Rust rule (the frozen copy in
+/// `m20261130_000001_username_identity`). Returns its id.
+pub async fn insert_previous_release(
+    conn: &mut PgConnection,
+    username: &str,
+    hash: &str,
+) -> Result<String, String> {
+    sqlx::query_scalar(
+        "INSERT INTO users (username, password_hash, username_key) VALUES ($1, $2, $3) \
+         RETURNING id::text",
+    )
+    .bind(username)
+    .bind(hash)
+    .bind(identity_key(username))
+    .fetch_one(conn)
+    .await
+    .map_err(sqlstate)
 }
 
 /// Inserts a user as the schema before the identity migration allows: no key column yet.
@@ -69,8 +158,8 @@ pub async fn insert_before_identity(conn: &mut PgConnection, username: &str) -> 
     .unwrap()
 }
 
-/// The users schema as the catalog shows it: columns (with collation and comment), constraints,
-/// indexes and triggers. Two equal snapshots are the same schema.
+/// The users schema as the catalog shows it: columns (with collation and comment), constraints
+/// (with their validity), indexes (with theirs), triggers and the functions of the schema. Two equal snapshots are the same schema.
 pub async fn schema_snapshot(conn: &mut PgConnection) -> Vec<Vec<Option<String>>> {
     let mut snapshot = rows(
         conn,
@@ -91,8 +180,17 @@ pub async fn schema_snapshot(conn: &mut PgConnection) -> Vec<Vec<Option<String>>
     snapshot.extend(
         rows(
             conn,
-            "SELECT 'index', indexname::text, indexdef FROM pg_indexes \
+            "SELECT 'index', indexname::text, indexdef, indisvalid::text FROM pg_indexes \
+             JOIN pg_index ON indexrelid = to_regclass(indexname) \
              WHERE tablename = 'users' ORDER BY indexname",
+        )
+        .await,
+    );
+    snapshot.extend(
+        rows(
+            conn,
+            "SELECT 'function', proname::text, pg_get_functiondef(oid) FROM pg_proc \
+             WHERE pronamespace = 'public'::regnamespace ORDER BY proname",
         )
         .await,
     );

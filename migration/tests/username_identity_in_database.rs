@@ -1,0 +1,652 @@
+//! `m20261203_000001_username_identity_in_database`: the database's own identity rule, as any
+//! writer meets it (plain SQL as the service's role, on databases of every sample locale), and
+//! the migration itself: on populated tables, its failure paths (before it changes anything,
+//! and while it runs), a killed run, down and up again, a server without ICU.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure should abort the test
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{
+    HASH, connect, connect_as_service, insert, insert_previous_release, migration_binary,
+    owner_orm, position, rows, schema_snapshot, sqlstate, text, up_before, up_to,
+};
+use counseling_testkit::{DatabaseLocale, TestDatabase};
+use migration::m20261130_000001_username_identity::identity_key;
+use migration::m20261203_000001_username_identity_in_database::WHITE_SPACE_BRACKET;
+use migration::sea_orm::DatabaseConnection;
+use migration::sea_orm::sqlx::{self, Connection, PgConnection};
+
+const IDENTITY_IN_DATABASE: &str = "m20261203_000001_username_identity_in_database";
+
+/// The lookup any client can write (the function's comment says so); it uses the unique index.
+const LOOKUP: &str = r#"SELECT username::text FROM users
+                        WHERE username_identity(username) COLLATE "C" = username_identity($1)"#;
+
+/// What a plain `INSERT` of each name answers, in order, then what a lookup of each spelling
+/// finds: one line each, so transcripts of several databases compare as a whole.
+async fn plain_sql_transcript(conn: &mut PgConnection) -> Vec<String> {
+    let expanding = format!(r"\d\{}", "\u{fdfa}".repeat(100));
+    let creations: Vec<&str> = vec![
+        r"\school\Émile",
+        r"\SCHOOL\ÉMILE",
+        // Not NFC: a writer must compose it (the domain does).
+        "\\school\\e\u{301}mile",
+        // ß is kept by lower case: two accounts, as in RFC 8265's UsernameCaseMapped.
+        r"\s\straße",
+        r"\s\STRASSE",
+        r"\s\STRAẞE",
+        r"\s\Strasse",
+        // I is i whatever the locale; dotted İ and dotless ı are letters of their own.
+        r"\s\KIZ",
+        r"\s\kiz",
+        r"\s\kız",
+        r"\s\KİZ",
+        "\\s\\ki\u{307}z",
+        // Capital sigma lowers to final ς at the end of a word.
+        r"\s\ΣΊΣΥΦΟΣ",
+        r"\s\σίσυφος",
+        r"\s\σίσυφοσ",
+        // Width and ligatures fold (NFKC).
+        r"\ｓｃｈｏｏｌ\ＡＬＩＣＥ",
+        r"\school\alice",
+        r"\s\ﬁnn",
+        r"\s\FINN",
+        // What folds to a backslash would move the split between domain and user.
+        r"\a\b＼c",
+        r"\a\b﹨c",
+        r"\a＼b\c",
+        // White space at either end of a part; inside is fine.
+        r"\s\alice ",
+        r"\s \alice",
+        "\\s\\\u{3000}bob",
+        "\\s\\bob\u{a0}",
+        r"\my school\anne marie",
+        // An identity too long for an index entry: a check violation, not error 54000.
+        &expanding,
+        // The character rules of the previous migration still hold.
+        "\\school\\ali\u{200b}ce",
+        "\\school\\ali\u{e000}ce",
+        "\\school\\ali\u{2028}ce",
+    ];
+    let mut transcript = Vec::new();
+    for name in creations {
+        let outcome = match insert(conn, name, HASH).await {
+            Ok(()) => "created".to_owned(),
+            Err(code) => code,
+        };
+        transcript.push(format!("create {}: {outcome}", shown(name)));
+    }
+    for name in [
+        r"\SCHOOL\émile",
+        "\\school\\E\u{301}MILE",
+        r"\S\STRASSE",
+        r"\s\STRAẞE",
+        r"\s\kiz",
+        "\\s\\KI\u{307}Z",
+        r"\school\ａｌｉｃｅ",
+        r"\s\σίσυφος",
+        r"\s\fInN",
+        r"\s\nobody",
+    ] {
+        let found: Vec<String> = sqlx::query_scalar(LOOKUP)
+            .bind(name)
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        transcript.push(format!(
+            "find {}: {}",
+            shown(name),
+            found
+                .first()
+                .map_or("nobody".to_owned(), |found| shown(found))
+        ));
+    }
+    transcript
+}
+
+/// Names with their invisible and combining characters spelled out.
+fn shown(name: &str) -> String {
+    if name.chars().count() > 40 {
+        let start: String = name.chars().take(4).collect();
+        return format!("{start}... ({} characters)", name.chars().count());
+    }
+    name.chars()
+        .map(|c| match c {
+            '\u{301}' | '\u{307}' | '\u{200b}' | '\u{e000}' | '\u{2028}' | '\u{3000}'
+            | '\u{a0}' => {
+                format!("<U+{:04X}>", u32::from(c))
+            }
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+fn expected_transcript() -> Vec<String> {
+    [
+        r"create \school\Émile: created",
+        r"create \SCHOOL\ÉMILE: 23505",
+        r"create \school\e<U+0301>mile: 23514",
+        r"create \s\straße: created",
+        r"create \s\STRASSE: created",
+        r"create \s\STRAẞE: 23505",
+        r"create \s\Strasse: 23505",
+        r"create \s\KIZ: created",
+        r"create \s\kiz: 23505",
+        r"create \s\kız: created",
+        r"create \s\KİZ: created",
+        r"create \s\ki<U+0307>z: 23505",
+        r"create \s\ΣΊΣΥΦΟΣ: created",
+        r"create \s\σίσυφος: 23505",
+        r"create \s\σίσυφοσ: created",
+        r"create \ｓｃｈｏｏｌ\ＡＬＩＣＥ: created",
+        r"create \school\alice: 23505",
+        r"create \s\ﬁnn: created",
+        r"create \s\FINN: 23505",
+        r"create \a\b＼c: 23514",
+        r"create \a\b﹨c: 23514",
+        r"create \a＼b\c: 23514",
+        r"create \s\alice : 23514",
+        r"create \s \alice: 23514",
+        r"create \s\<U+3000>bob: 23514",
+        r"create \s\bob<U+00A0>: 23514",
+        r"create \my school\anne marie: created",
+        r"create \d\ﷺ... (103 characters): 23514",
+        r"create \school\ali<U+200B>ce: 23514",
+        r"create \school\ali<U+E000>ce: 23514",
+        r"create \school\ali<U+2028>ce: 23514",
+        r"find \SCHOOL\émile: \school\Émile",
+        r"find \school\E<U+0301>MILE: \school\Émile",
+        r"find \S\STRASSE: \s\STRASSE",
+        r"find \s\STRAẞE: \s\straße",
+        r"find \s\kiz: \s\KIZ",
+        r"find \s\KI<U+0307>Z: \s\KİZ",
+        r"find \school\ａｌｉｃｅ: \ｓｃｈｏｏｌ\ＡＬＩＣＥ",
+        r"find \s\σίσυφος: \s\ΣΊΣΥΦΟΣ",
+        r"find \s\fInN: \s\ﬁnn",
+        r"find \s\nobody: nobody",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect()
+}
+
+#[tokio::test]
+async fn a_plain_insert_gets_the_same_answers_on_databases_of_every_sample_locale() {
+    for locale in DatabaseLocale::samples() {
+        let db = TestDatabase::migrated_with_locale(&locale).await.unwrap();
+        let mut conn = connect_as_service(&db).await;
+        assert_eq!(
+            plain_sql_transcript(&mut conn).await,
+            expected_transcript(),
+            "on a database with {locale}"
+        );
+        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN (COSTS OFF) {}",
+            LOOKUP.replace("$1", r"'\s\KIZ'")
+        )))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        assert!(
+            plan.iter()
+                .any(|line| line.contains("Index Scan using idx_users_username_identity")),
+            "{locale}: {plan:#?}"
+        );
+    }
+}
+
+/// Every code point, through the database's own function: the characters whose identity holds a
+/// backslash are the backslash and its two compatibility forms, and a name with either of those
+/// is refused.
+#[tokio::test]
+async fn exactly_two_characters_fold_to_a_backslash_and_the_database_refuses_them() {
+    let db = TestDatabase::migrated().await.unwrap();
+    let mut conn = connect(&db).await;
+    let folding: Vec<i32> = sqlx::query_scalar(
+        r"SELECT c FROM generate_series(1, 1114111) AS c
+          WHERE c NOT BETWEEN 55296 AND 57343 AND strpos(username_identity(chr(c)), '\') > 0
+          ORDER BY c",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(folding, [0x5c, 0xfe68, 0xff3c]);
+    for c in ['\u{fe68}', '\u{ff3c}'] {
+        assert_eq!(
+            insert(&mut conn, &format!(r"\d\a{c}b"), HASH).await,
+            Err("23514".into())
+        );
+    }
+}
+
+/// The database's bracket of white space is exactly what Rust (and so the domain's `trim`)
+/// calls white space, checked on every code point by the database itself.
+#[tokio::test]
+async fn the_database_refuses_exactly_unicode_white_space_around_a_part() {
+    let db = TestDatabase::migrated().await.unwrap();
+    let mut conn = connect(&db).await;
+    let refused: Vec<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        r"SELECT c FROM generate_series(1, 1114111) AS c
+          WHERE c NOT BETWEEN 55296 AND 57343 AND ('\d\a' || chr(c)) ~ '{WHITE_SPACE_BRACKET}$'
+          ORDER BY c"
+    )))
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let rust: Vec<i32> = ('\u{1}'..=char::MAX)
+        .filter(|c| c.is_whitespace())
+        .map(|c| u32::from(c) as i32)
+        .collect();
+    assert_eq!(refused, rust);
+}
+
+/// Whatever key a writer supplies, an identity too long for an index entry is a check violation
+/// (without the check, error 54000 from the index).
+#[tokio::test]
+async fn an_identity_too_long_for_the_index_is_refused_by_its_check() {
+    let db = TestDatabase::migrated().await.unwrap();
+    let mut conn = connect_as_service(&db).await;
+    let expanding = format!(r"\d\{}", "\u{fdfa}".repeat(100));
+    let refused = sqlx::query(
+        "INSERT INTO users (username, password_hash, username_key) VALUES ($1, $2, 'short')",
+    )
+    .bind(&expanding)
+    .bind(HASH)
+    .execute(&mut conn)
+    .await
+    .unwrap_err();
+    let error = refused.as_database_error().unwrap();
+    assert_eq!(
+        (error.code().as_deref(), error.constraint()),
+        (Some("23514"), Some("ck_users_username_identity_length"))
+    );
+    insert(&mut conn, &format!(r"\d\{}", "\u{fdfa}".repeat(60)), HASH)
+        .await
+        .unwrap();
+}
+
+const ALL_COLUMNS: &str = "SELECT id::text, username::text, password_hash::text, is_blocked::text, \
+                           created_at::text, updated_at::text, username_key FROM users ORDER BY id";
+
+/// A database at the schema of the previous release, migrated by the owner role (so the
+/// service's role may use its rows).
+async fn before_it() -> (TestDatabase, DatabaseConnection, PgConnection) {
+    let db = TestDatabase::empty().await.unwrap();
+    let orm = owner_orm(&db);
+    up_before(&orm, IDENTITY_IN_DATABASE).await;
+    let conn = connect(&db).await;
+    (db, orm, conn)
+}
+
+fn applied(states: &[migration::MigrationState]) -> bool {
+    states[position(IDENTITY_IN_DATABASE)].applied
+}
+
+#[tokio::test]
+async fn on_a_populated_table_every_row_stays_and_the_previous_release_keeps_working() {
+    let (db, orm, mut conn) = before_it().await;
+    for name in [r"\school\Émile", r"\s\straße", r"\ｓｃｈｏｏｌ\KIZ"] {
+        insert_previous_release(&mut conn, name, HASH)
+            .await
+            .unwrap();
+    }
+    sqlx::query(
+        r"INSERT INTO users (username, password_hash, username_key)
+          SELECT format('\dom%s\User%s', i % 7, i), $1, format('\dom%s\user%s', i % 7, i)
+          FROM generate_series(1, 3000) AS i",
+    )
+    .bind(HASH)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let before = rows(&mut conn, ALL_COLUMNS).await;
+
+    assert_eq!(up_to(&orm, IDENTITY_IN_DATABASE).await, 1);
+    assert_eq!(rows(&mut conn, ALL_COLUMNS).await, before, "no row touched");
+
+    // The previous release: writes with its key, looks up by it.
+    let mut service = connect_as_service(&db).await;
+    insert_previous_release(&mut service, r"\school\bob", HASH)
+        .await
+        .unwrap();
+    let db = &db;
+    let by_key = |name: &str| {
+        let key = identity_key(name);
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT username::text FROM users WHERE username_key = $1",
+            )
+            .bind(key)
+            .fetch_optional(&mut connect(db).await)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(
+        by_key(r"\SCHOOL\BOB").await.as_deref(),
+        Some(r"\school\bob")
+    );
+    // A plain INSERT (the new release, an administrator): the key is filled in, so the previous
+    // release finds the row as well (wherever its rule and the new one agree).
+    insert(&mut service, r"\school\Alice", HASH).await.unwrap();
+    assert_eq!(
+        by_key(r"\SCHOOL\ALICE").await.as_deref(),
+        Some(r"\school\Alice")
+    );
+    // Renamed by plain SQL: the key follows.
+    sqlx::query(r"UPDATE users SET username = '\school\Alicia' WHERE username = '\school\Alice'")
+        .execute(&mut service)
+        .await
+        .unwrap();
+    assert_eq!(
+        by_key(r"\school\alicia").await.as_deref(),
+        Some(r"\school\Alicia")
+    );
+    // While both unique indexes exist, a name must be free under both rules.
+    let taken = sqlx::query("INSERT INTO users (username, password_hash) VALUES ($1, $2)")
+        .bind(r"\s\STRASSE")
+        .bind(HASH)
+        .execute(&mut service)
+        .await
+        .unwrap_err();
+    let error = taken.as_database_error().unwrap();
+    assert_eq!(
+        (error.code().as_deref(), error.constraint()),
+        (Some("23505"), Some("idx_users_username"))
+    );
+    let taken = sqlx::query("INSERT INTO users (username, password_hash) VALUES ($1, $2)")
+        .bind(r"\s\Straße")
+        .bind(HASH)
+        .execute(&mut service)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        taken.as_database_error().unwrap().constraint(),
+        Some("idx_users_username_identity")
+    );
+}
+
+/// A writer that supplied a key of its own (`lower(username)`), as the issue found them.
+async fn insert_with_own_key(conn: &mut PgConnection, username: &str) -> String {
+    sqlx::query_scalar(
+        "INSERT INTO users (username, password_hash, username_key) VALUES ($1, $2, lower($1)) \
+         RETURNING id::text",
+    )
+    .bind(username)
+    .bind(HASH)
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn up_over_rows_breaking_the_rules_fails_listing_their_ids_and_changes_nothing() {
+    let (_db, orm, mut conn) = before_it().await;
+    let fine = insert_previous_release(&mut conn, r"\school\bob", HASH)
+        .await
+        .unwrap();
+    let alice = insert_previous_release(&mut conn, r"\school\alice", HASH)
+        .await
+        .unwrap();
+    let fullwidth = insert_with_own_key(&mut conn, r"\school\ＡＬＩＣＥ").await;
+    let backslash = insert_previous_release(&mut conn, r"\a\b＼c", HASH)
+        .await
+        .unwrap();
+    let spaced = insert_previous_release(&mut conn, r"\school\carol ", HASH)
+        .await
+        .unwrap();
+    let schema = schema_snapshot(&mut conn).await;
+    let data = rows(&mut conn, ALL_COLUMNS).await;
+
+    let error = migration::apply_pending(&orm)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(&format!("U+FF3C or U+FE68): {backslash};")),
+        "{error}"
+    );
+    assert!(error.contains(&format!("user name: {spaced};")), "{error}");
+    let mut pair = [alice.clone(), fullwidth.clone()];
+    pair.sort();
+    assert!(
+        error.contains(&format!(
+            "one account under the new identity rule: [{}, {}]",
+            pair[0], pair[1]
+        )),
+        "{error}"
+    );
+    assert!(error.contains("nothing was changed"), "{error}");
+    assert!(!error.contains(&fine), "{error}");
+    assert!(!error.contains("alice"), "ids, not usernames: {error}");
+    assert_eq!(schema_snapshot(&mut conn).await, schema);
+    assert_eq!(rows(&mut conn, ALL_COLUMNS).await, data);
+    assert!(!applied(&migration::status(&orm).await.unwrap()));
+
+    sqlx::query("DELETE FROM users WHERE id::text = ANY($1)")
+        .bind(vec![fullwidth, backslash, spaced])
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(migration::apply_pending(&orm).await.unwrap(), 1);
+}
+
+/// Runs `up` while `writer` holds an uncommitted row: the migration's first step waits for it
+/// (its ALTER needs the table to itself), so the row commits after the check of existing rows
+/// and before the constraints exist. Returns the error of `up`.
+async fn up_while_a_row_commits(
+    db: &TestDatabase,
+    orm: &DatabaseConnection,
+    writer: sqlx::Transaction<'_, sqlx::Postgres>,
+) -> String {
+    let up = {
+        let orm = orm.clone();
+        tokio::spawn(async move { migration::apply_pending(&orm).await })
+    };
+    let mut watcher = connect(db).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT FROM pg_locks WHERE relation = 'users'::regclass \
+             AND NOT granted)",
+        )
+        .fetch_one(&mut watcher)
+        .await
+        .unwrap();
+        if waiting {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the migration never waited");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    writer.commit().await.unwrap();
+    up.await.unwrap().unwrap_err().to_string()
+}
+
+#[tokio::test]
+async fn a_row_breaking_a_rule_written_while_up_runs_makes_it_undo_everything() {
+    let (db, orm, mut conn) = before_it().await;
+    insert_previous_release(&mut conn, r"\school\bob", HASH)
+        .await
+        .unwrap();
+    let schema = schema_snapshot(&mut conn).await;
+    let mut writer_conn = connect(&db).await;
+    let mut writer = writer_conn.begin().await.unwrap();
+    let late = insert_previous_release(&mut writer, r"\a\b＼c", HASH)
+        .await
+        .unwrap();
+
+    let error = up_while_a_row_commits(&db, &orm, writer).await;
+    assert!(
+        error.contains(&format!("U+FF3C or U+FE68): {late}")),
+        "{error}"
+    );
+    assert!(error.contains("it undid its changes"), "{error}");
+    assert_eq!(schema_snapshot(&mut conn).await, schema);
+    assert!(!applied(&migration::status(&orm).await.unwrap()));
+}
+
+#[tokio::test]
+async fn two_users_becoming_one_account_while_up_runs_make_it_undo_everything() {
+    let (db, orm, mut conn) = before_it().await;
+    let alice = insert_previous_release(&mut conn, r"\school\alice", HASH)
+        .await
+        .unwrap();
+    let schema = schema_snapshot(&mut conn).await;
+    let mut writer_conn = connect(&db).await;
+    let mut writer = writer_conn.begin().await.unwrap();
+    let twin = insert_with_own_key(&mut writer, r"\school\ＡＬＩＣＥ").await;
+
+    let error = up_while_a_row_commits(&db, &orm, writer).await;
+    let mut pair = [alice, twin];
+    pair.sort();
+    assert!(
+        error.contains(&format!("[{}, {}]", pair[0], pair[1])),
+        "{error}"
+    );
+    assert!(error.contains("it undid its changes"), "{error}");
+    assert_eq!(schema_snapshot(&mut conn).await, schema);
+    let invalid: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_index WHERE NOT indisvalid")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(invalid, 0, "the failed build's INVALID index is gone");
+    assert!(!applied(&migration::status(&orm).await.unwrap()));
+}
+
+#[tokio::test]
+async fn a_run_killed_during_the_index_build_is_finished_by_the_next() {
+    let reference = TestDatabase::migrated().await.unwrap();
+    let expected = schema_snapshot(&mut connect(&reference).await).await;
+
+    let (db, orm, mut conn) = before_it().await;
+    // What a killed run leaves: its first step done, an INVALID index of the name (here from a
+    // build that met a duplicate), no history row.
+    let alice = insert_previous_release(&mut conn, r"\school\alice", HASH)
+        .await
+        .unwrap();
+    let twin = insert_with_own_key(&mut conn, r"\school\ＡＬＩＣＥ").await;
+    let mut owner = PgConnection::connect(&db.owner_url()).await.unwrap();
+    sqlx::raw_sql(
+        r#"CREATE FUNCTION username_identity(username text) RETURNS text
+               LANGUAGE sql IMMUTABLE PARALLEL SAFE
+               RETURN normalize(lower(normalize(username, NFKC) COLLATE "und-x-icu"), NFKC) COLLATE "C";
+           ALTER TABLE users ALTER COLUMN username_key DROP NOT NULL"#,
+    )
+    .execute(&mut owner)
+    .await
+    .unwrap();
+    let failed = sqlx::raw_sql(
+        r#"CREATE UNIQUE INDEX CONCURRENTLY idx_users_username_identity
+               ON users ((username_identity(username::text) COLLATE "C"))"#,
+    )
+    .execute(&mut owner)
+    .await
+    .unwrap_err();
+    assert_eq!(sqlstate(failed), "23505");
+    sqlx::query("DELETE FROM users WHERE id::text = $1")
+        .bind(&twin)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    assert_eq!(migration::apply_pending(&orm).await.unwrap(), 1);
+    assert_eq!(schema_snapshot(&mut conn).await, expected);
+    let ids: Vec<String> = sqlx::query_scalar("SELECT id::text FROM users")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(ids, [alice]);
+}
+
+#[tokio::test]
+async fn down_refills_keys_by_the_previous_rule_and_restores_its_schema_exactly() {
+    let (db, orm, mut conn) = before_it().await;
+    insert_previous_release(&mut conn, r"\school\Émile", HASH)
+        .await
+        .unwrap();
+    let previous = schema_snapshot(&mut conn).await;
+    assert_eq!(up_to(&orm, IDENTITY_IN_DATABASE).await, 1);
+    let identity = schema_snapshot(&mut conn).await;
+    // Written through the trigger, by the new rule: ß kept, final ς kept.
+    let mut service = connect_as_service(&db).await;
+    for name in [r"\s\straße", r"\s\ΣΊΣΥΦΟΣ", r"\s\alice"] {
+        insert(&mut service, name, HASH).await.unwrap();
+    }
+    let keys =
+        r"SELECT username::text, username_key, updated_at::text FROM users ORDER BY username";
+    let written = rows(&mut conn, keys).await;
+    assert_eq!(
+        written.iter().map(|row| row[1].clone()).collect::<Vec<_>>(),
+        [
+            Some(r"\s\alice".to_owned()),
+            Some(r"\s\straße".to_owned()),
+            Some(r"\s\σίσυφος".to_owned()),
+            Some(r"\school\émile".to_owned()),
+        ]
+    );
+
+    assert_eq!(
+        migration::roll_back(&orm, 1).await.unwrap(),
+        [IDENTITY_IN_DATABASE]
+    );
+    assert_eq!(schema_snapshot(&mut conn).await, previous);
+    let refilled = rows(&mut conn, keys).await;
+    for (before, after) in written.iter().zip(&refilled) {
+        let name = before[0].clone().unwrap();
+        assert_eq!(after[0], before[0]);
+        assert_eq!(after[1].as_deref(), Some(identity_key(&name).as_str()));
+        assert_eq!(after[2], before[2], "updated_at of {name} kept");
+    }
+    assert_eq!(refilled[1][1].as_deref(), Some(r"\s\strasse"));
+
+    assert_eq!(up_to(&orm, IDENTITY_IN_DATABASE).await, 1);
+    assert_eq!(schema_snapshot(&mut conn).await, identity);
+}
+
+#[tokio::test]
+async fn down_refuses_when_the_previous_rule_would_make_two_users_one() {
+    let (db, orm, mut conn) = before_it().await;
+    assert_eq!(up_to(&orm, IDENTITY_IN_DATABASE).await, 1);
+    let mut service = connect_as_service(&db).await;
+    insert(&mut service, r"\s\straße", HASH).await.unwrap();
+    insert(&mut service, r"\s\STRASSE", HASH).await.unwrap();
+    let ids: Vec<String> = sqlx::query_scalar("SELECT id::text FROM users ORDER BY id")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    let schema = schema_snapshot(&mut conn).await;
+
+    let error = migration::roll_back(&orm, 1).await.unwrap_err().to_string();
+    assert!(error.contains("cannot roll back"), "{error}");
+    assert!(error.contains("nothing was rolled back"), "{error}");
+    assert!(
+        error.contains(&format!("[{}, {}]", ids[0], ids[1])),
+        "{error}"
+    );
+    assert_eq!(schema_snapshot(&mut conn).await, schema);
+    assert!(applied(&migration::status(&orm).await.unwrap()));
+}
+
+#[tokio::test]
+async fn a_server_without_icu_fails_with_one_line_and_nothing_changes() {
+    let (db, orm, mut conn) = before_it().await;
+    // As a build without ICU would have it.
+    sqlx::query(r#"DROP COLLATION "und-x-icu""#)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let schema = schema_snapshot(&mut conn).await;
+    let output = migration_binary(&["up"], &[("DATABASE_URL", &db.owner_url())]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(r#"has no ICU collation "und-x-icu""#),
+        "{stderr}"
+    );
+    assert_eq!(schema_snapshot(&mut conn).await, schema);
+    assert!(!applied(&migration::status(&orm).await.unwrap()));
+}
