@@ -8,7 +8,7 @@ mod password_hash;
 mod user;
 mod user_repository;
 mod username;
-mod username_identity;
+mod username_characters;
 
 pub use password_hash::{
     BCRYPT_COST, MAX_BCRYPT_COST, MAX_PASSWORD_BYTES, MIN_BCRYPT_COST, PasswordHash,
@@ -20,4 +20,4 @@ pub use user_repository::{
     UpdateUserError, UserRepository,
 };
 pub use username::{MAX_USERNAME_CHARS, Username, UsernameError, UsernamePart};
-pub use username_identity::{MAX_USERNAME_KEY_BYTES, USERNAME_UNICODE_VERSION};
+pub use username_characters::{BACKSLASH_LOOK_ALIKES, USERNAME_UNICODE_VERSION};

@@ -141,7 +141,8 @@ impl StoreError {
 /// Why [`UserRepository::create`] failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CreateUserError {
-    /// Another user already has this username's identity (see [`Username::identity_key`]).
+    /// Another user's username is the same account as this one, by the store's identity rule
+    /// (case, width and compatibility forms folded).
     #[error("that username is already taken")]
     UsernameTaken,
     /// The database refused the data; `rule` names the constraint that failed.
@@ -179,8 +180,9 @@ pub enum DeleteUserError {
 /// both directly on the pool and inside a unit of work (a transaction): the same calls, the same
 /// errors.
 ///
-/// Username lookups and uniqueness go by [`Username::identity_key`] (case and width folded), which
-/// the adapter stores under a unique index, so they do not depend on the database's locale.
+/// Username lookups and uniqueness go by account identity, which the store decides (the database
+/// folds case, width and compatibility forms by one rule, whatever its locale), not by
+/// [`Username`]'s equality, which is the exact spelling.
 pub trait UserRepository: Send + Sync {
     /// Stores a new user and returns the row as stored (database-generated id and timestamps).
     fn create(
@@ -193,7 +195,8 @@ pub trait UserRepository: Send + Sync {
         id: UserId,
     ) -> impl Future<Output = Result<Option<User>, StoreError>> + Send;
 
-    /// Finds the user whose username has the identity of `username` (equal as [`Username`]s).
+    /// Finds the user whose username is the same account as `username` (in any case, width or
+    /// normalization form).
     fn find_by_username(
         &self,
         username: &Username,

@@ -1,25 +1,23 @@
 use std::fmt;
-use std::hash::{Hash, Hasher};
 
 use unicode_normalization::UnicodeNormalization;
 
-use crate::MAX_USERNAME_KEY_BYTES;
-use crate::username_identity::{ForbiddenCharacter, forbidden_character, identity_key};
+use crate::username_characters::{ForbiddenCharacter, forbidden_character};
 
 /// The longest username, in characters (the `varchar(255)` column counts characters, not bytes).
 pub const MAX_USERNAME_CHARS: usize = 255;
 
 /// A Windows-domain style login name, `\domain\user`, in Unicode NFC with its case kept.
 ///
-/// Equality (and `Hash`) is account identity, not spelling: two usernames are equal when their
-/// [`identity_key`](Username::identity_key)s are, so `\SCHOOL\Émile`, `\school\émile` and
-/// `\ｓｃｈｏｏｌ\ÉMILE` are one account. The database enforces the same rule with a unique index on
-/// the stored key, so the domain and the database give one answer to "is this the same user?",
-/// whatever the server's locale. Compare [`as_str`](Username::as_str) for the exact spelling.
-#[derive(Clone)]
+/// Equality (and `Hash`) is the exact spelling, in NFC: `\school\é` typed composed or decomposed
+/// is one `Username`, but `\SCHOOL\Émile` and `\school\émile` are two values. Whether two
+/// usernames are one *account* is the database's to say, by one rule (its `username_identity`
+/// function: case, width and compatibility forms folded) that its unique index and every lookup
+/// use; the repository asks it (`UserRepository::find_by_username` finds `\school\émile` when
+/// looking for `\SCHOOL\ÉMILE`, and `create` reports such a twin as taken).
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Username {
     text: String,
-    key: String,
 }
 
 /// Which half of `\domain\user` a rule refers to.
@@ -65,10 +63,10 @@ pub enum UsernameError {
     TooManyBackslashes,
     #[error("the {0} in a username must not start or end with a space")]
     SurroundingWhitespace(UsernamePart),
-    /// Only names built from characters that expand a lot under compatibility folding (such as
-    /// U+FDFA) reach this; see [`MAX_USERNAME_KEY_BYTES`].
-    #[error("a username must be shorter: compared ignoring case and width it becomes too long")]
-    KeyTooLong,
+    /// U+FE68 or U+FF3C: compared ignoring width they are backslashes, and would move the split
+    /// between domain and user ([`crate::BACKSLASH_LOOK_ALIKES`]).
+    #[error(r"a username must not contain characters that stand for a backslash, such as ＼")]
+    BackslashLookAlike,
 }
 
 impl Username {
@@ -78,8 +76,9 @@ impl Username {
     /// same name as one typed composed (`é`). The shape is the seed's `^\\[^\\]+\\[^\\]+$`; on top
     /// of it: at most [`MAX_USERNAME_CHARS`] characters, none of the Unicode categories Cc, Cf,
     /// Co, Cn, Zl or Zp (controls, invisible formatting, private-use and unassigned characters,
-    /// line and paragraph separators), and no whitespace at either end of the domain or the user
-    /// part.
+    /// line and paragraph separators), none of the characters that stand for a backslash
+    /// (U+FE68, U+FF3C), and no whitespace at either end of the domain or the user part. The
+    /// database checks every one of these rules itself too.
     pub fn parse(candidate: impl Into<String>) -> Result<Self, UsernameError> {
         let candidate = candidate.into();
         if candidate.is_empty() {
@@ -103,6 +102,7 @@ impl Username {
                 ForbiddenCharacter::Control => UsernameError::ControlCharacter,
                 ForbiddenCharacter::Invisible => UsernameError::InvisibleCharacter,
                 ForbiddenCharacter::Unassigned => UsernameError::UnassignedCharacter,
+                ForbiddenCharacter::BackslashLookAlike => UsernameError::BackslashLookAlike,
             });
         }
         let Some(rest) = text.strip_prefix('\\') else {
@@ -125,23 +125,12 @@ impl Username {
                 return Err(UsernameError::SurroundingWhitespace(part));
             }
         }
-        let key = identity_key(&text);
-        if key.len() > MAX_USERNAME_KEY_BYTES {
-            return Err(UsernameError::KeyTooLong);
-        }
-        Ok(Self { text, key })
+        Ok(Self { text })
     }
 
     /// The username as stored: as it was given, in NFC.
     pub fn as_str(&self) -> &str {
         &self.text
-    }
-
-    /// What decides account identity: the compatibility caseless form of the name (Unicode
-    /// D146 with default case folding, in NFC). Two usernames are one account exactly when these
-    /// are equal; the database stores it in `users.username_key` under a unique index.
-    pub fn identity_key(&self) -> &str {
-        &self.key
     }
 
     /// The domain part, between the first and second backslash.
@@ -165,20 +154,6 @@ impl Username {
 
     pub fn into_string(self) -> String {
         self.text
-    }
-}
-
-impl PartialEq for Username {
-    fn eq(&self, other: &Self) -> bool {
-        self.key == other.key
-    }
-}
-
-impl Eq for Username {}
-
-impl Hash for Username {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.key.hash(state);
     }
 }
 
@@ -321,22 +296,18 @@ mod tests {
     }
 
     #[test]
-    fn fullwidth_look_alikes_are_kept_as_typed_but_are_the_same_account() {
-        // The decision: fold, neither reject (East Asian input methods type fullwidth letters)
-        // nor rewrite what was typed beyond NFC.
+    fn fullwidth_letters_are_kept_as_typed() {
+        // East Asian input methods type fullwidth letters: accepted, and not rewritten beyond
+        // NFC. (The database folds them when it compares accounts.)
         let fullwidth = Username::parse(r"\ｓｃｈｏｏｌ\ＡＬＩＣＥ").unwrap();
         assert_eq!(fullwidth.as_str(), r"\ｓｃｈｏｏｌ\ＡＬＩＣＥ");
-        assert_eq!(fullwidth.identity_key(), r"\school\alice");
-        assert_eq!(fullwidth, Username::parse(r"\school\alice").unwrap());
     }
 
     #[test]
-    fn a_name_whose_key_would_not_fit_the_index_is_rejected() {
-        // U+FDFA is one character but folds to 18 letters (33 bytes).
-        let expanding = format!(r"\d\{}", "\u{fdfa}".repeat(100));
-        assert_eq!(err(&expanding), UsernameError::KeyTooLong);
-        let fits = format!(r"\d\{}", "\u{fdfa}".repeat(60));
-        assert!(Username::parse(fits).unwrap().identity_key().len() <= MAX_USERNAME_KEY_BYTES);
+    fn characters_that_stand_for_a_backslash_are_rejected() {
+        for bad in [r"\a\b＼c", r"\a\b﹨c", r"\a＼b\c", r"\＼\c"] {
+            assert_eq!(err(bad), UsernameError::BackslashLookAlike, "{bad}");
+        }
     }
 
     #[test]
@@ -409,21 +380,18 @@ mod tests {
     }
 
     #[test]
-    fn equality_is_account_identity() {
+    fn equality_is_the_exact_spelling_in_nfc() {
         let same = |a: &str, b: &str| Username::parse(a).unwrap() == Username::parse(b).unwrap();
-        assert!(same(r"\s\A", r"\s\a"));
-        assert!(same(r"\s\ÉMILE", r"\s\émile"));
-        assert!(same(r"\s\STRASSE", r"\s\straße"));
-        assert!(same(r"\s\KIZ", r"\s\kiz"));
-        assert!(!same(r"\s\kız", r"\s\kiz"));
-        assert!(!same(r"\s\KİZ", r"\s\kiz"));
-        assert!(!same(r"\s\KİZ", r"\s\kız"));
-        assert!(!same(r"\s\alice", r"\s\alicf"));
+        assert!(same(r"\s\émile", "\\s\\e\u{301}mile"));
+        assert!(!same(r"\s\A", r"\s\a"));
+        assert!(!same(r"\s\ÉMILE", r"\s\émile"));
+        assert!(!same(r"\s\ａ", r"\s\a"));
         // Hash agrees with Eq.
-        let set: std::collections::HashSet<Username> = [r"\s\ÉMILE", r"\s\émile", r"\s\Emile"]
-            .into_iter()
-            .map(|name| Username::parse(name).unwrap())
-            .collect();
+        let set: std::collections::HashSet<Username> =
+            [r"\s\émile", "\\s\\e\u{301}mile", r"\s\Émile"]
+                .into_iter()
+                .map(|name| Username::parse(name).unwrap())
+                .collect();
         assert_eq!(set.len(), 2);
     }
 
@@ -471,18 +439,7 @@ mod tests {
                 prop_assert!(composed.starts_with('\\'));
                 prop_assert_eq!(composed.matches('\\').count(), 2);
                 prop_assert!(!composed.starts_with(r"\\") && !composed.ends_with('\\'));
-                prop_assert!(parsed.identity_key().len() <= MAX_USERNAME_KEY_BYTES);
             }
-        }
-
-        #[test]
-        fn equal_usernames_have_equal_keys_and_case_variants_are_equal(
-            user in r"[a-zA-Zà-öø-ÿÀ-ÖØ-ÞßΑ-ΡΣ-Ωα-ωА-я]{1,20}",
-        ) {
-            let lower = Username::parse(format!(r"\s\{}", user.to_lowercase())).unwrap();
-            let upper = Username::parse(format!(r"\s\{}", user.to_uppercase())).unwrap();
-            prop_assert_eq!(&lower, &upper);
-            prop_assert_eq!(lower.identity_key(), upper.identity_key());
         }
     }
 }

@@ -17,8 +17,9 @@ use sea_orm::{DbErr, RuntimeErr};
 
 use crate::database_metrics::Discard;
 
-/// The unique index that makes usernames case-insensitively unique.
-const USERNAME_UNIQUE_INDEX: &str = "idx_users_username";
+/// The unique indexes of username identity: the database's own rule, and (until a contract
+/// migration drops it) the previous release's key, which a plain INSERT's key also enters.
+const USERNAME_UNIQUE_INDEXES: [&str; 2] = ["idx_users_username_identity", "idx_users_username"];
 
 /// A database failure, classified once; each operation then keeps what it can return.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,7 +224,9 @@ fn unexpected(what: &str) -> Failure {
 fn from_sqlstate(code: &str, constraint: Option<&str>) -> Failure {
     let unavailable = |why| Failure::Store(StoreError::Unavailable(why));
     match code {
-        "23505" if constraint == Some(USERNAME_UNIQUE_INDEX) => Failure::UsernameTaken,
+        "23505" if constraint.is_some_and(|name| USERNAME_UNIQUE_INDEXES.contains(&name)) => {
+            Failure::UsernameTaken
+        }
         // Check, not-null, unique (other than username) and too-long values all name the rule.
         "23505" | "23514" | "23502" => Failure::Rejected {
             rule: constraint.unwrap_or("a table constraint").to_owned(),
@@ -271,6 +274,22 @@ mod tests {
             (
                 ("23505", Some("idx_users_username")),
                 Failure::UsernameTaken,
+            ),
+            (
+                ("23505", Some("idx_users_username_identity")),
+                Failure::UsernameTaken,
+            ),
+            (
+                ("23505", Some("users_pkey")),
+                Failure::Rejected {
+                    rule: "users_pkey".into(),
+                },
+            ),
+            (
+                ("23514", Some("ck_users_username_identity_length")),
+                Failure::Rejected {
+                    rule: "ck_users_username_identity_length".into(),
+                },
             ),
             (
                 ("23514", Some("ck_users_username_format")),

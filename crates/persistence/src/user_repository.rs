@@ -18,15 +18,20 @@ use crate::entity::users::{ActiveModel, Column, Entity as Users, Model};
 use crate::error_mapping::{Failure, from_db_err};
 use crate::session::Session;
 
-/// `SELECT <every column> FROM users WHERE username_key = $1 LIMIT $2` with `$2` = 1, built once
-/// by SeaORM from the expression below; each lookup puts its key in `$1`. A lookup by name is
-/// sign-in's hot path, and building the statement anew showed in its profile (sea-query's
-/// builder, copies of the statement). `username_key = $1` is the column of idx_users_username,
-/// so the lookup uses that index and agrees exactly with what the index considers a duplicate,
-/// whatever the server's locale.
+/// The lookup by account identity, as `idx_users_username_identity` indexes it: the database
+/// computes the identity of the stored name and of the parameter with its one function, so
+/// nothing here repeats the rule. `COLLATE "C"` matches the index's collation (without it the
+/// planner may not use the index: the comparison would be in the database's default collation).
+const IDENTITY_MATCHES: &str =
+    r#"username_identity("users"."username") COLLATE "C" = username_identity($1)"#;
+
+/// `SELECT <every column> FROM users WHERE <IDENTITY_MATCHES> LIMIT $2` with `$2` = 1, built once
+/// by SeaORM; each lookup puts the name in `$1`. A lookup by name is sign-in's hot path, and
+/// building the statement anew showed in its profile (sea-query's builder, copies of the
+/// statement).
 static FIND_BY_USERNAME: LazyLock<Statement> = LazyLock::new(|| {
     Users::find()
-        .filter(Column::UsernameKey.eq(String::new()))
+        .filter(Expr::cust_with_values(IDENTITY_MATCHES, [String::new()]))
         .limit(1)
         .build(DbBackend::Postgres)
 });
@@ -52,6 +57,12 @@ impl PgUserRepository {
             executor: Executor::Pool(database),
             metrics,
         }
+    }
+
+    /// The SQL [`find_by_username`](UserRepository::find_by_username) sends (`$1` the name as
+    /// given, `$2` = 1), for benchmarks and plan checks.
+    pub fn find_by_username_sql() -> &'static str {
+        &FIND_BY_USERNAME.sql
     }
 
     pub(crate) fn in_transaction(session: Arc<Session>, metrics: Arc<DatabaseMetrics>) -> Self {
@@ -151,7 +162,6 @@ impl UserRepository for PgUserRepository {
     #[tracing::instrument(skip_all, fields(username = %new_user.username), err(Display))]
     async fn create(&self, new_user: NewUser) -> Result<User, CreateUserError> {
         let row = ActiveModel {
-            username_key: ActiveValue::Set(new_user.username.identity_key().to_owned()),
             username: ActiveValue::Set(new_user.username.into_string()),
             password_hash: ActiveValue::Set(new_user.password_hash.expose().to_owned()),
             ..Default::default()
@@ -178,7 +188,7 @@ impl UserRepository for PgUserRepository {
             .as_mut()
             .map(|values| values.0.as_mut_slice())
         {
-            Some([key, _limit]) => *key = username.identity_key().into(),
+            Some([name, _limit]) => *name = username.as_str().into(),
             // A SeaORM that lays the statement out otherwise must not look up the wrong value.
             _ => {
                 return Err(StoreError::Unexpected(
@@ -252,12 +262,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_lookup_by_name_puts_the_key_first() {
+    fn the_lookup_by_name_puts_the_name_first() {
         let statement = &*FIND_BY_USERNAME;
         assert!(
-            statement
-                .sql
-                .ends_with(r#"WHERE "users"."username_key" = $1 LIMIT $2"#),
+            statement.sql.ends_with(
+                r#"WHERE username_identity("users"."username") COLLATE "C" = username_identity($1) LIMIT $2"#
+            ),
             "{}",
             statement.sql
         );

@@ -1,102 +1,94 @@
-//! One account per username identity, the same on databases of every sample locale, and lookups
-//! by identity served by the unique index.
+//! One account per username identity, decided by the database, with the same answers through
+//! the repository and through plain SQL as the service's role, on databases of every sample
+//! locale; and lookups by identity served by the unique index.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{HASH, new_user, repository, repository_on};
-use counseling_domain::{CreateUserError, UserRepository, Username};
+use common::{HASH, repository, repository_on};
+use counseling_domain::{CreateUserError, NewUser, PasswordHash, UserRepository, Username};
 use counseling_persistence::PgUserRepository;
-use counseling_persistence::entity::users::{Column, Entity as Users};
 use counseling_testkit::{DatabaseLocale, TestDatabase};
 use sea_orm::sqlx::{self, Connection, PgConnection};
-use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryTrait};
 
-/// What the repository answers, step by step, for the issue's cases. Each line names the step and
-/// its outcome, with users by the name they were created under, so transcripts can be compared.
-async fn identity_transcript(users: &PgUserRepository) -> Vec<String> {
-    let mut transcript = Vec::new();
-    let mut created = Vec::new();
-    let creations = [
-        r"\school\ÉMILE",
-        r"\school\émile",
-        "\\school\\e\u{301}mile",
-        r"\school\straße",
-        r"\school\STRASSE",
-        r"\school\KIZ",
-        r"\school\kız",
-        r"\school\KİZ",
-        r"\school\kiz",
-        r"\ｓｃｈｏｏｌ\ａｌｉｃｅ",
-        r"\school\Alice",
-        "\\e\u{301}cole\\Zoe\u{308}",
-    ];
-    for name in creations {
-        let outcome = match users.create(new_user(name)).await {
-            Ok(user) => {
-                created.push((user.id, name));
-                format!("created as {}", user.username)
-            }
-            Err(CreateUserError::UsernameTaken) => "taken".to_owned(),
-            Err(other) => panic!("create {name}: {other}"),
-        };
-        transcript.push(format!("create {name}: {outcome}"));
-    }
-    let lookups = [
-        r"\SCHOOL\émile",
-        "\\school\\E\u{301}MILE",
-        r"\school\Strasse",
-        r"\school\kiz",
-        r"\school\KIZ",
-        r"\school\kız",
-        "\\school\\ki\u{307}z",
-        r"\school\alice",
-        r"\ÉCOLE\ZOË",
-        r"\school\nobody",
-    ];
-    for name in lookups {
-        let found = users
-            .find_by_username(&Username::parse(name).unwrap())
-            .await
-            .unwrap()
-            .map(|user| {
-                created
-                    .iter()
-                    .find(|(id, _)| *id == user.id)
-                    .map(|(_, created_as)| *created_as)
-                    .unwrap()
-            });
-        transcript.push(format!("find {name}: {}", found.unwrap_or("nobody")));
-    }
-    transcript
-}
+/// Names to create, in order (each in NFC, as a careful writer sends it), and spellings to look
+/// up afterwards: the decisions of README's "Username identity", each of them.
+const CREATIONS: &[&str] = &[
+    r"\school\ÉMILE",
+    r"\school\émile",
+    // ß is kept by lower case: two accounts (RFC 8265's UsernameCaseMapped does the same).
+    r"\school\straße",
+    r"\school\STRASSE",
+    r"\school\STRAẞE",
+    // I is i in every locale; dotted İ and dotless ı are letters of their own.
+    r"\school\KIZ",
+    r"\school\kız",
+    r"\school\KİZ",
+    r"\school\kiz",
+    // Capital sigma lowers to final ς at the end of a word (ICU's context-sensitive lower case).
+    r"\school\ΣΊΣΥΦΟΣ",
+    r"\school\σίσυφος",
+    r"\school\σίσυφοσ",
+    // Width and compatibility forms fold (NFKC): fullwidth letters, ligatures.
+    r"\ｓｃｈｏｏｌ\ａｌｉｃｅ",
+    r"\school\Alice",
+    r"\school\ﬁnn",
+    r"\school\FINN",
+    r"\école\Zoë",
+    // Refused: a character that stands for a backslash, white space at a part's end.
+    r"\a\b＼c",
+    r"\school\carol ",
+];
+
+const LOOKUPS: &[&str] = &[
+    r"\SCHOOL\émile",
+    "\\school\\E\u{301}MILE",
+    r"\school\Strasse",
+    r"\school\strasse",
+    r"\school\kiz",
+    r"\school\kız",
+    "\\school\\ki\u{307}z",
+    r"\SCHOOL\Σίσυφος",
+    r"\school\alice",
+    r"\SCHOOL\fInN",
+    "\\E\u{301}COLE\\ZOE\u{308}",
+    r"\school\nobody",
+];
 
 fn expected_transcript() -> Vec<String> {
     [
-        r"create \school\ÉMILE: created as \school\ÉMILE",
+        r"create \school\ÉMILE: created",
         r"create \school\émile: taken",
-        "create \\school\\e\u{301}mile: taken",
-        r"create \school\straße: created as \school\straße",
-        r"create \school\STRASSE: taken",
-        r"create \school\KIZ: created as \school\KIZ",
-        r"create \school\kız: created as \school\kız",
-        r"create \school\KİZ: created as \school\KİZ",
+        r"create \school\straße: created",
+        r"create \school\STRASSE: created",
+        r"create \school\STRAẞE: taken",
+        r"create \school\KIZ: created",
+        r"create \school\kız: created",
+        r"create \school\KİZ: created",
         r"create \school\kiz: taken",
-        r"create \ｓｃｈｏｏｌ\ａｌｉｃｅ: created as \ｓｃｈｏｏｌ\ａｌｉｃｅ",
+        r"create \school\ΣΊΣΥΦΟΣ: created",
+        r"create \school\σίσυφος: taken",
+        r"create \school\σίσυφοσ: created",
+        r"create \ｓｃｈｏｏｌ\ａｌｉｃｅ: created",
         r"create \school\Alice: taken",
-        // Typed decomposed, stored composed.
-        "create \\e\u{301}cole\\Zoe\u{308}: created as \\école\\Zoë",
+        r"create \school\ﬁnn: created",
+        r"create \school\FINN: taken",
+        r"create \école\Zoë: created",
+        r"create \a\b＼c: refused",
+        r"create \school\carol : refused",
         r"find \SCHOOL\émile: \school\ÉMILE",
         "find \\school\\E\u{301}MILE: \\school\\ÉMILE",
-        r"find \school\Strasse: \school\straße",
+        r"find \school\Strasse: \school\STRASSE",
+        r"find \school\strasse: \school\STRASSE",
         r"find \school\kiz: \school\KIZ",
-        r"find \school\KIZ: \school\KIZ",
         r"find \school\kız: \school\kız",
         "find \\school\\ki\u{307}z: \\school\\KİZ",
+        r"find \SCHOOL\Σίσυφος: \school\ΣΊΣΥΦΟΣ",
         r"find \school\alice: \ｓｃｈｏｏｌ\ａｌｉｃｅ",
-        "find \\ÉCOLE\\ZOË: \\e\u{301}cole\\Zoe\u{308}",
+        r"find \SCHOOL\fInN: \school\ﬁnn",
+        "find \\E\u{301}COLE\\ZOE\u{308}: \\école\\Zoë",
         r"find \school\nobody: nobody",
     ]
     .into_iter()
@@ -104,30 +96,107 @@ fn expected_transcript() -> Vec<String> {
     .collect()
 }
 
+/// The transcript through the repository.
+async fn repository_transcript(users: &PgUserRepository) -> Vec<String> {
+    let mut transcript = Vec::new();
+    for name in CREATIONS {
+        let outcome = match Username::parse(*name) {
+            Err(_) => "refused".to_owned(),
+            Ok(username) => {
+                let new_user = NewUser {
+                    username,
+                    password_hash: PasswordHash::parse(HASH).unwrap(),
+                };
+                match users.create(new_user).await {
+                    Ok(_) => "created".to_owned(),
+                    Err(CreateUserError::UsernameTaken) => "taken".to_owned(),
+                    Err(CreateUserError::Rejected { .. }) => "refused".to_owned(),
+                    Err(other) => panic!("create {name}: {other}"),
+                }
+            }
+        };
+        transcript.push(format!("create {name}: {outcome}"));
+    }
+    for name in LOOKUPS {
+        let found = users
+            .find_by_username(&Username::parse(*name).unwrap())
+            .await
+            .unwrap();
+        transcript.push(format!(
+            "find {name}: {}",
+            found.map_or("nobody".to_owned(), |user| user.username.into_string())
+        ));
+    }
+    transcript
+}
+
+/// The same through plain SQL, as another client of the table writes and reads it.
+async fn plain_sql_transcript(conn: &mut PgConnection) -> Vec<String> {
+    let mut transcript = Vec::new();
+    for name in CREATIONS {
+        let outcome =
+            match sqlx::query("INSERT INTO users (username, password_hash) VALUES ($1, $2)")
+                .bind(name)
+                .bind(HASH)
+                .execute(&mut *conn)
+                .await
+            {
+                Ok(_) => "created".to_owned(),
+                Err(error) => match error.as_database_error().and_then(|e| e.code()).as_deref() {
+                    Some("23505") => "taken".to_owned(),
+                    Some("23514") => "refused".to_owned(),
+                    _ => panic!("create {name}: {error}"),
+                },
+            };
+        transcript.push(format!("create {name}: {outcome}"));
+    }
+    for name in LOOKUPS {
+        let found: Option<String> = sqlx::query_scalar(
+            r#"SELECT username::text FROM users
+               WHERE username_identity(username) COLLATE "C" = username_identity($1)"#,
+        )
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await
+        .unwrap();
+        transcript.push(format!(
+            "find {name}: {}",
+            found.unwrap_or_else(|| "nobody".to_owned())
+        ));
+    }
+    transcript
+}
+
 #[tokio::test]
-async fn identity_is_the_same_on_databases_of_every_sample_locale() {
+async fn the_repository_and_plain_sql_get_the_same_answers_on_every_sample_locale() {
     for locale in DatabaseLocale::samples() {
-        let test_db = TestDatabase::migrated_with_locale(&locale).await.unwrap();
-        let (_test_db, database, users) = repository_on(test_db);
+        let through_repository = TestDatabase::migrated_with_locale(&locale).await.unwrap();
+        let (_test_db, database, users) = repository_on(through_repository);
         assert_eq!(
-            identity_transcript(&users).await,
+            repository_transcript(&users).await,
             expected_transcript(),
-            "on a database with {locale}"
+            "through the repository, on a database with {locale}"
         );
         database.close(Duration::from_secs(5)).await;
+
+        let through_sql = TestDatabase::migrated_with_locale(&locale).await.unwrap();
+        let mut conn = PgConnection::connect(&through_sql.url()).await.unwrap();
+        assert_eq!(
+            plain_sql_transcript(&mut conn).await,
+            expected_transcript(),
+            "through plain SQL as the service's role, on a database with {locale}"
+        );
     }
 }
 
-/// Loads `count` users straight into the table. The names are lower-case ASCII, whose identity
-/// key is the name itself.
+/// Loads `count` users straight into the table, as another client would.
 async fn load_users(test_db: &TestDatabase, count: i64) {
     let mut conn = PgConnection::connect_with(&test_db.options())
         .await
         .unwrap();
     sqlx::query(
-        r"INSERT INTO users (username, password_hash, username_key)
-          SELECT format('\dom%s\user%s', i % 10, i), $1, format('\dom%s\user%s', i % 10, i)
-          FROM generate_series(1, $2::bigint) AS i",
+        r"INSERT INTO users (username, password_hash)
+          SELECT format('\dom%s\user%s', i % 10, i), $1 FROM generate_series(1, $2::bigint) AS i",
     )
     .bind(HASH)
     .bind(count)
@@ -145,31 +214,40 @@ async fn load_users(test_db: &TestDatabase, count: i64) {
 async fn the_lookup_query_is_planned_as_a_scan_of_the_unique_index() {
     let (test_db, _database, _users) = repository().await;
     load_users(&test_db, 5_000).await;
-    // The statement find_by_username sends (same builder expression), planned with real values.
-    let key = Username::parse(r"\DOM4\User1234")
-        .unwrap()
-        .identity_key()
-        .to_owned();
-    let sql = Users::find()
-        .filter(Column::UsernameKey.eq(key))
-        .build(DbBackend::Postgres)
-        .to_string();
-    let plan: Vec<String> = test_db
-        .connect()
+    // The statement find_by_username sends, planned as a prepared statement is at first (with
+    // the parameters' values) and as it may be later (generic, without them).
+    let sql = PgUserRepository::find_by_username_sql();
+    let mut conn = PgConnection::connect_with(&test_db.options())
         .await
-        .query_all_raw(sea_orm::Statement::from_string(
-            DbBackend::Postgres,
-            format!("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) {sql}"),
-        ))
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "PREPARE lookup(text, bigint) AS {sql}"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let mut plan: Vec<String> = Vec::new();
+    for setting in ["auto", "force_generic_plan"] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "SET plan_cache_mode = {setting}"
+        )))
+        .execute(&mut conn)
         .await
-        .unwrap()
-        .into_iter()
-        .map(|row| row.try_get_by_index::<String>(0).unwrap())
-        .collect();
-    assert!(
-        plan[0].starts_with("Index Scan using idx_users_username on users"),
-        "{plan:#?}"
-    );
+        .unwrap();
+        let lines: Vec<String> = sqlx::query_scalar(
+            r"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) EXECUTE lookup('\DOM4\User1234', 1)",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        assert!(
+            lines[1]
+                .trim_start()
+                .starts_with("->  Index Scan using idx_users_username_identity on users"),
+            "{setting}: {lines:#?}"
+        );
+        plan = lines;
+    }
     assert!(
         plan.iter().any(|line| line.contains("actual rows=1")),
         "{plan:#?}"
@@ -194,7 +272,7 @@ async fn find_by_username_reads_through_the_index_not_the_table() {
         let counts: (i64, i64) = sqlx::query_as(
             "SELECT i.idx_scan, t.seq_scan FROM pg_stat_user_indexes i \
              JOIN pg_stat_user_tables t USING (relid) \
-             WHERE i.indexrelname = 'idx_users_username'",
+             WHERE i.indexrelname = 'idx_users_username_identity'",
         )
         .fetch_one(&mut conn)
         .await
@@ -205,4 +283,40 @@ async fn find_by_username_reads_through_the_index_not_the_table() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!((index_scans, table_scans), (20, 0));
+}
+
+/// While the previous release's key and index still exist (expand phase), a twin can collide in
+/// either unique index: each is reported as taken.
+#[tokio::test]
+async fn a_twin_is_taken_whichever_unique_index_finds_it() {
+    let (test_db, _database, users) = repository().await;
+    let mut conn = PgConnection::connect_with(&test_db.options())
+        .await
+        .unwrap();
+    // As the previous release wrote it: its key folds ß to ss.
+    sqlx::query(
+        r"INSERT INTO users (username, password_hash, username_key)
+          VALUES ('\school\straße', $1, '\school\strasse')",
+    )
+    .bind(HASH)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let create = |name: &str| {
+        let new_user = NewUser {
+            username: Username::parse(name).unwrap(),
+            password_hash: PasswordHash::parse(HASH).unwrap(),
+        };
+        users.create(new_user)
+    };
+    // Only the identity index knows these two are one account (the key written is \school\straße).
+    assert_eq!(
+        create(r"\school\Straße").await.unwrap_err(),
+        CreateUserError::UsernameTaken
+    );
+    // Only the previous release's index sees this one (its identity is \school\strasse).
+    assert_eq!(
+        create(r"\school\STRASSE").await.unwrap_err(),
+        CreateUserError::UsernameTaken
+    );
 }
