@@ -228,7 +228,7 @@ lookup_table=$(BENCH_DATABASE_URL=$URL BENCH_PHASE=load bench_lookups)
 # statement: the same SQL shape, plan and result rows the repository gets.
 cat > "$WORK/lookup.sql" <<'SQL'
 \set i random(1, 1000000)
-SELECT "users"."id", "users"."username", "users"."password_hash", "users"."is_blocked", "users"."created_at", "users"."updated_at", "users"."username_key" FROM "users" WHERE "users"."username_key" = format('\dom%s\user%s', :i::int % 100, :i::int) LIMIT 1;
+SELECT "users"."id", "users"."username", "users"."password_hash", "users"."is_blocked", "users"."created_at", "users"."updated_at" FROM "users" WHERE username_identity("users"."username") COLLATE "C" = username_identity(format('\DOM%s\User%s', :i::int % 100, :i::int)) LIMIT 1;
 SQL
 # Paired rounds (see rps_of): the repository's 15 tasks (5 s on the pool's runtime, then 5 s
 # from another runtime) and pgbench's 15 clients (5 s).
