@@ -19,15 +19,17 @@ pub use sea_orm_migration::{DbErr, MigratorTrait, sea_orm};
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::DatabaseConnection;
 
+mod checksum;
 pub mod roles;
 mod runner;
 pub mod scaffold;
 
+pub use checksum::Checksum;
 use runner::FORCE_SETTING;
 pub use runner::{
-    DEFAULT_LOCK_TIMEOUT, Direction, Event, HISTORY_TABLE, MAX_LOCK_TIMEOUT_MS, MIGRATION_LOCK_KEY,
-    MigrationFile, MigrationState, Observer, RunError, RunOptions, Runner, is_lock_timeout,
-    sqlstate,
+    Accepted, DEFAULT_LOCK_TIMEOUT, Direction, Drift, DriftProblem, Event, HISTORY_TABLE,
+    MAX_LOCK_TIMEOUT_MS, MIGRATION_LOCK_KEY, MigrationFile, MigrationState, MigrationStatus,
+    Observer, RunError, RunOptions, Runner, is_lock_timeout, sqlstate,
 };
 
 mod m20251220_000001_create_users;

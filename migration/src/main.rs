@@ -1,15 +1,19 @@
-//! `migration up | down [N] | status`: applies or rolls back the schema of the database named by
-//! `DATABASE_OWNER_URL` (or `DATABASE_OWNER_URL_FILE`), else `DATABASE_URL` (or
+//! `migration up | down [N] | status | accept VERSION`: applies or rolls back the schema of the
+//! database named by `DATABASE_OWNER_URL` (or `DATABASE_OWNER_URL_FILE`), else `DATABASE_URL` (or
 //! `DATABASE_URL_FILE`), from the environment, else from the working directory's `.env` (the
-//! environment wins). It connects as the service does (`counseling_config::DatabaseTarget`):
-//! password files, libpq's parameters and host lists, the same TLS rules.
+//! environment wins), shows where each migration stands, or records the checksum of one edited
+//! migration after a person checked it. It connects as the service does
+//! (`counseling_config::DatabaseTarget`): password files, libpq's parameters and host lists, the
+//! same TLS rules.
 //! `migration new NAME` scaffolds a migration in this crate's source (`just migrate-new NAME`).
 //!
 //! `DATABASE_SSL_MODE` and `DATABASE_SSL_ROOT_CERT` (same sources) override the URL's TLS
 //! parameters, as for the service. `MIGRATION_LOCK_TIMEOUT_MS` (same sources) bounds how long a
 //! migration waits for a table lock.
 //!
-//! Exit codes: 0 success, 1 the database or a migration failed, 2 bad usage or configuration.
+//! Exit codes: 0 success, 1 the database or a migration failed, 2 bad usage or configuration,
+//! 3 an applied migration was modified (up/down refused to run), 4 an applied migration is
+//! missing from this binary (and none modified).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -20,14 +24,22 @@ use counseling_config::{
 };
 use migration::sea_orm::sqlx::postgres::PgPoolOptions;
 use migration::sea_orm::{DatabaseConnection, SqlxPostgresConnector};
-use migration::{Direction, Event, Observer, RunError, RunOptions, Runner};
+use migration::{Accepted, Direction, Event, Observer, RunError, RunOptions, Runner};
 
-const USAGE: &str = "usage: migration <up | down [STEPS] [--force] | status | new NAME>
+const USAGE: &str =
+    "usage: migration <up | down [STEPS] [--force] | status | accept VERSION | new NAME>
   up       apply every pending migration
   down     roll back the most recent migration (or the STEPS most recent); a table that still
            holds rows is only dropped with --force
-  status   list migrations and whether each is applied
+  status   list migrations: applied, pending, modified (its file changed since it was applied)
+           or missing (applied, but not in this binary)
+  accept   record VERSION's current checksum, after checking the database matches its file; for
+           a missing VERSION, forget that it was applied
   new      create migration/src/m<YYYYMMDD>_<NNNNNN>_NAME.rs and register it (developers only)
+up and down refuse to run while an applied migration is modified or missing, with one message
+per migration. Exit codes: 0 done, 1 the database or a migration failed, 2 bad usage or
+configuration, 3 an applied migration is modified, 4 an applied migration is missing (and
+none is modified)
 DATABASE_OWNER_URL, else DATABASE_URL (environment, else ./.env) names the database:
 postgres://user:password@host:port/db, or host lists with target_session_attrs as in libpq
 DATABASE_OWNER_URL_FILE, DATABASE_URL_FILE: a file holding the URL instead
@@ -44,6 +56,7 @@ enum Command {
     Up,
     Down { steps: u32, force: bool },
     Status,
+    Accept { version: String },
 }
 
 fn parse_command(args: &[String]) -> Result<Command, String> {
@@ -64,7 +77,13 @@ fn parse_command(args: &[String]) -> Result<Command, String> {
             }
         }
         [command] if command == "status" => Ok(Command::Status),
-        _ => Err("expected one of: up, down [STEPS] [--force], status, new NAME".to_owned()),
+        [command, version] if command == "accept" => Ok(Command::Accept {
+            version: version.clone(),
+        }),
+        _ => Err(
+            "expected one of: up, down [STEPS] [--force], status, accept VERSION, new NAME"
+                .to_owned(),
+        ),
     }
 }
 
@@ -142,14 +161,21 @@ struct Progress;
 #[migration::sea_orm::prelude::async_trait::async_trait]
 impl Observer for Progress {
     async fn event(&self, event: &Event<'_>) {
-        if let Event::Done {
-            name, direction, ..
-        } = event
-        {
-            match direction {
-                Direction::Up => println!("applied {name}"),
-                Direction::Down => println!("rolled back {name}"),
-            }
+        match event {
+            Event::Done {
+                name,
+                direction: Direction::Up,
+                ..
+            } => println!("applied {name}"),
+            Event::Done {
+                name,
+                direction: Direction::Down,
+                ..
+            } => println!("rolled back {name}"),
+            Event::Adopted { name, checksum } => println!(
+                "recorded checksum {checksum} for {name} (applied before checksums were kept)"
+            ),
+            _ => {}
         }
     }
 }
@@ -185,10 +211,22 @@ async fn run(
         }
         Command::Status => {
             for state in runner(options).status(db).await? {
-                let mark = if state.applied { "applied" } else { "pending" };
-                println!("{mark:8} {}", state.name);
+                println!("{:8} {}", state.status.to_string(), state.name);
             }
         }
+        Command::Accept { version } => match runner(options).accept(db, &version).await? {
+            Accepted::Recorded { previous, current } => println!(
+                "accepted {version}: recorded checksum {current} (was {})",
+                previous.map_or_else(|| "none".to_owned(), |previous| previous.to_string())
+            ),
+            Accepted::Unchanged(current) => {
+                println!("{version} already has checksum {current}: nothing to accept")
+            }
+            Accepted::Forgotten { .. } => println!(
+                "forgot {version}: it is no longer recorded as applied (its changes, if any, \
+                 stay in the database)"
+            ),
+        },
     }
     Ok(())
 }
@@ -268,6 +306,19 @@ async fn main() -> ExitCode {
     let _ = db.close().await;
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
+        Err(RunError::Drift(drift)) => {
+            eprintln!(
+                "migration: refusing to run: the applied migrations differ from this binary's"
+            );
+            for problem in &drift.problems {
+                eprintln!("migration: {problem}");
+            }
+            ExitCode::from(drift.exit_code())
+        }
+        Err(error @ (RunError::UnknownVersion(_) | RunError::NotApplied(_))) => {
+            eprintln!("migration: {error}");
+            ExitCode::from(2)
+        }
         Err(error) if error.is_lock_timeout() => {
             let changed = match &error {
                 RunError::Migration {

@@ -26,6 +26,8 @@ use sea_orm_migration::sea_orm::{
 };
 use sea_orm_migration::{MigrationTrait, SchemaManager, async_trait};
 
+use crate::checksum::Checksum;
+
 /// How long a migration waits for a table's lock unless told otherwise (`MIGRATION_LOCK_TIMEOUT_MS`
 /// in the CLI): long enough for the service's short transactions to finish, short enough that
 /// the requests queued behind the migration's lock wait no longer than a slow request.
@@ -115,6 +117,11 @@ impl MigrationFile {
         &self.source
     }
 
+    /// SHA-256 of the source (see [`Checksum`]): what the history records when it is applied.
+    pub fn checksum(&self) -> Checksum {
+        Checksum::of_source(&self.source)
+    }
+
     /// Whether it runs in a transaction of its own (PostgreSQL's convention, unless the
     /// migration says otherwise).
     pub fn in_transaction(&self) -> bool {
@@ -146,9 +153,14 @@ impl std::fmt::Display for Direction {
     }
 }
 
-/// What an [`Observer`] is told, in this order for each migration.
+/// What an [`Observer`] is told: adoptions first, then for each migration in this order.
 #[derive(Debug)]
 pub enum Event<'a> {
+    /// An applied migration recorded before checksums existed now has this one (the file's).
+    Adopted {
+        name: &'a str,
+        checksum: &'a Checksum,
+    },
     /// The migration's own code is about to run, on the backend with this process id (its
     /// transaction, if it has one, is open and its `lock_timeout` set).
     Starting {
@@ -198,6 +210,106 @@ pub enum RunError {
     LockLost,
     #[error("migrations run on PostgreSQL only")]
     NotPostgres,
+    /// Applied migrations differ from this binary's: nothing was run.
+    #[error("{0}")]
+    Drift(Drift),
+    #[error("{0} is not a migration this binary knows or the database has applied")]
+    UnknownVersion(String),
+    #[error("{0} is not applied: there is no checksum to accept (run `migration up`)")]
+    NotApplied(String),
+}
+
+/// How the applied migrations differ from this binary's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    pub problems: Vec<DriftProblem>,
+}
+
+/// One applied migration that differs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriftProblem {
+    /// Its source file changed since it was applied.
+    Modified {
+        name: String,
+        file: String,
+        recorded: Checksum,
+        current: Checksum,
+    },
+    /// Applied, but this binary has no such migration.
+    Missing {
+        name: String,
+        recorded: Option<Checksum>,
+    },
+}
+
+impl Drift {
+    /// `migration`'s exit code: 3 when a migration was modified (whether or not some are also
+    /// missing), 4 when some are only missing.
+    pub fn exit_code(&self) -> u8 {
+        if self
+            .problems
+            .iter()
+            .any(|problem| matches!(problem, DriftProblem::Modified { .. }))
+        {
+            3
+        } else {
+            4
+        }
+    }
+}
+
+impl std::fmt::Display for Drift {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lines: Vec<String> = self.problems.iter().map(ToString::to_string).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+impl std::fmt::Display for DriftProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DriftProblem::Modified {
+                name,
+                file,
+                recorded,
+                current,
+            } => write!(
+                f,
+                "{name} was modified after it was applied: the database recorded checksum \
+                 {recorded}, {file} has {current}. Either restore {file} as it was when applied \
+                 (`git log -p -- {file}` shows its history), or, after checking that the database \
+                 matches the file as it is now, record its checksum with `just migrate-accept \
+                 {name}`."
+            ),
+            DriftProblem::Missing { name, recorded } => {
+                let recorded = recorded
+                    .as_ref()
+                    .map_or_else(|| "none".to_owned(), ToString::to_string);
+                write!(
+                    f,
+                    "{name} is applied in the database (recorded checksum {recorded}) but this \
+                     binary has no migration/src/{name}.rs (checksum none): it comes from another \
+                     branch or a newer release. Either run a binary that has that file (to roll \
+                     it back with it, if that is the aim), or, after checking that nothing in the \
+                     database depends on it, forget it with `just migrate-accept {name}`."
+                )
+            }
+        }
+    }
+}
+
+/// What [`Runner::accept`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// The file's checksum is now recorded (`previous` is what was, if anything).
+    Recorded {
+        previous: Option<Checksum>,
+        current: Checksum,
+    },
+    /// The recorded checksum already was the file's.
+    Unchanged(Checksum),
+    /// A migration this binary does not have is no longer recorded as applied.
+    Forgotten { recorded: Option<Checksum> },
 }
 
 impl RunError {
@@ -237,11 +349,45 @@ pub fn sqlstate(error: &DbErr) -> Option<String> {
     }
 }
 
-/// A migration and whether it has been applied, for `migration status`.
+/// Where a migration stands, for `migration status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrationStatus {
+    /// Recorded as applied, with this file's checksum (or none yet: adopted at the next run).
+    Applied,
+    Pending,
+    /// Recorded as applied with another checksum than this file's.
+    Modified,
+    /// Recorded as applied, unknown to this binary.
+    Missing,
+}
+
+impl std::fmt::Display for MigrationStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MigrationStatus::Applied => "applied",
+            MigrationStatus::Pending => "pending",
+            MigrationStatus::Modified => "modified",
+            MigrationStatus::Missing => "missing",
+        })
+    }
+}
+
+/// A migration, known to this binary or recorded in the database, and where it stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationState {
     pub name: String,
-    pub applied: bool,
+    pub status: MigrationStatus,
+    /// What the history table holds for it, if it is applied and has a checksum recorded.
+    pub recorded: Option<Checksum>,
+    /// Its file's, if this binary has it.
+    pub current: Option<Checksum>,
+}
+
+impl MigrationState {
+    /// Whether the database records it as applied.
+    pub fn is_applied(&self) -> bool {
+        self.status != MigrationStatus::Pending
+    }
 }
 
 /// Runs a list of migrations (the real one is [`crate::migrations`]; tests pass fixtures).
@@ -301,8 +447,7 @@ impl Runner {
         session: &RunSession,
         limit: Option<usize>,
     ) -> Result<Vec<String>, RunError> {
-        history::install(&session.db).await?;
-        let applied = history::versions(&session.db).await?;
+        let applied = self.check_history(session).await?;
         let mut done = Vec::new();
         for file in self
             .migrations
@@ -327,8 +472,7 @@ impl Runner {
     }
 
     async fn down_in(&self, session: &RunSession, steps: u32) -> Result<Vec<String>, RunError> {
-        history::install(&session.db).await?;
-        let applied = history::versions(&session.db).await?;
+        let applied = self.check_history(session).await?;
         let mut done = Vec::new();
         for file in self
             .migrations
@@ -343,22 +487,148 @@ impl Runner {
         Ok(done)
     }
 
-    /// Every known migration in order, with whether it is applied. Changes nothing in the
-    /// database (and needs no lock).
+    /// Before up or down: the history table (with its checksum column), then a refusal if any
+    /// applied migration is modified or missing, else the checksums of those applied before
+    /// checksums existed. Returns the names of the applied migrations.
+    async fn check_history(&self, session: &RunSession) -> Result<Vec<String>, RunError> {
+        history::install(&session.db).await?;
+        let states = self.states(history::recorded(&session.db).await?);
+        let problems: Vec<DriftProblem> = states
+            .iter()
+            .filter_map(
+                |state| match (state.status, &state.recorded, &state.current) {
+                    (MigrationStatus::Modified, Some(recorded), Some(current)) => {
+                        Some(DriftProblem::Modified {
+                            name: state.name.clone(),
+                            file: self
+                                .file(&state.name)
+                                .map_or_else(String::new, |file| file.file().to_owned()),
+                            recorded: recorded.clone(),
+                            current: current.clone(),
+                        })
+                    }
+                    (MigrationStatus::Missing, recorded, _) => Some(DriftProblem::Missing {
+                        name: state.name.clone(),
+                        recorded: recorded.clone(),
+                    }),
+                    _ => None,
+                },
+            )
+            .collect();
+        if !problems.is_empty() {
+            return Err(RunError::Drift(Drift { problems }));
+        }
+        for state in &states {
+            if let (MigrationStatus::Applied, None, Some(current)) =
+                (state.status, &state.recorded, &state.current)
+            {
+                history::set_checksum(&session.db, &state.name, current).await?;
+                self.notify(Event::Adopted {
+                    name: &state.name,
+                    checksum: current,
+                })
+                .await;
+            }
+        }
+        Ok(states
+            .into_iter()
+            .filter(MigrationState::is_applied)
+            .map(|state| state.name)
+            .collect())
+    }
+
+    fn file(&self, name: &str) -> Option<&MigrationFile> {
+        self.migrations.iter().find(|file| file.name() == name)
+    }
+
+    /// Every known migration in order, then those recorded but unknown, with where each
+    /// stands. Reads the history table itself; changes nothing in the database (and needs no
+    /// lock).
     pub async fn status(&self, db: &DatabaseConnection) -> Result<Vec<MigrationState>, RunError> {
-        let applied = if history::exists(db).await? {
-            history::versions(db).await?
+        let recorded = if history::exists(db).await? {
+            history::recorded(db).await?
         } else {
             Vec::new()
         };
-        Ok(self
+        Ok(self.states(recorded))
+    }
+
+    fn states(&self, recorded: Vec<(String, Option<Checksum>)>) -> Vec<MigrationState> {
+        let mut states: Vec<MigrationState> = self
             .migrations
             .iter()
-            .map(|file| MigrationState {
-                name: file.name().to_owned(),
-                applied: applied.iter().any(|name| name == file.name()),
+            .map(|file| {
+                let current = file.checksum();
+                let (status, recorded) = match recorded.iter().find(|(name, _)| name == file.name())
+                {
+                    None => (MigrationStatus::Pending, None),
+                    Some((_, Some(checksum))) if *checksum != current => {
+                        (MigrationStatus::Modified, Some(checksum.clone()))
+                    }
+                    Some((_, checksum)) => (MigrationStatus::Applied, checksum.clone()),
+                };
+                MigrationState {
+                    name: file.name().to_owned(),
+                    status,
+                    recorded,
+                    current: Some(current),
+                }
             })
-            .collect())
+            .collect();
+        for (name, checksum) in recorded {
+            if self.file(&name).is_none() {
+                states.push(MigrationState {
+                    name,
+                    status: MigrationStatus::Missing,
+                    recorded: checksum,
+                    current: None,
+                });
+            }
+        }
+        states
+    }
+
+    /// Records the checksum of `version`'s file as applied (after a person checked that the
+    /// database matches it), or, for an applied migration this binary does not have, forgets
+    /// it. Under the migration lock; touches no other migration.
+    pub async fn accept(
+        &self,
+        db: &DatabaseConnection,
+        version: &str,
+    ) -> Result<Accepted, RunError> {
+        let session = RunSession::open(db).await?;
+        let outcome = self.accept_in(&session, version).await;
+        session.close().await;
+        outcome
+    }
+
+    async fn accept_in(&self, session: &RunSession, version: &str) -> Result<Accepted, RunError> {
+        history::install(&session.db).await?;
+        let state = self
+            .states(history::recorded(&session.db).await?)
+            .into_iter()
+            .find(|state| state.name == version)
+            .ok_or_else(|| RunError::UnknownVersion(version.to_owned()))?;
+        match (state.status, state.current) {
+            (MigrationStatus::Pending, _) => Err(RunError::NotApplied(version.to_owned())),
+            (MigrationStatus::Missing, _) => {
+                history::record(&session.db, version, Direction::Down, None).await?;
+                Ok(Accepted::Forgotten {
+                    recorded: state.recorded,
+                })
+            }
+            (_, Some(current)) if state.recorded.as_ref() == Some(&current) => {
+                Ok(Accepted::Unchanged(current))
+            }
+            (_, Some(current)) => {
+                history::set_checksum(&session.db, version, &current).await?;
+                Ok(Accepted::Recorded {
+                    previous: state.recorded,
+                    current,
+                })
+            }
+            (_, None) => Err(RunError::UnknownVersion(version.to_owned())),
+        }
     }
 
     async fn run_one(
@@ -412,7 +682,7 @@ impl Runner {
             let db = &session.db;
             set_run_settings(db, self.options, false).await?;
             self.run_code(db, session.pid, file, direction).await?;
-            history::record(db, file.name(), direction).await?;
+            history::record(db, file.name(), direction, Some(&file.checksum())).await?;
         }
         Ok(())
     }
@@ -427,7 +697,7 @@ impl Runner {
         set_run_settings(transaction, self.options, true).await?;
         self.run_code(transaction, session.pid, file, direction)
             .await?;
-        history::record(transaction, file.name(), direction).await?;
+        history::record(transaction, file.name(), direction, Some(&file.checksum())).await?;
         Ok(())
     }
 
@@ -628,36 +898,87 @@ mod history {
             .unwrap_or(false))
     }
 
-    /// Creates the table as sea-orm-migration would, if it is missing.
+    async fn has_checksums(db: &impl ConnectionTrait) -> Result<bool, DbErr> {
+        let row = db
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass($1) \
+                 AND attname = 'checksum' AND NOT attisdropped)",
+                [HISTORY_TABLE.into()],
+            ))
+            .await?;
+        Ok(row
+            .map(|row| row.try_get_by_index::<bool>(0))
+            .transpose()?
+            .unwrap_or(false))
+    }
+
+    /// Creates the table (sea-orm-migration's columns and our `checksum`), or adds `checksum` to
+    /// one that sea-orm-migration made.
     pub(super) async fn install(db: &impl ConnectionTrait) -> Result<(), DbErr> {
         if !exists(db).await? {
             db.execute_unprepared(&format!(
                 r#"CREATE TABLE IF NOT EXISTS "{HISTORY_TABLE}" (
                     "version" varchar NOT NULL PRIMARY KEY,
-                    "applied_at" bigint NOT NULL
+                    "applied_at" bigint NOT NULL,
+                    "checksum" text
                 )"#
+            ))
+            .await?;
+        } else if !has_checksums(db).await? {
+            db.execute_unprepared(&format!(
+                r#"ALTER TABLE "{HISTORY_TABLE}" ADD COLUMN IF NOT EXISTS "checksum" text"#
             ))
             .await?;
         }
         Ok(())
     }
 
-    /// The versions recorded as applied, in order.
-    pub(super) async fn versions(db: &impl ConnectionTrait) -> Result<Vec<String>, DbErr> {
+    /// Every applied version, in order, with its recorded checksum if it has one.
+    pub(super) async fn recorded(
+        db: &impl ConnectionTrait,
+    ) -> Result<Vec<(String, Option<Checksum>)>, DbErr> {
+        let checksum = if has_checksums(db).await? {
+            r#""checksum""#
+        } else {
+            "NULL::text"
+        };
         db.query_all_raw(Statement::from_string(
             DbBackend::Postgres,
-            format!(r#"SELECT "version" FROM "{HISTORY_TABLE}" ORDER BY "version""#),
+            format!(r#"SELECT "version", {checksum} FROM "{HISTORY_TABLE}" ORDER BY "version""#),
         ))
         .await?
         .into_iter()
-        .map(|row| row.try_get_by_index::<String>(0))
+        .map(|row| {
+            Ok((
+                row.try_get_by_index::<String>(0)?,
+                row.try_get_by_index::<Option<String>>(1)?
+                    .map(Checksum::from_stored),
+            ))
+        })
         .collect()
     }
 
+    pub(super) async fn set_checksum(
+        db: &impl ConnectionTrait,
+        name: &str,
+        checksum: &Checksum,
+    ) -> Result<(), DbErr> {
+        db.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            format!(r#"UPDATE "{HISTORY_TABLE}" SET "checksum" = $2 WHERE "version" = $1"#),
+            [name.into(), checksum.as_str().into()],
+        ))
+        .await?;
+        Ok(())
+    }
+
+    /// Up: records `name` as applied with `checksum`; down: deletes its row.
     pub(super) async fn record(
         db: &impl ConnectionTrait,
         name: &str,
         direction: Direction,
+        checksum: Option<&Checksum>,
     ) -> Result<(), DbErr> {
         let statement = match direction {
             Direction::Up => {
@@ -667,9 +988,14 @@ mod history {
                 Statement::from_sql_and_values(
                     DbBackend::Postgres,
                     format!(
-                        r#"INSERT INTO "{HISTORY_TABLE}" ("version", "applied_at") VALUES ($1, $2)"#
+                        r#"INSERT INTO "{HISTORY_TABLE}" ("version", "applied_at", "checksum")
+                           VALUES ($1, $2, $3)"#
                     ),
-                    [name.into(), applied_at.into()],
+                    [
+                        name.into(),
+                        applied_at.into(),
+                        checksum.map(|checksum| checksum.as_str().to_owned()).into(),
+                    ],
                 )
             }
             Direction::Down => Statement::from_sql_and_values(

@@ -81,7 +81,7 @@ async fn up_over_rows_outside_the_bounds_fails_naming_them_and_changes_nothing()
         assert!(error.contains(id.as_str()), "{error}");
     }
     assert_eq!(schema_snapshot(&mut conn).await, before);
-    assert!(!migration::status(&orm).await.unwrap()[position(BCRYPT_COST_BOUNDS)].applied);
+    assert!(!migration::status(&orm).await.unwrap()[position(BCRYPT_COST_BOUNDS)].is_applied());
 }
 
 #[tokio::test]

@@ -72,6 +72,7 @@ impl Observer for Recorder {
                 ..
             } => format!("ran {name} under lock_timeout {lock_timeout_ms} ms"),
             Event::Done { name, .. } => format!("done {name}"),
+            Event::Adopted { name, checksum } => format!("adopted {name} {checksum}"),
         };
         self.events.lock().unwrap().push(line);
     }
@@ -124,7 +125,7 @@ async fn a_migration_without_a_transaction_builds_an_index_concurrently() {
         .await
         .unwrap()
         .iter()
-        .map(|state| state.applied)
+        .map(|state| state.is_applied())
         .collect();
     assert_eq!(applied, [true, true]);
 
@@ -151,7 +152,7 @@ async fn each_migration_commits_by_itself_and_a_failure_keeps_those_before_it() 
         .await
         .unwrap()
         .into_iter()
-        .map(|state| (state.name, state.applied))
+        .map(|state| (state.name.clone(), state.is_applied()))
         .collect();
     assert_eq!(
         applied,

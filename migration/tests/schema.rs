@@ -220,7 +220,7 @@ async fn up_down_up_creates_removes_and_recreates_everything() {
     assert_eq!(migration::apply_pending(&orm).await.unwrap(), 0);
     let status = migration::status(&orm).await.unwrap();
     assert_eq!(status.len(), all);
-    assert!(status.iter().all(|migration| migration.applied));
+    assert!(status.iter().all(|migration| migration.is_applied()));
 
     let rolled_back = migration::roll_back(&orm, all as u32).await.unwrap();
     assert_eq!(
@@ -260,7 +260,7 @@ async fn up_down_up_creates_removes_and_recreates_everything() {
         .await,
         0
     );
-    assert!(!migration::status(&orm).await.unwrap()[0].applied);
+    assert!(!migration::status(&orm).await.unwrap()[0].is_applied());
     // Nothing left to roll back is not an error.
     assert!(migration::roll_back(&orm, 1).await.unwrap().is_empty());
 

@@ -159,7 +159,7 @@ async fn up_fails_listing_the_offending_ids_and_changes_nothing() {
     assert_eq!(rows(&mut conn, ALL_COLUMNS).await, data);
     let status = migration::status(&orm).await.unwrap();
     let state = &status[position(IDENTITY)];
-    assert_eq!((state.name.as_str(), state.applied), (IDENTITY, false));
+    assert_eq!((state.name.as_str(), state.is_applied()), (IDENTITY, false));
 
     // Once the rows are fixed, up goes through.
     sqlx::query("DELETE FROM users WHERE id::text = ANY($1)")

@@ -281,7 +281,7 @@ async fn before_it() -> (TestDatabase, DatabaseConnection, PgConnection) {
 }
 
 fn applied(states: &[migration::MigrationState]) -> bool {
-    states[position(IDENTITY_IN_DATABASE)].applied
+    states[position(IDENTITY_IN_DATABASE)].is_applied()
 }
 
 #[tokio::test]

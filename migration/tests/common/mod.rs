@@ -48,7 +48,7 @@ pub async fn up_before(orm: &DatabaseConnection, name: &str) -> usize {
         .unwrap()
         .iter()
         .take(position(name))
-        .filter(|state| state.applied)
+        .filter(|state| state.is_applied())
         .count();
     Runner::new(migration::migrations())
         .up(orm, Some(position(name) - applied))
@@ -65,7 +65,7 @@ pub async fn up_to(orm: &DatabaseConnection, name: &str) -> usize {
         .unwrap()
         .iter()
         .take(position(name) + 1)
-        .filter(|state| state.applied)
+        .filter(|state| state.is_applied())
         .count();
     Runner::new(migration::migrations())
         .up(orm, Some(position(name) + 1 - applied))

@@ -1,0 +1,326 @@
+//! Checksums: an applied migration whose file changed is `modified`, one the binary does not
+//! have is `missing`; up and down refuse while either exists (exit 3 or 4, one message per
+//! migration), `accept` settles one migration, and a database migrated before checksums adopts
+//! them.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure should abort the test
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::{SqlMigration, connect, migration_binary, owner_orm, text};
+use counseling_testkit::TestDatabase;
+use migration::sea_orm::sqlx;
+use migration::{
+    Accepted, Checksum, DriftProblem, Event, MigrationFile, MigrationStatus, MigratorTrait,
+    Observer, RunError, Runner,
+};
+
+fn table(name: &'static str, sql: &'static str) -> SqlMigration {
+    SqlMigration::new(name, sql, "SELECT 1")
+}
+
+/// The fixtures' list; `edited` changes the first one's definition (its SQL, so its source).
+fn fixtures(edited: bool) -> Vec<MigrationFile> {
+    let first = if edited {
+        table("m1_people", "CREATE TABLE people (id int, name text)")
+    } else {
+        table("m1_people", "CREATE TABLE people (id int)")
+    };
+    vec![
+        first.file(),
+        table("m2_places", "CREATE TABLE places (id int)").file(),
+    ]
+}
+
+fn statuses(states: &[migration::MigrationState]) -> Vec<(String, MigrationStatus)> {
+    states
+        .iter()
+        .map(|state| (state.name.clone(), state.status))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_edited_migration_is_modified_and_up_and_down_refuse_until_it_is_accepted() {
+    let db = TestDatabase::empty().await.unwrap();
+    let orm = db.connect().await;
+    Runner::new(fixtures(false)).up(&orm, None).await.unwrap();
+    let applied = Checksum::of_source(fixtures(false)[0].source());
+    let now = Checksum::of_source(fixtures(true)[0].source());
+
+    let edited = Runner::new(fixtures(true));
+    let states = edited.status(&orm).await.unwrap();
+    assert_eq!(
+        statuses(&states),
+        [
+            ("m1_people".to_owned(), MigrationStatus::Modified),
+            ("m2_places".to_owned(), MigrationStatus::Applied),
+        ]
+    );
+    assert_eq!(states[0].recorded.as_ref(), Some(&applied));
+    assert_eq!(states[0].current.as_ref(), Some(&now));
+
+    for refused in [
+        edited.up(&orm, None).await.unwrap_err(),
+        edited.down(&orm, 1).await.unwrap_err(),
+    ] {
+        let RunError::Drift(drift) = refused else {
+            panic!("{refused}")
+        };
+        assert_eq!(drift.exit_code(), 3);
+        assert_eq!(
+            drift.problems,
+            [DriftProblem::Modified {
+                name: "m1_people".into(),
+                file: "tests/m1_people.rs".into(),
+                recorded: applied.clone(),
+                current: now.clone(),
+            }]
+        );
+        let message = drift.to_string();
+        for part in [
+            "m1_people was modified after it was applied",
+            applied.as_str(),
+            now.as_str(),
+            "restore tests/m1_people.rs as it was when applied",
+            "`just migrate-accept m1_people`",
+        ] {
+            assert!(message.contains(part), "{part}: {message}");
+        }
+    }
+    // Nothing ran: m2 is still applied.
+    assert!(edited.status(&orm).await.unwrap()[1].is_applied());
+
+    assert_eq!(
+        edited.accept(&orm, "m1_people").await.unwrap(),
+        Accepted::Recorded {
+            previous: Some(applied),
+            current: now.clone()
+        }
+    );
+    assert_eq!(
+        edited.accept(&orm, "m1_people").await.unwrap(),
+        Accepted::Unchanged(now)
+    );
+    assert!(
+        edited
+            .status(&orm)
+            .await
+            .unwrap()
+            .iter()
+            .all(|state| state.status == MigrationStatus::Applied)
+    );
+    assert_eq!(edited.down(&orm, 1).await.unwrap(), ["m2_places"]);
+}
+
+#[tokio::test]
+async fn an_applied_migration_unknown_to_the_binary_is_missing_and_refused() {
+    let db = TestDatabase::empty().await.unwrap();
+    let orm = db.connect().await;
+    Runner::new(fixtures(false)).up(&orm, None).await.unwrap();
+    let recorded = Checksum::of_source(fixtures(false)[1].source());
+
+    let older = Runner::new(vec![fixtures(false).remove(0)]);
+    assert_eq!(
+        statuses(&older.status(&orm).await.unwrap()),
+        [
+            ("m1_people".to_owned(), MigrationStatus::Applied),
+            ("m2_places".to_owned(), MigrationStatus::Missing),
+        ]
+    );
+    let RunError::Drift(drift) = older.up(&orm, None).await.unwrap_err() else {
+        panic!()
+    };
+    assert_eq!(drift.exit_code(), 4);
+    let message = drift.to_string();
+    assert!(
+        message.contains("m2_places is applied in the database"),
+        "{message}"
+    );
+    assert!(message.contains(recorded.as_str()), "{message}");
+    assert!(message.contains("`just migrate-accept m2_places`"));
+
+    // Modified and missing at once: both named, exit 3.
+    let both = Runner::new(vec![fixtures(true).remove(0)]);
+    let RunError::Drift(drift) = both.down(&orm, 1).await.unwrap_err() else {
+        panic!()
+    };
+    assert_eq!(drift.problems.len(), 2);
+    assert_eq!(drift.exit_code(), 3);
+
+    assert_eq!(
+        older.accept(&orm, "m2_places").await.unwrap(),
+        Accepted::Forgotten {
+            recorded: Some(recorded)
+        }
+    );
+    assert_eq!(older.up(&orm, None).await.unwrap(), Vec::<String>::new());
+    assert!(matches!(
+        older.accept(&orm, "m9_nothing").await.unwrap_err(),
+        RunError::UnknownVersion(_)
+    ));
+}
+
+#[derive(Default)]
+struct Adoptions(Mutex<Vec<String>>);
+
+#[migration::sea_orm::prelude::async_trait::async_trait]
+impl Observer for Adoptions {
+    async fn event(&self, event: &Event<'_>) {
+        if let Event::Adopted { name, checksum } = event {
+            self.0.lock().unwrap().push(format!("{name} {checksum}"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_database_migrated_before_checksums_adopts_them_on_its_next_run() {
+    let db = TestDatabase::empty().await.unwrap();
+    let orm = owner_orm(&db);
+    // sea-orm-migration's own runner, as the previous releases applied them: no checksums.
+    migration::Migrator::up(&orm, None).await.unwrap();
+    let mut conn = connect(&db).await;
+    let columns: Vec<String> = sqlx::query_scalar(
+        "SELECT column_name::text FROM information_schema.columns \
+         WHERE table_name = 'seaql_migrations' ORDER BY ordinal_position",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(columns, ["version", "applied_at"]);
+    // Status reads such a table as it is, and changes nothing.
+    let before = Runner::new(migration::migrations())
+        .status(&orm)
+        .await
+        .unwrap();
+    assert!(
+        before
+            .iter()
+            .all(|state| state.status == MigrationStatus::Applied && state.recorded.is_none())
+    );
+
+    let adoptions = Arc::new(Adoptions::default());
+    let runner = Runner::new(migration::migrations()).with_observer(adoptions.clone());
+    assert!(runner.up(&orm, None).await.unwrap().is_empty());
+    let expected: Vec<String> = migration::migrations()
+        .iter()
+        .map(|file| format!("{} {}", file.name(), file.checksum()))
+        .collect();
+    assert_eq!(*adoptions.0.lock().unwrap(), expected, "one line each");
+    let stored: Vec<(String, String)> =
+        sqlx::query_as("SELECT version, checksum FROM seaql_migrations ORDER BY version")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    let files: Vec<(String, String)> = migration::migrations()
+        .iter()
+        .map(|file| (file.name().to_owned(), file.checksum().to_string()))
+        .collect();
+    assert_eq!(stored, files);
+    // Adopted once: the next run has nothing to adopt.
+    runner.up(&orm, None).await.unwrap();
+    assert_eq!(adoptions.0.lock().unwrap().len(), expected.len());
+}
+
+/// The issue's "done when", through the binary: the checksum recorded for an applied migration
+/// no longer matches its file (as after an edit), then `accept`.
+#[tokio::test]
+async fn the_binary_says_modified_and_missing_exits_3_or_4_and_accept_clears_it() {
+    let db = TestDatabase::empty().await.unwrap();
+    let url = db.owner_url();
+    let run = |args: &[&str]| migration_binary(args, &[("DATABASE_URL", url.as_str())]);
+    assert!(run(&["up"]).status.success());
+    let mut conn = connect(&db).await;
+    let edited = "m20261130_000002_bcrypt_cost_bounds";
+    let file = format!("migration/src/{edited}.rs");
+    let current = migration::migrations()
+        .iter()
+        .find(|migration| migration.name() == edited)
+        .unwrap()
+        .checksum();
+    let other = "0".repeat(64);
+    sqlx::query("UPDATE seaql_migrations SET checksum = $1 WHERE version = $2")
+        .bind(&other)
+        .bind(edited)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    let status = run(&["status"]);
+    assert!(status.status.success());
+    assert!(
+        text(&status.stdout).contains(&format!("modified {edited}\n")),
+        "{}",
+        text(&status.stdout)
+    );
+    for command in [&["up"][..], &["down"][..]] {
+        let refused = run(command);
+        let stderr = text(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(3), "{stderr}");
+        let messages: Vec<&str> = stderr
+            .lines()
+            .filter(|line| line.contains(" was modified after it was applied"))
+            .collect();
+        assert_eq!(messages.len(), 1, "{stderr}");
+        for part in [
+            edited,
+            file.as_str(),
+            other.as_str(),
+            current.as_str(),
+            "restore",
+            &format!("`just migrate-accept {edited}`"),
+        ] {
+            assert!(messages[0].contains(part), "{part}: {stderr}");
+        }
+        assert!(text(&refused.stdout).is_empty(), "nothing ran");
+    }
+
+    // And one the binary does not know: both named, still 3; then 4 once the edit is accepted.
+    let future = "m20991231_000001_from_another_branch";
+    sqlx::query("INSERT INTO seaql_migrations (version, applied_at, checksum) VALUES ($1, 0, $2)")
+        .bind(future)
+        .bind(&other)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let status = text(&run(&["status"]).stdout);
+    assert!(
+        status.ends_with(&format!("missing  {future}\n")),
+        "{status}"
+    );
+    let both = run(&["up"]);
+    assert_eq!(both.status.code(), Some(3));
+    assert_eq!(
+        text(&both.stderr)
+            .lines()
+            .filter(|line| line.contains(edited) || line.contains(future))
+            .count(),
+        2,
+        "{}",
+        text(&both.stderr)
+    );
+
+    let accepted = run(&["accept", edited]);
+    assert!(accepted.status.success(), "{}", text(&accepted.stderr));
+    assert!(text(&accepted.stdout).contains(current.as_str()));
+    let missing = run(&["up"]);
+    assert_eq!(missing.status.code(), Some(4), "{}", text(&missing.stderr));
+    assert!(run(&["accept", future]).status.success());
+
+    let up = run(&["up"]);
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    assert_eq!(
+        text(&up.stdout).trim(),
+        "applied 0 migration(s); the schema is up to date"
+    );
+    assert!(
+        text(&run(&["status"]).stdout)
+            .lines()
+            .all(|line| line.starts_with("applied  ")),
+    );
+    // Nothing to accept: an unknown version, a pending one; usage errors.
+    assert_eq!(run(&["accept", future]).status.code(), Some(2));
+    assert!(run(&["down"]).status.success());
+    let pending = run(&["accept", migration::migrations().last().unwrap().name()]);
+    assert_eq!(pending.status.code(), Some(2), "{}", text(&pending.stderr));
+}
