@@ -61,12 +61,17 @@ pub fn migrations() -> Vec<MigrationFile> {
 /// SQL for a down to run before it drops `table`: fails, naming the number of rows, when the
 /// table holds any and the run was not forced. In the migration itself, so that no way of running
 /// it (this crate's functions, `sea-orm-cli`) skips the question. `table` is a literal name.
+///
+/// It takes the table's ACCESS EXCLUSIVE lock first (as the drop would, under the run's
+/// `lock_timeout`), then counts: a row another session commits while the down waits is counted,
+/// never dropped unseen with the table.
 pub fn refuse_to_drop_rows(table: &str) -> String {
     format!(
         "DO $guard$
 DECLARE
     doomed bigint;
 BEGIN
+    LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE;
     IF coalesce(current_setting('{FORCE_SETTING}', true), '') <> 'on' THEN
         SELECT count(*) INTO doomed FROM {table};
         IF doomed > 0 THEN

@@ -159,3 +159,60 @@ fn a_bad_lock_timeout_exits_2_naming_the_variable() {
         );
     }
 }
+
+/// A row inserted by a transaction still open when `down` starts, committed while `down` waits
+/// for the table: `down` must count it and refuse, never drop it with the table. (Without the
+/// guard's lock it counted 0 rows, then its DROP waited for the insert and dropped the row.)
+#[tokio::test]
+async fn a_row_committed_while_down_waits_is_counted_never_dropped() {
+    let db = TestDatabase::migrated().await.unwrap();
+    let orm = db.connect().await;
+    let newest_first = common::newest_first_from("m20251220_000001_create_users");
+    let all_but_first = (newest_first.len() - 1) as u32;
+    migration::roll_back(&orm, all_but_first).await.unwrap();
+
+    let mut writer_conn = connect(&db).await;
+    let mut writer = writer_conn.begin().await.unwrap();
+    sqlx::query("INSERT INTO users (username, password_hash) VALUES ($1, $2)")
+        .bind(r"\school\late")
+        .bind(HASH)
+        .execute(&mut *writer)
+        .await
+        .unwrap();
+
+    let down = {
+        let orm = orm.clone();
+        tokio::spawn(async move {
+            let options = migration::RunOptions {
+                lock_timeout: Duration::from_secs(30),
+                force: false,
+            };
+            migration::roll_back_with(&orm, 1, options).await
+        })
+    };
+    // Until the down waits for the writer's lock on users.
+    let mut watcher = connect(&db).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT FROM pg_locks WHERE relation = 'users'::regclass \
+             AND NOT granted)",
+        )
+        .fetch_one(&mut watcher)
+        .await
+        .unwrap();
+        if waiting {
+            break;
+        }
+        assert!(Instant::now() < deadline, "down never waited for the table");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    writer.commit().await.unwrap();
+
+    let error = down.await.unwrap().unwrap_err().to_string();
+    assert!(
+        error.contains("refusing to drop users: 1 rows would be deleted"),
+        "{error}"
+    );
+    assert_eq!(users(&mut watcher).await, 1, "the row is still there");
+}
