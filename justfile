@@ -27,12 +27,52 @@ migrate-up:
     @cargo run --quiet --locked -p migration -- up
 
 # Roll back the most recent migration (`just migrate-down --force` also drops tables with rows).
+[unix]
+[positional-arguments]
+migrate-down *ARGS:
+    @cargo run --quiet --locked -p migration -- down "$@"
+
+# Roll back the most recent migration (`just migrate-down --force` also drops tables with rows).
+[windows]
 migrate-down *ARGS:
     @cargo run --quiet --locked -p migration -- down {{ARGS}}
 
-# List migrations and whether each is applied.
+# List migrations: applied, pending, modified (edited since applied) or missing (not in this binary).
 migrate-status:
     @cargo run --quiet --locked -p migration -- status
+
+# Record VERSION's current checksum after checking the database matches its file (or forget a missing one).
+[unix]
+[positional-arguments]
+migrate-accept VERSION:
+    @cargo run --quiet --locked -p migration -- accept "$1"
+
+# Record VERSION's current checksum after checking the database matches its file (or forget a missing one).
+[windows]
+migrate-accept VERSION:
+    @cargo run --quiet --locked -p migration -- accept {{VERSION}}
+
+# What each migration locks, and for how long, on a scratch database of 100,000 users (CI runs it).
+[unix]
+[positional-arguments]
+migrate-check *ARGS:
+    cargo run --quiet --locked -p counseling-migration-check --bin migrate-check -- "$@"
+
+# Unix only (a private PostgreSQL): run it in WSL or on Linux.
+[windows]
+migrate-check *ARGS:
+    @echo just migrate-check needs a private PostgreSQL (unix): run it in WSL or on Linux. & exit /b 1
+
+# The migration figures of BENCHMARKS.md, at 1,000,000 users (about ten minutes).
+[unix]
+[positional-arguments]
+migrate-bench *ARGS:
+    cargo run --release --quiet --locked -p counseling-migration-check --bin migrate-check -- --users 1000000 --bench "$@"
+
+# Unix only (a private PostgreSQL): run it in WSL or on Linux.
+[windows]
+migrate-bench *ARGS:
+    @echo just migrate-bench needs a private PostgreSQL (unix): run it in WSL or on Linux. & exit /b 1
 
 # Create migration/src/m<today>_<NNNNNN>_NAME.rs from a template and register it in lib.rs.
 migrate-new NAME:

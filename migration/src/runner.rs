@@ -762,12 +762,17 @@ async fn set_run_settings(
     Ok(())
 }
 
+/// How the runner reads a setting after a migration's code (so that tools watching the
+/// migration's statements can tell the runner's own from the migration's).
+pub const SETTING_QUERY: &str = "SELECT setting::bigint FROM pg_settings WHERE name = $1";
+
 /// The session's `lock_timeout` in milliseconds (`pg_settings` shows it in its base unit).
 async fn current_lock_timeout_ms(connection: &impl ConnectionTrait) -> Result<u64, DbErr> {
     let row = connection
-        .query_one_raw(Statement::from_string(
+        .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "SELECT setting::bigint FROM pg_settings WHERE name = 'lock_timeout'",
+            SETTING_QUERY,
+            ["lock_timeout".into()],
         ))
         .await?
         .ok_or_else(|| DbErr::Custom("pg_settings has no lock_timeout".into()))?;
