@@ -298,8 +298,8 @@ impl BenchFigures {
         out.push_str(&format!(
             "Written by `{command}` on {}, on the test kit's private PostgreSQL (tmpfs, the kit's \
              test durability settings), 2 shared cores. Locks sampled every {} from a second \
-             connection (`pg_locks` joined with `pg_stat_activity`): a figure is at least the \
-             time the lock was held, at most one sampling interval less than it. \"Blocking\" is a \
+             connection (`pg_locks` joined with `pg_stat_activity`): the lock was held at least \
+             that long, and less than two sampling intervals longer. \"Blocking\" is a \
              mode that conflicts with ROW EXCLUSIVE or ACCESS SHARE (SHARE, SHARE ROW EXCLUSIVE, \
              EXCLUSIVE, ACCESS EXCLUSIVE) on a table that existed before the migration.\n\n",
             chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ"),

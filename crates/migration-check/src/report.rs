@@ -25,7 +25,8 @@ impl std::fmt::Display for Pass {
 }
 
 /// The longest time one lock that blocks reads or writes was held on a table that existed
-/// before the migration (as sampled: at least this long, at most one sampling interval longer).
+/// before the migration (as sampled: at least this long, less than two sampling intervals
+/// longer).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeldLock {
     pub table: String,
