@@ -812,29 +812,39 @@ async fn wait_for_the_lock(db: &DatabaseConnection) -> Result<(), DbErr> {
 struct RunSession {
     db: DatabaseConnection,
     pid: i32,
+    /// Whether the pool is the run's own (closed at the end) or the caller's (left open; the
+    /// lock is released explicitly).
+    owned: bool,
 }
 
 impl RunSession {
-    /// A pool of exactly one connection, made from `db`'s connect options, that never replaces
-    /// its connection by itself (no idle timeout, no lifetime): the advisory lock lives on it.
+    /// The caller's pool when it is a pool of one connection (the CLI's: whatever checks it
+    /// makes of each connection, such as `target_session_attrs`, keep applying), else a pool of
+    /// exactly one connection made from its connect options that never replaces its connection
+    /// by itself (no idle timeout, no lifetime). The advisory lock lives on that connection;
+    /// [`RunSession::ensure_lock_held`] notices if it was replaced.
     async fn open(db: &DatabaseConnection) -> Result<Self, RunError> {
         let DatabaseConnectionType::SqlxPostgresPoolConnection(_) = &db.inner else {
             return Err(RunError::NotPostgres);
         };
         let given = db.get_postgres_connection_pool();
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .min_connections(0)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .test_before_acquire(false)
-            // The caller's bound on reaching the server. Later only this run uses the pool, so
-            // a wait this long then means a migration misused the connection.
-            .acquire_timeout(given.options().get_acquire_timeout())
-            .connect_with((*given.connect_options()).clone())
-            .await
-            .map_err(|error| DbErr::Conn(RuntimeErr::SqlxError(error.into())))?;
-        let db = SqlxPostgresConnector::from_sqlx_postgres_pool(pool);
+        let (db, owned) = if given.options().get_max_connections() == 1 {
+            (db.clone(), false)
+        } else {
+            let pool = PgPoolOptions::new()
+                .max_connections(1)
+                .min_connections(0)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .test_before_acquire(false)
+                // The caller's bound on reaching the server. Later only this run uses the pool,
+                // so a wait this long then means a migration misused the connection.
+                .acquire_timeout(given.options().get_acquire_timeout())
+                .connect_with((*given.connect_options()).clone())
+                .await
+                .map_err(|error| DbErr::Conn(RuntimeErr::SqlxError(error.into())))?;
+            (SqlxPostgresConnector::from_sqlx_postgres_pool(pool), true)
+        };
         let taken = async {
             wait_for_the_lock(&db).await?;
             let row = db
@@ -848,9 +858,11 @@ impl RunSession {
         }
         .await;
         match taken {
-            Ok(pid) => Ok(Self { db, pid }),
+            Ok(pid) => Ok(Self { db, pid, owned }),
             Err(error) => {
-                let _ = db.close().await;
+                if owned {
+                    let _ = db.close().await;
+                }
                 Err(error.into())
             }
         }
@@ -877,9 +889,21 @@ impl RunSession {
         }
     }
 
-    /// Closing the connection releases the lock.
+    /// Releases the lock: by closing the run's own pool, or on the caller's connection (which,
+    /// if that fails, releases it when it closes).
     async fn close(self) {
-        let _ = self.db.close().await;
+        if self.owned {
+            let _ = self.db.close().await;
+        } else {
+            let _ = self
+                .db
+                .execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT pg_advisory_unlock($1)",
+                    [MIGRATION_LOCK_KEY.into()],
+                ))
+                .await;
+        }
     }
 }
 

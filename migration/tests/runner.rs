@@ -16,6 +16,7 @@ use migration::{Event, Observer, RunOptions, Runner};
 /// backend still holds (seen from a connection of its own).
 struct Recorder {
     events: Mutex<Vec<String>>,
+    pids: Mutex<Vec<i32>>,
     probe: tokio::sync::Mutex<Option<PgConnection>>,
     probe_table: &'static str,
 }
@@ -24,6 +25,7 @@ impl Recorder {
     fn new() -> Arc<Self> {
         Arc::new(Self {
             events: Mutex::new(Vec::new()),
+            pids: Mutex::new(Vec::new()),
             probe: tokio::sync::Mutex::new(None),
             probe_table: "",
         })
@@ -32,6 +34,7 @@ impl Recorder {
     async fn probing(db: &TestDatabase, table: &'static str) -> Arc<Self> {
         Arc::new(Self {
             events: Mutex::new(Vec::new()),
+            pids: Mutex::new(Vec::new()),
             probe: tokio::sync::Mutex::new(Some(connect(db).await)),
             probe_table: table,
         })
@@ -51,6 +54,7 @@ impl Observer for Recorder {
                 direction,
                 backend_pid,
             } => {
+                self.pids.lock().unwrap().push(*backend_pid);
                 let mut held = String::new();
                 if let Some(probe) = self.probe.lock().await.as_mut() {
                     let modes: Vec<String> = sqlx::query_scalar(
@@ -286,4 +290,36 @@ async fn a_second_run_waits_for_the_first_and_finds_nothing_pending() {
         advisory, 0,
         "the lock is released with the run's connection"
     );
+}
+
+/// Given a pool of one connection (the CLI's, whose connections it checks itself), the run
+/// uses that connection, and releases the lock on it at the end.
+#[tokio::test]
+async fn a_pool_of_one_connection_is_the_run_s_session() {
+    let db = TestDatabase::empty().await.unwrap();
+    let pool = migration::sea_orm::sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(db.options());
+    let orm = migration::sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone());
+    let callers: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let recorder = Recorder::new();
+    runner(vec![SqlMigration::new(
+        "m1_a",
+        "CREATE TABLE a (x int)",
+        "DROP TABLE a",
+    )])
+    .with_observer(recorder.clone())
+    .up(&orm, None)
+    .await
+    .unwrap();
+    let pids: Vec<i32> = recorder.pids.lock().unwrap().clone();
+    assert_eq!(pids, [callers]);
+    let held: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(held, 0);
 }

@@ -172,8 +172,8 @@ impl Loads {
         let url = DatabaseUrl::parse(service_url)
             .map_err(|error| CheckError::Watcher(format!("the service's URL: {error}")))?;
         let mut settings = DatabaseSettings::new(url);
-        settings.min_connections = 0;
-        settings.max_connections = 2;
+        settings.pool.min_connections = 0;
+        settings.pool.max_connections = 2;
         let database = Database::connect_lazy(&settings, tokio::runtime::Handle::current())
             .map_err(|problems| CheckError::Watcher(problems.to_string()))?;
         // The service's own bounds (DATABASE_LOCK_TIMEOUT_MS, DATABASE_STATEMENT_TIMEOUT_MS).
