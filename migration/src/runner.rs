@@ -779,6 +779,25 @@ async fn current_lock_timeout_ms(connection: &impl ConnectionTrait) -> Result<u6
     Ok(u64::try_from(row.try_get_by_index::<i64>(0)?).unwrap_or(0))
 }
 
+/// The first column of the first row of `sql`, a boolean (false when there is no row).
+async fn query_bool(
+    db: &impl ConnectionTrait,
+    sql: &str,
+    values: Vec<sea_orm_migration::sea_orm::Value>,
+) -> Result<bool, DbErr> {
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            values,
+        ))
+        .await?;
+    Ok(row
+        .map(|row| row.try_get_by_index::<bool>(0))
+        .transpose()?
+        .unwrap_or(false))
+}
+
 /// Takes the migration lock, waiting for another run as long as it takes (before any
 /// `lock_timeout` is set).
 ///
@@ -789,17 +808,12 @@ async fn current_lock_timeout_ms(connection: &impl ConnectionTrait) -> Result<u6
 async fn wait_for_the_lock(db: &DatabaseConnection) -> Result<(), DbErr> {
     let mut pause = Duration::from_millis(20);
     loop {
-        let row = db
-            .query_one_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "SELECT pg_try_advisory_lock($1)",
-                [MIGRATION_LOCK_KEY.into()],
-            ))
-            .await?;
-        if row
-            .map(|row| row.try_get_by_index::<bool>(0))
-            .transpose()?
-            .unwrap_or(false)
+        if query_bool(
+            db,
+            "SELECT pg_try_advisory_lock($1)",
+            vec![MIGRATION_LOCK_KEY.into()],
+        )
+        .await?
         {
             return Ok(());
         }
@@ -871,21 +885,20 @@ impl RunSession {
     /// Fails unless this session still holds the migration lock: a connection that broke and
     /// was silently replaced would have lost it.
     async fn ensure_lock_held(&self) -> Result<(), RunError> {
-        let row = self
-            .db
-            .query_one_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "SELECT pg_backend_pid() = $2 AND EXISTS (
-                     SELECT FROM pg_locks
-                     WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
-                       AND objsubid = 1
-                       AND classid::bigint = ($1 >> 32) AND objid::bigint = ($1 & 4294967295))",
-                [MIGRATION_LOCK_KEY.into(), self.pid.into()],
-            ))
-            .await?;
-        match row.map(|row| row.try_get_by_index::<bool>(0)).transpose()? {
-            Some(true) => Ok(()),
-            _ => Err(RunError::LockLost),
+        let held = query_bool(
+            &self.db,
+            "SELECT pg_backend_pid() = $2 AND EXISTS (
+                 SELECT FROM pg_locks
+                 WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+                   AND objsubid = 1
+                   AND classid::bigint = ($1 >> 32) AND objid::bigint = ($1 & 4294967295))",
+            vec![MIGRATION_LOCK_KEY.into(), self.pid.into()],
+        )
+        .await?;
+        if held {
+            Ok(())
+        } else {
+            Err(RunError::LockLost)
         }
     }
 
@@ -914,32 +927,22 @@ mod history {
     use super::*;
 
     pub(super) async fn exists(db: &impl ConnectionTrait) -> Result<bool, DbErr> {
-        let row = db
-            .query_one_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "SELECT to_regclass($1) IS NOT NULL",
-                [HISTORY_TABLE.into()],
-            ))
-            .await?;
-        Ok(row
-            .map(|row| row.try_get_by_index::<bool>(0))
-            .transpose()?
-            .unwrap_or(false))
+        query_bool(
+            db,
+            "SELECT to_regclass($1) IS NOT NULL",
+            vec![HISTORY_TABLE.into()],
+        )
+        .await
     }
 
     async fn has_checksums(db: &impl ConnectionTrait) -> Result<bool, DbErr> {
-        let row = db
-            .query_one_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass($1) \
-                 AND attname = 'checksum' AND NOT attisdropped)",
-                [HISTORY_TABLE.into()],
-            ))
-            .await?;
-        Ok(row
-            .map(|row| row.try_get_by_index::<bool>(0))
-            .transpose()?
-            .unwrap_or(false))
+        query_bool(
+            db,
+            "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass($1) \
+             AND attname = 'checksum' AND NOT attisdropped)",
+            vec![HISTORY_TABLE.into()],
+        )
+        .await
     }
 
     /// Creates the table (sea-orm-migration's columns and our `checksum`), or adds `checksum` to

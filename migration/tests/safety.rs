@@ -192,21 +192,7 @@ async fn a_row_committed_while_down_waits_is_counted_never_dropped() {
     };
     // Until the down waits for the writer's lock on users.
     let mut watcher = connect(&db).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let waiting: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT FROM pg_locks WHERE relation = 'users'::regclass \
-             AND NOT granted)",
-        )
-        .fetch_one(&mut watcher)
-        .await
-        .unwrap();
-        if waiting {
-            break;
-        }
-        assert!(Instant::now() < deadline, "down never waited for the table");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    common::until_someone_waits_for_users(&mut watcher).await;
     writer.commit().await.unwrap();
 
     let error = down.await.unwrap().unwrap_err().to_string();

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::{
     HASH, connect, connect_as_service, insert, insert_previous_release, migration_binary,
     owner_orm, position, rows, schema_snapshot, sqlstate, text, up_before, up_to,
@@ -445,22 +443,7 @@ async fn up_while_a_row_commits(
         let orm = orm.clone();
         tokio::spawn(async move { migration::apply_pending(&orm).await })
     };
-    let mut watcher = connect(db).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let waiting: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT FROM pg_locks WHERE relation = 'users'::regclass \
-             AND NOT granted)",
-        )
-        .fetch_one(&mut watcher)
-        .await
-        .unwrap();
-        if waiting {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the migration never waited");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    common::until_someone_waits_for_users(&mut connect(db).await).await;
     writer.commit().await.unwrap();
     up.await.unwrap().unwrap_err().to_string()
 }

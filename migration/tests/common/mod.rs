@@ -298,3 +298,26 @@ impl SqlMigration {
         migration::MigrationFile::new(Box::new(self), file, source)
     }
 }
+
+/// Waits (at most 20 s) until some session waits for a lock on `users`: a migration queued
+/// behind a transaction the test holds open.
+pub async fn until_someone_waits_for_users(conn: &mut PgConnection) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let waiting: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT FROM pg_locks WHERE relation = 'users'::regclass \
+             AND NOT granted)",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        if waiting {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nobody ever waited for users"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
