@@ -1,16 +1,17 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use counseling_config::DatabaseUrl;
+use counseling_persistence::DatabaseSettings;
+use counseling_provision::process::{process_is_alive, process_space};
+use counseling_provision::roles::execute;
+use migration::roles::quoted;
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sea_orm::sqlx::{AssertSqlSafe, Connection, PgConnection};
+use sea_orm::sqlx::{Connection, PgConnection};
 use sea_orm::{DatabaseConnection, SqlxPostgresConnector};
 use tokio::sync::OnceCell;
 
-use counseling_config::DatabaseUrl;
-
-use migration::roles::quoted;
-
-use crate::platform::{OWNER_ROLE, PgCluster, SERVICE_ROLE, process_is_alive, process_space};
+use crate::cluster::{OWNER_ROLE, PgCluster, SERVICE_ROLE};
 use crate::{Result, TestkitError};
 
 /// Where test databases are created: a server given by `DATABASE_URL_TEST`, or a cluster.
@@ -60,7 +61,11 @@ async fn shared() -> Result<&'static Shared> {
         .get_or_try_init(|| async {
             let server = match std::env::var("DATABASE_URL_TEST") {
                 Ok(url) if !url.trim().is_empty() => {
-                    let url = DatabaseUrl::parse(&url).map_err(|_| TestkitError::InvalidTestUrl)?;
+                    let url = DatabaseUrl::parse(&url).map_err(|_| {
+                        TestkitError::Failed(
+                            "DATABASE_URL_TEST is not a valid postgres:// URL".into(),
+                        )
+                    })?;
                     let server = Server::External(Box::new(url));
                     sweep_dead_databases(&server).await?;
                     server
@@ -202,24 +207,40 @@ impl TestDatabase {
     /// A `postgres://` URL for this database as the service's role, which may only read and
     /// write rows (on our clusters; on `DATABASE_URL_TEST`, its role): for code under test.
     pub fn url(&self) -> String {
-        match &self.server {
-            Server::Cluster(cluster) => cluster.service_url(&self.name),
-            Server::External(url) => self.external_url(url),
-        }
+        self.url_with(&[])
+    }
+
+    /// [`Self::url`] with query `parameters` (`sslmode`, `sslrootcert`, ...), built from parts.
+    pub fn url_with(&self, parameters: &[(&str, &str)]) -> String {
+        exposed(self.database_url(false, parameters))
     }
 
     /// A URL for this database as the role that owns the schema: for running migrations.
     pub fn owner_url(&self) -> String {
-        match &self.server {
-            Server::Cluster(cluster) => cluster.owner_url(&self.name),
-            Server::External(url) => self.external_url(url),
-        }
+        self.owner_url_with(&[])
     }
 
-    fn external_url(&self, url: &DatabaseUrl) -> String {
-        url.with_database(&self.name)
-            .map(|url| url.expose_secret().to_owned())
-            .unwrap_or_default()
+    /// [`Self::owner_url`] with query `parameters`.
+    pub fn owner_url_with(&self, parameters: &[(&str, &str)]) -> String {
+        exposed(self.database_url(true, parameters))
+    }
+
+    /// The settings of a small pool on this database as the service's role (see
+    /// [`crate::fixtures::pool_settings`]).
+    pub fn pool_settings(&self) -> Result<DatabaseSettings> {
+        self.database_url(false, &[])
+            .map(crate::fixtures::small_pool)
+    }
+
+    fn database_url(&self, owner: bool, parameters: &[(&str, &str)]) -> Result<DatabaseUrl> {
+        let base = match &self.server {
+            Server::Cluster(cluster) if owner => cluster.owner_url(&self.name),
+            Server::Cluster(cluster) => cluster.service_url(&self.name),
+            Server::External(url) => url.expose_secret().to_owned(),
+        };
+        let base = DatabaseUrl::parse(&base)
+            .map_err(|error| TestkitError::Failed(format!("the test database's URL {error}")))?;
+        counseling_provision::url::with_database(&base, &self.name, parameters)
     }
 
     /// A small SeaORM connection pool on this database.
@@ -232,27 +253,23 @@ impl TestDatabase {
     }
 }
 
+/// The URL's text; empty if it could not be built (a test then fails on it, naming nothing
+/// secret).
+fn exposed(url: Result<DatabaseUrl>) -> String {
+    url.map(|url| url.expose_secret().to_owned())
+        .unwrap_or_default()
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        // Drop cannot await, and the test's runtime may be shutting down: use a thread with a
-        // runtime of its own. Failure only leaves a database for the next sweep.
-        let server = self.server.clone();
-        let name = std::mem::take(&mut self.name);
-        let dropper = std::thread::spawn(move || {
-            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                runtime.block_on(async {
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(10),
-                        drop_database(&server, &name),
-                    )
-                    .await;
-                });
-            }
+        // Drop cannot await, and the test's runtime may be shutting down: a runtime of its own.
+        // Failure only leaves a database for the next sweep.
+        let (server, name) = (self.server.clone(), std::mem::take(&mut self.name));
+        let _ = counseling_provision::block_on(async move {
+            let dropping = drop_database(&server, &name);
+            let _ = tokio::time::timeout(Duration::from_secs(10), dropping).await;
+            Ok(())
         });
-        let _ = dropper.join();
     }
 }
 
@@ -276,69 +293,57 @@ async fn create_database(server: &Server, name: &str, from: CreateFrom<'_>) -> R
         ),
     };
     // Cloning fails while anyone is connected to the template, which includes a concurrent
-    // clone for an instant: retry briefly.
-    let mut attempt = 0;
-    loop {
-        // Names are generated by this kit (test_<pid>_<n>), never taken from input.
-        match sea_orm::sqlx::query(AssertSqlSafe(sql.as_str()))
-            .execute(&mut admin)
-            .await
-        {
-            Ok(_) => break,
-            Err(error)
-                if attempt < 50
-                    && error.as_database_error().and_then(|e| e.code()).as_deref()
-                        == Some("55006") =>
-            {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(error) => return Err(TestkitError::db(format!("creating database {name}"))(error)),
+    // clone for an instant: retry briefly. Names are generated by this kit, never input.
+    let template_busy = |error: &TestkitError| match error {
+        TestkitError::Database { source, .. } => {
+            source.as_database_error().and_then(|e| e.code()).as_deref() == Some("55006")
         }
+        _ => false,
+    };
+    let mut attempt = 0;
+    while let Err(error) = execute(&mut admin, &sql).await {
+        attempt += 1;
+        if attempt > 50 || !template_busy(&error) {
+            return Err(error);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // A clone inherits its template's schema and default privileges, but not who may connect
-    // to it; a new database gets everything.
-    if let Server::Cluster(cluster) = server {
-        if let CreateFrom::Template(_) = from {
-            for statement in migration::roles::database_statements(name, OWNER_ROLE, SERVICE_ROLE) {
-                sea_orm::sqlx::query(AssertSqlSafe(statement))
-                    .execute(&mut admin)
-                    .await
-                    .map_err(TestkitError::db("limiting who may connect"))?;
-            }
-        } else {
-            grant_rows_to_the_service(cluster, name).await?;
+    // to it; a new database gets everything: whatever the owner creates in it can be read and
+    // written, row by row, by the service's role, and by nobody else.
+    let Server::Cluster(cluster) = server else {
+        let _ = admin.close().await;
+        return Ok(());
+    };
+    let (mut session, statements) = match from {
+        CreateFrom::Template(_) => (
+            admin,
+            migration::roles::database_statements(name, OWNER_ROLE, SERVICE_ROLE),
+        ),
+        _ => {
+            let _ = admin.close().await;
+            let owner = PgConnection::connect_with(&cluster.owner_options(name)).await;
+            let owner = owner.map_err(TestkitError::db("connecting as the owner"))?;
+            (
+                owner,
+                migration::roles::grant_statements(name, OWNER_ROLE, SERVICE_ROLE),
+            )
         }
+    };
+    for statement in &statements {
+        execute(&mut session, statement).await?;
     }
-    let _ = admin.close().await;
-    Ok(())
-}
-
-/// Whatever the owner creates in `database` can be read and written, row by row, by the
-/// service's role, and by nobody else: the service cannot change the schema.
-async fn grant_rows_to_the_service(cluster: &PgCluster, database: &str) -> Result<()> {
-    let mut owner = PgConnection::connect_with(&cluster.owner_options(database))
-        .await
-        .map_err(TestkitError::db("connecting as the owner"))?;
-    for statement in migration::roles::grant_statements(database, OWNER_ROLE, SERVICE_ROLE) {
-        sea_orm::sqlx::query(AssertSqlSafe(statement.as_str()))
-            .execute(&mut owner)
-            .await
-            .map_err(TestkitError::db("granting rows to the service role"))?;
-    }
-    let _ = owner.close().await;
+    let _ = session.close().await;
     Ok(())
 }
 
 async fn drop_database(server: &Server, name: &str) -> Result<()> {
     let mut admin = server.admin().await?;
-    sea_orm::sqlx::query(AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-        quoted(name)
-    )))
-    .execute(&mut admin)
-    .await
-    .map_err(TestkitError::db(format!("dropping database {name}")))?;
+    execute(
+        &mut admin,
+        &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quoted(name)),
+    )
+    .await?;
     let _ = admin.close().await;
     Ok(())
 }

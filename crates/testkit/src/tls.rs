@@ -1,8 +1,10 @@
 //! Certificates made in the test run (rcgen, on ring): a CA, a server certificate for chosen
 //! names, client certificates. Nothing is checked in; every run has its own keys.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use counseling_provision::files::{private_folder, write_private};
+use counseling_provision::server::Server;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -10,6 +12,68 @@ use rcgen::{
 };
 
 use crate::{Result, TestkitError};
+
+impl ServerTls {
+    /// Makes a CA and the server's certificate (and a client certificate for the superuser when
+    /// asked) in `server`'s folder, hands the server's files to its user, and returns what
+    /// clients need with the server settings that serve them.
+    pub(crate) fn set_up(&self, server: &Server) -> Result<(ClientTlsFiles, Vec<String>)> {
+        let ca = CertificateAuthority::new("counseling-testkit CA")?;
+        let names = &self.server_names;
+        let issued = match self.expired {
+            true => ca.issue_expired_server(names)?,
+            false => ca.issue_server(names)?,
+        };
+        let in_root = |name: &str| server.root.join(name);
+        let (cert, key, ca_file) = (
+            in_root("server.crt"),
+            in_root("server.key"),
+            in_root("ca.crt"),
+        );
+        // PostgreSQL refuses a key that others can read, or that another user owns.
+        for (path, pem) in [(&cert, &issued.certificate_pem), (&key, &issued.key_pem)] {
+            write_private(path, pem)?;
+            server.user.give(path)?;
+        }
+        write_private(&ca_file, ca.certificate_pem())?;
+        server.user.give(&ca_file)?;
+        let client_dir = in_root("tls-client");
+        private_folder(&client_dir)?;
+        let root_cert = client_dir.join("root.crt");
+        write_private(&root_cert, ca.certificate_pem())?;
+        let client = match self.client_certificates {
+            true => {
+                let issued = ca.issue_client(counseling_provision::SUPERUSER)?;
+                let (cert, key) = (client_dir.join("client.crt"), client_dir.join("client.key"));
+                write_private(&cert, &issued.certificate_pem)?;
+                write_private(&key, &issued.key_pem)?;
+                Some((cert, key))
+            }
+            false => None,
+        };
+        let mut settings = vec![
+            "ssl=on".to_owned(),
+            format!("ssl_cert_file={}", cert.display()),
+            format!("ssl_key_file={}", key.display()),
+        ];
+        if self.client_certificates {
+            settings.push(format!("ssl_ca_file={}", ca_file.display()));
+        }
+        Ok((ClientTlsFiles { root_cert, client }, settings))
+    }
+
+    /// The `pg_hba.conf` that gives the access asked for.
+    pub(crate) fn hba(&self) -> String {
+        let only_tls = self.tls_only || self.client_certificates;
+        let kind = if only_tls { "hostssl" } else { "host" };
+        let cert = if self.client_certificates {
+            " clientcert=verify-full"
+        } else {
+            ""
+        };
+        format!("{kind} all all 127.0.0.1/32 scram-sha-256{cert}\n")
+    }
+}
 
 /// How a cluster serves TLS; see [`crate::ClusterOptions`].
 #[derive(Debug, Clone)]
@@ -53,7 +117,7 @@ pub struct IssuedCertificate {
 }
 
 fn rcgen_error(what: &str) -> impl FnOnce(rcgen::Error) -> TestkitError + '_ {
-    move |error| TestkitError::Server(format!("{what}: {error}"))
+    move |error| TestkitError::Failed(format!("{what}: {error}"))
 }
 
 impl CertificateAuthority {
@@ -126,15 +190,6 @@ impl CertificateAuthority {
             key_pem: key.serialize_pem(),
         })
     }
-}
-
-/// Writes `contents` to a new file readable by its owner only (keys; PostgreSQL insists on it
-/// for its own key, libpq-style clients warn otherwise).
-pub fn write_private(path: &Path, contents: &str) -> Result<()> {
-    let mut file = crate::platform::create_private_file(path)
-        .map_err(TestkitError::io(format!("creating {}", path.display())))?;
-    file.write_all(contents.as_bytes())
-        .map_err(TestkitError::io(format!("writing {}", path.display())))
 }
 
 /// The client-side files of a TLS cluster: what a connection string points at.

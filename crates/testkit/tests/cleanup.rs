@@ -5,22 +5,10 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-fn alive(pid: u32) -> bool {
-    // A zombie is dead for our purposes: it holds no port and no files.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| {
-            let state = stat
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .split_whitespace()
-                .next();
-            state != Some("Z")
-        })
-        .unwrap_or(false)
-}
+use counseling_provision::process::process_is_alive as alive;
+use counseling_testkit::fixtures::wait_until;
 
 /// Starts `hold-cluster` with `args`; returns it with the postmaster's pid and the port it prints.
 fn hold_cluster(args: &[&std::ffi::OsStr]) -> (std::process::Child, u32, u16) {
@@ -52,21 +40,19 @@ fn a_killed_test_process_takes_its_postgres_along() {
     holder.kill().unwrap(); // SIGKILL: no destructor, no exit hook runs.
     holder.wait().unwrap();
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while alive(postmaster) {
-        assert!(
-            Instant::now() < deadline,
-            "postgres {postmaster} outlived its test process"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        "postgres goes with its test process",
+        Duration::from_secs(10),
+        || !alive(postmaster),
+    )
+    .unwrap();
     assert!(std::net::TcpStream::connect_timeout(&address, Duration::from_millis(500)).is_err());
 }
 
 #[test]
 fn hold_cluster_applies_its_settings_and_cleans_up_on_sigterm() {
     let env_dir = tempfile::tempdir().unwrap();
-    let env_file = env_dir.path().join("cluster.env");
+    let env_file = env_dir.path().join(".env");
     let (mut holder, postmaster, _port) = hold_cluster(&[
         "--env-file".as_ref(),
         env_file.as_os_str(),
@@ -74,12 +60,12 @@ fn hold_cluster_applies_its_settings_and_cleans_up_on_sigterm() {
         "--set".as_ref(),
         "work_mem=7MB".as_ref(),
     ]);
-    let variables: std::collections::HashMap<String, String> = std::fs::read_to_string(&env_file)
-        .unwrap()
-        .lines()
-        .filter_map(|line| line.split_once('='))
-        .map(|(name, value)| (name.to_owned(), value.to_owned()))
-        .collect();
+    // Read as every .env of ours is read.
+    let variables: std::collections::HashMap<String, String> =
+        counseling_config::read_env_file(env_dir.path())
+            .unwrap()
+            .into_iter()
+            .collect();
     let ca_file = std::path::PathBuf::from(&variables["CLUSTER_CA_FILE"]);
     assert!(ca_file.is_file(), "{ca_file:?}");
     assert!(
@@ -122,4 +108,29 @@ fn hold_cluster_applies_its_settings_and_cleans_up_on_sigterm() {
     assert!(status.success(), "{status:?}");
     assert!(!alive(postmaster), "the server stopped with hold-cluster");
     assert!(!cluster_dir.exists(), "{cluster_dir:?} was deleted");
+}
+
+/// `hold-cluster -- COMMAND` runs COMMAND against the cluster (here psql, through the
+/// environment it is given), passes its exit status on, and fails a COMMAND that leaves a test
+/// database behind.
+#[test]
+fn hold_cluster_runs_a_command_and_reports_test_databases_left_behind() {
+    let run = |script: &str| {
+        Command::new(env!("CARGO_BIN_EXE_hold-cluster"))
+            .args(["--", "sh", "-c", script])
+            .output()
+            .unwrap()
+    };
+    let psql = |sql: &str| format!(r#""$CLUSTER_BIN_DIR/psql" -v ON_ERROR_STOP=1 -Atc "{sql}""#);
+    let fine = run(&format!("{} && exit 3", psql("SELECT 1")));
+    assert_eq!(
+        fine.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&fine.stderr)
+    );
+    let left = run(&psql("CREATE DATABASE test_left_behind"));
+    let stderr = String::from_utf8_lossy(&left.stderr);
+    assert_eq!(left.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("left 1 test databases behind"), "{stderr}");
 }

@@ -1,50 +1,57 @@
-//! Starts a private cluster, prints `<postmaster pid> <port>`, and waits to be stopped: SIGTERM,
-//! SIGINT or SIGHUP stop the server and delete its folder; SIGKILL leaves the server to stop by
-//! itself (it follows its parent) and the folder to the next run's sweep. Used by
-//! the test that checks a killed test process takes its PostgreSQL along, by CI to run the test
-//! kit against an "external" server, and by `just bench` for its server.
+//! `hold-cluster [--env-file PATH] [--tls] [--set NAME=VALUE]... [-- COMMAND [ARG]...]`: starts a
+//! private cluster of the test kit and holds it.
 //!
-//! `hold-cluster [--env-file PATH] [--tls] [--set NAME=VALUE]...`
-//!
-//! * `--env-file PATH` writes PATH (0600, created exclusively) with libpq's variables for the
-//!   superuser, `DATABASE_URL_TEST`, `CLUSTER_BIN_DIR` (the PostgreSQL binaries the kit found)
-//!   and, with `--tls`, `CLUSTER_CA_FILE`, for a script to
-//!   `source`: the password reaches it through a file and the environment, never a command line.
+//! * Without COMMAND it prints `<postmaster pid> <port>` and waits: SIGTERM, SIGINT or SIGHUP
+//!   stop the server and delete its folder; SIGKILL leaves the server to stop by itself (it
+//!   follows its parent) and the folder to the next run's sweep. The test that checks a killed
+//!   test process takes its PostgreSQL along uses this.
+//! * With COMMAND it runs COMMAND with the cluster in its environment, then stops the cluster
+//!   and exits with COMMAND's status; 1 instead if COMMAND left a test database (`test_*`,
+//!   `tmpl_*`) behind. CI runs the tests against an "external" server (`DATABASE_URL_TEST`) and
+//!   the migration recipes this way.
+//! * The environment (and `--env-file PATH`, written 0600 and exclusively): `DATABASE_URL_TEST`
+//!   (the superuser), libpq's `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`,
+//!   `DATABASE_URL` and `DATABASE_OWNER_URL` (the service's and the owner's role on an empty
+//!   database, as in production), `CLUSTER_BIN_DIR` (the PostgreSQL binaries) and, with `--tls`,
+//!   `CLUSTER_CA_FILE`. Passwords never reach a command line.
 //! * `--tls` serves TLS (certificate for `localhost` and 127.0.0.1 from a CA made for this run)
-//!   next to plaintext.
-//! * `--set NAME=VALUE` overrides a server setting of the kit's (repeatable).
+//!   next to plaintext; `--set NAME=VALUE` overrides a server setting of the kit's (repeatable).
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use counseling_testkit::tls::ServerTls;
 use counseling_testkit::{ClusterOptions, PgCluster};
+use sea_orm::sqlx::{Connection, PgConnection};
 
-const USAGE: &str = "usage: hold-cluster [--env-file PATH] [--tls] [--set NAME=VALUE]...";
+const USAGE: &str =
+    "usage: hold-cluster [--env-file PATH] [--tls] [--set NAME=VALUE]... [-- COMMAND [ARG]...]";
 
+#[derive(Default)]
 struct Arguments {
     env_file: Option<PathBuf>,
     options: ClusterOptions,
+    command: Vec<OsString>,
 }
 
-fn parse(mut args: impl Iterator<Item = String>) -> Option<Arguments> {
-    let mut parsed = Arguments {
-        env_file: None,
-        options: ClusterOptions::default(),
-    };
+fn parse(mut args: impl Iterator<Item = OsString>) -> Option<Arguments> {
+    let mut parsed = Arguments::default();
     while let Some(arg) = args.next() {
-        match arg.as_str() {
+        match arg.to_str()? {
             "--env-file" => parsed.env_file = Some(PathBuf::from(args.next()?)),
             "--tls" => parsed.options.tls = Some(ServerTls::default()),
             "--set" => {
                 // The kit checks the name (and refuses its security settings) at start.
-                let setting = args.next()?;
+                let setting = args.next()?.into_string().ok()?;
                 let (name, value) = setting.split_once('=')?;
-                parsed
-                    .options
-                    .server_settings
-                    .push((name.to_owned(), value.to_owned()));
+                let setting = (name.to_owned(), value.to_owned());
+                parsed.options.server_settings.push(setting);
+            }
+            "--" => {
+                parsed.command = args.collect();
+                return (!parsed.command.is_empty()).then_some(parsed);
             }
             _ => return None,
         }
@@ -53,62 +60,94 @@ fn parse(mut args: impl Iterator<Item = String>) -> Option<Arguments> {
 }
 
 fn main() -> ExitCode {
-    let Some(arguments) = parse(std::env::args().skip(1)) else {
+    let Some(arguments) = parse(std::env::args_os().skip(1)) else {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
-    // Listening for the stop signals before the server starts: a signal that arrives while it
-    // starts still stops it and deletes its folder.
-    let waiting = tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
+        .build();
+    let outcome = runtime
+        .map_err(|error| error.to_string())
         .and_then(|runtime| {
-            let signals = runtime.block_on(async { StopSignals::listen() })?;
-            Ok((runtime, signals))
+            // Listening for the stop signals before the server starts: a signal that arrives while
+            // it starts still stops it and deletes its folder.
+            let signals = runtime.block_on(async { StopSignals::listen() });
+            let signals = signals.map_err(|error| format!("cannot wait for signals: {error}"))?;
+            runtime.block_on(hold(arguments, signals))
         });
-    let (runtime, signals) = match waiting {
-        Ok(waiting) => waiting,
-        Err(error) => {
-            eprintln!("hold-cluster: cannot wait for signals: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let cluster = match PgCluster::start_blocking_with(arguments.options) {
-        Ok(cluster) => cluster,
-        Err(error) => {
-            eprintln!("hold-cluster: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if let Some(path) = arguments.env_file {
-        let mut variables = format!(
-            "PGHOST=127.0.0.1\nPGPORT={}\nPGUSER=postgres\nPGPASSWORD={}\nPGDATABASE=postgres\n\
-             DATABASE_URL_TEST={}\nCLUSTER_BIN_DIR={}\n",
-            cluster.port(),
-            cluster.password(),
-            cluster.superuser_url("postgres"),
-            cluster.bin_dir().display(),
-        );
-        if let Some(tls) = cluster.tls_files() {
-            variables.push_str(&format!("CLUSTER_CA_FILE={}\n", tls.root_cert.display()));
-        }
-        if let Err(error) = counseling_testkit::tls::write_private(&path, &variables) {
-            eprintln!("hold-cluster: {error}");
-            return ExitCode::FAILURE;
-        }
-    }
-    let pid = cluster.postmaster_pid().unwrap_or(0);
-    println!("{pid} {}", cluster.port());
-    let _ = std::io::stdout().flush();
-    hold(cluster, &runtime, signals)
+    outcome.unwrap_or_else(|error| {
+        eprintln!("hold-cluster: {error}");
+        ExitCode::FAILURE
+    })
 }
 
-/// Waits for a signal to stop, then lets `cluster` go: that stops the server and deletes its
-/// folder.
-fn hold(cluster: PgCluster, runtime: &tokio::runtime::Runtime, signals: StopSignals) -> ExitCode {
-    runtime.block_on(signals.wait());
-    let _stopped_on_return = cluster;
-    ExitCode::SUCCESS
+async fn hold(arguments: Arguments, signals: StopSignals) -> Result<ExitCode, String> {
+    let cluster = PgCluster::start_with(arguments.options)
+        .await
+        .map_err(|e| e.to_string())?;
+    let database = cluster.empty_database().await.map_err(|e| e.to_string())?;
+    let mut variables = cluster.libpq_environment("postgres");
+    variables.extend([
+        ("DATABASE_URL_TEST", cluster.superuser_url("postgres")),
+        ("DATABASE_URL", database.url()),
+        ("DATABASE_OWNER_URL", database.owner_url()),
+        ("CLUSTER_BIN_DIR", cluster.bin_dir().display().to_string()),
+    ]);
+    if let Some(tls) = cluster.tls_files() {
+        variables.push(("CLUSTER_CA_FILE", tls.root_cert.display().to_string()));
+    }
+    if let Some(path) = &arguments.env_file {
+        let lines: String = variables
+            .iter()
+            .map(|(name, value)| format!("{name}={value}\n"))
+            .collect();
+        counseling_provision::files::write_private(path, &lines).map_err(|e| e.to_string())?;
+    }
+    let Some((program, args)) = arguments.command.split_first() else {
+        println!(
+            "{} {}",
+            cluster.postmaster_pid().unwrap_or(0),
+            cluster.port()
+        );
+        let _ = std::io::stdout().flush();
+        signals.wait().await;
+        // Dropping the cluster stops the server and deletes its folder.
+        return Ok(ExitCode::SUCCESS);
+    };
+    let mut command = tokio::process::Command::new(program);
+    command.args(args).envs(variables).kill_on_drop(true);
+    let mut child = command
+        .spawn()
+        .map_err(|error| format!("running {program:?}: {error}"))?;
+    let status = tokio::select! {
+        status = child.wait() => status.map_err(|error| error.to_string())?,
+        () = signals.wait() => return Ok(ExitCode::FAILURE),
+    };
+    drop(database); // dropped with its handle, so it is not counted below
+    let leftovers = test_databases(&cluster)
+        .await
+        .map_err(|error| error.to_string())?;
+    if leftovers > 0 {
+        eprintln!("hold-cluster: {program:?} left {leftovers} test databases behind");
+        return Ok(ExitCode::FAILURE);
+    }
+    let code = status
+        .code()
+        .and_then(|code| u8::try_from(code).ok())
+        .unwrap_or(1);
+    Ok(ExitCode::from(code))
+}
+
+/// How many databases the test kit made and did not drop.
+async fn test_databases(cluster: &PgCluster) -> Result<i64, sea_orm::sqlx::Error> {
+    let mut admin = PgConnection::connect_with(&cluster.admin_options()).await?;
+    let sql = r"SELECT count(*) FROM pg_database WHERE datname ~ '^(test|tmpl)_'";
+    let count = sea_orm::sqlx::query_scalar(sql)
+        .fetch_one(&mut admin)
+        .await?;
+    let _ = admin.close().await;
+    Ok(count)
 }
 
 /// SIGTERM, SIGINT and SIGHUP (Ctrl-C on Windows), listened for from creation on.
@@ -119,10 +158,15 @@ struct StopSignals([tokio::signal::unix::Signal; 3]);
 impl StopSignals {
     fn listen() -> std::io::Result<Self> {
         use tokio::signal::unix::{SignalKind, signal};
+        let kinds = [
+            SignalKind::terminate(),
+            SignalKind::interrupt(),
+            SignalKind::hangup(),
+        ];
         Ok(Self([
-            signal(SignalKind::terminate())?,
-            signal(SignalKind::interrupt())?,
-            signal(SignalKind::hangup())?,
+            signal(kinds[0])?,
+            signal(kinds[1])?,
+            signal(kinds[2])?,
         ]))
     }
 

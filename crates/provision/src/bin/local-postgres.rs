@@ -1,6 +1,6 @@
 //! `local-postgres start | stop | answers | env-file`: the development database behind `just dev`
-//! and `just db-start`/`db-stop`, from the same code as the test kit's clusters, configured by
-//! the same sources as every binary of ours (the working directory's `.env`, the environment).
+//! and `just db-start`/`db-stop`, configured by the same sources as every binary of ours (the
+//! working directory's `.env`, the environment).
 //!
 //! * `env-file`: writes `.env` from `.env.example` with fresh passwords, unless `.env` exists.
 //! * `answers`: exit 0 when `DATABASE_URL` accepts a connection within 3 s, else 1.
@@ -13,6 +13,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use counseling_config::{DatabaseUrl, Sources};
+use counseling_provision::ProvisionError;
+use counseling_provision::local::{LocalCluster, write_env_file};
 use sea_orm::sqlx::{Connection, PgConnection};
 
 const USAGE: &str = "usage: local-postgres <start | stop | answers | env-file>";
@@ -29,15 +31,13 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     if command == "env-file" {
-        return match counseling_testkit::dev_env::write_env_file(
-            &checkout.join(".env.example"),
-            &checkout.join(".env"),
-        ) {
-            Ok(true) => {
-                println!("local-postgres: wrote .env from .env.example with fresh passwords");
+        return match write_env_file(&checkout) {
+            Ok(written) => {
+                if written {
+                    println!("local-postgres: wrote .env from .env.example with fresh passwords");
+                }
                 ExitCode::SUCCESS
             }
-            Ok(false) => ExitCode::SUCCESS,
             Err(error) => fail(&error),
         };
     }
@@ -48,13 +48,35 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match command {
-        "answers" => answers(&sources).await,
-        "start" | "stop" => lifecycle(command, &checkout, &sources).await,
+    let outcome = match command {
+        "answers" => return answers(&sources).await,
+        "start" => match LocalCluster::of_checkout(&checkout) {
+            Ok(cluster) => cluster.start(&sources).await,
+            Err(error) => Err(error),
+        },
+        "stop" => LocalCluster::of_checkout(&checkout)
+            .and_then(|cluster| cluster.stop())
+            .map(|state| format!("{state}\n")),
         _ => {
             eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match outcome {
+        Ok(report) => {
+            for line in report.lines() {
+                println!("local-postgres: {line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(ProvisionError::PrivateClusterUnsupported) => {
+            eprintln!(
+                "local-postgres: the project-local cluster is unix-only; on Windows use the \
+                 PostgreSQL installer's service or compose's db (see the README's Windows section)"
+            );
             ExitCode::from(2)
         }
+        Err(error) => fail(&error),
     }
 }
 
@@ -77,38 +99,7 @@ async fn answers(sources: &Sources) -> ExitCode {
     }
 }
 
-#[cfg(unix)]
-async fn lifecycle(command: &str, checkout: &std::path::Path, sources: &Sources) -> ExitCode {
-    let cluster = match counseling_testkit::LocalCluster::of_checkout(checkout) {
-        Ok(cluster) => cluster,
-        Err(error) => return fail(&error),
-    };
-    let outcome = if command == "start" {
-        cluster.start(sources).await
-    } else {
-        cluster.stop().map(|state| format!("{state}\n"))
-    };
-    match outcome {
-        Ok(report) => {
-            for line in report.lines() {
-                println!("local-postgres: {line}");
-            }
-            ExitCode::SUCCESS
-        }
-        Err(error) => fail(&error),
-    }
-}
-
-#[cfg(windows)]
-async fn lifecycle(_command: &str, _checkout: &std::path::Path, _sources: &Sources) -> ExitCode {
-    eprintln!(
-        "local-postgres: the project-local cluster is unix-only; on Windows use the PostgreSQL \
-         installer's service or compose's db (see the README's Windows section)"
-    );
-    ExitCode::from(2)
-}
-
-fn fail(error: &counseling_testkit::TestkitError) -> ExitCode {
+fn fail(error: &ProvisionError) -> ExitCode {
     eprintln!("local-postgres: {error}");
     ExitCode::FAILURE
 }

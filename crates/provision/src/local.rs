@@ -1,0 +1,292 @@
+//! The project-local PostgreSQL behind `just dev` (`local-postgres`): a [`Server`] kept between
+//! runs, with the application's roles and database from `DATABASE_URL` (the service's role: rows
+//! only) and `DATABASE_OWNER_URL` (the owner, which runs migrations), read through
+//! `counseling-config` like every binary of ours; their passwords are set again at every start.
+//!
+//! * In `.data/postgres-cluster` of the checkout; as root in `/var/tmp/counseling-platform-<hash
+//!   of the checkout>`, where the `postgres` user can reach it. Checked at every start.
+//! * The superuser's password is random, in a 0600 file beside the data; nothing else needs it.
+//! * `pg_stat_statements` is preloaded and created in the database.
+//! * `.env` for a fresh checkout: [`write_env_file`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use counseling_config::{DatabaseUrl, Sources};
+use secrecy::SecretString;
+
+use crate::files::{ServerUser, private_folder, write_private};
+use crate::password::generate_password;
+use crate::process::Signal;
+use crate::roles::{Application, provision_application};
+use crate::server::{HBA_SCRAM, Lifetime, Server, port_in_use};
+use crate::{ProvisionError, Result};
+
+/// The project-local cluster of a checkout.
+#[derive(Debug)]
+pub struct LocalCluster {
+    bin_dir: PathBuf,
+    /// Holds `data/`, `superuser-password`, `pg_hba.conf` and `server.log`.
+    root: PathBuf,
+    user: ServerUser,
+}
+
+impl LocalCluster {
+    /// The cluster of the checkout at `checkout` (not created yet).
+    pub fn of_checkout(checkout: &Path) -> Result<Self> {
+        if !cfg!(unix) {
+            return Err(ProvisionError::PrivateClusterUnsupported);
+        }
+        let user = ServerUser::of_this_process()?;
+        let root = match user.is_another() {
+            // postgres cannot enter root-only folders such as /root or a `mktemp -d` clone.
+            true => PathBuf::from(format!("/var/tmp/counseling-platform-{}", fnv(checkout))),
+            false => checkout.join(".data").join("postgres-cluster"),
+        };
+        let bin_dir = crate::binaries::server_binaries()?;
+        Ok(Self {
+            bin_dir,
+            root,
+            user,
+        })
+    }
+
+    /// The folder holding the data, the superuser's password file and the server's log.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn server(&self, port: u16) -> Server {
+        let mut server = Server::new(self.bin_dir.clone(), self.root.clone(), port, self.user);
+        server
+            .settings
+            .push("shared_preload_libraries=pg_stat_statements".into());
+        server
+    }
+
+    /// Creates the cluster on first use, starts it, and makes the roles and database that
+    /// `sources` name exist with the passwords they give. Returns what it did.
+    pub async fn start(&self, sources: &Sources) -> Result<String> {
+        let (service, owner) = urls(sources)?;
+        let server = self.server(service.port());
+        if !server.initialised() {
+            self.init(&server)?;
+        }
+        self.check_folders()?;
+        let port = server.port;
+        let report = if server.pid().is_some() {
+            format!("already running on 127.0.0.1:{port}\n")
+        } else if port_in_use(port) {
+            return Err(ProvisionError::Failed(format!(
+                "port {port} is in use by another program: stop it, or give DATABASE_URL \
+                 another port"
+            )));
+        } else {
+            // The access rules are what this code says, whatever an older version wrote.
+            server.write_hba(HBA_SCRAM)?;
+            server.start(Lifetime::Detached)?;
+            let log = server.log_path();
+            format!("started on 127.0.0.1:{port} (log: {})\n", log.display())
+        };
+        let password = std::fs::read_to_string(self.root.join("superuser-password"))
+            .map_err(ProvisionError::io("reading the superuser's password"))?;
+        let admin = crate::url::local_url(port, crate::SUPERUSER, None, "postgres", &[])?
+            .connect_options()
+            .password(password.trim());
+        let secret = |url: &DatabaseUrl| url.password().cloned().unwrap_or_default();
+        let (owner_password, service_password) = (secret(&owner), secret(&service));
+        let application = Application {
+            database: service.database().unwrap_or("postgres"),
+            owner: (owner.username(), &owner_password),
+            service: (service.username(), &service_password),
+            extensions: &["pg_stat_statements"],
+        };
+        provision_application(&admin, &application).await?;
+        Ok(report)
+    }
+
+    /// Stops the cluster if it runs.
+    pub fn stop(&self) -> Result<&'static str> {
+        let server = self.server(0);
+        if server.pid().is_none() {
+            return Ok("not running");
+        }
+        server.stop(Signal::Interrupt)?;
+        Ok("stopped")
+    }
+
+    fn init(&self, server: &Server) -> Result<()> {
+        if let Some(parent) = self.root.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(ProvisionError::io("creating the cluster's parent folder"))?;
+        }
+        // Exclusive: a leftover or foreign folder is an error, not something to reuse.
+        private_folder(&self.root).map_err(|error| {
+            ProvisionError::Failed(format!("{error} (remove it if it is a leftover)"))
+        })?;
+        let password = generate_password()?;
+        let path = self.root.join("superuser-password");
+        write_private(&path, secrecy::ExposeSecret::expose_secret(&password))?;
+        server.init(&password, HBA_SCRAM, false)
+    }
+
+    /// Folders found in place must be the ones we made: real folders (no symlinks), the root
+    /// ours, the data the server user's, neither open to anyone else. Anything else may be
+    /// someone else's trap.
+    #[cfg(unix)]
+    fn check_folders(&self) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let ours = nix::unistd::Uid::effective().as_raw();
+        let root_mode = if self.user.is_another() { 0o710 } else { 0o700 };
+        let data = self.root.join("data");
+        for (folder, uid, mode) in [
+            (&self.root, ours, root_mode),
+            (&data, self.user.uid(), 0o700),
+        ] {
+            let metadata = std::fs::symlink_metadata(folder).map_err(ProvisionError::io(
+                format!("inspecting {}", folder.display()),
+            ))?;
+            if !metadata.is_dir() || metadata.mode() & 0o777 != mode || metadata.uid() != uid {
+                return Err(ProvisionError::Failed(format!(
+                    "{} is not a private folder as this tool makes them (a symlink, another \
+                     owner or another mode): remove it and start again",
+                    folder.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    #[cfg(not(unix))]
+    fn check_folders(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// `DATABASE_URL` and `DATABASE_OWNER_URL` (the same when unset), which must name this machine,
+/// one port and one database.
+fn urls(sources: &Sources) -> Result<(DatabaseUrl, DatabaseUrl)> {
+    let parse = |variable: &str| -> Result<Option<DatabaseUrl>> {
+        let parse = |text| DatabaseUrl::parse(text);
+        let invalid = |error| ProvisionError::Failed(format!("{variable} {error}"));
+        sources
+            .get(variable)
+            .map(parse)
+            .transpose()
+            .map_err(invalid)
+    };
+    let service = parse("DATABASE_URL")?.ok_or_else(|| {
+        ProvisionError::Failed("DATABASE_URL is not set (in the environment or .env)".into())
+    })?;
+    let owner = parse("DATABASE_OWNER_URL")?.unwrap_or_else(|| service.clone());
+    for (variable, url) in [("DATABASE_URL", &service), ("DATABASE_OWNER_URL", &owner)] {
+        let problem = match url.host() {
+            "127.0.0.1" => continue,
+            // It may resolve to ::1 first, where any local user could listen for passwords.
+            "localhost" => "names localhost: use 127.0.0.1, where the local cluster listens",
+            _ => "names another machine, not this one: nothing to start here",
+        };
+        return Err(ProvisionError::Failed(format!("{variable} {problem}")));
+    }
+    if owner.port() != service.port() || owner.database() != service.database() {
+        return Err(ProvisionError::Failed(
+            "DATABASE_OWNER_URL must name the same port and database as DATABASE_URL".into(),
+        ));
+    }
+    Ok((service, owner))
+}
+
+/// A short name for a checkout's folder that stays the same across runs and toolchains
+/// (FNV-1a of the path: std's hasher may change between Rust releases).
+fn fnv(checkout: &Path) -> String {
+    let bytes = checkout.as_os_str().as_encoded_bytes();
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+/// Writes `checkout/.env` from `checkout/.env.example` unless `.env` exists (then returns
+/// `false`), so that no two checkouts share a password and none is known from the repository:
+/// every distinct value of a `*_PASSWORD` variable is a placeholder, replaced everywhere in the
+/// file (URLs included) by one new password, so the URLs and compose's variables still agree.
+/// The example is read by `counseling-config`'s reader, as every `.env`; the new file is created
+/// exclusively, readable by its owner only.
+pub fn write_env_file(checkout: &Path) -> Result<bool> {
+    let target = checkout.join(".env");
+    if target.exists() {
+        return Ok(false);
+    }
+    let example = checkout.join(".env.example");
+    let text = std::fs::read_to_string(&example)
+        .map_err(ProvisionError::io(format!("reading {}", example.display())))?;
+    let scratch = tempfile::tempdir().map_err(ProvisionError::io("making a scratch folder"))?;
+    write_private(&scratch.path().join(".env"), &text)?;
+    let variables = counseling_config::read_env_file(scratch.path())
+        .map_err(|error| ProvisionError::Failed(format!(".env.example {error}")))?;
+    let mut placeholders = BTreeMap::new();
+    for (name, value) in variables {
+        if name.ends_with("_PASSWORD") && !value.is_empty() && !placeholders.contains_key(&value) {
+            placeholders.insert(value, generate_password()?);
+        }
+    }
+    // Longest first, so that a placeholder inside another is not replaced half-way.
+    let mut by_length: Vec<(String, SecretString)> = placeholders.into_iter().collect();
+    by_length.sort_by_key(|(placeholder, _)| std::cmp::Reverse(placeholder.len()));
+    let fresh = by_length
+        .iter()
+        .fold(text, |text, (placeholder, password)| {
+            text.replace(
+                placeholder.as_str(),
+                secrecy::ExposeSecret::expose_secret(password),
+            )
+        });
+    write_private(&target, &fresh)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn every_placeholder_gets_one_fresh_password_everywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(".env.example"),
+            "DATABASE_URL=postgres://app:change-me-service@localhost/db\n\
+             DATABASE_OWNER_URL=postgres://own:change-me-owner@localhost/db\n\
+             POSTGRES_SERVICE_PASSWORD=change-me-service\n\
+             POSTGRES_OWNER_PASSWORD=change-me-owner\n",
+        )
+        .unwrap();
+        assert!(write_env_file(dir.path()).unwrap());
+        let written = std::fs::read_to_string(dir.path().join(".env")).unwrap();
+        assert!(!written.contains("change-me"), "{written}");
+        let value = |name: &str| {
+            let prefix = format!("{name}=");
+            written
+                .lines()
+                .find_map(|line| line.strip_prefix(&prefix))
+                .unwrap()
+                .to_owned()
+        };
+        let service = value("POSTGRES_SERVICE_PASSWORD");
+        assert_eq!(service.len(), 64);
+        assert!(value("DATABASE_URL").contains(&format!(":{service}@")));
+        assert_ne!(service, value("POSTGRES_OWNER_PASSWORD"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let metadata = std::fs::metadata(dir.path().join(".env")).unwrap();
+            assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
+        }
+        // An existing .env is never overwritten.
+        assert!(!write_env_file(dir.path()).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(".env")).unwrap(),
+            written
+        );
+    }
+}

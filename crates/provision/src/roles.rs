@@ -1,0 +1,134 @@
+//! Roles, databases and grants on our servers, made as the superuser: the one place our tools
+//! create roles. What each role may do is `migration::roles` (as in production).
+
+use migration::roles::{grant_statements, quoted};
+use sea_orm::sqlx::postgres::PgConnectOptions;
+use sea_orm::sqlx::{AssertSqlSafe, Connection, PgConnection};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::{ProvisionError, Result};
+
+/// The application's database with its two roles: the owner, which runs migrations, and the
+/// service's role, which may only read and write rows.
+#[derive(Debug, Clone, Copy)]
+pub struct Application<'a> {
+    pub database: &'a str,
+    /// (name, password)
+    pub owner: (&'a str, &'a SecretString),
+    pub service: (&'a str, &'a SecretString),
+    /// Extensions to create in the database (e.g. `pg_stat_statements`, where it is preloaded).
+    pub extensions: &'a [&'a str],
+}
+
+/// Makes `application` so, idempotently: both roles exist with these passwords and no other
+/// power, the database exists, belongs to the owner and keeps time in UTC, and its grants are
+/// those of `migration::roles`. `admin` is the superuser's.
+pub async fn provision_application(
+    admin: &PgConnectOptions,
+    application: &Application<'_>,
+) -> Result<()> {
+    let Application {
+        database,
+        owner,
+        service,
+        extensions,
+    } = *application;
+    let mut session = admin_session(&admin.clone().database("postgres")).await?;
+    for (role, password) in [owner, service] {
+        ensure_login_role(&mut session, role, password).await?;
+    }
+    let exists: bool =
+        sea_orm::sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(database)
+            .fetch_one(&mut session)
+            .await
+            .map_err(ProvisionError::db("looking up the database"))?;
+    let (name, owner_name) = (quoted(database), quoted(owner.0));
+    if !exists {
+        execute(
+            &mut session,
+            &format!("CREATE DATABASE {name} OWNER {owner_name}"),
+        )
+        .await?;
+    }
+    execute(
+        &mut session,
+        &format!("ALTER DATABASE {name} SET timezone TO 'UTC'"),
+    )
+    .await?;
+    let _ = session.close().await;
+
+    let mut inside = admin_session(&admin.clone().database(database)).await?;
+    let mut statements = grant_statements(database, owner.0, service.0);
+    let create = |extension: &&str| format!("CREATE EXTENSION IF NOT EXISTS {}", quoted(extension));
+    statements.extend(extensions.iter().map(create));
+    for statement in statements {
+        execute(&mut inside, &statement).await?;
+    }
+    let _ = inside.close().await;
+    Ok(())
+}
+
+/// A superuser session that keeps its statements out of the server's log and statistics: they
+/// carry passwords.
+pub async fn admin_session(options: &PgConnectOptions) -> Result<PgConnection> {
+    let mut session = PgConnection::connect_with(options)
+        .await
+        .map_err(ProvisionError::db("connecting as the superuser"))?;
+    for setting in [
+        "SET standard_conforming_strings = on",
+        "SET log_statement = 'none'",
+        "SET log_min_duration_statement = -1",
+        "SET log_min_error_statement = panic",
+        "SET pg_stat_statements.track_utility = off",
+    ] {
+        execute(&mut session, setting).await?;
+    }
+    Ok(session)
+}
+
+/// Makes `role` a login role with `password` and no other power (no superuser, no CREATEDB or
+/// CREATEROLE); an existing one gets the password and loses any such power.
+pub async fn ensure_login_role(
+    session: &mut PgConnection,
+    role: &str,
+    password: &SecretString,
+) -> Result<()> {
+    let exists: bool =
+        sea_orm::sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+            .bind(role)
+            .fetch_one(&mut *session)
+            .await
+            .map_err(ProvisionError::db("looking up roles"))?;
+    let verb = if exists { "ALTER" } else { "CREATE" };
+    let statement = format!(
+        "{verb} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}",
+        quoted(role),
+        literal(password.expose_secret())
+    );
+    execute(session, &statement).await
+}
+
+/// Runs one statement; an error names its first two words, never the rest (a password).
+pub async fn execute(session: &mut PgConnection, statement: &str) -> Result<()> {
+    let words: Vec<&str> = statement.split_whitespace().take(2).collect();
+    sea_orm::sqlx::query(AssertSqlSafe(statement))
+        .execute(session)
+        .await
+        .map(drop)
+        .map_err(ProvisionError::db(words.join(" ")))
+}
+
+/// `text` as a SQL string literal (quotes doubled; backslashes are plain characters under
+/// `standard_conforming_strings`, which [`admin_session`] sets).
+pub fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_literal_cannot_be_left() {
+        assert_eq!(super::literal(r"it's \' x"), r"'it''s \'' x'");
+    }
+}

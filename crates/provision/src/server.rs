@@ -1,0 +1,282 @@
+//! A PostgreSQL server of ours, in a folder of ours:
+//!
+//! ```text
+//! root/             ours: 0700, or 0710 for the server's group when it runs as another user
+//!   data/           made empty by us, handed to the server's user; initdb fills it
+//!   pg_hba.conf     ours, handed over: the server reads it (`hba_file`)
+//!   server.log      ours: we open it, the server writes to what we hand it
+//! ```
+//!
+//! It listens on 127.0.0.1 only, with no unix socket, and every login proves a password.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::files::{ServerUser, append_log, write_private};
+use crate::process::{self, Signal};
+use crate::{ProvisionError, Result};
+
+/// `pg_hba.conf` of our servers: a password (SCRAM) over TCP from this machine, nothing else.
+pub const HBA_SCRAM: &str = "host all all 127.0.0.1/32 scram-sha-256\n";
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How a started server relates to this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifetime {
+    /// Dies with this process, even when it is killed (test clusters).
+    Tied,
+    /// Outlives this process, in a process group of its own (the project-local cluster).
+    Detached,
+}
+
+/// A server's folder, binaries, port and settings; see the module's layout.
+#[derive(Debug)]
+pub struct Server {
+    pub bin_dir: PathBuf,
+    pub root: PathBuf,
+    pub port: u16,
+    pub user: ServerUser,
+    /// `name=value` settings after our own (later ones win).
+    pub settings: Vec<String>,
+    /// The postmaster, when this process started it.
+    postmaster: Mutex<Option<Child>>,
+}
+
+impl Server {
+    pub fn new(bin_dir: PathBuf, root: PathBuf, port: u16, user: ServerUser) -> Self {
+        let settings = Vec::new();
+        Self {
+            bin_dir,
+            root,
+            port,
+            user,
+            settings,
+            postmaster: Mutex::new(None),
+        }
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.root.join("server.log")
+    }
+
+    /// Whether `initdb` has run here.
+    pub fn initialised(&self) -> bool {
+        self.data().join("PG_VERSION").is_file()
+    }
+
+    /// Runs `initdb` (superuser `postgres` with `password`, UTF-8, `C.UTF-8`, SCRAM) and writes
+    /// `hba` as the server's `pg_hba.conf`. The password reaches initdb through a 0600 file,
+    /// deleted at once, never a command line (every local user can read those).
+    pub fn init(&self, password: &SecretString, hba: &str, no_sync: bool) -> Result<()> {
+        crate::files::private_folder(&self.data())?;
+        self.user.give(&self.data())?;
+        self.user.may_enter(&self.root)?;
+        self.write_hba(hba)?;
+        let pwfile = self.root.join("initdb-password");
+        write_private(&pwfile, password.expose_secret())?;
+        self.user.give(&pwfile)?;
+        let output = self
+            .user
+            .command(self.bin_dir.join("initdb"))
+            .arg("--pgdata")
+            .arg(self.data())
+            .args([
+                "--username",
+                crate::SUPERUSER,
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+            ])
+            .arg("--auth=scram-sha-256")
+            .args(no_sync.then_some("--no-sync"))
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .stdin(Stdio::null())
+            .output();
+        let _ = std::fs::remove_file(&pwfile);
+        let output = output.map_err(ProvisionError::io("running initdb"))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(ProvisionError::Failed(format!("initdb failed: {stderr}")));
+        }
+        Ok(())
+    }
+
+    /// (Re)writes `pg_hba.conf` in our folder and hands it to the server's user.
+    pub fn write_hba(&self, hba: &str) -> Result<()> {
+        let path = self.root.join("pg_hba.conf");
+        match std::fs::remove_file(&path) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(ProvisionError::io("replacing pg_hba.conf")(error));
+            }
+            _ => {}
+        }
+        write_private(&path, hba)?;
+        self.user.give(&path)
+    }
+
+    /// Starts the postmaster and waits until it accepts connections.
+    pub fn start(&self, lifetime: Lifetime) -> Result<()> {
+        let log = append_log(&self.log_path())?;
+        let log_err = log
+            .try_clone()
+            .map_err(ProvisionError::io("opening the server log"))?;
+        let postgres = self.bin_dir.join("postgres");
+        let mut command = match lifetime {
+            Lifetime::Tied => process::tied_command(&self.user, &postgres),
+            Lifetime::Detached => self.user.command(&postgres),
+        };
+        #[cfg(unix)]
+        if lifetime == Lifetime::Detached {
+            // A Ctrl-C in the terminal that started it does not reach it.
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        }
+        let hba = format!("hba_file={}", self.root.join("pg_hba.conf").display());
+        let ours = [
+            "listen_addresses=127.0.0.1",
+            "unix_socket_directories=",
+            hba.as_str(),
+        ];
+        command
+            .arg("-D")
+            .arg(self.data())
+            .arg("-p")
+            .arg(self.port.to_string());
+        for setting in ours
+            .iter()
+            .copied()
+            .chain(self.settings.iter().map(String::as_str))
+        {
+            command.args(["-c", setting]);
+        }
+        // Output to a file: a pipe nobody reads would fill up and block the server.
+        command.stdin(Stdio::null()).stdout(log).stderr(log_err);
+        let child = match lifetime {
+            Lifetime::Tied => process::spawn_tied(command),
+            Lifetime::Detached => command.spawn(),
+        };
+        *self.postmaster() = Some(child.map_err(ProvisionError::io("starting postgres"))?);
+        self.wait_until_ready()
+    }
+
+    /// Ready: `postmaster.pid` says so and the port accepts connections. Fails at once, with
+    /// the log's end, if the postmaster exits.
+    fn wait_until_ready(&self) -> Result<()> {
+        let pid_file = self.data().join("postmaster.pid");
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        let mut exited = None;
+        let ready = crate::wait::wait_until("postgres is ready", READY_TIMEOUT, || {
+            if let Some(child) = self.postmaster().as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                exited = Some(status);
+                return true;
+            }
+            let text = std::fs::read_to_string(&pid_file).unwrap_or_default();
+            text.lines()
+                .nth(7)
+                .is_some_and(|status| status.trim() == "ready")
+                && std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200))
+                    .is_ok()
+        });
+        let failure = match (ready, exited) {
+            (Ok(()), None) => return Ok(()),
+            (_, Some(status)) => format!("postgres exited during start-up ({status})"),
+            (Err(error), None) => error.to_string(),
+        };
+        *self.postmaster() = None;
+        Err(ProvisionError::Failed(format!(
+            "{failure}; its log:\n{}",
+            self.log_tail()
+        )))
+    }
+
+    /// The last 20 lines of the server's log.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// The running postmaster's pid: ours, or the one `postmaster.pid` names if that process
+    /// lives and works in this data folder.
+    pub fn pid(&self) -> Option<u32> {
+        if let Some(child) = self.postmaster().as_ref() {
+            return Some(child.id());
+        }
+        let text = std::fs::read_to_string(self.data().join("postmaster.pid")).ok()?;
+        let pid = text.lines().next()?.trim().parse().ok()?;
+        process::is_process_in(pid, &self.data()).then_some(pid)
+    }
+
+    /// Stops the server: `Interrupt` is a fast shutdown (sessions ended, new ones refused),
+    /// `Quit` an immediate one, like a crash (recovery at the next start). Waits until it has
+    /// gone (a frozen server is thawed first: it could not act on the signal).
+    pub fn stop(&self, how: Signal) -> Result<()> {
+        let child = self.postmaster().take();
+        let Some(pid) = child.as_ref().map(Child::id).or_else(|| self.pid()) else {
+            return Ok(());
+        };
+        let _ = process::signal_with_children(pid, Signal::Continue);
+        let _ = process::signal(pid, how);
+        let gone = match child {
+            Some(mut child) => child.wait().map(drop).is_ok(),
+            None => crate::wait::wait_until("", STOP_TIMEOUT, || self.pid().is_none()).is_ok(),
+        };
+        match gone {
+            true => Ok(()),
+            false => Err(ProvisionError::Failed(format!(
+                "postgres {pid} did not stop"
+            ))),
+        }
+    }
+
+    /// Freezes (`Stop`) or thaws (`Continue`) the postmaster and every backend: connections
+    /// stay open but nothing answers, like a hung host.
+    pub fn freeze(&self, how: Signal) -> Result<()> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| ProvisionError::Failed("the server is not running".into()))?;
+        process::signal_with_children(pid, how)
+    }
+
+    fn postmaster(&self) -> MutexGuard<'_, Option<Child>> {
+        // A poisoned lock only means another thread panicked holding it; the Child is accurate.
+        self.postmaster
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .map_err(ProvisionError::io("finding a free port"))
+}
+
+/// Whether something accepts connections on 127.0.0.1:`port`.
+pub fn port_in_use(port: u16) -> bool {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    std::net::TcpStream::connect_timeout(&address, Duration::from_millis(500)).is_ok()
+}
+
+/// The data folder's parent of the test clusters and HA stacks: `/dev/shm` (tmpfs: faster,
+/// steadier) where it exists, else the temporary folder.
+pub fn scratch_parent() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}

@@ -1,0 +1,400 @@
+//! The test kit's private cluster: a [`Server`] of `counseling-provision` in a fresh folder (on
+//! `/dev/shm` where it exists), tied to the test process, with the roles of production.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use counseling_provision::binaries::server_binaries;
+use counseling_provision::files::{ServerUser, private_temp_folder};
+use counseling_provision::password::generate_password;
+use counseling_provision::process::{Signal, process_is_alive};
+use counseling_provision::roles::{admin_session, ensure_login_role};
+use counseling_provision::server::{HBA_SCRAM, Lifetime, Server, free_port, scratch_parent};
+use counseling_provision::{ProvisionError, SUPERUSER, block_on, url::local_url};
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgSslMode};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::Result;
+use crate::database::TestDatabase;
+use crate::tls::{ClientTlsFiles, ServerTls};
+
+/// The role that owns the application's databases and runs migrations, on our clusters.
+pub const OWNER_ROLE: &str = "testkit_owner";
+/// The service's role on our clusters: it may read and write rows of the application's tables,
+/// nothing else (no DDL, no superuser, no `CREATE` on the schema).
+pub const SERVICE_ROLE: &str = "testkit_service";
+
+const FOLDER_PREFIX: &str = "counseling-testkit-";
+/// Test settings (fast, not durable), before [`ClusterOptions::server_settings`].
+const TEST_SETTINGS: [&str; 6] = [
+    "fsync=off",
+    "synchronous_commit=off",
+    "full_page_writes=off",
+    "max_connections=300",
+    "shared_buffers=64MB",
+    "log_min_messages=warning",
+];
+
+/// What kind of cluster [`PgCluster::start_with`] starts; the default is [`PgCluster::start`]'s.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// Serve TLS (`ssl=on`) with certificates made for this cluster.
+    pub tls: Option<ServerTls>,
+    /// Server settings (`name`, `value`) that override the kit's defaults, for example a larger
+    /// `shared_buffers` for `just bench`.
+    pub server_settings: Vec<(String, String)>,
+}
+
+/// A private PostgreSQL cluster on 127.0.0.1 and a free port, run as the `postgres` user when
+/// the tests run as root. Dropping the last clone stops the server and deletes its folder. Tests
+/// that break the database (`stop`, `crash`, `freeze`) use one of their own, never the shared
+/// one. Unix only: elsewhere starting one fails with [`crate::TestkitError::PrivateClusterUnsupported`].
+#[derive(Debug, Clone)]
+pub struct PgCluster {
+    inner: Arc<ClusterInner>,
+}
+
+/// `Debug` shows the server (folder, port), never a password.
+#[derive(Debug)]
+struct ClusterInner {
+    server: Server,
+    password: SecretString,
+    /// Passwords of the application's two roles ([`OWNER_ROLE`], [`SERVICE_ROLE`]).
+    owner_password: SecretString,
+    service_password: SecretString,
+    tls: Option<ClientTlsFiles>,
+}
+
+impl Drop for ClusterInner {
+    fn drop(&mut self) {
+        let _ = self.server.stop(Signal::Quit);
+        let _ = std::fs::remove_dir_all(&self.server.root);
+    }
+}
+
+impl PgCluster {
+    /// Initialises and starts a new cluster. Takes about a second (`initdb`).
+    pub async fn start() -> Result<Self> {
+        Self::start_with(ClusterOptions::default()).await
+    }
+
+    /// Like [`PgCluster::start`], for code that is not async.
+    pub fn start_blocking() -> Result<Self> {
+        Self::start_blocking_with(ClusterOptions::default())
+    }
+
+    /// A cluster of the given kind (for example with TLS).
+    pub async fn start_with(options: ClusterOptions) -> Result<Self> {
+        blocking(move || Self::start_blocking_with(options)).await
+    }
+
+    /// A cluster that serves TLS as `tls` says, with the kit's other defaults.
+    pub async fn start_tls(tls: ServerTls) -> Result<Self> {
+        let options = ClusterOptions {
+            tls: Some(tls),
+            ..ClusterOptions::default()
+        };
+        Self::start_with(options).await
+    }
+
+    /// Like [`PgCluster::start_with`], for code that is not async.
+    pub fn start_blocking_with(options: ClusterOptions) -> Result<Self> {
+        if !cfg!(unix) {
+            return Err(ProvisionError::PrivateClusterUnsupported);
+        }
+        for (name, _) in &options.server_settings {
+            check_overridable(name)?;
+        }
+        let bin_dir = server_binaries()?;
+        let parent = scratch_parent();
+        sweep_dead_clusters(&parent);
+        // The pid in the name lets a later run sweep the leftovers of a killed one.
+        let prefix = format!("{FOLDER_PREFIX}{}-", std::process::id());
+        let root = private_temp_folder(&parent, &prefix)?;
+        let user = ServerUser::of_this_process()?;
+        let mut server = Server::new(bin_dir, root, free_port()?, user);
+        server.settings.extend(TEST_SETTINGS.map(str::to_owned));
+        let (password, tls) = (generate_password()?, options.tls.clone());
+        let (owner_password, service_password) = (generate_password()?, generate_password()?);
+        let mut inner = ClusterInner {
+            server,
+            password,
+            owner_password,
+            service_password,
+            tls: None,
+        };
+        // From here on, dropping `inner` stops the server and deletes the folder.
+        let hba = match &tls {
+            Some(tls) => {
+                let (client, settings) = tls.set_up(&inner.server)?;
+                inner.server.settings.extend(settings);
+                inner.tls = Some(client);
+                tls.hba()
+            }
+            None => HBA_SCRAM.to_owned(),
+        };
+        let extra = options
+            .server_settings
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"));
+        inner.server.settings.extend(extra);
+        inner.server.init(&inner.password, &hba, true)?;
+        inner.server.start(Lifetime::Tied)?;
+        let cluster = PgCluster {
+            inner: Arc::new(inner),
+        };
+        cluster.create_roles()?;
+        Ok(cluster)
+    }
+
+    /// The roles of production: an owner that runs migrations, and the service's role that may
+    /// only read and write rows (see `TestDatabase`).
+    fn create_roles(&self) -> Result<()> {
+        let admin = self.admin_options();
+        let inner = &self.inner;
+        let roles = [
+            (OWNER_ROLE, inner.owner_password.clone()),
+            (SERVICE_ROLE, inner.service_password.clone()),
+        ];
+        block_on(async move {
+            let mut session = admin_session(&admin).await?;
+            for (role, password) in &roles {
+                ensure_login_role(&mut session, role, password).await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Connection options for the superuser on the `postgres` database (over TLS, with the
+    /// client certificate if the cluster asks for one).
+    pub fn admin_options(&self) -> PgConnectOptions {
+        let options = PgConnectOptions::new_without_pgpass()
+            .host("127.0.0.1")
+            .port(self.port())
+            .username(SUPERUSER)
+            .password(self.password())
+            .database("postgres");
+        match &self.inner.tls {
+            None => options,
+            Some(ClientTlsFiles {
+                client: Some((cert, key)),
+                ..
+            }) => options
+                .ssl_mode(PgSslMode::Require)
+                .ssl_client_cert(cert)
+                .ssl_client_key(key),
+            Some(_) => options.ssl_mode(PgSslMode::Require),
+        }
+    }
+
+    /// Connection options for the owner role on `database` (see [`Self::owner_url`]).
+    pub fn owner_options(&self, database: &str) -> PgConnectOptions {
+        let options = self.admin_options().database(database);
+        match self.requires_client_certificates() {
+            true => options,
+            false => options
+                .username(OWNER_ROLE)
+                .password(self.inner.owner_password.expose_secret()),
+        }
+    }
+
+    /// libpq's variables (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`) for the
+    /// superuser on `database`: for `psql`, `pgbench` and scripts, passed in an environment,
+    /// never on a command line.
+    pub fn libpq_environment(&self, database: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("PGHOST", "127.0.0.1".to_owned()),
+            ("PGPORT", self.port().to_string()),
+            ("PGUSER", SUPERUSER.to_owned()),
+            ("PGPASSWORD", self.password().to_owned()),
+            ("PGDATABASE", database.to_owned()),
+        ]
+    }
+
+    /// The files a client needs for this cluster's TLS: the CA (`sslrootcert`) and, if the
+    /// cluster asks for one, a client certificate and key for the superuser. `None` without TLS.
+    pub fn tls_files(&self) -> Option<&ClientTlsFiles> {
+        self.inner.tls.as_ref()
+    }
+
+    /// A `postgres://` URL for `database` as the superuser (it contains the password).
+    pub fn superuser_url(&self, database: &str) -> String {
+        self.url_as(SUPERUSER, &self.inner.password, database)
+    }
+
+    /// A URL for `database` as the role that owns the schema and runs migrations (the
+    /// superuser's on a cluster that asks for client certificates, see [`Self::service_url`]).
+    pub fn owner_url(&self, database: &str) -> String {
+        match self.requires_client_certificates() {
+            true => self.superuser_url(database),
+            false => self.url_as(OWNER_ROLE, &self.inner.owner_password, database),
+        }
+    }
+
+    /// A URL for `database` as the service's role, which may only read and write rows. On a
+    /// cluster that asks for client certificates (issued to the superuser only) it is the
+    /// superuser's: those tests are about TLS, not privileges.
+    pub fn service_url(&self, database: &str) -> String {
+        match self.requires_client_certificates() {
+            true => self.superuser_url(database),
+            false => self.url_as(SERVICE_ROLE, &self.inner.service_password, database),
+        }
+    }
+
+    fn requires_client_certificates(&self) -> bool {
+        self.tls_files().is_some_and(|files| files.client.is_some())
+    }
+
+    fn url_as(&self, role: &str, password: &SecretString, database: &str) -> String {
+        // Our own role and database names: the builder has nothing to refuse.
+        local_url(self.port(), role, Some(password), database, &[])
+            .map(|url| url.expose_secret().to_owned())
+            .unwrap_or_default()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.inner.server.port
+    }
+
+    /// The folder of the PostgreSQL binaries this cluster runs (`pgbench`, `psql` are there too).
+    pub fn bin_dir(&self) -> &Path {
+        &self.inner.server.bin_dir
+    }
+
+    /// The postmaster's process id, while it runs.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        self.inner.server.pid()
+    }
+
+    /// The superuser's password, for tests that check it never leaks.
+    pub fn password(&self) -> &str {
+        self.inner.password.expose_secret()
+    }
+
+    /// The server's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.inner.server.log_path()
+    }
+
+    /// Fast shutdown (SIGINT): live sessions are terminated, new ones refused. Waits for exit.
+    pub async fn stop(&self) -> Result<()> {
+        let cluster = self.clone();
+        blocking(move || cluster.inner.server.stop(Signal::Interrupt)).await
+    }
+
+    /// Immediate shutdown (SIGQUIT), like a crash: the next start runs crash recovery.
+    pub async fn crash(&self) -> Result<()> {
+        let cluster = self.clone();
+        blocking(move || cluster.inner.server.stop(Signal::Quit)).await
+    }
+
+    /// Starts the server again on the same port (after a stop or crash, or while it runs);
+    /// returns once it accepts connections.
+    pub async fn restart(&self) -> Result<()> {
+        let cluster = self.clone();
+        blocking(move || {
+            cluster.inner.server.stop(Signal::Interrupt)?;
+            cluster.inner.server.start(Lifetime::Tied)
+        })
+        .await
+    }
+
+    /// Freezes every server process (SIGSTOP): connections stay open but nothing answers, like a
+    /// hung host. Undo with [`PgCluster::thaw`].
+    pub fn freeze(&self) -> Result<()> {
+        self.inner.server.freeze(Signal::Stop)
+    }
+
+    /// Resumes a frozen server (SIGCONT).
+    pub fn thaw(&self) -> Result<()> {
+        self.inner.server.freeze(Signal::Continue)
+    }
+
+    /// A new migrated database on this cluster, dropped with the handle.
+    pub async fn migrated_database(&self) -> Result<TestDatabase> {
+        TestDatabase::on_cluster(self, true).await
+    }
+
+    /// A new empty database on this cluster, dropped with the handle.
+    pub async fn empty_database(&self) -> Result<TestDatabase> {
+        TestDatabase::on_cluster(self, false).await
+    }
+}
+
+/// What makes a kit cluster private (loopback only, no socket, its own TLS files and pg_hba)
+/// cannot be changed through [`ClusterOptions::server_settings`].
+const FIXED_SETTINGS: &[&str] = &[
+    "listen_addresses",
+    "port",
+    "unix_socket_directories",
+    "unix_socket_group",
+    "unix_socket_permissions",
+    "hba_file",
+    "ident_file",
+    "config_file",
+    "data_directory",
+    "password_encryption",
+];
+
+fn check_overridable(name: &str) -> Result<()> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.';
+    if name.is_empty() || !name.chars().all(allowed) {
+        return Err(ProvisionError::Failed(format!(
+            "{name:?} is not a server setting's name"
+        )));
+    }
+    let lower = name.to_ascii_lowercase();
+    if FIXED_SETTINGS.contains(&lower.as_str()) || lower.starts_with("ssl") {
+        return Err(ProvisionError::Failed(format!(
+            "{name} is part of what keeps the test kit's cluster private; it cannot be set"
+        )));
+    }
+    Ok(())
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| ProvisionError::Failed(format!("cluster operation panicked: {error}")))?
+}
+
+/// Deletes the folders of clusters whose test process is gone (killed runs).
+fn sweep_dead_clusters(parent: &Path) {
+    for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|name| name.strip_prefix(FOLDER_PREFIX))
+            .and_then(|rest| rest.split('-').next()?.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !process_is_alive(pid)) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_that_keep_the_cluster_private_cannot_be_overridden() {
+        for allowed in ["shared_buffers", "fsync", "pg_stat_statements.track"] {
+            assert!(check_overridable(allowed).is_ok(), "{allowed}");
+        }
+        for refused in [
+            "listen_addresses",
+            "LISTEN_ADDRESSES",
+            "unix_socket_directories",
+            "hba_file",
+            "ssl",
+            "ssl_ca_file",
+            "port",
+            "",
+            "work_mem=1; x",
+        ] {
+            assert!(check_overridable(refused).is_err(), "{refused}");
+        }
+    }
+}
