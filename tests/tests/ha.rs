@@ -24,7 +24,7 @@ use counseling_ha::{APP_DATABASE, HaStack, Ports, StackOptions};
 use counseling_persistence::{Database, DatabaseSettings, PgUserRepository};
 use sea_orm::sqlx::postgres::PgConnection;
 use sea_orm::sqlx::{self, Connection};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 /// How soon after the switchover command every service must answer 200 again (measured: ~3 s).
 const SWITCHOVER_HEAL_BOUND: Duration = Duration::from_secs(15);
@@ -116,7 +116,7 @@ fn switchover_and_failover_lose_no_write_and_every_service_heals_by_itself() {
     let seconds = move || clock.elapsed().as_secs_f64();
 
     let started = Instant::now();
-    let mut options = StackOptions::new(Ports::find_free().unwrap());
+    let mut options = StackOptions::new(Ports::find_free().unwrap()).unwrap();
     options.logs_on_failure = Some(failure_logs());
     let stack = HaStack::start(&options).unwrap();
     println!("HA stack up in {:.1} s", started.elapsed().as_secs_f64());
@@ -226,7 +226,7 @@ fn switchover_and_failover_lose_no_write_and_every_service_heals_by_itself() {
 /// table, and can neither create nor drop a table.
 fn the_services_role_has_rows_but_not_the_schema(stack: &HaStack) {
     let url = stack.app_url().unwrap();
-    let options: sea_orm::sqlx::postgres::PgConnectOptions = url.expose_secret().parse().unwrap();
+    let options = url.connect_options();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -253,15 +253,7 @@ fn the_services_role_has_rows_but_not_the_schema(stack: &HaStack) {
 /// as `Unavailable(ReadOnly)` (SQLSTATE 25006), and the connection is closed rather than handed
 /// to the next caller. Through HAProxy's replica port, every write meets a read-only node.
 fn a_write_on_a_read_only_node_is_unavailable_and_drops_its_connection(stack: &HaStack) {
-    let mut settings = DatabaseSettings::new(
-        DatabaseUrl::parse(
-            stack
-                .app_url_on(stack.ports().replica())
-                .unwrap()
-                .expose_secret(),
-        )
-        .unwrap(),
-    );
+    let mut settings = DatabaseSettings::new(stack.app_url_on(stack.ports().replica()).unwrap());
     // No idle connections kept by the pool: an open connection afterwards is one given back.
     settings.pool.min_connections = 0;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -311,7 +303,7 @@ fn a_write_on_a_read_only_node_is_unavailable_and_drops_its_connection(stack: &H
 fn start_observers(
     stack: &HaStack,
     apis: &[Api],
-    url: &SecretString,
+    url: &DatabaseUrl,
     record: &Arc<Record>,
     stop: &Arc<AtomicBool>,
     runtime: &tokio::runtime::Runtime,
@@ -319,7 +311,7 @@ fn start_observers(
 ) -> Vec<std::thread::JoinHandle<()>> {
     let mut threads = Vec::new();
 
-    let mut settings = DatabaseSettings::new(DatabaseUrl::parse(url.expose_secret()).unwrap());
+    let mut settings = DatabaseSettings::new(url.clone());
     settings.application_name = "ha-writer".into();
     let database = Database::connect_lazy(&settings, runtime.handle().clone()).unwrap();
     let users = PgUserRepository::new(database);

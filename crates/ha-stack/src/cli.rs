@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use counseling_ha::{HaStack, NODES, Ports, SavedStack, StackOptions, write_private};
-use secrecy::ExposeSecret;
+use counseling_ha::{HaStack, NODES, Ports, SavedStack, StackOptions};
+use counseling_provision::files::write_private;
 
 /// HAProxy's primary port unless `HA_PORT_BASE` says otherwise; the others follow it. Below
 /// Linux's ephemeral range (32768-60999), so that no client's source port can hold one.
@@ -57,28 +57,14 @@ fn up(state: &Path) -> Result<()> {
     std::fs::create_dir_all(state).context("creating .data/ha")?;
     let started = std::time::Instant::now();
     let logs = state.join("failed-logs");
-    let mut options = StackOptions::new(ports);
+    let mut options = StackOptions::new(ports)?;
     options.logs_on_failure = Some(logs.clone());
     let mut stack = HaStack::start(&options)
         .with_context(|| format!("the servers' logs are in {}", logs.display()))?;
-    let saved = serde_json::to_string_pretty(stack.saved())?;
-    let url = stack.app_url()?;
-    let owner_url = stack.owner_url()?;
-    let written = write_private(&state.join("stack.json"), &saved).and_then(|()| {
-        write_private(
-            &state.join("database.env"),
-            // The service's role for the service, the owner for the migration CLI (which prefers
-            // DATABASE_OWNER_URL, and a developer's .env may set that for another database).
-            &format!(
-                "DATABASE_URL={}\nDATABASE_OWNER_URL={}\n",
-                url.expose_secret(),
-                owner_url.expose_secret()
-            ),
-        )
-    });
-    if let Err(error) = written {
+    if let Err(error) = save_and_migrate(&stack, state) {
         let _ = stack.stop();
-        return Err(error.into());
+        forget(state);
+        return Err(error);
     }
     println!(
         "HA stack up in {:.1} s (directory {})",
@@ -86,10 +72,38 @@ fn up(state: &Path) -> Result<()> {
         stack.dir().display()
     );
     print_ports(ports);
+    println!("migrations applied as {}", counseling_ha::OWNER_ROLE);
     println!(
         "DATABASE_URL (service) and DATABASE_OWNER_URL (migrations): .data/ha/database.env (mode 0600)"
     );
     Ok(())
+}
+
+/// Writes `stack.json` and `database.env` (0600: the service's role for the service, the owner
+/// for the migration CLI, which prefers DATABASE_OWNER_URL), then applies the migrations as the
+/// owner through HAProxy.
+fn save_and_migrate(stack: &HaStack, state: &Path) -> Result<()> {
+    let (url, owner_url) = (stack.app_url()?, stack.owner_url()?);
+    write_private(
+        &state.join("stack.json"),
+        &serde_json::to_string_pretty(stack.saved())?,
+    )?;
+    let urls = format!(
+        "DATABASE_URL={}\nDATABASE_OWNER_URL={}\n",
+        url.expose_secret(),
+        owner_url.expose_secret()
+    );
+    write_private(&state.join("database.env"), &urls)?;
+    let owner = owner_url.connect_options();
+    counseling_provision::block_on(counseling_provision::roles::apply_migrations(owner))?;
+    Ok(())
+}
+
+/// Removes the state files of a stack that is gone.
+fn forget(state: &Path) {
+    for name in ["stack.json", "database.env"] {
+        let _ = std::fs::remove_file(state.join(name));
+    }
 }
 
 fn down(state: &Path) -> Result<()> {
@@ -98,9 +112,7 @@ fn down(state: &Path) -> Result<()> {
         return Ok(());
     };
     stack.stop()?;
-    for name in ["stack.json", "database.env"] {
-        let _ = std::fs::remove_file(state.join(name));
-    }
+    forget(state);
     println!("HA stack stopped and its directory removed");
     Ok(())
 }

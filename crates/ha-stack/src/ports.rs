@@ -15,9 +15,9 @@ const SPAN: u16 = 21;
 impl Ports {
     pub fn new(base: u16) -> Result<Self> {
         if base < 1024 || base.checked_add(SPAN).is_none() {
-            return Err(HaError::Invalid(format!(
-                "HA port base must be between 1024 and {}",
-                u16::MAX - SPAN
+            let top = u16::MAX - SPAN;
+            return Err(HaError::Failed(format!(
+                "HA port base must be between 1024 and {top}"
             )));
         }
         Ok(Self { base })
@@ -29,14 +29,17 @@ impl Ports {
         for _ in 0..50 {
             let mut bytes = [0u8; 2];
             getrandom::fill(&mut bytes)
-                .map_err(|_| HaError::Invalid("no random numbers available".into()))?;
+                .map_err(|_| HaError::Failed("no random numbers available".into()))?;
             let base = 20_000 + u16::from_le_bytes(bytes) % 12_000;
             let ports = Self::new(base)?;
             if ports.all().iter().all(|&port| is_free(port)) {
                 return Ok(ports);
             }
         }
-        Err(HaError::NoFreePorts(SPAN + 1))
+        let count = SPAN + 1;
+        Err(HaError::Failed(format!(
+            "no range of {count} free ports found on 127.0.0.1"
+        )))
     }
 
     /// HAProxy: always the current primary.

@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use counseling_provision::http::Reply;
 use serde::Deserialize;
 
 /// One node as Patroni's `GET /cluster` describes it.
@@ -24,37 +25,19 @@ impl Member {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct Cluster {
-    members: Vec<Member>,
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(2)))
-        .build()
-        .into()
-}
-
-/// `GET http://127.0.0.1:{port}{path}`: the status and body, or `None` if nothing answered.
-pub(crate) fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut response = agent()
-        .get(&format!("http://127.0.0.1:{port}{path}"))
-        .call()
-        .ok()?;
-    let status = response.status().as_u16();
-    let body = response.body_mut().read_to_string().unwrap_or_default();
-    Some((status, body))
+/// `GET http://127.0.0.1:{port}{path}` within 2 s, or `None` if nothing answered.
+pub(crate) fn get(port: u16, path: &str) -> Option<Reply> {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    counseling_provision::http::get(&url, &[], Duration::from_secs(2)).ok()
 }
 
 /// The cluster's members as the Patroni REST API on `rest_port` sees them.
 pub fn cluster_members(rest_port: u16) -> Option<Vec<Member>> {
-    let (status, body) = get(rest_port, "/cluster")?;
-    if status != 200 {
-        return None;
+    #[derive(Deserialize)]
+    struct Cluster {
+        members: Vec<Member>,
     }
-    serde_json::from_str::<Cluster>(&body)
-        .ok()
-        .map(|cluster| cluster.members)
+    let reply = get(rest_port, "/cluster").filter(|reply| reply.status == 200)?;
+    let cluster: Cluster = serde_json::from_str(&reply.body).ok()?;
+    Some(cluster.members)
 }

@@ -1,7 +1,9 @@
 //! Roles, databases and grants on our servers, made as the superuser: the one place our tools
-//! create roles. What each role may do is `migration::roles` (as in production).
+//! create roles. What each role may do is `migration::roles` (as in production). And the
+//! migrations, applied as the owner.
 
 use migration::roles::{grant_statements, quoted};
+use sea_orm::SqlxPostgresConnector;
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::{AssertSqlSafe, Connection, PgConnection};
 use secrecy::{ExposeSecret, SecretString};
@@ -67,6 +69,17 @@ pub async fn provision_application(
     }
     let _ = inside.close().await;
     Ok(())
+}
+
+/// Applies every pending migration to the database `owner` names, as that role (the owner),
+/// on one connection that is closed afterwards (a template database cannot be cloned while
+/// anyone is connected to it).
+pub async fn apply_migrations(owner: PgConnectOptions) -> Result<()> {
+    let pool = sea_orm::sqlx::postgres::PgPoolOptions::new().max_connections(1);
+    let database = SqlxPostgresConnector::from_sqlx_postgres_pool(pool.connect_lazy_with(owner));
+    let applied = migration::apply_pending(&database).await;
+    let _ = database.close().await;
+    applied.map(drop).map_err(ProvisionError::Migration)
 }
 
 /// A superuser session that keeps its statements out of the server's log and statistics: they

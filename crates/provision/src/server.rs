@@ -209,12 +209,10 @@ impl Server {
     /// The running postmaster's pid: ours, or the one `postmaster.pid` names if that process
     /// lives and works in this data folder.
     pub fn pid(&self) -> Option<u32> {
-        if let Some(child) = self.postmaster().as_ref() {
-            return Some(child.id());
+        match self.postmaster().as_ref() {
+            Some(child) => Some(child.id()),
+            None => postmaster_pid(&self.data()),
         }
-        let text = std::fs::read_to_string(self.data().join("postmaster.pid")).ok()?;
-        let pid = text.lines().next()?.trim().parse().ok()?;
-        process::is_process_in(pid, &self.data()).then_some(pid)
     }
 
     /// Stops the server: `Interrupt` is a fast shutdown (sessions ended, new ones refused),
@@ -254,6 +252,14 @@ impl Server {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// The postmaster that `data/postmaster.pid` names, if that process lives and works in `data`
+/// (whoever started it: us, another process of ours, Patroni).
+pub fn postmaster_pid(data: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(data.join("postmaster.pid")).ok()?;
+    let pid = text.lines().next()?.trim().parse().ok()?;
+    process::is_process_in(pid, data).then_some(pid)
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.

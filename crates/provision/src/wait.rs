@@ -1,6 +1,5 @@
 //! Waiting until something is so, with a deadline: the one polling loop of our tools and tests.
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use crate::{ProvisionError, Result};
@@ -74,10 +73,10 @@ pub fn wait_until<O: Outcome>(
 }
 
 /// [`wait_until`] for an async check, sleeping on the runtime instead of blocking it.
-pub async fn eventually<O: Outcome, F: Future<Output = O>>(
+pub async fn eventually<O: Outcome>(
     what: &str,
     limit: Duration,
-    mut check: impl FnMut() -> F,
+    mut check: impl AsyncFnMut() -> O,
 ) -> Result<O::Value> {
     let mut poll = Poll::new(limit);
     loop {

@@ -349,15 +349,7 @@ async fn drop_database(server: &Server, name: &str) -> Result<()> {
 }
 
 async fn migrate(server: &Server, database: &str) -> Result<()> {
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_lazy_with(server.owner_options(database));
-    let db = SqlxPostgresConnector::from_sqlx_postgres_pool(pool);
-    let outcome = migration::apply_pending(&db).await;
-    // Every connection to a template must be closed before it can be cloned.
-    let _ = db.close().await;
-    outcome?;
-    Ok(())
+    counseling_provision::roles::apply_migrations(server.owner_options(database)).await
 }
 
 /// Drops `test_*`/`tmpl_*` databases on an external server that a process of this machine
