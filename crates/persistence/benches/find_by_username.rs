@@ -16,7 +16,7 @@ use counseling_domain::{UserRepository, Username};
 use counseling_persistence::{Database, DatabaseSettings, PgUserRepository};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
-const HASH: &str = "$2b$12$abcdefghijklmnopqrstuvABCDEFGHIJKLMNOPQRSTUVWXYZ01234";
+use counseling_testkit::fixtures::BCRYPT_HASH as HASH;
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)

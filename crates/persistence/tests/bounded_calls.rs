@@ -10,6 +10,7 @@ use common::{connect, new_user, open_idle_connections, settings_for};
 use counseling_domain::{CreateUserError, StoreError, Unavailability, UserRepository, Username};
 use counseling_persistence::{DEADLINE_MARGIN, PgUserRepository};
 use counseling_testkit::PgCluster;
+use counseling_testkit::fixtures::eventually;
 use sea_orm::{ConnectionTrait, Statement};
 
 const TIMEOUT: StoreError = StoreError::Unavailable(Unavailability::Timeout);
@@ -28,11 +29,13 @@ async fn calls_against_a_frozen_server_time_out_and_discard_their_connections() 
     // connection to a frozen server would wait for the acquire timeout instead).
     open_idle_connections(&database, 3).await;
     // The connections are back in the pool once each unit of work has returned.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while database.status().idle < 3 {
-        assert!(Instant::now() < deadline, "{:?}", database.status());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        "three idle connections",
+        Duration::from_secs(2),
+        async || database.status().idle >= 3,
+    )
+    .await
+    .unwrap();
 
     let open_before = database.status().open;
     cluster.freeze().unwrap();
@@ -64,20 +67,11 @@ async fn calls_against_a_frozen_server_time_out_and_discard_their_connections() 
     cluster.thaw().unwrap();
 
     // Nothing of the cut-off unit was committed, and the pool serves again.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match users
-            .find_by_username(&Username::parse(r"\school\carol").unwrap())
-            .await
-        {
-            Ok(found) => {
-                assert_eq!(found, None);
-                break;
-            }
-            Err(error) => assert!(Instant::now() < deadline, "no recovery: {error}"),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let carol = Username::parse(r"\school\carol").unwrap();
+    let found = eventually("recovery", Duration::from_secs(5), async || {
+        users.find_by_username(&carol).await.ok()
+    });
+    assert_eq!(found.await.unwrap(), None);
 }
 
 #[cfg_attr(windows, ignore = "needs a private cluster (unix only)")]
@@ -114,11 +108,13 @@ async fn refused_connections_are_reported_at_once_every_time() {
     assert!(slowest < Duration::from_millis(500), "slowest: {slowest:?}");
 
     cluster.restart().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while users.find_by_id(alice.id).await.is_err() {
-        assert!(Instant::now() < deadline, "did not recover after restart");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "recovery after restart",
+        Duration::from_secs(5),
+        async || users.find_by_id(alice.id).await.is_ok(),
+    )
+    .await
+    .unwrap();
 }
 
 /// Kills, from another session, every connection the pool has open.

@@ -5,12 +5,13 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{new_user, settings_for};
 use counseling_domain::{CreateUserError, StoreError, UserRepository, Username};
 use counseling_persistence::{Database, PgUserRepository};
 use counseling_testkit::TestDatabase;
+use counseling_testkit::fixtures::eventually;
 
 #[test]
 fn calls_from_another_runtime_run_on_the_io_runtime_and_keep_their_guarantees() {
@@ -55,11 +56,13 @@ fn calls_from_another_runtime_run_on_the_io_runtime_and_keep_their_guarantees() 
             _ = unit => panic!("the unit of work cannot finish"),
             _ = written_rx => {}
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while database.status().open > 0 {
-            assert!(Instant::now() < deadline, "{:?}", database.status());
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually(
+            "the pool closes the connection",
+            Duration::from_secs(5),
+            async || database.status().open == 0,
+        )
+        .await
+        .unwrap();
         let bob = Username::parse(r"\school\bob").unwrap();
         assert_eq!(users.find_by_username(&bob).await.unwrap(), None);
 

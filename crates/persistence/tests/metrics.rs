@@ -13,6 +13,7 @@ use counseling_domain::{
     UserId, UserRepository, Username,
 };
 use counseling_persistence::{Database, DatabaseSettings, PgUserRepository};
+use counseling_testkit::fixtures::eventually;
 use counseling_testkit::{MetricKind, Scrape, TestDatabase};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 
@@ -153,9 +154,10 @@ async fn an_exhausted_pool_counts_acquire_timeouts() {
                 .await
         }
     });
-    while database.status().in_use() < 1 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let in_use = async || database.status().in_use() >= 1;
+    eventually("a connection in use", Duration::from_secs(5), in_use)
+        .await
+        .unwrap();
     for _ in 0..2 {
         assert_eq!(
             users.find_by_id(unknown_id()).await,

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use common::{connect, new_user, open_idle_connections, settings_for};
 use counseling_domain::{StoreError, Unavailability, UserRepository, Username};
+use counseling_persistence::Database;
 use counseling_persistence::{DatabaseSettings, PgUserRepository};
+use counseling_testkit::fixtures::eventually;
 use counseling_testkit::{PgCluster, TestDatabase};
 use sea_orm::ConnectionTrait;
 
@@ -141,19 +143,16 @@ async fn stop_and_restart_the_server_the_same_repository_recovers() {
 
     // The same pool and repository, not rebuilt. A connection that died with the old server may
     // fail once; within a few seconds everything works again.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if database.ping(Duration::from_secs(1)).await.is_ok()
-            && users.find_by_id(alice.id).await.is_ok()
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "did not recover within 5 s after restart"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "recovery after restart",
+        Duration::from_secs(5),
+        async || {
+            database.ping(Duration::from_secs(1)).await.is_ok()
+                && users.find_by_id(alice.id).await.is_ok()
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(
         users.find_by_username(&name).await.unwrap().map(|u| u.id),
         Some(alice.id)
@@ -174,11 +173,7 @@ async fn a_crashed_server_is_unavailable_and_recovers() {
         Err(StoreError::Unavailable(_))
     ));
     cluster.restart().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while database.ping(Duration::from_secs(1)).await.is_err() {
-        assert!(Instant::now() < deadline, "did not recover within 5 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    recovers(&database, "after restart").await;
 }
 
 #[cfg_attr(windows, ignore = "needs a private cluster (unix only)")]
@@ -199,14 +194,7 @@ async fn ping_returns_within_its_timeout_while_the_server_is_frozen() {
     }
     cluster.thaw().unwrap();
 
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while database.ping(Duration::from_secs(1)).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "did not recover within 5 s after thaw"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    recovers(&database, "after thaw").await;
 }
 
 #[tokio::test]
@@ -248,16 +236,14 @@ async fn an_exhausted_pool_is_reported_as_such_within_the_timeout() {
     }
 }
 
-/// Polls `condition` every 50 ms until it holds, for at most `limit`.
-async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while !condition() {
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    true
+/// `database` answers pings again within 5 s.
+async fn recovers(database: &Database, when: &str) {
+    let what = format!("recovery {when}");
+    eventually(&what, Duration::from_secs(5), async || {
+        database.ping(Duration::from_secs(1)).await.is_ok()
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -269,21 +255,19 @@ async fn the_pool_opens_its_minimum_and_closes_idle_connections_above_it() {
     settings.pool.idle_timeout = Duration::from_secs(1);
     let database = connect(&settings);
     // Lazy, yet the minimum opens in the background without any call.
-    assert!(
-        eventually(Duration::from_secs(5), || database.status().open == 2).await,
-        "{:?}",
-        database.status()
-    );
+    let two_open = async || database.status().open == 2;
+    eventually("the minimum of 2 open", Duration::from_secs(5), two_open)
+        .await
+        .unwrap();
 
     // A burst opens all five ...
     open_idle_connections(&database, 5).await;
     assert_eq!(database.status().open, 5, "{:?}", database.status());
     // ... and once they have sat idle past the idle timeout, the pool is back to its minimum.
-    assert!(
-        eventually(Duration::from_secs(5), || database.status().open == 2).await,
-        "{:?}",
-        database.status()
-    );
+    let two_open = async || database.status().open == 2;
+    eventually("back to the minimum", Duration::from_secs(5), two_open)
+        .await
+        .unwrap();
     assert!(database.close(Duration::from_secs(5)).await);
     assert_eq!(database.status().open, 0);
 }

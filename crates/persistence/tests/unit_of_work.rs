@@ -3,11 +3,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{new_user, repository};
 use counseling_domain::{CreateUserError, StoreError, UserRepository, Username};
 use counseling_persistence::Database;
+use counseling_testkit::fixtures::eventually;
 
 async fn find(users: &impl UserRepository, name: &str) -> bool {
     users
@@ -118,17 +119,6 @@ async fn server_sessions(db: &counseling_testkit::TestDatabase) -> i64 {
     row.try_get_by_index::<i64>(0).unwrap()
 }
 
-async fn eventually(what: &str, mut condition: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !condition().await {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not happen within 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_dropped_unit_leaves_nothing_and_frees_its_connection() {
     let (db, database, users) = repository().await;
@@ -145,14 +135,18 @@ async fn a_dropped_unit_leaves_nothing_and_frees_its_connection() {
         _ = written_rx => {}
     }
     // The future is dropped here: its connection is closed, so the server rolls back.
-    eventually("the connection closing", async || {
-        database.status().open == 0
-    })
-    .await;
-    eventually("the server ending the session", async || {
-        server_sessions(&db).await == 0
-    })
-    .await;
+    let closed = async || database.status().open == 0;
+    eventually("the connection closing", Duration::from_secs(5), closed)
+        .await
+        .unwrap();
+    let ended = async || server_sessions(&db).await == 0;
+    eventually(
+        "the server ending the session",
+        Duration::from_secs(5),
+        ended,
+    )
+    .await
+    .unwrap();
     assert!(!find(&users, r"\school\frank").await);
     users.create(new_user(r"\school\frank")).await.unwrap();
 }

@@ -5,11 +5,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{HASH, repository, repository_on};
 use counseling_domain::{CreateUserError, NewUser, PasswordHash, UserRepository, Username};
 use counseling_persistence::PgUserRepository;
+use counseling_testkit::fixtures::eventually;
 use counseling_testkit::{DatabaseLocale, TestDatabase};
 use sea_orm::sqlx::{self, Connection, PgConnection};
 
@@ -267,21 +268,15 @@ async fn find_by_username_reads_through_the_index_not_the_table() {
     let mut conn = PgConnection::connect_with(&test_db.options())
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (index_scans, table_scans) = loop {
-        let counts: (i64, i64) = sqlx::query_as(
-            "SELECT i.idx_scan, t.seq_scan FROM pg_stat_user_indexes i \
-             JOIN pg_stat_user_tables t USING (relid) \
-             WHERE i.indexrelname = 'idx_users_username_identity'",
-        )
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-        if counts.0 >= 20 || Instant::now() > deadline {
-            break counts;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let sql = "SELECT i.idx_scan, t.seq_scan FROM pg_stat_user_indexes i \
+               JOIN pg_stat_user_tables t USING (relid) \
+               WHERE i.indexrelname = 'idx_users_username_identity'";
+    let counts = async || -> Option<(i64, i64)> {
+        let counts: (i64, i64) = sqlx::query_as(sql).fetch_one(&mut conn).await.unwrap();
+        (counts.0 >= 20).then_some(counts)
     };
+    let reported = eventually("20 index scans reported", Duration::from_secs(10), counts).await;
+    let (index_scans, table_scans) = reported.unwrap();
     assert_eq!((index_scans, table_scans), (20, 0));
 }
 

@@ -1,22 +1,15 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
-
 use counseling_domain::{NewUser, PasswordHash, StoreError, Username};
 use counseling_persistence::{Database, DatabaseSettings, PgUserRepository};
 use counseling_testkit::TestDatabase;
 
-/// A valid cost-12 bcrypt hash; hashing a real password per user would cost ~0.2 s each.
-pub const HASH: &str = "$2b$12$abcdefghijklmnopqrstuvABCDEFGHIJKLMNOPQRSTUVWXYZ01234";
-pub const OTHER_HASH: &str = "$2b$12$ZYXWVUTSRQPONMLKJIHGFEDCBAzyxwvutsrqponmlkjihgfedcba9";
+#[allow(unused_imports)] // each test uses its own subset
+pub use counseling_testkit::fixtures::{BCRYPT_HASH as HASH, OTHER_BCRYPT_HASH as OTHER_HASH};
 
+/// The test kit's small pool on `url` (many tests run at once against one server).
 pub fn settings_for(url: String) -> DatabaseSettings {
-    let mut settings = DatabaseSettings::new(counseling_config::DatabaseUrl::parse(&url).unwrap());
-    // Many tests run at once against one server: keep each pool small.
-    settings.pool.min_connections = 0;
-    settings.pool.max_connections = 5;
-    settings.pool.acquire_timeout = Duration::from_secs(2);
-    settings
+    counseling_testkit::fixtures::pool_settings(&url).unwrap()
 }
 
 /// A pool whose I/O runs on the test's own runtime.
