@@ -7,57 +7,19 @@ mod common;
 
 use common::spawn_app;
 use counseling_testkit::TestDatabase;
+use counseling_testkit::fixtures::{Reply, get_async};
 use serde_json::Value;
 
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Value,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
+/// The test kit's GET, with an `x-request-id` header when given.
 async fn get(port: u16, path: &str, request_id: Option<&str>) -> Reply {
+    let headers: Vec<(&str, &str)> = request_id
+        .map(|id| ("x-request-id", id))
+        .into_iter()
+        .collect();
     let url = format!("http://127.0.0.1:{port}{path}");
-    let request_id = request_id.map(str::to_owned);
-    tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .into();
-        let mut request = agent.get(&url);
-        if let Some(id) = request_id {
-            request = request.header("x-request-id", id);
-        }
-        let mut response = request.call().unwrap();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    v.to_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect();
-        let status = response.status().as_u16();
-        let body = serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
-        Reply {
-            status,
-            headers,
-            body,
-        }
-    })
-    .await
-    .unwrap()
+    get_async(&url, &headers, Duration::from_secs(10))
+        .await
+        .unwrap()
 }
 
 fn assert_timestamp_is_now(body: &Value) {
@@ -80,13 +42,14 @@ async fn healthy_database_gives_200_with_the_contract_body() {
     for path in ["/health", "/health/ready"] {
         let reply = get(port, path, None).await;
         assert_eq!(reply.status, 200, "{path}");
-        let object = reply.body.as_object().unwrap();
+        let body = reply.json();
+        let object = body.as_object().unwrap();
         let mut keys: Vec<_> = object.keys().map(String::as_str).collect();
         keys.sort();
         assert_eq!(keys, ["database", "status", "timestamp"], "{path}");
-        assert_eq!(reply.body["status"], "healthy");
-        assert_eq!(reply.body["database"], "connected");
-        assert_timestamp_is_now(&reply.body);
+        assert_eq!(reply.json()["status"], "healthy");
+        assert_eq!(reply.json()["database"], "connected");
+        assert_timestamp_is_now(&reply.json());
         assert_eq!(reply.header("content-type"), Some("application/json"));
         assert_eq!(reply.header("cache-control"), Some("no-store"));
         let id = reply.header("x-request-id").unwrap();
@@ -125,24 +88,25 @@ async fn unreachable_database_gives_503_quickly_and_live_stays_200() {
             started.elapsed()
         );
         assert_eq!(reply.status, 503, "{path}");
-        let object = reply.body.as_object().unwrap();
+        let body = reply.json();
+        let object = body.as_object().unwrap();
         let mut keys: Vec<_> = object.keys().map(String::as_str).collect();
         keys.sort();
         assert_eq!(keys, ["database", "error", "status", "timestamp"]);
-        assert_eq!(reply.body["status"], "unhealthy");
-        assert_eq!(reply.body["database"], "disconnected");
-        assert_eq!(reply.body["error"], "connection refused");
-        assert_timestamp_is_now(&reply.body);
+        assert_eq!(reply.json()["status"], "unhealthy");
+        assert_eq!(reply.json()["database"], "disconnected");
+        assert_eq!(reply.json()["error"], "connection refused");
+        assert_timestamp_is_now(&reply.json());
         assert_eq!(reply.header("content-type"), Some("application/json"));
         assert_eq!(reply.header("cache-control"), Some("no-store"));
-        let text = reply.body.to_string();
+        let text = reply.json().to_string();
         for secret in ["pr0be-secret", "probe_user", "127.0.0.1", "probe_db"] {
             assert!(!text.contains(secret), "{secret} leaked: {text}");
         }
     }
     let reply = get(port, "/health/live", None).await;
     assert_eq!(reply.status, 200);
-    assert_eq!(reply.body, serde_json::json!({"status": "alive"}));
+    assert_eq!(reply.json(), serde_json::json!({"status": "alive"}));
 }
 
 #[tokio::test]
@@ -177,7 +141,7 @@ async fn a_black_holed_database_gives_503_within_the_timeout() {
         let took = started.elapsed();
         assert!(took < Duration::from_millis(1200), "{took:?}");
         assert_eq!(reply.status, 503);
-        assert_eq!(reply.body["error"], "timeout");
+        assert_eq!(reply.json()["error"], "timeout");
     }
     drop(black_hole);
 }

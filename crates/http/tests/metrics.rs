@@ -4,52 +4,20 @@
 
 mod common;
 
-use std::time::Duration;
 
 use common::{spawn_app, spawn_application};
 use counseling_http::metrics::{CONTENT_TYPE, UNMATCHED_ROUTE};
+use counseling_testkit::fixtures::{Reply, get_local};
 use counseling_testkit::{MetricKind, PgCluster, Scrape, TestDatabase};
 
-struct Reply {
-    status: u16,
-    content_type: String,
-    content_type_options: Option<String>,
-    body: String,
-}
-
 async fn get(port: u16, path: &str) -> Reply {
-    let url = format!("http://127.0.0.1:{port}{path}");
-    tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .into();
-        let mut response = agent.get(&url).call().unwrap();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .map(|value| value.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        let content_type_options = response
-            .headers()
-            .get("x-content-type-options")
-            .map(|value| value.to_str().unwrap().to_owned());
-        Reply {
-            status: response.status().as_u16(),
-            content_type,
-            content_type_options,
-            body: response.body_mut().read_to_string().unwrap(),
-        }
-    })
-    .await
-    .unwrap()
+    get_local(port, path).await.unwrap()
 }
 
 async fn scrape(port: u16) -> Scrape {
     let reply = get(port, "/metrics").await;
     assert_eq!(reply.status, 200, "{}", reply.body);
-    assert_eq!(reply.content_type, CONTENT_TYPE);
+    assert_eq!(reply.header("content-type"), Some(CONTENT_TYPE));
     Scrape::parse(&reply.body).unwrap()
 }
 
@@ -311,7 +279,7 @@ async fn every_response_of_both_listeners_says_nosniff() {
     for (index, (status, reply)) in replies.iter().enumerate() {
         assert_eq!(reply.status, *status, "reply {index}: {}", reply.body);
         assert_eq!(
-            reply.content_type_options.as_deref(),
+            reply.header("x-content-type-options"),
             Some("nosniff"),
             "reply {index}"
         );

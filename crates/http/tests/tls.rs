@@ -3,16 +3,15 @@
 //! server (`pg_stat_ssl`) that the service's connections are encrypted.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use counseling_domain::{NewUser, PasswordHash, UserRepository, Username};
 use counseling_http::{Application, Settings};
-use counseling_persistence::{
-    Database, DatabaseSettings, PgUserRepository, StoreError, TlsFailure, Unavailability,
-};
-use counseling_testkit::tls::{CertificateAuthority, ServerTls};
+use counseling_persistence::{Database, PgUserRepository, StoreError, TlsFailure, Unavailability};
+use counseling_testkit::fixtures::untrusted_ca_file;
+use counseling_testkit::fixtures::{BCRYPT_HASH, eventually, get_local, pool_settings};
+use counseling_testkit::tls::ServerTls;
 use counseling_testkit::{ClusterOptions, PgCluster, TestDatabase};
 use sea_orm::sqlx::{self, Connection, PgConnection};
 use serde_json::Value;
@@ -22,41 +21,22 @@ use serde_json::Value;
 fn tls_cluster() -> &'static PgCluster {
     static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
     CLUSTER.get_or_init(|| {
-        PgCluster::start_blocking_with(ClusterOptions {
+        let tls = ClusterOptions {
             tls: Some(ServerTls::default()),
             ..ClusterOptions::default()
-        })
-        .unwrap()
+        };
+        PgCluster::start_blocking_with(tls).unwrap()
     })
 }
 
-fn root_cert(cluster: &PgCluster) -> String {
-    path_text(&cluster.tls_files().unwrap().root_cert)
-}
-
-fn path_text(path: &Path) -> String {
-    path.to_str().unwrap().to_owned()
-}
-
-fn with_params(url: &str, params: &str) -> String {
-    format!("{url}?{params}")
+/// `sslmode` with the cluster's own CA as `sslrootcert`.
+fn verified<'a>(cluster: &'a PgCluster, sslmode: &'a str) -> Vec<(&'a str, &'a str)> {
+    cluster.tls_files().unwrap().parameters(sslmode)
 }
 
 async fn get(port: u16, path: &str) -> (u16, Value) {
-    let url = format!("http://127.0.0.1:{port}{path}");
-    tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .into();
-        let mut response = agent.get(&url).call().unwrap();
-        let status = response.status().as_u16();
-        let body = serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
-        (status, body)
-    })
-    .await
-    .unwrap()
+    let reply = get_local(port, path).await.unwrap();
+    (reply.status, reply.json())
 }
 
 /// The app on a free port with its own runtime for database I/O; stops with the test.
@@ -69,13 +49,15 @@ fn spawn_app(database_url: &str) -> u16 {
     port
 }
 
-fn database(url: String) -> Database {
-    let mut settings = DatabaseSettings::new(counseling_config::DatabaseUrl::parse(&url).unwrap());
-    settings.pool.min_connections = 0;
-    settings.pool.max_connections = 2;
-    settings.pool.acquire_timeout = Duration::from_secs(3);
-    settings.application_name = "tls-test".into();
+/// The test kit's pool on `url`, known to the server as `application_name`.
+fn database_named(url: &str, application_name: &str) -> Database {
+    let mut settings = pool_settings(url).unwrap();
+    settings.application_name = application_name.into();
     Database::connect_lazy(&settings, tokio::runtime::Handle::current()).unwrap()
+}
+
+fn database(url: &str) -> Database {
+    database_named(url, "tls-test")
 }
 
 async fn ping(database: &Database) -> Result<(), StoreError> {
@@ -105,27 +87,11 @@ async fn encrypted_connections(cluster: &PgCluster, application_name: &str) -> (
     counts
 }
 
-async fn wait_for_status(port: u16, status: u16, limit: Duration) -> Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        let (now, body) = get(port, "/health").await;
-        if now == status {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "still {now} {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test]
 async fn verify_full_with_the_right_ca_works_and_is_encrypted() {
     let cluster = tls_cluster();
     let db = cluster.migrated_database().await.unwrap();
-    let url = with_params(
-        &db.url(),
-        &format!("sslmode=verify-full&sslrootcert={}", root_cert(cluster)),
-    );
-
+    let url = db.url_with(&verified(cluster, "verify-full"));
     let port = spawn_app(&url);
     let (status, body) = get(port, "/health").await;
     assert_eq!(status, 200, "{body}");
@@ -133,14 +99,13 @@ async fn verify_full_with_the_right_ca_works_and_is_encrypted() {
     assert!(connections >= 1);
     assert_eq!(encrypted, connections, "every connection of the service");
 
-    let users = PgUserRepository::new(database(url));
+    let users = PgUserRepository::new(database(&url));
+    let username = Username::parse(r"\campus\tls").unwrap();
+    let password_hash = PasswordHash::parse(BCRYPT_HASH).unwrap();
     let created = users
         .create(NewUser {
-            username: Username::parse(r"\campus\tls").unwrap(),
-            password_hash: PasswordHash::parse(
-                "$2b$12$abcdefghijklmnopqrstuvABCDEFGHIJKLMNOPQRSTUVWXYZ01234",
-            )
-            .unwrap(),
+            username,
+            password_hash,
         })
         .await
         .unwrap();
@@ -156,12 +121,7 @@ async fn disable_is_plaintext_on_the_same_server() {
     // The counterpart of the check above: pg_stat_ssl does tell plaintext apart.
     let cluster = tls_cluster();
     let db = cluster.migrated_database().await.unwrap();
-    let mut settings = DatabaseSettings::new(
-        counseling_config::DatabaseUrl::parse(&with_params(&db.url(), "sslmode=disable")).unwrap(),
-    );
-    settings.pool.min_connections = 0;
-    settings.application_name = "plaintext-test".into();
-    let plain = Database::connect_lazy(&settings, tokio::runtime::Handle::current()).unwrap();
+    let plain = database_named(&db.url_with(&[("sslmode", "disable")]), "plaintext-test");
     ping(&plain).await.unwrap();
     assert_eq!(
         encrypted_connections(cluster, "plaintext-test").await,
@@ -173,17 +133,15 @@ async fn disable_is_plaintext_on_the_same_server() {
 async fn a_wrong_ca_gives_503_keeps_serving_and_recovers_when_the_ca_file_is_fixed() {
     let cluster = tls_cluster();
     let db = cluster.migrated_database().await.unwrap();
-    let dir = tempdir("wrong-ca");
-    let ca_file = dir.join("ca.crt");
-    let other_ca = CertificateAuthority::new("someone else").unwrap();
-    std::fs::write(&ca_file, other_ca.certificate_pem()).unwrap();
-    let url = with_params(
-        &db.url(),
-        &format!("sslmode=verify-full&sslrootcert={}", path_text(&ca_file)),
-    );
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = untrusted_ca_file(dir.path(), "ca.crt").unwrap();
+    let url = db.url_with(&[
+        ("sslmode", "verify-full"),
+        ("sslrootcert", ca_file.to_str().unwrap()),
+    ]);
 
     assert_eq!(
-        ping(&database(url.clone())).await,
+        ping(&database(&url)).await,
         tls_failure(TlsFailure::UntrustedCertificate)
     );
     let port = spawn_app(&url);
@@ -194,9 +152,12 @@ async fn a_wrong_ca_gives_503_keeps_serving_and_recovers_when_the_ca_file_is_fix
         assert_eq!(get(port, "/health/live").await.0, 200);
     }
     // The driver reads the CA file at every connection attempt: fixing it is enough.
+    std::fs::remove_file(&ca_file).unwrap();
     std::fs::copy(&cluster.tls_files().unwrap().root_cert, &ca_file).unwrap();
-    wait_for_status(port, 200, Duration::from_secs(10)).await;
-    let _ = std::fs::remove_dir_all(dir);
+    let healthy = async || get(port, "/health").await.0 == 200;
+    eventually("/health answers 200", Duration::from_secs(10), healthy)
+        .await
+        .unwrap();
 }
 
 /// `system` trusts the public roots only: a server with a certificate from a private CA is
@@ -204,9 +165,9 @@ async fn a_wrong_ca_gives_503_keeps_serving_and_recovers_when_the_ca_file_is_fix
 #[tokio::test]
 async fn system_roots_refuse_a_private_ca() {
     let db = tls_cluster().migrated_database().await.unwrap();
-    let url = with_params(&db.url(), "sslrootcert=system");
+    let url = db.url_with(&[("sslrootcert", "system")]);
     assert_eq!(
-        ping(&database(url)).await,
+        ping(&database(&url)).await,
         tls_failure(TlsFailure::UntrustedCertificate)
     );
 }
@@ -218,19 +179,10 @@ async fn refused_under_verify_full(
     tls: ServerTls,
     why: TlsFailure,
 ) -> (PgCluster, TestDatabase, u16) {
-    let cluster = PgCluster::start_with(ClusterOptions {
-        tls: Some(tls),
-        ..ClusterOptions::default()
-    })
-    .await
-    .unwrap();
+    let cluster = PgCluster::start_tls(tls).await.unwrap();
     let db = cluster.migrated_database().await.unwrap();
-    let root = root_cert(&cluster);
-    let full = with_params(
-        &db.url(),
-        &format!("sslmode=verify-full&sslrootcert={root}"),
-    );
-    assert_eq!(ping(&database(full.clone())).await, tls_failure(why));
+    let full = db.url_with(&verified(&cluster, "verify-full"));
+    assert_eq!(ping(&database(&full)).await, tls_failure(why));
     let port = spawn_app(&full);
     let (status, body) = get(port, "/health").await;
     assert_eq!(
@@ -250,8 +202,8 @@ async fn an_expired_server_certificate_gives_503_under_verify_full() {
         refused_under_verify_full(expired, TlsFailure::CertificateExpired).await;
     assert_eq!(get(port, "/health/live").await.0, 200);
     // The same server over plaintext is fine: it is the certificate that is refused.
-    let plain = with_params(&db.url(), "sslmode=disable");
-    ping(&database(plain)).await.unwrap();
+    let plain = db.url_with(&[("sslmode", "disable")]);
+    ping(&database(&plain)).await.unwrap();
 }
 
 #[tokio::test]
@@ -262,31 +214,22 @@ async fn a_host_name_mismatch_fails_verify_full_but_passes_verify_ca() {
     };
     let (cluster, db, _port) =
         refused_under_verify_full(elsewhere, TlsFailure::HostNameMismatch).await;
-    let root = root_cert(&cluster);
 
-    let ca = with_params(&db.url(), &format!("sslmode=verify-ca&sslrootcert={root}"));
-    ping(&database(ca.clone())).await.unwrap();
+    let ca = db.url_with(&verified(&cluster, "verify-ca"));
+    ping(&database(&ca)).await.unwrap();
     // libpq: require with a CA file verifies like verify-ca, so the CA is checked.
-    let require = with_params(&db.url(), &format!("sslmode=require&sslrootcert={root}"));
-    ping(&database(require)).await.unwrap();
-    let dir = tempdir("mismatch");
-    let other = dir.join("other.crt");
-    std::fs::write(
-        &other,
-        CertificateAuthority::new("other")
-            .unwrap()
-            .certificate_pem(),
-    )
-    .unwrap();
-    let require_other = with_params(
-        &db.url(),
-        &format!("sslmode=require&sslrootcert={}", path_text(&other)),
-    );
+    let require = db.url_with(&verified(&cluster, "require"));
+    ping(&database(&require)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let other = untrusted_ca_file(dir.path(), "other.crt").unwrap();
+    let other = [
+        ("sslmode", "require"),
+        ("sslrootcert", other.to_str().unwrap()),
+    ];
     assert_eq!(
-        ping(&database(require_other)).await,
+        ping(&database(&db.url_with(&other))).await,
         tls_failure(TlsFailure::UntrustedCertificate)
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
@@ -294,9 +237,9 @@ async fn require_is_refused_by_a_server_without_tls_and_prefer_falls_back() {
     let cluster = PgCluster::start().await.unwrap();
     let db: TestDatabase = cluster.migrated_database().await.unwrap();
 
-    let require = with_params(&db.url(), "sslmode=require");
+    let require = db.url_with(&[("sslmode", "require")]);
     assert_eq!(
-        ping(&database(require.clone())).await,
+        ping(&database(&require)).await,
         Err(StoreError::Unavailable(Unavailability::TlsNotOffered))
     );
     let port = spawn_app(&require);
@@ -306,7 +249,7 @@ async fn require_is_refused_by_a_server_without_tls_and_prefer_falls_back() {
         (503, &"server does not offer tls".into())
     );
 
-    let port = spawn_app(&with_params(&db.url(), "sslmode=prefer"));
+    let port = spawn_app(&db.url_with(&[("sslmode", "prefer")]));
     assert_eq!(get(port, "/health").await.0, 200);
     let (connections, encrypted) = encrypted_connections(&cluster, "counseling-api").await;
     assert!(connections >= 1);
@@ -315,33 +258,23 @@ async fn require_is_refused_by_a_server_without_tls_and_prefer_falls_back() {
 
 #[tokio::test]
 async fn a_client_certificate_cluster_admits_only_clients_with_a_certificate() {
-    let cluster = PgCluster::start_with(ClusterOptions {
-        tls: Some(ServerTls {
-            client_certificates: true,
-            ..ServerTls::default()
-        }),
-        ..ClusterOptions::default()
-    })
-    .await
-    .unwrap();
+    let client_certificates = ServerTls {
+        client_certificates: true,
+        ..ServerTls::default()
+    };
+    let cluster = PgCluster::start_tls(client_certificates).await.unwrap();
     let db = cluster.migrated_database().await.unwrap();
-    let files = cluster.tls_files().unwrap();
-    let (cert, key) = files.client.clone().unwrap();
-    let base = format!("sslmode=verify-full&sslrootcert={}", root_cert(&cluster));
-
-    let with_certificate = with_params(
-        &db.url(),
-        &format!(
-            "{base}&sslcert={}&sslkey={}",
-            path_text(&cert),
-            path_text(&key)
-        ),
-    );
-    let port = spawn_app(&with_certificate);
+    let (cert, key) = cluster.tls_files().unwrap().client.clone().unwrap();
+    let mut with_certificate = verified(&cluster, "verify-full");
+    with_certificate.extend([
+        ("sslcert", cert.to_str().unwrap()),
+        ("sslkey", key.to_str().unwrap()),
+    ]);
+    let port = spawn_app(&db.url_with(&with_certificate));
     assert_eq!(get(port, "/health").await.0, 200);
 
-    let without = with_params(&db.url(), &base);
-    let refused = ping(&database(without.clone())).await;
+    let without = db.url_with(&verified(&cluster, "verify-full"));
+    let refused = ping(&database(&without)).await;
     assert_eq!(
         refused,
         Err(StoreError::Unavailable(
@@ -350,21 +283,4 @@ async fn a_client_certificate_cluster_admits_only_clients_with_a_certificate() {
     );
     let port = spawn_app(&without);
     assert_eq!(get(port, "/health").await.0, 503);
-}
-
-fn tempdir(label: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "tls-test-{label}-{}-{}",
-        std::process::id(),
-        fastrand_suffix()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn fastrand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
 }

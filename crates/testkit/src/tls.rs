@@ -201,3 +201,13 @@ pub struct ClientTlsFiles {
     /// asks for client certificates.
     pub client: Option<(PathBuf, PathBuf)>,
 }
+
+impl ClientTlsFiles {
+    /// `sslmode` with this CA as `sslrootcert`: query parameters for a test database's URL
+    /// (`TestDatabase::url_with`).
+    pub fn parameters<'a>(&'a self, sslmode: &'a str) -> Vec<(&'a str, &'a str)> {
+        // The kit's own paths are UTF-8 (random ASCII names in a temporary folder).
+        let root_cert = self.root_cert.to_str().unwrap_or_default();
+        vec![("sslmode", sslmode), ("sslrootcert", root_cert)]
+    }
+}
