@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use counseling_testkit::fixtures::{get, wait_until};
+
 #[cfg(unix)]
 pub mod signal;
 
@@ -74,19 +76,14 @@ impl Api {
 
     /// Waits until the port accepts connections.
     pub fn wait_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
         let address = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
-        while std::net::TcpStream::connect_timeout(&address, Duration::from_millis(100)).is_err() {
+        let listening = wait_until("listening", Duration::from_secs(20), || {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("counseling-api exited early ({status}):\n{}", self.output());
             }
-            assert!(
-                Instant::now() < deadline,
-                "not listening after 20 s:\n{}",
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            std::net::TcpStream::connect_timeout(&address, Duration::from_millis(100)).is_ok()
+        });
+        listening.unwrap_or_else(|error| panic!("{error}:\n{}", self.output()));
     }
 
     pub fn output(&self) -> String {
@@ -95,18 +92,8 @@ impl Api {
 
     /// Waits for the process to exit, at most `limit`.
     pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "did not exit within {limit:?}:\n{}",
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let exited = wait_until("an exit", limit, || self.child.try_wait().ok().flatten());
+        exited.unwrap_or_else(|error| panic!("{error}:\n{}", self.output()))
     }
 }
 
@@ -126,17 +113,11 @@ pub fn run_to_exit(vars: &[(&str, &str)]) -> (ExitStatus, String) {
 pub fn run_to_exit_in(workdir: &TempDir, vars: &[(&str, &str)]) -> (ExitStatus, String) {
     let log = workdir.path().join("output.log");
     let mut child = run_binary(workdir.path(), vars, None, &log);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("counseling-api did not exit within 10 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let exited = wait_until("counseling-api exits", Duration::from_secs(10), || {
+        child.try_wait().ok().flatten()
+    });
+    let _ = child.kill();
+    let status = exited.unwrap_or_else(|error| panic!("{error}"));
     (status, std::fs::read_to_string(&log).unwrap_or_default())
 }
 
@@ -164,59 +145,26 @@ fn run_binary(dir: &Path, vars: &[(&str, &str)], port: Option<u16>, log: &Path) 
         .unwrap_or_else(|e| panic!("starting counseling-api: {e}"))
 }
 
-/// A blocking GET that returns status and parsed JSON body, never failing on 4xx/5xx.
+/// The test kit's GET: status and JSON body (`Null` when the body is not JSON).
 pub fn get_json(url: &str, timeout: Duration) -> Result<(u16, serde_json::Value), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(timeout))
-        .build()
-        .into();
-    let mut response = agent.get(url).call().map_err(|e| e.to_string())?;
-    let status = response.status().as_u16();
-    let text = response
-        .body_mut()
-        .read_to_string()
-        .map_err(|e| e.to_string())?;
-    let body = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
-    Ok((status, body))
+    let reply = get(url, &[], timeout).map_err(|error| error.to_string())?;
+    Ok((reply.status, reply.json()))
 }
 
-/// A blocking GET that returns status, content type and body text, never failing on 4xx/5xx.
+/// The test kit's GET: status, content type and body text.
 pub fn get_text(url: &str, timeout: Duration) -> Result<(u16, String, String), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(timeout))
-        .build()
-        .into();
-    let mut response = agent.get(url).call().map_err(|e| e.to_string())?;
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let text = response
-        .body_mut()
-        .read_to_string()
-        .map_err(|e| e.to_string())?;
-    Ok((response.status().as_u16(), content_type, text))
+    let reply = get(url, &[], timeout).map_err(|error| error.to_string())?;
+    let content_type = reply.header("content-type").unwrap_or_default().to_owned();
+    Ok((reply.status, content_type, reply.body))
 }
 
 /// Polls `GET url` until it returns `status`; returns how long that took, or panics after `limit`.
 pub fn wait_for_status(url: &str, status: u16, limit: Duration) -> Duration {
     let started = Instant::now();
-    loop {
-        if let Ok((got, _)) = get_json(url, Duration::from_secs(3))
-            && got == status
-        {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < limit,
-            "{url} did not answer {status} within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    let answered = || get_json(url, Duration::from_secs(3)).is_ok_and(|(got, _)| got == status);
+    let what = format!("{url} answering {status}");
+    wait_until(&what, limit, answered).unwrap_or_else(|error| panic!("{error}"));
+    started.elapsed()
 }
 
 /// A directory of its own, removed on drop: a fresh random name, created exclusively and

@@ -22,6 +22,7 @@ use counseling_domain::{
 use counseling_e2e::{Api, get_json, wait_for_status, workspace_binary};
 use counseling_ha::{APP_DATABASE, HaStack, Ports, StackOptions};
 use counseling_persistence::{Database, DatabaseSettings, PgUserRepository};
+use counseling_testkit::fixtures::wait_until;
 use sea_orm::sqlx::postgres::PgConnection;
 use sea_orm::sqlx::{self, Connection};
 use secrecy::SecretString;
@@ -266,7 +267,7 @@ fn a_write_on_a_read_only_node_is_unavailable_and_drops_its_connection(stack: &H
     let options = stack
         .superuser_options(stack.ports().replica(), APP_DATABASE)
         .unwrap();
-    wait_until(Duration::from_secs(10), || {
+    wait_until("the replica has the table", Duration::from_secs(10), || {
         runtime.block_on(async {
             let Ok(mut connection) = PgConnection::connect_with(&options).await else {
                 return false;
@@ -278,7 +279,8 @@ fn a_write_on_a_read_only_node_is_unavailable_and_drops_its_connection(stack: &H
             let _ = connection.close().await;
             replayed
         })
-    });
+    })
+    .unwrap();
     let database = Database::connect_lazy(&settings, runtime.handle().clone()).unwrap();
     let users = PgUserRepository::new(database.clone());
     let hash = PasswordHash::hash(&SecretString::from("ha-test-password")).unwrap();
@@ -427,9 +429,10 @@ fn disrupt_and_check(
         Disruption::Switchover => stack.switchover().unwrap(),
         Disruption::Failover => stack.kill_node(old_leader).unwrap(),
     }
-    wait_until(Duration::from_secs(60), || {
+    wait_until("a new leader", Duration::from_secs(60), || {
         stack.leader() == Some(new_leader)
-    });
+    })
+    .unwrap();
     if disruption == Disruption::Failover {
         // What a supervisor (systemd) does: start the crashed node again; it must rejoin.
         stack.start_node(old_leader).unwrap();
@@ -470,31 +473,18 @@ fn disrupt_and_check(
 
 /// Waits until each service's latest answer, started after `since`, is 200; returns when.
 fn wait_all_healthy(record: &Record, since: f64, seconds: &impl Fn() -> f64) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        {
-            let probes = record.probes.lock().unwrap_or_else(PoisonError::into_inner);
-            let latest: Vec<Option<&Probe>> = (0..3)
-                .map(|api| {
-                    probes
-                        .iter()
-                        .rev()
-                        .find(|probe| probe.api == api && probe.start > since)
-                })
-                .collect();
-            if latest
+    let all_healthy = || {
+        let probes = record.probes.lock().unwrap_or_else(PoisonError::into_inner);
+        let latest = |api| {
+            probes
                 .iter()
-                .all(|probe| probe.is_some_and(|p| p.status == Some(200)))
-            {
-                return seconds();
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the services did not all turn healthy within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+                .rev()
+                .find(|p| p.api == api && p.start > since)
+        };
+        (0..3).all(|api| latest(api).is_some_and(|p| p.status == Some(200)))
+    };
+    wait_until("all services healthy", Duration::from_secs(60), all_healthy).unwrap();
+    seconds()
 }
 
 /// Figures and promises of one disruption, over what was recorded from `from` to `until`.
@@ -669,14 +659,6 @@ fn check_nothing_lost(stack: &HaStack, leader: usize, record: &Record) {
 /// Where the stack's logs go when the test fails (its directory is deleted on stop).
 fn failure_logs() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ha-test-logs")
-}
-
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Every listening TCP socket of the stack's processes is bound to 127.0.0.1.

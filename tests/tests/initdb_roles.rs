@@ -8,7 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use counseling_testkit::{PgCluster, PgConnectOptions, TestDatabase, locate_binaries};
+use counseling_testkit::fixtures::BCRYPT_HASH as HASH;
+use counseling_testkit::{PgCluster, PgConnectOptions, TestDatabase};
 use migration::MigratorTrait;
 use migration::m20261130_000001_username_identity::identity_key;
 use migration::sea_orm::SqlxPostgresConnector;
@@ -17,8 +18,6 @@ use migration::sea_orm::sqlx::{self, AssertSqlSafe, Connection, PgConnection};
 
 const OWNER: &str = "counseling_owner";
 const SERVICE: &str = "counseling";
-/// A valid cost-12 bcrypt hash.
-const HASH: &str = "$2b$12$abcdefghijklmnopqrstuvABCDEFGHIJKLMNOPQRSTUVWXYZ01234";
 
 fn initdb_scripts() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/initdb");
@@ -35,14 +34,7 @@ fn initdb_scripts() -> Vec<PathBuf> {
 /// `psql -f script` as the image's entrypoint runs it: as the superuser, on `database`, stopping
 /// at the first error. Connection details and passwords travel in the environment only.
 fn psql(cluster: &PgCluster, database: &str, script: &Path, passwords: &[(&str, &str)]) -> Output {
-    let bin = locate_binaries(
-        std::env::var_os("PG_BIN_DIR").map(PathBuf::from),
-        Path::new("/usr/lib/postgresql"),
-        std::env::var_os("PATH"),
-    )
-    .unwrap();
-    let admin = cluster.admin_options();
-    Command::new(bin.join("psql"))
+    Command::new(cluster.bin_dir().join("psql"))
         .args([
             "-v",
             "ON_ERROR_STOP=1",
@@ -52,11 +44,7 @@ fn psql(cluster: &PgCluster, database: &str, script: &Path, passwords: &[(&str, 
         ])
         .arg(script)
         .env_clear()
-        .env("PGHOST", "127.0.0.1")
-        .env("PGPORT", cluster.port().to_string())
-        .env("PGUSER", admin.get_username())
-        .env("PGPASSWORD", cluster.password())
-        .env("PGDATABASE", database)
+        .envs(cluster.libpq_environment(database))
         .envs(passwords.iter().copied())
         .output()
         .unwrap()

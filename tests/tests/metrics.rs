@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use counseling_e2e::{Api, free_port, get_text, wait_for_status};
 use counseling_http::metrics::CONTENT_TYPE;
+use counseling_testkit::fixtures::wait_until;
 use counseling_testkit::{MetricKind, PgCluster, Scrape};
 
 fn scrape(url: &str) -> Scrape {
@@ -48,11 +49,11 @@ async fn the_binary_reports_process_and_build_metrics_and_refused_checks() {
     wait_for_status(&api.url("/health"), 503, Duration::from_secs(5));
     // Until nothing listens any more, a check may see the cut connection first.
     let refused = [("outcome", "unhealthy"), ("reason", "connection refused")];
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while scrape(&api.url("/metrics")).value("counseling_health_checks_total", &refused) < 1.0 {
-        assert!(std::time::Instant::now() < deadline, "{}", api.output());
+    let counted = wait_until("a refused check counted", Duration::from_secs(5), || {
         let _ = get_text(&api.url("/health"), Duration::from_secs(5));
-    }
+        scrape(&api.url("/metrics")).value("counseling_health_checks_total", &refused) >= 1.0
+    });
+    counted.unwrap_or_else(|error| panic!("{error}: {}", api.output()));
 }
 
 #[tokio::test]

@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use counseling_e2e::{Api, TempDir, get_json, run_to_exit};
-use counseling_testkit::tls::{CertificateAuthority, ServerTls};
-use counseling_testkit::{ClusterOptions, PgCluster};
+use counseling_testkit::PgCluster;
+use counseling_testkit::fixtures::untrusted_ca_file;
+use counseling_testkit::tls::ServerTls;
 
 #[test]
 fn unreadable_or_malformed_tls_files_exit_2_naming_the_setting_never_the_url() {
@@ -64,22 +65,14 @@ fn unreadable_or_malformed_tls_files_exit_2_naming_the_setting_never_the_url() {
 
 #[tokio::test]
 async fn a_certificate_that_does_not_verify_is_logged_once_per_change() {
-    let cluster = PgCluster::start_with(ClusterOptions {
-        tls: Some(ServerTls::default()),
-        ..ClusterOptions::default()
-    })
-    .await
-    .unwrap();
+    let cluster = PgCluster::start_tls(ServerTls::default()).await.unwrap();
     let db = cluster.migrated_database().await.unwrap();
     let dir = TempDir::new("tls-log");
-    let ca_file = dir.path().join("ca.pem");
-    let other = CertificateAuthority::new("not the server's").unwrap();
-    std::fs::write(&ca_file, other.certificate_pem()).unwrap();
-    let url = format!(
-        "{}?sslmode=verify-full&sslrootcert={}",
-        db.url(),
-        ca_file.display()
-    );
+    let ca_file = untrusted_ca_file(dir.path(), "ca.pem").unwrap();
+    let url = db.url_with(&[
+        ("sslmode", "verify-full"),
+        ("sslrootcert", ca_file.to_str().unwrap()),
+    ]);
     let mut api = Api::spawn(&[("DATABASE_URL", url.as_str())]);
     api.wait_listening();
 
