@@ -6,8 +6,9 @@ mod common;
 use std::process::Output;
 
 use common::{migration_binary, text};
-use counseling_testkit::tls::{CertificateAuthority, ServerTls};
-use counseling_testkit::{ClusterOptions, PgCluster, TestDatabase};
+use counseling_testkit::fixtures::untrusted_ca_file;
+use counseling_testkit::tls::ServerTls;
+use counseling_testkit::{PgCluster, TestDatabase};
 use migration::sea_orm::sqlx::{self, Connection, PgConnection};
 
 fn migration(args: &[&str], database_url: Option<&str>) -> Output {
@@ -113,38 +114,27 @@ async fn up_status_down_through_the_binary() {
 /// parameters: verified with the right CA, refused with another.
 #[tokio::test]
 async fn up_over_verify_full_tls() {
-    let cluster = PgCluster::start_with(ClusterOptions {
-        tls: Some(ServerTls {
-            tls_only: true,
-            ..ServerTls::default()
-        }),
-        ..ClusterOptions::default()
-    })
-    .await
-    .unwrap();
+    let tls_only = ServerTls {
+        tls_only: true,
+        ..ServerTls::default()
+    };
+    let cluster = PgCluster::start_tls(tls_only).await.unwrap();
     let db = cluster.empty_database().await.unwrap();
-    let root = cluster.tls_files().unwrap().root_cert.clone();
-    let url = format!(
-        "{}?sslmode=verify-full&sslrootcert={}",
-        db.owner_url(),
-        root.display()
+    let files = cluster.tls_files().unwrap();
+    let root = files.root_cert.clone();
+    let up = migration(
+        &["up"],
+        Some(&db.owner_url_with(&files.parameters("verify-full"))),
     );
-    let up = migration(&["up"], Some(&url));
     assert!(up.status.success(), "{}", text(&up.stderr));
 
-    let other = std::env::temp_dir().join(format!("migration-other-ca-{}.pem", std::process::id()));
-    std::fs::write(
-        &other,
-        CertificateAuthority::new("other")
-            .unwrap()
-            .certificate_pem(),
-    )
-    .unwrap();
-    let wrong = format!(
-        "{}?sslmode=verify-full&sslrootcert={}",
-        db.owner_url(),
-        other.display()
-    );
+    let dir = tempfile::tempdir().unwrap();
+    let other = untrusted_ca_file(dir.path(), "other.pem").unwrap();
+    let other_ca = [
+        ("sslmode", "verify-full"),
+        ("sslrootcert", other.to_str().unwrap()),
+    ];
+    let wrong = db.owner_url_with(&other_ca);
     let status = migration(&["status"], Some(&wrong));
     assert_eq!(status.status.code(), Some(1), "{}", text(&status.stderr));
     assert!(!text(&status.stderr).contains(cluster.password()));
@@ -180,7 +170,6 @@ async fn up_over_verify_full_tls() {
         )
     };
     let refused = from_libpq_environment(&other);
-    let _ = std::fs::remove_file(&other);
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
     let verified = from_libpq_environment(&root);
     assert!(verified.status.success(), "{}", text(&verified.stderr));
@@ -188,7 +177,7 @@ async fn up_over_verify_full_tls() {
     // which do not include this server's private CA.
     let system = migration(
         &["status"],
-        Some(&format!("{owner_url}?sslrootcert=system")),
+        Some(&db.owner_url_with(&[("sslrootcert", "system")])),
     );
     let stderr = text(&system.stderr);
     assert_eq!(system.status.code(), Some(1), "{stderr}");

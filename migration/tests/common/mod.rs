@@ -9,8 +9,7 @@ use migration::m20261130_000001_username_identity::identity_key;
 use migration::sea_orm::DatabaseConnection;
 use migration::sea_orm::sqlx::{self, Connection, PgConnection, Row};
 
-/// A valid cost-12 bcrypt hash.
-pub const HASH: &str = "$2b$12$abcdefghijklmnopqrstuvABCDEFGHIJKLMNOPQRSTUVWXYZ01234";
+pub use counseling_testkit::fixtures::BCRYPT_HASH as HASH;
 
 /// A connection as the test server's administrator (a superuser on the kit's clusters).
 pub async fn connect(db: &TestDatabase) -> PgConnection {
