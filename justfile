@@ -81,7 +81,7 @@ migrate-new NAME:
 # Start the project-local PostgreSQL (local-postgres), creating it on first use.
 [unix]
 db-start:
-    @cargo run --quiet --locked -p counseling-testkit --bin local-postgres -- start
+    @cargo run --quiet --locked -p counseling-provision --bin local-postgres -- start
 
 # Start compose's PostgreSQL (Docker Desktop) on 127.0.0.1:5432, as .env describes.
 [windows]
@@ -91,7 +91,7 @@ db-start: env-file
 # Stop the project-local PostgreSQL.
 [unix]
 db-stop:
-    @cargo run --quiet --locked -p counseling-testkit --bin local-postgres -- stop
+    @cargo run --quiet --locked -p counseling-provision --bin local-postgres -- stop
 
 # Stop compose's PostgreSQL (its data is kept).
 [windows]
@@ -102,7 +102,6 @@ db-stop: env-file
 # and apply the migrations through HAProxy; DATABASE_URL for it is in .data/ha/database.env.
 ha-up:
     @cargo run --quiet --locked -p counseling-ha --bin ha-stack -- up
-    @set -a && . .data/ha/database.env && set +a && just migrate-up
 
 # Stop the HA stack and delete its data.
 ha-down:
@@ -124,7 +123,9 @@ ha-bench:
 # Measure /health, find_by_username at 1M users, memory and cold start; writes BENCHMARKS.md.
 [unix]
 bench:
-    @scripts/bench.sh
+    @cargo build --release --locked --quiet -p counseling-http -p counseling-bench
+    @cargo bench --locked --quiet -p counseling-persistence --bench find_by_username --no-run
+    @target/release/bench
 
 # Unix only (wrk, pgbench, a private PostgreSQL): run it in WSL or on Linux.
 [windows]
@@ -150,4 +151,4 @@ fmt:
 
 # Write .env from .env.example with fresh random passwords (an existing .env is kept).
 env-file:
-    @cargo run --quiet --locked -p counseling-testkit --bin local-postgres -- env-file
+    @cargo run --quiet --locked -p counseling-provision --bin local-postgres -- env-file
