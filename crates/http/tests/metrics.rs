@@ -4,7 +4,6 @@
 
 mod common;
 
-
 use common::{spawn_app, spawn_application};
 use counseling_http::metrics::{CONTENT_TYPE, UNMATCHED_ROUTE};
 use counseling_testkit::fixtures::{Reply, get_local};
