@@ -27,20 +27,9 @@ async fn up_migrates_the_writable_node_of_a_host_list() {
     let (a, b) = (a.unwrap(), b.unwrap());
     // The superuser, with one password on both nodes (the test kit's own hex password); these
     // two sessions stay open for the checks.
-    let mut second = admin(&b).await;
-    second
-        .execute(sqlx::AssertSqlSafe(format!(
-            "ALTER ROLE postgres PASSWORD '{}'",
-            a.password()
-        )))
-        .await
-        .unwrap();
-    let mut first = admin(&a).await;
-    first
-        .execute("ALTER SYSTEM SET default_transaction_read_only = on")
-        .await
-        .unwrap();
-    first.execute("SELECT pg_reload_conf()").await.unwrap();
+    let (mut first, mut second) = (admin(&a).await, admin(&b).await);
+    b.set_password("postgres", a.password()).await.unwrap();
+    a.set_read_only(true).await.unwrap();
 
     let url = format!(
         "postgres://postgres:{}@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
@@ -61,6 +50,7 @@ async fn up_migrates_the_writable_node_of_a_host_list() {
     assert!(has_users_table(&mut second).await);
 
     // With no writable node, it says so and changes nothing.
+    // b's handle still holds b's old password: switch it through the session opened before.
     second
         .execute("ALTER SYSTEM SET default_transaction_read_only = on")
         .await

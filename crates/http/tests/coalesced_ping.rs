@@ -5,17 +5,15 @@ use std::time::{Duration, Instant};
 
 use counseling_domain::StoreError;
 use counseling_http::coalesced_ping::CoalescedPing;
-use counseling_persistence::{Database, DatabaseSettings};
+use counseling_persistence::Database;
+use counseling_testkit::fixtures::eventually;
 use counseling_testkit::{PgCluster, TestDatabase};
 use tokio::runtime::Handle;
 
-/// A pool of at most five connections, none kept open, its I/O on the test's runtime.
+/// The test kit's pool (at most five connections, none kept open), its I/O on the test's
+/// runtime.
 fn connect(test_db: &TestDatabase) -> Database {
-    let mut settings =
-        DatabaseSettings::new(counseling_config::DatabaseUrl::parse(&test_db.url()).unwrap());
-    settings.pool.min_connections = 0;
-    settings.pool.max_connections = 5;
-    Database::connect_lazy(&settings, Handle::current()).unwrap()
+    Database::connect_lazy(&test_db.pool_settings().unwrap(), Handle::current()).unwrap()
 }
 
 #[cfg_attr(windows, ignore = "needs a private cluster (unix only)")]
@@ -74,8 +72,8 @@ async fn coalesced_checks_keep_one_round_trip_in_flight_and_answer_within_the_ti
     );
     cluster.thaw().unwrap();
 
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while checks.check().await.is_err() {
-        assert!(Instant::now() < deadline, "did not recover after thaw");
-    }
+    let recovered = async || checks.check().await.is_ok();
+    eventually("recovery after thaw", Duration::from_secs(5), recovered)
+        .await
+        .unwrap();
 }

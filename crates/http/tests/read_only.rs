@@ -11,50 +11,19 @@ use common::spawn_app;
 use counseling_domain::{
     CreateUserError, NewUser, PasswordHash, StoreError, Unavailability, UserRepository, Username,
 };
-use counseling_persistence::{Database, DatabaseSettings, PgUserRepository};
+use counseling_persistence::{Database, PgUserRepository};
+use counseling_testkit::fixtures::{BCRYPT_HASH as HASH, get_local};
 use counseling_testkit::{PgCluster, Scrape};
-use sea_orm::sqlx::{Connection, Executor, PgConnection};
 use serde_json::Value;
 
-const HASH: &str = "$2b$12$abcdefghijklmnopqrstuvABCDEFGHIJKLMNOPQRSTUVWXYZ01234";
-
 async fn get(port: u16, path: &str) -> (u16, String) {
-    let url = format!("http://127.0.0.1:{port}{path}");
-    tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .into();
-        let mut response = agent.get(&url).call().unwrap();
-        let status = response.status().as_u16();
-        (status, response.body_mut().read_to_string().unwrap())
-    })
-    .await
-    .unwrap()
+    let reply = get_local(port, path).await.unwrap();
+    (reply.status, reply.body)
 }
 
 async fn health(port: u16) -> (u16, Value) {
-    let (status, body) = get(port, "/health").await;
-    (status, serde_json::from_str(&body).unwrap())
-}
-
-/// `ALTER SYSTEM SET default_transaction_read_only` and a reload: every new transaction of every
-/// session (existing ones included) is read-only, as on a primary an operator fenced.
-async fn set_read_only(cluster: &PgCluster, on: bool) {
-    let mut admin = PgConnection::connect_with(&cluster.admin_options())
-        .await
-        .unwrap();
-    let statement = if on {
-        "ALTER SYSTEM SET default_transaction_read_only = on"
-    } else {
-        "ALTER SYSTEM RESET default_transaction_read_only"
-    };
-    admin.execute(statement).await.unwrap();
-    admin.execute("SELECT pg_reload_conf()").await.unwrap();
-    admin.close().await.unwrap();
-    // A reload reaches the backends asynchronously; a new session sees it at once.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reply = get_local(port, "/health").await.unwrap();
+    (reply.status, reply.json())
 }
 
 fn new_user(name: &str) -> NewUser {
@@ -70,14 +39,12 @@ async fn a_server_set_read_only_is_not_ready_and_writes_fail_as_read_only_until_
     let db = cluster.migrated_database().await.unwrap();
     let port = spawn_app(&db.url(), &[]);
     assert_eq!(health(port).await.0, 200);
-    let mut settings =
-        DatabaseSettings::new(counseling_config::DatabaseUrl::parse(&db.url()).unwrap());
-    settings.pool.min_connections = 0;
+    let settings = db.pool_settings().unwrap();
     let database = Database::connect_lazy(&settings, tokio::runtime::Handle::current()).unwrap();
     let users = PgUserRepository::new(database.clone());
     users.create(new_user(r"\s\before")).await.unwrap();
 
-    set_read_only(&cluster, true).await;
+    cluster.set_read_only(true).await.unwrap();
     // Within one probe: the check's round trip asks the server whether it takes writes.
     let (status, body) = health(port).await;
     assert_eq!(
@@ -102,7 +69,7 @@ async fn a_server_set_read_only_is_not_ready_and_writes_fail_as_read_only_until_
             .is_some()
     );
 
-    set_read_only(&cluster, false).await;
+    cluster.set_read_only(false).await.unwrap();
     // Back without a restart: the read-only connection was discarded, a new one can write.
     let (status, body) = health(port).await;
     assert_eq!(status, 200, "{body}");

@@ -6,24 +6,15 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::spawn_app;
 use counseling_testkit::PgCluster;
+use counseling_testkit::fixtures::{eventually, get_local};
 use sea_orm::sqlx::{self, Connection, PgConnection};
 
 async fn health_status(port: u16) -> u16 {
-    let url = format!("http://127.0.0.1:{port}/health");
-    tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .into();
-        agent.get(&url).call().unwrap().status().as_u16()
-    })
-    .await
-    .unwrap()
+    get_local(port, "/health").await.unwrap().status
 }
 
 /// Writes `password` as Kubernetes publishes a secret: into a new folder `..<version>`, then
@@ -95,17 +86,11 @@ async fn a_rotated_password_file_is_used_by_new_connections_without_a_restart() 
         .await
         .unwrap();
 
-    let started = Instant::now();
-    loop {
-        if health_status(port).await == 200 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "not healthy within 2 s of the rotation"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let healthy = async || health_status(port).await == 200;
+    let within = "healthy again after the rotation";
+    eventually(within, Duration::from_secs(2), healthy)
+        .await
+        .unwrap();
     // The old password no longer works: the service really uses the new one.
     let mut old = counseling_config::DatabaseUrl::parse(&db.url())
         .unwrap()

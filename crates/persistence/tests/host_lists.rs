@@ -13,7 +13,6 @@ use counseling_domain::{StoreError, Unavailability};
 use counseling_persistence::{Database, DatabaseSettings};
 use counseling_testkit::tls::ServerTls;
 use counseling_testkit::{ClusterOptions, PgCluster};
-use sea_orm::sqlx::{self, Connection, Executor, PgConnection};
 use secrecy::ExposeSecret;
 
 /// Two nodes whose service role has the same password (the first's), as replicas of one
@@ -29,37 +28,12 @@ async fn two_nodes(options: impl Fn(&str) -> ClusterOptions) -> (PgCluster, PgCl
         url.username().to_owned(),
         url.password().unwrap().expose_secret().to_owned(),
     );
-    let mut admin = PgConnection::connect_with(&second.admin_options())
-        .await
-        .unwrap();
-    // Both values are the test kit's own: a role name and a hex password.
-    admin
-        .execute(sqlx::AssertSqlSafe(format!(
-            "ALTER ROLE \"{role}\" PASSWORD '{password}'"
-        )))
-        .await
-        .unwrap();
-    admin.close().await.unwrap();
+    second.set_password(&role, &password).await.unwrap();
     (first, second, format!("{role}:{password}"))
 }
 
 fn plain(_: &str) -> ClusterOptions {
     ClusterOptions::default()
-}
-
-/// `ALTER SYSTEM SET default_transaction_read_only` and a reload: a primary fenced read-only.
-async fn set_read_only(cluster: &PgCluster, on: bool) {
-    let mut admin = PgConnection::connect_with(&cluster.admin_options())
-        .await
-        .unwrap();
-    let statement = if on {
-        "ALTER SYSTEM SET default_transaction_read_only = on"
-    } else {
-        "ALTER SYSTEM RESET default_transaction_read_only"
-    };
-    admin.execute(statement).await.unwrap();
-    admin.execute("SELECT pg_reload_conf()").await.unwrap();
-    admin.close().await.unwrap();
 }
 
 fn connector(url: &str) -> Connector {
@@ -85,12 +59,12 @@ async fn connect_keeps_the_first_host_whose_session_is_the_kind_asked_for() {
         }
     };
     assert_eq!(reached("read-write").await.unwrap(), 0);
-    set_read_only(&a, true).await;
+    a.set_read_only(true).await.unwrap();
     assert_eq!(reached("read-write").await.unwrap(), 1);
     assert_eq!(reached("any").await.unwrap(), 0, "any keeps the first");
     assert_eq!(reached("read-only").await.unwrap(), 0);
     assert_eq!(reached("primary").await.unwrap(), 0, "not in recovery");
-    set_read_only(&b, true).await;
+    b.set_read_only(true).await.unwrap();
     assert!(matches!(
         reached("read-write").await,
         Err(ConnectError::NoSuitableHost(TargetSessionAttrs::ReadWrite))
@@ -104,7 +78,7 @@ async fn connect_keeps_the_first_host_whose_session_is_the_kind_asked_for() {
         0,
         "no standby: any"
     );
-    set_read_only(&a, false).await;
+    a.set_read_only(false).await.unwrap();
     assert_eq!(reached("read-write").await.unwrap(), 0);
 
     // A host that refuses comes first: the next one is tried.
@@ -225,7 +199,7 @@ async fn the_pool_follows_the_writable_node_and_fails_at_once_when_there_is_none
 
     // The first node is fenced: the next check finds its pooled connection read-only and closes
     // it; the next call lands on the writable node.
-    set_read_only(&a, true).await;
+    a.set_read_only(true).await.unwrap();
     let checked = database.ping(Duration::from_secs(2)).await;
     assert_eq!(
         checked,
@@ -234,7 +208,7 @@ async fn the_pool_follows_the_writable_node_and_fails_at_once_when_there_is_none
     assert_eq!(port_of().await.unwrap(), b.port().to_string());
 
     // No node can write: a call fails at once, as read-only.
-    set_read_only(&b, true).await;
+    b.set_read_only(true).await.unwrap();
     assert_eq!(
         database.ping(Duration::from_secs(2)).await,
         Err(StoreError::Unavailable(Unavailability::ReadOnly))

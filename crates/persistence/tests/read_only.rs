@@ -4,61 +4,30 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![cfg(unix)] // a private cluster of the test's own
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
+
+use common::{HASH, open_idle_connections, settings_for};
 
 use counseling_domain::{
     CreateUserError, NewUser, PasswordHash, StoreError, Unavailability, UserRepository, Username,
 };
-use counseling_persistence::{Database, DatabaseSettings, PgUserRepository};
+use counseling_persistence::{Database, PgUserRepository};
 use counseling_testkit::PgCluster;
-use sea_orm::sqlx::{Connection, Executor, PgConnection};
-
-const HASH: &str = "$2b$12$abcdefghijklmnopqrstuvABCDEFGHIJKLMNOPQRSTUVWXYZ01234";
-
-/// Opens `count` connections at once and hands them back, idle.
-async fn open_idle_connections(database: &Database, count: usize) {
-    let all_held = Arc::new(tokio::sync::Barrier::new(count));
-    let units: Vec<_> = (0..count)
-        .map(|_| {
-            let (database, all_held) = (database.clone(), all_held.clone());
-            tokio::spawn(async move {
-                database
-                    .transaction(|_unit| async move {
-                        all_held.wait().await;
-                        Ok::<_, StoreError>(())
-                    })
-                    .await
-            })
-        })
-        .collect();
-    for unit in units {
-        unit.await.unwrap().unwrap();
-    }
-}
 
 #[tokio::test]
 async fn after_a_read_only_failure_every_idle_connection_is_checked_before_reuse() {
     let cluster = PgCluster::start().await.unwrap();
     let db = cluster.migrated_database().await.unwrap();
-    let mut settings =
-        DatabaseSettings::new(counseling_config::DatabaseUrl::parse(&db.url()).unwrap());
-    settings.pool.min_connections = 0;
+    let mut settings = settings_for(db.url());
     // Long enough that no connection here is checked for having been idle.
     settings.pool.ping_if_idle_for = Duration::from_secs(60);
     let database = Database::connect_lazy(&settings, tokio::runtime::Handle::current()).unwrap();
     open_idle_connections(&database, 4).await;
     assert_eq!(database.status().open, 4);
 
-    let mut admin = PgConnection::connect_with(&cluster.admin_options())
-        .await
-        .unwrap();
-    admin
-        .execute("ALTER SYSTEM SET default_transaction_read_only = on")
-        .await
-        .unwrap();
-    admin.execute("SELECT pg_reload_conf()").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    cluster.set_read_only(true).await.unwrap();
 
     let users = PgUserRepository::new(database.clone());
     let new_user = NewUser {
@@ -82,21 +51,12 @@ async fn after_a_read_only_failure_every_idle_connection_is_checked_before_reuse
 async fn an_idle_connection_to_a_node_that_can_no_longer_write_is_closed_at_checkout() {
     let cluster = PgCluster::start().await.unwrap();
     let db = cluster.migrated_database().await.unwrap();
-    let mut settings =
-        DatabaseSettings::new(counseling_config::DatabaseUrl::parse(&db.url()).unwrap());
-    settings.pool.min_connections = 0;
+    let mut settings = settings_for(db.url());
     settings.pool.ping_if_idle_for = Duration::from_millis(300);
     let database = Database::connect_lazy(&settings, tokio::runtime::Handle::current()).unwrap();
     open_idle_connections(&database, 4).await;
 
-    let mut admin = PgConnection::connect_with(&cluster.admin_options())
-        .await
-        .unwrap();
-    admin
-        .execute("ALTER SYSTEM SET default_transaction_read_only = on")
-        .await
-        .unwrap();
-    admin.execute("SELECT pg_reload_conf()").await.unwrap();
+    cluster.set_read_only(true).await.unwrap();
     // Idle past DATABASE_PING_IF_IDLE_MS.
     tokio::time::sleep(Duration::from_millis(500)).await;
 

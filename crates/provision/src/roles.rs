@@ -114,12 +114,23 @@ pub async fn ensure_login_role(
             .await
             .map_err(ProvisionError::db("looking up roles"))?;
     let verb = if exists { "ALTER" } else { "CREATE" };
-    let statement = format!(
-        "{verb} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}",
-        quoted(role),
-        literal(password.expose_secret())
-    );
-    execute(session, &statement).await
+    let powers = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE";
+    execute(session, &format!("{verb} ROLE {} {powers}", quoted(role))).await?;
+    set_password(session, role, password).await
+}
+
+/// Gives `role` the password `password`, and nothing else.
+pub async fn set_password(
+    session: &mut PgConnection,
+    role: &str,
+    password: &SecretString,
+) -> Result<()> {
+    let password = literal(password.expose_secret());
+    execute(
+        session,
+        &format!("ALTER ROLE {} PASSWORD {password}", quoted(role)),
+    )
+    .await
 }
 
 /// Runs one statement; an error names its first two words, never the rest (a password).

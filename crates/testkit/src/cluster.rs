@@ -8,9 +8,10 @@ use counseling_provision::binaries::server_binaries;
 use counseling_provision::files::{ServerUser, private_temp_folder};
 use counseling_provision::password::generate_password;
 use counseling_provision::process::{Signal, process_is_alive};
-use counseling_provision::roles::{admin_session, ensure_login_role};
+use counseling_provision::roles::{admin_session, ensure_login_role, execute};
 use counseling_provision::server::{HBA_SCRAM, Lifetime, Server, free_port, scratch_parent};
 use counseling_provision::{ProvisionError, SUPERUSER, block_on, url::local_url};
+use sea_orm::sqlx::Connection;
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgSslMode};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -308,6 +309,33 @@ impl PgCluster {
     /// Resumes a frozen server (SIGCONT).
     pub fn thaw(&self) -> Result<()> {
         self.inner.server.freeze(Signal::Continue)
+    }
+
+    /// Makes every new transaction read-only (`ALTER SYSTEM SET default_transaction_read_only`
+    /// and a reload), as on a primary an operator fenced; `false` makes it writable again. The
+    /// reload reaches existing sessions a moment later; new ones at once.
+    pub async fn set_read_only(&self, read_only: bool) -> Result<()> {
+        let statement = match read_only {
+            true => "ALTER SYSTEM SET default_transaction_read_only = on",
+            false => "ALTER SYSTEM RESET default_transaction_read_only",
+        };
+        let mut session = admin_session(&self.admin_options()).await?;
+        execute(&mut session, statement).await?;
+        execute(&mut session, "SELECT pg_reload_conf()").await?;
+        let _ = session.close().await;
+        // The postmaster passes the reload on to every backend asynchronously.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        Ok(())
+    }
+
+    /// Gives `role` the password `password` (as a quoted literal, never pasted): for example
+    /// the same password on two clusters, as on two nodes of one.
+    pub async fn set_password(&self, role: &str, password: &str) -> Result<()> {
+        let mut session = admin_session(&self.admin_options()).await?;
+        let password = SecretString::from(password.to_owned());
+        counseling_provision::roles::set_password(&mut session, role, &password).await?;
+        let _ = session.close().await;
+        Ok(())
     }
 
     /// A new migrated database on this cluster, dropped with the handle.

@@ -28,9 +28,9 @@ pub fn pool_settings(url: &str) -> Result<DatabaseSettings> {
 
 pub(crate) fn small_pool(url: DatabaseUrl) -> DatabaseSettings {
     let mut settings = DatabaseSettings::new(url);
-    settings.min_connections = 0;
-    settings.max_connections = 5;
-    settings.acquire_timeout = Duration::from_secs(2);
+    settings.pool.min_connections = 0;
+    settings.pool.max_connections = 5;
+    settings.pool.acquire_timeout = Duration::from_secs(2);
     settings
 }
 
