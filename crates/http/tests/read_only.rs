@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::spawn_app;
 use counseling_domain::{
     CreateUserError, NewUser, PasswordHash, StoreError, Unavailability, UserRepository, Username,
