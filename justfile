@@ -81,7 +81,7 @@ migrate-new NAME:
 # Start the project-local PostgreSQL (local-postgres), creating it on first use.
 [unix]
 db-start:
-    @cargo run --quiet --locked -p counseling-provision --bin local-postgres -- start
+    @cargo run --quiet --locked -p counseling-local-postgres --bin local-postgres -- start
 
 # Start compose's PostgreSQL (Docker Desktop) on 127.0.0.1:5432, as .env describes.
 [windows]
@@ -91,7 +91,7 @@ db-start: env-file
 # Stop the project-local PostgreSQL.
 [unix]
 db-stop:
-    @cargo run --quiet --locked -p counseling-provision --bin local-postgres -- stop
+    @cargo run --quiet --locked -p counseling-local-postgres --bin local-postgres -- stop
 
 # Stop compose's PostgreSQL (its data is kept).
 [windows]
@@ -151,4 +151,4 @@ fmt:
 
 # Write .env from .env.example with fresh random passwords (an existing .env is kept).
 env-file:
-    @cargo run --quiet --locked -p counseling-provision --bin local-postgres -- env-file
+    @cargo run --quiet --locked -p counseling-local-postgres --bin local-postgres -- env-file

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 say() { echo "dev: $*" >&2; }
-local_postgres() { cargo run --quiet --locked -p counseling-provision --bin local-postgres -- "$@"; }
+local_postgres() { cargo run --quiet --locked -p counseling-local-postgres --bin local-postgres -- "$@"; }
 
 # .env from .env.example with fresh passwords, unless there is one.
 local_postgres env-file

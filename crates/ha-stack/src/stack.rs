@@ -3,8 +3,7 @@
 //!
 //! ```text
 //! dir/                        ours (0710 for the servers' group when they run as another user)
-//!   secrets/                  ours, 0700: one 0600 password file per role
-//!   logs/                     ours, 0700: every server's output (we open the files)
+//!   secrets/, logs/           ours, 0700: one 0600 file per password; every server's output
 //!   patroni.yml, haproxy.cfg  ours, handed to the servers' user, which only reads them
 //!   etcd/, node1/, node2/     made empty by us, handed to the servers' user, which writes there
 //! ```
@@ -15,9 +14,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use counseling_config::DatabaseUrl;
-use counseling_provision::files::{ServerUser, append_log, private_folder, private_temp_folder};
+use counseling_provision::files::{ServerUser, private_folder, private_temp_folder, write_private};
 use counseling_provision::password::generate_password;
-use counseling_provision::process::{self, Signal};
+use counseling_provision::process::{self, Signal, spawn_logged};
 use counseling_provision::roles::{Application, provision_application};
 use counseling_provision::server::{postmaster_pid, scratch_parent};
 use counseling_provision::{SUPERUSER, block_on, url::local_url, wait::wait_until};
@@ -49,8 +48,7 @@ pub struct StackOptions {
     /// The stack's folder is created inside this one, under a random name.
     pub parent_dir: PathBuf,
     pub ports: Ports,
-    /// PostgreSQL's server binaries, found as everywhere else (`PG_BIN_DIR`, else the newest
-    /// supported major installed).
+    /// PostgreSQL's server binaries, found as everywhere else.
     pub pg_bin_dir: PathBuf,
     /// Where the servers' logs are copied if the stack fails to come up (its folder, which
     /// holds the passwords, is deleted).
@@ -71,7 +69,7 @@ impl StackOptions {
 }
 
 /// What another process needs to find, inspect and stop a running stack (no passwords: those
-/// stay in the stack's 0600 files).
+/// stay in the stack's 0600 files). Pids are 0 (`None`) for what does not run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SavedStack {
     pub dir: PathBuf,
@@ -87,8 +85,8 @@ pub struct SavedStack {
 pub struct HaStack {
     saved: SavedStack,
     user: ServerUser,
-    /// Children started by this process, by pid, kept so that they can be reaped and so that a
-    /// server that exits while we wait for it is noticed at once.
+    /// Children started by this process, by pid: reaped when they stop, and a server that exits
+    /// while we wait for it is noticed at once.
     children: HashMap<u32, (String, Child)>,
 }
 
@@ -97,30 +95,27 @@ impl HaStack {
     /// HAProxy, and waits until a primary with a synchronous standby serves through HAProxy and
     /// the application's roles and database exist. About 15 s.
     pub fn start(options: &StackOptions) -> Result<Self> {
+        let path = std::env::var_os("PATH").unwrap_or_default();
         for program in ["etcd", "patroni", "patronictl", "haproxy"] {
-            if !on_path(program) {
+            if !std::env::split_paths(&path).any(|dir| dir.join(program).is_file()) {
+                let install = "apt-get install patroni etcd-server python3-etcd haproxy";
                 return Err(HaError::Failed(format!(
-                    "{program} is not installed (apt-get install patroni etcd-server \
-                     python3-etcd haproxy)"
+                    "{program} is not installed ({install})"
                 )));
             }
         }
-        let user = ServerUser::of_this_process()?;
         let dir = private_temp_folder(&options.parent_dir, "counseling-ha-")?;
-        let (ports, pg_bin_dir) = (options.ports, options.pg_bin_dir.clone());
+        let pg_bin_dir = options.pg_bin_dir.clone();
+        let patroni = [None; NODES];
         let saved = SavedStack {
             dir,
-            ports,
+            ports: options.ports,
             pg_bin_dir,
             etcd: 0,
             haproxy: 0,
-            patroni: [None; NODES],
+            patroni,
         };
-        let mut stack = HaStack {
-            saved,
-            user,
-            children: HashMap::new(),
-        };
+        let mut stack = Self::attach(saved)?;
         stack.bring_up().inspect_err(|_| {
             if let Some(into) = &options.logs_on_failure {
                 stack.copy_logs(into);
@@ -133,19 +128,17 @@ impl HaStack {
     fn bring_up(&mut self) -> Result<()> {
         let dir = self.saved.dir.clone();
         self.user.may_enter(&dir)?;
-        for folder in ["secrets", "logs"] {
-            private_folder(&dir.join(folder))?;
-        }
+        private_folder(&dir.join("logs"))?;
+        private_folder(&dir.join("secrets"))?;
         for role in ROLES {
-            let password = generate_password()?;
             let file = dir.join("secrets").join(format!("{role}.password"));
-            counseling_provision::files::write_private(&file, password.expose_secret())?;
+            write_private(&file, generate_password()?.expose_secret())?;
         }
         for (name, contents) in [
             ("patroni.yml", PATRONI_CONFIG),
             ("haproxy.cfg", HAPROXY_CONFIG),
         ] {
-            counseling_provision::files::write_private(&dir.join(name), contents)?;
+            write_private(&dir.join(name), contents)?;
             self.user.give(&dir.join(name))?;
         }
         for name in std::iter::once("etcd".to_owned()).chain((0..NODES).map(Self::node_name)) {
@@ -156,34 +149,38 @@ impl HaStack {
         for index in 0..NODES {
             self.start_node(index)?;
         }
-        self.wait_for("a leader with a synchronous standby", Self::is_healthy)?;
+        self.wait_for(
+            "a leader with a synchronous standby",
+            READY_TIMEOUT,
+            Self::is_healthy,
+        )?;
         self.start_haproxy()?;
         self.create_application_database()
     }
 
-    /// Waits until `done`, failing early if a server we started has exited (its log says why).
-    fn wait_for(&mut self, what: &str, done: impl Fn(&Self) -> bool) -> Result<()> {
-        let waited = wait_until(what, READY_TIMEOUT, || {
+    /// Waits until `done`, failing early if a server we started has exited (its log says why),
+    /// and saying on timeout what the cluster looked like.
+    fn wait_for(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&Self) -> bool,
+    ) -> Result<()> {
+        let waited = wait_until(what, limit, || {
             let exited = self.children.values_mut().find_map(|(name, child)| {
                 (!matches!(child.try_wait(), Ok(None))).then(|| name.clone())
             });
-            if let Some(name) = exited {
-                let exited = format!("{name} exited while starting (see its log)");
-                return Some(Err(HaError::Failed(exited)));
+            match exited {
+                Some(name) => Some(Err(HaError::Failed(format!("{name} exited (see its log)")))),
+                None => done(self).then_some(Ok(())),
             }
-            done(self).then_some(Ok(()))
         });
-        waited.map_err(|error| self.with_members(error))?
-    }
-
-    /// A timeout's error, with what the cluster looked like then.
-    fn with_members(&self, error: HaError) -> HaError {
-        match error {
-            HaError::Timeout { what, seconds } => {
+        match waited {
+            Err(HaError::Timeout { what, seconds }) => {
                 let what = format!("{what} (members: {:?})", self.members());
-                HaError::Timeout { what, seconds }
+                Err(HaError::Timeout { what, seconds })
             }
-            other => other,
+            other => other?,
         }
     }
 
@@ -218,10 +215,6 @@ impl HaStack {
         (0..NODES).find(|&index| Self::node_name(index) == name)
     }
 
-    fn node_dir(&self, index: usize) -> PathBuf {
-        self.saved.dir.join(Self::node_name(index))
-    }
-
     fn log(&self, name: &str) -> PathBuf {
         self.saved.dir.join("logs").join(format!("{name}.log"))
     }
@@ -233,8 +226,11 @@ impl HaStack {
     /// Copies the servers' logs (no secrets) into `into`, for a look after the stack is gone.
     pub fn copy_logs(&self, into: &Path) {
         let _ = std::fs::create_dir_all(into);
-        let logs = std::fs::read_dir(self.saved.dir.join("logs"));
-        for log in logs.into_iter().flatten().flatten() {
+        for log in std::fs::read_dir(self.saved.dir.join("logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let _ = std::fs::copy(log.path(), into.join(log.file_name()));
         }
     }
@@ -246,9 +242,8 @@ impl HaStack {
             .dir
             .join("secrets")
             .join(format!("{role}.password"));
-        std::fs::read_to_string(&path)
-            .map(SecretString::from)
-            .map_err(HaError::io(format!("reading the {role} password")))
+        let read = std::fs::read_to_string(&path).map(SecretString::from);
+        read.map_err(HaError::io(format!("reading the {role} password")))
     }
 
     /// The service's URL (rows only) through HAProxy's primary port. It holds the password:
@@ -259,68 +254,51 @@ impl HaStack {
 
     /// The service's URL on another port (HAProxy's replica port, a node's own).
     pub fn app_url_on(&self, port: u16) -> Result<DatabaseUrl> {
-        local_url(
-            port,
-            APP_ROLE,
-            Some(&self.password("app")?),
-            APP_DATABASE,
-            &[],
-        )
+        self.url(port, APP_ROLE, "app", APP_DATABASE)
     }
 
     /// The owner's URL through HAProxy's primary port: what the migrations use.
     pub fn owner_url(&self) -> Result<DatabaseUrl> {
-        let port = self.saved.ports.primary();
-        local_url(
-            port,
+        self.url(
+            self.saved.ports.primary(),
             OWNER_ROLE,
-            Some(&self.password("owner")?),
+            "owner",
             APP_DATABASE,
-            &[],
         )
     }
 
     /// Superuser connection options for `port` (a node's, or HAProxy's) and `database`.
     pub fn superuser_options(&self, port: u16, database: &str) -> Result<PgConnectOptions> {
-        let url = local_url(
-            port,
-            SUPERUSER,
-            Some(&self.password("superuser")?),
-            database,
-            &[],
-        )?;
-        Ok(url.connect_options())
+        Ok(self
+            .url(port, SUPERUSER, "superuser", database)?
+            .connect_options())
     }
 
-    /// `program` with nothing of our environment but PATH: the servers get exactly the
-    /// variables set on the command.
-    fn command(&self, program: &str) -> Command {
+    fn url(&self, port: u16, user: &str, secret: &str, database: &str) -> Result<DatabaseUrl> {
+        local_url(port, user, Some(&self.password(secret)?), database, &[])
+    }
+
+    /// `program` as the servers' user, in the stack's folder, with nothing of our environment
+    /// but PATH and `variables`; its output goes to `logs/<name>.log`, appended to (a restarted
+    /// node's log keeps what happened before: a test reads it).
+    fn spawn(
+        &mut self,
+        name: &str,
+        program: &str,
+        args: &[&Path],
+        variables: &[(&str, String)],
+    ) -> Result<u32> {
         let mut command = self.user.command(program);
         let path = std::env::var_os("PATH").unwrap_or_default();
         command
-            .env_clear()
-            .env("PATH", path)
-            .env("LC_ALL", "C.UTF-8");
-        command
-    }
-
-    fn spawn(&mut self, name: &str, command: &mut Command) -> Result<u32> {
-        // Appended to: a restarted node's log keeps what happened before (a test reads it).
-        let output = append_log(&self.log(name))?;
-        let errors = output
-            .try_clone()
-            .map_err(HaError::io(format!("{name}'s log")))?;
-        // Files, not pipes: nobody would drain a pipe once `ha-stack up` has exited. A process
-        // group of its own: a Ctrl-C in the terminal that ran `just ha-up` does not reach it.
-        command
+            .args(args)
             .current_dir(&self.saved.dir)
-            .stdin(Stdio::null())
-            .stdout(output)
-            .stderr(errors);
-        std::os::unix::process::CommandExt::process_group(command, 0);
-        let child = command
-            .spawn()
-            .map_err(HaError::io(format!("starting {name}")))?;
+            .env_clear()
+            .env("PATH", path);
+        command
+            .env("LC_ALL", "C.UTF-8")
+            .envs(variables.iter().map(|(name, value)| (name, value)));
+        let child = spawn_logged(command, &self.log(name), false)?;
         let pid = child.id();
         self.children.insert(pid, (name.to_owned(), child));
         Ok(pid)
@@ -332,8 +310,7 @@ impl HaStack {
         let peer = format!("http://127.0.0.1:{}", ports.etcd_peer());
         let data = self.saved.dir.join("etcd/data").display().to_string();
         // Not secret: addresses and a folder. etcd reads ETCD_* variables like its flags.
-        let mut command = self.command("etcd");
-        command.envs([
+        let variables = [
             ("ETCD_NAME", "etcd1".to_owned()),
             ("ETCD_DATA_DIR", data),
             ("ETCD_LISTEN_CLIENT_URLS", client.clone()),
@@ -343,25 +320,23 @@ impl HaStack {
             ("ETCD_INITIAL_CLUSTER", format!("etcd1={peer}")),
             ("ETCD_INITIAL_CLUSTER_STATE", "new".to_owned()),
             ("ETCD_INITIAL_CLUSTER_TOKEN", "counseling-ha".to_owned()),
-        ]);
-        self.saved.etcd = self.spawn("etcd", &mut command)?;
-        self.wait_for("etcd answers", |_| {
-            rest::get(ports.etcd_client(), "/health")
-                .is_some_and(|reply| reply.status == 200 && reply.body.contains("true"))
+        ];
+        self.saved.etcd = self.spawn("etcd", "etcd", &[], &variables)?;
+        self.wait_for("etcd answers", READY_TIMEOUT, |_| {
+            let health = rest::get(ports.etcd_client(), "/health");
+            health.is_some_and(|reply| reply.status == 200 && reply.body.contains("true"))
         })
     }
 
     /// Starts node `index`'s Patroni (again, after [`HaStack::kill_node`]: it rejoins as a
     /// replica, rewinding its data with pg_rewind if it diverged).
     pub fn start_node(&mut self, index: usize) -> Result<()> {
-        let ports = self.saved.ports;
-        let node_dir = self.node_dir(index);
-        let in_node = |name: &str| node_dir.join(name).display().to_string();
+        let (ports, name) = (self.saved.ports, Self::node_name(index));
+        let node = |file: &str| self.saved.dir.join(&name).join(file).display().to_string();
         let (rest, postgres) = (ports.rest(index), ports.postgres(index));
-        let mut command = self.command("patroni");
-        command.arg(self.saved.dir.join("patroni.yml")).envs([
-            ("HOME", node_dir.display().to_string()),
-            ("PATRONI_NAME", Self::node_name(index)),
+        let mut variables = vec![
+            ("HOME", node("")),
+            ("PATRONI_NAME", name.clone()),
             ("PATRONI_RESTAPI_LISTEN", format!("127.0.0.1:{rest}")),
             (
                 "PATRONI_RESTAPI_CONNECT_ADDRESS",
@@ -372,8 +347,8 @@ impl HaStack {
                 "PATRONI_POSTGRESQL_CONNECT_ADDRESS",
                 format!("127.0.0.1:{postgres}"),
             ),
-            ("PATRONI_POSTGRESQL_DATA_DIR", in_node("data")),
-            ("PATRONI_POSTGRESQL_PGPASS", in_node("pgpass")),
+            ("PATRONI_POSTGRESQL_DATA_DIR", node("data")),
+            ("PATRONI_POSTGRESQL_PGPASS", node("pgpass")),
             (
                 "PATRONI_POSTGRESQL_BIN_DIR",
                 self.saved.pg_bin_dir.display().to_string(),
@@ -383,7 +358,7 @@ impl HaStack {
                 format!("127.0.0.1:{}", ports.etcd_client()),
             ),
             ("PATRONI_SUPERUSER_USERNAME", SUPERUSER.to_owned()),
-        ]);
+        ];
         // The environment of a process is readable only by its user and root, unlike its
         // command line.
         for (role, variable) in [
@@ -391,43 +366,45 @@ impl HaStack {
             ("replication", "PATRONI_REPLICATION_PASSWORD"),
             ("rewind", "PATRONI_REWIND_PASSWORD"),
         ] {
-            command.env(variable, self.password(role)?.expose_secret());
+            variables.push((variable, self.password(role)?.expose_secret().to_owned()));
         }
-        let pid = self.spawn(&Self::node_name(index), &mut command)?;
-        self.saved.patroni[index] = Some(pid);
+        let config = self.saved.dir.join("patroni.yml");
+        self.saved.patroni[index] = Some(self.spawn(&name, "patroni", &[&config], &variables)?);
         Ok(())
     }
 
     fn start_haproxy(&mut self) -> Result<()> {
         let ports = self.saved.ports;
-        let mut command = self.command("haproxy");
+        let variables = [
+            ("HA_PRIMARY_PORT", ports.primary()),
+            ("HA_REPLICA_PORT", ports.replica()),
+            ("HA_STATS_PORT", ports.haproxy_stats()),
+            ("HA_NODE1_PG_PORT", ports.postgres(0)),
+            ("HA_NODE1_REST_PORT", ports.rest(0)),
+            ("HA_NODE2_PG_PORT", ports.postgres(1)),
+            ("HA_NODE2_REST_PORT", ports.rest(1)),
+        ];
+        let variables = variables.map(|(name, port)| (name, port.to_string()));
         // -db: stay in the foreground, so that the pid we hold is HAProxy's.
-        command
-            .arg("-db")
-            .arg("-f")
-            .arg(self.saved.dir.join("haproxy.cfg"));
-        command.envs(
-            [
-                ("HA_PRIMARY_PORT", ports.primary()),
-                ("HA_REPLICA_PORT", ports.replica()),
-                ("HA_STATS_PORT", ports.haproxy_stats()),
-                ("HA_NODE1_PG_PORT", ports.postgres(0)),
-                ("HA_NODE1_REST_PORT", ports.rest(0)),
-                ("HA_NODE2_PG_PORT", ports.postgres(1)),
-                ("HA_NODE2_REST_PORT", ports.rest(1)),
-            ]
-            .map(|(name, port)| (name, port.to_string())),
-        );
-        self.saved.haproxy = self.spawn("haproxy", &mut command)?;
-        self.wait_for("HAProxy leads to the primary only", |stack| {
-            let leader = stack.leader();
-            leader.is_some_and(|leader| stack.haproxy_primary_targets() == [leader])
-        })
+        let args = [
+            Path::new("-db"),
+            Path::new("-f"),
+            &self.saved.dir.join("haproxy.cfg"),
+        ];
+        self.saved.haproxy = self.spawn("haproxy", "haproxy", &args, &variables)?;
+        self.wait_for(
+            "HAProxy leads to the primary only",
+            READY_TIMEOUT,
+            |stack| {
+                let leader = stack.leader();
+                leader.is_some_and(|leader| stack.haproxy_primary_targets() == [leader])
+            },
+        )
     }
 
     /// The nodes HAProxy's primary port leads to now (its servers in state UP).
     pub fn haproxy_primary_targets(&self) -> Vec<usize> {
-        haproxy_up_servers(self.saved.ports.haproxy_stats(), "primary")
+        rest::haproxy_up_servers(self.saved.ports.haproxy_stats(), "primary")
     }
 
     /// The application's two roles and its database, made through HAProxy as the superuser.
@@ -435,10 +412,11 @@ impl HaStack {
         let admin = self.superuser_options(self.saved.ports.primary(), "postgres")?;
         let (owner, app) = (self.password("owner")?, self.password("app")?);
         block_on(async move {
+            let (owner, service) = ((OWNER_ROLE, &owner), (APP_ROLE, &app));
             let application = Application {
                 database: APP_DATABASE,
-                owner: (OWNER_ROLE, &owner),
-                service: (APP_ROLE, &app),
+                owner,
+                service,
                 extensions: &[],
             };
             provision_application(&admin, &application).await
@@ -474,10 +452,14 @@ impl HaStack {
                 .is_some_and(|reply| reply.status == 200)
     }
 
-    pub fn wait_until_healthy(&self, limit: Duration) -> Result<Duration> {
+    /// Waits at most `limit` for a leader with a synchronous standby; returns how long it took.
+    pub fn wait_until_healthy(&mut self, limit: Duration) -> Result<Duration> {
         let started = std::time::Instant::now();
-        let what = "a leader with a synchronous standby";
-        wait_until(what, limit, || self.is_healthy()).map_err(|error| self.with_members(error))?;
+        self.wait_for(
+            "a leader with a synchronous standby",
+            limit,
+            Self::is_healthy,
+        )?;
         Ok(started.elapsed())
     }
 
@@ -486,14 +468,18 @@ impl HaStack {
     pub fn switchover(&self) -> Result<()> {
         let leader = self
             .leader()
-            .ok_or_else(|| HaError::Failed("no leader to switch over from".into()))?;
+            .ok_or_else(|| HaError::Failed("no leader to switch over".into()))?;
         let candidate = (leader + 1) % NODES;
         let etcd = format!("127.0.0.1:{}", self.saved.ports.etcd_client());
         let status = Command::new("patronictl")
             .arg("-c")
             .arg(self.saved.dir.join("patroni.yml"))
-            .args(["switchover", "--force"])
-            .args(["--leader", &Self::node_name(leader)])
+            .args([
+                "switchover",
+                "--force",
+                "--leader",
+                &Self::node_name(leader),
+            ])
             .args(["--candidate", &Self::node_name(candidate)])
             .env("PATRONI_ETCD3_HOSTS", etcd)
             .stdin(Stdio::null())
@@ -508,7 +494,7 @@ impl HaStack {
 
     /// The postmaster of node `index`, if it runs.
     pub fn postmaster_pid(&self, index: usize) -> Option<u32> {
-        postmaster_pid(&self.node_dir(index).join("data"))
+        postmaster_pid(&self.saved.dir.join(Self::node_name(index)).join("data"))
     }
 
     /// An unplanned failure: SIGKILL to node `index`'s Patroni, then to its PostgreSQL.
@@ -519,35 +505,27 @@ impl HaStack {
             .into_iter()
             .chain(postmaster)
         {
-            self.signal_and_wait(pid, Signal::Kill, Duration::from_secs(5));
+            self.stop_process(pid, Signal::Kill, None);
         }
         Ok(())
     }
 
-    /// Whether `pid` is a live process of this stack: every one works in the stack's folder
-    /// (the servers we start) or below it (PostgreSQL, in its data folder). So a stale pid,
-    /// reused by another program after a reboot, is never signalled.
-    fn is_running(&self, pid: u32) -> bool {
-        process::is_process_in(pid, &self.saved.dir)
-    }
-
-    /// Sends `signal` and waits up to `limit` for the process to go; whether it went.
-    fn signal_and_wait(&mut self, pid: u32, signal: Signal, limit: Duration) -> bool {
-        if !self.children.contains_key(&pid) && !self.is_running(pid) {
-            return true;
-        }
-        // A child of ours that exits is a zombie until reaped, and a zombie counts as gone.
-        let gone = process::signal_and_wait(pid, signal, limit);
-        if let Some((_, mut child)) = self.children.remove(&pid).filter(|_| gone) {
-            let _ = child.wait();
-        }
-        gone
-    }
-
-    /// Asks `pid` to stop with `gently`, and kills it if it does not within the stop timeout.
-    fn stop_process(&mut self, pid: u32, gently: Signal, forcibly: Signal) {
-        if pid != 0 && !self.signal_and_wait(pid, gently, STOP_TIMEOUT) {
-            self.signal_and_wait(pid, forcibly, STOP_TIMEOUT);
+    /// Sends `gently` to `pid` if it is a live process of this stack, waits for it to go, and
+    /// sends `forcibly` if it does not within the stop timeout. Every process of the stack works
+    /// in its folder or below (PostgreSQL in its data folder): a stale pid, reused by another
+    /// program after a reboot, is never signalled.
+    fn stop_process(&mut self, pid: u32, gently: Signal, forcibly: Option<Signal>) {
+        for signal in std::iter::once(gently).chain(forcibly) {
+            let ours = self.children.contains_key(&pid);
+            // A child of ours that exits is a zombie until reaped, and a zombie counts as gone.
+            if !ours && !process::is_process_in(pid, &self.saved.dir)
+                || process::signal_and_wait(pid, signal, STOP_TIMEOUT)
+            {
+                if let Some((_, mut child)) = self.children.remove(&pid) {
+                    let _ = child.wait();
+                }
+                return;
+            }
         }
     }
 
@@ -555,7 +533,7 @@ impl HaStack {
     /// folder. Whatever does not stop when asked is killed.
     pub fn stop(&mut self) -> Result<()> {
         let haproxy = std::mem::take(&mut self.saved.haproxy);
-        self.stop_process(haproxy, Signal::Terminate, Signal::Kill);
+        self.stop_process(haproxy, Signal::Terminate, Some(Signal::Kill));
         // Both nodes at once: a leader waiting for its synchronous standby must not outlive it.
         let patronis: Vec<u32> = self
             .saved
@@ -567,26 +545,26 @@ impl HaStack {
             let _ = process::signal(pid, Signal::Terminate);
         }
         for pid in patronis {
-            self.stop_process(pid, Signal::Terminate, Signal::Kill);
+            self.stop_process(pid, Signal::Terminate, Some(Signal::Kill));
         }
         // A PostgreSQL whose Patroni was killed is still running: stop it (fast, then crash).
-        for index in 0..NODES {
-            if let Some(pid) = self.postmaster_pid(index) {
-                self.stop_process(pid, Signal::Interrupt, Signal::Quit);
-            }
+        let postmasters: Vec<u32> = (0..NODES).filter_map(|i| self.postmaster_pid(i)).collect();
+        for pid in postmasters {
+            self.stop_process(pid, Signal::Interrupt, Some(Signal::Quit));
         }
         let etcd = std::mem::take(&mut self.saved.etcd);
-        self.stop_process(etcd, Signal::Terminate, Signal::Kill);
-        let dir = self.saved.dir.clone();
-        // Only ever a folder we created (the state file could have been edited).
-        let name = dir
+        self.stop_process(etcd, Signal::Terminate, Some(Signal::Kill));
+        // Only ever a folder we created (the state file could have been edited); gone already
+        // is fine: /dev/shm does not survive a reboot.
+        let name = self
+            .saved
+            .dir
             .file_name()
             .map(|name| name.to_string_lossy().into_owned());
         if !name.is_some_and(|name| name.starts_with("counseling-ha-")) {
             return Ok(());
         }
-        match std::fs::remove_dir_all(&dir) {
-            // Gone already: /dev/shm does not survive a reboot.
+        match std::fs::remove_dir_all(&self.saved.dir) {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
                 Err(HaError::io("removing the stack folder")(error))
             }
@@ -597,47 +575,18 @@ impl HaStack {
     /// Every process of the stack that is still alive, with its name.
     pub fn processes(&self) -> Vec<(String, u32)> {
         let mut processes = vec![
-            ("etcd".to_owned(), self.saved.etcd),
-            ("haproxy".to_owned(), self.saved.haproxy),
+            ("etcd".into(), self.saved.etcd),
+            ("haproxy".into(), self.saved.haproxy),
         ];
         for index in 0..NODES {
             let name = Self::node_name(index);
-            if let Some(pid) = self.saved.patroni[index] {
-                processes.push((format!("patroni {name}"), pid));
-            }
-            if let Some(pid) = self.postmaster_pid(index) {
-                processes.push((format!("postgres {name}"), pid));
-            }
+            let patroni = self.saved.patroni[index].map(|pid| (format!("patroni {name}"), pid));
+            let postgres = self
+                .postmaster_pid(index)
+                .map(|pid| (format!("postgres {name}"), pid));
+            processes.extend(patroni.into_iter().chain(postgres));
         }
-        processes.retain(|&(_, pid)| pid != 0 && self.is_running(pid));
+        processes.retain(|&(_, pid)| pid != 0 && process::is_process_in(pid, &self.saved.dir));
         processes
     }
-}
-
-/// The servers of HAProxy proxy `proxy` that are UP, from the CSV statistics; empty until every
-/// server has been checked at least once (before that, HAProxy assumes all of them up).
-fn haproxy_up_servers(stats_port: u16, proxy: &str) -> Vec<usize> {
-    let Some(reply) = rest::get(stats_port, "/stats;csv").filter(|reply| reply.status == 200)
-    else {
-        return Vec::new();
-    };
-    // Columns: pxname, svname, ..., status (18th), ..., check_status (37th).
-    let servers: Vec<(Option<usize>, &str, &str)> = reply
-        .body
-        .lines()
-        .map(|line| line.split(',').collect::<Vec<&str>>())
-        .filter(|fields| fields.len() > 36 && fields[0] == proxy && fields[1].starts_with("node"))
-        .map(|fields| (HaStack::node_index(fields[1]), fields[17], fields[36]))
-        .collect();
-    let checked = |check: &str| !check.is_empty() && !check.starts_with("INI");
-    if servers.len() != NODES || !servers.iter().all(|&(_, _, check)| checked(check)) {
-        return Vec::new();
-    }
-    let up = servers.into_iter().filter(|&(_, status, _)| status == "UP");
-    up.filter_map(|(index, _, _)| index).collect()
-}
-
-fn on_path(program: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
 }

@@ -1,6 +1,6 @@
 //! The one way our tools provision PostgreSQL: the test kit's clusters, the project-local cluster
-//! of `just dev` (`local-postgres`) and the HA harness (where Patroni runs `initdb`) all do their
-//! chores here. Dev tooling only: nothing of the product depends on it.
+//! of `just dev` (crates/local-postgres) and the HA harness (where Patroni runs `initdb`) all do
+//! their chores here. Dev tooling only: nothing of the product depends on it.
 //!
 //! * [`binaries`]: the server binaries (`PG_BIN_DIR`, else the newest supported major installed,
 //!   else `PATH`).
@@ -11,13 +11,11 @@
 //! * [`process`]: whether a process lives (a zombie does not), signals, the parent-death tie.
 //! * [`roles`]: roles, databases and grants (`migration::roles`); passwords as quoted literals.
 //! * [`url`]: URLs built from parts (`counseling_config::DatabaseUrl::from_parts`).
-//! * [`local`]: the project-local cluster of `just dev`, and its fresh `.env`.
 //! * [`wait`], [`http`]: waiting with a deadline; a plain HTTP GET.
 
 pub mod binaries;
 pub mod files;
 pub mod http;
-pub mod local;
 pub mod password;
 pub mod process;
 pub mod roles;
@@ -102,14 +100,4 @@ pub fn block_on<T: Send + 'static>(
             "a provisioning task panicked".into(),
         ))
     })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_windows_error_names_the_remedy_and_what_cannot_run() {
-        let message = super::ProvisionError::PrivateClusterUnsupported.to_string();
-        assert!(message.contains("set DATABASE_URL_TEST"), "{message}");
-        assert!(message.contains("cannot run"), "{message}");
-    }
 }

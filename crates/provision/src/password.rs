@@ -17,21 +17,3 @@ pub fn generate_password() -> Result<SecretString> {
         .collect::<String>()
         .into())
 }
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use secrecy::ExposeSecret;
-
-    #[test]
-    fn passwords_are_long_hex_differ_and_hide_in_debug() {
-        let (a, b) = (
-            super::generate_password().unwrap(),
-            super::generate_password().unwrap(),
-        );
-        assert_eq!(a.expose_secret().len(), 64);
-        assert!(a.expose_secret().chars().all(|c| c.is_ascii_hexdigit()));
-        assert_ne!(a.expose_secret(), b.expose_secret());
-        assert!(!format!("{a:?}").contains(a.expose_secret()));
-    }
-}

@@ -143,6 +143,31 @@ pub fn signal_with_children(pid: u32, sent: Signal) -> Result<()> {
     signal(pid, sent)
 }
 
+/// Spawns `command` (stdin closed) with its output appended to `log`: a file, never a pipe that
+/// nobody might read and that would block it when full. `tied`: with [`spawn_tied`]; else in a
+/// process group of its own, so that a Ctrl-C in the terminal that started it does not reach it.
+pub fn spawn_logged(mut command: Command, log: &Path, tied: bool) -> Result<Child> {
+    let output = crate::files::append_log(log)?;
+    let errors = output
+        .try_clone()
+        .map_err(ProvisionError::io("opening a log"))?;
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(output)
+        .stderr(errors);
+    #[cfg(unix)]
+    if !tied {
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    }
+    let what = format!("starting {:?}", command.get_program());
+    let child = if tied {
+        spawn_tied(command)
+    } else {
+        command.spawn()
+    };
+    child.map_err(ProvisionError::io(what))
+}
+
 /// `program` as `user`, started so that it gets SIGINT (a fast shutdown, for a postmaster) when
 /// this process dies, even by SIGKILL (`setpriv --pdeathsig`; without setpriv the tie is only
 /// as good as our destructors). Spawn it with [`spawn_tied`].
@@ -189,24 +214,4 @@ pub fn spawn_tied(command: Command) -> std::io::Result<Child> {
         .send((command, reply_to))
         .map_err(|_| gone())?;
     reply.recv().map_err(|_| gone())?
-}
-
-#[cfg(all(test, unix))]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::process_is_alive;
-
-    #[test]
-    fn this_process_lives_and_an_exited_child_does_not_whether_reaped_or_a_zombie() {
-        assert!(process_is_alive(std::process::id()));
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let pid = child.id();
-        // Not yet waited for: once it exits it is a zombie, and counts as gone.
-        crate::wait::wait_until("the child exits", std::time::Duration::from_secs(5), || {
-            !process_is_alive(pid)
-        })
-        .unwrap();
-        child.wait().unwrap();
-        assert!(!process_is_alive(pid));
-    }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::files::{ServerUser, append_log, write_private};
+use crate::files::{ServerUser, write_private};
 use crate::process::{self, Signal};
 use crate::{ProvisionError, Result};
 
@@ -125,20 +125,11 @@ impl Server {
 
     /// Starts the postmaster and waits until it accepts connections.
     pub fn start(&self, lifetime: Lifetime) -> Result<()> {
-        let log = append_log(&self.log_path())?;
-        let log_err = log
-            .try_clone()
-            .map_err(ProvisionError::io("opening the server log"))?;
         let postgres = self.bin_dir.join("postgres");
         let mut command = match lifetime {
             Lifetime::Tied => process::tied_command(&self.user, &postgres),
             Lifetime::Detached => self.user.command(&postgres),
         };
-        #[cfg(unix)]
-        if lifetime == Lifetime::Detached {
-            // A Ctrl-C in the terminal that started it does not reach it.
-            std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        }
         let hba = format!("hba_file={}", self.root.join("pg_hba.conf").display());
         let ours = [
             "listen_addresses=127.0.0.1",
@@ -157,13 +148,8 @@ impl Server {
         {
             command.args(["-c", setting]);
         }
-        // Output to a file: a pipe nobody reads would fill up and block the server.
-        command.stdin(Stdio::null()).stdout(log).stderr(log_err);
-        let child = match lifetime {
-            Lifetime::Tied => process::spawn_tied(command),
-            Lifetime::Detached => command.spawn(),
-        };
-        *self.postmaster() = Some(child.map_err(ProvisionError::io("starting postgres"))?);
+        let tied = lifetime == Lifetime::Tied;
+        *self.postmaster() = Some(process::spawn_logged(command, &self.log_path(), tied)?);
         self.wait_until_ready()
     }
 

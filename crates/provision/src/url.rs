@@ -48,31 +48,3 @@ pub fn with_database(
     DatabaseUrl::from_parts(parts)
         .map_err(|error| ProvisionError::Failed(format!("a URL for {database} {error}")))
 }
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn every_part_is_encoded_and_decodes_to_what_was_given() {
-        let password = SecretString::from("p@ss:/?#% w'rd".to_owned());
-        let url = local_url(
-            5432,
-            "app",
-            Some(&password),
-            "my db",
-            &[("sslmode", "disable")],
-        );
-        let url = url.unwrap();
-        assert_eq!(url.password().unwrap().expose_secret(), "p@ss:/?#% w'rd");
-        assert_eq!((url.port(), url.database()), (5432, Some("my db")));
-        let other = with_database(&url, "other", &[("application_name", "x")]).unwrap();
-        assert_eq!(other.password().unwrap().expose_secret(), "p@ss:/?#% w'rd");
-        let parameters: Vec<_> = other.parameters().collect();
-        assert_eq!(
-            parameters,
-            [("sslmode", "disable"), ("application_name", "x")]
-        );
-    }
-}

@@ -24,36 +24,38 @@ impl<T> Outcome for Option<T> {
     }
 }
 
-/// Polls: every 2 ms at first, doubling up to every 100 ms, so a quick thing is seen at once
-/// and a slow one is not hammered.
-struct Poll {
+/// The polls of one wait: every 2 ms at first, doubling up to every 100 ms, so that a quick
+/// thing is seen at once and a slow one is not hammered.
+struct Polls {
+    what: String,
+    limit: Duration,
     deadline: Instant,
     pause: Duration,
 }
 
-impl Poll {
-    fn new(limit: Duration) -> Self {
-        let pause = Duration::from_millis(2);
+impl Polls {
+    fn new(what: &str, limit: Duration) -> Self {
+        let (what, deadline) = (what.to_owned(), Instant::now() + limit);
         Self {
-            deadline: Instant::now() + limit,
-            pause,
+            what,
+            limit,
+            deadline,
+            pause: Duration::from_millis(2),
         }
     }
 
-    /// The pause before the next check; `None` once the deadline has passed.
-    fn next(&mut self) -> Option<Duration> {
-        let left = self.deadline.checked_duration_since(Instant::now())?;
+    /// The value, or the pause before the next check, or the timeout.
+    fn after<O: Outcome>(&mut self, outcome: O) -> Result<std::result::Result<O::Value, Duration>> {
+        if let Some(value) = outcome.ready() {
+            return Ok(Ok(value));
+        }
+        let Some(left) = self.deadline.checked_duration_since(Instant::now()) else {
+            let (what, seconds) = (self.what.clone(), self.limit.as_secs_f64().ceil() as u64);
+            return Err(ProvisionError::Timeout { what, seconds });
+        };
         let pause = self.pause.min(left);
         self.pause = (self.pause * 2).min(Duration::from_millis(100));
-        Some(pause)
-    }
-}
-
-fn timed_out(what: &str, limit: Duration) -> ProvisionError {
-    let seconds = limit.as_secs_f64().ceil() as u64;
-    ProvisionError::Timeout {
-        what: what.to_owned(),
-        seconds,
+        Ok(Err(pause))
     }
 }
 
@@ -63,12 +65,12 @@ pub fn wait_until<O: Outcome>(
     limit: Duration,
     mut check: impl FnMut() -> O,
 ) -> Result<O::Value> {
-    let mut poll = Poll::new(limit);
+    let mut polls = Polls::new(what, limit);
     loop {
-        if let Some(value) = check().ready() {
-            return Ok(value);
+        match polls.after(check())? {
+            Ok(value) => return Ok(value),
+            Err(pause) => std::thread::sleep(pause),
         }
-        std::thread::sleep(poll.next().ok_or_else(|| timed_out(what, limit))?);
     }
 }
 
@@ -78,48 +80,11 @@ pub async fn eventually<O: Outcome>(
     limit: Duration,
     mut check: impl AsyncFnMut() -> O,
 ) -> Result<O::Value> {
-    let mut poll = Poll::new(limit);
+    let mut polls = Polls::new(what, limit);
     loop {
-        if let Some(value) = check().await.ready() {
-            return Ok(value);
+        match polls.after(check().await)? {
+            Ok(value) => return Ok(value),
+            Err(pause) => tokio::time::sleep(pause).await,
         }
-        tokio::time::sleep(poll.next().ok_or_else(|| timed_out(what, limit))?).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn waits_until_it_holds_and_times_out_naming_what_did_not_happen() {
-        let mut calls = 0;
-        let value = wait_until("the third call", Duration::from_secs(5), || {
-            calls += 1;
-            (calls == 3).then_some(calls)
-        });
-        assert_eq!(value.unwrap(), 3);
-        let started = Instant::now();
-        let error = wait_until("never", Duration::from_millis(50), || false).unwrap_err();
-        assert!(started.elapsed() >= Duration::from_millis(50));
-        assert!(started.elapsed() < Duration::from_secs(2));
-        assert_eq!(error.to_string(), "never did not happen within 1 s");
-    }
-
-    #[tokio::test]
-    async fn eventually_polls_an_async_check() {
-        let mut calls = 0;
-        eventually("the second call", Duration::from_secs(5), || {
-            calls += 1;
-            std::future::ready(calls == 2)
-        })
-        .await
-        .unwrap();
-        assert!(
-            eventually("never", Duration::from_millis(20), || async { false })
-                .await
-                .is_err()
-        );
     }
 }

@@ -1,5 +1,5 @@
-//! The project-local PostgreSQL behind `just dev` (`local-postgres`): a [`Server`] kept between
-//! runs, with the application's roles and database from `DATABASE_URL` (the service's role: rows
+//! The project-local PostgreSQL behind `just dev` (`local-postgres`): a `counseling-provision`
+//! server kept between runs, with the application's roles and database from `DATABASE_URL` (the service's role: rows
 //! only) and `DATABASE_OWNER_URL` (the owner, which runs migrations), read through
 //! `counseling-config` like every binary of ours; their passwords are set again at every start.
 //!
@@ -15,12 +15,12 @@ use std::path::{Path, PathBuf};
 use counseling_config::{DatabaseUrl, Sources};
 use secrecy::SecretString;
 
-use crate::files::{ServerUser, private_folder, write_private};
-use crate::password::generate_password;
-use crate::process::Signal;
-use crate::roles::{Application, provision_application};
-use crate::server::{HBA_SCRAM, Lifetime, Server, port_in_use};
-use crate::{ProvisionError, Result};
+use counseling_provision::files::{ServerUser, private_folder, write_private};
+use counseling_provision::password::generate_password;
+use counseling_provision::process::Signal;
+use counseling_provision::roles::{Application, provision_application};
+use counseling_provision::server::{HBA_SCRAM, Lifetime, Server, port_in_use};
+use counseling_provision::{ProvisionError, Result};
 
 /// The project-local cluster of a checkout.
 #[derive(Debug)]
@@ -43,7 +43,7 @@ impl LocalCluster {
             true => PathBuf::from(format!("/var/tmp/counseling-platform-{}", fnv(checkout))),
             false => checkout.join(".data").join("postgres-cluster"),
         };
-        let bin_dir = crate::binaries::server_binaries()?;
+        let bin_dir = counseling_provision::binaries::server_binaries()?;
         Ok(Self {
             bin_dir,
             root,
@@ -90,9 +90,15 @@ impl LocalCluster {
         };
         let password = std::fs::read_to_string(self.root.join("superuser-password"))
             .map_err(ProvisionError::io("reading the superuser's password"))?;
-        let admin = crate::url::local_url(port, crate::SUPERUSER, None, "postgres", &[])?
-            .connect_options()
-            .password(password.trim());
+        let admin = counseling_provision::url::local_url(
+            port,
+            counseling_provision::SUPERUSER,
+            None,
+            "postgres",
+            &[],
+        )?
+        .connect_options()
+        .password(password.trim());
         let secret = |url: &DatabaseUrl| url.password().cloned().unwrap_or_default();
         let (owner_password, service_password) = (secret(&owner), secret(&service));
         let application = Application {

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::str::FromStr;
 
 use counseling_config::Sources;
-use counseling_provision::local::LocalCluster;
+use counseling_local_postgres::LocalCluster;
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::{Connection, PgConnection};
 

@@ -13,8 +13,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use counseling_config::{DatabaseUrl, Sources};
+use counseling_local_postgres::{LocalCluster, write_env_file};
 use counseling_provision::ProvisionError;
-use counseling_provision::local::{LocalCluster, write_env_file};
 use sea_orm::sqlx::{Connection, PgConnection};
 
 const USAGE: &str = "usage: local-postgres <start | stop | answers | env-file>";
