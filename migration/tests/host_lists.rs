@@ -37,15 +37,21 @@ async fn up_migrates_the_writable_node_of_a_host_list() {
         a.port(),
         b.port()
     );
-    let output = Command::new(env!("CARGO_BIN_EXE_migration"))
-        .arg("up")
-        .env_clear()
-        .env("DATABASE_URL", &url)
-        .current_dir(std::env::temp_dir())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
+    // The migration CLI on the host list, with nothing else of the environment.
+    let migration = |command: &str| {
+        let mut migration = Command::new(env!("CARGO_BIN_EXE_migration"));
+        migration.arg(command).env_clear().env("DATABASE_URL", &url);
+        let output = migration
+            .current_dir(std::env::temp_dir())
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = migration("up");
+    assert_eq!(code, Some(0), "{stderr}");
     assert!(!has_users_table(&mut first).await);
     assert!(has_users_table(&mut second).await);
 
@@ -56,15 +62,8 @@ async fn up_migrates_the_writable_node_of_a_host_list() {
         .await
         .unwrap();
     second.execute("SELECT pg_reload_conf()").await.unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_migration"))
-        .arg("down")
-        .env_clear()
-        .env("DATABASE_URL", &url)
-        .current_dir(std::env::temp_dir())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = migration("down");
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("no server of the list has a read-write session"),
         "{stderr}"

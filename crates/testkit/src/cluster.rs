@@ -59,10 +59,8 @@ pub struct PgCluster {
 #[derive(Debug)]
 struct ClusterInner {
     server: Server,
-    password: SecretString,
-    /// Passwords of the application's two roles ([`OWNER_ROLE`], [`SERVICE_ROLE`]).
-    owner_password: SecretString,
-    service_password: SecretString,
+    /// The passwords of the superuser, the owner role and the service's role, in that order.
+    passwords: [SecretString; 3],
     tls: Option<ClientTlsFiles>,
 }
 
@@ -73,15 +71,18 @@ impl Drop for ClusterInner {
     }
 }
 
+/// Who logs in: the superuser, the owner role or the service's role.
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    Superuser = 0,
+    Owner = 1,
+    Service = 2,
+}
+
 impl PgCluster {
     /// Initialises and starts a new cluster. Takes about a second (`initdb`).
     pub async fn start() -> Result<Self> {
         Self::start_with(ClusterOptions::default()).await
-    }
-
-    /// Like [`PgCluster::start`], for code that is not async.
-    pub fn start_blocking() -> Result<Self> {
-        Self::start_blocking_with(ClusterOptions::default())
     }
 
     /// A cluster of the given kind (for example with TLS).
@@ -115,17 +116,18 @@ impl PgCluster {
         let user = ServerUser::of_this_process()?;
         let mut server = Server::new(bin_dir, root, free_port()?, user);
         server.settings.extend(TEST_SETTINGS.map(str::to_owned));
-        let (password, tls) = (generate_password()?, options.tls.clone());
-        let (owner_password, service_password) = (generate_password()?, generate_password()?);
+        let passwords = [
+            generate_password()?,
+            generate_password()?,
+            generate_password()?,
+        ];
         let mut inner = ClusterInner {
             server,
-            password,
-            owner_password,
-            service_password,
+            passwords,
             tls: None,
         };
         // From here on, dropping `inner` stops the server and deletes the folder.
-        let hba = match &tls {
+        let hba = match &options.tls {
             Some(tls) => {
                 let (client, settings) = tls.set_up(&inner.server)?;
                 inner.server.settings.extend(settings);
@@ -139,64 +141,32 @@ impl PgCluster {
             .iter()
             .map(|(name, value)| format!("{name}={value}"));
         inner.server.settings.extend(extra);
-        inner.server.init(&inner.password, &hba, true)?;
+        inner.server.init(&inner.passwords[0], &hba, true)?;
         inner.server.start(Lifetime::Tied)?;
-        let cluster = PgCluster {
-            inner: Arc::new(inner),
-        };
-        cluster.create_roles()?;
-        Ok(cluster)
-    }
-
-    /// The roles of production: an owner that runs migrations, and the service's role that may
-    /// only read and write rows (see `TestDatabase`).
-    fn create_roles(&self) -> Result<()> {
-        let admin = self.admin_options();
-        let inner = &self.inner;
-        let roles = [
-            (OWNER_ROLE, inner.owner_password.clone()),
-            (SERVICE_ROLE, inner.service_password.clone()),
-        ];
+        // The roles of production: an owner that runs migrations, and the service's role that
+        // may only read and write rows (see `TestDatabase`).
+        let (admin, passwords) = (inner.admin_options(), inner.passwords.clone());
         block_on(async move {
             let mut session = admin_session(&admin).await?;
-            for (role, password) in &roles {
-                ensure_login_role(&mut session, role, password).await?;
-            }
-            Ok(())
+            ensure_login_role(&mut session, OWNER_ROLE, &passwords[1]).await?;
+            ensure_login_role(&mut session, SERVICE_ROLE, &passwords[2]).await
+        })?;
+        Ok(PgCluster {
+            inner: Arc::new(inner),
         })
     }
 
     /// Connection options for the superuser on the `postgres` database (over TLS, with the
     /// client certificate if the cluster asks for one).
     pub fn admin_options(&self) -> PgConnectOptions {
-        let options = PgConnectOptions::new_without_pgpass()
-            .host("127.0.0.1")
-            .port(self.port())
-            .username(SUPERUSER)
-            .password(self.password())
-            .database("postgres");
-        match &self.inner.tls {
-            None => options,
-            Some(ClientTlsFiles {
-                client: Some((cert, key)),
-                ..
-            }) => options
-                .ssl_mode(PgSslMode::Require)
-                .ssl_client_cert(cert)
-                .ssl_client_key(key),
-            Some(_) => options.ssl_mode(PgSslMode::Require),
-        }
+        self.inner.admin_options()
     }
 
     /// Connection options for the owner role on `database` (see [`Self::owner_url`]).
     pub fn owner_options(&self, database: &str) -> PgConnectOptions {
+        let (user, password) = self.inner.login(Role::Owner);
         let options = self.admin_options().database(database);
-        match self.requires_client_certificates() {
-            true => options,
-            false => options
-                .username(OWNER_ROLE)
-                .password(self.inner.owner_password.expose_secret()),
-        }
+        options.username(user).password(password.expose_secret())
     }
 
     /// libpq's variables (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`) for the
@@ -220,36 +190,27 @@ impl PgCluster {
 
     /// A `postgres://` URL for `database` as the superuser (it contains the password).
     pub fn superuser_url(&self, database: &str) -> String {
-        self.url_as(SUPERUSER, &self.inner.password, database)
+        self.url_as(Role::Superuser, database)
     }
 
     /// A URL for `database` as the role that owns the schema and runs migrations (the
     /// superuser's on a cluster that asks for client certificates, see [`Self::service_url`]).
     pub fn owner_url(&self, database: &str) -> String {
-        match self.requires_client_certificates() {
-            true => self.superuser_url(database),
-            false => self.url_as(OWNER_ROLE, &self.inner.owner_password, database),
-        }
+        self.url_as(Role::Owner, database)
     }
 
     /// A URL for `database` as the service's role, which may only read and write rows. On a
     /// cluster that asks for client certificates (issued to the superuser only) it is the
     /// superuser's: those tests are about TLS, not privileges.
     pub fn service_url(&self, database: &str) -> String {
-        match self.requires_client_certificates() {
-            true => self.superuser_url(database),
-            false => self.url_as(SERVICE_ROLE, &self.inner.service_password, database),
-        }
+        self.url_as(Role::Service, database)
     }
 
-    fn requires_client_certificates(&self) -> bool {
-        self.tls_files().is_some_and(|files| files.client.is_some())
-    }
-
-    fn url_as(&self, role: &str, password: &SecretString, database: &str) -> String {
+    fn url_as(&self, role: Role, database: &str) -> String {
+        let (user, password) = self.inner.login(role);
         // Our own role and database names: the builder has nothing to refuse.
-        local_url(self.port(), role, Some(password), database, &[])
-            .map(|url| url.expose_secret().to_owned())
+        let url = local_url(self.port(), user, Some(password), database, &[]);
+        url.map(|url| url.expose_secret().to_owned())
             .unwrap_or_default()
     }
 
@@ -269,7 +230,7 @@ impl PgCluster {
 
     /// The superuser's password, for tests that check it never leaks.
     pub fn password(&self) -> &str {
-        self.inner.password.expose_secret()
+        self.inner.passwords[Role::Superuser as usize].expose_secret()
     }
 
     /// The server's log file.
@@ -346,6 +307,41 @@ impl PgCluster {
     /// A new empty database on this cluster, dropped with the handle.
     pub async fn empty_database(&self) -> Result<TestDatabase> {
         TestDatabase::on_cluster(self, false).await
+    }
+}
+
+impl ClusterInner {
+    fn admin_options(&self) -> PgConnectOptions {
+        let options = PgConnectOptions::new_without_pgpass()
+            .host("127.0.0.1")
+            .port(self.server.port);
+        let options = options
+            .username(SUPERUSER)
+            .password(self.passwords[0].expose_secret());
+        let options = options.database("postgres");
+        match &self.tls {
+            None => options,
+            Some(ClientTlsFiles {
+                client: Some((cert, key)),
+                ..
+            }) => options
+                .ssl_mode(PgSslMode::Require)
+                .ssl_client_cert(cert)
+                .ssl_client_key(key),
+            Some(_) => options.ssl_mode(PgSslMode::Require),
+        }
+    }
+
+    /// Who logs in as `role`, and with which password. Client certificates are issued to the
+    /// superuser only, so on a cluster that asks for them everyone is the superuser.
+    fn login(&self, role: Role) -> (&'static str, &SecretString) {
+        let client_certificates = self.tls.as_ref().is_some_and(|tls| tls.client.is_some());
+        match role {
+            _ if client_certificates => (SUPERUSER, &self.passwords[0]),
+            Role::Superuser => (SUPERUSER, &self.passwords[0]),
+            Role::Owner => (OWNER_ROLE, &self.passwords[1]),
+            Role::Service => (SERVICE_ROLE, &self.passwords[2]),
+        }
     }
 }
 

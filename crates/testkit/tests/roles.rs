@@ -22,13 +22,20 @@ fn sqlstate(error: &sea_orm::sqlx::Error) -> String {
         .into_owned()
 }
 
+/// A migrated test database with the kit's two roles; none on `DATABASE_URL_TEST`, whose own
+/// role does everything there.
+async fn with_the_kits_roles() -> Option<TestDatabase> {
+    match std::env::var_os("DATABASE_URL_TEST") {
+        Some(_) => None,
+        None => Some(TestDatabase::migrated().await.unwrap()),
+    }
+}
+
 #[tokio::test]
 async fn the_service_role_reads_and_writes_rows_but_cannot_change_the_schema() {
-    if std::env::var_os("DATABASE_URL_TEST").is_some() {
-        // An external server's own role does everything there; nothing to show.
+    let Some(db) = with_the_kits_roles().await else {
         return;
-    }
-    let db = TestDatabase::migrated().await.unwrap();
+    };
     let mut service = as_role(&db.url()).await;
     let user: String = sea_orm::sqlx::query_scalar("SELECT current_user::text")
         .fetch_one(&mut service)
@@ -128,11 +135,10 @@ async fn a_private_cluster_trusts_nobody_and_opens_no_socket() {
 
 #[tokio::test]
 async fn only_the_two_roles_may_connect_to_a_test_database() {
-    if std::env::var_os("DATABASE_URL_TEST").is_some() {
-        return;
-    }
     // Test databases are clones of a migrated template; a clone does not copy who may connect.
-    let db = TestDatabase::migrated().await.unwrap();
+    let Some(db) = with_the_kits_roles().await else {
+        return;
+    };
     let mut owner = as_role(&db.owner_url()).await;
     let acl: Option<String> =
         sea_orm::sqlx::query_scalar("SELECT datacl::text FROM pg_database WHERE datname = $1")
