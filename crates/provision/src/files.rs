@@ -57,6 +57,8 @@ impl ServerUser {
     }
 
     /// `program`, to be run as this user (from `/`, which every user may enter).
+    // Elsewhere the servers run as this process's user: nothing to switch or hand over.
+    #[cfg_attr(not(unix), allow(unused_mut, unused_variables))]
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         let mut command = Command::new(program);
         #[cfg(unix)]
@@ -69,6 +71,8 @@ impl ServerUser {
 
     /// Hands `path`, which we made in a folder of ours, to this user (the link itself, never
     /// what a symlink points to).
+    // Elsewhere the servers run as this process's user: nothing to switch or hand over.
+    #[cfg_attr(not(unix), allow(unused_mut, unused_variables))]
     pub fn give(&self, path: &Path) -> Result<()> {
         #[cfg(unix)]
         if let Some((uid, gid)) = self.other {
@@ -81,6 +85,8 @@ impl ServerUser {
 
     /// Lets this user pass through `folder` (ours) to what we handed over inside it, without
     /// listing or writing it: mode 0710 with its group. Nothing to do when it is us.
+    // Elsewhere the servers run as this process's user: nothing to switch or hand over.
+    #[cfg_attr(not(unix), allow(unused_mut, unused_variables))]
     pub fn may_enter(&self, folder: &Path) -> Result<()> {
         #[cfg(unix)]
         if let Some((_, gid)) = self.other {
@@ -106,6 +112,7 @@ pub fn private_temp_folder(parent: &Path, prefix: &str) -> Result<PathBuf> {
 
 /// Creates `path` as a new folder of ours, mode 0700; anything already there (a leftover, a
 /// symlink) is an error, and so is a parent folder that belongs to another user.
+#[cfg_attr(not(unix), allow(unused_mut))]
 pub fn private_folder(path: &Path) -> Result<()> {
     check_parent(path)?;
     let mut builder = std::fs::DirBuilder::new();
