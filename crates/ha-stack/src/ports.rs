@@ -94,29 +94,3 @@ impl Ports {
 fn is_free(port: u16) -> bool {
     std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ports_are_distinct_and_within_the_span() {
-        let ports = Ports::new(40_000).unwrap();
-        let mut all = ports.all();
-        all.sort_unstable();
-        all.dedup();
-        assert_eq!(all.len(), 5 + 2 * crate::NODES);
-        assert!(
-            all.iter()
-                .all(|&port| (40_000..=40_000 + SPAN).contains(&port))
-        );
-        assert_eq!(ports.primary(), 40_000);
-    }
-
-    #[test]
-    fn a_base_too_close_to_the_top_is_refused() {
-        assert!(Ports::new(u16::MAX - SPAN + 1).is_err());
-        assert!(Ports::new(80).is_err());
-        assert!(Ports::new(u16::MAX - SPAN).is_ok());
-    }
-}

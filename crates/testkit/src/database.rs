@@ -4,7 +4,7 @@ use std::time::Duration;
 use counseling_config::DatabaseUrl;
 use counseling_persistence::DatabaseSettings;
 use counseling_provision::process::{process_is_alive, process_space};
-use counseling_provision::roles::execute;
+use counseling_provision::roles::{execute, literal};
 use migration::roles::quoted;
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sea_orm::sqlx::{Connection, PgConnection};
@@ -110,13 +110,12 @@ impl DatabaseLocale {
 
     /// The `CREATE DATABASE` options that select this locale.
     fn create_options(&self) -> String {
-        let quote = |text: &str| format!("'{}'", text.replace('\'', "''"));
         match self {
             DatabaseLocale::Libc(locale) => {
-                format!("LOCALE_PROVIDER libc LOCALE {}", quote(locale))
+                format!("LOCALE_PROVIDER libc LOCALE {}", literal(locale))
             }
             DatabaseLocale::Icu(locale) => {
-                format!("LOCALE_PROVIDER icu ICU_LOCALE {}", quote(locale))
+                format!("LOCALE_PROVIDER icu ICU_LOCALE {}", literal(locale))
             }
         }
     }
