@@ -6,8 +6,9 @@
 //!   follows its parent) and the folder to the next run's sweep. The test that checks a killed
 //!   test process takes its PostgreSQL along uses this.
 //! * With COMMAND it runs COMMAND with the cluster in its environment, then stops the cluster
-//!   and exits with COMMAND's status; 1 instead if COMMAND left a test database (`test_*`,
-//!   `tmpl_*`) behind. CI runs the tests against an "external" server (`DATABASE_URL_TEST`) and
+//!   and exits with COMMAND's status; 1 instead if COMMAND left a test database (`test_*`)
+//!   behind. (A test process's template, `tmpl_*`, lives as long as the process: the next run
+//!   sweeps it.) CI runs the tests against an "external" server (`DATABASE_URL_TEST`) and
 //!   the migration recipes this way.
 //! * The environment (and `--env-file PATH`, written 0600 and exclusively): `DATABASE_URL_TEST`
 //!   (the superuser), libpq's `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`,
@@ -139,10 +140,10 @@ async fn hold(arguments: Arguments, signals: StopSignals) -> Result<ExitCode, St
     Ok(ExitCode::from(code))
 }
 
-/// How many databases the test kit made and did not drop.
+/// How many test databases the test kit made and did not drop.
 async fn test_databases(cluster: &PgCluster) -> Result<i64, sea_orm::sqlx::Error> {
     let mut admin = PgConnection::connect_with(&cluster.admin_options()).await?;
-    let sql = r"SELECT count(*) FROM pg_database WHERE datname ~ '^(test|tmpl)_'";
+    let sql = r"SELECT count(*) FROM pg_database WHERE datname ~ '^test_'";
     let count = sea_orm::sqlx::query_scalar(sql)
         .fetch_one(&mut admin)
         .await?;
