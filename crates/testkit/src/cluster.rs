@@ -16,7 +16,6 @@ use sea_orm::sqlx::postgres::{PgConnectOptions, PgSslMode};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::Result;
-use crate::database::TestDatabase;
 use crate::tls::{ClientTlsFiles, ServerTls};
 
 /// The role that owns the application's databases and runs migrations, on our clusters.
@@ -297,16 +296,6 @@ impl PgCluster {
         counseling_provision::roles::set_password(&mut session, role, &password).await?;
         let _ = session.close().await;
         Ok(())
-    }
-
-    /// A new migrated database on this cluster, dropped with the handle.
-    pub async fn migrated_database(&self) -> Result<TestDatabase> {
-        TestDatabase::on_cluster(self, true).await
-    }
-
-    /// A new empty database on this cluster, dropped with the handle.
-    pub async fn empty_database(&self) -> Result<TestDatabase> {
-        TestDatabase::on_cluster(self, false).await
     }
 }
 

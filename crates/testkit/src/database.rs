@@ -85,6 +85,20 @@ async fn shared() -> Result<&'static Shared> {
         .await
 }
 
+/// A cluster's own databases (here, so that the cluster knows nothing of test databases: the
+/// modules depend one way, database -> cluster -> tls).
+impl PgCluster {
+    /// A new migrated database on this cluster, dropped with the handle.
+    pub async fn migrated_database(&self) -> Result<TestDatabase> {
+        TestDatabase::on_cluster(self, true).await
+    }
+
+    /// A new empty database on this cluster, dropped with the handle.
+    pub async fn empty_database(&self) -> Result<TestDatabase> {
+        TestDatabase::on_cluster(self, false).await
+    }
+}
+
 /// The locale a test database is created with, from `template0`, so tests can show that
 /// behaviour does not change with the server's `LC_CTYPE` or collation provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
