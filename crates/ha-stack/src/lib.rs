@@ -20,6 +20,6 @@ mod rest;
 mod stack;
 
 pub use counseling_provision::{ProvisionError as HaError, Result};
-pub use ports::Ports;
+pub use ports::{NODES, Ports};
 pub use rest::{Member, cluster_members};
-pub use stack::{APP_DATABASE, APP_ROLE, HaStack, NODES, OWNER_ROLE, SavedStack, StackOptions};
+pub use stack::{APP_DATABASE, APP_ROLE, HaStack, OWNER_ROLE, SavedStack, StackOptions};

@@ -2,6 +2,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{HaError, Result};
 
+/// Patroni-managed PostgreSQL nodes.
+pub const NODES: usize = 2;
+
 /// The stack's ports on 127.0.0.1, all derived from one base so that a whole stack can be placed
 /// (or found free) at once: HAProxy's primary port is the base itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,7 +87,7 @@ impl Ports {
             self.etcd_peer(),
             self.haproxy_stats(),
         ];
-        for index in 0..crate::NODES {
+        for index in 0..NODES {
             ports.extend([self.postgres(index), self.rest(index)]);
         }
         ports

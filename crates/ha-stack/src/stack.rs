@@ -25,10 +25,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::rest::{self, Member};
-use crate::{HaError, Ports, Result};
+use crate::{HaError, NODES, Ports, Result};
 
-/// Patroni-managed PostgreSQL nodes.
-pub const NODES: usize = 2;
 /// The service's role: reads and writes rows of the application's tables, nothing else.
 pub const APP_ROLE: &str = "counseling";
 /// The migrations' role: owns the application database and its schema, is not a superuser.
@@ -404,7 +402,7 @@ impl HaStack {
 
     /// The nodes HAProxy's primary port leads to now (its servers in state UP).
     pub fn haproxy_primary_targets(&self) -> Vec<usize> {
-        rest::haproxy_up_servers(self.saved.ports.haproxy_stats(), "primary")
+        haproxy_up_servers(self.saved.ports.haproxy_stats(), "primary")
     }
 
     /// The application's two roles and its database, made through HAProxy as the superuser.
@@ -589,4 +587,29 @@ impl HaStack {
         processes.retain(|&(_, pid)| pid != 0 && process::is_process_in(pid, &self.saved.dir));
         processes
     }
+}
+
+/// The servers of HAProxy proxy `proxy` that are UP, from the CSV statistics on `stats_port`;
+/// empty until every server has been checked at least once (before that, HAProxy assumes all of
+/// them up).
+fn haproxy_up_servers(stats_port: u16, proxy: &str) -> Vec<usize> {
+    let Some(reply) = rest::get(stats_port, "/stats;csv").filter(|reply| reply.status == 200)
+    else {
+        return Vec::new();
+    };
+    // Columns: pxname, svname, ..., status (18th), ..., check_status (37th).
+    let rows = reply
+        .body
+        .lines()
+        .map(|line| line.split(',').collect::<Vec<&str>>());
+    let servers: Vec<Vec<&str>> = rows
+        .filter(|fields| fields.len() > 36 && fields[0] == proxy && fields[1].starts_with("node"))
+        .collect();
+    let checked = |fields: &Vec<&str>| !fields[36].is_empty() && !fields[36].starts_with("INI");
+    if servers.len() != NODES || !servers.iter().all(checked) {
+        return Vec::new();
+    }
+    let up = servers.iter().filter(|fields| fields[17] == "UP");
+    up.filter_map(|fields| HaStack::node_index(fields[1]))
+        .collect()
 }
