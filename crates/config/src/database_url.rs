@@ -249,6 +249,34 @@ impl DatabaseUrl {
         Self::parse(&text)
     }
 
+    /// The same URL naming `hosts` (name or address, port) in its authority, in this order: a
+    /// libpq host list, for several nodes of one cluster.
+    pub fn with_hosts(&self, hosts: &[(&str, u16)]) -> Result<Self, DatabaseUrlError> {
+        let authority: Vec<String> = hosts
+            .iter()
+            .map(|(host, port)| {
+                if host.contains(':') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{}:{port}", encode(host))
+                }
+            })
+            .collect();
+        let mut text = format!("{}://", self.scheme);
+        if let Some(userinfo) = &self.raw_userinfo {
+            text.push_str(userinfo.expose_secret());
+            text.push('@');
+        }
+        text.push_str(&authority.join(","));
+        text.push('/');
+        text.push_str(&encode(self.database.as_deref().unwrap_or_default()));
+        if let Some(query) = &self.raw_query {
+            text.push('?');
+            text.push_str(query);
+        }
+        Self::parse(&text)
+    }
+
     /// The authority's hosts, in order (a `host` parameter or `PGHOST` may stand in for them:
     /// see [`crate::DatabaseTarget`]).
     pub fn hosts(&self) -> &[UrlHost] {
@@ -516,6 +544,21 @@ mod tests {
             "postgres://u:p%40ss@h:5433,h2/test_1_2?sslmode=disable"
         );
         assert_eq!(other.password().unwrap().expose_secret(), "p@ss");
+    }
+
+    #[test]
+    fn another_host_list_keeps_everything_else() {
+        let url =
+            DatabaseUrl::parse("postgres://u:p%40ss@h:5433/db?target_session_attrs=read-write")
+                .unwrap()
+                .with_hosts(&[("127.0.0.1", 15410), ("::1", 15420)])
+                .unwrap();
+        assert_eq!(
+            url.expose_secret(),
+            "postgres://u:p%40ss@127.0.0.1:15410,[::1]:15420/db?target_session_attrs=read-write"
+        );
+        assert_eq!(url.hosts().len(), 2);
+        assert_eq!(url.password().unwrap().expose_secret(), "p@ss");
     }
 
     #[test]
