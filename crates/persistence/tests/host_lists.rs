@@ -11,6 +11,7 @@ use counseling_config::{
 };
 use counseling_domain::{StoreError, Unavailability};
 use counseling_persistence::{Database, DatabaseSettings};
+use counseling_testkit::fixtures::eventually;
 use counseling_testkit::tls::ServerTls;
 use counseling_testkit::{ClusterOptions, PgCluster};
 use secrecy::ExposeSecret;
@@ -197,22 +198,15 @@ async fn the_pool_follows_the_writable_node_and_fails_at_once_when_there_is_none
     let port_of = || async { database.server_setting("port").await };
     assert_eq!(port_of().await.unwrap(), a.port().to_string());
 
-    // The first node is fenced: the next check finds its pooled connection read-only and closes
-    // it; the next call lands on the writable node.
+    // The first node is fenced: a check finds its pooled connection read-only (as soon as that
+    // session has taken the reload) and closes it; the next call lands on the writable node.
     a.set_read_only(true).await.unwrap();
-    let checked = database.ping(Duration::from_secs(2)).await;
-    assert_eq!(
-        checked,
-        Err(StoreError::Unavailable(Unavailability::ReadOnly))
-    );
+    until_read_only(&database).await;
     assert_eq!(port_of().await.unwrap(), b.port().to_string());
 
     // No node can write: a call fails at once, as read-only.
     b.set_read_only(true).await.unwrap();
-    assert_eq!(
-        database.ping(Duration::from_secs(2)).await,
-        Err(StoreError::Unavailable(Unavailability::ReadOnly))
-    );
+    until_read_only(&database).await;
     let started = Instant::now();
     assert_eq!(
         port_of().await,
@@ -223,4 +217,19 @@ async fn the_pool_follows_the_writable_node_and_fails_at_once_when_there_is_none
         "{:?}",
         started.elapsed()
     );
+}
+
+/// Checks until the pool's connection reports its node read-only: a reload reaches a live
+/// session when that session next waits for a command, a moment after `pg_reload_conf()`.
+async fn until_read_only(database: &Database) {
+    eventually(
+        "a check reporting the node read-only",
+        Duration::from_secs(10),
+        async || {
+            database.ping(Duration::from_secs(2)).await
+                == Err(StoreError::Unavailable(Unavailability::ReadOnly))
+        },
+    )
+    .await
+    .unwrap();
 }

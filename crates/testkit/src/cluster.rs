@@ -10,9 +10,10 @@ use counseling_provision::password::generate_password;
 use counseling_provision::process::{Signal, process_is_alive};
 use counseling_provision::roles::{admin_session, ensure_login_role, execute};
 use counseling_provision::server::{HBA_SCRAM, Lifetime, Server, free_port, scratch_parent};
+use counseling_provision::wait::eventually;
 use counseling_provision::{ProvisionError, SUPERUSER, block_on, url::local_url};
-use sea_orm::sqlx::Connection;
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgSslMode};
+use sea_orm::sqlx::{Connection, PgConnection};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::Result;
@@ -283,8 +284,27 @@ impl PgCluster {
         execute(&mut session, statement).await?;
         execute(&mut session, "SELECT pg_reload_conf()").await?;
         let _ = session.close().await;
-        // The postmaster passes the reload on to every backend asynchronously.
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // The postmaster takes the reload asynchronously: wait until a new session sees it (then
+        // every later session does). Live sessions take it when they next wait for a command.
+        let expected = if read_only { "on" } else { "off" };
+        eventually(
+            "the server's reload of default_transaction_read_only",
+            std::time::Duration::from_secs(10),
+            async || {
+                let Ok(mut session) = PgConnection::connect_with(&self.admin_options()).await
+                else {
+                    return false;
+                };
+                let value: Option<String> =
+                    sea_orm::sqlx::query_scalar("SHOW default_transaction_read_only")
+                        .fetch_one(&mut session)
+                        .await
+                        .ok();
+                let _ = session.close().await;
+                value.as_deref() == Some(expected)
+            },
+        )
+        .await?;
         Ok(())
     }
 
