@@ -84,3 +84,33 @@ async fn a_server_set_read_only_is_not_ready_and_writes_fail_as_read_only_until_
         "{text}"
     );
 }
+
+/// A real standby (`pg_basebackup -R`) is not ready and refuses writes as read-only; promoted,
+/// it is ready and takes writes, without a restart of the service.
+#[tokio::test]
+async fn a_standby_is_not_ready_until_it_is_promoted() {
+    let primary = PgCluster::start().await.unwrap();
+    let db = primary.migrated_database().await.unwrap();
+    let standby = primary.start_standby().await.unwrap();
+    let url = standby.service_url(db.name());
+    let port = spawn_app(&url, &[]);
+    let (status, body) = health(port).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("database is read-only")),
+        "{body}"
+    );
+    let settings = counseling_testkit::fixtures::pool_settings(&url).unwrap();
+    let database = Database::connect_lazy(&settings, tokio::runtime::Handle::current()).unwrap();
+    let users = PgUserRepository::new(database);
+    assert_eq!(
+        users.create(new_user(r"\s\early")).await.unwrap_err(),
+        CreateUserError::Store(StoreError::Unavailable(Unavailability::ReadOnly))
+    );
+
+    primary.stop().await.unwrap();
+    standby.promote().await.unwrap();
+    let (status, body) = health(port).await;
+    assert_eq!(status, 200, "{body}");
+    users.create(new_user(r"\s\promoted")).await.unwrap();
+}

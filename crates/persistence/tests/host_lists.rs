@@ -233,3 +233,43 @@ async fn until_read_only(database: &Database) {
     .await
     .unwrap();
 }
+
+/// With a real standby, `primary`, `standby` and `prefer-standby` tell the nodes apart by
+/// recovery, as libpq does.
+#[tokio::test]
+async fn a_real_standby_is_told_apart_by_recovery() {
+    let primary = PgCluster::start().await.unwrap();
+    let standby = primary.start_standby().await.unwrap();
+    let url = DatabaseUrl::parse(&primary.superuser_url("postgres"))
+        .unwrap()
+        .with_hosts(&[("127.0.0.1", primary.port()), ("127.0.0.1", standby.port())])
+        .unwrap();
+    let reached = |attrs: &str| {
+        let url = format!("{}?target_session_attrs={attrs}", url.expose_secret());
+        let connector = connector(&url);
+        async move {
+            connector
+                .connect()
+                .await
+                .map(|connected| connected.endpoint)
+        }
+    };
+    assert_eq!(reached("primary").await.unwrap(), 0);
+    assert_eq!(reached("read-write").await.unwrap(), 0);
+    assert_eq!(reached("standby").await.unwrap(), 1);
+    assert_eq!(reached("read-only").await.unwrap(), 1);
+    assert_eq!(reached("prefer-standby").await.unwrap(), 1);
+
+    primary.stop().await.unwrap();
+    standby.promote().await.unwrap();
+    assert_eq!(reached("primary").await.unwrap(), 1);
+    assert!(matches!(
+        reached("standby").await,
+        Err(ConnectError::NoSuitableHost(TargetSessionAttrs::Standby))
+    ));
+    assert_eq!(
+        reached("prefer-standby").await.unwrap(),
+        1,
+        "no standby left: any"
+    );
+}

@@ -23,6 +23,10 @@ use crate::{ProvisionError, Result};
 /// `pg_hba.conf` of our servers: a password (SCRAM) over TCP from this machine, nothing else.
 pub const HBA_SCRAM: &str = "host all all 127.0.0.1/32 scram-sha-256\n";
 
+/// [`HBA_SCRAM`], and the superuser's replication connections from this machine (a standby's).
+pub const HBA_SCRAM_REPLICATION: &str = "host all all 127.0.0.1/32 scram-sha-256\n\
+                                          host replication postgres 127.0.0.1/32 scram-sha-256\n";
+
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -106,6 +110,36 @@ impl Server {
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             return Err(ProvisionError::Failed(format!("initdb failed: {stderr}")));
+        }
+        Ok(())
+    }
+
+    /// Fills this server's data folder with a base backup of the server on 127.0.0.1:`primary`
+    /// (`pg_basebackup -R`: a standby that streams from it), as the superuser with `password`,
+    /// which reaches `pg_basebackup` through its environment, never a command line. The primary
+    /// must accept the superuser's replication connections from 127.0.0.1.
+    pub fn base_backup(&self, primary: u16, password: &SecretString) -> Result<()> {
+        crate::files::private_folder(&self.data())?;
+        self.user.give(&self.data())?;
+        self.user.may_enter(&self.root)?;
+        let output = self
+            .user
+            .command(self.bin_dir.join("pg_basebackup"))
+            .env_clear()
+            .env("PGPASSWORD", password.expose_secret())
+            .args(["--host", "127.0.0.1", "--port", &primary.to_string()])
+            .args(["--username", crate::SUPERUSER, "--pgdata"])
+            .arg(self.data())
+            .args(["--write-recovery-conf", "--wal-method=stream"])
+            .args(["--checkpoint=fast", "--no-sync"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(ProvisionError::io("running pg_basebackup"))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(ProvisionError::Failed(format!(
+                "pg_basebackup failed: {stderr}"
+            )));
         }
         Ok(())
     }

@@ -9,7 +9,9 @@ use counseling_provision::files::{ServerUser, private_temp_folder};
 use counseling_provision::password::generate_password;
 use counseling_provision::process::{Signal, process_is_alive};
 use counseling_provision::roles::{admin_session, ensure_login_role, execute};
-use counseling_provision::server::{HBA_SCRAM, Lifetime, Server, free_port, scratch_parent};
+use counseling_provision::server::{
+    HBA_SCRAM, HBA_SCRAM_REPLICATION, Lifetime, Server, free_port, scratch_parent,
+};
 use counseling_provision::wait::eventually;
 use counseling_provision::{ProvisionError, SUPERUSER, block_on, url::local_url};
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgSslMode};
@@ -154,6 +156,69 @@ impl PgCluster {
         Ok(PgCluster {
             inner: Arc::new(inner),
         })
+    }
+
+    /// A hot standby of this cluster (plaintext clusters only): `pg_basebackup -R` into a folder
+    /// of its own, streaming from this one, started on a port of its own. It has this cluster's
+    /// roles, passwords and databases (those that exist now); its sessions are read-only until
+    /// [`PgCluster::promote`].
+    pub async fn start_standby(&self) -> Result<PgCluster> {
+        if self.inner.tls.is_some() {
+            return Err(ProvisionError::Failed(
+                "a standby of a TLS cluster is not supported".into(),
+            ));
+        }
+        // The primary lets the superuser stream from this machine.
+        self.inner.server.write_hba(HBA_SCRAM_REPLICATION)?;
+        let mut session = admin_session(&self.admin_options()).await?;
+        execute(&mut session, "SELECT pg_reload_conf()").await?;
+        let _ = session.close().await;
+        let primary = self.clone();
+        blocking(move || {
+            let server = &primary.inner.server;
+            let prefix = format!("{FOLDER_PREFIX}{}-", std::process::id());
+            let root = private_temp_folder(&scratch_parent(), &prefix)?;
+            let user = ServerUser::of_this_process()?;
+            let mut standby = Server::new(server.bin_dir.clone(), root, free_port()?, user);
+            standby.settings = server.settings.clone();
+            let inner = ClusterInner {
+                server: standby,
+                passwords: primary.inner.passwords.clone(),
+                tls: None,
+            };
+            // From here on, dropping `inner` stops the standby and deletes its folder. The
+            // reload above reaches the postmaster a moment later: retried until it has.
+            let password = &inner.passwords[Role::Superuser as usize];
+            let mut last_failure = None;
+            let backed_up = counseling_provision::wait::wait_until(
+                "a base backup of the primary",
+                std::time::Duration::from_secs(30),
+                || {
+                    let _ = std::fs::remove_dir_all(inner.server.data());
+                    let outcome = inner.server.base_backup(server.port, password);
+                    let done = outcome.is_ok();
+                    last_failure = outcome.err();
+                    done
+                },
+            );
+            if let (Err(timeout), failure) = (backed_up, last_failure) {
+                return Err(failure.unwrap_or(timeout));
+            }
+            inner.server.write_hba(HBA_SCRAM)?;
+            inner.server.start(Lifetime::Tied)?;
+            Ok(PgCluster {
+                inner: Arc::new(inner),
+            })
+        })
+        .await
+    }
+
+    /// Promotes this standby (`pg_promote()`) and waits until its sessions may write.
+    pub async fn promote(&self) -> Result<()> {
+        let mut session = admin_session(&self.admin_options()).await?;
+        execute(&mut session, "SELECT pg_promote(true, 30)").await?;
+        let _ = session.close().await;
+        Ok(())
     }
 
     /// Connection options for the superuser on the `postgres` database (over TLS, with the
