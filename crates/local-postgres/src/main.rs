@@ -1,23 +1,36 @@
-//! `local-postgres start | stop | answers | env-file`: the development database behind `just dev`
-//! and `just db-start`/`db-stop`, configured by the same sources as every binary of ours (the
-//! working directory's `.env`, the environment).
+//! `local-postgres start | stop | answers | provide | env-file`: the development database behind
+//! `just dev` and `just db-start`/`db-stop`, configured by the same sources as every binary of
+//! ours (the working directory's `.env`, the environment).
 //!
 //! * `env-file`: writes `.env` from `.env.example` with fresh passwords, unless `.env` exists.
-//! * `answers`: exit 0 when `DATABASE_URL` accepts a connection within 3 s, else 1.
+//! * `answers`: exit 0 when `DATABASE_URL` accepts the service's login within 3 s, else 1. It is
+//!   read and reached exactly as the service reaches it ([`DatabaseTarget`]: secret files, TLS
+//!   rules and overrides, host lists, every libpq parameter honoured or refused), so a
+//!   configuration problem is exit 2 naming the variable, never "no database answers".
+//! * `provide`: `just dev`'s database, in order of preference: `DATABASE_URL` if it answers;
+//!   compose's `db` if Docker and its compose plugin work; else the project-local cluster. Each
+//!   step passed over is said in one line.
 //! * `start`: creates (first time) and starts the project-local cluster, with the roles and
 //!   database of `DATABASE_URL`/`DATABASE_OWNER_URL`. `stop`: stops it.
 //!
 //! Exit codes: 0 done, 1 failed, 2 bad usage or configuration.
 
-use std::process::ExitCode;
+use std::path::Path;
+use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
-use counseling_config::{DatabaseUrl, Sources};
+use counseling_config::{DatabaseTarget, Role, SessionDefaults, Sources};
 use counseling_local_postgres::{LocalCluster, write_env_file};
 use counseling_provision::ProvisionError;
-use sea_orm::sqlx::{Connection, PgConnection};
+use tokio::process::Command;
 
-const USAGE: &str = "usage: local-postgres <start | stop | answers | env-file>";
+const USAGE: &str = "usage: local-postgres <start | stop | answers | provide | env-file>";
+
+/// How long `answers` waits for the login, all hosts together.
+const ANSWER_LIMIT: Duration = Duration::from_secs(3);
+
+/// How long `docker info` and `docker compose version` may take: a stuck engine is no engine.
+const DOCKER_PROBE_LIMIT: Duration = Duration::from_secs(10);
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -49,7 +62,33 @@ async fn main() -> ExitCode {
         }
     };
     let outcome = match command {
-        "answers" => return answers(&sources).await,
+        "answers" => {
+            return match probe(&sources).await {
+                Probe::Answers => ExitCode::SUCCESS,
+                Probe::DoesNotAnswer(reason) => {
+                    eprintln!("local-postgres: DATABASE_URL does not answer: {reason}");
+                    ExitCode::FAILURE
+                }
+                Probe::Misconfigured(problems) => misconfigured(&problems),
+            };
+        }
+        "provide" => match probe(&sources).await {
+            Probe::Answers => Ok("using the database at DATABASE_URL\n".to_owned()),
+            Probe::Misconfigured(problems) => return misconfigured(&problems),
+            Probe::DoesNotAnswer(reason) => {
+                println!("local-postgres: DATABASE_URL does not answer ({reason})");
+                match compose_db(&checkout).await {
+                    Ok(()) => Ok("started PostgreSQL with docker compose\n".to_owned()),
+                    Err(why) => {
+                        println!("local-postgres: {why}; using the project-local PostgreSQL");
+                        match LocalCluster::of_checkout(&checkout) {
+                            Ok(cluster) => cluster.start(&sources).await,
+                            Err(error) => Err(error),
+                        }
+                    }
+                }
+            }
+        },
         "start" => match LocalCluster::of_checkout(&checkout) {
             Ok(cluster) => cluster.start(&sources).await,
             Err(error) => Err(error),
@@ -80,23 +119,128 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Whether `DATABASE_URL` accepts a connection (credentials included) within 3 s.
-async fn answers(sources: &Sources) -> ExitCode {
-    let Some(url) = sources
-        .get("DATABASE_URL")
-        .and_then(|text| DatabaseUrl::parse(text).ok())
-    else {
-        return ExitCode::FAILURE;
+/// What `DATABASE_URL` does when the service's connect rules reach for it.
+enum Probe {
+    Answers,
+    /// Why not, in one line without secrets.
+    DoesNotAnswer(String),
+    /// The configuration itself is wrong: one line per problem, naming the variable.
+    Misconfigured(String),
+}
+
+/// Reaches `DATABASE_URL` (or its file) as the service does: the same target, the same checks,
+/// the same connector, with [`ANSWER_LIMIT`] for the whole attempt.
+async fn probe(sources: &Sources) -> Probe {
+    let target = match DatabaseTarget::from_sources(sources, Role::Service) {
+        Ok(target) => target,
+        Err(problems) => return Probe::Misconfigured(problems.to_string()),
     };
-    let options = url.connect_options();
-    let connecting = PgConnection::connect_with(&options);
-    match tokio::time::timeout(Duration::from_secs(3), connecting).await {
-        Ok(Ok(connection)) => {
-            let _ = connection.close().await;
-            ExitCode::SUCCESS
-        }
-        _ => ExitCode::FAILURE,
+    for warning in target.warnings() {
+        eprintln!("local-postgres: warning: {warning}");
     }
+    let connector = match target.resolve(&SessionDefaults::named("counseling-local-postgres")) {
+        Ok(connector) => connector,
+        Err(problems) => return Probe::Misconfigured(problems.to_string()),
+    };
+    match tokio::time::timeout(ANSWER_LIMIT, connector.connect()).await {
+        Ok(Ok(connected)) => {
+            use sea_orm::sqlx::Connection;
+            // Closing politely is a courtesy; the answer is already known.
+            let _ = connected.connection.close().await;
+            Probe::Answers
+        }
+        Ok(Err(error)) => Probe::DoesNotAnswer(one_line(&error.to_string())),
+        Err(_) => Probe::DoesNotAnswer(format!("no login within {} s", ANSWER_LIMIT.as_secs())),
+    }
+}
+
+/// Starts compose's `db` as `.env` describes it, or says in a few words why Docker cannot.
+async fn compose_db(checkout: &Path) -> Result<(), String> {
+    let info = docker(checkout, &["info"], DOCKER_PROBE_LIMIT).await;
+    match info {
+        Err(DockerFailure::NotInstalled) => return Err("no docker on PATH".into()),
+        Err(failure) => return Err(format!("the Docker engine does not answer ({failure})")),
+        Ok(()) => {}
+    }
+    let version = docker(checkout, &["compose", "version"], DOCKER_PROBE_LIMIT).await;
+    if let Err(failure) = version {
+        return Err(format!("docker has no compose plugin ({failure})"));
+    }
+    println!("local-postgres: starting PostgreSQL with docker compose");
+    let up = [
+        "compose",
+        "--env-file",
+        ".env",
+        "-f",
+        "docker/docker-compose.yml",
+        "up",
+        "-d",
+        "--wait",
+        "db",
+    ];
+    // Pulling an image may take minutes on a slow link: no limit but compose's own.
+    docker(checkout, &up, Duration::MAX)
+        .await
+        .map_err(|failure| format!("docker compose up failed ({failure})"))
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DockerFailure {
+    #[error("not installed")]
+    NotInstalled,
+    #[error("{0}")]
+    Failed(String),
+    #[error("no answer within {} s", .0.as_secs())]
+    TimedOut(Duration),
+}
+
+/// Runs `docker ARGS` in `checkout`; on failure, the last line it wrote to stderr.
+async fn docker(checkout: &Path, args: &[&str], limit: Duration) -> Result<(), DockerFailure> {
+    let child = Command::new("docker")
+        .args(args)
+        .current_dir(checkout)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let child = match child {
+        Ok(child) => child,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Err(DockerFailure::NotInstalled);
+        }
+        Err(error) => return Err(DockerFailure::Failed(error.to_string())),
+    };
+    let output = match tokio::time::timeout(limit, child.wait_with_output()).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(error)) => return Err(DockerFailure::Failed(error.to_string())),
+        Err(_) => return Err(DockerFailure::TimedOut(limit)),
+    };
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().rev().find(|line| !line.trim().is_empty());
+    Err(DockerFailure::Failed(match last {
+        Some(line) => one_line(line),
+        None => format!("exit status {}", output.status),
+    }))
+}
+
+/// `text` on one line, briefly: a reason inside a sentence.
+fn one_line(text: &str) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line,
+    }
+}
+
+fn misconfigured(problems: &str) -> ExitCode {
+    for line in problems.lines() {
+        eprintln!("local-postgres: {line}");
+    }
+    ExitCode::from(2)
 }
 
 fn fail(error: &ProvisionError) -> ExitCode {

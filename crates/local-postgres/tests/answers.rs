@@ -1,0 +1,165 @@
+//! `local-postgres answers`, `just dev`'s first probe: `DATABASE_URL` is checked and reached
+//! exactly as the service reaches it (`counseling_config::DatabaseTarget`: TLS rules, the
+//! `DATABASE_SSL_*` overrides, `DATABASE_URL_FILE`/`DATABASE_PASSWORD_FILE`, host lists, every
+//! libpq parameter honoured or refused). A configuration problem is exit 2 with one line naming
+//! the variable, never taken for "no database answers" (exit 1), which would send `just dev` on
+//! to start another database.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+use counseling_config::{DatabaseUrl, UrlParts};
+use counseling_provision::files::write_private;
+use counseling_testkit::TestDatabase;
+use secrecy::ExposeSecret;
+
+/// Runs `local-postgres answers` in `dir` with exactly `vars`: its exit code and its stderr.
+fn answers(dir: &Path, vars: &[(&str, &str)]) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_local-postgres"))
+        .arg("answers")
+        .current_dir(dir)
+        .env_clear()
+        .envs(vars.iter().copied())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code(), stderr)
+}
+
+/// Exit 2 and exactly one line, naming `variable`.
+#[track_caller]
+fn refused(dir: &Path, vars: &[(&str, &str)], variable: &str) {
+    let (code, stderr) = answers(dir, vars);
+    assert_eq!(code, Some(2), "{vars:?}: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(variable), "{stderr}");
+}
+
+/// `url` without its password.
+fn without_password(url: &DatabaseUrl) -> String {
+    let parts = UrlParts {
+        host: url.host(),
+        port: url.port(),
+        user: url.username(),
+        password: None,
+        database: url.database().unwrap(),
+        parameters: &[],
+    };
+    DatabaseUrl::from_parts(parts)
+        .unwrap()
+        .expose_secret()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_database_that_accepts_the_login_answers_and_a_closed_port_does_not() {
+    let db = TestDatabase::migrated().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr) = answers(dir.path(), &[("DATABASE_URL", &db.url())]);
+    assert_eq!(code, Some(0), "{stderr}");
+    // Nothing listens on port 1: no database answers, which is no configuration problem.
+    let (code, stderr) = answers(
+        dir.path(),
+        &[("DATABASE_URL", "postgres://someone:pw@127.0.0.1:1/db")],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!stderr.contains("pw@"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_configuration_problem_is_exit_2_not_a_database_that_does_not_answer() {
+    let db = TestDatabase::migrated().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    // verify-full with no CA to verify against: libpq refuses it, so does the service.
+    let verify_full = db.url_with(&[("sslmode", "verify-full")]);
+    refused(dir, &[("DATABASE_URL", &verify_full)], "DATABASE_URL");
+    // A parameter the driver cannot honour, and one libpq does not know.
+    let crl = db.url_with(&[("sslcrl", "/etc/counseling/crl.pem")]);
+    refused(dir, &[("DATABASE_URL", &crl)], "sslcrl");
+    let typo = db.url_with(&[("sslmod", "require")]);
+    refused(dir, &[("DATABASE_URL", &typo)], "sslmod");
+    // An override weaker than the URL.
+    let require = db.url_with(&[("sslmode", "require")]);
+    refused(
+        dir,
+        &[("DATABASE_URL", &require), ("DATABASE_SSL_MODE", "disable")],
+        "DATABASE_SSL_MODE",
+    );
+    // A password in the URL and a password file too.
+    let file = dir.join("password");
+    write_private(&file, "secret").unwrap();
+    refused(
+        dir,
+        &[
+            ("DATABASE_URL", &db.url()),
+            ("DATABASE_PASSWORD_FILE", file.to_str().unwrap()),
+        ],
+        "DATABASE_PASSWORD_FILE",
+    );
+    // The example's placeholder password.
+    refused(
+        dir,
+        &[(
+            "DATABASE_URL",
+            "postgres://counseling:change-me-service@127.0.0.1:5432/counseling_platform",
+        )],
+        "DATABASE_URL",
+    );
+    // Nothing configured at all.
+    refused(dir, &[], "DATABASE_URL");
+    // Not even a URL.
+    refused(dir, &[("DATABASE_URL", "mysql://u:p@h/db")], "DATABASE_URL");
+}
+
+#[tokio::test]
+async fn the_password_file_and_the_url_file_are_read() {
+    let db = TestDatabase::migrated().await.unwrap();
+    let url = DatabaseUrl::parse(&db.url()).unwrap();
+    let password = url.password().unwrap().expose_secret().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let (right, wrong) = (dir.path().join("right"), dir.path().join("wrong"));
+    write_private(&right, &format!("{password}\n")).unwrap();
+    write_private(&wrong, "not-the-password").unwrap();
+    let bare = without_password(&url);
+    for (file, expected) in [(&right, 0), (&wrong, 1)] {
+        let vars = [
+            ("DATABASE_URL", bare.as_str()),
+            ("DATABASE_PASSWORD_FILE", file.to_str().unwrap()),
+        ];
+        let (code, stderr) = answers(dir.path(), &vars);
+        assert_eq!(code, Some(expected), "{}: {stderr}", file.display());
+    }
+    let url_file = dir.path().join("url");
+    write_private(&url_file, &db.url()).unwrap();
+    let vars = [("DATABASE_URL_FILE", url_file.to_str().unwrap())];
+    let (code, stderr) = answers(dir.path(), &vars);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[tokio::test]
+async fn tls_overrides_and_host_lists_are_honoured() {
+    let db = TestDatabase::migrated().await.unwrap();
+    let url = DatabaseUrl::parse(&db.url()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The test server speaks no TLS: asked for TLS, it does not answer as required.
+    let vars = [
+        ("DATABASE_URL", db.url()),
+        ("DATABASE_SSL_MODE", "require".to_owned()),
+    ];
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let (code, stderr) = answers(dir.path(), &vars);
+    assert_eq!(code, Some(1), "{stderr}");
+    // The same through the URL's own sslmode.
+    let require = db.url_with(&[("sslmode", "require")]);
+    let (code, stderr) = answers(dir.path(), &[("DATABASE_URL", &require)]);
+    assert_eq!(code, Some(1), "{stderr}");
+    // A host list whose first host is closed: the second one answers.
+    let listed = url
+        .with_hosts(&[("127.0.0.1", 1), ("127.0.0.1", url.port())])
+        .unwrap();
+    let (code, stderr) = answers(dir.path(), &[("DATABASE_URL", listed.expose_secret())]);
+    assert_eq!(code, Some(0), "{stderr}");
+}

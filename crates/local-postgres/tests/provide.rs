@@ -1,0 +1,149 @@
+//! `local-postgres provide`, `just dev`'s choice of database, on a machine where Docker is only
+//! half there: a stand-in `docker` first on `PATH` plays each case (no engine, no compose plugin,
+//! a pull that fails). Each time the project-local PostgreSQL is started instead, after one line
+//! saying why, and `DATABASE_URL` then answers. A configuration problem stops before Docker.
+//!
+//! Unix only, like the project-local cluster.
+#![cfg(unix)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use counseling_local_postgres::LocalCluster;
+use counseling_provision::password::generate_password;
+use counseling_provision::server::free_port;
+use counseling_provision::url::local_url;
+
+/// A stand-in `docker`: logs its arguments, then answers as `script` says.
+fn stand_in_docker(bin: &Path, log: &Path, script: &str) {
+    let path = bin.join("docker");
+    let text = format!("#!/bin/sh\necho \"$*\" >> '{}'\n{script}\n", log.display());
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+const NO_ENGINE: &str = r#"case "$1" in
+  info) echo "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?" >&2; exit 1;;
+esac
+exit 0"#;
+
+/// Debian 12's docker.io: the CLI knows no `compose`, and takes `--env-file` for its own flag.
+const NO_COMPOSE_PLUGIN: &str = r#"case "$1 $2" in
+  "info "*) exit 0;;
+  "compose version") echo "docker: 'compose' is not a docker command." >&2; exit 1;;
+  compose*) echo "unknown flag: --env-file" >&2; exit 125;;
+esac
+exit 0"#;
+
+const PULL_FAILS: &str = r#"case "$1 $2" in
+  "info "*) exit 0;;
+  "compose version") echo "Docker Compose version v2.29.7"; exit 0;;
+  compose*) echo " db Pulling" >&2; echo "Error response from daemon: Get \"https://registry-1.docker.io/v2/\": dial tcp: lookup registry-1.docker.io: no such host" >&2; exit 18;;
+esac
+exit 0"#;
+
+/// Stops the checkout's cluster and deletes it, whatever the test did.
+struct RemovesCluster(PathBuf);
+
+impl Drop for RemovesCluster {
+    fn drop(&mut self) {
+        if let Ok(cluster) = LocalCluster::of_checkout(&self.0) {
+            let _ = cluster.stop();
+            let _ = std::fs::remove_dir_all(cluster.root());
+        }
+    }
+}
+
+fn local_postgres(checkout: &Path, path: &str, command: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_local-postgres"))
+        .arg(command)
+        .current_dir(checkout)
+        .env_clear()
+        .env("PATH", path)
+        .envs(std::env::var_os("PG_BIN_DIR").map(|dir| ("PG_BIN_DIR", dir)))
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn without_a_working_docker_compose_the_project_local_postgres_is_started() {
+    let checkout = tempfile::tempdir().unwrap();
+    let checkout = checkout.path();
+    let _removed = RemovesCluster(checkout.to_path_buf());
+    let port = free_port().unwrap();
+    let url = |user: &str| {
+        let password = generate_password().unwrap();
+        local_url(port, user, Some(&password), "counseling_platform", &[]).unwrap()
+    };
+    let (service, owner) = (url("counseling"), url("counseling_owner"));
+    let env = format!(
+        "DATABASE_URL={}\nDATABASE_OWNER_URL={}\n",
+        service.expose_secret(),
+        owner.expose_secret()
+    );
+    std::fs::write(checkout.join(".env"), env).unwrap();
+    let bin = checkout.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let log = checkout.join("docker.log");
+
+    let cases = [
+        (NO_ENGINE, "the Docker engine does not answer", "info\n"),
+        (
+            NO_COMPOSE_PLUGIN,
+            "docker has no compose plugin",
+            "info\ncompose version\n",
+        ),
+        (
+            PULL_FAILS,
+            "docker compose up failed (Error response from daemon",
+            "info\ncompose version\ncompose --env-file .env -f docker/docker-compose.yml up -d --wait db\n",
+        ),
+    ];
+    for (script, reason, docker_calls) in cases {
+        stand_in_docker(&bin, &log, script);
+        let _ = std::fs::remove_file(&log);
+        let answers = local_postgres(checkout, &path, "answers");
+        assert_eq!(answers.status.code(), Some(1), "{}", text(&answers.stderr));
+
+        let provided = local_postgres(checkout, &path, "provide");
+        let (stdout, stderr) = (text(&provided.stdout), text(&provided.stderr));
+        assert!(provided.status.success(), "{reason}: {stdout}{stderr}");
+        let why: Vec<&str> = stdout
+            .lines()
+            .filter(|line| line.contains(reason))
+            .collect();
+        assert_eq!(why.len(), 1, "{reason}: {stdout}");
+        assert!(
+            why[0].ends_with("; using the project-local PostgreSQL"),
+            "{}",
+            why[0]
+        );
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), docker_calls);
+        let answers = local_postgres(checkout, &path, "answers");
+        assert_eq!(answers.status.code(), Some(0), "{}", text(&answers.stderr));
+
+        let stopped = local_postgres(checkout, &path, "stop");
+        assert!(stopped.status.success(), "{}", text(&stopped.stderr));
+    }
+
+    // A configuration problem is said, exit 2, before Docker or a cluster is tried.
+    let _ = std::fs::remove_file(&log);
+    let typo = format!("{}?sslmod=require", service.expose_secret());
+    std::fs::write(checkout.join(".env"), format!("DATABASE_URL={typo}\n")).unwrap();
+    let provided = local_postgres(checkout, &path, "provide");
+    assert_eq!(
+        provided.status.code(),
+        Some(2),
+        "{}",
+        text(&provided.stderr)
+    );
+    assert!(text(&provided.stderr).contains("sslmod"));
+    assert!(!log.exists(), "docker was run");
+}
