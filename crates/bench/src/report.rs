@@ -6,9 +6,13 @@ use std::fmt::Write;
 use crate::stats::{Pairs, list, mean};
 use crate::tools::{PgbenchRun, WrkRun};
 
-/// The block another tool (the migrations' benchmark) writes; kept exactly as it is.
-pub const MIGRATIONS_BEGIN: &str = "<!-- migrations:begin -->";
-pub const MIGRATIONS_END: &str = "<!-- migrations:end -->";
+/// Blocks written by something else than this run, kept exactly as they are: the migrations'
+/// benchmark (`just migrate-bench`), and one-off measurements that need another build (the cost
+/// of /health's role check against a ping-only build).
+pub const KEPT_BLOCKS: [(&str, &str); 2] = [
+    ("<!-- migrations:begin -->", "<!-- migrations:end -->"),
+    ("<!-- role-check:begin -->", "<!-- role-check:end -->"),
+];
 /// Sections written by `just ha-bench`, from this heading to the end: kept as they are.
 const HA_SECTIONS: &str = "## High availability";
 
@@ -102,8 +106,9 @@ Every healthy answer comes from a database round trip that started after the req
 but concurrent probes share those round trips (`CoalescedPing`: one check in flight at a time,
 each answering every request that arrived before it started). That is why 32 connections can
 approach pgbench's rate while using one pooled connection, and why a probe storm cannot exhaust
-the pool. A single probe costs one round trip, the ping: its connection goes back to the pool
-as it is (see README, \"One round trip per call\").",
+the pool. A single probe costs one round trip, the role check (`pg_is_in_recovery()` and
+`transaction_read_only` in one statement): its connection goes back to the pool as it is (see
+README, \"One round trip per call\"), and a read-only node is 503.",
             f.date,
             f.machine,
             f.postgres_version,
@@ -260,8 +265,8 @@ state.
 }
 
 /// The new report `generated`, with what other tools wrote into `old` kept exactly as it was:
-/// the block between the migrations markers (after the generated sections, unless it stands in
-/// the kept sections) and the sections from `## High availability` on.
+/// each of the [`KEPT_BLOCKS`] (after the generated sections, unless it stands in the kept
+/// sections) and the sections from `## High availability` on.
 pub fn merge(generated: &str, old: &str) -> String {
     let line_start = |marker: &str| {
         old.match_indices(marker)
@@ -269,13 +274,14 @@ pub fn merge(generated: &str, old: &str) -> String {
             .find(|&at| at == 0 || old[..at].ends_with('\n'))
     };
     let tail_at = line_start(HA_SECTIONS);
-    let block = line_start(MIGRATIONS_BEGIN).and_then(|begin| {
-        let end = begin + old[begin..].find(MIGRATIONS_END)? + MIGRATIONS_END.len();
+    let blocks = KEPT_BLOCKS.iter().filter_map(|(begin_marker, end_marker)| {
+        let begin = line_start(begin_marker)?;
+        let end = begin + old[begin..].find(end_marker)? + end_marker.len();
         let outside_tail = tail_at.is_none_or(|tail| begin < tail);
         outside_tail.then(|| &old[begin..end])
     });
     let mut merged = generated.trim_end().to_owned();
-    for kept in block.into_iter().chain(tail_at.map(|at| &old[at..])) {
+    for kept in blocks.chain(tail_at.map(|at| &old[at..])) {
         merged.push_str("\n\n");
         merged.push_str(kept.trim_end());
     }
@@ -291,12 +297,14 @@ mod tests {
     fn the_migrations_block_and_the_ha_sections_are_kept_as_they_were() {
         let old = "# Benchmarks\n\nold figures\n\n<!-- migrations:begin -->\n## Migrations\n\
                    | a | b |\n<!-- migrations:end -->\n\nmore old figures\n\n\
+                   <!-- role-check:begin -->\nR\n<!-- role-check:end -->\n\n\
                    ## High availability: x\n\nHA figures\n";
         let merged = merge("# Benchmarks\n\nnew figures\n", old);
         assert_eq!(
             merged,
             "# Benchmarks\n\nnew figures\n\n<!-- migrations:begin -->\n## Migrations\n| a | b |\n\
-             <!-- migrations:end -->\n\n## High availability: x\n\nHA figures\n"
+             <!-- migrations:end -->\n\n<!-- role-check:begin -->\nR\n<!-- role-check:end -->\n\n\
+             ## High availability: x\n\nHA figures\n"
         );
     }
 
@@ -305,7 +313,7 @@ mod tests {
         let old = "# B\n\n## High availability\n\nHA\n\n<!-- migrations:begin -->\nM\n\
                    <!-- migrations:end -->\n";
         let merged = merge("# B\n\nnew\n", old);
-        assert_eq!(merged.matches(MIGRATIONS_BEGIN).count(), 1);
+        assert_eq!(merged.matches(KEPT_BLOCKS[0].0).count(), 1);
         assert!(merged.ends_with("HA\n\n<!-- migrations:begin -->\nM\n<!-- migrations:end -->\n"));
         assert_eq!(merge("# B\n\nnew\n", ""), "# B\n\nnew\n");
         // An unfinished block is not kept half.

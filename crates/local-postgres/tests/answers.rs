@@ -9,8 +9,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use counseling_config::{DatabaseUrl, UrlParts};
+use counseling_config::DatabaseUrl;
 use counseling_provision::files::write_private;
+use counseling_provision::url::local_url;
 use counseling_testkit::TestDatabase;
 use secrecy::ExposeSecret;
 
@@ -36,20 +37,11 @@ fn refused(dir: &Path, vars: &[(&str, &str)], variable: &str) {
     assert!(stderr.contains(variable), "{stderr}");
 }
 
-/// `url` without its password.
+/// `url` (a test kit URL, on 127.0.0.1) without its password.
 fn without_password(url: &DatabaseUrl) -> String {
-    let parts = UrlParts {
-        host: url.host(),
-        port: url.port(),
-        user: url.username(),
-        password: None,
-        database: url.database().unwrap(),
-        parameters: &[],
-    };
-    DatabaseUrl::from_parts(parts)
-        .unwrap()
-        .expose_secret()
-        .to_owned()
+    let database = url.database().unwrap();
+    let bare = local_url(url.port(), url.username(), None, database, &[]).unwrap();
+    bare.expose_secret().to_owned()
 }
 
 #[tokio::test]
