@@ -160,47 +160,25 @@ pub async fn insert_before_identity(conn: &mut PgConnection, username: &str) -> 
 /// The users schema as the catalog shows it: columns (with collation and comment), constraints
 /// (with their validity), indexes (with theirs), triggers and the functions of the schema. Two equal snapshots are the same schema.
 pub async fn schema_snapshot(conn: &mut PgConnection) -> Vec<Vec<Option<String>>> {
-    let mut snapshot = rows(
-        conn,
+    const CATALOG: [&str; 5] = [
         "SELECT 'column', column_name::text, data_type::text, character_maximum_length::text, \
                 is_nullable::text, column_default::text, collation_name::text, \
                 col_description('users'::regclass, ordinal_position::int) \
          FROM information_schema.columns WHERE table_name = 'users' ORDER BY ordinal_position",
-    )
-    .await;
-    snapshot.extend(
-        rows(
-            conn,
-            "SELECT 'constraint', conname::text, pg_get_constraintdef(oid) FROM pg_constraint \
-             WHERE conrelid = 'users'::regclass ORDER BY conname",
-        )
-        .await,
-    );
-    snapshot.extend(
-        rows(
-            conn,
-            "SELECT 'index', indexname::text, indexdef, indisvalid::text FROM pg_indexes \
-             JOIN pg_index ON indexrelid = to_regclass(indexname) \
-             WHERE tablename = 'users' ORDER BY indexname",
-        )
-        .await,
-    );
-    snapshot.extend(
-        rows(
-            conn,
-            "SELECT 'function', proname::text, pg_get_functiondef(oid) FROM pg_proc \
-             WHERE pronamespace = 'public'::regnamespace ORDER BY proname",
-        )
-        .await,
-    );
-    snapshot.extend(
-        rows(
-            conn,
-            "SELECT 'trigger', tgname::text, pg_get_triggerdef(oid), tgenabled::text FROM pg_trigger \
-             WHERE tgrelid = 'users'::regclass AND NOT tgisinternal ORDER BY tgname",
-        )
-        .await,
-    );
+        "SELECT 'constraint', conname::text, pg_get_constraintdef(oid) FROM pg_constraint \
+         WHERE conrelid = 'users'::regclass ORDER BY conname",
+        "SELECT 'index', indexname::text, indexdef, indisvalid::text FROM pg_indexes \
+         JOIN pg_index ON indexrelid = to_regclass(indexname) \
+         WHERE tablename = 'users' ORDER BY indexname",
+        "SELECT 'function', proname::text, pg_get_functiondef(oid) FROM pg_proc \
+         WHERE pronamespace = 'public'::regnamespace ORDER BY proname",
+        "SELECT 'trigger', tgname::text, pg_get_triggerdef(oid), tgenabled::text FROM pg_trigger \
+         WHERE tgrelid = 'users'::regclass AND NOT tgisinternal ORDER BY tgname",
+    ];
+    let mut snapshot = Vec::new();
+    for query in CATALOG {
+        snapshot.extend(rows(conn, query).await);
+    }
     snapshot
 }
 
