@@ -170,15 +170,42 @@ pub struct SessionState {
 
 /// Asks `connection`'s server for its [`SessionState`], in one round trip.
 pub async fn session_state(connection: &mut PgConnection) -> Result<SessionState, sqlx::Error> {
-    let (in_recovery, read_only): (bool, String) = sqlx::query_as(
-        "SELECT pg_catalog.pg_is_in_recovery(), pg_catalog.current_setting('transaction_read_only')",
+    let (in_recovery, read_only): (bool, String) = panic_as_protocol_error(
+        sqlx::query_as(
+            "SELECT pg_catalog.pg_is_in_recovery(), \
+             pg_catalog.current_setting('transaction_read_only')",
+        )
+        .fetch_one(connection),
     )
-    .fetch_one(connection)
     .await?;
     Ok(SessionState {
         in_recovery,
         read_only: read_only == "on",
     })
+}
+
+/// `driver_call`'s outcome, with a panic inside the driver turned into a protocol error.
+///
+/// sqlx 0.9 panics on some malformed server messages (a frame whose length field is under 4:
+/// `stream.rs` slices past its end). Whoever can answer in the server's place (a man in the
+/// middle below `verify-full`, a compromised server, a local user on a free port) could
+/// otherwise kill the task running the call: the health check's rounds or the pool's keeper.
+/// The connection involved is left in an unknown state, so callers treat the error as they
+/// treat any protocol error: the connection is discarded.
+pub async fn panic_as_protocol_error<T>(
+    driver_call: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    use futures_util::FutureExt;
+    // Unwind safety: whatever the call borrowed (a connection) is discarded after a panic.
+    match std::panic::AssertUnwindSafe(driver_call)
+        .catch_unwind()
+        .await
+    {
+        Ok(outcome) => outcome,
+        Err(_) => Err(sqlx::Error::Protocol(
+            "the server sent a malformed message".into(),
+        )),
+    }
 }
 
 /// Why no connection was made.
@@ -392,7 +419,9 @@ async fn attempt(
     options: &PgConnectOptions,
     wanted: TargetSessionAttrs,
 ) -> Result<PgConnection, Attempt> {
-    let mut connection = options.connect().await.map_err(Attempt::Failed)?;
+    let mut connection = panic_as_protocol_error(options.connect())
+        .await
+        .map_err(Attempt::Failed)?;
     if wanted == TargetSessionAttrs::Any {
         return Ok(connection);
     }

@@ -24,7 +24,7 @@ pub mod tls;
 
 pub use connect::{
     ConnectError, Connected, Connector, Endpoint, SessionDefaults, SessionState,
-    TargetSessionAttrs, session_state,
+    TargetSessionAttrs, panic_as_protocol_error, session_state,
 };
 pub use database_url::{DatabaseUrl, DatabaseUrlError, UrlHost, UrlParts};
 pub use env_file::{EnvFileError, read_env_file};

@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Mutex as StdMutex, PoisonError};
 
-use counseling_config::{SessionState, session_state};
+use counseling_config::{SessionState, panic_as_protocol_error, session_state};
 
 use sea_orm::sqlx::postgres::PgConnection;
 use sea_orm::sqlx::{self, Executor};
@@ -149,7 +149,7 @@ impl Session {
             .as_mut()
             .ok_or_else(|| sqlx::Error::Protocol("the session was closed".into()))?;
         let was_unfit = self.unfit.swap(true, Ordering::Relaxed);
-        let outcome = statement(&mut **connection).await;
+        let outcome = panic_as_protocol_error(statement(&mut **connection)).await;
         let broken = matches!(
             outcome,
             Err(sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::Tls(_))

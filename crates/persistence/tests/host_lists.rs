@@ -273,3 +273,37 @@ async fn a_real_standby_is_told_apart_by_recovery() {
         "no standby left: any"
     );
 }
+
+/// sqlx 0.9 panics on a frame shorter than its length prefix: the connector makes that a
+/// protocol error, so a host that sends one is passed over like any host that fails, and the
+/// caller's task lives on.
+#[tokio::test]
+async fn a_host_sending_a_malformed_message_fails_like_any_other_and_the_next_is_tried() {
+    let fake = counseling_testkit::fixtures::malformed_postgres()
+        .await
+        .unwrap();
+    let cluster = PgCluster::start().await.unwrap();
+    let url = DatabaseUrl::parse(&cluster.service_url("postgres")).unwrap();
+    let alone = url.with_hosts(&[("127.0.0.1", fake)]).unwrap();
+    let alone = plaintext(alone.expose_secret());
+    let error = connector(&alone).connect().await.unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            ConnectError::Driver(sea_orm::sqlx::Error::Protocol(_))
+        ),
+        "{error:?}"
+    );
+    let listed = url
+        .with_hosts(&[("127.0.0.1", fake), ("127.0.0.1", cluster.port())])
+        .unwrap();
+    let listed = plaintext(listed.expose_secret());
+    let connected = connector(&listed).connect().await.unwrap();
+    assert_eq!(connected.endpoint, 1);
+}
+
+/// `url` with `sslmode=disable`: the stand-in server answers no TLS request.
+fn plaintext(url: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}sslmode=disable")
+}

@@ -52,3 +52,36 @@ pub fn untrusted_ca_file(dir: &Path, name: &str) -> Result<PathBuf> {
     counseling_provision::files::write_private(&path, ca.certificate_pem())?;
     Ok(path)
 }
+
+/// A stand-in server on 127.0.0.1 that answers every startup message with an Authentication
+/// message whose length field is 0 (a frame shorter than its own length prefix), as a man in
+/// the middle or a compromised server could; sqlx 0.9 panics reading it. Runs until the
+/// runtime ends; returns its port.
+pub async fn malformed_postgres() -> Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|error| TestkitError::Failed(format!("binding a port: {error}")))?;
+    let port = listener
+        .local_addr()
+        .map_err(|error| TestkitError::Failed(format!("the bound port: {error}")))?
+        .port();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // The startup message: its length, then the rest of it.
+                let Ok(length) = client.read_u32().await else {
+                    return;
+                };
+                let mut rest = vec![0; usize::try_from(length).unwrap_or(8).saturating_sub(4)];
+                if client.read_exact(&mut rest).await.is_ok() {
+                    let _ = client.write_all(b"R\0\0\0\0").await;
+                    let _ = client.flush().await;
+                    // Held open: the client must not take a closed socket for the answer.
+                    let _ = client.read_to_end(&mut Vec::new()).await;
+                }
+            });
+        }
+    });
+    Ok(port)
+}
