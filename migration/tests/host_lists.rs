@@ -37,14 +37,13 @@ async fn up_migrates_the_writable_node_of_a_host_list() {
         a.port(),
         b.port()
     );
-    // The migration CLI on the host list, with nothing else of the environment.
+    // The migration CLI on the host list, with nothing else of the environment, in a folder of
+    // its own (no `.env` anyone else could have put there).
+    let workdir = tempfile::tempdir().unwrap();
     let migration = |command: &str| {
         let mut migration = Command::new(env!("CARGO_BIN_EXE_migration"));
         migration.arg(command).env_clear().env("DATABASE_URL", &url);
-        let output = migration
-            .current_dir(std::env::temp_dir())
-            .output()
-            .unwrap();
+        let output = migration.current_dir(workdir.path()).output().unwrap();
         (
             output.status.code(),
             String::from_utf8_lossy(&output.stderr).into_owned(),

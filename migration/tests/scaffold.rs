@@ -2,20 +2,18 @@
 //! registration in lib.rs.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure should abort the test
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use migration::scaffold::{Date, ScaffoldError, new_migration};
 
-/// A private copy of `migration/src` under the system temp directory.
-fn copy_of_source(test: &str) -> PathBuf {
+/// A private copy of `migration/src` in a fresh temporary folder (deleted when dropped).
+fn copy_of_source() -> tempfile::TempDir {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let copy = std::env::temp_dir().join(format!("scaffold-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&copy);
-    std::fs::create_dir_all(&copy).unwrap();
+    let copy = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(&source).unwrap() {
         let entry = entry.unwrap();
         if entry.file_type().unwrap().is_file() {
-            std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
         }
     }
     copy
@@ -23,7 +21,8 @@ fn copy_of_source(test: &str) -> PathBuf {
 
 #[test]
 fn a_new_migration_is_written_and_registered_last() {
-    let dir = copy_of_source("new");
+    let copy = copy_of_source();
+    let dir = copy.path();
     // On the day of the last migration, so the new one takes that day's next number.
     let migrations = migration::migrations();
     let last = migrations.last().unwrap().name().to_owned();
@@ -34,7 +33,7 @@ fn a_new_migration_is_written_and_registered_last() {
     };
     let number: u32 = last[10..16].parse().unwrap();
     let expected = format!("{}{:06}_add_sessions", &last[..10], number + 1);
-    let path = new_migration(&dir, "add_sessions", date).unwrap();
+    let path = new_migration(dir, "add_sessions", date).unwrap();
     assert_eq!(
         path.file_name().unwrap().to_str().unwrap(),
         format!("{expected}.rs")
@@ -56,19 +55,19 @@ fn a_new_migration_is_written_and_registered_last() {
     );
 
     // A second one the same day takes the next number; nothing is overwritten.
-    let next = new_migration(&dir, "add_sessions", date).unwrap();
+    let next = new_migration(dir, "add_sessions", date).unwrap();
     assert_eq!(
         next.file_name().unwrap().to_str().unwrap(),
         format!("{}{:06}_add_sessions.rs", &last[..10], number + 2)
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn a_lib_rs_of_another_shape_is_left_alone() {
-    let dir = copy_of_source("shape");
+    let copy = copy_of_source();
+    let dir = copy.path();
     std::fs::write(dir.join("lib.rs"), "// nothing to anchor on\n").unwrap();
-    let outcome = new_migration(&dir, "add_sessions", Date::today());
+    let outcome = new_migration(dir, "add_sessions", Date::today());
     assert!(
         matches!(outcome, Err(ScaffoldError::UnexpectedLib(_))),
         "{outcome:?}"
@@ -77,7 +76,7 @@ fn a_lib_rs_of_another_shape_is_left_alone() {
         std::fs::read_to_string(dir.join("lib.rs")).unwrap(),
         "// nothing to anchor on\n"
     );
-    let new_files = std::fs::read_dir(&dir)
+    let new_files = std::fs::read_dir(dir)
         .unwrap()
         .filter(|entry| {
             let name = entry.as_ref().unwrap().file_name();
@@ -85,5 +84,4 @@ fn a_lib_rs_of_another_shape_is_left_alone() {
         })
         .count();
     assert_eq!(new_files, 0);
-    std::fs::remove_dir_all(&dir).unwrap();
 }

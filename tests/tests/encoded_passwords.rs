@@ -38,9 +38,10 @@ async fn the_migrations_and_the_service_decode_reserved_characters_alike() {
     );
     assert!(owner_url.expose_secret().contains("%40%3A%2F%3F%23%25%20o"));
 
+    let workdir = tempfile::tempdir().unwrap();
     let migrated = Command::new(workspace_binary("migration"))
         .arg("up")
-        .current_dir(std::env::temp_dir())
+        .current_dir(workdir.path())
         .env("DATABASE_OWNER_URL", owner_url.expose_secret())
         .env("DATABASE_URL", service_url.expose_secret())
         .output()

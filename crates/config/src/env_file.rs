@@ -1,4 +1,7 @@
+use std::io::Read;
 use std::path::Path;
+
+use crate::trusted_file;
 
 /// Why a `.env` file could not be used. Never carries a value from the file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -7,18 +10,58 @@ pub enum EnvFileError {
     Malformed { line: usize },
     #[error("could not be read: {0}")]
     Unreadable(String),
+    #[error("is not used: it {0}")]
+    Untrusted(String),
 }
+
+#[cfg(unix)]
+fn writable_by_others(metadata: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    metadata.permissions().mode() & 0o002 != 0
+}
+
+#[cfg(not(unix))]
+fn writable_by_others(_metadata: &std::fs::Metadata) -> bool {
+    false
+}
+
+/// The most a `.env` may hold: settings, not data.
+const MAX_ENV_FILE_BYTES: u64 = 1024 * 1024;
 
 /// The variables of `dir/.env`, in file order; none when there is no such file. Only that
 /// folder is looked at, never its parents: a `.env` is per checkout, and a parent folder's may
-/// belong to another project.
+/// belong to another project. A `.env` chooses where a binary connects and which secret files it
+/// sends, so one that belongs to another user (other than root) or that others may write is
+/// refused: run in a shared folder such as /tmp, a binary must not take a stranger's settings.
 pub fn read_env_file(dir: &Path) -> Result<Vec<(String, String)>, EnvFileError> {
     let path = dir.join(".env");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
+    let unreadable = |error: std::io::Error| EnvFileError::Unreadable(error.kind().to_string());
+    let file = match trusted_file::open(&path) {
+        Ok(file) => file,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(error) => return Err(EnvFileError::Unreadable(error.kind().to_string())),
+        Err(error) => return Err(unreadable(error)),
     };
+    let metadata = file.metadata().map_err(unreadable)?;
+    if !metadata.is_file() {
+        return Err(EnvFileError::Untrusted("is not a regular file".into()));
+    }
+    if let Some(owner) = trusted_file::foreign_owner(&metadata) {
+        return Err(EnvFileError::Untrusted(format!(
+            "belongs to another user (uid {owner}); it must be yours or root's"
+        )));
+    }
+    if writable_by_others(&metadata) {
+        return Err(EnvFileError::Untrusted(
+            "may be written by other users: chmod o-w .env".into(),
+        ));
+    }
+    let mut text = String::new();
+    file.take(MAX_ENV_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(unreadable)?;
+    if text.len() as u64 > MAX_ENV_FILE_BYTES {
+        return Err(EnvFileError::Untrusted("is larger than 1 MiB".into()));
+    }
     let mut variables = Vec::new();
     for item in dotenvy::from_read_iter(text.as_bytes()) {
         match item {
@@ -48,35 +91,58 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn folder_with(env: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "counseling-config-test-{}-{}",
-            std::process::id(),
-            env.len()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(".env"), env).unwrap();
+    fn folder_with(env: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".env"), env).unwrap();
         dir
     }
 
     #[test]
     fn a_malformed_line_is_reported_by_number_without_its_value() {
         let dir = folder_with("# comment\nA=1\n\nB='unclosed hunter2\nC=3\n");
-        let error = read_env_file(&dir).unwrap_err();
+        let error = read_env_file(dir.path()).unwrap_err();
         assert_eq!(error, EnvFileError::Malformed { line: 4 });
         assert!(!error.to_string().contains("hunter2"));
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn values_are_read_in_order_and_a_missing_file_is_no_error() {
         let dir = folder_with("A=1\nexport B=\"two words\"\n");
         assert_eq!(
-            read_env_file(&dir).unwrap(),
+            read_env_file(dir.path()).unwrap(),
             vec![("A".into(), "1".into()), ("B".into(), "two words".into())]
         );
-        std::fs::remove_file(dir.join(".env")).unwrap();
-        assert_eq!(read_env_file(&dir).unwrap(), vec![]);
-        std::fs::remove_dir_all(dir).unwrap();
+        std::fs::remove_file(dir.path().join(".env")).unwrap();
+        assert_eq!(read_env_file(dir.path()).unwrap(), vec![]);
+    }
+
+    /// A `.env` someone else could have put there (in /tmp, say) is not taken: one others may
+    /// write, one of another user, and a FIFO (which must not hang the binary).
+    #[cfg(unix)]
+    #[test]
+    fn a_dot_env_others_control_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = folder_with("DATABASE_OWNER_PASSWORD_FILE=/root/.ssh/id_ed25519\n");
+        let path = dir.path().join(".env");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o646)).unwrap();
+        let error = read_env_file(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("written by other users"), "{error}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
+        assert_eq!(read_env_file(dir.path()).unwrap().len(), 1);
+
+        if nix::unistd::geteuid().is_root() {
+            let nobody = nix::unistd::Uid::from_raw(65534);
+            std::os::unix::fs::chown(&path, Some(nobody.as_raw()), None).unwrap();
+            let error = read_env_file(dir.path()).unwrap_err().to_string();
+            assert!(
+                error.contains("belongs to another user (uid 65534)"),
+                "{error}"
+            );
+        }
+
+        std::fs::remove_file(&path).unwrap();
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let error = read_env_file(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("not a regular file"), "{error}");
     }
 }

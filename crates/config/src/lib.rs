@@ -21,6 +21,7 @@ mod secret_file;
 mod sources;
 mod target;
 pub mod tls;
+mod trusted_file;
 
 pub use connect::{
     ConnectError, Connected, Connector, Endpoint, SessionDefaults, SessionState,

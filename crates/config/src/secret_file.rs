@@ -5,8 +5,9 @@
 //! The rule for a secret file (unix):
 //! * it is read through symlinks (Kubernetes mounts `name -> ..data/name`, and swaps `..data`
 //!   atomically on rotation);
-//! * it must be a regular file no group or other user can write: whoever can write it chooses the
-//!   password (or, for a URL, the server) the service uses;
+//! * it must be a regular file of this process's user or root, which no group or other user can
+//!   write: whoever can write it chooses the password (or, for a URL, the server) the service
+//!   uses;
 //! * group or others may read it (Kubernetes' `defaultMode` is 0644, and a pod's files are its
 //!   own), but the service says so at start: 0600 or 0400 keeps it to the service's user;
 //! * its content is the secret alone: trailing line breaks are dropped (`echo` adds one), an
@@ -16,6 +17,8 @@ use std::io::Read;
 use std::path::Path;
 
 use secrecy::SecretString;
+
+use crate::trusted_file;
 
 /// The most a secret file may hold.
 const MAX_SECRET_BYTES: u64 = 64 * 1024;
@@ -31,16 +34,23 @@ pub struct SecretRead {
 /// what it holds.
 pub fn read_secret_file(path: &Path) -> Result<SecretRead, String> {
     let shown = path.display();
-    let metadata = std::fs::metadata(path)
-        .map_err(|error| format!("cannot read {shown}: {}", error.kind()))?;
+    let unreadable = |error: std::io::Error| format!("cannot read {shown}: {}", error.kind());
+    let file = trusted_file::open(path).map_err(unreadable)?;
+    let metadata = file.metadata().map_err(unreadable)?;
     if !metadata.is_file() {
         return Err(format!("{shown} is not a regular file"));
     }
+    if let Some(owner) = trusted_file::foreign_owner(&metadata) {
+        return Err(format!(
+            "{shown} belongs to another user (uid {owner}): a secret file must be this \
+             service's user's or root's"
+        ));
+    }
     let warning = check_mode(path, &metadata)?;
     let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|file| file.take(MAX_SECRET_BYTES + 1).read_to_end(&mut bytes))
-        .map_err(|error| format!("cannot read {shown}: {}", error.kind()))?;
+    file.take(MAX_SECRET_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
     if bytes.len() as u64 > MAX_SECRET_BYTES {
         return Err(format!("{shown} is larger than 64 KiB: not a secret file"));
     }
@@ -150,5 +160,23 @@ mod tests {
         }
         let private = write(dir.path(), "private", "s3cret", 0o400);
         assert!(read_secret_file(&private).unwrap().warning.is_none());
+    }
+
+    /// What is checked is what is read: a FIFO in the file's place is refused at once (it would
+    /// block a connect until someone writes to it), and a file of another user is refused.
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_or_another_users_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let error = read_secret_file(&fifo).unwrap_err();
+        assert!(error.contains("not a regular file"), "{error}");
+        if nix::unistd::geteuid().is_root() {
+            let path = write(dir.path(), "theirs", "s3cret", 0o600);
+            std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+            let error = read_secret_file(&path).unwrap_err();
+            assert!(error.contains("belongs to another user"), "{error}");
+        }
     }
 }

@@ -410,7 +410,8 @@ mod tests {
 
     #[test]
     fn the_block_replaces_what_is_between_the_markers_and_nothing_else() {
-        let path = std::env::temp_dir().join(format!("bench-block-{}.md", std::process::id()));
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let path = dir.path().join("BENCHMARKS.md");
         std::fs::write(
             &path,
             format!("# B\n\nbefore\n{BEGIN_MARKER}\nold\n{END_MARKER}\nafter\n"),
@@ -428,7 +429,6 @@ mod tests {
             std::fs::read_to_string(&path).unwrap_or_default(),
             format!("# B\n\n{block}")
         );
-        let _ = std::fs::remove_file(&path);
         assert_eq!(group(1_000_000), "1,000,000");
         assert_eq!(group(100), "100");
     }

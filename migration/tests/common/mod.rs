@@ -185,13 +185,17 @@ pub async fn schema_snapshot(conn: &mut PgConnection) -> Vec<Vec<Option<String>>
 /// Runs the `migration` binary in an empty directory (so no developer `.env` is picked up), with
 /// only `variables` of the settings it reads.
 pub fn migration_binary(args: &[&str], variables: &[(&str, &str)]) -> Output {
-    let dir = std::env::temp_dir().join(format!("migration-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    // A folder of its own: a shared one (/tmp) could hold a `.env` someone else put there.
+    let dir = tempfile::tempdir().unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_migration"));
-    command.args(args).current_dir(&dir);
+    command.args(args).current_dir(dir.path());
     for name in [
         "DATABASE_URL",
         "DATABASE_OWNER_URL",
+        "DATABASE_URL_FILE",
+        "DATABASE_PASSWORD_FILE",
+        "DATABASE_OWNER_URL_FILE",
+        "DATABASE_OWNER_PASSWORD_FILE",
         "MIGRATION_LOCK_TIMEOUT_MS",
         "DATABASE_SSL_MODE",
         "DATABASE_SSL_ROOT_CERT",
