@@ -75,6 +75,18 @@ impl LocalCluster {
         self.check_folders()?;
         let port = server.port;
         let report = if server.pid().is_some() {
+            // The superuser's password goes to `port` below: it must be this cluster's, not
+            // whatever listens on a port DATABASE_URL was changed to since.
+            match server.running_port() {
+                Some(running) if running == port => {}
+                running => {
+                    let running = running.map_or("another port".to_owned(), |p| p.to_string());
+                    return Err(ProvisionError::Failed(format!(
+                        "the project-local PostgreSQL runs on port {running}, DATABASE_URL names \
+                         {port}: stop it first (just db-stop)"
+                    )));
+                }
+            }
             format!("already running on 127.0.0.1:{port}\n")
         } else if port_in_use(port) {
             return Err(ProvisionError::Failed(format!(

@@ -227,9 +227,14 @@ async fn docker(checkout: &Path, args: &[&str], limit: Duration) -> Result<(), D
     }))
 }
 
-/// `text` on one line, briefly: a reason inside a sentence.
+/// `text` on one line, briefly, without control characters (whoever answers on the port wrote
+/// it, and a terminal would obey escape sequences): a reason inside a sentence.
 fn one_line(text: &str) -> String {
-    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let printable: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let line = printable.split_whitespace().collect::<Vec<_>>().join(" ");
     match line.char_indices().nth(200) {
         Some((cut, _)) => format!("{}…", &line[..cut]),
         None => line,

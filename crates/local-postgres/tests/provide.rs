@@ -133,6 +133,27 @@ fn without_a_working_docker_compose_the_project_local_postgres_is_started() {
         assert!(stopped.status.success(), "{}", text(&stopped.stderr));
     }
 
+    // Running, the cluster gets the superuser's password only on its own port: with
+    // DATABASE_URL moved to another port (where anyone may listen), start refuses.
+    let started = local_postgres(checkout, &path, "start");
+    assert!(started.status.success(), "{}", text(&started.stderr));
+    let elsewhere = free_port().unwrap();
+    let moved = |url: &counseling_config::DatabaseUrl| {
+        let url = url.with_hosts(&[("127.0.0.1", elsewhere)]).unwrap();
+        url.expose_secret().to_owned()
+    };
+    let env = format!(
+        "DATABASE_URL={}\nDATABASE_OWNER_URL={}\n",
+        moved(&service),
+        moved(&owner)
+    );
+    std::fs::write(checkout.join(".env"), env).unwrap();
+    let refused = local_postgres(checkout, &path, "start");
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = text(&refused.stderr);
+    assert!(stderr.contains(&format!("runs on port {port}")), "{stderr}");
+    assert!(local_postgres(checkout, &path, "stop").status.success());
+
     // A configuration problem is said, exit 2, before Docker or a cluster is tried.
     let _ = std::fs::remove_file(&log);
     let typo = format!("{}?sslmod=require", service.expose_secret());

@@ -82,10 +82,13 @@ pub async fn apply_migrations(owner: PgConnectOptions) -> Result<()> {
     applied.map(drop).map_err(ProvisionError::Migration)
 }
 
-/// A superuser session that keeps its statements out of the server's log and statistics: they
+/// A superuser session that keeps its statements out of the server's log and statistics, and
+/// out of the driver's statement log (a test with a logger installed would print them): they
 /// carry passwords.
 pub async fn admin_session(options: &PgConnectOptions) -> Result<PgConnection> {
-    let mut session = PgConnection::connect_with(options)
+    use sea_orm::sqlx::ConnectOptions;
+    let options = options.clone().disable_statement_logging();
+    let mut session = PgConnection::connect_with(&options)
         .await
         .map_err(ProvisionError::db("connecting as the superuser"))?;
     for setting in [

@@ -235,6 +235,13 @@ impl Server {
         }
     }
 
+    /// The port the running postmaster listens on, as its `postmaster.pid` says (line 4).
+    pub fn running_port(&self) -> Option<u16> {
+        self.pid()?;
+        let text = std::fs::read_to_string(self.data().join("postmaster.pid")).ok()?;
+        text.lines().nth(3)?.trim().parse().ok()
+    }
+
     /// Stops the server: `Interrupt` is a fast shutdown (sessions ended, new ones refused),
     /// `Quit` an immediate one, like a crash (recovery at the next start). Waits until it has
     /// gone (a frozen server is thawed first: it could not act on the signal).
