@@ -181,3 +181,93 @@ async fn concurrent_units_creating_one_name_give_one_success_and_one_username_ta
         assert_eq!((successes, taken), (1, 1), "round {round}: {outcomes:?}");
     }
 }
+
+/// The backend serving the one connection of a pool named `application_name` on `db`, as the
+/// server sees it (waits until exactly one such session is left).
+async fn the_only_backend(db: &counseling_testkit::TestDatabase, application_name: &str) -> i32 {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    let admin = db.connect().await;
+    let backends = async || {
+        admin
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name = $2",
+                [db.name().into(), application_name.into()],
+            ))
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.try_get_by_index::<i32>(0).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let one = async || backends().await.len() == 1;
+    eventually("one session of the pool", Duration::from_secs(5), one)
+        .await
+        .unwrap();
+    backends().await[0]
+}
+
+#[tokio::test]
+async fn a_rolled_back_connection_goes_back_to_the_pool_clean_and_is_reused() {
+    use sea_orm::ConnectionTrait;
+    let db = counseling_testkit::TestDatabase::migrated().await.unwrap();
+    // Every insert into users also changes its session: a setting for the session (plain SET)
+    // and one for the transaction (SET LOCAL), and a temporary table. A clean rollback undoes
+    // all three on the connection, which then serves the next call.
+    let admin = db.connect().await;
+    admin
+        .execute_unprepared(
+            "CREATE FUNCTION dirty_the_session() RETURNS trigger LANGUAGE plpgsql \
+             SECURITY DEFINER SET search_path = pg_catalog AS $$ BEGIN \
+               PERFORM set_config('work_mem', '7777kB', false); \
+               PERFORM set_config('lock_timeout', '7777ms', true); \
+               CREATE TEMPORARY TABLE left_behind (id int); \
+               RETURN NEW; END $$; \
+             CREATE TRIGGER dirty_the_session AFTER INSERT ON users \
+               FOR EACH ROW EXECUTE FUNCTION dirty_the_session()",
+        )
+        .await
+        .unwrap();
+    let mut settings = common::settings_for(db.url());
+    settings.pool.max_connections = 1;
+    settings.application_name = "clean-rollback-test".into();
+    let database = common::connect(&settings);
+    let users = counseling_persistence::PgUserRepository::new(database.clone());
+    let work_mem = database.server_setting("work_mem").await.unwrap();
+    let lock_timeout = database.server_setting("lock_timeout").await.unwrap();
+    let backend = the_only_backend(&db, "clean-rollback-test").await;
+
+    let outcome = database
+        .transaction(|unit| async move {
+            unit.users().create(new_user(r"\school\grace")).await?;
+            Err::<(), _>(SignUpError::ChangedMind)
+        })
+        .await;
+    assert_eq!(outcome, Err(SignUpError::ChangedMind));
+
+    // The same connection, not a new one: the rollback ran on it and it was handed back.
+    assert!(!find(&users, r"\school\grace").await);
+    assert_eq!(database.server_setting("work_mem").await.unwrap(), work_mem);
+    assert_eq!(
+        database.server_setting("lock_timeout").await.unwrap(),
+        lock_timeout
+    );
+    assert_eq!(
+        the_only_backend(&db, "clean-rollback-test").await,
+        backend,
+        "the rolled-back connection was not reused"
+    );
+    let temporary_tables = admin
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT count(*) FROM pg_class WHERE relname = 'left_behind'",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index::<i64>(0)
+        .unwrap();
+    assert_eq!(temporary_tables, 0);
+    // And it still works as the only connection: the trigger's effects only come with a write.
+    users.create(new_user(r"\school\grace")).await.unwrap();
+}
