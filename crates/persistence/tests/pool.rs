@@ -13,17 +13,99 @@ use counseling_testkit::fixtures::eventually;
 use counseling_testkit::{PgCluster, TestDatabase};
 use sea_orm::ConnectionTrait;
 
+/// Units of work that each hold a connection of the pool until released.
+struct Holders {
+    release: std::sync::Arc<tokio::sync::Notify>,
+    units: Vec<tokio::task::JoinHandle<Result<(), StoreError>>>,
+}
+
+impl Holders {
+    /// Lets the units finish, and checks that each committed.
+    async fn release(self) {
+        self.release.notify_waiters();
+        for unit in self.units {
+            unit.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// Starts `count` units of work on `database` and returns once each holds its connection.
+async fn hold_connections(database: &Database, count: usize) -> Holders {
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (held_tx, mut held_rx) = tokio::sync::mpsc::channel(count);
+    let units = (0..count)
+        .map(|_| {
+            let (database, release, held) = (database.clone(), release.clone(), held_tx.clone());
+            tokio::spawn(async move {
+                database
+                    .transaction(|_unit| async move {
+                        held.send(()).await.unwrap();
+                        release.notified().await;
+                        Ok::<_, StoreError>(())
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for _ in 0..count {
+        held_rx.recv().await.unwrap();
+    }
+    Holders { release, units }
+}
+
+/// Sessions of the pool named `application_name` on `test_db`, as the server counts them.
+async fn server_sessions(test_db: &TestDatabase, application_name: &str) -> i64 {
+    let admin = test_db.connect().await;
+    admin
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = $2",
+            [test_db.name().into(), application_name.into()],
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index::<i64>(0)
+        .unwrap()
+}
+
 #[tokio::test]
 async fn the_pool_is_configured_as_the_settings_say() {
     let test_db = TestDatabase::migrated().await.unwrap();
     let mut settings =
         DatabaseSettings::new(counseling_config::DatabaseUrl::parse(&test_db.url()).unwrap());
+    settings.pool.min_connections = 2;
+    settings.pool.max_connections = 3;
+    settings.pool.acquire_timeout = Duration::from_millis(300);
     settings.pool.statement_timeout = Duration::from_millis(2500);
     settings.pool.lock_timeout = Duration::from_millis(700);
     settings.application_name = "pool-test".into();
     let database = connect(&settings);
-    let status = database.status();
-    assert_eq!((status.max, status.min), (15, 5));
+
+    // The minimum: the server sees two sessions open without a single call.
+    let two = async || server_sessions(&test_db, "pool-test").await == 2;
+    eventually("the server seeing the minimum", Duration::from_secs(5), two)
+        .await
+        .unwrap();
+
+    // The maximum: three units of work hold three sessions on the server, and a fourth caller
+    // gets none: it gives up after the acquire timeout.
+    let holders = hold_connections(&database, 3).await;
+    assert_eq!(server_sessions(&test_db, "pool-test").await, 3);
+    let users = PgUserRepository::new(database.clone());
+    let started = Instant::now();
+    let error = users
+        .find_by_username(&Username::parse(r"\school\fourth").unwrap())
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert_eq!(error, StoreError::Unavailable(Unavailability::Timeout));
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
+        "gave up after {waited:?}, not the acquire timeout"
+    );
+    assert_eq!(server_sessions(&test_db, "pool-test").await, 3);
+    holders.release().await;
 
     for (setting, expected) in [
         ("statement_timeout", "2500ms"),
@@ -37,8 +119,15 @@ async fn the_pool_is_configured_as_the_settings_say() {
             "{setting}"
         );
     }
-    database.ping(Duration::from_secs(1)).await.unwrap();
     assert!(database.close(Duration::from_secs(5)).await);
+    let none = async || server_sessions(&test_db, "pool-test").await == 0;
+    eventually(
+        "the server seeing the pool closed",
+        Duration::from_secs(5),
+        none,
+    )
+    .await
+    .unwrap();
 }
 
 /// Holds an exclusive lock on `users` from another session until dropped.
@@ -204,25 +293,7 @@ async fn an_exhausted_pool_is_reported_as_such_within_the_timeout() {
     settings.pool.max_connections = 2;
     let database = connect(&settings);
     // Two units of work hold both connections until released.
-    let release = std::sync::Arc::new(tokio::sync::Notify::new());
-    let (held_tx, mut held_rx) = tokio::sync::mpsc::channel(2);
-    let holders: Vec<_> = (0..2)
-        .map(|_| {
-            let (database, release, held) = (database.clone(), release.clone(), held_tx.clone());
-            tokio::spawn(async move {
-                database
-                    .transaction(|_unit| async move {
-                        held.send(()).await.unwrap();
-                        release.notified().await;
-                        Ok::<_, StoreError>(())
-                    })
-                    .await
-            })
-        })
-        .collect();
-    for _ in 0..2 {
-        held_rx.recv().await.unwrap();
-    }
+    let holders = hold_connections(&database, 2).await;
     let started = Instant::now();
     let error = database.ping(Duration::from_millis(500)).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_millis(800));
@@ -230,10 +301,7 @@ async fn an_exhausted_pool_is_reported_as_such_within_the_timeout() {
         error,
         StoreError::Unavailable(Unavailability::PoolExhausted)
     );
-    release.notify_waiters();
-    for holder in holders {
-        holder.await.unwrap().unwrap();
-    }
+    holders.release().await;
 }
 
 /// `database` answers pings again within 5 s.
