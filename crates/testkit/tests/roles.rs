@@ -22,20 +22,26 @@ fn sqlstate(error: &sea_orm::sqlx::Error) -> String {
         .into_owned()
 }
 
-/// A migrated test database with the kit's two roles; none on `DATABASE_URL_TEST`, whose own
-/// role does everything there.
-async fn with_the_kits_roles() -> Option<TestDatabase> {
-    match std::env::var_os("DATABASE_URL_TEST") {
-        Some(_) => None,
-        None => Some(TestDatabase::migrated().await.unwrap()),
+/// A migrated test database with the kit's two roles: on the shared server, as every test gets
+/// one; on `DATABASE_URL_TEST` one role does everything, so then on a private cluster of the
+/// kit's (kept alive by the first element).
+async fn with_the_kits_roles() -> (Option<counseling_testkit::PgCluster>, TestDatabase) {
+    if std::env::var_os("DATABASE_URL_TEST").is_none() {
+        return (None, TestDatabase::migrated().await.unwrap());
     }
+    let cluster = counseling_testkit::PgCluster::start().await.unwrap();
+    let db = cluster.migrated_database().await.unwrap();
+    (Some(cluster), db)
 }
 
+// On Windows `DATABASE_URL_TEST` is always set, and no private cluster can start there.
+#[cfg_attr(
+    windows,
+    ignore = "needs the kit's roles: a private cluster (unix only)"
+)]
 #[tokio::test]
 async fn the_service_role_reads_and_writes_rows_but_cannot_change_the_schema() {
-    let Some(db) = with_the_kits_roles().await else {
-        return;
-    };
+    let (_cluster, db) = with_the_kits_roles().await;
     let mut service = as_role(&db.url()).await;
     let user: String = sea_orm::sqlx::query_scalar("SELECT current_user::text")
         .fetch_one(&mut service)
@@ -133,12 +139,14 @@ async fn a_private_cluster_trusts_nobody_and_opens_no_socket() {
     assert!(!root.join("initdb-password").exists());
 }
 
+#[cfg_attr(
+    windows,
+    ignore = "needs the kit's roles: a private cluster (unix only)"
+)]
 #[tokio::test]
 async fn only_the_two_roles_may_connect_to_a_test_database() {
     // Test databases are clones of a migrated template; a clone does not copy who may connect.
-    let Some(db) = with_the_kits_roles().await else {
-        return;
-    };
+    let (_cluster, db) = with_the_kits_roles().await;
     let mut owner = as_role(&db.owner_url()).await;
     let acl: Option<String> =
         sea_orm::sqlx::query_scalar("SELECT datacl::text FROM pg_database WHERE datname = $1")
