@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use counseling_e2e::signal::Signal;
 use counseling_e2e::{Api, get_json, wait_for_status};
 use counseling_testkit::{PgCluster, TestDatabase};
+use sea_orm::sqlx::{Connection, PgConnection};
 
 /// A private cluster, a migrated database on it, and the service reporting healthy against it.
 async fn healthy_api(extra: &[(&str, &str)]) -> (PgCluster, TestDatabase, Api) {
@@ -95,8 +96,9 @@ async fn unreachable_at_start_the_process_still_serves_503_then_heals() {
     wait_for_status(&api.url("/health"), 200, Duration::from_secs(5));
 }
 
-#[tokio::test]
-async fn sigterm_during_a_slow_request_lets_it_finish_and_exits_0() {
+/// `signal` while a request is in flight (a health check waiting on a frozen server for its 2 s
+/// timeout): the request runs to its end, then the process exits 0.
+async fn a_request_in_flight_completes_after(signal: Signal) {
     let (cluster, _db, mut api) = healthy_api(&[("HEALTH_TIMEOUT_MS", "2000")]).await;
     cluster.freeze().unwrap();
 
@@ -106,10 +108,15 @@ async fn sigterm_during_a_slow_request_lets_it_finish_and_exits_0() {
         (get_json(&url, Duration::from_secs(10)), started.elapsed())
     });
     std::thread::sleep(Duration::from_millis(500));
-    api.signal(Signal::SIGTERM);
+    api.signal(signal);
 
     let (reply, took) = slow.join().unwrap();
-    let (status, body) = reply.expect("the in-flight request must complete");
+    let (status, body) = reply.unwrap_or_else(|error| {
+        panic!(
+            "the in-flight request must complete: {error}\n{}",
+            api.output()
+        )
+    });
     assert_eq!(status, 503, "{body}");
     assert!(
         took >= Duration::from_millis(1500),
@@ -122,13 +129,97 @@ async fn sigterm_during_a_slow_request_lets_it_finish_and_exits_0() {
 }
 
 #[tokio::test]
+async fn sigterm_during_a_slow_request_lets_it_finish_and_exits_0() {
+    a_request_in_flight_completes_after(Signal::SIGTERM).await;
+}
+
+#[tokio::test]
 async fn sigint_also_drains_and_exits_0() {
-    let (_cluster, _db, mut api) = healthy_api(&[]).await;
-    api.signal(Signal::SIGINT);
+    a_request_in_flight_completes_after(Signal::SIGINT).await;
+}
+
+/// The service's sessions on `db`, as the server counts them.
+async fn service_sessions(admin: &mut PgConnection, db: &TestDatabase) -> i64 {
+    sea_orm::sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = $1 AND application_name = 'counseling-api'",
+    )
+    .bind(db.name())
+    .fetch_one(admin)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn sigterm_closes_the_pool_the_server_sees_each_session_say_goodbye() {
+    let cluster = PgCluster::start().await.unwrap();
+    let db = cluster.migrated_database().await.unwrap();
+    let mut admin = PgConnection::connect_with(&cluster.admin_options())
+        .await
+        .unwrap();
+    // The service's sessions log how they end: a client that closes its socket without
+    // PostgreSQL's Terminate message (a process that exits with its pool open) is logged at
+    // DEBUG1 as "unexpected EOF on client connection".
+    // Every session logs its end (this cluster is the test's own).
+    for statement in [
+        format!(
+            "ALTER ROLE {} IN DATABASE {} SET log_min_messages = debug1",
+            counseling_testkit::SERVICE_ROLE,
+            db.name()
+        ),
+        "ALTER SYSTEM SET log_disconnections = on".to_owned(),
+        "SELECT pg_reload_conf()".to_owned(),
+    ] {
+        sea_orm::sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(statement))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+    let mut api = Api::spawn(&[
+        ("DATABASE_URL", &db.url()),
+        ("DATABASE_MIN_CONNECTIONS", "3"),
+    ]);
+    api.wait_listening();
+    wait_for_status(&api.url("/health"), 200, Duration::from_secs(5));
+    let mut open = 0;
+    let started = Instant::now();
+    while open < 3 && started.elapsed() < Duration::from_secs(5) {
+        open = service_sessions(&mut admin, &db).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(open, 3, "the pool's minimum, open before the signal");
+
+    api.signal(Signal::SIGTERM);
     assert_eq!(
         api.wait_exit(Duration::from_secs(10)).code(),
         Some(0),
         "{}",
+        api.output()
+    );
+    let started = Instant::now();
+    while service_sessions(&mut admin, &db).await > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the service's sessions outlived it"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let server_log = std::fs::read_to_string(cluster.log_path()).unwrap();
+    let goodbyes = server_log
+        .lines()
+        .filter(|line| {
+            line.contains("disconnection:")
+                && line.contains(&format!("database={}", db.name()))
+                && line.contains(&format!("user={}", counseling_testkit::SERVICE_ROLE))
+        })
+        .count();
+    assert!(
+        goodbyes >= 3,
+        "{goodbyes} disconnections logged:\n{server_log}"
+    );
+    assert!(
+        !server_log.contains("unexpected EOF on client connection"),
+        "a session was cut off instead of closed:\n{server_log}\n{}",
         api.output()
     );
 }
