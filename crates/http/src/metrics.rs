@@ -56,9 +56,9 @@ impl Registrar {
     pub fn register<T>(&self, register: impl FnOnce() -> T) -> T {
         match &self.0 {
             Some(recorder) => metrics::with_local_recorder(recorder.as_ref(), register),
-            // No recorder of ours: the macros fall back to the global one, which the binary never
-            // installs, so they are no-ops.
-            None => register(),
+            // Metrics off: handles that do nothing, even if something in the process installed a
+            // global recorder (the macros' fallback).
+            None => metrics::with_local_recorder(&metrics::NoopRecorder, register),
         }
     }
 }

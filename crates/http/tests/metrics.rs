@@ -236,14 +236,6 @@ async fn concurrent_probes_on_a_frozen_database_share_round_trips() {
 }
 
 #[tokio::test]
-async fn metrics_switched_off_have_no_endpoint() {
-    let db = TestDatabase::migrated().await.unwrap();
-    let port = spawn_app(&db.url(), &[("METRICS_ENABLED", "false")]);
-    assert_eq!(get(port, "/health").await.status, 200);
-    assert_eq!(get(port, "/metrics").await.status, 404);
-}
-
-#[tokio::test]
 async fn metrics_port_serves_the_scrape_apart_from_the_api() {
     let db = TestDatabase::migrated().await.unwrap();
     let (port, metrics_port) = spawn_application(&db.url(), &[("METRICS_PORT", "0")]);
