@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use counseling_testkit::fixtures::BCRYPT_HASH as HASH;
-use counseling_testkit::{PgCluster, PgConnectOptions, TestDatabase};
+use counseling_testkit::{ClusterOptions, PgCluster, PgConnectOptions, TestDatabase};
 use migration::MigratorTrait;
 use migration::m20261130_000001_username_identity::identity_key;
 use migration::sea_orm::SqlxPostgresConnector;
@@ -80,17 +80,18 @@ async fn sqlstate_of(conn: &mut PgConnection, sql: &str) -> Option<String> {
         })
 }
 
-#[tokio::test]
-async fn the_service_role_reads_and_writes_rows_but_cannot_change_the_schema() {
-    let cluster = PgCluster::start().await.unwrap();
+const OWNER_PASSWORD: &str = "0wner1nitdbTest";
+const SERVICE_PASSWORD: &str = "serv1ce1nitdbTest";
+
+/// A new database on `cluster` initialised by every script, as the image does.
+async fn initialised_database(cluster: &PgCluster) -> TestDatabase {
     let db = cluster.empty_database().await.unwrap();
-    let (owner_password, service_password) = ("0wner1nitdbTest", "serv1ce1nitdbTest");
     let passwords = [
-        ("POSTGRES_OWNER_PASSWORD", owner_password),
-        ("POSTGRES_SERVICE_PASSWORD", service_password),
+        ("POSTGRES_OWNER_PASSWORD", OWNER_PASSWORD),
+        ("POSTGRES_SERVICE_PASSWORD", SERVICE_PASSWORD),
     ];
     for script in initdb_scripts() {
-        let output = psql(&cluster, db.name(), &script, &passwords);
+        let output = psql(cluster, db.name(), &script, &passwords);
         assert!(
             output.status.success(),
             "{}: {}",
@@ -98,6 +99,26 @@ async fn the_service_role_reads_and_writes_rows_but_cannot_change_the_schema() {
             text(&output.stderr)
         );
     }
+    db
+}
+
+/// The owner applies the migrations, as compose's migrate service does.
+async fn migrate_as_owner(cluster: &PgCluster, db: &TestDatabase) {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(role_options(cluster, db, OWNER, OWNER_PASSWORD));
+    let orm = SqlxPostgresConnector::from_sqlx_postgres_pool(pool);
+    assert_eq!(
+        migration::apply_pending(&orm).await.unwrap(),
+        migration::Migrator::migrations().len()
+    );
+    orm.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_service_role_reads_and_writes_rows_but_cannot_change_the_schema() {
+    let cluster = PgCluster::start().await.unwrap();
+    let db = initialised_database(&cluster).await;
 
     // Neither role is privileged beyond its database.
     let mut admin = PgConnection::connect_with(&cluster.admin_options())
@@ -118,19 +139,10 @@ async fn the_service_role_reads_and_writes_rows_but_cannot_change_the_schema() {
         ]
     );
 
-    // The owner applies the migrations, as compose's migrate service does.
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_lazy_with(role_options(&cluster, &db, OWNER, owner_password));
-    let orm = SqlxPostgresConnector::from_sqlx_postgres_pool(pool);
-    assert_eq!(
-        migration::apply_pending(&orm).await.unwrap(),
-        migration::Migrator::migrations().len()
-    );
-    orm.close().await.unwrap();
+    migrate_as_owner(&cluster, &db).await;
 
     let mut service =
-        PgConnection::connect_with(&role_options(&cluster, &db, SERVICE, service_password))
+        PgConnection::connect_with(&role_options(&cluster, &db, SERVICE, SERVICE_PASSWORD))
             .await
             .unwrap();
     // Rows: all four operations on the table the owner created after the roles were made.
@@ -203,4 +215,66 @@ async fn the_roles_script_refuses_to_run_without_passwords() {
     }
     let output = psql(&cluster, db.name(), &roles, &[]);
     assert!(!output.status.success());
+}
+
+/// Statements the service's role ran, as `pg_stat_statements` shows them to that role, with
+/// their number of calls.
+async fn own_statements(service: &mut PgConnection) -> Vec<(String, i64)> {
+    sqlx::query_as(
+        "SELECT query, calls FROM pg_stat_statements WHERE userid = current_user::regrole",
+    )
+    .fetch_all(service)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_repositorys_statements_show_up_in_pg_stat_statements() {
+    use counseling_domain::{UserRepository, Username};
+    use counseling_persistence::{Database, PgUserRepository};
+
+    // The server as compose starts it: the library preloaded, top-level statements tracked.
+    let cluster = PgCluster::start_with(ClusterOptions {
+        server_settings: vec![
+            (
+                "shared_preload_libraries".into(),
+                "pg_stat_statements".into(),
+            ),
+            ("pg_stat_statements.track".into(), "top".into()),
+        ],
+        ..ClusterOptions::default()
+    })
+    .await
+    .unwrap();
+    let db = initialised_database(&cluster).await;
+    migrate_as_owner(&cluster, &db).await;
+
+    // The repository, connected as the script's service role.
+    let url = format!(
+        "postgres://{SERVICE}:{SERVICE_PASSWORD}@127.0.0.1:{}/{}",
+        cluster.port(),
+        db.name()
+    );
+    let settings =
+        counseling_testkit::fixtures::pool_settings(&url).expect("the service's pool settings");
+    let database = Database::connect_lazy(&settings, tokio::runtime::Handle::current()).unwrap();
+    let users = PgUserRepository::new(database.clone());
+    let name = Username::parse(r"\school\statistics").unwrap();
+    for _ in 0..3 {
+        assert_eq!(users.find_by_username(&name).await.unwrap(), None);
+    }
+    assert!(database.close(std::time::Duration::from_secs(5)).await);
+
+    // Read back through the same role: its own statements, text included.
+    let mut service =
+        PgConnection::connect_with(&role_options(&cluster, &db, SERVICE, SERVICE_PASSWORD))
+            .await
+            .unwrap();
+    let statements = own_statements(&mut service).await;
+    let lookup = PgUserRepository::find_by_username_sql();
+    let calls = statements
+        .iter()
+        .find(|(query, _)| query.trim() == lookup.trim())
+        .map(|(_, calls)| *calls);
+    assert_eq!(calls, Some(3), "{lookup}\nnot among {statements:#?}");
 }
