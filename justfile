@@ -2,10 +2,15 @@
 # Binaries read DATABASE_URL from the environment, else from .env; just itself loads nothing.
 # On Windows recipe lines run in cmd.exe (always installed and, unlike Windows PowerShell, it
 # passes `--` on to cargo); the recipes that call bash scripts have a [windows] variant.
+# Arguments never become shell text: on unix recipes take them as positional arguments ("$1",
+# "$@"); on Windows as exported variables read with delayed expansion (`!NAME!`, cmd /v:on),
+# which cmd expands after parsing, so `&`, `|` or `%` in a value are not run. An empty variadic
+# is left out rather than expanded (cmd may keep an unset `!ARGS!` as text); a variadic's words
+# are split again there at spaces, never run.
 
 set dotenv-load := false
 set shell := ["bash", "-euo", "pipefail", "-c"]
-set windows-shell := ["cmd.exe", "/d", "/c"]
+set windows-shell := ["cmd.exe", "/d", "/v:on", "/c"]
 
 # List the recipes.
 default:
@@ -34,8 +39,8 @@ migrate-down *ARGS:
 
 # Roll back the most recent migration (`just migrate-down --force` also drops tables with rows).
 [windows]
-migrate-down *ARGS:
-    @cargo run --quiet --locked -p migration -- down {{ARGS}}
+migrate-down *$ARGS:
+    @cargo run --quiet --locked -p migration -- down {{ if ARGS == "" { "" } else { "!ARGS!" } }}
 
 # List migrations: applied, pending, modified (edited since applied) or missing (not in this binary).
 migrate-status:
@@ -49,8 +54,8 @@ migrate-accept VERSION:
 
 # Record VERSION's current checksum after checking the database matches its file (or forget a missing one).
 [windows]
-migrate-accept VERSION:
-    @cargo run --quiet --locked -p migration -- accept {{VERSION}}
+migrate-accept $VERSION:
+    @cargo run --quiet --locked -p migration -- accept "!VERSION!"
 
 # What each migration locks, and for how long, on a scratch database of 100,000 users (CI runs it).
 [unix]
@@ -75,8 +80,15 @@ migrate-bench *ARGS:
     @echo just migrate-bench needs a private PostgreSQL (unix): run it in WSL or on Linux. & exit /b 1
 
 # Create migration/src/m<today>_<NNNNNN>_NAME.rs from a template and register it in lib.rs.
+[unix]
+[positional-arguments]
 migrate-new NAME:
-    @cargo run --quiet --locked -p migration -- new {{NAME}}
+    @cargo run --quiet --locked -p migration -- new "$1"
+
+# Create migration/src/m<today>_<NNNNNN>_NAME.rs from a template and register it in lib.rs.
+[windows]
+migrate-new $NAME:
+    @cargo run --quiet --locked -p migration -- new "!NAME!"
 
 # Start the project-local PostgreSQL (local-postgres), creating it on first use.
 [unix]
@@ -133,8 +145,15 @@ bench:
     @echo just bench needs Linux (wrk, pgbench, a private PostgreSQL): run it in WSL or on Linux. & exit /b 1
 
 # Run every test (starts a throwaway PostgreSQL; on Windows set DATABASE_URL_TEST first).
+[unix]
+[positional-arguments]
 test *ARGS:
-    cargo test --workspace {{ARGS}}
+    cargo test --workspace "$@"
+
+# Run every test (starts a throwaway PostgreSQL; on Windows set DATABASE_URL_TEST first).
+[windows]
+test *$ARGS:
+    cargo test --workspace {{ if ARGS == "" { "" } else { "!ARGS!" } }}
 
 # Lint as CI does: formatting and clippy with warnings as errors.
 lint:
