@@ -137,10 +137,13 @@ pub fn children_of(parent: u32) -> Vec<u32> {
 
 /// Sends `sent` to `pid` and all its children (freezing or thawing a server with its backends).
 pub fn signal_with_children(pid: u32, sent: Signal) -> Result<()> {
+    // The parent first: once stopped it forks no child that the list below would miss (a
+    // backend forked while the list was read kept running, and a "frozen" server answered).
+    signal(pid, sent)?;
     for child in children_of(pid) {
         let _ = signal(child, sent);
     }
-    signal(pid, sent)
+    Ok(())
 }
 
 /// Spawns `command` (stdin closed) with its output appended to `log`: a file, never a pipe that
