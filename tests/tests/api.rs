@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use counseling_e2e::signal::Signal;
-use counseling_e2e::{Api, get_json, wait_for_status};
-use counseling_testkit::{PgCluster, TestDatabase};
+use counseling_e2e::{Api, get_json, get_text, wait_for_status};
+use counseling_testkit::{PgCluster, Scrape, TestDatabase};
 use sea_orm::sqlx::{Connection, PgConnection};
 
 /// A private cluster, a migrated database on it, and the service reporting healthy against it.
@@ -181,9 +181,17 @@ async fn sigterm_closes_the_pool_the_server_sees_each_session_say_goodbye() {
     ]);
     api.wait_listening();
     wait_for_status(&api.url("/health"), 200, Duration::from_secs(5));
+    // The pool's minimum open and back in the pool (the keeper holds the connections it opens
+    // until it has them all), as the service and the server see it.
+    let idle = || {
+        let (_, _, body) = get_text(&api.url("/metrics"), Duration::from_secs(5)).unwrap();
+        Scrape::parse(&body)
+            .unwrap()
+            .value("db_client_connections_idle", &[])
+    };
     let mut open = 0;
     let started = Instant::now();
-    while open < 3 && started.elapsed() < Duration::from_secs(5) {
+    while (open < 3 || idle() < 3.0) && started.elapsed() < Duration::from_secs(5) {
         open = service_sessions(&mut admin, &db).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
