@@ -447,14 +447,14 @@ impl Database {
         // Aborted when the limit passes: nothing keeps polling a pool that will not drain.
         let mut closing = AbortOnDrop(self.inner.io.spawn(async move {
             // Idle connections say goodbye, all at once (the server logs no lost client); the
-            // rest go when they come back.
+            // rest say it when they come back (`pool::give_back`).
             let mut goodbyes = tokio::task::JoinSet::new();
             for connection in pool.retain(|_, _| false).removed {
                 goodbyes.spawn(pool::close_politely(connection));
             }
             pool.close();
             while goodbyes.join_next().await.is_some() {}
-            while pool.status().size > 0 {
+            while pool.status().size > 0 || pool::farewells_pending(&pool) > 0 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }));

@@ -13,7 +13,7 @@
 //! still answers but reaches a node that can no longer write is closed, not handed out.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use counseling_config::{ConnectError, Connector, SessionState, TargetSessionAttrs, session_state};
@@ -38,6 +38,10 @@ pub(crate) struct ConnectionManager {
     /// then is pinged before use, instead of failing one caller after another.
     last_breakage: AtomicU64,
     epoch: Instant,
+    /// Goodbyes under way for connections that came back after the pool was closed.
+    farewells: Arc<AtomicUsize>,
+    /// The runtime the pool was built on (the database's I/O), where those goodbyes run.
+    io: tokio::runtime::Handle,
 }
 
 /// Whether a session in `state` may serve this service: it must be able to write, unless
@@ -154,6 +158,8 @@ pub(crate) fn build(
         max_lifetime: bounds.max_lifetime,
         last_breakage: AtomicU64::new(0),
         epoch: Instant::now(),
+        farewells: Arc::new(AtomicUsize::new(0)),
+        io: tokio::runtime::Handle::current(),
     };
     let max = usize::try_from(bounds.max).unwrap_or(usize::MAX);
     let pool = match Pool::builder(manager)
@@ -245,6 +251,34 @@ async fn fill_to(pool: &ConnectionPool, min: usize, acquire_timeout: Duration) {
             }
         }
     }
+    // The pool may have been closed meanwhile (a shutdown): then these say goodbye.
+    held.into_iter().for_each(give_back);
+}
+
+/// Hands `connection` back to its pool; once the pool is closed (which would drop it, and the
+/// server would log a lost client), closes it politely instead, on the pool's runtime, counted
+/// in [`farewells_pending`] until done.
+pub(crate) fn give_back(connection: PooledConnection) {
+    let Some(pool) = PooledConnection::pool(&connection) else {
+        return;
+    };
+    if !pool.is_closed() {
+        return drop(connection);
+    }
+    let manager = pool.manager();
+    let farewells = Arc::clone(&manager.farewells);
+    // Counted before `take` leaves the pool's size: a closing pool is never seen empty early.
+    farewells.fetch_add(1, Ordering::SeqCst);
+    let raw = PooledConnection::take(connection);
+    drop(manager.io.spawn(async move {
+        close_politely(raw).await;
+        farewells.fetch_sub(1, Ordering::SeqCst);
+    }));
+}
+
+/// Goodbyes still under way for connections given back after `pool` was closed.
+pub(crate) fn farewells_pending(pool: &ConnectionPool) -> usize {
+    pool.manager().farewells.load(Ordering::SeqCst)
 }
 
 /// Closes a connection with PostgreSQL's `Terminate` message, or just drops it (the server sees

@@ -184,8 +184,10 @@ impl Drop for Session {
             // Closing the socket makes the server roll back whatever was open; nothing waits for
             // a server that may be frozen.
             drop(PooledConnection::take(connection));
+        } else {
+            // Back to the pool, or, the pool closed, a goodbye to the server.
+            crate::pool::give_back(connection);
         }
-        // Otherwise dropping the pooled connection hands it back to the pool.
     }
 }
 

@@ -12,6 +12,7 @@ use counseling_persistence::{DatabaseSettings, PgUserRepository};
 use counseling_testkit::fixtures::eventually;
 use counseling_testkit::{PgCluster, TestDatabase};
 use sea_orm::ConnectionTrait;
+use sea_orm::sqlx::Connection;
 
 /// Units of work that each hold a connection of the pool until released.
 struct Holders {
@@ -387,4 +388,46 @@ async fn debug_of_the_database_and_its_settings_hides_the_password() {
     ] {
         assert!(!shown.contains("s3cret-Pw0rd"), "{shown}");
     }
+}
+
+/// A connection given back after `close` began (a unit of work that outlived the shutdown's
+/// drain, or one the keeper held while filling to the minimum) says goodbye with PostgreSQL's
+/// Terminate, and `close` waits for it: the server logs no lost client.
+#[cfg_attr(windows, ignore = "needs a private cluster (unix only)")]
+#[tokio::test]
+async fn a_connection_given_back_after_close_began_says_goodbye() {
+    let cluster = PgCluster::start().await.unwrap();
+    let test_db = cluster.migrated_database().await.unwrap();
+    let mut admin = sea_orm::sqlx::PgConnection::connect_with(&cluster.admin_options())
+        .await
+        .unwrap();
+    // A client that closes its socket without Terminate is logged at DEBUG1 as
+    // "unexpected EOF on client connection" (this cluster is the test's own).
+    let statement = format!(
+        "ALTER ROLE {} IN DATABASE {} SET log_min_messages = debug1",
+        counseling_testkit::SERVICE_ROLE,
+        test_db.name()
+    );
+    sea_orm::sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(statement))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let database = connect(&test_db.pool_settings().unwrap());
+    let holders = hold_connections(&database, 2).await;
+    let closing = tokio::spawn({
+        let database = database.clone();
+        async move { database.close(Duration::from_secs(10)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !closing.is_finished(),
+        "close waits for the connections in use"
+    );
+    holders.release().await;
+    assert!(closing.await.unwrap(), "closed within the limit");
+    let log = std::fs::read_to_string(cluster.log_path()).unwrap();
+    assert!(
+        !log.contains("unexpected EOF on client connection"),
+        "a connection was dropped instead of closed:\n{log}"
+    );
 }
