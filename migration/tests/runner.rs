@@ -297,8 +297,13 @@ async fn a_second_run_waits_for_the_first_and_finds_nothing_pending() {
 #[tokio::test]
 async fn a_pool_of_one_connection_is_the_run_s_session() {
     let db = TestDatabase::empty().await.unwrap();
+    // As the CLI makes it: nothing replaces the connection by itself (seen once under heavy
+    // load with the defaults: a second backend).
     let pool = migration::sea_orm::sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .test_before_acquire(false)
         .connect_lazy_with(db.options());
     let orm = migration::sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone());
     let callers: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
