@@ -222,6 +222,9 @@ impl HaStack {
     }
 
     /// Copies the servers' logs (no secrets) into `into`, for a look after the stack is gone.
+    /// Best effort, and as every write of ours: a log of an earlier run there is replaced, but
+    /// a symlink planted in its place is removed, never followed, and a folder that belongs to
+    /// another user is not written at all (`write_private`).
     pub fn copy_logs(&self, into: &Path) {
         let _ = std::fs::create_dir_all(into);
         for log in std::fs::read_dir(self.saved.dir.join("logs"))
@@ -229,7 +232,18 @@ impl HaStack {
             .flatten()
             .flatten()
         {
-            let _ = std::fs::copy(log.path(), into.join(log.file_name()));
+            let Ok(text) = std::fs::read(log.path()) else {
+                continue;
+            };
+            let (copy, text) = (into.join(log.file_name()), String::from_utf8_lossy(&text));
+            if let Err(HaError::Io { source, .. }) = write_private(&copy, &text)
+                && source.kind() == std::io::ErrorKind::AlreadyExists
+            {
+                // In a folder of ours or root's (write_private checked): remove what is there,
+                // the link itself if it is one, and write anew.
+                let _ = std::fs::remove_file(&copy);
+                let _ = write_private(&copy, &text);
+            }
         }
     }
 
