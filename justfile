@@ -126,7 +126,7 @@ ha-status:
 # Switchover and failover under load, three counseling-api replicas through HAProxy (about 1 min).
 ha-test:
     cargo build --quiet --locked -p counseling-http -p migration
-    cargo test --locked -p counseling-e2e --test ha -- --ignored --nocapture
+    cargo test --locked -p counseling-e2e --test ha -- --ignored --nocapture --test-threads=1
 
 # The HA test three times over, printing the median downtime figures for BENCHMARKS.md.
 ha-bench:

@@ -20,7 +20,7 @@ use counseling_domain::{
     Username,
 };
 use counseling_e2e::{Api, get_json, wait_for_status, workspace_binary};
-use counseling_ha::{APP_DATABASE, HaStack, Ports, StackOptions};
+use counseling_ha::{APP_DATABASE, ETCD_NAMESPACE, ETCD_USER, HaStack, Ports, StackOptions, send};
 use counseling_persistence::{Database, DatabaseSettings, PgUserRepository};
 use counseling_testkit::fixtures::wait_until;
 use sea_orm::sqlx::postgres::PgConnection;
@@ -221,6 +221,131 @@ fn switchover_and_failover_lose_no_write_and_every_service_heals_by_itself() {
         );
     }
     drop(teardown);
+}
+
+/// Nobody but the stack's own tools can steer it: an unauthenticated `PATCH /config` (here an
+/// `archive_command`, code execution as the servers' user), `POST /switchover` and etcd write
+/// are each refused, and change nothing; with the stack's credentials the same calls are
+/// accepted. Every failure is collected, so one run shows each that is missing.
+#[test]
+#[ignore = "needs patroni, etcd and haproxy; run with `just ha-test`"]
+fn the_stack_refuses_whoever_has_no_credentials() {
+    let mut options = StackOptions::new(Ports::find_free().unwrap()).unwrap();
+    options.logs_on_failure = Some(failure_logs());
+    let stack = HaStack::start(&options).unwrap();
+    let teardown = Teardown {
+        stop: Arc::new(AtomicBool::new(false)),
+        stack: Some(stack),
+    };
+    let stack = teardown.stack.as_ref().unwrap();
+    let mut failures: Vec<String> = Vec::new();
+    let leader = stack.leader().unwrap();
+    let (rest, other) = (stack.ports().rest(leader), HaStack::node_name(1 - leader));
+    let credentials = stack.rest_api_credentials().unwrap();
+    let credentials = Some((credentials.0, &credentials.1));
+
+    let marker = "touch /tmp/counseling-ha-intruder";
+    let evil = format!(r#"{{"postgresql":{{"parameters":{{"archive_command":"{marker}"}}}}}}"#);
+    let patched = send("PATCH", rest, "/config", &evil, None).unwrap();
+    if patched.status != 401 {
+        failures.push(format!("unauthenticated PATCH /config: {}", patched.status));
+    }
+    let config = rest_get(rest, "/config");
+    if config.contains(marker) {
+        failures.push(format!("PATCH /config took effect: {config}"));
+    }
+    // The same call, harmless, with the stack's credentials: accepted.
+    let harmless = send("PATCH", rest, "/config", r#"{"loop_wait":2}"#, credentials).unwrap();
+    assert_eq!(harmless.status, 200, "{}", harmless.body);
+
+    let switch = format!(
+        r#"{{"leader":"{}","candidate":"{other}"}}"#,
+        HaStack::node_name(leader)
+    );
+    let switched = send("POST", rest, "/switchover", &switch, None).unwrap();
+    if switched.status != 401 {
+        failures.push(format!(
+            "unauthenticated POST /switchover: {} {}",
+            switched.status, switched.body
+        ));
+    }
+
+    // Patroni's own configuration key, written by someone without a user.
+    let key = format!("{ETCD_NAMESPACE}counseling/config");
+    let written = stack
+        .etcdctl(&["put", &key, r#"{"ttl":1}"#], None, None)
+        .unwrap();
+    if written.status.success() {
+        failures.push("an unauthenticated etcd write was accepted".into());
+    }
+    // Patroni's etcd user may write its own keys only.
+    let patroni = stack.password("etcd-patroni").unwrap();
+    let outside = stack
+        .etcdctl(
+            &["put", "/elsewhere", "x"],
+            Some((ETCD_USER, &patroni)),
+            None,
+        )
+        .unwrap();
+    if outside.status.success() {
+        failures.push("Patroni's etcd user wrote outside its namespace".into());
+    }
+    let root = stack.password("etcd-root").unwrap();
+    let read = stack
+        .etcdctl(
+            &["get", &key, "--print-value-only"],
+            Some(("root", &root)),
+            None,
+        )
+        .unwrap();
+    let value = String::from_utf8_lossy(&read.stdout).into_owned();
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    if value.contains(r#""ttl":1}"#) {
+        failures.push(format!(
+            "the unauthenticated etcd write took effect: {value}"
+        ));
+    }
+
+    // Secrets: one 0600 file each, in a 0700 folder.
+    use std::os::unix::fs::PermissionsExt;
+    let secrets = stack.dir().join("secrets");
+    let mode = |path: &std::path::Path| {
+        std::fs::symlink_metadata(path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&secrets), 0o700);
+    for file in std::fs::read_dir(&secrets).unwrap().flatten() {
+        assert_eq!(mode(&file.path()), 0o600, "{}", file.path().display());
+    }
+
+    // The refused switchover did not happen behind the 401 either.
+    std::thread::sleep(Duration::from_secs(3));
+    if stack.leader() != Some(leader) {
+        failures.push("the leader changed after an unauthenticated switchover".into());
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    // Our own tool passes the credentials: patronictl switches over through the REST API.
+    stack.switchover().unwrap();
+    wait_until("the switchover", Duration::from_secs(30), || {
+        stack.leader() == Some(1 - leader)
+    })
+    .unwrap();
+    drop(teardown);
+}
+
+/// The body of `GET http://127.0.0.1:{port}{path}` (empty if nothing answered).
+fn rest_get(port: u16, path: &str) -> String {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    counseling_provision::http::get(&url, &[], Duration::from_secs(5))
+        .map(|reply| reply.body)
+        .unwrap_or_default()
 }
 
 /// Least privilege on the stack too: the service's role reads and writes rows of the migrated

@@ -3,8 +3,11 @@
 //! always leads to the primary (health-checked through Patroni's REST API) and one for replicas.
 //!
 //! Everything listens on 127.0.0.1 only and lives in a fresh folder created exclusively (see
-//! `stack.rs` for its layout). Passwords are generated per run, kept in 0600 files and handed to
-//! Patroni through its environment, never on a command line. The servers' binaries, user,
+//! `stack.rs` for its layout). Nobody else on the machine can steer it: etcd requires v3
+//! authentication (Patroni's own user may write only Patroni's keys), and every Patroni REST
+//! call that changes state requires credentials. Passwords are generated per run, kept in 0600
+//! files and handed to Patroni through its environment (to etcdctl on its standard input),
+//! never on a command line. The servers' binaries, user,
 //! files, passwords, roles and URLs come from `counseling-provision`, as for every PostgreSQL of
 //! ours. The fixed configuration is `ha/patroni.yml` and `ha/haproxy.cfg` in the repository;
 //! what differs per run (ports, folders, passwords) is filled in through the programs' own
@@ -21,5 +24,8 @@ mod stack;
 
 pub use counseling_provision::{ProvisionError as HaError, Result};
 pub use ports::{NODES, Ports};
-pub use rest::{Member, cluster_members};
-pub use stack::{APP_DATABASE, APP_ROLE, HaStack, OWNER_ROLE, SavedStack, StackOptions};
+pub use rest::{Member, cluster_members, send};
+pub use stack::{
+    APP_DATABASE, APP_ROLE, ETCD_NAMESPACE, ETCD_USER, HaStack, OWNER_ROLE, REST_API_USER,
+    SavedStack, StackOptions,
+};

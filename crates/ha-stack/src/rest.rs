@@ -1,7 +1,10 @@
 use std::time::Duration;
 
 use counseling_provision::http::Reply;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+
+use crate::{HaError, Result};
 
 /// One node as Patroni's `GET /cluster` describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -40,4 +43,54 @@ pub fn cluster_members(rest_port: u16) -> Option<Vec<Member>> {
     let reply = get(rest_port, "/cluster").filter(|reply| reply.status == 200)?;
     let cluster: Cluster = serde_json::from_str(&reply.body).ok()?;
     Some(cluster.members)
+}
+
+/// `method http://127.0.0.1:{port}{path}` with a JSON `body`, as `credentials` (user, password;
+/// basic authentication) or as no one, within 10 s: what changes state on a Patroni REST API
+/// (`PATCH /config`, `POST /switchover`). Every status is an answer; an error only when nothing
+/// answered.
+pub fn send(
+    method: &str,
+    port: u16,
+    path: &str,
+    body: &str,
+    credentials: Option<(&str, &SecretString)>,
+) -> Result<Reply> {
+    use base64::Engine;
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let failed =
+        |error: &dyn std::fmt::Display| HaError::Failed(format!("{method} {url}: {error}"));
+    let mut request = ureq::http::Request::builder()
+        .method(method)
+        .uri(&url)
+        .header("content-type", "application/json");
+    if let Some((user, password)) = credentials {
+        let pair = format!("{user}:{}", password.expose_secret());
+        let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+        request = request.header("authorization", format!("Basic {encoded}"));
+    }
+    let request = request.body(body.to_owned()).map_err(|e| failed(&e))?;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut response = agent.run(request).map_err(|e| failed(&e))?;
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            let value = value.to_str().unwrap_or_default();
+            (name.as_str().to_owned(), value.to_owned())
+        })
+        .collect();
+    let body = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| failed(&e))?;
+    Ok(Reply {
+        status: response.status().as_u16(),
+        headers,
+        body,
+    })
 }

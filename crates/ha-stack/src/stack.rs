@@ -4,6 +4,8 @@
 //! ```text
 //! dir/                        ours (0710 for the servers' group when they run as another user)
 //!   secrets/, logs/           ours, 0700: one 0600 file per password; every server's output
+//!                             (the database roles', etcd's root and `patroni` users', and the
+//!                             Patroni REST API's credentials)
 //!   patroni.yml, haproxy.cfg  ours, handed to the servers' user, which only reads them
 //!   etcd/, node1/, node2/     made empty by us, handed to the servers' user, which writes there
 //! ```
@@ -35,8 +37,25 @@ pub const APP_DATABASE: &str = "counseling_platform";
 
 const PATRONI_CONFIG: &str = include_str!("../../../ha/patroni.yml");
 const HAPROXY_CONFIG: &str = include_str!("../../../ha/haproxy.cfg");
-/// The password files under `secrets/`, one per role the stack needs.
-const ROLES: [&str; 5] = ["superuser", "replication", "rewind", "owner", "app"];
+/// The password files under `secrets/`, one per role the stack needs: the database's roles,
+/// etcd's users and the Patroni REST API's user.
+const ROLES: [&str; 8] = [
+    "superuser",
+    "replication",
+    "rewind",
+    "owner",
+    "app",
+    "etcd-root",
+    "etcd-patroni",
+    "rest-api",
+];
+/// Patroni's keys in etcd, and the user (and role of the same name) that may read and write
+/// them, and nothing else. etcd's `root` user only sets this up.
+pub const ETCD_NAMESPACE: &str = "/counseling-ha/";
+pub const ETCD_USER: &str = "patroni";
+/// The user every call that changes state on a Patroni REST API must name (basic
+/// authentication); reads (`GET /cluster`, HAProxy's checks) need none.
+pub const REST_API_USER: &str = "ha-admin";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -94,9 +113,10 @@ impl HaStack {
     /// the application's roles and database exist. About 15 s.
     pub fn start(options: &StackOptions) -> Result<Self> {
         let path = std::env::var_os("PATH").unwrap_or_default();
-        for program in ["etcd", "patroni", "patronictl", "haproxy"] {
+        for program in ["etcd", "etcdctl", "patroni", "patronictl", "haproxy"] {
             if !std::env::split_paths(&path).any(|dir| dir.join(program).is_file()) {
-                let install = "apt-get install patroni etcd-server python3-etcd haproxy";
+                let install =
+                    "apt-get install patroni etcd-server etcd-client python3-etcd haproxy";
                 return Err(HaError::Failed(format!(
                     "{program} is not installed ({install})"
                 )));
@@ -337,7 +357,124 @@ impl HaStack {
         self.wait_for("etcd answers", READY_TIMEOUT, |_| {
             let health = rest::get(ports.etcd_client(), "/health");
             health.is_some_and(|reply| reply.status == 200 && reply.body.contains("true"))
-        })
+        })?;
+        self.enable_etcd_authentication()
+    }
+
+    /// Locks etcd before any Patroni talks to it: a `root` user, a [`ETCD_USER`] whose role may
+    /// read and write [`ETCD_NAMESPACE`] only, then v3 authentication, after which no client
+    /// without a user may read or write. Passwords reach `etcdctl` on its standard input.
+    fn enable_etcd_authentication(&self) -> Result<()> {
+        let (root, patroni) = (self.password("etcd-root")?, self.password("etcd-patroni")?);
+        let steps: [(&[&str], Option<&SecretString>); 6] = [
+            (&["user", "add", "root", "--interactive=false"], Some(&root)),
+            (
+                &["user", "add", ETCD_USER, "--interactive=false"],
+                Some(&patroni),
+            ),
+            (&["role", "add", ETCD_USER], None),
+            (
+                &[
+                    "role",
+                    "grant-permission",
+                    ETCD_USER,
+                    "--prefix=true",
+                    "readwrite",
+                ],
+                None,
+            ),
+            (&["user", "grant-role", ETCD_USER, ETCD_USER], None),
+            (&["auth", "enable"], None),
+        ];
+        for (index, (args, input)) in steps.into_iter().enumerate() {
+            let mut args = args.to_vec();
+            // grant-permission: the key prefix comes last.
+            if index == 3 {
+                args.push(ETCD_NAMESPACE);
+            }
+            let output = self.etcdctl(&args, None, input)?;
+            if !output.status.success() {
+                let error = String::from_utf8_lossy(&output.stderr);
+                let step = args.join(" ");
+                return Err(HaError::Failed(format!(
+                    "etcdctl {step} failed: {}",
+                    error.trim()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `etcdctl args` against the stack's etcd as `user` (name, password), or as no one, with
+    /// `input` on its standard input. Nothing of our environment reaches it but PATH (no
+    /// ETCDCTL_* of the caller's), and the password goes in its environment, never on its
+    /// command line.
+    pub fn etcdctl(
+        &self,
+        args: &[&str],
+        user: Option<(&str, &SecretString)>,
+        input: Option<&SecretString>,
+    ) -> Result<std::process::Output> {
+        let mut command = Command::new("etcdctl");
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let endpoint = format!("http://127.0.0.1:{}", self.saved.ports.etcd_client());
+        command
+            .env_clear()
+            .env("PATH", path)
+            .env("ETCDCTL_API", "3")
+            .env("ETCDCTL_ENDPOINTS", endpoint)
+            .env("ETCDCTL_DIAL_TIMEOUT", "3s")
+            .env("ETCDCTL_COMMAND_TIMEOUT", "5s")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some((name, password)) = user {
+            command
+                .env("ETCDCTL_USER", name)
+                .env("ETCDCTL_PASSWORD", password.expose_secret());
+        }
+        let mut child = command
+            .spawn()
+            .map_err(HaError::io("running etcdctl (apt-get install etcd-client)"))?;
+        if let Some(stdin) = child.stdin.take() {
+            let mut stdin = stdin;
+            if let Some(input) = input {
+                use std::io::Write;
+                writeln!(stdin, "{}", input.expose_secret())
+                    .map_err(HaError::io("writing to etcdctl"))?;
+            }
+        }
+        child
+            .wait_with_output()
+            .map_err(HaError::io("running etcdctl"))
+    }
+
+    /// The REST API's credentials: every call that changes state must carry them.
+    pub fn rest_api_credentials(&self) -> Result<(&'static str, SecretString)> {
+        Ok((REST_API_USER, self.password("rest-api")?))
+    }
+
+    /// What Patroni and `patronictl` need to find etcd and the cluster, and to authenticate to
+    /// etcd and to the REST API (Patroni reads `PATRONI_*` like its configuration file; the
+    /// environment of a process is readable only by its user and root, unlike its command line).
+    fn patroni_environment(&self) -> Result<Vec<(&'static str, String)>> {
+        let etcd = format!("127.0.0.1:{}", self.saved.ports.etcd_client());
+        let (rest_user, rest_password) = self.rest_api_credentials()?;
+        Ok(vec![
+            ("PATRONI_NAMESPACE", ETCD_NAMESPACE.to_owned()),
+            ("PATRONI_ETCD3_HOSTS", etcd),
+            ("PATRONI_ETCD3_USERNAME", ETCD_USER.to_owned()),
+            (
+                "PATRONI_ETCD3_PASSWORD",
+                self.password("etcd-patroni")?.expose_secret().to_owned(),
+            ),
+            ("PATRONI_RESTAPI_USERNAME", rest_user.to_owned()),
+            (
+                "PATRONI_RESTAPI_PASSWORD",
+                rest_password.expose_secret().to_owned(),
+            ),
+        ])
     }
 
     /// Starts node `index`'s Patroni (again, after [`HaStack::kill_node`]: it rejoins as a
@@ -365,12 +502,9 @@ impl HaStack {
                 "PATRONI_POSTGRESQL_BIN_DIR",
                 self.saved.pg_bin_dir.display().to_string(),
             ),
-            (
-                "PATRONI_ETCD3_HOSTS",
-                format!("127.0.0.1:{}", ports.etcd_client()),
-            ),
             ("PATRONI_SUPERUSER_USERNAME", SUPERUSER.to_owned()),
         ];
+        variables.extend(self.patroni_environment()?);
         // The environment of a process is readable only by its user and root, unlike its
         // command line.
         for (role, variable) in [
@@ -482,8 +616,9 @@ impl HaStack {
             .leader()
             .ok_or_else(|| HaError::Failed("no leader to switch over".into()))?;
         let candidate = (leader + 1) % NODES;
-        let etcd = format!("127.0.0.1:{}", self.saved.ports.etcd_client());
-        let status = Command::new("patronictl")
+        // patronictl authenticates to the REST API with restapi.authentication, which Patroni
+        // 3.0 takes for its `ctl` credentials too.
+        let output = Command::new("patronictl")
             .arg("-c")
             .arg(self.saved.dir.join("patroni.yml"))
             .args([
@@ -493,14 +628,24 @@ impl HaStack {
                 &Self::node_name(leader),
             ])
             .args(["--candidate", &Self::node_name(candidate)])
-            .env("PATRONI_ETCD3_HOSTS", etcd)
+            .envs(self.patroni_environment()?)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status()
+            .output()
             .map_err(HaError::io("running patronictl"))?;
-        match status.success() {
+        // patronictl exits 0 when the REST API refuses (it prints the status), and falls back
+        // to writing etcd when the API does not answer: only the leader's own word counts.
+        let said = String::from_utf8_lossy(&output.stdout);
+        match output.status.success() && said.contains("Successfully switched over") {
             true => Ok(()),
-            false => Err(HaError::Failed("patronictl switchover failed".into())),
+            false => {
+                let mut lines = said.lines();
+                let why =
+                    lines.find(|line| line.contains("ailed") || line.contains("falling back"));
+                let said = why.unwrap_or_default().trim().to_owned();
+                Err(HaError::Failed(format!(
+                    "patronictl switchover failed: {said}"
+                )))
+            }
         }
     }
 
