@@ -123,12 +123,13 @@ ha-down:
 ha-status:
     @cargo run --quiet --locked -p counseling-ha --bin ha-stack -- status
 
-# Switchover and failover under load, three counseling-api replicas through HAProxy (about 1 min).
+# Switchover and failover under load, three counseling-api replicas through HAProxy, then given
+# both nodes directly (a libpq host list), and the stack's locks (about 2 min).
 ha-test:
     cargo build --quiet --locked -p counseling-http -p migration
     cargo test --locked -p counseling-e2e --test ha -- --ignored --nocapture --test-threads=1
 
-# The HA test three times over, printing the median downtime figures for BENCHMARKS.md.
+# The HA test three times over on each route, printing the median figures for BENCHMARKS.md.
 ha-bench:
     HA_RUNS=3 just ha-test
 

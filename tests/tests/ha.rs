@@ -1,6 +1,11 @@
 //! The service on a highly available PostgreSQL (etcd, two Patroni nodes, HAProxy), through a
 //! planned switchover and an unplanned failover, under load: three `counseling-api` processes
-//! probed continuously, and a writer creating users through `PgUserRepository`.
+//! probed continuously, and a writer creating users through `PgUserRepository`. Both routes to
+//! the primary, one after the other on the same stack: through HAProxy's primary port, and
+//! directly, both nodes as a libpq host list with `target_session_attrs=read-write`. On each:
+//! no acknowledged write lost (a write a demoted node accepted would be missing on the new
+//! primary), every 503 given while no writable primary was reachable on that route, and 200
+//! again within 2 s of one being reachable.
 //!
 //! Ignored by default (it needs Patroni, etcd and HAProxy and takes a minute or two): run it with
 //! `just ha-test`, or three rounds with `just ha-bench` (`HA_RUNS=3`), which prints the figures
@@ -34,14 +39,44 @@ const FAILOVER_HEAL_BOUND: Duration = Duration::from_secs(25);
 /// Pause between two writes, and between two probes of one service.
 const WRITE_PACE: Duration = Duration::from_millis(10);
 const PROBE_PACE: Duration = Duration::from_millis(100);
-/// A 503 is truthful if no primary was reachable through HAProxy within this much of it: one
-/// health budget (HEALTH_TIMEOUT_MS, 1 s by default) plus the observer's pace.
+/// A 503 is truthful if no writable primary was reachable on the route within this much of it:
+/// one health budget (HEALTH_TIMEOUT_MS, 1 s by default) plus the observer's pace.
 const TRUTH_MARGIN: f64 = 1.2;
+/// Every service answers 200 again within this long of a writable primary being reachable on
+/// its route (issue 24), in seconds.
+const HEALTHY_AFTER_WRITABLE: f64 = 2.0;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Disruption {
     Switchover,
     Failover,
+}
+
+impl Disruption {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Switchover => "switchover",
+            Self::Failover => "kill -9 failover",
+        }
+    }
+}
+
+/// How the services and the writer reach the primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Route {
+    /// HAProxy's primary port, which Patroni's REST API steers.
+    Haproxy,
+    /// Both nodes as a libpq host list with `target_session_attrs=read-write`.
+    Direct,
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            Self::Haproxy => "HAProxy",
+            Self::Direct => "direct host list",
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -60,7 +95,7 @@ struct Probe {
     body: String,
 }
 
-/// Whether HAProxy's primary port led to a writable primary, checked with a fresh connection.
+/// Whether the route led to a writable primary, checked with fresh connections.
 #[derive(Debug)]
 struct PrimarySample {
     start: f64,
@@ -81,6 +116,9 @@ struct Figures {
     write_downtime: f64,
     unhealthy_window: f64,
     healthy_again_after: f64,
+    /// From the first moment a writable primary was reachable again to the last service's
+    /// first 200 (0 when no service turned unhealthy).
+    after_writable: f64,
 }
 
 /// Stops the observers and the stack however the test ends.
@@ -149,75 +187,79 @@ fn switchover_and_failover_lose_no_write_and_every_service_heals_by_itself() {
     the_services_role_has_rows_but_not_the_schema(stack);
     a_write_on_a_read_only_node_is_unavailable_and_drops_its_connection(stack);
 
-    let apis: Vec<Api> = (0..3)
-        .map(|_| {
-            let mut api =
-                Api::spawn(&[("DATABASE_URL", url.expose_secret()), ("RUST_LOG", "warn")]);
-            api.wait_listening();
-            wait_for_status(&api.url("/health"), 200, Duration::from_secs(10));
-            api
-        })
-        .collect();
-
-    let record = Arc::new(Record::default());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let observers = start_observers(stack, &apis, &url, &record, &stop, &runtime, seconds);
+    let mut figures: BTreeMap<(Route, Disruption), Vec<Figures>> = BTreeMap::new();
+    for route in [Route::Haproxy, Route::Direct] {
+        let url = match route {
+            Route::Haproxy => stack.app_url().unwrap(),
+            Route::Direct => stack.app_url_direct().unwrap(),
+        };
+        let apis: Vec<Api> = (0..3)
+            .map(|_| {
+                let mut api =
+                    Api::spawn(&[("DATABASE_URL", url.expose_secret()), ("RUST_LOG", "warn")]);
+                api.wait_listening();
+                wait_for_status(&api.url("/health"), 200, Duration::from_secs(10));
+                api
+            })
+            .collect();
 
-    std::thread::sleep(Duration::from_secs(2));
-    let mut figures: BTreeMap<&str, Vec<Figures>> = BTreeMap::new();
-    for run in 1..=runs {
-        for disruption in [Disruption::Switchover, Disruption::Failover] {
-            let result = disrupt_and_check(stack, disruption, &record, seconds);
-            println!(
-                "HA figures: {disruption:?} run {run}: write downtime {:.2} s, /health unhealthy \
-                 for {:.2} s (longest of 3 services), all healthy {:.2} s after the {}",
-                result.write_downtime,
-                result.unhealthy_window,
-                result.healthy_again_after,
-                if disruption == Disruption::Switchover {
-                    "switchover command"
-                } else {
-                    "kill"
-                }
-            );
-            let name = if disruption == Disruption::Switchover {
-                "switchover"
-            } else {
-                "failover"
-            };
-            figures.entry(name).or_default().push(result);
+        let record = Arc::new(Record::default());
+        stop.store(false, Ordering::SeqCst);
+        let observers =
+            start_observers(stack, route, &apis, &url, &record, &stop, &runtime, seconds);
+
+        std::thread::sleep(Duration::from_secs(2));
+        for run in 1..=runs {
+            for disruption in [Disruption::Switchover, Disruption::Failover] {
+                let result = disrupt_and_check(stack, route, disruption, &record, seconds);
+                println!(
+                    "HA figures: {route} {disruption:?} run {run}: write downtime {:.2} s, \
+                     /health unhealthy for {:.2} s (longest of 3 services), all healthy {:.2} s \
+                     after the {}, {:.2} s after a writable primary was reachable",
+                    result.write_downtime,
+                    result.unhealthy_window,
+                    result.healthy_again_after,
+                    disruption.name(),
+                    result.after_writable,
+                );
+                figures.entry((route, disruption)).or_default().push(result);
+            }
+        }
+
+        stop.store(true, Ordering::SeqCst);
+        for observer in observers {
+            observer.join().unwrap();
+        }
+        // Still the same three processes: they healed without a restart.
+        for mut api in apis {
+            assert!(api.child.try_wait().unwrap().is_none(), "{}", api.output());
         }
     }
 
-    stop.store(true, Ordering::SeqCst);
-    for observer in observers {
-        observer.join().unwrap();
-    }
-    // Still the same three processes: they healed without a restart.
-    for mut api in apis {
-        assert!(api.child.try_wait().unwrap().is_none(), "{}", api.output());
-    }
-
     println!(
-        "\n| disruption | runs | write downtime (median) | /health unhealthy (median) | all healthy after (median) |"
+        "\n| route | disruption | runs | write downtime (median) | /health unhealthy (median) | \
+         all healthy after (median) | 200 after a writable primary (median) |"
     );
-    println!("|---|---|---|---|---|");
-    for (name, results) in &figures {
+    println!("|---|---|---|---|---|---|---|");
+    for ((route, disruption), results) in &figures {
         let median = |pick: fn(&Figures) -> f64| {
             let mut values: Vec<f64> = results.iter().map(pick).collect();
             values.sort_by(f64::total_cmp);
             values[values.len() / 2]
         };
         println!(
-            "| {name} | {} | {:.2} s | {:.2} s | {:.2} s |",
+            "| {route} | {} | {} | {:.2} s | {:.2} s | {:.2} s | {:.2} s |",
+            disruption.name(),
             results.len(),
             median(|f| f.write_downtime),
             median(|f| f.unhealthy_window),
-            median(|f| f.healthy_again_after)
+            median(|f| f.healthy_again_after),
+            median(|f| f.after_writable),
         );
     }
     drop(teardown);
@@ -427,8 +469,10 @@ fn a_write_on_a_read_only_node_is_unavailable_and_drops_its_connection(stack: &H
 }
 
 /// The writer, the three services' probes and the primary observer, until `stop`.
+#[allow(clippy::too_many_arguments)]
 fn start_observers(
     stack: &HaStack,
+    route: Route,
     apis: &[Api],
     url: &DatabaseUrl,
     record: &Arc<Record>,
@@ -444,12 +488,17 @@ fn start_observers(
     let users = PgUserRepository::new(database);
     let hash = PasswordHash::hash(&SecretString::from("ha-test-password")).unwrap();
     let (writer_record, writer_stop) = (Arc::clone(record), Arc::clone(stop));
+    // One route's users are still there when the next route's writer starts.
+    let prefix = match route {
+        Route::Haproxy => "proxied",
+        Route::Direct => "direct",
+    };
     let handle = runtime.handle().clone();
     threads.push(std::thread::spawn(move || {
         let mut sequence = 0u64;
         while !writer_stop.load(Ordering::SeqCst) {
             sequence += 1;
-            let username = format!("\\ha\\user{sequence}");
+            let username = format!("\\ha\\{prefix}{sequence}");
             let new_user = NewUser {
                 username: Username::parse(username.clone()).unwrap(),
                 password_hash: hash.clone(),
@@ -498,29 +547,47 @@ fn start_observers(
         }));
     }
 
-    let options = stack
-        .superuser_options(stack.ports().primary(), APP_DATABASE)
-        .unwrap();
+    // Where the route leads: HAProxy's primary port, or each node (a host list keeps the first
+    // writable one).
+    let ports: Vec<u16> = match route {
+        Route::Haproxy => vec![stack.ports().primary()],
+        Route::Direct => (0..2).map(|index| stack.ports().postgres(index)).collect(),
+    };
+    let options: Vec<_> = ports
+        .into_iter()
+        .map(|port| stack.superuser_options(port, APP_DATABASE).unwrap())
+        .collect();
     let (primary_record, primary_stop) = (Arc::clone(record), Arc::clone(stop));
     let handle = runtime.handle().clone();
     threads.push(std::thread::spawn(move || {
         while !primary_stop.load(Ordering::SeqCst) {
             let start = seconds();
-            let primary = handle.block_on(async {
+            let checks = options.iter().cloned().map(|options| async move {
                 let check = async {
                     let mut connection = PgConnection::connect_with(&options).await.ok()?;
-                    let primary = sqlx::query_scalar::<_, bool>("SELECT NOT pg_is_in_recovery()")
-                        .fetch_one(&mut connection)
-                        .await
-                        .ok();
+                    let writable = sqlx::query_scalar::<_, bool>(
+                        "SELECT NOT pg_is_in_recovery() \
+                         AND current_setting('transaction_read_only') = 'off'",
+                    )
+                    .fetch_one(&mut connection)
+                    .await
+                    .ok();
                     let _ = connection.close().await;
-                    primary
+                    writable
                 };
                 tokio::time::timeout(Duration::from_secs(1), check)
                     .await
                     .ok()
                     .flatten()
                     .unwrap_or(false)
+            });
+            let checks: Vec<_> = checks.map(|check| handle.spawn(check)).collect();
+            let primary = handle.block_on(async {
+                let mut any = false;
+                for check in checks {
+                    any |= check.await.unwrap_or(false);
+                }
+                any
             });
             let end = seconds();
             primary_record
@@ -541,6 +608,7 @@ fn start_observers(
 /// Runs one disruption and checks everything the service promises about it.
 fn disrupt_and_check(
     stack: &mut HaStack,
+    route: Route,
     disruption: Disruption,
     record: &Record,
     seconds: impl Fn() -> f64,
@@ -579,7 +647,7 @@ fn disrupt_and_check(
     std::thread::sleep(Duration::from_secs(2));
     let until = seconds();
 
-    let figures = check_window(record, disruption, disrupted_at, healed_at, until);
+    let figures = check_window(record, route, disruption, disrupted_at, healed_at, until);
     check_nothing_lost(stack, new_leader, record);
     if disruption == Disruption::Failover {
         let log = std::fs::read_to_string(stack.patroni_log(old_leader)).unwrap_or_default();
@@ -615,6 +683,7 @@ fn wait_all_healthy(record: &Record, since: f64, seconds: &impl Fn() -> f64) -> 
 /// Figures and promises of one disruption, over what was recorded from `from` to `until`.
 fn check_window(
     record: &Record,
+    route: Route,
     disruption: Disruption,
     from: f64,
     healed_at: f64,
@@ -635,16 +704,16 @@ fn check_window(
             Err(CreateUserError::Store(StoreError::Unavailable(why))) => {
                 *reasons.entry(why.to_string()).or_default() += 1;
             }
-            Err(other) => panic!("{disruption:?}: a write failed with {other:?}"),
+            Err(other) => panic!("{route} {disruption:?}: a write failed with {other:?}"),
         }
     }
-    println!("{disruption:?}: failed writes by reason: {reasons:?}");
+    println!("{route} {disruption:?}: failed writes by reason: {reasons:?}");
 
     // Writes resumed: the last ones of the window were acknowledged.
     let tail: Vec<&&WriteEvent> = window.iter().rev().take(20).collect();
     assert!(
         tail.len() == 20 && tail.iter().all(|write| write.outcome.is_ok()),
-        "{disruption:?}: writes did not resume on the new primary"
+        "{route} {disruption:?}: writes did not resume on the new primary"
     );
     // Write downtime: the longest stretch between two acknowledged writes.
     let acknowledged: Vec<f64> = window
@@ -662,6 +731,18 @@ fn check_window(
         .primary
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
+    // When a writable primary was reachable again for good: the end of the first writable
+    // sample after the last one that found none.
+    let samples: Vec<&PrimarySample> = primary
+        .iter()
+        .filter(|sample| sample.start >= from && sample.end <= until)
+        .collect();
+    let last_unwritable = samples.iter().rposition(|sample| !sample.primary);
+    let writable_at = samples
+        .iter()
+        .skip(last_unwritable.map_or(0, |index| index + 1))
+        .find(|sample| sample.primary)
+        .map_or(from, |sample| sample.end);
     let mut unhealthy_window: f64 = 0.0;
     let mut healthy_again_at = from;
     for api in 0..3 {
@@ -675,9 +756,9 @@ fn check_window(
             .collect();
         for probe in &unhealthy {
             // Answered, and with a 503 that says why.
-            assert_eq!(probe.status, Some(503), "{disruption:?}: {probe:?}");
+            assert_eq!(probe.status, Some(503), "{route} {disruption:?}: {probe:?}");
             assert!(probe.body.contains("\"unhealthy\""), "{probe:?}");
-            // Truthful: no primary was reachable through HAProxy around that time.
+            // Truthful: no writable primary was reachable on the route around that time.
             let no_primary_nearby = primary.iter().any(|sample| {
                 !sample.primary
                     && sample.end >= probe.start - TRUTH_MARGIN
@@ -685,8 +766,8 @@ fn check_window(
             });
             assert!(
                 no_primary_nearby,
-                "{disruption:?}: service {api} answered 503 at {:.2}-{:.2} s while a primary was \
-                 reachable through HAProxy: {}",
+                "{route} {disruption:?}: service {api} answered 503 at {:.2}-{:.2} s while a primary was \
+                 reachable on the route: {}",
                 probe.start, probe.end, probe.body
             );
         }
@@ -698,10 +779,19 @@ fn check_window(
                 .unwrap_or(until);
             unhealthy_window = unhealthy_window.max(recovered - first.start);
             healthy_again_at = healthy_again_at.max(recovered);
+            // 200 again soon after a writable primary is there to be found: within the bound,
+            // plus one probe's pace (the first probe after it may start that much later).
+            let late = recovered - writable_at;
+            assert!(
+                late <= HEALTHY_AFTER_WRITABLE + PROBE_PACE.as_secs_f64(),
+                "{route} {disruption:?}: service {api} answered 200 again {late:.2} s after a \
+                 writable primary was reachable (at {writable_at:.2} s; bound \
+                 {HEALTHY_AFTER_WRITABLE} s)"
+            );
             // Healthy again, and stayed so through the steady stretch.
             assert!(
                 last.start < healed_at,
-                "{disruption:?}: service {api} turned unhealthy again after recovering"
+                "{route} {disruption:?}: service {api} turned unhealthy again after recovering"
             );
         }
     }
@@ -712,13 +802,19 @@ fn check_window(
     };
     assert!(
         healthy_again_after <= bound.as_secs_f64(),
-        "{disruption:?}: the services took {healthy_again_after:.1} s to turn healthy (bound \
+        "{route} {disruption:?}: the services took {healthy_again_after:.1} s to turn healthy (bound \
          {bound:?})"
     );
+    let after_writable = if healthy_again_at > from {
+        (healthy_again_at - writable_at).max(0.0)
+    } else {
+        0.0
+    };
     Figures {
         write_downtime,
         unhealthy_window,
         healthy_again_after,
+        after_writable,
     }
 }
 

@@ -289,6 +289,27 @@ impl HaStack {
         self.url(port, APP_ROLE, "app", APP_DATABASE)
     }
 
+    /// The service's URL naming both nodes directly, as a libpq host list with
+    /// `target_session_attrs=read-write` (the route without HAProxy): a connection tries the
+    /// nodes in order and keeps the one that takes writes. It holds the password.
+    pub fn app_url_direct(&self) -> Result<DatabaseUrl> {
+        let ports = self.saved.ports;
+        let password = self.password("app")?;
+        let parameters = [("target_session_attrs", "read-write")];
+        let url = local_url(
+            ports.postgres(0),
+            APP_ROLE,
+            Some(&password),
+            APP_DATABASE,
+            &parameters,
+        )?;
+        let hosts: Vec<(&str, u16)> = (0..NODES)
+            .map(|index| ("127.0.0.1", ports.postgres(index)))
+            .collect();
+        url.with_hosts(&hosts)
+            .map_err(|error| HaError::Failed(format!("the nodes' host list {error}")))
+    }
+
     /// The owner's URL through HAProxy's primary port: what the migrations use.
     pub fn owner_url(&self) -> Result<DatabaseUrl> {
         self.url(
