@@ -1,4 +1,5 @@
-//! A plain HTTP GET for our tools and tests: every status is an answer, not an error.
+//! Plain HTTP for our tools and tests (a GET, or any method with a body): every status is an
+//! answer, not an error.
 
 use std::time::Duration;
 
@@ -30,17 +31,39 @@ impl Reply {
 
 /// `GET url` with `headers`, within `timeout`; an error only when nothing answered.
 pub fn get(url: &str, headers: &[(&str, &str)], timeout: Duration) -> Result<Reply> {
+    send("GET", url, headers, None, timeout)
+}
+
+/// `method url` with `headers` and `body` (if any), within `timeout`; an error only when nothing
+/// answered.
+pub fn send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+    timeout: Duration,
+) -> Result<Reply> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(timeout))
         .build()
         .into();
-    let failed = |error: ureq::Error| ProvisionError::Failed(format!("GET {url}: {error}"));
-    let mut request = agent.get(url);
+    let failed =
+        |error: &dyn std::fmt::Display| ProvisionError::Failed(format!("{method} {url}: {error}"));
+    let mut request = ureq::http::Request::builder().method(method).uri(url);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let mut response = request.call().map_err(failed)?;
+    // A GET has no body at all, not an empty one.
+    let response = match body {
+        Some(body) => request
+            .body(body.to_owned())
+            .map(|request| agent.run(request)),
+        None => request.body(()).map(|request| agent.run(request)),
+    };
+    let mut response = response
+        .map_err(|error| failed(&error))?
+        .map_err(|error| failed(&error))?;
     let headers = response
         .headers()
         .iter()
@@ -49,7 +72,10 @@ pub fn get(url: &str, headers: &[(&str, &str)], timeout: Duration) -> Result<Rep
             (name.as_str().to_owned(), value.to_owned())
         })
         .collect();
-    let body = response.body_mut().read_to_string().map_err(failed)?;
+    let body = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|error| failed(&error))?;
     Ok(Reply {
         status: response.status().as_u16(),
         headers,
