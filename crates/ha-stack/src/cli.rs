@@ -74,26 +74,38 @@ fn up(state: &Path) -> Result<()> {
     print_ports(ports);
     println!("migrations applied as {}", counseling_ha::OWNER_ROLE);
     println!(
-        "DATABASE_URL (service) and DATABASE_OWNER_URL (migrations): .data/ha/database.env (mode 0600)"
+        "DATABASE_URL (service) and DATABASE_OWNER_URL (migrations), through HAProxy: \
+         .data/ha/database.env; naming both nodes (a host list): .data/ha/database-direct.env \
+         (mode 0600)"
     );
     Ok(())
 }
 
-/// Writes `stack.json` and `database.env` (0600: the service's role for the service, the owner
-/// for the migration CLI, which prefers DATABASE_OWNER_URL), then applies the migrations as the
-/// owner through HAProxy.
+/// Writes `stack.json`, `database.env` and `database-direct.env` (0600: the service's role for
+/// the service, the owner for the migration CLI, which prefers DATABASE_OWNER_URL; through
+/// HAProxy, and naming both nodes with `target_session_attrs=read-write`), then applies the
+/// migrations as the owner through HAProxy.
 fn save_and_migrate(stack: &HaStack, state: &Path) -> Result<()> {
-    let (url, owner_url) = (stack.app_url()?, stack.owner_url()?);
+    let owner_url = stack.owner_url()?;
     write_private(
         &state.join("stack.json"),
         &serde_json::to_string_pretty(stack.saved())?,
     )?;
-    let urls = format!(
-        "DATABASE_URL={}\nDATABASE_OWNER_URL={}\n",
-        url.expose_secret(),
-        owner_url.expose_secret()
-    );
-    write_private(&state.join("database.env"), &urls)?;
+    for (file, url, owner) in [
+        ("database.env", stack.app_url()?, &owner_url),
+        (
+            "database-direct.env",
+            stack.app_url_direct()?,
+            &stack.owner_url_direct()?,
+        ),
+    ] {
+        let urls = format!(
+            "DATABASE_URL={}\nDATABASE_OWNER_URL={}\n",
+            url.expose_secret(),
+            owner.expose_secret()
+        );
+        write_private(&state.join(file), &urls)?;
+    }
     let owner = owner_url.connect_options();
     counseling_provision::block_on(counseling_provision::roles::apply_migrations(owner))?;
     Ok(())
@@ -101,7 +113,7 @@ fn save_and_migrate(stack: &HaStack, state: &Path) -> Result<()> {
 
 /// Removes the state files of a stack that is gone.
 fn forget(state: &Path) {
-    for name in ["stack.json", "database.env"] {
+    for name in ["stack.json", "database.env", "database-direct.env"] {
         let _ = std::fs::remove_file(state.join(name));
     }
 }

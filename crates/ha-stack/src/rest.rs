@@ -4,7 +4,7 @@ use counseling_provision::http::Reply;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::{HaError, Result};
+use crate::Result;
 
 /// One node as Patroni's `GET /cluster` describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -58,39 +58,16 @@ pub fn send(
 ) -> Result<Reply> {
     use base64::Engine;
     let url = format!("http://127.0.0.1:{port}{path}");
-    let failed =
-        |error: &dyn std::fmt::Display| HaError::Failed(format!("{method} {url}: {error}"));
-    let mut request = ureq::http::Request::builder()
-        .method(method)
-        .uri(&url)
-        .header("content-type", "application/json");
-    if let Some((user, password)) = credentials {
+    let authorization = credentials.map(|(user, password)| {
         let pair = format!("{user}:{}", password.expose_secret());
         let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
-        request = request.header("authorization", format!("Basic {encoded}"));
-    }
-    let request = request.body(body.to_owned()).map_err(|e| failed(&e))?;
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
-    let mut response = agent.run(request).map_err(|e| failed(&e))?;
-    let headers = response
-        .headers()
-        .iter()
-        .map(|(name, value)| {
-            let value = value.to_str().unwrap_or_default();
-            (name.as_str().to_owned(), value.to_owned())
-        })
-        .collect();
-    let body = response
-        .body_mut()
-        .read_to_string()
-        .map_err(|e| failed(&e))?;
-    Ok(Reply {
-        status: response.status().as_u16(),
-        headers,
-        body,
-    })
+        format!("Basic {encoded}")
+    });
+    let mut headers = vec![("content-type", "application/json")];
+    headers.extend(
+        authorization
+            .as_deref()
+            .map(|value| ("authorization", value)),
+    );
+    counseling_provision::http::send(method, &url, &headers, Some(body), Duration::from_secs(10))
 }

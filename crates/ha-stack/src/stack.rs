@@ -293,12 +293,21 @@ impl HaStack {
     /// `target_session_attrs=read-write` (the route without HAProxy): a connection tries the
     /// nodes in order and keeps the one that takes writes. It holds the password.
     pub fn app_url_direct(&self) -> Result<DatabaseUrl> {
+        self.direct_url(APP_ROLE, "app")
+    }
+
+    /// The owner's URL naming both nodes directly, as [`HaStack::app_url_direct`].
+    pub fn owner_url_direct(&self) -> Result<DatabaseUrl> {
+        self.direct_url(OWNER_ROLE, "owner")
+    }
+
+    fn direct_url(&self, user: &str, secret: &str) -> Result<DatabaseUrl> {
         let ports = self.saved.ports;
-        let password = self.password("app")?;
+        let password = self.password(secret)?;
         let parameters = [("target_session_attrs", "read-write")];
         let url = local_url(
             ports.postgres(0),
-            APP_ROLE,
+            user,
             Some(&password),
             APP_DATABASE,
             &parameters,
