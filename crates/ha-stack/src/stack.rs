@@ -410,19 +410,15 @@ impl HaStack {
                     ETCD_USER,
                     "--prefix=true",
                     "readwrite",
+                    ETCD_NAMESPACE,
                 ],
                 None,
             ),
             (&["user", "grant-role", ETCD_USER, ETCD_USER], None),
             (&["auth", "enable"], None),
         ];
-        for (index, (args, input)) in steps.into_iter().enumerate() {
-            let mut args = args.to_vec();
-            // grant-permission: the key prefix comes last.
-            if index == 3 {
-                args.push(ETCD_NAMESPACE);
-            }
-            let output = self.etcdctl(&args, None, input)?;
+        for (args, input) in steps {
+            let output = self.etcdctl(args, None, input)?;
             if !output.status.success() {
                 let error = String::from_utf8_lossy(&output.stderr);
                 let step = args.join(" ");
@@ -467,13 +463,11 @@ impl HaStack {
         let mut child = command
             .spawn()
             .map_err(HaError::io("running etcdctl (apt-get install etcd-client)"))?;
-        if let Some(stdin) = child.stdin.take() {
-            let mut stdin = stdin;
-            if let Some(input) = input {
-                use std::io::Write;
-                writeln!(stdin, "{}", input.expose_secret())
-                    .map_err(HaError::io("writing to etcdctl"))?;
-            }
+        // Written, then closed (dropped): etcdctl reads the password up to the line's end.
+        if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
+            use std::io::Write;
+            writeln!(stdin, "{}", input.expose_secret())
+                .map_err(HaError::io("writing to etcdctl"))?;
         }
         child
             .wait_with_output()
