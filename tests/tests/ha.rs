@@ -320,6 +320,10 @@ fn the_stack_refuses_whoever_has_no_credentials() {
     if written.status.success() {
         failures.push("an unauthenticated etcd write was accepted".into());
     }
+    let peeked = stack.etcdctl(&["get", &key], None, None).unwrap();
+    if peeked.status.success() {
+        failures.push("an unauthenticated etcd read was accepted".into());
+    }
     // Patroni's etcd user may write its own keys only.
     let patroni = stack.password("etcd-patroni").unwrap();
     let outside = stack
