@@ -110,8 +110,7 @@ db-stop:
 db-stop: env-file
     docker compose --env-file .env -f docker/docker-compose.yml stop db
 
-# Start the local highly available PostgreSQL (etcd, two Patroni nodes, HAProxy) on 127.0.0.1
-# and apply the migrations through HAProxy; DATABASE_URL for it is in .data/ha/database.env.
+# Start the local HA PostgreSQL (etcd, 2 Patroni nodes, HAProxy) and migrate; URLs in .data/ha/*.env.
 ha-up:
     @cargo run --quiet --locked -p counseling-ha --bin ha-stack -- up
 
@@ -123,8 +122,7 @@ ha-down:
 ha-status:
     @cargo run --quiet --locked -p counseling-ha --bin ha-stack -- status
 
-# Switchover and failover under load, three counseling-api replicas through HAProxy, then given
-# both nodes directly (a libpq host list), and the stack's locks (about 2 min).
+# Switchover and failover under load, via HAProxy then a libpq host list, and the stack's locks (about 2 min).
 ha-test:
     cargo build --quiet --locked -p counseling-http -p migration
     cargo test --locked -p counseling-e2e --test ha -- --ignored --nocapture --test-threads=1

@@ -77,7 +77,19 @@ async fn main() -> ExitCode {
             Probe::Misconfigured(problems) => return misconfigured(&problems),
             Probe::DoesNotAnswer(reason) => {
                 println!("local-postgres: DATABASE_URL does not answer ({reason})");
-                match compose_db(&checkout).await {
+                let composed = match compose_db(&checkout).await {
+                    // Compose publishes its db on 127.0.0.1:5432, whatever DATABASE_URL says.
+                    Ok(()) => match probe(&sources).await {
+                        Probe::Answers => Ok(()),
+                        _ => Err(
+                            "compose's db started, but DATABASE_URL still does not answer \
+                                  (compose publishes 127.0.0.1:5432)"
+                                .to_owned(),
+                        ),
+                    },
+                    Err(why) => Err(why),
+                };
+                match composed {
                     Ok(()) => Ok("started PostgreSQL with docker compose\n".to_owned()),
                     Err(why) => {
                         println!("local-postgres: {why}; using the project-local PostgreSQL");

@@ -1,6 +1,6 @@
 //! `local-postgres provide`, `just dev`'s choice of database, on a machine where Docker is only
 //! half there: a stand-in `docker` first on `PATH` plays each case (no engine, no compose plugin,
-//! a pull that fails). Each time the project-local PostgreSQL is started instead, after one line
+//! a pull that fails, a db that starts where DATABASE_URL does not point). Each time the project-local PostgreSQL is started instead, after one line
 //! saying why, and `DATABASE_URL` then answers. A configuration problem stops before Docker.
 //!
 //! Unix only, like the project-local cluster.
@@ -34,6 +34,13 @@ const NO_COMPOSE_PLUGIN: &str = r#"case "$1 $2" in
   "info "*) exit 0;;
   "compose version") echo "docker: 'compose' is not a docker command." >&2; exit 1;;
   compose*) echo "unknown flag: --env-file" >&2; exit 125;;
+esac
+exit 0"#;
+
+/// Compose's db "starts", but nothing answers at DATABASE_URL (compose publishes 5432 only).
+const STARTS_ELSEWHERE: &str = r#"case "$1 $2" in
+  "info "*) exit 0;;
+  "compose version") echo "Docker Compose version v2.29.7"; exit 0;;
 esac
 exit 0"#;
 
@@ -103,6 +110,11 @@ fn without_a_working_docker_compose_the_project_local_postgres_is_started() {
         (
             PULL_FAILS,
             "docker compose up failed (Error response from daemon",
+            "info\ncompose version\ncompose --env-file .env -f docker/docker-compose.yml up -d --wait db\n",
+        ),
+        (
+            STARTS_ELSEWHERE,
+            "compose's db started, but DATABASE_URL still does not answer",
             "info\ncompose version\ncompose --env-file .env -f docker/docker-compose.yml up -d --wait db\n",
         ),
     ];
