@@ -6,13 +6,10 @@ use std::fmt::Write;
 use crate::stats::{Pairs, list, mean};
 use crate::tools::{PgbenchRun, WrkRun};
 
-/// Blocks written by something else than this run, kept exactly as they are: the migrations'
-/// benchmark (`just migrate-bench`), and one-off measurements that need another build (the cost
-/// of /health's role check against a ping-only build).
-pub const KEPT_BLOCKS: [(&str, &str); 2] = [
-    ("<!-- migrations:begin -->", "<!-- migrations:end -->"),
-    ("<!-- role-check:begin -->", "<!-- role-check:end -->"),
-];
+/// Blocks written by another tool, kept exactly as they are: the migrations' benchmark
+/// (`just migrate-bench`).
+pub const KEPT_BLOCKS: [(&str, &str); 1] =
+    [("<!-- migrations:begin -->", "<!-- migrations:end -->")];
 /// Sections written by `just ha-bench`, from this heading to the end: kept as they are.
 const HA_SECTIONS: &str = "## High availability";
 
@@ -297,14 +294,12 @@ mod tests {
     fn the_migrations_block_and_the_ha_sections_are_kept_as_they_were() {
         let old = "# Benchmarks\n\nold figures\n\n<!-- migrations:begin -->\n## Migrations\n\
                    | a | b |\n<!-- migrations:end -->\n\nmore old figures\n\n\
-                   <!-- role-check:begin -->\nR\n<!-- role-check:end -->\n\n\
                    ## High availability: x\n\nHA figures\n";
         let merged = merge("# Benchmarks\n\nnew figures\n", old);
         assert_eq!(
             merged,
             "# Benchmarks\n\nnew figures\n\n<!-- migrations:begin -->\n## Migrations\n| a | b |\n\
-             <!-- migrations:end -->\n\n<!-- role-check:begin -->\nR\n<!-- role-check:end -->\n\n\
-             ## High availability: x\n\nHA figures\n"
+             <!-- migrations:end -->\n\n## High availability: x\n\nHA figures\n"
         );
     }
 
