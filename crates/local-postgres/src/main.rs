@@ -61,9 +61,16 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let outcome = match command {
-        "answers" => {
-            return match probe(&sources).await {
+    let target = match command {
+        "answers" | "provide" => match service_target(&sources) {
+            Ok(target) => Some(target),
+            Err(problems) => return misconfigured(&problems),
+        },
+        _ => None,
+    };
+    let outcome = match (command, target) {
+        ("answers", Some(target)) => {
+            return match probe(&target).await {
                 Probe::Answers => ExitCode::SUCCESS,
                 Probe::DoesNotAnswer(reason) => {
                     eprintln!("local-postgres: DATABASE_URL does not answer: {reason}");
@@ -72,14 +79,14 @@ async fn main() -> ExitCode {
                 Probe::Misconfigured(problems) => misconfigured(&problems),
             };
         }
-        "provide" => match probe(&sources).await {
+        ("provide", Some(target)) => match probe(&target).await {
             Probe::Answers => Ok("using the database at DATABASE_URL\n".to_owned()),
             Probe::Misconfigured(problems) => return misconfigured(&problems),
             Probe::DoesNotAnswer(reason) => {
                 println!("local-postgres: DATABASE_URL does not answer ({reason})");
                 let composed = match compose_db(&checkout).await {
                     // Compose publishes its db on 127.0.0.1:5432, whatever DATABASE_URL says.
-                    Ok(()) => match probe(&sources).await {
+                    Ok(()) => match probe(&target).await {
                         Probe::Answers => Ok(()),
                         _ => Err(
                             "compose's db started, but DATABASE_URL still does not answer \
@@ -101,11 +108,11 @@ async fn main() -> ExitCode {
                 }
             }
         },
-        "start" => match LocalCluster::of_checkout(&checkout) {
+        ("start", _) => match LocalCluster::of_checkout(&checkout) {
             Ok(cluster) => cluster.start(&sources).await,
             Err(error) => Err(error),
         },
-        "stop" => LocalCluster::of_checkout(&checkout)
+        ("stop", _) => LocalCluster::of_checkout(&checkout)
             .and_then(|cluster| cluster.stop())
             .map(|state| format!("{state}\n")),
         _ => {
@@ -140,16 +147,20 @@ enum Probe {
     Misconfigured(String),
 }
 
-/// Reaches `DATABASE_URL` (or its file) as the service does: the same target, the same checks,
-/// the same connector, with [`ANSWER_LIMIT`] for the whole attempt.
-async fn probe(sources: &Sources) -> Probe {
-    let target = match DatabaseTarget::from_sources(sources, Role::Service) {
-        Ok(target) => target,
-        Err(problems) => return Probe::Misconfigured(problems.to_string()),
-    };
+/// The service's target, as the service reads it; its warnings (a secret file others may read)
+/// are said once, however often it is probed.
+fn service_target(sources: &Sources) -> Result<DatabaseTarget, String> {
+    let target = DatabaseTarget::from_sources(sources, Role::Service)
+        .map_err(|problems| problems.to_string())?;
     for warning in target.warnings() {
         eprintln!("local-postgres: warning: {warning}");
     }
+    Ok(target)
+}
+
+/// Reaches `DATABASE_URL` (or its file) as the service does: the same target, the same checks,
+/// the same connector, with [`ANSWER_LIMIT`] for the whole attempt.
+async fn probe(target: &DatabaseTarget) -> Probe {
     let connector = match target.resolve(&SessionDefaults::named("counseling-local-postgres")) {
         Ok(connector) => connector,
         Err(problems) => return Probe::Misconfigured(problems.to_string()),

@@ -15,6 +15,7 @@ use counseling_local_postgres::LocalCluster;
 use counseling_provision::password::generate_password;
 use counseling_provision::server::free_port;
 use counseling_provision::url::local_url;
+use secrecy::ExposeSecret;
 
 /// A stand-in `docker`: logs its arguments, then answers as `script` says.
 fn stand_in_docker(bin: &Path, log: &Path, script: &str) {
@@ -179,4 +180,41 @@ fn without_a_working_docker_compose_the_project_local_postgres_is_started() {
     );
     assert!(text(&provided.stderr).contains("sslmod"));
     assert!(!log.exists(), "docker was run");
+}
+
+#[test]
+fn a_warning_about_the_configuration_is_said_once_however_often_it_is_probed() {
+    let checkout = tempfile::tempdir().unwrap();
+    let checkout = checkout.path();
+    let _removed = RemovesCluster(checkout.to_path_buf());
+    // The URL in a file others may read (a warning, not an error), naming a port where nothing
+    // listens: probed, then compose's db "starts", then probed again.
+    let password = generate_password().unwrap();
+    let url = local_url(
+        free_port().unwrap(),
+        "counseling",
+        Some(&password),
+        "x",
+        &[],
+    )
+    .unwrap();
+    let url_file = checkout.join("database-url");
+    std::fs::write(&url_file, url.expose_secret()).unwrap();
+    std::fs::set_permissions(&url_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let env = format!("DATABASE_URL_FILE={}\n", url_file.display());
+    std::fs::write(checkout.join(".env"), env).unwrap();
+    let bin = checkout.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    stand_in_docker(&bin, &checkout.join("docker.log"), STARTS_ELSEWHERE);
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+
+    let provided = local_postgres(checkout, &path, "provide");
+    let (stdout, stderr) = (text(&provided.stdout), text(&provided.stderr));
+    assert!(
+        stdout.contains("compose's db started, but DATABASE_URL still does not answer"),
+        "{stdout}{stderr}"
+    );
+    let warnings = stderr.matches("warning: DATABASE_URL_FILE").count();
+    assert_eq!(warnings, 1, "{stderr}");
+    assert!(!stderr.contains(password.expose_secret()), "{stderr}");
 }
