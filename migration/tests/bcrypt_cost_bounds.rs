@@ -6,27 +6,17 @@
 mod common;
 
 use common::{
-    HASH, connect, insert, insert_previous_release, position, schema_snapshot, up_before, up_to,
+    HASH, connect, database_before, insert, insert_previous_release, position, schema_snapshot,
+    up_fails_changing_nothing, up_to,
 };
 use counseling_domain::PasswordHash;
 use counseling_testkit::TestDatabase;
-use migration::sea_orm::DatabaseConnection;
-use migration::sea_orm::sqlx::PgConnection;
 
 const BCRYPT_COST_BOUNDS: &str = "m20261130_000002_bcrypt_cost_bounds";
 
 /// A hash of `HASH`'s salt and digest with another variant and cost.
 fn hash_of(variant: char, cost: u32) -> String {
     format!("$2{variant}${cost:02}${}", &HASH[7..])
-}
-
-/// A database with every migration before this one applied.
-async fn before_bounds() -> (TestDatabase, DatabaseConnection, PgConnection) {
-    let db = TestDatabase::empty().await.unwrap();
-    let orm = db.connect().await;
-    up_before(&orm, BCRYPT_COST_BOUNDS).await;
-    let conn = connect(&db).await;
-    (db, orm, conn)
 }
 
 #[tokio::test]
@@ -55,7 +45,7 @@ async fn the_database_stores_exactly_the_costs_the_domain_accepts() {
 
 #[tokio::test]
 async fn up_over_rows_outside_the_bounds_fails_naming_them_and_changes_nothing() {
-    let (_db, orm, mut conn) = before_bounds().await;
+    let (_db, orm, mut conn) = database_before(BCRYPT_COST_BOUNDS).await;
     insert_previous_release(&mut conn, r"\school\ok", &hash_of('b', 12))
         .await
         .unwrap();
@@ -67,12 +57,9 @@ async fn up_over_rows_outside_the_bounds_fails_naming_them_and_changes_nothing()
             .unwrap();
         offenders.push(id);
     }
-    let before = schema_snapshot(&mut conn).await;
+    let all_rows = "SELECT id::text, username, password_hash FROM users ORDER BY id";
 
-    let error = migration::apply_pending(&orm)
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = up_fails_changing_nothing(&orm, &mut conn, all_rows).await;
     assert!(
         error.contains("2 users have a password hash of a bcrypt cost outside 12 to 15"),
         "{error}"
@@ -80,13 +67,12 @@ async fn up_over_rows_outside_the_bounds_fails_naming_them_and_changes_nothing()
     for id in &offenders {
         assert!(error.contains(id.as_str()), "{error}");
     }
-    assert_eq!(schema_snapshot(&mut conn).await, before);
     assert!(!migration::status(&orm).await.unwrap()[position(BCRYPT_COST_BOUNDS)].is_applied());
 }
 
 #[tokio::test]
 async fn down_restores_the_previous_check_exactly() {
-    let (_db, orm, mut conn) = before_bounds().await;
+    let (_db, orm, mut conn) = database_before(BCRYPT_COST_BOUNDS).await;
     let previous = schema_snapshot(&mut conn).await;
     assert_eq!(up_to(&orm, BCRYPT_COST_BOUNDS).await, 1);
     assert_ne!(schema_snapshot(&mut conn).await, previous);

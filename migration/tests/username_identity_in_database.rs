@@ -7,8 +7,9 @@
 mod common;
 
 use common::{
-    HASH, connect, connect_as_service, insert, insert_previous_release, migration_binary,
-    owner_orm, position, rows, schema_snapshot, sqlstate, text, up_before, up_to,
+    HASH, connect, connect_as_service, database_before, insert, insert_previous_release,
+    insert_refusal, migration_binary, position, refusal, rows, schema_snapshot, sqlstate, text,
+    up_fails_changing_nothing, up_to,
 };
 use counseling_testkit::{DatabaseLocale, TestDatabase};
 use migration::m20261130_000001_username_identity::identity_key;
@@ -255,11 +256,8 @@ async fn an_identity_too_long_for_the_index_is_refused_by_its_check() {
     .execute(&mut conn)
     .await
     .unwrap_err();
-    let error = refused.as_database_error().unwrap();
-    assert_eq!(
-        (error.code().as_deref(), error.constraint()),
-        (Some("23514"), Some("ck_users_username_identity_length"))
-    );
+    let check = "ck_users_username_identity_length";
+    assert_eq!(refusal(&refused), ("23514".into(), check.into()));
     insert(&mut conn, &format!(r"\d\{}", "\u{fdfa}".repeat(60)), HASH)
         .await
         .unwrap();
@@ -268,23 +266,13 @@ async fn an_identity_too_long_for_the_index_is_refused_by_its_check() {
 const ALL_COLUMNS: &str = "SELECT id::text, username::text, password_hash::text, is_blocked::text, \
                            created_at::text, updated_at::text, username_key FROM users ORDER BY id";
 
-/// A database at the schema of the previous release, migrated by the owner role (so the
-/// service's role may use its rows).
-async fn before_it() -> (TestDatabase, DatabaseConnection, PgConnection) {
-    let db = TestDatabase::empty().await.unwrap();
-    let orm = owner_orm(&db);
-    up_before(&orm, IDENTITY_IN_DATABASE).await;
-    let conn = connect(&db).await;
-    (db, orm, conn)
-}
-
 fn applied(states: &[migration::MigrationState]) -> bool {
     states[position(IDENTITY_IN_DATABASE)].is_applied()
 }
 
 #[tokio::test]
 async fn on_a_populated_table_every_row_stays_and_the_previous_release_keeps_working() {
-    let (db, orm, mut conn) = before_it().await;
+    let (db, orm, mut conn) = database_before(IDENTITY_IN_DATABASE).await;
     for name in [r"\school\Émile", r"\s\straße", r"\ｓｃｈｏｏｌ\KIZ"] {
         insert_previous_release(&mut conn, name, HASH)
             .await
@@ -343,27 +331,11 @@ async fn on_a_populated_table_every_row_stays_and_the_previous_release_keeps_wor
         Some(r"\school\Alicia")
     );
     // While both unique indexes exist, a name must be free under both rules.
-    let taken = sqlx::query("INSERT INTO users (username, password_hash) VALUES ($1, $2)")
-        .bind(r"\s\STRASSE")
-        .bind(HASH)
-        .execute(&mut service)
-        .await
-        .unwrap_err();
-    let error = taken.as_database_error().unwrap();
-    assert_eq!(
-        (error.code().as_deref(), error.constraint()),
-        (Some("23505"), Some("idx_users_username"))
-    );
-    let taken = sqlx::query("INSERT INTO users (username, password_hash) VALUES ($1, $2)")
-        .bind(r"\s\Straße")
-        .bind(HASH)
-        .execute(&mut service)
-        .await
-        .unwrap_err();
-    assert_eq!(
-        taken.as_database_error().unwrap().constraint(),
-        Some("idx_users_username_identity")
-    );
+    let taken = |index: &str| ("23505".to_owned(), index.to_owned());
+    let refused = insert_refusal(&mut service, r"\s\STRASSE").await;
+    assert_eq!(refused, taken("idx_users_username"));
+    let refused = insert_refusal(&mut service, r"\s\Straße").await;
+    assert_eq!(refused, taken("idx_users_username_identity"));
 }
 
 /// A writer that supplied a key of its own (`lower(username)`), as the issue found them.
@@ -381,7 +353,7 @@ async fn insert_with_own_key(conn: &mut PgConnection, username: &str) -> String 
 
 #[tokio::test]
 async fn up_over_rows_breaking_the_rules_fails_listing_their_ids_and_changes_nothing() {
-    let (_db, orm, mut conn) = before_it().await;
+    let (_db, orm, mut conn) = database_before(IDENTITY_IN_DATABASE).await;
     let fine = insert_previous_release(&mut conn, r"\school\bob", HASH)
         .await
         .unwrap();
@@ -395,13 +367,8 @@ async fn up_over_rows_breaking_the_rules_fails_listing_their_ids_and_changes_not
     let spaced = insert_previous_release(&mut conn, r"\school\carol ", HASH)
         .await
         .unwrap();
-    let schema = schema_snapshot(&mut conn).await;
-    let data = rows(&mut conn, ALL_COLUMNS).await;
 
-    let error = migration::apply_pending(&orm)
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = up_fails_changing_nothing(&orm, &mut conn, ALL_COLUMNS).await;
     assert!(
         error.contains(&format!("U+FF3C or U+FE68): {backslash};")),
         "{error}"
@@ -419,8 +386,6 @@ async fn up_over_rows_breaking_the_rules_fails_listing_their_ids_and_changes_not
     assert!(error.contains("nothing was changed"), "{error}");
     assert!(!error.contains(&fine), "{error}");
     assert!(!error.contains("alice"), "ids, not usernames: {error}");
-    assert_eq!(schema_snapshot(&mut conn).await, schema);
-    assert_eq!(rows(&mut conn, ALL_COLUMNS).await, data);
     assert!(!applied(&migration::status(&orm).await.unwrap()));
 
     sqlx::query("DELETE FROM users WHERE id::text = ANY($1)")
@@ -450,7 +415,7 @@ async fn up_while_a_row_commits(
 
 #[tokio::test]
 async fn a_row_breaking_a_rule_written_while_up_runs_makes_it_undo_everything() {
-    let (db, orm, mut conn) = before_it().await;
+    let (db, orm, mut conn) = database_before(IDENTITY_IN_DATABASE).await;
     insert_previous_release(&mut conn, r"\school\bob", HASH)
         .await
         .unwrap();
@@ -473,7 +438,7 @@ async fn a_row_breaking_a_rule_written_while_up_runs_makes_it_undo_everything() 
 
 #[tokio::test]
 async fn two_users_becoming_one_account_while_up_runs_make_it_undo_everything() {
-    let (db, orm, mut conn) = before_it().await;
+    let (db, orm, mut conn) = database_before(IDENTITY_IN_DATABASE).await;
     let alice = insert_previous_release(&mut conn, r"\school\alice", HASH)
         .await
         .unwrap();
@@ -504,7 +469,7 @@ async fn a_run_killed_during_the_index_build_is_finished_by_the_next() {
     let reference = TestDatabase::migrated().await.unwrap();
     let expected = schema_snapshot(&mut connect(&reference).await).await;
 
-    let (db, orm, mut conn) = before_it().await;
+    let (db, orm, mut conn) = database_before(IDENTITY_IN_DATABASE).await;
     // What a killed run leaves: its first step done, an INVALID index of the name (here from a
     // build that met a duplicate), no history row.
     let alice = insert_previous_release(&mut conn, r"\school\alice", HASH)
@@ -546,7 +511,7 @@ async fn a_run_killed_during_the_index_build_is_finished_by_the_next() {
 
 #[tokio::test]
 async fn down_refills_keys_by_the_previous_rule_and_restores_its_schema_exactly() {
-    let (db, orm, mut conn) = before_it().await;
+    let (db, orm, mut conn) = database_before(IDENTITY_IN_DATABASE).await;
     insert_previous_release(&mut conn, r"\school\Émile", HASH)
         .await
         .unwrap();
@@ -591,7 +556,7 @@ async fn down_refills_keys_by_the_previous_rule_and_restores_its_schema_exactly(
 
 #[tokio::test]
 async fn down_refuses_when_the_previous_rule_would_make_two_users_one() {
-    let (db, orm, mut conn) = before_it().await;
+    let (db, orm, mut conn) = database_before(IDENTITY_IN_DATABASE).await;
     assert_eq!(up_to(&orm, IDENTITY_IN_DATABASE).await, 1);
     let mut service = connect_as_service(&db).await;
     insert(&mut service, r"\s\straße", HASH).await.unwrap();
@@ -615,7 +580,7 @@ async fn down_refuses_when_the_previous_rule_would_make_two_users_one() {
 
 #[tokio::test]
 async fn a_server_without_icu_fails_with_one_line_and_nothing_changes() {
-    let (db, orm, mut conn) = before_it().await;
+    let (db, orm, mut conn) = database_before(IDENTITY_IN_DATABASE).await;
     // As a build without ICU would have it.
     sqlx::query(r#"DROP COLLATION "und-x-icu""#)
         .execute(&mut conn)

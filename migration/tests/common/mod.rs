@@ -39,38 +39,46 @@ pub fn position(name: &str) -> usize {
         .unwrap_or_else(|| panic!("no migration {name}"))
 }
 
+/// A fresh database with the real migrations before `name` applied by the owner role, as in
+/// production; the owner's SeaORM connection, and an administrator's connection.
+pub async fn database_before(name: &str) -> (TestDatabase, DatabaseConnection, PgConnection) {
+    let db = TestDatabase::empty().await.unwrap();
+    let orm = owner_orm(&db);
+    up_before(&orm, name).await;
+    let conn = connect(&db).await;
+    (db, orm, conn)
+}
+
 /// Applies the real migrations before `name` (those pending of them); returns how many.
 pub async fn up_before(orm: &DatabaseConnection, name: &str) -> usize {
-    let applied = Runner::new(migration::migrations())
-        .status(orm)
-        .await
-        .unwrap()
-        .iter()
-        .take(position(name))
-        .filter(|state| state.is_applied())
-        .count();
-    Runner::new(migration::migrations())
-        .up(orm, Some(position(name) - applied))
-        .await
-        .unwrap()
-        .len()
+    up_through(orm, position(name)).await
 }
 
 /// Applies the real migrations up to and including `name`; returns how many.
 pub async fn up_to(orm: &DatabaseConnection, name: &str) -> usize {
-    let applied = Runner::new(migration::migrations())
-        .status(orm)
-        .await
-        .unwrap()
-        .iter()
-        .take(position(name) + 1)
-        .filter(|state| state.is_applied())
-        .count();
-    Runner::new(migration::migrations())
-        .up(orm, Some(position(name) + 1 - applied))
-        .await
-        .unwrap()
-        .len()
+    up_through(orm, position(name) + 1).await
+}
+
+/// Applies those of the first `count` real migrations that are pending; returns how many.
+async fn up_through(orm: &DatabaseConnection, count: usize) -> usize {
+    let runner = Runner::new(migration::migrations());
+    let states = runner.status(orm).await.unwrap();
+    let applied = states.iter().take(count).filter(|s| s.is_applied()).count();
+    runner.up(orm, Some(count - applied)).await.unwrap().len()
+}
+
+/// Runs the pending migrations, which must fail; checks that neither the schema nor the rows of
+/// `rows_sql` changed, and returns the error's text.
+pub async fn up_fails_changing_nothing(
+    orm: &DatabaseConnection,
+    conn: &mut PgConnection,
+    rows_sql: &str,
+) -> String {
+    let (schema, data) = (schema_snapshot(conn).await, rows(conn, rows_sql).await);
+    let error = migration::apply_pending(orm).await.unwrap_err().to_string();
+    assert_eq!(schema_snapshot(conn).await, schema, "schema untouched");
+    assert_eq!(rows(conn, rows_sql).await, data, "rows untouched");
+    error
 }
 
 /// The names of the real migrations from `name` on, newest first (what rolling back to before
@@ -111,6 +119,24 @@ pub fn sqlstate(error: sqlx::Error) -> String {
         .as_database_error()
         .and_then(|e| e.code().map(|code| code.into_owned()))
         .unwrap_or_else(|| error.to_string())
+}
+
+/// The SQLSTATE and the constraint of a statement the database refused.
+pub fn refusal(error: &sqlx::Error) -> (String, String) {
+    let error = error.as_database_error().unwrap();
+    let code = error.code().unwrap().into_owned();
+    (code, error.constraint().unwrap().to_owned())
+}
+
+/// The [`refusal`] of a plain `INSERT` of `username`, which must fail.
+pub async fn insert_refusal(conn: &mut PgConnection, username: &str) -> (String, String) {
+    let error = sqlx::query("INSERT INTO users (username, password_hash) VALUES ($1, $2)")
+        .bind(username)
+        .bind(HASH)
+        .execute(conn)
+        .await
+        .unwrap_err();
+    refusal(&error)
 }
 
 /// Inserts a user as any client may: a plain `INSERT` of the story's two columns.
