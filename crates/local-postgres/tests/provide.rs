@@ -17,14 +17,6 @@ use counseling_provision::server::free_port;
 use counseling_provision::url::local_url;
 use secrecy::ExposeSecret;
 
-/// A stand-in `docker`: logs its arguments, then answers as `script` says.
-fn stand_in_docker(bin: &Path, log: &Path, script: &str) {
-    let path = bin.join("docker");
-    let text = format!("#!/bin/sh\necho \"$*\" >> '{}'\n{script}\n", log.display());
-    std::fs::write(&path, text).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
 const NO_ENGINE: &str = r#"case "$1" in
   info) echo "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?" >&2; exit 1;;
 esac
@@ -52,27 +44,63 @@ const PULL_FAILS: &str = r#"case "$1 $2" in
 esac
 exit 0"#;
 
-/// Stops the checkout's cluster and deletes it, whatever the test did.
-struct RemovesCluster(PathBuf);
+/// A scratch checkout whose `bin/` comes first on `PATH`, for a stand-in `docker`. Dropping
+/// it stops the checkout's cluster and deletes it, whatever the test did.
+struct Checkout {
+    dir: tempfile::TempDir,
+    path: String,
+}
 
-impl Drop for RemovesCluster {
+impl Checkout {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+        Self { dir, path }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Where the stand-in `docker` logs its arguments, a line a call.
+    fn docker_log(&self) -> PathBuf {
+        self.root().join("docker.log")
+    }
+
+    /// A stand-in `docker`: logs its arguments, then answers as `script` says.
+    fn stand_in_docker(&self, script: &str) {
+        let path = self.root().join("bin/docker");
+        let log = self.docker_log();
+        let text = format!("#!/bin/sh\necho \"$*\" >> '{}'\n{script}\n", log.display());
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn write_env(&self, env: &str) {
+        std::fs::write(self.root().join(".env"), env).unwrap();
+    }
+
+    fn local_postgres(&self, command: &str) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_local-postgres"))
+            .arg(command)
+            .current_dir(self.root())
+            .env_clear()
+            .env("PATH", &self.path)
+            .envs(std::env::var_os("PG_BIN_DIR").map(|dir| ("PG_BIN_DIR", dir)))
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Checkout {
     fn drop(&mut self) {
-        if let Ok(cluster) = LocalCluster::of_checkout(&self.0) {
+        if let Ok(cluster) = LocalCluster::of_checkout(self.root()) {
             let _ = cluster.stop();
             let _ = std::fs::remove_dir_all(cluster.root());
         }
     }
-}
-
-fn local_postgres(checkout: &Path, path: &str, command: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_local-postgres"))
-        .arg(command)
-        .current_dir(checkout)
-        .env_clear()
-        .env("PATH", path)
-        .envs(std::env::var_os("PG_BIN_DIR").map(|dir| ("PG_BIN_DIR", dir)))
-        .output()
-        .unwrap()
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -81,9 +109,7 @@ fn text(bytes: &[u8]) -> String {
 
 #[test]
 fn without_a_working_docker_compose_the_project_local_postgres_is_started() {
-    let checkout = tempfile::tempdir().unwrap();
-    let checkout = checkout.path();
-    let _removed = RemovesCluster(checkout.to_path_buf());
+    let checkout = Checkout::new();
     let port = free_port().unwrap();
     let url = |user: &str| {
         let password = generate_password().unwrap();
@@ -95,11 +121,8 @@ fn without_a_working_docker_compose_the_project_local_postgres_is_started() {
         service.expose_secret(),
         owner.expose_secret()
     );
-    std::fs::write(checkout.join(".env"), env).unwrap();
-    let bin = checkout.join("bin");
-    std::fs::create_dir(&bin).unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    let log = checkout.join("docker.log");
+    checkout.write_env(&env);
+    let log = checkout.docker_log();
 
     let cases = [
         (NO_ENGINE, "the Docker engine does not answer", "info\n"),
@@ -120,12 +143,12 @@ fn without_a_working_docker_compose_the_project_local_postgres_is_started() {
         ),
     ];
     for (script, reason, docker_calls) in cases {
-        stand_in_docker(&bin, &log, script);
+        checkout.stand_in_docker(script);
         let _ = std::fs::remove_file(&log);
-        let answers = local_postgres(checkout, &path, "answers");
+        let answers = checkout.local_postgres("answers");
         assert_eq!(answers.status.code(), Some(1), "{}", text(&answers.stderr));
 
-        let provided = local_postgres(checkout, &path, "provide");
+        let provided = checkout.local_postgres("provide");
         let (stdout, stderr) = (text(&provided.stdout), text(&provided.stderr));
         assert!(provided.status.success(), "{reason}: {stdout}{stderr}");
         let why: Vec<&str> = stdout
@@ -139,16 +162,16 @@ fn without_a_working_docker_compose_the_project_local_postgres_is_started() {
             why[0]
         );
         assert_eq!(std::fs::read_to_string(&log).unwrap(), docker_calls);
-        let answers = local_postgres(checkout, &path, "answers");
+        let answers = checkout.local_postgres("answers");
         assert_eq!(answers.status.code(), Some(0), "{}", text(&answers.stderr));
 
-        let stopped = local_postgres(checkout, &path, "stop");
+        let stopped = checkout.local_postgres("stop");
         assert!(stopped.status.success(), "{}", text(&stopped.stderr));
     }
 
     // Running, the cluster gets the superuser's password only on its own port: with
     // DATABASE_URL moved to another port (where anyone may listen), start refuses.
-    let started = local_postgres(checkout, &path, "start");
+    let started = checkout.local_postgres("start");
     assert!(started.status.success(), "{}", text(&started.stderr));
     let elsewhere = free_port().unwrap();
     let moved = |url: &counseling_config::DatabaseUrl| {
@@ -160,18 +183,18 @@ fn without_a_working_docker_compose_the_project_local_postgres_is_started() {
         moved(&service),
         moved(&owner)
     );
-    std::fs::write(checkout.join(".env"), env).unwrap();
-    let refused = local_postgres(checkout, &path, "start");
+    checkout.write_env(&env);
+    let refused = checkout.local_postgres("start");
     assert_eq!(refused.status.code(), Some(1));
     let stderr = text(&refused.stderr);
     assert!(stderr.contains(&format!("runs on port {port}")), "{stderr}");
-    assert!(local_postgres(checkout, &path, "stop").status.success());
+    assert!(checkout.local_postgres("stop").status.success());
 
     // A configuration problem is said, exit 2, before Docker or a cluster is tried.
     let _ = std::fs::remove_file(&log);
     let typo = format!("{}?sslmod=require", service.expose_secret());
-    std::fs::write(checkout.join(".env"), format!("DATABASE_URL={typo}\n")).unwrap();
-    let provided = local_postgres(checkout, &path, "provide");
+    checkout.write_env(&format!("DATABASE_URL={typo}\n"));
+    let provided = checkout.local_postgres("provide");
     assert_eq!(
         provided.status.code(),
         Some(2),
@@ -184,9 +207,7 @@ fn without_a_working_docker_compose_the_project_local_postgres_is_started() {
 
 #[test]
 fn a_warning_about_the_configuration_is_said_once_however_often_it_is_probed() {
-    let checkout = tempfile::tempdir().unwrap();
-    let checkout = checkout.path();
-    let _removed = RemovesCluster(checkout.to_path_buf());
+    let checkout = Checkout::new();
     // The URL in a file others may read (a warning, not an error), naming a port where nothing
     // listens: probed, then compose's db "starts", then probed again.
     let password = generate_password().unwrap();
@@ -198,17 +219,14 @@ fn a_warning_about_the_configuration_is_said_once_however_often_it_is_probed() {
         &[],
     )
     .unwrap();
-    let url_file = checkout.join("database-url");
+    let url_file = checkout.root().join("database-url");
     std::fs::write(&url_file, url.expose_secret()).unwrap();
     std::fs::set_permissions(&url_file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let env = format!("DATABASE_URL_FILE={}\n", url_file.display());
-    std::fs::write(checkout.join(".env"), env).unwrap();
-    let bin = checkout.join("bin");
-    std::fs::create_dir(&bin).unwrap();
-    stand_in_docker(&bin, &checkout.join("docker.log"), STARTS_ELSEWHERE);
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    checkout.write_env(&env);
+    checkout.stand_in_docker(STARTS_ELSEWHERE);
 
-    let provided = local_postgres(checkout, &path, "provide");
+    let provided = checkout.local_postgres("provide");
     let (stdout, stderr) = (text(&provided.stdout), text(&provided.stderr));
     assert!(
         stdout.contains("compose's db started, but DATABASE_URL still does not answer"),
