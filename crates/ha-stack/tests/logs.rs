@@ -3,7 +3,7 @@
 #![cfg(unix)] // the HA harness is unix-only
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use counseling_ha::{HaStack, Ports, SavedStack};
 use counseling_provision::files::ServerUser;
@@ -24,15 +24,22 @@ fn stack_with_a_log(parent: &Path) -> HaStack {
     HaStack::attach(saved).unwrap()
 }
 
+/// In `parent`: a stack with a log, a file `victim` that says "precious", and a folder `into`
+/// where a link named like the log points at the victim. Returns the three.
+fn planted_link(parent: &Path, into: &str) -> (HaStack, PathBuf, PathBuf) {
+    let stack = stack_with_a_log(parent);
+    let victim = parent.join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let into = parent.join(into);
+    std::fs::create_dir(&into).unwrap();
+    std::os::unix::fs::symlink(&victim, into.join("etcd.log")).unwrap();
+    (stack, victim, into)
+}
+
 #[test]
 fn copied_logs_replace_a_planted_symlink_and_never_follow_it() {
     let scratch = tempfile::tempdir().unwrap();
-    let stack = stack_with_a_log(scratch.path());
-    let victim = scratch.path().join("victim");
-    std::fs::write(&victim, "precious\n").unwrap();
-    let into = scratch.path().join("copied");
-    std::fs::create_dir(&into).unwrap();
-    std::os::unix::fs::symlink(&victim, into.join("etcd.log")).unwrap();
+    let (stack, victim, into) = planted_link(scratch.path(), "copied");
 
     stack.copy_logs(&into);
 
@@ -50,13 +57,8 @@ fn logs_are_not_copied_into_a_folder_the_servers_user_owns() {
         return;
     }
     let scratch = tempfile::tempdir().unwrap();
-    let stack = stack_with_a_log(scratch.path());
-    let victim = scratch.path().join("victim");
-    std::fs::write(&victim, "precious\n").unwrap();
     // postgres's folder, where postgres planted a link to a file of root's.
-    let into = scratch.path().join("theirs");
-    std::fs::create_dir(&into).unwrap();
-    std::os::unix::fs::symlink(&victim, into.join("etcd.log")).unwrap();
+    let (stack, victim, into) = planted_link(scratch.path(), "theirs");
     user.give(&into.join("etcd.log")).unwrap();
     user.give(&into).unwrap();
 
