@@ -75,7 +75,8 @@ BEGIN
     IF coalesce(current_setting('{FORCE_SETTING}', true), '') <> 'on' THEN
         SELECT count(*) INTO doomed FROM {table};
         IF doomed > 0 THEN
-            RAISE EXCEPTION 'refusing to drop {table}: % rows would be deleted; run `migration down --force` (`just migrate-down --force`) to delete them', doomed
+            RAISE EXCEPTION 'refusing to drop {table}: % would be deleted; run `migration down --force` (`just migrate-down --force`) to delete them',
+                CASE doomed WHEN 1 THEN '1 row' ELSE doomed || ' rows' END
                 USING ERRCODE = 'object_in_use';
         END IF;
     END IF;

@@ -193,11 +193,11 @@ pub trait Observer: Send + Sync {
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("{0}")]
+    #[error("{}", shown(.0))]
     Database(#[from] DbErr),
     /// A migration failed. One that runs in a transaction changed nothing; one that does not
     /// may have stopped part-way, and carries on when run again.
-    #[error("{direction} of {name} failed: {error}")]
+    #[error("{direction} of {name} failed: {}", shown(.error))]
     Migration {
         name: String,
         direction: Direction,
@@ -338,14 +338,28 @@ pub fn is_lock_timeout(error: &DbErr) -> bool {
 
 /// The SQLSTATE of a database error, if it is one.
 pub fn sqlstate(error: &DbErr) -> Option<String> {
+    let code = database_error(error)?.code()?;
+    Some(code.into_owned())
+}
+
+/// What PostgreSQL said, if `error` is its answer.
+fn database_error(
+    error: &DbErr,
+) -> Option<&dyn sea_orm_migration::sea_orm::sqlx::error::DatabaseError> {
     match error {
         DbErr::Conn(RuntimeErr::SqlxError(error))
         | DbErr::Exec(RuntimeErr::SqlxError(error))
-        | DbErr::Query(RuntimeErr::SqlxError(error)) => error
-            .as_database_error()
-            .and_then(|error| error.code())
-            .map(|code| code.into_owned()),
+        | DbErr::Query(RuntimeErr::SqlxError(error)) => error.as_database_error(),
         _ => None,
+    }
+}
+
+/// `error` for a person: PostgreSQL's own message when it answered, without the wrappers' words
+/// around it and sqlx's " at line N" (a line of PostgreSQL's C source, not of a migration).
+fn shown(error: &DbErr) -> String {
+    match database_error(error) {
+        Some(answer) => answer.message().to_owned(),
+        None => error.to_string(),
     }
 }
 

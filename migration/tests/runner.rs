@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::{SqlMigration, connect};
 use counseling_testkit::TestDatabase;
+use counseling_testkit::fixtures::eventually;
 use migration::sea_orm::sqlx::{self, PgConnection};
 use migration::{Event, Observer, RunOptions, Runner};
 
@@ -280,16 +281,19 @@ async fn a_second_run_waits_for_the_first_and_finds_nothing_pending() {
     assert_eq!(first, ["m1_slow", "m2_index"]);
     assert!(second.is_empty(), "{second:?}");
 
+    // The server ends a closed connection's backend, and with it the lock, a moment later.
     let mut conn = connect(&db).await;
-    let advisory: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-    assert_eq!(
-        advisory, 0,
-        "the lock is released with the run's connection"
-    );
+    eventually(
+        "the lock is released with the run's connection",
+        Duration::from_secs(5),
+        async || {
+            let sql = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'";
+            let held: i64 = sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap();
+            held == 0
+        },
+    )
+    .await
+    .unwrap();
 }
 
 /// Given a pool of one connection (the CLI's, whose connections it checks itself), the run
