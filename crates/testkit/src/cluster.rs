@@ -109,14 +109,8 @@ impl PgCluster {
         for (name, _) in &options.server_settings {
             check_overridable(name)?;
         }
-        let bin_dir = server_binaries()?;
-        let parent = scratch_parent();
-        sweep_dead_clusters(&parent);
-        // The pid in the name lets a later run sweep the leftovers of a killed one.
-        let prefix = format!("{FOLDER_PREFIX}{}-", std::process::id());
-        let root = private_temp_folder(&parent, &prefix)?;
-        let user = ServerUser::of_this_process()?;
-        let mut server = Server::new(bin_dir, root, free_port()?, user);
+        sweep_dead_clusters(&scratch_parent());
+        let mut server = new_server(server_binaries()?)?;
         server.settings.extend(TEST_SETTINGS.map(str::to_owned));
         let passwords = [
             generate_password()?,
@@ -176,10 +170,7 @@ impl PgCluster {
         let primary = self.clone();
         blocking(move || {
             let server = &primary.inner.server;
-            let prefix = format!("{FOLDER_PREFIX}{}-", std::process::id());
-            let root = private_temp_folder(&scratch_parent(), &prefix)?;
-            let user = ServerUser::of_this_process()?;
-            let mut standby = Server::new(server.bin_dir.clone(), root, free_port()?, user);
+            let mut standby = new_server(server.bin_dir.clone())?;
             standby.settings = server.settings.clone();
             let inner = ClusterInner {
                 server: standby,
@@ -448,6 +439,15 @@ fn check_overridable(name: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// A server of the kit's, not yet initialised, in a fresh folder and on a free port. The pid in
+/// the folder's name lets a later run sweep the leftovers of a killed one.
+fn new_server(bin_dir: PathBuf) -> Result<Server> {
+    let prefix = format!("{FOLDER_PREFIX}{}-", std::process::id());
+    let root = private_temp_folder(&scratch_parent(), &prefix)?;
+    let user = ServerUser::of_this_process()?;
+    Ok(Server::new(bin_dir, root, free_port()?, user))
 }
 
 async fn blocking<T: Send + 'static>(
