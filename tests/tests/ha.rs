@@ -274,13 +274,51 @@ fn switchover_and_failover_lose_no_write_and_every_service_heals_by_itself() {
 fn the_stack_refuses_whoever_has_no_credentials() {
     let mut options = StackOptions::new(Ports::find_free().unwrap()).unwrap();
     options.logs_on_failure = Some(failure_logs());
-    let stack = HaStack::start(&options).unwrap();
+    // Another user of the machine, asking etcd's client port for an account of its own from
+    // before the stack starts until it is up.
+    let started = Arc::new(AtomicBool::new(false));
+    let intruder = {
+        let (started, port) = (started.clone(), options.ports.etcd_client());
+        std::thread::spawn(move || {
+            let (url, body) = (
+                format!("http://127.0.0.1:{port}/v3/auth/user/add"),
+                r#"{"name":"intruder","password":"x"}"#,
+            );
+            let mut accepted = 0;
+            while !started.load(Ordering::SeqCst) {
+                let sent = counseling_provision::http::send(
+                    "POST",
+                    &url,
+                    &[],
+                    Some(body),
+                    Duration::from_secs(1),
+                );
+                accepted += usize::from(sent.is_ok_and(|reply| reply.status == 200));
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            accepted
+        })
+    };
+    let stack = HaStack::start(&options);
+    started.store(true, Ordering::SeqCst);
     let teardown = Teardown {
         stop: Arc::new(AtomicBool::new(false)),
-        stack: Some(stack),
+        stack: Some(stack.unwrap()),
     };
     let stack = teardown.stack.as_ref().unwrap();
     let mut failures: Vec<String> = Vec::new();
+    let accepted = intruder.join().unwrap();
+    if accepted > 0 {
+        failures.push(format!("etcd made the intruder's account {accepted} times"));
+    }
+    let root = stack.password("etcd-root").unwrap();
+    let users = stack
+        .etcdctl(&["user", "list"], Some(("root", &root)), None)
+        .unwrap();
+    let users = String::from_utf8_lossy(&users.stdout).into_owned();
+    if users.split_whitespace().collect::<Vec<_>>() != ["patroni", "root"] {
+        failures.push(format!("etcd's users are not only ours: {users:?}"));
+    }
     let leader = stack.leader().unwrap();
     let (rest, other) = (stack.ports().rest(leader), HaStack::node_name(1 - leader));
     let credentials = stack.rest_api_credentials().unwrap();
@@ -336,7 +374,6 @@ fn the_stack_refuses_whoever_has_no_credentials() {
     if outside.status.success() {
         failures.push("Patroni's etcd user wrote outside its namespace".into());
     }
-    let root = stack.password("etcd-root").unwrap();
     let read = stack
         .etcdctl(
             &["get", &key, "--print-value-only"],

@@ -56,8 +56,18 @@ pub const ETCD_USER: &str = "patroni";
 /// The user every call that changes state on a Patroni REST API must name (basic
 /// authentication); reads (`GET /cluster`, HAProxy's checks) need none.
 pub const REST_API_USER: &str = "ha-admin";
+/// etcd's client socket while its users are set up, in `etcd/` (etcd wants `host:port`, and
+/// takes the host as a path relative to its working folder).
+const ETCD_SETUP_SOCKET: &str = "setup.sock:0";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where `etcdctl` reaches etcd: the socket it is set up on, or its client port.
+#[derive(Debug, Clone, Copy)]
+enum EtcdEndpoint {
+    Setup,
+    Client,
+}
 
 /// Where and how to start a stack.
 #[derive(Debug, Clone)]
@@ -340,9 +350,9 @@ impl HaStack {
         local_url(port, user, Some(&self.password(secret)?), database, &[])
     }
 
-    /// `program` as the servers' user, in the stack's folder, with nothing of our environment
-    /// but PATH and `variables`; its output goes to `logs/<name>.log`, appended to (a restarted
-    /// node's log keeps what happened before: a test reads it).
+    /// `program` as the servers' user, in the stack's folder (etcd in its own), with nothing of
+    /// our environment but PATH and `variables`; its output goes to `logs/<name>.log`, appended
+    /// to (a restarted node's log keeps what happened before: a test reads it).
     fn spawn(
         &mut self,
         name: &str,
@@ -352,9 +362,13 @@ impl HaStack {
     ) -> Result<u32> {
         let mut command = self.user.command(program);
         let path = std::env::var_os("PATH").unwrap_or_default();
+        let dir = match name {
+            "etcd" => self.saved.dir.join("etcd"),
+            _ => self.saved.dir.clone(),
+        };
         command
             .args(args)
-            .current_dir(&self.saved.dir)
+            .current_dir(dir)
             .env_clear()
             .env("PATH", path);
         command
@@ -366,29 +380,44 @@ impl HaStack {
         Ok(pid)
     }
 
+    /// Starts etcd with its users and authentication set up before any other user of this
+    /// machine can reach it: first serving clients on a unix socket in its own folder (which
+    /// only root and the servers' user may enter), where they are set up; then, restarted, on
+    /// its TCP port, where every client must name a user.
     fn start_etcd(&mut self) -> Result<()> {
+        self.saved.etcd = self.spawn_etcd(&format!("unix://{ETCD_SETUP_SOCKET}"))?;
+        self.wait_for("etcd answers on its own socket", READY_TIMEOUT, |stack| {
+            let health = stack.etcdctl_at(EtcdEndpoint::Setup, &["endpoint", "health"], None, None);
+            health.is_ok_and(|output| output.status.success())
+        })?;
+        self.enable_etcd_authentication()?;
+        let setup = std::mem::take(&mut self.saved.etcd);
+        self.stop_process(setup, Signal::Terminate, Some(Signal::Kill));
         let ports = self.saved.ports;
-        let client = format!("http://127.0.0.1:{}", ports.etcd_client());
-        let peer = format!("http://127.0.0.1:{}", ports.etcd_peer());
+        self.saved.etcd = self.spawn_etcd(&format!("http://127.0.0.1:{}", ports.etcd_client()))?;
+        self.wait_for("etcd answers", READY_TIMEOUT, |_| {
+            let health = rest::get(ports.etcd_client(), "/health");
+            health.is_some_and(|reply| reply.status == 200 && reply.body.contains("true"))
+        })
+    }
+
+    /// etcd serving clients at `client` (a URL).
+    fn spawn_etcd(&mut self, client: &str) -> Result<u32> {
+        let peer = format!("http://127.0.0.1:{}", self.saved.ports.etcd_peer());
         let data = self.saved.dir.join("etcd/data").display().to_string();
         // Not secret: addresses and a folder. etcd reads ETCD_* variables like its flags.
         let variables = [
             ("ETCD_NAME", "etcd1".to_owned()),
             ("ETCD_DATA_DIR", data),
-            ("ETCD_LISTEN_CLIENT_URLS", client.clone()),
-            ("ETCD_ADVERTISE_CLIENT_URLS", client),
+            ("ETCD_LISTEN_CLIENT_URLS", client.to_owned()),
+            ("ETCD_ADVERTISE_CLIENT_URLS", client.to_owned()),
             ("ETCD_LISTEN_PEER_URLS", peer.clone()),
             ("ETCD_INITIAL_ADVERTISE_PEER_URLS", peer.clone()),
             ("ETCD_INITIAL_CLUSTER", format!("etcd1={peer}")),
             ("ETCD_INITIAL_CLUSTER_STATE", "new".to_owned()),
             ("ETCD_INITIAL_CLUSTER_TOKEN", "counseling-ha".to_owned()),
         ];
-        self.saved.etcd = self.spawn("etcd", "etcd", &[], &variables)?;
-        self.wait_for("etcd answers", READY_TIMEOUT, |_| {
-            let health = rest::get(ports.etcd_client(), "/health");
-            health.is_some_and(|reply| reply.status == 200 && reply.body.contains("true"))
-        })?;
-        self.enable_etcd_authentication()
+        self.spawn("etcd", "etcd", &[], &variables)
     }
 
     /// Locks etcd before any Patroni talks to it: a `root` user, a [`ETCD_USER`] whose role may
@@ -418,7 +447,7 @@ impl HaStack {
             (&["auth", "enable"], None),
         ];
         for (args, input) in steps {
-            let output = self.etcdctl(args, None, input)?;
+            let output = self.etcdctl_at(EtcdEndpoint::Setup, args, None, input)?;
             if !output.status.success() {
                 let error = String::from_utf8_lossy(&output.stderr);
                 let step = args.join(" ");
@@ -441,9 +470,26 @@ impl HaStack {
         user: Option<(&str, &SecretString)>,
         input: Option<&SecretString>,
     ) -> Result<std::process::Output> {
+        self.etcdctl_at(EtcdEndpoint::Client, args, user, input)
+    }
+
+    fn etcdctl_at(
+        &self,
+        endpoint: EtcdEndpoint,
+        args: &[&str],
+        user: Option<(&str, &SecretString)>,
+        input: Option<&SecretString>,
+    ) -> Result<std::process::Output> {
         let mut command = Command::new("etcdctl");
         let path = std::env::var_os("PATH").unwrap_or_default();
-        let endpoint = format!("http://127.0.0.1:{}", self.saved.ports.etcd_client());
+        let endpoint = match endpoint {
+            // A unix socket's address is a path relative to the working folder.
+            EtcdEndpoint::Setup => {
+                command.current_dir(self.saved.dir.join("etcd"));
+                format!("unix://{ETCD_SETUP_SOCKET}")
+            }
+            EtcdEndpoint::Client => format!("http://127.0.0.1:{}", self.saved.ports.etcd_client()),
+        };
         command
             .env_clear()
             .env("PATH", path)
