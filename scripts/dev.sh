@@ -3,8 +3,8 @@
 # Thin on purpose: configuration is read, secrets made and the database chosen by our binaries
 # (local-postgres, migration, counseling-api), never here. `local-postgres provide` takes, in
 # order: DATABASE_URL if it answers; compose's db if Docker and its compose plugin work; else the
-# project-local PostgreSQL, saying in one line why it passed over each. A configuration problem
-# stops it (exit 2) before anything starts.
+# project-local PostgreSQL, saying in one line why it passed over each. A problem in the database
+# settings stops it (exit 2) before anything starts; counseling-api checks its other settings.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
