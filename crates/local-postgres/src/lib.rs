@@ -129,6 +129,9 @@ impl LocalCluster {
         if server.pid().is_none() {
             return Ok("not running");
         }
+        // Signals go only to a server in folders this tool made, as start checks: the folder's
+        // name is predictable, and anyone may have made one like it.
+        self.check_folders()?;
         server.stop(Signal::Interrupt)?;
         Ok("stopped")
     }

@@ -112,6 +112,34 @@ async fn the_local_cluster_trusts_nobody_and_serves_the_two_roles_of_the_urls() 
     }
 }
 
+/// A look-alike of the cluster's folder (made by someone else: here another mode), whose
+/// `postmaster.pid` names a live process working in it: stop signals nothing.
+#[test]
+fn stop_signals_nothing_named_by_a_folder_it_did_not_make() {
+    let checkout = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::of_checkout(checkout.path()).unwrap();
+    let data = cluster.root().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::set_permissions(cluster.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut process = std::process::Command::new("sleep")
+        .arg("30")
+        .current_dir(&data)
+        .spawn()
+        .unwrap();
+    std::fs::write(data.join("postmaster.pid"), format!("{}\n", process.id())).unwrap();
+
+    let stopped = cluster.stop();
+    let alive = process.try_wait().unwrap().is_none();
+    let _ = process.kill();
+    let _ = process.wait();
+    let _ = std::fs::remove_dir_all(cluster.root());
+    assert!(stopped.is_err(), "{stopped:?}");
+    assert!(
+        alive,
+        "the process named in the look-alike folder was signalled"
+    );
+}
+
 /// Stops the cluster and deletes its folder when the test ends, passed or not.
 struct Stopped(LocalCluster);
 
