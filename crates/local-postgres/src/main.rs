@@ -159,12 +159,22 @@ fn service_target(sources: &Sources) -> Result<DatabaseTarget, String> {
 }
 
 /// Reaches `DATABASE_URL` (or its file) as the service does: the same target, the same checks,
-/// the same connector, with [`ANSWER_LIMIT`] for the whole attempt.
+/// the same connector, with [`ANSWER_LIMIT`] for the whole attempt. Not a port of this machine
+/// that another user's program holds: it would be handed the password (libpq's default
+/// `sslmode=prefer` lets any server ask for it in cleartext).
 async fn probe(target: &DatabaseTarget) -> Probe {
     let connector = match target.resolve(&SessionDefaults::named("counseling-local-postgres")) {
         Ok(connector) => connector,
         Err(problems) => return Probe::Misconfigured(problems.to_string()),
     };
+    for endpoint in connector.endpoints() {
+        if let Some(stranger) = stranger_on(&endpoint.host, endpoint.port) {
+            return Probe::DoesNotAnswer(format!(
+                "{endpoint} is held by a program of another user (uid {stranger}), not a \
+                 PostgreSQL of this machine's: the password is not sent there"
+            ));
+        }
+    }
     match tokio::time::timeout(ANSWER_LIMIT, connector.connect()).await {
         Ok(Ok(connected)) => {
             use sea_orm::sqlx::Connection;
@@ -175,6 +185,31 @@ async fn probe(target: &DatabaseTarget) -> Probe {
         Ok(Err(error)) => Probe::DoesNotAnswer(one_line(&error.to_string())),
         Err(_) => Probe::DoesNotAnswer(format!("no login within {} s", ANSWER_LIMIT.as_secs())),
     }
+}
+
+/// The user of a program listening on this machine's `port`, if `host` is this machine and that
+/// user is neither root (Docker's proxy), nor us, nor `postgres` (a PostgreSQL of ours or of the
+/// system).
+#[cfg(unix)]
+fn stranger_on(host: &str, port: u16) -> Option<u32> {
+    if !matches!(host, "127.0.0.1" | "localhost" | "::1") {
+        return None;
+    }
+    let postgres = nix::unistd::User::from_name("postgres").ok().flatten();
+    let trusted = [
+        Some(0),
+        Some(nix::unistd::Uid::effective().as_raw()),
+        postgres.map(|user| user.uid.as_raw()),
+    ];
+    let listeners = counseling_provision::server::loopback_listeners(port)?;
+    listeners
+        .into_iter()
+        .find(|uid| !trusted.contains(&Some(*uid)))
+}
+
+#[cfg(not(unix))]
+fn stranger_on(_host: &str, _port: u16) -> Option<u32> {
+    None
 }
 
 /// Starts compose's `db` as `.env` describes it, or says in a few words why Docker cannot.

@@ -155,3 +155,56 @@ async fn tls_overrides_and_host_lists_are_honoured() {
     let (code, stderr) = answers(dir.path(), &[("DATABASE_URL", listed.expose_secret())]);
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+/// Another user of the machine holds the port `DATABASE_URL` names (here `nobody`, listening
+/// before our database starts): `answers` does not connect, and so never hands it the password
+/// (libpq's default `sslmode=prefer` lets any server ask for it in cleartext). Linux and root
+/// only: becoming another user takes root, and only Linux says who holds a port.
+#[cfg(unix)]
+#[test]
+fn a_port_another_user_holds_is_never_sent_the_password() {
+    if !cfg!(target_os = "linux") || !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs Linux and root");
+        return;
+    }
+    let port = counseling_provision::server::free_port().unwrap();
+    // perl-base is essential on Debian (python3 may live in a home other users cannot enter).
+    let listener = format!(
+        "use IO::Socket::INET; $| = 1;\n\
+         my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => {port}, \
+         Listen => 1) or die \"listen: $!\";\n\
+         print \"listening\\n\";\n\
+         my $c = $s->accept; print \"connected\\n\" if $c; sleep 5;\n"
+    );
+    let mut intruder = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/perl",
+            "-e",
+        ])
+        .arg(listener)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = std::io::BufReader::new(intruder.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut said, &mut line).unwrap();
+    assert_eq!(line, "listening\n");
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("postgres://counseling:s3cret-pw@127.0.0.1:{port}/x");
+    let (code, stderr) = answers(dir.path(), &[("DATABASE_URL", &url)]);
+    let _ = intruder.kill();
+    let _ = intruder.wait();
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut said, &mut rest);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is held by a program of another user (uid 65534)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret-pw"), "{stderr}");
+    assert_eq!(rest, "", "the probe connected to the intruder");
+}

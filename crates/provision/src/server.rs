@@ -303,6 +303,52 @@ pub fn port_in_use(port: u16) -> bool {
     std::net::TcpStream::connect_timeout(&address, Duration::from_millis(500)).is_ok()
 }
 
+/// The users (uids) of the programs listening on TCP `port` where a connection to the loopback
+/// address can reach them (127.0.0.1, ::1 or a wildcard address), from Linux's `/proc/net/tcp`
+/// and `tcp6`; `None` where the system does not say (another OS).
+pub fn loopback_listeners(port: u16) -> Option<Vec<u32>> {
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    // Addresses as the kernel prints them: each 32-bit word in host (little-endian) order.
+    const LOOPBACK_OR_ANY: [&str; 6] = [
+        "0100007F",
+        "00000000",
+        "00000000000000000000000000000000",
+        "00000000000000000000000001000000",
+        "0000000000000000FFFF00000100007F",
+        "0000000000000000FFFF000000000000",
+    ];
+    let mut uids = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        // No IPv6 in this kernel: no tcp6 table, and nothing listening there.
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid ...
+        for fields in text
+            .lines()
+            .skip(1)
+            .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        {
+            let (Some(local), Some(&"0A"), Some(uid)) =
+                (fields.get(1), fields.get(3), fields.get(7))
+            else {
+                continue;
+            };
+            let Some((address, hex_port)) = local.split_once(':') else {
+                continue;
+            };
+            let here =
+                u16::from_str_radix(hex_port, 16) == Ok(port) && LOOPBACK_OR_ANY.contains(&address);
+            if let (true, Ok(uid)) = (here, uid.parse()) {
+                uids.push(uid);
+            }
+        }
+    }
+    Some(uids)
+}
+
 /// The data folder's parent of the test clusters and HA stacks: `/dev/shm` (tmpfs: faster,
 /// steadier) where it exists, else the temporary folder.
 pub fn scratch_parent() -> PathBuf {
