@@ -311,6 +311,25 @@ fn the_stack_refuses_whoever_has_no_credentials() {
     if accepted > 0 {
         failures.push(format!("etcd made the intruder's account {accepted} times"));
     }
+    // etcd's peers' API (raft, unauthenticated) is no TCP port: only its client port is.
+    let etcd: Vec<u32> = stack
+        .processes()
+        .into_iter()
+        .filter(|(name, _)| name == "etcd")
+        .map(|(_, pid)| pid)
+        .collect();
+    let client = format!("0100007F:{:04X}", stack.ports().etcd_client());
+    let etcd_ports = tcp_listeners(&etcd);
+    if etcd_ports
+        .iter()
+        .map(|(address, _)| address.as_str())
+        .collect::<Vec<_>>()
+        != [client.as_str()]
+    {
+        failures.push(format!(
+            "etcd listens on TCP {etcd_ports:?}, not its client port only"
+        ));
+    }
     let root = stack.password("etcd-root").unwrap();
     let users = stack
         .etcdctl(&["user", "list"], Some(("root", &root)), None)
@@ -925,8 +944,23 @@ fn failure_logs() -> std::path::PathBuf {
 
 /// Every listening TCP socket of the stack's processes is bound to 127.0.0.1.
 fn assert_everything_listens_on_loopback_only(stack: &HaStack) {
+    let pids: Vec<u32> = stack.processes().into_iter().map(|(_, pid)| pid).collect();
+    let listening = tcp_listeners(&pids);
+    for (address, table) in &listening {
+        assert!(
+            address.starts_with("0100007F:"),
+            "a stack process listens on {address} ({table})"
+        );
+    }
+    // etcd 1 (its peers' API is a unix socket), Patroni 2, PostgreSQL 2, HAProxy 3.
+    assert!(listening.len() >= 8, "found only {listening:?}");
+}
+
+/// The local addresses (as `/proc/net/tcp` prints them) and tables of the TCP sockets that the
+/// processes `pids` listen on.
+fn tcp_listeners(pids: &[u32]) -> Vec<(String, &'static str)> {
     let mut inodes = HashSet::new();
-    for (_, pid) in stack.processes() {
+    for pid in pids {
         for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
             .unwrap()
             .flatten()
@@ -942,22 +976,16 @@ fn assert_everything_listens_on_loopback_only(stack: &HaStack) {
             }
         }
     }
-    let mut listening = 0;
+    let mut listening = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let text = std::fs::read_to_string(table).unwrap_or_default();
         for line in text.lines().skip(1) {
             let fields: Vec<&str> = line.split_whitespace().collect();
             // local_address, st (0A = LISTEN), ..., inode
             if fields.len() > 9 && fields[3] == "0A" && inodes.contains(fields[9]) {
-                listening += 1;
-                assert!(
-                    fields[1].starts_with("0100007F:"),
-                    "a stack process listens on {} ({table})",
-                    fields[1]
-                );
+                listening.push((fields[1].to_owned(), table));
             }
         }
     }
-    // etcd 2, Patroni 2, PostgreSQL 2, HAProxy 3.
-    assert!(listening >= 9, "found only {listening} listening sockets");
+    listening
 }

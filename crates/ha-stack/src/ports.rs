@@ -59,10 +59,6 @@ impl Ports {
         self.base + 2
     }
 
-    pub fn etcd_peer(&self) -> u16 {
-        self.base + 3
-    }
-
     /// HAProxy's read-only statistics page (`/stats;csv`): which servers it considers up.
     pub fn haproxy_stats(&self) -> u16 {
         self.base + 4
@@ -84,7 +80,6 @@ impl Ports {
             self.primary(),
             self.replica(),
             self.etcd_client(),
-            self.etcd_peer(),
             self.haproxy_stats(),
         ];
         for index in 0..NODES {

@@ -401,9 +401,10 @@ impl HaStack {
         })
     }
 
-    /// etcd serving clients at `client` (a URL).
+    /// etcd serving clients at `client` (a URL). Its peers' API (raft, which takes no user) is a
+    /// unix socket in its folder: a single member has no peer to reach it over the network.
     fn spawn_etcd(&mut self, client: &str) -> Result<u32> {
-        let peer = format!("http://127.0.0.1:{}", self.saved.ports.etcd_peer());
+        let peer = "unix://peer.sock:0".to_owned();
         let data = self.saved.dir.join("etcd/data").display().to_string();
         // Not secret: addresses and a folder. etcd reads ETCD_* variables like its flags.
         let variables = [
