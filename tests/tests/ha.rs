@@ -27,6 +27,7 @@ use counseling_domain::{
 use counseling_e2e::{Api, get_json, wait_for_status, workspace_binary};
 use counseling_ha::{APP_DATABASE, ETCD_NAMESPACE, ETCD_USER, HaStack, Ports, StackOptions, send};
 use counseling_persistence::{Database, DatabaseSettings, PgUserRepository};
+use counseling_provision::server::{Listener, listeners_of};
 use counseling_testkit::fixtures::wait_until;
 use sea_orm::sqlx::postgres::PgConnection;
 use sea_orm::sqlx::{self, Connection};
@@ -312,22 +313,17 @@ fn the_stack_refuses_whoever_has_no_credentials() {
         failures.push(format!("etcd made the intruder's account {accepted} times"));
     }
     // etcd's peers' API (raft, unauthenticated) is no TCP port: only its client port is.
-    let etcd: Vec<u32> = stack
+    let etcd = stack
         .processes()
         .into_iter()
-        .filter(|(name, _)| name == "etcd")
-        .map(|(_, pid)| pid)
+        .filter(|(name, _)| name == "etcd");
+    let etcd_ports: Vec<u16> = etcd
+        .flat_map(|(_, pid)| listeners_of(pid))
+        .map(|l| l.port)
         .collect();
-    let client = format!("0100007F:{:04X}", stack.ports().etcd_client());
-    let etcd_ports = tcp_listeners(&etcd);
-    if etcd_ports
-        .iter()
-        .map(|(address, _)| address.as_str())
-        .collect::<Vec<_>>()
-        != [client.as_str()]
-    {
+    if etcd_ports != [stack.ports().etcd_client()] {
         failures.push(format!(
-            "etcd listens on TCP {etcd_ports:?}, not its client port only"
+            "etcd listens on TCP ports {etcd_ports:?}, not its client port only"
         ));
     }
     let root = stack.password("etcd-root").unwrap();
@@ -944,48 +940,15 @@ fn failure_logs() -> std::path::PathBuf {
 
 /// Every listening TCP socket of the stack's processes is bound to 127.0.0.1.
 fn assert_everything_listens_on_loopback_only(stack: &HaStack) {
-    let pids: Vec<u32> = stack.processes().into_iter().map(|(_, pid)| pid).collect();
-    let listening = tcp_listeners(&pids);
-    for (address, table) in &listening {
-        assert!(
-            address.starts_with("0100007F:"),
-            "a stack process listens on {address} ({table})"
+    let processes = stack.processes().into_iter();
+    let listening: Vec<Listener> = processes.flat_map(|(_, pid)| listeners_of(pid)).collect();
+    for listener in &listening {
+        assert_eq!(
+            listener.address.to_string(),
+            "127.0.0.1",
+            "a stack process listens on {listener:?}"
         );
     }
     // etcd 1 (its peers' API is a unix socket), Patroni 2, PostgreSQL 2, HAProxy 3.
     assert!(listening.len() >= 8, "found only {listening:?}");
-}
-
-/// The local addresses (as `/proc/net/tcp` prints them) and tables of the TCP sockets that the
-/// processes `pids` listen on.
-fn tcp_listeners(pids: &[u32]) -> Vec<(String, &'static str)> {
-    let mut inodes = HashSet::new();
-    for pid in pids {
-        for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .unwrap()
-            .flatten()
-        {
-            if let Ok(target) = std::fs::read_link(entry.path()) {
-                let target = target.to_string_lossy().into_owned();
-                if let Some(inode) = target
-                    .strip_prefix("socket:[")
-                    .and_then(|rest| rest.strip_suffix(']'))
-                {
-                    inodes.insert(inode.to_owned());
-                }
-            }
-        }
-    }
-    let mut listening = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let text = std::fs::read_to_string(table).unwrap_or_default();
-        for line in text.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            // local_address, st (0A = LISTEN), ..., inode
-            if fields.len() > 9 && fields[3] == "0A" && inodes.contains(fields[9]) {
-                listening.push((fields[1].to_owned(), table));
-            }
-        }
-    }
-    listening
 }

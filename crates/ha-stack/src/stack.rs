@@ -20,7 +20,7 @@ use counseling_provision::files::{ServerUser, private_folder, private_temp_folde
 use counseling_provision::password::generate_password;
 use counseling_provision::process::{self, Signal, spawn_logged};
 use counseling_provision::roles::{Application, provision_application};
-use counseling_provision::server::{postmaster_pid, scratch_parent};
+use counseling_provision::server::{listeners_of, postmaster_pid, scratch_parent, tcp_listeners};
 use counseling_provision::{SUPERUSER, block_on, url::local_url, wait::wait_until};
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use secrecy::{ExposeSecret, SecretString};
@@ -393,11 +393,18 @@ impl HaStack {
         self.enable_etcd_authentication()?;
         let setup = std::mem::take(&mut self.saved.etcd);
         self.stop_process(setup, Signal::Terminate, Some(Signal::Kill));
-        let ports = self.saved.ports;
-        self.saved.etcd = self.spawn_etcd(&format!("http://127.0.0.1:{}", ports.etcd_client()))?;
-        self.wait_for("etcd answers", READY_TIMEOUT, |_| {
-            let health = rest::get(ports.etcd_client(), "/health");
-            health.is_some_and(|reply| reply.status == 200 && reply.body.contains("true"))
+        let port = self.saved.ports.etcd_client();
+        self.saved.etcd = self.spawn_etcd(&format!("http://127.0.0.1:{port}"))?;
+        self.wait_for("etcd answers on its port", READY_TIMEOUT, |stack| {
+            let health = rest::get(port, "/health");
+            let healthy =
+                health.is_some_and(|reply| reply.status == 200 && reply.body.contains("true"));
+            // And the port is etcd's, not another program's that took it while etcd was set up
+            // (Patroni would hand that one its password). Only Linux says; elsewhere, trusted.
+            let etcds = listeners_of(stack.saved.etcd)
+                .into_iter()
+                .any(|listener| listener.port == port);
+            healthy && (etcds || tcp_listeners().is_none())
         })
     }
 

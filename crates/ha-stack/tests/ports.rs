@@ -10,7 +10,7 @@ fn ports_are_distinct_and_within_the_span() {
     let mut all = ports.all();
     all.sort_unstable();
     all.dedup();
-    assert_eq!(all.len(), 5 + 2 * NODES);
+    assert_eq!(all.len(), 4 + 2 * NODES);
     assert!(all.iter().all(|&port| (40_000..=40_021).contains(&port)));
     assert_eq!(ports.primary(), 40_000);
 }

@@ -19,6 +19,7 @@ use std::path::Path;
 use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
+use counseling_config::tls::SslMode;
 use counseling_config::{DatabaseTarget, Role, SessionDefaults, Sources};
 use counseling_local_postgres::{LocalCluster, write_env_file};
 use counseling_provision::ProvisionError;
@@ -77,11 +78,16 @@ async fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
                 Probe::Misconfigured(problems) => misconfigured(&problems),
+                Probe::Held(why) => {
+                    eprintln!("local-postgres: {why}");
+                    ExitCode::FAILURE
+                }
             };
         }
         ("provide", Some(target)) => match probe(&target).await {
             Probe::Answers => Ok("using the database at DATABASE_URL\n".to_owned()),
             Probe::Misconfigured(problems) => return misconfigured(&problems),
+            Probe::Held(why) => Err(ProvisionError::Failed(why)),
             Probe::DoesNotAnswer(reason) => {
                 println!("local-postgres: DATABASE_URL does not answer ({reason})");
                 let composed = match compose_db(&checkout).await {
@@ -145,6 +151,9 @@ enum Probe {
     DoesNotAnswer(String),
     /// The configuration itself is wrong: one line per problem, naming the variable.
     Misconfigured(String),
+    /// Another user's program holds the port: nothing was sent there, and nothing should be
+    /// started in its place. Why, in one line.
+    Held(String),
 }
 
 /// The service's target, as the service reads it; its warnings (a secret file others may read)
@@ -167,11 +176,16 @@ async fn probe(target: &DatabaseTarget) -> Probe {
         Ok(connector) => connector,
         Err(problems) => return Probe::Misconfigured(problems.to_string()),
     };
-    for endpoint in connector.endpoints() {
+    // A server that proves who it is with a certificate needs no guessing about its owner.
+    let tls = connector.tls();
+    let verified = tls.mode() >= SslMode::VerifyCa
+        || (tls.mode() == SslMode::Require && tls.root_cert().is_some());
+    for endpoint in connector.endpoints().iter().filter(|_| !verified) {
         if let Some(stranger) = stranger_on(&endpoint.host, endpoint.port) {
-            return Probe::DoesNotAnswer(format!(
+            return Probe::Held(format!(
                 "{endpoint} is held by a program of another user (uid {stranger}), not a \
-                 PostgreSQL of this machine's: the password is not sent there"
+                 PostgreSQL of this machine's: DATABASE_URL's password is not sent there (stop \
+                 that program, or give DATABASE_URL another port)"
             ));
         }
     }
@@ -187,24 +201,26 @@ async fn probe(target: &DatabaseTarget) -> Probe {
     }
 }
 
-/// The user of a program listening on this machine's `port`, if `host` is this machine and that
-/// user is neither root (Docker's proxy), nor us, nor `postgres` (a PostgreSQL of ours or of the
-/// system).
+/// The user of a program listening on `port` of this machine, if `host` names this machine's
+/// loopback and that user is another regular user: not root (Docker's proxy), not us, not a
+/// system account (uid below 1000: `postgres`, a container's server). `None` as well where we
+/// cannot tell: not Linux, or in a user namespace, where users outside it all look alike.
 #[cfg(unix)]
 fn stranger_on(host: &str, port: u16) -> Option<u32> {
-    if !matches!(host, "127.0.0.1" | "localhost" | "::1") {
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback() || address.is_unspecified());
+    let identity = std::fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|map| map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]);
+    if !loopback || !identity {
         return None;
     }
-    let postgres = nix::unistd::User::from_name("postgres").ok().flatten();
-    let trusted = [
-        Some(0),
-        Some(nix::unistd::Uid::effective().as_raw()),
-        postgres.map(|user| user.uid.as_raw()),
-    ];
+    let ours = nix::unistd::Uid::effective().as_raw();
     let listeners = counseling_provision::server::loopback_listeners(port)?;
     listeners
         .into_iter()
-        .find(|uid| !trusted.contains(&Some(*uid)))
+        .find(|&uid| uid >= 1000 && uid != ours)
 }
 
 #[cfg(not(unix))]

@@ -196,6 +196,15 @@ fn a_port_another_user_holds_is_never_sent_the_password() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("postgres://counseling:s3cret-pw@127.0.0.1:{port}/x");
     let (code, stderr) = answers(dir.path(), &[("DATABASE_URL", &url)]);
+    // `just dev` stops there too: no docker, no cluster in the intruder's place.
+    let provided = Command::new(env!("CARGO_BIN_EXE_local-postgres"))
+        .arg("provide")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("DATABASE_URL", &url)
+        .env("PATH", std::env::var_os("PATH").unwrap())
+        .output()
+        .unwrap();
     let _ = intruder.kill();
     let _ = intruder.wait();
     let mut rest = String::new();
@@ -206,5 +215,19 @@ fn a_port_another_user_holds_is_never_sent_the_password() {
         "{stderr}"
     );
     assert!(!stderr.contains("s3cret-pw"), "{stderr}");
-    assert_eq!(rest, "", "the probe connected to the intruder");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&provided.stdout),
+        String::from_utf8_lossy(&provided.stderr)
+    );
+    assert_eq!(provided.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("is held by a program of another user"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("docker") && !said.contains("project-local"),
+        "{said}"
+    );
+    assert_eq!(rest, "", "a probe connected to the intruder");
 }

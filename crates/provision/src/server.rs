@@ -303,50 +303,112 @@ pub fn port_in_use(port: u16) -> bool {
     std::net::TcpStream::connect_timeout(&address, Duration::from_millis(500)).is_ok()
 }
 
-/// The users (uids) of the programs listening on TCP `port` where a connection to the loopback
-/// address can reach them (127.0.0.1, ::1 or a wildcard address), from Linux's `/proc/net/tcp`
-/// and `tcp6`; `None` where the system does not say (another OS).
-pub fn loopback_listeners(port: u16) -> Option<Vec<u32>> {
-    if !cfg!(target_os = "linux") {
-        return None;
-    }
-    // Addresses as the kernel prints them: each 32-bit word in host (little-endian) order.
-    const LOOPBACK_OR_ANY: [&str; 6] = [
-        "0100007F",
-        "00000000",
-        "00000000000000000000000000000000",
-        "00000000000000000000000001000000",
-        "0000000000000000FFFF00000100007F",
-        "0000000000000000FFFF000000000000",
-    ];
-    let mut uids = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        // No IPv6 in this kernel: no tcp6 table, and nothing listening there.
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid ...
-        for fields in text
-            .lines()
-            .skip(1)
-            .map(|line| line.split_whitespace().collect::<Vec<_>>())
-        {
-            let (Some(local), Some(&"0A"), Some(uid)) =
-                (fields.get(1), fields.get(3), fields.get(7))
-            else {
-                continue;
-            };
-            let Some((address, hex_port)) = local.split_once(':') else {
-                continue;
-            };
-            let here =
-                u16::from_str_radix(hex_port, 16) == Ok(port) && LOOPBACK_OR_ANY.contains(&address);
-            if let (true, Ok(uid)) = (here, uid.parse()) {
-                uids.push(uid);
+/// A listening TCP socket, as Linux's `/proc/net/tcp` or `tcp6` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub address: std::net::IpAddr,
+    pub port: u16,
+    /// Its owner, as this process's user namespace sees it.
+    pub uid: u32,
+    pub inode: u64,
+}
+
+impl Listener {
+    /// Whether a connection to this machine's loopback address can reach it (it listens on
+    /// loopback, or on every address).
+    pub fn reachable_from_loopback(&self) -> bool {
+        use std::net::IpAddr;
+        let v4 = |v4: std::net::Ipv4Addr| v4.is_loopback() || v4.is_unspecified();
+        match self.address {
+            IpAddr::V4(address) => v4(address),
+            IpAddr::V6(address) => {
+                address.is_loopback()
+                    || address.is_unspecified()
+                    || address.to_ipv4_mapped().is_some_and(v4)
             }
         }
     }
-    Some(uids)
+}
+
+/// The listening TCP sockets of this machine's network namespace (IPv4 and IPv6); `None` where
+/// the system does not say (not Linux).
+pub fn tcp_listeners() -> Option<Vec<Listener>> {
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    let tables = ["/proc/net/tcp", "/proc/net/tcp6"];
+    // No IPv6 in this kernel: no tcp6 table, and nothing listening there.
+    let texts = tables.map(|table| std::fs::read_to_string(table).unwrap_or_default());
+    Some(
+        texts
+            .iter()
+            .flat_map(|text| parse_listeners(text))
+            .collect(),
+    )
+}
+
+/// The listening sockets among the rows of a `/proc/net/tcp` or `tcp6` table.
+pub fn parse_listeners(table: &str) -> Vec<Listener> {
+    let listener = |line: &str| {
+        // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(3) == Some(&"0A")).then_some(())?;
+        let (address, port) = fields.get(1)?.split_once(':')?;
+        Some(Listener {
+            address: kernel_address(address)?,
+            port: u16::from_str_radix(port, 16).ok()?,
+            uid: fields.get(7)?.parse().ok()?,
+            inode: fields.get(9)?.parse().ok()?,
+        })
+    };
+    table.lines().skip(1).filter_map(listener).collect()
+}
+
+/// An address as the kernel prints it: its 32-bit words in hex, each in the machine's order.
+fn kernel_address(hex: &str) -> Option<std::net::IpAddr> {
+    let word = |index: usize| {
+        let digits = hex.get(index * 8..index * 8 + 8)?;
+        u32::from_str_radix(digits, 16).ok().map(u32::to_ne_bytes)
+    };
+    let bytes: Vec<u8> = (0..hex.len() / 8)
+        .map(word)
+        .collect::<Option<Vec<_>>>()?
+        .concat();
+    match <[u8; 4]>::try_from(bytes.as_slice()) {
+        Ok(v4) => Some(v4.into()),
+        Err(_) => <[u8; 16]>::try_from(bytes.as_slice()).ok().map(Into::into),
+    }
+}
+
+/// The owners (uids) of what listens on `port` where a connection to this machine's loopback
+/// address can reach it; `None` where the system does not say (not Linux).
+pub fn loopback_listeners(port: u16) -> Option<Vec<u32>> {
+    let listeners = tcp_listeners()?.into_iter();
+    let here =
+        listeners.filter(|listener| listener.port == port && listener.reachable_from_loopback());
+    Some(here.map(|listener| listener.uid).collect())
+}
+
+/// The listening sockets that process `pid` holds (Linux; empty elsewhere, or for a process
+/// that is gone or not ours to inspect).
+pub fn listeners_of(pid: u32) -> Vec<Listener> {
+    let inodes: std::collections::HashSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let target = std::fs::read_link(entry.path()).ok()?;
+            let target = target
+                .to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?;
+            target.parse().ok()
+        })
+        .collect();
+    let listeners = tcp_listeners().unwrap_or_default().into_iter();
+    listeners
+        .filter(|listener| inodes.contains(&listener.inode))
+        .collect()
 }
 
 /// The data folder's parent of the test clusters and HA stacks: `/dev/shm` (tmpfs: faster,
@@ -357,5 +419,60 @@ pub fn scratch_parent() -> PathBuf {
         shm.to_path_buf()
     } else {
         std::env::temp_dir()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows as a little-endian Linux prints them (the kernel writes each word in host order).
+    #[test]
+    #[cfg(target_endian = "little")]
+    fn listeners_are_read_from_both_tables() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1538 00000000:0000 0A 00000000:00000000 00:00000000 00000000   106        0 4711 1 0 100 0 0 10 0
+   1: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4712 1 0 100 0 0 10 0
+   2: 0100007F:1538 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000  1000        0 4713 1 0 20 4 30 10 -1
+   3: 0101A8C0:1538 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1001        0 4714 1 0 100 0 0 10 0
+";
+        let tcp6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000001000000:1538 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1002        0 4715 1 0 100 0 0 10 0
+   1: 00000000000000000000000000000000:1538 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1003        0 4716 1 0 100 0 0 10 0
+   2: 0000000000000000FFFF00000100007F:1538 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1004        0 4717 1 0 100 0 0 10 0
+   3: 000080FE00000000FF005452120034FE:1538 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1005        0 4718 1 0 100 0 0 10 0
+";
+        let listeners: Vec<Listener> = [tcp, tcp6]
+            .iter()
+            .flat_map(|t| parse_listeners(t))
+            .collect();
+        let shown: Vec<(String, u16, u32, u64, bool)> = listeners
+            .iter()
+            .map(|l| {
+                (
+                    l.address.to_string(),
+                    l.port,
+                    l.uid,
+                    l.inode,
+                    l.reachable_from_loopback(),
+                )
+            })
+            .collect();
+        let row = |address: &str, port, uid, inode, reachable| {
+            (address.to_owned(), port, uid, inode, reachable)
+        };
+        assert_eq!(
+            shown,
+            [
+                row("127.0.0.1", 5432, 106, 4711, true),
+                row("0.0.0.0", 22, 0, 4712, true),
+                // Row 2 is a connection, not a listener.
+                row("192.168.1.1", 5432, 1001, 4714, false),
+                row("::1", 5432, 1002, 4715, true),
+                row("::", 5432, 1003, 4716, true),
+                row("::ffff:127.0.0.1", 5432, 1004, 4717, true),
+                row("fe80::5254:ff:fe34:12", 5432, 1005, 4718, false),
+            ]
+        );
     }
 }
