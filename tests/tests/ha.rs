@@ -438,6 +438,52 @@ fn the_stack_refuses_whoever_has_no_credentials() {
     drop(teardown);
 }
 
+/// A program of someone else's takes etcd's client port while etcd is being set up on its
+/// private socket, and answers `/health` as etcd would: the stack does not take it for etcd,
+/// so no Patroni (which would send it its etcd password) is started.
+#[test]
+#[ignore = "needs patroni, etcd and haproxy; run with `just ha-test`"]
+fn a_program_holding_etcds_port_is_not_taken_for_etcd() {
+    let mut options = StackOptions::new(Ports::find_free().unwrap()).unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    options.logs_on_failure = Some(logs.path().to_owned());
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", options.ports.etcd_client())).unwrap();
+    squatter.set_nonblocking(true).unwrap();
+    let started = Arc::new(AtomicBool::new(false));
+    let answering = {
+        let started = started.clone();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            while !started.load(Ordering::SeqCst) {
+                let Ok((mut client, _)) = squatter.accept() else {
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                };
+                let _ = client.set_nonblocking(false);
+                let _ = client.set_read_timeout(Some(Duration::from_secs(1)));
+                let _ = client.read(&mut [0; 4096]);
+                let body = r#"{"health":"true"}"#;
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = client.write_all(reply.as_bytes());
+            }
+        })
+    };
+    let stack = HaStack::start(&options);
+    started.store(true, Ordering::SeqCst);
+    answering.join().unwrap();
+    let error = stack.map(drop).unwrap_err().to_string();
+    assert!(error.contains("etcd"), "{error}");
+    let started: Vec<String> = std::fs::read_dir(logs.path())
+        .unwrap()
+        .flatten()
+        .map(|log| log.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(started, ["etcd.log"], "{error}");
+}
+
 /// The body of `GET http://127.0.0.1:{port}{path}` (empty if nothing answered).
 fn rest_get(port: u16, path: &str) -> String {
     let url = format!("http://127.0.0.1:{port}{path}");
