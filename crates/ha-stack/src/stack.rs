@@ -20,7 +20,7 @@ use counseling_provision::files::{ServerUser, private_folder, private_temp_folde
 use counseling_provision::password::generate_password;
 use counseling_provision::process::{self, Signal, spawn_logged};
 use counseling_provision::roles::{Application, provision_application};
-use counseling_provision::server::{listeners_of, postmaster_pid, scratch_parent, tcp_listeners};
+use counseling_provision::server::{postmaster_pid, scratch_parent, tcp_listeners};
 use counseling_provision::{SUPERUSER, block_on, url::local_url, wait::wait_until};
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use secrecy::{ExposeSecret, SecretString};
@@ -400,11 +400,19 @@ impl HaStack {
             let healthy =
                 health.is_some_and(|reply| reply.status == 200 && reply.body.contains("true"));
             // And the port is etcd's, not another program's that took it while etcd was set up
-            // (Patroni would hand that one its password). Only Linux says; elsewhere, trusted.
-            let etcds = listeners_of(stack.saved.etcd)
-                .into_iter()
-                .any(|listener| listener.port == port);
-            healthy && (etcds || tcp_listeners().is_none())
+            // (Patroni would hand that one its password): its listener belongs to the servers'
+            // user, as etcd does (no other user can listen on a port that user holds). Only
+            // Linux says; elsewhere, trusted.
+            let servers = stack.user.uid();
+            let etcds = tcp_listeners().is_none_or(|listeners| {
+                let owners: Vec<u32> = listeners
+                    .iter()
+                    .filter(|listener| listener.port == port)
+                    .map(|listener| listener.uid)
+                    .collect();
+                !owners.is_empty() && owners.iter().all(|&owner| owner == servers)
+            });
+            healthy && etcds
         })
     }
 

@@ -94,6 +94,7 @@ async fn main() -> ExitCode {
                     // Compose publishes its db on 127.0.0.1:5432, whatever DATABASE_URL says.
                     Ok(()) => match probe(&target).await {
                         Probe::Answers => Ok(()),
+                        Probe::Held(why) => return fail(&ProvisionError::Failed(why)),
                         _ => Err(
                             "compose's db started, but DATABASE_URL still does not answer \
                                   (compose publishes 127.0.0.1:5432)"
@@ -177,9 +178,8 @@ async fn probe(target: &DatabaseTarget) -> Probe {
         Err(problems) => return Probe::Misconfigured(problems.to_string()),
     };
     // A server that proves who it is with a certificate needs no guessing about its owner.
-    let tls = connector.tls();
-    let verified = tls.mode() >= SslMode::VerifyCa
-        || (tls.mode() == SslMode::Require && tls.root_cert().is_some());
+    // (`require` with a CA file is `verify-ca` by then.)
+    let verified = connector.tls().mode() >= SslMode::VerifyCa;
     for endpoint in connector.endpoints().iter().filter(|_| !verified) {
         if let Some(stranger) = stranger_on(&endpoint.host, endpoint.port) {
             return Probe::Held(format!(

@@ -336,11 +336,12 @@ pub fn tcp_listeners() -> Option<Vec<Listener>> {
     if !cfg!(target_os = "linux") {
         return None;
     }
-    let tables = ["/proc/net/tcp", "/proc/net/tcp6"];
-    // No IPv6 in this kernel: no tcp6 table, and nothing listening there.
-    let texts = tables.map(|table| std::fs::read_to_string(table).unwrap_or_default());
+    // No IPv6 in this kernel: no tcp6 table, and nothing listening there. No tcp table: the
+    // system does not say.
+    let tcp = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let tcp6 = std::fs::read_to_string("/proc/net/tcp6").unwrap_or_default();
     Some(
-        texts
+        [tcp, tcp6]
             .iter()
             .flat_map(|text| parse_listeners(text))
             .collect(),
@@ -366,6 +367,9 @@ pub fn parse_listeners(table: &str) -> Vec<Listener> {
 
 /// An address as the kernel prints it: its 32-bit words in hex, each in the machine's order.
 fn kernel_address(hex: &str) -> Option<std::net::IpAddr> {
+    if !hex.len().is_multiple_of(8) {
+        return None;
+    }
     let word = |index: usize| {
         let digits = hex.get(index * 8..index * 8 + 8)?;
         u32::from_str_radix(digits, 16).ok().map(u32::to_ne_bytes)
