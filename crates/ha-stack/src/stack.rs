@@ -20,7 +20,7 @@ use counseling_provision::files::{ServerUser, private_folder, private_temp_folde
 use counseling_provision::password::generate_password;
 use counseling_provision::process::{self, Signal, spawn_logged};
 use counseling_provision::roles::{Application, provision_application};
-use counseling_provision::server::{postmaster_pid, scratch_parent, tcp_listeners};
+use counseling_provision::server::{loopback_listeners, postmaster_pid, scratch_parent};
 use counseling_provision::{SUPERUSER, block_on, url::local_url, wait::wait_until};
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use secrecy::{ExposeSecret, SecretString};
@@ -404,12 +404,7 @@ impl HaStack {
             // user, as etcd does (no other user can listen on a port that user holds). Only
             // Linux says; elsewhere, trusted.
             let servers = stack.user.uid();
-            let etcds = tcp_listeners().is_none_or(|listeners| {
-                let owners: Vec<u32> = listeners
-                    .iter()
-                    .filter(|listener| listener.port == port)
-                    .map(|listener| listener.uid)
-                    .collect();
+            let etcds = loopback_listeners(port).is_none_or(|owners| {
                 !owners.is_empty() && owners.iter().all(|&owner| owner == servers)
             });
             healthy && etcds

@@ -9,7 +9,8 @@
 //!   configuration problem is exit 2 naming the variable, never "no database answers".
 //! * `provide`: `just dev`'s database, in order of preference: `DATABASE_URL` if it answers;
 //!   compose's `db` if Docker and its compose plugin work; else the project-local cluster. Each
-//!   step passed over is said in one line.
+//!   step passed over is said in one line. A loopback port another user's program holds is
+//!   never probed, and stops it (exit 1): nothing is started in that program's place.
 //! * `start`: creates (first time) and starts the project-local cluster, with the roles and
 //!   database of `DATABASE_URL`/`DATABASE_OWNER_URL`. `stop`: stops it.
 //!
@@ -211,9 +212,7 @@ fn stranger_on(host: &str, port: u16) -> Option<u32> {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|address| address.is_loopback() || address.is_unspecified());
-    let identity = std::fs::read_to_string("/proc/self/uid_map")
-        .is_ok_and(|map| map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]);
-    if !loopback || !identity {
+    if !loopback || !counseling_provision::server::sees_every_user() {
         return None;
     }
     let ours = nix::unistd::Uid::effective().as_raw();

@@ -393,6 +393,13 @@ pub fn loopback_listeners(port: u16) -> Option<Vec<u32>> {
     Some(here.map(|listener| listener.uid).collect())
 }
 
+/// Whether this process sees every user's own uid: outside a user namespace (inside one, the
+/// kernel shows every user the namespace does not map as the same overflow uid).
+pub fn sees_every_user() -> bool {
+    let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]
+}
+
 /// The listening sockets that process `pid` holds (Linux; empty elsewhere, or for a process
 /// that is gone or not ours to inspect).
 pub fn listeners_of(pid: u32) -> Vec<Listener> {
