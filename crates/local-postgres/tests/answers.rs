@@ -156,44 +156,70 @@ async fn tls_overrides_and_host_lists_are_honoured() {
     assert_eq!(code, Some(0), "{stderr}");
 }
 
+/// A program run as `uid`, listening on 127.0.0.1:`port` (perl-base is essential on Debian;
+/// python3 may live in a home other users cannot enter). It says whether anything connected.
+#[cfg(unix)]
+struct Listener {
+    process: std::process::Child,
+    said: std::io::BufReader<std::process::ChildStdout>,
+}
+
+#[cfg(unix)]
+impl Listener {
+    fn run_as(uid: u32, port: u16) -> Self {
+        let script = format!(
+            "use IO::Socket::INET; $| = 1;\n\
+             my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => {port}, \
+             Listen => 1) or die \"listen: $!\";\n\
+             print \"listening\\n\";\n\
+             my $c = $s->accept; print \"connected\\n\" if $c; close $c; sleep 5;\n"
+        );
+        let mut process = Command::new("setpriv")
+            .args([&format!("--reuid={uid}"), "--regid=65534", "--clear-groups"])
+            .args(["/usr/bin/perl", "-e", &script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut said = std::io::BufReader::new(process.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut said, &mut line).unwrap();
+        assert_eq!(line, "listening\n");
+        Self { process, said }
+    }
+
+    /// Whether anything connected, once the caller is done with it.
+    fn was_connected(mut self) -> bool {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut self.said, &mut rest);
+        rest == "connected\n"
+    }
+}
+
+/// Whether this test can become another user and tell users apart: Linux, root, outside a
+/// user namespace (inside one, users outside it look alike, and the probe does not ask).
+#[cfg(unix)]
+fn can_tell_users_apart() -> bool {
+    let identity = counseling_provision::server::sees_every_user();
+    let able = cfg!(target_os = "linux") && nix::unistd::Uid::effective().is_root() && identity;
+    if !able {
+        eprintln!("skipped: needs Linux and root, outside a user namespace");
+    }
+    able
+}
+
 /// Another user of the machine holds the port `DATABASE_URL` names (here `nobody`, listening
 /// before our database starts): `answers` does not connect, and so never hands it the password
-/// (libpq's default `sslmode=prefer` lets any server ask for it in cleartext). Linux and root
-/// only: becoming another user takes root, and only Linux says who holds a port.
+/// (libpq's default `sslmode=prefer` lets any server ask for it in cleartext).
 #[cfg(unix)]
 #[test]
 fn a_port_another_user_holds_is_never_sent_the_password() {
-    // In a user namespace, users outside it cannot be told apart: the probe does not ask.
-    let identity = counseling_provision::server::sees_every_user();
-    if !cfg!(target_os = "linux") || !nix::unistd::Uid::effective().is_root() || !identity {
-        eprintln!("skipped: needs Linux and root, outside a user namespace");
+    if !can_tell_users_apart() {
         return;
     }
     let port = counseling_provision::server::free_port().unwrap();
-    // perl-base is essential on Debian (python3 may live in a home other users cannot enter).
-    let listener = format!(
-        "use IO::Socket::INET; $| = 1;\n\
-         my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => {port}, \
-         Listen => 1) or die \"listen: $!\";\n\
-         print \"listening\\n\";\n\
-         my $c = $s->accept; print \"connected\\n\" if $c; sleep 5;\n"
-    );
-    let mut intruder = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "/usr/bin/perl",
-            "-e",
-        ])
-        .arg(listener)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut said = std::io::BufReader::new(intruder.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut said, &mut line).unwrap();
-    assert_eq!(line, "listening\n");
+    let intruder = Listener::run_as(65534, port);
 
     let dir = tempfile::tempdir().unwrap();
     let url = format!("postgres://counseling:s3cret-pw@127.0.0.1:{port}/x");
@@ -207,10 +233,7 @@ fn a_port_another_user_holds_is_never_sent_the_password() {
         .env("PATH", std::env::var_os("PATH").unwrap())
         .output()
         .unwrap();
-    let _ = intruder.kill();
-    let _ = intruder.wait();
-    let mut rest = String::new();
-    let _ = std::io::Read::read_to_string(&mut said, &mut rest);
+    let connected = intruder.was_connected();
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("is held by a program of another user (uid 65534)"),
@@ -231,5 +254,41 @@ fn a_port_another_user_holds_is_never_sent_the_password() {
         !said.contains("docker") && !said.contains("project-local"),
         "{said}"
     );
-    assert_eq!(rest, "", "a probe connected to the intruder");
+    assert!(!connected, "a probe connected to the intruder");
+}
+
+/// Where the owner cannot matter, the probe still goes: a system account's server (uid below
+/// 1000, as `postgres` or a container's server runs), and any server when `DATABASE_URL` makes
+/// it prove itself with a certificate (`verify-full`: the password follows only a proof). Were
+/// these refused, `just dev` would start a second database beside a working one.
+#[cfg(unix)]
+#[test]
+fn a_system_accounts_port_and_a_verified_server_are_probed() {
+    if !can_tell_users_apart() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+
+    let port = counseling_provision::server::free_port().unwrap();
+    let system_server = Listener::run_as(1, port);
+    let url = format!("postgres://counseling:pw@127.0.0.1:{port}/x");
+    let (code, stderr) = answers(dir.path(), &[("DATABASE_URL", &url)]);
+    assert!(system_server.was_connected(), "{stderr}");
+    // It speaks no PostgreSQL, so it does not answer; but nobody called it a stranger.
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!stderr.contains("held"), "{stderr}");
+
+    let port = counseling_provision::server::free_port().unwrap();
+    let stranger = Listener::run_as(65534, port);
+    let authority = counseling_testkit::tls::CertificateAuthority::new("probe test CA").unwrap();
+    let root_cert = dir.path().join("root.crt");
+    write_private(&root_cert, authority.certificate_pem()).unwrap();
+    let url = format!(
+        "postgres://counseling:pw@localhost:{port}/x?sslmode=verify-full&sslrootcert={}",
+        root_cert.display()
+    );
+    let (code, stderr) = answers(dir.path(), &[("DATABASE_URL", &url)]);
+    assert!(stranger.was_connected(), "{stderr}");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!stderr.contains("held"), "{stderr}");
 }
