@@ -27,7 +27,7 @@ use counseling_domain::{
 use counseling_e2e::{Api, get_json, wait_for_status, workspace_binary};
 use counseling_ha::{APP_DATABASE, ETCD_NAMESPACE, ETCD_USER, HaStack, Ports, StackOptions, send};
 use counseling_persistence::{Database, DatabaseSettings, PgUserRepository};
-use counseling_provision::server::{Listener, listeners_of};
+use counseling_provision::server::{Listener, tcp_listeners};
 use counseling_testkit::fixtures::wait_until;
 use sea_orm::sqlx::postgres::PgConnection;
 use sea_orm::sqlx::{self, Connection};
@@ -1002,4 +1002,26 @@ fn assert_everything_listens_on_loopback_only(stack: &HaStack) {
     }
     // etcd 1 (its peers' API is a unix socket), Patroni 2, PostgreSQL 2, HAProxy 3.
     assert!(listening.len() >= 8, "found only {listening:?}");
+}
+
+/// The listening sockets that process `pid` holds (Linux; empty elsewhere, or for a process
+/// that is gone or not ours to inspect).
+fn listeners_of(pid: u32) -> Vec<Listener> {
+    let inodes: std::collections::HashSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let target = std::fs::read_link(entry.path()).ok()?;
+            let target = target
+                .to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?;
+            target.parse().ok()
+        })
+        .collect();
+    let listeners = tcp_listeners().unwrap_or_default().into_iter();
+    listeners
+        .filter(|listener| inodes.contains(&listener.inode))
+        .collect()
 }

@@ -310,6 +310,7 @@ pub struct Listener {
     pub port: u16,
     /// Its owner, as this process's user namespace sees it.
     pub uid: u32,
+    /// The socket's inode, as `/proc/<pid>/fd` names it (`socket:[inode]`).
     pub inode: u64,
 }
 
@@ -398,28 +399,6 @@ pub fn loopback_listeners(port: u16) -> Option<Vec<u32>> {
 pub fn sees_every_user() -> bool {
     let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
     map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]
-}
-
-/// The listening sockets that process `pid` holds (Linux; empty elsewhere, or for a process
-/// that is gone or not ours to inspect).
-pub fn listeners_of(pid: u32) -> Vec<Listener> {
-    let inodes: std::collections::HashSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let target = std::fs::read_link(entry.path()).ok()?;
-            let target = target
-                .to_str()?
-                .strip_prefix("socket:[")?
-                .strip_suffix(']')?;
-            target.parse().ok()
-        })
-        .collect();
-    let listeners = tcp_listeners().unwrap_or_default().into_iter();
-    listeners
-        .filter(|listener| inodes.contains(&listener.inode))
-        .collect()
 }
 
 /// The data folder's parent of the test clusters and HA stacks: `/dev/shm` (tmpfs: faster,
