@@ -34,6 +34,24 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     binary
 }
 
+/// Runs `migration up` as the owner (`owner_url`), with the service's role (`service_url`) to
+/// grant rows to, in an empty folder (no `.env`); fails the test unless it succeeds.
+pub fn migrate_up(owner_url: &str, service_url: &str) {
+    let workdir = TempDir::new("migrate");
+    let migrated = Command::new(workspace_binary("migration"))
+        .arg("up")
+        .current_dir(workdir.path())
+        .env("DATABASE_OWNER_URL", owner_url)
+        .env("DATABASE_URL", service_url)
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run migration: {error}"));
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+}
+
 /// A free TCP port on loopback (released before use; the window for a clash is tiny).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

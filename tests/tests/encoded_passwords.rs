@@ -4,10 +4,9 @@
 #![cfg(unix)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
 use std::time::Duration;
 
-use counseling_e2e::{Api, wait_for_status, workspace_binary};
+use counseling_e2e::{Api, migrate_up, wait_for_status};
 use counseling_provision::password::generate_password;
 use counseling_provision::roles::{Application, provision_application};
 use counseling_provision::url::local_url;
@@ -38,19 +37,7 @@ async fn the_migrations_and_the_service_decode_reserved_characters_alike() {
     );
     assert!(owner_url.expose_secret().contains("%40%3A%2F%3F%23%25%20o"));
 
-    let workdir = tempfile::tempdir().unwrap();
-    let migrated = Command::new(workspace_binary("migration"))
-        .arg("up")
-        .current_dir(workdir.path())
-        .env("DATABASE_OWNER_URL", owner_url.expose_secret())
-        .env("DATABASE_URL", service_url.expose_secret())
-        .output()
-        .unwrap();
-    assert!(
-        migrated.status.success(),
-        "{}",
-        String::from_utf8_lossy(&migrated.stderr)
-    );
+    migrate_up(owner_url.expose_secret(), service_url.expose_secret());
 
     let mut api = Api::spawn(&[("DATABASE_URL", service_url.expose_secret())]);
     api.wait_listening();

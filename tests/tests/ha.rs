@@ -14,7 +14,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashSet};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -24,7 +23,7 @@ use counseling_domain::{
     CreateUserError, NewUser, PasswordHash, StoreError, Unavailability, UserId, UserRepository,
     Username,
 };
-use counseling_e2e::{Api, get_json, wait_for_status, workspace_binary};
+use counseling_e2e::{Api, get_json, migrate_up, wait_for_status};
 use counseling_ha::{APP_DATABASE, ETCD_NAMESPACE, ETCD_USER, HaStack, Ports, StackOptions, send};
 use counseling_persistence::{Database, DatabaseSettings, PgUserRepository};
 use counseling_provision::server::{Listener, tcp_listeners};
@@ -169,20 +168,10 @@ fn switchover_and_failover_lose_no_write_and_every_service_heals_by_itself() {
     assert_everything_listens_on_loopback_only(stack);
 
     let url = stack.app_url().unwrap();
-    let migrated = Command::new(workspace_binary("migration"))
-        .arg("up")
-        .env("DATABASE_URL", url.expose_secret())
-        // Migrations run as the owner; the service (below) as the rows-only role.
-        .env(
-            "DATABASE_OWNER_URL",
-            stack.owner_url().unwrap().expose_secret(),
-        )
-        .output()
-        .unwrap();
-    assert!(
-        migrated.status.success(),
-        "{}",
-        String::from_utf8_lossy(&migrated.stderr)
+    // Migrations run as the owner; the service (below) as the rows-only role.
+    migrate_up(
+        stack.owner_url().unwrap().expose_secret(),
+        url.expose_secret(),
     );
 
     the_services_role_has_rows_but_not_the_schema(stack);
