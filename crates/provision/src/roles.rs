@@ -103,8 +103,9 @@ pub async fn admin_session(options: &PgConnectOptions) -> Result<PgConnection> {
     Ok(session)
 }
 
-/// Makes `role` a login role with `password` and no other power (no superuser, no CREATEDB or
-/// CREATEROLE); an existing one gets the password and loses any such power.
+/// Makes `role` a login role with `password` and no other power (no superuser, CREATEDB,
+/// CREATEROLE, REPLICATION or BYPASSRLS); an existing one gets the password and loses any such
+/// power.
 pub async fn ensure_login_role(
     session: &mut PgConnection,
     role: &str,
@@ -117,7 +118,7 @@ pub async fn ensure_login_role(
             .await
             .map_err(ProvisionError::db("looking up roles"))?;
     let verb = if exists { "ALTER" } else { "CREATE" };
-    let powers = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE";
+    let powers = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS";
     execute(session, &format!("{verb} ROLE {} {powers}", quoted(role))).await?;
     set_password(session, role, password).await
 }
