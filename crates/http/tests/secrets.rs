@@ -72,13 +72,7 @@ async fn a_rotated_password_file_is_used_by_new_connections_without_a_restart() 
         .await
         .unwrap();
     let new_password = "r0tated-Secret-2";
-    // Both values are this test's own (no quotes in them).
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "ALTER ROLE \"{role}\" PASSWORD '{new_password}'"
-    )))
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    cluster.set_password(&role, new_password).await.unwrap();
     publish(secrets.path(), 2, new_password);
     sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
         .bind(&role)

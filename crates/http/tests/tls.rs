@@ -3,11 +3,13 @@
 //! server (`pg_stat_ssl`) that the service's connections are encrypted.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use common::spawn_app;
 use counseling_domain::{NewUser, PasswordHash, UserRepository, Username};
-use counseling_http::{Application, Settings};
 use counseling_persistence::{Database, PgUserRepository, StoreError, TlsFailure, Unavailability};
 use counseling_testkit::fixtures::untrusted_ca_file;
 use counseling_testkit::fixtures::{BCRYPT_HASH, eventually, get_local, pool_settings};
@@ -37,16 +39,6 @@ fn verified<'a>(cluster: &'a PgCluster, sslmode: &'a str) -> Vec<(&'a str, &'a s
 async fn get(port: u16, path: &str) -> (u16, Value) {
     let reply = get_local(port, path).await.unwrap();
     (reply.status, reply.json())
-}
-
-/// The app on a free port with its own runtime for database I/O; stops with the test.
-fn spawn_app(database_url: &str) -> u16 {
-    let settings = Settings::from_vars([("DATABASE_URL", database_url), ("APP_PORT", "0")])
-        .unwrap_or_else(|error| panic!("{error}"));
-    let application = Application::build(&settings, tokio::runtime::Handle::current()).unwrap();
-    let port = application.port();
-    tokio::spawn(application.run());
-    port
 }
 
 /// The test kit's pool on `url`, known to the server as `application_name`.
@@ -92,7 +84,7 @@ async fn verify_full_with_the_right_ca_works_and_is_encrypted() {
     let cluster = tls_cluster();
     let db = cluster.migrated_database().await.unwrap();
     let url = db.url_with(&verified(cluster, "verify-full"));
-    let port = spawn_app(&url);
+    let port = spawn_app(&url, &[]);
     let (status, body) = get(port, "/health").await;
     assert_eq!(status, 200, "{body}");
     let (connections, encrypted) = encrypted_connections(cluster, "counseling-api").await;
@@ -144,7 +136,7 @@ async fn a_wrong_ca_gives_503_keeps_serving_and_recovers_when_the_ca_file_is_fix
         ping(&database(&url)).await,
         tls_failure(TlsFailure::UntrustedCertificate)
     );
-    let port = spawn_app(&url);
+    let port = spawn_app(&url, &[]);
     for _ in 0..3 {
         let (status, body) = get(port, "/health").await;
         assert_eq!(status, 503, "{body}");
@@ -183,7 +175,7 @@ async fn refused_under_verify_full(
     let db = cluster.migrated_database().await.unwrap();
     let full = db.url_with(&verified(&cluster, "verify-full"));
     assert_eq!(ping(&database(&full)).await, tls_failure(why));
-    let port = spawn_app(&full);
+    let port = spawn_app(&full, &[]);
     let (status, body) = get(port, "/health").await;
     assert_eq!(
         (status, &body["error"]),
@@ -242,14 +234,14 @@ async fn require_is_refused_by_a_server_without_tls_and_prefer_falls_back() {
         ping(&database(&require)).await,
         Err(StoreError::Unavailable(Unavailability::TlsNotOffered))
     );
-    let port = spawn_app(&require);
+    let port = spawn_app(&require, &[]);
     let (status, body) = get(port, "/health").await;
     assert_eq!(
         (status, &body["error"]),
         (503, &"server does not offer tls".into())
     );
 
-    let port = spawn_app(&db.url_with(&[("sslmode", "prefer")]));
+    let port = spawn_app(&db.url_with(&[("sslmode", "prefer")]), &[]);
     assert_eq!(get(port, "/health").await.0, 200);
     let (connections, encrypted) = encrypted_connections(&cluster, "counseling-api").await;
     assert!(connections >= 1);
@@ -270,7 +262,7 @@ async fn a_client_certificate_cluster_admits_only_clients_with_a_certificate() {
         ("sslcert", cert.to_str().unwrap()),
         ("sslkey", key.to_str().unwrap()),
     ]);
-    let port = spawn_app(&db.url_with(&with_certificate));
+    let port = spawn_app(&db.url_with(&with_certificate), &[]);
     assert_eq!(get(port, "/health").await.0, 200);
 
     let without = db.url_with(&verified(&cluster, "verify-full"));
@@ -281,6 +273,6 @@ async fn a_client_certificate_cluster_admits_only_clients_with_a_certificate() {
             Unavailability::AuthenticationFailed
         ))
     );
-    let port = spawn_app(&without);
+    let port = spawn_app(&without, &[]);
     assert_eq!(get(port, "/health").await.0, 503);
 }

@@ -252,7 +252,7 @@ impl Loads {
                 Box::pin(async move {
                     sqlx::query(PREVIOUS_INSERT)
                         .bind(name)
-                        .bind(crate::HASH)
+                        .bind(counseling_testkit::fixtures::BCRYPT_HASH)
                         .bind(key)
                         .fetch_one(&pool)
                         .await

@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use counseling_testkit::fixtures::BCRYPT_HASH;
 use counseling_testkit::{ClusterOptions, PgCluster, TestDatabase, TestkitError};
 use migration::sea_orm::sqlx::postgres::PgPoolOptions;
 use migration::sea_orm::sqlx::{self, Connection, PgConnection};
@@ -52,9 +53,6 @@ pub const THRESHOLD_PER_USER: Duration = Duration::from_nanos(200);
 
 /// The threshold never goes below this, however few users (scheduling noise).
 pub const MIN_THRESHOLD: Duration = Duration::from_millis(10);
-
-/// A valid cost-12 bcrypt hash for the loaded users (hashing a password each would take hours).
-const HASH: &str = "$2b$12$abcdefghijklmnopqrstuvABCDEFGHIJKLMNOPQRSTUVWXYZ01234";
 
 /// How a check runs.
 #[derive(Debug, Clone)]
@@ -202,7 +200,8 @@ impl Scratch {
             r"INSERT INTO users (username, password_hash)
               SELECT format('\dom%s\user%s', i % 100, i), $1 FROM generate_series(1, $2::bigint) AS i",
         )
-        .bind(HASH)
+        // A valid cost-12 hash for every loaded user (hashing a password each would take hours).
+        .bind(BCRYPT_HASH)
         .bind(i64::try_from(count).unwrap_or(i64::MAX))
         .execute(&mut owner)
         .await
