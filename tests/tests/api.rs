@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use counseling_e2e::signal::Signal;
 use counseling_e2e::{Api, get_json, get_text, wait_for_status};
+use counseling_testkit::fixtures::eventually;
 use counseling_testkit::{PgCluster, Scrape, TestDatabase};
 use sea_orm::sqlx::{Connection, PgConnection};
 
@@ -189,13 +190,15 @@ async fn sigterm_closes_the_pool_the_server_sees_each_session_say_goodbye() {
             .unwrap()
             .value("db_client_connections_idle", &[])
     };
-    let mut open = 0;
-    let started = Instant::now();
-    while (open < 3 || idle() < 3.0) && started.elapsed() < Duration::from_secs(5) {
-        open = service_sessions(&mut admin, &db).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(open, 3, "the pool's minimum, open before the signal");
+    let pool_open = async || service_sessions(&mut admin, &db).await == 3 && idle() >= 3.0;
+    let within = Duration::from_secs(5);
+    eventually(
+        "the pool's minimum, open before the signal",
+        within,
+        pool_open,
+    )
+    .await
+    .unwrap();
 
     api.signal(Signal::SIGTERM);
     assert_eq!(
@@ -204,14 +207,10 @@ async fn sigterm_closes_the_pool_the_server_sees_each_session_say_goodbye() {
         "{}",
         api.output()
     );
-    let started = Instant::now();
-    while service_sessions(&mut admin, &db).await > 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the service's sessions outlived it"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let gone = async || service_sessions(&mut admin, &db).await == 0;
+    eventually("the service's sessions end with it", within, gone)
+        .await
+        .unwrap();
     let server_log = std::fs::read_to_string(cluster.log_path()).unwrap();
     let goodbyes = server_log
         .lines()

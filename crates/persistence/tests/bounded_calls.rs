@@ -121,33 +121,38 @@ async fn refused_connections_are_reported_at_once_every_time() {
 async fn terminate_pool_connections(test_db: &counseling_testkit::TestDatabase) -> u64 {
     let admin = test_db.connect().await;
     let sql = format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+        "SELECT pid FROM pg_stat_activity, pg_terminate_backend(pid) \
          WHERE datname = '{}' AND pid <> pg_backend_pid()",
         test_db.name()
     );
-    let killed = admin
-        .query_all_raw(Statement::from_string(sea_orm::DbBackend::Postgres, sql))
+    let statement = Statement::from_string(sea_orm::DbBackend::Postgres, sql);
+    let killed: Vec<i32> = admin
+        .query_all_raw(statement)
         .await
         .unwrap()
-        .len() as u64;
-    // pg_terminate_backend only signals: wait until the sessions are gone.
-    for _ in 0..100 {
-        let rows = admin
-            .query_all_raw(Statement::from_string(
-                sea_orm::DbBackend::Postgres,
-                format!(
-                    "SELECT 1 FROM pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
-                    test_db.name()
-                ),
-            ))
-            .await
-            .unwrap();
-        if rows.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    killed
+        .iter()
+        .map(|row| row.try_get_by_index(0).unwrap())
+        .collect();
+    // pg_terminate_backend only signals: wait until those sessions are gone (the pool may
+    // already have opened others).
+    let gone = async || {
+        let sql = "SELECT NOT EXISTS (SELECT FROM pg_stat_activity WHERE pid = ANY($1))";
+        let statement = Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            sql,
+            [killed.clone().into()],
+        );
+        let row = admin.query_one_raw(statement).await.unwrap().unwrap();
+        row.try_get_by_index::<bool>(0).unwrap()
+    };
+    eventually(
+        "the terminated sessions are gone",
+        Duration::from_secs(5),
+        gone,
+    )
+    .await
+    .unwrap();
+    killed.len() as u64
 }
 
 async fn first_try_after_server_side_kill(ping_if_idle_for: Duration) -> Result<(), StoreError> {

@@ -309,22 +309,16 @@ impl SqlMigration {
 /// Waits (at most 20 s) until some session waits for a lock on `users`: a migration queued
 /// behind a transaction the test holds open.
 pub async fn until_someone_waits_for_users(conn: &mut PgConnection) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let waiting: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT FROM pg_locks WHERE relation = 'users'::regclass \
-             AND NOT granted)",
-        )
-        .fetch_one(&mut *conn)
+    let waiting = async || {
+        let sql = "SELECT EXISTS (SELECT FROM pg_locks WHERE relation = 'users'::regclass \
+                   AND NOT granted)";
+        sqlx::query_scalar::<_, bool>(sql)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap()
+    };
+    let limit = std::time::Duration::from_secs(20);
+    counseling_testkit::fixtures::eventually("someone waits for users", limit, waiting)
         .await
         .unwrap();
-        if waiting {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "nobody ever waited for users"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
 }
