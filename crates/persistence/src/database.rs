@@ -28,6 +28,10 @@ const DIAGNOSIS_BUDGET: Duration = Duration::from_millis(100);
 /// backstop for a server or network that stopped answering.
 pub const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
 
+/// [`Database::transaction`]'s error for a unit that returned `Ok` after one of its calls failed.
+const UNIT_WENT_ON_AFTER_A_FAILURE: &str =
+    "a call in the unit of work failed and the unit went on: rolled back, nothing was written";
+
 /// A boxed future borrowing a session: the shape of one repository call's work.
 pub(crate) type SessionWork<'s, T> =
     Pin<Box<dyn Future<Output = Result<T, sea_orm::DbErr>> + Send + 's>>;
@@ -267,7 +271,9 @@ impl Database {
     ///   deadline is reported as `Unavailable(Timeout)`, a panic is resumed in the caller.
     ///
     /// After a repository call inside `work` fails, the transaction can only roll back: return the
-    /// error. Conflicts ([`StoreError::is_retryable`]) mean the whole unit may be run again.
+    /// error. A unit that returns `Ok` all the same is rolled back and fails with
+    /// [`StoreError::Unexpected`], since none of its writes is kept. Conflicts
+    /// ([`StoreError::is_retryable`]) mean the whole unit may be run again.
     ///
     /// ```no_run
     /// # use counseling_domain::{CreateUserError, NewUser, UserRepository};
@@ -331,21 +337,30 @@ impl Database {
             if let Err(error) = session.begin().await {
                 return Err(ours(fail(&session, &error)));
             }
+            let rolled_back = async |error: E| {
+                if session.rollback().await.is_err() {
+                    // The session closes the connection when dropped; the server rolls back
+                    // when it sees it close.
+                    session.discard(Discard::Broken);
+                }
+                // The closure's own error type says nothing we can label; the call inside the
+                // unit that failed (if one did) does.
+                Err((error, session.failed_call().unwrap_or(Outcome::Error)))
+            };
             match work(UnitOfWork::new(Arc::clone(&session), self.metrics())).await {
+                // A call failed and `work` went on: PostgreSQL has aborted the transaction, and
+                // would answer COMMIT with a silent ROLLBACK. Its writes are lost: say so.
+                Ok(_) if session.failed_call().is_some() => {
+                    rolled_back(E::from(StoreError::Unexpected(
+                        UNIT_WENT_ON_AFTER_A_FAILURE.into(),
+                    )))
+                    .await
+                }
                 Ok(value) => match session.commit().await {
                     Ok(()) => Ok(value),
                     Err(error) => Err(ours(fail(&session, &error))),
                 },
-                Err(error) => {
-                    if session.rollback().await.is_err() {
-                        // The session closes the connection when dropped; the server rolls
-                        // back when it sees it close.
-                        session.discard(Discard::Broken);
-                    }
-                    // The closure's own error type says nothing we can label; the call inside
-                    // the unit that failed (if one did) does.
-                    Err((error, session.failed_call().unwrap_or(Outcome::Error)))
-                }
+                Err(error) => rolled_back(error).await,
             }
         });
         match bounded.await {

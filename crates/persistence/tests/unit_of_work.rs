@@ -78,6 +78,23 @@ async fn an_error_after_the_first_write_leaves_nothing() {
         .await;
     assert_eq!(outcome, Err(CreateUserError::UsernameTaken));
     assert!(!find(&users, r"\school\dave").await);
+
+    // A unit that swallows its failed call and returns `Ok` is not told it committed: PostgreSQL
+    // answers its COMMIT with a ROLLBACK, so none of its writes is kept.
+    let outcome = database
+        .transaction(|unit| async move {
+            let users = unit.users();
+            users.create(new_user(r"\school\erin")).await?;
+            let duplicate = users.create(new_user(r"\SCHOOL\ERIN")).await;
+            assert_eq!(duplicate, Err(CreateUserError::UsernameTaken));
+            Ok::<_, CreateUserError>(())
+        })
+        .await;
+    assert!(
+        matches!(&outcome, Err(CreateUserError::Store(StoreError::Unexpected(why))) if why.contains("nothing was written")),
+        "{outcome:?}"
+    );
+    assert!(!find(&users, r"\school\erin").await);
     // The pool is healthy afterwards: the connection came back clean or was replaced.
     users.create(new_user(r"\school\dave")).await.unwrap();
 }
