@@ -351,6 +351,7 @@ impl Database {
                 // A call failed and `work` went on: PostgreSQL has aborted the transaction, and
                 // would answer COMMIT with a silent ROLLBACK. Its writes are lost: say so.
                 Ok(_) if session.failed_call().is_some() => {
+                    tracing::error!("{UNIT_WENT_ON_AFTER_A_FAILURE}");
                     rolled_back(E::from(StoreError::Unexpected(
                         UNIT_WENT_ON_AFTER_A_FAILURE.into(),
                     )))
