@@ -108,6 +108,26 @@ fn database_settings_that_would_be_ignored_or_weaken_security_exit_2_one_line_ea
             )],
             &["DATABASE_URL holds the example's placeholder password"],
         ),
+        // Misspelt settings of the service's own groups (libpq's spelling of the TLS override,
+        // units left off), which would leave the defaults in place. The names read elsewhere
+        // (the owner's URL, the test kit's server) are no misspelling.
+        (
+            vec![
+                ("DATABASE_URL", url.into()),
+                ("DATABASE_SSLMODE", "verify-full".into()),
+                ("DATABASE_STATEMENT_TIMEOUT", "5000".into()),
+                ("HEALTH_TIMEOUT", "500".into()),
+                ("METRICS_ENABLE", "false".into()),
+                ("DATABASE_OWNER_URL", url.into()),
+                ("DATABASE_URL_TEST", url.into()),
+            ],
+            &[
+                "DATABASE_SSLMODE is not a setting: did you mean DATABASE_SSL_MODE?",
+                "DATABASE_STATEMENT_TIMEOUT is not a setting: did you mean DATABASE_STATEMENT_TIMEOUT_MS?",
+                "HEALTH_TIMEOUT is not a setting: did you mean HEALTH_TIMEOUT_MS?",
+                "METRICS_ENABLE is not a setting: did you mean METRICS_ENABLED?",
+            ],
+        ),
     ];
     for (vars, expected) in cases {
         let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();

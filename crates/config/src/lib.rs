@@ -31,7 +31,9 @@ pub use database_url::{DatabaseUrl, DatabaseUrlError, UrlHost, UrlParts};
 pub use env_file::{EnvFileError, read_env_file};
 pub use secret_file::{SecretRead, read_secret_file};
 pub use sources::{Origin, Sources};
-pub use target::{DatabaseTarget, PLACEHOLDER_PASSWORD_PREFIX, Role, TARGET_VARIABLES};
+pub use target::{
+    DatabaseTarget, PLACEHOLDER_PASSWORD_PREFIX, Role, TARGET_VARIABLES, TEST_SERVER_VARIABLE,
+};
 
 use std::fmt;
 

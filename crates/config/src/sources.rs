@@ -95,13 +95,26 @@ impl Sources {
 
     /// Deserialises the variables named `PREFIX_*` into `T` (`DATABASE_MAX_CONNECTIONS` is the
     /// field `max_connections` of the `DATABASE` group); missing fields take `T`'s serde
-    /// defaults. Reports every invalid variable of the group, not just the first.
+    /// defaults. Reports every invalid variable of the group, not just the first. With
+    /// `#[serde(deny_unknown_fields)]` on `T`, a name of the group that is no field of it (a
+    /// misspelling: `DATABASE_SSLMODE`, `HEALTH_TIMEOUT`) is reported too, never ignored.
     pub fn group<T: DeserializeOwned>(&self, prefix: &str) -> Result<T, Problems> {
+        self.group_besides(prefix, &[])
+    }
+
+    /// [`Sources::group`], leaving out `besides`: names with the prefix that are read elsewhere
+    /// (`DATABASE_URL` is no field of the pool's settings). They are offered as suggestions for
+    /// a misspelt name.
+    pub fn group_besides<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+        besides: &[&str],
+    ) -> Result<T, Problems> {
         let start = format!("{prefix}_");
         let mut group: HashMap<String, String> = self
             .variables
             .iter()
-            .filter(|(name, _)| name.starts_with(&start))
+            .filter(|(name, _)| name.starts_with(&start) && !besides.contains(&name.as_str()))
             .map(|(name, value)| (name.clone(), value.clone()))
             .collect();
         let mut problems = Problems::default();
@@ -110,7 +123,7 @@ impl Sources {
             match deserialize::<T>(prefix, &group) {
                 Ok(value) => return problems.into_result(value),
                 Err(error) => {
-                    let (key, problem) = describe(prefix, &error);
+                    let (key, problem) = describe(prefix, &error, besides);
                     // A required variable dropped for being invalid is now "missing": said already.
                     if problems
                         .0
@@ -161,9 +174,24 @@ fn deserialize<T: DeserializeOwned>(
 }
 
 /// The variable an error is about (as named in the environment) and what to tell the user;
-/// never the value, which config's own messages may quote.
-fn describe(prefix: &str, error: &ConfigError) -> (Option<String>, Problem) {
+/// never the value, which config's own messages may quote. `besides`: the prefix's names read
+/// elsewhere, which a misspelt name may have meant.
+fn describe(prefix: &str, error: &ConfigError, besides: &[&str]) -> (Option<String>, Problem) {
     let variable = |key: &str| format!("{prefix}_{}", key.to_ascii_uppercase());
+    if let ConfigError::Message(message) = error
+        && let Some((key, fields)) = unknown_field(message)
+    {
+        let name = variable(key);
+        let known = fields.iter().map(|field| variable(field));
+        let known: Vec<String> = known
+            .chain(besides.iter().map(|&name| name.to_owned()))
+            .collect();
+        let problem = match meant(&name, &known) {
+            Some(meant) => format!("is not a setting: did you mean {meant}? (see .env.example)"),
+            None => "is not a setting (see .env.example for every variable)".to_owned(),
+        };
+        return (Some(name.clone()), Problem::new(name, problem));
+    }
     match error {
         ConfigError::At {
             error,
@@ -218,6 +246,29 @@ fn sanitized(message: &str) -> String {
     } else {
         message.to_owned()
     }
+}
+
+/// serde's "unknown field `name`, expected one of `a`, `b`" (or "..., there are no fields"):
+/// the name and the fields.
+fn unknown_field(message: &str) -> Option<(&str, Vec<&str>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (key, rest) = rest.split_once('`')?;
+    let fields = rest.split('`').skip(1).step_by(2).collect();
+    Some((key, fields))
+}
+
+/// The known name `name` is most likely a misspelling of: the same letters but for underscores
+/// (`DATABASE_SSLMODE`), or the same but for a suffix (`HEALTH_TIMEOUT` for `HEALTH_TIMEOUT_MS`).
+fn meant<'k>(name: &str, known: &'k [String]) -> Option<&'k str> {
+    let letters = |name: &str| name.replace('_', "");
+    let name = letters(name);
+    known
+        .iter()
+        .find(|candidate| {
+            let candidate = letters(candidate);
+            candidate.starts_with(&name) || name.starts_with(&candidate)
+        })
+        .map(String::as_str)
 }
 
 /// serde's "missing field `name`".
@@ -316,6 +367,53 @@ mod tests {
         assert_eq!(sources.environment("B"), None);
         assert_eq!(sources.origin("B"), Some(Origin::DotEnv));
         assert_eq!(sources.origin("C"), None);
+    }
+
+    #[test]
+    fn a_name_of_the_group_that_is_no_setting_is_refused_with_what_it_may_mean() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Strict {
+            #[allow(dead_code)]
+            #[serde(default, with = "crate::millis", rename = "timeout_ms")]
+            timeout: Duration,
+        }
+        let sources = Sources::from_vars([
+            ("EX_TIMEOUT", "500"),
+            ("EX_SSLMODE", "verify-full"),
+            ("EX_HOST", "secret-host"),
+            ("EX_URL", "read elsewhere"),
+            ("EX_TIMEOUT_MS", "oops"),
+        ]);
+        let problems = sources
+            .group_besides::<Strict>("EX", &["EX_URL", "EX_SSL_MODE"])
+            .unwrap_err();
+        let said = problems.to_string();
+        let mut named: Vec<_> = problems.0.iter().map(|p| p.variable.as_str()).collect();
+        named.sort_unstable();
+        assert_eq!(
+            named,
+            ["EX_HOST", "EX_SSLMODE", "EX_TIMEOUT", "EX_TIMEOUT_MS"],
+            "{said}"
+        );
+        assert!(
+            said.contains("EX_TIMEOUT is not a setting: did you mean EX_TIMEOUT_MS?"),
+            "{said}"
+        );
+        assert!(
+            said.contains("EX_SSLMODE is not a setting: did you mean EX_SSL_MODE?"),
+            "{said}"
+        );
+        assert!(
+            said.contains("EX_HOST is not a setting (see .env.example"),
+            "{said}"
+        );
+        assert!(
+            !said.contains("secret-host") && !said.contains("verify-full"),
+            "{said}"
+        );
+        let fine = Sources::from_vars([("EX_TIMEOUT_MS", "5"), ("EX_URL", "x")]);
+        assert!(fine.group_besides::<Strict>("EX", &["EX_URL"]).is_ok());
     }
 
     #[test]

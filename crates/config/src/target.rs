@@ -72,6 +72,10 @@ pub const TARGET_VARIABLES: &[(&str, &str)] = &[
     (crate::tls::ROOT_CERT_OVERRIDE, "unset"),
 ];
 
+/// The test kit's server (a superuser's URL; `.env.example` lists it): no setting of any binary
+/// of ours, but it shares the service's prefix and `.env`.
+pub const TEST_SERVER_VARIABLE: &str = "DATABASE_URL_TEST";
+
 /// The connection as configured, before its checks: see the module docs.
 #[derive(Clone)]
 pub struct DatabaseTarget {

@@ -27,7 +27,7 @@ pub struct Settings {
 
 /// `METRICS_*`: `GET /metrics` (Prometheus).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct MetricsSettings {
     /// Off: no `/metrics`, and nothing is recorded.
     pub enabled: bool,
@@ -47,7 +47,7 @@ impl Default for MetricsSettings {
 
 /// `APP_*`: where and how the HTTP server listens.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct AppSettings {
     pub host: IpAddr,
     /// 0 picks a free port (tests).
@@ -69,7 +69,7 @@ impl Default for AppSettings {
 
 /// `HEALTH_*`: the database check behind `/health`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct HealthSettings {
     /// Budget of one health check, database round trip included.
     #[serde(rename = "timeout_ms", with = "counseling_config::millis")]
@@ -108,7 +108,7 @@ impl<'de> Deserialize<'de> for LogFormat {
 
 /// `LOG_*`, and `RUST_LOG` (the name every Rust developer knows) for the filter.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogSettings {
     pub format: LogFormat,
     /// An `EnvFilter` directive such as `info` or `counseling_http=debug,sqlx=warn`.

@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use counseling_config::{
     Connector, DatabaseTarget, DatabaseUrl, Problem, Problems, Role, SessionDefaults, Sources,
+    TARGET_VARIABLES, TEST_SERVER_VARIABLE,
 };
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +26,7 @@ pub struct DatabaseSettings {
 /// target's. This struct is their one definition: names (`DATABASE_` + the serde name in upper
 /// case), defaults, and checks ([`DatabaseSettings::problems`]).
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct PoolSettings {
     /// Upper bound of open connections: the seed's pool_size 5 + max_overflow 10.
     #[serde(default = "defaults::max_connections")]
@@ -161,7 +163,10 @@ impl DatabaseSettings {
     /// [`DatabaseSettings::problems`].
     pub fn from_sources(sources: &Sources) -> Result<Self, Problems> {
         let target = DatabaseTarget::from_sources(sources, Role::Service);
-        let pool = sources.group::<PoolSettings>(Self::PREFIX);
+        // The target's variables and the test kit's server share the prefix and `.env`.
+        let besides = TARGET_VARIABLES.iter().map(|&(name, _)| name);
+        let besides: Vec<&str> = besides.chain([TEST_SERVER_VARIABLE]).collect();
+        let pool = sources.group_besides::<PoolSettings>(Self::PREFIX, &besides);
         match (target, pool) {
             (Ok(target), Ok(pool)) => Ok(Self {
                 target,

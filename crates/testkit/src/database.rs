@@ -59,7 +59,7 @@ static NEXT_DATABASE: AtomicU64 = AtomicU64::new(0);
 async fn shared() -> Result<&'static Shared> {
     SHARED
         .get_or_try_init(|| async {
-            let server = match std::env::var("DATABASE_URL_TEST") {
+            let server = match std::env::var(counseling_config::TEST_SERVER_VARIABLE) {
                 Ok(url) if !url.trim().is_empty() => {
                     let url = DatabaseUrl::parse(&url).map_err(|_| {
                         TestkitError::Failed(

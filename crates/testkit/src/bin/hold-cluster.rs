@@ -90,7 +90,10 @@ async fn hold(arguments: Arguments, signals: StopSignals) -> Result<ExitCode, St
     let database = cluster.empty_database().await.map_err(|e| e.to_string())?;
     let mut variables = cluster.libpq_environment("postgres");
     variables.extend([
-        ("DATABASE_URL_TEST", cluster.superuser_url("postgres")),
+        (
+            counseling_config::TEST_SERVER_VARIABLE,
+            cluster.superuser_url("postgres"),
+        ),
         ("DATABASE_URL", database.url()),
         ("DATABASE_OWNER_URL", database.owner_url()),
         ("CLUSTER_BIN_DIR", cluster.bin_dir().display().to_string()),
