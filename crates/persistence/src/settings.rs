@@ -6,6 +6,10 @@ use counseling_config::{
 };
 use serde::{Deserialize, Serialize};
 
+/// The most connections a PostgreSQL server can take (`max_connections`' own bound, MAX_BACKENDS):
+/// no pool needs more.
+const POSTGRES_MAX_CONNECTIONS: u32 = 262_143;
+
 /// How to reach PostgreSQL, and how to size and guard the pool.
 ///
 /// `Debug` is safe to log: the target never shows its URL or password.
@@ -196,6 +200,12 @@ impl DatabaseSettings {
             "MAX_CONNECTIONS",
             "must be at least 1",
         );
+        // The pool reserves room for its maximum up front: 2^32 - 1 would abort on allocation.
+        check(
+            pool.max_connections <= POSTGRES_MAX_CONNECTIONS,
+            "MAX_CONNECTIONS",
+            "must be at most 262143 (PostgreSQL's own limit on connections)",
+        );
         check(
             pool.min_connections <= pool.max_connections,
             "MIN_CONNECTIONS",
@@ -300,6 +310,13 @@ mod tests {
         settings.pool.min_connections = 1;
         settings.pool.statement_timeout = Duration::from_millis(2_147_483_648);
         settings.pool.io_threads = 0;
+        let mut huge = load(&[]).unwrap();
+        huge.pool.max_connections = u32::MAX;
+        let problems = huge.problems().to_string();
+        assert!(
+            problems.starts_with("DATABASE_MAX_CONNECTIONS must be at most 262143"),
+            "{problems}"
+        );
         let names: Vec<_> = settings
             .problems()
             .0
