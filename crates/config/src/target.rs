@@ -629,7 +629,7 @@ fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
         } else if let Some(setting) = word.strip_prefix("-c") {
             setting.to_owned()
         } else if let Some(setting) = word.strip_prefix("--") {
-            setting.replace('-', "_")
+            setting.to_owned()
         } else {
             return Err(
                 "may only hold server settings as -c name=value: other server switches are not \
@@ -643,7 +643,9 @@ fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
         if name.is_empty() {
             return Err("has a -c setting without a name".to_owned());
         }
-        settings.push((name.to_ascii_lowercase(), value.to_owned()));
+        // As the server reads them: dashes in the name (never the value) are underscores.
+        let name = name.replace('-', "_").to_ascii_lowercase();
+        settings.push((name, value.to_owned()));
     }
     Ok(settings)
 }

@@ -249,13 +249,13 @@ fn host_lists_from_the_url_its_parameters_or_the_environment() {
 fn options_pass_server_settings_on_but_not_ours_or_other_switches() {
     let c = connector(&[(
         "DATABASE_URL",
-        r"postgres://u:p@h/db?options=-c%20search_path%3Dapp%20--work-mem%3D64MB%20-cdatestyle%3DISO\%2C%5C%20DMY",
+        r"postgres://u:p@h/db?options=--search-path%3Dmy-app%20-c%20work-mem%3D64MB%20-cdatestyle%3DISO\%2C%5C%20DMY",
     )])
     .unwrap();
     assert_eq!(
         c.settings,
         [
-            ("search_path".to_owned(), "app".to_owned()),
+            ("search_path".to_owned(), "my-app".to_owned()),
             ("work_mem".to_owned(), "64MB".to_owned()),
             ("datestyle".to_owned(), r"ISO,\ DMY".replace('\\', "")),
             ("statement_timeout".to_owned(), "1000".to_owned()),
@@ -264,6 +264,15 @@ fn options_pass_server_settings_on_but_not_ours_or_other_switches() {
     for (options, expected) in [
         (
             "-c%20statement_timeout%3D0",
+            "which DATABASE_STATEMENT_TIMEOUT_MS sets",
+        ),
+        // The server takes dashes in a name for underscores, in either form.
+        (
+            "-c%20statement-timeout%3D0",
+            "which DATABASE_STATEMENT_TIMEOUT_MS sets",
+        ),
+        (
+            "--statement-timeout%3D0",
             "which DATABASE_STATEMENT_TIMEOUT_MS sets",
         ),
         ("-B%20100", "may only hold server settings"),
