@@ -97,6 +97,16 @@ mod tests {
         dir
     }
 
+    /// What `.env.example` warns of: a bare `$NAME` is substituted (unset: nothing), so a
+    /// password holding `$` must be percent-encoded (`%24`, which the URL decodes).
+    #[test]
+    fn a_bare_dollar_substitutes_and_a_percent_encoded_one_stays() {
+        let dir = folder_with("A=x\nB=pa$Aw0rd\nC=pa%24w0rd\n");
+        let read = read_env_file(dir.path()).unwrap();
+        assert_eq!(read[1], ("B".to_owned(), "pa".to_owned()));
+        assert_eq!(read[2], ("C".to_owned(), "pa%24w0rd".to_owned()));
+    }
+
     #[test]
     fn a_malformed_line_is_reported_by_number_without_its_value() {
         let dir = folder_with("# comment\nA=1\n\nB='unclosed hunter2\nC=3\n");
