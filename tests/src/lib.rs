@@ -54,10 +54,7 @@ pub fn migrate_up(owner_url: &str, service_url: &str) {
 
 /// A free TCP port on loopback (released before use; the window for a clash is tiny).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .unwrap_or_else(|error| panic!("no free port: {error}"))
+    counseling_testkit::fixtures::free_port().unwrap_or_else(|error| panic!("{error}"))
 }
 
 /// A running `counseling-api` process, killed when dropped.

@@ -19,7 +19,7 @@ use counseling_provision::files::{ServerUser, private_folder, write_private};
 use counseling_provision::password::generate_password;
 use counseling_provision::process::Signal;
 use counseling_provision::roles::{Application, provision_application};
-use counseling_provision::server::{HBA_SCRAM, Lifetime, Server, port_in_use};
+use counseling_provision::server::{HbaTransport, Lifetime, Server, hba, port_in_use};
 use counseling_provision::{ProvisionError, Result};
 
 /// The project-local cluster of a checkout.
@@ -95,7 +95,7 @@ impl LocalCluster {
             )));
         } else {
             // The access rules are what this code says, whatever an older version wrote.
-            server.write_hba(HBA_SCRAM)?;
+            server.write_hba(&hba(HbaTransport::Any, false))?;
             server.start(Lifetime::Detached)?;
             let log = server.log_path();
             format!("started on 127.0.0.1:{port} (log: {})\n", log.display())
@@ -148,7 +148,7 @@ impl LocalCluster {
         let password = generate_password()?;
         let path = self.root.join("superuser-password");
         write_private(&path, secrecy::ExposeSecret::expose_secret(&password))?;
-        server.init(&password, HBA_SCRAM, false)
+        server.init(&password, &hba(HbaTransport::Any, false), false)
     }
 
     /// Folders found in place must be the ones we made: real folders (no symlinks), the root

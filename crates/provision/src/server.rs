@@ -20,12 +20,33 @@ use crate::files::{ServerUser, write_private};
 use crate::process::{self, Signal};
 use crate::{ProvisionError, Result};
 
-/// `pg_hba.conf` of our servers: a password (SCRAM) over TCP from this machine, nothing else.
-pub const HBA_SCRAM: &str = "host all all 127.0.0.1/32 scram-sha-256\n";
+/// How a login must come, besides proving a password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HbaTransport {
+    /// TCP, with TLS or without.
+    Any,
+    /// TLS only.
+    Tls,
+    /// TLS only, with a client certificate for the role (`clientcert=verify-full`).
+    TlsWithClientCertificate,
+}
 
-/// [`HBA_SCRAM`], and the superuser's replication connections from this machine (a standby's).
-pub const HBA_SCRAM_REPLICATION: &str = "host all all 127.0.0.1/32 scram-sha-256\n\
-                                          host replication postgres 127.0.0.1/32 scram-sha-256\n";
+/// `pg_hba.conf` of our servers, its one writer: a password (SCRAM) over TCP from this machine,
+/// nothing else; with `replication`, the superuser's replication connections too (a standby's).
+pub fn hba(transport: HbaTransport, replication: bool) -> String {
+    let (kind, options) = match transport {
+        HbaTransport::Any => ("host", ""),
+        HbaTransport::Tls => ("hostssl", ""),
+        HbaTransport::TlsWithClientCertificate => ("hostssl", " clientcert=verify-full"),
+    };
+    let mut rules = format!("{kind} all all 127.0.0.1/32 scram-sha-256{options}\n");
+    if replication {
+        rules.push_str(&format!(
+            "{kind} replication postgres 127.0.0.1/32 scram-sha-256{options}\n"
+        ));
+    }
+    rules
+}
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);

@@ -10,7 +10,7 @@ use counseling_provision::password::generate_password;
 use counseling_provision::process::{Signal, process_is_alive};
 use counseling_provision::roles::{admin_session, ensure_login_role, execute};
 use counseling_provision::server::{
-    HBA_SCRAM, HBA_SCRAM_REPLICATION, Lifetime, Server, free_port, scratch_parent,
+    HbaTransport, Lifetime, Server, free_port, hba, scratch_parent,
 };
 use counseling_provision::wait::eventually;
 use counseling_provision::{ProvisionError, SUPERUSER, block_on, url::local_url};
@@ -128,9 +128,9 @@ impl PgCluster {
                 let (client, settings) = tls.set_up(&inner.server)?;
                 inner.server.settings.extend(settings);
                 inner.tls = Some(client);
-                tls.hba()
+                hba(tls.transport(), false)
             }
-            None => HBA_SCRAM.to_owned(),
+            None => hba(HbaTransport::Any, false),
         };
         let extra = options
             .server_settings
@@ -163,7 +163,7 @@ impl PgCluster {
             ));
         }
         // The primary lets the superuser stream from this machine.
-        self.inner.server.write_hba(HBA_SCRAM_REPLICATION)?;
+        self.inner.server.write_hba(&hba(HbaTransport::Any, true))?;
         let mut session = admin_session(&self.admin_options()).await?;
         execute(&mut session, "SELECT pg_reload_conf()").await?;
         let _ = session.close().await;
@@ -195,7 +195,7 @@ impl PgCluster {
             if let (Err(timeout), failure) = (backed_up, last_failure) {
                 return Err(failure.unwrap_or(timeout));
             }
-            inner.server.write_hba(HBA_SCRAM)?;
+            inner.server.write_hba(&hba(HbaTransport::Any, false))?;
             inner.server.start(Lifetime::Tied)?;
             Ok(PgCluster {
                 inner: Arc::new(inner),

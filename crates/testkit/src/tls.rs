@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use counseling_provision::files::{private_folder, write_private};
-use counseling_provision::server::Server;
+use counseling_provision::server::{HbaTransport, Server};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -62,16 +62,13 @@ impl ServerTls {
         Ok((ClientTlsFiles { root_cert, client }, settings))
     }
 
-    /// The `pg_hba.conf` that gives the access asked for.
-    pub(crate) fn hba(&self) -> String {
-        let only_tls = self.tls_only || self.client_certificates;
-        let kind = if only_tls { "hostssl" } else { "host" };
-        let cert = if self.client_certificates {
-            " clientcert=verify-full"
-        } else {
-            ""
-        };
-        format!("{kind} all all 127.0.0.1/32 scram-sha-256{cert}\n")
+    /// How logins must come for the access asked for (`pg_hba.conf`).
+    pub(crate) fn transport(&self) -> HbaTransport {
+        match (self.client_certificates, self.tls_only) {
+            (true, _) => HbaTransport::TlsWithClientCertificate,
+            (false, true) => HbaTransport::Tls,
+            (false, false) => HbaTransport::Any,
+        }
     }
 }
 
