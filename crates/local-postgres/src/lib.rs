@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use counseling_config::{DatabaseUrl, Sources};
 use secrecy::SecretString;
 
+#[cfg(unix)]
+use counseling_provision::files::check_private_folder;
 use counseling_provision::files::{ServerUser, private_folder, write_private};
 use counseling_provision::password::generate_password;
 use counseling_provision::process::Signal;
@@ -151,31 +153,14 @@ impl LocalCluster {
         server.init(&password, &hba(HbaTransport::Any, false), false)
     }
 
-    /// Folders found in place must be the ones we made: real folders (no symlinks), the root
-    /// ours, the data the server user's, neither open to anyone else. Anything else may be
-    /// someone else's trap.
+    /// Folders found in place must be the ones we made: the root ours, the data the server
+    /// user's, neither open to anyone else.
     #[cfg(unix)]
     fn check_folders(&self) -> Result<()> {
-        use std::os::unix::fs::MetadataExt;
         let ours = nix::unistd::Uid::effective().as_raw();
         let root_mode = if self.user.is_another() { 0o710 } else { 0o700 };
-        let data = self.root.join("data");
-        for (folder, uid, mode) in [
-            (&self.root, ours, root_mode),
-            (&data, self.user.uid(), 0o700),
-        ] {
-            let metadata = std::fs::symlink_metadata(folder).map_err(ProvisionError::io(
-                format!("inspecting {}", folder.display()),
-            ))?;
-            if !metadata.is_dir() || metadata.mode() & 0o777 != mode || metadata.uid() != uid {
-                return Err(ProvisionError::Failed(format!(
-                    "{} is not a private folder as this tool makes them (a symlink, another \
-                     owner or another mode): remove it and start again",
-                    folder.display()
-                )));
-            }
-        }
-        Ok(())
+        check_private_folder(&self.root, ours, root_mode)?;
+        check_private_folder(&self.root.join("data"), self.user.uid(), 0o700)
     }
 
     #[cfg(not(unix))]

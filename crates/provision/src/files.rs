@@ -122,6 +122,23 @@ pub fn private_folder(path: &Path) -> Result<()> {
     builder.create(path).map_err(ProvisionError::io(what))
 }
 
+/// Checks that `path`, found in place, is a folder as we make them: a real folder (no symlink)
+/// owned by `uid` with exactly `mode`. Anything else may be someone else's trap.
+#[cfg(unix)]
+pub fn check_private_folder(path: &Path, uid: u32, mode: u32) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let what = format!("inspecting {}", path.display());
+    let metadata = std::fs::symlink_metadata(path).map_err(ProvisionError::io(what))?;
+    if !metadata.is_dir() || metadata.mode() & 0o777 != mode || metadata.uid() != uid {
+        return Err(ProvisionError::Failed(format!(
+            "{} is not a private folder as this tool makes them (a symlink, another owner or \
+             another mode): remove it and start again",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Writes `contents` to `path`, a new file readable by its owner only (0600), created
 /// exclusively: an existing file or symlink there is an error, and so is a folder that belongs
 /// to another user.
