@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use counseling_provision::url::local_url;
 use counseling_testkit::fixtures::BCRYPT_HASH as HASH;
 use counseling_testkit::{ClusterOptions, PgCluster, PgConnectOptions, TestDatabase};
 use migration::MigratorTrait;
@@ -250,13 +251,10 @@ async fn the_repositorys_statements_show_up_in_pg_stat_statements() {
     migrate_as_owner(&cluster, &db).await;
 
     // The repository, connected as the script's service role.
-    let url = format!(
-        "postgres://{SERVICE}:{SERVICE_PASSWORD}@127.0.0.1:{}/{}",
-        cluster.port(),
-        db.name()
-    );
-    let settings =
-        counseling_testkit::fixtures::pool_settings(&url).expect("the service's pool settings");
+    let password = secrecy::SecretString::from(SERVICE_PASSWORD);
+    let url = local_url(cluster.port(), SERVICE, Some(&password), db.name(), &[]).unwrap();
+    let settings = counseling_testkit::fixtures::pool_settings(url.expose_secret())
+        .expect("the service's pool settings");
     let database = Database::connect_lazy(&settings, tokio::runtime::Handle::current()).unwrap();
     let users = PgUserRepository::new(database.clone());
     let name = Username::parse(r"\school\statistics").unwrap();
