@@ -22,18 +22,11 @@ fn compose() -> Value {
     serde_yaml_ng::from_str(&read("docker/docker-compose.yml")).unwrap()
 }
 
-/// `.env.example` as a map of the variables it sets.
+/// `.env.example` as a map of the variables it sets, read as the binaries read a `.env`.
 fn env_example() -> BTreeMap<String, String> {
-    read(".env.example")
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .map(|line| {
-            let (key, value) = line
-                .split_once('=')
-                .unwrap_or_else(|| panic!("bad line {line}"));
-            (key.to_owned(), value.to_owned())
-        })
+    counseling_config::parse_env(&read(".env.example"))
+        .unwrap()
+        .into_iter()
         .collect()
 }
 
@@ -63,19 +56,15 @@ struct Url {
     database: String,
 }
 
+/// `url`'s parts, read by the binaries' own parser.
 fn parse_url(url: &str) -> Url {
-    let rest = url.strip_prefix("postgres://").unwrap();
-    let (credentials, rest) = rest.split_once('@').unwrap();
-    let (user, password) = credentials.split_once(':').unwrap();
-    let (host_port, database) = rest.split_once('/').unwrap();
-    let port = host_port
-        .split_once(':')
-        .map_or(5432, |(_, p)| p.parse().unwrap());
+    use secrecy::ExposeSecret;
+    let url = counseling_config::DatabaseUrl::parse(url).unwrap();
     Url {
-        user: user.into(),
-        password: password.into(),
-        port,
-        database: database.into(),
+        user: url.username().into(),
+        password: url.password().unwrap().expose_secret().into(),
+        port: url.port(),
+        database: url.database().unwrap().into(),
     }
 }
 

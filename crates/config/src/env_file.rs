@@ -62,13 +62,19 @@ pub fn read_env_file(dir: &Path) -> Result<Vec<(String, String)>, EnvFileError> 
     if text.len() as u64 > MAX_ENV_FILE_BYTES {
         return Err(EnvFileError::Untrusted("is larger than 1 MiB".into()));
     }
+    parse_env(&text)
+}
+
+/// The variables of a `.env`'s text, in order (`read_env_file` without the file's checks; also
+/// for reading `.env.example`).
+pub fn parse_env(text: &str) -> Result<Vec<(String, String)>, EnvFileError> {
     let mut variables = Vec::new();
     for item in dotenvy::from_read_iter(text.as_bytes()) {
         match item {
             Ok(variable) => variables.push(variable),
             Err(dotenvy::Error::LineParse(bad, _)) => {
                 return Err(EnvFileError::Malformed {
-                    line: line_number_of(&text, &bad),
+                    line: line_number_of(text, &bad),
                 });
             }
             Err(error) => return Err(EnvFileError::Unreadable(error.to_string())),

@@ -28,7 +28,7 @@ pub use connect::{
     TargetSessionAttrs, panic_as_protocol_error, session_state,
 };
 pub use database_url::{DatabaseUrl, DatabaseUrlError, UrlHost, UrlParts};
-pub use env_file::{EnvFileError, read_env_file};
+pub use env_file::{EnvFileError, parse_env, read_env_file};
 pub use secret_file::{SecretRead, read_secret_file};
 pub use sources::{Origin, Sources};
 pub use target::{
