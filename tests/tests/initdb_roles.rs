@@ -125,20 +125,17 @@ async fn the_service_role_reads_and_writes_rows_but_cannot_change_the_schema() {
     let mut admin = PgConnection::connect_with(&cluster.admin_options())
         .await
         .unwrap();
-    let roles: Vec<(String, bool, bool, bool)> = sqlx::query_as(
-        "SELECT rolname::text, rolsuper, rolcreaterole, rolcreatedb FROM pg_roles \
+    // The same powers as provision's ensure_login_role gives: login, nothing else.
+    let roles: Vec<(String, bool, bool, bool, bool, bool, bool)> = sqlx::query_as(
+        "SELECT rolname::text, rolcanlogin, rolsuper, rolcreaterole, rolcreatedb, \
+         rolreplication, rolbypassrls FROM pg_roles \
          WHERE rolname IN ('counseling_owner', 'counseling') ORDER BY rolname",
     )
     .fetch_all(&mut admin)
     .await
     .unwrap();
-    assert_eq!(
-        roles,
-        [
-            (SERVICE.to_owned(), false, false, false),
-            (OWNER.to_owned(), false, false, false)
-        ]
-    );
+    let login_only = |role: &str| (role.to_owned(), true, false, false, false, false, false);
+    assert_eq!(roles, [login_only(SERVICE), login_only(OWNER)]);
 
     migrate_as_owner(&cluster, &db).await;
 
