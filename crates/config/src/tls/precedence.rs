@@ -95,6 +95,19 @@ pub(crate) fn resolve(inputs: &TlsInputs<'_>) -> Result<TlsSettings, Vec<TlsProb
     let mode = mode.map(|mode| libpq_mode(mode, root_cert.as_ref()));
     problems.extend(check_trust(mode, mode_source, root_cert.as_ref(), root_source).err());
     let client = if inputs.no_client_cert {
+        // The driver reads PGSSLCERT and PGSSLKEY by itself and cannot be told to leave them
+        // out: it would send what libpq would not.
+        for (_, source) in [inputs.cert, inputs.key].into_iter().flatten() {
+            if let TlsSource::Environment(variable) = source {
+                problems.push(TlsProblem::new(
+                    source,
+                    format!(
+                        "is set, but sslcertmode=disable: the driver would send that \
+                         certificate anyway; unset {variable}"
+                    ),
+                ));
+            }
+        }
         None
     } else {
         match check_client_certificate(inputs.cert, inputs.key) {
@@ -398,6 +411,23 @@ mod tests {
             })
             .is_ok()
         );
+        // Unless it comes from the environment, which the driver reads by itself and would
+        // send: that is refused, naming the variable.
+        let problems = resolve(&TlsInputs {
+            cert: Some((&garbage, TlsSource::Environment("PGSSLCERT"))),
+            key: Some((&garbage, TlsSource::Environment("PGSSLKEY"))),
+            no_client_cert: true,
+            ..TlsInputs::default()
+        })
+        .unwrap_err();
+        assert_eq!(
+            sources(&problems),
+            [
+                TlsSource::Environment("PGSSLCERT"),
+                TlsSource::Environment("PGSSLKEY")
+            ]
+        );
+        assert!(problems[0].problem.contains("sslcertmode=disable"));
     }
 
     #[test]
