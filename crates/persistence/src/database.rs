@@ -348,9 +348,10 @@ impl Database {
                 Err((error, session.failed_call().unwrap_or(Outcome::Error)))
             };
             match work(UnitOfWork::new(Arc::clone(&session), self.metrics())).await {
-                // A call failed and `work` went on: PostgreSQL has aborted the transaction, and
-                // would answer COMMIT with a silent ROLLBACK. Its writes are lost: say so.
-                Ok(_) if session.failed_call().is_some() => {
+                // A call failed on the server and `work` went on: PostgreSQL has aborted the
+                // transaction, and would answer COMMIT with a silent ROLLBACK. Its writes are
+                // lost: say so. (A call that found no row aborts nothing: that unit commits.)
+                Ok(_) if session.is_aborted() => {
                     tracing::error!("{UNIT_WENT_ON_AFTER_A_FAILURE}");
                     rolled_back(E::from(StoreError::Unexpected(
                         UNIT_WENT_ON_AFTER_A_FAILURE.into(),

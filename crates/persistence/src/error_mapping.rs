@@ -125,6 +125,30 @@ pub(crate) fn from_db_err(error: &DbErr) -> Failure {
     }
 }
 
+/// Whether `error` may have aborted the transaction it happened in: every error but those the
+/// client makes up without the server (no such row, a value it could not decode). When unsure,
+/// yes: a commit refused wrongly is an error the caller sees; one that kept nothing is not.
+pub(crate) fn aborts_transaction(error: &DbErr) -> bool {
+    use sea_orm::sqlx::Error as Sqlx;
+    match error {
+        DbErr::RecordNotFound(_)
+        | DbErr::RecordNotUpdated
+        | DbErr::Type(_)
+        | DbErr::TryIntoErr { .. } => false,
+        DbErr::Conn(RuntimeErr::SqlxError(error))
+        | DbErr::Exec(RuntimeErr::SqlxError(error))
+        | DbErr::Query(RuntimeErr::SqlxError(error)) => !matches!(
+            error.as_ref(),
+            Sqlx::RowNotFound
+                | Sqlx::ColumnNotFound(_)
+                | Sqlx::ColumnIndexOutOfBounds { .. }
+                | Sqlx::ColumnDecode { .. }
+                | Sqlx::Decode(_)
+        ),
+        _ => true,
+    }
+}
+
 /// Classifies a failure to open a connection (see `counseling_config::Connector::connect`).
 pub(crate) fn from_connect(error: &ConnectError) -> Failure {
     let unavailable = |why| Failure::Store(StoreError::Unavailable(why));

@@ -34,6 +34,10 @@ pub(crate) struct Session {
     discard_reason: AtomicU8,
     /// How the last repository call that failed inside this unit of work failed (metrics).
     failed_call: StdMutex<Option<Outcome>>,
+    /// Whether a call inside this unit of work failed in a way that aborted its transaction on
+    /// the server (anything but the errors the client makes up: no such row, a value it could
+    /// not decode): PostgreSQL then answers COMMIT with ROLLBACK.
+    aborted: AtomicBool,
 }
 
 impl std::fmt::Debug for Session {
@@ -58,7 +62,16 @@ impl Session {
             in_transaction: AtomicBool::new(false),
             discard_reason: AtomicU8::new(NO_REASON),
             failed_call: StdMutex::new(None),
+            aborted: AtomicBool::new(false),
         }
+    }
+
+    pub(crate) fn mark_aborted(&self) {
+        self.aborted.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_aborted(&self) -> bool {
+        self.aborted.load(Ordering::Relaxed)
     }
 
     pub(crate) fn record_failed_call(&self, outcome: Outcome) {

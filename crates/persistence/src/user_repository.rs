@@ -15,7 +15,7 @@ use crate::Database;
 use crate::database::SessionWork;
 use crate::database_metrics::{DatabaseMetrics, Operation, Outcome};
 use crate::entity::users::{ActiveModel, Column, Entity as Users, Model};
-use crate::error_mapping::{Failure, from_db_err};
+use crate::error_mapping::{Failure, aborts_transaction, from_db_err};
 use crate::session::Session;
 
 /// The lookup by account identity, as `idx_users_username_identity` indexes it: the database
@@ -87,6 +87,9 @@ impl PgUserRepository {
                 let failure = from_db_err(&error);
                 session.discard_after(&failure);
                 session.record_failed_call(Outcome::of_failure(&failure));
+                if aborts_transaction(&error) {
+                    session.mark_aborted();
+                }
                 failure
             }),
         };

@@ -121,7 +121,7 @@ async fn refused_connections_are_reported_at_once_every_time() {
 async fn terminate_pool_connections(test_db: &counseling_testkit::TestDatabase) -> u64 {
     let admin = test_db.connect().await;
     let sql = format!(
-        "SELECT pid FROM pg_stat_activity, pg_terminate_backend(pid) \
+        "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity \
          WHERE datname = '{}' AND pid <> pg_backend_pid()",
         test_db.name()
     );

@@ -6,7 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::{new_user, repository};
-use counseling_domain::{CreateUserError, StoreError, UserRepository, Username};
+use counseling_domain::{
+    CreateUserError, DeleteUserError, StoreError, UserId, UserRepository, Username,
+};
 use counseling_persistence::Database;
 use counseling_testkit::fixtures::eventually;
 
@@ -95,6 +97,19 @@ async fn an_error_after_the_first_write_leaves_nothing() {
         "{outcome:?}"
     );
     assert!(!find(&users, r"\school\erin").await);
+
+    // A call that finds no row aborts nothing on the server: a unit that handles it commits.
+    let outcome = database
+        .transaction(|unit| async move {
+            let users = unit.users();
+            let nobody = UserId::from_uuid(uuid::Uuid::nil());
+            assert_eq!(users.delete(nobody).await, Err(DeleteUserError::NotFound));
+            users.create(new_user(r"\school\frank")).await?;
+            Ok::<_, CreateUserError>(())
+        })
+        .await;
+    assert_eq!(outcome, Ok(()));
+    assert!(find(&users, r"\school\frank").await);
     // The pool is healthy afterwards: the connection came back clean or was replaced.
     users.create(new_user(r"\school\dave")).await.unwrap();
 }
