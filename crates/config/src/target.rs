@@ -340,6 +340,13 @@ impl DatabaseTarget {
                 )
             })
         };
+        let exported_client_files: Vec<&'static str> = ["PGSSLCERT", "PGSSLKEY"]
+            .into_iter()
+            .filter(|name| {
+                let sources = self.environment.as_ref();
+                sources.is_some_and(|sources| sources.environment(name).is_some())
+            })
+            .collect();
         let tls = crate::tls::resolve(&TlsInputs {
             mode: tls_source("sslmode"),
             root_cert: tls_source("sslrootcert"),
@@ -348,6 +355,7 @@ impl DatabaseTarget {
             no_client_cert: parameters
                 .get("sslcertmode")
                 .is_some_and(|(mode, _)| mode == "disable"),
+            exported_client_files: &exported_client_files,
             mode_override: self.mode_override,
             root_cert_override: self.root_cert_override.as_ref(),
         });

@@ -25,6 +25,9 @@ pub(crate) struct TlsInputs<'a> {
     pub key: Option<(&'a str, TlsSource)>,
     /// `sslcertmode=disable`: no client certificate is sent, so none is read.
     pub no_client_cert: bool,
+    /// Which of `PGSSLCERT` and `PGSSLKEY` the process environment has (even empty): the
+    /// driver reads them by itself, whatever the URL says.
+    pub exported_client_files: &'a [&'static str],
     pub mode_override: Option<SslMode>,
     pub root_cert_override: Option<&'a SslRootCert>,
 }
@@ -97,16 +100,14 @@ pub(crate) fn resolve(inputs: &TlsInputs<'_>) -> Result<TlsSettings, Vec<TlsProb
     let client = if inputs.no_client_cert {
         // The driver reads PGSSLCERT and PGSSLKEY by itself and cannot be told to leave them
         // out: it would send what libpq would not.
-        for (_, source) in [inputs.cert, inputs.key].into_iter().flatten() {
-            if let TlsSource::Environment(variable) = source {
-                problems.push(TlsProblem::new(
-                    source,
-                    format!(
-                        "is set, but sslcertmode=disable: the driver would send that \
-                         certificate anyway; unset {variable}"
-                    ),
-                ));
-            }
+        for &variable in inputs.exported_client_files {
+            problems.push(TlsProblem::new(
+                TlsSource::Environment(variable),
+                format!(
+                    "is set, but sslcertmode=disable: the driver would send that certificate \
+                     anyway; unset {variable}"
+                ),
+            ));
         }
         None
     } else {
@@ -411,12 +412,12 @@ mod tests {
             })
             .is_ok()
         );
-        // Unless it comes from the environment, which the driver reads by itself and would
-        // send: that is refused, naming the variable.
+        // Unless the environment has PGSSLCERT or PGSSLKEY (whatever the URL says), which the
+        // driver reads by itself and would send: that is refused, naming the variable.
         let problems = resolve(&TlsInputs {
-            cert: Some((&garbage, TlsSource::Environment("PGSSLCERT"))),
-            key: Some((&garbage, TlsSource::Environment("PGSSLKEY"))),
+            cert: Some((&garbage, TlsSource::Url("sslcert"))),
             no_client_cert: true,
+            exported_client_files: &["PGSSLCERT", "PGSSLKEY"],
             ..TlsInputs::default()
         })
         .unwrap_err();
