@@ -107,10 +107,12 @@ mod tests {
     /// password holding `$` must be percent-encoded (`%24`, which the URL decodes).
     #[test]
     fn a_bare_dollar_substitutes_and_a_percent_encoded_one_stays() {
-        let dir = folder_with("A=x\nB=pa$Aw0rd\nC=pa%24w0rd\n");
+        let dir = folder_with("A=x\nB=pa$A\nC=pa$Aw0rd\nD=pa%24w0rd\n");
         let read = read_env_file(dir.path()).unwrap();
-        assert_eq!(read[1], ("B".to_owned(), "pa".to_owned()));
-        assert_eq!(read[2], ("C".to_owned(), "pa%24w0rd".to_owned()));
+        // `$A` is A's value; `$Aw0rd` is the unset variable `Aw0rd`: nothing.
+        assert_eq!(read[1], ("B".to_owned(), "pax".to_owned()));
+        assert_eq!(read[2], ("C".to_owned(), "pa".to_owned()));
+        assert_eq!(read[3], ("D".to_owned(), "pa%24w0rd".to_owned()));
     }
 
     #[test]

@@ -115,6 +115,7 @@ impl Sources {
             .variables
             .iter()
             .filter(|(name, _)| name.starts_with(&start) && !besides.contains(&name.as_str()))
+            .filter(|(name, value)| !is_kubernetes_service_link(name, value))
             .map(|(name, value)| (name.clone(), value.clone()))
             .collect();
         let mut problems = Problems::default();
@@ -133,7 +134,14 @@ impl Sources {
                         return Err(problems);
                     }
                     problems.push(problem);
-                    match key.and_then(|key| group.remove(&key)) {
+                    // The error names the key upper-cased; the variable may be spelt otherwise.
+                    let named = key.and_then(|key| {
+                        group
+                            .keys()
+                            .find(|name| name.eq_ignore_ascii_case(&key))
+                            .cloned()
+                    });
+                    match named.and_then(|name| group.remove(&name)) {
                         Some(_) => continue,
                         None => return Err(problems),
                     }
@@ -262,13 +270,36 @@ fn unknown_field(message: &str) -> Option<(&str, Vec<&str>)> {
 fn meant<'k>(name: &str, known: &'k [String]) -> Option<&'k str> {
     let letters = |name: &str| name.replace('_', "");
     let name = letters(name);
-    known
-        .iter()
-        .find(|candidate| {
+    let same = known.iter().find(|candidate| letters(candidate) == name);
+    let alike = || {
+        // The longest of those that one begins the other: the most of the name matched.
+        let alike = known.iter().filter(|candidate| {
             let candidate = letters(candidate);
             candidate.starts_with(&name) || name.starts_with(&candidate)
-        })
-        .map(String::as_str)
+        });
+        alike.max_by_key(|candidate| candidate.len())
+    };
+    same.or_else(alike).map(String::as_str)
+}
+
+/// The variables Kubernetes puts in every container for each Service of its namespace (unless
+/// the pod says `enableServiceLinks: false`): `APP_REDIS_SERVICE_HOST`, `DATABASE_PORT=tcp://…`
+/// and the like, for Services named `app-redis` or `database`. They are no setting of ours.
+fn is_kubernetes_service_link(name: &str, value: &str) -> bool {
+    let address = ["tcp://", "udp://", "sctp://"]
+        .iter()
+        .any(|scheme| value.starts_with(scheme));
+    let words: Vec<&str> = name.split('_').collect();
+    let service = words.ends_with(&["SERVICE", "HOST"])
+        || words.windows(2).any(|pair| pair == ["SERVICE", "PORT"]);
+    // `<NAME>_PORT_<number>_<TCP|UDP|SCTP>_<PROTO|PORT|ADDR>`.
+    let port = words.windows(3).any(|triple| {
+        triple[0] == "PORT"
+            && !triple[1].is_empty()
+            && triple[1].bytes().all(|byte| byte.is_ascii_digit())
+            && ["TCP", "UDP", "SCTP"].contains(&triple[2])
+    });
+    address || service || port
 }
 
 /// serde's "missing field `name`".
@@ -414,6 +445,56 @@ mod tests {
         );
         let fine = Sources::from_vars([("EX_TIMEOUT_MS", "5"), ("EX_URL", "x")]);
         assert!(fine.group_besides::<Strict>("EX", &["EX_URL"]).is_ok());
+    }
+
+    #[test]
+    fn the_likeliest_setting_is_suggested_and_any_spelling_is_reported() {
+        let known = ["EX_URL".to_owned(), "EX_URL_FILE".to_owned()];
+        assert_eq!(meant("EX_URLFILE", &known), Some("EX_URL_FILE"));
+        assert_eq!(meant("EX_URL_FILES", &known), Some("EX_URL_FILE"));
+        assert_eq!(meant("EX_HOST", &known), None);
+
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Strict {
+            #[allow(dead_code)]
+            #[serde(default)]
+            count: u32,
+        }
+        // Mixed-case names are reported, and so is every other problem, whatever the order.
+        let sources =
+            Sources::from_vars([("EX_Cuont", "1"), ("EX_Tyop", "2"), ("EX_COUNT", "many")]);
+        let problems = sources.group::<Strict>("EX").unwrap_err();
+        assert_eq!(problems.0.len(), 3, "{problems}");
+    }
+
+    /// Kubernetes names them after Services (`app-redis`, `database`), not after our settings:
+    /// a deployment next to such a Service must still start.
+    #[test]
+    fn kubernetes_service_links_are_no_settings_of_ours() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Strict {
+            #[allow(dead_code)]
+            #[serde(default)]
+            count: u32,
+        }
+        let links = [
+            ("EX_REDIS_SERVICE_HOST", "10.0.0.11"),
+            ("EX_REDIS_SERVICE_PORT", "6379"),
+            ("EX_REDIS_SERVICE_PORT_CLIENT", "6379"),
+            ("EX_REDIS_PORT", "tcp://10.0.0.11:6379"),
+            ("EX_REDIS_PORT_6379_TCP", "tcp://10.0.0.11:6379"),
+            ("EX_REDIS_PORT_6379_TCP_PROTO", "tcp"),
+            ("EX_REDIS_PORT_6379_TCP_PORT", "6379"),
+            ("EX_REDIS_PORT_6379_TCP_ADDR", "10.0.0.11"),
+            ("EX_COUNT", "3"),
+        ];
+        let read = Sources::from_vars(links).group::<Strict>("EX").unwrap();
+        assert_eq!(read.count, 3);
+        // A name of that shape is still refused when it is no link: a port given as a number.
+        let sources = Sources::from_vars([("EX_REDIS_PORT", "6379")]);
+        assert!(sources.group::<Strict>("EX").is_err());
     }
 
     #[test]

@@ -31,8 +31,9 @@ pub enum HbaTransport {
     TlsWithClientCertificate,
 }
 
-/// `pg_hba.conf` of our servers, its one writer: a password (SCRAM) over TCP from this machine,
-/// nothing else; with `replication`, the superuser's replication connections too (a standby's).
+/// `pg_hba.conf` of the servers we start ourselves (Patroni writes the HA stack's, from
+/// `ha/patroni.yml`): a password (SCRAM) over TCP from this machine, nothing else; with
+/// `replication`, the superuser's replication connections too (a standby's).
 pub fn hba(transport: HbaTransport, replication: bool) -> String {
     let (kind, options) = match transport {
         HbaTransport::Any => ("host", ""),
