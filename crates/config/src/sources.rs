@@ -447,6 +447,14 @@ mod tests {
         assert!(fine.group_besides::<Strict>("EX", &["EX_URL"]).is_ok());
     }
 
+    /// A group that refuses names that are no field of it.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Counted {
+        #[serde(default)]
+        count: u32,
+    }
+
     #[test]
     fn the_likeliest_setting_is_suggested_and_any_spelling_is_reported() {
         let known = ["EX_URL".to_owned(), "EX_URL_FILE".to_owned()];
@@ -454,17 +462,10 @@ mod tests {
         assert_eq!(meant("EX_URL_FILES", &known), Some("EX_URL_FILE"));
         assert_eq!(meant("EX_HOST", &known), None);
 
-        #[derive(Debug, Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Strict {
-            #[allow(dead_code)]
-            #[serde(default)]
-            count: u32,
-        }
         // Mixed-case names are reported, and so is every other problem, whatever the order.
         let sources =
             Sources::from_vars([("EX_Cuont", "1"), ("EX_Tyop", "2"), ("EX_COUNT", "many")]);
-        let problems = sources.group::<Strict>("EX").unwrap_err();
+        let problems = sources.group::<Counted>("EX").unwrap_err();
         assert_eq!(problems.0.len(), 3, "{problems}");
     }
 
@@ -472,13 +473,6 @@ mod tests {
     /// a deployment next to such a Service must still start.
     #[test]
     fn kubernetes_service_links_are_no_settings_of_ours() {
-        #[derive(Debug, Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Strict {
-            #[allow(dead_code)]
-            #[serde(default)]
-            count: u32,
-        }
         let links = [
             ("EX_REDIS_SERVICE_HOST", "10.0.0.11"),
             ("EX_REDIS_SERVICE_PORT", "6379"),
@@ -490,11 +484,11 @@ mod tests {
             ("EX_REDIS_PORT_6379_TCP_ADDR", "10.0.0.11"),
             ("EX_COUNT", "3"),
         ];
-        let read = Sources::from_vars(links).group::<Strict>("EX").unwrap();
+        let read = Sources::from_vars(links).group::<Counted>("EX").unwrap();
         assert_eq!(read.count, 3);
         // A name of that shape is still refused when it is no link: a port given as a number.
         let sources = Sources::from_vars([("EX_REDIS_PORT", "6379")]);
-        assert!(sources.group::<Strict>("EX").is_err());
+        assert!(sources.group::<Counted>("EX").is_err());
     }
 
     #[test]
