@@ -127,6 +127,12 @@ async fn up_over_verify_full_tls() {
         Some(&db.owner_url_with(&files.parameters("verify-full"))),
     );
     assert!(up.status.success(), "{}", text(&up.stderr));
+    // TLS only: the same login without TLS is refused (pg_hba's `hostssl`).
+    let plain = migration(
+        &["status"],
+        Some(&db.owner_url_with(&[("sslmode", "disable")])),
+    );
+    assert_eq!(plain.status.code(), Some(1), "{}", text(&plain.stderr));
 
     let dir = tempfile::tempdir().unwrap();
     let other = untrusted_ca_file(dir.path(), "other.pem").unwrap();
