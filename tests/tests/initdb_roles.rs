@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 
 use counseling_provision::url::local_url;
 use counseling_testkit::fixtures::BCRYPT_HASH as HASH;
+use counseling_testkit::fixtures::powers_beyond_login;
 use counseling_testkit::{ClusterOptions, PgCluster, PgConnectOptions, TestDatabase};
 use migration::MigratorTrait;
 use migration::m20261130_000001_username_identity::identity_key;
@@ -126,16 +127,10 @@ async fn the_service_role_reads_and_writes_rows_but_cannot_change_the_schema() {
         .await
         .unwrap();
     // The same powers as provision's ensure_login_role gives: login, nothing else.
-    let roles: Vec<(String, bool, bool, bool, bool, bool, bool)> = sqlx::query_as(
-        "SELECT rolname::text, rolcanlogin, rolsuper, rolcreaterole, rolcreatedb, \
-         rolreplication, rolbypassrls FROM pg_roles \
-         WHERE rolname IN ('counseling_owner', 'counseling') ORDER BY rolname",
-    )
-    .fetch_all(&mut admin)
-    .await
-    .unwrap();
-    let login_only = |role: &str| (role.to_owned(), true, false, false, false, false, false);
-    assert_eq!(roles, [login_only(SERVICE), login_only(OWNER)]);
+    for role in [SERVICE, OWNER] {
+        let powers = powers_beyond_login(&mut admin, role).await.unwrap();
+        assert_eq!(powers, Vec::<&str>::new(), "{role}");
+    }
 
     migrate_as_owner(&cluster, &db).await;
 

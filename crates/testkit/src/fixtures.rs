@@ -1,5 +1,6 @@
 //! What tests share besides a database, written once: a fake bcrypt hash, the settings of a pool
-//! under test, an HTTP GET that takes every status as an answer, and waiting with a deadline.
+//! under test, a role's powers, an HTTP GET that takes every status as an answer, and waiting
+//! with a deadline.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,6 +34,36 @@ pub(crate) fn small_pool(url: DatabaseUrl) -> DatabaseSettings {
     settings.pool.max_connections = 5;
     settings.pool.acquire_timeout = Duration::from_secs(2);
     settings
+}
+
+/// What `role` may do beyond logging in (`SUPERUSER`, `CREATEDB`, `CREATEROLE`, `REPLICATION`,
+/// `BYPASSRLS`), and `NOLOGIN` if it cannot log in: empty for the powers every application role
+/// of ours has (`provision::roles::ensure_login_role`, compose's `03-roles.sql`).
+pub async fn powers_beyond_login(
+    admin: &mut sea_orm::sqlx::PgConnection,
+    role: &str,
+) -> Result<Vec<&'static str>> {
+    let flags: (bool, bool, bool, bool, bool, bool) = sea_orm::sqlx::query_as(
+        "SELECT NOT rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolreplication, \
+         rolbypassrls FROM pg_roles WHERE rolname = $1",
+    )
+    .bind(role)
+    .fetch_one(admin)
+    .await
+    .map_err(TestkitError::db("reading a role's powers"))?;
+    let (no_login, superuser, create_db, create_role, replication, bypass_rls) = flags;
+    let powers = [
+        (no_login, "NOLOGIN"),
+        (superuser, "SUPERUSER"),
+        (create_db, "CREATEDB"),
+        (create_role, "CREATEROLE"),
+        (replication, "REPLICATION"),
+        (bypass_rls, "BYPASSRLS"),
+    ];
+    Ok(powers
+        .into_iter()
+        .filter_map(|(held, name)| held.then_some(name))
+        .collect())
 }
 
 /// `GET http://127.0.0.1:{port}{path}` from async code, within 10 s.
