@@ -286,10 +286,13 @@ fn meant<'k>(name: &str, known: &'k [String]) -> Option<&'k str> {
 /// the pod says `enableServiceLinks: false`): `APP_REDIS_SERVICE_HOST`, `DATABASE_PORT=tcp://…`
 /// and the like, for Services named `app-redis` or `database`. They are no setting of ours.
 fn is_kubernetes_service_link(name: &str, value: &str) -> bool {
-    let address = ["tcp://", "udp://", "sctp://"]
-        .iter()
-        .any(|scheme| value.starts_with(scheme));
     let words: Vec<&str> = name.split('_').collect();
+    // `<NAME>_PORT=tcp://…`: only there does Kubernetes put an address (a setting given one by
+    // mistake, `APP_HOST=tcp://…`, is still read, and refused).
+    let address = words.last() == Some(&"PORT")
+        && ["tcp://", "udp://", "sctp://"]
+            .iter()
+            .any(|scheme| value.starts_with(scheme));
     let service = words.ends_with(&["SERVICE", "HOST"])
         || words.windows(2).any(|pair| pair == ["SERVICE", "PORT"]);
     // `<NAME>_PORT_<number>_<TCP|UDP|SCTP>_<PROTO|PORT|ADDR>`.
@@ -488,6 +491,9 @@ mod tests {
         assert_eq!(read.count, 3);
         // A name of that shape is still refused when it is no link: a port given as a number.
         let sources = Sources::from_vars([("EX_REDIS_PORT", "6379")]);
+        assert!(sources.group::<Counted>("EX").is_err());
+        // And an address is only a link's value under a `_PORT` name.
+        let sources = Sources::from_vars([("EX_COUNT", "tcp://10.0.0.11:3")]);
         assert!(sources.group::<Counted>("EX").is_err());
     }
 
