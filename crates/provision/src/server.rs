@@ -353,58 +353,35 @@ impl Listener {
     }
 }
 
-/// The listening TCP sockets of this machine's network namespace (IPv4 and IPv6); `None` where
-/// the system does not say (not Linux).
+/// The listening TCP sockets of this machine's network namespace (IPv4 and IPv6), as
+/// `/proc/net/tcp` and `tcp6` list them; `None` where the system does not say (not Linux, or a
+/// table it cannot read).
 pub fn tcp_listeners() -> Option<Vec<Listener>> {
-    if !cfg!(target_os = "linux") {
-        return None;
+    #[cfg(target_os = "linux")]
+    {
+        use procfs::ProcError;
+        use procfs::net::{TcpState, tcp, tcp6};
+        let v6 = match tcp6() {
+            Ok(entries) => entries,
+            // No IPv6 in this kernel: nothing listens there.
+            Err(ProcError::NotFound(_)) => Vec::new(),
+            Err(_) => return None,
+        };
+        let entries = tcp().ok()?.into_iter().chain(v6);
+        let listening = entries.filter(|entry| entry.state == TcpState::Listen);
+        Some(
+            listening
+                .map(|entry| Listener {
+                    address: entry.local_address.ip(),
+                    port: entry.local_address.port(),
+                    uid: entry.uid,
+                    inode: entry.inode,
+                })
+                .collect(),
+        )
     }
-    // No IPv6 in this kernel: no tcp6 table, and nothing listening there. No tcp table: the
-    // system does not say.
-    let tcp = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    let tcp6 = std::fs::read_to_string("/proc/net/tcp6").unwrap_or_default();
-    Some(
-        [tcp, tcp6]
-            .iter()
-            .flat_map(|text| parse_listeners(text))
-            .collect(),
-    )
-}
-
-/// The listening sockets among the rows of a `/proc/net/tcp` or `tcp6` table.
-pub fn parse_listeners(table: &str) -> Vec<Listener> {
-    let listener = |line: &str| {
-        // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        (fields.get(3) == Some(&"0A")).then_some(())?;
-        let (address, port) = fields.get(1)?.split_once(':')?;
-        Some(Listener {
-            address: kernel_address(address)?,
-            port: u16::from_str_radix(port, 16).ok()?,
-            uid: fields.get(7)?.parse().ok()?,
-            inode: fields.get(9)?.parse().ok()?,
-        })
-    };
-    table.lines().skip(1).filter_map(listener).collect()
-}
-
-/// An address as the kernel prints it: its 32-bit words in hex, each in the machine's order.
-fn kernel_address(hex: &str) -> Option<std::net::IpAddr> {
-    if !hex.len().is_multiple_of(8) {
-        return None;
-    }
-    let word = |index: usize| {
-        let digits = hex.get(index * 8..index * 8 + 8)?;
-        u32::from_str_radix(digits, 16).ok().map(u32::to_ne_bytes)
-    };
-    let bytes: Vec<u8> = (0..hex.len() / 8)
-        .map(word)
-        .collect::<Option<Vec<_>>>()?
-        .concat();
-    match <[u8; 4]>::try_from(bytes.as_slice()) {
-        Ok(v4) => Some(v4.into()),
-        Err(_) => <[u8; 16]>::try_from(bytes.as_slice()).ok().map(Into::into),
-    }
+    #[cfg(not(target_os = "linux"))]
+    None
 }
 
 /// The owners (uids) of what listens on `port` where a connection to this machine's loopback
@@ -438,53 +415,46 @@ pub fn scratch_parent() -> PathBuf {
 mod tests {
     use super::*;
 
-    /// Rows as a little-endian Linux prints them (the kernel writes each word in host order).
     #[test]
-    #[cfg(target_endian = "little")]
-    fn listeners_are_read_from_both_tables() {
-        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 0100007F:1538 00000000:0000 0A 00000000:00000000 00:00000000 00000000   106        0 4711 1 0 100 0 0 10 0
-   1: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4712 1 0 100 0 0 10 0
-   2: 0100007F:1538 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000  1000        0 4713 1 0 20 4 30 10 -1
-   3: 0101A8C0:1538 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1001        0 4714 1 0 100 0 0 10 0
-";
-        let tcp6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 00000000000000000000000001000000:1538 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1002        0 4715 1 0 100 0 0 10 0
-   1: 00000000000000000000000000000000:1538 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1003        0 4716 1 0 100 0 0 10 0
-   2: 0000000000000000FFFF00000100007F:1538 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1004        0 4717 1 0 100 0 0 10 0
-   3: 000080FE00000000FF005452120034FE:1538 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1005        0 4718 1 0 100 0 0 10 0
-";
-        let listeners: Vec<Listener> = [tcp, tcp6]
-            .iter()
-            .flat_map(|t| parse_listeners(t))
-            .collect();
-        let shown: Vec<(String, u16, u32, u64, bool)> = listeners
-            .iter()
-            .map(|l| {
-                (
-                    l.address.to_string(),
-                    l.port,
-                    l.uid,
-                    l.inode,
-                    l.reachable_from_loopback(),
-                )
-            })
-            .collect();
-        let row = |address: &str, port, uid, inode, reachable| {
-            (address.to_owned(), port, uid, inode, reachable)
+    fn loopback_reaches_loopback_and_every_address_only() {
+        let reachable = |address: &str| {
+            let listener = Listener {
+                address: address.parse().unwrap(),
+                port: 5432,
+                uid: 0,
+                inode: 0,
+            };
+            listener.reachable_from_loopback()
         };
-        assert_eq!(
-            shown,
-            [
-                row("127.0.0.1", 5432, 106, 4711, true),
-                row("0.0.0.0", 22, 0, 4712, true),
-                // Row 2 is a connection, not a listener.
-                row("192.168.1.1", 5432, 1001, 4714, false),
-                row("::1", 5432, 1002, 4715, true),
-                row("::", 5432, 1003, 4716, true),
-                row("::ffff:127.0.0.1", 5432, 1004, 4717, true),
-                row("fe80::5254:ff:fe34:12", 5432, 1005, 4718, false),
-            ]
-        );
+        for address in ["127.0.0.1", "0.0.0.0", "::1", "::", "::ffff:127.0.0.1"] {
+            assert!(reachable(address), "{address}");
+        }
+        for address in ["192.168.1.1", "fe80::5254:ff:fe34:12", "::ffff:192.168.1.1"] {
+            assert!(!reachable(address), "{address}");
+        }
+    }
+
+    /// The tables are read as the kernel writes them (each word in the machine's order): a
+    /// socket of ours, on IPv4 and on IPv6 loopback, is listed with its address, port and owner.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_listening_socket_of_ours_is_listed() {
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let v6 = std::net::TcpListener::bind("[::1]:0").ok();
+        let listeners = tcp_listeners().unwrap();
+        let uid = nix::unistd::geteuid().as_raw();
+        for socket in std::iter::once(&v4).chain(v6.as_ref()) {
+            let bound = socket.local_addr().unwrap();
+            assert!(
+                listeners.iter().any(|listener| listener.address == bound.ip()
+                    && listener.port == bound.port()
+                    && listener.uid == uid),
+                "{bound} not in {listeners:?}"
+            );
+        }
+        // A connection is no listener.
+        let connection = std::net::TcpStream::connect(v4.local_addr().unwrap()).unwrap();
+        let local = connection.local_addr().unwrap();
+        assert!(!tcp_listeners().unwrap().iter().any(|l| l.port == local.port()));
     }
 }
