@@ -24,13 +24,13 @@ use counseling_domain::{
     Username,
 };
 use counseling_e2e::{Api, get_json, migrate_up, wait_for_status};
-use counseling_ha::{APP_DATABASE, ETCD_NAMESPACE, ETCD_USER, HaStack, Ports, StackOptions, send};
+use counseling_ha::{APP_DATABASE, ETCD_NAMESPACE, ETCD_USER, HaStack, Ports, SPAN, StackOptions};
 use counseling_persistence::{Database, DatabaseSettings, PgUserRepository};
 use counseling_provision::server::{Listener, tcp_listeners};
 use counseling_testkit::fixtures::wait_until;
 use sea_orm::sqlx::postgres::PgConnection;
 use sea_orm::sqlx::{self, Connection};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 /// How soon after the switchover command every service must answer 200 again (measured: ~3 s).
 const SWITCHOVER_HEAL_BOUND: Duration = Duration::from_secs(15);
@@ -155,7 +155,7 @@ fn switchover_and_failover_lose_no_write_and_every_service_heals_by_itself() {
     let seconds = move || clock.elapsed().as_secs_f64();
 
     let started = Instant::now();
-    let mut options = StackOptions::new(Ports::find_free().unwrap()).unwrap();
+    let mut options = StackOptions::new(free_ports()).unwrap();
     options.logs_on_failure = Some(failure_logs());
     let stack = HaStack::start(&options).unwrap();
     println!("HA stack up in {:.1} s", started.elapsed().as_secs_f64());
@@ -262,7 +262,7 @@ fn switchover_and_failover_lose_no_write_and_every_service_heals_by_itself() {
 #[test]
 #[ignore = "needs patroni, etcd and haproxy; run with `just ha-test`"]
 fn the_stack_refuses_whoever_has_no_credentials() {
-    let mut options = StackOptions::new(Ports::find_free().unwrap()).unwrap();
+    let mut options = StackOptions::new(free_ports()).unwrap();
     options.logs_on_failure = Some(failure_logs());
     // Another user of the machine, asking etcd's client port for an account of its own from
     // before the stack starts until it is up.
@@ -438,7 +438,7 @@ fn a_program_holding_etcds_port_is_not_taken_for_etcd() {
         eprintln!("skipped: needs root (a squatter of another user than the servers')");
         return;
     }
-    let mut options = StackOptions::new(Ports::find_free().unwrap()).unwrap();
+    let mut options = StackOptions::new(free_ports()).unwrap();
     let logs = tempfile::tempdir().unwrap();
     options.logs_on_failure = Some(logs.path().to_owned());
     let squatter = std::net::TcpListener::bind(("127.0.0.1", options.ports.etcd_client())).unwrap();
@@ -476,6 +476,50 @@ fn a_program_holding_etcds_port_is_not_taken_for_etcd() {
         .map(|log| log.file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(started, ["etcd.log"], "{error}");
+}
+
+/// A stack's ports, every one free now: a base picked at random among 20000-31999, below
+/// Linux's ephemeral range (32768-60999), where a client's source port could take one.
+fn free_ports() -> Ports {
+    for _ in 0..50 {
+        let mut bytes = [0u8; 2];
+        getrandom::fill(&mut bytes).unwrap();
+        let ports = Ports::new(20_000 + u16::from_le_bytes(bytes) % 12_000).unwrap();
+        let free = |port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if ports.all().into_iter().all(free) {
+            return ports;
+        }
+    }
+    panic!("no range of {} free ports found on 127.0.0.1", SPAN + 1);
+}
+
+/// `method http://127.0.0.1:{port}{path}` with a JSON `body`, as `credentials` (user, password;
+/// basic authentication) or as no one, within 10 s: what changes state on a Patroni REST API
+/// (`PATCH /config`, `POST /switchover`). Every status is an answer; an error only when nothing
+/// answered.
+fn send(
+    method: &str,
+    port: u16,
+    path: &str,
+    body: &str,
+    credentials: Option<(&str, &SecretString)>,
+) -> counseling_provision::Result<counseling_provision::http::Reply> {
+    use base64::Engine;
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let authorization = credentials.map(|(user, password)| {
+        let pair = format!("{user}:{}", password.expose_secret());
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    });
+    let mut headers = vec![("content-type", "application/json")];
+    headers.extend(
+        authorization
+            .as_deref()
+            .map(|value| ("authorization", value)),
+    );
+    counseling_provision::http::send(method, &url, &headers, Some(body), Duration::from_secs(10))
 }
 
 /// The body of `GET http://127.0.0.1:{port}{path}` (empty if nothing answered).

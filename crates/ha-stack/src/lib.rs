@@ -23,8 +23,8 @@ mod rest;
 mod stack;
 
 pub use counseling_provision::{ProvisionError as HaError, Result};
-pub use ports::{NODES, Ports};
-pub use rest::{Member, cluster_members, send};
+pub use ports::{NODES, Ports, SPAN};
+pub use rest::{Member, cluster_members};
 pub use stack::{
     APP_DATABASE, APP_ROLE, ETCD_NAMESPACE, ETCD_USER, HaStack, OWNER_ROLE, REST_API_USER,
     SavedStack, StackOptions,

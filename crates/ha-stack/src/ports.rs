@@ -13,7 +13,7 @@ pub struct Ports {
 }
 
 /// The highest offset from the base that a port uses.
-const SPAN: u16 = 21;
+pub const SPAN: u16 = 21;
 
 impl Ports {
     pub fn new(base: u16) -> Result<Self> {
@@ -24,25 +24,6 @@ impl Ports {
             )));
         }
         Ok(Self { base })
-    }
-
-    /// A base whose every port is free now, picked at random among 20000-31999 (tests): below
-    /// Linux's ephemeral range (32768-60999), where a client's source port could take one.
-    pub fn find_free() -> Result<Self> {
-        for _ in 0..50 {
-            let mut bytes = [0u8; 2];
-            getrandom::fill(&mut bytes)
-                .map_err(|_| HaError::Failed("no random numbers available".into()))?;
-            let base = 20_000 + u16::from_le_bytes(bytes) % 12_000;
-            let ports = Self::new(base)?;
-            if ports.all().iter().all(|&port| is_free(port)) {
-                return Ok(ports);
-            }
-        }
-        let count = SPAN + 1;
-        Err(HaError::Failed(format!(
-            "no range of {count} free ports found on 127.0.0.1"
-        )))
     }
 
     /// HAProxy: always the current primary.
@@ -87,8 +68,4 @@ impl Ports {
         }
         ports
     }
-}
-
-fn is_free(port: u16) -> bool {
-    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
 }

@@ -1,10 +1,7 @@
 use std::time::Duration;
 
 use counseling_provision::http::Reply;
-use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-
-use crate::Result;
 
 /// One node as Patroni's `GET /cluster` describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -43,31 +40,4 @@ pub fn cluster_members(rest_port: u16) -> Option<Vec<Member>> {
     let reply = get(rest_port, "/cluster").filter(|reply| reply.status == 200)?;
     let cluster: Cluster = serde_json::from_str(&reply.body).ok()?;
     Some(cluster.members)
-}
-
-/// `method http://127.0.0.1:{port}{path}` with a JSON `body`, as `credentials` (user, password;
-/// basic authentication) or as no one, within 10 s: what changes state on a Patroni REST API
-/// (`PATCH /config`, `POST /switchover`). Every status is an answer; an error only when nothing
-/// answered.
-pub fn send(
-    method: &str,
-    port: u16,
-    path: &str,
-    body: &str,
-    credentials: Option<(&str, &SecretString)>,
-) -> Result<Reply> {
-    use base64::Engine;
-    let url = format!("http://127.0.0.1:{port}{path}");
-    let authorization = credentials.map(|(user, password)| {
-        let pair = format!("{user}:{}", password.expose_secret());
-        let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
-        format!("Basic {encoded}")
-    });
-    let mut headers = vec![("content-type", "application/json")];
-    headers.extend(
-        authorization
-            .as_deref()
-            .map(|value| ("authorization", value)),
-    );
-    counseling_provision::http::send(method, &url, &headers, Some(body), Duration::from_secs(10))
 }

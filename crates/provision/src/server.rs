@@ -446,15 +446,22 @@ mod tests {
         for socket in std::iter::once(&v4).chain(v6.as_ref()) {
             let bound = socket.local_addr().unwrap();
             assert!(
-                listeners.iter().any(|listener| listener.address == bound.ip()
-                    && listener.port == bound.port()
-                    && listener.uid == uid),
+                listeners
+                    .iter()
+                    .any(|listener| listener.address == bound.ip()
+                        && listener.port == bound.port()
+                        && listener.uid == uid),
                 "{bound} not in {listeners:?}"
             );
         }
         // A connection is no listener.
         let connection = std::net::TcpStream::connect(v4.local_addr().unwrap()).unwrap();
         let local = connection.local_addr().unwrap();
-        assert!(!tcp_listeners().unwrap().iter().any(|l| l.port == local.port()));
+        assert!(
+            !tcp_listeners()
+                .unwrap()
+                .iter()
+                .any(|l| l.port == local.port())
+        );
     }
 }
