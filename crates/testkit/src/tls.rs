@@ -20,10 +20,17 @@ impl ServerTls {
     pub(crate) fn set_up(&self, server: &Server) -> Result<(ClientTlsFiles, Vec<String>)> {
         let ca = CertificateAuthority::new("counseling-testkit CA")?;
         let names = &self.server_names;
-        let issued = match self.expired {
-            true => ca.issue_expired_server(names)?,
-            false => ca.issue_server(names)?,
-        };
+        let mut params =
+            CertificateParams::new(names.clone()).map_err(rcgen_error("server parameters"))?;
+        if let Some(first) = names.first() {
+            params.distinguished_name.push(DnType::CommonName, first);
+        }
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        if self.expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2020, 12, 31);
+        }
+        let issued = ca.issue(params)?;
         let in_root = |name: &str| server.root.join(name);
         let (cert, key, ca_file) = (
             in_root("server.crt"),
@@ -31,12 +38,15 @@ impl ServerTls {
             in_root("ca.crt"),
         );
         // PostgreSQL refuses a key that others can read, or that another user owns.
-        for (path, pem) in [(&cert, &issued.certificate_pem), (&key, &issued.key_pem)] {
+        let server_files = [
+            (&cert, issued.certificate_pem.as_str()),
+            (&key, &issued.key_pem),
+            (&ca_file, ca.certificate_pem()),
+        ];
+        for (path, pem) in server_files {
             write_private(path, pem)?;
             server.user.give(path)?;
         }
-        write_private(&ca_file, ca.certificate_pem())?;
-        server.user.give(&ca_file)?;
         let client_dir = in_root("tls-client");
         private_folder(&client_dir)?;
         let root_cert = client_dir.join("root.crt");
@@ -136,31 +146,6 @@ impl CertificateAuthority {
     /// The CA's certificate, PEM: what a client trusts (`sslrootcert`).
     pub fn certificate_pem(&self) -> &str {
         &self.pem
-    }
-
-    /// A server certificate for `names` (DNS names or IP addresses).
-    pub fn issue_server(&self, names: &[String]) -> Result<IssuedCertificate> {
-        self.issue(Self::server_params(names)?)
-    }
-
-    /// Like [`CertificateAuthority::issue_server`], valid only during 2020.
-    pub fn issue_expired_server(&self, names: &[String]) -> Result<IssuedCertificate> {
-        let mut params = Self::server_params(names)?;
-        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2020, 12, 31);
-        self.issue(params)
-    }
-
-    fn server_params(names: &[String]) -> Result<CertificateParams> {
-        let mut params =
-            CertificateParams::new(names.to_vec()).map_err(rcgen_error("server parameters"))?;
-        if let Some(first) = names.first() {
-            params
-                .distinguished_name
-                .push(DnType::CommonName, first.as_str());
-        }
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        Ok(params)
     }
 
     /// A client certificate for the database user `user` (its common name).
