@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use counseling_config::DatabaseUrl;
 use counseling_provision::binaries::server_binaries;
 use counseling_provision::files::{ServerUser, private_temp_folder};
 use counseling_provision::password::generate_password;
@@ -75,7 +76,7 @@ impl Drop for ClusterInner {
 
 /// Who logs in: the superuser, the owner role or the service's role.
 #[derive(Debug, Clone, Copy)]
-enum Role {
+pub(crate) enum Role {
     Superuser = 0,
     Owner = 1,
     Service = 2,
@@ -218,7 +219,7 @@ impl PgCluster {
         self.inner.admin_options()
     }
 
-    /// Connection options for the owner role on `database` (see [`Self::owner_url`]).
+    /// Connection options for the owner role on `database`.
     pub fn owner_options(&self, database: &str) -> PgConnectOptions {
         let (user, password) = self.inner.login(Role::Owner);
         let options = self.admin_options().database(database);
@@ -246,28 +247,20 @@ impl PgCluster {
 
     /// A `postgres://` URL for `database` as the superuser (it contains the password).
     pub fn superuser_url(&self, database: &str) -> String {
-        self.url_as(Role::Superuser, database)
-    }
-
-    /// A URL for `database` as the role that owns the schema and runs migrations (the
-    /// superuser's on a cluster that asks for client certificates, see [`Self::service_url`]).
-    pub fn owner_url(&self, database: &str) -> String {
-        self.url_as(Role::Owner, database)
+        crate::database::exposed(self.url_as(Role::Superuser, database))
     }
 
     /// A URL for `database` as the service's role, which may only read and write rows. On a
     /// cluster that asks for client certificates (issued to the superuser only) it is the
     /// superuser's: those tests are about TLS, not privileges.
     pub fn service_url(&self, database: &str) -> String {
-        self.url_as(Role::Service, database)
+        crate::database::exposed(self.url_as(Role::Service, database))
     }
 
-    fn url_as(&self, role: Role, database: &str) -> String {
+    /// A URL for `database` as `role` (the owner role owns the schema and runs migrations).
+    pub(crate) fn url_as(&self, role: Role, database: &str) -> Result<DatabaseUrl> {
         let (user, password) = self.inner.login(role);
-        // Our own role and database names: the builder has nothing to refuse.
-        let url = local_url(self.port(), user, Some(password), database, &[]);
-        url.map(|url| url.expose_secret().to_owned())
-            .unwrap_or_default()
+        local_url(self.port(), user, Some(password), database, &[])
     }
 
     pub fn port(&self) -> u16 {

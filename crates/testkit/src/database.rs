@@ -11,7 +11,7 @@ use sea_orm::sqlx::{Connection, PgConnection};
 use sea_orm::{DatabaseConnection, SqlxPostgresConnector};
 use tokio::sync::OnceCell;
 
-use crate::cluster::{OWNER_ROLE, PgCluster, SERVICE_ROLE};
+use crate::cluster::{OWNER_ROLE, PgCluster, Role, SERVICE_ROLE};
 use crate::{Result, TestkitError};
 
 /// Where test databases are created: a server given by `DATABASE_URL_TEST`, or a cluster.
@@ -72,12 +72,7 @@ async fn shared() -> Result<&'static Shared> {
                 }
                 _ => Server::Cluster(PgCluster::start().await?),
             };
-            let template = format!(
-                "tmpl_{}_{}_{}",
-                host_tag(),
-                std::process::id(),
-                unique_suffix()
-            );
+            let template = format!("tmpl_{}", process_part());
             create_database(&server, &template, CreateFrom::Default).await?;
             migrate(&server, &template).await?;
             Ok(Shared { server, template })
@@ -195,12 +190,8 @@ impl TestDatabase {
     }
 
     async fn create(server: &Server, from: CreateFrom<'_>) -> Result<Self> {
-        let name = format!(
-            "test_{}_{}_{}",
-            host_tag(),
-            std::process::id(),
-            NEXT_DATABASE.fetch_add(1, Ordering::Relaxed)
-        );
+        let number = NEXT_DATABASE.fetch_add(1, Ordering::Relaxed);
+        let name = format!("test_{}_{number}", process_part());
         create_database(server, &name, from).await?;
         Ok(Self {
             name,
@@ -246,13 +237,13 @@ impl TestDatabase {
     }
 
     fn database_url(&self, owner: bool, parameters: &[(&str, &str)]) -> Result<DatabaseUrl> {
+        let role = if owner { Role::Owner } else { Role::Service };
         let base = match &self.server {
-            Server::Cluster(cluster) if owner => cluster.owner_url(&self.name),
-            Server::Cluster(cluster) => cluster.service_url(&self.name),
-            Server::External(url) => url.expose_secret().to_owned(),
+            Server::Cluster(cluster) => cluster.url_as(role, &self.name)?,
+            Server::External(url) => DatabaseUrl::parse(url.expose_secret()).map_err(|error| {
+                TestkitError::Failed(format!("the test database's URL {error}"))
+            })?,
         };
-        let base = DatabaseUrl::parse(&base)
-            .map_err(|error| TestkitError::Failed(format!("the test database's URL {error}")))?;
         counseling_provision::url::with_database(&base, &self.name, parameters)
     }
 
@@ -268,7 +259,7 @@ impl TestDatabase {
 
 /// The URL's text; empty if it could not be built (a test then fails on it, naming nothing
 /// secret).
-fn exposed(url: Result<DatabaseUrl>) -> String {
+pub(crate) fn exposed(url: Result<DatabaseUrl>) -> String {
     url.map(|url| url.expose_secret().to_owned())
         .unwrap_or_default()
 }
@@ -386,8 +377,8 @@ async fn sweep_dead_databases(server: &Server) -> Result<()> {
     Ok(())
 }
 
-/// Whether `name` (`test_<host>_<pid>_<n>` or `tmpl_<host>_<pid>_<n>`) was made on the machine
-/// tagged `tag` by a process that is gone.
+/// Whether `name` (`test_<host>_<pid>_<nonce>_<n>` or `tmpl_<host>_<pid>_<nonce>`) was made on
+/// the machine tagged `tag` by a process that is gone.
 fn left_behind(name: &str, tag: &str, is_alive: impl Fn(u32) -> bool) -> bool {
     let mut parts = name.split('_');
     let (Some("test" | "tmpl"), Some(host), Some(pid)) = (parts.next(), parts.next(), parts.next())
@@ -406,11 +397,16 @@ fn host_tag() -> String {
     format!("{hash:08x}")
 }
 
-fn unique_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_nanos() % 1_000_000_000)
-        .unwrap_or(0)
+/// This process's part of its database names: `<host>_<pid>_<nonce>`. The nonce tells it from
+/// an earlier process with the same pid, whose leftovers the sweep skips while that pid is alive
+/// again (pids repeat, in a fresh container above all).
+fn process_part() -> &'static str {
+    static PART: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PART.get_or_init(|| {
+        let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        let nonce = started.map_or(0, |elapsed| elapsed.as_nanos() % 1_000_000_000);
+        format!("{}_{}_{nonce}", host_tag(), std::process::id())
+    })
 }
 
 #[cfg(test)]
@@ -434,8 +430,8 @@ mod tests {
     #[test]
     fn only_this_machines_databases_of_gone_processes_are_swept() {
         let alive = |pid: u32| pid == 7;
-        assert!(left_behind("test_0badcafe_8_1", "0badcafe", alive));
-        assert!(left_behind("tmpl_0badcafe_8_123", "0badcafe", alive));
+        assert!(left_behind("test_0badcafe_8_123456789_1", "0badcafe", alive));
+        assert!(left_behind("tmpl_0badcafe_8_123456789", "0badcafe", alive));
         // Its process still runs.
         assert!(!left_behind("test_0badcafe_7_1", "0badcafe", alive));
         // Another machine's: its process ids say nothing here.
@@ -443,6 +439,27 @@ mod tests {
         // Not ours at all.
         assert!(!left_behind("test_results", "0badcafe", alive));
         assert!(!left_behind("production", "0badcafe", alive));
+    }
+
+    /// A killed run left databases named for its pid, and ours is that pid now: the sweep
+    /// spares them (the pid is alive), and our names must not meet them.
+    #[tokio::test]
+    async fn an_earlier_process_with_our_pid_leaves_no_obstacle() {
+        let cluster = PgCluster::start().await.unwrap();
+        let server = Server::Cluster(cluster.clone());
+        let next = NEXT_DATABASE.load(Ordering::Relaxed);
+        let earlier = format!("{}_{}", host_tag(), std::process::id());
+        for number in next..next + 20 {
+            for name in [
+                format!("test_{earlier}_{number}"),
+                format!("test_{earlier}_0_{number}"),
+            ] {
+                create_database(&server, &name, CreateFrom::Default)
+                    .await
+                    .unwrap();
+            }
+        }
+        cluster.empty_database().await.unwrap();
     }
 
     #[test]
