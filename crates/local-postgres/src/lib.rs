@@ -9,11 +9,9 @@
 //! * `pg_stat_statements` is preloaded and created in the database.
 //! * `.env` for a fresh checkout: [`write_env_file`].
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use counseling_config::{DatabaseUrl, Sources};
-use secrecy::SecretString;
 
 #[cfg(unix)]
 use counseling_provision::files::check_private_folder;
@@ -226,27 +224,24 @@ pub fn write_env_file(checkout: &Path) -> Result<bool> {
     let example = checkout.join(".env.example");
     let text = std::fs::read_to_string(&example)
         .map_err(ProvisionError::io(format!("reading {}", example.display())))?;
-    let scratch = tempfile::tempdir().map_err(ProvisionError::io("making a scratch folder"))?;
-    write_private(&scratch.path().join(".env"), &text)?;
-    let variables = counseling_config::read_env_file(scratch.path())
+    let variables = counseling_config::parse_env(&text)
         .map_err(|error| ProvisionError::Failed(format!(".env.example {error}")))?;
-    let mut placeholders = BTreeMap::new();
-    for (name, value) in variables {
-        if name.ends_with("_PASSWORD") && !value.is_empty() && !placeholders.contains_key(&value) {
-            placeholders.insert(value, generate_password()?);
-        }
-    }
+    let mut placeholders: Vec<String> = variables
+        .into_iter()
+        .filter(|(name, value)| name.ends_with("_PASSWORD") && !value.is_empty())
+        .map(|(_, value)| value)
+        .collect();
     // Longest first, so that a placeholder inside another is not replaced half-way.
-    let mut by_length: Vec<(String, SecretString)> = placeholders.into_iter().collect();
-    by_length.sort_by_key(|(placeholder, _)| std::cmp::Reverse(placeholder.len()));
-    let fresh = by_length
-        .iter()
-        .fold(text, |text, (placeholder, password)| {
-            text.replace(
-                placeholder.as_str(),
-                secrecy::ExposeSecret::expose_secret(password),
-            )
-        });
+    placeholders.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    placeholders.dedup();
+    let mut fresh = text;
+    for placeholder in placeholders {
+        let password = generate_password()?;
+        fresh = fresh.replace(
+            &placeholder,
+            secrecy::ExposeSecret::expose_secret(&password),
+        );
+    }
     write_private(&target, &fresh)?;
     Ok(true)
 }

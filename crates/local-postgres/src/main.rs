@@ -108,18 +108,12 @@ async fn main() -> ExitCode {
                     Ok(()) => Ok("started PostgreSQL with docker compose\n".to_owned()),
                     Err(why) => {
                         println!("local-postgres: {why}; using the project-local PostgreSQL");
-                        match LocalCluster::of_checkout(&checkout) {
-                            Ok(cluster) => cluster.start(&sources).await,
-                            Err(error) => Err(error),
-                        }
+                        start_local(&checkout, &sources).await
                     }
                 }
             }
         },
-        ("start", _) => match LocalCluster::of_checkout(&checkout) {
-            Ok(cluster) => cluster.start(&sources).await,
-            Err(error) => Err(error),
-        },
+        ("start", _) => start_local(&checkout, &sources).await,
         ("stop", _) => LocalCluster::of_checkout(&checkout)
             .and_then(|cluster| cluster.stop())
             .map(|state| format!("{state}\n")),
@@ -160,6 +154,11 @@ enum Probe {
 
 /// The service's target, as the service reads it; its warnings (a secret file others may read)
 /// are said once, however often it is probed.
+/// The checkout's project-local PostgreSQL, started (or found running); what was done.
+async fn start_local(checkout: &Path, sources: &Sources) -> Result<String, ProvisionError> {
+    LocalCluster::of_checkout(checkout)?.start(sources).await
+}
+
 fn service_target(sources: &Sources) -> Result<DatabaseTarget, String> {
     let target = DatabaseTarget::from_sources(sources, Role::Service)
         .map_err(|problems| problems.to_string())?;

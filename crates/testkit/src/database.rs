@@ -430,7 +430,11 @@ mod tests {
     #[test]
     fn only_this_machines_databases_of_gone_processes_are_swept() {
         let alive = |pid: u32| pid == 7;
-        assert!(left_behind("test_0badcafe_8_123456789_1", "0badcafe", alive));
+        assert!(left_behind(
+            "test_0badcafe_8_123456789_1",
+            "0badcafe",
+            alive
+        ));
         assert!(left_behind("tmpl_0badcafe_8_123456789", "0badcafe", alive));
         // Its process still runs.
         assert!(!left_behind("test_0badcafe_7_1", "0badcafe", alive));
