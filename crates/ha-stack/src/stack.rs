@@ -177,11 +177,7 @@ impl HaStack {
         for index in 0..NODES {
             self.start_node(index)?;
         }
-        self.wait_for(
-            "a leader with a synchronous standby",
-            READY_TIMEOUT,
-            Self::is_healthy,
-        )?;
+        self.wait_until_healthy(READY_TIMEOUT)?;
         self.start_haproxy()?;
         self.create_application_database()
     }
@@ -436,36 +432,30 @@ impl HaStack {
     /// without a user may read or write. Passwords reach `etcdctl` on its standard input.
     fn enable_etcd_authentication(&self) -> Result<()> {
         let (root, patroni) = (self.password("etcd-root")?, self.password("etcd-patroni")?);
-        let steps: [(&[&str], Option<&SecretString>); 6] = [
-            (&["user", "add", "root", "--interactive=false"], Some(&root)),
+        let steps = [
+            ("user add root --interactive=false".to_owned(), Some(&root)),
             (
-                &["user", "add", ETCD_USER, "--interactive=false"],
+                format!("user add {ETCD_USER} --interactive=false"),
                 Some(&patroni),
             ),
-            (&["role", "add", ETCD_USER], None),
+            (format!("role add {ETCD_USER}"), None),
             (
-                &[
-                    "role",
-                    "grant-permission",
-                    ETCD_USER,
-                    "--prefix=true",
-                    "readwrite",
-                    ETCD_NAMESPACE,
-                ],
+                format!(
+                    "role grant-permission {ETCD_USER} --prefix=true readwrite {ETCD_NAMESPACE}"
+                ),
                 None,
             ),
-            (&["user", "grant-role", ETCD_USER, ETCD_USER], None),
-            (&["auth", "enable"], None),
+            (format!("user grant-role {ETCD_USER} {ETCD_USER}"), None),
+            ("auth enable".to_owned(), None),
         ];
-        for (args, input) in steps {
-            let output = self.etcdctl_at(EtcdEndpoint::Setup, args, None, input)?;
+        // No argument holds a space: each step is split on spaces.
+        for (step, input) in steps {
+            let args: Vec<&str> = step.split(' ').collect();
+            let output = self.etcdctl_at(EtcdEndpoint::Setup, &args, None, input)?;
             if !output.status.success() {
                 let error = String::from_utf8_lossy(&output.stderr);
-                let step = args.join(" ");
-                return Err(HaError::Failed(format!(
-                    "etcdctl {step} failed: {}",
-                    error.trim()
-                )));
+                let error = error.trim();
+                return Err(HaError::Failed(format!("etcdctl {step} failed: {error}")));
             }
         }
         Ok(())
@@ -629,9 +619,31 @@ impl HaStack {
         )
     }
 
-    /// The nodes HAProxy's primary port leads to now (its servers in state UP).
+    /// The nodes HAProxy's primary port leads to now (its servers in state UP, from the CSV
+    /// statistics); empty until every server has been checked at least once (before that,
+    /// HAProxy assumes all of them up).
     pub fn haproxy_primary_targets(&self) -> Vec<usize> {
-        haproxy_up_servers(self.saved.ports.haproxy_stats(), "primary")
+        let stats = rest::get(self.saved.ports.haproxy_stats(), "/stats;csv");
+        let Some(reply) = stats.filter(|reply| reply.status == 200) else {
+            return Vec::new();
+        };
+        // Columns: pxname, svname, ..., status (18th), ..., check_status (37th).
+        let rows = reply
+            .body
+            .lines()
+            .map(|line| line.split(',').collect::<Vec<&str>>());
+        let servers: Vec<Vec<&str>> = rows
+            .filter(|fields| {
+                fields.len() > 36 && fields[0] == "primary" && fields[1].starts_with("node")
+            })
+            .collect();
+        let checked = |fields: &Vec<&str>| !fields[36].is_empty() && !fields[36].starts_with("INI");
+        if servers.len() != NODES || !servers.iter().all(checked) {
+            return Vec::new();
+        }
+        let up = servers.iter().filter(|fields| fields[17] == "UP");
+        up.filter_map(|fields| Self::node_index(fields[1]))
+            .collect()
     }
 
     /// The application's two roles and its database, made through HAProxy as the superuser.
@@ -696,7 +708,10 @@ impl HaStack {
         let leader = self
             .leader()
             .ok_or_else(|| HaError::Failed("no leader to switch over".into()))?;
-        let candidate = (leader + 1) % NODES;
+        let (from, to) = (
+            Self::node_name(leader),
+            Self::node_name((leader + 1) % NODES),
+        );
         // patronictl authenticates to the REST API with restapi.authentication, which Patroni
         // 3.0 takes for its `ctl` credentials too.
         let output = Command::new("patronictl")
@@ -706,9 +721,10 @@ impl HaStack {
                 "switchover",
                 "--force",
                 "--leader",
-                &Self::node_name(leader),
+                &from,
+                "--candidate",
+                &to,
             ])
-            .args(["--candidate", &Self::node_name(candidate)])
             .envs(self.patroni_environment()?)
             .stdin(Stdio::null())
             .output()
@@ -716,18 +732,16 @@ impl HaStack {
         // patronictl exits 0 when the REST API refuses (it prints the status), and falls back
         // to writing etcd when the API does not answer: only the leader's own word counts.
         let said = String::from_utf8_lossy(&output.stdout);
-        match output.status.success() && said.contains("Successfully switched over") {
-            true => Ok(()),
-            false => {
-                let mut lines = said.lines();
-                let why =
-                    lines.find(|line| line.contains("ailed") || line.contains("falling back"));
-                let said = why.unwrap_or_default().trim().to_owned();
-                Err(HaError::Failed(format!(
-                    "patronictl switchover failed: {said}"
-                )))
-            }
+        if output.status.success() && said.contains("Successfully switched over") {
+            return Ok(());
         }
+        let why = said
+            .lines()
+            .find(|line| line.contains("ailed") || line.contains("falling back"));
+        let why = why.unwrap_or_default().trim();
+        Err(HaError::Failed(format!(
+            "patronictl switchover failed: {why}"
+        )))
     }
 
     /// The postmaster of node `index`, if it runs.
@@ -738,10 +752,9 @@ impl HaStack {
     /// An unplanned failure: SIGKILL to node `index`'s Patroni, then to its PostgreSQL.
     pub fn kill_node(&mut self, index: usize) -> Result<()> {
         let postmaster = self.postmaster_pid(index);
-        for pid in self.saved.patroni[index]
-            .take()
+        for pid in [self.saved.patroni[index].take(), postmaster]
             .into_iter()
-            .chain(postmaster)
+            .flatten()
         {
             self.stop_process(pid, Signal::Kill, None);
         }
@@ -827,29 +840,4 @@ impl HaStack {
         processes.retain(|&(_, pid)| pid != 0 && process::is_process_in(pid, &self.saved.dir));
         processes
     }
-}
-
-/// The servers of HAProxy proxy `proxy` that are UP, from the CSV statistics on `stats_port`;
-/// empty until every server has been checked at least once (before that, HAProxy assumes all of
-/// them up).
-fn haproxy_up_servers(stats_port: u16, proxy: &str) -> Vec<usize> {
-    let Some(reply) = rest::get(stats_port, "/stats;csv").filter(|reply| reply.status == 200)
-    else {
-        return Vec::new();
-    };
-    // Columns: pxname, svname, ..., status (18th), ..., check_status (37th).
-    let rows = reply
-        .body
-        .lines()
-        .map(|line| line.split(',').collect::<Vec<&str>>());
-    let servers: Vec<Vec<&str>> = rows
-        .filter(|fields| fields.len() > 36 && fields[0] == proxy && fields[1].starts_with("node"))
-        .collect();
-    let checked = |fields: &Vec<&str>| !fields[36].is_empty() && !fields[36].starts_with("INI");
-    if servers.len() != NODES || !servers.iter().all(checked) {
-        return Vec::new();
-    }
-    let up = servers.iter().filter(|fields| fields[17] == "UP");
-    up.filter_map(|fields| HaStack::node_index(fields[1]))
-        .collect()
 }
