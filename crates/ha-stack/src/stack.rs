@@ -273,7 +273,7 @@ impl HaStack {
         }
     }
 
-    /// A password of the stack (`superuser`, `replication`, `rewind`, `owner` or `app`).
+    /// A password of the stack: one of [`ROLES`], from its 0600 file in `secrets/`.
     pub fn password(&self, role: &str) -> Result<SecretString> {
         let path = self
             .saved
@@ -576,8 +576,7 @@ impl HaStack {
             ("PATRONI_SUPERUSER_USERNAME", SUPERUSER.to_owned()),
         ];
         variables.extend(self.patroni_environment()?);
-        // The environment of a process is readable only by its user and root, unlike its
-        // command line.
+        // In the environment, not on the command line (see patroni_environment).
         for (role, variable) in [
             ("superuser", "PATRONI_SUPERUSER_PASSWORD"),
             ("replication", "PATRONI_REPLICATION_PASSWORD"),

@@ -24,6 +24,8 @@ pub struct ServerUser {
     other: Option<(u32, u32)>,
 }
 
+// Elsewhere the servers run as this process's user: nothing to switch or hand over.
+#[cfg_attr(not(unix), allow(unused_mut, unused_variables))]
 impl ServerUser {
     pub fn of_this_process() -> Result<Self> {
         #[cfg(unix)]
@@ -57,8 +59,6 @@ impl ServerUser {
     }
 
     /// `program`, to be run as this user (from `/`, which every user may enter).
-    // Elsewhere the servers run as this process's user: nothing to switch or hand over.
-    #[cfg_attr(not(unix), allow(unused_mut, unused_variables))]
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         let mut command = Command::new(program);
         #[cfg(unix)]
@@ -71,8 +71,6 @@ impl ServerUser {
 
     /// Hands `path`, which we made in a folder of ours, to this user (the link itself, never
     /// what a symlink points to).
-    // Elsewhere the servers run as this process's user: nothing to switch or hand over.
-    #[cfg_attr(not(unix), allow(unused_mut, unused_variables))]
     pub fn give(&self, path: &Path) -> Result<()> {
         #[cfg(unix)]
         if let Some((uid, gid)) = self.other {
@@ -85,8 +83,6 @@ impl ServerUser {
 
     /// Lets this user pass through `folder` (ours) to what we handed over inside it, without
     /// listing or writing it: mode 0710 with its group. Nothing to do when it is us.
-    // Elsewhere the servers run as this process's user: nothing to switch or hand over.
-    #[cfg_attr(not(unix), allow(unused_mut, unused_variables))]
     pub fn may_enter(&self, folder: &Path) -> Result<()> {
         #[cfg(unix)]
         if let Some((_, gid)) = self.other {

@@ -128,12 +128,7 @@ impl Server {
             .stdin(Stdio::null())
             .output();
         let _ = std::fs::remove_file(&pwfile);
-        let output = output.map_err(ProvisionError::io("running initdb"))?;
-        if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            return Err(ProvisionError::Failed(format!("initdb failed: {stderr}")));
-        }
-        Ok(())
+        succeeded("initdb", output)
     }
 
     /// Fills this server's data folder with a base backup of the server on 127.0.0.1:`primary`
@@ -155,15 +150,8 @@ impl Server {
             .args(["--write-recovery-conf", "--wal-method=stream"])
             .args(["--checkpoint=fast", "--no-sync"])
             .stdin(Stdio::null())
-            .output()
-            .map_err(ProvisionError::io("running pg_basebackup"))?;
-        if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            return Err(ProvisionError::Failed(format!(
-                "pg_basebackup failed: {stderr}"
-            )));
-        }
-        Ok(())
+            .output();
+        succeeded("pg_basebackup", output)
     }
 
     /// (Re)writes `pg_hba.conf` in our folder and hands it to the server's user.
@@ -317,6 +305,16 @@ pub fn free_port() -> Result<u16> {
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())
         .map_err(ProvisionError::io("finding a free port"))
+}
+
+/// Whether program `what` ran and exited 0; if not, an error saying why (its standard error).
+fn succeeded(what: &str, output: std::io::Result<std::process::Output>) -> Result<()> {
+    let output = output.map_err(ProvisionError::io(format!("running {what}")))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    Err(ProvisionError::Failed(format!("{what} failed: {stderr}")))
 }
 
 /// Whether something accepts connections on 127.0.0.1:`port`.

@@ -24,7 +24,6 @@ mod scrape;
 pub mod tls;
 
 pub use cluster::{ClusterOptions, OWNER_ROLE, PgCluster, SERVICE_ROLE};
-pub use counseling_provision::binaries::locate_binaries;
 pub use counseling_provision::{ProvisionError as TestkitError, Result};
 pub use database::{DatabaseLocale, TestDatabase};
 pub use scrape::{MetricKind, Scrape};
