@@ -50,7 +50,7 @@ pub enum DatabaseUrlError {
         "is not a valid URL ({0}; percent-encode special characters in the password, e.g. @ as \
          %40)"
     )]
-    Malformed(&'static str),
+    Malformed(String),
     #[error("has a malformed host list: {0}")]
     HostList(String),
 }
@@ -110,11 +110,19 @@ fn encode(part: &str) -> String {
     utf8_percent_encode(part, COMPONENT).to_string()
 }
 
-fn decode(part: &str, what: &'static str) -> Result<String, DatabaseUrlError> {
-    percent_decode_str(part)
+/// `text` percent-decoded: UTF-8 without NUL (`%00`), which libpq refuses too. The driver would
+/// write a NUL into the startup message as it is, where it ends the value and starts another
+/// (`app%00statement_timeout%000` would set a server setting behind our checks).
+fn decode(text: &str, part: &str) -> Result<String, DatabaseUrlError> {
+    let decoded = percent_decode_str(text)
         .decode_utf8()
-        .map(|decoded| decoded.into_owned())
-        .map_err(|_| DatabaseUrlError::Malformed(what))
+        .map_err(|_| DatabaseUrlError::Malformed(format!("{part} is not UTF-8")))?;
+    if decoded.contains('\0') {
+        return Err(DatabaseUrlError::Malformed(format!(
+            "{part} holds %00, which PostgreSQL takes in no name or value"
+        )));
+    }
+    Ok(decoded.into_owned())
 }
 
 /// `1st`, `2nd`, ...: which entry of a list a problem is about (never its value).
@@ -174,7 +182,7 @@ impl DatabaseUrl {
             return Err(DatabaseUrlError::NotPostgresUrl);
         };
         if rest.contains('#') {
-            return Err(DatabaseUrlError::Malformed("it has a # fragment"));
+            return Err(DatabaseUrlError::Malformed("it has a # fragment".into()));
         }
         let (before_query, raw_query) = match rest.split_once('?') {
             Some((before, query)) => (before, Some(query.to_owned())),
@@ -195,9 +203,9 @@ impl DatabaseUrl {
                     Some((user, password)) => (user, Some(password)),
                     None => (userinfo, None),
                 };
-                let user = decode(user, "the user name is not UTF-8")?;
+                let user = decode(user, "the user name")?;
                 let password = password
-                    .map(|password| decode(password, "the password is not UTF-8"))
+                    .map(|password| decode(password, "the password"))
                     .transpose()?;
                 (
                     (!user.is_empty()).then_some(user),
@@ -207,7 +215,7 @@ impl DatabaseUrl {
             None => (None, None),
         };
         let hosts = parse_hosts(raw_authority)?;
-        let database = decode(path, "the database name is not UTF-8")?;
+        let database = decode(path, "the database name")?;
         let parameters = match &raw_query {
             Some(query) => parse_query(query)?,
             None => Vec::new(),
@@ -384,7 +392,7 @@ fn parse_hosts(authority: &str) -> Result<Vec<UrlHost>, DatabaseUrlError> {
                 Some((host, port)) => (host, Some(port)),
                 None => (*entry, None),
             };
-            (decode(host, "a host name is not UTF-8")?, port)
+            (decode(host, "a host name")?, port)
         };
         if host.is_empty() {
             return Err(malformed("is empty"));
@@ -408,10 +416,10 @@ fn parse_query(query: &str) -> Result<Vec<(String, String)>, DatabaseUrlError> {
         .map(|pair| {
             let (name, value) = pair
                 .split_once('=')
-                .ok_or(DatabaseUrlError::Malformed("a parameter has no ="))?;
+                .ok_or(DatabaseUrlError::Malformed("a parameter has no =".into()))?;
             Ok((
-                decode(name, "a parameter name is not UTF-8")?,
-                decode(value, "a parameter value is not UTF-8")?,
+                decode(name, "a parameter name")?,
+                decode(value, "a parameter value")?,
             ))
         })
         .collect()
@@ -532,6 +540,32 @@ mod tests {
             let error = DatabaseUrl::parse(text).err().unwrap();
             assert!(matches!(error, DatabaseUrlError::Malformed(_)), "{text}");
             assert!(!error.to_string().contains("hunter2"));
+        }
+    }
+
+    /// A NUL would end a value of the startup message and start another one behind our checks.
+    #[test]
+    fn a_nul_anywhere_is_refused_naming_the_part() {
+        for (text, part) in [
+            ("postgres://u%00x:hunter2@h/db", "the user name"),
+            ("postgres://u:hunter2%00@h/db", "the password"),
+            ("postgres://u:hunter2@h%00/db", "a host name"),
+            (
+                "postgres://u:hunter2@h/app%00statement_timeout%000",
+                "the database name",
+            ),
+            (
+                "postgres://u:hunter2@h/db?application_name=a%00b",
+                "a parameter value",
+            ),
+            ("postgres://u:hunter2@h/db?a%00b=c", "a parameter name"),
+        ] {
+            let shown = DatabaseUrl::parse(text).err().unwrap().to_string();
+            assert!(
+                shown.contains(&format!("{part} holds %00")),
+                "{text}: {shown}"
+            );
+            assert!(!shown.contains("hunter2"), "{shown}");
         }
     }
 
