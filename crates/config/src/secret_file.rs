@@ -11,7 +11,7 @@
 //! * group or others may read it (Kubernetes' `defaultMode` is 0644, and a pod's files are its
 //!   own), but the service says so at start: 0600 or 0400 keeps it to the service's user;
 //! * its content is the secret alone: trailing line breaks are dropped (`echo` adds one), an
-//!   empty file or a NUL byte is refused, and at most 64 KiB is read.
+//!   empty file, a NUL byte or a leading byte order mark is refused, and at most 64 KiB is read.
 
 use std::io::Read;
 use std::path::Path;
@@ -61,6 +61,12 @@ pub fn read_secret_file(path: &Path) -> Result<SecretRead, String> {
     }
     if secret.contains('\0') {
         return Err(format!("{shown} holds a NUL byte"));
+    }
+    // A byte order mark (Windows editors write one) would become part of the password.
+    if secret.starts_with('\u{feff}') {
+        return Err(format!(
+            "{shown} starts with a byte order mark: save it as UTF-8 without one"
+        ));
     }
     Ok(SecretRead {
         secret: SecretString::from(secret.to_owned()),
@@ -121,7 +127,12 @@ mod tests {
         let read = read_secret_file(&path).unwrap();
         assert_eq!(read.secret.expose_secret(), "s3cret word");
         assert!(read.warning.is_none());
-        for (text, problem) in [("\n", "is empty"), ("a\0b", "NUL")] {
+        let marked = "\u{feff}s3cret word\n";
+        for (text, problem) in [
+            ("\n", "is empty"),
+            ("a\0b", "NUL"),
+            (marked, "byte order mark"),
+        ] {
             let path = write(dir.path(), "bad", text, 0o600);
             let error = read_secret_file(&path).unwrap_err();
             assert!(error.contains(problem), "{error}");
