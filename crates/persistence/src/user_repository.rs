@@ -231,6 +231,9 @@ impl UserRepository for PgUserRepository {
 
     #[tracing::instrument(skip(self), err(Display))]
     async fn list(&self, after: Option<UserId>, limit: u64) -> Result<Vec<User>, StoreError> {
+        // PostgreSQL's LIMIT is a bigint: a larger limit means "all", and the driver could not
+        // bind it (it would fail the call as a lost connection).
+        let limit = limit.min(i64::MAX.unsigned_abs());
         let mut query = Users::find().order_by_asc(Column::Id).limit(limit);
         if let Some(after) = after {
             query = query.filter(Column::Id.gt(after.as_uuid()));

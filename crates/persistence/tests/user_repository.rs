@@ -194,4 +194,11 @@ async fn keyset_pagination_returns_every_user_once_in_a_stable_order() {
     sorted.sort();
     assert_eq!(seen, sorted, "ordered by id");
     assert_eq!(users.list(None, 0).await.unwrap(), vec![]);
+    // No bound: every user, not a failure (LIMIT is a bigint).
+    let all = users.list(None, u64::MAX).await.unwrap();
+    assert_eq!(
+        all.len(),
+        existing.len() + page_number,
+        "the 23 and every late one"
+    );
 }
