@@ -32,10 +32,12 @@ pub enum Unavailability {
 }
 
 impl Unavailability {
+    /// The reason `/health` gives and metrics label: fixed text, never a host or SQL. A timeout
+    /// is said as the health contract spells it.
     pub const fn as_str(&self) -> &'static str {
         match self {
             Unavailability::ConnectionRefused => "connection refused",
-            Unavailability::Timeout => "timeout",
+            Unavailability::Timeout => "Connection timeout",
             Unavailability::PoolExhausted => "pool exhausted",
             Unavailability::ConnectionLost => "connection lost",
             Unavailability::Rejected => "connection rejected",
