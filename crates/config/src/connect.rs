@@ -306,6 +306,11 @@ impl Connector {
             .tls
             .apply(options)
             .application_name(&self.application_name);
+        if endpoint.is_socket() {
+            // libpq speaks no TLS over a unix socket, whatever sslmode says; the driver would ask
+            // the server for it there, be told no, and fail under `require` and `verify-*`.
+            options = options.ssl_mode(sea_orm::sqlx::postgres::PgSslMode::Disable);
+        }
         if !self.settings.is_empty() {
             options = options.options(self.settings.iter().map(|(name, value)| (name, value)));
         }

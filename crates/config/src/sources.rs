@@ -151,6 +151,28 @@ impl Sources {
     }
 }
 
+impl Sources {
+    /// The names with `prefix` that are none of `known` but look like one of them (the same
+    /// letters but for `_`, or but for a suffix: `DATABASE_SSLMODE`, `MIGRATION_LOCK_TIMEOUT`).
+    /// For a binary that reads a few names of a group another binary's settings share: it cannot
+    /// tell those settings from misspellings, but it refuses a misspelling of its own names.
+    pub fn misspellings(&self, prefix: &str, known: &[&str]) -> Problems {
+        let known: Vec<String> = known.iter().map(|&name| name.to_owned()).collect();
+        let start = format!("{prefix}_");
+        let unknown = self.variables.iter().filter(|(name, value)| {
+            name.starts_with(&start)
+                && !known.contains(name)
+                && !is_kubernetes_service_link(name, value)
+        });
+        let misspelt = unknown.filter_map(|(name, _)| {
+            let meant = meant(name, &known)?;
+            let problem = format!("is not a setting: did you mean {meant}? (see .env.example)");
+            Some(Problem::new(name, problem))
+        });
+        Problems(misspelt.collect())
+    }
+}
+
 /// Where a variable's value was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
@@ -448,6 +470,28 @@ mod tests {
         );
         let fine = Sources::from_vars([("EX_TIMEOUT_MS", "5"), ("EX_URL", "x")]);
         assert!(fine.group_besides::<Strict>("EX", &["EX_URL"]).is_ok());
+    }
+
+    #[test]
+    fn a_reader_of_some_names_of_a_group_refuses_only_their_misspellings() {
+        let sources = Sources::from_vars([
+            ("EX_URL", "x"),
+            ("EX_SSLMODE", "verify-full"),
+            ("EX_SSL", "1"),
+            ("EX_MAX_CONNECTIONS", "5"),
+            ("EX_URL_TEST", "x"),
+            ("EX_REDIS_SERVICE_HOST", "10.0.0.1"),
+            ("OTHER_SSLMODE", "x"),
+        ]);
+        let problems = sources.misspellings("EX", &["EX_URL", "EX_SSL_MODE", "EX_URL_TEST"]);
+        let said: Vec<String> = problems.0.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            said,
+            [
+                "EX_SSL is not a setting: did you mean EX_SSL_MODE? (see .env.example)",
+                "EX_SSLMODE is not a setting: did you mean EX_SSL_MODE? (see .env.example)",
+            ]
+        );
     }
 
     /// A group that refuses names that are no field of it.

@@ -347,6 +347,14 @@ impl DatabaseTarget {
                 sources.is_some_and(|sources| sources.environment(name).is_some())
             })
             .collect();
+        let empty_client_files: Vec<&'static str> = exported_client_files
+            .iter()
+            .copied()
+            .filter(|name| {
+                let sources = self.environment.as_ref();
+                sources.is_some_and(|sources| sources.environment(name) == Some(""))
+            })
+            .collect();
         let tls = crate::tls::resolve(&TlsInputs {
             mode: tls_source("sslmode"),
             root_cert: tls_source("sslrootcert"),
@@ -356,6 +364,7 @@ impl DatabaseTarget {
                 .get("sslcertmode")
                 .is_some_and(|(mode, _)| mode == "disable"),
             exported_client_files: &exported_client_files,
+            empty_client_files: &empty_client_files,
             mode_override: self.mode_override,
             root_cert_override: self.root_cert_override.as_ref(),
         });
@@ -514,23 +523,20 @@ where
 }
 
 /// The hosts to try, in order, as libpq builds them: the `host` parameter, else the URL's host
-/// list, else `PGHOST`; ports from the `port` parameter (one for all, or one per host), else the
-/// URL's, else `PGPORT`, else 5432.
+/// list, else `PGHOST`. Ports as libpq pairs them: the `port` parameter (one for all, or one per
+/// host), else the URL's authority, else `PGPORT`, else 5432. libpq keeps the authority's ports
+/// as the port value whenever it names a port or more than one host (`h1,h2` is the list `,`):
+/// then `PGPORT` applies to none of them, an empty entry is 5432, and they pair with the `host`
+/// parameter's hosts if it replaces the authority's (`h1:5433/db?host=h2` is `h2:5433`).
 fn endpoints(
     url: &DatabaseUrl,
     parameters: &LibpqParameters,
     problems: &mut Vec<ParameterProblem>,
 ) -> Vec<Endpoint> {
-    let from_url = parameters
+    let host_parameter = parameters
         .get("host")
-        .is_none_or(|(_, origin)| origin != ParameterOrigin::Url)
-        && !url.hosts().is_empty();
-    let (hosts, mut ports): (Vec<String>, Vec<Option<u16>>) = if from_url {
-        url.hosts()
-            .iter()
-            .map(|host| (host.host.clone(), host.port))
-            .unzip()
-    } else if let Some((list, origin)) = parameters.get("host") {
+        .filter(|(_, origin)| *origin == ParameterOrigin::Url || url.hosts().is_empty());
+    let hosts: Vec<String> = if let Some((list, origin)) = host_parameter {
         let hosts: Vec<String> = list.split(',').map(|host| host.trim().to_owned()).collect();
         if let Some(index) = hosts.iter().position(String::is_empty) {
             problems.push(ParameterProblem::new(
@@ -543,8 +549,9 @@ fn endpoints(
             ));
             return Vec::new();
         }
-        let count = hosts.len();
-        (hosts, vec![None; count])
+        hosts
+    } else if !url.hosts().is_empty() {
+        url.hosts().iter().map(|host| host.host.clone()).collect()
     } else {
         problems.push(ParameterProblem::new(
             ParameterOrigin::Url,
@@ -553,45 +560,52 @@ fn endpoints(
         ));
         return Vec::new();
     };
+    let authority = url.hosts();
+    let authority_ports = (authority.len() > 1 || authority.iter().any(|host| host.port.is_some()))
+        .then(|| authority.iter().map(|host| host.port).collect::<Vec<_>>());
     let port_parameter = parameters
         .get("port")
-        .filter(|(_, origin)| *origin == ParameterOrigin::Url || ports.iter().all(Option::is_none));
-    if let Some((list, origin)) = port_parameter {
-        let given: Vec<&str> = list.split(',').map(str::trim).collect();
-        let mut parsed = Vec::with_capacity(given.len());
-        for (index, port) in given.iter().enumerate() {
-            match (port.is_empty(), parse_port(port)) {
-                (true, _) => parsed.push(None),
-                (false, Some(port)) => parsed.push(Some(port)),
-                (false, None) => {
-                    problems.push(ParameterProblem::new(
-                        origin,
-                        "port",
-                        format!(
-                            "the {} port is not a number from 1 to 65535",
-                            ordinal(index)
-                        ),
-                    ));
-                    return Vec::new();
+        .filter(|(_, origin)| *origin == ParameterOrigin::Url || authority_ports.is_none());
+    let (ports, origin) = match (port_parameter, authority_ports) {
+        (Some((list, origin)), _) => {
+            let mut parsed = Vec::new();
+            for (index, port) in list.split(',').map(str::trim).enumerate() {
+                match (port.is_empty(), parse_port(port)) {
+                    (true, _) => parsed.push(None),
+                    (false, Some(port)) => parsed.push(Some(port)),
+                    (false, None) => {
+                        problems.push(ParameterProblem::new(
+                            origin,
+                            "port",
+                            format!(
+                                "the {} port is not a number from 1 to 65535",
+                                ordinal(index)
+                            ),
+                        ));
+                        return Vec::new();
+                    }
                 }
             }
+            (parsed, origin)
         }
-        ports = match parsed.len() {
-            1 => vec![parsed[0]; hosts.len()],
-            n if n == hosts.len() => parsed,
-            n => {
-                problems.push(ParameterProblem::new(
-                    origin,
-                    "port",
-                    format!(
-                        "lists {n} ports for {} hosts: give one port, or one per host",
-                        hosts.len()
-                    ),
-                ));
-                return Vec::new();
-            }
-        };
-    }
+        (None, Some(ports)) => (ports, ParameterOrigin::Url),
+        (None, None) => (vec![None], ParameterOrigin::Url),
+    };
+    let ports = match ports.len() {
+        1 => vec![ports[0]; hosts.len()],
+        n if n == hosts.len() => ports,
+        n => {
+            problems.push(ParameterProblem::new(
+                origin,
+                "port",
+                format!(
+                    "lists {n} ports for {} hosts: give one port, or one per host",
+                    hosts.len()
+                ),
+            ));
+            return Vec::new();
+        }
+    };
     hosts
         .into_iter()
         .zip(ports)

@@ -53,6 +53,20 @@ fn endpoint(host: &str, port: u16) -> Endpoint {
 }
 
 #[test]
+fn a_unix_socket_is_used_without_tls_as_libpq_does() {
+    use sea_orm::sqlx::postgres::PgSslMode;
+    let ssl_mode = |url: &str| {
+        let connector = connector(&[("DATABASE_URL", url)]).unwrap();
+        let options = connector.options_for(&connector.endpoints()[0]).unwrap();
+        options.get_ssl_mode()
+    };
+    let socket = "postgres://svc@%2Frun%2Fpostgresql/app?sslmode=require";
+    assert!(matches!(ssl_mode(socket), PgSslMode::Disable));
+    let tcp = "postgres://svc@db.internal/app?sslmode=require";
+    assert!(matches!(ssl_mode(tcp), PgSslMode::Require));
+}
+
+#[test]
 fn a_url_and_a_password_from_files() {
     let dir = tempfile::tempdir().unwrap();
     let url_file = private_file(dir.path(), "url", "postgres://svc@db.internal:6432/app\n");
@@ -213,8 +227,18 @@ fn host_lists_from_the_url_its_parameters_or_the_environment() {
         &[("PGTARGETSESSIONATTRS", "primary"), ("PGPORT", "7000")],
     )
     .unwrap();
-    assert_eq!(c.endpoints(), [endpoint("h1", 7000), endpoint("h2", 7000)]);
+    // As libpq: two hosts make the authority's port list `,`, which PGPORT does not fill.
+    assert_eq!(c.endpoints(), [endpoint("h1", 5432), endpoint("h2", 5432)]);
     assert_eq!(c.target_session_attrs(), TargetSessionAttrs::Primary);
+    let c = connector_of("postgres://u:p@h1/db", &[("PGPORT", "7000")]).unwrap();
+    assert_eq!(c.endpoints(), [endpoint("h1", 7000)]);
+    let c = connector_of("postgres://u:p@/db?host=h1,h2", &[("PGPORT", "7000")]).unwrap();
+    assert_eq!(c.endpoints(), [endpoint("h1", 7000), endpoint("h2", 7000)]);
+    // The host parameter replaces the authority's hosts, not its ports.
+    let c = connector_of("postgres://u:p@h1:5433/db?host=h2", &[("PGPORT", "7000")]).unwrap();
+    assert_eq!(c.endpoints(), [endpoint("h2", 5433)]);
+    let c = connector_of("postgres://u:p@h1,h2/db?port=6000", &[]).unwrap();
+    assert_eq!(c.endpoints(), [endpoint("h1", 6000), endpoint("h2", 6000)]);
     let c = connector_of("postgres://u:p@/db", &[("PGHOST", "h9")]).unwrap();
     assert_eq!(c.endpoints(), [endpoint("h9", 5432)]);
 

@@ -28,6 +28,8 @@ pub(crate) struct TlsInputs<'a> {
     /// Which of `PGSSLCERT` and `PGSSLKEY` the process environment has (even empty): the
     /// driver reads them by itself, whatever the URL says.
     pub exported_client_files: &'a [&'static str],
+    /// Those of them exported empty: libpq takes that for unset, the driver for a file named "".
+    pub empty_client_files: &'a [&'static str],
     pub mode_override: Option<SslMode>,
     pub root_cert_override: Option<&'a SslRootCert>,
 }
@@ -111,6 +113,17 @@ pub(crate) fn resolve(inputs: &TlsInputs<'_>) -> Result<TlsSettings, Vec<TlsProb
         }
         None
     } else {
+        if mode != Some(SslMode::Disable) {
+            for &variable in inputs.empty_client_files {
+                problems.push(TlsProblem::new(
+                    TlsSource::Environment(variable),
+                    format!(
+                        "is set but empty: the driver would take it for a file named \"\" and \
+                         fail every TLS handshake; unset {variable}"
+                    ),
+                ));
+            }
+        }
         match check_client_certificate(inputs.cert, inputs.key) {
             Ok(client) => client,
             Err(found) => {
@@ -429,6 +442,29 @@ mod tests {
             ]
         );
         assert!(problems[0].problem.contains("sslcertmode=disable"));
+        // Exported empty, which the driver reads as a file named "": refused unless TLS is off.
+        let empty = ["PGSSLCERT"];
+        let problems = resolve(&TlsInputs {
+            mode: Some(("require", TlsSource::Url("sslmode"))),
+            exported_client_files: &empty,
+            empty_client_files: &empty,
+            ..TlsInputs::default()
+        })
+        .unwrap_err();
+        assert_eq!(sources(&problems), [TlsSource::Environment("PGSSLCERT")]);
+        assert!(
+            problems[0].problem.contains("set but empty"),
+            "{problems:?}"
+        );
+        assert!(
+            resolve(&TlsInputs {
+                mode: Some(("disable", TlsSource::Url("sslmode"))),
+                exported_client_files: &empty,
+                empty_client_files: &empty,
+                ..TlsInputs::default()
+            })
+            .is_ok()
+        );
     }
 
     #[test]
