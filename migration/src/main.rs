@@ -17,10 +17,12 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use counseling_config::{
-    Connector, DatabaseTarget, Problem, Role, SessionDefaults, Sources, session_state,
+    Connector, DatabaseTarget, Problem, Role, SessionDefaults, Sources, TARGET_VARIABLES,
+    TEST_SERVER_VARIABLE, session_state,
 };
 use migration::sea_orm::sqlx::postgres::PgPoolOptions;
 use migration::sea_orm::{DatabaseConnection, SqlxPostgresConnector};
@@ -114,7 +116,19 @@ fn lock_timeout(sources: &Sources) -> Result<Duration, Problem> {
 /// else `DATABASE_URL` (or its file); everything checked as for the service, every file read now.
 /// Errors name the variable and never contain its value.
 fn database_options(sources: &Sources) -> Result<Connector, String> {
-    let target = DatabaseTarget::from_sources(sources, Role::Owner)
+    // The service's pool settings share the prefix: only a misspelling of ours is refused
+    // (`DATABASE_SSLMODE` would leave TLS at the URL's mode while the owner's password is sent).
+    let ours = TARGET_VARIABLES.iter().map(|&(name, _)| name);
+    let ours: Vec<&str> = ours.chain([TEST_SERVER_VARIABLE]).collect();
+    let mut problems = sources.misspellings("DATABASE", &ours);
+    problems.extend(sources.misspellings("MIGRATION", &[LOCK_TIMEOUT]).0);
+    let target = DatabaseTarget::from_sources(sources, Role::Owner);
+    if let Err(found) = &target {
+        problems.extend(found.0.iter().cloned());
+    }
+    let target = problems
+        .into_result(())
+        .and(target)
         .map_err(|problems| problems.to_string())?;
     for warning in target.warnings() {
         eprintln!("migration: warning: {warning}");
@@ -125,23 +139,44 @@ fn database_options(sources: &Sources) -> Result<Connector, String> {
 }
 
 /// A pool of one connection (a migration run needs one) on the host the connector reaches now,
-/// which checks every connection it opens against `target_session_attrs` again. The connection
-/// lives as long as the run: a run's session-level locks are held on it.
-async fn connect(connector: Connector) -> Result<DatabaseConnection, String> {
+/// which checks the connection against `target_session_attrs` again. The connection lives as
+/// long as the run: the run's advisory lock and session `lock_timeout` are held on it. So it is
+/// never replaced: were it lost mid-run (a cut network, a terminated backend), a new session
+/// would lack both, and a migration's clean-up could queue an ACCESS EXCLUSIVE lock behind a
+/// long transaction, with every query of the service behind it, while another run starts.
+/// Every later statement fails instead (the flag returned says so); running the command again
+/// carries on.
+async fn connect(connector: Connector) -> Result<(DatabaseConnection, Arc<AtomicBool>), String> {
     let options = connector
         .locate()
         .await
         .map_err(|error| format!("could not connect: {error}"))?;
     let wanted = connector.target_session_attrs();
+    let connected = Arc::new(AtomicBool::new(false));
+    let lost = Arc::new(AtomicBool::new(false));
+    let noticed = lost.clone();
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(Duration::from_secs(5))
         .idle_timeout(None)
         .max_lifetime(None)
+        .test_before_acquire(false)
         .after_connect(move |connection, _| {
+            let (connected, lost) = (connected.clone(), lost.clone());
             Box::pin(async move {
+                if connected.load(Ordering::SeqCst) {
+                    // The pool retries until its acquire timeout and then says only that: the
+                    // flag tells the user why.
+                    lost.store(true, Ordering::SeqCst);
+                    return Err(migration::sea_orm::sqlx::Error::Configuration(
+                        "the run's database session was lost, and its locks and lock_timeout \
+                         with it: not reconnecting mid-run; run the command again"
+                            .into(),
+                    ));
+                }
                 let state = session_state(connection).await?;
                 if wanted.accepts(state) {
+                    connected.store(true, Ordering::SeqCst);
                     Ok(())
                 } else {
                     Err(migration::sea_orm::sqlx::Error::Configuration(
@@ -151,7 +186,10 @@ async fn connect(connector: Connector) -> Result<DatabaseConnection, String> {
             })
         })
         .connect_lazy_with(options);
-    Ok(SqlxPostgresConnector::from_sqlx_postgres_pool(pool))
+    Ok((
+        SqlxPostgresConnector::from_sqlx_postgres_pool(pool),
+        noticed,
+    ))
 }
 
 /// Prints each migration as it is applied or rolled back, so a run that fails half-way shows
@@ -294,8 +332,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let db = match connect(connector).await {
-        Ok(db) => db,
+    let (db, session_lost) = match connect(connector).await {
+        Ok(connected) => connected,
         Err(message) => {
             eprintln!("migration: failed: {message}");
             return ExitCode::FAILURE;
@@ -304,6 +342,13 @@ async fn main() -> ExitCode {
     let outcome = run(command, &db, lock_timeout).await;
     // Closing is best effort: the outcome is already decided.
     let _ = db.close().await;
+    if outcome.is_err() && session_lost.load(Ordering::SeqCst) {
+        eprintln!(
+            "migration: the run's database session was lost mid-run, and its lock and \
+             lock_timeout with it; nothing went on in a new session. Run the same command again: \
+             it carries on from where this run stopped"
+        );
+    }
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(RunError::Drift(drift)) => {

@@ -272,6 +272,36 @@ fn unreachable_database_exits_1_without_the_password() {
     assert!(!stderr.contains("s3cret-pw"), "{stderr}");
 }
 
+/// A misspelt setting of the CLI's is refused before anything connects; the service's pool
+/// settings, which share the prefix and the `.env`, are left to the service.
+#[test]
+fn a_misspelt_setting_exits_2_and_the_services_own_pass() {
+    // Port 1 on loopback: nothing listens there, so getting past the settings is exit 1.
+    let url = ("DATABASE_URL", "postgres://user:s3cret-pw@127.0.0.1:1/db");
+    let misspelt = [
+        url,
+        ("DATABASE_SSLMODE", "verify-full"),
+        ("MIGRATION_LOCK_TIMEOUT", "100"),
+    ];
+    let output = migration_binary(&["status"], &misspelt);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    for said in [
+        "DATABASE_SSLMODE is not a setting: did you mean DATABASE_SSL_MODE?",
+        "MIGRATION_LOCK_TIMEOUT is not a setting: did you mean MIGRATION_LOCK_TIMEOUT_MS?",
+    ] {
+        assert!(stderr.contains(said), "{stderr}");
+    }
+    assert!(!stderr.contains("s3cret-pw"), "{stderr}");
+    let services = [
+        url,
+        ("DATABASE_MAX_CONNECTIONS", "5"),
+        ("DATABASE_ECHO", "true"),
+    ];
+    let output = migration_binary(&["status"], &services);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+}
+
 #[test]
 fn bad_usage_exits_2() {
     assert_eq!(

@@ -598,3 +598,60 @@ async fn a_server_without_icu_fails_with_one_line_and_nothing_changes() {
     assert_eq!(schema_snapshot(&mut conn).await, schema);
     assert!(!applied(&migration::status(&orm).await.unwrap()));
 }
+
+/// The run's session is cut off while the concurrent index build waits for an old snapshot. The
+/// clean-up must not go on in a new session, which would hold neither the run's advisory lock
+/// nor its `lock_timeout`: its ACCESS EXCLUSIVE would queue behind a reader for good, and every
+/// query of the service behind it. The run stops at once, and the next run finishes the job.
+#[tokio::test]
+async fn a_run_whose_session_is_lost_stops_and_the_next_run_finishes() {
+    use counseling_testkit::fixtures::eventually;
+    use std::time::Duration;
+    let (db, orm, mut conn) = database_before(IDENTITY_IN_DATABASE).await;
+    let mut reader = connect(&db).await;
+    for sql in ["BEGIN ISOLATION LEVEL REPEATABLE READ", "SELECT 1"] {
+        sqlx::query(sql).execute(&mut reader).await.unwrap();
+    }
+    let url = db.owner_url();
+    let run = std::thread::spawn(move || {
+        let variables = [
+            ("DATABASE_URL", url.as_str()),
+            ("MIGRATION_LOCK_TIMEOUT_MS", "60000"),
+        ];
+        migration_binary(&["up"], &variables)
+    });
+    let waiting = "SELECT pid FROM pg_stat_activity \
+                   WHERE wait_event = 'virtualxid' AND datname = current_database()";
+    let limit = Duration::from_secs(20);
+    let runner = eventually(
+        "the build waits for the reader's snapshot",
+        limit,
+        async || {
+            let pid = sqlx::query_scalar::<_, i32>(waiting).fetch_optional(&mut conn);
+            pid.await.unwrap()
+        },
+    )
+    .await
+    .unwrap();
+    // Now the reader also holds ACCESS SHARE on users, as any reader does.
+    let count = "SELECT count(*) FROM users";
+    sqlx::query(count).execute(&mut reader).await.unwrap();
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(runner)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    eventually("the run stops", Duration::from_secs(30), async || {
+        run.is_finished()
+    })
+    .await
+    .expect("the run hangs: its clean-up queued behind the reader in a new session");
+    let output = run.join().unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("session was lost mid-run"), "{stderr}");
+    sqlx::query("ROLLBACK").execute(&mut reader).await.unwrap();
+    let again = migration_binary(&["up"], &[("DATABASE_URL", &db.owner_url())]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    assert!(applied(&migration::status(&orm).await.unwrap()));
+}
