@@ -26,7 +26,7 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    fn is_socket(&self) -> bool {
+    pub(crate) fn is_socket(&self) -> bool {
         self.host.starts_with('/')
     }
 }
@@ -307,8 +307,8 @@ impl Connector {
             .apply(options)
             .application_name(&self.application_name);
         if endpoint.is_socket() {
-            // libpq speaks no TLS over a unix socket, whatever sslmode says; the driver would ask
-            // the server for it there, be told no, and fail under `require` and `verify-*`.
+            // No TLS over a unix socket (PostgreSQL offers none there; a mode that requires it
+            // is refused at start): the driver would ask for it under `prefer` all the same.
             options = options.ssl_mode(sea_orm::sqlx::postgres::PgSslMode::Disable);
         }
         if !self.settings.is_empty() {

@@ -347,12 +347,15 @@ impl DatabaseTarget {
                 sources.is_some_and(|sources| sources.environment(name).is_some())
             })
             .collect();
+        // Over sockets alone there is no TLS, so no client certificate to get wrong.
+        let only_sockets = endpoints.iter().all(Endpoint::is_socket);
         let empty_client_files: Vec<&'static str> = exported_client_files
             .iter()
             .copied()
             .filter(|name| {
                 let sources = self.environment.as_ref();
-                sources.is_some_and(|sources| sources.environment(name) == Some(""))
+                let empty = sources.is_some_and(|sources| sources.environment(name) == Some(""));
+                empty && !only_sockets
             })
             .collect();
         let tls = crate::tls::resolve(&TlsInputs {
@@ -369,7 +372,26 @@ impl DatabaseTarget {
             root_cert_override: self.root_cert_override.as_ref(),
         });
         let tls = match tls {
-            Ok(tls) => Some(tls),
+            Ok(tls) => {
+                // PostgreSQL speaks no TLS over a unix socket: a mode that requires it cannot be
+                // met there, and going on without it would send the password to whoever made
+                // the socket file.
+                let socket = endpoints.iter().position(Endpoint::is_socket);
+                if let Some(index) = socket.filter(|_| tls.mode() >= SslMode::Require) {
+                    extra.push(Problem::new(
+                        self.url_variable,
+                        format!(
+                            "names a unix socket (its {} host), where PostgreSQL has no TLS, \
+                             while sslmode is {} (from the URL, PGSSLMODE or \
+                             DATABASE_SSL_MODE): reach the server over TCP for TLS, or set \
+                             sslmode=disable for a socket",
+                            ordinal(index),
+                            tls.mode()
+                        ),
+                    ));
+                }
+                Some(tls)
+            }
             Err(found) => {
                 extra.extend(
                     found
@@ -586,23 +608,32 @@ fn endpoints(
                     }
                 }
             }
-            (parsed, origin)
+            (parsed, Some(origin))
         }
-        (None, Some(ports)) => (ports, ParameterOrigin::Url),
-        (None, None) => (vec![None], ParameterOrigin::Url),
+        (None, Some(ports)) => (ports, None),
+        (None, None) => (vec![None], None),
     };
     let ports = match ports.len() {
         1 => vec![ports[0]; hosts.len()],
         n if n == hosts.len() => ports,
         n => {
-            problems.push(ParameterProblem::new(
-                origin,
-                "port",
-                format!(
-                    "lists {n} ports for {} hosts: give one port, or one per host",
-                    hosts.len()
+            let count = hosts.len();
+            problems.push(match origin {
+                Some(origin) => ParameterProblem::new(
+                    origin,
+                    "port",
+                    format!("lists {n} ports for {count} hosts: give one port, or one per host"),
                 ),
-            ));
+                // libpq keeps the replaced hosts' ports, one per host.
+                None => ParameterProblem::new(
+                    ParameterOrigin::Url,
+                    "host",
+                    format!(
+                        "lists {count} hosts, but the URL's host part gives {n} ports (one per \
+                         host there): give the ports in a port parameter"
+                    ),
+                ),
+            });
             return Vec::new();
         }
     };

@@ -52,18 +52,55 @@ fn endpoint(host: &str, port: u16) -> Endpoint {
     }
 }
 
+/// PostgreSQL has no TLS over a unix socket: the driver must not ask for it there (the server
+/// says no, and `prefer` would still be fine), and a mode that requires it is refused at start
+/// rather than met in plaintext, which would send the password to whoever made the socket file.
 #[test]
-fn a_unix_socket_is_used_without_tls_as_libpq_does() {
+fn a_unix_socket_is_used_without_tls_and_a_mode_requiring_it_is_refused() {
     use sea_orm::sqlx::postgres::PgSslMode;
     let ssl_mode = |url: &str| {
         let connector = connector(&[("DATABASE_URL", url)]).unwrap();
         let options = connector.options_for(&connector.endpoints()[0]).unwrap();
         options.get_ssl_mode()
     };
-    let socket = "postgres://svc@%2Frun%2Fpostgresql/app?sslmode=require";
+    let socket = "postgres://svc@%2Frun%2Fpostgresql/app";
     assert!(matches!(ssl_mode(socket), PgSslMode::Disable));
     let tcp = "postgres://svc@db.internal/app?sslmode=require";
     assert!(matches!(ssl_mode(tcp), PgSslMode::Require));
+    for (url, environment) in [
+        (
+            "postgres://svc@%2Frun%2Fpostgresql/app?sslmode=require",
+            None,
+        ),
+        (
+            "postgres://svc@db.internal,%2Ftmp/app",
+            Some(("PGSSLMODE", "require")),
+        ),
+    ] {
+        let mut vars = vec![("DATABASE_URL", url)];
+        vars.extend(environment);
+        let problems = connector(&vars).unwrap_err();
+        assert_eq!(variables(&problems), ["DATABASE_URL"], "{problems}");
+        assert!(
+            problems.to_string().contains("names a unix socket"),
+            "{problems}"
+        );
+    }
+}
+
+/// Exported empty, PGSSLCERT is read by the driver as a file named "": refused where TLS can
+/// happen and no certificate of the URL's replaces it.
+#[test]
+fn an_empty_exported_client_file_is_refused_where_it_would_be_used() {
+    let empty = ("PGSSLCERT", "");
+    let problems = connector(&[("DATABASE_URL", "postgres://svc@db.internal/app"), empty]);
+    assert_eq!(variables(&problems.unwrap_err()), ["PGSSLCERT"]);
+    for url in [
+        "postgres://svc@db.internal/app?sslmode=disable",
+        "postgres://svc@%2Frun%2Fpostgresql/app",
+    ] {
+        assert!(connector(&[("DATABASE_URL", url), empty]).is_ok(), "{url}");
+    }
 }
 
 #[test]
@@ -260,6 +297,10 @@ fn host_lists_from_the_url_its_parameters_or_the_environment() {
             "must be one of any, read-write",
         ),
         ("postgres://u:hunter2@/db", "host: is not given"),
+        (
+            "postgres://u:hunter2@h1,h2/db?host=h3",
+            "lists 1 hosts, but the URL's host part gives 2 ports",
+        ),
     ] {
         let problems = connector_of(url, &[]).unwrap_err();
         assert_eq!(problems.0.len(), 1, "{url}: {problems}");

@@ -113,7 +113,15 @@ pub(crate) fn resolve(inputs: &TlsInputs<'_>) -> Result<TlsSettings, Vec<TlsProb
         }
         None
     } else {
-        if mode != Some(SslMode::Disable) {
+        let client = match check_client_certificate(inputs.cert, inputs.key) {
+            Ok(client) => client,
+            Err(found) => {
+                problems.extend(found);
+                None
+            }
+        };
+        // A pair of ours replaces what the driver read; without one it keeps it.
+        if client.is_none() && mode != Some(SslMode::Disable) {
             for &variable in inputs.empty_client_files {
                 problems.push(TlsProblem::new(
                     TlsSource::Environment(variable),
@@ -124,13 +132,7 @@ pub(crate) fn resolve(inputs: &TlsInputs<'_>) -> Result<TlsSettings, Vec<TlsProb
                 ));
             }
         }
-        match check_client_certificate(inputs.cert, inputs.key) {
-            Ok(client) => client,
-            Err(found) => {
-                problems.extend(found);
-                None
-            }
-        }
+        client
     };
     match mode {
         Some(mode) if problems.is_empty() => Ok(TlsSettings {
