@@ -118,10 +118,16 @@ fn lock_timeout(sources: &Sources) -> Result<Duration, Problem> {
 fn database_options(sources: &Sources) -> Result<Connector, String> {
     // The service's pool settings share the prefix: only a misspelling of ours is refused
     // (`DATABASE_SSLMODE` would leave TLS at the URL's mode while the owner's password is sent).
+    // `DATABASE_OWNER_` and `MIGRATION_` are ours alone: every unknown name there is refused.
+    const OWNER_PREFIX: &str = "DATABASE_OWNER";
     let ours = TARGET_VARIABLES.iter().map(|&(name, _)| name);
     let ours: Vec<&str> = ours.chain([TEST_SERVER_VARIABLE]).collect();
     let mut problems = sources.misspellings("DATABASE", &ours);
-    problems.extend(sources.misspellings("MIGRATION", &[LOCK_TIMEOUT]).0);
+    problems
+        .0
+        .retain(|problem| !problem.variable.starts_with(OWNER_PREFIX));
+    problems.extend(sources.unknown(OWNER_PREFIX, &ours).0);
+    problems.extend(sources.unknown("MIGRATION", &[LOCK_TIMEOUT]).0);
     let target = DatabaseTarget::from_sources(sources, Role::Owner);
     if let Err(found) = &target {
         problems.extend(found.0.iter().cloned());
@@ -144,17 +150,15 @@ fn database_options(sources: &Sources) -> Result<Connector, String> {
 /// never replaced: were it lost mid-run (a cut network, a terminated backend), a new session
 /// would lack both, and a migration's clean-up could queue an ACCESS EXCLUSIVE lock behind a
 /// long transaction, with every query of the service behind it, while another run starts.
-/// Every later statement fails instead (the flag returned says so); running the command again
-/// carries on.
-async fn connect(connector: Connector) -> Result<(DatabaseConnection, Arc<AtomicBool>), String> {
+/// Every later statement fails instead; running the command again carries on.
+async fn connect(connector: Connector) -> Result<(DatabaseConnection, Session), String> {
     let options = connector
         .locate()
         .await
         .map_err(|error| format!("could not connect: {error}"))?;
     let wanted = connector.target_session_attrs();
-    let connected = Arc::new(AtomicBool::new(false));
-    let lost = Arc::new(AtomicBool::new(false));
-    let noticed = lost.clone();
+    let session = Session::default();
+    let (connected, lost) = (session.connected.clone(), session.lost.clone());
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(Duration::from_secs(5))
@@ -188,8 +192,16 @@ async fn connect(connector: Connector) -> Result<(DatabaseConnection, Arc<Atomic
         .connect_lazy_with(options);
     Ok((
         SqlxPostgresConnector::from_sqlx_postgres_pool(pool),
-        noticed,
+        session,
     ))
+}
+
+/// What became of the run's one session: whether it was opened, and whether a new one was
+/// refused after it (the pool then reports only a timeout).
+#[derive(Default)]
+struct Session {
+    connected: Arc<AtomicBool>,
+    lost: Arc<AtomicBool>,
 }
 
 /// Prints each migration as it is applied or rolled back, so a run that fails half-way shows
@@ -332,7 +344,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (db, session_lost) = match connect(connector).await {
+    let (db, session) = match connect(connector).await {
         Ok(connected) => connected,
         Err(message) => {
             eprintln!("migration: failed: {message}");
@@ -340,9 +352,14 @@ async fn main() -> ExitCode {
         }
     };
     let outcome = run(command, &db, lock_timeout).await;
+    // Lost: a new session was refused, or the pool holds none (no idle timeout or lifetime
+    // closes the run's connection; only its loss does).
+    let pool_empty = db.get_postgres_connection_pool().size() == 0;
+    let lost = session.lost.load(Ordering::SeqCst)
+        || (session.connected.load(Ordering::SeqCst) && pool_empty);
     // Closing is best effort: the outcome is already decided.
     let _ = db.close().await;
-    if outcome.is_err() && session_lost.load(Ordering::SeqCst) {
+    if outcome.is_err() && lost {
         eprintln!(
             "migration: the run's database session was lost mid-run, and its lock and \
              lock_timeout with it; nothing went on in a new session. Run the same command again: \

@@ -282,6 +282,9 @@ fn a_misspelt_setting_exits_2_and_the_services_own_pass() {
         url,
         ("DATABASE_SSLMODE", "verify-full"),
         ("MIGRATION_LOCK_TIMEOUT", "100"),
+        // Groups only the CLI reads: any unknown name.
+        ("DATABASE_OWNER_SSL_MODE", "verify-full"),
+        ("MIGRATION_LOCK_TIMEOUT_SECS", "60"),
     ];
     let output = migration_binary(&["status"], &misspelt);
     assert_eq!(output.status.code(), Some(2));
@@ -289,6 +292,8 @@ fn a_misspelt_setting_exits_2_and_the_services_own_pass() {
     for said in [
         "DATABASE_SSLMODE is not a setting: did you mean DATABASE_SSL_MODE?",
         "MIGRATION_LOCK_TIMEOUT is not a setting: did you mean MIGRATION_LOCK_TIMEOUT_MS?",
+        "DATABASE_OWNER_SSL_MODE is not a setting",
+        "MIGRATION_LOCK_TIMEOUT_SECS is not a setting",
     ] {
         assert!(stderr.contains(said), "{stderr}");
     }

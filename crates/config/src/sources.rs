@@ -157,6 +157,16 @@ impl Sources {
     /// For a binary that reads a few names of a group another binary's settings share: it cannot
     /// tell those settings from misspellings, but it refuses a misspelling of its own names.
     pub fn misspellings(&self, prefix: &str, known: &[&str]) -> Problems {
+        self.not_known(prefix, known, false)
+    }
+
+    /// Every name with `prefix` that is none of `known` (with the one it most likely meant):
+    /// for a group that one binary reads alone (`MIGRATION_`).
+    pub fn unknown(&self, prefix: &str, known: &[&str]) -> Problems {
+        self.not_known(prefix, known, true)
+    }
+
+    fn not_known(&self, prefix: &str, known: &[&str], every: bool) -> Problems {
         let known: Vec<String> = known.iter().map(|&name| name.to_owned()).collect();
         let start = format!("{prefix}_");
         let unknown = self.variables.iter().filter(|(name, value)| {
@@ -164,12 +174,17 @@ impl Sources {
                 && !known.contains(name)
                 && !is_kubernetes_service_link(name, value)
         });
-        let misspelt = unknown.filter_map(|(name, _)| {
-            let meant = meant(name, &known)?;
-            let problem = format!("is not a setting: did you mean {meant}? (see .env.example)");
+        let problems = unknown.filter_map(|(name, _)| {
+            let problem = match meant(name, &known) {
+                Some(meant) => {
+                    format!("is not a setting: did you mean {meant}? (see .env.example)")
+                }
+                None if every => "is not a setting (see .env.example for every variable)".into(),
+                None => return None,
+            };
             Some(Problem::new(name, problem))
         });
-        Problems(misspelt.collect())
+        Problems(problems.collect())
     }
 }
 
@@ -492,6 +507,9 @@ mod tests {
                 "EX_SSLMODE is not a setting: did you mean EX_SSL_MODE? (see .env.example)",
             ]
         );
+        let owned = sources.unknown("EX", &["EX_URL", "EX_SSL_MODE", "EX_URL_TEST"]);
+        let named: Vec<&str> = owned.0.iter().map(|p| p.variable.as_str()).collect();
+        assert_eq!(named, ["EX_MAX_CONNECTIONS", "EX_SSL", "EX_SSLMODE"]);
     }
 
     /// A group that refuses names that are no field of it.
