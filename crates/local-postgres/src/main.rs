@@ -152,13 +152,13 @@ enum Probe {
     Held(String),
 }
 
-/// The service's target, as the service reads it; its warnings (a secret file others may read)
-/// are said once, however often it is probed.
 /// The checkout's project-local PostgreSQL, started (or found running); what was done.
 async fn start_local(checkout: &Path, sources: &Sources) -> Result<String, ProvisionError> {
     LocalCluster::of_checkout(checkout)?.start(sources).await
 }
 
+/// The service's target, as the service reads it; its warnings (a secret file others may read)
+/// are said once, however often it is probed.
 fn service_target(sources: &Sources) -> Result<DatabaseTarget, String> {
     let target = DatabaseTarget::from_sources(sources, Role::Service)
         .map_err(|problems| problems.to_string())?;
@@ -204,7 +204,8 @@ async fn probe(target: &DatabaseTarget) -> Probe {
 /// The user of a program listening on `port` of this machine, if `host` names this machine's
 /// loopback and that user is another regular user: not root (Docker's proxy), not us, not a
 /// system account (uid below 1000: `postgres`, a container's server). `None` as well where we
-/// cannot tell: not Linux, or in a user namespace, where users outside it all look alike.
+/// cannot tell: not Linux, a socket table the kernel does not show, or in a user namespace,
+/// where users outside it all look alike.
 #[cfg(unix)]
 fn stranger_on(host: &str, port: u16) -> Option<u32> {
     let loopback = host.eq_ignore_ascii_case("localhost")

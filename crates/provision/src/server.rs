@@ -352,19 +352,15 @@ impl Listener {
 }
 
 /// The listening TCP sockets of this machine's network namespace (IPv4 and IPv6), as
-/// `/proc/net/tcp` and `tcp6` list them; `None` where the system does not say (not Linux, or a
-/// table it cannot read).
+/// `/proc/net/tcp` and `tcp6` list them; `None` where the system does not say (not Linux, or an
+/// IPv4 table it cannot read).
 pub fn tcp_listeners() -> Option<Vec<Listener>> {
     #[cfg(target_os = "linux")]
     {
-        use procfs::ProcError;
         use procfs::net::{TcpState, tcp, tcp6};
-        let v6 = match tcp6() {
-            Ok(entries) => entries,
-            // No IPv6 in this kernel: nothing listens there.
-            Err(ProcError::NotFound(_)) => Vec::new(),
-            Err(_) => return None,
-        };
+        // No tcp6 table (no IPv6 in this kernel), or one that cannot be read: the IPv4
+        // listeners still say what they say.
+        let v6 = tcp6().unwrap_or_default();
         let entries = tcp().ok()?.into_iter().chain(v6);
         let listening = entries.filter(|entry| entry.state == TcpState::Listen);
         Some(
@@ -383,7 +379,7 @@ pub fn tcp_listeners() -> Option<Vec<Listener>> {
 }
 
 /// The owners (uids) of what listens on `port` where a connection to this machine's loopback
-/// address can reach it; `None` where the system does not say (not Linux).
+/// address can reach it; `None` where the system does not say (see [`tcp_listeners`]).
 pub fn loopback_listeners(port: u16) -> Option<Vec<u32>> {
     let listeners = tcp_listeners()?.into_iter();
     let here =

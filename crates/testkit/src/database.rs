@@ -464,6 +464,13 @@ mod tests {
             }
         }
         cluster.empty_database().await.unwrap();
+        // Ours carry a nonce after the pid, and the sweep still reads the pid.
+        let ours = format!("test_{}_1", process_part());
+        let parts: Vec<&str> = ours.split('_').collect();
+        assert_eq!(parts.len(), 5, "{ours}");
+        assert!(parts[3].parse::<u64>().is_ok(), "{ours}");
+        assert!(left_behind(&ours, &host_tag(), |_| false), "{ours}");
+        assert!(!left_behind(&ours, &host_tag(), |_| true), "{ours}");
     }
 
     #[test]
