@@ -247,14 +247,14 @@ impl PgCluster {
 
     /// A `postgres://` URL for `database` as the superuser (it contains the password).
     pub fn superuser_url(&self, database: &str) -> String {
-        crate::database::exposed(self.url_as(Role::Superuser, database))
+        exposed(self.url_as(Role::Superuser, database))
     }
 
     /// A URL for `database` as the service's role, which may only read and write rows. On a
     /// cluster that asks for client certificates (issued to the superuser only) it is the
     /// superuser's: those tests are about TLS, not privileges.
     pub fn service_url(&self, database: &str) -> String {
-        crate::database::exposed(self.url_as(Role::Service, database))
+        exposed(self.url_as(Role::Service, database))
     }
 
     /// A URL for `database` as `role` (the owner role owns the schema and runs migrations).
@@ -463,6 +463,13 @@ fn sweep_dead_clusters(parent: &Path) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
+}
+
+/// The URL's text; empty if it could not be built (a test then fails on it, naming nothing
+/// secret).
+pub(crate) fn exposed(url: Result<DatabaseUrl>) -> String {
+    url.map(|url| url.expose_secret().to_owned())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

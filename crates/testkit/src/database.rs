@@ -11,7 +11,7 @@ use sea_orm::sqlx::{Connection, PgConnection};
 use sea_orm::{DatabaseConnection, SqlxPostgresConnector};
 use tokio::sync::OnceCell;
 
-use crate::cluster::{OWNER_ROLE, PgCluster, Role, SERVICE_ROLE};
+use crate::cluster::{OWNER_ROLE, PgCluster, Role, SERVICE_ROLE, exposed};
 use crate::{Result, TestkitError};
 
 /// Where test databases are created: a server given by `DATABASE_URL_TEST`, or a cluster.
@@ -255,13 +255,6 @@ impl TestDatabase {
             .connect_lazy_with(self.options());
         SqlxPostgresConnector::from_sqlx_postgres_pool(pool)
     }
-}
-
-/// The URL's text; empty if it could not be built (a test then fails on it, naming nothing
-/// secret).
-pub(crate) fn exposed(url: Result<DatabaseUrl>) -> String {
-    url.map(|url| url.expose_secret().to_owned())
-        .unwrap_or_default()
 }
 
 impl Drop for TestDatabase {
