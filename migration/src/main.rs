@@ -150,15 +150,16 @@ fn database_options(sources: &Sources) -> Result<Connector, String> {
 /// never replaced: were it lost mid-run (a cut network, a terminated backend), a new session
 /// would lack both, and a migration's clean-up could queue an ACCESS EXCLUSIVE lock behind a
 /// long transaction, with every query of the service behind it, while another run starts.
-/// Every later statement fails instead; running the command again carries on.
-async fn connect(connector: Connector) -> Result<(DatabaseConnection, Session), String> {
+/// Every later statement fails instead; running the command again carries on. The flag returned
+/// says whether the connection was opened.
+async fn connect(connector: Connector) -> Result<(DatabaseConnection, Arc<AtomicBool>), String> {
     let options = connector
         .locate()
         .await
         .map_err(|error| format!("could not connect: {error}"))?;
     let wanted = connector.target_session_attrs();
-    let session = Session::default();
-    let (connected, lost) = (session.connected.clone(), session.lost.clone());
+    let connected = Arc::new(AtomicBool::new(false));
+    let opened = connected.clone();
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(Duration::from_secs(5))
@@ -166,12 +167,11 @@ async fn connect(connector: Connector) -> Result<(DatabaseConnection, Session), 
         .max_lifetime(None)
         .test_before_acquire(false)
         .after_connect(move |connection, _| {
-            let (connected, lost) = (connected.clone(), lost.clone());
+            let connected = connected.clone();
             Box::pin(async move {
                 if connected.load(Ordering::SeqCst) {
-                    // The pool retries until its acquire timeout and then says only that: the
-                    // flag tells the user why.
-                    lost.store(true, Ordering::SeqCst);
+                    // The pool retries until its acquire timeout and then says only that: main
+                    // tells the user why.
                     return Err(migration::sea_orm::sqlx::Error::Configuration(
                         "the run's database session was lost, and its locks and lock_timeout \
                          with it: not reconnecting mid-run; run the command again"
@@ -190,18 +190,7 @@ async fn connect(connector: Connector) -> Result<(DatabaseConnection, Session), 
             })
         })
         .connect_lazy_with(options);
-    Ok((
-        SqlxPostgresConnector::from_sqlx_postgres_pool(pool),
-        session,
-    ))
-}
-
-/// What became of the run's one session: whether it was opened, and whether a new one was
-/// refused after it (the pool then reports only a timeout).
-#[derive(Default)]
-struct Session {
-    connected: Arc<AtomicBool>,
-    lost: Arc<AtomicBool>,
+    Ok((SqlxPostgresConnector::from_sqlx_postgres_pool(pool), opened))
 }
 
 /// Prints each migration as it is applied or rolled back, so a run that fails half-way shows
@@ -344,7 +333,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (db, session) = match connect(connector).await {
+    let (db, opened) = match connect(connector).await {
         Ok(connected) => connected,
         Err(message) => {
             eprintln!("migration: failed: {message}");
@@ -352,11 +341,10 @@ async fn main() -> ExitCode {
         }
     };
     let outcome = run(command, &db, lock_timeout).await;
-    // Lost: a new session was refused, or the pool holds none (no idle timeout or lifetime
-    // closes the run's connection; only its loss does).
+    // Lost: it was opened and the pool holds none now (no idle timeout or lifetime closes it,
+    // and every new one after it is refused).
     let pool_empty = db.get_postgres_connection_pool().size() == 0;
-    let lost = session.lost.load(Ordering::SeqCst)
-        || (session.connected.load(Ordering::SeqCst) && pool_empty);
+    let lost = opened.load(Ordering::SeqCst) && pool_empty;
     // Closing is best effort: the outcome is already decided.
     let _ = db.close().await;
     if outcome.is_err() && lost {
