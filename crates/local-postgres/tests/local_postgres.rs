@@ -63,14 +63,10 @@ async fn the_local_cluster_trusts_nobody_and_serves_the_two_roles_of_the_urls() 
             .await
             .unwrap();
         assert_eq!(sockets, "");
-        let powerful: i64 = sea_orm::sqlx::query_scalar(
-            "SELECT count(*) FROM pg_roles WHERE rolname IN ('app_svc', 'app_own') \
-             AND (rolsuper OR rolcreaterole OR rolcreatedb)",
-        )
-        .fetch_one(&mut admin)
-        .await
-        .unwrap();
-        assert_eq!(powerful, 0);
+        for role in ["app_svc", "app_own"] {
+            let powers = counseling_testkit::fixtures::powers_beyond_login(&mut admin, role);
+            assert_eq!(powers.await.unwrap(), Vec::<&str>::new(), "{role}");
+        }
         let extension: i64 = sea_orm::sqlx::query_scalar(
             "SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'",
         )

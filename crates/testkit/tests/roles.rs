@@ -114,16 +114,13 @@ async fn a_private_cluster_trusts_nobody_and_opens_no_socket() {
         .await
         .unwrap();
     assert_eq!(listen, "127.0.0.1");
-    let powerful: Vec<String> = sea_orm::sqlx::query_scalar(
-        "SELECT rolname::text FROM pg_roles WHERE rolname IN ($1, $2) \
-         AND (rolsuper OR rolcreaterole OR rolcreatedb OR rolbypassrls)",
-    )
-    .bind(counseling_testkit::OWNER_ROLE)
-    .bind(counseling_testkit::SERVICE_ROLE)
-    .fetch_all(&mut admin)
-    .await
-    .unwrap();
-    assert_eq!(powerful, Vec::<String>::new());
+    for role in [
+        counseling_testkit::OWNER_ROLE,
+        counseling_testkit::SERVICE_ROLE,
+    ] {
+        let powers = counseling_testkit::fixtures::powers_beyond_login(&mut admin, role);
+        assert_eq!(powers.await.unwrap(), Vec::<&str>::new(), "{role}");
+    }
 
     let data_directory: String = sea_orm::sqlx::query_scalar("SHOW data_directory")
         .fetch_one(&mut admin)
