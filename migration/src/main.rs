@@ -21,8 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use counseling_config::{
-    Connector, DatabaseTarget, Problem, Role, SessionDefaults, Sources, TARGET_VARIABLES,
-    TEST_SERVER_VARIABLE, session_state,
+    Connector, DatabaseTarget, Problem, Role, SessionDefaults, Sources, session_state,
 };
 use migration::sea_orm::sqlx::postgres::PgPoolOptions;
 use migration::sea_orm::{DatabaseConnection, SqlxPostgresConnector};
@@ -120,8 +119,7 @@ fn database_options(sources: &Sources) -> Result<Connector, String> {
     // (`DATABASE_SSLMODE` would leave TLS at the URL's mode while the owner's password is sent).
     // `DATABASE_OWNER_` and `MIGRATION_` are ours alone: every unknown name there is refused.
     const OWNER_PREFIX: &str = "DATABASE_OWNER";
-    let ours = TARGET_VARIABLES.iter().map(|&(name, _)| name);
-    let ours: Vec<&str> = ours.chain([TEST_SERVER_VARIABLE]).collect();
+    let ours = counseling_config::connection_variables();
     let mut problems = sources.misspellings("DATABASE", &ours);
     problems
         .0

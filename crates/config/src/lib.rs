@@ -33,6 +33,7 @@ pub use secret_file::{SecretRead, read_secret_file};
 pub use sources::{Origin, Sources};
 pub use target::{
     DatabaseTarget, PLACEHOLDER_PASSWORD_PREFIX, Role, TARGET_VARIABLES, TEST_SERVER_VARIABLE,
+    connection_variables,
 };
 
 use std::fmt;

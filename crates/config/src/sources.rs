@@ -174,18 +174,20 @@ impl Sources {
                 && !known.contains(name)
                 && !is_kubernetes_service_link(name, value)
         });
-        let problems = unknown.filter_map(|(name, _)| {
-            let problem = match meant(name, &known) {
-                Some(meant) => {
-                    format!("is not a setting: did you mean {meant}? (see .env.example)")
-                }
-                None if every => "is not a setting (see .env.example for every variable)".into(),
-                None => return None,
-            };
-            Some(Problem::new(name, problem))
-        });
+        let problems = unknown
+            .filter(|(name, _)| every || meant(name, &known).is_some())
+            .map(|(name, _)| not_a_setting(name, &known));
         Problems(problems.collect())
     }
+}
+
+/// `name` is no setting: what to tell the user, with the one of `known` it most likely meant.
+fn not_a_setting(name: &str, known: &[String]) -> Problem {
+    let problem = match meant(name, known) {
+        Some(meant) => format!("is not a setting: did you mean {meant}? (see .env.example)"),
+        None => "is not a setting (see .env.example for every variable)".to_owned(),
+    };
+    Problem::new(name, problem)
 }
 
 /// Where a variable's value was found.
@@ -231,11 +233,7 @@ fn describe(prefix: &str, error: &ConfigError, besides: &[&str]) -> (Option<Stri
         let known: Vec<String> = known
             .chain(besides.iter().map(|&name| name.to_owned()))
             .collect();
-        let problem = match meant(&name, &known) {
-            Some(meant) => format!("is not a setting: did you mean {meant}? (see .env.example)"),
-            None => "is not a setting (see .env.example for every variable)".to_owned(),
-        };
-        return (Some(name.clone()), Problem::new(name, problem));
+        return (Some(name.clone()), not_a_setting(&name, &known));
     }
     match error {
         ConfigError::At {

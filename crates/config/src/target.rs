@@ -76,6 +76,13 @@ pub const TARGET_VARIABLES: &[(&str, &str)] = &[
 /// of ours, but it shares the service's prefix and `.env`.
 pub const TEST_SERVER_VARIABLE: &str = "DATABASE_URL_TEST";
 
+/// Every `DATABASE_` name that is about where to connect, not a pool setting: the target's
+/// variables and the test kit's server.
+pub fn connection_variables() -> Vec<&'static str> {
+    let targets = TARGET_VARIABLES.iter().map(|&(name, _)| name);
+    targets.chain([TEST_SERVER_VARIABLE]).collect()
+}
+
 /// The connection as configured, before its checks: see the module docs.
 #[derive(Clone)]
 pub struct DatabaseTarget {

@@ -2,7 +2,6 @@ use std::time::Duration;
 
 use counseling_config::{
     Connector, DatabaseTarget, DatabaseUrl, Problem, Problems, Role, SessionDefaults, Sources,
-    TARGET_VARIABLES, TEST_SERVER_VARIABLE,
 };
 use serde::{Deserialize, Serialize};
 
@@ -168,8 +167,7 @@ impl DatabaseSettings {
     pub fn from_sources(sources: &Sources) -> Result<Self, Problems> {
         let target = DatabaseTarget::from_sources(sources, Role::Service);
         // The target's variables and the test kit's server share the prefix and `.env`.
-        let besides = TARGET_VARIABLES.iter().map(|&(name, _)| name);
-        let besides: Vec<&str> = besides.chain([TEST_SERVER_VARIABLE]).collect();
+        let besides = counseling_config::connection_variables();
         let pool = sources.group_besides::<PoolSettings>(Self::PREFIX, &besides);
         match (target, pool) {
             (Ok(target), Ok(pool)) => Ok(Self {
