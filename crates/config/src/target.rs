@@ -347,23 +347,19 @@ impl DatabaseTarget {
                 )
             })
         };
-        let exported_client_files: Vec<&'static str> = ["PGSSLCERT", "PGSSLKEY"]
+        // Each of PGSSLCERT and PGSSLKEY the process environment has, and whether it is empty.
+        let exported: Vec<(&'static str, bool)> = ["PGSSLCERT", "PGSSLKEY"]
             .into_iter()
-            .filter(|name| {
-                let sources = self.environment.as_ref();
-                sources.is_some_and(|sources| sources.environment(name).is_some())
+            .filter_map(|name| {
+                let value = self.environment.as_ref()?.environment(name)?;
+                Some((name, value.is_empty()))
             })
             .collect();
-        // Over sockets alone there is no TLS, so no client certificate to get wrong.
-        let only_sockets = endpoints.iter().all(Endpoint::is_socket);
-        let empty_client_files: Vec<&'static str> = exported_client_files
+        let exported_client_files: Vec<&'static str> =
+            exported.iter().map(|&(name, _)| name).collect();
+        let empty_client_files: Vec<&'static str> = exported
             .iter()
-            .copied()
-            .filter(|name| {
-                let sources = self.environment.as_ref();
-                let empty = sources.is_some_and(|sources| sources.environment(name) == Some(""));
-                empty && !only_sockets
-            })
+            .filter_map(|&(name, empty)| empty.then_some(name))
             .collect();
         let tls = crate::tls::resolve(&TlsInputs {
             mode: tls_source("sslmode"),
@@ -375,6 +371,8 @@ impl DatabaseTarget {
                 .is_some_and(|(mode, _)| mode == "disable"),
             exported_client_files: &exported_client_files,
             empty_client_files: &empty_client_files,
+            // Over sockets alone there is no TLS, so no client certificate to get wrong.
+            tls_possible: !endpoints.iter().all(Endpoint::is_socket),
             mode_override: self.mode_override,
             root_cert_override: self.root_cert_override.as_ref(),
         });

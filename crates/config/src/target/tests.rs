@@ -103,6 +103,23 @@ fn an_empty_exported_client_file_is_refused_where_it_would_be_used() {
     }
 }
 
+/// Under sslcertmode=disable an exported PGSSLCERT is refused where the driver would send it, and
+/// only there: with TLS off or over sockets alone no handshake happens, as in libpq.
+#[test]
+fn an_exported_client_file_under_sslcertmode_disable_is_refused_only_where_it_would_be_sent() {
+    let exported = ("PGSSLCERT", "/etc/counseling/client.crt");
+    let url = "postgres://svc@db.internal/app?sslcertmode=disable";
+    let problems = connector(&[("DATABASE_URL", url), exported]).unwrap_err();
+    assert_eq!(variables(&problems), ["PGSSLCERT"], "{problems}");
+    for url in [
+        "postgres://svc@db.internal/app?sslcertmode=disable&sslmode=disable",
+        "postgres://svc@%2Frun%2Fpostgresql/app?sslcertmode=disable",
+    ] {
+        let accepted = connector(&[("DATABASE_URL", url), exported]);
+        assert!(accepted.is_ok(), "{url}: {:?}", accepted.err());
+    }
+}
+
 #[test]
 fn a_url_and_a_password_from_files() {
     let dir = tempfile::tempdir().unwrap();

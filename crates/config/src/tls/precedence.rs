@@ -30,6 +30,9 @@ pub(crate) struct TlsInputs<'a> {
     pub exported_client_files: &'a [&'static str],
     /// Those of them exported empty: libpq takes that for unset, the driver for a file named "".
     pub empty_client_files: &'a [&'static str],
+    /// Whether any host is reached over TCP: over unix sockets alone there is no TLS, and no
+    /// client certificate to get wrong.
+    pub tls_possible: bool,
     pub mode_override: Option<SslMode>,
     pub root_cert_override: Option<&'a SslRootCert>,
 }
@@ -99,10 +102,12 @@ pub(crate) fn resolve(inputs: &TlsInputs<'_>) -> Result<TlsSettings, Vec<TlsProb
 
     let mode = mode.map(|mode| libpq_mode(mode, root_cert.as_ref()));
     problems.extend(check_trust(mode, mode_source, root_cert.as_ref(), root_source).err());
+    // The exported client files matter only where a TLS handshake can happen.
+    let handshake = inputs.tls_possible && mode != Some(SslMode::Disable);
     let client = if inputs.no_client_cert {
         // The driver reads PGSSLCERT and PGSSLKEY by itself and cannot be told to leave them
         // out: it would send what libpq would not.
-        for &variable in inputs.exported_client_files {
+        for &variable in inputs.exported_client_files.iter().filter(|_| handshake) {
             problems.push(TlsProblem::new(
                 TlsSource::Environment(variable),
                 format!(
@@ -121,8 +126,8 @@ pub(crate) fn resolve(inputs: &TlsInputs<'_>) -> Result<TlsSettings, Vec<TlsProb
             }
         };
         // A pair of ours replaces what the driver read; without one it keeps it.
-        if client.is_none() && mode != Some(SslMode::Disable) {
-            for &variable in inputs.empty_client_files {
+        for &variable in inputs.empty_client_files {
+            if client.is_none() && handshake {
                 problems.push(TlsProblem::new(
                     TlsSource::Environment(variable),
                     format!(
@@ -429,13 +434,27 @@ mod tests {
         );
         // Unless the environment has PGSSLCERT or PGSSLKEY (whatever the URL says), which the
         // driver reads by itself and would send: that is refused, naming the variable.
-        let problems = resolve(&TlsInputs {
+        let refused = TlsInputs {
             cert: Some((&garbage, TlsSource::Url("sslcert"))),
             no_client_cert: true,
             exported_client_files: &["PGSSLCERT", "PGSSLKEY"],
+            tls_possible: true,
             ..TlsInputs::default()
-        })
-        .unwrap_err();
+        };
+        // Where no handshake can happen (TLS off, or sockets alone), nothing would be sent.
+        let tls_off = TlsInputs {
+            mode: Some(("disable", TlsSource::Url("sslmode"))),
+            ..refused
+        };
+        assert!(resolve(&tls_off).is_ok());
+        assert!(
+            resolve(&TlsInputs {
+                tls_possible: false,
+                ..refused
+            })
+            .is_ok()
+        );
+        let problems = resolve(&refused).unwrap_err();
         assert_eq!(
             sources(&problems),
             [
@@ -450,6 +469,7 @@ mod tests {
             mode: Some(("require", TlsSource::Url("sslmode"))),
             exported_client_files: &empty,
             empty_client_files: &empty,
+            tls_possible: true,
             ..TlsInputs::default()
         })
         .unwrap_err();
