@@ -124,6 +124,15 @@ impl TargetSessionAttrs {
         }
     }
 
+    /// Whether a service that writes may ask for this: not the kinds that want (or prefer) a
+    /// session that cannot write.
+    pub fn suits_writers(self) -> bool {
+        matches!(
+            self,
+            TargetSessionAttrs::Any | TargetSessionAttrs::ReadWrite | TargetSessionAttrs::Primary
+        )
+    }
+
     /// Whether only a server that takes writes will do.
     pub fn wants_writes(self) -> bool {
         matches!(

@@ -323,6 +323,21 @@ impl DatabaseTarget {
                 TargetSessionAttrs::Any
             }),
         };
+        // Every binary that reads its settings (the service, the migration CLI, `just dev`'s
+        // probe of the service's URL) writes, and the service's readiness means writable.
+        if let Some((_, origin)) = parameters.get("target_session_attrs")
+            && self.environment.is_some()
+            && !target_session_attrs.suits_writers()
+        {
+            problems.push(ParameterProblem::new(
+                origin,
+                "target_session_attrs",
+                format!(
+                    "is {target_session_attrs}, which asks for sessions that cannot write, but \
+                     the service and the migrations write: use any, read-write or primary"
+                ),
+            ));
+        }
         let load_balance = match parameters.get("load_balance_hosts") {
             None | Some(("disable", _)) => LoadBalance::Disable,
             Some(("random", _)) => LoadBalance::Random,

@@ -284,6 +284,12 @@ fn host_lists_from_the_url_its_parameters_or_the_environment() {
     // As libpq: two hosts make the authority's port list `,`, which PGPORT does not fill.
     assert_eq!(c.endpoints(), [endpoint("h1", 5432), endpoint("h2", 5432)]);
     assert_eq!(c.target_session_attrs(), TargetSessionAttrs::Primary);
+    // The read-only kinds from the environment too: every binary of ours writes.
+    let problems = connector_of(
+        "postgres://u:p@h1/db",
+        &[("PGTARGETSESSIONATTRS", "standby")],
+    );
+    assert_eq!(variables(&problems.unwrap_err()), ["PGTARGETSESSIONATTRS"]);
     let c = connector_of("postgres://u:p@h1/db", &[("PGPORT", "7000")]).unwrap();
     assert_eq!(c.endpoints(), [endpoint("h1", 7000)]);
     let c = connector_of("postgres://u:p@/db?host=h1,h2", &[("PGPORT", "7000")]).unwrap();
@@ -312,6 +318,14 @@ fn host_lists_from_the_url_its_parameters_or_the_environment() {
         (
             "postgres://u:hunter2@h1/db?target_session_attrs=writable",
             "must be one of any, read-write",
+        ),
+        (
+            "postgres://u:hunter2@h1,h2/db?target_session_attrs=prefer-standby",
+            "the service and the migrations write",
+        ),
+        (
+            "postgres://u:hunter2@h1/db?target_session_attrs=read-only",
+            "is read-only, which asks for sessions that cannot write",
         ),
         ("postgres://u:hunter2@/db", "host: is not given"),
         (
