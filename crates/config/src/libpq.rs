@@ -359,12 +359,16 @@ impl LibpqParameters {
             }
             for (variable, setting) in SESSION_DEFAULT_VARIABLES {
                 if sources.environment(variable).is_some_and(|v| !v.is_empty()) {
+                    let instead = match crate::target::driver_sets(setting) {
+                        Some(fixed) => format!("the driver fixes {fixed} for every session"),
+                        None => format!("use options=-c {setting}=... in the URL instead"),
+                    };
                     problems.push(ParameterProblem::new(
                         ParameterOrigin::Environment(variable),
                         *variable,
                         format!(
                             "is not honoured: libpq sends it as a session default, the driver \
-                             does not; use options=-c {setting}=... in the URL instead"
+                             does not; {instead}"
                         ),
                     ));
                 }
@@ -492,6 +496,9 @@ mod tests {
             .map(|problem| problem.to_problem("DATABASE_URL").variable)
             .collect();
         assert_eq!(lines, ["PGTZ", "PGSERVICE"]);
+        // The driver fixes the time zone itself: no advice to set it in options.
+        let advice = &problems[0].to_problem("DATABASE_URL").problem;
+        assert!(advice.contains("the driver fixes TimeZone=UTC"), "{advice}");
     }
 
     #[test]

@@ -293,13 +293,22 @@ impl DatabaseTarget {
                             .settings
                             .iter()
                             .find(|(setting, ..)| *setting == name);
-                        match ours {
-                            Some((_, _, variable)) => problems.push(ParameterProblem::new(
+                        let by_driver = driver_sets(&name);
+                        match (ours, by_driver) {
+                            (Some((_, _, variable)), _) => problems.push(ParameterProblem::new(
                                 origin,
                                 "options",
                                 format!("sets {name}, which {variable} sets: set it there"),
                             )),
-                            None => settings.push((name, value)),
+                            (None, Some(fixed)) => problems.push(ParameterProblem::new(
+                                origin,
+                                "options",
+                                format!(
+                                    "sets {name}, which the driver sets for every session \
+                                     ({fixed}) after options: it would be ignored"
+                                ),
+                            )),
+                            (None, None) => settings.push((name, value)),
                         }
                     }
                 }
@@ -670,6 +679,26 @@ fn endpoints(
 /// libpq's `options`: server settings as `-c name=value` (or `-cname=value`, `--name=value`),
 /// separated by spaces; a backslash keeps the next character (a space in a value). Other server
 /// switches are refused: the driver passes only settings on.
+/// The server settings the driver sends in every startup message, each as a parameter of its
+/// own, which the server applies after `options`: so a value in `options` never takes effect.
+/// `application_name` has a parameter of ours; the others cannot be changed at connect time.
+const DRIVER_SETTINGS: &[(&str, &str)] = &[
+    ("datestyle", "DateStyle=ISO, MDY"),
+    ("timezone", "TimeZone=UTC"),
+    ("client_encoding", "client_encoding=UTF8"),
+    ("extra_float_digits", "extra_float_digits=2"),
+    ("application_name", "from the application_name parameter"),
+];
+
+/// What the driver sets `name` to at connect time, if it does (names are case-insensitive).
+pub(crate) fn driver_sets(name: &str) -> Option<&'static str> {
+    let name = name.to_ascii_lowercase();
+    DRIVER_SETTINGS
+        .iter()
+        .find(|(setting, _)| *setting == name)
+        .map(|&(_, fixed)| fixed)
+}
+
 fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
     let mut words = Vec::new();
     let mut word = String::new();

@@ -345,7 +345,7 @@ fn host_lists_from_the_url_its_parameters_or_the_environment() {
 fn options_pass_server_settings_on_but_not_ours_or_other_switches() {
     let c = connector(&[(
         "DATABASE_URL",
-        r"postgres://u:p@h/db?options=--search-path%3Dmy-app%20-c%20work-mem%3D64MB%20-cdatestyle%3DISO\%2C%5C%20DMY",
+        r"postgres://u:p@h/db?options=--search-path%3Dmy-app%20-c%20work-mem%3D64MB%20-cintervalstyle%3DISO\%2C%5C%20DMY",
     )])
     .unwrap();
     assert_eq!(
@@ -353,7 +353,7 @@ fn options_pass_server_settings_on_but_not_ours_or_other_switches() {
         [
             ("search_path".to_owned(), "my-app".to_owned()),
             ("work_mem".to_owned(), "64MB".to_owned()),
-            ("datestyle".to_owned(), r"ISO,\ DMY".replace('\\', "")),
+            ("intervalstyle".to_owned(), r"ISO,\ DMY".replace('\\', "")),
             ("statement_timeout".to_owned(), "1000".to_owned()),
         ]
     );
@@ -361,6 +361,16 @@ fn options_pass_server_settings_on_but_not_ours_or_other_switches() {
         (
             "-c%20statement_timeout%3D0",
             "which DATABASE_STATEMENT_TIMEOUT_MS sets",
+        ),
+        // The driver's own startup parameters win over options: refused, never ignored.
+        (
+            "-c%20TimeZone%3DEurope/Berlin",
+            "which the driver sets for every session (TimeZone=UTC)",
+        ),
+        ("-cdatestyle%3DSQL", "(DateStyle=ISO, MDY) after options"),
+        (
+            "-c%20application_name%3Dx",
+            "from the application_name parameter",
         ),
         // The server takes dashes in a name for underscores, in either form.
         (
