@@ -121,9 +121,11 @@ fn database_options(sources: &Sources) -> Result<Connector, String> {
     const OWNER_PREFIX: &str = "DATABASE_OWNER";
     let ours = counseling_config::connection_variables();
     let mut problems = sources.misspellings("DATABASE", &ours);
+    // Said once, by `unknown` below; a name like DATABASE_OWNERURL only here.
+    let owner_group = format!("{OWNER_PREFIX}_");
     problems
         .0
-        .retain(|problem| !problem.variable.starts_with(OWNER_PREFIX));
+        .retain(|problem| !problem.variable.starts_with(&owner_group));
     problems.extend(sources.unknown(OWNER_PREFIX, &ours).0);
     problems.extend(sources.unknown("MIGRATION", &[LOCK_TIMEOUT]).0);
     let target = DatabaseTarget::from_sources(sources, Role::Owner);

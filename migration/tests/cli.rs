@@ -285,6 +285,11 @@ fn a_misspelt_setting_exits_2_and_the_services_own_pass() {
         // Groups only the CLI reads: any unknown name.
         ("DATABASE_OWNER_SSL_MODE", "verify-full"),
         ("MIGRATION_LOCK_TIMEOUT_SECS", "60"),
+        // A misspelling outside those groups: the run would have used DATABASE_URL's role.
+        (
+            "DATABASE_OWNERURL",
+            "postgres://owner:s3cret-pw@127.0.0.1:1/db",
+        ),
     ];
     let output = migration_binary(&["status"], &misspelt);
     assert_eq!(output.status.code(), Some(2));
@@ -294,6 +299,7 @@ fn a_misspelt_setting_exits_2_and_the_services_own_pass() {
         "MIGRATION_LOCK_TIMEOUT is not a setting: did you mean MIGRATION_LOCK_TIMEOUT_MS?",
         "DATABASE_OWNER_SSL_MODE is not a setting",
         "MIGRATION_LOCK_TIMEOUT_SECS is not a setting",
+        "DATABASE_OWNERURL is not a setting: did you mean DATABASE_OWNER_URL?",
     ] {
         assert!(stderr.contains(said), "{stderr}");
     }
