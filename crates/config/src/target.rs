@@ -241,6 +241,19 @@ impl DatabaseTarget {
             "user",
             Some(self.url.username()).filter(|user| !user.is_empty()),
         );
+        let exported_empty = |name: &str| {
+            let sources = self.environment.as_ref();
+            sources.is_some_and(|sources| sources.environment(name) == Some(""))
+        };
+        if user.is_none() && exported_empty("PGUSER") {
+            // libpq takes it for unset (the operating system's user); the driver reads it by
+            // itself and would log in as "", which every server refuses.
+            extra.push(Problem::new(
+                "PGUSER",
+                "is set but empty, and the URL names no user: the driver would log in as \"\"; \
+                 unset PGUSER, or name the user in the URL",
+            ));
+        }
         let database = in_url_first("dbname", self.url.database());
         let password = match (
             &self.password_file,

@@ -103,6 +103,21 @@ fn an_empty_exported_client_file_is_refused_where_it_would_be_used() {
     }
 }
 
+/// Exported empty, PGUSER is read by the driver as the user "": refused unless the URL names one.
+#[test]
+fn an_empty_exported_pguser_is_refused_unless_the_url_names_the_user() {
+    let empty = ("PGUSER", "");
+    let problems = connector(&[("DATABASE_URL", "postgres://db.internal/app"), empty]);
+    assert_eq!(variables(&problems.unwrap_err()), ["PGUSER"]);
+    for url in [
+        "postgres://svc@db.internal/app",
+        "postgres://db.internal/app?user=svc",
+    ] {
+        let connector = connector(&[("DATABASE_URL", url), empty]).unwrap();
+        assert_eq!(connector.user.as_deref(), Some("svc"), "{url}");
+    }
+}
+
 /// Under sslcertmode=disable an exported PGSSLCERT is refused where the driver would send it, and
 /// only there: with TLS off or over sockets alone no handshake happens, as in libpq.
 #[test]
