@@ -159,6 +159,18 @@ impl Settings {
         {
             problems.push(Problem::new("HEALTH_TIMEOUT_MS", "must be at least 1"));
         }
+        if let (Some(app), Some(metrics)) = (&app, &metrics)
+            && metrics.enabled
+            && app.port != 0
+            && metrics.port == Some(app.port)
+        {
+            // Both listen on APP_HOST: the second bind would fail at start, as a runtime error.
+            problems.push(Problem::new(
+                "METRICS_PORT",
+                "is APP_PORT's port: leave it unset to serve /metrics on the main port, or \
+                 choose another",
+            ));
+        }
         let filter = sources
             .get(LogSettings::FILTER_VARIABLE)
             .map(str::to_owned)
@@ -450,6 +462,10 @@ mod tests {
         assert_eq!(load(&[("METRICS_PORT", "")]).unwrap().metrics.port, None);
         let problems = load(&[("METRICS_PORT", "nine")]).unwrap_err();
         assert_eq!(problems.0[0].variable, "METRICS_PORT");
+        // The main port again: a configuration error (exit 2), not a failed bind (exit 1).
+        let problems = load(&[("APP_PORT", "8100"), ("METRICS_PORT", "8100")]).unwrap_err();
+        assert_eq!(problems.0[0].variable, "METRICS_PORT");
+        assert!(load(&[("APP_PORT", "0"), ("METRICS_PORT", "0")]).is_ok());
     }
 
     #[test]
