@@ -37,6 +37,9 @@ pub(crate) struct ConnectionManager {
     /// server restart or a failover breaks every idle connection at once, so each one idle since
     /// then is pinged before use, instead of failing one caller after another.
     last_breakage: AtomicU64,
+    /// When a check before use last went unanswered past [`CHECK_LIMIT`] (as `last_breakage`):
+    /// every connection idle since then is taken for dead too, unchecked.
+    last_stall: AtomicU64,
     epoch: Instant,
     /// Goodbyes under way for connections that came back after the pool was closed.
     farewells: Arc<AtomicUsize>,
@@ -66,17 +69,27 @@ impl ConnectionManager {
 
     /// Records that a connection broke (I/O error, connection lost, read-only node) just now.
     pub(crate) fn note_breakage(&self) {
-        let since_epoch = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.last_breakage
-            .fetch_max(since_epoch.max(1), Ordering::Relaxed);
+        self.note(&self.last_breakage);
     }
 
-    /// Whether a connection last checked out at `checked_out` has been idle since a breakage.
-    fn idle_since_a_breakage(&self, checked_out: Instant) -> bool {
-        let breakage = self.last_breakage.load(Ordering::Relaxed);
-        breakage != 0 && self.epoch + Duration::from_nanos(breakage) >= checked_out
+    fn note(&self, when: &AtomicU64) {
+        let since_epoch = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        when.fetch_max(since_epoch.max(1), Ordering::Relaxed);
+    }
+
+    /// Whether a connection last checked out at `checked_out` has been idle since `when` (a
+    /// breakage or a stall) happened.
+    fn idle_since(&self, when: &AtomicU64, checked_out: Instant) -> bool {
+        let when = when.load(Ordering::Relaxed);
+        when != 0 && self.epoch + Duration::from_nanos(when) >= checked_out
     }
 }
+
+/// How long the check before use may take. It is one trivial round trip; an idle connection that
+/// does not answer it in this time is taken for dead: its server process hung, or a firewall or
+/// NAT dropped it while idle, which nothing else notices (the driver sets no TCP keepalives).
+/// Without a bound, every caller that drew such a connection waited out its whole deadline.
+pub(crate) const CHECK_LIMIT: Duration = Duration::from_millis(500);
 
 impl Manager for ConnectionManager {
     type Type = PgConnection;
@@ -104,8 +117,27 @@ impl Manager for ConnectionManager {
             return Err(RecycleError::message("past its maximum lifetime"));
         }
         let checked_out = metrics.recycled.unwrap_or(metrics.created);
-        if metrics.last_used() >= self.ping_if_idle_for || self.idle_since_a_breakage(checked_out) {
-            match session_state(connection).await {
+        if self.idle_since(&self.last_stall, checked_out) {
+            // Idle beside one that stopped answering: whatever cut that one off (a NAT's idle
+            // timeout, a failover without a goodbye) cut this one too. Not checked, so that a
+            // caller does not wait out the bound once per dead connection.
+            self.metrics.discarded(Discard::Broken);
+            return Err(RecycleError::message(
+                "idle beside a connection that stopped answering",
+            ));
+        }
+        if metrics.last_used() >= self.ping_if_idle_for
+            || self.idle_since(&self.last_breakage, checked_out)
+        {
+            let Ok(checked) = tokio::time::timeout(CHECK_LIMIT, session_state(connection)).await
+            else {
+                self.metrics.discarded(Discard::Timeout);
+                self.note(&self.last_stall);
+                return Err(RecycleError::message(
+                    "it did not answer the check before use",
+                ));
+            };
+            match checked {
                 Ok(state) if fit_for_use(self.connector.target_session_attrs(), state) => {}
                 Ok(_) => {
                     self.metrics.discarded(Discard::ReadOnly);
@@ -157,6 +189,7 @@ pub(crate) fn build(
         ping_if_idle_for: bounds.ping_if_idle_for,
         max_lifetime: bounds.max_lifetime,
         last_breakage: AtomicU64::new(0),
+        last_stall: AtomicU64::new(0),
         epoch: Instant::now(),
         farewells: Arc::new(AtomicUsize::new(0)),
         io: tokio::runtime::Handle::current(),

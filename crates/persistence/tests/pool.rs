@@ -287,6 +287,65 @@ async fn ping_returns_within_its_timeout_while_the_server_is_frozen() {
     recovers(&database, "after thaw").await;
 }
 
+/// Stopped (SIGSTOP) server processes, continued when dropped, even if the test fails.
+struct StoppedBackends(Vec<i32>);
+
+impl StoppedBackends {
+    fn stop(pids: Vec<i32>) -> Self {
+        let stopped = Self(pids);
+        stopped.signal("-STOP");
+        stopped
+    }
+
+    fn signal(&self, signal: &str) {
+        let pids = self.0.iter().map(i32::to_string);
+        let status = std::process::Command::new("kill")
+            .arg(signal)
+            .args(pids)
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal}");
+    }
+}
+
+impl Drop for StoppedBackends {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+    }
+}
+
+/// Idle connections that stopped answering while the server itself is fine (their processes
+/// hung, or a NAT dropped them while idle: nothing tells the client) are found by the bounded
+/// check before use and replaced, and those idle beside them without a check each: the check of
+/// the database answers in time instead of waiting on them until its deadline.
+#[tokio::test]
+async fn idle_connections_that_stopped_answering_are_replaced_in_time() {
+    let test_db = TestDatabase::migrated().await.unwrap();
+    let mut settings = settings_for(test_db.url());
+    settings.pool.ping_if_idle_for = Duration::from_millis(100);
+    let database = connect(&settings);
+    open_idle_connections(&database, 4).await;
+    let admin = test_db.connect().await;
+    let pids: Vec<i32> = admin
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            [test_db.name().into()],
+        ))
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.try_get_by_index::<i32>(0).unwrap())
+        .collect();
+    assert_eq!(pids.len(), 4, "the pool's idle connections");
+    let stopped = StoppedBackends::stop(pids);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..2 {
+        database.ping(Duration::from_secs(1)).await.unwrap();
+    }
+    drop(stopped);
+}
+
 #[tokio::test]
 async fn an_exhausted_pool_is_reported_as_such_within_the_timeout() {
     let test_db = TestDatabase::migrated().await.unwrap();
