@@ -20,11 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use counseling_config::{
-    Connector, DatabaseTarget, Problem, Role, SessionDefaults, Sources, session_state,
-};
-use migration::sea_orm::sqlx::postgres::PgPoolOptions;
-use migration::sea_orm::{DatabaseConnection, SqlxPostgresConnector};
+use counseling_config::{Connector, DatabaseTarget, Problem, Role, SessionDefaults, Sources};
+use migration::sea_orm::DatabaseConnection;
 use migration::{Accepted, Direction, Event, Observer, RunError, RunOptions, Runner};
 
 const USAGE: &str =
@@ -144,53 +141,17 @@ fn database_options(sources: &Sources) -> Result<Connector, String> {
         .map_err(|problems| problems.to_string())
 }
 
-/// A pool of one connection (a migration run needs one) on the host the connector reaches now,
-/// which checks the connection against `target_session_attrs` again. The connection lives as
-/// long as the run: the run's advisory lock and session `lock_timeout` are held on it. So it is
-/// never replaced: were it lost mid-run (a cut network, a terminated backend), a new session
-/// would lack both, and a migration's clean-up could queue an ACCESS EXCLUSIVE lock behind a
-/// long transaction, with every query of the service behind it, while another run starts.
-/// Every later statement fails instead; running the command again carries on. The flag returned
-/// says whether the connection was opened.
+/// The run's [`migration::one_session_pool`] on the host the connector reaches now, which checks
+/// the session against `target_session_attrs` again; the flag says whether it was opened.
 async fn connect(connector: Connector) -> Result<(DatabaseConnection, Arc<AtomicBool>), String> {
     let options = connector
         .locate()
         .await
         .map_err(|error| format!("could not connect: {error}"))?;
-    let wanted = connector.target_session_attrs();
-    let connected = Arc::new(AtomicBool::new(false));
-    let opened = connected.clone();
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(5))
-        .idle_timeout(None)
-        .max_lifetime(None)
-        .test_before_acquire(false)
-        .after_connect(move |connection, _| {
-            let connected = connected.clone();
-            Box::pin(async move {
-                if connected.load(Ordering::SeqCst) {
-                    // The pool retries until its acquire timeout and then says only that: main
-                    // tells the user why.
-                    return Err(migration::sea_orm::sqlx::Error::Configuration(
-                        "the run's database session was lost, and its locks and lock_timeout \
-                         with it: not reconnecting mid-run; run the command again"
-                            .into(),
-                    ));
-                }
-                let state = session_state(connection).await?;
-                if wanted.accepts(state) {
-                    connected.store(true, Ordering::SeqCst);
-                    Ok(())
-                } else {
-                    Err(migration::sea_orm::sqlx::Error::Configuration(
-                        format!("the server no longer has a {wanted} session").into(),
-                    ))
-                }
-            })
-        })
-        .connect_lazy_with(options);
-    Ok((SqlxPostgresConnector::from_sqlx_postgres_pool(pool), opened))
+    Ok(migration::one_session_pool(
+        options,
+        connector.target_session_attrs(),
+    ))
 }
 
 /// Prints each migration as it is applied or rolled back, so a run that fails half-way shows

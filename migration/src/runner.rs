@@ -17,9 +17,11 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use sea_orm_migration::sea_orm::sqlx::postgres::PgPoolOptions;
+use counseling_config::{TargetSessionAttrs, session_state};
+use sea_orm_migration::sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sea_orm_migration::sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseConnectionType, DatabaseTransaction, DbBackend,
     DbErr, RuntimeErr, SqlxPostgresConnector, Statement, TransactionTrait,
@@ -845,11 +847,61 @@ struct RunSession {
     owned: bool,
 }
 
+/// How long a run's pool waits for its connection: to reach the server at first, and later
+/// only when its session was lost (each statement then fails after this long).
+const SESSION_WAIT: Duration = Duration::from_secs(5);
+
+/// A pool of exactly one session that is never replaced: no test before acquire, no idle
+/// timeout, no lifetime, and a second connect refused. A run's advisory lock and `lock_timeout`
+/// live on that session; were it lost mid-run (a cut network, a terminated backend), a new one
+/// would lack both, and a migration's clean-up could queue an ACCESS EXCLUSIVE lock behind a
+/// long transaction, with every query of the service behind it, while another run starts.
+/// Every later statement fails instead; running again carries on. `wanted` is checked on the
+/// session when it opens. The flag returned says whether it was opened.
+pub fn one_session_pool(
+    options: PgConnectOptions,
+    wanted: TargetSessionAttrs,
+) -> (DatabaseConnection, Arc<AtomicBool>) {
+    let connected = Arc::new(AtomicBool::new(false));
+    let opened = connected.clone();
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(SESSION_WAIT)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .test_before_acquire(false)
+        .after_connect(move |connection, _| {
+            let connected = connected.clone();
+            Box::pin(async move {
+                if connected.load(Ordering::SeqCst) {
+                    // The pool retries until its acquire timeout and then says only that: the
+                    // CLI tells the user why.
+                    return Err(sea_orm_migration::sea_orm::sqlx::Error::Configuration(
+                        "the run's database session was lost, and its locks and lock_timeout \
+                         with it: not reconnecting mid-run; run the command again"
+                            .into(),
+                    ));
+                }
+                let state = session_state(connection).await?;
+                if wanted.accepts(state) {
+                    connected.store(true, Ordering::SeqCst);
+                    Ok(())
+                } else {
+                    Err(sea_orm_migration::sea_orm::sqlx::Error::Configuration(
+                        format!("the server no longer has a {wanted} session").into(),
+                    ))
+                }
+            })
+        })
+        .connect_lazy_with(options);
+    (SqlxPostgresConnector::from_sqlx_postgres_pool(pool), opened)
+}
+
 impl RunSession {
-    /// The caller's pool when it is a pool of one connection (the CLI's: whatever checks it
-    /// makes of each connection, such as `target_session_attrs`, keep applying), else a pool of
-    /// exactly one connection made from its connect options that never replaces its connection
-    /// by itself (no idle timeout, no lifetime). The advisory lock lives on that connection;
+    /// The caller's pool when it is a pool of one connection (the CLI's, from
+    /// [`one_session_pool`]: whatever checks it makes of each connection, such as
+    /// `target_session_attrs`, keep applying), else a [`one_session_pool`] of the run's own on
+    /// its connect options. The advisory lock lives on that connection;
     /// [`RunSession::ensure_lock_held`] notices if it was replaced.
     async fn open(db: &DatabaseConnection) -> Result<Self, RunError> {
         let DatabaseConnectionType::SqlxPostgresPoolConnection(_) = &db.inner else {
@@ -859,19 +911,9 @@ impl RunSession {
         let (db, owned) = if given.options().get_max_connections() == 1 {
             (db.clone(), false)
         } else {
-            let pool = PgPoolOptions::new()
-                .max_connections(1)
-                .min_connections(0)
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .test_before_acquire(false)
-                // The caller's bound on reaching the server. Later only this run uses the pool,
-                // so a wait this long then means a migration misused the connection.
-                .acquire_timeout(given.options().get_acquire_timeout())
-                .connect_with((*given.connect_options()).clone())
-                .await
-                .map_err(|error| DbErr::Conn(RuntimeErr::SqlxError(error.into())))?;
-            (SqlxPostgresConnector::from_sqlx_postgres_pool(pool), true)
+            let options = (*given.connect_options()).clone();
+            let (db, _) = one_session_pool(options, TargetSessionAttrs::Any);
+            (db, true)
         };
         let taken = async {
             wait_for_the_lock(&db).await?;

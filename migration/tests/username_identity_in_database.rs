@@ -11,11 +11,14 @@ use common::{
     insert_refusal, migration_binary, position, refusal, rows, schema_snapshot, sqlstate, text,
     up_fails_changing_nothing, up_to,
 };
+use counseling_testkit::fixtures::eventually;
 use counseling_testkit::{DatabaseLocale, TestDatabase};
+use migration::RunOptions;
 use migration::m20261130_000001_username_identity::identity_key;
 use migration::m20261203_000001_username_identity_in_database::WHITE_SPACE_BRACKET;
 use migration::sea_orm::DatabaseConnection;
 use migration::sea_orm::sqlx::{self, Connection, PgConnection};
+use std::time::Duration;
 
 const IDENTITY_IN_DATABASE: &str = "m20261203_000001_username_identity_in_database";
 
@@ -599,19 +602,47 @@ async fn a_server_without_icu_fails_with_one_line_and_nothing_changes() {
     assert!(!applied(&migration::status(&orm).await.unwrap()));
 }
 
+/// A reader's open snapshot, which the concurrent index build of a run must wait for.
+async fn open_snapshot(db: &TestDatabase) -> PgConnection {
+    let mut reader = connect(db).await;
+    for sql in ["BEGIN ISOLATION LEVEL REPEATABLE READ", "SELECT 1"] {
+        sqlx::query(sql).execute(&mut reader).await.unwrap();
+    }
+    reader
+}
+
+/// Waits until the run's concurrent index build waits for `reader`'s snapshot, has `reader` take
+/// ACCESS SHARE on users as any reader does, and terminates the run's session.
+async fn cut_off_the_waiting_build(conn: &mut PgConnection, reader: &mut PgConnection) {
+    let waiting = "SELECT pid FROM pg_stat_activity \
+                   WHERE wait_event = 'virtualxid' AND datname = current_database()";
+    let runner = eventually(
+        "the build waits for the reader's snapshot",
+        Duration::from_secs(20),
+        async || {
+            let pid = sqlx::query_scalar::<_, i32>(waiting).fetch_optional(&mut *conn);
+            pid.await.unwrap()
+        },
+    )
+    .await
+    .unwrap();
+    let count = "SELECT count(*) FROM users";
+    sqlx::query(count).execute(&mut *reader).await.unwrap();
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(runner)
+        .execute(conn)
+        .await
+        .unwrap();
+}
+
 /// The run's session is cut off while the concurrent index build waits for an old snapshot. The
 /// clean-up must not go on in a new session, which would hold neither the run's advisory lock
 /// nor its `lock_timeout`: its ACCESS EXCLUSIVE would queue behind a reader for good, and every
 /// query of the service behind it. The run stops at once, and the next run finishes the job.
 #[tokio::test]
 async fn a_run_whose_session_is_lost_stops_and_the_next_run_finishes() {
-    use counseling_testkit::fixtures::eventually;
-    use std::time::Duration;
     let (db, orm, mut conn) = database_before(IDENTITY_IN_DATABASE).await;
-    let mut reader = connect(&db).await;
-    for sql in ["BEGIN ISOLATION LEVEL REPEATABLE READ", "SELECT 1"] {
-        sqlx::query(sql).execute(&mut reader).await.unwrap();
-    }
+    let mut reader = open_snapshot(&db).await;
     let url = db.owner_url();
     let run = std::thread::spawn(move || {
         let variables = [
@@ -620,27 +651,7 @@ async fn a_run_whose_session_is_lost_stops_and_the_next_run_finishes() {
         ];
         migration_binary(&["up"], &variables)
     });
-    let waiting = "SELECT pid FROM pg_stat_activity \
-                   WHERE wait_event = 'virtualxid' AND datname = current_database()";
-    let limit = Duration::from_secs(20);
-    let runner = eventually(
-        "the build waits for the reader's snapshot",
-        limit,
-        async || {
-            let pid = sqlx::query_scalar::<_, i32>(waiting).fetch_optional(&mut conn);
-            pid.await.unwrap()
-        },
-    )
-    .await
-    .unwrap();
-    // Now the reader also holds ACCESS SHARE on users, as any reader does.
-    let count = "SELECT count(*) FROM users";
-    sqlx::query(count).execute(&mut reader).await.unwrap();
-    sqlx::query("SELECT pg_terminate_backend($1)")
-        .bind(runner)
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    cut_off_the_waiting_build(&mut conn, &mut reader).await;
     eventually("the run stops", Duration::from_secs(30), async || {
         run.is_finished()
     })
@@ -653,5 +664,33 @@ async fn a_run_whose_session_is_lost_stops_and_the_next_run_finishes() {
     sqlx::query("ROLLBACK").execute(&mut reader).await.unwrap();
     let again = migration_binary(&["up"], &[("DATABASE_URL", &db.owner_url())]);
     assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    assert!(applied(&migration::status(&orm).await.unwrap()));
+}
+
+/// The same through the library, on a caller's pool of several connections (as the test kit,
+/// `just dev`'s templates and `migrate-check` run migrations): the run's own session is never
+/// replaced either.
+#[tokio::test]
+async fn a_library_run_whose_session_is_lost_stops_and_the_next_run_finishes() {
+    let (db, orm, mut conn) = database_before(IDENTITY_IN_DATABASE).await;
+    let mut reader = open_snapshot(&db).await;
+    let options = RunOptions {
+        lock_timeout: Duration::from_secs(60),
+        force: false,
+    };
+    let run = tokio::spawn({
+        let orm = orm.clone();
+        async move { migration::apply_pending_with(&orm, options).await }
+    });
+    cut_off_the_waiting_build(&mut conn, &mut reader).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the run hangs: its clean-up queued behind the reader in a new session");
+    assert!(
+        outcome.unwrap().is_err(),
+        "the run went on in a new session"
+    );
+    sqlx::query("ROLLBACK").execute(&mut reader).await.unwrap();
+    migration::apply_pending(&orm).await.unwrap();
     assert!(applied(&migration::status(&orm).await.unwrap()));
 }

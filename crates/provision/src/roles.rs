@@ -2,8 +2,8 @@
 //! create roles. What each role may do is `migration::roles` (as in production). And the
 //! migrations, applied as the owner.
 
+use counseling_config::TargetSessionAttrs;
 use migration::roles::{grant_statements, quoted};
-use sea_orm::SqlxPostgresConnector;
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::{AssertSqlSafe, Connection, PgConnection};
 use secrecy::{ExposeSecret, SecretString};
@@ -72,11 +72,10 @@ pub async fn provision_application(
 }
 
 /// Applies every pending migration to the database `owner` names, as that role (the owner),
-/// on one connection that is closed afterwards (a template database cannot be cloned while
-/// anyone is connected to it).
+/// on one session that is never replaced, closed afterwards (a template database cannot be
+/// cloned while anyone is connected to it).
 pub async fn apply_migrations(owner: PgConnectOptions) -> Result<()> {
-    let pool = sea_orm::sqlx::postgres::PgPoolOptions::new().max_connections(1);
-    let database = SqlxPostgresConnector::from_sqlx_postgres_pool(pool.connect_lazy_with(owner));
+    let (database, _) = migration::one_session_pool(owner, TargetSessionAttrs::Any);
     let applied = migration::apply_pending(&database).await;
     let _ = database.close().await;
     applied.map(drop).map_err(ProvisionError::Migration)
