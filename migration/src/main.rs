@@ -279,7 +279,7 @@ async fn main() -> ExitCode {
         }
     };
     let configuration = Sources::load()
-        .map_err(|problem| problem.to_string())
+        .map_err(|problems| problems.to_string())
         .and_then(|sources| {
             let timeout = lock_timeout(&sources).map_err(|problem| problem.to_string())?;
             Ok((database_options(&sources)?, timeout))

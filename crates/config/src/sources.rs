@@ -17,6 +17,25 @@ pub struct Sources {
     from_environment: BTreeSet<String>,
 }
 
+/// The variables `environment` has empty while `file` gives them a value.
+fn hidden_by_empty(file: &[(String, String)], environment: &[(String, String)]) -> Problems {
+    let empty = |name: &String| {
+        let exported = environment.iter().find(|(exported, _)| exported == name);
+        exported.is_some_and(|(_, value)| value.trim().is_empty())
+    };
+    let hidden = file
+        .iter()
+        .filter(|(name, value)| !value.trim().is_empty() && empty(name))
+        .map(|(name, _)| {
+            Problem::new(
+                name,
+                "is exported empty, which hides its value in .env, and empty means unset: \
+                 unset it to use .env's value, or give it one",
+            )
+        });
+    Problems(hidden.collect())
+}
+
 impl fmt::Debug for Sources {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_set().entries(self.variables.keys()).finish()
@@ -25,20 +44,30 @@ impl fmt::Debug for Sources {
 
 impl Sources {
     /// The current directory's `.env` (if any) and the process environment.
-    pub fn load() -> Result<Self, Problem> {
-        let dir = std::env::current_dir()
-            .map_err(|_| Problem::new(".env", "could not be looked for: no working directory"))?;
+    pub fn load() -> Result<Self, Problems> {
+        let dir = std::env::current_dir().map_err(|_| {
+            let problem = Problem::new(".env", "could not be looked for: no working directory");
+            Problems(vec![problem])
+        })?;
         Self::load_from(&dir)
     }
 
-    /// `dir/.env` (if any) and the process environment.
-    pub fn load_from(dir: &Path) -> Result<Self, Problem> {
-        let file = read_env_file(dir).map_err(|error| Problem::new(".env", error.to_string()))?;
+    /// `dir/.env` (if any) and the process environment. A variable exported empty over a value
+    /// in `.env` is refused: empty means unset to every setting of ours, so neither would apply
+    /// (an unset `${VAR}` in a compose file or shell exports it so).
+    pub fn load_from(dir: &Path) -> Result<Self, Problems> {
+        let file = read_env_file(dir)
+            .map_err(|error| Problems(vec![Problem::new(".env", error.to_string())]))?;
         // Variables that are not UTF-8 are no setting of ours.
-        let environment = std::env::vars_os().filter_map(|(name, value)| {
-            Some((name.into_string().ok()?, value.into_string().ok()?))
-        });
-        Ok(Self::layered(file, environment))
+        let environment: Vec<(String, String)> = std::env::vars_os()
+            .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
+            .collect();
+        let hidden = hidden_by_empty(&file, &environment);
+        if hidden.is_empty() {
+            Ok(Self::layered(file, environment))
+        } else {
+            Err(hidden)
+        }
     }
 
     /// `file` (a `.env`) overlaid by `environment`, which wins.
@@ -422,6 +451,29 @@ mod tests {
             .group::<Port>("P")
             .unwrap();
         assert_eq!(ok.port, Some(8080));
+    }
+
+    #[test]
+    fn a_variable_exported_empty_over_a_value_in_dotenv_is_refused() {
+        let pairs = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            let owned = pairs.iter().map(|&(n, v)| (n.to_owned(), v.to_owned()));
+            owned.collect()
+        };
+        let file = pairs(&[
+            ("DATABASE_SSL_MODE", "verify-full"),
+            ("METRICS_PORT", "9100"),
+            ("APP_PORT", ""),
+        ]);
+        let environment = pairs(&[
+            ("DATABASE_SSL_MODE", ""),
+            ("METRICS_PORT", "9200"),
+            ("APP_PORT", ""),
+            ("UNRELATED", ""),
+        ]);
+        let hidden = hidden_by_empty(&file, &environment);
+        let names: Vec<&str> = hidden.0.iter().map(|p| p.variable.as_str()).collect();
+        assert_eq!(names, ["DATABASE_SSL_MODE"]);
+        assert!(!hidden.to_string().contains("verify-full"), "{hidden}");
     }
 
     #[test]

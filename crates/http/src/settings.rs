@@ -132,7 +132,7 @@ impl Default for LogSettings {
 impl Settings {
     /// The working directory's `.env` and the environment.
     pub fn load() -> Result<Self, Problems> {
-        let sources = Sources::load().map_err(|problem| Problems(vec![problem]))?;
+        let sources = Sources::load()?;
         Self::from_sources(&sources)
     }
 

@@ -58,10 +58,7 @@ async fn main() -> ExitCode {
     }
     let sources = match Sources::load() {
         Ok(sources) => sources,
-        Err(problem) => {
-            eprintln!("local-postgres: {problem}");
-            return ExitCode::from(2);
-        }
+        Err(problems) => return misconfigured(&problems.to_string()),
     };
     let target = match command {
         "answers" | "provide" => match service_target(&sources) {
