@@ -288,8 +288,20 @@ impl LibpqParameters {
     ) -> (Self, Vec<ParameterProblem>) {
         let mut found = Self::default();
         let mut problems = Vec::new();
+        let mut previous = None;
         for (name, value) in url.parameters() {
+            let after_password = std::mem::replace(&mut previous, Some(name)) == Some("password");
             let Some(parameter) = PARAMETERS.iter().find(|parameter| parameter.name == name) else {
+                if after_password {
+                    // Likely the rest of a password with a bare `&` in it: never quoted.
+                    problems.push(ParameterProblem::new(
+                        ParameterOrigin::Url,
+                        "password",
+                        "is followed by a parameter that libpq does not know (not shown: it may \
+                         be part of the password); write an & in a password as %26",
+                    ));
+                    continue;
+                }
                 let hint = DRIVER_ALIASES
                     .iter()
                     .find(|(alias, _)| *alias == name)
@@ -434,6 +446,17 @@ mod tests {
             target_session_attrs load_balance_hosts";
         let ours: Vec<&str> = PARAMETERS.iter().map(|parameter| parameter.name).collect();
         assert_eq!(ours, documented.split_whitespace().collect::<Vec<_>>());
+    }
+
+    /// A bare `&` in a password parameter makes the rest of it look like a parameter's name:
+    /// that name is never quoted.
+    #[test]
+    fn an_unknown_parameter_after_the_password_is_not_quoted() {
+        let (_, problems) = read("postgres://u@h/db?password=Xy7&Qz9secret=Lm2", &[]);
+        assert_eq!(names(&problems), ["password"]);
+        let line = problems[0].to_problem("DATABASE_URL").to_string();
+        assert!(!line.contains("Qz9secret"), "{line}");
+        assert!(line.contains("%26"), "{line}");
     }
 
     #[test]
