@@ -324,3 +324,45 @@ async fn the_binary_says_modified_and_missing_exits_3_or_4_and_accept_clears_it(
     let pending = run(&["accept", migration::migrations().last().unwrap().name()]);
     assert_eq!(pending.status.code(), Some(2), "{}", text(&pending.stderr));
 }
+
+/// Every migration of this binary with the checksum databases recorded when it was applied.
+/// Editing one in place would stop every `up` and `down` wherever it was applied (drift, exit 3),
+/// so CI says so first: a change is a new migration. A new migration joins the list as it is
+/// written (the failure prints its line).
+const RECORDED: &[(&str, &str)] = &[
+    (
+        "m20251220_000001_create_users",
+        "38acb7bbf176860be38198ec9760cbc3dc0046b98835b9e75f123d537ad7025c",
+    ),
+    (
+        "m20261130_000001_username_identity",
+        "d337d37d699114b80951cffdc70b9430e179660dbc46c4e9974e8fad4c3e52d1",
+    ),
+    (
+        "m20261130_000002_bcrypt_cost_bounds",
+        "5610a59e4bfd07b682602f2b945082833142116adb4dddef6c3b1e9f19bdf748",
+    ),
+    (
+        "m20261203_000001_username_identity_in_database",
+        "42fb80737fc0af534c12e7985ca50735b7efe17ba21fda678b60634b19192e10",
+    ),
+];
+
+#[test]
+fn no_migration_is_edited_after_it_was_written_down() {
+    for file in migration::migrations() {
+        let checksum = file.checksum();
+        let line = format!("(\"{}\", \"{checksum}\")", file.name());
+        let recorded = RECORDED.iter().find(|(name, _)| *name == file.name());
+        let Some((_, recorded)) = recorded else {
+            panic!("{} is new: add {line} to RECORDED", file.name());
+        };
+        assert_eq!(
+            checksum.as_str(),
+            *recorded,
+            "{} was edited after it was recorded; databases that applied it would refuse every \
+             run: restore the file and write a new migration",
+            file.name()
+        );
+    }
+}
