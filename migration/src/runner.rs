@@ -242,16 +242,23 @@ pub enum DriftProblem {
         name: String,
         recorded: Option<Checksum>,
     },
+    /// Applied without a checksum although others have theirs: by another tool (such as
+    /// sea-orm-cli with [`crate::Migrator`]), so nothing says which file it ran.
+    Unrecorded {
+        name: String,
+        file: String,
+        current: Checksum,
+    },
 }
 
 impl Drift {
-    /// `migration`'s exit code: 3 when a migration was modified (whether or not some are also
-    /// missing), 4 when some are only missing.
+    /// `migration`'s exit code: 3 when a migration was modified or is unrecorded (whether or
+    /// not some are also missing), 4 when some are only missing.
     pub fn exit_code(&self) -> u8 {
         if self
             .problems
             .iter()
-            .any(|problem| matches!(problem, DriftProblem::Modified { .. }))
+            .any(|problem| !matches!(problem, DriftProblem::Missing { .. }))
         {
             3
         } else {
@@ -282,6 +289,17 @@ impl std::fmt::Display for DriftProblem {
                  (`git log -p -- {file}` shows its history), or, after checking that the database \
                  matches the file as it is now, record its checksum with `just migrate-accept \
                  {name}`."
+            ),
+            DriftProblem::Unrecorded {
+                name,
+                file,
+                current,
+            } => write!(
+                f,
+                "{name} was applied without a checksum, by another tool than this one (the \
+                 other migrations have theirs), so nothing says it ran {file} as it is now \
+                 ({current}). After checking that the database matches the file, record its \
+                 checksum with `just migrate-accept {name}`."
             ),
             DriftProblem::Missing { name, recorded } => {
                 let recorded = recorded
@@ -509,10 +527,22 @@ impl Runner {
     async fn check_history(&self, session: &RunSession) -> Result<Vec<String>, RunError> {
         history::install(&session.db).await?;
         let states = self.states(history::recorded(&session.db).await?);
+        // Before checksums were kept, none was recorded: those are adopted below. Once they are,
+        // a migration without one was applied by another tool.
+        let kept = states.iter().any(|state| state.recorded.is_some());
         let problems: Vec<DriftProblem> = states
             .iter()
             .filter_map(
                 |state| match (state.status, &state.recorded, &state.current) {
+                    (MigrationStatus::Applied, None, Some(current)) if kept => {
+                        Some(DriftProblem::Unrecorded {
+                            name: state.name.clone(),
+                            file: self
+                                .file(&state.name)
+                                .map_or_else(String::new, |file| file.file().to_owned()),
+                            current: current.clone(),
+                        })
+                    }
                     (MigrationStatus::Modified, Some(recorded), Some(current)) => {
                         Some(DriftProblem::Modified {
                             name: state.name.clone(),

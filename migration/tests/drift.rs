@@ -222,6 +222,40 @@ async fn a_database_migrated_before_checksums_adopts_them_on_its_next_run() {
     assert_eq!(adoptions.0.lock().unwrap().len(), expected.len());
 }
 
+/// Once checksums are kept, a migration applied without one (by sea-orm-cli with the exported
+/// `Migrator`, or by hand) is not adopted unseen: nothing says which file it ran. Up refuses,
+/// naming it, until a person accepts it.
+#[tokio::test]
+async fn a_migration_applied_without_a_checksum_by_another_tool_is_refused_until_accepted() {
+    let db = TestDatabase::empty().await.unwrap();
+    let orm = owner_orm(&db);
+    let runner = Runner::new(fixtures(false));
+    runner.up(&orm, Some(1)).await.unwrap();
+    // Another tool applies the second one, from an edited file, and records no checksum.
+    let mut conn = connect(&db).await;
+    for sql in [
+        "CREATE TABLE places (id int, name text)",
+        "INSERT INTO seaql_migrations (version, applied_at) VALUES ('m2_places', 0)",
+    ] {
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
+    let Err(RunError::Drift(drift)) = runner.up(&orm, None).await else {
+        panic!("up adopted a checksum nothing vouches for");
+    };
+    assert_eq!(drift.exit_code(), 3);
+    assert!(
+        matches!(&drift.problems[..], [DriftProblem::Unrecorded { name, .. }] if name == "m2_places"),
+        "{drift}"
+    );
+    assert!(
+        drift.to_string().contains("just migrate-accept m2_places"),
+        "{drift}"
+    );
+    let accepted = runner.accept(&orm, "m2_places").await.unwrap();
+    assert!(!matches!(accepted, Accepted::Unchanged(_)), "{accepted:?}");
+    assert!(runner.up(&orm, None).await.unwrap().is_empty());
+}
+
 /// The "done when", through the binary: the checksum recorded for an applied migration
 /// no longer matches its file (as after an edit), then `accept`.
 #[tokio::test]
