@@ -290,6 +290,11 @@ impl LibpqParameters {
         let mut problems = Vec::new();
         let mut previous = None;
         for (name, value) in url.parameters() {
+            // libpq's own JDBC compatibility: `ssl=true` in a URL is `sslmode=require`.
+            let (name, value) = match (name, value) {
+                ("ssl", "true") => ("sslmode", "require"),
+                other => other,
+            };
             let after_password = std::mem::replace(&mut previous, Some(name)) == Some("password");
             let Some(parameter) = PARAMETERS.iter().find(|parameter| parameter.name == name) else {
                 if after_password {
@@ -446,6 +451,19 @@ mod tests {
             target_session_attrs load_balance_hosts";
         let ours: Vec<&str> = PARAMETERS.iter().map(|parameter| parameter.name).collect();
         assert_eq!(ours, documented.split_whitespace().collect::<Vec<_>>());
+    }
+
+    /// As libpq reads a URL: `ssl=true` is `sslmode=require`; another value of `ssl` is unknown.
+    #[test]
+    fn ssl_true_is_sslmode_require() {
+        let (found, problems) = read("postgres://u@h/db?ssl=true", &[]);
+        assert!(problems.is_empty());
+        assert_eq!(
+            found.get("sslmode"),
+            Some(("require", ParameterOrigin::Url))
+        );
+        let (_, problems) = read("postgres://u@h/db?ssl=1", &[]);
+        assert_eq!(names(&problems), ["ssl"]);
     }
 
     /// A bare `&` in a password parameter makes the rest of it look like a parameter's name:
