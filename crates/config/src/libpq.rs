@@ -295,7 +295,7 @@ impl LibpqParameters {
                 ("ssl", "true") => ("sslmode", "require"),
                 other => other,
             };
-            let after_password = std::mem::replace(&mut previous, Some(name)) == Some("password");
+            let after_password = previous.replace(name) == Some("password");
             let Some(parameter) = PARAMETERS.iter().find(|parameter| parameter.name == name) else {
                 if after_password {
                     // Likely the rest of a password with a bare `&` in it: never quoted.
