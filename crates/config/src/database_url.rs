@@ -408,7 +408,8 @@ fn parse_hosts(authority: &str) -> Result<Vec<UrlHost>, DatabaseUrlError> {
     Ok(hosts)
 }
 
-/// `name=value&...`, percent-decoded as libpq decodes it (a `+` stays a `+`).
+/// `name=value&...`, percent-decoded as libpq decodes it (a `+` stays a `+`), and with libpq's
+/// JDBC compatibility: `ssl=true` is `sslmode=require`.
 fn parse_query(query: &str) -> Result<Vec<(String, String)>, DatabaseUrlError> {
     query
         .split('&')
@@ -417,10 +418,14 @@ fn parse_query(query: &str) -> Result<Vec<(String, String)>, DatabaseUrlError> {
             let (name, value) = pair
                 .split_once('=')
                 .ok_or(DatabaseUrlError::Malformed("a parameter has no =".into()))?;
-            Ok((
+            let (name, value) = (
                 decode(name, "a parameter name")?,
                 decode(value, "a parameter value")?,
-            ))
+            );
+            Ok(match (name.as_str(), value.as_str()) {
+                ("ssl", "true") => ("sslmode".to_owned(), "require".to_owned()),
+                _ => (name, value),
+            })
         })
         .collect()
 }

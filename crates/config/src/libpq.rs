@@ -288,17 +288,12 @@ impl LibpqParameters {
     ) -> (Self, Vec<ParameterProblem>) {
         let mut found = Self::default();
         let mut problems = Vec::new();
-        let mut previous = None;
+        let mut after_password = false;
         for (name, value) in url.parameters() {
-            // libpq's own JDBC compatibility: `ssl=true` in a URL is `sslmode=require`.
-            let (name, value) = match (name, value) {
-                ("ssl", "true") => ("sslmode", "require"),
-                other => other,
-            };
-            let after_password = previous.replace(name) == Some("password");
             let Some(parameter) = PARAMETERS.iter().find(|parameter| parameter.name == name) else {
                 if after_password {
-                    // Likely the rest of a password with a bare `&` in it: never quoted.
+                    // Possibly the rest of a password with a bare `&` (or several) in it: never
+                    // quoted.
                     problems.push(ParameterProblem::new(
                         ParameterOrigin::Url,
                         "password",
@@ -319,6 +314,7 @@ impl LibpqParameters {
                 ));
                 continue;
             };
+            after_password |= parameter.name == "password";
             // The last one wins, as in libpq.
             found
                 .values
@@ -464,6 +460,10 @@ mod tests {
         );
         let (_, problems) = read("postgres://u@h/db?ssl=1", &[]);
         assert_eq!(names(&problems), ["ssl"]);
+        // Tools that connect with the URL's own options read it so too.
+        let url = DatabaseUrl::parse("postgres://u@h/db?ssl=true").unwrap();
+        let mode = url.connect_options().get_ssl_mode();
+        assert!(matches!(mode, sea_orm::sqlx::postgres::PgSslMode::Require));
     }
 
     /// A bare `&` in a password parameter makes the rest of it look like a parameter's name:
@@ -475,6 +475,15 @@ mod tests {
         let line = problems[0].to_problem("DATABASE_URL").to_string();
         assert!(!line.contains("Qz9secret"), "{line}");
         assert!(line.contains("%26"), "{line}");
+        // Two bare `&`: no later name is quoted either.
+        let (_, problems) = read(
+            "postgres://u@h/db?password=Xy&a=1&Qz9=x&sslmode=require",
+            &[],
+        );
+        assert_eq!(names(&problems), ["password", "password"]);
+        // Before the password, an unknown name is quoted as ever.
+        let (_, problems) = read("postgres://u@h/db?applicaton_name=x&password=Xy", &[]);
+        assert_eq!(names(&problems), ["applicaton_name"]);
     }
 
     #[test]
