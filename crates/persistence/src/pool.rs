@@ -12,8 +12,8 @@
 //! `target_session_attrs`), and an idle one gets a role check before use: a connection that
 //! still answers but reaches a node that can no longer write is closed, not handed out.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use counseling_config::{ConnectError, Connector, SessionState, TargetSessionAttrs, session_state};
@@ -37,10 +37,10 @@ pub(crate) struct ConnectionManager {
     /// server restart or a failover breaks every idle connection at once, so each one idle since
     /// then is pinged before use, instead of failing one caller after another.
     last_breakage: AtomicU64,
-    /// When a check before use last went unanswered past [`CHECK_LIMIT`] (as `last_breakage`):
-    /// every connection idle since then is taken for dead too, unchecked.
-    last_stall: AtomicU64,
     epoch: Instant,
+    /// The pool this manages (set once built): when a check goes unanswered, its other idle
+    /// connections are taken for dead too.
+    pool: OnceLock<WeakPool<ConnectionManager>>,
     /// Goodbyes under way for connections that came back after the pool was closed.
     farewells: Arc<AtomicUsize>,
     /// The runtime the pool was built on (the database's I/O), where those goodbyes run.
@@ -69,19 +69,26 @@ impl ConnectionManager {
 
     /// Records that a connection broke (I/O error, connection lost, read-only node) just now.
     pub(crate) fn note_breakage(&self) {
-        self.note(&self.last_breakage);
-    }
-
-    fn note(&self, when: &AtomicU64) {
         let since_epoch = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        when.fetch_max(since_epoch.max(1), Ordering::Relaxed);
+        self.last_breakage
+            .fetch_max(since_epoch.max(1), Ordering::Relaxed);
     }
 
-    /// Whether a connection last checked out at `checked_out` has been idle since `when` (a
-    /// breakage or a stall) happened.
-    fn idle_since(&self, when: &AtomicU64, checked_out: Instant) -> bool {
-        let when = when.load(Ordering::Relaxed);
-        when != 0 && self.epoch + Duration::from_nanos(when) >= checked_out
+    /// Whether a connection last checked out at `checked_out` has been idle since a breakage.
+    fn idle_since_a_breakage(&self, checked_out: Instant) -> bool {
+        let breakage = self.last_breakage.load(Ordering::Relaxed);
+        breakage != 0 && self.epoch + Duration::from_nanos(breakage) >= checked_out
+    }
+
+    /// Closes every connection idle in the pool now, unchecked (those in use are left: each
+    /// proves itself, or fails, by itself).
+    fn discard_idle(&self) {
+        let Some(pool) = self.pool.get().and_then(WeakPool::upgrade) else {
+            return;
+        };
+        for _dead in pool.retain(|_, _| false).removed {
+            self.metrics.discarded(Discard::Broken);
+        }
     }
 }
 
@@ -117,22 +124,14 @@ impl Manager for ConnectionManager {
             return Err(RecycleError::message("past its maximum lifetime"));
         }
         let checked_out = metrics.recycled.unwrap_or(metrics.created);
-        if self.idle_since(&self.last_stall, checked_out) {
-            // Idle beside one that stopped answering: whatever cut that one off (a NAT's idle
-            // timeout, a failover without a goodbye) cut this one too. Not checked, so that a
-            // caller does not wait out the bound once per dead connection.
-            self.metrics.discarded(Discard::Broken);
-            return Err(RecycleError::message(
-                "idle beside a connection that stopped answering",
-            ));
-        }
-        if metrics.last_used() >= self.ping_if_idle_for
-            || self.idle_since(&self.last_breakage, checked_out)
-        {
+        if metrics.last_used() >= self.ping_if_idle_for || self.idle_since_a_breakage(checked_out) {
             let Ok(checked) = tokio::time::timeout(CHECK_LIMIT, session_state(connection)).await
             else {
                 self.metrics.discarded(Discard::Timeout);
-                self.note(&self.last_stall);
+                // Whatever cut this one off while idle (a NAT's idle timeout, a failover
+                // without a goodbye) cut the others idle beside it too: they go unchecked, so
+                // that a caller waits out the bound once, not once per dead connection.
+                self.discard_idle();
                 return Err(RecycleError::message(
                     "it did not answer the check before use",
                 ));
@@ -189,8 +188,8 @@ pub(crate) fn build(
         ping_if_idle_for: bounds.ping_if_idle_for,
         max_lifetime: bounds.max_lifetime,
         last_breakage: AtomicU64::new(0),
-        last_stall: AtomicU64::new(0),
         epoch: Instant::now(),
+        pool: OnceLock::new(),
         farewells: Arc::new(AtomicUsize::new(0)),
         io: tokio::runtime::Handle::current(),
     };
@@ -206,6 +205,8 @@ pub(crate) fn build(
         // Only a timeout without a runtime is refused by `build`, and we set no timeouts.
         Err(error) => unreachable!("a pool without timeouts always builds: {error}"),
     };
+    // Set once, here: it cannot be set already.
+    let _ = pool.manager().pool.set(pool.weak());
     tokio::spawn(keep(
         pool.weak(),
         bounds.min,

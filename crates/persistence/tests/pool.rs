@@ -318,9 +318,12 @@ impl Drop for StoppedBackends {
 /// hung, or a NAT dropped them while idle: nothing tells the client) are found by the bounded
 /// check before use and replaced, and those idle beside them without a check each: the check of
 /// the database answers in time instead of waiting on them until its deadline.
+#[cfg_attr(windows, ignore = "needs a private cluster (unix only)")]
 #[tokio::test]
 async fn idle_connections_that_stopped_answering_are_replaced_in_time() {
-    let test_db = TestDatabase::migrated().await.unwrap();
+    // A cluster of its own: its server processes are stopped.
+    let cluster = PgCluster::start().await.unwrap();
+    let test_db = cluster.migrated_database().await.unwrap();
     let mut settings = settings_for(test_db.url());
     settings.pool.ping_if_idle_for = Duration::from_millis(100);
     let database = connect(&settings);
