@@ -42,7 +42,7 @@ migrate-down *ARGS:
 migrate-down *$ARGS:
     @cargo run --quiet --locked -p migration -- down {{ if ARGS == "" { "" } else { "!ARGS!" } }}
 
-# List migrations: applied, pending, modified (edited since applied) or missing (not in this binary).
+# List migrations: applied, pending, modified (edited since applied), missing (not in this binary) or unrecorded (applied by another tool).
 migrate-status:
     @cargo run --quiet --locked -p migration -- status
 

@@ -12,8 +12,8 @@
 //! migration waits for a table lock.
 //!
 //! Exit codes: 0 success, 1 the database or a migration failed, 2 bad usage or configuration,
-//! 3 an applied migration was modified (up/down refused to run), 4 an applied migration is
-//! missing from this binary (and none modified).
+//! 3 an applied migration was modified or applied without a checksum by another tool (up/down
+//! refused to run), 4 an applied migration is missing from this binary (and none modified).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -29,15 +29,16 @@ const USAGE: &str =
   up       apply every pending migration
   down     roll back the most recent migration (or the STEPS most recent); a table that still
            holds rows is only dropped with --force
-  status   list migrations: applied, pending, modified (its file changed since it was applied)
-           or missing (applied, but not in this binary)
+  status   list migrations: applied, pending, modified (its file changed since it was applied),
+           missing (applied, but not in this binary) or unrecorded (applied by another tool,
+           without a checksum)
   accept   record VERSION's current checksum, after checking the database matches its file; for
            a missing VERSION, forget that it was applied
   new      create migration/src/m<YYYYMMDD>_<NNNNNN>_NAME.rs and register it (developers only)
-up and down refuse to run while an applied migration is modified or missing, with one message
-per migration. Exit codes: 0 done, 1 the database or a migration failed, 2 bad usage or
-configuration, 3 an applied migration is modified, 4 an applied migration is missing (and
-none is modified)
+up and down refuse to run while an applied migration is modified, missing or unrecorded, with
+one message per migration. Exit codes: 0 done, 1 the database or a migration failed, 2 bad
+usage or configuration, 3 an applied migration is modified or unrecorded, 4 an applied
+migration is missing (and none is modified or unrecorded)
 DATABASE_OWNER_URL, else DATABASE_URL (environment, else ./.env) names the database:
 postgres://user:password@host:port/db, or host lists with target_session_attrs as in libpq
 DATABASE_OWNER_URL_FILE, DATABASE_URL_FILE: a file holding the URL instead

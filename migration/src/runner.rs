@@ -393,6 +393,8 @@ pub enum MigrationStatus {
     Modified,
     /// Recorded as applied, unknown to this binary.
     Missing,
+    /// Recorded as applied without a checksum while others have theirs: by another tool.
+    Unrecorded,
 }
 
 impl std::fmt::Display for MigrationStatus {
@@ -402,6 +404,7 @@ impl std::fmt::Display for MigrationStatus {
             MigrationStatus::Pending => "pending",
             MigrationStatus::Modified => "modified",
             MigrationStatus::Missing => "missing",
+            MigrationStatus::Unrecorded => "unrecorded",
         })
     }
 }
@@ -527,14 +530,11 @@ impl Runner {
     async fn check_history(&self, session: &RunSession) -> Result<Vec<String>, RunError> {
         history::install(&session.db).await?;
         let states = self.states(history::recorded(&session.db).await?);
-        // Before checksums were kept, none was recorded: those are adopted below. Once they are,
-        // a migration without one was applied by another tool.
-        let kept = states.iter().any(|state| state.recorded.is_some());
         let problems: Vec<DriftProblem> = states
             .iter()
             .filter_map(
                 |state| match (state.status, &state.recorded, &state.current) {
-                    (MigrationStatus::Applied, None, Some(current)) if kept => {
+                    (MigrationStatus::Unrecorded, _, Some(current)) => {
                         Some(DriftProblem::Unrecorded {
                             name: state.name.clone(),
                             file: self
@@ -564,17 +564,28 @@ impl Runner {
         if !problems.is_empty() {
             return Err(RunError::Drift(Drift { problems }));
         }
-        for state in &states {
-            if let (MigrationStatus::Applied, None, Some(current)) =
-                (state.status, &state.recorded, &state.current)
-            {
-                history::set_checksum(&session.db, &state.name, current).await?;
-                self.notify(Event::Adopted {
-                    name: &state.name,
-                    checksum: current,
-                })
-                .await;
+        // All in one transaction: a run cut off half-way must not leave some recorded and the
+        // rest looking applied by another tool.
+        let adopted: Vec<(&str, &Checksum)> = states
+            .iter()
+            .filter_map(
+                |state| match (state.status, &state.recorded, &state.current) {
+                    (MigrationStatus::Applied, None, Some(current)) => {
+                        Some((state.name.as_str(), current))
+                    }
+                    _ => None,
+                },
+            )
+            .collect();
+        if !adopted.is_empty() {
+            let tx = session.db.begin().await?;
+            for &(name, checksum) in &adopted {
+                history::set_checksum(&tx, name, checksum).await?;
             }
+            tx.commit().await?;
+        }
+        for (name, checksum) in adopted {
+            self.notify(Event::Adopted { name, checksum }).await;
         }
         Ok(states
             .into_iter()
@@ -600,6 +611,9 @@ impl Runner {
     }
 
     fn states(&self, recorded: Vec<(String, Option<Checksum>)>) -> Vec<MigrationState> {
+        // Before checksums were kept, none was recorded (they are adopted at the next run); once
+        // they are, one without was applied by another tool.
+        let kept = recorded.iter().any(|(_, checksum)| checksum.is_some());
         let mut states: Vec<MigrationState> = self
             .migrations
             .iter()
@@ -611,6 +625,7 @@ impl Runner {
                     Some((_, Some(checksum))) if *checksum != current => {
                         (MigrationStatus::Modified, Some(checksum.clone()))
                     }
+                    Some((_, None)) if kept => (MigrationStatus::Unrecorded, None),
                     Some((_, checksum)) => (MigrationStatus::Applied, checksum.clone()),
                 };
                 MigrationState {

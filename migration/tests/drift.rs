@@ -239,6 +239,11 @@ async fn a_migration_applied_without_a_checksum_by_another_tool_is_refused_until
     ] {
         sqlx::query(sql).execute(&mut conn).await.unwrap();
     }
+    let states = runner.status(&orm).await.unwrap();
+    assert_eq!(
+        statuses(&states)[1],
+        ("m2_places".to_owned(), MigrationStatus::Unrecorded)
+    );
     let Err(RunError::Drift(drift)) = runner.up(&orm, None).await else {
         panic!("up adopted a checksum nothing vouches for");
     };
