@@ -313,6 +313,40 @@ fn a_misspelt_setting_exits_2_and_the_services_own_pass() {
     assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
 }
 
+/// A setting exported empty (an unset `${VAR}` in a shell or compose file) over its value in
+/// `.env` is refused before anything connects: empty means unset, so neither would apply, and
+/// TLS would fall from `.env`'s verify-full to prefer.
+#[test]
+fn a_setting_exported_empty_over_its_value_in_dotenv_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let dotenv = dir.path().join(".env");
+    std::fs::write(
+        &dotenv,
+        "DATABASE_URL=postgres://user:s3cret-pw@127.0.0.1:1/db\nDATABASE_SSL_MODE=verify-full\n",
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let private = std::fs::Permissions::from_mode(0o600);
+        std::fs::set_permissions(&dotenv, private).unwrap();
+    }
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_migration"))
+        .arg("status")
+        .current_dir(dir.path())
+        .env_remove("DATABASE_URL")
+        .env("DATABASE_SSL_MODE", "")
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("DATABASE_SSL_MODE is exported empty, which hides its value in .env"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret-pw"), "{stderr}");
+}
+
 #[test]
 fn bad_usage_exits_2() {
     assert_eq!(

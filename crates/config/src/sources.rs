@@ -17,15 +17,33 @@ pub struct Sources {
     from_environment: BTreeSet<String>,
 }
 
-/// The variables `environment` has empty while `file` gives them a value.
+/// The names of our binaries' settings: their groups' prefixes, and `RUST_LOG`. (`.env` also
+/// holds compose's `POSTGRES_*`, the test kit's server, and libpq's `PG*`, refused there.)
+const SETTING_PREFIXES: &[&str] = &[
+    "APP_",
+    "DATABASE_",
+    "HEALTH_",
+    "LOG_",
+    "METRICS_",
+    "MIGRATION_",
+    "RUST_LOG",
+];
+
+/// The settings `environment` has empty while `file` gives them a value.
 fn hidden_by_empty(file: &[(String, String)], environment: &[(String, String)]) -> Problems {
+    let setting = |name: &String| {
+        name != crate::TEST_SERVER_VARIABLE
+            && SETTING_PREFIXES
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+    };
     let empty = |name: &String| {
         let exported = environment.iter().find(|(exported, _)| exported == name);
         exported.is_some_and(|(_, value)| value.trim().is_empty())
     };
     let hidden = file
         .iter()
-        .filter(|(name, value)| !value.trim().is_empty() && empty(name))
+        .filter(|(name, value)| setting(name) && !value.trim().is_empty() && empty(name))
         .map(|(name, _)| {
             Problem::new(
                 name,
@@ -463,12 +481,17 @@ mod tests {
             ("DATABASE_SSL_MODE", "verify-full"),
             ("METRICS_PORT", "9100"),
             ("APP_PORT", ""),
+            // No setting of a binary of ours.
+            ("POSTGRES_DB", "app"),
+            ("DATABASE_URL_TEST", "postgres://t@h/db"),
         ]);
         let environment = pairs(&[
             ("DATABASE_SSL_MODE", ""),
             ("METRICS_PORT", "9200"),
             ("APP_PORT", ""),
             ("UNRELATED", ""),
+            ("POSTGRES_DB", ""),
+            ("DATABASE_URL_TEST", ""),
         ]);
         let hidden = hidden_by_empty(&file, &environment);
         let names: Vec<&str> = hidden.0.iter().map(|p| p.variable.as_str()).collect();
