@@ -23,11 +23,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use counseling_config::TargetSessionAttrs;
 use counseling_testkit::fixtures::BCRYPT_HASH;
 use counseling_testkit::{ClusterOptions, PgCluster, TestDatabase, TestkitError};
-use migration::sea_orm::sqlx::postgres::PgPoolOptions;
+use migration::sea_orm::DatabaseConnection;
+use migration::sea_orm::sqlx::postgres::PgConnectOptions;
 use migration::sea_orm::sqlx::{self, Connection, PgConnection};
-use migration::sea_orm::{DatabaseConnection, SqlxPostgresConnector};
 use migration::{Event, MigrationFile, Observer, RunError, RunOptions, Runner};
 
 pub use bench::{BenchFigures, bench, write_benchmarks_block};
@@ -167,13 +168,16 @@ impl Scratch {
             .map_err(db_error("connecting as the superuser"))
     }
 
-    /// What the runner is given: the owner role, as `migrate-up` runs in production.
+    /// What the runner is given: the owner role, on one session that is never replaced, as
+    /// `migrate-up` runs in production.
     fn owner(&self) -> Result<DatabaseConnection, CheckError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .connect_lazy(&self.database.owner_url())
+        let options: PgConnectOptions = self
+            .database
+            .owner_url()
+            .parse()
             .map_err(db_error("the owner's URL"))?;
-        Ok(SqlxPostgresConnector::from_sqlx_postgres_pool(pool))
+        let (owner, _) = migration::one_session_pool(options, TargetSessionAttrs::Any);
+        Ok(owner)
     }
 
     /// Loads `count` users into an empty `users` table (a plain INSERT of the story's columns,

@@ -314,10 +314,27 @@ impl Drop for StoppedBackends {
     }
 }
 
+/// The pids of `test_db`'s sessions other than the query's own, in `state` if given.
+async fn backends(test_db: &TestDatabase, state: Option<&str>) -> Vec<i32> {
+    let admin = test_db.connect().await;
+    let rows = admin
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid() \
+             AND ($2::text IS NULL OR state = $2)",
+            [test_db.name().into(), state.map(str::to_owned).into()],
+        ))
+        .await
+        .unwrap();
+    let pids = rows.iter().map(|row| row.try_get_by_index::<i32>(0));
+    pids.collect::<Result<_, _>>().unwrap()
+}
+
 /// Idle connections that stopped answering while the server itself is fine (their processes
 /// hung, or a NAT dropped them while idle: nothing tells the client) are found by the bounded
-/// check before use and replaced, and those idle beside them without a check each: the check of
-/// the database answers in time instead of waiting on them until its deadline.
+/// check before use and replaced, and those idle beside them without a check each: each check
+/// of the database answers within its 1 s instead of waiting on them until its deadline. A
+/// connection in use meanwhile is no suspect: it is used again once given back.
 #[cfg_attr(windows, ignore = "needs a private cluster (unix only)")]
 #[tokio::test]
 async fn idle_connections_that_stopped_answering_are_replaced_in_time() {
@@ -328,24 +345,24 @@ async fn idle_connections_that_stopped_answering_are_replaced_in_time() {
     settings.pool.ping_if_idle_for = Duration::from_millis(100);
     let database = connect(&settings);
     open_idle_connections(&database, 4).await;
-    let admin = test_db.connect().await;
-    let pids: Vec<i32> = admin
-        .query_all_raw(sea_orm::Statement::from_sql_and_values(
-            sea_orm::DbBackend::Postgres,
-            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-            [test_db.name().into()],
-        ))
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.try_get_by_index::<i32>(0).unwrap())
-        .collect();
-    assert_eq!(pids.len(), 4, "the pool's idle connections");
-    let stopped = StoppedBackends::stop(pids);
+    let in_use = hold_connections(&database, 1).await;
+    let [held] = backends(&test_db, Some("idle in transaction")).await[..] else {
+        panic!("one connection is held");
+    };
+    let idle: Vec<i32> = backends(&test_db, None).await;
+    let idle: Vec<i32> = idle.into_iter().filter(|&pid| pid != held).collect();
+    assert_eq!(idle.len(), 3, "the pool's idle connections");
+    let stopped = StoppedBackends::stop(idle);
     tokio::time::sleep(Duration::from_millis(200)).await;
     for _ in 0..2 {
         database.ping(Duration::from_secs(1)).await.unwrap();
     }
+    in_use.release().await;
+    // Given back last, it is drawn first, checked (it was out for long) and kept.
+    let again = hold_connections(&database, 1).await;
+    let reused = backends(&test_db, Some("idle in transaction")).await;
+    assert_eq!(reused, [held], "the connection in use was discarded");
+    again.release().await;
     drop(stopped);
 }
 
