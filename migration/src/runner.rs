@@ -525,11 +525,15 @@ impl Runner {
     }
 
     /// Before up or down: the history table (with its checksum column), then a refusal if any
-    /// applied migration is modified or missing, else the checksums of those applied before
-    /// checksums existed. Returns the names of the applied migrations.
+    /// applied migration is modified, missing or unrecorded, else the checksums of those applied
+    /// before checksums existed. Returns the names of the applied migrations.
     async fn check_history(&self, session: &RunSession) -> Result<Vec<String>, RunError> {
         history::install(&session.db).await?;
         let states = self.states(history::recorded(&session.db).await?);
+        let file_of = |name: &str| {
+            self.file(name)
+                .map_or_else(String::new, |file| file.file().to_owned())
+        };
         let problems: Vec<DriftProblem> = states
             .iter()
             .filter_map(
@@ -537,18 +541,14 @@ impl Runner {
                     (MigrationStatus::Unrecorded, _, Some(current)) => {
                         Some(DriftProblem::Unrecorded {
                             name: state.name.clone(),
-                            file: self
-                                .file(&state.name)
-                                .map_or_else(String::new, |file| file.file().to_owned()),
+                            file: file_of(&state.name),
                             current: current.clone(),
                         })
                     }
                     (MigrationStatus::Modified, Some(recorded), Some(current)) => {
                         Some(DriftProblem::Modified {
                             name: state.name.clone(),
-                            file: self
-                                .file(&state.name)
-                                .map_or_else(String::new, |file| file.file().to_owned()),
+                            file: file_of(&state.name),
                             recorded: recorded.clone(),
                             current: current.clone(),
                         })
