@@ -70,9 +70,9 @@ impl Sources {
         Self::load_from(&dir)
     }
 
-    /// `dir/.env` (if any) and the process environment. A variable exported empty over a value
-    /// in `.env` is refused: empty means unset to every setting of ours, so neither would apply
-    /// (an unset `${VAR}` in a compose file or shell exports it so).
+    /// `dir/.env` (if any) and the process environment. A setting of ours exported empty over
+    /// its value in `.env` is refused: empty means unset to every setting, so neither would
+    /// apply (an unset `${VAR}` in a compose file or shell exports it so).
     pub fn load_from(dir: &Path) -> Result<Self, Problems> {
         let file = read_env_file(dir)
             .map_err(|error| Problems(vec![Problem::new(".env", error.to_string())]))?;

@@ -241,11 +241,9 @@ impl DatabaseTarget {
             "user",
             Some(self.url.username()).filter(|user| !user.is_empty()),
         );
-        let exported_empty = |name: &str| {
-            let sources = self.environment.as_ref();
-            sources.is_some_and(|sources| sources.environment(name) == Some(""))
-        };
-        if user.is_none() && exported_empty("PGUSER") {
+        // A libpq variable as the process environment has it (the driver reads some by itself).
+        let exported = |name: &str| self.environment.as_ref()?.environment(name);
+        if user.is_none() && exported("PGUSER") == Some("") {
             // libpq takes it for unset (the operating system's user); the driver reads it by
             // itself and would log in as "", which every server refuses.
             extra.push(Problem::new(
@@ -384,19 +382,14 @@ impl DatabaseTarget {
                 )
             })
         };
-        // Each of PGSSLCERT and PGSSLKEY the process environment has, and whether it is empty.
-        let exported: Vec<(&'static str, bool)> = ["PGSSLCERT", "PGSSLKEY"]
+        let client_files = ["PGSSLCERT", "PGSSLKEY"];
+        let exported_client_files: Vec<&'static str> = client_files
             .into_iter()
-            .filter_map(|name| {
-                let value = self.environment.as_ref()?.environment(name)?;
-                Some((name, value.is_empty()))
-            })
+            .filter(|name| exported(name).is_some())
             .collect();
-        let exported_client_files: Vec<&'static str> =
-            exported.iter().map(|&(name, _)| name).collect();
-        let empty_client_files: Vec<&'static str> = exported
-            .iter()
-            .filter_map(|&(name, empty)| empty.then_some(name))
+        let empty_client_files: Vec<&'static str> = client_files
+            .into_iter()
+            .filter(|name| exported(name) == Some(""))
             .collect();
         let tls = crate::tls::resolve(&TlsInputs {
             mode: tls_source("sslmode"),
@@ -689,9 +682,6 @@ fn endpoints(
         .collect()
 }
 
-/// libpq's `options`: server settings as `-c name=value` (or `-cname=value`, `--name=value`),
-/// separated by spaces; a backslash keeps the next character (a space in a value). Other server
-/// switches are refused: the driver passes only settings on.
 /// The server settings the driver sends in every startup message, each as a parameter of its
 /// own, which the server applies after `options`: so a value in `options` never takes effect.
 /// `application_name` has a parameter of ours; the others cannot be changed at connect time.
@@ -712,6 +702,9 @@ pub(crate) fn driver_sets(name: &str) -> Option<&'static str> {
         .map(|&(_, fixed)| fixed)
 }
 
+/// libpq's `options`: server settings as `-c name=value` (or `-cname=value`, `--name=value`),
+/// separated by spaces; a backslash keeps the next character (a space in a value). Other server
+/// switches are refused: the driver passes only settings on.
 fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
     let mut words = Vec::new();
     let mut word = String::new();
