@@ -97,9 +97,9 @@ async fn unreachable_at_start_the_process_still_serves_503_then_heals() {
     wait_for_status(&api.url("/health"), 200, Duration::from_secs(5));
 }
 
-/// `signal` while a request is in flight (a health check waiting on a frozen server for its 2 s
+/// `signals` while a request is in flight (a health check waiting on a frozen server for its 2 s
 /// timeout): the request runs to its end, then the process exits 0.
-async fn a_request_in_flight_completes_after(signal: Signal) {
+async fn a_request_in_flight_completes_after(signals: &[Signal]) {
     let (cluster, _db, mut api) = healthy_api(&[("HEALTH_TIMEOUT_MS", "2000")]).await;
     cluster.freeze().unwrap();
 
@@ -108,8 +108,10 @@ async fn a_request_in_flight_completes_after(signal: Signal) {
         let started = Instant::now();
         (get_json(&url, Duration::from_secs(10)), started.elapsed())
     });
-    std::thread::sleep(Duration::from_millis(500));
-    api.signal(signal);
+    for &signal in signals {
+        std::thread::sleep(Duration::from_millis(300));
+        api.signal(signal);
+    }
 
     let (reply, took) = slow.join().unwrap();
     let (status, body) = reply.unwrap_or_else(|error| {
@@ -129,14 +131,44 @@ async fn a_request_in_flight_completes_after(signal: Signal) {
     cluster.thaw().unwrap();
 }
 
+/// Twice, as a wrapper that passes on its process group's SIGTERM (`just`) delivers it: still
+/// one request to drain.
 #[tokio::test]
-async fn sigterm_during_a_slow_request_lets_it_finish_and_exits_0() {
-    a_request_in_flight_completes_after(Signal::SIGTERM).await;
+async fn sigterm_during_a_slow_request_even_twice_lets_it_finish_and_exits_0() {
+    a_request_in_flight_completes_after(&[Signal::SIGTERM, Signal::SIGTERM]).await;
 }
 
 #[tokio::test]
 async fn sigint_also_drains_and_exits_0() {
-    a_request_in_flight_completes_after(Signal::SIGINT).await;
+    a_request_in_flight_completes_after(&[Signal::SIGINT]).await;
+}
+
+/// A Ctrl-C during the drain stops at once, without waiting for the in-flight request (a health
+/// check that may wait 20 s on a frozen server), and the exit code says the drain was cut short.
+#[tokio::test]
+async fn a_second_signal_stops_at_once_and_exits_1() {
+    let (cluster, _db, mut api) = healthy_api(&[("HEALTH_TIMEOUT_MS", "20000")]).await;
+    cluster.freeze().unwrap();
+
+    let url = api.url("/health");
+    let slow = std::thread::spawn(move || get_json(&url, Duration::from_secs(30)));
+    std::thread::sleep(Duration::from_millis(500));
+    api.signal(Signal::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    api.signal(Signal::SIGINT);
+
+    let exit = api.wait_exit(Duration::from_secs(5));
+    assert_eq!(exit.code(), Some(1), "{}", api.output());
+    assert!(
+        api.output()
+            .contains("SIGINT received while draining: stopped at once"),
+        "{}",
+        api.output()
+    );
+    // Cut, or answered 503 as its check lost the pool: either way not left to its 20 s.
+    let reply = slow.join().unwrap();
+    assert!(!matches!(reply, Ok((200, _))), "{reply:?}");
+    cluster.thaw().unwrap();
 }
 
 /// The service's sessions on `db`, as the server counts them.

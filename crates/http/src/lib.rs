@@ -10,4 +10,4 @@ pub mod startup;
 pub mod telemetry;
 
 pub use settings::Settings;
-pub use startup::Application;
+pub use startup::{Application, StoppedWithoutDraining};

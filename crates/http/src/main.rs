@@ -1,12 +1,13 @@
 //! `counseling-api`: configuration from the environment (and `.env`), then serve.
 //!
 //! Exit codes: 0 after a clean shutdown, 1 when the service fails at run time (for example the
-//! port is taken), 2 when the configuration is missing or invalid.
+//! port is taken) or a Ctrl-C cut the drain short, 2 when the configuration is
+//! missing or invalid.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use counseling_http::{Application, Settings, telemetry};
+use counseling_http::{Application, Settings, StoppedWithoutDraining, telemetry};
 
 /// How long the database runtime may take to finish its tasks once the server has stopped.
 const DATABASE_RUNTIME_SHUTDOWN: Duration = Duration::from_secs(5);
@@ -44,7 +45,12 @@ fn main() -> ExitCode {
     };
     let io = database_runtime.handle().clone();
     let outcome = actix_web::rt::System::new().block_on(serve(settings, io));
-    database_runtime.shutdown_timeout(DATABASE_RUNTIME_SHUTDOWN);
+    match &outcome {
+        Err(error) if error.is::<StoppedWithoutDraining>() => {
+            database_runtime.shutdown_background()
+        }
+        _ => database_runtime.shutdown_timeout(DATABASE_RUNTIME_SHUTDOWN),
+    }
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

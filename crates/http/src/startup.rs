@@ -18,7 +18,7 @@ use crate::metrics::{
 use crate::request_id::{RequestSpan, request_id};
 use crate::routes::health::{HealthCheck, health, live, ready};
 use crate::settings::Settings;
-use crate::shutdown_signal::shutdown_signal;
+use crate::shutdown_signal::ShutdownSignals;
 
 /// How long shutdown waits for database connections to close after the last request.
 const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -156,22 +156,45 @@ impl Application {
 
     /// Serves until a shutdown signal (SIGTERM or SIGINT; on Windows Ctrl-C, Ctrl-Break or a
     /// console close or shutdown event), then stops accepting, lets in-flight requests finish
-    /// (up to the shutdown timeout), and closes the pool.
+    /// (up to the shutdown timeout), and closes the pool. A Ctrl-C (or Ctrl-Break) during the
+    /// drain stops at once, without waiting for requests in flight, and is an error: the exit
+    /// says so.
+    /// A repeated SIGTERM does not: wrappers pass on the one their process group received.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.handle();
-        let signal = shutdown_signal().context("listening for shutdown signals")?;
-        let stopper = tokio::spawn(async move {
-            let name = signal.await;
-            tracing::info!("{name} received: draining");
-            handle.stop(true).await;
-        });
-        let outcome = self.run().await;
-        stopper.abort();
-        outcome.context("the HTTP server failed")?;
-        tracing::info!("stopped");
-        Ok(())
+        let mut signals = ShutdownSignals::listen().context("listening for shutdown signals")?;
+        let impatient = async move {
+            let first = signals.next().await;
+            tracing::info!("{} received: draining (Ctrl-C stops at once)", first.name);
+            // The command is sent by the call; the future it returns only reports completion,
+            // which `run` below sees.
+            drop(handle.stop(true));
+            loop {
+                let again = signals.next().await;
+                if again.from_terminal {
+                    return again.name;
+                }
+                tracing::info!("{} received: still draining", again.name);
+            }
+        };
+        tokio::select! {
+            outcome = self.run() => {
+                outcome.context("the HTTP server failed")?;
+                tracing::info!("stopped");
+                Ok(())
+            }
+            // Dropping `run` drops the server and the pool; the workers' threads end with the
+            // process, which the caller ends at once (see `StoppedWithoutDraining`).
+            name = impatient => Err(StoppedWithoutDraining(name).into()),
+        }
     }
 }
+
+/// A Ctrl-C during the drain. Handlers of requests still in flight may still run on actix's
+/// worker threads, so the process should end now, without waiting for other work.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} received while draining: stopped at once, without waiting for requests in flight")]
+pub struct StoppedWithoutDraining(pub &'static str);
 
 fn bind(host: std::net::IpAddr, port: u16) -> anyhow::Result<(TcpListener, u16)> {
     let listener = TcpListener::bind((host, port))
