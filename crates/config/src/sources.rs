@@ -169,7 +169,10 @@ impl Sources {
         // serde stops at the first bad field: drop it and try again to find the others.
         loop {
             match deserialize::<T>(prefix, &group) {
-                Ok(value) => return problems.into_result(value),
+                Ok(value) => {
+                    problems.extend(numbers_given_as_words::<T>(prefix, &group));
+                    return problems.into_result(value);
+                }
                 Err(error) => {
                     let (key, problem) = describe(prefix, &error, besides);
                     // A required variable dropped for being invalid is now "missing": said already.
@@ -265,6 +268,33 @@ fn deserialize<T: DeserializeOwned>(
         )
         .build()?
         .try_deserialize()
+}
+
+/// config reads the words true/on/yes and false/off/no as 1 and 0 wherever a number is wanted:
+/// `DATABASE_PING_IF_IDLE_MS=off` would check every connection, `APP_PORT=off` listen on a
+/// random port. A switch (`METRICS_ENABLED`) keeps them. Which setting is a number is told by
+/// deserialising `group` (valid as it is) again with that value alone made no word.
+fn numbers_given_as_words<T: DeserializeOwned>(
+    prefix: &str,
+    group: &HashMap<String, String>,
+) -> Vec<Problem> {
+    const WORDS: [&str; 6] = ["true", "on", "yes", "false", "off", "no"];
+    let words = group
+        .iter()
+        .filter(|(_, value)| WORDS.contains(&value.to_lowercase().as_str()));
+    words
+        .filter(|(name, _)| {
+            let mut probe = group.clone();
+            probe.insert((*name).clone(), "not a word".to_owned());
+            let error = match deserialize::<T>(prefix, &probe) {
+                Err(ConfigError::At { error, .. }) => *error,
+                Err(error) => error,
+                Ok(_) => return false,
+            };
+            matches!(error, ConfigError::Type { expected, .. } if expected.contains("integer"))
+        })
+        .map(|(name, _)| Problem::new(name.clone(), "must be a number, not a word"))
+        .collect()
 }
 
 /// The variable an error is about (as named in the environment) and what to tell the user;
@@ -451,6 +481,29 @@ mod tests {
             assert!(names.contains(&name), "{name} in {problems}");
         }
         assert!(!problems.to_string().contains("hunter2"), "{problems}");
+    }
+
+    #[test]
+    fn words_are_no_numbers_but_switches_keep_them() {
+        for word in ["off", "No", "true", "yes"] {
+            let sources = Sources::from_vars([
+                ("EX_REQUIRED", "on"),
+                ("EX_COUNT", word),
+                ("EX_WAIT_MS", "off"),
+                ("EX_ENABLED", "on"),
+            ]);
+            let problems = sources.group::<Example>("EX").unwrap_err();
+            let mut names: Vec<_> = problems.0.iter().map(|p| p.variable.as_str()).collect();
+            names.sort_unstable();
+            assert_eq!(names, ["EX_COUNT", "EX_WAIT_MS"], "{problems}");
+            assert!(
+                problems.to_string().contains("must be a number"),
+                "{problems}"
+            );
+        }
+        let sources = Sources::from_vars([("EX_REQUIRED", "yes"), ("EX_ENABLED", "off")]);
+        let example = sources.group::<Example>("EX").unwrap();
+        assert_eq!((example.required.as_str(), example.enabled), ("yes", false));
     }
 
     #[test]

@@ -171,8 +171,10 @@ impl Settings {
                  choose another",
             ));
         }
+        // Empty is unset, as for every setting (tracing's empty filter would log errors only).
         let filter = sources
             .get(LogSettings::FILTER_VARIABLE)
+            .filter(|filter| !filter.trim().is_empty())
             .map(str::to_owned)
             .unwrap_or_else(|| LogSettings::default().filter);
         if EnvFilter::try_new(&filter).is_err() {
@@ -273,6 +275,14 @@ mod tests {
     }
 
     #[test]
+    fn rust_log_empty_is_unset_not_errors_only() {
+        for empty in ["", "  "] {
+            let settings = load(&[("RUST_LOG", empty)]).unwrap();
+            assert_eq!(settings.log.filter, "info");
+        }
+    }
+
+    #[test]
     fn defaults_apply_when_only_the_url_is_given() {
         let settings = load(&[]).unwrap();
         assert_eq!(settings.app.host.to_string(), "127.0.0.1");
@@ -336,6 +346,7 @@ mod tests {
             ("LOG_FORMAT", "xml"),
             ("DATABASE_ECHO", "maybe"),
             ("DATABASE_STATEMENT_TIMEOUT_MS", "s3cret"),
+            ("DATABASE_PING_IF_IDLE_MS", "off"),
             ("RUST_LOG", "=s3cret=["),
         ])
         .unwrap_err();
@@ -348,6 +359,7 @@ mod tests {
             "LOG_FORMAT",
             "DATABASE_ECHO",
             "DATABASE_STATEMENT_TIMEOUT_MS",
+            "DATABASE_PING_IF_IDLE_MS",
             "RUST_LOG",
         ] {
             assert!(

@@ -209,11 +209,15 @@ impl DatabaseSettings {
             "MIN_CONNECTIONS",
             "must not exceed DATABASE_MAX_CONNECTIONS",
         );
-        check(
-            !pool.acquire_timeout.is_zero(),
-            "ACQUIRE_TIMEOUT_MS",
-            "must be at least 1",
-        );
+        // 0 is no "never" here (as in some pools): it would replace a connection at every
+        // checkout, or close every one above the minimum each second.
+        for (variable, value) in [
+            ("ACQUIRE_TIMEOUT_MS", pool.acquire_timeout),
+            ("IDLE_TIMEOUT_SECS", pool.idle_timeout),
+            ("MAX_LIFETIME_SECS", pool.max_lifetime),
+        ] {
+            check(!value.is_zero(), variable, "must be at least 1");
+        }
         for (variable, value) in [
             ("STATEMENT_TIMEOUT_MS", pool.statement_timeout),
             ("LOCK_TIMEOUT_MS", pool.lock_timeout),
@@ -308,6 +312,8 @@ mod tests {
         settings.pool.min_connections = 1;
         settings.pool.statement_timeout = Duration::from_millis(2_147_483_648);
         settings.pool.io_threads = 0;
+        settings.pool.idle_timeout = Duration::ZERO;
+        settings.pool.max_lifetime = Duration::ZERO;
         let mut huge = load(&[]).unwrap();
         huge.pool.max_connections = u32::MAX;
         let problems = huge.problems().to_string();
@@ -326,6 +332,8 @@ mod tests {
             [
                 "DATABASE_MAX_CONNECTIONS",
                 "DATABASE_MIN_CONNECTIONS",
+                "DATABASE_IDLE_TIMEOUT_SECS",
+                "DATABASE_MAX_LIFETIME_SECS",
                 "DATABASE_STATEMENT_TIMEOUT_MS",
                 "DATABASE_IO_THREADS"
             ]
