@@ -241,6 +241,16 @@ impl DatabaseTarget {
             "user",
             Some(self.url.username()).filter(|user| !user.is_empty()),
         );
+        // libpq takes an empty user for unset; the driver would log in as "".
+        if let Some(("", origin)) = parameters.get("user")
+            && origin == ParameterOrigin::Url
+        {
+            problems.push(ParameterProblem::new(
+                origin,
+                "user",
+                "is empty: the driver would log in as \"\"; name the user, or leave user= out",
+            ));
+        }
         // A libpq variable as the process environment has it (the driver reads some by itself).
         let exported = |name: &str| self.environment.as_ref()?.environment(name);
         if user.is_none() && exported("PGUSER") == Some("") {

@@ -118,6 +118,18 @@ fn an_empty_exported_pguser_is_refused_unless_the_url_names_the_user() {
     }
 }
 
+/// `user=` empty in the URL is refused as an empty PGUSER is: the driver would log in as "".
+#[test]
+fn an_empty_user_in_the_url_is_refused() {
+    let problems = connector(&[("DATABASE_URL", "postgres://db.internal/app?user=")]);
+    let problems = problems.unwrap_err();
+    assert_eq!(variables(&problems), ["DATABASE_URL"]);
+    assert!(
+        problems.to_string().contains("user: is empty"),
+        "{problems}"
+    );
+}
+
 /// Under sslcertmode=disable an exported PGSSLCERT is refused where the driver would send it, and
 /// only there: with TLS off or over sockets alone no handshake happens, as in libpq.
 #[test]
