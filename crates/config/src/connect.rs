@@ -281,6 +281,11 @@ impl Connector {
         self.target_session_attrs
     }
 
+    /// How long one host may take to answer (libpq's `connect_timeout`); `None` waits for ever.
+    pub fn connect_timeout(&self) -> Option<Duration> {
+        self.connect_timeout
+    }
+
     pub fn tls(&self) -> &TlsSettings {
         &self.tls
     }

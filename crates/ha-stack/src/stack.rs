@@ -297,7 +297,8 @@ impl HaStack {
 
     /// The service's URL naming both nodes directly, as a libpq host list with
     /// `target_session_attrs=read-write` (the route without HAProxy): a connection tries the
-    /// nodes in order and keeps the one that takes writes. It holds the password.
+    /// nodes in order, each within `connect_timeout`, and keeps the one that takes writes. It
+    /// holds the password.
     pub fn app_url_direct(&self) -> Result<DatabaseUrl> {
         self.direct_url(APP_ROLE, "app")
     }
@@ -310,7 +311,12 @@ impl HaStack {
     fn direct_url(&self, user: &str, secret: &str) -> Result<DatabaseUrl> {
         let ports = self.saved.ports;
         let password = self.password(secret)?;
-        let parameters = [("target_session_attrs", "read-write")];
+        // A node that does not answer is given up in time to try the other (the service refuses
+        // a host list without this).
+        let parameters = [
+            ("target_session_attrs", "read-write"),
+            ("connect_timeout", "2"),
+        ];
         let url = local_url(
             ports.postgres(0),
             user,

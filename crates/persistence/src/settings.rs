@@ -233,10 +233,41 @@ impl DatabaseSettings {
             "IO_THREADS",
             "must be from 1 to 64",
         );
-        if let Err(found) = self.connector() {
-            problems.extend(found.0);
+        match self.connector() {
+            Ok(connector) => problems.extend(self.host_list_problem(&connector)),
+            Err(found) => problems.extend(found.0),
         }
         problems
+    }
+
+    /// A connection is opened within the caller's acquire timeout, trying the hosts in turn; a
+    /// host that does not answer at all (a dead machine, a dropped route) holds the attempt for
+    /// `connect_timeout`. Unless the hosts before the last fit in the acquire timeout, the last
+    /// is never tried, and a host list does not survive the loss of its first host.
+    fn host_list_problem(&self, connector: &Connector) -> Option<Problem> {
+        let hosts = connector.endpoints().len();
+        let before_last = u32::try_from(hosts.checked_sub(1)?).ok()?;
+        if before_last == 0 {
+            return None;
+        }
+        let acquire = self.pool.acquire_timeout;
+        let problem = match connector.connect_timeout() {
+            None => format!(
+                "names {hosts} hosts but no connect_timeout: a host that does not answer would \
+                 hold every connect past DATABASE_ACQUIRE_TIMEOUT_MS ({} ms), and the next \
+                 host would never be tried; add connect_timeout=2 (libpq's, seconds per host)",
+                acquire.as_millis()
+            ),
+            Some(limit) if limit.saturating_mul(before_last) >= acquire => format!(
+                "names {hosts} hosts with connect_timeout={}: {before_last} that do not answer \
+                 take DATABASE_ACQUIRE_TIMEOUT_MS ({} ms) or more, and the last would never be \
+                 tried; lower connect_timeout (at least 2) or raise the acquire timeout",
+                limit.as_secs(),
+                acquire.as_millis()
+            ),
+            Some(_) => return None,
+        };
+        Some(Problem::new(self.target.url_variable(), problem))
     }
 
     /// What every connection's session gets: the application name and the server-side
@@ -338,6 +369,45 @@ mod tests {
                 "DATABASE_IO_THREADS"
             ]
         );
+    }
+
+    /// A host list must give up on a silent host in time to try the next within the acquire
+    /// timeout (5 s by default).
+    #[test]
+    fn a_host_list_needs_a_connect_timeout_that_leaves_time_for_its_last_host() {
+        let url = |hosts: &str, query: &str| format!("postgres://u:p@{hosts}/app{query}");
+        for (hosts, query, refused) in [
+            ("db1,db2", "", Some("no connect_timeout")),
+            (
+                "db1,db2",
+                "?connect_timeout=5",
+                Some("take DATABASE_ACQUIRE_TIMEOUT_MS"),
+            ),
+            (
+                "db1,db2,db3",
+                "?connect_timeout=3",
+                Some("2 that do not answer"),
+            ),
+            ("db1,db2", "?connect_timeout=2", None),
+            ("db1,db2,db3", "?connect_timeout=2", None),
+            ("db1", "", None),
+        ] {
+            let settings = load(&[("DATABASE_URL", &url(hosts, query))]).unwrap();
+            let problems = settings.problems();
+            match refused {
+                Some(said) => {
+                    assert_eq!(problems.0.len(), 1, "{hosts}{query}: {problems}");
+                    assert_eq!(problems.0[0].variable, "DATABASE_URL");
+                    assert!(problems.to_string().contains(said), "{problems}");
+                }
+                None => assert!(problems.0.is_empty(), "{hosts}{query}: {problems}"),
+            }
+        }
+        let longer = load(&[
+            ("DATABASE_URL", &url("db1,db2", "?connect_timeout=5")),
+            ("DATABASE_ACQUIRE_TIMEOUT_MS", "6000"),
+        ]);
+        assert!(longer.unwrap().problems().0.is_empty());
     }
 
     /// The URL's `options` may not set what our variables set: the variable would silently win.

@@ -187,7 +187,7 @@ async fn verify_full_checks_each_hosts_own_name() {
 async fn the_pool_follows_the_writable_node_and_fails_at_once_when_there_is_none() {
     let (a, b, credentials) = two_nodes(plain).await;
     let url = format!(
-        "postgres://{credentials}@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
+        "postgres://{credentials}@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write&connect_timeout=2",
         a.port(),
         b.port()
     );
