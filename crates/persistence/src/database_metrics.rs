@@ -105,6 +105,7 @@ impl Outcome {
             Failure::NotFound => Outcome::NotFound,
             Failure::UsernameTaken => Outcome::Conflict,
             Failure::Rejected { .. } => Outcome::Error,
+            Failure::Cancelled => Outcome::Unavailable,
             Failure::Store(error) => Outcome::of_store_error(error),
         }
     }

@@ -25,8 +25,14 @@ const USERNAME_UNIQUE_INDEXES: [&str; 2] = ["idx_users_username_identity", "idx_
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Failure {
     UsernameTaken,
-    Rejected { rule: String },
+    Rejected {
+        rule: String,
+    },
     NotFound,
+    /// The server cancelled the statement (`statement_timeout`, or `pg_cancel_backend`): the
+    /// caller sees a timeout, but the connection is fine and is kept, unlike one cut off by our
+    /// own deadline or by the network.
+    Cancelled,
     Store(StoreError),
 }
 
@@ -55,6 +61,7 @@ impl Failure {
     fn unexpected(self, operation: &'static str) -> StoreError {
         match self {
             Failure::Store(error) => error,
+            Failure::Cancelled => StoreError::Unavailable(Unavailability::Timeout),
             other => {
                 tracing::error!(operation, failure = ?other, "database failure this operation cannot produce");
                 StoreError::Unexpected(format!("{operation} failed unexpectedly"))
@@ -263,8 +270,8 @@ fn from_sqlstate(code: &str, constraint: Option<&str>) -> Failure {
         "40P01" => Failure::Store(StoreError::Conflict(Conflict::Deadlock)),
         // lock_not_available: lock_timeout fired.
         "55P03" => unavailable(Unavailability::LockTimeout),
-        // query_canceled: statement_timeout fired.
-        "57014" => unavailable(Unavailability::Timeout),
+        // query_canceled: statement_timeout fired (or someone cancelled the statement).
+        "57014" => Failure::Cancelled,
         // read_only_sql_transaction: a standby, typically a primary demoted by a failover.
         "25006" => unavailable(Unavailability::ReadOnly),
         // admin_shutdown, crash_shutdown, idle_session_timeout,
@@ -335,7 +342,7 @@ mod tests {
             (("25P03", None), store(ConnectionLost)),
             (("25006", None), store(ReadOnly)),
             (("08006", None), store(ConnectionLost)),
-            (("57014", None), store(Timeout)),
+            (("57014", None), Failure::Cancelled),
             (("3D000", None), store(UnknownDatabase)),
             (("28P01", None), store(AuthenticationFailed)),
             (("28000", None), store(AuthenticationFailed)),
@@ -366,6 +373,11 @@ mod tests {
             Some(Discard::Timeout)
         );
         assert_eq!(store(Unavailability::LockTimeout).discard_reason(), None);
+        assert_eq!(Failure::Cancelled.discard_reason(), None);
+        assert_eq!(
+            Failure::Cancelled.into_store_error(),
+            StoreError::Unavailable(Unavailability::Timeout)
+        );
         assert_eq!(Failure::UsernameTaken.discard_reason(), None);
     }
 

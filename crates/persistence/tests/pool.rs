@@ -163,7 +163,11 @@ async fn the_statement_timeout_cuts_long_queries_and_maps_to_timeout() {
     let mut settings = settings_for(test_db.url());
     settings.pool.statement_timeout = Duration::from_millis(200);
     settings.pool.lock_timeout = Duration::from_secs(10);
-    let users = PgUserRepository::new(connect(&settings));
+    settings.pool.min_connections = 0;
+    let database = connect(&settings);
+    let users = PgUserRepository::new(database.clone());
+    users.list(None, 1).await.unwrap();
+    assert_eq!(database.status().open, 1);
     let _lock = lock_users_table(&test_db).await;
     let started = Instant::now();
     assert_eq!(
@@ -173,6 +177,8 @@ async fn the_statement_timeout_cuts_long_queries_and_maps_to_timeout() {
         Err(StoreError::Unavailable(Unavailability::Timeout))
     );
     assert!(started.elapsed() < Duration::from_secs(2));
+    // The server cancelled the statement; the connection is fine and is kept.
+    assert_eq!(database.status().open, 1, "the connection was closed");
 }
 
 #[tokio::test]
