@@ -209,12 +209,13 @@ impl Database {
                 })
             }
             Err(_elapsed) => {
-                self.inner
-                    .metrics
-                    .connection_wait(waited, self.pool_exhausted());
-                Err(Failure::Store(StoreError::Unavailable(
-                    Unavailability::Timeout,
-                )))
+                let exhausted = self.pool_exhausted();
+                self.inner.metrics.connection_wait(waited, exhausted);
+                Err(Failure::Store(StoreError::Unavailable(if exhausted {
+                    Unavailability::PoolExhausted
+                } else {
+                    Unavailability::Timeout
+                })))
             }
         }
     }

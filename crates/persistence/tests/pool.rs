@@ -377,6 +377,7 @@ async fn an_exhausted_pool_is_reported_as_such_within_the_timeout() {
     let test_db = TestDatabase::migrated().await.unwrap();
     let mut settings = settings_for(test_db.url());
     settings.pool.max_connections = 2;
+    settings.pool.acquire_timeout = Duration::from_millis(300);
     let database = connect(&settings);
     // Two units of work hold both connections until released.
     let holders = hold_connections(&database, 2).await;
@@ -386,6 +387,12 @@ async fn an_exhausted_pool_is_reported_as_such_within_the_timeout() {
     assert_eq!(
         error,
         StoreError::Unavailable(Unavailability::PoolExhausted)
+    );
+    // A repository call says the same once its acquire timeout has passed.
+    let users = PgUserRepository::new(database.clone());
+    assert_eq!(
+        users.list(None, 1).await,
+        Err(StoreError::Unavailable(Unavailability::PoolExhausted))
     );
     holders.release().await;
 }
