@@ -13,12 +13,12 @@
 //! still answers but reaches a node that can no longer write is closed, not handed out.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use counseling_config::{ConnectError, Connector, SessionState, TargetSessionAttrs, session_state};
 use deadpool::managed::{
-    Manager, Metrics, Object, Pool, PoolError, RecycleError, RecycleResult, Timeouts, WeakPool,
+    Manager, Metrics, Object, Pool, RecycleError, RecycleResult, Timeouts, WeakPool,
 };
 use sea_orm::sqlx::Connection;
 use sea_orm::sqlx::postgres::PgConnection;
@@ -45,6 +45,15 @@ pub(crate) struct ConnectionManager {
     farewells: Arc<AtomicUsize>,
     /// The runtime the pool was built on (the database's I/O), where those goodbyes run.
     io: tokio::runtime::Handle,
+    /// Connections the keeper opened, on their way into the pool: [`Manager::create`] hands
+    /// them out before it opens any.
+    spares: Mutex<Vec<PgConnection>>,
+}
+
+tokio::task_local! {
+    /// Set while the keeper hands its spares to the pool: a `create` there takes a spare, and
+    /// never connects while the keeper holds idle connections.
+    static HANDING_OVER: ();
 }
 
 /// Whether a session in `state` may serve this service: it must be able to write, unless
@@ -65,6 +74,11 @@ impl ConnectionManager {
 
     pub(crate) fn metrics(&self) -> &DatabaseMetrics {
         &self.metrics
+    }
+
+    fn spares(&self) -> std::sync::MutexGuard<'_, Vec<PgConnection>> {
+        // A panic while pushing or popping leaves a whole Vec: go on with it.
+        self.spares.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Records that a connection broke (I/O error, connection lost, read-only node) just now.
@@ -103,6 +117,13 @@ impl Manager for ConnectionManager {
     type Error = ConnectError;
 
     async fn create(&self) -> Result<PgConnection, ConnectError> {
+        if let Some(spare) = self.spares().pop() {
+            return Ok(spare);
+        }
+        // A caller took the keeper's last spare: the keeper stops handing over.
+        if HANDING_OVER.try_with(|()| ()).is_ok() {
+            return Err(ConnectError::TimedOut);
+        }
         // Boxed: the connect future (TLS handshake included) is kilobytes, and it would otherwise
         // be part of every checkout's future, copied at each step of every repository call.
         Box::pin(self.connector.connect())
@@ -192,6 +213,7 @@ pub(crate) fn build(
         pool: OnceLock::new(),
         farewells: Arc::new(AtomicUsize::new(0)),
         io: tokio::runtime::Handle::current(),
+        spares: Mutex::new(Vec::new()),
     };
     let max = usize::try_from(bounds.max).unwrap_or(usize::MAX);
     let pool = match Pool::builder(manager)
@@ -259,34 +281,49 @@ async fn keep(
     }
 }
 
-/// Opens connections until `min` are open: checks out as many as needed at once (idle ones
-/// first, then new ones) and hands them all back. It never waits for a busy pool (callers come
-/// first), and a failure waits for the next tick; callers see the same failure themselves.
+/// Opens connections until `min` are open. They are opened first, each within the acquire
+/// timeout and holding nothing of the pool, so callers keep every idle connection while a
+/// connect is slow. Then they are handed over: deadpool adds a connection only when asked for
+/// one with none idle, so every idle connection is checked out (and checked, if due) and given
+/// back at once, and the new ones come from `create` as spares. It never waits for a busy pool
+/// (callers come first), and a failure waits for the next tick; callers see it themselves.
 async fn fill_to(pool: &ConnectionPool, min: usize, acquire_timeout: Duration) {
     let status = pool.status();
-    if status.size >= min {
-        return;
+    let missing = min.min(status.max_size).saturating_sub(status.size);
+    let manager = pool.manager();
+    for _ in 0..missing {
+        match tokio::time::timeout(acquire_timeout, manager.connector.connect()).await {
+            Ok(Ok(connected)) => manager.spares().push(connected.connection),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "could not open the pool's minimum of connections");
+                break;
+            }
+            Err(_) => break,
+        }
     }
-    let wanted = min.min(status.max_size);
-    // Without waiting for a free slot; opening and checking are bounded below.
     let at_once = Timeouts {
         wait: Some(Duration::ZERO),
         create: None,
         recycle: None,
     };
-    let mut held = Vec::with_capacity(wanted);
-    while held.len() < wanted && pool.status().size < min {
-        match tokio::time::timeout(acquire_timeout, pool.timeout_get(&at_once)).await {
-            Ok(Ok(connection)) => held.push(connection),
-            Ok(Err(PoolError::Timeout(_))) | Err(_) => break,
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "could not open the pool's minimum of connections");
-                break;
+    let mut held = Vec::new();
+    HANDING_OVER
+        .scope((), async {
+            while !manager.spares().is_empty() && pool.status().size < min {
+                match pool.timeout_get(&at_once).await {
+                    Ok(connection) => held.push(connection),
+                    Err(_) => break,
+                }
             }
-        }
-    }
+        })
+        .await;
     // The pool may have been closed meanwhile (a shutdown): then these say goodbye.
     held.into_iter().for_each(give_back);
+    // Callers took the room meanwhile: the spares left over are closed.
+    let left_over = std::mem::take(&mut *manager.spares());
+    for spare in left_over {
+        close_politely(spare).await;
+    }
 }
 
 /// Hands `connection` back to its pool; once the pool is closed (which would drop it, and the

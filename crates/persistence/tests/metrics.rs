@@ -161,7 +161,7 @@ async fn an_exhausted_pool_counts_acquire_timeouts() {
     for _ in 0..2 {
         assert_eq!(
             users.find_by_id(unknown_id()).await,
-            Err(StoreError::Unavailable(Unavailability::Timeout))
+            Err(StoreError::Unavailable(Unavailability::PoolExhausted))
         );
     }
     drop(held);
