@@ -41,13 +41,21 @@ pub(crate) struct ConnectionManager {
     /// The pool this manages (set once built): when a check goes unanswered, its other idle
     /// connections are taken for dead too.
     pool: OnceLock<WeakPool<ConnectionManager>>,
-    /// Goodbyes under way for connections that came back after the pool was closed.
+    /// Connections open outside the pool's count: goodbyes under way for those that came back
+    /// after the pool was closed, and the keeper's spares, from their connect until they are in
+    /// the pool or closed. Closing the pool waits for them too.
     farewells: Arc<AtomicUsize>,
     /// The runtime the pool was built on (the database's I/O), where those goodbyes run.
     io: tokio::runtime::Handle,
     /// Connections the keeper opened, on their way into the pool: [`Manager::create`] hands
     /// them out before it opens any.
-    spares: Mutex<Vec<PgConnection>>,
+    spares: Mutex<Vec<Spare>>,
+}
+
+/// A connection the keeper opened, and when.
+struct Spare {
+    connection: PgConnection,
+    opened: Instant,
 }
 
 tokio::task_local! {
@@ -76,9 +84,30 @@ impl ConnectionManager {
         &self.metrics
     }
 
-    fn spares(&self) -> std::sync::MutexGuard<'_, Vec<PgConnection>> {
+    fn spares(&self) -> std::sync::MutexGuard<'_, Vec<Spare>> {
         // A panic while pushing or popping leaves a whole Vec: go on with it.
         self.spares.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `spare` if it is as fit as an idle connection would be: one opened before the last
+    /// breakage is closed unchecked, and one that waited as long as the check before use is
+    /// checked (deadpool takes what `create` returns for new, and never checks it).
+    async fn fit_spare(&self, spare: Spare) -> Option<PgConnection> {
+        let Spare {
+            mut connection,
+            opened,
+        } = spare;
+        let fit = !self.idle_since_a_breakage(opened)
+            && (opened.elapsed() < self.ping_if_idle_for
+                || matches!(
+                    tokio::time::timeout(CHECK_LIMIT, session_state(&mut connection)).await,
+                    Ok(Ok(state)) if fit_for_use(self.connector.target_session_attrs(), state)
+                ));
+        if fit {
+            return Some(connection);
+        }
+        self.metrics.discarded(Discard::Broken);
+        None
     }
 
     /// Records that a connection broke (I/O error, connection lost, read-only node) just now.
@@ -117,8 +146,14 @@ impl Manager for ConnectionManager {
     type Error = ConnectError;
 
     async fn create(&self) -> Result<PgConnection, ConnectError> {
-        if let Some(spare) = self.spares().pop() {
-            return Ok(spare);
+        loop {
+            let spare = self.spares().pop();
+            let Some(spare) = spare else { break };
+            // Ours now, in the pool's count once returned (or dropped with this future).
+            self.farewells.fetch_sub(1, Ordering::SeqCst);
+            if let Some(connection) = self.fit_spare(spare).await {
+                return Ok(connection);
+            }
         }
         // A caller took the keeper's last spare: the keeper stops handing over.
         if HANDING_OVER.try_with(|()| ()).is_ok() {
@@ -288,17 +323,26 @@ async fn keep(
 /// back at once, and the new ones come from `create` as spares. It never waits for a busy pool
 /// (callers come first), and a failure waits for the next tick; callers see it themselves.
 async fn fill_to(pool: &ConnectionPool, min: usize, acquire_timeout: Duration) {
-    let status = pool.status();
-    let missing = min.min(status.max_size).saturating_sub(status.size);
     let manager = pool.manager();
-    for _ in 0..missing {
-        match tokio::time::timeout(acquire_timeout, manager.connector.connect()).await {
-            Ok(Ok(connected)) => manager.spares().push(connected.connection),
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "could not open the pool's minimum of connections");
+    let wanted = min.min(pool.status().max_size);
+    // Callers open connections too: counted again before each connect, so the pool and the
+    // spares together never pass the minimum (nor the maximum).
+    while !pool.is_closed() && pool.status().size + manager.spares().len() < wanted {
+        manager.farewells.fetch_add(1, Ordering::SeqCst);
+        let opened = Instant::now();
+        let connected = tokio::time::timeout(acquire_timeout, manager.connector.connect()).await;
+        match connected {
+            Ok(Ok(connected)) => manager.spares().push(Spare {
+                connection: connected.connection,
+                opened,
+            }),
+            failed => {
+                manager.farewells.fetch_sub(1, Ordering::SeqCst);
+                if let Ok(Err(error)) = failed {
+                    tracing::debug!(%error, "could not open the pool's minimum of connections");
+                }
                 break;
             }
-            Err(_) => break,
         }
     }
     let at_once = Timeouts {
@@ -319,10 +363,11 @@ async fn fill_to(pool: &ConnectionPool, min: usize, acquire_timeout: Duration) {
         .await;
     // The pool may have been closed meanwhile (a shutdown): then these say goodbye.
     held.into_iter().for_each(give_back);
-    // Callers took the room meanwhile: the spares left over are closed.
+    // Callers took the room meanwhile, or the pool closed: the spares left over are closed.
     let left_over = std::mem::take(&mut *manager.spares());
     for spare in left_over {
-        close_politely(spare).await;
+        close_politely(spare.connection).await;
+        manager.farewells.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -347,7 +392,8 @@ pub(crate) fn give_back(connection: PooledConnection) {
     }));
 }
 
-/// Goodbyes still under way for connections given back after `pool` was closed.
+/// Connections open outside `pool`'s count: goodbyes still under way for connections given back
+/// after it was closed, and the keeper's spares.
 pub(crate) fn farewells_pending(pool: &ConnectionPool) -> usize {
     pool.manager().farewells.load(Ordering::SeqCst)
 }
