@@ -65,7 +65,9 @@ mod platform {
         }
 
         pub(super) async fn next(&mut self) -> ShutdownRequest {
+            // Biased: when both are pending, SIGTERM comes first and a Ctrl-C after it counts.
             tokio::select! {
+                biased;
                 Some(()) = self.terminate.recv() => ShutdownRequest::new("SIGTERM", false),
                 Some(()) = self.interrupt.recv() => ShutdownRequest::new("SIGINT", true),
                 // Both streams ended: the runtime is shutting down and no signal can come.

@@ -127,6 +127,20 @@ impl Application {
 
     /// Serves until the server is stopped through its handle, then closes the pool.
     pub async fn run(self) -> std::io::Result<()> {
+        match self.run_unless(std::future::pending()).await {
+            Ok(outcome) => outcome,
+            // `pending` never resolves.
+            Err(StoppedWithoutDraining(_)) => Ok(()),
+        }
+    }
+
+    /// [`Application::run`], unless `stop_now` resolves before the server has stopped: then it
+    /// returns at once, dropping the server (its workers' threads end with the process). Once
+    /// the server has stopped, the pool is closed whatever `stop_now` does.
+    async fn run_unless(
+        self,
+        stop_now: impl Future<Output = &'static str>,
+    ) -> Result<std::io::Result<()>, StoppedWithoutDraining> {
         let upkeep = self.metrics.map(|metrics| {
             tokio::spawn(async move {
                 let mut ticks = tokio::time::interval(UPKEEP_INTERVAL);
@@ -139,7 +153,10 @@ impl Application {
         let metrics_server = self
             .metrics_server
             .map(|(_, server)| (server.handle(), tokio::spawn(server)));
-        let outcome = self.server.await;
+        let outcome = tokio::select! {
+            outcome = self.server => outcome,
+            name = stop_now => return Err(StoppedWithoutDraining(name)),
+        };
         if let Some((handle, serving)) = metrics_server {
             handle.stop(true).await;
             let _ = serving.await;
@@ -151,47 +168,46 @@ impl Application {
         if !self.database.close(POOL_CLOSE_TIMEOUT).await {
             tracing::warn!("database connections did not close in time; exiting anyway");
         }
-        outcome
+        Ok(outcome)
     }
 
     /// Serves until a shutdown signal (SIGTERM or SIGINT; on Windows Ctrl-C, Ctrl-Break or a
     /// console close or shutdown event), then stops accepting, lets in-flight requests finish
-    /// (up to the shutdown timeout), and closes the pool. A Ctrl-C (or Ctrl-Break) during the
-    /// drain stops at once, without waiting for requests in flight, and is an error: the exit
-    /// says so.
-    /// A repeated SIGTERM does not: wrappers pass on the one their process group received.
+    /// (up to the shutdown timeout), and closes the pool. A Ctrl-C (or Ctrl-Break) while requests
+    /// drain stops at once, without waiting for them, and is an error: the exit says so. A
+    /// repeated SIGTERM does not (wrappers pass on the one their process group received), nor
+    /// does a Ctrl-C within [`SAME_REQUEST`] of the first (one a wrapper passed on again).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.handle();
         let mut signals = ShutdownSignals::listen().context("listening for shutdown signals")?;
         let impatient = async move {
             let first = signals.next().await;
+            let first_at = std::time::Instant::now();
             tracing::info!("{} received: draining (Ctrl-C stops at once)", first.name);
             // The command is sent by the call; the future it returns only reports completion,
-            // which `run` below sees.
+            // which `run_unless` sees.
             drop(handle.stop(true));
             loop {
                 let again = signals.next().await;
-                if again.from_terminal {
+                if again.from_terminal && first_at.elapsed() >= SAME_REQUEST {
                     return again.name;
                 }
                 tracing::info!("{} received: still draining", again.name);
             }
         };
-        tokio::select! {
-            outcome = self.run() => {
-                outcome.context("the HTTP server failed")?;
-                tracing::info!("stopped");
-                Ok(())
-            }
-            // Dropping `run` drops the server and the pool; the workers' threads end with the
-            // process, which the caller ends at once (see `StoppedWithoutDraining`).
-            name = impatient => Err(StoppedWithoutDraining(name).into()),
-        }
+        let outcome = self.run_unless(impatient).await?;
+        outcome.context("the HTTP server failed")?;
+        tracing::info!("stopped");
+        Ok(())
     }
 }
 
-/// A Ctrl-C during the drain. Handlers of requests still in flight may still run on actix's
-/// worker threads, so the process should end now, without waiting for other work.
+/// Signals this close to the first are the same request, passed on again by a wrapper that
+/// also got it through its process group; a person's second Ctrl-C comes later.
+const SAME_REQUEST: Duration = Duration::from_millis(500);
+
+/// A Ctrl-C while requests drain. Handlers of requests still in flight may still run on
+/// actix's worker threads, so the process should end now, without waiting for other work.
 #[derive(Debug, thiserror::Error)]
 #[error("{0} received while draining: stopped at once, without waiting for requests in flight")]
 pub struct StoppedWithoutDraining(pub &'static str);
