@@ -241,13 +241,14 @@ impl DatabaseSettings {
     }
 
     /// A connection is opened within the caller's acquire timeout, trying the hosts in turn; a
-    /// host that does not answer at all (a dead machine, a dropped route) holds the attempt for
-    /// `connect_timeout`. Unless the hosts before the last fit in the acquire timeout, the last
-    /// is never tried, and a host list does not survive the loss of its first host.
+    /// host that does not answer at all (a dead machine, a dropped route, a hung postmaster)
+    /// holds the attempt for `connect_timeout`. Unless every host's `connect_timeout` fits in
+    /// the acquire timeout, the last is never given its chance, and a host list does not survive
+    /// the loss of its first host.
     fn host_list_problem(&self, connector: &Connector) -> Option<Problem> {
         let hosts = connector.endpoints().len();
-        let before_last = u32::try_from(hosts.checked_sub(1)?).ok()?;
-        if before_last == 0 {
+        let every = u32::try_from(hosts).ok()?;
+        if every < 2 {
             return None;
         }
         let acquire = self.pool.acquire_timeout;
@@ -258,10 +259,10 @@ impl DatabaseSettings {
                  host would never be tried; add connect_timeout=2 (libpq's, seconds per host)",
                 acquire.as_millis()
             ),
-            Some(limit) if limit.saturating_mul(before_last) >= acquire => format!(
-                "names {hosts} hosts with connect_timeout={}: {before_last} that do not answer \
-                 take DATABASE_ACQUIRE_TIMEOUT_MS ({} ms) or more, and the last would never be \
-                 tried; lower connect_timeout (at least 2) or raise the acquire timeout",
+            Some(limit) if limit.saturating_mul(every) > acquire => format!(
+                "names {hosts} hosts with connect_timeout={}: their {hosts} attempts do not fit \
+                 in DATABASE_ACQUIRE_TIMEOUT_MS ({} ms), so the last host would not get its \
+                 chance; lower connect_timeout (at least 2) or raise the acquire timeout",
                 limit.as_secs(),
                 acquire.as_millis()
             ),
@@ -378,18 +379,14 @@ mod tests {
         let url = |hosts: &str, query: &str| format!("postgres://u:p@{hosts}/app{query}");
         for (hosts, query, refused) in [
             ("db1,db2", "", Some("no connect_timeout")),
-            (
-                "db1,db2",
-                "?connect_timeout=5",
-                Some("take DATABASE_ACQUIRE_TIMEOUT_MS"),
-            ),
+            ("db1,db2", "?connect_timeout=3", Some("do not fit")),
             (
                 "db1,db2,db3",
-                "?connect_timeout=3",
-                Some("2 that do not answer"),
+                "?connect_timeout=2",
+                Some("their 3 attempts"),
             ),
             ("db1,db2", "?connect_timeout=2", None),
-            ("db1,db2,db3", "?connect_timeout=2", None),
+            ("db1,db2", "?connect_timeout=-1", Some("no connect_timeout")),
             ("db1", "", None),
         ] {
             let settings = load(&[("DATABASE_URL", &url(hosts, query))]).unwrap();
@@ -404,7 +401,7 @@ mod tests {
             }
         }
         let longer = load(&[
-            ("DATABASE_URL", &url("db1,db2", "?connect_timeout=5")),
+            ("DATABASE_URL", &url("db1,db2,db3", "?connect_timeout=2")),
             ("DATABASE_ACQUIRE_TIMEOUT_MS", "6000"),
         ]);
         assert!(longer.unwrap().problems().0.is_empty());
