@@ -436,7 +436,10 @@ impl Database {
                 session.discard_after(&failure);
                 Err(failure.into_store_error())
             }
-            Err(_elapsed) => Err(StoreError::Unavailable(Unavailability::Timeout)),
+            Err(_elapsed) => {
+                session.discard(Discard::Timeout);
+                Err(StoreError::Unavailable(Unavailability::Timeout))
+            }
         }
     }
 

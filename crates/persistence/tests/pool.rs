@@ -572,3 +572,32 @@ async fn the_keepers_refill_never_holds_idle_connections_while_it_connects() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A health check cut off by its deadline while its connection's server hangs closes that
+/// connection as timed out (`reason="timeout"`), not as broken.
+#[cfg_attr(windows, ignore = "needs a private cluster (unix only)")]
+#[tokio::test]
+async fn a_check_cut_off_by_its_deadline_discards_its_connection_as_timed_out() {
+    let cluster = PgCluster::start().await.unwrap();
+    let test_db = cluster.migrated_database().await.unwrap();
+    let mut settings = settings_for(test_db.url());
+    settings.pool.min_connections = 0;
+    settings.pool.max_connections = 1;
+    // No check before use: the checkout hands the connection out, and the state query hangs.
+    settings.pool.ping_if_idle_for = Duration::from_secs(600);
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let database = metrics::with_local_recorder(&recorder, || connect(&settings));
+    database.ping(Duration::from_secs(1)).await.unwrap();
+    let stopped = StoppedBackends::stop(backends(&test_db, None).await);
+    let error = database.ping(Duration::from_millis(300)).await.unwrap_err();
+    assert_eq!(error, StoreError::Unavailable(Unavailability::Timeout));
+    drop(stopped);
+    let scraped = counseling_testkit::Scrape::parse(&recorder.handle().render()).unwrap();
+    let discarded = |reason| {
+        scraped.value(
+            "db_client_connections_discarded_total",
+            &[("reason", reason)],
+        )
+    };
+    assert_eq!((discarded("timeout"), discarded("broken")), (1.0, 0.0));
+}
