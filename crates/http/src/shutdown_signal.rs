@@ -65,7 +65,8 @@ mod platform {
         }
 
         pub(super) async fn next(&mut self) -> ShutdownRequest {
-            // Biased: when both are pending, SIGTERM comes first and a Ctrl-C after it counts.
+            // Biased: when both are pending, SIGTERM comes first, so that the Ctrl-C after it
+            // asks to stop at once (a Ctrl-C right after a Ctrl-C would be the same request).
             tokio::select! {
                 biased;
                 Some(()) = self.terminate.recv() => ShutdownRequest::new("SIGTERM", false),

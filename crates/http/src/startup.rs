@@ -153,7 +153,9 @@ impl Application {
         let metrics_server = self
             .metrics_server
             .map(|(_, server)| (server.handle(), tokio::spawn(server)));
+        // Biased: a server that has stopped wins over a Ctrl-C arriving in the same moment.
         let outcome = tokio::select! {
+            biased;
             outcome = self.server => outcome,
             name = stop_now => return Err(StoppedWithoutDraining(name)),
         };
@@ -176,7 +178,7 @@ impl Application {
     /// (up to the shutdown timeout), and closes the pool. A Ctrl-C (or Ctrl-Break) while requests
     /// drain stops at once, without waiting for them, and is an error: the exit says so. A
     /// repeated SIGTERM does not (wrappers pass on the one their process group received), nor
-    /// does a Ctrl-C within [`SAME_REQUEST`] of the first (one a wrapper passed on again).
+    /// does a Ctrl-C within [`SAME_REQUEST`] of a first Ctrl-C (one a wrapper passed on again).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.handle();
         let mut signals = ShutdownSignals::listen().context("listening for shutdown signals")?;
@@ -189,7 +191,8 @@ impl Application {
             drop(handle.stop(true));
             loop {
                 let again = signals.next().await;
-                if again.from_terminal && first_at.elapsed() >= SAME_REQUEST {
+                let passed_on = first.from_terminal && first_at.elapsed() < SAME_REQUEST;
+                if again.from_terminal && !passed_on {
                     return again.name;
                 }
                 tracing::info!("{} received: still draining", again.name);
@@ -202,7 +205,7 @@ impl Application {
     }
 }
 
-/// Signals this close to the first are the same request, passed on again by a wrapper that
+/// A Ctrl-C this close to a first Ctrl-C is the same request, passed on again by a wrapper that
 /// also got it through its process group; a person's second Ctrl-C comes later.
 const SAME_REQUEST: Duration = Duration::from_millis(500);
 

@@ -50,6 +50,8 @@ pub(crate) struct ConnectionManager {
     /// Connections the keeper opened, on their way into the pool: [`Manager::create`] hands
     /// them out before it opens any.
     spares: Mutex<Vec<Spare>>,
+    /// Woken when the pool is closed (see [`closed`]): the keeper stops connecting.
+    closed: tokio::sync::Notify,
 }
 
 /// A connection the keeper opened, and when.
@@ -97,17 +99,47 @@ impl ConnectionManager {
             mut connection,
             opened,
         } = spare;
-        let fit = !self.idle_since_a_breakage(opened)
-            && (opened.elapsed() < self.ping_if_idle_for
-                || matches!(
-                    tokio::time::timeout(CHECK_LIMIT, session_state(&mut connection)).await,
-                    Ok(Ok(state)) if fit_for_use(self.connector.target_session_attrs(), state)
-                ));
-        if fit {
-            return Some(connection);
+        if self.idle_since_a_breakage(opened) {
+            self.metrics.discarded(Discard::Broken);
+            // It may still answer: best effort, as for any goodbye.
+            drop(self.io.spawn(close_politely(connection)));
+            return None;
         }
-        self.metrics.discarded(Discard::Broken);
-        None
+        if opened.elapsed() >= self.ping_if_idle_for && self.check(&mut connection).await.is_err() {
+            return None;
+        }
+        Some(connection)
+    }
+
+    /// The check before use: one round trip (`session_state`), in place of a ping, that also
+    /// finds a connection that answers but reaches a node that can no longer write. `Err` says
+    /// why `connection` must not be used, counted in the metrics.
+    async fn check(&self, connection: &mut PgConnection) -> RecycleResult<ConnectError> {
+        let Ok(checked) = tokio::time::timeout(CHECK_LIMIT, session_state(connection)).await else {
+            self.metrics.discarded(Discard::Timeout);
+            // Whatever cut this one off while idle (a NAT's idle timeout, a failover without a
+            // goodbye) cut the others idle beside it too: they go unchecked, so that a caller
+            // waits out the bound once, not once per dead connection.
+            self.discard_idle();
+            return Err(RecycleError::message(
+                "it did not answer the check before use",
+            ));
+        };
+        match checked {
+            Ok(state) if fit_for_use(self.connector.target_session_attrs(), state) => Ok(()),
+            Ok(_) => {
+                self.metrics.discarded(Discard::ReadOnly);
+                // What made this one read-only (a failover) has likely reached the others.
+                self.note_breakage();
+                Err(RecycleError::message(
+                    "its server can no longer take writes",
+                ))
+            }
+            Err(error) => {
+                self.metrics.discarded(Discard::Broken);
+                Err(RecycleError::Backend(ConnectError::Driver(error)))
+            }
+        }
     }
 
     /// Records that a connection broke (I/O error, connection lost, read-only node) just now.
@@ -123,13 +155,16 @@ impl ConnectionManager {
         breakage != 0 && self.epoch + Duration::from_nanos(breakage) >= checked_out
     }
 
-    /// Closes every connection idle in the pool now, unchecked (those in use are left: each
-    /// proves itself, or fails, by itself).
+    /// Closes every connection idle in the pool now, and the keeper's spares, unchecked (those
+    /// in use are left: each proves itself, or fails, by itself).
     fn discard_idle(&self) {
+        let spares = std::mem::take(&mut *self.spares());
+        self.farewells.fetch_sub(spares.len(), Ordering::SeqCst);
         let Some(pool) = self.pool.get().and_then(WeakPool::upgrade) else {
             return;
         };
-        for _dead in pool.retain(|_, _| false).removed {
+        let idle = pool.retain(|_, _| false).removed.len();
+        for _dead in 0..idle + spares.len() {
             self.metrics.discarded(Discard::Broken);
         }
     }
@@ -149,8 +184,9 @@ impl Manager for ConnectionManager {
         loop {
             let spare = self.spares().pop();
             let Some(spare) = spare else { break };
-            // Ours now, in the pool's count once returned (or dropped with this future).
-            self.farewells.fetch_sub(1, Ordering::SeqCst);
+            // Counted outside the pool until decided: in the pool's count once returned, or
+            // dropped (with this future, if it is cancelled meanwhile).
+            let _outside = Outside(&self.farewells);
             if let Some(connection) = self.fit_spare(spare).await {
                 return Ok(connection);
             }
@@ -167,9 +203,7 @@ impl Manager for ConnectionManager {
     }
 
     /// `metrics.last_used()` counts from the last checkout, not the last return: a connection
-    /// held for long looks idle for long and is checked, never the other way round. The check
-    /// is one round trip (`session_state`), in place of a ping: it also finds a connection that
-    /// answers but reaches a node that can no longer write.
+    /// held for long looks idle for long and is checked, never the other way round.
     async fn recycle(
         &self,
         connection: &mut PgConnection,
@@ -181,34 +215,30 @@ impl Manager for ConnectionManager {
         }
         let checked_out = metrics.recycled.unwrap_or(metrics.created);
         if metrics.last_used() >= self.ping_if_idle_for || self.idle_since_a_breakage(checked_out) {
-            let Ok(checked) = tokio::time::timeout(CHECK_LIMIT, session_state(connection)).await
-            else {
-                self.metrics.discarded(Discard::Timeout);
-                // Whatever cut this one off while idle (a NAT's idle timeout, a failover
-                // without a goodbye) cut the others idle beside it too: they go unchecked, so
-                // that a caller waits out the bound once, not once per dead connection.
-                self.discard_idle();
-                return Err(RecycleError::message(
-                    "it did not answer the check before use",
-                ));
-            };
-            match checked {
-                Ok(state) if fit_for_use(self.connector.target_session_attrs(), state) => {}
-                Ok(_) => {
-                    self.metrics.discarded(Discard::ReadOnly);
-                    // What made this one read-only (a failover) has likely reached the others.
-                    self.note_breakage();
-                    return Err(RecycleError::message(
-                        "its server can no longer take writes",
-                    ));
-                }
-                Err(error) => {
-                    self.metrics.discarded(Discard::Broken);
-                    return Err(RecycleError::Backend(ConnectError::Driver(error)));
-                }
-            }
+            self.check(connection).await?;
         }
         Ok(())
+    }
+}
+
+/// One connection counted in `farewells` (outside the pool's count) while this lives.
+struct Outside<'a>(&'a AtomicUsize);
+
+impl<'a> Outside<'a> {
+    fn add(farewells: &'a AtomicUsize) -> Self {
+        farewells.fetch_add(1, Ordering::SeqCst);
+        Self(farewells)
+    }
+
+    /// The connection stays counted: it is a spare now, and whoever takes it ends the count.
+    fn keep(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Outside<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -249,6 +279,7 @@ pub(crate) fn build(
         farewells: Arc::new(AtomicUsize::new(0)),
         io: tokio::runtime::Handle::current(),
         spares: Mutex::new(Vec::new()),
+        closed: tokio::sync::Notify::new(),
     };
     let max = usize::try_from(bounds.max).unwrap_or(usize::MAX);
     let pool = match Pool::builder(manager)
@@ -325,19 +356,33 @@ async fn keep(
 async fn fill_to(pool: &ConnectionPool, min: usize, acquire_timeout: Duration) {
     let manager = pool.manager();
     let wanted = min.min(pool.status().max_size);
-    // Callers open connections too: counted again before each connect, so the pool and the
-    // spares together never pass the minimum (nor the maximum).
-    while !pool.is_closed() && pool.status().size + manager.spares().len() < wanted {
-        manager.farewells.fetch_add(1, Ordering::SeqCst);
+    loop {
+        // Enabled before the pool is looked at, so that a close in between is not missed.
+        let mut closed = std::pin::pin!(manager.closed.notified());
+        closed.as_mut().enable();
+        // Callers open connections too (`waiting` counts those connecting): counted again
+        // before each connect, so that the keeper adds no more than the minimum asks for.
+        let status = pool.status();
+        if pool.is_closed() || status.size + status.waiting + manager.spares().len() >= wanted {
+            break;
+        }
+        let outside = Outside::add(&manager.farewells);
         let opened = Instant::now();
-        let connected = tokio::time::timeout(acquire_timeout, manager.connector.connect()).await;
+        let connect = tokio::time::timeout(acquire_timeout, manager.connector.connect());
+        // A close does not wait out a connect to a server that does not answer.
+        let connected = tokio::select! {
+            connected = connect => connected,
+            () = &mut closed => break,
+        };
         match connected {
-            Ok(Ok(connected)) => manager.spares().push(Spare {
-                connection: connected.connection,
-                opened,
-            }),
+            Ok(Ok(connected)) => {
+                manager.spares().push(Spare {
+                    connection: connected.connection,
+                    opened,
+                });
+                outside.keep();
+            }
             failed => {
-                manager.farewells.fetch_sub(1, Ordering::SeqCst);
                 if let Ok(Err(error)) = failed {
                     tracing::debug!(%error, "could not open the pool's minimum of connections");
                 }
@@ -366,8 +411,8 @@ async fn fill_to(pool: &ConnectionPool, min: usize, acquire_timeout: Duration) {
     // Callers took the room meanwhile, or the pool closed: the spares left over are closed.
     let left_over = std::mem::take(&mut *manager.spares());
     for spare in left_over {
+        let _outside = Outside(&manager.farewells);
         close_politely(spare.connection).await;
-        manager.farewells.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -390,6 +435,11 @@ pub(crate) fn give_back(connection: PooledConnection) {
         close_politely(raw).await;
         farewells.fetch_sub(1, Ordering::SeqCst);
     }));
+}
+
+/// Tells the keeper that `pool` was just closed: a connect of its own under way stops.
+pub(crate) fn closed(pool: &ConnectionPool) {
+    pool.manager().closed.notify_waiters();
 }
 
 /// Connections open outside `pool`'s count: goodbyes still under way for connections given back

@@ -601,3 +601,24 @@ async fn a_check_cut_off_by_its_deadline_discards_its_connection_as_timed_out() 
     };
     assert_eq!((discarded("timeout"), discarded("broken")), (1.0, 0.0));
 }
+
+/// Closing the pool waits for the keeper's spares, but not for its connect to a server that
+/// does not answer (here a postmaster that accepts but never answers).
+#[cfg_attr(windows, ignore = "needs a private cluster (unix only)")]
+#[tokio::test]
+async fn closing_does_not_wait_out_the_keepers_connect() {
+    let cluster = PgCluster::start().await.unwrap();
+    let test_db = cluster.migrated_database().await.unwrap();
+    let postmaster = cluster.postmaster_pid().unwrap();
+    let _frozen = StoppedBackends::stop(vec![i32::try_from(postmaster).unwrap()]);
+    let mut settings = settings_for(test_db.url());
+    settings.pool.min_connections = 1;
+    settings.pool.acquire_timeout = Duration::from_secs(10);
+    let database = connect(&settings);
+    // The keeper's first round starts at once; its connect hangs.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        database.close(Duration::from_secs(5)).await,
+        "closed in time"
+    );
+}
