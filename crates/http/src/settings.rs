@@ -171,7 +171,8 @@ impl Settings {
                  choose another",
             ));
         }
-        // Empty is unset, as for every setting (tracing's empty filter would log errors only).
+        // Empty is unset, as for every setting (tracing's empty filter has no directive and
+        // would log nothing at all, errors included).
         let filter = sources
             .get(LogSettings::FILTER_VARIABLE)
             .filter(|filter| !filter.trim().is_empty())
@@ -275,7 +276,7 @@ mod tests {
     }
 
     #[test]
-    fn rust_log_empty_is_unset_not_errors_only() {
+    fn rust_log_empty_is_unset_not_silence() {
         for empty in ["", "  "] {
             let settings = load(&[("RUST_LOG", empty)]).unwrap();
             assert_eq!(settings.log.filter, "info");
