@@ -2,7 +2,8 @@
 //! planned switchover and an unplanned failover, under load: three `counseling-api` processes
 //! probed continuously, and a writer creating users through `PgUserRepository`. Both routes to
 //! the primary, one after the other on the same stack: through HAProxy's primary port, and
-//! directly, both nodes as a libpq host list with `target_session_attrs=read-write`. On each:
+//! directly, both nodes as a libpq host list with `target_session_attrs=read-write` (and
+//! `connect_timeout=2`, which the service requires of a host list). On each:
 //! no acknowledged write lost (a write a demoted node accepted would be missing on the new
 //! primary), every 503 given while no writable primary was reachable on that route, and 200
 //! again within 2 s of one being reachable.
@@ -66,7 +67,7 @@ impl Disruption {
 enum Route {
     /// HAProxy's primary port, which Patroni's REST API steers.
     Haproxy,
-    /// Both nodes as a libpq host list with `target_session_attrs=read-write`.
+    /// Both nodes as a libpq host list with `target_session_attrs=read-write`, `connect_timeout=2`.
     Direct,
 }
 

@@ -1,8 +1,8 @@
 //! `counseling-api`: configuration from the environment (and `.env`), then serve.
 //!
 //! Exit codes: 0 after a clean shutdown, 1 when the service fails at run time (for example the
-//! port is taken) or a Ctrl-C cut the drain short, 2 when the configuration is
-//! missing or invalid.
+//! port is taken) or a Ctrl-C cut the drain short, 2 when the configuration is missing or
+//! invalid.
 
 use std::process::ExitCode;
 use std::time::Duration;

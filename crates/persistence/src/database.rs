@@ -473,8 +473,7 @@ impl Database {
             for connection in pool.retain(|_, _| false).removed {
                 goodbyes.spawn(pool::close_politely(connection));
             }
-            pool.close();
-            pool::closed(&pool);
+            pool::close(&pool);
             while goodbyes.join_next().await.is_some() {}
             while pool.status().size > 0 || pool::farewells_pending(&pool) > 0 {
                 tokio::time::sleep(Duration::from_millis(10)).await;

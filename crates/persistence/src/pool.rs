@@ -50,7 +50,7 @@ pub(crate) struct ConnectionManager {
     /// Connections the keeper opened, on their way into the pool: [`Manager::create`] hands
     /// them out before it opens any.
     spares: Mutex<Vec<Spare>>,
-    /// Woken when the pool is closed (see [`closed`]): the keeper stops connecting.
+    /// Woken when the pool is closed (see [`close`]): the keeper stops connecting.
     closed: tokio::sync::Notify,
 }
 
@@ -398,7 +398,7 @@ async fn fill_to(pool: &ConnectionPool, min: usize, acquire_timeout: Duration) {
     let mut held = Vec::new();
     HANDING_OVER
         .scope((), async {
-            while !manager.spares().is_empty() && pool.status().size < min {
+            while !manager.spares().is_empty() && pool.status().size < wanted {
                 match pool.timeout_get(&at_once).await {
                     Ok(connection) => held.push(connection),
                     Err(_) => break,
@@ -437,8 +437,10 @@ pub(crate) fn give_back(connection: PooledConnection) {
     }));
 }
 
-/// Tells the keeper that `pool` was just closed: a connect of its own under way stops.
-pub(crate) fn closed(pool: &ConnectionPool) {
+/// Closes `pool` (new checkouts fail, connections given back are closed) and stops a connect
+/// of the keeper's under way.
+pub(crate) fn close(pool: &ConnectionPool) {
+    pool.close();
     pool.manager().closed.notify_waiters();
 }
 

@@ -6,10 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{connect, new_user, open_idle_connections, settings_for};
+use common::{connect, new_user, open_idle_connections, private_database, settings_for};
 use counseling_domain::{CreateUserError, StoreError, Unavailability, UserRepository, Username};
 use counseling_persistence::{DEADLINE_MARGIN, PgUserRepository};
-use counseling_testkit::PgCluster;
 use counseling_testkit::fixtures::eventually;
 use sea_orm::{ConnectionTrait, Statement};
 
@@ -18,9 +17,7 @@ const TIMEOUT: StoreError = StoreError::Unavailable(Unavailability::Timeout);
 #[cfg_attr(windows, ignore = "needs a private cluster (unix only)")]
 #[tokio::test]
 async fn calls_against_a_frozen_server_time_out_and_discard_their_connections() {
-    let cluster = PgCluster::start().await.unwrap();
-    let test_db = cluster.migrated_database().await.unwrap();
-    let mut settings = settings_for(test_db.url());
+    let (cluster, _test_db, mut settings) = private_database().await;
     settings.pool.statement_timeout = Duration::from_millis(300);
     let database = connect(&settings);
     let users = PgUserRepository::new(database.clone());
@@ -77,9 +74,7 @@ async fn calls_against_a_frozen_server_time_out_and_discard_their_connections() 
 #[cfg_attr(windows, ignore = "needs a private cluster (unix only)")]
 #[tokio::test]
 async fn refused_connections_are_reported_at_once_every_time() {
-    let cluster = PgCluster::start().await.unwrap();
-    let test_db = cluster.migrated_database().await.unwrap();
-    let mut settings = settings_for(test_db.url());
+    let (cluster, _test_db, mut settings) = private_database().await;
     settings.pool.acquire_timeout = Duration::from_secs(5);
     let database = connect(&settings);
     let users = PgUserRepository::new(database.clone());
@@ -204,9 +199,7 @@ async fn a_dead_connection_is_discarded_so_the_next_call_works() {
 #[cfg_attr(windows, ignore = "needs a private cluster (unix only)")]
 #[tokio::test]
 async fn after_one_connection_breaks_the_idle_ones_are_checked_before_use() {
-    let cluster = PgCluster::start().await.unwrap();
-    let test_db = cluster.migrated_database().await.unwrap();
-    let mut settings = settings_for(test_db.url());
+    let (cluster, _test_db, mut settings) = private_database().await;
     // Pre-ping by idle time out of reach: only the breakage can make the pool check.
     settings.pool.ping_if_idle_for = Duration::from_secs(3600);
     let database = connect(&settings);

@@ -7,31 +7,17 @@ mod common;
 
 use std::time::Duration;
 
-use common::{OTHER_HASH, connect, new_user, settings_for};
+use common::{OTHER_HASH, new_user, recorded_pool, scrape, settings_for};
 use counseling_domain::{
     CreateUserError, DeleteUserError, PasswordHash, StoreError, Unavailability, UpdateUserError,
     UserId, UserRepository, Username,
 };
-use counseling_persistence::{Database, DatabaseSettings, PgUserRepository};
+use counseling_persistence::PgUserRepository;
 use counseling_testkit::fixtures::eventually;
-use counseling_testkit::{MetricKind, Scrape, TestDatabase};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+use counseling_testkit::{MetricKind, TestDatabase};
 
 const OPERATIONS: &str = "db_client_operations_total";
 const OPERATION_DURATION: &str = "db_client_operation_duration_seconds";
-
-fn recorded_pool(settings: &DatabaseSettings) -> (PrometheusRecorder, Database) {
-    let recorder = PrometheusBuilder::new()
-        .set_buckets(&[0.01, 0.1, 1.0])
-        .unwrap()
-        .build_recorder();
-    let database = metrics::with_local_recorder(&recorder, || connect(settings));
-    (recorder, database)
-}
-
-fn scrape(recorder: &PrometheusRecorder) -> Scrape {
-    Scrape::parse(&recorder.handle().render()).unwrap()
-}
 
 fn unknown_id() -> UserId {
     UserId::from_uuid(uuid::Uuid::new_v4())

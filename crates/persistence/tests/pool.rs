@@ -5,7 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{connect, new_user, open_idle_connections, settings_for};
+use common::{
+    connect, new_user, open_idle_connections, private_database, recorded_pool, scrape, settings_for,
+};
 use counseling_domain::{StoreError, Unavailability, UserRepository, Username};
 use counseling_persistence::Database;
 use counseling_persistence::{DatabaseSettings, PgUserRepository};
@@ -205,9 +207,7 @@ async fn the_pool_starts_without_a_database() {
 #[cfg_attr(windows, ignore = "needs a private cluster (unix only)")]
 #[tokio::test]
 async fn stop_and_restart_the_server_the_same_repository_recovers() {
-    let cluster = PgCluster::start().await.unwrap();
-    let test_db = cluster.migrated_database().await.unwrap();
-    let mut settings = settings_for(test_db.url());
+    let (cluster, _test_db, mut settings) = private_database().await;
     settings.pool.acquire_timeout = Duration::from_secs(1);
     let database = connect(&settings);
     let users = PgUserRepository::new(database.clone());
@@ -306,6 +306,13 @@ impl StoppedBackends {
         stopped
     }
 
+    /// The postmaster alone: new connections are accepted (by the kernel) but never answered,
+    /// while the sessions already open go on serving.
+    fn postmaster_of(cluster: &PgCluster) -> Self {
+        let pid = cluster.postmaster_pid().unwrap();
+        Self::stop(vec![i32::try_from(pid).unwrap()])
+    }
+
     fn signal(&self, signal: &str) {
         let pids = self.0.iter().map(i32::to_string);
         let status = std::process::Command::new("kill")
@@ -348,9 +355,7 @@ async fn backends(test_db: &TestDatabase, state: Option<&str>) -> Vec<i32> {
 #[tokio::test]
 async fn idle_connections_that_stopped_answering_are_replaced_in_time() {
     // A cluster of its own: its server processes are stopped.
-    let cluster = PgCluster::start().await.unwrap();
-    let test_db = cluster.migrated_database().await.unwrap();
-    let mut settings = settings_for(test_db.url());
+    let (_cluster, test_db, mut settings) = private_database().await;
     settings.pool.ping_if_idle_for = Duration::from_millis(100);
     let database = connect(&settings);
     open_idle_connections(&database, 4).await;
@@ -533,9 +538,7 @@ async fn a_connection_given_back_after_close_began_says_goodbye() {
 #[cfg_attr(windows, ignore = "needs a private cluster (unix only)")]
 #[tokio::test]
 async fn the_keepers_refill_never_holds_idle_connections_while_it_connects() {
-    let cluster = PgCluster::start().await.unwrap();
-    let test_db = cluster.migrated_database().await.unwrap();
-    let mut settings = settings_for(test_db.url());
+    let (cluster, _test_db, mut settings) = private_database().await;
     settings.pool.min_connections = 2;
     settings.pool.max_connections = 5;
     settings.pool.acquire_timeout = Duration::from_secs(2);
@@ -545,8 +548,7 @@ async fn the_keepers_refill_never_holds_idle_connections_while_it_connects() {
     })
     .await
     .unwrap();
-    let postmaster = cluster.postmaster_pid().unwrap();
-    let _frozen = StoppedBackends::stop(vec![i32::try_from(postmaster).unwrap()]);
+    let _frozen = StoppedBackends::postmaster_of(&cluster);
     // One connection is lost (its unit of work panicked): below the minimum, one idle left.
     let in_task = database.clone();
     let panicked = tokio::spawn(async move {
@@ -578,21 +580,18 @@ async fn the_keepers_refill_never_holds_idle_connections_while_it_connects() {
 #[cfg_attr(windows, ignore = "needs a private cluster (unix only)")]
 #[tokio::test]
 async fn a_check_cut_off_by_its_deadline_discards_its_connection_as_timed_out() {
-    let cluster = PgCluster::start().await.unwrap();
-    let test_db = cluster.migrated_database().await.unwrap();
-    let mut settings = settings_for(test_db.url());
+    let (_cluster, test_db, mut settings) = private_database().await;
     settings.pool.min_connections = 0;
     settings.pool.max_connections = 1;
     // No check before use: the checkout hands the connection out, and the state query hangs.
     settings.pool.ping_if_idle_for = Duration::from_secs(600);
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-    let database = metrics::with_local_recorder(&recorder, || connect(&settings));
+    let (recorder, database) = recorded_pool(&settings);
     database.ping(Duration::from_secs(1)).await.unwrap();
     let stopped = StoppedBackends::stop(backends(&test_db, None).await);
     let error = database.ping(Duration::from_millis(300)).await.unwrap_err();
     assert_eq!(error, StoreError::Unavailable(Unavailability::Timeout));
     drop(stopped);
-    let scraped = counseling_testkit::Scrape::parse(&recorder.handle().render()).unwrap();
+    let scraped = scrape(&recorder);
     let discarded = |reason| {
         scraped.value(
             "db_client_connections_discarded_total",
@@ -609,8 +608,7 @@ async fn a_check_cut_off_by_its_deadline_discards_its_connection_as_timed_out() 
 async fn closing_does_not_wait_out_the_keepers_connect() {
     let cluster = PgCluster::start().await.unwrap();
     let test_db = cluster.migrated_database().await.unwrap();
-    let postmaster = cluster.postmaster_pid().unwrap();
-    let _frozen = StoppedBackends::stop(vec![i32::try_from(postmaster).unwrap()]);
+    let _frozen = StoppedBackends::postmaster_of(&cluster);
     let mut settings = settings_for(test_db.url());
     settings.pool.min_connections = 1;
     settings.pool.acquire_timeout = Duration::from_secs(10);

@@ -8,19 +8,16 @@ mod common;
 
 use std::time::Duration;
 
-use common::{HASH, open_idle_connections, settings_for};
+use common::{HASH, open_idle_connections, private_database};
 
 use counseling_domain::{
     CreateUserError, NewUser, PasswordHash, StoreError, Unavailability, UserRepository, Username,
 };
 use counseling_persistence::{Database, PgUserRepository};
-use counseling_testkit::PgCluster;
 
 #[tokio::test]
 async fn after_a_read_only_failure_every_idle_connection_is_checked_before_reuse() {
-    let cluster = PgCluster::start().await.unwrap();
-    let db = cluster.migrated_database().await.unwrap();
-    let mut settings = settings_for(db.url());
+    let (cluster, _db, mut settings) = private_database().await;
     // Long enough that no connection here is checked for having been idle.
     settings.pool.ping_if_idle_for = Duration::from_secs(60);
     let database = Database::connect_lazy(&settings, tokio::runtime::Handle::current()).unwrap();
@@ -49,9 +46,7 @@ async fn after_a_read_only_failure_every_idle_connection_is_checked_before_reuse
 /// that still answers but reaches a node that can no longer write is closed, not used.
 #[tokio::test]
 async fn an_idle_connection_to_a_node_that_can_no_longer_write_is_closed_at_checkout() {
-    let cluster = PgCluster::start().await.unwrap();
-    let db = cluster.migrated_database().await.unwrap();
-    let mut settings = settings_for(db.url());
+    let (cluster, _db, mut settings) = private_database().await;
     settings.pool.ping_if_idle_for = Duration::from_millis(300);
     let database = Database::connect_lazy(&settings, tokio::runtime::Handle::current()).unwrap();
     open_idle_connections(&database, 4).await;

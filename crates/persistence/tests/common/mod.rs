@@ -2,7 +2,8 @@
 
 use counseling_domain::{NewUser, PasswordHash, StoreError, Username};
 use counseling_persistence::{Database, DatabaseSettings, PgUserRepository};
-use counseling_testkit::TestDatabase;
+use counseling_testkit::{PgCluster, Scrape, TestDatabase};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 
 #[allow(unused_imports)] // each test uses its own subset
 pub use counseling_testkit::fixtures::{BCRYPT_HASH as HASH, OTHER_BCRYPT_HASH as OTHER_HASH};
@@ -10,6 +11,29 @@ pub use counseling_testkit::fixtures::{BCRYPT_HASH as HASH, OTHER_BCRYPT_HASH as
 /// The test kit's small pool on `url` (many tests run at once against one server).
 pub fn settings_for(url: String) -> DatabaseSettings {
     counseling_testkit::fixtures::pool_settings(&url).unwrap()
+}
+
+/// A migrated database on a cluster of the test's own (whose server processes the test may stop
+/// or freeze), and the test kit's pool settings for it.
+pub async fn private_database() -> (PgCluster, TestDatabase, DatabaseSettings) {
+    let cluster = PgCluster::start().await.unwrap();
+    let test_db = cluster.migrated_database().await.unwrap();
+    let settings = settings_for(test_db.url());
+    (cluster, test_db, settings)
+}
+
+/// A pool that records its metrics into a recorder of its own, to be scraped with [`scrape`].
+pub fn recorded_pool(settings: &DatabaseSettings) -> (PrometheusRecorder, Database) {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets(&[0.01, 0.1, 1.0])
+        .unwrap()
+        .build_recorder();
+    let database = metrics::with_local_recorder(&recorder, || connect(settings));
+    (recorder, database)
+}
+
+pub fn scrape(recorder: &PrometheusRecorder) -> Scrape {
+    Scrape::parse(&recorder.handle().render()).unwrap()
 }
 
 /// A pool whose I/O runs on the test's own runtime.
