@@ -249,6 +249,14 @@ pub enum DriftProblem {
         file: String,
         current: Checksum,
     },
+    /// Not applied, though one after it in the list is (as after merging a branch whose
+    /// migration sorts before one already applied): `up` refuses to run it out of order, where
+    /// `down` would later roll back the wrong one first.
+    OutOfOrder {
+        name: String,
+        file: String,
+        applied_after: String,
+    },
 }
 
 impl Drift {
@@ -300,6 +308,18 @@ impl std::fmt::Display for DriftProblem {
                  other migrations have theirs), so nothing says it ran {file} as it is now \
                  ({current}). After checking that the database matches the file, record its \
                  checksum with `just migrate-accept {name}`."
+            ),
+            DriftProblem::OutOfOrder {
+                name,
+                file,
+                applied_after,
+            } => write!(
+                f,
+                "{name} is not applied, but {applied_after}, which comes after it, is: {file} \
+                 was probably added on a branch merged after {applied_after} was applied. `up` \
+                 will not run it out of order. Give it a name that sorts after \
+                 {applied_after} (`just migrate-new` makes one), or roll back to before {name} \
+                 with `just migrate-down` and run `up` again."
             ),
             DriftProblem::Missing { name, recorded } => {
                 let recorded = recorded
@@ -485,6 +505,7 @@ impl Runner {
         limit: Option<usize>,
     ) -> Result<Vec<String>, RunError> {
         let applied = self.check_history(session).await?;
+        self.check_order(&applied)?;
         let mut done = Vec::new();
         for file in self
             .migrations
@@ -528,8 +549,12 @@ impl Runner {
     /// applied migration is modified, missing or unrecorded, else the checksums of those applied
     /// before checksums existed. Returns the names of the applied migrations.
     async fn check_history(&self, session: &RunSession) -> Result<Vec<String>, RunError> {
-        history::install(&session.db).await?;
-        let states = self.states(history::recorded(&session.db).await?);
+        // One transaction for the checksum column, the check and the adoptions: a run cut off
+        // half-way must not leave the column added and some rows without theirs, which would
+        // then look applied by another tool. A refusal rolls it all back.
+        let tx = session.db.begin().await?;
+        let kept = history::install(&tx).await?;
+        let states = self.states(history::recorded(&tx).await?, kept);
         let file_of = |name: &str| {
             self.file(name)
                 .map_or_else(String::new, |file| file.file().to_owned())
@@ -564,34 +589,36 @@ impl Runner {
         if !problems.is_empty() {
             return Err(RunError::Drift(Drift { problems }));
         }
-        // All in one transaction: a run cut off half-way must not leave some recorded and the
-        // rest looking applied by another tool.
-        let adopted: Vec<(&str, &Checksum)> = states
-            .iter()
-            .filter_map(
-                |state| match (state.status, &state.recorded, &state.current) {
-                    (MigrationStatus::Applied, None, Some(current)) => {
-                        Some((state.name.as_str(), current))
-                    }
-                    _ => None,
-                },
-            )
-            .collect();
-        if !adopted.is_empty() {
-            let tx = session.db.begin().await?;
-            for &(name, checksum) in &adopted {
-                history::set_checksum(&tx, name, checksum).await?;
-            }
-            tx.commit().await?;
-        }
-        for (name, checksum) in adopted {
-            self.notify(Event::Adopted { name, checksum }).await;
-        }
+        let adopted = adopt(&tx, &states).await?;
+        tx.commit().await?;
+        self.notify_adopted(adopted).await;
         Ok(states
             .into_iter()
             .filter(MigrationState::is_applied)
             .map(|state| state.name)
             .collect())
+    }
+
+    /// Before up: a refusal if a pending migration comes before an applied one in the list.
+    fn check_order(&self, applied: &[String]) -> Result<(), RunError> {
+        let is_applied = |file: &&MigrationFile| applied.iter().any(|name| name == file.name());
+        let Some(last) = self.migrations.iter().rposition(|file| is_applied(&file)) else {
+            return Ok(());
+        };
+        let problems: Vec<DriftProblem> = self.migrations[..last]
+            .iter()
+            .filter(|file| !is_applied(file))
+            .map(|file| DriftProblem::OutOfOrder {
+                name: file.name().to_owned(),
+                file: file.file().to_owned(),
+                applied_after: self.migrations[last].name().to_owned(),
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(RunError::Drift(Drift { problems }))
+        }
     }
 
     fn file(&self, name: &str) -> Option<&MigrationFile> {
@@ -602,18 +629,17 @@ impl Runner {
     /// stands. Reads the history table itself; changes nothing in the database (and needs no
     /// lock).
     pub async fn status(&self, db: &DatabaseConnection) -> Result<Vec<MigrationState>, RunError> {
-        let recorded = if history::exists(db).await? {
-            history::recorded(db).await?
-        } else {
-            Vec::new()
-        };
-        Ok(self.states(recorded))
+        if !history::exists(db).await? {
+            return Ok(self.states(Vec::new(), true));
+        }
+        let kept = history::has_checksums(db).await?;
+        Ok(self.states(history::recorded(db).await?, kept))
     }
 
-    fn states(&self, recorded: Vec<(String, Option<Checksum>)>) -> Vec<MigrationState> {
-        // Before checksums were kept, none was recorded (they are adopted at the next run); once
-        // they are, one without was applied by another tool.
-        let kept = recorded.iter().any(|(_, checksum)| checksum.is_some());
+    /// `kept`: whether the history table had its checksum column before this run. Before it
+    /// had, no checksum was recorded (they are adopted at the next run); once it has, a row
+    /// without one was applied by another tool, even when no other row is left to say so.
+    fn states(&self, recorded: Vec<(String, Option<Checksum>)>, kept: bool) -> Vec<MigrationState> {
         let mut states: Vec<MigrationState> = self
             .migrations
             .iter()
@@ -664,31 +690,44 @@ impl Runner {
     }
 
     async fn accept_in(&self, session: &RunSession, version: &str) -> Result<Accepted, RunError> {
-        history::install(&session.db).await?;
-        let state = self
-            .states(history::recorded(&session.db).await?)
-            .into_iter()
+        // As in `check_history`: if this run adds the checksum column, the other rows must get
+        // theirs in the same transaction, or the next run takes them for another tool's.
+        let tx = session.db.begin().await?;
+        let kept = history::install(&tx).await?;
+        let states = self.states(history::recorded(&tx).await?, kept);
+        let adopted = adopt(&tx, &states).await?;
+        let state = states
+            .iter()
             .find(|state| state.name == version)
             .ok_or_else(|| RunError::UnknownVersion(version.to_owned()))?;
-        match (state.status, state.current) {
-            (MigrationStatus::Pending, _) => Err(RunError::NotApplied(version.to_owned())),
+        let accepted = match (state.status, &state.current) {
+            (MigrationStatus::Pending, _) => return Err(RunError::NotApplied(version.to_owned())),
             (MigrationStatus::Missing, _) => {
-                history::record(&session.db, version, Direction::Down, None).await?;
-                Ok(Accepted::Forgotten {
-                    recorded: state.recorded,
-                })
+                history::record(&tx, version, Direction::Down, None).await?;
+                Accepted::Forgotten {
+                    recorded: state.recorded.clone(),
+                }
             }
-            (_, Some(current)) if state.recorded.as_ref() == Some(&current) => {
-                Ok(Accepted::Unchanged(current))
+            (_, Some(current)) if state.recorded.as_ref() == Some(current) => {
+                Accepted::Unchanged(current.clone())
             }
             (_, Some(current)) => {
-                history::set_checksum(&session.db, version, &current).await?;
-                Ok(Accepted::Recorded {
-                    previous: state.recorded,
-                    current,
-                })
+                history::set_checksum(&tx, version, current).await?;
+                Accepted::Recorded {
+                    previous: state.recorded.clone(),
+                    current: current.clone(),
+                }
             }
-            (_, None) => Err(RunError::UnknownVersion(version.to_owned())),
+            (_, None) => return Err(RunError::UnknownVersion(version.to_owned())),
+        };
+        tx.commit().await?;
+        self.notify_adopted(adopted).await;
+        Ok(accepted)
+    }
+
+    async fn notify_adopted(&self, adopted: Vec<(&str, &Checksum)>) {
+        for (name, checksum) in adopted {
+            self.notify(Event::Adopted { name, checksum }).await;
         }
     }
 
@@ -1021,6 +1060,29 @@ impl RunSession {
     }
 }
 
+/// Records the file's checksum for each migration applied before checksums were kept; returns
+/// those it recorded.
+async fn adopt<'a>(
+    db: &impl ConnectionTrait,
+    states: &'a [MigrationState],
+) -> Result<Vec<(&'a str, &'a Checksum)>, DbErr> {
+    let adopted: Vec<(&str, &Checksum)> = states
+        .iter()
+        .filter_map(
+            |state| match (state.status, &state.recorded, &state.current) {
+                (MigrationStatus::Applied, None, Some(current)) => {
+                    Some((state.name.as_str(), current))
+                }
+                _ => None,
+            },
+        )
+        .collect();
+    for &(name, checksum) in &adopted {
+        history::set_checksum(db, name, checksum).await?;
+    }
+    Ok(adopted)
+}
+
 /// The history table (sea-orm-migration's `seaql_migrations`, with the same columns).
 mod history {
     use std::time::{SystemTime, UNIX_EPOCH};
@@ -1036,7 +1098,7 @@ mod history {
         .await
     }
 
-    async fn has_checksums(db: &impl ConnectionTrait) -> Result<bool, DbErr> {
+    pub(super) async fn has_checksums(db: &impl ConnectionTrait) -> Result<bool, DbErr> {
         query_bool(
             db,
             "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass($1) \
@@ -1047,9 +1109,10 @@ mod history {
     }
 
     /// Creates the table (sea-orm-migration's columns and our `checksum`), or adds `checksum` to
-    /// one that sea-orm-migration made.
-    pub(super) async fn install(db: &impl ConnectionTrait) -> Result<(), DbErr> {
-        if !exists(db).await? {
+    /// one that sea-orm-migration made; returns whether it had `checksum` before (a table made
+    /// now has). Either way, only its owner may read or write it afterwards.
+    pub(super) async fn install(db: &impl ConnectionTrait) -> Result<bool, DbErr> {
+        let kept = if !exists(db).await? {
             db.execute_unprepared(&format!(
                 r#"CREATE TABLE IF NOT EXISTS "{HISTORY_TABLE}" (
                     "version" varchar NOT NULL PRIMARY KEY,
@@ -1058,12 +1121,43 @@ mod history {
                 )"#
             ))
             .await?;
+            true
         } else if !has_checksums(db).await? {
             db.execute_unprepared(&format!(
                 r#"ALTER TABLE "{HISTORY_TABLE}" ADD COLUMN IF NOT EXISTS "checksum" text"#
             ))
             .await?;
-        }
+            false
+        } else {
+            true
+        };
+        owner_only(db).await?;
+        Ok(kept)
+    }
+
+    /// Revokes every privilege on the history table that a role other than its owner holds:
+    /// the schema's default privileges give the service's role the rows of every table the
+    /// owner creates, and with this one it could record a migration as applied (which `up`
+    /// would then skip) or hide drift. Also mends databases migrated before this rule.
+    async fn owner_only(db: &impl ConnectionTrait) -> Result<(), DbErr> {
+        db.execute_unprepared(&format!(
+            r#"DO $$
+            DECLARE
+                grantee text;
+            BEGIN
+                FOR grantee IN
+                    SELECT DISTINCT CASE WHEN acl.grantee = 0 THEN 'PUBLIC'
+                                         ELSE quote_ident(pg_get_userbyid(acl.grantee)) END
+                    FROM pg_class AS class, aclexplode(class.relacl) AS acl
+                    WHERE class.oid = to_regclass('"{HISTORY_TABLE}"')
+                      AND acl.grantee <> class.relowner
+                LOOP
+                    EXECUTE format('REVOKE ALL ON "{HISTORY_TABLE}" FROM %s', grantee);
+                END LOOP;
+            END
+            $$"#
+        ))
+        .await?;
         Ok(())
     }
 

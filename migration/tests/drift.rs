@@ -8,7 +8,7 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use common::{SqlMigration, connect, migration_binary, owner_orm, text};
+use common::{SqlMigration, connect, connect_as_service, migration_binary, owner_orm, text};
 use counseling_testkit::TestDatabase;
 use migration::sea_orm::sqlx;
 use migration::{
@@ -222,6 +222,32 @@ async fn a_database_migrated_before_checksums_adopts_them_on_its_next_run() {
     assert_eq!(adoptions.0.lock().unwrap().len(), expected.len());
 }
 
+/// `accept` on a database migrated before checksums adds the column and adopts the others'
+/// checksums together: the next run does not take them for another tool's.
+#[tokio::test]
+async fn accept_on_a_database_migrated_before_checksums_adopts_the_others_too() {
+    let db = TestDatabase::empty().await.unwrap();
+    let orm = owner_orm(&db);
+    migration::Migrator::up(&orm, None).await.unwrap();
+    let mut conn = connect(&db).await;
+    sqlx::query("INSERT INTO seaql_migrations (version, applied_at) VALUES ('m9_elsewhere', 0)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let adoptions = Arc::new(Adoptions::default());
+    let runner = Runner::new(migration::migrations()).with_observer(adoptions.clone());
+    let accepted = runner.accept(&orm, "m9_elsewhere").await.unwrap();
+    assert!(
+        matches!(accepted, Accepted::Forgotten { .. }),
+        "{accepted:?}"
+    );
+    assert_eq!(
+        adoptions.0.lock().unwrap().len(),
+        migration::migrations().len()
+    );
+    assert!(runner.up(&orm, None).await.unwrap().is_empty());
+}
+
 /// Once checksums are kept, a migration applied without one (by sea-orm-cli with the exported
 /// `Migrator`, or by hand) is not adopted unseen: nothing says which file it ran. Up refuses,
 /// naming it, until a person accepts it.
@@ -259,6 +285,120 @@ async fn a_migration_applied_without_a_checksum_by_another_tool_is_refused_until
     let accepted = runner.accept(&orm, "m2_places").await.unwrap();
     assert!(!matches!(accepted, Accepted::Unchanged(_)), "{accepted:?}");
     assert!(runner.up(&orm, None).await.unwrap().is_empty());
+}
+
+/// The history emptied by `down` still keeps checksums: a row another tool writes into it
+/// without one is not taken for a database migrated before checksums.
+#[tokio::test]
+async fn a_migration_recorded_without_a_checksum_into_an_emptied_history_is_refused() {
+    let db = TestDatabase::empty().await.unwrap();
+    let orm = owner_orm(&db);
+    let runner = Runner::new(fixtures(false));
+    runner.up(&orm, None).await.unwrap();
+    runner.down(&orm, 2).await.unwrap();
+    let mut conn = connect(&db).await;
+    sqlx::query("INSERT INTO seaql_migrations (version, applied_at) VALUES ('m1_people', 0)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        statuses(&runner.status(&orm).await.unwrap())[0],
+        ("m1_people".to_owned(), MigrationStatus::Unrecorded)
+    );
+    let Err(RunError::Drift(drift)) = runner.up(&orm, None).await else {
+        panic!("up adopted a checksum nothing vouches for");
+    };
+    assert!(
+        matches!(&drift.problems[..], [DriftProblem::Unrecorded { name, .. }] if name == "m1_people"),
+        "{drift}"
+    );
+}
+
+/// A pending migration listed before an applied one (a branch merged late) is not run out of
+/// order; `down` still rolls back the newest applied one.
+#[tokio::test]
+async fn up_refuses_a_pending_migration_listed_before_an_applied_one() {
+    let db = TestDatabase::empty().await.unwrap();
+    let orm = owner_orm(&db);
+    let reversible = |name, table: &str| {
+        SqlMigration::new(
+            name,
+            format!("CREATE TABLE {table} (id int)").leak(),
+            format!("DROP TABLE {table}").leak(),
+        )
+        .file()
+    };
+    let released = || {
+        vec![
+            reversible("m1_people", "people"),
+            reversible("m2_places", "places"),
+        ]
+    };
+    Runner::new(released()).up(&orm, None).await.unwrap();
+    let mut merged = released();
+    merged.insert(1, reversible("m1a_rooms", "rooms"));
+    let runner = Runner::new(merged);
+    let Err(RunError::Drift(drift)) = runner.up(&orm, None).await else {
+        panic!("up ran a migration out of order");
+    };
+    assert_eq!(drift.exit_code(), 3);
+    assert!(
+        matches!(
+            &drift.problems[..],
+            [DriftProblem::OutOfOrder { name, applied_after, .. }]
+                if name == "m1a_rooms" && applied_after == "m2_places"
+        ),
+        "{drift}"
+    );
+    let mut conn = connect(&db).await;
+    let rooms: Option<String> = sqlx::query_scalar("SELECT to_regclass('rooms')::text")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(rooms, None, "nothing ran");
+    assert_eq!(runner.down(&orm, 1).await.unwrap(), ["m2_places"]);
+    assert_eq!(
+        runner.up(&orm, None).await.unwrap(),
+        ["m1a_rooms", "m2_places"]
+    );
+}
+
+async fn history_refused_to(service: &mut sqlx::PgConnection) {
+    for sql in [
+        "INSERT INTO seaql_migrations (version, applied_at, checksum) VALUES ('m2_places', 0, '')",
+        "UPDATE seaql_migrations SET checksum = NULL",
+        "DELETE FROM seaql_migrations",
+        "SELECT * FROM seaql_migrations",
+    ] {
+        let error = sqlx::query(sql).execute(&mut *service).await.unwrap_err();
+        assert_eq!(common::sqlstate(error), "42501", "{sql}");
+    }
+}
+
+/// The history is the owner's alone, also in a database whose table got the schema's default
+/// grants before this rule: the service's role can neither read nor write it after a run.
+#[tokio::test]
+async fn the_service_role_cannot_touch_the_migration_history() {
+    let db = TestDatabase::empty().await.unwrap();
+    let orm = owner_orm(&db);
+    let runner = Runner::new(fixtures(false));
+    runner.up(&orm, Some(1)).await.unwrap();
+    let mut service = connect_as_service(&db).await;
+    let service_role: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&mut service)
+        .await
+        .unwrap();
+    history_refused_to(&mut service).await;
+    // As granted before the rule existed, and to everyone: the next run takes it back.
+    let mut admin = connect(&db).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "GRANT ALL ON seaql_migrations TO PUBLIC, \"{service_role}\""
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    runner.up(&orm, None).await.unwrap();
+    history_refused_to(&mut service).await;
 }
 
 /// The "done when", through the binary: the checksum recorded for an applied migration
