@@ -84,14 +84,14 @@ impl Application {
                 .wrap(Condition::new(recording, from_fn(record_request)))
                 .app_data(health_check.clone())
                 .app_data(http_metrics.clone())
-                .service(health)
-                .service(ready)
-                .service(live)
+                .service(readable("/health", health))
+                .service(readable("/health/ready", ready))
+                .service(readable("/health/live", live))
                 .configure(move |config| {
                     if let Some(metrics) = metrics_on_main_port {
                         config
                             .app_data(metrics)
-                            .route("/metrics", web::get().to(scrape));
+                            .service(readable("/metrics", scrape));
                     }
                 })
         })
@@ -232,6 +232,19 @@ fn security_headers() -> DefaultHeaders {
     DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff"))
 }
 
+/// `path` answering GET and HEAD with `handler` (actix sends no body to a HEAD, keeping status
+/// and headers), and any other method with 405 and `Allow: GET, HEAD`.
+fn readable<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::get().to(handler.clone()))
+        .route(web::head().to(handler))
+}
+
 /// `/metrics` on a port of its own (`METRICS_PORT`), for scrapers only.
 fn metrics_only_server(
     settings: &Settings,
@@ -243,7 +256,7 @@ fn metrics_only_server(
         App::new()
             .wrap(security_headers())
             .app_data(metrics.clone())
-            .route("/metrics", web::get().to(scrape))
+            .service(readable("/metrics", scrape))
     })
     // One worker is plenty for a scrape every few seconds.
     .workers(1)

@@ -7,7 +7,7 @@ mod common;
 
 use common::spawn_app;
 use counseling_testkit::TestDatabase;
-use counseling_testkit::fixtures::{Reply, get_async};
+use counseling_testkit::fixtures::{Reply, get_async, send};
 use serde_json::Value;
 
 /// The test kit's GET, with an `x-request-id` header when given.
@@ -54,6 +54,44 @@ async fn healthy_database_gives_200_with_the_contract_body() {
         assert_eq!(reply.header("cache-control"), Some("no-store"));
         let id = reply.header("x-request-id").unwrap();
         assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 4);
+    }
+}
+
+/// `method path` with an empty body for methods that carry one.
+async fn request(port: u16, method: &'static str, path: &str) -> Reply {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let body = (method != "HEAD").then_some("");
+    tokio::task::spawn_blocking(move || send(method, &url, &[], body, Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Monitors and load balancers often probe with HEAD: it answers as GET does, status and
+/// headers, without a body. Another method is told which ones the path takes, not that it has
+/// no such path.
+#[tokio::test]
+async fn head_answers_as_get_does_and_other_methods_get_405() {
+    let db = TestDatabase::migrated().await.unwrap();
+    let port = spawn_app(&db.url(), &[]);
+    for path in ["/health", "/health/ready", "/health/live", "/metrics"] {
+        let got = get(port, path, None).await;
+        let head = request(port, "HEAD", path).await;
+        assert_eq!(head.status, got.status, "{path}");
+        assert_eq!(head.status, 200, "{path}");
+        assert_eq!(head.body, "", "{path}");
+        for header in ["content-type", "cache-control"] {
+            assert_eq!(head.header(header), got.header(header), "{path} {header}");
+        }
+        for method in ["POST", "PUT", "DELETE"] {
+            let refused = request(port, method, path).await;
+            assert_eq!(refused.status, 405, "{method} {path}");
+            assert_eq!(
+                refused.header("allow"),
+                Some("GET, HEAD"),
+                "{method} {path}"
+            );
+        }
     }
 }
 

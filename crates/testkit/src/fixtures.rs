@@ -10,7 +10,7 @@ use counseling_persistence::DatabaseSettings;
 
 use crate::{Result, TestkitError};
 
-pub use counseling_provision::http::{Reply, get, get_async};
+pub use counseling_provision::http::{Reply, get, get_async, send};
 pub use counseling_provision::server::free_port;
 pub use counseling_provision::wait::{Outcome, eventually, wait_until};
 

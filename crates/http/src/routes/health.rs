@@ -1,5 +1,8 @@
 //! Health probes.
 //!
+//! Each answers HEAD too (the same status and headers, no body), since monitors and load
+//! balancers often probe with HEAD; other methods get 405 with `Allow`.
+//!
 //! * `GET /health` and `GET /health/ready`: a real database round trip on every call, bounded by
 //!   `HEALTH_TIMEOUT_MS`; 200 when it succeeds, 503 with a short reason when not.
 //! * `GET /health/live`: the process answers; never touches the database, so an orchestrator
@@ -8,7 +11,7 @@
 use std::sync::{Arc, Mutex};
 
 use actix_web::http::header::{CACHE_CONTROL, CacheControl, CacheDirective};
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpResponse, web};
 use chrono::{SecondsFormat, Utc};
 use counseling_domain::StoreError;
 use serde::Serialize;
@@ -105,17 +108,14 @@ async fn check(state: &HealthCheck) -> HttpResponse {
     }
 }
 
-#[get("/health")]
 pub async fn health(state: web::Data<HealthCheck>) -> HttpResponse {
     check(&state).await
 }
 
-#[get("/health/ready")]
 pub async fn ready(state: web::Data<HealthCheck>) -> HttpResponse {
     check(&state).await
 }
 
-#[get("/health/live")]
 pub async fn live() -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((CACHE_CONTROL, "no-store"))
