@@ -29,14 +29,17 @@ const SETTING_PREFIXES: &[&str] = &[
     "RUST_LOG",
 ];
 
+/// Whether `name` is one of our binaries' settings.
+fn is_setting(name: &str) -> bool {
+    name != crate::TEST_SERVER_VARIABLE
+        && SETTING_PREFIXES
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+}
+
 /// The settings `environment` has empty while `file` gives them a value.
 fn hidden_by_empty(file: &[(String, String)], environment: &[(String, String)]) -> Problems {
-    let setting = |name: &String| {
-        name != crate::TEST_SERVER_VARIABLE
-            && SETTING_PREFIXES
-                .iter()
-                .any(|prefix| name.starts_with(prefix))
-    };
+    let setting = |name: &String| is_setting(name);
     let empty = |name: &String| {
         let exported = environment.iter().find(|(exported, _)| exported == name);
         exported.is_some_and(|(_, value)| value.trim().is_empty())
@@ -52,6 +55,30 @@ fn hidden_by_empty(file: &[(String, String)], environment: &[(String, String)]) 
             )
         });
     Problems(hidden.collect())
+}
+
+/// The variables whose name and value are UTF-8. One of our settings (or libpq's `PG*`) whose
+/// value is not is refused, naming it: left out, `.env`'s value or the default would apply in
+/// its place unseen. Other variables that are not UTF-8 are none of ours.
+fn unicode_only(
+    environment: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> (Vec<(String, String)>, Problems) {
+    let mut variables = Vec::new();
+    let mut problems = Problems::default();
+    for (name, value) in environment {
+        let Ok(name) = name.into_string() else {
+            continue;
+        };
+        match value.into_string() {
+            Ok(value) => variables.push((name, value)),
+            Err(_) if is_setting(&name) || name.starts_with("PG") => problems.push(Problem::new(
+                name,
+                "is not valid UTF-8 (as exported); no setting can be read from it",
+            )),
+            Err(_) => {}
+        }
+    }
+    (variables, problems)
 }
 
 impl fmt::Debug for Sources {
@@ -76,16 +103,9 @@ impl Sources {
     pub fn load_from(dir: &Path) -> Result<Self, Problems> {
         let file = read_env_file(dir)
             .map_err(|error| Problems(vec![Problem::new(".env", error.to_string())]))?;
-        // Variables that are not UTF-8 are no setting of ours.
-        let environment: Vec<(String, String)> = std::env::vars_os()
-            .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
-            .collect();
-        let hidden = hidden_by_empty(&file, &environment);
-        if hidden.is_empty() {
-            Ok(Self::layered(file, environment))
-        } else {
-            Err(hidden)
-        }
+        let (environment, mut problems) = unicode_only(std::env::vars_os());
+        problems.extend(hidden_by_empty(&file, &environment).0);
+        problems.into_result(Self::layered(file, environment))
     }
 
     /// `file` (a `.env`) overlaid by `environment`, which wins.
@@ -158,14 +178,19 @@ impl Sources {
         besides: &[&str],
     ) -> Result<T, Problems> {
         let start = format!("{prefix}_");
+        // Empty (or blank) means unset, as for every setting: the field takes its default.
         let mut group: HashMap<String, String> = self
             .variables
             .iter()
             .filter(|(name, _)| name.starts_with(&start) && !besides.contains(&name.as_str()))
             .filter(|(name, value)| !is_kubernetes_service_link(name, value))
+            .filter(|(_, value)| !value.trim().is_empty())
             .map(|(name, value)| (name.clone(), value.clone()))
             .collect();
-        let mut problems = Problems::default();
+        let mut problems = same_but_for_case(&group);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
         // serde stops at the first bad field: drop it and try again to find the others.
         loop {
             match deserialize::<T>(prefix, &group) {
@@ -268,6 +293,30 @@ fn deserialize<T: DeserializeOwned>(
         )
         .build()?
         .try_deserialize()
+}
+
+/// Names of `group` that differ only in letter case: config reads names in any case, and which
+/// one wins would depend on the order a hash map gives them.
+fn same_but_for_case(group: &HashMap<String, String>) -> Problems {
+    let mut names: Vec<&String> = group.keys().collect();
+    names.sort();
+    let problems = names.iter().filter_map(|name| {
+        let others: Vec<&str> = names
+            .iter()
+            .filter(|other| *other != name && other.eq_ignore_ascii_case(name))
+            .map(|other| other.as_str())
+            .collect();
+        (!others.is_empty()).then(|| {
+            Problem::new(
+                (*name).clone(),
+                format!(
+                    "is set also as {} (the same name but for letter case): keep one",
+                    others.join(" and ")
+                ),
+            )
+        })
+    });
+    Problems(problems.collect())
 }
 
 /// config reads the words true/on/yes and false/off/no as 1 and 0 wherever a number is wanted:
@@ -446,6 +495,59 @@ mod tests {
 
     fn five() -> u32 {
         5
+    }
+
+    /// Empty means unset to every setting (an unset `${VAR}` in a compose file exports it
+    /// empty): the default applies, rather than "must be an integer".
+    #[test]
+    fn an_empty_or_blank_value_takes_the_default() {
+        let sources = Sources::from_vars([
+            ("EX_REQUIRED", "x"),
+            ("EX_COUNT", ""),
+            ("EX_WAIT_MS", "  "),
+            ("EX_ENABLED", ""),
+        ]);
+        let example = sources.group::<Example>("EX").unwrap();
+        assert_eq!((example.count, example.wait), (5, Duration::ZERO));
+        assert!(!example.enabled);
+    }
+
+    /// config reads names in any case: two spellings of one name are refused, not settled by
+    /// a hash map's order.
+    #[test]
+    fn names_that_differ_only_in_case_are_refused() {
+        let sources =
+            Sources::from_vars([("EX_REQUIRED", "x"), ("EX_COUNT", "15"), ("EX_Count", "50")]);
+        let problems = sources.group::<Example>("EX").unwrap_err();
+        let said = problems.to_string();
+        assert!(said.contains("EX_COUNT is set also as EX_Count"), "{said}");
+        assert!(said.contains("EX_Count is set also as EX_COUNT"), "{said}");
+    }
+
+    /// A setting exported as bytes that are not UTF-8 is named, not dropped for `.env`'s value.
+    #[cfg(unix)]
+    #[test]
+    fn a_setting_that_is_not_utf8_is_refused_and_other_variables_are_left_alone() {
+        use std::ffi::OsString;
+        use std::os::unix::ffi::OsStringExt;
+        let latin1 = || OsString::from_vec(b"postgres://app:p\xe9@db/x".to_vec());
+        let (kept, problems) = unicode_only(
+            [
+                (OsString::from("DATABASE_URL"), latin1()),
+                (OsString::from("PGPASSWORD"), latin1()),
+                (OsString::from("SOMEONE_ELSES"), latin1()),
+                (OsString::from("APP_PORT"), OsString::from("8080")),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(kept, [("APP_PORT".to_owned(), "8080".to_owned())]);
+        let said = problems.to_string();
+        assert!(said.contains("DATABASE_URL is not valid UTF-8"), "{said}");
+        assert!(said.contains("PGPASSWORD is not valid UTF-8"), "{said}");
+        assert!(
+            !said.contains("SOMEONE_ELSES") && !said.contains("app:p"),
+            "{said}"
+        );
     }
 
     #[test]
