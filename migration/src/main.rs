@@ -66,8 +66,14 @@ fn parse_command(args: &[String]) -> Result<Command, String> {
             let steps: Vec<&String> = rest.iter().filter(|arg| *arg != "--force").collect();
             match steps.as_slice() {
                 [] => Ok(Command::Down { steps: 1, force }),
+                // Digits only: `parse` also takes a sign (`+1`).
                 [steps] => match steps.parse::<u32>() {
-                    Ok(steps) if steps > 0 => Ok(Command::Down { steps, force }),
+                    Ok(count) if count > 0 && steps.bytes().all(|b| b.is_ascii_digit()) => {
+                        Ok(Command::Down {
+                            steps: count,
+                            force,
+                        })
+                    }
                     _ => Err(format!(
                         "STEPS must be a positive whole number, not {steps:?}"
                     )),
@@ -259,7 +265,13 @@ fn scaffold(name: &str) -> ExitCode {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args = match counseling_config::arguments() {
+        Ok(args) => args,
+        Err(problem) => {
+            eprintln!("migration: {problem}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
     if matches!(
         args.first().map(String::as_str),
         Some("-h" | "--help" | "help")

@@ -355,10 +355,28 @@ fn bad_usage_exits_2() {
             .code(),
         Some(2)
     );
-    assert_eq!(
-        migration(&["down", "0"], Some("postgres://x@127.0.0.1/db"))
-            .status
-            .code(),
-        Some(2)
-    );
+    for steps in ["0", "+1", "-1", "1.0", " 1"] {
+        assert_eq!(
+            migration(&["down", steps], Some("postgres://x@127.0.0.1/db"))
+                .status
+                .code(),
+            Some(2),
+            "down {steps:?}"
+        );
+    }
+}
+
+/// An argument that is not UTF-8 is bad usage (exit 2), not a panic (101).
+#[cfg(unix)]
+#[test]
+fn an_argument_that_is_not_utf8_exits_2() {
+    use std::os::unix::ffi::OsStrExt;
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_migration"))
+        .arg(std::ffi::OsStr::from_bytes(b"\xff"))
+        .env("DATABASE_URL", "postgres://x@127.0.0.1:1/db")
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("argument 1 is not valid UTF-8"), "{stderr}");
 }

@@ -38,6 +38,20 @@ pub use target::{
 
 use std::fmt;
 
+/// The command line's arguments after the program's name. One that is not UTF-8 is refused,
+/// naming its place, where `std::env::args` would panic: no command or value of ours needs one.
+pub fn arguments() -> Result<Vec<String>, String> {
+    std::env::args_os()
+        .skip(1)
+        .enumerate()
+        .map(|(index, argument)| {
+            argument
+                .into_string()
+                .map_err(|_| format!("argument {} is not valid UTF-8", index + 1))
+        })
+        .collect()
+}
+
 /// One variable that is missing or invalid. The text names it and says what is expected, and
 /// never repeats its value (it may be a password).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -12,7 +12,11 @@ use counseling_provision::files::write_private;
 const DEFAULT_PORT_BASE: u16 = 15400;
 
 pub fn main() -> ExitCode {
-    let command = std::env::args().nth(1).unwrap_or_default();
+    // An argument that is not UTF-8 is no command: usage, below.
+    let command = counseling_config::arguments()
+        .ok()
+        .and_then(|args| args.into_iter().next())
+        .unwrap_or_default();
     let state = PathBuf::from(".data/ha");
     let outcome = match command.as_str() {
         "up" => up(&state),

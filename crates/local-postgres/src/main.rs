@@ -36,7 +36,7 @@ const DOCKER_PROBE_LIMIT: Duration = Duration::from_secs(10);
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args = counseling_config::arguments().unwrap_or_default();
     let Some(command) = args.first().map(String::as_str).filter(|_| args.len() == 1) else {
         eprintln!("{USAGE}");
         return ExitCode::from(2);

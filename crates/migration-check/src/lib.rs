@@ -318,7 +318,30 @@ impl Recorder {
         std::mem::take(&mut *lock(&self.figures))
     }
 
-    async fn starting(&self, name: &str, backend_pid: i32) -> Result<(), sqlx::Error> {
+    /// A migration starts: its figures begin, watched from now on if the statistics queries
+    /// work (if not, its figures say so, and the report fails it).
+    async fn starting(&self, name: &str, backend_pid: i32) {
+        let watching = self.watch(backend_pid).await;
+        *lock(&self.role) = watching.as_ref().ok().and_then(|(_, role)| *role);
+        lock(&self.figures).push(MigrationFigures {
+            pass: self.pass,
+            name: name.to_owned(),
+            duration: Duration::ZERO,
+            longest_lock: None,
+            lock_timeout_ms: None,
+            statements: Vec::new(),
+            watched: watching.is_ok(),
+        });
+        let mut shared = lock(&self.shared);
+        shared.generation += 1;
+        shared.current = watching.ok().map(|(watching, _)| watching);
+    }
+
+    /// The tables to watch and the run's role, with the statement statistics reset.
+    async fn watch(
+        &self,
+        backend_pid: i32,
+    ) -> Result<(watcher::Watching, Option<i64>), sqlx::Error> {
         let mut admin = self.admin.lock().await;
         let tables: Vec<(i64, String)> = sqlx::query_as(
             "SELECT oid::int8, relname::text FROM pg_class WHERE relkind IN ('r', 'p') \
@@ -335,25 +358,14 @@ impl Recorder {
         sqlx::query("SELECT pg_stat_statements_reset()")
             .execute(&mut *admin)
             .await?;
-        *lock(&self.role) = role;
-        lock(&self.figures).push(MigrationFigures {
-            pass: self.pass,
-            name: name.to_owned(),
-            duration: Duration::ZERO,
-            longest_lock: None,
-            lock_timeout_ms: None,
-            statements: Vec::new(),
-        });
-        let mut shared = lock(&self.shared);
-        shared.generation += 1;
-        shared.current = Some(watcher::Watching::new(
+        let watching = watcher::Watching::new(
             backend_pid,
             tables
                 .into_iter()
                 .filter_map(|(oid, name)| Some((u32::try_from(oid).ok()?, name)))
                 .collect::<HashMap<_, _>>(),
-        ));
-        Ok(())
+        );
+        Ok((watching, role))
     }
 
     async fn ran(&self, lock_timeout_ms: u64) -> Result<(), sqlx::Error> {
@@ -401,13 +413,11 @@ impl Recorder {
 impl Observer for Recorder {
     async fn event(&self, event: &Event<'_>) {
         // An observer cannot fail the run: a statistics query that fails leaves its figure
-        // empty, which the report shows.
+        // empty (or the migration unwatched), which the report shows and fails.
         match event {
             Event::Starting {
                 name, backend_pid, ..
-            } => {
-                let _ = self.starting(name, *backend_pid).await;
-            }
+            } => self.starting(name, *backend_pid).await,
             Event::Ran {
                 lock_timeout_ms, ..
             } => {

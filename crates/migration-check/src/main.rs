@@ -57,7 +57,13 @@ fn parse(args: &[String]) -> Result<Arguments, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args = match counseling_config::arguments() {
+        Ok(args) => args,
+        Err(problem) => {
+            eprintln!("migrate-check: {problem}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
     if matches!(args.first().map(String::as_str), Some("-h" | "--help")) {
         println!("{USAGE}");
         return ExitCode::SUCCESS;

@@ -54,6 +54,9 @@ pub struct MigrationFigures {
     /// `lock_timeout` as the migration left it (the runner's, unless it changed it).
     pub lock_timeout_ms: Option<u64>,
     pub statements: Vec<StatementFigure>,
+    /// False when the statistics queries at its start failed: its locks and statements were
+    /// not watched, so nothing says it passes.
+    pub watched: bool,
 }
 
 /// Everything a check measured, with the rules it was held to.
@@ -130,6 +133,13 @@ impl Report {
                 one_line(&held.statement, 120)
             ));
         }
+        if !figures.watched {
+            failures.push(format!(
+                "{name} ({}): its locks and statements could not be watched (a statistics \
+                 query failed at its start)",
+                figures.pass
+            ));
+        }
         match figures.lock_timeout_ms {
             Some(left) if left == self.lock_timeout_ms => {}
             Some(left) => failures.push(format!(
@@ -151,6 +161,20 @@ impl Report {
         {
             failures.push(format!(
                 "{name} ({}) sets lock_timeout itself: {}",
+                figures.pass,
+                one_line(&statement.text, 120)
+            ));
+        }
+        // pg_stat_statements keeps `set_config($1, $2, $3)` without the setting's name, so
+        // `set_config('lock_timeout', '0', true)` would pass the rule above unseen.
+        if let Some(statement) = figures
+            .statements
+            .iter()
+            .find(|statement| statement.text.to_lowercase().contains("set_config"))
+        {
+            failures.push(format!(
+                "{name} ({}) calls set_config, whose setting the statistics do not show (it may \
+                 be lock_timeout): use SET LOCAL, which the check can read: {}",
                 figures.pass,
                 one_line(&statement.text, 120)
             ));
@@ -253,7 +277,20 @@ mod tests {
                 calls: 1,
                 total: Duration::from_millis(held_ms),
             }],
+            watched: true,
         }
+    }
+
+    #[test]
+    fn a_migration_that_could_not_be_watched_fails() {
+        let mut report = Report::new(&CheckOptions::default());
+        let mut unwatched = figures(Pass::Up, "m_new", 1, 5000);
+        unwatched.watched = false;
+        unwatched.longest_lock = None;
+        report.migrations = vec![unwatched];
+        let failures = report.failures();
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(failures[0].contains("could not be watched"), "{failures:?}");
     }
 
     #[test]
@@ -314,5 +351,21 @@ mod tests {
         });
         report.migrations = vec![sneaky];
         assert_eq!(report.failures().len(), 1);
+    }
+
+    /// As pg_stat_statements keeps `select set_config('lock_timeout', '0', true)`.
+    #[test]
+    fn a_statement_calling_set_config_fails_as_its_setting_is_not_shown() {
+        let mut report = Report::new(&CheckOptions::default());
+        let mut sneaky = figures(Pass::Up, "m_new", 1, 5000);
+        sneaky.statements.push(StatementFigure {
+            text: "select set_config($1,$2,$3)".into(),
+            calls: 1,
+            total: Duration::ZERO,
+        });
+        report.migrations = vec![sneaky];
+        let failures = report.failures();
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(failures[0].contains("calls set_config"), "{failures:?}");
     }
 }
