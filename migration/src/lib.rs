@@ -37,6 +37,7 @@ mod m20251220_000001_create_users;
 pub mod m20261130_000001_username_identity;
 mod m20261130_000002_bcrypt_cost_bounds;
 pub mod m20261203_000001_username_identity_in_database;
+pub mod m20261205_000001_username_default_ignorables;
 
 /// A migration module of this crate with its source file (`src/<module>.rs`).
 macro_rules! migration_file {
@@ -56,6 +57,7 @@ pub fn migrations() -> Vec<MigrationFile> {
         migration_file!(m20261130_000001_username_identity),
         migration_file!(m20261130_000002_bcrypt_cost_bounds),
         migration_file!(m20261203_000001_username_identity_in_database),
+        migration_file!(m20261205_000001_username_default_ignorables),
     ]
 }
 

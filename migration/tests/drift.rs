@@ -525,6 +525,10 @@ const RECORDED: &[(&str, &str)] = &[
         "m20261203_000001_username_identity_in_database",
         "42fb80737fc0af534c12e7985ca50735b7efe17ba21fda678b60634b19192e10",
     ),
+    (
+        "m20261205_000001_username_default_ignorables",
+        "cd5ae1614f6292c87bd32f61e5804a3242e3dfea6893f47f0aaca7e266e3c82c",
+    ),
 ];
 
 #[test]

@@ -81,7 +81,7 @@ async fn assert_schema_present(conn: &mut PgConnection) {
          WHERE conrelid = 'users'::regclass ORDER BY conname",
     )
     .await;
-    assert_eq!(constraints.len(), 9, "{constraints:?}");
+    assert_eq!(constraints.len(), 10, "{constraints:?}");
     let definition = |name: &str| -> String {
         constraints
             .iter()
@@ -121,6 +121,11 @@ async fn assert_schema_present(conn: &mut PgConnection) {
     assert!(
         trimmed.contains(r"!~ '\\[\u0009-\u000d\u0020\u0085\u00a0"),
         "{trimmed}"
+    );
+    let ignorables = definition("ck_users_username_no_ignorables");
+    assert!(
+        ignorables.contains(r"!~ '[\u00ad\u034f\u061c\u115f-\u1160"),
+        "{ignorables}"
     );
     let hash_check = definition("ck_users_password_hash_format");
     assert!(

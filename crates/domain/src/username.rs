@@ -47,8 +47,8 @@ pub enum UsernameError {
     #[error("a username must not contain control characters such as tabs or line breaks")]
     ControlCharacter,
     #[error(
-        "a username must not contain invisible formatting characters such as zero-width spaces \
-         or text-direction marks"
+        "a username must not contain invisible characters such as zero-width spaces, \
+         text-direction marks, fillers or variation selectors"
     )]
     InvisibleCharacter,
     #[error("a username must not contain private-use or unassigned characters")]
@@ -271,6 +271,11 @@ mod tests {
             "\u{ad}",
             "\u{2060}",
             "\u{e0041}",
+            // Default-ignorable, though not Cf: look-alikes of \school\alice.
+            "\u{3164}",
+            "\u{34f}",
+            "\u{fe0f}",
+            "\u{180b}",
         ] {
             let bad = format!("\\school\\ali{invisible}ce");
             assert_eq!(err(&bad), UsernameError::InvisibleCharacter, "{bad:?}");

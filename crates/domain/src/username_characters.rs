@@ -3,6 +3,8 @@
 //! migration `m20261203_000001_username_identity_in_database`) that its unique index, its checks
 //! and every lookup use, so that no writer needs a copy of the rule.
 
+use icu_properties::CodePointSetData;
+use icu_properties::props::DefaultIgnorableCodePoint;
 use unicode_general_category::{GeneralCategory, get_general_category};
 
 /// The Unicode version of the general-category data behind the character rules. Changing it (by
@@ -20,7 +22,10 @@ pub const BACKSLASH_LOOK_ALIKES: [char; 2] = ['\u{fe68}', '\u{ff3c}'];
 pub(crate) enum ForbiddenCharacter {
     /// Cc, Zl, Zp: tabs, line breaks and other controls.
     Control,
-    /// Cf: zero-width characters, soft hyphen, byte-order mark, bidirectional controls.
+    /// Cf (zero-width characters, soft hyphen, byte-order mark, bidirectional controls) and the
+    /// other default-ignorable code points (U+3164 HANGUL FILLER, U+034F COMBINING GRAPHEME
+    /// JOINER, variation selectors): rendered as nothing, so `\s\alice` followed by one looks
+    /// exactly like `\s\alice`.
     Invisible,
     /// Co, Cn (and Cs, which a Rust string cannot hold): no agreed meaning or appearance.
     Unassigned,
@@ -31,6 +36,9 @@ pub(crate) enum ForbiddenCharacter {
 pub(crate) fn forbidden_character(character: char) -> Option<ForbiddenCharacter> {
     if BACKSLASH_LOOK_ALIKES.contains(&character) {
         return Some(ForbiddenCharacter::BackslashLookAlike);
+    }
+    if CodePointSetData::new::<DefaultIgnorableCodePoint>().contains(character) {
+        return Some(ForbiddenCharacter::Invisible);
     }
     match get_general_category(character) {
         GeneralCategory::Control
@@ -66,7 +74,20 @@ mod tests {
             );
         }
         for invisible in [
-            '\u{ad}', '\u{200b}', '\u{200d}', '\u{202e}', '\u{2066}', '\u{2069}', '\u{feff}',
+            '\u{ad}',
+            '\u{200b}',
+            '\u{200d}',
+            '\u{202e}',
+            '\u{2066}',
+            '\u{2069}',
+            '\u{feff}',
+            '\u{3164}',
+            '\u{115f}',
+            '\u{34f}',
+            '\u{fe0f}',
+            '\u{180b}',
+            '\u{ffa0}',
+            '\u{e0100}',
         ] {
             assert_eq!(
                 forbidden_character(invisible),
