@@ -207,9 +207,13 @@ impl DatabaseUrl {
                 let password = password
                     .map(|password| decode(password, "the password"))
                     .transpose()?;
+                // An empty password is none, as in libpq (`postgres://app:@db/x`, as an unset
+                // `${PW}` in a template leaves it).
                 (
                     (!user.is_empty()).then_some(user),
-                    password.map(SecretString::from),
+                    password
+                        .filter(|password| !password.is_empty())
+                        .map(SecretString::from),
                 )
             }
             None => (None, None),

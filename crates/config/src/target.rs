@@ -164,6 +164,16 @@ impl DatabaseTarget {
                     format!("is set, but {url_variable} carries a password too: keep one of them"),
                 ));
             }
+            // libpq would take PGPASSWORD over a password file; ours would silently win.
+            if sources
+                .environment("PGPASSWORD")
+                .is_some_and(|password| !password.is_empty())
+            {
+                problems.push(Problem::new(
+                    variables.password_file,
+                    "is set, but so is PGPASSWORD: unset one of them",
+                ));
+            }
             match read_secret_file(path) {
                 Ok(read) => {
                     warnings.extend(

@@ -213,6 +213,40 @@ fn a_variable_next_to_its_file_twin_or_two_passwords_are_refused_one_line_each()
     assert!(!problems.to_string().contains("hunter2"));
 }
 
+/// libpq takes PGPASSWORD over a password file, ours would take the file: both set is refused.
+/// An empty password in the URL is none, as in libpq: no clash with the file.
+#[test]
+fn a_password_file_next_to_pgpassword_is_refused_and_an_empty_url_password_is_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = private_file(dir.path(), "password", "s3cret");
+    let problems = DatabaseTarget::from_sources(
+        &sources(&[
+            ("DATABASE_URL", "postgres://svc@h/app"),
+            ("DATABASE_PASSWORD_FILE", &password_file),
+            ("PGPASSWORD", "other"),
+        ]),
+        Role::Service,
+    )
+    .unwrap_err();
+    assert_eq!(variables(&problems), ["DATABASE_PASSWORD_FILE"]);
+    assert!(
+        problems.to_string().contains("so is PGPASSWORD"),
+        "{problems}"
+    );
+    assert!(!problems.to_string().contains("other"), "{problems}");
+
+    let target = DatabaseTarget::from_sources(
+        &sources(&[
+            ("DATABASE_URL", "postgres://svc:@h/app"),
+            ("DATABASE_PASSWORD_FILE", &password_file),
+        ]),
+        Role::Service,
+    );
+    assert!(target.is_ok(), "{:?}", target.err());
+    let url = DatabaseUrl::parse("postgres://svc:@h/app").unwrap();
+    assert!(url.password().is_none());
+}
+
 #[test]
 fn the_owner_has_its_own_variables_and_falls_back_to_the_services() {
     let dir = tempfile::tempdir().unwrap();
