@@ -529,6 +529,10 @@ const RECORDED: &[(&str, &str)] = &[
         "m20261205_000001_username_default_ignorables",
         "cd5ae1614f6292c87bd32f61e5804a3242e3dfea6893f47f0aaca7e266e3c82c",
     ),
+    (
+        "m20261205_000002_users_id_and_created_at_fixed",
+        "80594b6338f6085daa87f539aa1ddacee7ee316baca0e210954c3624eb3f6ac7",
+    ),
 ];
 
 #[test]

@@ -94,10 +94,11 @@ async fn fails_cleanly_while_users_is_locked(db: &TestDatabase, args: &[&str]) {
     let mut conn = connect(db).await;
     let before = (schema_snapshot(&mut conn).await, status(&url));
 
-    // ACCESS SHARE (what any SELECT takes) conflicts with the ACCESS EXCLUSIVE an ALTER needs.
+    // ROW EXCLUSIVE (what any INSERT or UPDATE takes) conflicts with the ACCESS EXCLUSIVE an
+    // ALTER needs and the SHARE ROW EXCLUSIVE of CREATE or DROP TRIGGER.
     let mut holder = connect(db).await;
     let mut holding = holder.begin().await.unwrap();
-    sqlx::query("LOCK TABLE users IN ACCESS SHARE MODE")
+    sqlx::query("LOCK TABLE users IN ROW EXCLUSIVE MODE")
         .execute(&mut *holding)
         .await
         .unwrap();

@@ -182,6 +182,12 @@ async fn assert_schema_present(conn: &mut PgConnection) {
                 ),
             ],
             &[
+                Some("trg_users_keep_id_and_created_at"),
+                Some(
+                    "CREATE TRIGGER trg_users_keep_id_and_created_at BEFORE UPDATE ON public.users FOR EACH ROW EXECUTE FUNCTION users_keep_id_and_created_at()"
+                ),
+            ],
+            &[
                 Some("trg_users_set_updated_at"),
                 Some(
                     "CREATE TRIGGER trg_users_set_updated_at BEFORE UPDATE ON public.users FOR EACH ROW EXECUTE FUNCTION set_updated_at()"
