@@ -632,13 +632,14 @@ impl Runner {
         if !history::exists(db).await? {
             return Ok(self.states(Vec::new(), true));
         }
-        let kept = history::has_checksums(db).await?;
+        let kept = history::checksums_kept(db).await?;
         Ok(self.states(history::recorded(db).await?, kept))
     }
 
-    /// `kept`: whether the history table had its checksum column before this run. Before it
-    /// had, no checksum was recorded (they are adopted at the next run); once it has, a row
-    /// without one was applied by another tool, even when no other row is left to say so.
+    /// `kept`: whether every row of the history carried a checksum before this run (see
+    /// `history::checksums_kept`). Before, none was recorded (they are adopted at the next
+    /// run); after, a row without one was applied by another tool, even when no other row is
+    /// left to say so.
     fn states(&self, recorded: Vec<(String, Option<Checksum>)>, kept: bool) -> Vec<MigrationState> {
         let mut states: Vec<MigrationState> = self
             .migrations
@@ -1108,9 +1109,40 @@ mod history {
         .await
     }
 
+    /// The comment this runner puts on the `checksum` column: from then on every row carries a
+    /// checksum, so one without was written by another tool, even in a history emptied by
+    /// `down`. (A column without it was added by a runner before the comment existed, which
+    /// may have stopped before it recorded any checksum.)
+    const KEPT_MARK: &str = "SHA-256 of the migration's source file; every row has one";
+
+    /// Whether every row is known to carry a checksum: the column has [`KEPT_MARK`], or some
+    /// row has a checksum.
+    pub(super) async fn checksums_kept(db: &impl ConnectionTrait) -> Result<bool, DbErr> {
+        if !has_checksums(db).await? {
+            return Ok(false);
+        }
+        Ok(query_bool(
+            db,
+            "SELECT coalesce(col_description(attrelid, attnum) = $1, false) FROM pg_attribute \
+             WHERE attrelid = to_regclass($2) AND attname = 'checksum' AND NOT attisdropped",
+            vec![KEPT_MARK.into(), HISTORY_TABLE.into()],
+        )
+        .await?
+            || query_bool(
+                db,
+                &format!(
+                    r#"SELECT EXISTS (SELECT FROM "{HISTORY_TABLE}" WHERE "checksum" IS NOT NULL)"#
+                ),
+                vec![],
+            )
+            .await?)
+    }
+
     /// Creates the table (sea-orm-migration's columns and our `checksum`), or adds `checksum` to
-    /// one that sea-orm-migration made; returns whether it had `checksum` before (a table made
-    /// now has). Either way, only its owner may read or write it afterwards.
+    /// one that sea-orm-migration made; returns whether checksums were kept before (a table made
+    /// now: yes), and marks the column as keeping them from now on. Only its owner may read or
+    /// write the table afterwards. In the caller's transaction, which adopts the checksums of
+    /// rows applied before they were kept.
     pub(super) async fn install(db: &impl ConnectionTrait) -> Result<bool, DbErr> {
         let kept = if !exists(db).await? {
             db.execute_unprepared(&format!(
@@ -1129,31 +1161,51 @@ mod history {
             .await?;
             false
         } else {
-            true
+            checksums_kept(db).await?
         };
+        db.execute_unprepared(&format!(
+            r#"COMMENT ON COLUMN "{HISTORY_TABLE}"."checksum" IS '{}'"#,
+            KEPT_MARK.replace('\'', "''")
+        ))
+        .await?;
         owner_only(db).await?;
         Ok(kept)
     }
 
-    /// Revokes every privilege on the history table that a role other than its owner holds:
-    /// the schema's default privileges give the service's role the rows of every table the
-    /// owner creates, and with this one it could record a migration as applied (which `up`
-    /// would then skip) or hide drift. Also mends databases migrated before this rule.
+    /// Revokes every privilege on the history table (or its columns) that a role other than its
+    /// owner holds, with those it passed on: the schema's default privileges give the service's
+    /// role the rows of every table the owner creates, and with this one it could record a
+    /// migration as applied (which `up` would then skip) or hide drift. Also mends databases
+    /// migrated before this rule. Fails if one is left (a run not as the owner cannot revoke).
     async fn owner_only(db: &impl ConnectionTrait) -> Result<(), DbErr> {
+        let others = format!(
+            r#"SELECT DISTINCT CASE WHEN acl.grantee = 0 THEN 'PUBLIC'
+                                    ELSE quote_ident(pg_get_userbyid(acl.grantee)) END
+               FROM pg_class AS class
+               CROSS JOIN LATERAL (
+                   SELECT (aclexplode(class.relacl)).grantee
+                   UNION ALL
+                   SELECT (aclexplode(attribute.attacl)).grantee
+                   FROM pg_attribute AS attribute
+                   WHERE attribute.attrelid = class.oid AND attribute.attacl IS NOT NULL
+               ) AS acl
+               WHERE class.oid = to_regclass('"{HISTORY_TABLE}"')
+                 AND acl.grantee <> class.relowner"#
+        );
         db.execute_unprepared(&format!(
             r#"DO $$
             DECLARE
                 grantee text;
             BEGIN
-                FOR grantee IN
-                    SELECT DISTINCT CASE WHEN acl.grantee = 0 THEN 'PUBLIC'
-                                         ELSE quote_ident(pg_get_userbyid(acl.grantee)) END
-                    FROM pg_class AS class, aclexplode(class.relacl) AS acl
-                    WHERE class.oid = to_regclass('"{HISTORY_TABLE}"')
-                      AND acl.grantee <> class.relowner
+                FOR grantee IN {others}
                 LOOP
-                    EXECUTE format('REVOKE ALL ON "{HISTORY_TABLE}" FROM %s', grantee);
+                    -- Table privileges take the column ones with them; CASCADE, those passed on.
+                    EXECUTE format('REVOKE ALL ON "{HISTORY_TABLE}" FROM %s CASCADE', grantee);
                 END LOOP;
+                IF EXISTS ({others}) THEN
+                    RAISE EXCEPTION '{HISTORY_TABLE} grants privileges to roles other than its owner, which this run cannot revoke: run migrations as the owner of the schema''s tables'
+                        USING ERRCODE = 'insufficient_privilege';
+                END IF;
             END
             $$"#
         ))

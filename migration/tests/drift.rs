@@ -248,6 +248,28 @@ async fn accept_on_a_database_migrated_before_checksums_adopts_the_others_too() 
     assert!(runner.up(&orm, None).await.unwrap().is_empty());
 }
 
+/// The runner before checksums were marked added the column outside any transaction, so a run
+/// it refused (or that was cut off) left the column with no checksum at all: such rows are
+/// adopted, not taken for another tool's.
+#[tokio::test]
+async fn a_checksum_column_left_empty_by_an_earlier_runner_is_adopted() {
+    let db = TestDatabase::empty().await.unwrap();
+    let orm = owner_orm(&db);
+    migration::Migrator::up(&orm, None).await.unwrap();
+    let mut conn = connect(&db).await;
+    sqlx::query("ALTER TABLE seaql_migrations ADD COLUMN checksum text")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let adoptions = Arc::new(Adoptions::default());
+    let runner = Runner::new(migration::migrations()).with_observer(adoptions.clone());
+    assert!(runner.up(&orm, None).await.unwrap().is_empty());
+    assert_eq!(
+        adoptions.0.lock().unwrap().len(),
+        migration::migrations().len()
+    );
+}
+
 /// Once checksums are kept, a migration applied without one (by sea-orm-cli with the exported
 /// `Migrator`, or by hand) is not adopted unseen: nothing says which file it ran. Up refuses,
 /// naming it, until a person accepts it.
@@ -389,12 +411,23 @@ async fn the_service_role_cannot_touch_the_migration_history() {
         .await
         .unwrap();
     history_refused_to(&mut service).await;
-    // As granted before the rule existed, and to everyone: the next run takes it back.
+    // As granted before the rule existed, to everyone, on columns, and passed on by a grantee:
+    // the next run takes it all back.
     let mut admin = connect(&db).await;
+    let columns = "INSERT (version, applied_at, checksum)";
+    for grant in [
+        "GRANT ALL ON seaql_migrations TO PUBLIC".to_owned(),
+        format!("GRANT {columns} ON seaql_migrations TO \"{service_role}\" WITH GRANT OPTION"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(grant))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "GRANT ALL ON seaql_migrations TO PUBLIC, \"{service_role}\""
+        "GRANT {columns} ON seaql_migrations TO PUBLIC"
     )))
-    .execute(&mut admin)
+    .execute(&mut service)
     .await
     .unwrap();
     runner.up(&orm, None).await.unwrap();
