@@ -560,7 +560,7 @@ const RECORDED: &[(&str, &str)] = &[
     ),
     (
         "m20261205_000001_username_default_ignorables",
-        "cd5ae1614f6292c87bd32f61e5804a3242e3dfea6893f47f0aaca7e266e3c82c",
+        "91e4e1a25cbb98815a93a33e0d13e9e7e2a947a273ed5e7533b3ae94543a5a00",
     ),
     (
         "m20261205_000002_users_id_and_created_at_fixed",

@@ -6,9 +6,10 @@
 mod common;
 
 use common::{
-    connect_as_service, database_before, insert, insert_before_identity, insert_refusal,
-    up_fails_changing_nothing, up_to,
+    connect, connect_as_service, database_before, insert, insert_before_identity, insert_refusal,
+    schema_snapshot, up_fails_changing_nothing, up_to,
 };
+use migration::sea_orm::sqlx::Connection;
 use migration::m20261205_000001_username_default_ignorables::{
     CONSTRAINT, DEFAULT_IGNORABLES, NAME,
 };
@@ -72,4 +73,28 @@ async fn down_drops_the_check() {
     insert(&mut service, "\\school\\alice\u{3164}", common::HASH)
         .await
         .unwrap();
+}
+
+/// A row committed after the migration looked at the rows, before its check was added, fails the
+/// validation: the migration drops its check again and names the row.
+#[tokio::test]
+async fn a_look_alike_committed_while_up_runs_makes_it_drop_its_check() {
+    let (db, orm, mut conn) = database_before(NAME).await;
+    let schema = schema_snapshot(&mut conn).await;
+    let mut writer_conn = connect(&db).await;
+    let mut writer = writer_conn.begin().await.unwrap();
+    let late = insert_before_identity(&mut writer, "\\school\\alice\u{3164}").await;
+    let up = {
+        let orm = orm.clone();
+        tokio::spawn(async move { migration::apply_pending(&orm).await })
+    };
+    // The scan saw nothing; the ALTER waits for the writer's lock.
+    common::until_someone_waits_for_users(&mut connect(&db).await).await;
+    writer.commit().await.unwrap();
+    let error = up.await.unwrap().unwrap_err().to_string();
+    assert!(error.contains(&late), "{error}");
+    assert!(error.contains("it dropped its check again"), "{error}");
+    assert_eq!(schema_snapshot(&mut conn).await, schema);
+    let status = migration::status(&orm).await.unwrap();
+    assert!(status.iter().any(|state| state.name == NAME && !state.is_applied()));
 }

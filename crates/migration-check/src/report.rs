@@ -165,16 +165,17 @@ impl Report {
                 one_line(&statement.text, 120)
             ));
         }
-        // pg_stat_statements keeps `set_config($1, $2, $3)` without the setting's name, so
-        // `set_config('lock_timeout', '0', true)` would pass the rule above unseen.
-        if let Some(statement) = figures
-            .statements
-            .iter()
-            .find(|statement| statement.text.to_lowercase().contains("set_config"))
-        {
+        // pg_stat_statements keeps `set_config($1, $2, $3)` and `update pg_settings set
+        // setting = $1 where name = $2` without the setting's name, so either could turn
+        // lock_timeout off and back on unseen by the rule above.
+        if let Some(statement) = figures.statements.iter().find(|statement| {
+            let text = statement.text.to_lowercase();
+            text.contains("set_config") || text.contains("pg_settings")
+        }) {
             failures.push(format!(
-                "{name} ({}) calls set_config, whose setting the statistics do not show (it may \
-                 be lock_timeout): use SET LOCAL, which the check can read: {}",
+                "{name} ({}) changes a setting through set_config or pg_settings, which the \
+                 statistics do not name (it may be lock_timeout): use SET LOCAL, which the check \
+                 can read: {}",
                 figures.pass,
                 one_line(&statement.text, 120)
             ));
@@ -353,19 +354,28 @@ mod tests {
         assert_eq!(report.failures().len(), 1);
     }
 
-    /// As pg_stat_statements keeps `select set_config('lock_timeout', '0', true)`.
+    /// As pg_stat_statements keeps `select set_config('lock_timeout', '0', true)` and
+    /// `UPDATE pg_settings SET setting = '0' WHERE name = 'lock_timeout'`.
     #[test]
-    fn a_statement_calling_set_config_fails_as_its_setting_is_not_shown() {
-        let mut report = Report::new(&CheckOptions::default());
-        let mut sneaky = figures(Pass::Up, "m_new", 1, 5000);
-        sneaky.statements.push(StatementFigure {
-            text: "select set_config($1,$2,$3)".into(),
-            calls: 1,
-            total: Duration::ZERO,
-        });
-        report.migrations = vec![sneaky];
-        let failures = report.failures();
-        assert_eq!(failures.len(), 1, "{failures:?}");
-        assert!(failures[0].contains("calls set_config"), "{failures:?}");
+    fn a_setting_changed_where_its_name_is_not_shown_fails() {
+        for text in [
+            "select set_config($1,$2,$3)",
+            "update pg_settings set setting = $1 where name = $2",
+        ] {
+            let mut report = Report::new(&CheckOptions::default());
+            let mut sneaky = figures(Pass::Up, "m_new", 1, 5000);
+            sneaky.statements.push(StatementFigure {
+                text: text.into(),
+                calls: 1,
+                total: Duration::ZERO,
+            });
+            report.migrations = vec![sneaky];
+            let failures = report.failures();
+            assert_eq!(failures.len(), 1, "{failures:?}");
+            assert!(
+                failures[0].contains("through set_config or pg_settings"),
+                "{failures:?}"
+            );
+        }
     }
 }
