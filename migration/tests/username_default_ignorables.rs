@@ -9,10 +9,10 @@ use common::{
     connect, connect_as_service, database_before, insert, insert_before_identity, insert_refusal,
     schema_snapshot, up_fails_changing_nothing, up_to,
 };
-use migration::sea_orm::sqlx::Connection;
 use migration::m20261205_000001_username_default_ignorables::{
     CONSTRAINT, DEFAULT_IGNORABLES, NAME,
 };
+use migration::sea_orm::sqlx::Connection;
 
 const ALICE: &str = r"\school\alice";
 
@@ -96,5 +96,9 @@ async fn a_look_alike_committed_while_up_runs_makes_it_drop_its_check() {
     assert!(error.contains("it dropped its check again"), "{error}");
     assert_eq!(schema_snapshot(&mut conn).await, schema);
     let status = migration::status(&orm).await.unwrap();
-    assert!(status.iter().any(|state| state.name == NAME && !state.is_applied()));
+    assert!(
+        status
+            .iter()
+            .any(|state| state.name == NAME && !state.is_applied())
+    );
 }

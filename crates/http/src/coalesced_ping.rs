@@ -92,8 +92,13 @@ impl CoalescedPing {
         };
         if start_driver {
             let this = self.clone();
+            // Made before the task, so that it is dropped with it even if it never runs.
+            let driving = Driving {
+                ping: self.clone(),
+                stopped: false,
+            };
             // Rounds run on the database's own runtime, so they outlive any one HTTP worker.
-            drop(self.io.spawn(async move { this.drive().await }));
+            drop(self.io.spawn(async move { this.drive(driving).await }));
         }
         let margin = Duration::from_millis(100);
         if let Some(mut in_flight) = in_flight
@@ -115,7 +120,7 @@ impl CoalescedPing {
     }
 
     /// Runs rounds back to back while callers are waiting for one.
-    async fn drive(&self) {
+    async fn drive(&self, mut driving: Driving) {
         loop {
             let round = {
                 let mut rounds = self.rounds();
@@ -126,6 +131,8 @@ impl CoalescedPing {
                     }
                     None => {
                         rounds.driving = false;
+                        // Stopped as it should: the next caller may start a driver already.
+                        driving.stopped = true;
                         return;
                     }
                 }
@@ -137,5 +144,47 @@ impl CoalescedPing {
             self.rounds().in_flight = None;
             round.send_replace(Some(outcome));
         }
+    }
+}
+
+/// The one driver's mark: if its task ends any other way than by finding no caller (a panic, a
+/// task dropped by a runtime shutting down, or one that never ran), no driver runs any more, and
+/// the next caller must start one rather than wait for rounds nobody takes.
+struct Driving {
+    ping: CoalescedPing,
+    /// Set when the driver stopped for want of callers.
+    stopped: bool,
+}
+
+impl Drop for Driving {
+    fn drop(&mut self) {
+        if !self.stopped {
+            let mut rounds = self.ping.rounds();
+            rounds.driving = false;
+            rounds.in_flight = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A driver task that never ran (its runtime was gone) leaves no driver marked as running;
+    /// before, every later probe waited for rounds nobody took until the process restarted.
+    #[tokio::test]
+    async fn a_driver_that_never_ran_is_not_counted_as_running() {
+        let settings =
+            counseling_testkit::fixtures::pool_settings("postgres://u@127.0.0.1:1/db").unwrap();
+        let database = Database::connect_lazy(&settings, Handle::current()).unwrap();
+        let gone = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let dead_io = gone.handle().clone();
+        gone.shutdown_background();
+        let checks = CoalescedPing::new(database, dead_io, Duration::from_millis(20));
+        assert!(checks.check().await.is_err());
+        assert!(!checks.rounds().driving);
     }
 }
