@@ -188,6 +188,20 @@ fn check_trust(
                  for the public roots"
             ),
         )),
+        // libpq checks the chain whenever it has a CA file (under prefer, falling back to
+        // plaintext when the check fails); the driver checks it only under verify-ca and
+        // verify-full, so here the file would be ignored.
+        (Some(SslRootCert::File(_)), None | Some(SslMode::Prefer)) => {
+            let mode = mode.unwrap_or(SslMode::Prefer);
+            Err(TlsProblem::new(
+                root_source,
+                format!(
+                    "names a CA file, but sslmode is {mode}, under which no certificate is \
+                     checked: set the sslmode to verify-full (or verify-ca, or require), or drop \
+                     the CA file"
+                ),
+            ))
+        }
         (Some(SslRootCert::File(path)), _) => {
             check_ca_file(path).map_err(|problem| TlsProblem::new(root_source, problem))
         }
@@ -279,6 +293,37 @@ mod tests {
             ..asked
         };
         assert_eq!(resolve(&stricter).unwrap().mode, SslMode::VerifyFull);
+    }
+
+    /// libpq checks the chain whenever it has a CA file; the driver only under verify-ca and
+    /// verify-full. A CA file under prefer (given or the default) would be ignored: refused.
+    #[test]
+    fn a_ca_file_under_prefer_is_refused_as_it_would_check_nothing() {
+        let (_dir, _, ca) = files();
+        for mode in [None, Some(("prefer", URL_MODE))] {
+            let problems = resolve(&TlsInputs {
+                mode,
+                root_cert: Some((&ca, URL_ROOT)),
+                ..TlsInputs::default()
+            })
+            .unwrap_err();
+            assert_eq!(sources(&problems), [URL_ROOT], "{mode:?}");
+            let line = problems[0].to_problem("DATABASE_URL").to_string();
+            assert!(line.contains("sslmode is prefer"), "{line}");
+        }
+        for (mode, effective) in [
+            ("require", SslMode::VerifyCa),
+            ("verify-ca", SslMode::VerifyCa),
+            ("disable", SslMode::Disable),
+        ] {
+            let settings = resolve(&TlsInputs {
+                mode: Some((mode, URL_MODE)),
+                root_cert: Some((&ca, URL_ROOT)),
+                ..TlsInputs::default()
+            })
+            .unwrap();
+            assert_eq!(settings.mode, effective, "{mode}");
+        }
     }
 
     /// A leftover `.env` with `DATABASE_SSL_MODE=prefer` must not undo a production URL's
