@@ -1172,38 +1172,41 @@ mod history {
         Ok(kept)
     }
 
-    /// Revokes every privilege on the history table (or its columns) that a role other than its
-    /// owner holds, with those it passed on: the schema's default privileges give the service's
-    /// role the rows of every table the owner creates, and with this one it could record a
-    /// migration as applied (which `up` would then skip) or hide drift. Also mends databases
-    /// migrated before this rule. Fails if one is left (a run not as the owner cannot revoke).
+    /// Revokes every privilege but SELECT on the history table (or its columns) that a role
+    /// other than its owner holds, with those it passed on: the schema's default privileges give
+    /// the service's role the rows of every table the owner creates, and with this one it could
+    /// record a migration as applied (which `up` would then skip) or hide drift. Reading stays
+    /// (`migration status` with the service's URL). Also mends databases migrated before this
+    /// rule. Fails if one is left (a run not as the owner cannot revoke).
     async fn owner_only(db: &impl ConnectionTrait) -> Result<(), DbErr> {
         let others = format!(
             r#"SELECT DISTINCT CASE WHEN acl.grantee = 0 THEN 'PUBLIC'
-                                    ELSE quote_ident(pg_get_userbyid(acl.grantee)) END
+                                    ELSE quote_ident(pg_get_userbyid(acl.grantee)) END,
+                               acl.privilege_type
                FROM pg_class AS class
                CROSS JOIN LATERAL (
-                   SELECT (aclexplode(class.relacl)).grantee
+                   SELECT (aclexplode(class.relacl)).*
                    UNION ALL
-                   SELECT (aclexplode(attribute.attacl)).grantee
+                   SELECT (aclexplode(attribute.attacl)).*
                    FROM pg_attribute AS attribute
                    WHERE attribute.attrelid = class.oid AND attribute.attacl IS NOT NULL
                ) AS acl
                WHERE class.oid = to_regclass('"{HISTORY_TABLE}"')
-                 AND acl.grantee <> class.relowner"#
+                 AND acl.grantee <> class.relowner AND acl.privilege_type <> 'SELECT'"#
         );
         db.execute_unprepared(&format!(
             r#"DO $$
             DECLARE
                 grantee text;
+                privilege text;
             BEGIN
-                FOR grantee IN {others}
+                FOR grantee, privilege IN {others}
                 LOOP
-                    -- Table privileges take the column ones with them; CASCADE, those passed on.
-                    EXECUTE format('REVOKE ALL ON "{HISTORY_TABLE}" FROM %s CASCADE', grantee);
+                    -- A table privilege takes its column ones with it; CASCADE, those passed on.
+                    EXECUTE format('REVOKE %s ON "{HISTORY_TABLE}" FROM %s CASCADE', privilege, grantee);
                 END LOOP;
                 IF EXISTS ({others}) THEN
-                    RAISE EXCEPTION '{HISTORY_TABLE} grants privileges to roles other than its owner, which this run cannot revoke: run migrations as the owner of the schema''s tables'
+                    RAISE EXCEPTION '{HISTORY_TABLE} lets roles other than its owner write it, which this run cannot revoke: run migrations as the owner of the schema''s tables'
                         USING ERRCODE = 'insufficient_privilege';
                 END IF;
             END

@@ -101,7 +101,16 @@ pub(crate) fn resolve(inputs: &TlsInputs<'_>) -> Result<TlsSettings, Vec<TlsProb
     };
 
     let mode = mode.map(|mode| libpq_mode(mode, root_cert.as_ref()));
-    problems.extend(check_trust(mode, mode_source, root_cert.as_ref(), root_source).err());
+    problems.extend(
+        check_trust(
+            mode,
+            mode_source,
+            root_cert.as_ref(),
+            root_source,
+            inputs.tls_possible,
+        )
+        .err(),
+    );
     // The exported client files matter only where a TLS handshake can happen.
     let handshake = inputs.tls_possible && mode != Some(SslMode::Disable);
     let client = if inputs.no_client_cert {
@@ -170,6 +179,7 @@ fn check_trust(
     mode_source: TlsSource,
     root_cert: Option<&SslRootCert>,
     root_source: TlsSource,
+    tls_possible: bool,
 ) -> Result<(), TlsProblem> {
     match (root_cert, mode) {
         (Some(SslRootCert::System), Some(mode)) if mode != SslMode::VerifyFull => {
@@ -190,16 +200,13 @@ fn check_trust(
         )),
         // libpq checks the chain whenever it has a CA file (under prefer, falling back to
         // plaintext when the check fails); the driver checks it only under verify-ca and
-        // verify-full, so here the file would be ignored.
-        (Some(SslRootCert::File(_)), None | Some(SslMode::Prefer)) => {
-            let mode = mode.unwrap_or(SslMode::Prefer);
+        // verify-full, so here the file would be ignored. (Over unix sockets alone no TLS
+        // happens, under any mode.)
+        (Some(SslRootCert::File(_)), Some(SslMode::Prefer)) if tls_possible => {
             Err(TlsProblem::new(
                 root_source,
-                format!(
-                    "names a CA file, but sslmode is {mode}, under which no certificate is \
-                     checked: set the sslmode to verify-full (or verify-ca, or require), or drop \
-                     the CA file"
-                ),
+                "names a CA file, but sslmode is prefer, under which no certificate is checked: \
+                 set the sslmode to verify-full (or verify-ca, or require), or drop the CA file",
             ))
         }
         (Some(SslRootCert::File(path)), _) => {
@@ -304,6 +311,7 @@ mod tests {
             let problems = resolve(&TlsInputs {
                 mode,
                 root_cert: Some((&ca, URL_ROOT)),
+                tls_possible: true,
                 ..TlsInputs::default()
             })
             .unwrap_err();
@@ -319,11 +327,19 @@ mod tests {
             let settings = resolve(&TlsInputs {
                 mode: Some((mode, URL_MODE)),
                 root_cert: Some((&ca, URL_ROOT)),
+                tls_possible: true,
                 ..TlsInputs::default()
             })
             .unwrap();
             assert_eq!(settings.mode, effective, "{mode}");
         }
+        // Unix sockets alone: no TLS under any mode, so nothing to refuse.
+        let sockets = resolve(&TlsInputs {
+            root_cert: Some((&ca, URL_ROOT)),
+            tls_possible: false,
+            ..TlsInputs::default()
+        });
+        assert!(sockets.is_ok(), "{:?}", sockets.err());
     }
 
     /// A leftover `.env` with `DATABASE_SSL_MODE=prefer` must not undo a production URL's
