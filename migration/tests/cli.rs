@@ -209,12 +209,16 @@ fn an_unreadable_ca_file_exits_2_naming_the_setting() {
         &["up"],
         &[
             ("DATABASE_URL", "postgres://user:s3cret-pw@127.0.0.1:1/db"),
+            ("DATABASE_SSL_MODE", "verify-full"),
             ("DATABASE_SSL_ROOT_CERT", "/nonexistent/ca.pem"),
         ],
     );
     assert_eq!(output.status.code(), Some(2));
     let stderr = text(&output.stderr);
-    assert!(stderr.contains("DATABASE_SSL_ROOT_CERT"), "{stderr}");
+    assert!(
+        stderr.contains("DATABASE_SSL_ROOT_CERT cannot read /nonexistent/ca.pem"),
+        "{stderr}"
+    );
 
     // Every problem, one line each.
     let output = migration(

@@ -42,9 +42,10 @@ fn unreadable_or_malformed_tls_files_exit_2_naming_the_setting_never_the_url() {
         (
             vec![
                 ("DATABASE_URL", url("")),
+                ("DATABASE_SSL_MODE", "verify-full".to_owned()),
                 ("DATABASE_SSL_ROOT_CERT", "/nonexistent/ca.pem".to_owned()),
             ],
-            vec!["DATABASE_SSL_ROOT_CERT"],
+            vec!["DATABASE_SSL_ROOT_CERT cannot read /nonexistent/ca.pem"],
         ),
     ];
     for (vars, settings) in cases {

@@ -417,8 +417,13 @@ mod tests {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("DATABASE_SSL_MODE", "allow")], "DATABASE_SSL_MODE"),
             (&[("DATABASE_SSL_MODE", "verify-full")], "DATABASE_SSL_MODE"),
+            // Under verify-full: the file itself is the problem (under prefer it would be refused
+            // for checking nothing).
             (
-                &[("DATABASE_SSL_ROOT_CERT", "/nonexistent/ca.crt")],
+                &[
+                    ("DATABASE_SSL_MODE", "verify-full"),
+                    ("DATABASE_SSL_ROOT_CERT", "/nonexistent/ca.crt"),
+                ],
                 "DATABASE_SSL_ROOT_CERT",
             ),
             (

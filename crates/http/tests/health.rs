@@ -67,19 +67,62 @@ async fn request(port: u16, method: &'static str, path: &str) -> Reply {
         .unwrap()
 }
 
+/// `HEAD path` on a plain connection, read to its end: everything the server sent, so a body
+/// (which an HTTP client would not read after HEAD) shows.
+async fn raw_head(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let request = format!("HEAD {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    })
+    .await
+    .unwrap()
+}
+
 /// Monitors and load balancers often probe with HEAD: it answers as GET does, status and
-/// headers, without a body. Another method is told which ones the path takes, not that it has
-/// no such path.
+/// headers (the length of the body GET would send included), without a body, on the metrics
+/// port of its own too. Another method is told which ones the path takes, not that it has no
+/// such path.
 #[tokio::test]
 async fn head_answers_as_get_does_and_other_methods_get_405() {
     let db = TestDatabase::migrated().await.unwrap();
-    let port = spawn_app(&db.url(), &[]);
-    for path in ["/health", "/health/ready", "/health/live", "/metrics"] {
+    let (port, metrics_port) = common::spawn_application(&db.url(), &[("METRICS_PORT", "0")]);
+    let metrics_port = metrics_port.unwrap();
+    // And /metrics on the main port, where it is without METRICS_PORT.
+    let main_metrics_port = spawn_app(&db.url(), &[]);
+    let paths = [
+        (port, "/health"),
+        (port, "/health/ready"),
+        (port, "/health/live"),
+        (metrics_port, "/metrics"),
+        (main_metrics_port, "/metrics"),
+    ];
+    for (port, path) in paths {
         let got = get(port, path, None).await;
         let head = request(port, "HEAD", path).await;
         assert_eq!(head.status, got.status, "{path}");
         assert_eq!(head.status, 200, "{path}");
-        assert_eq!(head.body, "", "{path}");
+        let raw = raw_head(port, path).await;
+        assert!(
+            raw.ends_with("\r\n\r\n"),
+            "a body after the headers: {raw:?}"
+        );
+        if path != "/metrics" {
+            // /metrics' length changes between two scrapes (its own counters).
+            let length = got.body.len().to_string();
+            assert!(
+                raw.to_lowercase()
+                    .contains(&format!("content-length: {length}\r\n")),
+                "{path}: GET sent {length} bytes: {raw:?}"
+            );
+        }
         for header in ["content-type", "cache-control"] {
             assert_eq!(head.header(header), got.header(header), "{path} {header}");
         }
