@@ -158,7 +158,12 @@ impl DatabaseTarget {
         let url = read_url(sources, variables, &mut problems, &mut warnings);
         let password_file = value(sources, variables.password_file).map(PathBuf::from);
         if let (Some(path), Some((url, url_variable))) = (&password_file, &url) {
-            if url.password().is_some() || url.parameters().any(|(name, _)| name == "password") {
+            // An empty password is none, as in libpq.
+            let url_password = url.password().is_some()
+                || url
+                    .parameters()
+                    .any(|(name, value)| name == "password" && !value.is_empty());
+            if url_password {
                 problems.push(Problem::new(
                     variables.password_file,
                     format!("is set, but {url_variable} carries a password too: keep one of them"),
@@ -275,7 +280,10 @@ impl DatabaseTarget {
         let database = in_url_first("dbname", self.url.database());
         let password = match (
             &self.password_file,
-            parameters.get("password"),
+            // An empty password is none, as in libpq.
+            parameters
+                .get("password")
+                .filter(|(password, _)| !password.is_empty()),
             self.url.password(),
         ) {
             (Some((variable, path)), _, _) => Password::File {

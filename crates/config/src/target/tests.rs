@@ -235,14 +235,13 @@ fn a_password_file_next_to_pgpassword_is_refused_and_an_empty_url_password_is_no
     );
     assert!(!problems.to_string().contains("other"), "{problems}");
 
-    let target = DatabaseTarget::from_sources(
-        &sources(&[
-            ("DATABASE_URL", "postgres://svc:@h/app"),
-            ("DATABASE_PASSWORD_FILE", &password_file),
-        ]),
-        Role::Service,
-    );
-    assert!(target.is_ok(), "{:?}", target.err());
+    for url in ["postgres://svc:@h/app", "postgres://svc@h/app?password="] {
+        let target = DatabaseTarget::from_sources(
+            &sources(&[("DATABASE_URL", url), ("DATABASE_PASSWORD_FILE", &password_file)]),
+            Role::Service,
+        );
+        assert!(target.is_ok(), "{url}: {:?}", target.err());
+    }
     let url = DatabaseUrl::parse("postgres://svc:@h/app").unwrap();
     assert!(url.password().is_none());
 }
