@@ -5,9 +5,10 @@
 //! `\school\alice`, yet was another account: these characters are Unicode's
 //! Default_Ignorable_Code_Point (rendered as nothing unless a font gives them meaning, and
 //! disallowed by RFC 8264's PRECIS classes), but not of category Cf, so
-//! `ck_users_username_characters` let them through. Check `ck_users_username_no_ignorables`
-//! refuses every default-ignorable code point ([`DEFAULT_IGNORABLES`], as of Unicode 16; a test
-//! compares it with the domain's Unicode data), in the database, so a plain `INSERT` obeys it.
+//! `ck_users_username_characters` let them through. So did U+2800 BRAILLE PATTERN BLANK, a
+//! symbol drawn as nothing. Check `ck_users_username_no_ignorables` refuses every
+//! default-ignorable code point and U+2800 ([`INVISIBLE`]: Unicode 16's list; a test compares it
+//! with the domain's Unicode data), in the database, so a plain `INSERT` obeys it.
 //!
 //! The migration runs without a transaction, as two steps: one short transaction checks the
 //! existing rows (failing, changing nothing, with the ids of those that break the rule: rename
@@ -38,8 +39,9 @@ impl MigrationName for Migration {
 pub const CONSTRAINT: &str = "ck_users_username_no_ignorables";
 
 /// Unicode 16's Default_Ignorable_Code_Point, as inclusive code-point ranges (those of category
-/// Cf or Cn were refused already; the check repeats them, which costs nothing).
-pub const DEFAULT_IGNORABLES: [(u32, u32); 17] = [
+/// Cf or Cn were refused already; the check repeats them, which costs nothing), and U+2800
+/// BRAILLE PATTERN BLANK.
+pub const INVISIBLE: [(u32, u32); 18] = [
     (0x00AD, 0x00AD),
     (0x034F, 0x034F),
     (0x061C, 0x061C),
@@ -49,6 +51,7 @@ pub const DEFAULT_IGNORABLES: [(u32, u32); 17] = [
     (0x200B, 0x200F),
     (0x202A, 0x202E),
     (0x2060, 0x206F),
+    (0x2800, 0x2800),
     (0x3164, 0x3164),
     (0xFE00, 0xFE0F),
     (0xFEFF, 0xFEFF),
@@ -62,9 +65,9 @@ pub const DEFAULT_IGNORABLES: [(u32, u32); 17] = [
 /// How many ids an error message lists.
 const LISTED_IDS: usize = 50;
 
-/// [`DEFAULT_IGNORABLES`] as a PostgreSQL regex bracket (ranges compare code points, whatever
+/// [`INVISIBLE`] as a PostgreSQL regex bracket (ranges compare code points, whatever
 /// the locale).
-pub fn default_ignorables_bracket() -> String {
+pub fn invisible_bracket() -> String {
     let escape = |code: u32| {
         if code <= 0xFFFF {
             format!(r"\u{code:04x}")
@@ -72,7 +75,7 @@ pub fn default_ignorables_bracket() -> String {
             format!(r"\U{code:08x}")
         }
     };
-    let ranges: String = DEFAULT_IGNORABLES
+    let ranges: String = INVISIBLE
         .iter()
         .map(|&(start, end)| {
             if start == end {
@@ -85,10 +88,10 @@ pub fn default_ignorables_bracket() -> String {
     format!("[{ranges}]")
 }
 
-/// Whether `character` is in [`DEFAULT_IGNORABLES`].
-pub fn is_default_ignorable(character: char) -> bool {
+/// Whether `character` is in [`INVISIBLE`].
+pub fn is_invisible(character: char) -> bool {
     let code = u32::from(character);
-    DEFAULT_IGNORABLES
+    INVISIBLE
         .iter()
         .any(|&(start, end)| (start..=end).contains(&code))
 }
@@ -97,7 +100,7 @@ fn add_check() -> String {
     format!(
         "ALTER TABLE users DROP CONSTRAINT IF EXISTS {CONSTRAINT}, \
          ADD CONSTRAINT {CONSTRAINT} CHECK (username::text !~ '{}') NOT VALID",
-        default_ignorables_bracket()
+        invisible_bracket()
     )
 }
 
@@ -108,7 +111,7 @@ async fn breaking(db: &impl ConnectionTrait) -> Result<Vec<String>, DbErr> {
             DbBackend::Postgres,
             format!(
                 "SELECT id::text FROM users WHERE username::text ~ '{}' ORDER BY id LIMIT {}",
-                default_ignorables_bracket(),
+                invisible_bracket(),
                 LISTED_IDS + 1
             ),
         ))

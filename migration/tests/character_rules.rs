@@ -7,7 +7,7 @@
 
 use counseling_domain::{Username, UsernameError};
 use migration::m20261130_000001_username_identity::is_forbidden;
-use migration::m20261205_000001_username_default_ignorables::is_default_ignorable;
+use migration::m20261205_000001_username_default_ignorables::is_invisible;
 
 #[test]
 fn the_forbidden_characters_are_the_same_for_every_code_point() {
@@ -23,7 +23,7 @@ fn the_forbidden_characters_are_the_same_for_every_code_point() {
         // need a migration of their own).
         assert_eq!(
             domain_forbids,
-            is_forbidden(character) || is_default_ignorable(character),
+            is_forbidden(character) || is_invisible(character),
             "U+{:04X}",
             u32::from(character)
         );

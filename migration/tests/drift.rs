@@ -565,7 +565,7 @@ const RECORDED: &[(&str, &str)] = &[
     ),
     (
         "m20261205_000001_username_default_ignorables",
-        "91e4e1a25cbb98815a93a33e0d13e9e7e2a947a273ed5e7533b3ae94543a5a00",
+        "6ceb25ae6da25e1256dd980759c10f3665bc68e57d092c248525236e628527e5",
     ),
     (
         "m20261205_000002_users_id_and_created_at_fixed",

@@ -9,9 +9,7 @@ use common::{
     connect, connect_as_service, database_before, insert, insert_before_identity, insert_refusal,
     schema_snapshot, up_fails_changing_nothing, up_to,
 };
-use migration::m20261205_000001_username_default_ignorables::{
-    CONSTRAINT, DEFAULT_IGNORABLES, NAME,
-};
+use migration::m20261205_000001_username_default_ignorables::{CONSTRAINT, INVISIBLE, NAME};
 use migration::sea_orm::sqlx::Connection;
 
 const ALICE: &str = r"\school\alice";
@@ -23,7 +21,7 @@ async fn a_plain_insert_of_an_invisible_look_alike_is_refused() {
     let mut service = connect_as_service(&db).await;
     insert(&mut service, ALICE, common::HASH).await.unwrap();
     // Both ends of every range, and the look-alikes Cf did not cover.
-    let mut characters: Vec<u32> = DEFAULT_IGNORABLES
+    let mut characters: Vec<u32> = INVISIBLE
         .iter()
         .flat_map(|&(start, end)| [start, end])
         .collect();

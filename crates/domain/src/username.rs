@@ -276,6 +276,8 @@ mod tests {
             "\u{34f}",
             "\u{fe0f}",
             "\u{180b}",
+            // A symbol drawn as nothing.
+            "\u{2800}",
         ] {
             let bad = format!("\\school\\ali{invisible}ce");
             assert_eq!(err(&bad), UsernameError::InvisibleCharacter, "{bad:?}");

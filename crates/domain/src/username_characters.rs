@@ -17,6 +17,9 @@ pub const USERNAME_UNICODE_VERSION: (u64, u64, u64) = unicode_general_category::
 /// are refused (a test scans every code point for others).
 pub const BACKSLASH_LOOK_ALIKES: [char; 2] = ['\u{fe68}', '\u{ff3c}'];
 
+/// U+2800, a symbol (So) drawn as nothing: `\s\alice` followed by it looks like `\s\alice`.
+const BRAILLE_PATTERN_BLANK: char = '\u{2800}';
+
 /// Why a character may not appear in a username.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ForbiddenCharacter {
@@ -24,8 +27,8 @@ pub(crate) enum ForbiddenCharacter {
     Control,
     /// Cf (zero-width characters, soft hyphen, byte-order mark, bidirectional controls) and the
     /// other default-ignorable code points (U+3164 HANGUL FILLER, U+034F COMBINING GRAPHEME
-    /// JOINER, variation selectors): rendered as nothing, so `\s\alice` followed by one looks
-    /// exactly like `\s\alice`.
+    /// JOINER, variation selectors), and U+2800 BRAILLE PATTERN BLANK: rendered as nothing, so
+    /// `\s\alice` followed by one looks exactly like `\s\alice`.
     Invisible,
     /// Co, Cn (and Cs, which a Rust string cannot hold): no agreed meaning or appearance.
     Unassigned,
@@ -37,7 +40,9 @@ pub(crate) fn forbidden_character(character: char) -> Option<ForbiddenCharacter>
     if BACKSLASH_LOOK_ALIKES.contains(&character) {
         return Some(ForbiddenCharacter::BackslashLookAlike);
     }
-    if CodePointSetData::new::<DefaultIgnorableCodePoint>().contains(character) {
+    if CodePointSetData::new::<DefaultIgnorableCodePoint>().contains(character)
+        || character == BRAILLE_PATTERN_BLANK
+    {
         return Some(ForbiddenCharacter::Invisible);
     }
     match get_general_category(character) {

@@ -237,7 +237,10 @@ fn a_password_file_next_to_pgpassword_is_refused_and_an_empty_url_password_is_no
 
     for url in ["postgres://svc:@h/app", "postgres://svc@h/app?password="] {
         let target = DatabaseTarget::from_sources(
-            &sources(&[("DATABASE_URL", url), ("DATABASE_PASSWORD_FILE", &password_file)]),
+            &sources(&[
+                ("DATABASE_URL", url),
+                ("DATABASE_PASSWORD_FILE", &password_file),
+            ]),
             Role::Service,
         );
         assert!(target.is_ok(), "{url}: {:?}", target.err());
