@@ -32,6 +32,10 @@ pub const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
 const UNIT_WENT_ON_AFTER_A_FAILURE: &str =
     "a call in the unit of work failed and the unit went on: rolled back, nothing was written";
 
+const UNIT_WENT_ON_AFTER_A_CUT_OFF_CALL: &str = "a call in the unit of work was cut off (its future \
+     dropped, as by a timeout) and the unit went on: its connection was closed, so the server \
+     rolled back, nothing was written";
+
 /// A boxed future borrowing a session: the shape of one repository call's work.
 pub(crate) type SessionWork<'s, T> =
     Pin<Box<dyn Future<Output = Result<T, sea_orm::DbErr>> + Send + 's>>;
@@ -358,6 +362,16 @@ impl Database {
                         UNIT_WENT_ON_AFTER_A_FAILURE.into(),
                     )))
                     .await
+                }
+                // A call was cut off half-way (its future dropped): whether its statement ran
+                // is unknown, and a COMMIT would first run it. Close the connection instead,
+                // which makes the server roll back.
+                Ok(_) if session.is_unfit() => {
+                    tracing::error!("{UNIT_WENT_ON_AFTER_A_CUT_OFF_CALL}");
+                    session.discard(Discard::Broken);
+                    Err(ours(StoreError::Unexpected(
+                        UNIT_WENT_ON_AFTER_A_CUT_OFF_CALL.into(),
+                    )))
                 }
                 Ok(value) => match session.commit().await {
                     Ok(()) => Ok(value),

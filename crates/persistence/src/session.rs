@@ -74,6 +74,12 @@ impl Session {
         self.aborted.load(Ordering::Relaxed)
     }
 
+    /// Whether the connection's state is unknown or known bad: a statement cut off half-way,
+    /// or a failure that marked it for closing.
+    pub(crate) fn is_unfit(&self) -> bool {
+        self.unfit.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn record_failed_call(&self, outcome: Outcome) {
         *self
             .failed_call

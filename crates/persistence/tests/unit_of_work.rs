@@ -114,6 +114,33 @@ async fn an_error_after_the_first_write_leaves_nothing() {
     users.create(new_user(r"\school\dave")).await.unwrap();
 }
 
+/// A call cut off half-way (its future dropped by a timeout) whose unit goes on and returns
+/// `Ok` is not committed: the cut-off INSERT would run first and be kept, a write the unit took
+/// for failed.
+#[tokio::test]
+async fn a_unit_that_goes_on_after_a_cut_off_call_commits_nothing() {
+    let (_db, database, users) = repository().await;
+    let outcome = database
+        .transaction(|unit| async move {
+            let users = unit.users();
+            let cut_off = tokio::time::timeout(
+                Duration::from_micros(1),
+                users.create(new_user(r"\school\grace")),
+            )
+            .await;
+            assert!(cut_off.is_err(), "the create was not cut off: {cut_off:?}");
+            Ok::<_, CreateUserError>(())
+        })
+        .await;
+    assert!(
+        matches!(&outcome, Err(CreateUserError::Store(StoreError::Unexpected(why))) if why.contains("cut off")),
+        "{outcome:?}"
+    );
+    assert!(!find(&users, r"\school\grace").await);
+    // The pool is healthy afterwards: the connection was replaced.
+    users.create(new_user(r"\school\grace")).await.unwrap();
+}
+
 #[tokio::test]
 async fn a_panic_inside_the_unit_rolls_it_back_and_reaches_the_caller() {
     let (_db, database, users) = repository().await;
