@@ -219,6 +219,17 @@ const SESSION_DEFAULT_VARIABLES: &[(&str, &str)] = &[
     ("PGGEQO", "geqo"),
 ];
 
+/// Whether `name` is one of libpq's environment variables (a parameter's, or a session
+/// default's).
+pub(crate) fn is_libpq_variable(name: &str) -> bool {
+    PARAMETERS
+        .iter()
+        .any(|parameter| parameter.environment == Some(name))
+        || SESSION_DEFAULT_VARIABLES
+            .iter()
+            .any(|(variable, _)| *variable == name)
+}
+
 /// The driver's own spellings of some parameters: not libpq's, so refused with the right name.
 const DRIVER_ALIASES: &[(&str, &str)] = &[
     ("ssl-mode", "sslmode"),

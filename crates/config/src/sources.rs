@@ -57,7 +57,7 @@ fn hidden_by_empty(file: &[(String, String)], environment: &[(String, String)]) 
     Problems(hidden.collect())
 }
 
-/// The variables whose name and value are UTF-8. One of our settings (or libpq's `PG*`) whose
+/// The variables whose name and value are UTF-8. One of our settings (or one of libpq's) whose
 /// value is not is refused, naming it: left out, `.env`'s value or the default would apply in
 /// its place unseen. Other variables that are not UTF-8 are none of ours.
 fn unicode_only(
@@ -71,10 +71,12 @@ fn unicode_only(
         };
         match value.into_string() {
             Ok(value) => variables.push((name, value)),
-            Err(_) if is_setting(&name) || name.starts_with("PG") => problems.push(Problem::new(
-                name,
-                "is not valid UTF-8 (as exported); no setting can be read from it",
-            )),
+            Err(_) if is_setting(&name) || crate::libpq::is_libpq_variable(&name) => {
+                problems.push(Problem::new(
+                    name,
+                    "is not valid UTF-8 (as exported); no setting can be read from it",
+                ))
+            }
             Err(_) => {}
         }
     }
