@@ -538,6 +538,8 @@ mod tests {
                 (OsString::from("DATABASE_URL"), latin1()),
                 (OsString::from("PGPASSWORD"), latin1()),
                 (OsString::from("SOMEONE_ELSES"), latin1()),
+                // PG, but no variable of libpq's (linuxserver images' group id).
+                (OsString::from("PGID"), latin1()),
                 (OsString::from("APP_PORT"), OsString::from("8080")),
             ]
             .into_iter(),
@@ -547,7 +549,7 @@ mod tests {
         assert!(said.contains("DATABASE_URL is not valid UTF-8"), "{said}");
         assert!(said.contains("PGPASSWORD is not valid UTF-8"), "{said}");
         assert!(
-            !said.contains("SOMEONE_ELSES") && !said.contains("app:p"),
+            !said.contains("SOMEONE_ELSES") && !said.contains("PGID") && !said.contains("app:p"),
             "{said}"
         );
     }
