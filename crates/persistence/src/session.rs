@@ -24,9 +24,12 @@ use crate::pool::PooledConnection;
 
 pub(crate) struct Session {
     connection: Mutex<Option<PooledConnection>>,
-    /// A statement was started and has not finished (its future may have been dropped), or the
-    /// connection failed in a way that makes it unfit for reuse.
+    /// The connection failed in a way that makes it unfit for reuse.
     unfit: AtomicBool,
+    /// A statement was started and has not finished (its future may have been dropped): the
+    /// connection's state is unknown. Apart from `unfit`, so that a statement ending cannot
+    /// erase a discard another call of the same unit noted meanwhile.
+    in_flight: AtomicBool,
     /// `BEGIN` was sent and neither `COMMIT` nor `ROLLBACK` has completed.
     in_transaction: AtomicBool,
     /// Why the connection is unfit (a [`Discard`] as `u8`), for the metric when it is closed;
@@ -59,6 +62,7 @@ impl Session {
         Self {
             connection: Mutex::new(Some(connection)),
             unfit: AtomicBool::new(false),
+            in_flight: AtomicBool::new(false),
             in_transaction: AtomicBool::new(false),
             discard_reason: AtomicU8::new(NO_REASON),
             failed_call: StdMutex::new(None),
@@ -77,7 +81,7 @@ impl Session {
     /// Whether the connection's state is unknown or known bad: a statement cut off half-way,
     /// or a failure that marked it for closing.
     pub(crate) fn is_unfit(&self) -> bool {
-        self.unfit.load(Ordering::Relaxed)
+        self.unfit.load(Ordering::Relaxed) || self.in_flight.load(Ordering::Relaxed)
     }
 
     pub(crate) fn record_failed_call(&self, outcome: Outcome) {
@@ -147,7 +151,7 @@ impl Session {
             .await
     }
 
-    /// Runs one statement with the connection, marking the session unfit while the statement is
+    /// Runs one statement with the connection, marking it in flight until the statement ends
     /// in flight: if its future is dropped half-way, the connection's state is unknown.
     async fn with_connection<T>(
         &self,
@@ -167,14 +171,16 @@ impl Session {
         let connection = guard
             .as_mut()
             .ok_or_else(|| sqlx::Error::Protocol("the session was closed".into()))?;
-        let was_unfit = self.unfit.swap(true, Ordering::Relaxed);
+        // One statement at a time: the connection's lock is held until it ends.
+        self.in_flight.store(true, Ordering::Relaxed);
         let outcome = panic_as_protocol_error(statement(&mut **connection)).await;
+        self.in_flight.store(false, Ordering::Relaxed);
         let broken = matches!(
             outcome,
             Err(sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::Tls(_))
         );
-        self.unfit.store(was_unfit || broken, Ordering::Relaxed);
         if broken {
+            self.unfit.store(true, Ordering::Relaxed);
             note_breakage(connection);
         }
         outcome
@@ -194,7 +200,7 @@ impl Drop for Session {
         let Some(connection) = self.connection.get_mut().take() else {
             return;
         };
-        if *self.unfit.get_mut() || *self.in_transaction.get_mut() {
+        if *self.unfit.get_mut() || *self.in_flight.get_mut() || *self.in_transaction.get_mut() {
             let reason =
                 Discard::from_u8(*self.discard_reason.get_mut()).unwrap_or(Discard::Broken);
             if let Some(pool) = PooledConnection::pool(&connection) {
