@@ -119,20 +119,25 @@ async fn an_error_after_the_first_write_leaves_nothing() {
 /// for failed.
 #[tokio::test]
 async fn a_unit_that_goes_on_after_a_cut_off_call_commits_nothing() {
-    let (_db, database, users) = repository().await;
+    use sea_orm::sqlx::{self, Connection, PgConnection};
+    let (db, database, users) = repository().await;
+    // Another session holds a lock every INSERT waits for, so the create cannot end at once.
+    let mut holder = PgConnection::connect_with(&db.options()).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE users IN SHARE MODE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
     let outcome = database
         .transaction(|unit| async move {
             let users = unit.users();
-            {
-                // Polled once (the INSERT sent, its answer not yet read), then dropped: what a
-                // timeout around the call does when it fires.
-                let mut create = std::pin::pin!(users.create(new_user(r"\school\grace")));
-                let first = std::future::poll_fn(|context| {
-                    std::task::Poll::Ready(create.as_mut().poll(context))
-                })
-                .await;
-                assert!(first.is_pending(), "the create ended at once: {first:?}");
-            }
+            let cut_off = tokio::time::timeout(
+                Duration::from_millis(200),
+                users.create(new_user(r"\school\grace")),
+            )
+            .await;
+            assert!(cut_off.is_err(), "the create was not cut off: {cut_off:?}");
+            // The INSERT goes on as soon as the lock is free.
+            sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
             Ok::<_, CreateUserError>(())
         })
         .await;
