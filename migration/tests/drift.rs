@@ -222,20 +222,36 @@ async fn a_database_migrated_before_checksums_adopts_them_on_its_next_run() {
     assert_eq!(adoptions.0.lock().unwrap().len(), expected.len());
 }
 
-/// `accept` on a database migrated before checksums adds the column and adopts the others'
-/// checksums together: the next run does not take them for another tool's.
-#[tokio::test]
-async fn accept_on_a_database_migrated_before_checksums_adopts_the_others_too() {
+/// A database migrated by sea-orm-migration's own runner (no checksums), then `sql` run on it;
+/// its owner's connection, and a runner of the real migrations whose adoptions are recorded.
+async fn migrated_before_checksums_and(
+    sql: &'static str,
+) -> (
+    TestDatabase,
+    migration::sea_orm::DatabaseConnection,
+    Arc<Adoptions>,
+    Runner,
+) {
     let db = TestDatabase::empty().await.unwrap();
     let orm = owner_orm(&db);
     migration::Migrator::up(&orm, None).await.unwrap();
-    let mut conn = connect(&db).await;
-    sqlx::query("INSERT INTO seaql_migrations (version, applied_at) VALUES ('m9_elsewhere', 0)")
-        .execute(&mut conn)
+    sqlx::query(sql)
+        .execute(&mut connect(&db).await)
         .await
         .unwrap();
     let adoptions = Arc::new(Adoptions::default());
     let runner = Runner::new(migration::migrations()).with_observer(adoptions.clone());
+    (db, orm, adoptions, runner)
+}
+
+/// `accept` on a database migrated before checksums adds the column and adopts the others'
+/// checksums together: the next run does not take them for another tool's.
+#[tokio::test]
+async fn accept_on_a_database_migrated_before_checksums_adopts_the_others_too() {
+    let (_db, orm, adoptions, runner) = migrated_before_checksums_and(
+        "INSERT INTO seaql_migrations (version, applied_at) VALUES ('m9_elsewhere', 0)",
+    )
+    .await;
     let accepted = runner.accept(&orm, "m9_elsewhere").await.unwrap();
     assert!(
         matches!(accepted, Accepted::Forgotten { .. }),
@@ -253,16 +269,9 @@ async fn accept_on_a_database_migrated_before_checksums_adopts_the_others_too() 
 /// adopted, not taken for another tool's.
 #[tokio::test]
 async fn a_checksum_column_left_empty_by_an_earlier_runner_is_adopted() {
-    let db = TestDatabase::empty().await.unwrap();
-    let orm = owner_orm(&db);
-    migration::Migrator::up(&orm, None).await.unwrap();
-    let mut conn = connect(&db).await;
-    sqlx::query("ALTER TABLE seaql_migrations ADD COLUMN checksum text")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let adoptions = Arc::new(Adoptions::default());
-    let runner = Runner::new(migration::migrations()).with_observer(adoptions.clone());
+    let (_db, orm, adoptions, runner) =
+        migrated_before_checksums_and("ALTER TABLE seaql_migrations ADD COLUMN checksum text")
+            .await;
     assert!(runner.up(&orm, None).await.unwrap().is_empty());
     assert_eq!(
         adoptions.0.lock().unwrap().len(),
