@@ -1194,11 +1194,27 @@ mod history {
                WHERE class.oid = to_regclass('"{HISTORY_TABLE}"')
                  AND acl.grantee <> class.relowner AND acl.privilege_type <> 'SELECT'"#
         );
+        let left = format!(
+            r#"SELECT format('%s on %s to %s, granted by %s', acl.privilege_type,
+                             CASE WHEN attribute.attname IS NULL THEN 'the table'
+                                  ELSE 'column ' || attribute.attname END,
+                             CASE WHEN acl.grantee = 0 THEN 'PUBLIC'
+                                  ELSE quote_ident(pg_get_userbyid(acl.grantee)) END,
+                             quote_ident(pg_get_userbyid(acl.grantor)))
+               FROM pg_class AS class
+               LEFT JOIN pg_attribute AS attribute
+                 ON attribute.attrelid = class.oid AND attribute.attacl IS NOT NULL
+               CROSS JOIN LATERAL aclexplode(coalesce(attribute.attacl, class.relacl)) AS acl
+               WHERE class.oid = to_regclass('"{HISTORY_TABLE}"')
+                 AND acl.grantee <> class.relowner AND acl.privilege_type <> 'SELECT'
+               LIMIT 1"#
+        );
         db.execute_unprepared(&format!(
             r#"DO $$
             DECLARE
                 grantee text;
                 privilege text;
+                remaining text;
             BEGIN
                 FOR grantee, privilege IN {others}
                 LOOP
@@ -1206,7 +1222,10 @@ mod history {
                     EXECUTE format('REVOKE %s ON "{HISTORY_TABLE}" FROM %s CASCADE', privilege, grantee);
                 END LOOP;
                 IF EXISTS ({others}) THEN
-                    RAISE EXCEPTION '{HISTORY_TABLE} lets roles other than its owner write it, which this run cannot revoke: run migrations as the owner of the schema''s tables'
+                    -- Table privileges are left only for a run that is not the owner; column ones
+                    -- also when another role granted them under a grant option of the table's.
+                    SELECT ({left}) INTO remaining;
+                    RAISE EXCEPTION '{HISTORY_TABLE} still lets a role other than its owner write it (%), which this run cannot revoke: run migrations as the owner, and revoke that grant as the role that made it', coalesce(remaining, 'a table privilege')
                         USING ERRCODE = 'insufficient_privilege';
                 END IF;
             END

@@ -279,6 +279,38 @@ async fn a_checksum_column_left_empty_by_an_earlier_runner_is_adopted() {
     );
 }
 
+/// A column grant another role made under a grant option of the table's survives the owner's
+/// REVOKE ... CASCADE (PostgreSQL keeps it): the run stops, naming the grant and who made it.
+#[tokio::test]
+async fn a_write_grant_the_owner_cannot_revoke_stops_the_run_naming_it() {
+    let db = TestDatabase::empty().await.unwrap();
+    let orm = owner_orm(&db);
+    let runner = Runner::new(fixtures(false));
+    runner.up(&orm, Some(1)).await.unwrap();
+    let mut service = connect_as_service(&db).await;
+    let service_role: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&mut service)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "GRANT INSERT ON seaql_migrations TO \"{service_role}\" WITH GRANT OPTION"
+    )))
+    .execute(&mut connect(&db).await)
+    .await
+    .unwrap();
+    sqlx::query("GRANT INSERT (version) ON seaql_migrations TO PUBLIC")
+        .execute(&mut service)
+        .await
+        .unwrap();
+    let error = runner.up(&orm, None).await.unwrap_err().to_string();
+    assert!(
+        error.contains(&format!(
+            "(INSERT on column version to PUBLIC, granted by {service_role})"
+        )),
+        "{error}"
+    );
+}
+
 /// Once checksums are kept, a migration applied without one (by sea-orm-cli with the exported
 /// `Migrator`, or by hand) is not adopted unseen: nothing says which file it ran. Up refuses,
 /// naming it, until a person accepts it.

@@ -158,7 +158,8 @@ impl DatabaseTarget {
         let url = read_url(sources, variables, &mut problems, &mut warnings);
         let password_file = value(sources, variables.password_file).map(PathBuf::from);
         if let (Some(path), Some((url, url_variable))) = (&password_file, &url) {
-            // An empty password is none, as in libpq.
+            // An empty password is no clash with the file (libpq would read its password file
+            // then).
             let url_password = url.password().is_some()
                 || url
                     .parameters()
@@ -280,10 +281,9 @@ impl DatabaseTarget {
         let database = in_url_first("dbname", self.url.database());
         let password = match (
             &self.password_file,
-            // An empty password is none, as in libpq.
-            parameters
-                .get("password")
-                .filter(|(password, _)| !password.is_empty()),
+            // An empty `password=` stays: libpq takes it for an explicit empty password, and
+            // then reads no PGPASSWORD (only an empty password after `user:` is none).
+            parameters.get("password"),
             self.url.password(),
         ) {
             (Some((variable, path)), _, _) => Password::File {

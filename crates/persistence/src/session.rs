@@ -27,8 +27,9 @@ pub(crate) struct Session {
     /// The connection failed in a way that makes it unfit for reuse.
     unfit: AtomicBool,
     /// A statement was started and has not finished (its future may have been dropped): the
-    /// connection's state is unknown. Apart from `unfit`, so that a statement ending cannot
-    /// erase a discard another call of the same unit noted meanwhile.
+    /// connection's state is unknown. The next statement turns it into `unfit` (see
+    /// `with_raw_connection`). Apart from `unfit`, so that a statement ending cannot erase a
+    /// discard another call of the same unit noted meanwhile.
     in_flight: AtomicBool,
     /// `BEGIN` was sent and neither `COMMIT` nor `ROLLBACK` has completed.
     in_transaction: AtomicBool,
@@ -171,8 +172,12 @@ impl Session {
         let connection = guard
             .as_mut()
             .ok_or_else(|| sqlx::Error::Protocol("the session was closed".into()))?;
-        // One statement at a time: the connection's lock is held until it ends.
-        self.in_flight.store(true, Ordering::Relaxed);
+        // One statement at a time: the connection's lock is held until it ends. One still in
+        // flight here was cut off (its future dropped): the driver finishes it before this one,
+        // unseen, so the session's state stays unknown for good.
+        if self.in_flight.swap(true, Ordering::Relaxed) {
+            self.unfit.store(true, Ordering::Relaxed);
+        }
         let outcome = panic_as_protocol_error(statement(&mut **connection)).await;
         self.in_flight.store(false, Ordering::Relaxed);
         let broken = matches!(

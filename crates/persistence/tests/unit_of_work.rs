@@ -136,8 +136,10 @@ async fn a_unit_that_goes_on_after_a_cut_off_call_commits_nothing() {
             )
             .await;
             assert!(cut_off.is_err(), "the create was not cut off: {cut_off:?}");
-            // The INSERT goes on as soon as the lock is free.
+            // The INSERT goes on as soon as the lock is free; the next call's statement waits
+            // for it, unseen.
             sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+            users.create(new_user(r"\school\heidi")).await?;
             Ok::<_, CreateUserError>(())
         })
         .await;
@@ -146,6 +148,7 @@ async fn a_unit_that_goes_on_after_a_cut_off_call_commits_nothing() {
         "{outcome:?}"
     );
     assert!(!find(&users, r"\school\grace").await);
+    assert!(!find(&users, r"\school\heidi").await);
     // The pool is healthy afterwards: the connection was replaced.
     users.create(new_user(r"\school\grace")).await.unwrap();
 }
