@@ -1177,7 +1177,8 @@ mod history {
     /// the service's role the rows of every table the owner creates, and with this one it could
     /// record a migration as applied (which `up` would then skip) or hide drift. Reading stays
     /// (`migration status` with the service's URL). Also mends databases migrated before this
-    /// rule. Fails if one is left (a run not as the owner cannot revoke).
+    /// rule. Fails if one is left, naming it (another role's column grant under a grant option
+    /// of the table's survives the owner's CASCADE).
     async fn owner_only(db: &impl ConnectionTrait) -> Result<(), DbErr> {
         let others = format!(
             r#"SELECT DISTINCT CASE WHEN acl.grantee = 0 THEN 'PUBLIC'
@@ -1195,16 +1196,18 @@ mod history {
                  AND acl.grantee <> class.relowner AND acl.privilege_type <> 'SELECT'"#
         );
         let left = format!(
-            r#"SELECT format('%s on %s to %s, granted by %s', acl.privilege_type,
-                             CASE WHEN attribute.attname IS NULL THEN 'the table'
-                                  ELSE 'column ' || attribute.attname END,
+            r#"SELECT format('%s on %s to %s, granted by %s', acl.privilege_type, acl.place,
                              CASE WHEN acl.grantee = 0 THEN 'PUBLIC'
                                   ELSE quote_ident(pg_get_userbyid(acl.grantee)) END,
                              quote_ident(pg_get_userbyid(acl.grantor)))
                FROM pg_class AS class
-               LEFT JOIN pg_attribute AS attribute
-                 ON attribute.attrelid = class.oid AND attribute.attacl IS NOT NULL
-               CROSS JOIN LATERAL aclexplode(coalesce(attribute.attacl, class.relacl)) AS acl
+               CROSS JOIN LATERAL (
+                   SELECT 'the table' AS place, (aclexplode(class.relacl)).*
+                   UNION ALL
+                   SELECT 'column ' || attribute.attname, (aclexplode(attribute.attacl)).*
+                   FROM pg_attribute AS attribute
+                   WHERE attribute.attrelid = class.oid AND attribute.attacl IS NOT NULL
+               ) AS acl
                WHERE class.oid = to_regclass('"{HISTORY_TABLE}"')
                  AND acl.grantee <> class.relowner AND acl.privilege_type <> 'SELECT'
                LIMIT 1"#
@@ -1222,8 +1225,8 @@ mod history {
                     EXECUTE format('REVOKE %s ON "{HISTORY_TABLE}" FROM %s CASCADE', privilege, grantee);
                 END LOOP;
                 IF EXISTS ({others}) THEN
-                    -- Table privileges are left only for a run that is not the owner; column ones
-                    -- also when another role granted them under a grant option of the table's.
+                    -- Left when another role granted a column privilege under a grant option of
+                    -- the table's: PostgreSQL keeps it against the owner's CASCADE.
                     SELECT ({left}) INTO remaining;
                     RAISE EXCEPTION '{HISTORY_TABLE} still lets a role other than its owner write it (%), which this run cannot revoke: run migrations as the owner, and revoke that grant as the role that made it', coalesce(remaining, 'a table privilege')
                         USING ERRCODE = 'insufficient_privilege';

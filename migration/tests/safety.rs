@@ -95,7 +95,7 @@ async fn fails_cleanly_while_users_is_locked(db: &TestDatabase, args: &[&str]) {
     let before = (schema_snapshot(&mut conn).await, status(&url));
 
     // ROW EXCLUSIVE (what any INSERT or UPDATE takes) conflicts with the ACCESS EXCLUSIVE an
-    // ALTER needs and the SHARE ROW EXCLUSIVE of CREATE or DROP TRIGGER.
+    // ALTER or DROP TRIGGER needs and the SHARE ROW EXCLUSIVE of CREATE TRIGGER.
     let mut holder = connect(db).await;
     let mut holding = holder.begin().await.unwrap();
     sqlx::query("LOCK TABLE users IN ROW EXCLUSIVE MODE")

@@ -247,6 +247,24 @@ fn a_password_file_next_to_pgpassword_is_refused_and_an_empty_url_password_is_no
     }
     let url = DatabaseUrl::parse("postgres://svc:@h/app").unwrap();
     assert!(url.password().is_none());
+
+    // As libpq reads them: an empty `password=` is an explicit empty password, which keeps
+    // PGPASSWORD out; an empty one after `user:` is none, which lets PGPASSWORD in.
+    let password = |url: &str| {
+        let connector = connector(&[("DATABASE_URL", url), ("PGPASSWORD", "from-env")]).unwrap();
+        connector
+            .password()
+            .unwrap()
+            .map(|password| password.expose_secret().to_owned())
+    };
+    assert_eq!(
+        password("postgres://svc@h/app?password=").as_deref(),
+        Some("")
+    );
+    assert_eq!(
+        password("postgres://svc:@h/app").as_deref(),
+        Some("from-env")
+    );
 }
 
 #[test]
