@@ -279,10 +279,15 @@ async fn a_checksum_column_left_empty_by_an_earlier_runner_is_adopted() {
     );
 }
 
-/// A column grant another role made under a grant option of the table's survives the owner's
-/// REVOKE ... CASCADE (PostgreSQL keeps it): the run stops, naming the grant and who made it.
-#[tokio::test]
-async fn a_write_grant_the_owner_cannot_revoke_stops_the_run_naming_it() {
+/// A database with the first fixture applied; its owner's connection, the fixtures' runner, a
+/// connection as the service's role and that role's name.
+async fn one_fixture_applied_and_service() -> (
+    TestDatabase,
+    migration::sea_orm::DatabaseConnection,
+    Runner,
+    sqlx::PgConnection,
+    String,
+) {
     let db = TestDatabase::empty().await.unwrap();
     let orm = owner_orm(&db);
     let runner = Runner::new(fixtures(false));
@@ -292,6 +297,14 @@ async fn a_write_grant_the_owner_cannot_revoke_stops_the_run_naming_it() {
         .fetch_one(&mut service)
         .await
         .unwrap();
+    (db, orm, runner, service, service_role)
+}
+
+/// A column grant another role made under a grant option of the table's survives the owner's
+/// REVOKE ... CASCADE (PostgreSQL keeps it): the run stops, naming the grant and who made it.
+#[tokio::test]
+async fn a_write_grant_the_owner_cannot_revoke_stops_the_run_naming_it() {
+    let (db, orm, runner, mut service, service_role) = one_fixture_applied_and_service().await;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "GRANT INSERT ON seaql_migrations TO \"{service_role}\" WITH GRANT OPTION"
     )))
@@ -447,15 +460,7 @@ async fn history_refused_to(service: &mut sqlx::PgConnection) {
 /// grants before this rule: the service's role cannot write it after a run.
 #[tokio::test]
 async fn the_service_role_cannot_write_the_migration_history() {
-    let db = TestDatabase::empty().await.unwrap();
-    let orm = owner_orm(&db);
-    let runner = Runner::new(fixtures(false));
-    runner.up(&orm, Some(1)).await.unwrap();
-    let mut service = connect_as_service(&db).await;
-    let service_role: String = sqlx::query_scalar("SELECT current_user::text")
-        .fetch_one(&mut service)
-        .await
-        .unwrap();
+    let (db, orm, runner, mut service, service_role) = one_fixture_applied_and_service().await;
     history_refused_to(&mut service).await;
     // As granted before the rule existed, to everyone, on columns, and passed on by a grantee:
     // the next run takes it all back.
