@@ -336,8 +336,29 @@ mod tests {
                 ("40P01", None),
                 Failure::Store(StoreError::Conflict(Conflict::Deadlock)),
             ),
+            (
+                ("23502", Some("users_password_hash_not_null")),
+                Failure::Rejected {
+                    rule: "users_password_hash_not_null".into(),
+                },
+            ),
+            (
+                ("23502", None),
+                Failure::Rejected {
+                    rule: "a table constraint".into(),
+                },
+            ),
+            (
+                ("22001", None),
+                Failure::Rejected {
+                    rule: "value too long for its column".into(),
+                },
+            ),
             (("55P03", None), store(LockTimeout)),
             (("57P01", None), store(ConnectionLost)),
+            (("57P02", None), store(ConnectionLost)),
+            (("57P03", None), store(Rejected)),
+            (("53300", None), store(Rejected)),
             (("57P05", None), store(ConnectionLost)),
             (("25P03", None), store(ConnectionLost)),
             (("25006", None), store(ReadOnly)),
@@ -411,6 +432,56 @@ mod tests {
         );
         let reset = sqlx::Error::Io(std::io::Error::from(ErrorKind::ConnectionReset));
         assert_eq!(from_sqlx(&reset), store(Unavailability::ConnectionLost));
+        for kind in [ErrorKind::TimedOut, ErrorKind::WouldBlock] {
+            let timed_out = sqlx::Error::Io(std::io::Error::from(kind));
+            assert_eq!(
+                from_sqlx(&timed_out),
+                store(Unavailability::Timeout),
+                "{kind}"
+            );
+        }
+    }
+
+    #[test]
+    fn driver_errors_map_to_their_reason() {
+        let cases = [
+            (sqlx::Error::PoolTimedOut, store(Unavailability::Timeout)),
+            (
+                sqlx::Error::PoolClosed,
+                store(Unavailability::ConnectionLost),
+            ),
+            (
+                sqlx::Error::WorkerCrashed,
+                store(Unavailability::ConnectionLost),
+            ),
+            (
+                sqlx::Error::Protocol("unexpected message".into()),
+                store(Unavailability::ConnectionLost),
+            ),
+            (
+                sqlx::Error::Tls("server does not support TLS".into()),
+                store(Unavailability::TlsNotOffered),
+            ),
+            (
+                sqlx::Error::Tls("something else".into()),
+                store(Unavailability::TlsHandshakeFailed(TlsFailure::Other)),
+            ),
+            (
+                sqlx::Error::Configuration("bad option".into()),
+                store(Unavailability::Rejected),
+            ),
+            (sqlx::Error::RowNotFound, Failure::NotFound),
+            (
+                sqlx::Error::Decode("bad bytes".into()),
+                Failure::Store(StoreError::Unexpected(
+                    "a stored value could not be decoded".into(),
+                )),
+            ),
+        ];
+        for (error, expected) in cases {
+            let shown = error.to_string();
+            assert_eq!(from_sqlx(&error), expected, "{shown}");
+        }
     }
 
     #[test]
