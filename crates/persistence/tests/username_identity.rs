@@ -315,3 +315,20 @@ async fn a_twin_is_taken_whichever_unique_index_finds_it() {
         CreateUserError::UsernameTaken
     );
 }
+
+/// A name the domain accepts but the database refuses (its identity would not fit an index
+/// entry) comes back as the rule the database named, not as an unexpected failure.
+#[tokio::test]
+async fn a_name_only_the_database_refuses_is_rejected_naming_its_rule() {
+    let (_test_db, _database, users) = repository().await;
+    let expanding = format!(r"\d\{}", "\u{fdfa}".repeat(100));
+    assert_eq!(
+        users
+            .create(common::new_user(&expanding))
+            .await
+            .unwrap_err(),
+        CreateUserError::Rejected {
+            rule: "ck_users_username_identity_length".into()
+        }
+    );
+}
