@@ -380,7 +380,18 @@ mod tests {
             ("DATABASE_IO_THREADS", "0"),
         ])
         .unwrap_err();
-        assert_eq!(problems.0.len(), 4, "{problems}"); // MIN_CONNECTIONS 5 > MAX 0 too
+        let variables: Vec<_> = problems.0.iter().map(|p| p.variable.as_str()).collect();
+        // MIN_CONNECTIONS's default 5 exceeds a maximum of 0.
+        assert_eq!(
+            variables,
+            [
+                "DATABASE_MAX_CONNECTIONS",
+                "DATABASE_MIN_CONNECTIONS",
+                "DATABASE_STATEMENT_TIMEOUT_MS",
+                "DATABASE_IO_THREADS"
+            ],
+            "{problems}"
+        );
     }
 
     #[test]

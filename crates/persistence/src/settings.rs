@@ -346,6 +346,9 @@ mod tests {
         settings.pool.io_threads = 0;
         settings.pool.idle_timeout = Duration::ZERO;
         settings.pool.max_lifetime = Duration::ZERO;
+        settings.pool.acquire_timeout = Duration::ZERO;
+        // 0 is PostgreSQL's "wait for ever".
+        settings.pool.lock_timeout = Duration::ZERO;
         let mut huge = load(&[]).unwrap();
         huge.pool.max_connections = u32::MAX;
         let problems = huge.problems().to_string();
@@ -364,11 +367,20 @@ mod tests {
             [
                 "DATABASE_MAX_CONNECTIONS",
                 "DATABASE_MIN_CONNECTIONS",
+                "DATABASE_ACQUIRE_TIMEOUT_MS",
                 "DATABASE_IDLE_TIMEOUT_SECS",
                 "DATABASE_MAX_LIFETIME_SECS",
                 "DATABASE_STATEMENT_TIMEOUT_MS",
+                "DATABASE_LOCK_TIMEOUT_MS",
                 "DATABASE_IO_THREADS"
             ]
+        );
+        let mut too_long = load(&[]).unwrap();
+        too_long.pool.lock_timeout = Duration::from_millis(2_147_483_648);
+        let problems = too_long.problems().to_string();
+        assert!(
+            problems.starts_with("DATABASE_LOCK_TIMEOUT_MS must be from 1 to 2147483647"),
+            "{problems}"
         );
     }
 
