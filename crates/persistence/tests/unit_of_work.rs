@@ -93,7 +93,7 @@ async fn an_error_after_the_first_write_leaves_nothing() {
         })
         .await;
     assert!(
-        matches!(&outcome, Err(CreateUserError::Store(StoreError::Unexpected(why))) if why.contains("nothing was written")),
+        matches!(&outcome, Err(CreateUserError::Store(StoreError::Unexpected(why))) if why.contains("failed and the unit went on")),
         "{outcome:?}"
     );
     assert!(!find(&users, r"\school\erin").await);
