@@ -437,16 +437,29 @@ mod tests {
             let reparsed = Username::parse(decomposed).unwrap();
             prop_assert_eq!(reparsed.as_str(), candidate.as_str());
         }
+    }
 
-        #[test]
-        fn whatever_is_accepted_matches_the_seed_regex_in_nfc(candidate in any::<String>()) {
-            if let Ok(parsed) = Username::parse(candidate.clone()) {
-                let composed: String = candidate.nfc().collect();
-                prop_assert_eq!(parsed.as_str(), composed.as_str());
-                prop_assert!(composed.starts_with('\\'));
-                prop_assert_eq!(composed.matches('\\').count(), 2);
-                prop_assert!(!composed.starts_with(r"\\") && !composed.ends_with('\\'));
-            }
-        }
+    /// Any string is too seldom a name to test this with (two backslashes in the right places):
+    /// strings near the shape are, often enough that the test counts its accepted cases.
+    #[test]
+    fn whatever_is_accepted_matches_the_seed_regex_in_nfc() {
+        use proptest::test_runner::{Config, TestRunner};
+        let near_the_shape =
+            r"\\?\\?[a-zA-Z\u{301}\u{200b} \PC]{0,8}\\?\\?[a-zA-Z\u{301} \PC]{0,8}\\?";
+        let accepted = std::cell::Cell::new(0_u32);
+        TestRunner::new(Config::with_cases(2000))
+            .run(&near_the_shape, |candidate| {
+                if let Ok(parsed) = Username::parse(candidate.clone()) {
+                    accepted.set(accepted.get() + 1);
+                    let composed: String = candidate.nfc().collect();
+                    prop_assert_eq!(parsed.as_str(), composed.as_str());
+                    prop_assert!(composed.starts_with('\\'));
+                    prop_assert_eq!(composed.matches('\\').count(), 2);
+                    prop_assert!(!composed.starts_with(r"\\") && !composed.ends_with('\\'));
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert!(accepted.get() >= 100, "only {} accepted", accepted.get());
     }
 }
