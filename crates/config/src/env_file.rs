@@ -14,10 +14,12 @@ pub enum EnvFileError {
     Untrusted(String),
 }
 
+/// Group write counts too, as for a secret file: a `.env` names the secret files to send and
+/// where to send them, so whoever may write it may read any file this user can.
 #[cfg(unix)]
 fn writable_by_others(metadata: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    metadata.permissions().mode() & 0o002 != 0
+    metadata.permissions().mode() & 0o022 != 0
 }
 
 #[cfg(not(unix))]
@@ -31,7 +33,7 @@ const MAX_ENV_FILE_BYTES: u64 = 1024 * 1024;
 /// The variables of `dir/.env`, in file order; none when there is no such file. Only that
 /// folder is looked at, never its parents: a `.env` is per checkout, and a parent folder's may
 /// belong to another project. A `.env` chooses where a binary connects and which secret files it
-/// sends, so one that belongs to another user (other than root) or that others may write is
+/// sends, so one that belongs to another user (other than root) or that group or others may write is
 /// refused: run in a shared folder such as /tmp, a binary must not take a stranger's settings.
 pub fn read_env_file(dir: &Path) -> Result<Vec<(String, String)>, EnvFileError> {
     let path = dir.join(".env");
@@ -52,7 +54,7 @@ pub fn read_env_file(dir: &Path) -> Result<Vec<(String, String)>, EnvFileError> 
     }
     if writable_by_others(&metadata) {
         return Err(EnvFileError::Untrusted(
-            "may be written by other users: chmod o-w .env".into(),
+            "may be written by its group or other users: chmod go-w .env".into(),
         ));
     }
     let mut text = String::new();
@@ -144,8 +146,18 @@ mod tests {
         let path = dir.path().join(".env");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o646)).unwrap();
         let error = read_env_file(dir.path()).unwrap_err().to_string();
-        assert!(error.contains("written by other users"), "{error}");
+        assert!(
+            error.contains("written by its group or other users"),
+            "{error}"
+        );
+        // Group write too (a checkout made under umask 002): the group is not this user.
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let error = read_env_file(dir.path()).unwrap_err().to_string();
+        assert!(
+            error.contains("written by its group or other users"),
+            "{error}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert_eq!(read_env_file(dir.path()).unwrap().len(), 1);
 
         if nix::unistd::geteuid().is_root() {
