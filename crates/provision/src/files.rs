@@ -58,9 +58,20 @@ impl ServerUser {
         self.other.map_or_else(ours, |(uid, _)| uid)
     }
 
-    /// `program`, to be run as this user (from `/`, which every user may enter).
+    /// `program`, to be run as this user (from `/`, which every user may enter), with none of
+    /// our environment but `PATH` and `TZ`: ours may hold passwords (`PGPASSWORD`, URLs, CI's
+    /// tokens), and a server's environment is readable by whoever runs code as its user.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         let mut command = Command::new(program);
+        #[cfg(unix)]
+        {
+            command.env_clear();
+            for kept in ["PATH", "TZ"] {
+                if let Some(value) = std::env::var_os(kept) {
+                    command.env(kept, value);
+                }
+            }
+        }
         #[cfg(unix)]
         if let Some((uid, gid)) = self.other {
             use std::os::unix::process::CommandExt;

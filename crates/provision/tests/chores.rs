@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use counseling_provision::binaries::locate_binaries;
+use counseling_provision::files::ServerUser;
 use counseling_provision::password::generate_password;
 use counseling_provision::url::{local_url, with_database};
 use counseling_provision::wait::{eventually, wait_until};
@@ -89,6 +90,30 @@ fn nothing_is_written_in_a_folder_of_another_user() {
     assert!(error.to_string().contains("another user"), "{error}");
     assert!(append_log(&theirs.join("log")).is_err());
     assert!(private_folder(&theirs.join("sub")).is_err());
+}
+
+/// Cargo gives a test its `CARGO_*` variables: a server's user sees none of them, only `PATH`.
+#[cfg(unix)]
+#[test]
+fn a_servers_command_gets_none_of_our_environment_but_path() {
+    assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+    let output = ServerUser::of_this_process()
+        .unwrap()
+        .command("/usr/bin/env")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let names: Vec<String> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.split_once('=').map(|(name, _)| name.to_owned()))
+        .collect();
+    let allowed = ["PATH", "TZ"];
+    assert!(
+        names.iter().all(|name| allowed.contains(&name.as_str())),
+        "{names:?}"
+    );
+    assert!(names.iter().any(|name| name == "PATH"), "{names:?}");
 }
 
 #[test]
