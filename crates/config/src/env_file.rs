@@ -14,19 +14,6 @@ pub enum EnvFileError {
     Untrusted(String),
 }
 
-/// Group write counts too, as for a secret file: a `.env` names the secret files to send and
-/// where to send them, so whoever may write it may read any file this user can.
-#[cfg(unix)]
-fn writable_by_others(metadata: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    metadata.permissions().mode() & 0o022 != 0
-}
-
-#[cfg(not(unix))]
-fn writable_by_others(_metadata: &std::fs::Metadata) -> bool {
-    false
-}
-
 /// The most a `.env` may hold: settings, not data.
 const MAX_ENV_FILE_BYTES: u64 = 1024 * 1024;
 
@@ -52,7 +39,9 @@ pub fn read_env_file(dir: &Path) -> Result<Vec<(String, String)>, EnvFileError> 
             "belongs to another user (uid {owner}); it must be yours or root's"
         )));
     }
-    if writable_by_others(&metadata) {
+    // Group write counts too, as for a secret file: whoever may write a `.env` names the
+    // secret files to send and where to send them.
+    if trusted_file::writable_by_group_or_others(&metadata) {
         return Err(EnvFileError::Untrusted(
             "may be written by its group or other users: chmod go-w .env".into(),
         ));

@@ -32,3 +32,17 @@ pub(crate) fn foreign_owner(metadata: &Metadata) -> Option<u32> {
 pub(crate) fn foreign_owner(_metadata: &Metadata) -> Option<u32> {
     None
 }
+
+/// Whether `metadata`'s file may be written by its group or by other users (who would then
+/// choose what it says).
+#[cfg(unix)]
+pub(crate) fn writable_by_group_or_others(metadata: &Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    metadata.permissions().mode() & 0o022 != 0
+}
+
+/// Windows has no mode bits; its ACLs are not read.
+#[cfg(not(unix))]
+pub(crate) fn writable_by_group_or_others(_metadata: &Metadata) -> bool {
+    false
+}

@@ -3,13 +3,40 @@
 //! connection failure at the first request. Errors name the file (paths are not secret) and never
 //! show what it holds.
 
+use std::io::Read;
 use std::path::Path;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::trusted_file;
+
+/// Reads a TLS file under the rule for every file that configures us (as a secret file): a
+/// regular file of this user's or root's that neither its group nor others may write. Whoever
+/// could write the CA file would choose which server the service trusts with its password.
 fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|error| format!("cannot read {}: {}", path.display(), error.kind()))
+    let shown = path.display();
+    let unreadable = |error: std::io::Error| format!("cannot read {shown}: {}", error.kind());
+    let mut file = trusted_file::open(path).map_err(unreadable)?;
+    let metadata = file.metadata().map_err(unreadable)?;
+    if !metadata.is_file() {
+        return Err(format!("{shown} is not a regular file"));
+    }
+    if let Some(owner) = trusted_file::foreign_owner(&metadata) {
+        return Err(format!(
+            "{shown} belongs to another user (uid {owner}): it must be this service's user's \
+             or root's"
+        ));
+    }
+    if trusted_file::writable_by_group_or_others(&metadata) {
+        return Err(format!(
+            "{shown} may be written by its group or other users: whoever can write it chooses \
+             whom the service trusts; allow at most 0644"
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(unreadable)?;
+    Ok(bytes)
 }
 
 fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -110,6 +137,55 @@ mod tests {
                 assert!(error.contains(&format!("{mode:04o}")), "{error}");
             }
         }
+    }
+
+    /// A CA file, certificate or key another user owns, or that its group or others may
+    /// write, is refused naming it, before its contents are looked at.
+    #[test]
+    fn a_tls_file_others_control_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ca.crt");
+        std::fs::write(&file, "not PEM\n").unwrap();
+        let set = |mode: u32| {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        let shown = file.display().to_string();
+        for mode in [0o664, 0o646, 0o620] {
+            set(mode);
+            for check in [check_ca_file, check_certificate_file, check_key_file] {
+                let error = check(&file).unwrap_err();
+                // The key's own rule (libpq's) may speak first; either names the file.
+                assert!(error.contains(&shown), "{mode:o}: {error}");
+                assert!(!error.contains("PEM"), "{mode:o}: {error}");
+            }
+            let error = check_ca_file(&file).unwrap_err();
+            assert!(
+                error.contains("written by its group or other users"),
+                "{error}"
+            );
+        }
+        set(0o644);
+        assert!(
+            check_ca_file(&file)
+                .unwrap_err()
+                .contains("no PEM certificate")
+        );
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&file, Some(65534), None).unwrap();
+            let error = check_ca_file(&file).unwrap_err();
+            assert!(
+                error.contains("belongs to another user (uid 65534)"),
+                "{error}"
+            );
+        }
+        std::fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink("/dev/null", &file).unwrap();
+        assert!(
+            check_ca_file(&file)
+                .unwrap_err()
+                .contains("not a regular file")
+        );
     }
 
     fn nix_uid_is_root(path: &Path) -> bool {
