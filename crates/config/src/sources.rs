@@ -151,6 +151,24 @@ impl Sources {
             .flatten()
     }
 
+    /// libpq's variables (`PG*`) alone, with their origins: what a [`crate::DatabaseTarget`]
+    /// keeps for as long as it lives, and nothing else (`.env` holds other roles' passwords).
+    pub fn libpq_variables(&self) -> Self {
+        let libpq = |name: &String| name.starts_with("PG");
+        Self {
+            variables: (self.variables.iter())
+                .filter(|(name, _)| libpq(name))
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect(),
+            from_environment: self
+                .from_environment
+                .iter()
+                .filter(|n| libpq(n))
+                .cloned()
+                .collect(),
+        }
+    }
+
     /// Where the variable's value comes from, if it is set.
     pub fn origin(&self, name: &str) -> Option<Origin> {
         self.variables.contains_key(name).then(|| {

@@ -93,7 +93,8 @@ pub struct DatabaseTarget {
     password_file: Option<(&'static str, PathBuf)>,
     mode_override: Option<SslMode>,
     root_cert_override: Option<SslRootCert>,
-    /// Where libpq's `PG*` variables are read; `None`: nowhere (URLs built by our own tools).
+    /// Where libpq's `PG*` variables are read (those alone: the target lives as long as the
+    /// service); `None`: nowhere (URLs built by our own tools).
     environment: Option<Sources>,
     /// Said once at start (loose secret-file modes), never a value.
     warnings: Vec<String>,
@@ -214,7 +215,7 @@ impl DatabaseTarget {
                 password_file: password_file.map(|path| (variables.password_file, path)),
                 mode_override,
                 root_cert_override,
-                environment: Some(sources.clone()),
+                environment: Some(sources.libpq_variables()),
                 warnings,
             }),
             _ => Err(problems),

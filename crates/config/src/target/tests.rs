@@ -561,3 +561,35 @@ fn tls_problems_and_overrides_are_named_by_their_variable() {
     .unwrap();
     assert_eq!(c.tls().mode(), SslMode::VerifyFull);
 }
+
+/// A target keeps libpq's variables, which it reads at every resolve, and no other value of
+/// `.env` or the environment: not compose's superuser password, nor the owner's URL.
+#[test]
+fn a_target_keeps_only_libpq_variables() {
+    let sources = Sources::layered(
+        [
+            (
+                "POSTGRES_PASSWORD".to_owned(),
+                "superuser-secret".to_owned(),
+            ),
+            ("PGAPPNAME".to_owned(), "from-dotenv".to_owned()),
+        ],
+        [
+            (
+                "DATABASE_URL".to_owned(),
+                "postgres://u:p@db/app".to_owned(),
+            ),
+            (
+                "DATABASE_OWNER_URL".to_owned(),
+                "postgres://o:owner-secret@db/app".to_owned(),
+            ),
+            ("PGCONNECT_TIMEOUT".to_owned(), "5".to_owned()),
+        ],
+    );
+    let target = DatabaseTarget::from_sources(&sources, Role::Service).unwrap();
+    let kept = format!("{:?}", target.environment);
+    assert_eq!(kept, r#"Some({"PGAPPNAME", "PGCONNECT_TIMEOUT"})"#);
+    // What is kept still reads as before: PGAPPNAME from `.env` is refused, as libpq ignores it.
+    let problems = target.resolve(&session()).unwrap_err();
+    assert_eq!(variables(&problems), ["PGAPPNAME"]);
+}
