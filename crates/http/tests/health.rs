@@ -227,3 +227,20 @@ async fn a_black_holed_database_gives_503_within_the_timeout() {
     }
     drop(black_hole);
 }
+
+/// The reasons a running server refuses a session are told apart in the body (fixed text, never
+/// the name or password given): a database that does not exist, a wrong password.
+#[tokio::test]
+async fn a_missing_database_and_a_wrong_password_give_their_own_reason() {
+    let db = TestDatabase::migrated().await.unwrap();
+    for (parameter, value, reason) in [
+        ("dbname", "no_such_database", "database does not exist"),
+        ("password", "not-the-password", "authentication failed"),
+    ] {
+        let port = spawn_app(&db.url_with(&[(parameter, value)]), &[]);
+        let reply = get(port, "/health", None).await;
+        assert_eq!(reply.status, 503, "{parameter}: {}", reply.body);
+        assert_eq!(reply.json()["error"], reason, "{parameter}");
+        assert!(!reply.body.contains(value), "{}", reply.body);
+    }
+}
