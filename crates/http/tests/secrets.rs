@@ -90,5 +90,7 @@ async fn a_rotated_password_file_is_used_by_new_connections_without_a_restart() 
         .unwrap()
         .connect_options();
     old = old.password(&old_password);
-    assert!(PgConnection::connect_with(&old).await.is_err());
+    let refused = PgConnection::connect_with(&old).await.unwrap_err();
+    let code = refused.as_database_error().and_then(|error| error.code());
+    assert_eq!(code.as_deref(), Some("28P01"), "{refused}");
 }

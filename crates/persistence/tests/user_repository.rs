@@ -120,13 +120,14 @@ async fn set_blocked_changes_the_flag_and_bumps_updated_at() {
 async fn update_password_hash_replaces_it() {
     let (_db, _database, users) = repository().await;
     let dave = users.create(new_user(r"\school\dave")).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let new_hash = PasswordHash::parse(OTHER_HASH).unwrap();
     let updated = users
         .update_password_hash(dave.id, new_hash.clone())
         .await
         .unwrap();
     assert_eq!(updated.password_hash, new_hash);
-    assert!(updated.updated_at >= dave.updated_at);
+    assert!(updated.updated_at > dave.updated_at);
     assert_eq!(
         users
             .find_by_id(dave.id)
