@@ -133,6 +133,11 @@ async fn up_over_verify_full_tls() {
         Some(&db.owner_url_with(&[("sslmode", "disable")])),
     );
     assert_eq!(plain.status.code(), Some(1), "{}", text(&plain.stderr));
+    assert!(
+        text(&plain.stderr).contains("pg_hba.conf"),
+        "{}",
+        text(&plain.stderr)
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let other = untrusted_ca_file(dir.path(), "other.pem").unwrap();
@@ -143,6 +148,11 @@ async fn up_over_verify_full_tls() {
     let wrong = db.owner_url_with(&other_ca);
     let status = migration(&["status"], Some(&wrong));
     assert_eq!(status.status.code(), Some(1), "{}", text(&status.stderr));
+    assert!(
+        text(&status.stderr).contains("UnknownIssuer"),
+        "{}",
+        text(&status.stderr)
+    );
     assert!(!text(&status.stderr).contains(cluster.password()));
 
     // The service's overrides apply here too: a URL without TLS parameters (plain `prefer`
@@ -161,6 +171,11 @@ async fn up_over_verify_full_tls() {
     };
     let refused = overridden(&other);
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("UnknownIssuer"),
+        "{}",
+        text(&refused.stderr)
+    );
     let verified = overridden(&root);
     assert!(verified.status.success(), "{}", text(&verified.stderr));
 
@@ -177,6 +192,11 @@ async fn up_over_verify_full_tls() {
     };
     let refused = from_libpq_environment(&other);
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("UnknownIssuer"),
+        "{}",
+        text(&refused.stderr)
+    );
     let verified = from_libpq_environment(&root);
     assert!(verified.status.success(), "{}", text(&verified.stderr));
     // `system` is the public roots (the driver alone would look for a file named "system"),
