@@ -206,3 +206,21 @@ fn a_password_file_others_may_read_is_used_and_said_once() {
     );
     assert!(!output.contains("pa55-word"), "{output}");
 }
+
+/// A port another program holds is a failure at run time (exit 1) that names the address, with
+/// no panic and no database needed.
+#[test]
+fn a_port_already_taken_exits_1_naming_the_address() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port().to_string();
+    let (status, output) = run_to_exit(&[
+        ("DATABASE_URL", "postgres://u:p@127.0.0.1:1/db"),
+        ("APP_PORT", &port),
+    ]);
+    assert_eq!(status.code(), Some(1), "{output}");
+    assert!(
+        output.contains(&format!("could not listen on 127.0.0.1:{port}")),
+        "{output}"
+    );
+    assert!(!output.contains("panicked"), "{output}");
+}
