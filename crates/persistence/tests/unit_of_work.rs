@@ -342,3 +342,54 @@ async fn a_rolled_back_connection_goes_back_to_the_pool_clean_and_is_reused() {
     // And it still works as the only connection: the trigger's effects only come with a write.
     users.create(new_user(r"\school\grace")).await.unwrap();
 }
+
+/// Two units that take the same two rows in opposite order: PostgreSQL breaks the deadlock by
+/// failing one of them, which comes back as a retryable conflict with nothing of it written,
+/// while the other commits both its writes.
+#[tokio::test]
+async fn a_deadlock_fails_one_unit_as_a_retryable_conflict_and_the_other_commits() {
+    use counseling_domain::{Conflict, PasswordHash, UpdateUserError};
+    let (_db, database, users) = repository().await;
+    let first = users.create(new_user(r"\school\first")).await.unwrap().id;
+    let second = users.create(new_user(r"\school\second")).await.unwrap().id;
+    let both_hold_one = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+    // One unit blocks both users, first then second; the other gives both a new password
+    // hash, second then first.
+    let unit = |blocks: bool| {
+        let both_hold_one = both_hold_one.clone();
+        let order = if blocks {
+            [first, second]
+        } else {
+            [second, first]
+        };
+        database.transaction(move |unit| async move {
+            let users = unit.users();
+            for (step, id) in order.into_iter().enumerate() {
+                if step == 1 {
+                    both_hold_one.wait().await;
+                }
+                if blocks {
+                    users.set_blocked(id, true).await?;
+                } else {
+                    let hash = PasswordHash::parse(common::OTHER_HASH).unwrap();
+                    users.update_password_hash(id, hash).await?;
+                }
+            }
+            Ok::<_, UpdateUserError>(())
+        })
+    };
+    let (blocking, rehashing) = tokio::join!(unit(true), unit(false));
+    let deadlock = UpdateUserError::Store(StoreError::Conflict(Conflict::Deadlock));
+    let blocking_won = blocking.is_ok();
+    match (&blocking, &rehashing) {
+        (Ok(()), Err(lost)) | (Err(lost), Ok(())) if *lost == deadlock => {}
+        outcomes => panic!("one unit must commit, the other fail on the deadlock: {outcomes:?}"),
+    }
+    assert!(matches!(&deadlock, UpdateUserError::Store(store) if store.is_retryable()));
+    // Both rows carry the winner's writes, and neither the loser's.
+    for id in [first, second] {
+        let user = users.find_by_id(id).await.unwrap().unwrap();
+        let rehashed = user.password_hash == PasswordHash::parse(common::OTHER_HASH).unwrap();
+        assert_eq!((user.is_blocked, rehashed), (blocking_won, !blocking_won));
+    }
+}
