@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use counseling_domain::StoreError;
+use counseling_domain::{StoreError, Unavailability};
 use counseling_http::coalesced_ping::CoalescedPing;
 use counseling_persistence::Database;
 use counseling_testkit::fixtures::eventually;
@@ -57,7 +57,10 @@ async fn coalesced_checks_keep_one_round_trip_in_flight_and_answer_within_the_ti
     for caller in storm {
         let (outcome, took) = caller.await.unwrap();
         assert!(
-            matches!(outcome, Err(StoreError::Unavailable(_))),
+            matches!(
+                outcome,
+                Err(StoreError::Unavailable(Unavailability::Timeout))
+            ),
             "{outcome:?}"
         );
         assert!(
