@@ -551,6 +551,20 @@ async fn a_connection_given_back_after_close_began_says_goodbye() {
         !log.contains("unexpected EOF on client connection"),
         "a connection was dropped instead of closed:\n{log}"
     );
+    // The control: a session of the same role and database dropped without Terminate is
+    // logged, so the absence above means something.
+    let dropped = sea_orm::sqlx::PgConnection::connect(&test_db.url())
+        .await
+        .unwrap();
+    drop(dropped);
+    let logged = async || {
+        std::fs::read_to_string(cluster.log_path())
+            .unwrap()
+            .contains("unexpected EOF on client connection")
+    };
+    eventually("the dropped session logged", Duration::from_secs(5), logged)
+        .await
+        .unwrap();
 }
 
 /// The keeper refills the minimum without taking the idle connections from callers, even while
