@@ -52,6 +52,19 @@ async fn stopped_database_gives_503_within_2s_and_restart_gives_200_within_5s() 
     wait_for_status(&api.url("/health"), 200, Duration::from_secs(5));
     // Still the same process: it recovered by itself.
     assert!(api.child.try_wait().unwrap().is_none());
+
+    // The change is logged once each way, not at every probe.
+    for _ in 0..3 {
+        let (status, body) = get_json(&api.url("/health"), Duration::from_secs(5)).unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    let lines = |text: &str| api.output().lines().filter(|l| l.contains(text)).count();
+    eventually("the recovery logged", Duration::from_secs(2), async || {
+        lines("database healthy again") == 1
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}:\n{}", api.output()));
+    assert!(lines("database unhealthy") >= 1, "{}", api.output());
 }
 
 #[tokio::test]
