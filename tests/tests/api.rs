@@ -173,7 +173,10 @@ async fn a_second_signal_stops_at_once_and_exits_1() {
     cluster.freeze().unwrap();
 
     let url = api.url("/health");
-    let slow = std::thread::spawn(move || get_json(&url, Duration::from_secs(30)));
+    let slow = std::thread::spawn(move || {
+        let started = Instant::now();
+        (get_json(&url, Duration::from_secs(30)), started.elapsed())
+    });
     std::thread::sleep(Duration::from_millis(500));
     api.signal(Signal::SIGTERM);
     // Soon after: only a Ctrl-C right after a Ctrl-C is taken for the same request.
@@ -189,8 +192,12 @@ async fn a_second_signal_stops_at_once_and_exits_1() {
         api.output()
     );
     // Cut, or answered 503 as its check lost the pool: either way not left to its 20 s.
-    let reply = slow.join().unwrap();
+    let (reply, took) = slow.join().unwrap();
     assert!(!matches!(reply, Ok((200, _))), "{reply:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "the request took {took:?}: {reply:?}"
+    );
     cluster.thaw().unwrap();
 }
 
