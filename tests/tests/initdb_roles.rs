@@ -206,8 +206,14 @@ async fn the_roles_script_refuses_to_run_without_passwords() {
             "{stderr}"
         );
     }
+    // Neither: the first check stops the script.
     let output = psql(&cluster, db.name(), &roles, &[]);
     assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("POSTGRES_OWNER_PASSWORD is not set"),
+        "{stderr}"
+    );
 }
 
 /// Statements the service's role ran, as `pg_stat_statements` shows them to that role, with
