@@ -158,6 +158,8 @@ fn a_client_key_others_can_read_exits_2_naming_the_file() {
     let issued = ca.issue_client("svc").unwrap();
     let (cert, key) = (dir.path().join("client.crt"), dir.path().join("client.key"));
     std::fs::write(&cert, &issued.certificate_pem).unwrap();
+    // Not group-writable whatever the umask: only the key's mode is under test.
+    std::fs::set_permissions(&cert, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::write(&key, &issued.key_pem).unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let url = format!(

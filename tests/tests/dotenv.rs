@@ -11,6 +11,13 @@ use counseling_testkit::TestDatabase;
 
 fn write_env(dir: &std::path::Path, text: &str) {
     std::fs::write(dir.join(".env"), text).unwrap();
+    // Not group-writable whatever the umask (002 would be refused).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let private = std::fs::Permissions::from_mode(0o600);
+        std::fs::set_permissions(dir.join(".env"), private).unwrap();
+    }
 }
 
 /// Runs `migration status` in `dir` with an otherwise empty environment.

@@ -90,7 +90,14 @@ mod tests {
 
     fn folder_with(env: &str) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(".env"), env).unwrap();
+        let path = dir.path().join(".env");
+        std::fs::write(&path, env).unwrap();
+        // Not group-writable whatever the umask (002 would be refused).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         dir
     }
 

@@ -78,7 +78,7 @@ pub fn read_secret_file(path: &Path) -> Result<SecretRead, String> {
 fn check_mode(path: &Path, metadata: &std::fs::Metadata) -> Result<Option<String>, String> {
     use std::os::unix::fs::PermissionsExt;
     let mode = metadata.permissions().mode() & 0o777;
-    if mode & 0o022 != 0 {
+    if trusted_file::writable_by_group_or_others(metadata) {
         return Err(format!(
             "{} may be written by group or others (mode {mode:04o}): whoever can write it \
              chooses the secret; allow at most 0644, better 0600",

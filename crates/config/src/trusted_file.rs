@@ -1,8 +1,9 @@
-//! Opening the files that configure a binary (`.env`, secret files) so that what is checked is
-//! what is read: opened once, without blocking (a FIFO put in a file's place must not hang a
-//! connect), then checked on the open file. Whoever owns such a file, or may write it, chooses
-//! where the service connects or which secret it sends; so it must belong to this process's user
-//! or to root (as Kubernetes and Docker mount secrets).
+//! Opening the files that configure a binary (`.env`, secret files, TLS files) so that what is
+//! checked is what is read: opened once, without blocking (a FIFO put in a file's place must not
+//! hang a connect), then checked on the open file. Whoever owns such a file, or may write it,
+//! chooses where the service connects or which secret it sends; so it must belong to this
+//! process's user or to root (as Kubernetes and Docker mount secrets). (TLS files are checked so
+//! at start; the driver reads them again by path at each new connection.)
 
 use std::fs::{File, Metadata};
 use std::path::Path;

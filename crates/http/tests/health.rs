@@ -211,7 +211,7 @@ async fn many_probes_while_the_database_is_down_all_answer_within_the_timeout() 
             assert_eq!(reply.json()["error"], reason);
         }
         assert!(
-            started.elapsed() < Duration::from_millis(2500),
+            started.elapsed() < Duration::from_secs(3),
             "{reason}: {:?}",
             started.elapsed()
         );

@@ -80,6 +80,9 @@ impl Checkout {
 
     fn write_env(&self, env: &str) {
         std::fs::write(self.root().join(".env"), env).unwrap();
+        // Not group-writable whatever the umask (002 would be refused).
+        let private = std::fs::Permissions::from_mode(0o600);
+        std::fs::set_permissions(self.root().join(".env"), private).unwrap();
     }
 
     fn local_postgres(&self, command: &str) -> Output {

@@ -156,6 +156,13 @@ async fn verify_full_checks_each_hosts_own_name() {
     let mut pem = std::fs::read_to_string(&a.tls_files().unwrap().root_cert).unwrap();
     pem.push_str(&std::fs::read_to_string(&b.tls_files().unwrap().root_cert).unwrap());
     std::fs::write(&bundle, pem).unwrap();
+    // Not group-writable whatever the umask (002 would be refused).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::Permissions::from_mode(0o644);
+        std::fs::set_permissions(&bundle, mode).unwrap();
+    }
     let url = |first: &str| {
         format!(
             "postgres://{credentials}@{first}:{},127.0.0.1:{}/postgres?sslmode=verify-full&sslrootcert={}",

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use counseling_provision::binaries::locate_binaries;
+#[cfg(unix)]
 use counseling_provision::files::ServerUser;
 use counseling_provision::password::generate_password;
 use counseling_provision::url::{local_url, with_database};

@@ -268,13 +268,23 @@ mod tests {
     const URL_MODE: TlsSource = TlsSource::Url("sslmode");
     const URL_ROOT: TlsSource = TlsSource::Url("sslrootcert");
 
+    /// Writes `path`, not group-writable whatever the umask (002 would be refused).
+    fn write_file(path: &std::path::Path, contents: impl AsRef<[u8]>) {
+        std::fs::write(path, contents).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+
     /// A file holding garbage, and a CA bundle (the public roots), in a folder of this test.
     fn files() -> (tempfile::TempDir, String, String) {
         let dir = tempfile::tempdir().unwrap();
         let garbage = dir.path().join("garbage.pem");
-        std::fs::write(&garbage, "not a certificate\n").unwrap();
+        write_file(&garbage, "not a certificate\n");
         let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, super::super::roots::public_roots_pem()).unwrap();
+        write_file(&ca, super::super::roots::public_roots_pem());
         let path = |path: std::path::PathBuf| path.to_str().unwrap().to_owned();
         (dir, path(garbage), path(ca))
     }
@@ -554,11 +564,10 @@ mod tests {
     fn malformed_ca_files_are_named() {
         let (dir, garbage, _) = files();
         let truncated = dir.path().join("truncated.pem");
-        std::fs::write(
+        write_file(
             &truncated,
             "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
-        )
-        .unwrap();
+        );
         for (file, expected) in [
             (garbage.as_str(), "holds no PEM certificate"),
             (truncated.to_str().unwrap(), "not a valid CA"),
