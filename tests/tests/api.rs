@@ -203,6 +203,36 @@ async fn a_second_signal_stops_at_once_and_exits_1() {
     cluster.thaw().unwrap();
 }
 
+/// `APP_SHUTDOWN_TIMEOUT_SECS` bounds the drain: a request still waiting on a frozen server
+/// (its check may take 20 s) is given up after 1 s, the pool's close after its own 3 s (the
+/// check still holds a connection, which is said), and the process exits 0 long before 20 s.
+#[tokio::test]
+async fn the_shutdown_timeout_bounds_the_drain() {
+    let (cluster, _db, mut api) = healthy_api(&[
+        ("HEALTH_TIMEOUT_MS", "20000"),
+        ("APP_SHUTDOWN_TIMEOUT_SECS", "1"),
+    ])
+    .await;
+    cluster.freeze().unwrap();
+    let url = api.url("/health");
+    let slow = std::thread::spawn(move || get_json(&url, Duration::from_secs(30)));
+    std::thread::sleep(Duration::from_millis(500));
+    let signalled = Instant::now();
+    api.signal(Signal::SIGTERM);
+    let exit = api.wait_exit(Duration::from_secs(12));
+    let took = signalled.elapsed();
+    assert_eq!(exit.code(), Some(0), "{}", api.output());
+    assert!(took >= Duration::from_secs(1), "no drain at all: {took:?}");
+    assert!(
+        api.output()
+            .contains("database connections did not close in time"),
+        "{}",
+        api.output()
+    );
+    assert!(!matches!(slow.join().unwrap(), Ok((200, _))));
+    cluster.thaw().unwrap();
+}
+
 /// The service's sessions on `db`, as the server counts them.
 async fn service_sessions(admin: &mut PgConnection, db: &TestDatabase) -> i64 {
     sea_orm::sqlx::query_scalar(
