@@ -1,6 +1,6 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use counseling_domain::{NewUser, PasswordHash, StoreError, Username};
+use counseling_domain::{NewUser, PasswordHash, StoreError, Unavailability, Username};
 use counseling_persistence::{Database, DatabaseSettings, PgUserRepository};
 use counseling_testkit::{PgCluster, Scrape, TestDatabase};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
@@ -101,4 +101,19 @@ impl Captured {
     pub fn take(&self) -> String {
         String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
     }
+}
+
+/// What a call to a stopped or crashed server gets: its pooled session died with the server, or
+/// a new one was refused; never a timeout or an unexpected error.
+#[track_caller]
+pub fn assert_server_gone<T: std::fmt::Debug>(outcome: &Result<T, StoreError>) {
+    assert!(
+        matches!(
+            outcome,
+            Err(StoreError::Unavailable(
+                Unavailability::ConnectionLost | Unavailability::ConnectionRefused
+            ))
+        ),
+        "{outcome:?}"
+    );
 }
