@@ -3,8 +3,9 @@
 //! only) and `DATABASE_OWNER_URL` (the owner, which runs migrations), read through
 //! `counseling-config` like every binary of ours; their passwords are set again at every start.
 //!
-//! * In `.data/postgres-cluster` of the checkout; as root in `/var/tmp/counseling-platform-<hash
-//!   of the checkout>`, where the `postgres` user can reach it. Checked at every start.
+//! * In `.data/postgres-cluster` of the checkout; as root in `/var/lib/counseling-platform-<hash
+//!   of the checkout>`, where the `postgres` user can reach it and only root can create it (in
+//!   `/var/tmp` another user could take the name first). Checked at every start.
 //! * The superuser's password is random, in a 0600 file beside the data; nothing else needs it.
 //! * `pg_stat_statements` is preloaded and created in the database.
 //! * `.env` for a fresh checkout: [`write_env_file`].
@@ -39,8 +40,9 @@ impl LocalCluster {
         }
         let user = ServerUser::of_this_process()?;
         let root = match user.is_another() {
-            // postgres cannot enter root-only folders such as /root or a `mktemp -d` clone.
-            true => PathBuf::from(format!("/var/tmp/counseling-platform-{}", fnv(checkout))),
+            // postgres cannot enter root-only folders such as /root or a `mktemp -d` clone; and
+            // in a folder everyone may write, another user could make ours first.
+            true => PathBuf::from(format!("/var/lib/counseling-platform-{}", fnv(checkout))),
             false => checkout.join(".data").join("postgres-cluster"),
         };
         let bin_dir = counseling_provision::binaries::server_binaries()?;
@@ -289,5 +291,22 @@ mod tests {
             std::fs::read_to_string(dir.path().join(".env")).unwrap(),
             written
         );
+    }
+
+    /// The cluster's folder is made where only its user (or root) can make names: in a folder
+    /// everyone may write, another user could take the predictable name first.
+    #[cfg(unix)]
+    #[test]
+    fn the_cluster_folder_is_in_a_folder_no_other_user_may_write() {
+        use std::os::unix::fs::MetadataExt;
+        let checkout = tempfile::tempdir().unwrap();
+        let cluster = LocalCluster::of_checkout(checkout.path()).unwrap();
+        // The nearest folder that exists (a fresh checkout has no `.data` yet).
+        let parent = (cluster.root().ancestors().skip(1))
+            .find_map(|folder| std::fs::metadata(folder).ok())
+            .unwrap();
+        let ours = nix::unistd::geteuid().as_raw();
+        assert!([0, ours].contains(&parent.uid()), "{:?}", cluster.root());
+        assert_eq!(parent.mode() & 0o022, 0, "{:?}", cluster.root());
     }
 }
