@@ -134,3 +134,47 @@ fn hold_cluster_runs_a_command_and_reports_test_databases_left_behind() {
     assert_eq!(left.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("left 1 test databases behind"), "{stderr}");
 }
+
+/// `--app-only` hands the command the application's two URLs and nothing of the superuser's
+/// (its URL, libpq's `PG*` login, the binaries); without it the command gets them all.
+#[test]
+fn hold_cluster_app_only_gives_the_command_no_superuser_credentials() {
+    let names = |extra: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_hold-cluster"))
+            .args(extra)
+            .args(["--", "/usr/bin/env"])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let text = String::from_utf8(output.stdout).unwrap();
+        let names: Vec<String> = text
+            .lines()
+            .filter_map(|line| Some(line.split_once('=')?.0.to_owned()))
+            .collect();
+        names
+    };
+    let superuser = [
+        "DATABASE_URL_TEST",
+        "PGPASSWORD",
+        "PGUSER",
+        "CLUSTER_BIN_DIR",
+    ];
+    let all = names(&[]);
+    let app_only = names(&["--app-only"]);
+    for given in [&all, &app_only] {
+        for name in ["DATABASE_URL", "DATABASE_OWNER_URL"] {
+            assert!(given.iter().any(|n| n == name), "{name} missing: {given:?}");
+        }
+    }
+    for name in superuser {
+        assert!(all.iter().any(|n| n == name), "{name} missing: {all:?}");
+        assert!(
+            !app_only.iter().any(|n| n == name),
+            "{name} given: {app_only:?}"
+        );
+    }
+}

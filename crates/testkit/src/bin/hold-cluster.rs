@@ -1,5 +1,5 @@
-//! `hold-cluster [--env-file PATH] [--tls] [--set NAME=VALUE]... [-- COMMAND [ARG]...]`: starts a
-//! private cluster of the test kit and holds it.
+//! `hold-cluster [--env-file PATH] [--tls] [--set NAME=VALUE]... [--app-only] [-- COMMAND [ARG]...]`:
+//! starts a private cluster of the test kit and holds it.
 //!
 //! * Without COMMAND it prints `<postmaster pid> <port>` and waits: SIGTERM, SIGINT or SIGHUP
 //!   stop the server and delete its folder; SIGKILL leaves the server to stop by itself (it
@@ -17,6 +17,8 @@
 //!   `CLUSTER_CA_FILE`. Passwords never reach a command line.
 //! * `--tls` serves TLS (certificate for `localhost` and 127.0.0.1 from a CA made for this run)
 //!   next to plaintext; `--set NAME=VALUE` overrides a server setting of the kit's (repeatable).
+//! * `--app-only` gives COMMAND the application's two URLs (and `CLUSTER_CA_FILE`) alone, none of
+//!   the superuser's: for a command that needs no more, such as the migration recipes.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -27,12 +29,13 @@ use counseling_testkit::tls::ServerTls;
 use counseling_testkit::{ClusterOptions, PgCluster};
 use sea_orm::sqlx::{Connection, PgConnection};
 
-const USAGE: &str =
-    "usage: hold-cluster [--env-file PATH] [--tls] [--set NAME=VALUE]... [-- COMMAND [ARG]...]";
+const USAGE: &str = "usage: hold-cluster [--env-file PATH] [--tls] [--set NAME=VALUE]... \
+                     [--app-only] [-- COMMAND [ARG]...]";
 
 #[derive(Default)]
 struct Arguments {
     env_file: Option<PathBuf>,
+    app_only: bool,
     options: ClusterOptions,
     command: Vec<OsString>,
 }
@@ -43,6 +46,7 @@ fn parse(mut args: impl Iterator<Item = OsString>) -> Option<Arguments> {
         match arg.to_str()? {
             "--env-file" => parsed.env_file = Some(PathBuf::from(args.next()?)),
             "--tls" => parsed.options.tls = Some(ServerTls::default()),
+            "--app-only" => parsed.app_only = true,
             "--set" => {
                 // The kit checks the name (and refuses its security settings) at start.
                 let setting = args.next()?.into_string().ok()?;
@@ -88,16 +92,16 @@ async fn hold(arguments: Arguments, signals: StopSignals) -> Result<ExitCode, St
         .await
         .map_err(|e| e.to_string())?;
     let database = cluster.empty_database().await.map_err(|e| e.to_string())?;
-    let mut variables = cluster.libpq_environment("postgres");
-    variables.extend([
-        (
-            counseling_config::TEST_SERVER_VARIABLE,
-            cluster.superuser_url("postgres"),
-        ),
+    let mut variables = vec![
         ("DATABASE_URL", database.url()),
         ("DATABASE_OWNER_URL", database.owner_url()),
-        ("CLUSTER_BIN_DIR", cluster.bin_dir().display().to_string()),
-    ]);
+    ];
+    if !arguments.app_only {
+        variables.extend(cluster.libpq_environment("postgres"));
+        let superuser = cluster.superuser_url("postgres");
+        variables.push((counseling_config::TEST_SERVER_VARIABLE, superuser));
+        variables.push(("CLUSTER_BIN_DIR", cluster.bin_dir().display().to_string()));
+    }
     if let Some(tls) = cluster.tls_files() {
         variables.push(("CLUSTER_CA_FILE", tls.root_cert.display().to_string()));
     }
