@@ -136,11 +136,14 @@ fn hold_cluster_runs_a_command_and_reports_test_databases_left_behind() {
 }
 
 /// `--app-only` hands the command the application's two URLs and nothing of the superuser's
-/// (its URL, libpq's `PG*` login, the binaries); without it the command gets them all.
+/// (its URL, libpq's `PG*` login, the binaries), even where the caller exported such names;
+/// without it the command gets them all.
 #[test]
 fn hold_cluster_app_only_gives_the_command_no_superuser_credentials() {
     let names = |extra: &[&str]| {
         let output = Command::new(env!("CARGO_BIN_EXE_hold-cluster"))
+            .env("PGPASSWORD", "exported-by-a-developer")
+            .env("CLUSTER_BIN_DIR", "/exported")
             .args(extra)
             .args(["--", "/usr/bin/env"])
             .output()
@@ -159,8 +162,11 @@ fn hold_cluster_app_only_gives_the_command_no_superuser_credentials() {
     };
     let superuser = [
         "DATABASE_URL_TEST",
-        "PGPASSWORD",
+        "PGHOST",
+        "PGPORT",
         "PGUSER",
+        "PGPASSWORD",
+        "PGDATABASE",
         "CLUSTER_BIN_DIR",
     ];
     let all = names(&[]);

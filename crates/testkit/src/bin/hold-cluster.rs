@@ -17,8 +17,9 @@
 //!   `CLUSTER_CA_FILE`. Passwords never reach a command line.
 //! * `--tls` serves TLS (certificate for `localhost` and 127.0.0.1 from a CA made for this run)
 //!   next to plaintext; `--set NAME=VALUE` overrides a server setting of the kit's (repeatable).
-//! * `--app-only` gives COMMAND the application's two URLs (and `CLUSTER_CA_FILE`) alone, none of
-//!   the superuser's: for a command that needs no more, such as the migration recipes.
+//! * `--app-only` gives COMMAND the application's two URLs (and `CLUSTER_CA_FILE`), and none of
+//!   the variables above of the superuser's, not even as exported to us: for a command that
+//!   needs no more, such as the migration recipes.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -96,12 +97,17 @@ async fn hold(arguments: Arguments, signals: StopSignals) -> Result<ExitCode, St
         ("DATABASE_URL", database.url()),
         ("DATABASE_OWNER_URL", database.owner_url()),
     ];
-    if !arguments.app_only {
-        variables.extend(cluster.libpq_environment("postgres"));
-        let superuser = cluster.superuser_url("postgres");
-        variables.push((counseling_config::TEST_SERVER_VARIABLE, superuser));
-        variables.push(("CLUSTER_BIN_DIR", cluster.bin_dir().display().to_string()));
-    }
+    let mut superusers = cluster.libpq_environment("postgres");
+    let superuser = cluster.superuser_url("postgres");
+    superusers.push((counseling_config::TEST_SERVER_VARIABLE, superuser));
+    superusers.push(("CLUSTER_BIN_DIR", cluster.bin_dir().display().to_string()));
+    // With --app-only, withheld even where they were exported to us (a developer's
+    // DATABASE_URL_TEST).
+    let (given, withheld) = match arguments.app_only {
+        true => (Vec::new(), superusers),
+        false => (superusers, Vec::new()),
+    };
+    variables.extend(given);
     if let Some(tls) = cluster.tls_files() {
         variables.push(("CLUSTER_CA_FILE", tls.root_cert.display().to_string()));
     }
@@ -125,6 +131,9 @@ async fn hold(arguments: Arguments, signals: StopSignals) -> Result<ExitCode, St
     };
     let mut command = tokio::process::Command::new(program);
     command.args(args).envs(variables).kill_on_drop(true);
+    for (name, _) in withheld {
+        command.env_remove(name);
+    }
     let mut child = command
         .spawn()
         .map_err(|error| format!("running {program:?}: {error}"))?;
