@@ -233,6 +233,10 @@ pub enum ConnectError {
     /// The password file could not be read for this connection.
     #[error("{0}")]
     PasswordFile(String),
+    /// A TLS file (CA, client certificate or key) could not be read, or no longer meets the
+    /// rule checked at start, for this connection. The message names the file, not its contents.
+    #[error("{0}")]
+    TlsFile(String),
 }
 
 /// A connection and the index of the host it reached.
@@ -319,6 +323,7 @@ impl Connector {
         options = self
             .tls
             .apply(options)
+            .map_err(ConnectError::TlsFile)?
             .application_name(&self.application_name);
         if endpoint.is_socket() {
             // No TLS over a unix socket (PostgreSQL offers none there; a mode that requires it

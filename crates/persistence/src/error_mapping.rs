@@ -172,6 +172,11 @@ pub(crate) fn from_connect(error: &ConnectError) -> Failure {
             tracing::error!(%problem, "the password file could not be read");
             unavailable(Unavailability::AuthenticationFailed)
         }
+        ConnectError::TlsFile(problem) => {
+            // The message names the file, never what it holds.
+            tracing::error!(%problem, "a TLS file could not be used");
+            unavailable(Unavailability::TlsHandshakeFailed(TlsFailure::Other))
+        }
     }
 }
 

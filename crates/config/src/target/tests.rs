@@ -4,7 +4,7 @@ use std::path::Path;
 use secrecy::ExposeSecret;
 
 use super::*;
-use crate::Endpoint;
+use crate::{ConnectError, Endpoint};
 
 fn session() -> SessionDefaults {
     SessionDefaults {
@@ -592,4 +592,54 @@ fn a_target_keeps_only_libpq_variables() {
     // What is kept still reads as before: PGAPPNAME from `.env` is refused, as libpq ignores it.
     let problems = target.resolve(&session()).unwrap_err();
     assert_eq!(variables(&problems), ["PGAPPNAME"]);
+}
+
+/// The TLS files are read and checked again for each connection, as the password file is, and
+/// the driver gets what they hold: one made group-writable (or a symlink pointed at another's
+/// file) after start is refused for the next connection, naming it, and never read unchecked.
+#[cfg(unix)]
+#[test]
+fn tls_files_are_checked_again_for_each_connection() {
+    use std::os::unix::fs::PermissionsExt;
+    // Not a secret: a throwaway Ed25519 key, only parsed here.
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----\n\
+        MC4CAQAwBQYDK2VwBCIEIHlZqlU32EQwX8Z6SKxRZS1Uhkq2KyjBifYbbksWJDRd\n\
+        -----END PRIVATE KEY-----\n";
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, contents: &[u8], mode: u32| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let roots = crate::tls::public_roots_pem();
+    let ca = write("ca.pem", roots, 0o644);
+    // Any certificate will do for the driver's options: the first of the roots.
+    let certificate = write("client.crt", roots, 0o644);
+    let key = write("client.key", KEY.as_bytes(), 0o600);
+    let url = format!(
+        "postgres://svc@db.internal/app?sslmode=verify-full&sslrootcert={ca}&sslcert={certificate}&sslkey={key}"
+    );
+    let connector = connector(&[("DATABASE_URL", &url)]).unwrap();
+    let options = || connector.options_for(&connector.endpoints()[0]);
+    assert!(options().is_ok(), "{:?}", options().err());
+    for (file, loose, kept) in [
+        (&ca, 0o664, 0o644),
+        (&certificate, 0o646, 0o644),
+        (&key, 0o644, 0o600),
+    ] {
+        let set = |mode| {
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        set(loose);
+        let error = options().unwrap_err();
+        assert!(matches!(error, ConnectError::TlsFile(_)), "{error:?}");
+        assert!(error.to_string().contains(file.as_str()), "{error}");
+        set(kept);
+        assert!(options().is_ok(), "{file}: {:?}", options().err());
+    }
+    // Swapped for something else: read again, so refused too.
+    std::fs::write(&ca, "not a certificate\n").unwrap();
+    let error = options().unwrap_err().to_string();
+    assert!(error.contains("no PEM certificate"), "{error}");
 }

@@ -1,7 +1,9 @@
 //! The files TLS settings name (CA bundles, a client certificate and its key), read and checked
 //! at start, so that a missing, malformed or exposed file is a configuration error then, not a
-//! connection failure at the first request. Errors name the file (paths are not secret) and never
-//! show what it holds.
+//! connection failure at the first request; and read and checked again for each connection, whose
+//! driver gets their contents, never a path it would read unchecked (a file or a symlink's target
+//! swapped after start must meet the same rule). Errors name the file (paths are not secret) and
+//! never show what it holds.
 
 use std::io::Read;
 use std::path::Path;
@@ -39,7 +41,8 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// The file's contents and the certificates they hold (at least one).
+fn certificates(path: &Path) -> Result<(Vec<u8>, Vec<CertificateDer<'static>>), String> {
     let pem = read(path)?;
     let certificates = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
@@ -47,13 +50,14 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     if certificates.is_empty() {
         return Err(format!("{} holds no PEM certificate", path.display()));
     }
-    Ok(certificates)
+    Ok((pem, certificates))
 }
 
-/// A PEM bundle of at least one CA certificate.
-pub(super) fn check_ca_file(path: &Path) -> Result<(), String> {
+/// A PEM bundle of at least one CA certificate: its contents, checked.
+pub(super) fn read_ca_file(path: &Path) -> Result<Vec<u8>, String> {
+    let (pem, certificates) = certificates(path)?;
     let mut store = rustls::RootCertStore::empty();
-    for certificate in certificates(path)? {
+    for certificate in certificates {
         store.add(certificate).map_err(|_| {
             format!(
                 "{} holds a certificate that is not a valid CA",
@@ -61,21 +65,23 @@ pub(super) fn check_ca_file(path: &Path) -> Result<(), String> {
             )
         })?;
     }
-    Ok(())
+    Ok(pem)
 }
 
-pub(super) fn check_certificate_file(path: &Path) -> Result<(), String> {
-    certificates(path).map(drop)
+/// A PEM client certificate: its contents, checked.
+pub(super) fn read_certificate_file(path: &Path) -> Result<Vec<u8>, String> {
+    certificates(path).map(|(pem, _)| pem)
 }
 
-/// A PEM private key, kept from other users as libpq demands: see [`check_key_permissions`].
-pub(super) fn check_key_file(path: &Path) -> Result<(), String> {
+/// A PEM private key, kept from other users as libpq demands (see [`check_key_permissions`]):
+/// its contents, checked.
+pub(super) fn read_key_file(path: &Path) -> Result<Vec<u8>, String> {
     check_key_permissions(path)?;
     let pem = read(path)?;
     // The error says nothing about the key's content: no key material is ever shown.
     PrivateKeyDer::from_pem_slice(&pem)
-        .map(drop)
-        .map_err(|_| format!("{} holds no readable PEM private key", path.display()))
+        .map_err(|_| format!("{} holds no readable PEM private key", path.display()))?;
+    Ok(pem)
 }
 
 /// libpq's rule for a client key (`sslkey`): no access for others, and none for the group unless
@@ -153,13 +159,13 @@ mod tests {
         let shown = file.display().to_string();
         for mode in [0o664, 0o646, 0o620] {
             set(mode);
-            for check in [check_ca_file, check_certificate_file, check_key_file] {
+            for check in [read_ca_file, read_certificate_file, read_key_file] {
                 let error = check(&file).unwrap_err();
                 // The key's own rule (libpq's) may speak first; either names the file.
                 assert!(error.contains(&shown), "{mode:o}: {error}");
                 assert!(!error.contains("PEM"), "{mode:o}: {error}");
             }
-            let error = check_ca_file(&file).unwrap_err();
+            let error = read_ca_file(&file).unwrap_err();
             assert!(
                 error.contains("written by its group or other users"),
                 "{error}"
@@ -167,13 +173,13 @@ mod tests {
         }
         set(0o644);
         assert!(
-            check_ca_file(&file)
+            read_ca_file(&file)
                 .unwrap_err()
                 .contains("no PEM certificate")
         );
         if nix::unistd::geteuid().is_root() {
             std::os::unix::fs::chown(&file, Some(65534), None).unwrap();
-            let error = check_ca_file(&file).unwrap_err();
+            let error = read_ca_file(&file).unwrap_err();
             assert!(
                 error.contains("belongs to another user (uid 65534)"),
                 "{error}"
@@ -182,7 +188,7 @@ mod tests {
         std::fs::remove_file(&file).unwrap();
         std::os::unix::fs::symlink("/dev/null", &file).unwrap();
         assert!(
-            check_ca_file(&file)
+            read_ca_file(&file)
                 .unwrap_err()
                 .contains("not a regular file")
         );

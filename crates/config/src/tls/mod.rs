@@ -24,6 +24,8 @@ use sea_orm::sqlx::postgres::{PgConnectOptions, PgSslMode};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub(crate) use precedence::{MODE_OVERRIDE, ROOT_CERT_OVERRIDE, TlsInputs, resolve};
+#[cfg(test)]
+pub(crate) use roots::public_roots_pem;
 
 use crate::Problem;
 
@@ -222,19 +224,26 @@ impl TlsSettings {
         self.root_cert.as_ref()
     }
 
-    /// Applies these settings to the driver's options.
-    pub fn apply(&self, options: PgConnectOptions) -> PgConnectOptions {
+    /// Applies these settings to the driver's options, for one connection: the files named are
+    /// read and checked now (as at start), and the driver gets what they hold. Given a path,
+    /// it would read the file again itself, unchecked: a CA file made group-writable, or a
+    /// symlink pointed elsewhere, after start would choose the server.
+    pub fn apply(&self, options: PgConnectOptions) -> Result<PgConnectOptions, String> {
         let mut options = options.ssl_mode(self.mode.driver_mode());
         options = match &self.root_cert {
-            Some(SslRootCert::File(path)) => options.ssl_root_cert(path),
+            Some(SslRootCert::File(path)) => {
+                options.ssl_root_cert_from_pem(files::read_ca_file(path)?)
+            }
             Some(SslRootCert::System) => {
                 options.ssl_root_cert_from_pem(roots::public_roots_pem().to_vec())
             }
             None => options,
         };
         if let Some((certificate, key)) = &self.client {
-            options = options.ssl_client_cert(certificate).ssl_client_key(key);
+            options = options
+                .ssl_client_cert_from_pem(files::read_certificate_file(certificate)?)
+                .ssl_client_key_from_pem(files::read_key_file(key)?);
         }
-        options
+        Ok(options)
     }
 }

@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use super::files::{check_ca_file, check_certificate_file, check_key_file};
+use super::files::{read_ca_file, read_certificate_file, read_key_file};
 use super::{SslMode, SslRootCert, TlsProblem, TlsSettings, TlsSource};
 
 /// The override of `sslmode`.
@@ -209,9 +209,9 @@ fn check_trust(
                  set the sslmode to verify-full (or verify-ca, or require), or drop the CA file",
             ))
         }
-        (Some(SslRootCert::File(path)), _) => {
-            check_ca_file(path).map_err(|problem| TlsProblem::new(root_source, problem))
-        }
+        (Some(SslRootCert::File(path)), _) => read_ca_file(path)
+            .map(drop)
+            .map_err(|problem| TlsProblem::new(root_source, problem)),
         _ => Ok(()),
     }
 }
@@ -236,8 +236,12 @@ fn check_client_certificate(
         (Some((cert, cert_source)), Some((key, key_source))) => {
             let (cert, key) = (PathBuf::from(cert), PathBuf::from(key));
             let problems: Vec<TlsProblem> = [
-                check_certificate_file(&cert).map_err(|p| TlsProblem::new(cert_source, p)),
-                check_key_file(&key).map_err(|p| TlsProblem::new(key_source, p)),
+                read_certificate_file(&cert)
+                    .map(drop)
+                    .map_err(|p| TlsProblem::new(cert_source, p)),
+                read_key_file(&key)
+                    .map(drop)
+                    .map_err(|p| TlsProblem::new(key_source, p)),
             ]
             .into_iter()
             .filter_map(Result::err)
