@@ -387,6 +387,35 @@ impl DatabaseTarget {
                 ),
             ));
         }
+        // With a single host there is nowhere else to go. With several, any (libpq's default)
+        // or primary would keep the first node that answers although it cannot write (a standby,
+        // or a primary fenced with default_transaction_read_only): our readiness, which means
+        // writable, would refuse it at every connect, and a failover would never be followed.
+        if self.environment.is_some()
+            && endpoints.len() > 1
+            && target_session_attrs.suits_writers()
+            && target_session_attrs != TargetSessionAttrs::ReadWrite
+        {
+            let origin = parameters
+                .get("target_session_attrs")
+                .map_or(ParameterOrigin::Url, |(_, origin)| origin);
+            problems.push(ParameterProblem::new(
+                origin,
+                "target_session_attrs",
+                format!(
+                    "is {target_session_attrs}{} with {} hosts: the first that answers would be \
+                     kept even when it cannot write (a standby, or a primary made read-only), and \
+                     a failover never followed; the service and the migrations write: use \
+                     read-write",
+                    if parameters.get("target_session_attrs").is_none() {
+                        " (libpq's default)"
+                    } else {
+                        ""
+                    },
+                    endpoints.len()
+                ),
+            ));
+        }
         let load_balance = match parameters.get("load_balance_hosts") {
             None | Some(("disable", _)) => LoadBalance::Disable,
             Some(("random", _)) => LoadBalance::Random,

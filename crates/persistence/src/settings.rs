@@ -388,7 +388,11 @@ mod tests {
     /// timeout (5 s by default).
     #[test]
     fn a_host_list_needs_a_connect_timeout_that_leaves_time_for_its_last_host() {
-        let url = |hosts: &str, query: &str| format!("postgres://u:p@{hosts}/app{query}");
+        // Several hosts also need read-write (counseling-config's rule), given in every case.
+        let url = |hosts: &str, query: &str| {
+            let separator = if query.is_empty() { '?' } else { '&' };
+            format!("postgres://u:p@{hosts}/app{query}{separator}target_session_attrs=read-write")
+        };
         for (hosts, query, refused) in [
             ("db1,db2", "", Some("no connect_timeout")),
             ("db1,db2", "?connect_timeout=3", Some("do not fit")),

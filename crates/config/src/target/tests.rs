@@ -73,7 +73,7 @@ fn a_unix_socket_is_used_without_tls_and_a_mode_requiring_it_is_refused() {
             None,
         ),
         (
-            "postgres://svc@db.internal,%2Ftmp/app",
+            "postgres://svc@db.internal,%2Ftmp/app?target_session_attrs=read-write",
             Some(("PGSSLMODE", "require")),
         ),
     ] {
@@ -346,6 +346,9 @@ fn host_lists_from_the_url_its_parameters_or_the_environment() {
         vars.extend_from_slice(environment);
         connector(&vars)
     };
+    // Several hosts need read-write (see `several_hosts_need_read_write`); from the environment
+    // here, so that the URLs show the lists alone.
+    let rw = ("PGTARGETSESSIONATTRS", "read-write");
     let c = connector_of(
         "postgres://u:p@h1:5432,h2:5433/db?target_session_attrs=read-write",
         &[],
@@ -353,18 +356,18 @@ fn host_lists_from_the_url_its_parameters_or_the_environment() {
     .unwrap();
     assert_eq!(c.endpoints(), [endpoint("h1", 5432), endpoint("h2", 5433)]);
     assert_eq!(c.target_session_attrs(), TargetSessionAttrs::ReadWrite);
-    let c = connector_of("postgres://u:p@/db?host=h1,h2&port=6000,6001", &[]).unwrap();
+    let c = connector_of("postgres://u:p@/db?host=h1,h2&port=6000,6001", &[rw]).unwrap();
     assert_eq!(c.endpoints(), [endpoint("h1", 6000), endpoint("h2", 6001)]);
-    let c = connector_of("postgres://u:p@/db?host=h1,h2&port=6000", &[]).unwrap();
+    let c = connector_of("postgres://u:p@/db?host=h1,h2&port=6000", &[rw]).unwrap();
     assert_eq!(c.endpoints(), [endpoint("h1", 6000), endpoint("h2", 6000)]);
     let c = connector_of(
         "postgres://u:p@h1,h2/db",
-        &[("PGTARGETSESSIONATTRS", "primary"), ("PGPORT", "7000")],
+        &[("PGTARGETSESSIONATTRS", "read-write"), ("PGPORT", "7000")],
     )
     .unwrap();
     // As libpq: two hosts make the authority's port list `,`, which PGPORT does not fill.
     assert_eq!(c.endpoints(), [endpoint("h1", 5432), endpoint("h2", 5432)]);
-    assert_eq!(c.target_session_attrs(), TargetSessionAttrs::Primary);
+    assert_eq!(c.target_session_attrs(), TargetSessionAttrs::ReadWrite);
     // The read-only kinds from the environment too: every binary of ours writes.
     let problems = connector_of(
         "postgres://u:p@h1/db",
@@ -373,12 +376,12 @@ fn host_lists_from_the_url_its_parameters_or_the_environment() {
     assert_eq!(variables(&problems.unwrap_err()), ["PGTARGETSESSIONATTRS"]);
     let c = connector_of("postgres://u:p@h1/db", &[("PGPORT", "7000")]).unwrap();
     assert_eq!(c.endpoints(), [endpoint("h1", 7000)]);
-    let c = connector_of("postgres://u:p@/db?host=h1,h2", &[("PGPORT", "7000")]).unwrap();
+    let c = connector_of("postgres://u:p@/db?host=h1,h2", &[("PGPORT", "7000"), rw]).unwrap();
     assert_eq!(c.endpoints(), [endpoint("h1", 7000), endpoint("h2", 7000)]);
     // The host parameter replaces the authority's hosts, not its ports.
     let c = connector_of("postgres://u:p@h1:5433/db?host=h2", &[("PGPORT", "7000")]).unwrap();
     assert_eq!(c.endpoints(), [endpoint("h2", 5433)]);
-    let c = connector_of("postgres://u:p@h1,h2/db?port=6000", &[]).unwrap();
+    let c = connector_of("postgres://u:p@h1,h2/db?port=6000", &[rw]).unwrap();
     assert_eq!(c.endpoints(), [endpoint("h1", 6000), endpoint("h2", 6000)]);
     let c = connector_of("postgres://u:p@/db", &[("PGHOST", "h9")]).unwrap();
     assert_eq!(c.endpoints(), [endpoint("h9", 5432)]);
@@ -642,4 +645,59 @@ fn tls_files_are_checked_again_for_each_connection() {
     std::fs::write(&ca, "not a certificate\n").unwrap();
     let error = options().unwrap_err().to_string();
     assert!(error.contains("no PEM certificate"), "{error}");
+}
+
+/// With several hosts, a writer must ask for read-write: under any (libpq's default) or
+/// primary, the first node that answers is kept even when it cannot write, and the pool, whose
+/// readiness means writable, would refuse it at every connect without ever trying the next.
+/// One host, or read-write, is accepted; the problem names where the setting came from.
+#[test]
+fn several_hosts_need_read_write() {
+    for (url, environment, variable, expected) in [
+        (
+            "postgres://u:hunter2@h1,h2/db",
+            None,
+            "DATABASE_URL",
+            "is any (libpq's default) with 2 hosts",
+        ),
+        (
+            "postgres://u:hunter2@/db?host=h1,h2,h3&target_session_attrs=any",
+            None,
+            "DATABASE_URL",
+            "is any with 3 hosts",
+        ),
+        (
+            "postgres://u:hunter2@h1,h2/db?target_session_attrs=primary&load_balance_hosts=random",
+            None,
+            "DATABASE_URL",
+            "is primary with 2 hosts",
+        ),
+        (
+            "postgres://u:hunter2@h1,h2/db",
+            Some(("PGTARGETSESSIONATTRS", "primary")),
+            "PGTARGETSESSIONATTRS",
+            "is primary with 2 hosts",
+        ),
+    ] {
+        let mut vars = vec![("DATABASE_URL", url)];
+        vars.extend(environment);
+        let problems = connector(&vars).unwrap_err();
+        assert_eq!(variables(&problems), [variable], "{url}: {problems}");
+        let line = problems.to_string();
+        assert!(line.contains(expected), "{line}");
+        assert!(line.contains("use read-write"), "{line}");
+        assert!(!line.contains("hunter2"), "{line}");
+    }
+    for url in [
+        "postgres://u:p@h1/db",
+        "postgres://u:p@h1/db?target_session_attrs=primary",
+        "postgres://u:p@h1,h2/db?target_session_attrs=read-write&load_balance_hosts=random",
+    ] {
+        let accepted = connector(&[("DATABASE_URL", url)]);
+        assert!(accepted.is_ok(), "{url}: {:?}", accepted.err());
+    }
+    // Only what reads its settings from the environment writes: a URL alone (the test kit's,
+    // a test's own connector) may list hosts under any.
+    let url = crate::DatabaseUrl::parse("postgres://u:p@h1,h2/db").unwrap();
+    assert!(DatabaseTarget::from_url(url).resolve(&session()).is_ok());
 }
