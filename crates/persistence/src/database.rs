@@ -422,17 +422,24 @@ impl Database {
     async fn ping_until(&self, deadline: Instant) -> Result<(), StoreError> {
         let timeout = deadline.saturating_duration_since(Instant::now());
         let acquire_deadline = deadline - DIAGNOSIS_BUDGET.min(timeout / 10);
-        let waiting_since = Instant::now();
-        let connection = match timeout_at(acquire_deadline, self.acquire()).await {
-            Ok(Ok(connection)) => connection,
-            Ok(Err(failure)) => return Err(failure.into_store_error()),
-            Err(_elapsed) => {
-                // The check gave up waiting for a connection: an acquire timeout of its own.
-                self.inner
-                    .metrics
-                    .connection_wait(waiting_since.elapsed(), self.pool_exhausted());
-                return Err(self.diagnose(deadline).await);
-            }
+        // The checkout runs in a task of its own and is left to finish when the check gives up
+        // on it (it ends within the acquire timeout, counted in the metrics then). A connect to a
+        // host list whose first host is silent takes that host's `connect_timeout`, at least 2 s,
+        // longer than a check's deadline: cut off with each check, it never reached the next
+        // host, and without traffic (an unready service gets none) readiness never came back.
+        // Left to finish, its connection goes back to the pool idle, for the next check.
+        let database = self.clone();
+        let mut checkout = self
+            .inner
+            .io
+            .spawn(async move { database.acquire().await }.in_current_span());
+        let connection = match timeout_at(acquire_deadline, &mut checkout).await {
+            Ok(Ok(Ok(connection))) => connection,
+            Ok(Ok(Err(failure))) => return Err(failure.into_store_error()),
+            Ok(Err(error)) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            // Cancelled: the I/O runtime is shutting down.
+            Ok(Err(_)) => return Err(StoreError::Unavailable(Unavailability::ConnectionLost)),
+            Err(_elapsed) => return Err(self.diagnose(deadline).await),
         };
         // Through a session like every other use: a check cut off (deadline, or the caller gone)
         // leaves its connection unfit, and it is closed instead of going back. The round trip

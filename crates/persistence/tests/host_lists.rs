@@ -226,6 +226,43 @@ async fn the_pool_follows_the_writable_node_and_fails_at_once_when_there_is_none
     );
 }
 
+/// A check's deadline (1 s here, the default) is shorter than the silent first host's
+/// `connect_timeout` (2 s): the checkout a check starts goes on after the check gives up, so its
+/// connection (to the second host) is in the pool for a later check. Cut off with each check, it
+/// never got past the first host, and with no minimum of connections (and no traffic, as for a
+/// service taken out of rotation) readiness never came back.
+#[tokio::test]
+async fn checks_shorter_than_a_silent_hosts_connect_timeout_still_reach_the_next_host() {
+    let b = PgCluster::start().await.unwrap();
+    // Accepts TCP (the kernel's backlog) but never speaks: a frozen or partitioned node.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = DatabaseUrl::parse(&b.service_url("postgres"))
+        .unwrap()
+        .with_hosts(&[
+            ("127.0.0.1", silent.local_addr().unwrap().port()),
+            ("127.0.0.1", b.port()),
+        ])
+        .unwrap();
+    let url = url.expose_secret();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{separator}target_session_attrs=read-write&connect_timeout=2");
+    let mut settings = DatabaseSettings::new(DatabaseUrl::parse(&url).unwrap());
+    settings.pool.min_connections = 0;
+    let database = Database::connect_lazy(&settings, tokio::runtime::Handle::current()).unwrap();
+    let check = Duration::from_secs(1);
+    assert_eq!(
+        database.ping(check).await,
+        Err(StoreError::Unavailable(Unavailability::Timeout)),
+        "the first check cannot get past the silent host in time"
+    );
+    eventually("a check that passes", Duration::from_secs(10), async || {
+        database.ping(check).await.is_ok()
+    })
+    .await
+    .unwrap();
+    drop(silent);
+}
+
 /// Checks until the pool's connection reports its node read-only: a reload reaches a live
 /// session when that session next waits for a command, a moment after `pg_reload_conf()`.
 async fn until_read_only(database: &Database) {
