@@ -427,17 +427,24 @@ impl Database {
         // host list whose first host is silent takes that host's `connect_timeout`, at least 2 s,
         // longer than a check's deadline: cut off with each check, it never reached the next
         // host, and without traffic (an unready service gets none) readiness never came back.
-        // Left to finish, its connection goes back to the pool idle, for the next check.
+        // Left to finish, its connection goes back to the pool idle, for the next check (or,
+        // once the pool is closed, says goodbye).
         let database = self.clone();
-        let mut checkout = self
-            .inner
-            .io
-            .spawn(async move { database.acquire().await }.in_current_span());
-        let connection = match timeout_at(acquire_deadline, &mut checkout).await {
+        let (hand, checked_out) = tokio::sync::oneshot::channel();
+        drop(
+            self.inner.io.spawn(
+                async move {
+                    if let Err(Ok(connection)) = hand.send(database.acquire().await) {
+                        pool::give_back(connection);
+                    }
+                }
+                .in_current_span(),
+            ),
+        );
+        let connection = match timeout_at(acquire_deadline, checked_out).await {
             Ok(Ok(Ok(connection))) => connection,
             Ok(Ok(Err(failure))) => return Err(failure.into_store_error()),
-            Ok(Err(error)) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-            // Cancelled: the I/O runtime is shutting down.
+            // The task was dropped unfinished: the I/O runtime is shutting down.
             Ok(Err(_)) => return Err(StoreError::Unavailable(Unavailability::ConnectionLost)),
             Err(_elapsed) => return Err(self.diagnose(deadline).await),
         };
