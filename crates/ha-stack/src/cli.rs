@@ -58,7 +58,8 @@ fn up(state: &Path) -> Result<()> {
         Err(_) => DEFAULT_PORT_BASE,
     };
     let ports = Ports::new(base)?;
-    std::fs::create_dir_all(state).context("creating .data/ha")?;
+    // Not group-writable whatever the umask: `.data` also holds the local cluster's folder.
+    counseling_provision::files::owned_folder(state).context("creating .data/ha")?;
     let started = std::time::Instant::now();
     let logs = state.join("failed-logs");
     let mut options = StackOptions::new(ports)?;

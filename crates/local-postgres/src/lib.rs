@@ -16,7 +16,7 @@ use counseling_config::{DatabaseUrl, Sources};
 
 #[cfg(unix)]
 use counseling_provision::files::check_private_folder;
-use counseling_provision::files::{ServerUser, private_folder, write_private};
+use counseling_provision::files::{ServerUser, owned_folder, private_folder, write_private};
 use counseling_provision::password::generate_password;
 use counseling_provision::process::Signal;
 use counseling_provision::roles::{Application, provision_application};
@@ -139,10 +139,7 @@ impl LocalCluster {
     }
 
     fn init(&self, server: &Server) -> Result<()> {
-        if let Some(parent) = self.root.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(ProvisionError::io("creating the cluster's parent folder"))?;
-        }
+        self.make_parent()?;
         // Exclusive: a leftover or foreign folder is an error, not something to reuse.
         private_folder(&self.root).map_err(|error| {
             ProvisionError::Failed(format!("{error} (remove it if it is a leftover)"))
@@ -151,6 +148,13 @@ impl LocalCluster {
         let path = self.root.join("superuser-password");
         write_private(&path, secrecy::ExposeSecret::expose_secret(&password))?;
         server.init(&password, &hba(HbaTransport::Any, false), false)
+    }
+
+    /// The folder the cluster's is made in (`.data`), which no other user may write: one who
+    /// could would rename the cluster's folder away and put their own in its place while it is
+    /// being made.
+    fn make_parent(&self) -> Result<()> {
+        self.root.parent().map_or(Ok(()), owned_folder)
     }
 
     /// Folders found in place must be the ones we made: the root ours, the data the server
@@ -308,5 +312,22 @@ mod tests {
         let ours = nix::unistd::geteuid().as_raw();
         assert!([0, ours].contains(&parent.uid()), "{:?}", cluster.root());
         assert_eq!(parent.mode() & 0o022, 0, "{:?}", cluster.root());
+
+        // The folder made for it (a checkout's `.data`, as for a user who is not root) is its
+        // user's alone, whatever the umask; one its group may write is refused, naming it.
+        let in_checkout = LocalCluster {
+            root: checkout.path().join(".data").join("postgres-cluster"),
+            ..cluster
+        };
+        in_checkout.make_parent().unwrap();
+        let made = checkout.path().join(".data");
+        let metadata = std::fs::metadata(&made).unwrap();
+        assert_eq!(metadata.uid(), ours);
+        assert_eq!(metadata.mode() & 0o077, 0, "{made:?}");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&made, std::fs::Permissions::from_mode(0o770)).unwrap();
+        let error = in_checkout.make_parent().unwrap_err().to_string();
+        assert!(error.contains(&made.display().to_string()), "{error}");
+        assert!(error.contains("chmod 700"), "{error}");
     }
 }

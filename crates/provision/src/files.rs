@@ -129,6 +129,34 @@ pub fn private_folder(path: &Path) -> Result<()> {
     builder.create(path).map_err(ProvisionError::io(what))
 }
 
+/// Makes `path` (and any missing parent) a folder of ours, mode 0700 whatever the umask, or
+/// checks the one in place: ours or root's, and neither its group nor others may write it. A
+/// user who could write it would rename what we make in it away and put their own there.
+#[cfg_attr(not(unix), allow(unused_mut))]
+pub fn owned_folder(path: &Path) -> Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    let what = format!("creating {}", path.display());
+    builder.create(path).map_err(ProvisionError::io(what))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let what = format!("inspecting {}", path.display());
+        let metadata = std::fs::metadata(path).map_err(ProvisionError::io(what))?;
+        let ours = nix::unistd::Uid::effective().as_raw();
+        if ![0, ours].contains(&metadata.uid()) || metadata.mode() & 0o022 != 0 {
+            return Err(ProvisionError::Failed(format!(
+                "{} belongs to another user, or its group or others may write it: another user \
+                 could replace what is made in it (chmod 700 it)",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Checks that `path`, found in place, is a folder as we make them: a real folder (no symlink)
 /// owned by `uid` with exactly `mode`. Anything else may be someone else's trap.
 #[cfg(unix)]
