@@ -136,14 +136,17 @@ fn hold_cluster_runs_a_command_and_reports_test_databases_left_behind() {
 }
 
 /// `--app-only` hands the command the application's two URLs and nothing of the superuser's
-/// (its URL, libpq's `PG*` login, the binaries), even where the caller exported such names;
-/// without it the command gets them all.
+/// (its URL, libpq's `PG*` login, the binaries), even where the caller exported such names, nor
+/// any other `PG*` or `DATABASE_*` variable exported to it; without it the command gets them all.
 #[test]
 fn hold_cluster_app_only_gives_the_command_no_superuser_credentials() {
     let names = |extra: &[&str]| {
         let output = Command::new(env!("CARGO_BIN_EXE_hold-cluster"))
             .env("PGPASSWORD", "exported-by-a-developer")
             .env("CLUSTER_BIN_DIR", "/exported")
+            .env("PGSSLKEY", "/exported/client.key")
+            .env("PGPASSFILE", "/exported/pgpass")
+            .env("DATABASE_OWNER_PASSWORD_FILE", "/exported/owner-password")
             .args(extra)
             .args(["--", "/usr/bin/env"])
             .output()
@@ -161,6 +164,9 @@ fn hold_cluster_app_only_gives_the_command_no_superuser_credentials() {
         names
     };
     let superuser = [
+        "PGSSLKEY",
+        "PGPASSFILE",
+        "DATABASE_OWNER_PASSWORD_FILE",
         "DATABASE_URL_TEST",
         "PGHOST",
         "PGPORT",

@@ -18,8 +18,10 @@
 //! * `--tls` serves TLS (certificate for `localhost` and 127.0.0.1 from a CA made for this run)
 //!   next to plaintext; `--set NAME=VALUE` overrides a server setting of the kit's (repeatable).
 //! * `--app-only` gives COMMAND the application's two URLs (and `CLUSTER_CA_FILE`), and none of
-//!   the variables above of the superuser's, not even as exported to us: for a command that
-//!   needs no more, such as the migration recipes.
+//!   the variables above of the superuser's, nor any other `PG*` or `DATABASE_*` variable
+//!   exported to us (`PGPASSFILE`, `PGSSLKEY`, `DATABASE_OWNER_PASSWORD_FILE`...): for a command
+//!   that needs no more, such as the migration recipes. This keeps credentials out of its way;
+//!   it is no isolation (the command runs as our user).
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -130,9 +132,22 @@ async fn hold(arguments: Arguments, signals: StopSignals) -> Result<ExitCode, St
         return Ok(ExitCode::SUCCESS);
     };
     let mut command = tokio::process::Command::new(program);
-    command.args(args).envs(variables).kill_on_drop(true);
+    command.args(args).envs(variables.iter().cloned()).kill_on_drop(true);
     for (name, _) in withheld {
         command.env_remove(name);
+    }
+    if arguments.app_only {
+        // libpq's and our settings as exported to us: the command would read them (a key file,
+        // a password file, another URL) next to the two URLs it is given.
+        let given: Vec<&str> = variables.iter().map(|(name, _)| *name).collect();
+        for (name, _) in std::env::vars_os() {
+            let text = name.to_string_lossy();
+            if (text.starts_with("PG") || text.starts_with("DATABASE_"))
+                && !given.contains(&text.as_ref())
+            {
+                command.env_remove(&name);
+            }
+        }
     }
     let mut child = command
         .spawn()
