@@ -14,9 +14,15 @@ fn unreadable_or_malformed_tls_files_exit_2_naming_the_setting_never_the_url() {
     let dir = TempDir::new("tls-files");
     let garbage = dir.path().join("garbage.pem");
     std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\nnot base64!\n").unwrap();
+    // Not group-writable whatever the umask (002 would be refused before the file is parsed);
+    // readable by us alone, so that sslkey's own rule passes too.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&garbage, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let garbage = garbage.to_str().unwrap();
     let url = |query: &str| format!("postgres://svc:pa55-word@db.example:5432/app?{query}");
-    // (variables, the settings named, one line each)
     let cases = [
         (
             vec![(
@@ -24,6 +30,7 @@ fn unreadable_or_malformed_tls_files_exit_2_naming_the_setting_never_the_url() {
                 url("sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"),
             )],
             vec!["sslrootcert"],
+            "cannot read",
         ),
         (
             vec![(
@@ -31,6 +38,7 @@ fn unreadable_or_malformed_tls_files_exit_2_naming_the_setting_never_the_url() {
                 url(&format!("sslmode=verify-full&sslrootcert={garbage}")),
             )],
             vec!["sslrootcert"],
+            "PEM",
         ),
         (
             vec![(
@@ -38,6 +46,7 @@ fn unreadable_or_malformed_tls_files_exit_2_naming_the_setting_never_the_url() {
                 url(&format!("sslcert={garbage}&sslkey={garbage}")),
             )],
             vec!["sslcert", "sslkey"],
+            "PEM",
         ),
         (
             vec![
@@ -46,9 +55,11 @@ fn unreadable_or_malformed_tls_files_exit_2_naming_the_setting_never_the_url() {
                 ("DATABASE_SSL_ROOT_CERT", "/nonexistent/ca.pem".to_owned()),
             ],
             vec!["DATABASE_SSL_ROOT_CERT cannot read /nonexistent/ca.pem"],
+            "cannot read",
         ),
     ];
-    for (vars, settings) in cases {
+    // (variables, the settings named, one line each, and the reason every line gives)
+    for (vars, settings, reason) in cases {
         let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let (status, output) = run_to_exit(&vars);
         assert_eq!(status.code(), Some(2), "{output}");
@@ -56,6 +67,7 @@ fn unreadable_or_malformed_tls_files_exit_2_naming_the_setting_never_the_url() {
         assert_eq!(lines.len(), settings.len(), "{output}");
         for (line, setting) in lines.iter().zip(settings) {
             assert!(line.contains(setting), "{output}");
+            assert!(line.contains(reason), "{output}");
         }
         assert!(
             !output.contains("pa55-word") && !output.contains("db.example"),

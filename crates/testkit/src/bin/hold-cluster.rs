@@ -132,7 +132,10 @@ async fn hold(arguments: Arguments, signals: StopSignals) -> Result<ExitCode, St
         return Ok(ExitCode::SUCCESS);
     };
     let mut command = tokio::process::Command::new(program);
-    command.args(args).envs(variables.iter().cloned()).kill_on_drop(true);
+    command
+        .args(args)
+        .envs(variables.iter().cloned())
+        .kill_on_drop(true);
     for (name, _) in withheld {
         command.env_remove(name);
     }
