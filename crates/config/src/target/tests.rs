@@ -4,7 +4,7 @@ use std::path::Path;
 use secrecy::ExposeSecret;
 
 use super::*;
-use crate::{ConnectError, Endpoint};
+use crate::Endpoint;
 
 fn session() -> SessionDefaults {
     SessionDefaults {
@@ -636,7 +636,10 @@ fn tls_files_are_checked_again_for_each_connection() {
         };
         set(loose);
         let error = options().unwrap_err();
-        assert!(matches!(error, ConnectError::TlsFile(_)), "{error:?}");
+        assert!(
+            matches!(error, crate::ConnectError::TlsFile(_)),
+            "{error:?}"
+        );
         assert!(error.to_string().contains(file.as_str()), "{error}");
         set(kept);
         assert!(options().is_ok(), "{file}: {:?}", options().err());

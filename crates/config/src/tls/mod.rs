@@ -24,7 +24,7 @@ use sea_orm::sqlx::postgres::{PgConnectOptions, PgSslMode};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub(crate) use precedence::{MODE_OVERRIDE, ROOT_CERT_OVERRIDE, TlsInputs, resolve};
-#[cfg(test)]
+#[cfg(all(test, unix))]
 pub(crate) use roots::public_roots_pem;
 
 use crate::Problem;
