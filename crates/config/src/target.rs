@@ -383,7 +383,8 @@ impl DatabaseTarget {
                 "target_session_attrs",
                 format!(
                     "is {target_session_attrs}, which asks for sessions that cannot write, but \
-                     the service and the migrations write: use any, read-write or primary"
+                     the service and the migrations write: use read-write (with one host, \
+                     any or primary also do)"
                 ),
             ));
         }
@@ -396,22 +397,30 @@ impl DatabaseTarget {
             && target_session_attrs.suits_writers()
             && target_session_attrs != TargetSessionAttrs::ReadWrite
         {
-            let origin = parameters
-                .get("target_session_attrs")
+            // Named where the setting is, else where the host list is (the URL, or PGHOST).
+            let given = parameters.get("target_session_attrs");
+            let origin = given
+                .or_else(|| parameters.get("host"))
                 .map_or(ParameterOrigin::Url, |(_, origin)| origin);
+            let (default, kept) = match (given, target_session_attrs) {
+                (None, _) => (
+                    " (libpq's default)",
+                    "a standby, or a primary made read-only",
+                ),
+                (Some(_), TargetSessionAttrs::Primary) => (
+                    "",
+                    "a primary made read-only with default_transaction_read_only",
+                ),
+                (Some(_), _) => ("", "a standby, or a primary made read-only"),
+            };
             problems.push(ParameterProblem::new(
                 origin,
                 "target_session_attrs",
                 format!(
-                    "is {target_session_attrs}{} with {} hosts: the first that answers would be \
-                     kept even when it cannot write (a standby, or a primary made read-only), and \
-                     a failover never followed; the service and the migrations write: use \
-                     read-write",
-                    if parameters.get("target_session_attrs").is_none() {
-                        " (libpq's default)"
-                    } else {
-                        ""
-                    },
+                    "is {target_session_attrs}{default} with {} hosts: the first node that \
+                     answers would be kept even when it cannot write ({kept}), and a failover \
+                     never followed; the service and the migrations write: give \
+                     target_session_attrs=read-write (in the URL, or PGTARGETSESSIONATTRS)",
                     endpoints.len()
                 ),
             ));

@@ -2,8 +2,8 @@
 //! checked is what is read: opened once, without blocking (a FIFO put in a file's place must not
 //! hang a connect), then checked on the open file. Whoever owns such a file, or may write it,
 //! chooses where the service connects or which secret it sends; so it must belong to this
-//! process's user or to root (as Kubernetes and Docker mount secrets). (TLS files are checked so
-//! at start; the driver reads them again by path at each new connection.)
+//! process's user or to root (as Kubernetes and Docker mount secrets). Secret and TLS files are
+//! read so at each new connection too; the driver gets their contents, never their paths.
 
 use std::fs::{File, Metadata};
 use std::path::Path;

@@ -4,7 +4,8 @@
 //! pile up work while the database hangs. So checks run in rounds, one at a time: a caller joins
 //! the next round that has not started yet and gets its result, so a "healthy" answer always
 //! comes from a round trip that began after the caller asked, yet at most one check is in flight
-//! however many callers there are. A failure of the round already in flight is passed on at once
+//! however many callers there are (and at most one wait for a connection that outlived its
+//! check: see [`Database::ping`]). A failure of the round already in flight is passed on at once
 //! (it was observed after the caller asked), so an unhealthy answer never takes much longer than
 //! one timeout.
 //!

@@ -148,12 +148,19 @@ async fn tls_overrides_and_host_lists_are_honoured() {
     let require = db.url_with(&[("sslmode", "require")]);
     let (code, stderr) = answers(dir.path(), &[("DATABASE_URL", &require)]);
     assert_eq!(code, Some(1), "{stderr}");
-    // A host list whose first host is closed: the second one answers.
+    // A host list whose first host is closed: the second one answers. Several hosts need
+    // read-write (the service writes): without it, refused as the service would refuse it.
     let listed = url
         .with_hosts(&[("127.0.0.1", 1), ("127.0.0.1", url.port())])
         .unwrap();
-    let (code, stderr) = answers(dir.path(), &[("DATABASE_URL", listed.expose_secret())]);
+    let listed = listed.expose_secret();
+    let separator = if listed.contains('?') { '&' } else { '?' };
+    let read_write = format!("{listed}{separator}target_session_attrs=read-write");
+    let (code, stderr) = answers(dir.path(), &[("DATABASE_URL", &read_write)]);
     assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr) = answers(dir.path(), &[("DATABASE_URL", listed)]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("target_session_attrs"), "{stderr}");
 }
 
 /// A program run as `uid`, listening on 127.0.0.1:`port` (perl-base is essential on Debian;

@@ -77,6 +77,9 @@ struct Inner {
     /// Bound of one call's statement(s) once it has a connection, and of a whole unit of work.
     call_timeout: Duration,
     metrics: Arc<DatabaseMetrics>,
+    /// One permit: the checkout of a health check, which may outlive the check (see
+    /// [`Database::ping`]). Checks take turns, so a storm of them holds one pool slot at most.
+    check_checkout: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Database {
@@ -141,6 +144,7 @@ impl Database {
                 io,
                 call_timeout: pool_settings.statement_timeout + DEADLINE_MARGIN,
                 metrics,
+                check_checkout: Arc::new(tokio::sync::Semaphore::new(1)),
             }),
         })
     }
@@ -411,6 +415,7 @@ impl Database {
 
     /// Checks that the database answers a round trip, within `timeout` whatever happens: refused
     /// connections, a server stopped mid-query, a frozen server or network, an exhausted pool.
+    /// Its wait for a connection may outlive it, within the acquire timeout, one at a time.
     pub async fn ping(&self, timeout: Duration) -> Result<(), StoreError> {
         let database = self.clone();
         let deadline = Instant::now() + timeout;
@@ -428,7 +433,17 @@ impl Database {
         // longer than a check's deadline: cut off with each check, it never reached the next
         // host, and without traffic (an unready service gets none) readiness never came back.
         // Left to finish, its connection goes back to the pool idle, for the next check (or,
-        // once the pool is closed, says goodbye).
+        // once the pool is closed, says goodbye). One such checkout at a time: a check waits for
+        // the one before it to end (and then finds its connection idle).
+        let checkout_turn = Arc::clone(&self.inner.check_checkout).acquire_owned();
+        let turn = match timeout_at(acquire_deadline, checkout_turn).await {
+            Ok(Ok(turn)) => turn,
+            // Never closed: as for a runtime shutting down.
+            Ok(Err(_closed)) => {
+                return Err(StoreError::Unavailable(Unavailability::ConnectionLost));
+            }
+            Err(_elapsed) => return Err(self.diagnose(deadline).await),
+        };
         let database = self.clone();
         let (hand, checked_out) = tokio::sync::oneshot::channel();
         drop(
@@ -437,6 +452,9 @@ impl Database {
                     if let Err(Ok(connection)) = hand.send(database.acquire().await) {
                         pool::give_back(connection);
                     }
+                    // Once the connection is back (or with the check), not before: the next
+                    // check then finds it idle.
+                    drop(turn);
                 }
                 .in_current_span(),
             ),

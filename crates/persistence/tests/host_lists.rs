@@ -263,6 +263,43 @@ async fn checks_shorter_than_a_silent_hosts_connect_timeout_still_reach_the_next
     drop(silent);
 }
 
+/// Checks that give up leave their checkout to finish, but one at a time: a storm of short
+/// checks against a host that never answers keeps one connect open, not one per check (each
+/// would hold a slot of the pool until the acquire timeout).
+#[tokio::test]
+async fn checks_that_give_up_leave_one_checkout_behind_not_one_each() {
+    use std::io::Read;
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let url = format!("postgres://svc:pw@127.0.0.1:{port}/app?sslmode=disable");
+    let mut settings = DatabaseSettings::new(DatabaseUrl::parse(&url).unwrap());
+    settings.pool.min_connections = 0;
+    let database = Database::connect_lazy(&settings, tokio::runtime::Handle::current()).unwrap();
+    for _ in 0..10 {
+        assert_eq!(
+            database.ping(Duration::from_millis(200)).await,
+            Err(StoreError::Unavailable(Unavailability::Timeout))
+        );
+    }
+    // About 2 s in, within the first checkout's acquire timeout (5 s): the connections still
+    // open are those whose client has not closed its end.
+    silent.set_nonblocking(true).unwrap();
+    let mut open = 0;
+    while let Ok((mut stream, _)) = silent.accept() {
+        stream.set_nonblocking(true).unwrap();
+        let mut buffer = [0u8; 512];
+        let closed = loop {
+            match stream.read(&mut buffer) {
+                Ok(0) => break true,
+                Ok(_) => {}
+                Err(error) => break error.kind() != std::io::ErrorKind::WouldBlock,
+            }
+        };
+        open += usize::from(!closed);
+    }
+    assert_eq!(open, 1, "connects left open by the checks");
+}
+
 /// Checks until the pool's connection reports its node read-only: a reload reaches a live
 /// session when that session next waits for a command, a moment after `pg_reload_conf()`.
 async fn until_read_only(database: &Database) {

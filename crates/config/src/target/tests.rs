@@ -681,6 +681,13 @@ fn several_hosts_need_read_write() {
             "PGTARGETSESSIONATTRS",
             "is primary with 2 hosts",
         ),
+        // The list from PGHOST: named there, where the URL lists no host.
+        (
+            "postgres://u:hunter2@/db",
+            Some(("PGHOST", "h1,h2")),
+            "PGHOST",
+            "is any (libpq's default) with 2 hosts",
+        ),
     ] {
         let mut vars = vec![("DATABASE_URL", url)];
         vars.extend(environment);
@@ -688,7 +695,10 @@ fn several_hosts_need_read_write() {
         assert_eq!(variables(&problems), [variable], "{url}: {problems}");
         let line = problems.to_string();
         assert!(line.contains(expected), "{line}");
-        assert!(line.contains("use read-write"), "{line}");
+        assert!(
+            line.contains("give target_session_attrs=read-write"),
+            "{line}"
+        );
         assert!(!line.contains("hunter2"), "{line}");
     }
     for url in [
