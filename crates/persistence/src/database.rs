@@ -427,14 +427,15 @@ impl Database {
     async fn ping_until(&self, deadline: Instant) -> Result<(), StoreError> {
         let timeout = deadline.saturating_duration_since(Instant::now());
         let acquire_deadline = deadline - DIAGNOSIS_BUDGET.min(timeout / 10);
-        // The checkout runs in a task of its own and is left to finish when the check gives up
-        // on it (it ends within the acquire timeout, counted in the metrics then). A connect to a
-        // host list whose first host is silent takes that host's `connect_timeout`, at least 2 s,
-        // longer than a check's deadline: cut off with each check, it never reached the next
-        // host, and without traffic (an unready service gets none) readiness never came back.
-        // Left to finish, its connection goes back to the pool idle, for the next check (or,
-        // once the pool is closed, says goodbye). One such checkout at a time: a check waits for
-        // the one before it to end (and then finds its connection idle).
+        // The checkout is left to finish when the check gives up on it: moved, as it stands, to
+        // a task of its own (it ends within the acquire timeout, counted in the metrics then). A
+        // connect to a host list whose first host is silent takes that host's `connect_timeout`,
+        // at least 2 s, longer than a check's deadline: cut off with each check, it never reached
+        // the next host, and without traffic (an unready service gets none) readiness never came
+        // back. Left to finish, its connection goes back to the pool idle, for the next check
+        // (or, once the pool is closed, says goodbye). One such checkout at a time: a check waits
+        // for the one before it to end (and then finds its connection idle). A checkout that
+        // ends in time costs no task: it is polled here.
         let checkout_turn = Arc::clone(&self.inner.check_checkout).acquire_owned();
         let turn = match timeout_at(acquire_deadline, checkout_turn).await {
             Ok(Ok(turn)) => turn,
@@ -445,26 +446,26 @@ impl Database {
             Err(_elapsed) => return Err(self.diagnose(deadline).await),
         };
         let database = self.clone();
-        let (hand, checked_out) = tokio::sync::oneshot::channel();
-        drop(
-            self.inner.io.spawn(
-                async move {
-                    if let Err(Ok(connection)) = hand.send(database.acquire().await) {
+        // Boxed, so that it can move to a task part-way.
+        let mut checkout = Box::pin(async move { database.acquire().await });
+        let connection = match timeout_at(acquire_deadline, checkout.as_mut()).await {
+            Ok(outcome) => {
+                // The turn ends with the checkout: concurrent checks do not wait for each
+                // other's round trips.
+                drop(turn);
+                outcome.map_err(Failure::into_store_error)?
+            }
+            Err(_elapsed) => {
+                let leftover = async move {
+                    if let Ok(connection) = checkout.await {
                         pool::give_back(connection);
                     }
-                    // Once the connection is back (or with the check), not before: the next
-                    // check then finds it idle.
+                    // Once the connection is back, not before: the next check finds it idle.
                     drop(turn);
-                }
-                .in_current_span(),
-            ),
-        );
-        let connection = match timeout_at(acquire_deadline, checked_out).await {
-            Ok(Ok(Ok(connection))) => connection,
-            Ok(Ok(Err(failure))) => return Err(failure.into_store_error()),
-            // The task was dropped unfinished: the I/O runtime is shutting down.
-            Ok(Err(_)) => return Err(StoreError::Unavailable(Unavailability::ConnectionLost)),
-            Err(_elapsed) => return Err(self.diagnose(deadline).await),
+                };
+                drop(self.inner.io.spawn(leftover.in_current_span()));
+                return Err(self.diagnose(deadline).await);
+            }
         };
         // Through a session like every other use: a check cut off (deadline, or the caller gone)
         // leaves its connection unfit, and it is closed instead of going back. The round trip
@@ -495,7 +496,10 @@ impl Database {
         if self.pool_exhausted() {
             return StoreError::Unavailable(Unavailability::PoolExhausted);
         }
-        let probe = self.connector().connect();
+        // Boxed: the connect future (TLS handshake included) is kilobytes, and every check's
+        // future would otherwise carry it, once for each place a check diagnoses, copied as it
+        // moves (callgrind showed it as memcpy in every healthy check).
+        let probe = Box::pin(self.connector().connect());
         match timeout_at(deadline, probe).await {
             Ok(Ok(connected)) => {
                 let _ = connected.connection.close().await;
