@@ -78,7 +78,8 @@ struct Inner {
     call_timeout: Duration,
     metrics: Arc<DatabaseMetrics>,
     /// One permit: the checkout of a health check, which may outlive the check (see
-    /// [`Database::ping`]). Checks take turns, so a storm of them holds one pool slot at most.
+    /// [`Database::ping`]). Checks take turns at checking out, so at most one such checkout is
+    /// pending however many checks there are.
     check_checkout: Arc<tokio::sync::Semaphore>,
 }
 
@@ -99,6 +100,51 @@ struct AbortOnDrop<T>(JoinHandle<T>);
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+type Checkout = Pin<Box<dyn Future<Output = Result<PooledConnection, Failure>> + Send>>;
+
+/// A health check's checkout, polled in place (a healthy check pays for no task). Dropped
+/// before it ends, when the check stops waiting for it (its deadline, or the check itself
+/// dropped), it is moved as it stands to a task of its own on the I/O runtime, which finishes it
+/// within the acquire timeout (counted in the metrics then) and gives its connection back to the
+/// pool, idle for the next check (or, once the pool is closed, saying goodbye). It holds the
+/// check's turn until then.
+struct CheckCheckout {
+    pending: Option<(Checkout, tokio::sync::OwnedSemaphorePermit)>,
+    io: Handle,
+}
+
+impl CheckCheckout {
+    /// The checkout's outcome; the turn ends with it, so concurrent checks do not wait for each
+    /// other's round trips.
+    async fn next(&mut self) -> Result<PooledConnection, Failure> {
+        let outcome = match &mut self.pending {
+            Some((checkout, _turn)) => checkout.as_mut().await,
+            // Taken only here, after the outcome: not reached.
+            None => Err(Failure::Store(StoreError::Unavailable(
+                Unavailability::ConnectionLost,
+            ))),
+        };
+        self.pending = None;
+        outcome
+    }
+}
+
+impl Drop for CheckCheckout {
+    fn drop(&mut self) {
+        let Some((checkout, turn)) = self.pending.take() else {
+            return;
+        };
+        let leftover = async move {
+            if let Ok(connection) = checkout.await {
+                pool::give_back(connection);
+            }
+            // Once the connection is back, not before: the next check finds it idle.
+            drop(turn);
+        };
+        drop(self.io.spawn(leftover.in_current_span()));
     }
 }
 
@@ -427,15 +473,12 @@ impl Database {
     async fn ping_until(&self, deadline: Instant) -> Result<(), StoreError> {
         let timeout = deadline.saturating_duration_since(Instant::now());
         let acquire_deadline = deadline - DIAGNOSIS_BUDGET.min(timeout / 10);
-        // The checkout is left to finish when the check gives up on it: moved, as it stands, to
-        // a task of its own (it ends within the acquire timeout, counted in the metrics then). A
-        // connect to a host list whose first host is silent takes that host's `connect_timeout`,
-        // at least 2 s, longer than a check's deadline: cut off with each check, it never reached
-        // the next host, and without traffic (an unready service gets none) readiness never came
-        // back. Left to finish, its connection goes back to the pool idle, for the next check
-        // (or, once the pool is closed, says goodbye). One such checkout at a time: a check waits
-        // for the one before it to end (and then finds its connection idle). A checkout that
-        // ends in time costs no task: it is polled here.
+        // The checkout is left to finish when the check stops waiting for it (its deadline, or
+        // the check itself dropped): see [`CheckCheckout`]. A connect to a host list whose first
+        // host is silent takes that host's `connect_timeout`, at least 2 s, longer than a check's
+        // deadline: cut off with each check, it never reached the next host, and without traffic
+        // (an unready service gets none) readiness never came back. One such checkout at a time:
+        // a check waits for the one before it to end (and then finds its connection idle).
         let checkout_turn = Arc::clone(&self.inner.check_checkout).acquire_owned();
         let turn = match timeout_at(acquire_deadline, checkout_turn).await {
             Ok(Ok(turn)) => turn,
@@ -446,24 +489,14 @@ impl Database {
             Err(_elapsed) => return Err(self.diagnose(deadline).await),
         };
         let database = self.clone();
-        // Boxed, so that it can move to a task part-way.
-        let mut checkout = Box::pin(async move { database.acquire().await });
-        let connection = match timeout_at(acquire_deadline, checkout.as_mut()).await {
-            Ok(outcome) => {
-                // The turn ends with the checkout: concurrent checks do not wait for each
-                // other's round trips.
-                drop(turn);
-                outcome.map_err(Failure::into_store_error)?
-            }
+        let mut checkout = CheckCheckout {
+            pending: Some((Box::pin(async move { database.acquire().await }), turn)),
+            io: self.inner.io.clone(),
+        };
+        let connection = match timeout_at(acquire_deadline, checkout.next()).await {
+            Ok(outcome) => outcome.map_err(Failure::into_store_error)?,
             Err(_elapsed) => {
-                let leftover = async move {
-                    if let Ok(connection) = checkout.await {
-                        pool::give_back(connection);
-                    }
-                    // Once the connection is back, not before: the next check finds it idle.
-                    drop(turn);
-                };
-                drop(self.inner.io.spawn(leftover.in_current_span()));
+                drop(checkout);
                 return Err(self.diagnose(deadline).await);
             }
         };

@@ -226,16 +226,10 @@ async fn the_pool_follows_the_writable_node_and_fails_at_once_when_there_is_none
     );
 }
 
-/// A check's deadline (1 s here, the default) is shorter than the silent first host's
-/// `connect_timeout` (2 s): the checkout a check starts goes on after the check gives up, so its
-/// connection (to the second host) is in the pool for a later check. Cut off with each check, it
-/// never got past the first host, and with no minimum of connections (and no traffic, as for a
-/// service taken out of rotation) readiness never came back.
-#[tokio::test]
-async fn checks_shorter_than_a_silent_hosts_connect_timeout_still_reach_the_next_host() {
-    let b = PgCluster::start().await.unwrap();
-    // Accepts TCP (the kernel's backlog) but never speaks: a frozen or partitioned node.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+/// A host list whose first host accepts TCP (the kernel's backlog) but never speaks, a frozen or
+/// partitioned node, and whose second is `b`; no minimum of connections (and no traffic, as for
+/// a service taken out of rotation), `connect_timeout=2`.
+fn behind_a_silent_host(b: &PgCluster, silent: &std::net::TcpListener) -> Database {
     let url = DatabaseUrl::parse(&b.service_url("postgres"))
         .unwrap()
         .with_hosts(&[
@@ -248,7 +242,18 @@ async fn checks_shorter_than_a_silent_hosts_connect_timeout_still_reach_the_next
     let url = format!("{url}{separator}target_session_attrs=read-write&connect_timeout=2");
     let mut settings = DatabaseSettings::new(DatabaseUrl::parse(&url).unwrap());
     settings.pool.min_connections = 0;
-    let database = Database::connect_lazy(&settings, tokio::runtime::Handle::current()).unwrap();
+    Database::connect_lazy(&settings, tokio::runtime::Handle::current()).unwrap()
+}
+
+/// A check's deadline (1 s here, the default) is shorter than the silent first host's
+/// `connect_timeout` (2 s): the checkout a check starts goes on after the check gives up, so its
+/// connection (to the second host) is in the pool for a later check. Cut off with each check, it
+/// never got past the first host, and readiness never came back.
+#[tokio::test]
+async fn checks_shorter_than_a_silent_hosts_connect_timeout_still_reach_the_next_host() {
+    let b = PgCluster::start().await.unwrap();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let database = behind_a_silent_host(&b, &silent);
     let check = Duration::from_secs(1);
     assert_eq!(
         database.ping(check).await,
@@ -260,7 +265,22 @@ async fn checks_shorter_than_a_silent_hosts_connect_timeout_still_reach_the_next
     })
     .await
     .unwrap();
-    drop(silent);
+}
+
+/// The same when a check is dropped by its caller (a client gone, a caller's own timeout)
+/// rather than timed out: its checkout goes on.
+#[tokio::test]
+async fn checks_dropped_by_their_caller_still_reach_the_next_host() {
+    let b = PgCluster::start().await.unwrap();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let database = behind_a_silent_host(&b, &silent);
+    let dropped_after = Duration::from_millis(500);
+    eventually("a check that passes", Duration::from_secs(10), async || {
+        let check = database.ping(Duration::from_secs(30));
+        matches!(tokio::time::timeout(dropped_after, check).await, Ok(Ok(())))
+    })
+    .await
+    .unwrap();
 }
 
 /// Checks that give up leave their checkout to finish, but one at a time: a storm of short
