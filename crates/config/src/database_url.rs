@@ -402,7 +402,8 @@ fn parse_hosts(authority: &str) -> Result<Vec<UrlHost>, DatabaseUrlError> {
             return Err(malformed("is empty"));
         }
         let port = match port {
-            None => None,
+            // As libpq: `h:` (an empty port) is no port, so PGPORT or 5432 applies.
+            None | Some("") => None,
             Some(text) => Some(
                 parse_port(text).ok_or_else(|| malformed("has a port that is not 1 to 65535"))?,
             ),
@@ -500,6 +501,17 @@ mod tests {
                 .hosts()
                 .is_empty()
         );
+    }
+
+    /// libpq reads an empty port (`h:`, `[::1]:`) as none given, in a list too.
+    #[test]
+    fn an_empty_port_is_none() {
+        let url = DatabaseUrl::parse("postgres://u@db:/app").unwrap();
+        assert_eq!(url.hosts()[0].port, None);
+        assert_eq!(url.port(), 5432);
+        let url = DatabaseUrl::parse("postgres://u@h1:,[::1]:,h3:5433/app").unwrap();
+        let ports: Vec<Option<u16>> = url.hosts().iter().map(|host| host.port).collect();
+        assert_eq!(ports, [None, None, Some(5433)]);
     }
 
     #[test]
