@@ -59,8 +59,9 @@ impl ServerUser {
     }
 
     /// `program`, to be run as this user (from `/`, which every user may enter), with none of
-    /// our environment but `PATH` and `TZ` (on unix; elsewhere the system needs more of it): ours may hold passwords (`PGPASSWORD`, URLs, CI's
-    /// tokens), and a server's environment is readable by whoever runs code as its user.
+    /// our environment but `PATH` and `TZ` (on unix; elsewhere the system needs more of it):
+    /// ours may hold passwords (`PGPASSWORD`, URLs, CI's tokens), and a server's environment is
+    /// readable by whoever runs code as its user.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         let mut command = Command::new(program);
         #[cfg(unix)]

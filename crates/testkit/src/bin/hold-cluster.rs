@@ -18,10 +18,10 @@
 //! * `--tls` serves TLS (certificate for `localhost` and 127.0.0.1 from a CA made for this run)
 //!   next to plaintext; `--set NAME=VALUE` overrides a server setting of the kit's (repeatable).
 //! * `--app-only` gives COMMAND the application's two URLs (and `CLUSTER_CA_FILE`), and none of
-//!   the variables above of the superuser's, nor any other `PG*` or `DATABASE_*` variable
-//!   exported to us (`PGPASSFILE`, `PGSSLKEY`, `DATABASE_OWNER_PASSWORD_FILE`...): for a command
-//!   that needs no more, such as the migration recipes. This keeps credentials out of its way;
-//!   it is no isolation (the command runs as our user).
+//!   the variables above of the superuser's, nor any other `PG*`, `DATABASE_*` or `CLUSTER_*`
+//!   variable exported to us (`PGPASSFILE`, `PGSSLKEY`, `DATABASE_OWNER_PASSWORD_FILE`...): for a
+//!   command that needs no more, such as the migration recipes. This keeps credentials out of its
+//!   way; it is no isolation (the command runs as our user).
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -99,17 +99,12 @@ async fn hold(arguments: Arguments, signals: StopSignals) -> Result<ExitCode, St
         ("DATABASE_URL", database.url()),
         ("DATABASE_OWNER_URL", database.owner_url()),
     ];
-    let mut superusers = cluster.libpq_environment("postgres");
-    let superuser = cluster.superuser_url("postgres");
-    superusers.push((counseling_config::TEST_SERVER_VARIABLE, superuser));
-    superusers.push(("CLUSTER_BIN_DIR", cluster.bin_dir().display().to_string()));
-    // With --app-only, withheld even where they were exported to us (a developer's
-    // DATABASE_URL_TEST).
-    let (given, withheld) = match arguments.app_only {
-        true => (Vec::new(), superusers),
-        false => (superusers, Vec::new()),
-    };
-    variables.extend(given);
+    if !arguments.app_only {
+        variables.extend(cluster.libpq_environment("postgres"));
+        let superuser = cluster.superuser_url("postgres");
+        variables.push((counseling_config::TEST_SERVER_VARIABLE, superuser));
+        variables.push(("CLUSTER_BIN_DIR", cluster.bin_dir().display().to_string()));
+    }
     if let Some(tls) = cluster.tls_files() {
         variables.push(("CLUSTER_CA_FILE", tls.root_cert.display().to_string()));
     }
@@ -136,18 +131,17 @@ async fn hold(arguments: Arguments, signals: StopSignals) -> Result<ExitCode, St
         .args(args)
         .envs(variables.iter().cloned())
         .kill_on_drop(true);
-    for (name, _) in withheld {
-        command.env_remove(name);
-    }
     if arguments.app_only {
-        // libpq's and our settings as exported to us: the command would read them (a key file,
-        // a password file, another URL) next to the two URLs it is given.
+        // Withheld even as exported to us: libpq's and our settings (a developer's
+        // DATABASE_URL_TEST, a key or password file) and the kit's, which the command would read
+        // next to the two URLs it is given.
         let given: Vec<&str> = variables.iter().map(|(name, _)| *name).collect();
         for (name, _) in std::env::vars_os() {
             let text = name.to_string_lossy();
-            if (text.starts_with("PG") || text.starts_with("DATABASE_"))
-                && !given.contains(&text.as_ref())
-            {
+            let ours = ["PG", "DATABASE_", "CLUSTER_"]
+                .iter()
+                .any(|prefix| text.starts_with(prefix));
+            if ours && !given.contains(&text.as_ref()) {
                 command.env_remove(&name);
             }
         }
