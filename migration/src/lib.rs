@@ -39,6 +39,7 @@ mod m20261130_000002_bcrypt_cost_bounds;
 pub mod m20261203_000001_username_identity_in_database;
 pub mod m20261205_000001_username_default_ignorables;
 pub mod m20261205_000002_users_id_and_created_at_fixed;
+pub mod m20261205_000003_password_hash_canonical;
 
 /// A migration module of this crate with its source file (`src/<module>.rs`).
 macro_rules! migration_file {
@@ -60,6 +61,7 @@ pub fn migrations() -> Vec<MigrationFile> {
         migration_file!(m20261203_000001_username_identity_in_database),
         migration_file!(m20261205_000001_username_default_ignorables),
         migration_file!(m20261205_000002_users_id_and_created_at_fixed),
+        migration_file!(m20261205_000003_password_hash_canonical),
     ]
 }
 

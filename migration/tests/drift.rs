@@ -621,6 +621,10 @@ const RECORDED: &[(&str, &str)] = &[
         "m20261205_000002_users_id_and_created_at_fixed",
         "80594b6338f6085daa87f539aa1ddacee7ee316baca0e210954c3624eb3f6ac7",
     ),
+    (
+        "m20261205_000003_password_hash_canonical",
+        "65a601fe45558a83a75bc626ff725a65fe9efd590970fb7e37cbb7b2ef5eb8bf",
+    ),
 ];
 
 #[test]

@@ -131,34 +131,32 @@ async fn fails_cleanly_while_users_is_locked(db: &TestDatabase, args: &[&str], o
 #[tokio::test]
 async fn up_and_down_give_up_on_a_locked_table_after_the_lock_timeout() {
     let db = TestDatabase::migrated().await.unwrap();
-    // The newest migration (a trigger) runs in a transaction, both ways.
-    let in_transaction = "the migration waiting for it changed nothing";
-    fails_cleanly_while_users_is_locked(&db, &["down"], in_transaction).await;
+    let url = db.owner_url();
+    let down = || {
+        let output = migration_binary(&["down"], &[("DATABASE_URL", &url)]);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+    };
+    // The newest migration checks its rows outside a transaction (NOT VALID, then VALIDATE), so
+    // what waited may have stopped part-way: said so, though here it changed nothing yet.
+    let part_way = "runs without a transaction and may have stopped part-way";
+    assert_eq!(
+        migration::migrations().last().unwrap().name(),
+        "m20261205_000003_password_hash_canonical"
+    );
+    fails_cleanly_while_users_is_locked(&db, &["down"], part_way).await;
 
+    // The one before it (a trigger) runs in a transaction, both ways.
+    let trigger = "m20261205_000002_users_id_and_created_at_fixed";
+    let in_transaction = "the migration waiting for it changed nothing";
+    down();
+    fails_cleanly_while_users_is_locked(&db, &["down"], in_transaction).await;
+    down();
     let all = migration::migrations().len();
-    let down = migration_binary(&["down"], &[("DATABASE_URL", &db.owner_url())]);
-    assert!(down.status.success(), "{}", text(&down.stderr));
-    assert_eq!(status(&db.owner_url()), (all - 1, 1));
+    assert_eq!(status(&url), (all - 2, 2));
     fails_cleanly_while_users_is_locked(&db, &["up"], in_transaction).await;
 
-    let up = migration_binary(&["up"], &[("DATABASE_URL", &db.owner_url())]);
-    assert!(up.status.success(), "{}", text(&up.stderr));
-    assert_eq!(status(&db.owner_url()), (all, 0));
-
-    // This one checks its rows outside a transaction (NOT VALID, then VALIDATE), so what
-    // waited may have stopped part-way: said so, though here it changed nothing yet.
-    let outside = "m20261205_000001_username_default_ignorables";
-    let names: Vec<String> = migration::migrations()
-        .iter()
-        .map(|m| m.name().to_owned())
-        .collect();
-    let after = all - names.iter().position(|name| name == outside).unwrap();
-    let down = migration_binary(
-        &["down", &after.to_string()],
-        &[("DATABASE_URL", &db.owner_url())],
-    );
-    assert!(down.status.success(), "{}", text(&down.stderr));
-    let part_way = "runs without a transaction and may have stopped part-way";
+    common::up_to(&common::owner_orm(&db), trigger).await;
+    assert_eq!(status(&url), (all - 1, 1));
     fails_cleanly_while_users_is_locked(&db, &["up"], part_way).await;
 }
 

@@ -81,7 +81,7 @@ async fn assert_schema_present(conn: &mut PgConnection) {
          WHERE conrelid = 'users'::regclass ORDER BY conname",
     )
     .await;
-    assert_eq!(constraints.len(), 10, "{constraints:?}");
+    assert_eq!(constraints.len(), 11, "{constraints:?}");
     let definition = |name: &str| -> String {
         constraints
             .iter()
@@ -131,6 +131,14 @@ async fn assert_schema_present(conn: &mut PgConnection) {
     assert!(
         hash_check.contains(r"'^\$2[aby]\$1[2-5]\$[./A-Za-z0-9]{53}$'"),
         "{hash_check}"
+    );
+    let canonical = definition("ck_users_password_hash_unused_bits_zero");
+    assert!(
+        canonical.contains(
+            "substr((password_hash)::text, 29, 1) = ANY (ARRAY['.'::text, 'O'::text, 'e'::text, \
+             'u'::text])"
+        ),
+        "{canonical}"
     );
 
     let indexes = rows(

@@ -6,11 +6,11 @@
 mod common;
 
 use common::{
-    connect, connect_as_service, database_before, insert, insert_before_identity, insert_refusal,
-    schema_snapshot, up_fails_changing_nothing, up_to,
+    connect_as_service, database_before, insert, insert_before_identity, insert_refusal,
+    up_fails_changing_nothing, up_to,
 };
 use migration::m20261205_000001_username_default_ignorables::{CONSTRAINT, INVISIBLE, NAME};
-use migration::sea_orm::sqlx::Connection;
+use migration::sea_orm::sqlx::PgConnection;
 
 const ALICE: &str = r"\school\alice";
 
@@ -77,26 +77,8 @@ async fn down_drops_the_check() {
 /// validation: the migration drops its check again and names the row.
 #[tokio::test]
 async fn a_look_alike_committed_while_up_runs_makes_it_drop_its_check() {
-    let (db, orm, mut conn) = database_before(NAME).await;
-    let schema = schema_snapshot(&mut conn).await;
-    let mut writer_conn = connect(&db).await;
-    let mut writer = writer_conn.begin().await.unwrap();
-    let late = insert_before_identity(&mut writer, "\\school\\alice\u{3164}").await;
-    let up = {
-        let orm = orm.clone();
-        tokio::spawn(async move { migration::apply_pending(&orm).await })
+    let write = async |conn: &mut PgConnection| {
+        insert_before_identity(conn, "\\school\\alice\u{3164}").await
     };
-    // The scan saw nothing; the ALTER waits for the writer's lock.
-    common::until_someone_waits_for_users(&mut connect(&db).await).await;
-    writer.commit().await.unwrap();
-    let error = up.await.unwrap().unwrap_err().to_string();
-    assert!(error.contains(&late), "{error}");
-    assert!(error.contains("it dropped its check again"), "{error}");
-    assert_eq!(schema_snapshot(&mut conn).await, schema);
-    let status = migration::status(&orm).await.unwrap();
-    assert!(
-        status
-            .iter()
-            .any(|state| state.name == NAME && !state.is_applied())
-    );
+    common::a_late_row_makes_up_drop_its_check(NAME, write).await;
 }

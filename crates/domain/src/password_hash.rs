@@ -21,6 +21,9 @@ pub const MAX_BCRYPT_COST: u32 = 15;
 pub const MAX_PASSWORD_BYTES: usize = 72;
 const BCRYPT_HASH_LEN: usize = 60;
 const BCRYPT_SALT_AND_DIGEST_LEN: usize = 53;
+/// bcrypt's base-64 alphabet, in value order.
+const BCRYPT_ALPHABET: &[u8; 64] =
+    b"./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 /// A bcrypt hash of a password (`$2a$`, `$2b$` or `$2y$`, cost 12 to 15, 60 characters).
 ///
@@ -35,6 +38,11 @@ pub struct PasswordHash(String);
 pub enum PasswordHashError {
     #[error("not a bcrypt hash ($2a$, $2b$ or $2y$ followed by a cost, 60 characters in all)")]
     NotBcrypt,
+    #[error(
+        "not a hash bcrypt writes: the last character of its salt or digest sets bits bcrypt \
+         leaves zero, so no password matches it"
+    )]
+    NotCanonical,
     #[error("the bcrypt cost {actual} is below the minimum of {minimum}")]
     CostTooLow { actual: u32, minimum: u32 },
     #[error("the bcrypt cost {actual} is above the maximum of {maximum}")]
@@ -104,6 +112,9 @@ impl PasswordHash {
         let candidate = candidate.into();
         let cost = bcrypt_cost(&candidate).ok_or(PasswordHashError::NotBcrypt)?;
         check_cost(cost)?;
+        if !is_canonical(&candidate) {
+            return Err(PasswordHashError::NotCanonical);
+        }
         Ok(Self(candidate))
     }
 
@@ -156,6 +167,21 @@ fn bcrypt_cost(candidate: &str) -> Option<u32> {
     (4..=31).contains(&cost).then_some(cost)
 }
 
+/// Whether the unused low bits of a well-formed hash are zero, as every bcrypt writes them: 22
+/// characters carry the salt's 128 bits (4 left over) and 31 the digest's 184 (2 left over). A
+/// hash with any of them set matches no password: the `bcrypt` crate refuses to decode it, and
+/// an implementation that ignores them re-encodes the salt it read without them and so never
+/// writes the same string. The database's `ck_users_password_hash_unused_bits_zero` holds the same rule.
+fn is_canonical(hash: &str) -> bool {
+    let value = |position: usize| {
+        let character = hash.as_bytes().get(position);
+        character.and_then(|c| BCRYPT_ALPHABET.iter().position(|a| a == c))
+    };
+    // `$2b$12$` is 7 characters: the salt ends at position 28, the digest at 59.
+    value(28).is_some_and(|salt| salt & 0b1111 == 0)
+        && value(59).is_some_and(|digest| digest & 0b11 == 0)
+}
+
 impl fmt::Debug for PasswordHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("PasswordHash([REDACTED])")
@@ -181,7 +207,8 @@ mod tests {
         SecretString::from(text.to_owned())
     }
 
-    const VALID: &str = "$2b$12$abcdefghijklmnopqrstuvABCDEFGHIJKLMNOPQRSTUVWXYZ01234";
+    /// A real cost-12 hash (of "fixture password").
+    const VALID: &str = "$2b$12$c5G8mzpnmaf2UPnIusjhHuPqJp12Sa.rNY.T9.H7r1WW91mZgm6Sq";
 
     #[test]
     fn hash_produces_a_cost_12_bcrypt_hash_that_verifies() {
@@ -192,6 +219,13 @@ mod tests {
         assert!(hash.verify(&secret("correct horse battery staple")));
         assert!(!hash.verify(&secret("correct horse battery stapler")));
         assert!(!hash.verify(&secret("")));
+    }
+
+    #[test]
+    fn the_fixture_is_a_real_hash_of_its_password() {
+        let fixture = PasswordHash::parse(VALID).unwrap();
+        assert!(fixture.verify(&secret("fixture password")));
+        assert!(!fixture.verify(&secret("fixture passwore")));
     }
 
     #[test]
@@ -322,6 +356,57 @@ mod tests {
         }
     }
 
+    /// `VALID` with its character at `position` replaced by `character`.
+    fn with_character(position: usize, character: u8) -> String {
+        let mut bytes = VALID.as_bytes().to_vec();
+        bytes[position] = character;
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn parse_accepts_exactly_the_last_characters_bcrypt_writes() {
+        // The salt's last character carries 2 bits, the digest's 4; the rest are zero.
+        let mut salt_ends = Vec::new();
+        let mut digest_ends = Vec::new();
+        for &character in BCRYPT_ALPHABET {
+            let salt = PasswordHash::parse(with_character(28, character));
+            let digest = PasswordHash::parse(with_character(59, character));
+            for (parsed, ends) in [(salt, &mut salt_ends), (digest, &mut digest_ends)] {
+                match parsed {
+                    Ok(_) => ends.push(character),
+                    Err(error) => assert_eq!(error, PasswordHashError::NotCanonical),
+                }
+            }
+        }
+        assert_eq!(String::from_utf8(salt_ends).unwrap(), ".Oeu");
+        assert_eq!(String::from_utf8(digest_ends).unwrap(), ".CGKOSWaeimquy26");
+        assert_eq!(
+            PasswordHashError::NotCanonical.to_string(),
+            "not a hash bcrypt writes: the last character of its salt or digest sets bits bcrypt \
+             leaves zero, so no password matches it"
+        );
+    }
+
+    #[test]
+    fn every_hash_bcrypt_writes_passes_the_rule_and_one_it_does_not_matches_nothing() {
+        for round in 0..64 {
+            let password = format!("password {round}");
+            // Cost 4, bcrypt's least, keeps this quick; the rule does not depend on the cost.
+            let hash = bcrypt::hash(&password, 4).unwrap();
+            assert!(is_canonical(&hash), "{hash}");
+            assert!(bcrypt::verify(&password, &hash).unwrap());
+            // The same salt and digest as a lenient decoder reads them, one unused bit set.
+            for position in [28, 59] {
+                let mut bytes = hash.clone().into_bytes();
+                let value = BCRYPT_ALPHABET.iter().position(|&c| c == bytes[position]);
+                bytes[position] = BCRYPT_ALPHABET[value.unwrap() + 1];
+                let altered = String::from_utf8(bytes).unwrap();
+                assert!(!is_canonical(&altered), "{altered}");
+                assert!(!bcrypt::verify(&password, &altered).unwrap_or(false));
+            }
+        }
+    }
+
     #[test]
     fn parse_rejects_costs_below_12() {
         let weak = format!("$2b$11${}", &VALID[7..]);
@@ -345,7 +430,7 @@ mod tests {
             format!("{:?}", Some(&hash)),
         ] {
             assert!(!shown.contains("$2b$"), "{shown}");
-            assert!(!shown.contains("abcdefgh"), "{shown}");
+            assert!(!shown.contains(&VALID[7..29]), "{shown}");
             assert!(shown.contains("REDACTED"));
         }
     }

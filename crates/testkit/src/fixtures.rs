@@ -1,4 +1,4 @@
-//! What tests share besides a database, written once: a fake bcrypt hash, the settings of a pool
+//! What tests share besides a database, written once: a bcrypt hash, the settings of a pool
 //! under test, a role's powers, an HTTP GET that takes every status as an answer, and waiting
 //! with a deadline.
 
@@ -14,11 +14,11 @@ pub use counseling_provision::http::{Reply, get, get_async, send};
 pub use counseling_provision::server::free_port;
 pub use counseling_provision::wait::{Outcome, eventually, wait_until};
 
-/// A well-formed cost-12 bcrypt hash (of no password anyone knows): hashing a real password
-/// costs ~0.2 s per user.
-pub const BCRYPT_HASH: &str = "$2b$12$abcdefghijklmnopqrstuvABCDEFGHIJKLMNOPQRSTUVWXYZ01234";
-/// Another one, for tests that need two different hashes.
-pub const OTHER_BCRYPT_HASH: &str = "$2b$12$ZYXWVUTSRQPONMLKJIHGFEDCBAzyxwvutsrqponmlkjihgfedcba9";
+/// A real cost-12 bcrypt hash, of `fixture password`, written once: hashing a password costs
+/// ~0.2 s per user.
+pub const BCRYPT_HASH: &str = "$2b$12$c5G8mzpnmaf2UPnIusjhHuPqJp12Sa.rNY.T9.H7r1WW91mZgm6Sq";
+/// Another one, of `other fixture password`, for tests that need two different hashes.
+pub const OTHER_BCRYPT_HASH: &str = "$2b$12$wZZPc2Khm11zmM0elFvV9e2.o3aybwQCPBiwwwnQ/VYKcrmcF6JPW";
 
 /// The settings of a pool under test on `url`: small (many tests share one server) and quick to
 /// give up (at most 5 connections, none kept idle, 2 s to acquire one).

@@ -10,7 +10,7 @@
 //! * [`PgCluster::start`] gives a test a cluster of its own to stop, crash, freeze and restart;
 //!   [`PgCluster::start_tls`] one with TLS ([`tls::ServerTls`]): a CA and certificates made in
 //!   the run, optionally TLS-only access and client certificates.
-//! * [`fixtures`]: the fake bcrypt hash, a pool's settings, an HTTP GET, waiting with a deadline.
+//! * [`fixtures`]: the bcrypt fixture, a pool's settings, an HTTP GET, waiting with a deadline.
 //!
 //! Nothing is left running: postmasters die with the test process (parent-death signal), test
 //! databases are dropped when their handle is, and leftovers of killed runs are swept at start.

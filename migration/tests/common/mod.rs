@@ -322,3 +322,35 @@ pub async fn until_someone_waits_for_users(conn: &mut PgConnection) {
         .await
         .unwrap();
 }
+
+/// Up from before `name`, while another session has written a row that breaks `name`'s check
+/// (`write` returns its id) and commits it once the migration, having found no such row, waits to
+/// add its check: the validation fails, so the migration drops its check again, names the row
+/// and stays pending, the schema as it was.
+pub async fn a_late_row_makes_up_drop_its_check(
+    name: &str,
+    write: impl AsyncFnOnce(&mut PgConnection) -> String,
+) {
+    let (db, orm, mut conn) = database_before(name).await;
+    let schema = schema_snapshot(&mut conn).await;
+    let mut writer_conn = connect(&db).await;
+    let mut writer = writer_conn.begin().await.unwrap();
+    let late = write(&mut writer).await;
+    let up = {
+        let orm = orm.clone();
+        tokio::spawn(async move { migration::apply_pending(&orm).await })
+    };
+    // The scan saw nothing; the ALTER waits for the writer's lock.
+    until_someone_waits_for_users(&mut connect(&db).await).await;
+    writer.commit().await.unwrap();
+    let error = up.await.unwrap().unwrap_err().to_string();
+    assert!(error.contains(&late), "{error}");
+    assert!(error.contains("it dropped its check again"), "{error}");
+    assert_eq!(schema_snapshot(&mut conn).await, schema);
+    let status = migration::status(&orm).await.unwrap();
+    assert!(
+        status
+            .iter()
+            .any(|state| state.name == name && !state.is_applied())
+    );
+}
