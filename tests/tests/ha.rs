@@ -837,13 +837,17 @@ fn check_window(
         .collect();
 
     // Only `Unavailable` may fail a write: a demoted or read-only node is reported as such, and
-    // nothing else (no duplicate, no unexpected error) happens.
+    // nothing else (no duplicate, no unexpected error) happens; a write in flight when its node
+    // died is `OutcomeUnknown` (it may be stored; its name is never written again).
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     for write in &window {
         match &write.outcome {
             Ok(_) => {}
             Err(CreateUserError::Store(StoreError::Unavailable(why))) => {
                 *reasons.entry(why.to_string()).or_default() += 1;
+            }
+            Err(CreateUserError::Store(StoreError::OutcomeUnknown)) => {
+                *reasons.entry("unconfirmed".to_owned()).or_default() += 1;
             }
             Err(other) => panic!("{route} {disruption:?}: a write failed with {other:?}"),
         }

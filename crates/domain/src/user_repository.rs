@@ -128,6 +128,11 @@ pub enum StoreError {
     /// The unit of work conflicted with another; run it again (see [`StoreError::is_retryable`]).
     #[error("the transaction conflicted with another one ({0}); run it again")]
     Conflict(Conflict),
+    /// The connection broke or timed out after a write was sent (a call's own, or a unit of
+    /// work's `COMMIT`) and before the database answered: the write may or may not be stored.
+    /// Read it back before writing it again: done blindly, it may be done twice.
+    #[error("the database did not confirm the write, which may or may not be stored")]
+    OutcomeUnknown,
     /// Anything else. The text is sanitized (an error class or SQLSTATE, no SQL, no credentials).
     #[error("unexpected database error: {0}")]
     Unexpected(String),
@@ -240,6 +245,8 @@ mod tests {
         assert!(StoreError::Conflict(Conflict::SerializationFailure).is_retryable());
         assert!(!StoreError::Unavailable(Unavailability::Timeout).is_retryable());
         assert!(!StoreError::Unexpected("x".into()).is_retryable());
+        // Run again blindly, an unconfirmed write may be done twice.
+        assert!(!StoreError::OutcomeUnknown.is_retryable());
     }
 
     #[test]

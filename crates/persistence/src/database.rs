@@ -1,6 +1,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use counseling_config::{Connector, Problems};
@@ -15,7 +16,7 @@ use tracing::Instrument;
 
 use crate::DatabaseSettings;
 use crate::database_metrics::{DatabaseMetrics, Discard, Operation, Outcome};
-use crate::error_mapping::{Failure, from_connect, from_db_err, from_sqlx};
+use crate::error_mapping::{Failure, from_connect, from_db_err, from_sqlx, of_sent_write};
 use crate::pool::{self, ConnectionPool, PoolBounds, PooledConnection, fit_for_use};
 use crate::session::Session;
 use crate::unit_of_work::UnitOfWork;
@@ -287,8 +288,10 @@ impl Database {
 
     /// Runs one repository call on a connection of its own: acquired within the acquire timeout,
     /// then bounded by `statement_timeout` plus [`DEADLINE_MARGIN`]. A connection cut off by the
-    /// deadline, or that failed in a way that makes it unfit, is closed, never reused.
-    pub(crate) async fn call<T, W>(&self, work: W) -> Result<T, Failure>
+    /// deadline, or that failed in a way that makes it unfit, is closed, never reused. A call
+    /// that `writes` and is cut off, or whose connection breaks, before the answer comes fails
+    /// with [`StoreError::OutcomeUnknown`]: it commits on its own, and may have.
+    pub(crate) async fn call<T, W>(&self, work: W, writes: bool) -> Result<T, Failure>
     where
         T: Send + 'static,
         W: for<'s> FnOnce(&'s Session) -> SessionWork<'s, T> + Send + 'static,
@@ -297,20 +300,22 @@ impl Database {
         self.on_io(async move {
             let session = Session::new(database.acquire().await?);
             let deadline = Instant::now() + database.inner.call_timeout;
-            match timeout_at(deadline, work(&session)).await {
-                Ok(Ok(value)) => Ok(value),
+            let failure = match timeout_at(deadline, work(&session)).await {
+                Ok(Ok(value)) => return Ok(value),
                 Ok(Err(error)) => {
                     let failure = from_db_err(&error);
                     session.discard_after(&failure);
-                    Err(failure)
+                    failure
                 }
                 Err(_elapsed) => {
                     session.discard(Discard::Timeout);
-                    Err(Failure::Store(StoreError::Unavailable(
-                        Unavailability::Timeout,
-                    )))
+                    Failure::Store(StoreError::Unavailable(Unavailability::Timeout))
                 }
-            }
+            };
+            Err(match failure {
+                Failure::Store(error) if writes => Failure::Store(of_sent_write(error)),
+                other => other,
+            })
         })
         .await?
     }
@@ -324,6 +329,9 @@ impl Database {
     ///   deadline (`statement_timeout` plus [`DEADLINE_MARGIN`], for the whole unit) passing:
     ///   the connection is closed, so the server rolls back; nothing is half-written. The
     ///   deadline is reported as `Unavailable(Timeout)`, a panic is resumed in the caller.
+    /// * Once `COMMIT` is sent, the unit is the server's: if the deadline passes or the
+    ///   connection breaks before its answer, the unit may have committed whole or not at all,
+    ///   and fails with [`StoreError::OutcomeUnknown`] (read back before running it again).
     ///
     /// After a repository call inside `work` fails, the transaction can only roll back: return the
     /// error. A unit that returns `Ok` all the same is rolled back and fails with
@@ -388,6 +396,8 @@ impl Database {
                 .map_err(|failure| ours(store(failure)))?,
         ));
         let deadline = Instant::now() + self.inner.call_timeout;
+        // Set once COMMIT is sent: from then on a deadline leaves the outcome unknown.
+        let committing = AtomicBool::new(false);
         let bounded = timeout_at(deadline, async {
             if let Err(error) = session.begin().await {
                 return Err(ours(fail(&session, &error)));
@@ -423,10 +433,13 @@ impl Database {
                         UNIT_WENT_ON_AFTER_A_CUT_OFF_CALL.into(),
                     )))
                 }
-                Ok(value) => match session.commit().await {
-                    Ok(()) => Ok(value),
-                    Err(error) => Err(ours(fail(&session, &error))),
-                },
+                Ok(value) => {
+                    committing.store(true, Ordering::Relaxed);
+                    match session.commit().await {
+                        Ok(()) => Ok(value),
+                        Err(error) => Err(ours(of_sent_write(fail(&session, &error)))),
+                    }
+                }
                 Err(error) => rolled_back(error).await,
             }
         });
@@ -434,7 +447,12 @@ impl Database {
             Ok(outcome) => outcome,
             Err(_elapsed) => {
                 session.discard(Discard::Timeout);
-                Err(ours(StoreError::Unavailable(Unavailability::Timeout)))
+                let timeout = StoreError::Unavailable(Unavailability::Timeout);
+                Err(ours(if committing.load(Ordering::Relaxed) {
+                    of_sent_write(timeout)
+                } else {
+                    timeout
+                }))
             }
         }
     }
@@ -444,16 +462,19 @@ impl Database {
     pub async fn server_setting(&self, name: &str) -> Result<String, StoreError> {
         let name = name.to_owned();
         let row = self
-            .call(move |session| {
-                Box::pin(async move {
-                    let statement = Statement::from_sql_and_values(
-                        DbBackend::Postgres,
-                        "SELECT current_setting($1)",
-                        [name.into()],
-                    );
-                    session.query_one_raw(statement).await
-                })
-            })
+            .call(
+                move |session| {
+                    Box::pin(async move {
+                        let statement = Statement::from_sql_and_values(
+                            DbBackend::Postgres,
+                            "SELECT current_setting($1)",
+                            [name.into()],
+                        );
+                        session.query_one_raw(statement).await
+                    })
+                },
+                false,
+            )
             .await?;
         row.and_then(|row| row.try_get_by_index::<String>(0).ok())
             .ok_or_else(|| StoreError::Unexpected("current_setting returned no text".into()))

@@ -52,6 +52,17 @@ impl Operation {
         Operation::Transaction,
     ];
 
+    /// Whether the operation writes: its failure after it was sent may leave it unconfirmed.
+    pub(crate) const fn writes(self) -> bool {
+        matches!(
+            self,
+            Operation::Create
+                | Operation::SetBlocked
+                | Operation::UpdatePasswordHash
+                | Operation::Delete
+        )
+    }
+
     pub(crate) const fn as_str(self) -> &'static str {
         match self {
             Operation::Create => "create",
@@ -112,7 +123,8 @@ impl Outcome {
 
     pub(crate) fn of_store_error(error: &StoreError) -> Self {
         match error {
-            StoreError::Unavailable(_) => Outcome::Unavailable,
+            // A write left unconfirmed by a failed connection counts as the connection's failure.
+            StoreError::Unavailable(_) | StoreError::OutcomeUnknown => Outcome::Unavailable,
             StoreError::Conflict(_) => Outcome::Conflict,
             StoreError::Unexpected(_) => Outcome::Error,
         }

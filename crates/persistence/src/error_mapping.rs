@@ -115,6 +115,18 @@ impl From<Failure> for DeleteUserError {
     }
 }
 
+/// What a write that was already sent learns from `error`: a connection that broke, timed out or
+/// was ended before the answer came leaves its outcome unknown (the server may have applied it,
+/// or committed it); any other error is the server's answer, and nothing was written.
+pub(crate) fn of_sent_write(error: StoreError) -> StoreError {
+    match error {
+        StoreError::Unavailable(Unavailability::ConnectionLost | Unavailability::Timeout) => {
+            StoreError::OutcomeUnknown
+        }
+        other => other,
+    }
+}
+
 /// Classifies any SeaORM error.
 pub(crate) fn from_db_err(error: &DbErr) -> Failure {
     match error {
@@ -426,6 +438,32 @@ mod tests {
             CreateUserError::from(Failure::NotFound),
             CreateUserError::Store(StoreError::Unexpected(_))
         ));
+    }
+
+    #[test]
+    fn a_sent_write_is_unconfirmed_only_when_its_connection_failed_before_the_answer() {
+        use Unavailability::*;
+        for why in [ConnectionLost, Timeout] {
+            let error = StoreError::Unavailable(why);
+            assert_eq!(of_sent_write(error), StoreError::OutcomeUnknown, "{why}");
+        }
+        // Answers: the server refused or rolled back the write, so it is not stored.
+        let answers = [
+            StoreError::Unavailable(ReadOnly),
+            StoreError::Unavailable(LockTimeout),
+            StoreError::Unavailable(AuthenticationFailed),
+            StoreError::Conflict(Conflict::SerializationFailure),
+            StoreError::Unexpected("database error SQLSTATE 23503".into()),
+        ];
+        for answer in answers {
+            assert_eq!(of_sent_write(answer.clone()), answer);
+        }
+        // A dead connection on COMMIT: the server may have committed before it broke.
+        let broken = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        let Failure::Store(error) = from_sqlx(&sqlx::Error::Io(broken)) else {
+            panic!("a broken pipe is a store failure");
+        };
+        assert_eq!(of_sent_write(error), StoreError::OutcomeUnknown);
     }
 
     #[test]

@@ -81,7 +81,7 @@ impl PgUserRepository {
     {
         let started = Instant::now();
         let outcome = match &self.executor {
-            Executor::Pool(database) => database.call(work).await,
+            Executor::Pool(database) => database.call(work, operation.writes()).await,
             // The unit of work's deadline bounds every call made inside it.
             Executor::Transaction(session) => work(session).await.map_err(|error| {
                 let failure = from_db_err(&error);

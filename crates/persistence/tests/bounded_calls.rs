@@ -51,7 +51,12 @@ async fn calls_against_a_frozen_server_time_out_and_discard_their_connections() 
     );
     let took = started.elapsed();
     assert_eq!(read, Err(TIMEOUT));
-    assert_eq!(write, Err(CreateUserError::Store(TIMEOUT)));
+    // The INSERT was sent and commits on its own: unconfirmed, not "not written".
+    assert_eq!(
+        write,
+        Err(CreateUserError::Store(StoreError::OutcomeUnknown))
+    );
+    // The unit never sent its COMMIT: nothing of it can be stored.
     assert_eq!(unit, Err(CreateUserError::Store(TIMEOUT)));
     assert!(took < bound, "took {took:?}, bound {bound:?}");
     // The three connections that timed out were closed, not handed back to the pool.
@@ -69,6 +74,52 @@ async fn calls_against_a_frozen_server_time_out_and_discard_their_connections() 
         users.find_by_username(&carol).await.ok()
     });
     assert_eq!(found.await.unwrap(), None);
+    // Bob's INSERT may or may not be stored: here its connection had yet to prepare it, a round
+    // trip the frozen server never answered, so it never ran (the next test shows a COMMIT that
+    // ran all the same).
+}
+
+/// A unit whose COMMIT is sent to a server that then does not answer within the deadline fails
+/// as unconfirmed, never as "nothing written": the server commits it when it reads the COMMIT.
+#[cfg_attr(windows, ignore = "needs a private cluster (unix only)")]
+#[tokio::test]
+async fn a_unit_cut_off_after_its_commit_was_sent_is_unconfirmed_not_unwritten() {
+    let (cluster, _test_db, mut settings) = private_database().await;
+    // The unit's deadline is 2.5 s from its start. The server ends a session idle in a
+    // transaction for 2 s (idle_in_transaction_session_timeout): the unit writes late, at 1.5 s,
+    // so the server, thawed at 2.5 s, reads the COMMIT before it would end the session.
+    settings.pool.statement_timeout = Duration::from_secs(2);
+    let database = connect(&settings);
+    let (written, frozen) = (
+        tokio::sync::oneshot::channel(),
+        tokio::sync::oneshot::channel(),
+    );
+    let (tell_written, wait_until_frozen) = (written.0, frozen.1);
+    let unit = database.transaction(|unit| async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        unit.users().create(new_user(r"\school\erin")).await?;
+        let _ = tell_written.send(());
+        // Returning Ok sends COMMIT, to a server frozen meanwhile.
+        let _ = wait_until_frozen.await;
+        Ok::<_, CreateUserError>(())
+    });
+    let freeze = async {
+        written.1.await.unwrap();
+        cluster.freeze().unwrap();
+        frozen.0.send(()).unwrap();
+    };
+    let (outcome, ()) = tokio::join!(unit, freeze);
+    assert_eq!(
+        outcome,
+        Err(CreateUserError::Store(StoreError::OutcomeUnknown))
+    );
+    cluster.thaw().unwrap();
+    let erin = Username::parse(r"\school\erin").unwrap();
+    let users = PgUserRepository::new(database.clone());
+    let found = eventually("the COMMIT kept", Duration::from_secs(5), async || {
+        users.find_by_username(&erin).await.ok().flatten()
+    });
+    found.await.unwrap();
 }
 
 #[cfg_attr(windows, ignore = "needs a private cluster (unix only)")]
