@@ -162,7 +162,7 @@ fn to_domain(model: Model) -> Result<User, StoreError> {
 
 impl UserRepository for PgUserRepository {
     // Spans name the user, never the password hash.
-    #[tracing::instrument(skip_all, fields(username = %new_user.username), err(Display))]
+    #[tracing::instrument(skip_all, fields(username = %new_user.username), err(level = "debug", Display))]
     async fn create(&self, new_user: NewUser) -> Result<User, CreateUserError> {
         let row = ActiveModel {
             username: ActiveValue::Set(new_user.username.into_string()),
@@ -177,13 +177,13 @@ impl UserRepository for PgUserRepository {
         Ok(to_domain(stored)?)
     }
 
-    #[tracing::instrument(skip(self), err(Display))]
+    #[tracing::instrument(skip(self), err(level = "debug", Display))]
     async fn find_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
         self.find_one(Operation::FindById, Users::find_by_id(id.as_uuid()))
             .await
     }
 
-    #[tracing::instrument(skip(self), fields(username = %username), err(Display))]
+    #[tracing::instrument(skip(self), fields(username = %username), err(level = "debug", Display))]
     async fn find_by_username(&self, username: &Username) -> Result<Option<User>, StoreError> {
         let mut statement = FIND_BY_USERNAME.clone();
         match statement
@@ -207,13 +207,13 @@ impl UserRepository for PgUserRepository {
         row.map(to_domain).transpose()
     }
 
-    #[tracing::instrument(skip(self), err(Display))]
+    #[tracing::instrument(skip(self), err(level = "debug", Display))]
     async fn set_blocked(&self, id: UserId, blocked: bool) -> Result<User, UpdateUserError> {
         self.update_returning(Operation::SetBlocked, id, Column::IsBlocked, blocked.into())
             .await
     }
 
-    #[tracing::instrument(skip(self, password_hash), err(Display))]
+    #[tracing::instrument(skip(self, password_hash), err(level = "debug", Display))]
     async fn update_password_hash(
         &self,
         id: UserId,
@@ -229,7 +229,7 @@ impl UserRepository for PgUserRepository {
         .await
     }
 
-    #[tracing::instrument(skip(self), err(Display))]
+    #[tracing::instrument(skip(self), err(level = "debug", Display))]
     async fn list(&self, after: Option<UserId>, limit: u64) -> Result<Vec<User>, StoreError> {
         // PostgreSQL's LIMIT is a bigint: a larger limit means "all", and the driver could not
         // bind it (it would fail the call as a lost connection).
@@ -246,7 +246,7 @@ impl UserRepository for PgUserRepository {
         rows.into_iter().map(to_domain).collect()
     }
 
-    #[tracing::instrument(skip(self), err(Display))]
+    #[tracing::instrument(skip(self), err(level = "debug", Display))]
     async fn delete(&self, id: UserId) -> Result<(), DeleteUserError> {
         self.run(Operation::Delete, move |session| {
             Box::pin(async move {
