@@ -171,6 +171,17 @@ impl Settings {
                  choose another",
             ));
         }
+        if let Some(metrics) = &metrics
+            && !metrics.enabled
+            && metrics.port.is_some()
+        {
+            // No setting is ignored: a port nothing would listen on is a leftover or a mistake.
+            problems.push(Problem::new(
+                "METRICS_PORT",
+                "is set while METRICS_ENABLED is false, so nothing would listen there: unset it, \
+                 or enable the metrics",
+            ));
+        }
         // Empty is unset, as for every setting (tracing's empty filter has no directive and
         // would log nothing at all, errors included).
         let filter = sources
@@ -480,13 +491,23 @@ mod tests {
     #[test]
     fn metrics_can_be_switched_off_or_moved_to_a_port_of_their_own() {
         assert_eq!(load(&[]).unwrap().metrics, MetricsSettings::default());
-        let settings = load(&[("METRICS_ENABLED", "false"), ("METRICS_PORT", "9100")]).unwrap();
+        let settings = load(&[("METRICS_ENABLED", "false")]).unwrap();
         assert_eq!(
             settings.metrics,
             MetricsSettings {
                 enabled: false,
-                port: Some(9100)
+                port: None
             }
+        );
+        let settings = load(&[("METRICS_PORT", "9100")]).unwrap();
+        assert_eq!(settings.metrics.port, Some(9100));
+        // A port for metrics that are off would be ignored: refused instead.
+        let problems = load(&[("METRICS_ENABLED", "false"), ("METRICS_PORT", "9100")]).unwrap_err();
+        assert_eq!(problems.0.len(), 1, "{problems}");
+        assert_eq!(problems.0[0].variable, "METRICS_PORT");
+        assert!(
+            problems.to_string().contains("METRICS_ENABLED is false"),
+            "{problems}"
         );
         assert_eq!(load(&[("METRICS_PORT", "")]).unwrap().metrics.port, None);
         let problems = load(&[("METRICS_PORT", "nine")]).unwrap_err();
