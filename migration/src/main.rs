@@ -132,19 +132,20 @@ fn database_options(sources: &Sources) -> Result<Connector, String> {
         .retain(|problem| !problem.variable.starts_with(&owner_group));
     problems.extend(sources.unknown(OWNER_PREFIX, &ours).0);
     problems.extend(sources.unknown("MIGRATION", &[LOCK_TIMEOUT]).0);
-    let target = DatabaseTarget::from_sources(sources, Role::Owner);
-    if let Err(found) = &target {
+    // The target is resolved (files, TLS, libpq's parameters) even beside other problems: all
+    // of them are said at once.
+    let connector = DatabaseTarget::from_sources(sources, Role::Owner).and_then(|target| {
+        for warning in target.warnings() {
+            eprintln!("migration: warning: {warning}");
+        }
+        target.resolve(&SessionDefaults::named("counseling-migration"))
+    });
+    if let Err(found) = &connector {
         problems.extend(found.0.iter().cloned());
     }
-    let target = problems
+    problems
         .into_result(())
-        .and(target)
-        .map_err(|problems| problems.to_string())?;
-    for warning in target.warnings() {
-        eprintln!("migration: warning: {warning}");
-    }
-    target
-        .resolve(&SessionDefaults::named("counseling-migration"))
+        .and(connector)
         .map_err(|problems| problems.to_string())
 }
 

@@ -303,7 +303,11 @@ fn a_misspelt_setting_exits_2_and_the_services_own_pass() {
     // Port 1 on loopback: nothing listens there, so getting past the settings is exit 1.
     let url = ("DATABASE_URL", "postgres://user:s3cret-pw@127.0.0.1:1/db");
     let misspelt = [
-        url,
+        // And a problem only resolving the target finds: said with the others.
+        (
+            "DATABASE_URL",
+            "postgres://user:s3cret-pw@127.0.0.1:1/db?sslmode=verify-full&sslrootcert=/nonexistent.pem",
+        ),
         ("DATABASE_SSLMODE", "verify-full"),
         ("MIGRATION_LOCK_TIMEOUT", "100"),
         // Groups only the CLI reads: any unknown name.
@@ -324,6 +328,8 @@ fn a_misspelt_setting_exits_2_and_the_services_own_pass() {
         "DATABASE_OWNER_SSL_MODE is not a setting",
         "MIGRATION_LOCK_TIMEOUT_SECS is not a setting",
         "DATABASE_OWNERURL is not a setting: did you mean DATABASE_OWNER_URL?",
+        "DATABASE_URL has a bad TLS parameter: sslrootcert (in the database URL): cannot read \
+         /nonexistent.pem",
     ] {
         assert!(stderr.contains(said), "{stderr}");
     }

@@ -154,8 +154,12 @@ impl DatabaseSettings {
 
     /// Exactly `url` (no password file, overrides or `PG*` variables) with the default pool.
     pub fn new(url: DatabaseUrl) -> Self {
+        Self::new_with_target(DatabaseTarget::from_url(url))
+    }
+
+    fn new_with_target(target: DatabaseTarget) -> Self {
         Self {
-            target: DatabaseTarget::from_url(url),
+            target,
             pool: PoolSettings::default(),
             application_name: DEFAULT_APPLICATION_NAME.to_owned(),
         }
@@ -171,12 +175,18 @@ impl DatabaseSettings {
         let pool = sources.group_besides::<PoolSettings>(Self::PREFIX, &besides);
         match (target, pool) {
             (Ok(target), Ok(pool)) => Ok(Self {
-                target,
                 pool,
-                application_name: DEFAULT_APPLICATION_NAME.to_owned(),
+                ..Self::new_with_target(target)
             }),
-            (target, pool) => {
-                let mut problems = target.err().unwrap_or_default();
+            (Ok(target), Err(pool)) => {
+                // The target is checked all the same, so every problem is said at once (all but
+                // the host list's fit in the acquire timeout, which needs the pool).
+                let probe = Self::new_with_target(target);
+                let mut problems = probe.connector().err().unwrap_or_default();
+                problems.extend(pool.0);
+                Err(problems)
+            }
+            (Err(mut problems), pool) => {
                 problems.extend(pool.err().unwrap_or_default().0);
                 Err(problems)
             }
@@ -328,6 +338,25 @@ mod tests {
             format!("{:?}", loaded.pool),
             format!("{:?}", PoolSettings::default())
         );
+    }
+
+    #[test]
+    fn a_pool_setting_that_does_not_parse_hides_no_problem_of_the_target() {
+        let url = "postgres://u:hunter2@db.internal/app?sslmode=verify-full\
+                   &sslrootcert=/nonexistent.pem";
+        let vars = [("DATABASE_URL", url), ("DATABASE_MAX_CONNECTIONS", "ten")];
+        let problems = DatabaseSettings::from_sources(&Sources::from_vars(vars)).unwrap_err();
+        let variables: Vec<&str> = problems.0.iter().map(|p| p.variable.as_str()).collect();
+        assert_eq!(
+            variables,
+            ["DATABASE_URL", "DATABASE_MAX_CONNECTIONS"],
+            "{problems}"
+        );
+        assert!(
+            problems.to_string().contains("/nonexistent.pem"),
+            "{problems}"
+        );
+        assert!(!problems.to_string().contains("hunter2"), "{problems}");
     }
 
     #[test]
