@@ -395,6 +395,9 @@ impl Database {
                 .await
                 .map_err(|failure| ours(store(failure)))?,
         ));
+        // However the unit ends (returned, timed out, panicked, dropped), its connection is done
+        // with, whoever keeps a repository of it.
+        let _ends = EndsSession(&session);
         let deadline = Instant::now() + self.inner.call_timeout;
         // Set once COMMIT is sent: from then on a deadline leaves the outcome unknown.
         let committing = AtomicBool::new(false);
@@ -595,6 +598,15 @@ fn store(failure: Failure) -> StoreError {
 }
 
 /// Classifies a failed `BEGIN`/`COMMIT`, closing the connection if it is unfit.
+/// Ends its session when dropped.
+struct EndsSession<'a>(&'a Session);
+
+impl Drop for EndsSession<'_> {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
 fn fail(session: &Session, error: &sea_orm::DbErr) -> StoreError {
     let failure = from_db_err(error);
     session.discard_after(&failure);

@@ -33,6 +33,9 @@ pub(crate) struct Session {
     in_flight: AtomicBool,
     /// `BEGIN` was sent and neither `COMMIT` nor `ROLLBACK` has completed.
     in_transaction: AtomicBool,
+    /// The unit of work this session served has ended: its connection is gone, and a repository
+    /// kept past it may not run anything (outside the transaction, with no deadline).
+    ended: AtomicBool,
     /// Why the connection is unfit (a [`Discard`] as `u8`), for the metric when it is closed;
     /// [`NO_REASON`] counts as broken.
     discard_reason: AtomicU8,
@@ -65,10 +68,31 @@ impl Session {
             unfit: AtomicBool::new(false),
             in_flight: AtomicBool::new(false),
             in_transaction: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
             discard_reason: AtomicU8::new(NO_REASON),
             failed_call: StdMutex::new(None),
             aborted: AtomicBool::new(false),
         }
+    }
+
+    /// Ends the session when its unit of work ends, whoever still holds it: the connection goes
+    /// back to the pool now (or is closed, as on drop), and every later call fails. A call still
+    /// running then (spawned by the unit and left behind) keeps the connection until it ends,
+    /// and its connection is closed rather than reused.
+    pub(crate) fn end(&self) {
+        self.ended.store(true, Ordering::Relaxed);
+        match self.connection.try_lock() {
+            Ok(mut slot) => {
+                if let Some(connection) = slot.take() {
+                    self.release(connection);
+                }
+            }
+            Err(_) => self.discard(Discard::Broken),
+        }
+    }
+
+    pub(crate) fn has_ended(&self) -> bool {
+        self.ended.load(Ordering::Relaxed)
     }
 
     pub(crate) fn mark_aborted(&self) {
@@ -200,14 +224,12 @@ fn note_breakage(connection: &PooledConnection) {
     }
 }
 
-impl Drop for Session {
-    fn drop(&mut self) {
-        let Some(connection) = self.connection.get_mut().take() else {
-            return;
-        };
-        if *self.unfit.get_mut() || *self.in_flight.get_mut() || *self.in_transaction.get_mut() {
-            let reason =
-                Discard::from_u8(*self.discard_reason.get_mut()).unwrap_or(Discard::Broken);
+impl Session {
+    /// Returns the connection to the pool, or closes it if it is unfit or a transaction is open.
+    fn release(&self, connection: PooledConnection) {
+        if self.is_unfit() || self.in_transaction.load(Ordering::Relaxed) {
+            let reason = Discard::from_u8(self.discard_reason.load(Ordering::Relaxed))
+                .unwrap_or(Discard::Broken);
             if let Some(pool) = PooledConnection::pool(&connection) {
                 pool.manager().metrics().discarded(reason);
             }
@@ -217,6 +239,14 @@ impl Drop for Session {
         } else {
             // Back to the pool, or, the pool closed, a goodbye to the server.
             crate::pool::give_back(connection);
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.get_mut().take() {
+            self.release(connection);
         }
     }
 }

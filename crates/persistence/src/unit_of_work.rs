@@ -8,8 +8,8 @@ use crate::session::Session;
 /// repositories it gives out read and write inside that transaction, through the same port as
 /// outside one.
 ///
-/// Cloning is cheap. Do not keep a clone beyond the closure: the connection stays checked out
-/// until the last clone is gone.
+/// Cloning is cheap. A repository kept beyond the closure runs nothing: its calls fail as
+/// unexpected (the unit's connection went back to the pool when the unit ended).
 #[derive(Debug, Clone)]
 pub struct UnitOfWork {
     session: Arc<Session>,

@@ -82,6 +82,13 @@ impl PgUserRepository {
         let started = Instant::now();
         let outcome = match &self.executor {
             Executor::Pool(database) => database.call(work, operation.writes()).await,
+            // Kept past its unit: nothing may run outside the transaction it was made for.
+            Executor::Transaction(session) if session.has_ended() => {
+                tracing::error!("{USED_AFTER_ITS_UNIT}");
+                Err(Failure::Store(StoreError::Unexpected(
+                    USED_AFTER_ITS_UNIT.into(),
+                )))
+            }
             // The unit of work's deadline bounds every call made inside it.
             Executor::Transaction(session) => work(session).await.map_err(|error| {
                 let failure = from_db_err(&error);
@@ -159,6 +166,10 @@ fn to_domain(model: Model) -> Result<User, StoreError> {
         updated_at: model.updated_at,
     })
 }
+
+/// A repository of a unit of work called after the unit ended: a bug of the caller's.
+const USED_AFTER_ITS_UNIT: &str =
+    "a repository of a unit of work was used after the unit ended; nothing was run";
 
 impl UserRepository for PgUserRepository {
     // Spans name the user, never the password hash.

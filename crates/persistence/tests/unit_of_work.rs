@@ -393,3 +393,34 @@ async fn a_deadlock_fails_one_unit_as_a_retryable_conflict_and_the_other_commits
         assert_eq!((user.is_blocked, rehashed), (blocking_won, !blocking_won));
     }
 }
+
+/// A repository kept past its unit runs nothing (it would write outside the transaction, with
+/// no deadline), and the unit's connection went back to the pool when the unit ended.
+#[tokio::test]
+async fn a_repository_kept_past_its_unit_runs_nothing_and_holds_no_connection() {
+    let db = counseling_testkit::TestDatabase::migrated().await.unwrap();
+    let mut settings = common::settings_for(db.url());
+    // One connection: the unit's, if it were still held, would leave none for the call below.
+    settings.pool.max_connections = 1;
+    settings.pool.acquire_timeout = Duration::from_secs(2);
+    let database = common::connect(&settings);
+    let users = counseling_persistence::PgUserRepository::new(database.clone());
+    let kept = database
+        .transaction(|unit| async move {
+            let users = unit.users();
+            users.create(new_user(r"\school\hana")).await?;
+            Ok::<_, CreateUserError>(users)
+        })
+        .await
+        .unwrap();
+    assert!(find(&users, r"\school\hana").await);
+    let late = kept.create(new_user(r"\school\late")).await;
+    assert_eq!(
+        late,
+        Err(CreateUserError::Store(StoreError::Unexpected(
+            "a repository of a unit of work was used after the unit ended; nothing was run".into()
+        )))
+    );
+    assert!(!find(&users, r"\school\late").await);
+    assert_eq!(database.status().open, 1, "{:?}", database.status());
+}
