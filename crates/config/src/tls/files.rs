@@ -5,6 +5,7 @@
 //! swapped after start must meet the same rule). Errors name the file (paths are not secret) and
 //! never show what it holds.
 
+use std::fs::Metadata;
 use std::io::Read;
 use std::path::Path;
 
@@ -17,6 +18,14 @@ use crate::trusted_file;
 /// regular file of this user's or root's that neither its group nor others may write. Whoever
 /// could write the CA file would choose which server the service trusts with its password.
 fn read(path: &Path) -> Result<Vec<u8>, String> {
+    read_checked(path, |_| Ok(()))
+}
+
+/// [`read`], with `check` too, on the file opened: what is checked is what is read.
+fn read_checked(
+    path: &Path,
+    check: impl FnOnce(&Metadata) -> Result<(), String>,
+) -> Result<Vec<u8>, String> {
     let shown = path.display();
     let unreadable = |error: std::io::Error| format!("cannot read {shown}: {}", error.kind());
     let mut file = trusted_file::open(path).map_err(unreadable)?;
@@ -24,6 +33,7 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
     if !metadata.is_file() {
         return Err(format!("{shown} is not a regular file"));
     }
+    check(&metadata)?;
     if let Some(owner) = trusted_file::foreign_owner(&metadata) {
         return Err(format!(
             "{shown} belongs to another user (uid {owner}): it must be this service's user's \
@@ -76,8 +86,7 @@ pub(super) fn read_certificate_file(path: &Path) -> Result<Vec<u8>, String> {
 /// A PEM private key, kept from other users as libpq demands (see [`check_key_permissions`]):
 /// its contents, checked.
 pub(super) fn read_key_file(path: &Path) -> Result<Vec<u8>, String> {
-    check_key_permissions(path)?;
-    let pem = read(path)?;
+    let pem = read_checked(path, |metadata| check_key_permissions(path, metadata))?;
     // The error says nothing about the key's content: no key material is ever shown.
     PrivateKeyDer::from_pem_slice(&pem)
         .map_err(|_| format!("{} holds no readable PEM private key", path.display()))?;
@@ -88,10 +97,8 @@ pub(super) fn read_key_file(path: &Path) -> Result<Vec<u8>, String> {
 /// root owns it (then the group may read: 0640, for keys a system package installs). A key
 /// others can read is no longer this service's secret.
 #[cfg(unix)]
-pub(super) fn check_key_permissions(path: &Path) -> Result<(), String> {
+fn check_key_permissions(path: &Path, metadata: &Metadata) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
-    let metadata = std::fs::metadata(path)
-        .map_err(|error| format!("cannot read {}: {}", path.display(), error.kind()))?;
     let mode = metadata.mode() & 0o777;
     let allowed = if metadata.uid() == 0 { 0o640 } else { 0o600 };
     if mode & !allowed != 0 {
@@ -106,7 +113,7 @@ pub(super) fn check_key_permissions(path: &Path) -> Result<(), String> {
 
 /// Windows has no mode bits; its ACLs are not checked (libpq does not check them either).
 #[cfg(not(unix))]
-pub(super) fn check_key_permissions(_path: &Path) -> Result<(), String> {
+fn check_key_permissions(_path: &Path, _metadata: &Metadata) -> Result<(), String> {
     Ok(())
 }
 
@@ -136,7 +143,7 @@ mod tests {
             (0o604, true),
         ] {
             set(mode);
-            let outcome = check_key_permissions(&key);
+            let outcome = read_checked(&key, |metadata| check_key_permissions(&key, metadata));
             assert_eq!(outcome.is_err(), refused, "mode {mode:o}: {outcome:?}");
             if let Err(error) = outcome {
                 assert!(error.contains(&key.display().to_string()), "{error}");
