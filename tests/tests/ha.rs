@@ -836,9 +836,9 @@ fn check_window(
         .filter(|write| write.start >= from - 1.0 && write.end <= until)
         .collect();
 
-    // Only `Unavailable` may fail a write: a demoted or read-only node is reported as such, and
-    // nothing else (no duplicate, no unexpected error) happens; a write in flight when its node
-    // died is `OutcomeUnknown` (it may be stored; its name is never written again).
+    // A write fails as `Unavailable` (a demoted or read-only node is reported as such) or, in
+    // flight when its connection broke, as `OutcomeUnknown` (it may be stored; its name is never
+    // written again); nothing else (no duplicate, no unexpected error) happens.
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     for write in &window {
         match &write.outcome {

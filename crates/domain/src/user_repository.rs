@@ -128,9 +128,10 @@ pub enum StoreError {
     /// The unit of work conflicted with another; run it again (see [`StoreError::is_retryable`]).
     #[error("the transaction conflicted with another one ({0}); run it again")]
     Conflict(Conflict),
-    /// The connection broke or timed out after a write was sent (a call's own, or a unit of
-    /// work's `COMMIT`) and before the database answered: the write may or may not be stored.
-    /// Read it back before writing it again: done blindly, it may be done twice.
+    /// The connection broke or timed out while a write was on its way (a call's own, or a unit
+    /// of work's `COMMIT` after its writes) and before the database answered: the write may or
+    /// may not be stored. Read it back before writing it again: done blindly, it may be done
+    /// twice.
     #[error("the database did not confirm the write, which may or may not be stored")]
     OutcomeUnknown,
     /// Anything else. The text is sanitized (an error class or SQLSTATE, no SQL, no credentials).

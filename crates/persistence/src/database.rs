@@ -1,7 +1,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use counseling_config::{Connector, Problems};
@@ -16,7 +15,9 @@ use tracing::Instrument;
 
 use crate::DatabaseSettings;
 use crate::database_metrics::{DatabaseMetrics, Discard, Operation, Outcome};
-use crate::error_mapping::{Failure, from_connect, from_db_err, from_sqlx, of_sent_write};
+use crate::error_mapping::{
+    Failure, ended_while_idle, from_connect, from_db_err, from_sqlx, of_sent_write,
+};
 use crate::pool::{self, ConnectionPool, PoolBounds, PooledConnection, fit_for_use};
 use crate::session::Session;
 use crate::unit_of_work::UnitOfWork;
@@ -300,22 +301,26 @@ impl Database {
         self.on_io(async move {
             let session = Session::new(database.acquire().await?);
             let deadline = Instant::now() + database.inner.call_timeout;
-            let failure = match timeout_at(deadline, work(&session)).await {
-                Ok(Ok(value)) => return Ok(value),
+            match timeout_at(deadline, work(&session)).await {
+                Ok(Ok(value)) => Ok(value),
                 Ok(Err(error)) => {
                     let failure = from_db_err(&error);
                     session.discard_after(&failure);
-                    failure
+                    Err(match writes && !ended_while_idle(&error) {
+                        true => failure.of_sent_write(),
+                        false => failure,
+                    })
                 }
                 Err(_elapsed) => {
                     session.discard(Discard::Timeout);
-                    Failure::Store(StoreError::Unavailable(Unavailability::Timeout))
+                    let timeout = Failure::Store(StoreError::Unavailable(Unavailability::Timeout));
+                    Err(if writes {
+                        timeout.of_sent_write()
+                    } else {
+                        timeout
+                    })
                 }
-            };
-            Err(match failure {
-                Failure::Store(error) if writes => Failure::Store(of_sent_write(error)),
-                other => other,
-            })
+            }
         })
         .await?
     }
@@ -399,8 +404,6 @@ impl Database {
         // with, whoever keeps a repository of it.
         let _ends = EndsSession(&session);
         let deadline = Instant::now() + self.inner.call_timeout;
-        // Set once COMMIT is sent: from then on a deadline leaves the outcome unknown.
-        let committing = AtomicBool::new(false);
         let bounded = timeout_at(deadline, async {
             if let Err(error) = session.begin().await {
                 return Err(ours(fail(&session, &error)));
@@ -436,13 +439,14 @@ impl Database {
                         UNIT_WENT_ON_AFTER_A_CUT_OFF_CALL.into(),
                     )))
                 }
-                Ok(value) => {
-                    committing.store(true, Ordering::Relaxed);
-                    match session.commit().await {
-                        Ok(()) => Ok(value),
-                        Err(error) => Err(ours(of_sent_write(fail(&session, &error)))),
+                Ok(value) => match session.commit().await {
+                    Ok(()) => Ok(value),
+                    // Sent with a write before it, and not refused: maybe committed.
+                    Err(error) if session.commit_in_doubt() && !ended_while_idle(&error) => {
+                        Err(ours(of_sent_write(fail(&session, &error))))
                     }
-                }
+                    Err(error) => Err(ours(fail(&session, &error))),
+                },
                 Err(error) => rolled_back(error).await,
             }
         });
@@ -451,7 +455,7 @@ impl Database {
             Err(_elapsed) => {
                 session.discard(Discard::Timeout);
                 let timeout = StoreError::Unavailable(Unavailability::Timeout);
-                Err(ours(if committing.load(Ordering::Relaxed) {
+                Err(ours(if session.commit_in_doubt() {
                     of_sent_write(timeout)
                 } else {
                     timeout
@@ -597,7 +601,6 @@ fn store(failure: Failure) -> StoreError {
     failure.into_store_error()
 }
 
-/// Classifies a failed `BEGIN`/`COMMIT`, closing the connection if it is unfit.
 /// Ends its session when dropped.
 struct EndsSession<'a>(&'a Session);
 
@@ -607,6 +610,7 @@ impl Drop for EndsSession<'_> {
     }
 }
 
+/// Classifies a failed `BEGIN`/`COMMIT`, closing the connection if it is unfit.
 fn fail(session: &Session, error: &sea_orm::DbErr) -> StoreError {
     let failure = from_db_err(error);
     session.discard_after(&failure);

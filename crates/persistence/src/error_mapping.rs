@@ -115,15 +115,45 @@ impl From<Failure> for DeleteUserError {
     }
 }
 
-/// What a write that was already sent learns from `error`: a connection that broke, timed out or
-/// was ended before the answer came leaves its outcome unknown (the server may have applied it,
-/// or committed it); any other error is the server's answer, and nothing was written.
+/// What a write on its way (a statement that commits on its own, or a unit's COMMIT) learns from
+/// `error`: a connection that broke, timed out or was ended before the answer came leaves its
+/// outcome unknown (the server may have applied it, or committed it). Any other error is the
+/// server's answer, which refused it ([`ended_while_idle`] is one); a row it returned but that
+/// could not be decoded is `Unexpected`, stored or not.
 pub(crate) fn of_sent_write(error: StoreError) -> StoreError {
     match error {
         StoreError::Unavailable(Unavailability::ConnectionLost | Unavailability::Timeout) => {
+            // The one error someone may have to reconcile: said at the default level.
+            tracing::warn!("a write was sent but not confirmed: it may or may not be stored");
             StoreError::OutcomeUnknown
         }
         other => other,
+    }
+}
+
+/// Whether the server ended the session while it sat idle (`idle_session_timeout`,
+/// `idle_in_transaction_session_timeout`): it never read the statement that met the error, so
+/// that statement did not run, and a transaction open on it was rolled back.
+pub(crate) fn ended_while_idle(error: &DbErr) -> bool {
+    let (DbErr::Conn(RuntimeErr::SqlxError(error))
+    | DbErr::Exec(RuntimeErr::SqlxError(error))
+    | DbErr::Query(RuntimeErr::SqlxError(error))) = error
+    else {
+        return false;
+    };
+    let code = error
+        .as_database_error()
+        .and_then(|error| error.code().map(|code| code.into_owned()));
+    matches!(code.as_deref(), Some("25P03" | "57P05"))
+}
+
+impl Failure {
+    /// [`of_sent_write`] for a failure of a write on its way.
+    pub(crate) fn of_sent_write(self) -> Failure {
+        match self {
+            Failure::Store(error) => Failure::Store(of_sent_write(error)),
+            other => other,
+        }
     }
 }
 

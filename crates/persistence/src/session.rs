@@ -33,9 +33,16 @@ pub(crate) struct Session {
     in_flight: AtomicBool,
     /// `BEGIN` was sent and neither `COMMIT` nor `ROLLBACK` has completed.
     in_transaction: AtomicBool,
-    /// The unit of work this session served has ended: its connection is gone, and a repository
-    /// kept past it may not run anything (outside the transaction, with no deadline).
+    /// The unit of work this session serves has sent its COMMIT or ROLLBACK, or ended: nothing
+    /// else may run on it (it would run outside the transaction, with no deadline), a call
+    /// already waiting for the connection included.
     ended: AtomicBool,
+    /// The unit ended while a call it left behind held the connection: that call releases it.
+    abandoned: AtomicBool,
+    /// `COMMIT` was sent: from then on, a failure leaves the unit's outcome unknown.
+    commit_sent: AtomicBool,
+    /// A write of the unit's was sent: a COMMIT that is not confirmed may have stored it.
+    wrote: AtomicBool,
     /// Why the connection is unfit (a [`Discard`] as `u8`), for the metric when it is closed;
     /// [`NO_REASON`] counts as broken.
     discard_reason: AtomicU8,
@@ -69,6 +76,9 @@ impl Session {
             in_flight: AtomicBool::new(false),
             in_transaction: AtomicBool::new(false),
             ended: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
+            commit_sent: AtomicBool::new(false),
+            wrote: AtomicBool::new(false),
             discard_reason: AtomicU8::new(NO_REASON),
             failed_call: StdMutex::new(None),
             aborted: AtomicBool::new(false),
@@ -77,8 +87,8 @@ impl Session {
 
     /// Ends the session when its unit of work ends, whoever still holds it: the connection goes
     /// back to the pool now (or is closed, as on drop), and every later call fails. A call still
-    /// running then (spawned by the unit and left behind) keeps the connection until it ends,
-    /// and its connection is closed rather than reused.
+    /// running then (spawned by the unit and left behind) ends its statement first; then the
+    /// connection is closed, not reused.
     pub(crate) fn end(&self) {
         self.ended.store(true, Ordering::Relaxed);
         match self.connection.try_lock() {
@@ -87,12 +97,26 @@ impl Session {
                     self.release(connection);
                 }
             }
-            Err(_) => self.discard(Discard::Broken),
+            Err(_) => {
+                self.discard(Discard::Broken);
+                self.abandoned.store(true, Ordering::Relaxed);
+            }
         }
     }
 
     pub(crate) fn has_ended(&self) -> bool {
         self.ended.load(Ordering::Relaxed)
+    }
+
+    /// Notes that a write of the unit's is about to be sent.
+    pub(crate) fn mark_written(&self) {
+        self.wrote.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the unit sent its COMMIT after sending a write: if the COMMIT is not confirmed,
+    /// whether that write is stored is unknown.
+    pub(crate) fn commit_in_doubt(&self) -> bool {
+        self.commit_sent.load(Ordering::Relaxed) && self.wrote.load(Ordering::Relaxed)
     }
 
     pub(crate) fn mark_aborted(&self) {
@@ -163,8 +187,22 @@ impl Session {
         self.end_transaction("ROLLBACK").await
     }
 
+    /// COMMIT or ROLLBACK, the session's last statement: marked ended while the connection is
+    /// held, so that a call waiting for it (a task the unit spawned) is refused rather than run
+    /// outside the transaction once it ends.
     async fn end_transaction(&self, sql: &str) -> Result<(), DbErr> {
-        self.execute_unprepared(sql).await?;
+        let mut slot = self.connection.lock().await;
+        if self.ended.swap(true, Ordering::Relaxed) {
+            return Err(as_exec_error(closed()));
+        }
+        if sql == "COMMIT" {
+            self.commit_sent.store(true, Ordering::Relaxed);
+        }
+        self.run_on(&mut slot, async |connection| {
+            connection.execute(sqlx::AssertSqlSafe(sql)).await
+        })
+        .await
+        .map_err(as_exec_error)?;
         self.in_transaction.store(false, Ordering::Relaxed);
         Ok(())
     }
@@ -184,7 +222,7 @@ impl Session {
     ) -> Result<T, DbErr> {
         self.with_raw_connection(statement)
             .await
-            .map_err(|error| DbErr::Exec(RuntimeErr::SqlxError(error.into())))
+            .map_err(as_exec_error)
     }
 
     /// [`Session::with_connection`] with the driver's own error.
@@ -192,10 +230,22 @@ impl Session {
         &self,
         statement: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
     ) -> Result<T, sqlx::Error> {
-        let mut guard = self.connection.lock().await;
-        let connection = guard
-            .as_mut()
-            .ok_or_else(|| sqlx::Error::Protocol("the session was closed".into()))?;
+        let mut slot = self.connection.lock().await;
+        // Checked with the connection held: COMMIT or ROLLBACK may have ended the unit while
+        // this call waited for it.
+        if self.ended.load(Ordering::Relaxed) {
+            return Err(closed());
+        }
+        self.run_on(&mut slot, statement).await
+    }
+
+    /// Runs `statement` on the connection in `slot`, which the caller holds locked.
+    async fn run_on<T>(
+        &self,
+        slot: &mut Option<PooledConnection>,
+        statement: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, sqlx::Error> {
+        let connection = slot.as_mut().ok_or_else(closed)?;
         // One statement at a time: the connection's lock is held until it ends. One still in
         // flight here was cut off (its future dropped): the driver finishes it before this one,
         // unseen, so the session's state stays unknown for good.
@@ -212,8 +262,24 @@ impl Session {
             self.unfit.store(true, Ordering::Relaxed);
             note_breakage(connection);
         }
+        // The unit ended while this statement ran (a call it left behind): nothing else will
+        // use the connection, so it goes now rather than with the last holder of the session.
+        if self.abandoned.load(Ordering::Relaxed)
+            && let Some(connection) = slot.take()
+        {
+            self.release(connection);
+        }
         outcome
     }
+}
+
+/// What a call on a session that has ended gets.
+fn closed() -> sqlx::Error {
+    sqlx::Error::Protocol("the session was closed".into())
+}
+
+fn as_exec_error(error: sqlx::Error) -> DbErr {
+    DbErr::Exec(RuntimeErr::SqlxError(error.into()))
 }
 
 /// Tells `connection`'s pool that a connection failed: what broke one (a restart, a failover, a

@@ -82,23 +82,7 @@ impl PgUserRepository {
         let started = Instant::now();
         let outcome = match &self.executor {
             Executor::Pool(database) => database.call(work, operation.writes()).await,
-            // Kept past its unit: nothing may run outside the transaction it was made for.
-            Executor::Transaction(session) if session.has_ended() => {
-                tracing::error!("{USED_AFTER_ITS_UNIT}");
-                Err(Failure::Store(StoreError::Unexpected(
-                    USED_AFTER_ITS_UNIT.into(),
-                )))
-            }
-            // The unit of work's deadline bounds every call made inside it.
-            Executor::Transaction(session) => work(session).await.map_err(|error| {
-                let failure = from_db_err(&error);
-                session.discard_after(&failure);
-                session.record_failed_call(Outcome::of_failure(&failure));
-                if aborts_transaction(&error) {
-                    session.mark_aborted();
-                }
-                failure
-            }),
+            Executor::Transaction(session) => Self::in_unit(session, operation, work).await,
         };
         let recorded = match &outcome {
             Ok(_) => Outcome::Ok,
@@ -107,6 +91,48 @@ impl PgUserRepository {
         self.metrics
             .operation(operation, recorded, started.elapsed());
         outcome
+    }
+
+    /// One call inside a unit of work, whose deadline bounds it.
+    async fn in_unit<T, W>(
+        session: &Arc<Session>,
+        operation: Operation,
+        work: W,
+    ) -> Result<T, Failure>
+    where
+        W: for<'s> FnOnce(&'s Session) -> SessionWork<'s, T>,
+    {
+        if operation.writes() {
+            session.mark_written();
+        }
+        let outcome = match session.has_ended() {
+            true => None,
+            false => Some(work(session).await),
+        };
+        // Kept past its unit, or its unit ended while it waited or ran: its transaction was
+        // decided without it (the session refuses to run anything once COMMIT or ROLLBACK is on
+        // its way).
+        if session.has_ended() {
+            tracing::error!("{USED_AFTER_ITS_UNIT}");
+            return Err(Failure::Store(StoreError::Unexpected(
+                USED_AFTER_ITS_UNIT.into(),
+            )));
+        }
+        match outcome {
+            Some(Ok(value)) => Ok(value),
+            Some(Err(error)) => {
+                let failure = from_db_err(&error);
+                session.discard_after(&failure);
+                session.record_failed_call(Outcome::of_failure(&failure));
+                if aborts_transaction(&error) {
+                    session.mark_aborted();
+                }
+                Err(failure)
+            }
+            None => Err(Failure::Store(StoreError::Unexpected(
+                USED_AFTER_ITS_UNIT.into(),
+            ))),
+        }
     }
 
     async fn find_one(
@@ -168,8 +194,8 @@ fn to_domain(model: Model) -> Result<User, StoreError> {
 }
 
 /// A repository of a unit of work called after the unit ended: a bug of the caller's.
-const USED_AFTER_ITS_UNIT: &str =
-    "a repository of a unit of work was used after the unit ended; nothing was run";
+const USED_AFTER_ITS_UNIT: &str = "a repository of a unit of work was used after, or while, the unit ended: its call is no part \
+     of the unit";
 
 impl UserRepository for PgUserRepository {
     // Spans name the user, never the password hash.

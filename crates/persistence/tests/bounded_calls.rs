@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{connect, new_user, open_idle_connections, private_database, settings_for};
 use counseling_domain::{CreateUserError, StoreError, Unavailability, UserRepository, Username};
-use counseling_persistence::{DEADLINE_MARGIN, PgUserRepository};
+use counseling_persistence::{DEADLINE_MARGIN, Database, PgUserRepository};
 use counseling_testkit::fixtures::eventually;
 use sea_orm::{ConnectionTrait, Statement};
 
@@ -79,47 +79,82 @@ async fn calls_against_a_frozen_server_time_out_and_discard_their_connections() 
     // ran all the same).
 }
 
-/// A unit whose COMMIT is sent to a server that then does not answer within the deadline fails
-/// as unconfirmed, never as "nothing written": the server commits it when it reads the COMMIT.
-#[cfg_attr(windows, ignore = "needs a private cluster (unix only)")]
-#[tokio::test]
-async fn a_unit_cut_off_after_its_commit_was_sent_is_unconfirmed_not_unwritten() {
-    let (cluster, _test_db, mut settings) = private_database().await;
-    // The unit's deadline is 2.5 s from its start. The server ends a session idle in a
-    // transaction for 2 s (idle_in_transaction_session_timeout): the unit writes late, at 1.5 s,
-    // so the server, thawed at 2.5 s, reads the COMMIT before it would end the session.
+/// A unit that runs `call` (a write or a read) at 1.5 s, then sends its COMMIT to a server frozen
+/// meanwhile and thawed when the unit's deadline has passed. The unit's deadline is 2.5 s from
+/// its start; the server ends a session idle in a transaction for 2 s
+/// (idle_in_transaction_session_timeout), so, thawed at 2.5 s, it reads the COMMIT first.
+async fn commit_to_a_frozen_server(
+    write: bool,
+) -> (
+    Result<(), CreateUserError>,
+    Database,
+    (
+        counseling_testkit::TestDatabase,
+        counseling_testkit::PgCluster,
+    ),
+) {
+    let (cluster, test_db, mut settings) = private_database().await;
     settings.pool.statement_timeout = Duration::from_secs(2);
     let database = connect(&settings);
-    let (written, frozen) = (
+    let (called, frozen) = (
         tokio::sync::oneshot::channel(),
         tokio::sync::oneshot::channel(),
     );
-    let (tell_written, wait_until_frozen) = (written.0, frozen.1);
-    let unit = database.transaction(|unit| async move {
+    let (tell_called, wait_until_frozen) = (called.0, frozen.1);
+    let unit = database.transaction(move |unit| async move {
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        unit.users().create(new_user(r"\school\erin")).await?;
-        let _ = tell_written.send(());
+        let erin = new_user(r"\school\erin");
+        match write {
+            true => drop(unit.users().create(erin).await?),
+            false => drop(unit.users().find_by_username(&erin.username).await?),
+        }
+        let _ = tell_called.send(());
         // Returning Ok sends COMMIT, to a server frozen meanwhile.
         let _ = wait_until_frozen.await;
         Ok::<_, CreateUserError>(())
     });
     let freeze = async {
-        written.1.await.unwrap();
+        called.1.await.unwrap();
         cluster.freeze().unwrap();
         frozen.0.send(()).unwrap();
     };
     let (outcome, ()) = tokio::join!(unit, freeze);
+    cluster.thaw().unwrap();
+    // The thawed server reads the COMMIT (the cluster lives until it has).
+    let users = PgUserRepository::new(database.clone());
+    let recovered = async || users.list(None, 1).await.ok();
+    eventually("recovery", Duration::from_secs(5), recovered)
+        .await
+        .unwrap();
+    // The cluster and its database live as long as the caller keeps the third value.
+    (outcome, database, (test_db, cluster))
+}
+
+/// A unit whose COMMIT is sent, after a write, to a server that then does not answer within the
+/// deadline fails as unconfirmed, never as "nothing written": the server commits it when it
+/// reads the COMMIT.
+#[cfg_attr(windows, ignore = "needs a private cluster (unix only)")]
+#[tokio::test]
+async fn a_unit_cut_off_after_its_commit_was_sent_is_unconfirmed_not_unwritten() {
+    let (outcome, database, _cluster) = commit_to_a_frozen_server(true).await;
     assert_eq!(
         outcome,
         Err(CreateUserError::Store(StoreError::OutcomeUnknown))
     );
-    cluster.thaw().unwrap();
     let erin = Username::parse(r"\school\erin").unwrap();
     let users = PgUserRepository::new(database.clone());
     let found = eventually("the COMMIT kept", Duration::from_secs(5), async || {
         users.find_by_username(&erin).await.ok().flatten()
     });
     found.await.unwrap();
+}
+
+/// A unit that wrote nothing has nothing to be unsure of: its COMMIT cut off is a timeout.
+#[cfg_attr(windows, ignore = "needs a private cluster (unix only)")]
+#[tokio::test]
+async fn a_unit_that_only_read_cut_off_at_its_commit_is_a_timeout() {
+    let (outcome, _database, _cluster) = commit_to_a_frozen_server(false).await;
+    assert_eq!(outcome, Err(CreateUserError::Store(TIMEOUT)));
 }
 
 #[cfg_attr(windows, ignore = "needs a private cluster (unix only)")]

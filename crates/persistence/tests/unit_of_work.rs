@@ -12,6 +12,9 @@ use counseling_domain::{
 use counseling_persistence::Database;
 use counseling_testkit::fixtures::eventually;
 
+const USED_AFTER_ITS_UNIT: &str = "a repository of a unit of work was used after, or while, the \
+                                   unit ended: its call is no part of the unit";
+
 async fn find(users: &impl UserRepository, name: &str) -> bool {
     users
         .find_by_username(&Username::parse(name).unwrap())
@@ -418,9 +421,76 @@ async fn a_repository_kept_past_its_unit_runs_nothing_and_holds_no_connection() 
     assert_eq!(
         late,
         Err(CreateUserError::Store(StoreError::Unexpected(
-            "a repository of a unit of work was used after the unit ended; nothing was run".into()
+            USED_AFTER_ITS_UNIT.into()
         )))
     );
     assert!(!find(&users, r"\school\late").await);
     assert_eq!(database.status().open, 1, "{:?}", database.status());
+}
+
+/// A call a unit left behind (a task it spawned) that asks for the unit's connection while its
+/// COMMIT runs is refused: it would run after the COMMIT, outside the transaction, with no
+/// deadline, and its row would be stored although the unit never wrote it.
+#[tokio::test]
+async fn a_call_left_behind_during_the_commit_is_refused_not_run_after_it() {
+    use sea_orm::ConnectionTrait;
+    let (db, database, users) = repository().await;
+    // A COMMIT that takes 0.5 s: a deferred trigger sleeps at commit time.
+    db.connect()
+        .await
+        .execute_unprepared(
+            "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END $$; \
+             CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON users \
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()",
+        )
+        .await
+        .unwrap();
+    let left_behind = database
+        .transaction(|unit| async move {
+            let users = unit.users();
+            users.create(new_user(r"\school\ines")).await?;
+            let late = users.clone();
+            // Returning now sends the COMMIT; this call comes 0.2 s into it.
+            Ok::<_, CreateUserError>(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                late.create(new_user(r"\school\jo")).await
+            }))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        left_behind.await.unwrap(),
+        Err(CreateUserError::Store(StoreError::Unexpected(
+            USED_AFTER_ITS_UNIT.into()
+        )))
+    );
+    assert!(find(&users, r"\school\ines").await);
+    assert!(!find(&users, r"\school\jo").await);
+}
+
+/// A unit that sat idle past the server's idle_in_transaction_session_timeout (its statement
+/// timeout) was rolled back by the server, which says so (25P03): its COMMIT is not in doubt.
+#[tokio::test]
+async fn a_unit_the_server_ended_while_idle_is_not_in_doubt() {
+    let db = counseling_testkit::TestDatabase::migrated().await.unwrap();
+    let mut settings = common::settings_for(db.url());
+    // Deadline 1.5 s; the server ends the session 1 s after the write; COMMIT at 1.2 s.
+    settings.pool.statement_timeout = Duration::from_secs(1);
+    let database = common::connect(&settings);
+    let users = counseling_persistence::PgUserRepository::new(database.clone());
+    let outcome = database
+        .transaction(|unit| async move {
+            unit.users().create(new_user(r"\school\kim")).await?;
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+            Ok::<_, CreateUserError>(())
+        })
+        .await;
+    assert_eq!(
+        outcome,
+        Err(CreateUserError::Store(StoreError::Unavailable(
+            counseling_domain::Unavailability::ConnectionLost
+        )))
+    );
+    assert!(!find(&users, r"\school\kim").await);
 }

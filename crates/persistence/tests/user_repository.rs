@@ -15,6 +15,21 @@ fn missing_id() -> UserId {
     UserId::from_uuid(uuid::Uuid::nil())
 }
 
+/// The test kit's hash fixtures are real hashes of the passwords their docs name, so a test may
+/// sign in with them.
+#[test]
+fn the_hash_fixtures_are_real_hashes_of_their_passwords() {
+    use secrecy::SecretString;
+    for (hash, password) in [
+        (HASH, "fixture password"),
+        (OTHER_HASH, "other fixture password"),
+    ] {
+        let hash = PasswordHash::parse(hash).unwrap();
+        assert!(hash.verify(&SecretString::from(password)), "{password}");
+        assert!(!hash.verify(&SecretString::from(format!("{password}!"))));
+    }
+}
+
 #[tokio::test]
 async fn create_returns_the_stored_row_and_find_by_id_reads_it() {
     let (_db, _database, users) = repository().await;

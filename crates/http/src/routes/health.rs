@@ -4,7 +4,8 @@
 //! balancers often probe with HEAD; other methods get 405 with `Allow`.
 //!
 //! * `GET /health` and `GET /health/ready`: a real database round trip on every call, bounded by
-//!   `HEALTH_TIMEOUT_MS`; 200 when it succeeds, 503 with a short reason when not.
+//!   `HEALTH_TIMEOUT_MS` (a probe may first wait for one already under way: see
+//!   `coalesced_ping`); 200 when it succeeds, 503 with a short reason when not.
 //! * `GET /health/live`: the process answers; never touches the database, so an orchestrator
 //!   does not restart a healthy process because its database is down.
 
