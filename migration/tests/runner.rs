@@ -287,7 +287,7 @@ async fn a_second_run_waits_for_the_first_and_finds_nothing_pending() {
         "the lock is released with the run's connection",
         Duration::from_secs(5),
         async || {
-            let sql = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'";
+            let sql = ADVISORY_LOCKS_HERE;
             let held: i64 = sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap();
             held == 0
         },
@@ -295,6 +295,11 @@ async fn a_second_run_waits_for_the_first_and_finds_nothing_pending() {
     .await
     .unwrap();
 }
+
+/// The advisory locks held in this test's database: other tests, which run at the same time in
+/// databases of their own, take the same lock key there.
+const ADVISORY_LOCKS_HERE: &str = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' \
+     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
 
 /// Given a pool of one connection (the CLI's, whose connections it checks itself), the run
 /// uses that connection, and releases the lock on it at the end.
@@ -326,7 +331,7 @@ async fn a_pool_of_one_connection_is_the_run_s_session() {
     .unwrap();
     let pids: Vec<i32> = recorder.pids.lock().unwrap().clone();
     assert_eq!(pids, [callers]);
-    let held: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+    let held: i64 = sqlx::query_scalar(ADVISORY_LOCKS_HERE)
         .fetch_one(&pool)
         .await
         .unwrap();
