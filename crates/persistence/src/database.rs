@@ -440,10 +440,21 @@ impl Database {
                     )))
                 }
                 Ok(value) => match session.commit().await {
-                    Ok(()) => Ok(value),
-                    // Sent with a write before it, and not refused: maybe committed.
+                    Ok(true) => Ok(value),
+                    // A call failed on the server while the COMMIT waited for the connection
+                    // (a task the unit left behind): it rolled back instead.
+                    Ok(false) => {
+                        tracing::error!("{UNIT_WENT_ON_AFTER_A_FAILURE}");
+                        Err(ours(StoreError::Unexpected(
+                            UNIT_WENT_ON_AFTER_A_FAILURE.into(),
+                        )))
+                    }
+                    // Sent after a write, and not answered: maybe committed. (An answer, even
+                    // a cancellation, and a session the server ended while idle, is a no.)
                     Err(error) if session.commit_in_doubt() && !ended_while_idle(&error) => {
-                        Err(ours(of_sent_write(fail(&session, &error))))
+                        let failure = from_db_err(&error);
+                        session.discard_after(&failure);
+                        Err(ours(failure.of_sent_write().into_store_error()))
                     }
                     Err(error) => Err(ours(fail(&session, &error))),
                 },

@@ -37,8 +37,6 @@ pub(crate) struct Session {
     /// else may run on it (it would run outside the transaction, with no deadline), a call
     /// already waiting for the connection included.
     ended: AtomicBool,
-    /// The unit ended while a call it left behind held the connection: that call releases it.
-    abandoned: AtomicBool,
     /// `COMMIT` was sent: from then on, a failure leaves the unit's outcome unknown.
     commit_sent: AtomicBool,
     /// A write of the unit's was sent: a COMMIT that is not confirmed may have stored it.
@@ -59,7 +57,7 @@ impl std::fmt::Debug for Session {
         f.debug_struct("Session")
             .field(
                 "in_transaction",
-                &self.in_transaction.load(Ordering::Relaxed),
+                &self.in_transaction.load(Ordering::SeqCst),
             )
             .finish_non_exhaustive()
     }
@@ -76,7 +74,6 @@ impl Session {
             in_flight: AtomicBool::new(false),
             in_transaction: AtomicBool::new(false),
             ended: AtomicBool::new(false),
-            abandoned: AtomicBool::new(false),
             commit_sent: AtomicBool::new(false),
             wrote: AtomicBool::new(false),
             discard_reason: AtomicU8::new(NO_REASON),
@@ -86,51 +83,51 @@ impl Session {
     }
 
     /// Ends the session when its unit of work ends, whoever still holds it: the connection goes
-    /// back to the pool now (or is closed, as on drop), and every later call fails. A call still
-    /// running then (spawned by the unit and left behind) ends its statement first; then the
-    /// connection is closed, not reused.
+    /// back to the pool now (or is closed, as on drop), and every later call is refused. If a
+    /// call the unit left behind holds the connection, that call releases it when its statement
+    /// ends (see [`Session::with_raw_connection`]).
     pub(crate) fn end(&self) {
-        self.ended.store(true, Ordering::Relaxed);
-        match self.connection.try_lock() {
-            Ok(mut slot) => {
-                if let Some(connection) = slot.take() {
-                    self.release(connection);
-                }
-            }
-            Err(_) => {
-                self.discard(Discard::Broken);
-                self.abandoned.store(true, Ordering::Relaxed);
-            }
+        self.ended.store(true, Ordering::SeqCst);
+        self.release_if_free();
+    }
+
+    /// Takes the connection out and releases it, unless someone holds it (who then does).
+    fn release_if_free(&self) {
+        if let Ok(mut slot) = self.connection.try_lock()
+            && let Some(connection) = slot.take()
+        {
+            self.release(connection);
         }
     }
 
     pub(crate) fn has_ended(&self) -> bool {
-        self.ended.load(Ordering::Relaxed)
+        self.ended.load(Ordering::SeqCst)
     }
 
-    /// Notes that a write of the unit's is about to be sent.
+    /// Notes that a write of the unit's is about to be sent. Conservative: a write refused
+    /// after this (the unit ending meanwhile) still counts.
     pub(crate) fn mark_written(&self) {
-        self.wrote.store(true, Ordering::Relaxed);
+        self.wrote.store(true, Ordering::SeqCst);
     }
 
     /// Whether the unit sent its COMMIT after sending a write: if the COMMIT is not confirmed,
     /// whether that write is stored is unknown.
     pub(crate) fn commit_in_doubt(&self) -> bool {
-        self.commit_sent.load(Ordering::Relaxed) && self.wrote.load(Ordering::Relaxed)
+        self.commit_sent.load(Ordering::SeqCst) && self.wrote.load(Ordering::SeqCst)
     }
 
     pub(crate) fn mark_aborted(&self) {
-        self.aborted.store(true, Ordering::Relaxed);
+        self.aborted.store(true, Ordering::SeqCst);
     }
 
     pub(crate) fn is_aborted(&self) -> bool {
-        self.aborted.load(Ordering::Relaxed)
+        self.aborted.load(Ordering::SeqCst)
     }
 
     /// Whether the connection's state is unknown or known bad: a statement cut off half-way,
     /// or a failure that marked it for closing.
     pub(crate) fn is_unfit(&self) -> bool {
-        self.unfit.load(Ordering::Relaxed) || self.in_flight.load(Ordering::Relaxed)
+        self.unfit.load(Ordering::SeqCst) || self.in_flight.load(Ordering::SeqCst)
     }
 
     pub(crate) fn record_failed_call(&self, outcome: Outcome) {
@@ -159,12 +156,12 @@ impl Session {
     /// for a connection that failed (broken, lost, timed out, read-only), so the pool also checks
     /// its idle connections before their next use (see [`note_breakage`]).
     pub(crate) fn discard(&self, reason: Discard) {
-        self.unfit.store(true, Ordering::Relaxed);
+        self.unfit.store(true, Ordering::SeqCst);
         let _ = self.discard_reason.compare_exchange(
             NO_REASON,
             reason as u8,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
         );
         if let Ok(guard) = self.connection.try_lock()
             && let Some(connection) = guard.as_ref()
@@ -175,36 +172,53 @@ impl Session {
 
     pub(crate) async fn begin(&self) -> Result<(), DbErr> {
         self.execute_unprepared("BEGIN").await?;
-        self.in_transaction.store(true, Ordering::Relaxed);
+        self.in_transaction.store(true, Ordering::SeqCst);
         Ok(())
     }
 
-    pub(crate) async fn commit(&self) -> Result<(), DbErr> {
-        self.end_transaction("COMMIT").await
+    /// COMMIT, unless a statement of the unit failed on the server meanwhile (a task it left
+    /// behind, say): the transaction is aborted then, and PostgreSQL would answer COMMIT with a
+    /// silent ROLLBACK. Then it sends ROLLBACK and says so (`Ok(false)`).
+    pub(crate) async fn commit(&self) -> Result<bool, DbErr> {
+        self.end_transaction(true).await
     }
 
     pub(crate) async fn rollback(&self) -> Result<(), DbErr> {
-        self.end_transaction("ROLLBACK").await
+        self.end_transaction(false).await.map(|_| ())
     }
 
-    /// COMMIT or ROLLBACK, the session's last statement: marked ended while the connection is
-    /// held, so that a call waiting for it (a task the unit spawned) is refused rather than run
-    /// outside the transaction once it ends.
-    async fn end_transaction(&self, sql: &str) -> Result<(), DbErr> {
+    /// COMMIT (if `commit` and the transaction did not abort) or ROLLBACK, the unit's last
+    /// statement: marked ended while the connection is held, so that a call waiting for it (a
+    /// task the unit spawned) is refused rather than run outside the transaction once it ends.
+    /// Whether it committed.
+    async fn end_transaction(&self, commit: bool) -> Result<bool, DbErr> {
         let mut slot = self.connection.lock().await;
-        if self.ended.swap(true, Ordering::Relaxed) {
+        if self.ended.swap(true, Ordering::SeqCst) {
             return Err(as_exec_error(closed()));
         }
-        if sql == "COMMIT" {
-            self.commit_sent.store(true, Ordering::Relaxed);
+        let commit = commit && !self.aborted.load(Ordering::SeqCst);
+        if commit {
+            self.commit_sent.store(true, Ordering::SeqCst);
         }
-        self.run_on(&mut slot, async |connection| {
-            connection.execute(sqlx::AssertSqlSafe(sql)).await
-        })
-        .await
-        .map_err(as_exec_error)?;
-        self.in_transaction.store(false, Ordering::Relaxed);
-        Ok(())
+        let sql = if commit { "COMMIT" } else { "ROLLBACK" };
+        let outcome = self
+            .run_on(&mut slot, async |connection| {
+                connection.execute(sqlx::AssertSqlSafe(sql)).await
+            })
+            .await;
+        match outcome {
+            Ok(_) => {
+                self.in_transaction.store(false, Ordering::SeqCst);
+                Ok(commit)
+            }
+            // The server refused the COMMIT (a serialization failure, a deferred constraint):
+            // it has ended the transaction block, and the connection is fine for the next one.
+            Err(sqlx::Error::Database(error)) if commit => {
+                self.in_transaction.store(false, Ordering::SeqCst);
+                Err(as_exec_error(sqlx::Error::Database(error)))
+            }
+            Err(error) => Err(as_exec_error(error)),
+        }
     }
 
     /// One round trip that says what kind of server this is (the health check's): whether it
@@ -230,13 +244,25 @@ impl Session {
         &self,
         statement: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
     ) -> Result<T, sqlx::Error> {
-        let mut slot = self.connection.lock().await;
-        // Checked with the connection held: COMMIT or ROLLBACK may have ended the unit while
-        // this call waited for it.
-        if self.ended.load(Ordering::Relaxed) {
-            return Err(closed());
+        let outcome = {
+            let mut slot = self.connection.lock().await;
+            // Checked with the connection held: COMMIT or ROLLBACK may have ended the unit while
+            // this call waited for it, or the unit ended otherwise. Nothing else runs on it: it
+            // goes now.
+            if self.ended.load(Ordering::SeqCst) {
+                if let Some(connection) = slot.take() {
+                    self.release(connection);
+                }
+                return Err(closed());
+            }
+            self.run_on(&mut slot, statement).await
+        };
+        // The unit ended while this statement ran (a call it left behind), and could not take
+        // the connection then: it goes now, unless someone else holds it (who then does).
+        if self.ended.load(Ordering::SeqCst) {
+            self.release_if_free();
         }
-        self.run_on(&mut slot, statement).await
+        outcome
     }
 
     /// Runs `statement` on the connection in `slot`, which the caller holds locked.
@@ -249,33 +275,40 @@ impl Session {
         // One statement at a time: the connection's lock is held until it ends. One still in
         // flight here was cut off (its future dropped): the driver finishes it before this one,
         // unseen, so the session's state stays unknown for good.
-        if self.in_flight.swap(true, Ordering::Relaxed) {
-            self.unfit.store(true, Ordering::Relaxed);
+        if self.in_flight.swap(true, Ordering::SeqCst) {
+            self.unfit.store(true, Ordering::SeqCst);
         }
         let outcome = panic_as_protocol_error(statement(&mut **connection)).await;
-        self.in_flight.store(false, Ordering::Relaxed);
+        self.in_flight.store(false, Ordering::SeqCst);
         let broken = matches!(
             outcome,
             Err(sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::Tls(_))
         );
         if broken {
-            self.unfit.store(true, Ordering::Relaxed);
+            self.unfit.store(true, Ordering::SeqCst);
             note_breakage(connection);
         }
-        // The unit ended while this statement ran (a call it left behind): nothing else will
-        // use the connection, so it goes now rather than with the last holder of the session.
-        if self.abandoned.load(Ordering::Relaxed)
-            && let Some(connection) = slot.take()
+        // An error from the server inside a transaction aborts it: noted before the connection
+        // is let go, so that a COMMIT waiting for it knows (see [`Session::commit`]).
+        if matches!(outcome, Err(sqlx::Error::Database(_)))
+            && self.in_transaction.load(Ordering::SeqCst)
         {
-            self.release(connection);
+            self.aborted.store(true, Ordering::SeqCst);
         }
         outcome
     }
 }
 
-/// What a call on a session that has ended gets.
+/// What a call on a session whose unit of work has ended gets (see [`is_refusal`]).
+const REFUSED: &str = "refused: the unit of work had ended";
+
+/// Whether `error` is a call's refusal by a session whose unit of work had ended: it ran nothing.
+pub(crate) fn is_refusal(error: &DbErr) -> bool {
+    error.to_string().contains(REFUSED)
+}
+
 fn closed() -> sqlx::Error {
-    sqlx::Error::Protocol("the session was closed".into())
+    sqlx::Error::Protocol(REFUSED.into())
 }
 
 fn as_exec_error(error: sqlx::Error) -> DbErr {
@@ -293,8 +326,8 @@ fn note_breakage(connection: &PooledConnection) {
 impl Session {
     /// Returns the connection to the pool, or closes it if it is unfit or a transaction is open.
     fn release(&self, connection: PooledConnection) {
-        if self.is_unfit() || self.in_transaction.load(Ordering::Relaxed) {
-            let reason = Discard::from_u8(self.discard_reason.load(Ordering::Relaxed))
+        if self.is_unfit() || self.in_transaction.load(Ordering::SeqCst) {
+            let reason = Discard::from_u8(self.discard_reason.load(Ordering::SeqCst))
                 .unwrap_or(Discard::Broken);
             if let Some(pool) = PooledConnection::pool(&connection) {
                 pool.manager().metrics().discarded(reason);

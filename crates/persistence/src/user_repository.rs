@@ -16,7 +16,7 @@ use crate::database::SessionWork;
 use crate::database_metrics::{DatabaseMetrics, Operation, Outcome};
 use crate::entity::users::{ActiveModel, Column, Entity as Users, Model};
 use crate::error_mapping::{Failure, aborts_transaction, from_db_err};
-use crate::session::Session;
+use crate::session::{Session, is_refusal};
 
 /// The lookup by account identity, as `idx_users_username_identity` indexes it: the database
 /// computes the identity of the stored name and of the parameter with its one function, so
@@ -102,25 +102,24 @@ impl PgUserRepository {
     where
         W: for<'s> FnOnce(&'s Session) -> SessionWork<'s, T>,
     {
+        let refused = || {
+            tracing::error!("{USED_AFTER_ITS_UNIT}");
+            Err(Failure::Store(StoreError::Unexpected(
+                USED_AFTER_ITS_UNIT.into(),
+            )))
+        };
+        // Kept past its unit: nothing may run outside the transaction it was made for.
+        if session.has_ended() {
+            return refused();
+        }
         if operation.writes() {
             session.mark_written();
         }
-        let outcome = match session.has_ended() {
-            true => None,
-            false => Some(work(session).await),
-        };
-        // Kept past its unit, or its unit ended while it waited or ran: its transaction was
-        // decided without it (the session refuses to run anything once COMMIT or ROLLBACK is on
-        // its way).
-        if session.has_ended() {
-            tracing::error!("{USED_AFTER_ITS_UNIT}");
-            return Err(Failure::Store(StoreError::Unexpected(
-                USED_AFTER_ITS_UNIT.into(),
-            )));
-        }
-        match outcome {
-            Some(Ok(value)) => Ok(value),
-            Some(Err(error)) => {
+        match work(session).await {
+            Ok(value) => Ok(value),
+            // The unit ended while this call waited for the connection: it ran nothing.
+            Err(error) if is_refusal(&error) => refused(),
+            Err(error) => {
                 let failure = from_db_err(&error);
                 session.discard_after(&failure);
                 session.record_failed_call(Outcome::of_failure(&failure));
@@ -129,9 +128,6 @@ impl PgUserRepository {
                 }
                 Err(failure)
             }
-            None => Err(Failure::Store(StoreError::Unexpected(
-                USED_AFTER_ITS_UNIT.into(),
-            ))),
         }
     }
 
@@ -194,8 +190,8 @@ fn to_domain(model: Model) -> Result<User, StoreError> {
 }
 
 /// A repository of a unit of work called after the unit ended: a bug of the caller's.
-const USED_AFTER_ITS_UNIT: &str = "a repository of a unit of work was used after, or while, the unit ended: its call is no part \
-     of the unit";
+const USED_AFTER_ITS_UNIT: &str =
+    "a repository of a unit of work was used after the unit ended; the call ran nothing";
 
 impl UserRepository for PgUserRepository {
     // Spans name the user, never the password hash.

@@ -12,8 +12,8 @@ use counseling_domain::{
 use counseling_persistence::Database;
 use counseling_testkit::fixtures::eventually;
 
-const USED_AFTER_ITS_UNIT: &str = "a repository of a unit of work was used after, or while, the \
-                                   unit ended: its call is no part of the unit";
+const USED_AFTER_ITS_UNIT: &str =
+    "a repository of a unit of work was used after the unit ended; the call ran nothing";
 
 async fn find(users: &impl UserRepository, name: &str) -> bool {
     users
@@ -431,7 +431,7 @@ async fn a_repository_kept_past_its_unit_runs_nothing_and_holds_no_connection() 
 /// A call a unit left behind (a task it spawned) that asks for the unit's connection while its
 /// COMMIT runs is refused: it would run after the COMMIT, outside the transaction, with no
 /// deadline, and its row would be stored although the unit never wrote it.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_left_behind_during_the_commit_is_refused_not_run_after_it() {
     use sea_orm::ConnectionTrait;
     let (db, database, users) = repository().await;
@@ -467,6 +467,58 @@ async fn a_call_left_behind_during_the_commit_is_refused_not_run_after_it() {
     );
     assert!(find(&users, r"\school\ines").await);
     assert!(!find(&users, r"\school\jo").await);
+    // The unit's connection is back in the pool, not held by the repository kept in the task.
+    let all_idle = async || {
+        let status = database.status();
+        status.idle == status.open
+    };
+    eventually("every connection idle", Duration::from_secs(2), all_idle)
+        .await
+        .unwrap();
+}
+
+/// A call the unit left behind that fails on the server while the unit's COMMIT waits for the
+/// connection aborts the transaction: the unit is told so, never `Ok` over a silent ROLLBACK.
+#[tokio::test]
+async fn a_call_left_behind_that_fails_before_the_commit_makes_the_unit_fail() {
+    use sea_orm::ConnectionTrait;
+    let (db, database, users) = repository().await;
+    users.create(new_user(r"\school\taken")).await.unwrap();
+    // Inserting \school\slow takes 0.3 s.
+    db.connect()
+        .await
+        .execute_unprepared(
+            r"CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS
+              $$ BEGIN IF NEW.username = '\school\slow' THEN PERFORM pg_sleep(0.3); END IF;
+              RETURN NEW; END $$;
+              CREATE TRIGGER slow_insert BEFORE INSERT ON users
+              FOR EACH ROW EXECUTE FUNCTION slow_insert()",
+        )
+        .await
+        .unwrap();
+    let outcome = database
+        .transaction(|unit| async move {
+            let users = unit.users();
+            let late = users.clone();
+            // Asks for the connection 0.05 s into the slow insert below: queued behind it, and
+            // ahead of the COMMIT.
+            let duplicate = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                late.create(new_user(r"\school\TAKEN")).await
+            });
+            users.create(new_user(r"\school\slow")).await?;
+            Ok::<_, CreateUserError>(duplicate)
+        })
+        .await;
+    let outcome = match outcome {
+        Ok(duplicate) => Ok(duplicate.await.unwrap()),
+        Err(error) => Err(error),
+    };
+    let Err(CreateUserError::Store(StoreError::Unexpected(why))) = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert!(why.contains("nothing was written"), "{why}");
+    assert!(!find(&users, r"\school\slow").await);
 }
 
 /// A unit that sat idle past the server's idle_in_transaction_session_timeout (its statement
@@ -493,4 +545,49 @@ async fn a_unit_the_server_ended_while_idle_is_not_in_doubt() {
         )))
     );
     assert!(!find(&users, r"\school\kim").await);
+}
+
+/// A COMMIT the server cancels (`pg_cancel_backend`, here while a deferred trigger runs) was
+/// answered: the unit is rolled back for certain, a timeout, not an unconfirmed write.
+#[tokio::test]
+async fn a_commit_the_server_cancelled_is_a_timeout_not_in_doubt() {
+    use sea_orm::ConnectionTrait;
+    let db = counseling_testkit::TestDatabase::migrated().await.unwrap();
+    let admin = db.connect().await;
+    admin
+        .execute_unprepared(
+            "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$; \
+             CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON users \
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()",
+        )
+        .await
+        .unwrap();
+    let (_db, database, users) = common::repository_on(db);
+    let unit = database.transaction(|unit| async move {
+        unit.users().create(new_user(r"\school\mia")).await?;
+        Ok::<_, CreateUserError>(())
+    });
+    let cancel = async {
+        let cancelled = async || {
+            let statement = sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND query = 'COMMIT' AND state = 'active'",
+            );
+            let row = admin.query_one_raw(statement).await.unwrap();
+            row.is_some()
+        };
+        eventually("a COMMIT to cancel", Duration::from_secs(5), cancelled)
+            .await
+            .unwrap();
+    };
+    let (outcome, ()) = tokio::join!(unit, cancel);
+    assert_eq!(
+        outcome,
+        Err(CreateUserError::Store(StoreError::Unavailable(
+            counseling_domain::Unavailability::Timeout
+        )))
+    );
+    assert!(!find(&users, r"\school\mia").await);
 }
