@@ -23,6 +23,21 @@ async fn find(users: &impl UserRepository, name: &str) -> bool {
         .is_some()
 }
 
+/// Makes every COMMIT after an insert into users take `seconds`: a deferred trigger sleeps at
+/// commit time (where the server's statement_timeout no longer runs).
+async fn slow_commits(admin: &sea_orm::DatabaseConnection, seconds: &str) {
+    use sea_orm::ConnectionTrait;
+    admin
+        .execute_unprepared(&format!(
+            "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN PERFORM pg_sleep({seconds}); RETURN NULL; END $$; \
+             CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON users \
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()"
+        ))
+        .await
+        .unwrap();
+}
+
 #[derive(Debug, PartialEq)]
 enum SignUpError {
     Create(CreateUserError),
@@ -433,19 +448,8 @@ async fn a_repository_kept_past_its_unit_runs_nothing_and_holds_no_connection() 
 /// deadline, and its row would be stored although the unit never wrote it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_left_behind_during_the_commit_is_refused_not_run_after_it() {
-    use sea_orm::ConnectionTrait;
     let (db, database, users) = repository().await;
-    // A COMMIT that takes 0.5 s: a deferred trigger sleeps at commit time.
-    db.connect()
-        .await
-        .execute_unprepared(
-            "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS \
-             $$ BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END $$; \
-             CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON users \
-             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()",
-        )
-        .await
-        .unwrap();
+    slow_commits(&db.connect().await, "0.5").await;
     let left_behind = database
         .transaction(|unit| async move {
             let users = unit.users();
@@ -554,15 +558,7 @@ async fn a_commit_the_server_cancelled_is_a_timeout_not_in_doubt() {
     use sea_orm::ConnectionTrait;
     let db = counseling_testkit::TestDatabase::migrated().await.unwrap();
     let admin = db.connect().await;
-    admin
-        .execute_unprepared(
-            "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS \
-             $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$; \
-             CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON users \
-             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()",
-        )
-        .await
-        .unwrap();
+    slow_commits(&admin, "1").await;
     let (_db, database, users) = common::repository_on(db);
     let unit = database.transaction(|unit| async move {
         unit.users().create(new_user(r"\school\mia")).await?;
