@@ -105,7 +105,7 @@ each answering every request that arrived before it started). That is why 32 con
 approach pgbench's rate while using one pooled connection, and why a probe storm cannot exhaust
 the pool. A single probe costs one round trip, the role check (`pg_is_in_recovery()` and
 `transaction_read_only` in one statement): its connection goes back to the pool as it is (see
-README, \"One round trip per call\"), and a read-only node is 503.",
+docs/store.md, \"One round trip per call\"), and a read-only node is 503.",
             f.date,
             f.machine,
             f.postgres_version,

@@ -162,7 +162,7 @@ impl Database {
     /// pinged; the rare dead connection that slips through fails its query with `Unavailable`
     /// and is discarded.
     ///
-    /// Metrics (see the README) go to the `metrics` recorder current when this is called: the
+    /// Metrics (see docs/metrics.md) go to the `metrics` recorder current when this is called: the
     /// caller's `metrics::with_local_recorder`, else the global one, else nowhere.
     pub fn connect_lazy(settings: &DatabaseSettings, io: Handle) -> Result<Self, Problems> {
         settings.problems().into_result(())?;

@@ -15,7 +15,7 @@ use counseling_testkit::{DatabaseLocale, TestDatabase};
 use sea_orm::sqlx::{self, Connection, PgConnection};
 
 /// Names to create, in order (each in NFC, as a careful writer sends it), and spellings to look
-/// up afterwards: the decisions of README's "Username identity", each of them.
+/// up afterwards: the decisions of docs/migrations.md's "Username identity", each of them.
 const CREATIONS: &[&str] = &[
     r"\school\ÉMILE",
     r"\school\émile",

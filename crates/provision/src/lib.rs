@@ -31,9 +31,10 @@ pub const SUPERUSER: &str = "postgres";
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
     #[error(
-        "no PostgreSQL server binaries found ({searched}). Either install them \
-         (`apt-get install postgresql`, or set PG_BIN_DIR to the directory holding initdb and \
-         postgres), or point DATABASE_URL_TEST at a running PostgreSQL server"
+        "no PostgreSQL server binaries found ({searched}): install them (`apt-get install \
+         postgresql`), or set PG_BIN_DIR to the directory holding initdb and postgres \
+         (DATABASE_URL_TEST moves the tests' databases to a running server, but the tests that \
+         stop, freeze or replicate a server still start their own)"
     )]
     NoBinaries { searched: String },
     /// Only on platforms without our private clusters (Windows).
