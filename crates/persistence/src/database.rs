@@ -19,7 +19,7 @@ use crate::error_mapping::{
     Failure, ended_while_idle, from_connect, from_db_err, from_sqlx, of_sent_write,
 };
 use crate::pool::{self, ConnectionPool, PoolBounds, PooledConnection, fit_for_use};
-use crate::session::Session;
+use crate::session::{Ended, Session};
 use crate::unit_of_work::UnitOfWork;
 
 /// Part of a ping's budget kept back to find out why the pool could not hand out a connection.
@@ -395,15 +395,15 @@ impl Database {
             let outcome = Outcome::of_store_error(&error);
             (E::from(error), outcome)
         };
-        let session = Arc::new(Session::new(
-            self.acquire()
-                .await
-                .map_err(|failure| ours(store(failure)))?,
-        ));
+        let connection = self
+            .acquire()
+            .await
+            .map_err(|failure| ours(store(failure)))?;
+        let deadline = Instant::now() + self.inner.call_timeout;
+        let session = Arc::new(Session::for_unit(connection, deadline));
         // However the unit ends (returned, timed out, panicked, dropped), its connection is done
         // with, whoever keeps a repository of it.
         let _ends = EndsSession(&session);
-        let deadline = Instant::now() + self.inner.call_timeout;
         let bounded = timeout_at(deadline, async {
             if let Err(error) = session.begin().await {
                 return Err(ours(fail(&session, &error)));
@@ -429,21 +429,20 @@ impl Database {
                     )))
                     .await
                 }
-                // A call was cut off half-way (its future dropped): whether its statement ran
-                // is unknown, and a COMMIT would first run it. Close the connection instead,
-                // which makes the server roll back.
-                Ok(_) if session.is_unfit() => {
-                    tracing::error!("{UNIT_WENT_ON_AFTER_A_CUT_OFF_CALL}");
-                    session.discard(Discard::Broken);
-                    Err(ours(StoreError::Unexpected(
-                        UNIT_WENT_ON_AFTER_A_CUT_OFF_CALL.into(),
-                    )))
-                }
                 Ok(value) => match session.commit().await {
-                    Ok(true) => Ok(value),
+                    Ok(Ended::Committed) => Ok(value),
+                    // A call was cut off half-way (its future dropped): whether its statement
+                    // ran is unknown, and a COMMIT would first finish it. The connection was
+                    // closed instead, which makes the server roll back.
+                    Ok(Ended::CutOff) => {
+                        tracing::error!("{UNIT_WENT_ON_AFTER_A_CUT_OFF_CALL}");
+                        Err(ours(StoreError::Unexpected(
+                            UNIT_WENT_ON_AFTER_A_CUT_OFF_CALL.into(),
+                        )))
+                    }
                     // A call failed on the server while the COMMIT waited for the connection
                     // (a task the unit left behind): it rolled back instead.
-                    Ok(false) => {
+                    Ok(Ended::RolledBack) => {
                         tracing::error!("{UNIT_WENT_ON_AFTER_A_FAILURE}");
                         Err(ours(StoreError::Unexpected(
                             UNIT_WENT_ON_AFTER_A_FAILURE.into(),

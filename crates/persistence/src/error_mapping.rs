@@ -116,13 +116,19 @@ impl From<Failure> for DeleteUserError {
 }
 
 /// What a write on its way (a statement that commits on its own, or a unit's COMMIT) learns from
-/// `error`: a connection that broke, timed out or was ended before the answer came leaves its
-/// outcome unknown (the server may have applied it, or committed it). Any other error is the
+/// `error`: a connection that broke (its TLS layer included), timed out or was ended before the
+/// answer came leaves its outcome unknown (the server may have applied it, or committed it). Any other error is the
 /// server's answer, which refused it ([`ended_while_idle`] is one); a row it returned but that
 /// could not be decoded is `Unexpected`, stored or not.
 pub(crate) fn of_sent_write(error: StoreError) -> StoreError {
     match error {
-        StoreError::Unavailable(Unavailability::ConnectionLost | Unavailability::Timeout) => {
+        // A TLS failure here is not a handshake's (the connection was open when the write was
+        // sent): a record that could not be read, an alert from a proxy, the connection gone.
+        StoreError::Unavailable(
+            Unavailability::ConnectionLost
+            | Unavailability::Timeout
+            | Unavailability::TlsHandshakeFailed(_),
+        ) => {
             // The one error someone may have to reconcile: said at the default level.
             tracing::warn!("a write was sent but not confirmed: it may or may not be stored");
             StoreError::OutcomeUnknown
@@ -322,8 +328,11 @@ fn from_sqlstate(code: &str, constraint: Option<&str>) -> Failure {
         // read_only_sql_transaction: a standby, typically a primary demoted by a failover.
         "25006" => unavailable(Unavailability::ReadOnly),
         // admin_shutdown, crash_shutdown, idle_session_timeout,
-        // idle_in_transaction_session_timeout: the server ended the session.
-        "57P01" | "57P02" | "57P05" | "25P03" => unavailable(Unavailability::ConnectionLost),
+        // idle_in_transaction_session_timeout, transaction_timeout (PostgreSQL 17): the server
+        // ended the session.
+        "57P01" | "57P02" | "57P05" | "25P03" | "25P04" => {
+            unavailable(Unavailability::ConnectionLost)
+        }
         // cannot_connect_now (starting up or shutting down), too_many_connections.
         "57P03" | "53300" => unavailable(Unavailability::Rejected),
         "3D000" => unavailable(Unavailability::UnknownDatabase),
@@ -408,6 +417,7 @@ mod tests {
             (("53300", None), store(Rejected)),
             (("57P05", None), store(ConnectionLost)),
             (("25P03", None), store(ConnectionLost)),
+            (("25P04", None), store(ConnectionLost)),
             (("25006", None), store(ReadOnly)),
             (("08006", None), store(ConnectionLost)),
             (("57014", None), Failure::Cancelled),
@@ -473,7 +483,8 @@ mod tests {
     #[test]
     fn a_sent_write_is_unconfirmed_only_when_its_connection_failed_before_the_answer() {
         use Unavailability::*;
-        for why in [ConnectionLost, Timeout] {
+        let tls = TlsHandshakeFailed(counseling_domain::TlsFailure::Other);
+        for why in [ConnectionLost, Timeout, tls] {
             let error = StoreError::Unavailable(why);
             assert_eq!(of_sent_write(error), StoreError::OutcomeUnknown, "{why}");
         }

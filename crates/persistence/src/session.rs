@@ -12,11 +12,12 @@ use std::sync::{Mutex as StdMutex, PoisonError};
 
 use counseling_config::{SessionState, panic_as_protocol_error, session_state};
 
-use sea_orm::sqlx::postgres::PgConnection;
+use sea_orm::sqlx::postgres::{PgConnection, PgDatabaseError, PgSeverity};
 use sea_orm::sqlx::{self, Executor};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr, Statement};
 use sea_query_sqlx::SqlxValues;
 use tokio::sync::Mutex;
+use tokio::time::{Instant, timeout_at};
 
 use crate::database_metrics::{Discard, Outcome};
 use crate::error_mapping::Failure;
@@ -50,6 +51,10 @@ pub(crate) struct Session {
     /// the server (anything but the errors the client makes up: no such row, a value it could
     /// not decode): PostgreSQL then answers COMMIT with ROLLBACK.
     aborted: AtomicBool,
+    /// A unit of work's deadline: every statement on its session ends by then, a call the unit
+    /// left behind included (nothing else bounds that one once the unit has gone). `None` for a
+    /// single call, which its caller bounds.
+    deadline: Option<Instant>,
 }
 
 impl std::fmt::Debug for Session {
@@ -68,6 +73,15 @@ const NO_REASON: u8 = u8::MAX;
 
 impl Session {
     pub(crate) fn new(connection: PooledConnection) -> Self {
+        Self::with_deadline(connection, None)
+    }
+
+    /// The session of a unit of work that must end by `deadline`.
+    pub(crate) fn for_unit(connection: PooledConnection, deadline: Instant) -> Self {
+        Self::with_deadline(connection, Some(deadline))
+    }
+
+    fn with_deadline(connection: PooledConnection, deadline: Option<Instant>) -> Self {
         Self {
             connection: Mutex::new(Some(connection)),
             unfit: AtomicBool::new(false),
@@ -79,6 +93,7 @@ impl Session {
             discard_reason: AtomicU8::new(NO_REASON),
             failed_call: StdMutex::new(None),
             aborted: AtomicBool::new(false),
+            deadline,
         }
     }
 
@@ -93,9 +108,14 @@ impl Session {
 
     /// Takes the connection out and releases it, unless someone holds it (who then does).
     fn release_if_free(&self) {
-        if let Ok(mut slot) = self.connection.try_lock()
-            && let Some(connection) = slot.take()
-        {
+        if let Ok(mut slot) = self.connection.try_lock() {
+            self.release_slot(&mut slot);
+        }
+    }
+
+    /// Releases the connection in `slot`, which the caller holds locked, if it is there.
+    fn release_slot(&self, slot: &mut Option<PooledConnection>) {
+        if let Some(connection) = slot.take() {
             self.release(connection);
         }
     }
@@ -157,17 +177,22 @@ impl Session {
     /// its idle connections before their next use (see [`note_breakage`]).
     pub(crate) fn discard(&self, reason: Discard) {
         self.unfit.store(true, Ordering::SeqCst);
+        self.note_discard_reason(reason);
+        if let Ok(guard) = self.connection.try_lock()
+            && let Some(connection) = guard.as_ref()
+        {
+            note_breakage(connection);
+        }
+    }
+
+    /// Records why the connection is unfit, unless a reason was recorded before.
+    fn note_discard_reason(&self, reason: Discard) {
         let _ = self.discard_reason.compare_exchange(
             NO_REASON,
             reason as u8,
             Ordering::SeqCst,
             Ordering::SeqCst,
         );
-        if let Ok(guard) = self.connection.try_lock()
-            && let Some(connection) = guard.as_ref()
-        {
-            note_breakage(connection);
-        }
     }
 
     pub(crate) async fn begin(&self) -> Result<(), DbErr> {
@@ -176,49 +201,67 @@ impl Session {
         Ok(())
     }
 
-    /// COMMIT, unless a statement of the unit failed on the server meanwhile (a task it left
-    /// behind, say): the transaction is aborted then, and PostgreSQL would answer COMMIT with a
-    /// silent ROLLBACK. Then it sends ROLLBACK and says so (`Ok(false)`).
-    pub(crate) async fn commit(&self) -> Result<bool, DbErr> {
+    /// COMMIT, unless the unit cannot be committed as it is: a statement of the unit failed on
+    /// the server meanwhile (a task it left behind, say), so that PostgreSQL would answer COMMIT
+    /// with a silent ROLLBACK (then it sends ROLLBACK); or one was cut off half-way (see
+    /// [`Ended::CutOff`]).
+    pub(crate) async fn commit(&self) -> Result<Ended, DbErr> {
         self.end_transaction(true).await
     }
 
     pub(crate) async fn rollback(&self) -> Result<(), DbErr> {
-        self.end_transaction(false).await.map(|_| ())
+        self.end_transaction(false).await.map(drop)
     }
 
-    /// COMMIT (if `commit` and the transaction did not abort) or ROLLBACK, the unit's last
-    /// statement: marked ended while the connection is held, so that a call waiting for it (a
-    /// task the unit spawned) is refused rather than run outside the transaction once it ends.
-    /// Whether it committed.
-    async fn end_transaction(&self, commit: bool) -> Result<bool, DbErr> {
+    /// COMMIT or ROLLBACK, the unit's last statement: marked ended while the connection is
+    /// held, so that a call waiting for it (a task the unit spawned) is refused rather than run
+    /// outside the transaction once it ends; and the connection goes back to the pool (or is
+    /// closed) before it is let go, so that no such call can keep it.
+    async fn end_transaction(&self, commit: bool) -> Result<Ended, DbErr> {
         let mut slot = self.connection.lock().await;
         if self.ended.swap(true, Ordering::SeqCst) {
             return Err(as_exec_error(closed()));
         }
-        let commit = commit && !self.aborted.load(Ordering::SeqCst);
-        if commit {
-            self.commit_sent.store(true, Ordering::SeqCst);
+        let aborted = self.aborted.load(Ordering::SeqCst);
+        // Decided with the connection held, where a statement in flight can only be one that was
+        // cut off (one still running would hold the connection).
+        if commit && !aborted && self.is_unfit() {
+            self.unfit.store(true, Ordering::SeqCst);
+            self.release_slot(&mut slot);
+            return Ok(Ended::CutOff);
         }
+        let commit = commit && !aborted;
         let sql = if commit { "COMMIT" } else { "ROLLBACK" };
         let outcome = self
             .run_on(&mut slot, async |connection| {
+                // Noted as it is sent, not before: one never sent (the deadline had passed) is
+                // in no doubt.
+                if commit {
+                    self.commit_sent.store(true, Ordering::SeqCst);
+                }
                 connection.execute(sqlx::AssertSqlSafe(sql)).await
             })
             .await;
-        match outcome {
+        let ended = match outcome {
             Ok(_) => {
                 self.in_transaction.store(false, Ordering::SeqCst);
-                Ok(commit)
+                Ok(if commit {
+                    Ended::Committed
+                } else {
+                    Ended::RolledBack
+                })
             }
             // The server refused the COMMIT (a serialization failure, a deferred constraint):
-            // it has ended the transaction block, and the connection is fine for the next one.
+            // it has ended the transaction block, and the connection is fine for the next one
+            // (unless the error ended the session: see `run_on`).
             Err(sqlx::Error::Database(error)) if commit => {
                 self.in_transaction.store(false, Ordering::SeqCst);
                 Err(as_exec_error(sqlx::Error::Database(error)))
             }
             Err(error) => Err(as_exec_error(error)),
-        }
+        };
+        self.release_slot(&mut slot);
+        ended
     }
 
     /// One round trip that says what kind of server this is (the health check's): whether it
@@ -250,9 +293,7 @@ impl Session {
             // this call waited for it, or the unit ended otherwise. Nothing else runs on it: it
             // goes now.
             if self.ended.load(Ordering::SeqCst) {
-                if let Some(connection) = slot.take() {
-                    self.release(connection);
-                }
+                self.release_slot(&mut slot);
                 return Err(closed());
             }
             self.run_on(&mut slot, statement).await
@@ -272,18 +313,46 @@ impl Session {
         statement: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
     ) -> Result<T, sqlx::Error> {
         let connection = slot.as_mut().ok_or_else(closed)?;
+        // Past the unit's deadline nothing more is sent.
+        if self
+            .deadline
+            .is_some_and(|deadline| Instant::now() >= deadline)
+        {
+            return Err(timed_out());
+        }
         // One statement at a time: the connection's lock is held until it ends. One still in
         // flight here was cut off (its future dropped): the driver finishes it before this one,
         // unseen, so the session's state stays unknown for good.
         if self.in_flight.swap(true, Ordering::SeqCst) {
             self.unfit.store(true, Ordering::SeqCst);
         }
-        let outcome = panic_as_protocol_error(statement(&mut **connection)).await;
+        let statement = panic_as_protocol_error(statement(&mut **connection));
+        let outcome = match self.deadline {
+            None => statement.await,
+            Some(deadline) => match timeout_at(deadline, statement).await {
+                Ok(outcome) => outcome,
+                // Cut off by the unit's deadline: what the statement did is unknown (it stays in
+                // flight), so the connection is closed, never reused.
+                Err(_elapsed) => {
+                    self.unfit.store(true, Ordering::SeqCst);
+                    self.note_discard_reason(Discard::Timeout);
+                    note_breakage(connection);
+                    return Err(timed_out());
+                }
+            },
+        };
         self.in_flight.store(false, Ordering::SeqCst);
-        let broken = matches!(
-            outcome,
-            Err(sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::Tls(_))
-        );
+        let broken = match &outcome {
+            Err(sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::Tls(_)) => true,
+            // FATAL (or PANIC): the server ended the session (an administrator, a timeout,
+            // a recovery conflict), whatever the code says.
+            Err(sqlx::Error::Database(error)) => error
+                .try_downcast_ref::<PgDatabaseError>()
+                .is_some_and(|error| {
+                    matches!(error.severity(), PgSeverity::Fatal | PgSeverity::Panic)
+                }),
+            _ => false,
+        };
         if broken {
             self.unfit.store(true, Ordering::SeqCst);
             note_breakage(connection);
@@ -299,12 +368,28 @@ impl Session {
     }
 }
 
+/// How a unit of work's COMMIT ended, when the server did not refuse it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    Committed,
+    /// A call had failed on the server (the transaction was aborted): ROLLBACK was sent instead.
+    RolledBack,
+    /// A call was cut off half-way (its future dropped): whether its statement ran is unknown,
+    /// and a COMMIT would first finish it and then keep it. Nothing was sent; the connection was
+    /// closed, which makes the server roll back.
+    CutOff,
+}
+
 /// What a call on a session whose unit of work has ended gets (see [`is_refusal`]).
 const REFUSED: &str = "refused: the unit of work had ended";
 
 /// Whether `error` is a call's refusal by a session whose unit of work had ended: it ran nothing.
 pub(crate) fn is_refusal(error: &DbErr) -> bool {
     error.to_string().contains(REFUSED)
+}
+
+fn timed_out() -> sqlx::Error {
+    sqlx::Error::Io(std::io::ErrorKind::TimedOut.into())
 }
 
 fn closed() -> sqlx::Error {

@@ -308,3 +308,32 @@ async fn after_one_connection_breaks_the_idle_ones_are_checked_before_use() {
     }
     assert_eq!(database.status().open, 0, "{:?}", database.status());
 }
+
+/// A call the unit left behind (a task it spawned) that holds the unit's connection when the
+/// unit gives up is bounded by the unit's deadline too: nothing else bounds it once the unit
+/// has gone. Its statement to a frozen server is cut off then, and the connection closed, not
+/// held out of the pool until the server answers.
+#[cfg_attr(windows, ignore = "needs a private cluster (unix only)")]
+#[tokio::test]
+async fn a_call_left_behind_ends_by_its_units_deadline() {
+    let (cluster, _test_db, mut settings) = private_database().await;
+    settings.pool.statement_timeout = Duration::from_secs(1);
+    let database = connect(&settings);
+    let frozen = cluster.clone();
+    let outcome = database
+        .transaction(move |unit| async move {
+            let late = unit.users();
+            frozen.freeze().unwrap();
+            let left_behind =
+                tokio::spawn(async move { late.create(new_user(r"\school\late")).await });
+            // Its INSERT is sent, to a server that does not answer; the COMMIT waits for it.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok::<_, CreateUserError>(left_behind)
+        })
+        .await;
+    assert_eq!(outcome.unwrap_err(), CreateUserError::Store(TIMEOUT));
+    let closed = async || database.status().open == 0;
+    let released = eventually("the connection closed", Duration::from_secs(2), closed).await;
+    cluster.thaw().unwrap();
+    released.unwrap();
+}

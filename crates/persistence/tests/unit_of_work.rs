@@ -38,6 +38,26 @@ async fn slow_commits(admin: &sea_orm::DatabaseConnection, seconds: &str) {
         .unwrap();
 }
 
+/// Makes inserting each of `names` into users take its number of seconds (a BEFORE INSERT
+/// trigger sleeps): a statement that is still running, or can be cut off half-way, on cue.
+async fn slow_inserts(db: &counseling_testkit::TestDatabase, names: &[(&str, &str)]) {
+    use sea_orm::ConnectionTrait;
+    let cases: String = names
+        .iter()
+        .map(|(name, seconds)| format!("WHEN '{name}' THEN {seconds} "))
+        .collect();
+    db.connect()
+        .await
+        .execute_unprepared(&format!(
+            "CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN PERFORM pg_sleep(CASE NEW.username {cases} ELSE 0 END); RETURN NEW; END $$; \
+             CREATE TRIGGER slow_insert BEFORE INSERT ON users \
+             FOR EACH ROW EXECUTE FUNCTION slow_insert()"
+        ))
+        .await
+        .unwrap();
+}
+
 #[derive(Debug, PartialEq)]
 enum SignUpError {
     Create(CreateUserError),
@@ -485,21 +505,9 @@ async fn a_call_left_behind_during_the_commit_is_refused_not_run_after_it() {
 /// connection aborts the transaction: the unit is told so, never `Ok` over a silent ROLLBACK.
 #[tokio::test]
 async fn a_call_left_behind_that_fails_before_the_commit_makes_the_unit_fail() {
-    use sea_orm::ConnectionTrait;
     let (db, database, users) = repository().await;
     users.create(new_user(r"\school\taken")).await.unwrap();
-    // Inserting \school\slow takes 0.3 s.
-    db.connect()
-        .await
-        .execute_unprepared(
-            r"CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS
-              $$ BEGIN IF NEW.username = '\school\slow' THEN PERFORM pg_sleep(0.3); END IF;
-              RETURN NEW; END $$;
-              CREATE TRIGGER slow_insert BEFORE INSERT ON users
-              FOR EACH ROW EXECUTE FUNCTION slow_insert()",
-        )
-        .await
-        .unwrap();
+    slow_inserts(&db, &[(r"\school\slow", "0.3")]).await;
     let outcome = database
         .transaction(|unit| async move {
             let users = unit.users();
@@ -548,6 +556,8 @@ async fn a_unit_the_server_ended_while_idle_is_not_in_doubt() {
             counseling_domain::Unavailability::ConnectionLost
         )))
     );
+    // The session the server ended (a FATAL error) was closed, not given back to the pool.
+    assert_eq!(database.status().open, 0, "{:?}", database.status());
     assert!(!find(&users, r"\school\kim").await);
 }
 
@@ -586,4 +596,61 @@ async fn a_commit_the_server_cancelled_is_a_timeout_not_in_doubt() {
         )))
     );
     assert!(!find(&users, r"\school\mia").await);
+}
+
+/// A call the unit left behind that is cut off half-way (its caller's own timeout) after the
+/// unit returned, while the COMMIT waits for the connection: the COMMIT would first finish it,
+/// unseen, and keep it. The unit fails as cut off, and nothing is written.
+#[tokio::test]
+async fn a_call_left_behind_cut_off_before_the_commit_is_not_committed() {
+    let (db, database, users) = repository().await;
+    slow_inserts(&db, &[(r"\school\slow", "0.3"), (r"\school\late", "0.5")]).await;
+    let outcome = database
+        .transaction(|unit| async move {
+            let users = unit.users();
+            let late = users.clone();
+            // Queued for the connection behind the slow insert, and ahead of the COMMIT; its
+            // INSERT runs 0.3 s into the unit and is cut off 0.15 s later.
+            let cut_off = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let call = late.create(new_user(r"\school\late"));
+                tokio::time::timeout(Duration::from_millis(400), call).await
+            });
+            users.create(new_user(r"\school\slow")).await?;
+            Ok::<_, CreateUserError>(cut_off)
+        })
+        .await;
+    let outcome = match outcome {
+        Ok(cut_off) => Ok(cut_off.await.unwrap()),
+        Err(error) => Err(error),
+    };
+    assert!(
+        matches!(&outcome, Err(CreateUserError::Store(StoreError::Unexpected(why))) if why.contains("cut off")),
+        "{outcome:?}"
+    );
+    assert!(!find(&users, r"\school\late").await);
+    assert!(!find(&users, r"\school\slow").await);
+}
+
+/// A call the unit left behind that is still running when the unit returns runs before the
+/// COMMIT, which waits for it: nothing was cut off, and both writes are kept.
+#[tokio::test]
+async fn a_call_left_behind_still_running_at_the_commit_is_committed_with_the_unit() {
+    let (db, database, users) = repository().await;
+    slow_inserts(&db, &[(r"\school\slow", "0.3")]).await;
+    let running = database
+        .transaction(|unit| async move {
+            let users = unit.users();
+            users.create(new_user(r"\school\first")).await?;
+            let late = users.clone();
+            let running = tokio::spawn(async move { late.create(new_user(r"\school\slow")).await });
+            // Its INSERT has started, and runs 0.3 s: the COMMIT waits for it.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok::<_, CreateUserError>(running)
+        })
+        .await
+        .unwrap();
+    assert!(running.await.unwrap().is_ok());
+    assert!(find(&users, r"\school\first").await);
+    assert!(find(&users, r"\school\slow").await);
 }
