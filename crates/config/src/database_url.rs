@@ -192,11 +192,20 @@ impl DatabaseUrl {
             Some((authority, path)) => (authority, path),
             None => (before_query, ""),
         };
-        // The last @ ends the userinfo, as in libpq; an @ in a password must be encoded anyway.
-        let (raw_userinfo, raw_authority) = match authority_with_userinfo.rsplit_once('@') {
+        // The first @ ends the userinfo, as in libpq. A second one would be read as part of a
+        // host name there, and as part of the password by a parser that takes the last: which
+        // server gets the password must not depend on that, so it is refused.
+        let (raw_userinfo, raw_authority) = match authority_with_userinfo.split_once('@') {
             Some((userinfo, authority)) => (Some(userinfo), authority),
             None => (None, authority_with_userinfo),
         };
+        if raw_authority.contains('@') {
+            return Err(DatabaseUrlError::Malformed(
+                "it has more than one @ before its path: percent-encode an @ in the user name or \
+                 password as %40"
+                    .into(),
+            ));
+        }
         let (user, password) = match raw_userinfo {
             Some(userinfo) => {
                 let (user, password) = match userinfo.split_once(':') {
@@ -469,6 +478,16 @@ mod tests {
             url.parameters().collect::<Vec<_>>(),
             [("sslmode", "disable")]
         );
+    }
+
+    /// libpq ends the userinfo at the first @ and would take `a@b` for a host; a parser that
+    /// took the last would send the password `p@a` to `b`. Neither: refused, echoing nothing.
+    #[test]
+    fn a_second_unencoded_at_sign_is_refused() {
+        let error = DatabaseUrl::parse("postgres://u:p@a@b/db").unwrap_err();
+        let said = error.to_string();
+        assert!(said.contains("%40"), "{said}");
+        assert!(!said.contains("p@a"), "{said}");
     }
 
     #[test]

@@ -37,9 +37,10 @@ fn is_setting(name: &str) -> bool {
             .any(|prefix| name.starts_with(prefix))
 }
 
-/// The settings `environment` has empty while `file` gives them a value.
+/// The settings (and libpq's `PG*` variables) `environment` has empty while `file` gives them a
+/// value.
 fn hidden_by_empty(file: &[(String, String)], environment: &[(String, String)]) -> Problems {
-    let setting = |name: &String| is_setting(name);
+    let setting = |name: &String| is_setting(name) || name.starts_with("PG");
     let empty = |name: &String| {
         let exported = environment.iter().find(|(exported, _)| exported == name);
         exported.is_some_and(|(_, value)| value.trim().is_empty())
@@ -47,12 +48,19 @@ fn hidden_by_empty(file: &[(String, String)], environment: &[(String, String)]) 
     let hidden = file
         .iter()
         .filter(|(name, value)| setting(name) && !value.trim().is_empty() && empty(name))
-        .map(|(name, _)| {
-            Problem::new(
+        .map(|(name, _)| match name.starts_with("PG") {
+            // .env's would be refused (libpq reads its variables from the environment only);
+            // exported empty, it would be dropped unseen.
+            true => Problem::new(
+                name,
+                "is exported empty, which hides its value in .env, where libpq's variables are \
+                 not read: export the value, or put the parameter in the URL",
+            ),
+            false => Problem::new(
                 name,
                 "is exported empty, which hides its value in .env, and empty means unset: \
                  unset it to use .env's value, or give it one",
-            )
+            ),
         });
     Problems(hidden.collect())
 }
@@ -210,6 +218,18 @@ impl Sources {
         let mut problems = same_but_for_case(&group);
         if !problems.is_empty() {
             return Err(problems);
+        }
+        // A name read elsewhere, spelt in another case (`DATABASE_Ssl_Mode`): that reader reads
+        // capitals only, so it would be ignored there, and it is no field here either.
+        let elsewhere: Vec<String> = besides.iter().map(|&name| name.to_owned()).collect();
+        let misspelt: Vec<String> = group
+            .keys()
+            .filter(|name| besides.iter().any(|known| known.eq_ignore_ascii_case(name)))
+            .cloned()
+            .collect();
+        for name in misspelt {
+            group.remove(&name);
+            problems.push(not_a_setting(&name, &elsewhere));
         }
         // serde stops at the first bad field: drop it and try again to find the others.
         loop {
@@ -449,7 +469,8 @@ fn unknown_field(message: &str) -> Option<(&str, Vec<&str>)> {
 /// The known name `name` is most likely a misspelling of: the same letters but for underscores
 /// (`DATABASE_SSLMODE`), or the same but for a suffix (`HEALTH_TIMEOUT` for `HEALTH_TIMEOUT_MS`).
 fn meant<'k>(name: &str, known: &'k [String]) -> Option<&'k str> {
-    let letters = |name: &str| name.replace('_', "");
+    // In any case: a reader of exact names would ignore `DATABASE_Ssl_Mode`.
+    let letters = |name: &str| name.replace('_', "").to_ascii_uppercase();
     let name = letters(name);
     let same = known.iter().find(|candidate| letters(candidate) == name);
     let alike = || {
@@ -661,8 +682,10 @@ mod tests {
             // No setting of a binary of ours.
             ("POSTGRES_DB", "app"),
             ("DATABASE_URL_TEST", "postgres://t@h/db"),
+            ("PGSSLMODE", "verify-full"),
         ]);
         let environment = pairs(&[
+            ("PGSSLMODE", ""),
             ("DATABASE_SSL_MODE", ""),
             ("METRICS_PORT", "9200"),
             ("APP_PORT", ""),
@@ -672,7 +695,7 @@ mod tests {
         ]);
         let hidden = hidden_by_empty(&file, &environment);
         let names: Vec<&str> = hidden.0.iter().map(|p| p.variable.as_str()).collect();
-        assert_eq!(names, ["DATABASE_SSL_MODE"]);
+        assert_eq!(names, ["DATABASE_SSL_MODE", "PGSSLMODE"]);
         assert!(!hidden.to_string().contains("verify-full"), "{hidden}");
     }
 
@@ -705,6 +728,7 @@ mod tests {
             ("EX_HOST", "secret-host"),
             ("EX_URL", "read elsewhere"),
             ("EX_TIMEOUT_MS", "oops"),
+            ("EX_Ssl_Mode", "verify-full"),
         ]);
         let problems = sources
             .group_besides::<Strict>("EX", &["EX_URL", "EX_SSL_MODE"])
@@ -714,7 +738,17 @@ mod tests {
         named.sort_unstable();
         assert_eq!(
             named,
-            ["EX_HOST", "EX_SSLMODE", "EX_TIMEOUT", "EX_TIMEOUT_MS"],
+            [
+                "EX_HOST",
+                "EX_SSLMODE",
+                "EX_Ssl_Mode",
+                "EX_TIMEOUT",
+                "EX_TIMEOUT_MS"
+            ],
+            "{said}"
+        );
+        assert!(
+            said.contains("EX_Ssl_Mode is not a setting: did you mean EX_SSL_MODE?"),
             "{said}"
         );
         assert!(
@@ -747,6 +781,7 @@ mod tests {
             ("EX_URL_TEST", "x"),
             ("EX_REDIS_SERVICE_HOST", "10.0.0.1"),
             ("OTHER_SSLMODE", "x"),
+            ("EX_Url_Test", "x"),
         ]);
         let problems = sources.misspellings("EX", &["EX_URL", "EX_SSL_MODE", "EX_URL_TEST"]);
         let said: Vec<String> = problems.0.iter().map(ToString::to_string).collect();
@@ -755,11 +790,15 @@ mod tests {
             [
                 "EX_SSL is not a setting: did you mean EX_SSL_MODE? (see .env.example)",
                 "EX_SSLMODE is not a setting: did you mean EX_SSL_MODE? (see .env.example)",
+                "EX_Url_Test is not a setting: did you mean EX_URL_TEST? (see .env.example)",
             ]
         );
         let owned = sources.unknown("EX", &["EX_URL", "EX_SSL_MODE", "EX_URL_TEST"]);
         let named: Vec<&str> = owned.0.iter().map(|p| p.variable.as_str()).collect();
-        assert_eq!(named, ["EX_MAX_CONNECTIONS", "EX_SSL", "EX_SSLMODE"]);
+        assert_eq!(
+            named,
+            ["EX_MAX_CONNECTIONS", "EX_SSL", "EX_SSLMODE", "EX_Url_Test"]
+        );
     }
 
     /// A group that refuses names that are no field of it.
