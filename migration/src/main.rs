@@ -12,8 +12,9 @@
 //! migration waits for a table lock.
 //!
 //! Exit codes: 0 success, 1 the database or a migration failed, 2 bad usage or configuration,
-//! 3 an applied migration was modified or applied without a checksum by another tool (up/down
-//! refused to run), 4 an applied migration is missing from this binary (and none modified).
+//! 3 an applied migration was modified or applied without a checksum by another tool, or (up) a
+//! pending one sorts before an applied one (up/down refused to run), 4 an applied migration is
+//! missing from this binary (and none modified; the order is checked once none is missing).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -37,8 +38,9 @@ const USAGE: &str =
   new      create migration/src/m<YYYYMMDD>_<NNNNNN>_NAME.rs and register it (developers only)
 up and down refuse to run while an applied migration is modified, missing or unrecorded, with
 one message per migration. Exit codes: 0 done, 1 the database or a migration failed, 2 bad
-usage or configuration, 3 an applied migration is modified or unrecorded, 4 an applied
-migration is missing (and none is modified or unrecorded)
+usage or configuration, 3 an applied migration is modified or unrecorded (or, for up, a
+pending one sorts before an applied one), 4 an applied migration is missing (and none is
+modified or unrecorded; the order is checked once none is missing)
 DATABASE_OWNER_URL, else DATABASE_URL (environment, else ./.env) names the database:
 postgres://user:password@host:port/db, or host lists with target_session_attrs as in libpq
 DATABASE_OWNER_URL_FILE, DATABASE_URL_FILE: a file holding the URL instead
@@ -117,8 +119,10 @@ fn lock_timeout(sources: &Sources) -> Result<Duration, Problem> {
 /// The database to migrate: `DATABASE_OWNER_URL` (or its file) when set (the role that owns
 /// the schema, where the service's `DATABASE_URL` names a role that may only read and write rows),
 /// else `DATABASE_URL` (or its file); everything checked as for the service, every file read now.
-/// Errors name the variable and never contain its value.
-fn database_options(sources: &Sources) -> Result<Connector, String> {
+/// Errors name the variable and never contain its value. The run's session starts with
+/// `lock_timeout` (and `idle_in_transaction_session_timeout`) as each migration sets them,
+/// which the URL's `options` and `PGOPTIONS` may then not set: each migration sets them again.
+fn database_options(sources: &Sources, lock_timeout: Duration) -> Result<Connector, String> {
     // The service's pool settings share the prefix: only a misspelling of ours is refused
     // (`DATABASE_SSLMODE` would leave TLS at the URL's mode while the owner's password is sent).
     // `DATABASE_OWNER_` and `MIGRATION_` are ours alone: every unknown name there is refused.
@@ -138,7 +142,23 @@ fn database_options(sources: &Sources) -> Result<Connector, String> {
         for warning in target.warnings() {
             eprintln!("migration: warning: {warning}");
         }
-        target.resolve(&SessionDefaults::named("counseling-migration"))
+        let run = RunOptions {
+            lock_timeout,
+            force: false,
+        };
+        let (lock, idle) = (run.lock_timeout_ms(), run.idle_in_transaction_timeout_ms());
+        let defaults = SessionDefaults {
+            settings: vec![
+                ("lock_timeout".to_owned(), lock.to_string(), LOCK_TIMEOUT),
+                (
+                    "idle_in_transaction_session_timeout".to_owned(),
+                    idle.to_string(),
+                    LOCK_TIMEOUT,
+                ),
+            ],
+            ..SessionDefaults::named("counseling-migration")
+        };
+        target.resolve(&defaults)
     });
     if let Err(found) = &connector {
         problems.extend(found.0.iter().cloned());
@@ -295,8 +315,19 @@ async fn main() -> ExitCode {
     let configuration = Sources::load()
         .map_err(|problems| problems.to_string())
         .and_then(|sources| {
-            let timeout = lock_timeout(&sources).map_err(|problem| problem.to_string())?;
-            Ok((database_options(&sources)?, timeout))
+            // Every problem at once: a bad lock timeout hides none of the target's.
+            let timeout = lock_timeout(&sources);
+            let given = timeout
+                .as_ref()
+                .map_or(migration::DEFAULT_LOCK_TIMEOUT, |t| *t);
+            match (database_options(&sources, given), timeout) {
+                (Ok(connector), Ok(timeout)) => Ok((connector, timeout)),
+                (connector, timeout) => {
+                    let timeout = timeout.err().map(|problem| problem.to_string());
+                    let lines: Vec<String> = timeout.into_iter().chain(connector.err()).collect();
+                    Err(lines.join("\n"))
+                }
+            }
         });
     let (connector, lock_timeout) = match configuration {
         Ok(configuration) => configuration,

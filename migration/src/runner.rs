@@ -75,7 +75,17 @@ impl RunOptions {
             .unwrap_or(MAX_LOCK_TIMEOUT_MS)
             .clamp(1, MAX_LOCK_TIMEOUT_MS)
     }
+
+    /// The `idle_in_transaction_session_timeout` a run sets, in milliseconds: the lock timeout,
+    /// but never under [`MIN_IDLE_IN_TRANSACTION_MS`].
+    pub fn idle_in_transaction_timeout_ms(&self) -> u64 {
+        self.lock_timeout_ms().max(MIN_IDLE_IN_TRANSACTION_MS)
+    }
 }
+
+/// The shortest idle time in a transaction of a run that the server takes for a stalled client:
+/// a client descheduled for a moment on a busy machine has not stalled.
+pub const MIN_IDLE_IN_TRANSACTION_MS: u64 = 5000;
 
 /// One migration this binary knows: its definition and the source file it was written in.
 pub struct MigrationFile {
@@ -842,7 +852,13 @@ impl Runner {
     }
 }
 
-/// `lock_timeout` and the force setting, for the transaction (`local`) or the session.
+/// `lock_timeout` and the force setting, for the transaction (`local`) or the session; and
+/// `idle_in_transaction_session_timeout` ([`RunOptions::idle_in_transaction_timeout_ms`]): the
+/// runner sends a migration's statements one after the other, so a transaction of ours idle
+/// that long has a client that stalled (stopped, paused, cut off by the network) and would hold
+/// its locks on live tables until the server's TCP keepalive gave up, hours later. The server
+/// ends it instead, and rolls the migration back. (An [`Observer`] runs while a migration's
+/// transaction is open: it must return well within that.)
 async fn set_run_settings(
     connection: &impl ConnectionTrait,
     options: RunOptions,
@@ -851,12 +867,14 @@ async fn set_run_settings(
     connection
         .execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "SELECT set_config('lock_timeout', $1, $3), set_config($2, $4, $3)",
+            "SELECT set_config('lock_timeout', $1, $3), set_config($2, $4, $3), \
+             set_config('idle_in_transaction_session_timeout', $5, $3)",
             [
                 format!("{}ms", options.lock_timeout_ms()).into(),
                 FORCE_SETTING.into(),
                 local.into(),
                 if options.force { "on" } else { "off" }.into(),
+                format!("{}ms", options.idle_in_transaction_timeout_ms()).into(),
             ],
         ))
         .await?;

@@ -309,7 +309,11 @@ fn a_misspelt_setting_exits_2_and_the_services_own_pass() {
             "postgres://user:s3cret-pw@127.0.0.1:1/db?sslmode=verify-full&sslrootcert=/nonexistent.pem",
         ),
         ("DATABASE_SSLMODE", "verify-full"),
+        // Read in capitals only: ignored, TLS would have stayed at the URL's mode.
+        ("DATABASE_Ssl_Mode", "verify-full"),
         ("MIGRATION_LOCK_TIMEOUT", "100"),
+        // Bad, and said with the others rather than alone.
+        ("MIGRATION_LOCK_TIMEOUT_MS", "soon"),
         // Groups only the CLI reads: any unknown name.
         ("DATABASE_OWNER_SSL_MODE", "verify-full"),
         ("MIGRATION_LOCK_TIMEOUT_SECS", "60"),
@@ -324,7 +328,9 @@ fn a_misspelt_setting_exits_2_and_the_services_own_pass() {
     let stderr = text(&output.stderr);
     for said in [
         "DATABASE_SSLMODE is not a setting: did you mean DATABASE_SSL_MODE?",
+        "DATABASE_Ssl_Mode is not a setting: did you mean DATABASE_SSL_MODE?",
         "MIGRATION_LOCK_TIMEOUT is not a setting: did you mean MIGRATION_LOCK_TIMEOUT_MS?",
+        "MIGRATION_LOCK_TIMEOUT_MS must be a whole number of milliseconds",
         "DATABASE_OWNER_SSL_MODE is not a setting",
         "MIGRATION_LOCK_TIMEOUT_SECS is not a setting",
         "DATABASE_OWNERURL is not a setting: did you mean DATABASE_OWNER_URL?",
@@ -341,6 +347,30 @@ fn a_misspelt_setting_exits_2_and_the_services_own_pass() {
     ];
     let output = migration_binary(&["status"], &services);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+}
+
+/// `lock_timeout` is the run's own (`MIGRATION_LOCK_TIMEOUT_MS`, set again by every migration):
+/// one the URL's `options` or `PGOPTIONS` give would be overridden unseen, so it is refused.
+#[test]
+fn a_lock_timeout_in_the_urls_options_or_pgoptions_exits_2() {
+    let url = "postgres://user:s3cret-pw@127.0.0.1:1/db";
+    let in_url = format!("{url}?options=-c%20lock_timeout%3D60000");
+    for variables in [
+        vec![("DATABASE_URL", in_url.as_str())],
+        vec![
+            ("DATABASE_URL", url),
+            ("PGOPTIONS", "-c lock_timeout=60000"),
+        ],
+    ] {
+        let output = migration_binary(&["status"], &variables);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("sets lock_timeout, which MIGRATION_LOCK_TIMEOUT_MS sets"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("s3cret-pw"), "{stderr}");
+    }
 }
 
 /// A setting exported empty (an unset `${VAR}` in a shell or compose file) over its value in

@@ -337,3 +337,61 @@ async fn a_pool_of_one_connection_is_the_run_s_session() {
         .unwrap();
     assert_eq!(held, 0);
 }
+
+/// Stalls (as a stopped or paused client would) once a migration's code has run, with its
+/// transaction and its locks still open.
+struct Stalls(Duration);
+
+#[migration::sea_orm::prelude::async_trait::async_trait]
+impl Observer for Stalls {
+    async fn event(&self, event: &Event<'_>) {
+        if let Event::Ran { .. } = event {
+            tokio::time::sleep(self.0).await;
+        }
+    }
+}
+
+/// A run whose client stalls in the middle of a migration (stopped, paused, cut off by the
+/// network) does not keep its locks on a live table until the server's TCP keepalive gives up:
+/// the server ends the transaction once it has been idle for the run's lock timeout (5 s at
+/// least), and rolls the migration back.
+#[tokio::test]
+async fn a_run_that_stalls_mid_migration_releases_its_locks_after_the_lock_timeout() {
+    let db = TestDatabase::empty().await.unwrap();
+    let orm = db.connect().await;
+    let mut service = connect(&db).await;
+    sqlx::raw_sql("CREATE TABLE live (x int)")
+        .execute(&mut service)
+        .await
+        .unwrap();
+    let options = RunOptions {
+        lock_timeout: Duration::from_millis(500),
+        force: false,
+    };
+    let run = runner(vec![SqlMigration::new(
+        "m1_alter",
+        "ALTER TABLE live ADD COLUMN y int",
+        "ALTER TABLE live DROP COLUMN y",
+    )])
+    .with_options(options)
+    .with_observer(Arc::new(Stalls(Duration::from_secs(8))));
+    let idle_limit = Duration::from_millis(migration::MIN_IDLE_IN_TRANSACTION_MS);
+    let service_reads = async {
+        // 1.5 s past the idle limit, a read of the table waits 0.2 s at most.
+        tokio::time::sleep(idle_limit + Duration::from_millis(1500)).await;
+        sqlx::raw_sql("SET lock_timeout = '200ms'; SELECT count(*) FROM live")
+            .execute(&mut service)
+            .await
+            .map(drop)
+    };
+    let (ran, read) = tokio::join!(run.up(&orm, None), service_reads);
+    read.unwrap();
+    assert!(ran.is_err(), "{ran:?}");
+    let columns: Vec<String> = sqlx::query_scalar(
+        "SELECT attname::text FROM pg_attribute WHERE attrelid = 'live'::regclass AND attnum > 0",
+    )
+    .fetch_all(&mut service)
+    .await
+    .unwrap();
+    assert_eq!(columns, ["x"]);
+}
