@@ -23,7 +23,7 @@ use crate::database_url::{ordinal, parse_port};
 use crate::libpq::{LibpqParameters, ParameterOrigin, ParameterProblem};
 use crate::secret_file::read_secret_file;
 use crate::tls::{SslMode, SslRootCert, TlsInputs, TlsSource};
-use crate::{DatabaseUrl, Problem, Problems, Sources, TargetSessionAttrs};
+use crate::{DatabaseUrl, Origin, Problem, Problems, Sources, TargetSessionAttrs};
 
 /// The example's placeholder passwords (`.env.example`) begin so. Known to anyone who reads the
 /// repository, they are refused wherever a password is read.
@@ -148,6 +148,26 @@ impl DatabaseTarget {
                     problems.push(Problem::new(
                         OWNER.password_file,
                         format!("is set without {} or {}", OWNER.url, OWNER.url_file),
+                    ));
+                    return Err(problems);
+                }
+                // The owner's URL from .env beside the service's exported: whoever exported it
+                // meant that database, and the run would migrate .env's.
+                let exported = |name: &&str| sources.origin(name) == Some(Origin::Environment);
+                let owner_exported = [OWNER.url, OWNER.url_file].iter().any(exported);
+                let service_exported = [SERVICE.url, SERVICE.url_file].into_iter().find(exported);
+                if let (false, Some(service)) = (owner_exported, service_exported) {
+                    let owner = [OWNER.url, OWNER.url_file]
+                        .into_iter()
+                        .find(|name| is_set(sources, name))
+                        .unwrap_or(OWNER.url);
+                    problems.push(Problem::new(
+                        owner,
+                        format!(
+                            "comes from .env while {service} is exported: the migrations would \
+                             run on .env's database, not the exported one; export {owner} too, \
+                             or unset {service}"
+                        ),
                     ));
                     return Err(problems);
                 }

@@ -714,3 +714,38 @@ fn several_hosts_need_read_write() {
     let url = crate::DatabaseUrl::parse("postgres://u:p@h1,h2/db").unwrap();
     assert!(DatabaseTarget::from_url(url).resolve(&session()).is_ok());
 }
+
+/// An exported `DATABASE_URL` beside `.env`'s `DATABASE_OWNER_URL` (as `just dev` writes it):
+/// whoever exported it meant that database, and the migrations would have run on `.env`'s.
+#[test]
+fn the_owners_url_from_dotenv_beside_an_exported_service_url_is_refused() {
+    let owned = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        let owned = pairs.iter().map(|&(n, v)| (n.to_owned(), v.to_owned()));
+        owned.collect()
+    };
+    let file = owned(&[
+        ("DATABASE_URL", "postgres://svc:s@local/app"),
+        ("DATABASE_OWNER_URL", "postgres://own:s@local/app"),
+    ]);
+    let exported = owned(&[("DATABASE_URL", "postgres://svc:s@staging/app")]);
+    let sources = Sources::layered(file.clone(), exported);
+    let problems = DatabaseTarget::from_sources(&sources, Role::Owner).unwrap_err();
+    assert_eq!(variables(&problems), ["DATABASE_OWNER_URL"]);
+    let said = problems.to_string();
+    assert!(said.contains("while DATABASE_URL is exported"), "{said}");
+    assert!(
+        !said.contains("staging") && !said.contains("local"),
+        "{said}"
+    );
+    // The service reads its own; both exported, or both from .env, are what they say.
+    assert!(DatabaseTarget::from_sources(&sources, Role::Service).is_ok());
+    let both = owned(&[
+        ("DATABASE_URL", "postgres://svc:s@staging/app"),
+        ("DATABASE_OWNER_URL", "postgres://own:s@staging/app"),
+    ]);
+    let sources = Sources::layered(file.clone(), both);
+    let target = DatabaseTarget::from_sources(&sources, Role::Owner).unwrap();
+    assert_eq!(target.url_variable(), "DATABASE_OWNER_URL");
+    let sources = Sources::layered(file, []);
+    assert!(DatabaseTarget::from_sources(&sources, Role::Owner).is_ok());
+}
