@@ -27,8 +27,8 @@ pub mod scaffold;
 pub use checksum::Checksum;
 use runner::FORCE_SETTING;
 pub use runner::{
-    Accepted, DEFAULT_LOCK_TIMEOUT, Direction, Drift, DriftProblem, Event, HISTORY_TABLE,
-    MAX_LOCK_TIMEOUT_MS, MIGRATION_LOCK_KEY, MIN_IDLE_IN_TRANSACTION_MS, MigrationFile,
+    Accepted, DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT, DEFAULT_LOCK_TIMEOUT, Direction, Drift,
+    DriftProblem, Event, HISTORY_TABLE, MAX_LOCK_TIMEOUT_MS, MIGRATION_LOCK_KEY, MigrationFile,
     MigrationState, MigrationStatus, Observer, RunError, RunOptions, Runner, SETTING_QUERY,
     is_lock_timeout, one_session_pool, sqlstate,
 };

@@ -120,8 +120,8 @@ fn lock_timeout(sources: &Sources) -> Result<Duration, Problem> {
 /// the schema, where the service's `DATABASE_URL` names a role that may only read and write rows),
 /// else `DATABASE_URL` (or its file); everything checked as for the service, every file read now.
 /// Errors name the variable and never contain its value. The run's session starts with
-/// `lock_timeout` (and `idle_in_transaction_session_timeout`) as each migration sets them,
-/// which the URL's `options` and `PGOPTIONS` may then not set: each migration sets them again.
+/// `lock_timeout` as each migration sets it, which the URL's `options` and `PGOPTIONS` may then
+/// not set: each migration would set it again.
 fn database_options(sources: &Sources, lock_timeout: Duration) -> Result<Connector, String> {
     // The service's pool settings share the prefix: only a misspelling of ours is refused
     // (`DATABASE_SSLMODE` would leave TLS at the URL's mode while the owner's password is sent).
@@ -144,18 +144,11 @@ fn database_options(sources: &Sources, lock_timeout: Duration) -> Result<Connect
         }
         let run = RunOptions {
             lock_timeout,
-            force: false,
+            ..RunOptions::default()
         };
-        let (lock, idle) = (run.lock_timeout_ms(), run.idle_in_transaction_timeout_ms());
+        let lock = run.lock_timeout_ms().to_string();
         let defaults = SessionDefaults {
-            settings: vec![
-                ("lock_timeout".to_owned(), lock.to_string(), LOCK_TIMEOUT),
-                (
-                    "idle_in_transaction_session_timeout".to_owned(),
-                    idle.to_string(),
-                    LOCK_TIMEOUT,
-                ),
-            ],
+            settings: vec![("lock_timeout".to_owned(), lock, LOCK_TIMEOUT)],
             ..SessionDefaults::named("counseling-migration")
         };
         target.resolve(&defaults)
@@ -216,6 +209,7 @@ async fn run(
     let options = RunOptions {
         lock_timeout,
         force: false,
+        ..RunOptions::default()
     };
     let runner = |options| {
         Runner::new(migration::migrations())

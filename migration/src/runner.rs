@@ -56,13 +56,22 @@ pub struct RunOptions {
     pub lock_timeout: Duration,
     /// Lets a down drop tables that still hold rows (`migration down --force`).
     pub force: bool,
+    /// `idle_in_transaction_session_timeout` of every migration (see `set_run_settings`).
+    pub idle_in_transaction_timeout: Duration,
 }
+
+/// How long a transaction of a run may sit idle before the server takes its client for stalled
+/// and ends it: the runner sends a migration's statements one after the other, but a migration
+/// may work on the client between them (`m20261130_000001` checks every name in Rust, seconds
+/// at a million users), and a busy machine may deschedule the client for a moment.
+pub const DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Default for RunOptions {
     fn default() -> Self {
         Self {
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             force: false,
+            idle_in_transaction_timeout: DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT,
         }
     }
 }
@@ -76,16 +85,14 @@ impl RunOptions {
             .clamp(1, MAX_LOCK_TIMEOUT_MS)
     }
 
-    /// The `idle_in_transaction_session_timeout` a run sets, in milliseconds: the lock timeout,
-    /// but never under [`MIN_IDLE_IN_TRANSACTION_MS`].
+    /// The `idle_in_transaction_session_timeout` a run sets, in milliseconds (at least 1, at
+    /// most [`MAX_LOCK_TIMEOUT_MS`], PostgreSQL's bound for both).
     pub fn idle_in_transaction_timeout_ms(&self) -> u64 {
-        self.lock_timeout_ms().max(MIN_IDLE_IN_TRANSACTION_MS)
+        u64::try_from(self.idle_in_transaction_timeout.as_millis())
+            .unwrap_or(MAX_LOCK_TIMEOUT_MS)
+            .clamp(1, MAX_LOCK_TIMEOUT_MS)
     }
 }
-
-/// The shortest idle time in a transaction of a run that the server takes for a stalled client:
-/// a client descheduled for a moment on a busy machine has not stalled.
-pub const MIN_IDLE_IN_TRANSACTION_MS: u64 = 5000;
 
 /// One migration this binary knows: its definition and the source file it was written in.
 pub struct MigrationFile {
@@ -853,12 +860,11 @@ impl Runner {
 }
 
 /// `lock_timeout` and the force setting, for the transaction (`local`) or the session; and
-/// `idle_in_transaction_session_timeout` ([`RunOptions::idle_in_transaction_timeout_ms`]): the
-/// runner sends a migration's statements one after the other, so a transaction of ours idle
-/// that long has a client that stalled (stopped, paused, cut off by the network) and would hold
-/// its locks on live tables until the server's TCP keepalive gave up, hours later. The server
-/// ends it instead, and rolls the migration back. (An [`Observer`] runs while a migration's
-/// transaction is open: it must return well within that.)
+/// `idle_in_transaction_session_timeout` ([`RunOptions::idle_in_transaction_timeout`]): a
+/// transaction of ours idle that long has a client that stalled (stopped, paused, cut off by the
+/// network) and would hold its locks on live tables until the server's TCP keepalive gave up,
+/// hours later. The server ends it instead, and rolls the migration back. (An [`Observer`] runs
+/// while a migration's transaction is open: it must return well within that.)
 async fn set_run_settings(
     connection: &impl ConnectionTrait,
     options: RunOptions,
@@ -1341,6 +1347,7 @@ mod tests {
             RunOptions {
                 lock_timeout,
                 force: false,
+                ..RunOptions::default()
             }
             .lock_timeout_ms()
         };

@@ -217,6 +217,7 @@ async fn every_migration_runs_under_the_runs_lock_timeout_with_or_without_a_tran
     let options = RunOptions {
         lock_timeout: Duration::from_millis(1234),
         force: false,
+        ..RunOptions::default()
     };
     runner(vec![
         SqlMigration::new("m1_create", "CREATE TABLE a (x int)", "DROP TABLE a"),
@@ -353,10 +354,10 @@ impl Observer for Stalls {
 
 /// A run whose client stalls in the middle of a migration (stopped, paused, cut off by the
 /// network) does not keep its locks on a live table until the server's TCP keepalive gives up:
-/// the server ends the transaction once it has been idle for the run's lock timeout (5 s at
-/// least), and rolls the migration back.
+/// the server ends the transaction once it has been idle for the run's idle limit (a minute by
+/// default; 1 s here), and rolls the migration back.
 #[tokio::test]
-async fn a_run_that_stalls_mid_migration_releases_its_locks_after_the_lock_timeout() {
+async fn a_run_that_stalls_mid_migration_releases_its_locks_after_its_idle_limit() {
     let db = TestDatabase::empty().await.unwrap();
     let orm = db.connect().await;
     let mut service = connect(&db).await;
@@ -364,9 +365,10 @@ async fn a_run_that_stalls_mid_migration_releases_its_locks_after_the_lock_timeo
         .execute(&mut service)
         .await
         .unwrap();
+    let idle_limit = Duration::from_secs(1);
     let options = RunOptions {
-        lock_timeout: Duration::from_millis(500),
-        force: false,
+        idle_in_transaction_timeout: idle_limit,
+        ..RunOptions::default()
     };
     let run = runner(vec![SqlMigration::new(
         "m1_alter",
@@ -374,8 +376,7 @@ async fn a_run_that_stalls_mid_migration_releases_its_locks_after_the_lock_timeo
         "ALTER TABLE live DROP COLUMN y",
     )])
     .with_options(options)
-    .with_observer(Arc::new(Stalls(Duration::from_secs(8))));
-    let idle_limit = Duration::from_millis(migration::MIN_IDLE_IN_TRANSACTION_MS);
+    .with_observer(Arc::new(Stalls(Duration::from_secs(4))));
     let service_reads = async {
         // 1.5 s past the idle limit, a read of the table waits 0.2 s at most.
         tokio::time::sleep(idle_limit + Duration::from_millis(1500)).await;

@@ -205,6 +205,7 @@ async fn a_row_committed_while_down_waits_is_counted_never_dropped() {
             let options = migration::RunOptions {
                 lock_timeout: Duration::from_secs(30),
                 force: false,
+                ..migration::RunOptions::default()
             };
             migration::roll_back_with(&orm, 1, options).await
         })

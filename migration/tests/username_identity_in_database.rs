@@ -683,6 +683,7 @@ async fn a_library_run_whose_session_is_lost_stops_and_the_next_run_finishes() {
     let options = RunOptions {
         lock_timeout: Duration::from_secs(60),
         force: false,
+        ..RunOptions::default()
     };
     let run = tokio::spawn({
         let orm = orm.clone();

@@ -40,7 +40,8 @@ fn is_setting(name: &str) -> bool {
 /// The settings (and libpq's `PG*` variables) `environment` has empty while `file` gives them a
 /// value.
 fn hidden_by_empty(file: &[(String, String)], environment: &[(String, String)]) -> Problems {
-    let setting = |name: &String| is_setting(name) || name.starts_with("PG");
+    let libpq = |name: &str| crate::libpq::is_libpq_variable(name);
+    let setting = |name: &String| is_setting(name) || libpq(name);
     let empty = |name: &String| {
         let exported = environment.iter().find(|(exported, _)| exported == name);
         exported.is_some_and(|(_, value)| value.trim().is_empty())
@@ -48,7 +49,7 @@ fn hidden_by_empty(file: &[(String, String)], environment: &[(String, String)]) 
     let hidden = file
         .iter()
         .filter(|(name, value)| setting(name) && !value.trim().is_empty() && empty(name))
-        .map(|(name, _)| match name.starts_with("PG") {
+        .map(|(name, _)| match libpq(name) {
             // .env's would be refused (libpq reads its variables from the environment only);
             // exported empty, it would be dropped unseen.
             true => Problem::new(
@@ -683,9 +684,14 @@ mod tests {
             ("POSTGRES_DB", "app"),
             ("DATABASE_URL_TEST", "postgres://t@h/db"),
             ("PGSSLMODE", "verify-full"),
+            // Not libpq's (the test kit's, pgAdmin's).
+            ("PG_BIN_DIR", "/usr/lib/postgresql/15/bin"),
+            ("PGADMIN_DEFAULT_EMAIL", "a@b.c"),
         ]);
         let environment = pairs(&[
             ("PGSSLMODE", ""),
+            ("PG_BIN_DIR", ""),
+            ("PGADMIN_DEFAULT_EMAIL", ""),
             ("DATABASE_SSL_MODE", ""),
             ("METRICS_PORT", "9200"),
             ("APP_PORT", ""),

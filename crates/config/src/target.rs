@@ -153,7 +153,9 @@ impl DatabaseTarget {
                 }
                 // The owner's URL from .env beside the service's exported: whoever exported it
                 // meant that database, and the run would migrate .env's.
-                let exported = |name: &&str| sources.origin(name) == Some(Origin::Environment);
+                let exported = |name: &&str| {
+                    is_set(sources, name) && sources.origin(name) == Some(Origin::Environment)
+                };
                 let owner_exported = [OWNER.url, OWNER.url_file].iter().any(exported);
                 let service_exported = [SERVICE.url, SERVICE.url_file].into_iter().find(exported);
                 if let (false, Some(service)) = (owner_exported, service_exported) {

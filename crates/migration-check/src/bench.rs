@@ -106,6 +106,7 @@ pub async fn bench(
         let runner = Runner::new(migrations()).with_options(RunOptions {
             lock_timeout: options.lock_timeout,
             force: false,
+            ..RunOptions::default()
         });
         let next_is_released = runner
             .status(&owner)

@@ -252,6 +252,7 @@ pub(crate) async fn run_pass(
             .with_options(RunOptions {
                 lock_timeout: options.lock_timeout,
                 force: pass == Pass::Down,
+                ..RunOptions::default()
             })
             .with_observer(recorder.clone())
     };

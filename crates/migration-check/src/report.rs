@@ -102,6 +102,7 @@ impl Report {
             lock_timeout_ms: migration::RunOptions {
                 lock_timeout: options.lock_timeout,
                 force: false,
+                ..migration::RunOptions::default()
             }
             .lock_timeout_ms(),
             sample_every: options.sample_every,

@@ -333,7 +333,9 @@ impl Database {
     /// * A panic in `work`, or the caller dropping this future (a client that went away), or the
     ///   deadline (`statement_timeout` plus [`DEADLINE_MARGIN`], for the whole unit) passing:
     ///   the connection is closed, so the server rolls back; nothing is half-written. The
-    ///   deadline is reported as `Unavailable(Timeout)`, a panic is resumed in the caller.
+    ///   deadline is reported as `Unavailable(Timeout)` (a call of the unit's that it cuts off
+    ///   returns that error to `work`, which should pass it on), a panic is resumed in the
+    ///   caller.
     /// * Once `COMMIT` is sent, the unit is the server's: if the deadline passes or the
     ///   connection breaks before its answer, the unit may have committed whole or not at all,
     ///   and fails with [`StoreError::OutcomeUnknown`] (read back before running it again).

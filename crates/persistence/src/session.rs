@@ -185,6 +185,11 @@ impl Session {
         }
     }
 
+    /// Whether the unit of work this session serves is past its deadline.
+    fn past_deadline(&self) -> bool {
+        (self.deadline).is_some_and(|deadline| Instant::now() >= deadline)
+    }
+
     /// Records why the connection is unfit, unless a reason was recorded before.
     fn note_discard_reason(&self, reason: Discard) {
         let _ = self.discard_reason.compare_exchange(
@@ -221,6 +226,14 @@ impl Session {
         let mut slot = self.connection.lock().await;
         if self.ended.swap(true, Ordering::SeqCst) {
             return Err(as_exec_error(closed()));
+        }
+        // Past the deadline nothing more is sent: the connection is closed, which rolls back.
+        // (Checked first: a call the deadline cut off is no cut-off call of the unit's.)
+        if self.past_deadline() {
+            self.unfit.store(true, Ordering::SeqCst);
+            self.note_discard_reason(Discard::Timeout);
+            self.release_slot(&mut slot);
+            return Err(as_exec_error(timed_out()));
         }
         let aborted = self.aborted.load(Ordering::SeqCst);
         // Decided with the connection held, where a statement in flight can only be one that was
@@ -313,11 +326,10 @@ impl Session {
         statement: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
     ) -> Result<T, sqlx::Error> {
         let connection = slot.as_mut().ok_or_else(closed)?;
-        // Past the unit's deadline nothing more is sent.
-        if self
-            .deadline
-            .is_some_and(|deadline| Instant::now() >= deadline)
-        {
+        // Past the unit's deadline nothing more is sent (if the connection is closed for it,
+        // that is why).
+        if self.past_deadline() {
+            self.note_discard_reason(Discard::Timeout);
             return Err(timed_out());
         }
         // One statement at a time: the connection's lock is held until it ends. One still in

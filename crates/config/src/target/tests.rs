@@ -746,6 +746,9 @@ fn the_owners_url_from_dotenv_beside_an_exported_service_url_is_refused() {
     let sources = Sources::layered(file.clone(), both);
     let target = DatabaseTarget::from_sources(&sources, Role::Owner).unwrap();
     assert_eq!(target.url_variable(), "DATABASE_OWNER_URL");
-    let sources = Sources::layered(file, []);
+    let sources = Sources::layered(file.clone(), []);
+    assert!(DatabaseTarget::from_sources(&sources, Role::Owner).is_ok());
+    // Exported empty is unset, as everywhere (an unset `${VAR:-}` in a compose file).
+    let sources = Sources::layered(file, owned(&[("DATABASE_URL_FILE", "")]));
     assert!(DatabaseTarget::from_sources(&sources, Role::Owner).is_ok());
 }
