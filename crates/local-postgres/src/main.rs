@@ -67,6 +67,13 @@ async fn main() -> ExitCode {
         },
         _ => None,
     };
+    // `just dev` migrates next, as the owner: a problem there is said now, before anything is
+    // started (its warnings are the migration's to say).
+    if command == "provide"
+        && let Err(problems) = DatabaseTarget::from_sources(&sources, Role::Owner)
+    {
+        return misconfigured(&problems.to_string());
+    }
     let outcome = match (command, target) {
         ("answers", Some(target)) => {
             return match probe(&target).await {

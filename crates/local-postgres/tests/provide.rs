@@ -86,12 +86,18 @@ impl Checkout {
     }
 
     fn local_postgres(&self, command: &str) -> Output {
+        self.local_postgres_with(command, &[])
+    }
+
+    /// [`Checkout::local_postgres`] with `exported` in its environment.
+    fn local_postgres_with(&self, command: &str, exported: &[(&str, &str)]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_local-postgres"))
             .arg(command)
             .current_dir(self.root())
             .env_clear()
             .env("PATH", &self.path)
             .envs(std::env::var_os("PG_BIN_DIR").map(|dir| ("PG_BIN_DIR", dir)))
+            .envs(exported.iter().copied())
             .output()
             .unwrap()
     }
@@ -205,6 +211,21 @@ fn without_a_working_docker_compose_the_project_local_postgres_is_started() {
         text(&provided.stderr)
     );
     assert!(text(&provided.stderr).contains("sslmod"));
+    assert!(!log.exists(), "docker was run");
+
+    // So is a DATABASE_URL exported beside .env's DATABASE_OWNER_URL, which the migrations of
+    // `just dev`'s next step would refuse: said now, before anything is started.
+    let env = format!(
+        "DATABASE_URL={}\nDATABASE_OWNER_URL={}\n",
+        service.expose_secret(),
+        owner.expose_secret()
+    );
+    checkout.write_env(&env);
+    let exported = [("DATABASE_URL", service.expose_secret())];
+    let provided = checkout.local_postgres_with("provide", &exported);
+    let stderr = text(&provided.stderr);
+    assert_eq!(provided.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("DATABASE_OWNER_URL comes from .env"), "{stderr}");
     assert!(!log.exists(), "docker was run");
 }
 
