@@ -225,7 +225,10 @@ fn without_a_working_docker_compose_the_project_local_postgres_is_started() {
     let provided = checkout.local_postgres_with("provide", &exported);
     let stderr = text(&provided.stderr);
     assert_eq!(provided.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("DATABASE_OWNER_URL comes from .env"), "{stderr}");
+    assert!(
+        stderr.contains("DATABASE_OWNER_URL comes from .env"),
+        "{stderr}"
+    );
     assert!(!log.exists(), "docker was run");
 }
 
