@@ -66,6 +66,12 @@ impl Watching {
                 continue;
             };
             let key = (oid, mode);
+            // Several rows of one sample can share a key (the table and one of its indexes
+            // locked alike, a leader and its parallel workers): the first one extended the
+            // interval already.
+            if open.contains_key(&key) {
+                continue;
+            }
             let interval = match self.open.remove(&key) {
                 Some(interval) => Interval {
                     last: at,
@@ -198,6 +204,28 @@ mod tests {
                 longest.statement.as_str()
             ),
             ("users", Duration::from_millis(10), "ALTER a")
+        );
+    }
+
+    /// A table and one of its indexes locked alike (a DROP INDEX, a rewrite), or a leader and
+    /// its parallel workers, give several rows of one key in a sample: one lock, held on.
+    #[test]
+    fn rows_of_one_key_in_a_sample_are_one_lock() {
+        let tables = HashMap::from([(1, "users".to_owned())]);
+        let mut watching = Watching::new(7, tables);
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let access_exclusive =
+            |statement: &str| (1, "AccessExclusiveLock".to_owned(), statement.to_owned());
+        watching.observe(at(0), vec![access_exclusive("DROP INDEX")]);
+        for ms in (2..=200).step_by(2) {
+            let twice = vec![access_exclusive("UPDATE"), access_exclusive("UPDATE")];
+            watching.observe(at(ms), twice);
+        }
+        let longest = watching.finish().unwrap();
+        assert_eq!(
+            (longest.held, longest.statement.as_str()),
+            (Duration::from_millis(200), "DROP INDEX")
         );
     }
 }
