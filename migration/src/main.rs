@@ -25,6 +25,23 @@ use counseling_config::{Connector, DatabaseTarget, Problem, Role, SessionDefault
 use migration::sea_orm::DatabaseConnection;
 use migration::{Accepted, Direction, Event, Observer, RunError, RunOptions, Runner};
 
+// `println!` and `eprintln!` panic when their stream is closed (`migration up | head -1`), which
+// would end a run half-way with exit 101. What this binary says is a courtesy: a closed stream
+// is ignored, and the run ends with its own exit code.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 const USAGE: &str =
     "usage: migration <up | down [STEPS] [--force] | status | accept VERSION | new NAME>
   up       apply every pending migration

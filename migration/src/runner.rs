@@ -813,8 +813,21 @@ impl Runner {
         direction: Direction,
     ) -> Result<(), RunError> {
         set_run_settings(transaction, self.options, true).await?;
+        let opened = current_transaction(transaction).await?;
         self.run_code(transaction, session.pid, file, direction)
             .await?;
+        // A COMMIT or ROLLBACK in the migration's own SQL ends the runner's transaction unseen:
+        // what ran before it stays, and what follows runs outside any transaction, without the
+        // run's settings. Not recorded, so that the run fails saying so.
+        if current_transaction(transaction).await? != opened {
+            return Err(DbErr::Custom(
+                "it ended the transaction the runner opened for it (a COMMIT or ROLLBACK in its \
+                 SQL): what ran before that is kept, and the migration is not recorded; split it \
+                 into migrations of their own, or run it without a transaction"
+                    .into(),
+            )
+            .into());
+        }
         history::record(transaction, file.name(), direction, Some(&file.checksum())).await?;
         Ok(())
     }
@@ -902,6 +915,18 @@ async fn current_lock_timeout_ms(connection: &impl ConnectionTrait) -> Result<u6
         .await?
         .ok_or_else(|| DbErr::Custom("pg_settings has no lock_timeout".into()))?;
     Ok(u64::try_from(row.try_get_by_index::<i64>(0)?).unwrap_or(0))
+}
+
+/// The id of the transaction `connection` is in (one is assigned if it has none yet).
+async fn current_transaction(connection: &impl ConnectionTrait) -> Result<String, DbErr> {
+    let row = connection
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT pg_current_xact_id()::text",
+        ))
+        .await?
+        .ok_or_else(|| DbErr::Custom("pg_current_xact_id() returned no row".into()))?;
+    row.try_get_by_index::<String>(0)
 }
 
 /// The first column of the first row of `sql`, a boolean (false when there is no row).
@@ -1006,18 +1031,33 @@ pub fn one_session_pool(
     (SqlxPostgresConnector::from_sqlx_postgres_pool(pool), opened)
 }
 
+/// Whether a pool is configured as [`one_session_pool`] makes one: one connection, never
+/// tested, closed or replaced by the pool itself. A plain pool of one (sqlx's defaults) is not:
+/// it replaces a connection that failed a test or reached its lifetime, and the run's advisory
+/// lock and settings would be gone with it, unseen.
+fn is_one_session_pool(
+    options: &sea_orm_migration::sea_orm::sqlx::pool::PoolOptions<
+        sea_orm_migration::sea_orm::sqlx::Postgres,
+    >,
+) -> bool {
+    options.get_max_connections() == 1
+        && !options.get_test_before_acquire()
+        && options.get_idle_timeout().is_none()
+        && options.get_max_lifetime().is_none()
+        && options.get_acquire_timeout() == SESSION_WAIT
+}
+
 impl RunSession {
-    /// The caller's pool when it is a pool of one connection (the CLI's, from
-    /// [`one_session_pool`]: whatever checks it makes of each connection, such as
-    /// `target_session_attrs`, keep applying), else a [`one_session_pool`] of the run's own on
-    /// its connect options. The advisory lock lives on that connection;
+    /// The caller's pool when it is a [`one_session_pool`] (the CLI's: whatever checks it makes
+    /// of each connection, such as `target_session_attrs`, keep applying), else a
+    /// [`one_session_pool`] of the run's own on its connect options. The advisory lock lives on that connection;
     /// [`RunSession::ensure_lock_held`] notices if it was replaced.
     async fn open(db: &DatabaseConnection) -> Result<Self, RunError> {
         let DatabaseConnectionType::SqlxPostgresPoolConnection(_) = &db.inner else {
             return Err(RunError::NotPostgres);
         };
         let given = db.get_postgres_connection_pool();
-        let (db, owned) = if given.options().get_max_connections() == 1 {
+        let (db, owned) = if is_one_session_pool(given.options()) {
             (db.clone(), false)
         } else {
             let options = (*given.connect_options()).clone();

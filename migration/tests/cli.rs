@@ -440,3 +440,31 @@ fn an_argument_that_is_not_utf8_exits_2() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("argument 1 is not valid UTF-8"), "{stderr}");
 }
+
+/// A closed standard output (`migration up | head -1`) is no failure of the run: it goes on,
+/// and exits with its own code (not a panic's 101, half-way).
+#[tokio::test]
+async fn a_closed_standard_output_does_not_stop_the_run() {
+    use std::process::{Command, Stdio};
+    let db = TestDatabase::empty().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_migration"))
+        .arg("up")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("DATABASE_URL", db.owner_url())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed before the first line: the run has not even connected yet.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let status = migration(&["status"], Some(&db.owner_url()));
+    assert!(
+        !text(&status.stdout).contains("pending"),
+        "{}",
+        text(&status.stdout)
+    );
+}

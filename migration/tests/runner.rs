@@ -307,15 +307,10 @@ const ADVISORY_LOCKS_HERE: &str = "SELECT count(*) FROM pg_locks WHERE locktype 
 #[tokio::test]
 async fn a_pool_of_one_connection_is_the_run_s_session() {
     let db = TestDatabase::empty().await.unwrap();
-    // As the CLI makes it: nothing replaces the connection by itself (seen once under heavy
-    // load with the defaults: a second backend).
-    let pool = migration::sea_orm::sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .idle_timeout(None)
-        .max_lifetime(None)
-        .test_before_acquire(false)
-        .connect_lazy_with(db.options());
-    let orm = migration::sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone());
+    // As the CLI makes it: nothing replaces the connection by itself.
+    let any = counseling_config::TargetSessionAttrs::Any;
+    let (orm, _) = migration::one_session_pool(db.options(), any);
+    let pool = orm.get_postgres_connection_pool().clone();
     let callers: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(&pool)
         .await
@@ -395,4 +390,62 @@ async fn a_run_that_stalls_mid_migration_releases_its_locks_after_its_idle_limit
     .await
     .unwrap();
     assert_eq!(columns, ["x"]);
+}
+
+/// A plain pool of one connection (sqlx's defaults) tests its connection before use and
+/// replaces it after a failed test or at its lifetime, by itself: the run's advisory lock and
+/// settings would go with it, unseen. So the run takes a session of its own, not that pool's.
+#[tokio::test]
+async fn a_plain_pool_of_one_is_not_taken_for_the_runs_own_session() {
+    use migration::sea_orm::{ConnectionTrait, SqlxPostgresConnector, Statement};
+    let db = TestDatabase::empty().await.unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(db.options())
+        .await
+        .unwrap();
+    let orm = SqlxPostgresConnector::from_sqlx_postgres_pool(pool);
+    let recorder = Recorder::new();
+    runner(vec![SqlMigration::new(
+        "m1_create",
+        "CREATE TABLE a (x int)",
+        "DROP TABLE a",
+    )])
+    .with_observer(recorder.clone())
+    .up(&orm, None)
+    .await
+    .unwrap();
+    let row = orm
+        .query_one_raw(Statement::from_string(
+            orm.get_database_backend(),
+            "SELECT pg_backend_pid()",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let pools_own: i32 = row.try_get_by_index(0).unwrap();
+    let runs = recorder.pids.lock().unwrap().clone();
+    assert_eq!(runs.len(), 1);
+    assert_ne!(runs[0], pools_own);
+}
+
+/// A migration run in a transaction that ends it itself (a COMMIT in its SQL) would go on
+/// outside any transaction, and be recorded as if applied whole: the run fails instead, naming
+/// what happened, and the migration stays pending.
+#[tokio::test]
+async fn a_migration_that_ends_the_runners_transaction_itself_is_not_recorded() {
+    let db = TestDatabase::empty().await.unwrap();
+    let orm = db.connect().await;
+    let run = runner(vec![SqlMigration::new(
+        "m1_commits",
+        "CREATE TABLE a (x int); COMMIT; CREATE TABLE b (y int)",
+        "DROP TABLE b; DROP TABLE a",
+    )]);
+    let error = run.up(&orm, None).await.unwrap_err().to_string();
+    assert!(
+        error.contains("ended the transaction the runner opened"),
+        "{error}"
+    );
+    let states = run.status(&orm).await.unwrap();
+    assert!(!states[0].is_applied(), "{states:?}");
 }
