@@ -119,8 +119,10 @@ fn lock_timeout(sources: &Sources) -> Result<Duration, Problem> {
     else {
         return Ok(migration::DEFAULT_LOCK_TIMEOUT);
     };
+    // Digits only: Rust's parser would take `+5000` too.
+    let digits = text.trim().bytes().all(|byte| byte.is_ascii_digit());
     match text.trim().parse::<u64>() {
-        Ok(ms) if (1..=migration::MAX_LOCK_TIMEOUT_MS).contains(&ms) => {
+        Ok(ms) if digits && (1..=migration::MAX_LOCK_TIMEOUT_MS).contains(&ms) => {
             Ok(Duration::from_millis(ms))
         }
         _ => Err(Problem::new(

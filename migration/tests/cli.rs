@@ -349,6 +349,22 @@ fn a_misspelt_setting_exits_2_and_the_services_own_pass() {
     assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
 }
 
+/// Numbers are digits, as for every setting: a sign is refused, not read past.
+#[test]
+fn a_signed_lock_timeout_exits_2() {
+    let variables = [
+        ("DATABASE_URL", "postgres://user:s3cret-pw@127.0.0.1:1/db"),
+        ("MIGRATION_LOCK_TIMEOUT_MS", "+5000"),
+    ];
+    let output = migration_binary(&["status"], &variables);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("MIGRATION_LOCK_TIMEOUT_MS must be a whole number"),
+        "{stderr}"
+    );
+}
+
 /// `lock_timeout` is the run's own (`MIGRATION_LOCK_TIMEOUT_MS`, set again by every migration):
 /// one the URL's `options` or `PGOPTIONS` give would be overridden unseen, so it is refused.
 #[test]

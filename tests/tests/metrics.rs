@@ -68,6 +68,9 @@ async fn metrics_port_and_metrics_enabled_are_read_by_the_binary() {
     ]);
     api.wait_listening();
     wait_for_status(&api.url("/health"), 200, Duration::from_secs(5));
+    // The start-up line says where /metrics is.
+    let said = format!("\"metrics_port\":{metrics_port}");
+    assert!(api.output().contains(&said), "{}", api.output());
     let metrics_url = format!("http://127.0.0.1:{metrics_port}/metrics");
     let scraped = scrape(&metrics_url);
     assert!(scraped.value("http_server_requests_total", &[("route", "/health")]) >= 1.0);

@@ -369,9 +369,11 @@ fn numbers_given_as_words<T: DeserializeOwned>(
     group: &HashMap<String, String>,
 ) -> Vec<Problem> {
     const WORDS: [&str; 6] = ["true", "on", "yes", "false", "off", "no"];
+    // Rust's parser takes `+8000` for 8000: numbers are digits, as documented.
+    let signed = |value: &str| value.trim().starts_with('+');
     let words = group
         .iter()
-        .filter(|(_, value)| WORDS.contains(&value.to_lowercase().as_str()));
+        .filter(|(_, value)| WORDS.contains(&value.to_lowercase().as_str()) || signed(value));
     words
         .filter(|(name, _)| {
             let mut probe = group.clone();
@@ -383,7 +385,10 @@ fn numbers_given_as_words<T: DeserializeOwned>(
             };
             matches!(error, ConfigError::Type { expected, .. } if expected.contains("integer"))
         })
-        .map(|(name, _)| Problem::new(name.clone(), "must be a number, not a word"))
+        .map(|(name, value)| match signed(value) {
+            true => Problem::new(name.clone(), "must be digits only, without a sign"),
+            false => Problem::new(name.clone(), "must be a number, not a word"),
+        })
         .collect()
 }
 
@@ -647,6 +652,11 @@ mod tests {
                 "{problems}"
             );
         }
+        // A sign is no digit; a text setting may start with one.
+        let sources = Sources::from_vars([("EX_REQUIRED", "+x"), ("EX_COUNT", "+5")]);
+        let problems = sources.group::<Example>("EX").unwrap_err();
+        let said: Vec<String> = problems.0.iter().map(ToString::to_string).collect();
+        assert_eq!(said, ["EX_COUNT must be digits only, without a sign"]);
         let sources = Sources::from_vars([("EX_REQUIRED", "yes"), ("EX_ENABLED", "off")]);
         let example = sources.group::<Example>("EX").unwrap();
         assert_eq!((example.required.as_str(), example.enabled), ("yes", false));

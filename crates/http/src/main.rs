@@ -70,6 +70,8 @@ async fn serve(settings: Settings, io: tokio::runtime::Handle) -> anyhow::Result
     tracing::info!(
         host = %settings.app.host,
         port = application.port(),
+        // Only with METRICS_PORT (0 picks a free one: this says which).
+        metrics_port = application.metrics_port(),
         health_timeout_ms = settings.health.timeout.as_millis() as u64,
         max_connections = settings.database.pool.max_connections,
         "counseling-api listening"
