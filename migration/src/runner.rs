@@ -919,14 +919,18 @@ async fn current_lock_timeout_ms(connection: &impl ConnectionTrait) -> Result<u6
 
 /// The id of the transaction `connection` is in (one is assigned if it has none yet).
 async fn current_transaction(connection: &impl ConnectionTrait) -> Result<String, DbErr> {
-    let row = connection
-        .query_one_raw(Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT pg_current_xact_id()::text",
-        ))
-        .await?
-        .ok_or_else(|| DbErr::Custom("pg_current_xact_id() returned no row".into()))?;
-    row.try_get_by_index::<String>(0)
+    query_one(connection, "SELECT pg_current_xact_id()::text").await
+}
+
+/// The first column of the one row of `sql`.
+async fn query_one<T: sea_orm_migration::sea_orm::TryGetable>(
+    connection: &impl ConnectionTrait,
+    sql: &str,
+) -> Result<T, DbErr> {
+    let statement = Statement::from_string(DbBackend::Postgres, sql);
+    let row = connection.query_one_raw(statement).await?;
+    let row = row.ok_or_else(|| DbErr::Custom(format!("{sql} returned no row")))?;
+    row.try_get_by_index::<T>(0)
 }
 
 /// The first column of the first row of `sql`, a boolean (false when there is no row).
@@ -1066,14 +1070,7 @@ impl RunSession {
         };
         let taken = async {
             wait_for_the_lock(&db).await?;
-            let row = db
-                .query_one_raw(Statement::from_string(
-                    DbBackend::Postgres,
-                    "SELECT pg_backend_pid()",
-                ))
-                .await?
-                .ok_or_else(|| DbErr::Custom("SELECT pg_backend_pid() returned no row".into()))?;
-            row.try_get_by_index::<i32>(0)
+            query_one::<i32>(&db, "SELECT pg_backend_pid()").await
         }
         .await;
         match taken {

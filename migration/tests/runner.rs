@@ -302,6 +302,21 @@ async fn a_second_run_waits_for_the_first_and_finds_nothing_pending() {
 const ADVISORY_LOCKS_HERE: &str = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' \
      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
 
+/// Applies one migration on `orm`; the backend the run used for it, as the observer saw it.
+async fn backends_of_a_run(orm: &migration::sea_orm::DatabaseConnection) -> Vec<i32> {
+    let recorder = Recorder::new();
+    runner(vec![SqlMigration::new(
+        "m1_a",
+        "CREATE TABLE a (x int)",
+        "DROP TABLE a",
+    )])
+    .with_observer(recorder.clone())
+    .up(orm, None)
+    .await
+    .unwrap();
+    recorder.pids.lock().unwrap().clone()
+}
+
 /// Given a pool of one connection (the CLI's, whose connections it checks itself), the run
 /// uses that connection, and releases the lock on it at the end.
 #[tokio::test]
@@ -315,17 +330,7 @@ async fn a_pool_of_one_connection_is_the_run_s_session() {
         .fetch_one(&pool)
         .await
         .unwrap();
-    let recorder = Recorder::new();
-    runner(vec![SqlMigration::new(
-        "m1_a",
-        "CREATE TABLE a (x int)",
-        "DROP TABLE a",
-    )])
-    .with_observer(recorder.clone())
-    .up(&orm, None)
-    .await
-    .unwrap();
-    let pids: Vec<i32> = recorder.pids.lock().unwrap().clone();
+    let pids = backends_of_a_run(&orm).await;
     assert_eq!(pids, [callers]);
     let held: i64 = sqlx::query_scalar(ADVISORY_LOCKS_HERE)
         .fetch_one(&pool)
@@ -405,16 +410,7 @@ async fn a_plain_pool_of_one_is_not_taken_for_the_runs_own_session() {
         .await
         .unwrap();
     let orm = SqlxPostgresConnector::from_sqlx_postgres_pool(pool);
-    let recorder = Recorder::new();
-    runner(vec![SqlMigration::new(
-        "m1_create",
-        "CREATE TABLE a (x int)",
-        "DROP TABLE a",
-    )])
-    .with_observer(recorder.clone())
-    .up(&orm, None)
-    .await
-    .unwrap();
+    let runs = backends_of_a_run(&orm).await;
     let row = orm
         .query_one_raw(Statement::from_string(
             orm.get_database_backend(),
@@ -424,7 +420,6 @@ async fn a_plain_pool_of_one_is_not_taken_for_the_runs_own_session() {
         .unwrap()
         .unwrap();
     let pools_own: i32 = row.try_get_by_index(0).unwrap();
-    let runs = recorder.pids.lock().unwrap().clone();
     assert_eq!(runs.len(), 1);
     assert_ne!(runs[0], pools_own);
 }
