@@ -83,7 +83,8 @@ reference measured in the same run.
 
 - Machine: {}
 - PostgreSQL: {}, the test kit's private cluster on tmpfs, default durability settings
-- Service: `counseling-api` release build, pool of {pool} connections, `RUST_LOG=warn`, JSON logs
+- Service: `counseling-api` release build, pool of {pool} connections, `RUST_LOG=warn`, JSON logs,
+  as the service's role (rows only; `pgbench` too), as deployed
 - Command: `just bench` (crates/bench)
 
 ## GET /health against the database's ceiling

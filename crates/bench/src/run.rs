@@ -11,6 +11,7 @@ use counseling_provision::url::with_database;
 use counseling_testkit::tls::ServerTls;
 use counseling_testkit::{ClusterOptions, PgCluster};
 use sea_orm::sqlx::{Connection, PgConnection};
+use secrecy::ExposeSecret;
 
 use crate::report::{Figures, merge};
 use crate::stats::{Pairs, percentile};
@@ -50,24 +51,32 @@ pub fn run() -> Result<()> {
             cluster.bin_dir().display()
         );
     }
-    runtime.block_on(async {
-        let mut admin = PgConnection::connect_with(&cluster.admin_options()).await?;
-        sea_orm::sqlx::query("CREATE DATABASE bench")
-            .execute(&mut admin)
-            .await?;
-        admin.close().await
-    })?;
-    let admin = cluster.admin_options().database("bench");
-    runtime.block_on(counseling_provision::roles::apply_migrations(admin))?;
-    let superuser = DatabaseUrl::parse(&cluster.superuser_url("bench"))?;
+    // The service's role, as deployed: it may read and write rows, nothing more. The load phase
+    // of the lookups (TRUNCATE, VACUUM) runs as the schema's owner.
+    let database = runtime.block_on(cluster.migrated_database())?;
+    let service = DatabaseUrl::parse(&database.url())?;
     // Plaintext explicitly (pgbench too): the server offers TLS, and `prefer` would take it.
-    let url = with_database(&superuser, "bench", &[("sslmode", "disable")])?;
+    let plaintext = [("sslmode", "disable")];
+    let url = with_database(&service, database.name(), &plaintext)?;
+    let owner_url = DatabaseUrl::parse(&database.owner_url_with(&plaintext))?;
     let ca = cluster
         .tls_files()
         .context("the cluster serves TLS")?
         .parameters("verify-full");
-    let tls_url = with_database(&superuser, "bench", &ca)?;
-    let mut libpq = cluster.libpq_environment("bench");
+    let tls_url = with_database(&service, database.name(), &ca)?;
+    let mut libpq = cluster.libpq_environment(database.name());
+    for (name, value) in &mut libpq {
+        match *name {
+            "PGUSER" => *value = service.username().to_owned(),
+            "PGPASSWORD" => {
+                let password = service
+                    .password()
+                    .context("the service's URL has a password")?;
+                *value = password.expose_secret().to_owned();
+            }
+            _ => {}
+        }
+    }
     libpq.push(("PGSSLMODE", "disable".to_owned()));
     let bench = Bench {
         work: work.path().to_owned(),
@@ -133,7 +142,7 @@ pub fn run() -> Result<()> {
     tls.stop();
 
     say("find_by_username: loading users and timing lookups");
-    figures.lookup_table = bench.lookups(&url, &[("BENCH_PHASE", "load")])?;
+    figures.lookup_table = bench.lookups(&owner_url, &[("BENCH_PHASE", "load")])?;
     std::fs::write(bench.work.join("lookup.sql"), LOOKUP_SQL)?;
     let mut hops = Vec::new();
     let mut repository = || -> f64 {
@@ -168,6 +177,7 @@ pub fn run() -> Result<()> {
     figures.lookups_hop = hops;
 
     say("GET /health with PostgreSQL stopped, 100 sequential probes");
+    drop(database);
     runtime.block_on(cluster.stop())?;
     let mut stopped = bench.api(&url, &[("RUST_LOG", "error")], "api-stopped")?;
     stopped.wait_answering("/health/live", Duration::from_millis(10))?;
