@@ -625,6 +625,10 @@ const RECORDED: &[(&str, &str)] = &[
         "m20261205_000003_password_hash_canonical",
         "65a601fe45558a83a75bc626ff725a65fe9efd590970fb7e37cbb7b2ef5eb8bf",
     ),
+    (
+        "m20261205_000004_users_timestamps_in_range",
+        "657ff51128eae222117977f9f20817c942d32f9909397474064e3ba6ce52b370",
+    ),
 ];
 
 #[test]

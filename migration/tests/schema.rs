@@ -81,7 +81,7 @@ async fn assert_schema_present(conn: &mut PgConnection) {
          WHERE conrelid = 'users'::regclass ORDER BY conname",
     )
     .await;
-    assert_eq!(constraints.len(), 11, "{constraints:?}");
+    assert_eq!(constraints.len(), 12, "{constraints:?}");
     let definition = |name: &str| -> String {
         constraints
             .iter()
@@ -139,6 +139,12 @@ async fn assert_schema_present(conn: &mut PgConnection) {
              'u'::text])"
         ),
         "{canonical}"
+    );
+
+    let dates = definition("ck_users_timestamps_in_range");
+    assert!(
+        dates.contains("(created_at >= '1970-01-01 00:00:00+00'::timestamp with time zone)"),
+        "{dates}"
     );
 
     let indexes = rows(

@@ -218,3 +218,38 @@ async fn keyset_pagination_returns_every_user_once_in_a_stable_order() {
         "the 23 and every late one"
     );
 }
+
+/// Another writer may give a user's dates (an import); the database keeps them within what the
+/// repository reads (`ck_users_timestamps_in_range`): both ends of that range read back whole.
+#[tokio::test]
+async fn dates_at_both_ends_of_the_stored_range_read_back() {
+    use sea_orm::sqlx::{self, Connection, PgConnection};
+    let (test_db, _database, users) = repository().await;
+    let mut conn = PgConnection::connect(&test_db.url()).await.unwrap();
+    for (name, date, expected) in [
+        (r"\school\first", "1970-01-01 00:00:00+00", 0),
+        (
+            r"\school\last",
+            "9999-12-31 23:59:59.999999+00",
+            253_402_300_799_999_999,
+        ),
+    ] {
+        sqlx::query(
+            "INSERT INTO users (username, password_hash, created_at, updated_at) \
+             VALUES ($1, $2, $3::timestamptz, $3::timestamptz)",
+        )
+        .bind(name)
+        .bind(HASH)
+        .bind(date)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let user = users
+            .find_by_username(&Username::parse(name).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(user.created_at.timestamp_micros(), expected, "{date}");
+        assert_eq!(user.updated_at.timestamp_micros(), expected, "{date}");
+    }
+}
