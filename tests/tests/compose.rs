@@ -494,6 +494,82 @@ fn the_dockerfile_copies_every_workspace_member_for_its_dependency_layer() {
     }
 }
 
+/// The Dockerfile's dependency stage, replayed in a scratch folder: its `COPY` lines, then its
+/// placeholder sources (the `RUN` before its build). Cargo must read the result as a workspace: a
+/// target a manifest names whose file the stage does not write (the persistence crate's
+/// `[[bench]]`) stops the image's whole build, and CI runs no Docker.
+#[cfg(unix)]
+#[test]
+fn the_dockerfiles_dependency_stage_is_a_workspace_cargo_reads() {
+    let dockerfile = read("docker/Dockerfile");
+    let stage = dockerfile.split("\nCOPY . .").next().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    for line in stage.lines() {
+        let Some(arguments) = line.strip_prefix("COPY ") else {
+            continue;
+        };
+        let arguments: Vec<&str> = arguments.split_whitespace().collect();
+        let (into, sources) = arguments.split_last().unwrap();
+        for source in sources {
+            copy_as_docker_does(&root().join(source), &scratch.path().join(into));
+        }
+    }
+    let run = stage.split("\nRUN ").nth(1).unwrap();
+    let placeholders = run.split("&& cargo build").next().unwrap();
+    let written = std::process::Command::new("sh")
+        .args(["-c", placeholders])
+        .current_dir(scratch.path())
+        .status()
+        .unwrap();
+    assert!(written.success(), "{placeholders}");
+    // `cargo fetch` resolves every target of every member, as the build does (`cargo metadata`
+    // does not look for their files); offline, for this machine's platform, whose packages the
+    // workspace's own build fetched already.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let read = std::process::Command::new(cargo)
+        .args(["fetch", "--offline", "--target", &host_triple()])
+        .current_dir(scratch.path())
+        .output()
+        .unwrap();
+    assert!(
+        read.status.success(),
+        "docker/Dockerfile's dependency stage is no workspace: {}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+}
+
+/// The platform rustc builds for by default (`host:` of `rustc -vV`).
+#[cfg(unix)]
+fn host_triple() -> String {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let output = std::process::Command::new(rustc)
+        .arg("-vV")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    let host = text.lines().find_map(|line| line.strip_prefix("host: "));
+    host.unwrap().to_owned()
+}
+
+/// `COPY source into`: a folder's contents into `into`, a file into `into` if it ends in `/`.
+#[cfg(unix)]
+fn copy_as_docker_does(source: &Path, into: &Path) {
+    if source.is_dir() {
+        std::fs::create_dir_all(into).unwrap();
+        for entry in std::fs::read_dir(source).unwrap() {
+            let entry = entry.unwrap();
+            copy_as_docker_does(&entry.path(), &into.join(entry.file_name()));
+        }
+        return;
+    }
+    let target = match into.to_str().is_some_and(|text| text.ends_with('/')) {
+        true => into.join(source.file_name().unwrap()),
+        false => into.to_path_buf(),
+    };
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    std::fs::copy(source, &target).unwrap();
+}
+
 /// The `members` list of the workspace manifest (a flat array of strings).
 mod toml_like {
     pub type Members = Vec<String>;
