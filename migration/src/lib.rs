@@ -41,6 +41,7 @@ pub mod m20261205_000001_username_default_ignorables;
 pub mod m20261205_000002_users_id_and_created_at_fixed;
 pub mod m20261205_000003_password_hash_canonical;
 pub mod m20261205_000004_users_timestamps_in_range;
+pub mod m20261205_000005_username_unicode_14;
 
 /// A migration module of this crate with its source file (`src/<module>.rs`).
 macro_rules! migration_file {
@@ -64,6 +65,7 @@ pub fn migrations() -> Vec<MigrationFile> {
         migration_file!(m20261205_000002_users_id_and_created_at_fixed),
         migration_file!(m20261205_000003_password_hash_canonical),
         migration_file!(m20261205_000004_users_timestamps_in_range),
+        migration_file!(m20261205_000005_username_unicode_14),
     ]
 }
 

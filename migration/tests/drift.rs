@@ -629,6 +629,10 @@ const RECORDED: &[(&str, &str)] = &[
         "m20261205_000004_users_timestamps_in_range",
         "657ff51128eae222117977f9f20817c942d32f9909397474064e3ba6ce52b370",
     ),
+    (
+        "m20261205_000005_username_unicode_14",
+        "33b3a6cbd37168b0281930443365b0c2411a1cceb2bdfc626c58436a6fed1b67",
+    ),
 ];
 
 #[test]

@@ -141,11 +141,11 @@ async fn up_and_down_give_up_on_a_locked_table_after_the_lock_timeout() {
     let part_way = "runs without a transaction and may have stopped part-way";
     assert_eq!(
         migration::migrations().last().unwrap().name(),
-        "m20261205_000004_users_timestamps_in_range"
+        "m20261205_000005_username_unicode_14"
     );
     fails_cleanly_while_users_is_locked(&db, &["down"], part_way).await;
 
-    // The trigger before those (the last two run without a transaction) runs in one, both ways.
+    // The trigger before those (the ones after it run without a transaction) runs in one, both ways.
     let trigger = "m20261205_000002_users_id_and_created_at_fixed";
     let in_transaction = "the migration waiting for it changed nothing";
     let after_trigger = common::newest_first_from(trigger).len() - 1;

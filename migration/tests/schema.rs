@@ -81,7 +81,7 @@ async fn assert_schema_present(conn: &mut PgConnection) {
          WHERE conrelid = 'users'::regclass ORDER BY conname",
     )
     .await;
-    assert_eq!(constraints.len(), 12, "{constraints:?}");
+    assert_eq!(constraints.len(), 13, "{constraints:?}");
     let definition = |name: &str| -> String {
         constraints
             .iter()
@@ -141,6 +141,8 @@ async fn assert_schema_present(conn: &mut PgConnection) {
         "{canonical}"
     );
 
+    let newer = definition("ck_users_username_unicode_14");
+    assert!(newer.contains(r"!~ '[\u0897\u0cf3"), "{newer}");
     let dates = definition("ck_users_timestamps_in_range");
     assert!(
         dates.contains("(created_at >= '1970-01-01 00:00:00+00'::timestamp with time zone)"),

@@ -20,4 +20,6 @@ pub use user_repository::{
     UpdateUserError, UserRepository,
 };
 pub use username::{MAX_USERNAME_CHARS, Username, UsernameError, UsernamePart};
-pub use username_characters::{BACKSLASH_LOOK_ALIKES, USERNAME_UNICODE_VERSION};
+pub use username_characters::{
+    BACKSLASH_LOOK_ALIKES, DATABASE_UNICODE_VERSION, NEWER_THAN_DATABASE, USERNAME_UNICODE_VERSION,
+};

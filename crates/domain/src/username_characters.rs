@@ -17,6 +17,97 @@ pub const USERNAME_UNICODE_VERSION: (u64, u64, u64) = unicode_general_category::
 /// are refused (a test scans every code point for others).
 pub const BACKSLASH_LOOK_ALIKES: [char; 2] = ['\u{fe68}', '\u{ff3c}'];
 
+/// The Unicode version of the database's own character tables: PostgreSQL 15 normalizes
+/// (`IS NFC NORMALIZED`, `normalize`, and so `username_identity`) with Unicode 14.0's. A character
+/// assigned after it is one those tables do not know: PostgreSQL 15 leaves it as it is where
+/// newer tables compose or fold it, so the outlined `𜳖` (Unicode 16, NFKC `A`) would make
+/// `\s\𜳖LICE` another account than `\s\alice`, and two spellings the domain composes into one
+/// name could both be stored.
+pub const DATABASE_UNICODE_VERSION: (u64, u64, u64) = (14, 0, 0);
+
+/// The code points assigned after [`DATABASE_UNICODE_VERSION`], up to
+/// [`USERNAME_UNICODE_VERSION`] (15.0, 15.1 and 16.0: 10,301 code points), as inclusive ranges:
+/// refused until a migration teaches the database's rules a newer version. Written from Python
+/// 3.11's `unicodedata` (Unicode 14.0: category `Cn`) and `unicode-general-category` (assigned);
+/// a test holds it to the latter.
+pub const NEWER_THAN_DATABASE: [(u32, u32); 75] = [
+    (0x0897, 0x0897),
+    (0x0CF3, 0x0CF3),
+    (0x0ECE, 0x0ECE),
+    (0x1B4E, 0x1B4F),
+    (0x1B7F, 0x1B7F),
+    (0x1C89, 0x1C8A),
+    (0x2427, 0x2429),
+    (0x2FFC, 0x2FFF),
+    (0x31E4, 0x31E5),
+    (0x31EF, 0x31EF),
+    (0xA7CB, 0xA7CD),
+    (0xA7DA, 0xA7DC),
+    (0x105C0, 0x105F3),
+    (0x10D40, 0x10D65),
+    (0x10D69, 0x10D85),
+    (0x10D8E, 0x10D8F),
+    (0x10EC2, 0x10EC4),
+    (0x10EFC, 0x10EFF),
+    (0x1123F, 0x11241),
+    (0x11380, 0x11389),
+    (0x1138B, 0x1138B),
+    (0x1138E, 0x1138E),
+    (0x11390, 0x113B5),
+    (0x113B7, 0x113C0),
+    (0x113C2, 0x113C2),
+    (0x113C5, 0x113C5),
+    (0x113C7, 0x113CA),
+    (0x113CC, 0x113D5),
+    (0x113D7, 0x113D8),
+    (0x113E1, 0x113E2),
+    (0x116D0, 0x116E3),
+    (0x11B00, 0x11B09),
+    (0x11BC0, 0x11BE1),
+    (0x11BF0, 0x11BF9),
+    (0x11F00, 0x11F10),
+    (0x11F12, 0x11F3A),
+    (0x11F3E, 0x11F5A),
+    (0x1342F, 0x1342F),
+    (0x13439, 0x13455),
+    (0x13460, 0x143FA),
+    (0x16100, 0x16139),
+    (0x16D40, 0x16D79),
+    (0x18CFF, 0x18CFF),
+    (0x1B132, 0x1B132),
+    (0x1B155, 0x1B155),
+    (0x1CC00, 0x1CCF9),
+    (0x1CD00, 0x1CEB3),
+    (0x1D2C0, 0x1D2D3),
+    (0x1DF25, 0x1DF2A),
+    (0x1E030, 0x1E06D),
+    (0x1E08F, 0x1E08F),
+    (0x1E4D0, 0x1E4F9),
+    (0x1E5D0, 0x1E5FA),
+    (0x1E5FF, 0x1E5FF),
+    (0x1F6DC, 0x1F6DC),
+    (0x1F774, 0x1F776),
+    (0x1F77B, 0x1F77F),
+    (0x1F7D9, 0x1F7D9),
+    (0x1F8B2, 0x1F8BB),
+    (0x1F8C0, 0x1F8C1),
+    (0x1FA75, 0x1FA77),
+    (0x1FA87, 0x1FA89),
+    (0x1FA8F, 0x1FA8F),
+    (0x1FAAD, 0x1FAAF),
+    (0x1FABB, 0x1FABF),
+    (0x1FAC6, 0x1FAC6),
+    (0x1FACE, 0x1FACF),
+    (0x1FADA, 0x1FADC),
+    (0x1FADF, 0x1FADF),
+    (0x1FAE8, 0x1FAE9),
+    (0x1FAF7, 0x1FAF8),
+    (0x1FBCB, 0x1FBEF),
+    (0x2B739, 0x2B739),
+    (0x2EBF0, 0x2EE5D),
+    (0x31350, 0x323AF),
+];
+
 /// U+2800, a symbol (So) drawn as nothing: `\s\alice` followed by it looks like `\s\alice`.
 const BRAILLE_PATTERN_BLANK: char = '\u{2800}';
 
@@ -34,6 +125,8 @@ pub(crate) enum ForbiddenCharacter {
     Unassigned,
     /// Stands for a backslash once width is folded ([`BACKSLASH_LOOK_ALIKES`]).
     BackslashLookAlike,
+    /// Assigned after the database's Unicode version ([`NEWER_THAN_DATABASE`]).
+    NewerThanDatabase,
 }
 
 pub(crate) fn forbidden_character(character: char) -> Option<ForbiddenCharacter> {
@@ -53,8 +146,24 @@ pub(crate) fn forbidden_character(character: char) -> Option<ForbiddenCharacter>
         GeneralCategory::PrivateUse | GeneralCategory::Unassigned | GeneralCategory::Surrogate => {
             Some(ForbiddenCharacter::Unassigned)
         }
+        _ if is_newer_than_database(character) => Some(ForbiddenCharacter::NewerThanDatabase),
         _ => None,
     }
+}
+
+fn is_newer_than_database(character: char) -> bool {
+    let code = u32::from(character);
+    NEWER_THAN_DATABASE
+        .binary_search_by(|&(first, last)| {
+            if last < code {
+                std::cmp::Ordering::Less
+            } else if first > code {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        })
+        .is_ok()
 }
 
 #[cfg(test)]
@@ -68,6 +177,22 @@ mod tests {
             .filter(|&c| c != '\\' && c.to_string().nfkc().any(|d| d == '\\'))
             .collect();
         assert_eq!(folding, BACKSLASH_LOOK_ALIKES);
+    }
+
+    #[test]
+    fn the_newer_characters_are_sorted_assigned_ranges() {
+        let mut previous = None;
+        for &(first, last) in &NEWER_THAN_DATABASE {
+            assert!(first <= last && previous.is_none_or(|end| end + 1 < first));
+            previous = Some(last);
+            for code in first..=last {
+                let character = char::from_u32(code).unwrap_or_default();
+                let category = get_general_category(character);
+                assert_ne!(category, GeneralCategory::Unassigned, "U+{code:04X}");
+            }
+        }
+        let count: u32 = NEWER_THAN_DATABASE.iter().map(|(f, l)| l - f + 1).sum();
+        assert_eq!(count, 10_301);
     }
 
     #[test]
@@ -105,6 +230,21 @@ mod tests {
                 forbidden_character(unassigned),
                 Some(ForbiddenCharacter::Unassigned),
                 "{unassigned:?}"
+            );
+        }
+        // Unicode 15.0 (Kawi), 15.1 (a CJK ideograph of Extension I), 16.0 (the outlined A,
+        // Garay), at the ends of their ranges.
+        for newer in [
+            '\u{11f00}',
+            '\u{2ebf0}',
+            '\u{2ee5d}',
+            '\u{1ccd6}',
+            '\u{10d50}',
+        ] {
+            assert_eq!(
+                forbidden_character(newer),
+                Some(ForbiddenCharacter::NewerThanDatabase),
+                "{newer:?}"
             );
         }
         for look_alike in ['\u{fe68}', '\u{ff3c}'] {
