@@ -4,7 +4,7 @@
 //! up to 294276. A plain `INSERT` (an import, another service: an INSERT may give both columns)
 //! could store one, and every read of that user would then fail: the driver turns the value into
 //! a `chrono` date by adding microseconds to its epoch, which overflows (and panics) for the
-//! infinities and past year 262143, and a year past 9999 has no four-digit ISO 8601 form for the
+//! infinities and past year 262142, and a year past 9999 has no four-digit ISO 8601 form for the
 //! API's clients. Check `ck_users_timestamps_in_range` keeps both in [1970-01-01, 10000-01-01)
 //! UTC: no account of this platform predates Unix time, and every client reads those dates.
 //!

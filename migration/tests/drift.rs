@@ -627,7 +627,7 @@ const RECORDED: &[(&str, &str)] = &[
     ),
     (
         "m20261205_000004_users_timestamps_in_range",
-        "657ff51128eae222117977f9f20817c942d32f9909397474064e3ba6ce52b370",
+        "2ab5f6b89f6794f91df6a1db87c1f14a6243ba928f95d42b709865b11e25ae6b",
     ),
     (
         "m20261205_000005_username_unicode_14",

@@ -143,10 +143,16 @@ async fn assert_schema_present(conn: &mut PgConnection) {
 
     let newer = definition("ck_users_username_unicode_14");
     assert!(newer.contains(r"!~ '[\u0897\u0cf3"), "{newer}");
-    let dates = definition("ck_users_timestamps_in_range");
-    assert!(
-        dates.contains("(created_at >= '1970-01-01 00:00:00+00'::timestamp with time zone)"),
-        "{dates}"
+    // Read in UTC (the driver's session time zone): each bound an instant, whatever the zone of
+    // the session that made the check.
+    let [from, to] = ["'1970-01-01 00:00:00+00'", "'10000-01-01 00:00:00+00'"]
+        .map(|instant| format!("{instant}::timestamp with time zone"));
+    assert_eq!(
+        definition("ck_users_timestamps_in_range"),
+        format!(
+            "CHECK (((created_at >= {from}) AND (created_at < {to}) AND \
+             (updated_at >= {from}) AND (updated_at < {to})))"
+        )
     );
 
     let indexes = rows(

@@ -523,26 +523,36 @@ fn the_dockerfiles_dependency_stage_is_a_workspace_cargo_reads() {
         .unwrap();
     assert!(written.success(), "{placeholders}");
     // `cargo fetch` resolves every target of every member, as the build does (`cargo metadata`
-    // does not look for their files); offline, for this machine's platform, whose packages the
-    // workspace's own build fetched already.
+    // does not look for their files); offline, for this machine's platform, whose packages
+    // `cargo test --workspace` fetched already; locked, as the image builds.
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let read = std::process::Command::new(cargo)
-        .args(["fetch", "--offline", "--target", &host_triple()])
+    let read = std::process::Command::new(&cargo)
+        .args([
+            "fetch",
+            "--offline",
+            "--locked",
+            "--target",
+            &host_triple(&cargo),
+        ])
         .current_dir(scratch.path())
         .output()
         .unwrap();
+    let stderr = String::from_utf8_lossy(&read.stderr);
+    assert!(
+        read.status.success() || stderr.contains("--offline"),
+        "docker/Dockerfile's dependency stage is no workspace: {stderr}"
+    );
     assert!(
         read.status.success(),
-        "docker/Dockerfile's dependency stage is no workspace: {}",
-        String::from_utf8_lossy(&read.stderr)
+        "some of the workspace's packages are not downloaded yet (run `cargo fetch` or the \
+         whole `cargo test --workspace` first): {stderr}"
     );
 }
 
-/// The platform rustc builds for by default (`host:` of `rustc -vV`).
+/// The platform cargo builds for by default (`host:` of `cargo -vV`).
 #[cfg(unix)]
-fn host_triple() -> String {
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
-    let output = std::process::Command::new(rustc)
+fn host_triple(cargo: &str) -> String {
+    let output = std::process::Command::new(cargo)
         .arg("-vV")
         .output()
         .unwrap();

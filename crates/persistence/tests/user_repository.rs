@@ -219,8 +219,9 @@ async fn keyset_pagination_returns_every_user_once_in_a_stable_order() {
     );
 }
 
-/// Another writer may give a user's dates (an import); the database keeps them within what the
-/// repository reads (`ck_users_timestamps_in_range`): both ends of that range read back whole.
+/// Another writer may give a user's dates (an import), which the database keeps within a range
+/// (`ck_users_timestamps_in_range`, whose refusals `migration/tests` checks): the repository
+/// reads both ends of that range back whole.
 #[tokio::test]
 async fn dates_at_both_ends_of_the_stored_range_read_back() {
     use sea_orm::sqlx::{self, Connection, PgConnection};
