@@ -6,12 +6,13 @@
 mod common;
 
 use common::{
-    HASH, connect_as_service, database_before, refusal, up_fails_changing_nothing, up_to,
+    HASH, connect_as_service, database_before, insert_returning_id as insert, refusal,
+    up_fails_changing_nothing,
 };
 use counseling_domain::{PasswordHash, PasswordHashError};
 use counseling_testkit::TestDatabase;
 use migration::m20261205_000003_password_hash_canonical::{CONSTRAINT, NAME};
-use migration::sea_orm::sqlx::{self, PgConnection};
+use migration::sea_orm::sqlx::PgConnection;
 
 const ALPHABET: &str = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 /// Where the salt's and the digest's last characters are.
@@ -22,21 +23,6 @@ fn with_character(position: usize, character: char) -> String {
     let mut hash = HASH.to_owned();
     hash.replace_range(position..=position, &character.to_string());
     hash
-}
-
-/// A plain `INSERT`, as any client may write; returns the new row's id.
-async fn insert(
-    conn: &mut PgConnection,
-    username: &str,
-    hash: &str,
-) -> Result<String, sqlx::Error> {
-    sqlx::query_scalar(
-        "INSERT INTO users (username, password_hash) VALUES ($1, $2) RETURNING id::text",
-    )
-    .bind(username)
-    .bind(hash)
-    .fetch_one(conn)
-    .await
 }
 
 #[tokio::test]
@@ -90,15 +76,9 @@ async fn existing_hashes_no_password_matches_stop_the_migration_naming_them() {
 
 #[tokio::test]
 async fn down_drops_the_check() {
-    let (db, orm, _) = database_before(NAME).await;
-    up_to(&orm, NAME).await;
-    let mut service = connect_as_service(&db).await;
-    let refused = insert(&mut service, r"\school\a", &with_character(28, 'v')).await;
-    assert_eq!(refusal(&refused.unwrap_err()).1, CONSTRAINT);
-    assert_eq!(migration::roll_back(&orm, 1).await.unwrap(), [NAME]);
-    insert(&mut service, r"\school\a", &with_character(28, 'v'))
-        .await
-        .unwrap();
+    let write =
+        async |conn: &mut PgConnection| insert(conn, r"\school\a", &with_character(28, 'v')).await;
+    common::down_drops_the_check(NAME, CONSTRAINT, write).await;
 }
 
 /// A row committed after the migration looked at the rows, before its check was added, fails the

@@ -7,7 +7,8 @@
 mod common;
 
 use common::{
-    HASH, connect_as_service, database_before, refusal, up_fails_changing_nothing, up_to,
+    HASH, connect_as_service, database_before, insert_returning_id, refusal,
+    up_fails_changing_nothing,
 };
 use counseling_domain::{NEWER_THAN_DATABASE, Username, UsernameError};
 use counseling_testkit::TestDatabase;
@@ -16,13 +17,7 @@ use migration::sea_orm::sqlx::{self, PgConnection};
 
 /// A plain `INSERT`, as any client may write; returns the new row's id.
 async fn insert(conn: &mut PgConnection, username: &str) -> Result<String, sqlx::Error> {
-    sqlx::query_scalar(
-        "INSERT INTO users (username, password_hash) VALUES ($1, $2) RETURNING id::text",
-    )
-    .bind(username)
-    .bind(HASH)
-    .fetch_one(conn)
-    .await
+    insert_returning_id(conn, username, HASH).await
 }
 
 #[test]
@@ -107,13 +102,8 @@ async fn existing_newer_characters_stop_the_migration_naming_them() {
 
 #[tokio::test]
 async fn down_drops_the_check() {
-    let (db, orm, _) = database_before(NAME).await;
-    up_to(&orm, NAME).await;
-    let mut service = connect_as_service(&db).await;
-    let refused = insert(&mut service, "\\school\\\u{1ccd6}").await;
-    assert_eq!(refusal(&refused.unwrap_err()).1, CONSTRAINT);
-    assert_eq!(migration::roll_back(&orm, 1).await.unwrap(), [NAME]);
-    insert(&mut service, "\\school\\\u{1ccd6}").await.unwrap();
+    let write = async |conn: &mut PgConnection| insert(conn, "\\school\\\u{1ccd6}").await;
+    common::down_drops_the_check(NAME, CONSTRAINT, write).await;
 }
 
 /// A row committed after the migration looked at the rows, before its check was added, fails the

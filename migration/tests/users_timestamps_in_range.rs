@@ -6,9 +6,7 @@
 
 mod common;
 
-use common::{
-    HASH, connect_as_service, database_before, refusal, up_fails_changing_nothing, up_to,
-};
+use common::{HASH, connect_as_service, database_before, refusal, up_fails_changing_nothing};
 use counseling_testkit::TestDatabase;
 use migration::m20261205_000004_users_timestamps_in_range::{CONSTRAINT, NAME};
 use migration::sea_orm::sqlx::{self, PgConnection};
@@ -93,15 +91,8 @@ async fn existing_dates_outside_the_range_stop_the_migration_naming_them() {
 
 #[tokio::test]
 async fn down_drops_the_check() {
-    let (db, orm, _) = database_before(NAME).await;
-    up_to(&orm, NAME).await;
-    let mut service = connect_as_service(&db).await;
-    let refused = insert(&mut service, r"\school\a", "infinity", FIRST).await;
-    assert_eq!(refusal(&refused.unwrap_err()).1, CONSTRAINT);
-    assert_eq!(migration::roll_back(&orm, 1).await.unwrap(), [NAME]);
-    insert(&mut service, r"\school\a", "infinity", FIRST)
-        .await
-        .unwrap();
+    let write = async |conn: &mut PgConnection| insert(conn, r"\school\a", "infinity", FIRST).await;
+    common::down_drops_the_check(NAME, CONSTRAINT, write).await;
 }
 
 /// A row committed after the migration looked at the rows, before its check was added, fails the

@@ -170,17 +170,42 @@ pub async fn insert_previous_release(
     .map_err(sqlstate)
 }
 
-/// Inserts a user as the schema before the identity migration allows: no key column yet.
-/// Returns its id.
-pub async fn insert_before_identity(conn: &mut PgConnection, username: &str) -> String {
+/// A plain `INSERT` of the story's two columns, as any client writes; returns the new row's id.
+pub async fn insert_returning_id(
+    conn: &mut PgConnection,
+    username: &str,
+    hash: &str,
+) -> Result<String, sqlx::Error> {
     sqlx::query_scalar(
         "INSERT INTO users (username, password_hash) VALUES ($1, $2) RETURNING id::text",
     )
     .bind(username)
-    .bind(HASH)
+    .bind(hash)
     .fetch_one(conn)
     .await
-    .unwrap()
+}
+
+/// Inserts a user as the schema before the identity migration allows: no key column yet.
+/// Returns its id.
+pub async fn insert_before_identity(conn: &mut PgConnection, username: &str) -> String {
+    insert_returning_id(conn, username, HASH).await.unwrap()
+}
+
+/// With migration `name` applied, `write` (a row that breaks its check, as the service's role
+/// writes it) is refused naming `constraint`; once `name` alone is rolled back, the same write is
+/// stored.
+pub async fn down_drops_the_check(
+    name: &str,
+    constraint: &str,
+    write: impl AsyncFn(&mut PgConnection) -> Result<String, sqlx::Error>,
+) {
+    let (db, orm, _) = database_before(name).await;
+    up_to(&orm, name).await;
+    let mut service = connect_as_service(&db).await;
+    let refused = write(&mut service).await.unwrap_err();
+    assert_eq!(refusal(&refused).1, constraint);
+    assert_eq!(migration::roll_back(&orm, 1).await.unwrap(), [name]);
+    write(&mut service).await.unwrap();
 }
 
 /// The users schema as the catalog shows it: columns (with collation and comment), constraints
