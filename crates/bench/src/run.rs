@@ -7,11 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use counseling_config::DatabaseUrl;
-use counseling_provision::url::with_database;
 use counseling_testkit::tls::ServerTls;
 use counseling_testkit::{ClusterOptions, PgCluster};
 use sea_orm::sqlx::{Connection, PgConnection};
-use secrecy::ExposeSecret;
 
 use crate::report::{Figures, merge};
 use crate::stats::{Pairs, percentile};
@@ -54,29 +52,16 @@ pub fn run() -> Result<()> {
     // The service's role, as deployed: it may read and write rows, nothing more. The load phase
     // of the lookups (TRUNCATE, VACUUM) runs as the schema's owner.
     let database = runtime.block_on(cluster.migrated_database())?;
-    let service = DatabaseUrl::parse(&database.url())?;
     // Plaintext explicitly (pgbench too): the server offers TLS, and `prefer` would take it.
     let plaintext = [("sslmode", "disable")];
-    let url = with_database(&service, database.name(), &plaintext)?;
+    let url = DatabaseUrl::parse(&database.url_with(&plaintext))?;
     let owner_url = DatabaseUrl::parse(&database.owner_url_with(&plaintext))?;
     let ca = cluster
         .tls_files()
         .context("the cluster serves TLS")?
         .parameters("verify-full");
-    let tls_url = with_database(&service, database.name(), &ca)?;
-    let mut libpq = cluster.libpq_environment(database.name());
-    for (name, value) in &mut libpq {
-        match *name {
-            "PGUSER" => *value = service.username().to_owned(),
-            "PGPASSWORD" => {
-                let password = service
-                    .password()
-                    .context("the service's URL has a password")?;
-                *value = password.expose_secret().to_owned();
-            }
-            _ => {}
-        }
-    }
+    let tls_url = DatabaseUrl::parse(&database.url_with(&ca))?;
+    let mut libpq = database.libpq_environment()?;
     libpq.push(("PGSSLMODE", "disable".to_owned()));
     let bench = Bench {
         work: work.path().to_owned(),

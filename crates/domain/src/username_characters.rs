@@ -151,19 +151,14 @@ pub(crate) fn forbidden_character(character: char) -> Option<ForbiddenCharacter>
     }
 }
 
-fn is_newer_than_database(character: char) -> bool {
+/// Whether `character` was assigned after [`DATABASE_UNICODE_VERSION`] ([`NEWER_THAN_DATABASE`]).
+pub fn is_newer_than_database(character: char) -> bool {
     let code = u32::from(character);
+    // The first range that does not end before `code` (the ranges are sorted).
+    let index = NEWER_THAN_DATABASE.partition_point(|&(_, last)| last < code);
     NEWER_THAN_DATABASE
-        .binary_search_by(|&(first, last)| {
-            if last < code {
-                std::cmp::Ordering::Less
-            } else if first > code {
-                std::cmp::Ordering::Greater
-            } else {
-                std::cmp::Ordering::Equal
-            }
-        })
-        .is_ok()
+        .get(index)
+        .is_some_and(|&(first, _)| first <= code)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 mod common;
 
 use common::HASH;
-use counseling_domain::{NEWER_THAN_DATABASE, Username};
+use counseling_domain::{Username, is_newer_than_database};
 use counseling_testkit::TestDatabase;
 use proptest::prelude::*;
 use sea_orm::sqlx::{self, Connection, PgConnection};
@@ -42,13 +42,9 @@ fn username_like() -> impl Strategy<Value = String> {
 /// (which both refuse, and which would otherwise be in nearly every name this long).
 fn well_formed() -> impl Strategy<Value = String> {
     let known = |part: String| -> String {
-        let newer = |c: char| {
-            let code = u32::from(c);
-            NEWER_THAN_DATABASE
-                .iter()
-                .any(|&(first, last)| (first..=last).contains(&code))
-        };
-        part.chars().filter(|&c| !newer(c)).collect()
+        part.chars()
+            .filter(|&c| !is_newer_than_database(c))
+            .collect()
     };
     (
         r"[^\\\p{C}\p{Zl}\p{Zp}\s][^\\\p{C}\p{Zl}\p{Zp}]{0,30}",

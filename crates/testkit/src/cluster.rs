@@ -230,13 +230,8 @@ impl PgCluster {
     /// superuser on `database`: for `psql`, `pgbench` and scripts, passed in an environment,
     /// never on a command line.
     pub fn libpq_environment(&self, database: &str) -> Vec<(&'static str, String)> {
-        vec![
-            ("PGHOST", "127.0.0.1".to_owned()),
-            ("PGPORT", self.port().to_string()),
-            ("PGUSER", SUPERUSER.to_owned()),
-            ("PGPASSWORD", self.password().to_owned()),
-            ("PGDATABASE", database.to_owned()),
-        ]
+        let password = Some(self.password());
+        libpq_variables("127.0.0.1", self.port(), SUPERUSER, password, database)
     }
 
     /// The files a client needs for this cluster's TLS: the CA (`sslrootcert`) and, if the
@@ -470,6 +465,24 @@ fn sweep_dead_clusters(parent: &Path) {
 pub(crate) fn exposed(url: Result<DatabaseUrl>) -> String {
     url.map(|url| url.expose_secret().to_owned())
         .unwrap_or_default()
+}
+
+/// libpq's variables for a login: [`PgCluster::libpq_environment`].
+pub(crate) fn libpq_variables(
+    host: &str,
+    port: u16,
+    user: &str,
+    password: Option<&str>,
+    database: &str,
+) -> Vec<(&'static str, String)> {
+    let mut variables = vec![
+        ("PGHOST", host.to_owned()),
+        ("PGPORT", port.to_string()),
+        ("PGUSER", user.to_owned()),
+        ("PGDATABASE", database.to_owned()),
+    ];
+    variables.extend(password.map(|password| ("PGPASSWORD", password.to_owned())));
+    variables
 }
 
 #[cfg(test)]

@@ -9,9 +9,10 @@ use migration::roles::quoted;
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sea_orm::sqlx::{Connection, PgConnection};
 use sea_orm::{DatabaseConnection, SqlxPostgresConnector};
+use secrecy::ExposeSecret;
 use tokio::sync::OnceCell;
 
-use crate::cluster::{OWNER_ROLE, PgCluster, Role, SERVICE_ROLE, exposed};
+use crate::cluster::{OWNER_ROLE, PgCluster, Role, SERVICE_ROLE, exposed, libpq_variables};
 use crate::{Result, TestkitError};
 
 /// Where test databases are created: a server given by `DATABASE_URL_TEST`, or a cluster.
@@ -227,6 +228,21 @@ impl TestDatabase {
     /// [`Self::owner_url`] with query `parameters`.
     pub fn owner_url_with(&self, parameters: &[(&str, &str)]) -> String {
         exposed(self.database_url(true, parameters))
+    }
+
+    /// libpq's variables (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`) for this
+    /// database as the service's role (see [`Self::url`]): for `psql` and `pgbench` run as the
+    /// service runs, passed in an environment, never on a command line.
+    pub fn libpq_environment(&self) -> Result<Vec<(&'static str, String)>> {
+        let url = self.database_url(false, &[])?;
+        let password = url.password().map(ExposeSecret::expose_secret);
+        Ok(libpq_variables(
+            url.host(),
+            url.port(),
+            url.username(),
+            password,
+            &self.name,
+        ))
     }
 
     /// The settings of a small pool on this database as the service's role (see
