@@ -227,6 +227,10 @@ pub enum ConnectError {
     /// The last host did not answer within `connect_timeout`.
     #[error("the server did not answer within connect_timeout")]
     TimedOut,
+    /// The last host's name did not resolve to an address (a typo, or no DNS): not a server
+    /// that went away.
+    #[error("the host name did not resolve to an address")]
+    HostNotResolved,
     /// Every host that answered had the wrong kind of session.
     #[error("no server of the list has a {0} session")]
     NoSuitableHost(TargetSessionAttrs),
@@ -388,7 +392,7 @@ impl Connector {
         'passes: for wanted in passes {
             for &index in &order {
                 let options = self.options_for(&self.endpoints[index])?;
-                let attempt = attempt(&options, *wanted);
+                let attempt = attempt(&options, &self.endpoints[index], *wanted);
                 let outcome = match self.connect_timeout {
                     Some(limit) => tokio::time::timeout(limit, attempt)
                         .await
@@ -404,6 +408,9 @@ impl Connector {
                     }
                     Err(Attempt::Unsuitable) => unsuitable = true,
                     Err(Attempt::TimedOut) => last_error = Some(ConnectError::TimedOut),
+                    Err(Attempt::HostNotResolved) => {
+                        last_error = Some(ConnectError::HostNotResolved);
+                    }
                     Err(Attempt::Failed(error)) => {
                         let final_error = is_authentication_failure(&error);
                         last_error = Some(ConnectError::Driver(error));
@@ -435,17 +442,30 @@ impl Connector {
 enum Attempt {
     Failed(sqlx::Error),
     TimedOut,
+    HostNotResolved,
     Unsuitable,
 }
 
 /// Connects to one host and checks its session when `wanted` is not `Any`.
 async fn attempt(
     options: &PgConnectOptions,
+    endpoint: &Endpoint,
     wanted: TargetSessionAttrs,
 ) -> Result<PgConnection, Attempt> {
-    let mut connection = panic_as_protocol_error(options.connect())
-        .await
-        .map_err(Attempt::Failed)?;
+    let mut connection = match panic_as_protocol_error(options.connect()).await {
+        Ok(connection) => connection,
+        Err(error) if !endpoint.is_socket() && is_unclassified_io(&error) => {
+            // The standard library reports a failed name lookup with an error kind that stable
+            // Rust cannot match, so the name is looked up again to tell a typo from a lost
+            // connection: only on this failure path, never for a connection that opens.
+            let lookup = tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port)).await;
+            return Err(match lookup {
+                Err(_) => Attempt::HostNotResolved,
+                Ok(_) => Attempt::Failed(error),
+            });
+        }
+        Err(error) => return Err(Attempt::Failed(error)),
+    };
     if wanted == TargetSessionAttrs::Any {
         return Ok(connection);
     }
@@ -456,6 +476,24 @@ async fn attempt(
             Err(Attempt::Unsuitable)
         }
         Err(error) => Err(Attempt::Failed(error)),
+    }
+}
+
+/// An I/O error of no kind the standard library names, which is what a failed name lookup gives.
+fn is_unclassified_io(error: &sqlx::Error) -> bool {
+    use std::io::ErrorKind;
+    match error {
+        sqlx::Error::Io(io) => !matches!(
+            io.kind(),
+            ErrorKind::ConnectionRefused
+                | ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::TimedOut
+                | ErrorKind::BrokenPipe
+                | ErrorKind::UnexpectedEof
+                | ErrorKind::InvalidData
+        ),
+        _ => false,
     }
 }
 

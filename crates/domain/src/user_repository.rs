@@ -9,6 +9,9 @@ use crate::{NewUser, PasswordHash, User, UserId, Username};
 pub enum Unavailability {
     /// Nothing accepted the connection.
     ConnectionRefused,
+    /// The database's host name did not resolve to an address: a typo or no DNS, not a server
+    /// that went away.
+    HostNotResolved,
     /// The database did not answer in time (connect, query, statement or call deadline).
     Timeout,
     /// Every pooled connection was busy for the whole acquire timeout.
@@ -37,6 +40,7 @@ impl Unavailability {
     pub const fn as_str(&self) -> &'static str {
         match self {
             Unavailability::ConnectionRefused => "connection refused",
+            Unavailability::HostNotResolved => "host name not resolved",
             Unavailability::Timeout => "Connection timeout",
             Unavailability::PoolExhausted => "pool exhausted",
             Unavailability::ConnectionLost => "connection lost",

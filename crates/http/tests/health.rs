@@ -190,7 +190,8 @@ async fn unreachable_database_gives_503_quickly_and_live_stays_200() {
     assert_eq!(reply.json(), serde_json::json!({"status": "alive"}));
 }
 
-/// Down two ways: refusing connections (port 1) answers at once; a black hole (a listener that
+/// Down three ways: refusing connections (port 1) or a name that does not resolve answers at
+/// once; a black hole (a listener that
 /// never accepts) only by the timeout, which 40 probes at once must not stretch.
 #[tokio::test]
 async fn many_probes_while_the_database_is_down_all_answer_within_the_timeout() {
@@ -198,6 +199,8 @@ async fn many_probes_while_the_database_is_down_all_answer_within_the_timeout() 
     let black_holed = format!("postgres://u:p@{}/db", black_hole.local_addr().unwrap());
     for (url, reason) in [
         ("postgres://u:p@127.0.0.1:1/db", "connection refused"),
+        // RFC 6761: `.invalid` never resolves.
+        ("postgres://u:p@db.invalid/db", "host name not resolved"),
         (black_holed.as_str(), "Connection timeout"),
     ] {
         let port = spawn_app(url, &[("HEALTH_TIMEOUT_MS", "800")]);

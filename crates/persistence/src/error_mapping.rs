@@ -46,6 +46,7 @@ impl Failure {
                 Unavailability::Timeout => Some(Discard::Timeout),
                 Unavailability::ConnectionLost
                 | Unavailability::ConnectionRefused
+                | Unavailability::HostNotResolved
                 | Unavailability::Rejected
                 | Unavailability::AuthenticationFailed
                 | Unavailability::UnknownDatabase
@@ -210,6 +211,7 @@ pub(crate) fn from_connect(error: &ConnectError) -> Failure {
     match error {
         ConnectError::Driver(error) => from_sqlx(error),
         ConnectError::TimedOut => unavailable(Unavailability::Timeout),
+        ConnectError::HostNotResolved => unavailable(Unavailability::HostNotResolved),
         // No host of the list takes writes: as for a write on a standby.
         ConnectError::NoSuitableHost(attrs) if attrs.wants_writes() => {
             unavailable(Unavailability::ReadOnly)
