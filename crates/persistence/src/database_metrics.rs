@@ -88,16 +88,20 @@ pub(crate) enum Outcome {
     Conflict,
     /// The database could not be reached or did not answer in time.
     Unavailable,
+    /// A write was sent but its connection failed before the answer: it may be stored. Counted
+    /// apart, as each one may need reconciling.
+    Unknown,
     /// Anything else: rejected data, unexpected errors.
     Error,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 5] = [
+    const ALL: [Outcome; 6] = [
         Outcome::Ok,
         Outcome::NotFound,
         Outcome::Conflict,
         Outcome::Unavailable,
+        Outcome::Unknown,
         Outcome::Error,
     ];
 
@@ -107,6 +111,7 @@ impl Outcome {
             Outcome::NotFound => "not_found",
             Outcome::Conflict => "conflict",
             Outcome::Unavailable => "unavailable",
+            Outcome::Unknown => "unknown",
             Outcome::Error => "error",
         }
     }
@@ -123,8 +128,8 @@ impl Outcome {
 
     pub(crate) fn of_store_error(error: &StoreError) -> Self {
         match error {
-            // A write left unconfirmed by a failed connection counts as the connection's failure.
-            StoreError::Unavailable(_) | StoreError::OutcomeUnknown => Outcome::Unavailable,
+            StoreError::Unavailable(_) => Outcome::Unavailable,
+            StoreError::OutcomeUnknown => Outcome::Unknown,
             StoreError::Conflict(_) => Outcome::Conflict,
             StoreError::Unexpected(_) => Outcome::Error,
         }
@@ -203,7 +208,7 @@ impl DatabaseMetrics {
         );
         describe_counter!(
             OPERATIONS,
-            "Repository operations and units of work by outcome (ok, not_found, conflict, unavailable, error)."
+            "Repository operations and units of work by outcome (ok, not_found, conflict, unavailable, unknown, error)."
         );
         describe_histogram!(
             CONNECTION_WAIT_TIME,

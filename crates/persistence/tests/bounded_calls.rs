@@ -6,7 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{connect, new_user, open_idle_connections, private_database, settings_for};
+use common::{
+    connect, new_user, open_idle_connections, private_database, recorded_pool, scrape, settings_for,
+};
 use counseling_domain::{CreateUserError, StoreError, Unavailability, UserRepository, Username};
 use counseling_persistence::{DEADLINE_MARGIN, Database, PgUserRepository};
 use counseling_testkit::fixtures::eventually;
@@ -19,7 +21,7 @@ const TIMEOUT: StoreError = StoreError::Unavailable(Unavailability::Timeout);
 async fn calls_against_a_frozen_server_time_out_and_discard_their_connections() {
     let (cluster, _test_db, mut settings) = private_database().await;
     settings.pool.statement_timeout = Duration::from_millis(300);
-    let database = connect(&settings);
+    let (recorder, database) = recorded_pool(&settings);
     let users = PgUserRepository::new(database.clone());
     let alice = users.create(new_user(r"\school\alice")).await.unwrap();
     // Open three connections at once, so each call below runs on an established one (a new
@@ -77,6 +79,12 @@ async fn calls_against_a_frozen_server_time_out_and_discard_their_connections() 
     // Bob's INSERT may or may not be stored: here its connection had yet to prepare it, a round
     // trip the frozen server never answered, so it never ran (the next test shows a COMMIT that
     // ran all the same).
+    // Counted apart from the writes known not to be stored.
+    let unconfirmed = [("operation", "create"), ("outcome", "unknown")];
+    assert_eq!(
+        scrape(&recorder).value("db_client_operations_total", &unconfirmed),
+        1.0
+    );
 }
 
 /// A unit that runs `call` (a write or a read) at 1.5 s, then sends its COMMIT to a server frozen
