@@ -396,8 +396,14 @@ pub(crate) enum Ended {
 const REFUSED: &str = "refused: the unit of work had ended";
 
 /// Whether `error` is a call's refusal by a session whose unit of work had ended: it ran nothing.
+/// Matched by its shape, not its text: a server's message may quote a client's input.
 pub(crate) fn is_refusal(error: &DbErr) -> bool {
-    error.to_string().contains(REFUSED)
+    match error {
+        DbErr::Exec(RuntimeErr::SqlxError(error)) | DbErr::Query(RuntimeErr::SqlxError(error)) => {
+            matches!(&**error, sqlx::Error::Protocol(message) if message == REFUSED)
+        }
+        _ => false,
+    }
 }
 
 fn timed_out() -> sqlx::Error {
@@ -505,5 +511,20 @@ impl ConnectionTrait for Session {
         })
         .await
         .map(|rows| rows.into_iter().map(QueryResult::from).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_is_known_by_its_shape_not_by_its_text() {
+        assert!(is_refusal(&as_exec_error(closed())));
+        // A server's message may quote a client's input, such as these words.
+        let quoted = DbErr::Custom(format!("invalid input syntax: \"{REFUSED}\""));
+        assert!(!is_refusal(&quoted));
+        let other_protocol_error = sqlx::Error::Protocol(format!("unexpected: {REFUSED}"));
+        assert!(!is_refusal(&as_exec_error(other_protocol_error)));
     }
 }
