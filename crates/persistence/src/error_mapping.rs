@@ -307,8 +307,27 @@ fn unexpected(what: &str) -> Failure {
     Failure::Store(StoreError::Unexpected(what.to_owned()))
 }
 
+/// The name of the index `name` stands in for while `REINDEX … CONCURRENTLY` rebuilds it: the
+/// copy it builds (`<name>_ccnew`, numbered if taken) and, after the swap, the old index
+/// (`<name>_ccold`) are both checked on insert, and the old one first, so a duplicate can name
+/// either until the rebuild ends.
+fn rebuilt_index(name: &str) -> &str {
+    let Some(at) = name.rfind("_cc") else {
+        return name;
+    };
+    let (base, suffix) = name.split_at(at);
+    let number = suffix
+        .strip_prefix("_ccold")
+        .or_else(|| suffix.strip_prefix("_ccnew"));
+    match number {
+        Some(digits) if digits.bytes().all(|byte| byte.is_ascii_digit()) => base,
+        _ => name,
+    }
+}
+
 fn from_sqlstate(code: &str, constraint: Option<&str>) -> Failure {
     let unavailable = |why| Failure::Store(StoreError::Unavailable(why));
+    let constraint = constraint.map(rebuilt_index);
     match code {
         "23505" if constraint.is_some_and(|name| USERNAME_UNIQUE_INDEXES.contains(&name)) => {
             Failure::UsernameTaken
@@ -367,6 +386,27 @@ mod tests {
             (
                 ("23505", Some("idx_users_username_identity")),
                 Failure::UsernameTaken,
+            ),
+            // Mid-rebuild (REINDEX CONCURRENTLY), the old index, renamed, is checked first.
+            (
+                ("23505", Some("idx_users_username_identity_ccold")),
+                Failure::UsernameTaken,
+            ),
+            (
+                ("23505", Some("idx_users_username_ccnew1")),
+                Failure::UsernameTaken,
+            ),
+            (
+                ("23505", Some("users_pkey_ccold")),
+                Failure::Rejected {
+                    rule: "users_pkey".into(),
+                },
+            ),
+            (
+                ("23505", Some("idx_users_username_ccx")),
+                Failure::Rejected {
+                    rule: "idx_users_username_ccx".into(),
+                },
             ),
             (
                 ("23505", Some("users_pkey")),

@@ -332,3 +332,62 @@ async fn a_name_only_the_database_refuses_is_rejected_naming_its_rule() {
         }
     );
 }
+
+/// `REINDEX … CONCURRENTLY` renames the old index `…_ccold` and keeps checking it, first, until
+/// every session that held a lock on the table when it swapped has ended: a twin is still
+/// taken, not a rejection naming `idx_users_username_identity_ccold`.
+#[tokio::test]
+async fn a_twin_is_taken_while_the_identity_index_is_rebuilt() {
+    let (test_db, _database, users) = repository().await;
+    // A twin only the identity index sees: the previous release's key folds ß to ss.
+    let mut writer = PgConnection::connect_with(&test_db.options())
+        .await
+        .unwrap();
+    sqlx::query(
+        r"INSERT INTO users (username, password_hash, username_key)
+          VALUES ('\school\straße', $1, '\school\strasse')",
+    )
+    .bind(HASH)
+    .execute(&mut writer)
+    .await
+    .unwrap();
+    // A reader idle in its transaction holds its lock but no snapshot: the rebuild stops only
+    // at its last waits, after the swap.
+    let mut reader = PgConnection::connect_with(&test_db.options())
+        .await
+        .unwrap();
+    sqlx::raw_sql("BEGIN; SELECT 1 FROM users LIMIT 1")
+        .execute(&mut reader)
+        .await
+        .unwrap();
+    let owner_url = test_db.owner_url();
+    let rebuild = tokio::spawn(async move {
+        let mut owner = PgConnection::connect(&owner_url).await.unwrap();
+        sqlx::raw_sql("REINDEX INDEX CONCURRENTLY idx_users_username_identity")
+            .execute(&mut owner)
+            .await
+    });
+    let mut observer = PgConnection::connect_with(&test_db.options())
+        .await
+        .unwrap();
+    eventually("the swap", Duration::from_secs(10), async || {
+        let renamed: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM pg_class WHERE relname = 'idx_users_username_identity_ccold'",
+        )
+        .fetch_optional(&mut observer)
+        .await
+        .unwrap();
+        renamed
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        users
+            .create(common::new_user(r"\school\Straße"))
+            .await
+            .unwrap_err(),
+        CreateUserError::UsernameTaken
+    );
+    sqlx::raw_sql("COMMIT").execute(&mut reader).await.unwrap();
+    rebuild.await.unwrap().unwrap();
+}
