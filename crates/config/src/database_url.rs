@@ -51,7 +51,10 @@ pub enum DatabaseUrlError {
          %40)"
     )]
     Malformed(String),
-    #[error("has a malformed host list: {0}")]
+    #[error(
+        "has a malformed host list ({0}; percent-encode special characters in the password, e.g. \
+         / as %2F)"
+    )]
     HostList(String),
 }
 
@@ -183,6 +186,19 @@ impl DatabaseUrl {
         };
         if rest.contains('#') {
             return Err(DatabaseUrlError::Malformed("it has a # fragment".into()));
+        }
+        // libpq ends the userinfo at the first @ before any /, so a ? before that @ is part of
+        // the password there, and the start of our query here: what follows it would then be
+        // named in errors as parameters. Refused, as every reading two parsers disagree on is.
+        if let (Some(query), Some(at)) = (rest.find('?'), rest.find('@'))
+            && query < at
+            && rest.find('/').is_none_or(|slash| at < slash)
+        {
+            return Err(DatabaseUrlError::Malformed(
+                "a ? comes before the @ that ends the user name and password: percent-encode a ? \
+                 in them as %3F"
+                    .into(),
+            ));
         }
         let (before_query, raw_query) = match rest.split_once('?') {
             Some((before, query)) => (before, Some(query.to_owned())),
@@ -576,6 +592,11 @@ mod tests {
             "postgres://u:hunter2@h/db?sslmode",
             "postgres://u:hunter2@h/db#x",
             "postgres://u:hunter2%FF@h/db",
+            // libpq reads a ? before the userinfo's @ as part of the password: never taken as
+            // the start of a query, whose names errors would quote.
+            "postgres://u:?hunter2=x@h/db",
+            "postgres://u:8080?hunter2=x@h/db",
+            "postgres://u:?hunter2=x@h",
         ] {
             let error = DatabaseUrl::parse(text).err().unwrap();
             assert!(matches!(error, DatabaseUrlError::Malformed(_)), "{text}");

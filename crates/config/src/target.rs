@@ -339,9 +339,14 @@ impl DatabaseTarget {
                     }
                 }
             });
-        let application_name = parameters
-            .get("application_name")
-            .or_else(|| parameters.get("fallback_application_name"))
+        // An empty name counts as none, as in libpq.
+        let named = |parameter| {
+            parameters
+                .get(parameter)
+                .filter(|(name, _)| !name.is_empty())
+        };
+        let application_name = named("application_name")
+            .or_else(|| named("fallback_application_name"))
             .map_or_else(
                 || session.application_name.clone(),
                 |(name, _)| name.to_owned(),
@@ -839,6 +844,12 @@ fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
             .ok_or_else(|| "has a -c setting without =".to_owned())?;
         if name.is_empty() {
             return Err("has a -c setting without a name".to_owned());
+        }
+        // The driver escapes only spaces and backslashes when it sends the settings on; the
+        // server splits on tabs and line breaks too, so an escaped one would start a switch of
+        // its own there.
+        if setting.chars().any(char::is_control) {
+            return Err("has a control character (a tab, a line break) in a -c setting".to_owned());
         }
         // As the server reads them: dashes in the name (never the value) are underscores.
         let name = name.replace('-', "_").to_ascii_lowercase();

@@ -466,6 +466,9 @@ fn options_pass_server_settings_on_but_not_ours_or_other_switches() {
             "which DATABASE_STATEMENT_TIMEOUT_MS sets",
         ),
         ("-B%20100", "may only hold server settings"),
+        // An escaped tab or line break: the server would split there and read `-P` as a switch.
+        ("-c%20search_path%3Da%5C%09-P", "control character"),
+        ("-c%20search_path%3Da%5C%0A-P", "control character"),
         ("-c", "ends with -c"),
     ] {
         let url = format!("postgres://u:p@h/db?options={options}");
@@ -494,6 +497,19 @@ fn connect_timeout_and_names_follow_libpq() {
     .unwrap();
     assert_eq!(c.connect_timeout, None);
     assert_eq!(c.application_name(), "mine");
+    // An empty name is none, as in libpq: the fallback, else the program's own.
+    let c = connector(&[(
+        "DATABASE_URL",
+        "postgres://u:p@h/db?application_name=&fallback_application_name=tool",
+    )])
+    .unwrap();
+    assert_eq!(c.application_name(), "tool");
+    let c = connector(&[(
+        "DATABASE_URL",
+        "postgres://u:p@h/db?application_name=&fallback_application_name=",
+    )])
+    .unwrap();
+    assert_ne!(c.application_name(), "");
     assert_eq!(
         connector(&[("DATABASE_URL", "postgres://u:p@h/db")])
             .unwrap()
