@@ -307,7 +307,8 @@ impl Connector {
         self.database.as_deref()
     }
 
-    /// The driver's options for one host; the password file, if any, is read now.
+    /// The driver's options for one host; the password file, if any, is read now. They hold
+    /// the password, and the driver's `Debug` prints it: never format them.
     pub fn options_for(&self, endpoint: &Endpoint) -> Result<PgConnectOptions, ConnectError> {
         let mut options = PgConnectOptions::new_without_pgpass().port(endpoint.port);
         options = if endpoint.is_socket() {
@@ -351,9 +352,16 @@ impl Connector {
         match &self.password {
             Password::None => Ok(None),
             Password::Given(password) => Ok(Some(password.clone())),
-            Password::File { variable, path } => read_secret_file(path)
-                .map(|read| Some(read.secret))
-                .map_err(|problem| ConnectError::PasswordFile(format!("{variable}: {problem}"))),
+            Password::File { variable, path } => match read_secret_file(path) {
+                // Checked at each read, as at start: a rotation may write the example's.
+                Ok(read) if crate::target::is_placeholder(&read.secret) => {
+                    Err(ConnectError::PasswordFile(format!(
+                        "{variable}: holds the example's placeholder password"
+                    )))
+                }
+                Ok(read) => Ok(Some(read.secret)),
+                Err(problem) => Err(ConnectError::PasswordFile(format!("{variable}: {problem}"))),
+            },
         }
     }
 
@@ -431,7 +439,7 @@ impl Connector {
 
     /// The driver's options for the host [`Connector::connect`] reaches now (its connection is
     /// closed again): for a client that must open its connections itself, such as the migration
-    /// CLI's pool of one.
+    /// CLI's pool of one. As [`Connector::options_for`]'s, they are never to be formatted.
     pub async fn locate(&self) -> Result<PgConnectOptions, ConnectError> {
         let connected = self.connect().await?;
         let _ = tokio::time::timeout(CLOSE_LIMIT, connected.connection.close()).await;

@@ -330,6 +330,7 @@ impl DatabaseUrl {
     /// The driver's connect options for the first host, as the driver itself reads this URL:
     /// for tools and tests that connect to a server of their own. The service and the migration
     /// CLI connect through [`crate::DatabaseTarget`], which honours or refuses every parameter.
+    /// The options hold the password, and the driver's `Debug` prints it: never format them.
     pub fn connect_options(&self) -> PgConnectOptions {
         let mut options = PgConnectOptions::new_without_pgpass()
             .host(self.host())

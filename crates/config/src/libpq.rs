@@ -285,9 +285,24 @@ impl ParameterProblem {
 
 /// The parameters in effect: each one's value and where it came from, the URL winning over the
 /// environment as in libpq. Only honoured parameters are kept; every other one is a problem.
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub(crate) struct LibpqParameters {
     values: BTreeMap<&'static str, (String, ParameterOrigin)>,
+}
+
+// Hand-written: the values include `password` (the URL's parameter, or PGPASSWORD).
+impl std::fmt::Debug for LibpqParameters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = self.values.iter().map(|(name, (value, origin))| {
+            let value = if *name == "password" {
+                "[redacted]"
+            } else {
+                value.as_str()
+            };
+            (name, (value, origin))
+        });
+        f.debug_map().entries(shown).finish()
+    }
 }
 
 impl LibpqParameters {
@@ -431,6 +446,22 @@ impl LibpqParameters {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn debug_output_redacts_the_password() {
+        let (found, _) = read(
+            "postgres://u@h/db?password=hunter2&sslmode=require",
+            &[("PGAPPNAME", "tool")],
+        );
+        let shown = format!("{found:?}");
+        assert!(
+            shown.contains("require") && shown.contains("[redacted]"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let (found, _) = read("postgres://u@h/db", &[("PGPASSWORD", "hunter2")]);
+        assert!(!format!("{found:?}").contains("hunter2"));
+    }
 
     fn read(url: &str, environment: &[(&str, &str)]) -> (LibpqParameters, Vec<ParameterProblem>) {
         let url = DatabaseUrl::parse(url).unwrap();

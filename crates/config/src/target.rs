@@ -222,8 +222,17 @@ impl DatabaseTarget {
                     .filter(|(name, _)| *name == "password")
                     .map(|(_, value)| SecretString::from(value.to_owned())),
             );
-            if in_url.into_iter().any(|password| is_placeholder(&password)) {
+            let in_url: Vec<SecretString> = in_url.collect();
+            if in_url.iter().any(is_placeholder) {
                 problems.push(placeholder(url_variable));
+            }
+            // PGPASSWORD is used where the URL gives none (with a password file, it is refused
+            // above).
+            if in_url.is_empty()
+                && let Some(password) = sources.environment("PGPASSWORD")
+                && is_placeholder(&SecretString::from(password.to_owned()))
+            {
+                problems.push(placeholder("PGPASSWORD"));
             }
         }
         let mode_override =
@@ -569,7 +578,7 @@ fn value<'a>(sources: &'a Sources, name: &str) -> Option<&'a str> {
         .filter(|text| !text.is_empty())
 }
 
-fn is_placeholder(password: &SecretString) -> bool {
+pub(crate) fn is_placeholder(password: &SecretString) -> bool {
     password
         .expose_secret()
         .starts_with(PLACEHOLDER_PASSWORD_PREFIX)

@@ -324,12 +324,38 @@ fn the_examples_placeholder_passwords_are_refused_wherever_they_are() {
             ],
             "DATABASE_PASSWORD_FILE",
         ),
+        (
+            vec![
+                ("DATABASE_URL", "postgres://svc@127.0.0.1/app".to_owned()),
+                ("PGPASSWORD", "change-me-service".to_owned()),
+            ],
+            "PGPASSWORD",
+        ),
     ] {
         let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let problems = connector(&vars).unwrap_err();
         assert_eq!(variables(&problems), [variable], "{problems}");
         assert!(problems.to_string().contains("placeholder"), "{problems}");
     }
+}
+
+/// The password file is read at each connect: a rotation to the example's placeholder is
+/// refused there, as at start.
+#[test]
+fn a_password_file_rotated_to_a_placeholder_is_refused_at_the_next_connect() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = private_file(dir.path(), "password", "a-real-one\n");
+    let c = connector(&[
+        ("DATABASE_URL", "postgres://svc@127.0.0.1/app"),
+        ("DATABASE_PASSWORD_FILE", &file),
+    ])
+    .unwrap();
+    assert!(c.password().unwrap().is_some());
+    std::fs::write(&file, "change-me-service\n").unwrap();
+    let Err(crate::ConnectError::PasswordFile(problem)) = c.password() else {
+        panic!("a placeholder was taken");
+    };
+    assert!(problem.contains("placeholder"), "{problem}");
 }
 
 #[test]
