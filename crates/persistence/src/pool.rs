@@ -157,7 +157,7 @@ impl ConnectionManager {
 
     /// Closes every connection idle in the pool now, and the keeper's spares, unchecked (those
     /// in use are left: each proves itself, or fails, by itself).
-    fn discard_idle(&self) {
+    pub(crate) fn discard_idle(&self) {
         let spares = std::mem::take(&mut *self.spares());
         self.farewells.fetch_sub(spares.len(), Ordering::SeqCst);
         let Some(pool) = self.pool.get().and_then(WeakPool::upgrade) else {

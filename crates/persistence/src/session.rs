@@ -365,9 +365,17 @@ impl Session {
                 }),
             _ => false,
         };
-        if broken {
+        // feature_not_supported, as "cached plan must not change result type": a migration
+        // changed a column's type under statements this connection prepared, which the driver
+        // keeps and the server refuses every time. Those of the idle connections are as stale.
+        let stale_statements = matches!(&outcome, Err(sqlx::Error::Database(error))
+            if error.code().is_some_and(|code| code == "0A000"));
+        if broken || stale_statements {
             self.unfit.store(true, Ordering::SeqCst);
             note_breakage(connection);
+        }
+        if stale_statements && let Some(pool) = PooledConnection::pool(connection) {
+            pool.manager().discard_idle();
         }
         // An error from the server inside a transaction aborts it: noted before the connection
         // is let go, so that a COMMIT waiting for it knows (see [`Session::commit`]).
