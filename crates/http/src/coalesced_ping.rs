@@ -102,18 +102,22 @@ impl CoalescedPing {
             drop(self.io.spawn(async move { this.drive(driving).await }));
         }
         let margin = Duration::from_millis(100);
+        // The round in flight (a success) plus ours, each bounded by the timeout: one deadline
+        // for both waits, so that the probe stays bounded even if a round overran or a driver
+        // died.
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.timeout * 2 + margin;
         if let Some(mut in_flight) = in_flight
-            && let Ok(Ok(outcome)) =
-                tokio::time::timeout(self.timeout + margin, in_flight.wait_for(Option::is_some))
-                    .await
+            && let Ok(Ok(outcome)) = tokio::time::timeout_at(
+                deadline.min(started + self.timeout + margin),
+                in_flight.wait_for(Option::is_some),
+            )
+            .await
             && let Some(Err(error)) = outcome.clone()
         {
             return Err(error);
         }
-        // The round in flight (a success) plus ours, each bounded by the timeout; never waiting
-        // longer keeps the probe bounded even if a driver died.
-        let limit = self.timeout * 2 + margin;
-        match tokio::time::timeout(limit, receiver.wait_for(Option::is_some)).await {
+        match tokio::time::timeout_at(deadline, receiver.wait_for(Option::is_some)).await {
             Ok(Ok(outcome)) => outcome.clone().unwrap_or(Ok(())),
             // The driver vanished (runtime shutting down) or the limit passed.
             Ok(Err(_)) | Err(_) => Err(StoreError::Unavailable(Unavailability::Timeout)),

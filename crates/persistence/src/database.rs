@@ -575,7 +575,8 @@ impl Database {
         let probe = Box::pin(self.connector().connect());
         match timeout_at(deadline, probe).await {
             Ok(Ok(connected)) => {
-                let _ = connected.connection.close().await;
+                // A goodbye within the check's deadline, or none: the socket closes either way.
+                let _ = timeout_at(deadline, connected.connection.close()).await;
                 StoreError::Unavailable(Unavailability::Timeout)
             }
             Ok(Err(error)) => from_connect(&error).into_store_error(),
