@@ -52,7 +52,7 @@ pub enum DatabaseUrlError {
     )]
     Malformed(String),
     #[error(
-        "has a malformed host list ({0}; percent-encode special characters in the password, e.g. \
+        "has a malformed host list: {0} (percent-encode special characters in the password, e.g. \
          / as %2F)"
     )]
     HostList(String),

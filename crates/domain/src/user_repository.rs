@@ -28,6 +28,11 @@ pub enum Unavailability {
     ReadOnly,
     /// A row or table lock was not granted within `lock_timeout` (SQLSTATE 55P03).
     LockTimeout,
+    /// The database has no users table where this role looks (SQLSTATE 42P01): the migrations
+    /// have not run there, or the URL names another database.
+    SchemaMissing,
+    /// This role lacks a privilege the service needs on the users table (SQLSTATE 42501).
+    PermissionDenied,
     /// TLS was required but the server does not offer it: refused, never downgraded.
     TlsNotOffered,
     /// The TLS handshake failed; the detail says why (shown in logs, not to clients).
@@ -49,6 +54,8 @@ impl Unavailability {
             Unavailability::UnknownDatabase => "database does not exist",
             Unavailability::ReadOnly => "database is read-only",
             Unavailability::LockTimeout => "lock timeout",
+            Unavailability::SchemaMissing => "schema not migrated",
+            Unavailability::PermissionDenied => "permission denied",
             Unavailability::TlsNotOffered => "server does not offer tls",
             Unavailability::TlsHandshakeFailed(_) => "tls handshake failed",
         }

@@ -8,6 +8,7 @@ mod common;
 use common::spawn_app;
 use counseling_testkit::TestDatabase;
 use counseling_testkit::fixtures::{Reply, get_async, send};
+use sea_orm::sqlx::{self, Connection, PgConnection};
 use serde_json::Value;
 
 /// The test kit's GET, with an `x-request-id` header when given.
@@ -256,5 +257,39 @@ async fn a_missing_database_and_a_wrong_password_give_their_own_reason() {
         assert_eq!(reply.status, 503, "{parameter}: {}", reply.body);
         assert_eq!(reply.json()["error"], reason, "{parameter}");
         assert!(!reply.body.contains(value), "{}", reply.body);
+    }
+}
+
+/// Ready means this service can do its work: a database the migrations never reached, or one
+/// where the service's role lost a grant it needs, is unready with its own reason, and ready
+/// again once mended.
+#[tokio::test]
+async fn a_database_without_the_schema_or_the_grants_is_not_ready() {
+    let unmigrated = TestDatabase::empty().await.unwrap();
+    let port = spawn_app(&unmigrated.url(), &[]);
+    let reply = get(port, "/health/ready", None).await;
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert_eq!(reply.json()["error"], "schema not migrated");
+
+    let db = TestDatabase::migrated().await.unwrap();
+    let port = spawn_app(&db.url(), &[]);
+    assert_eq!(get(port, "/health", None).await.status, 200);
+    let mut owner = PgConnection::connect(&db.owner_url()).await.unwrap();
+    for privilege in ["SELECT", "INSERT", "UPDATE", "DELETE"] {
+        let service: sqlx::postgres::PgConnectOptions = db.url().parse().unwrap();
+        let user = service.get_username().to_owned();
+        let grant = |verb: &str, to: &str| format!("{verb} {privilege} ON users {to} \"{user}\"");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(grant("REVOKE", "FROM")))
+            .execute(&mut owner)
+            .await
+            .unwrap();
+        let reply = get(port, "/health", None).await;
+        assert_eq!(reply.status, 503, "{privilege}: {}", reply.body);
+        assert_eq!(reply.json()["error"], "permission denied", "{privilege}");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(grant("GRANT", "TO")))
+            .execute(&mut owner)
+            .await
+            .unwrap();
+        assert_eq!(get(port, "/health", None).await.status, 200, "{privilege}");
     }
 }

@@ -544,12 +544,31 @@ impl Database {
         // leaves its connection unfit, and it is closed instead of going back. The round trip
         // asks whether the server takes writes: a node that answers but cannot write is not
         // ready for this service.
+        // It also asks whether this role may use the users table as the service does: a
+        // database the migrations never reached, or a grant revoked, fails every call.
         let session = Session::new(connection);
-        match timeout_at(deadline, session.state()).await {
-            Ok(Ok(state)) if fit_for_use(self.connector().target_session_attrs(), state) => Ok(()),
-            Ok(Ok(_)) => {
+        let attrs = self.connector().target_session_attrs();
+        let unavailable = |why| Err(StoreError::Unavailable(why));
+        match timeout_at(deadline, session.readiness()).await {
+            Ok(Ok(ready)) if !fit_for_use(attrs, ready.state) => {
                 session.discard(Discard::ReadOnly);
-                Err(StoreError::Unavailable(Unavailability::ReadOnly))
+                unavailable(Unavailability::ReadOnly)
+            }
+            Ok(Ok(ready)) => {
+                // Only a service that writes needs the write grants.
+                let needed = [
+                    Some(ready.reads),
+                    attrs.suits_writers().then_some(ready.writes),
+                ];
+                match needed
+                    .into_iter()
+                    .flatten()
+                    .find(|granted| *granted != Some(true))
+                {
+                    None => Ok(()),
+                    Some(None) => unavailable(Unavailability::SchemaMissing),
+                    Some(Some(_)) => unavailable(Unavailability::PermissionDenied),
+                }
             }
             Ok(Err(error)) => {
                 let failure = from_sqlx(&error);

@@ -52,7 +52,10 @@ impl Failure {
                 | Unavailability::UnknownDatabase
                 | Unavailability::TlsNotOffered
                 | Unavailability::TlsHandshakeFailed(_) => Some(Discard::Broken),
-                Unavailability::PoolExhausted | Unavailability::LockTimeout => None,
+                Unavailability::PoolExhausted
+                | Unavailability::LockTimeout
+                | Unavailability::SchemaMissing
+                | Unavailability::PermissionDenied => None,
             },
             _ => None,
         }
@@ -344,6 +347,10 @@ fn from_sqlstate(code: &str, constraint: Option<&str>) -> Failure {
         "40P01" => Failure::Store(StoreError::Conflict(Conflict::Deadlock)),
         // lock_not_available: lock_timeout fired.
         "55P03" => unavailable(Unavailability::LockTimeout),
+        // undefined_table, insufficient_privilege: the database is not ready for this service
+        // (the health check says the same).
+        "42P01" => unavailable(Unavailability::SchemaMissing),
+        "42501" => unavailable(Unavailability::PermissionDenied),
         // query_canceled: statement_timeout fired (or someone cancelled the statement).
         "57014" => Failure::Cancelled,
         // read_only_sql_transaction: a standby, typically a primary demoted by a failover.
@@ -466,10 +473,12 @@ mod tests {
             (("3D000", None), store(UnknownDatabase)),
             (("28P01", None), store(AuthenticationFailed)),
             (("28000", None), store(AuthenticationFailed)),
+            (("42P01", None), store(SchemaMissing)),
+            (("42501", None), store(PermissionDenied)),
             (
-                ("42P01", None),
+                ("42703", None),
                 Failure::Store(StoreError::Unexpected(
-                    "database error SQLSTATE 42P01".into(),
+                    "database error SQLSTATE 42703".into(),
                 )),
             ),
         ];

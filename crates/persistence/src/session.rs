@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Mutex as StdMutex, PoisonError};
 
-use counseling_config::{SessionState, panic_as_protocol_error, session_state};
+use counseling_config::{SessionState, panic_as_protocol_error};
 
 use sea_orm::sqlx::postgres::{PgConnection, PgDatabaseError, PgSeverity};
 use sea_orm::sqlx::{self, Executor};
@@ -277,11 +277,33 @@ impl Session {
         ended
     }
 
-    /// One round trip that says what kind of server this is (the health check's): whether it
-    /// is in recovery, and whether its sessions are read-only.
-    pub(crate) async fn state(&self) -> Result<SessionState, sqlx::Error> {
-        self.with_raw_connection(async |connection| session_state(connection).await)
-            .await
+    /// The health check's one round trip: what kind of server this is (in recovery, read-only
+    /// sessions), and what this role may do with the users table (see [`Readiness`]).
+    pub(crate) async fn readiness(&self) -> Result<Readiness, sqlx::Error> {
+        use sea_orm::EntityName;
+        let table = crate::entity::users::Entity.table_name();
+        self.with_raw_connection(async |connection| {
+            let (in_recovery, read_only, reads, writes): (
+                bool,
+                String,
+                Option<bool>,
+                Option<bool>,
+            ) = panic_as_protocol_error(
+                sqlx::query_as(READINESS)
+                    .bind(table)
+                    .fetch_one(&mut *connection),
+            )
+            .await?;
+            Ok(Readiness {
+                state: SessionState {
+                    in_recovery,
+                    read_only: read_only == "on",
+                },
+                reads,
+                writes,
+            })
+        })
+        .await
     }
 
     /// Runs one statement with the connection, marking it in flight until the statement ends
@@ -386,6 +408,27 @@ impl Session {
         }
         outcome
     }
+}
+
+/// The health check's question. `has_table_privilege` with several privileges answers whether
+/// any is held, so each is asked alone; a table missing from the search path (migrations not
+/// run, or another database) gives NULL.
+const READINESS: &str = "SELECT pg_catalog.pg_is_in_recovery(), \
+     pg_catalog.current_setting('transaction_read_only'), \
+     pg_catalog.has_table_privilege(users.oid, 'SELECT'), \
+     pg_catalog.has_table_privilege(users.oid, 'INSERT') \
+       AND pg_catalog.has_table_privilege(users.oid, 'UPDATE') \
+       AND pg_catalog.has_table_privilege(users.oid, 'DELETE') \
+     FROM (SELECT pg_catalog.to_regclass($1) AS oid) AS users";
+
+/// What the health check learns in its round trip.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Readiness {
+    pub(crate) state: SessionState,
+    /// Whether this role may read the users table; `None`: no such table.
+    pub(crate) reads: Option<bool>,
+    /// Whether it may insert, update and delete there; `None`: no such table.
+    pub(crate) writes: Option<bool>,
 }
 
 /// How a unit of work's COMMIT ended, when the server did not refuse it.

@@ -13,7 +13,7 @@ use counseling_domain::{StoreError, Unavailability};
 use counseling_persistence::{Database, DatabaseSettings};
 use counseling_testkit::fixtures::eventually;
 use counseling_testkit::tls::ServerTls;
-use counseling_testkit::{ClusterOptions, PgCluster};
+use counseling_testkit::{ClusterOptions, PgCluster, TestDatabase};
 use secrecy::ExposeSecret;
 
 /// Two nodes whose service role has the same password (the first's), as replicas of one
@@ -229,8 +229,13 @@ async fn the_pool_follows_the_writable_node_and_fails_at_once_when_there_is_none
 /// A host list whose first host accepts TCP (the kernel's backlog) but never speaks, a frozen or
 /// partitioned node, and whose second is `b`; no minimum of connections (and no traffic, as for
 /// a service taken out of rotation), `connect_timeout=2`.
-fn behind_a_silent_host(b: &PgCluster, silent: &std::net::TcpListener) -> Database {
-    let url = DatabaseUrl::parse(&b.service_url("postgres"))
+/// The database on `b` is migrated: a check passes only where the service could work.
+async fn behind_a_silent_host(
+    b: &PgCluster,
+    silent: &std::net::TcpListener,
+) -> (Database, TestDatabase) {
+    let migrated = b.migrated_database().await.unwrap();
+    let url = DatabaseUrl::parse(&migrated.url())
         .unwrap()
         .with_hosts(&[
             ("127.0.0.1", silent.local_addr().unwrap().port()),
@@ -242,7 +247,8 @@ fn behind_a_silent_host(b: &PgCluster, silent: &std::net::TcpListener) -> Databa
     let url = format!("{url}{separator}target_session_attrs=read-write&connect_timeout=2");
     let mut settings = DatabaseSettings::new(DatabaseUrl::parse(&url).unwrap());
     settings.pool.min_connections = 0;
-    Database::connect_lazy(&settings, tokio::runtime::Handle::current()).unwrap()
+    let database = Database::connect_lazy(&settings, tokio::runtime::Handle::current()).unwrap();
+    (database, migrated)
 }
 
 /// A check's deadline (1 s here, the default) is shorter than the silent first host's
@@ -253,7 +259,7 @@ fn behind_a_silent_host(b: &PgCluster, silent: &std::net::TcpListener) -> Databa
 async fn checks_shorter_than_a_silent_hosts_connect_timeout_still_reach_the_next_host() {
     let b = PgCluster::start().await.unwrap();
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let database = behind_a_silent_host(&b, &silent);
+    let (database, _migrated) = behind_a_silent_host(&b, &silent).await;
     let check = Duration::from_secs(1);
     assert_eq!(
         database.ping(check).await,
@@ -273,7 +279,7 @@ async fn checks_shorter_than_a_silent_hosts_connect_timeout_still_reach_the_next
 async fn checks_dropped_by_their_caller_still_reach_the_next_host() {
     let b = PgCluster::start().await.unwrap();
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let database = behind_a_silent_host(&b, &silent);
+    let (database, _migrated) = behind_a_silent_host(&b, &silent).await;
     let dropped_after = Duration::from_millis(500);
     eventually("a check that passes", Duration::from_secs(10), async || {
         let check = database.ping(Duration::from_secs(30));
