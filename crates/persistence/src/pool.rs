@@ -52,6 +52,10 @@ pub(crate) struct ConnectionManager {
     spares: Mutex<Vec<Spare>>,
     /// Woken when the pool is closed (see [`close`]): the keeper stops connecting.
     closed: tokio::sync::Notify,
+    /// Why the keeper's last connect failed (`None`: it did not): warned once per change, so
+    /// that connects failing while old connections still serve (a password rotated wrongly, a
+    /// certificate expired) are seen before the last old connection goes.
+    keeper_failure: Mutex<Option<String>>,
 }
 
 /// A connection the keeper opened, and when.
@@ -140,6 +144,26 @@ impl ConnectionManager {
                 Err(RecycleError::Backend(ConnectError::Driver(error)))
             }
         }
+    }
+
+    /// Logs the keeper's connect failure when it differs from the last one, and its recovery.
+    /// The message is the connect error's (a server's words, never the password).
+    fn note_keeper_outcome(&self, failure: Option<String>) {
+        let mut last = self
+            .keeper_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *last == failure {
+            return;
+        }
+        match &failure {
+            Some(error) => tracing::warn!(
+                %error,
+                "the pool could not open a connection; its open ones still serve until they close"
+            ),
+            None => tracing::info!("the pool opens connections again"),
+        }
+        *last = failure;
     }
 
     /// Records that a connection broke (I/O error, connection lost, read-only node) just now.
@@ -280,6 +304,7 @@ pub(crate) fn build(
         io: tokio::runtime::Handle::current(),
         spares: Mutex::new(Vec::new()),
         closed: tokio::sync::Notify::new(),
+        keeper_failure: Mutex::new(None),
     };
     let max = usize::try_from(bounds.max).unwrap_or(usize::MAX);
     let pool = match Pool::builder(manager)
@@ -381,11 +406,17 @@ async fn fill_to(pool: &ConnectionPool, min: usize, acquire_timeout: Duration) {
                     opened,
                 });
                 outside.keep();
+                manager.note_keeper_outcome(None);
             }
-            failed => {
-                if let Ok(Err(error)) = failed {
-                    tracing::debug!(%error, "could not open the pool's minimum of connections");
-                }
+            Ok(Err(error)) => {
+                manager.note_keeper_outcome(Some(error.to_string()));
+                break;
+            }
+            Err(_elapsed) => {
+                manager.note_keeper_outcome(Some(format!(
+                    "no connection within the acquire timeout ({} ms)",
+                    acquire_timeout.as_millis()
+                )));
                 break;
             }
         }
