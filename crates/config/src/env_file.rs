@@ -46,6 +46,9 @@ pub fn read_env_file(dir: &Path) -> Result<Vec<(String, String)>, EnvFileError> 
             "may be written by its group or other users: chmod go-w .env".into(),
         ));
     }
+    if let Some(problem) = trusted_file::path_problem(&path) {
+        return Err(EnvFileError::Untrusted(problem));
+    }
     let mut text = String::new();
     file.take(MAX_ENV_FILE_BYTES + 1)
         .read_to_string(&mut text)

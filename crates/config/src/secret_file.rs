@@ -46,6 +46,9 @@ pub fn read_secret_file(path: &Path) -> Result<SecretRead, String> {
              service's user's or root's"
         ));
     }
+    if let Some(problem) = trusted_file::path_problem(path) {
+        return Err(format!("{shown}: {problem}"));
+    }
     let warning = check_mode(path, &metadata)?;
     let mut bytes = Vec::new();
     file.take(MAX_SECRET_BYTES + 1)

@@ -47,3 +47,172 @@ pub(crate) fn writable_by_group_or_others(metadata: &Metadata) -> bool {
 pub(crate) fn writable_by_group_or_others(_metadata: &Metadata) -> bool {
     false
 }
+
+/// Why a folder on the way to `path` lets another user choose what `path` is, if one does: the
+/// file's own checks cannot see that. Every folder the path passes through, through its
+/// symlinks too, must belong to this process's user or root and be writable by no other user:
+/// not by others (unless sticky, and then the entry in it must be ours or root's), and by its
+/// group only when that is this process's group (a user-private group, as umask 002 leaves).
+/// Checked after the open: a folder found safe now could not have been changed by another user
+/// before, so what was opened came by this way.
+#[cfg(unix)]
+pub(crate) fn path_problem(path: &Path) -> Option<String> {
+    use std::collections::VecDeque;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::{Component, PathBuf};
+
+    const STICKY: u32 = 0o1000;
+    let ours = |uid: u32| uid == 0 || uid == nix::unistd::geteuid().as_raw();
+    let start = match std::env::current_dir() {
+        Ok(current) if path.is_relative() => current.join(path),
+        _ => path.to_path_buf(),
+    };
+    let mut pending: VecDeque<PathBuf> = start
+        .components()
+        .map(|component| component.as_os_str().into())
+        .collect();
+    let mut resolved = PathBuf::from("/");
+    let mut links = 0;
+    while let Some(part) = pending.pop_front() {
+        match Path::new(&part).components().next() {
+            Some(Component::RootDir) => resolved = PathBuf::from("/"),
+            Some(Component::ParentDir) => {
+                resolved.pop();
+            }
+            Some(Component::Normal(name)) => {
+                let folder = std::fs::metadata(&resolved).ok()?;
+                let shown = resolved.display();
+                if !ours(folder.uid()) {
+                    return Some(format!(
+                        "the folder {shown} belongs to another user (uid {})",
+                        folder.uid()
+                    ));
+                }
+                let mode = folder.permissions().mode();
+                // Sticky (as /tmp, or the root of a Kubernetes Secret's volume): only an entry's
+                // owner may replace it.
+                let sticky = mode & STICKY != 0;
+                let others_may_write = mode & 0o002 != 0
+                    || (mode & 0o020 != 0 && folder.gid() != nix::unistd::getegid().as_raw());
+                if others_may_write && !sticky {
+                    return Some(format!(
+                        "the folder {shown} may be written by other users, who could put another \
+                         file in its place"
+                    ));
+                }
+                let entry = resolved.join(name);
+                let found = std::fs::symlink_metadata(&entry).ok()?;
+                if others_may_write && !ours(found.uid()) {
+                    return Some(format!(
+                        "{} belongs to another user (uid {}) in the shared folder {shown}",
+                        entry.display(),
+                        found.uid()
+                    ));
+                }
+                if found.file_type().is_symlink() {
+                    links += 1;
+                    // As the kernel's limit: a loop is not followed for ever.
+                    if links > 40 {
+                        return Some(format!("{} has too many symlinks", path.display()));
+                    }
+                    let target = std::fs::read_link(&entry).ok()?;
+                    for component in target.components().rev() {
+                        pending.push_front(component.as_os_str().into());
+                    }
+                } else {
+                    resolved = entry;
+                }
+            }
+            // `.`, and prefixes, which unix has none of.
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Windows has no owner or mode bits here; its ACLs are not read.
+#[cfg(not(unix))]
+pub(crate) fn path_problem(_path: &Path) -> Option<String> {
+    None
+}
+
+#[cfg(all(test, unix))]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::os::unix::fs::{PermissionsExt, chown, symlink};
+    use std::path::Path;
+
+    use super::path_problem;
+
+    fn chmod(path: &Path, mode: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// Another user's uid and gid (Debian's `nobody`), for a folder or entry a stranger owns.
+    const STRANGER: u32 = 65534;
+
+    #[test]
+    fn a_folder_on_the_way_that_another_user_may_write_is_named() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: giving files to another user needs root");
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let (safe, open) = (root.path().join("safe"), root.path().join("open"));
+        for folder in [&safe, &open] {
+            std::fs::create_dir(folder).unwrap();
+            std::fs::write(folder.join("secret"), "x").unwrap();
+        }
+        let secret = safe.join("secret");
+        assert_eq!(path_problem(&secret), None);
+        // Writable by others: the file could be swapped.
+        chmod(&open, 0o777);
+        assert!(
+            path_problem(&open.join("secret"))
+                .unwrap()
+                .contains("may be written")
+        );
+        // Reached through a symlink, the open folder is on the way too.
+        symlink("../open/secret", safe.join("link")).unwrap();
+        let problem = path_problem(&safe.join("link")).unwrap();
+        assert!(problem.contains(&open.display().to_string()), "{problem}");
+        // A sticky shared folder (as /tmp): only entries of our own or root's.
+        chmod(&open, 0o1777);
+        assert_eq!(path_problem(&open.join("secret")), None);
+        chown(open.join("secret"), Some(STRANGER), None).unwrap();
+        assert!(
+            path_problem(&open.join("secret"))
+                .unwrap()
+                .contains("belongs to another user")
+        );
+        // A folder of another user's, however closed.
+        chmod(&open, 0o755);
+        chown(&open, Some(STRANGER), None).unwrap();
+        assert!(
+            path_problem(&safe.join("link"))
+                .unwrap()
+                .contains("belongs to another user")
+        );
+        // Group-writable: fine for our own group (umask 002), not for another.
+        chmod(&safe, 0o775);
+        assert_eq!(path_problem(&secret), None);
+        chown(&safe, None, Some(STRANGER)).unwrap();
+        assert!(path_problem(&secret).unwrap().contains("may be written"));
+        // A Kubernetes Secret's volume: a sticky folder its group (fsGroup) and others may
+        // write, holding root's symlinks into root's folder.
+        chmod(&safe, 0o3777);
+        assert_eq!(path_problem(&secret), None);
+    }
+
+    #[test]
+    fn a_symlink_loop_ends_with_a_problem_not_a_hang() {
+        let root = tempfile::tempdir().unwrap();
+        symlink("b", root.path().join("a")).unwrap();
+        symlink("a", root.path().join("b")).unwrap();
+        assert!(
+            path_problem(&root.path().join("a"))
+                .unwrap()
+                .contains("symlinks")
+        );
+    }
+}

@@ -46,6 +46,9 @@ fn read_checked(
              whom the service trusts; allow at most 0644"
         ));
     }
+    if let Some(problem) = trusted_file::path_problem(path) {
+        return Err(format!("{shown}: {problem}"));
+    }
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).map_err(unreadable)?;
     Ok(bytes)
