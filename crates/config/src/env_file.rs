@@ -78,11 +78,19 @@ pub fn parse_env(text: &str) -> Result<Vec<(String, String)>, EnvFileError> {
 }
 
 /// The 1-based number of the line where the parser's failing text starts (the parser reports
-/// the text, not its position); 0 if it cannot be found.
+/// the text, not its position: the whole line, or only the value when the value is what fails);
+/// 0 if it cannot be found.
 fn line_number_of(text: &str, bad: &str) -> usize {
     let first = bad.lines().next().unwrap_or_default().trim();
+    let value_is_first = |line: &str| {
+        let line = line.trim();
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        line.split_once('=')
+            .is_some_and(|(_, value)| value.trim() == first)
+    };
     text.lines()
         .position(|line| line.trim() == first)
+        .or_else(|| text.lines().position(value_is_first))
         .map_or(0, |index| index + 1)
 }
 
@@ -122,6 +130,18 @@ mod tests {
         let error = read_env_file(dir.path()).unwrap_err();
         assert_eq!(error, EnvFileError::Malformed { line: 4 });
         assert!(!error.to_string().contains("hunter2"));
+        // A value that fails by itself (an unquoted space): the parser gives only the value.
+        for (text, line) in [
+            ("A=1\nAPP_NAME=two hunter2\n", 2),
+            (
+                "A=1\n\nexport DATABASE_URL=postgres://u:pass hunter2@db/x\n",
+                3,
+            ),
+        ] {
+            let error = read_env_file(folder_with(text).path()).unwrap_err();
+            assert_eq!(error, EnvFileError::Malformed { line }, "{text}");
+            assert!(!error.to_string().contains("hunter2"));
+        }
     }
 
     #[test]
