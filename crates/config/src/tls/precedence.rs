@@ -113,10 +113,14 @@ pub(crate) fn resolve(inputs: &TlsInputs<'_>) -> Result<TlsSettings, Vec<TlsProb
     );
     // The exported client files matter only where a TLS handshake can happen.
     let handshake = inputs.tls_possible && mode != Some(SslMode::Disable);
-    let client = if inputs.no_client_cert {
+    let client = if !handshake {
+        // As libpq: files no handshake would send are not read (a PGSSLCERT exported for
+        // another program, under sslmode=disable or over unix sockets).
+        None
+    } else if inputs.no_client_cert {
         // The driver reads PGSSLCERT and PGSSLKEY by itself and cannot be told to leave them
         // out: it would send what libpq would not.
-        for &variable in inputs.exported_client_files.iter().filter(|_| handshake) {
+        for &variable in inputs.exported_client_files {
             problems.push(TlsProblem::new(
                 TlsSource::Environment(variable),
                 format!(
@@ -136,7 +140,7 @@ pub(crate) fn resolve(inputs: &TlsInputs<'_>) -> Result<TlsSettings, Vec<TlsProb
         };
         // A pair of ours replaces what the driver read; without one it keeps it.
         for &variable in inputs.empty_client_files {
-            if client.is_none() && handshake {
+            if client.is_none() {
                 problems.push(TlsProblem::new(
                     TlsSource::Environment(variable),
                     format!(
@@ -316,6 +320,31 @@ mod tests {
         assert_eq!(resolve(&stricter).unwrap().mode, SslMode::VerifyFull);
     }
 
+    /// A client certificate without its key is refused where a handshake would send it, and
+    /// not read where none can happen.
+    #[test]
+    fn client_files_are_checked_only_where_a_handshake_can_happen() {
+        let lone_cert = TlsInputs {
+            cert: Some((
+                "/nonexistent/client.crt",
+                TlsSource::Environment("PGSSLCERT"),
+            )),
+            tls_possible: true,
+            ..TlsInputs::default()
+        };
+        assert!(resolve(&lone_cert).is_err());
+        let disabled = TlsInputs {
+            mode: Some(("disable", URL_MODE)),
+            ..lone_cert
+        };
+        assert_eq!(resolve(&disabled).unwrap().client, None);
+        let sockets_only = TlsInputs {
+            tls_possible: false,
+            ..lone_cert
+        };
+        assert_eq!(resolve(&sockets_only).unwrap().client, None);
+    }
+
     /// libpq checks the chain whenever it has a CA file; the driver only under verify-ca and
     /// verify-full. A CA file under prefer (given or the default) would be ignored: refused.
     #[test]
@@ -468,6 +497,7 @@ mod tests {
             root_cert: Some(("/nonexistent/ca.crt", URL_ROOT)),
             cert: Some((&garbage, TlsSource::Url("sslcert"))),
             key: Some((&garbage, TlsSource::Url("sslkey"))),
+            tls_possible: true,
             ..TlsInputs::default()
         })
         .unwrap_err();
@@ -494,6 +524,7 @@ mod tests {
         // A certificate without its key names the key, where the certificate was found.
         let problems = resolve(&TlsInputs {
             cert: Some((&garbage, TlsSource::Environment("PGSSLCERT"))),
+            tls_possible: true,
             ..TlsInputs::default()
         })
         .unwrap_err();
