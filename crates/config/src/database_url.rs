@@ -279,11 +279,30 @@ impl DatabaseUrl {
         text.push_str(&self.raw_authority);
         text.push('/');
         text.push_str(&encode(database));
-        if let Some(query) = &self.raw_query {
-            text.push('?');
-            text.push_str(query);
-        }
+        // A `dbname` of the query would win over the path.
+        text.push_str(&self.query_without(&["dbname"]));
         Self::parse(&text)
+    }
+
+    /// The query as given, less the parameters `names` (`?…`, or nothing if none is left):
+    /// for a URL that replaces what they would otherwise override.
+    fn query_without(&self, names: &[&str]) -> String {
+        let Some(query) = &self.raw_query else {
+            return String::new();
+        };
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|pair| {
+                let name = pair.split_once('=').map_or(*pair, |(name, _)| name);
+                let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+                !names.contains(&name.as_ref())
+            })
+            .collect();
+        if kept.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", kept.join("&"))
+        }
     }
 
     /// The same URL naming `hosts` (name or address, port) in its authority, in this order: a
@@ -307,10 +326,8 @@ impl DatabaseUrl {
         text.push_str(&authority.join(","));
         text.push('/');
         text.push_str(&encode(self.database.as_deref().unwrap_or_default()));
-        if let Some(query) = &self.raw_query {
-            text.push('?');
-            text.push_str(query);
-        }
+        // Hosts or ports of the query would win over the authority.
+        text.push_str(&self.query_without(&["host", "hostaddr", "port"]));
         Self::parse(&text)
     }
 
@@ -640,6 +657,26 @@ mod tests {
             "postgres://u:p%40ss@h:5433,h2/test_1_2?sslmode=disable"
         );
         assert_eq!(other.password().unwrap().expose_secret(), "p@ss");
+        // A dbname of the query would override the new path: it goes.
+        let url = DatabaseUrl::parse("postgres://u@h/old?dbname=app&sslmode=require").unwrap();
+        assert_eq!(
+            url.with_database("new").unwrap().expose_secret(),
+            "postgres://u@h/new?sslmode=require"
+        );
+        let url = DatabaseUrl::parse("postgres://u@h/old?db%6Eame=app").unwrap();
+        assert_eq!(
+            url.with_database("new").unwrap().expose_secret(),
+            "postgres://u@h/new"
+        );
+    }
+
+    #[test]
+    fn another_host_list_drops_the_querys_hosts_and_ports() {
+        let url = DatabaseUrl::parse("postgres://u@h/db?host=x&port=1&hostaddr=10.0.0.1&a=b")
+            .unwrap()
+            .with_hosts(&[("127.0.0.1", 15410)])
+            .unwrap();
+        assert_eq!(url.expose_secret(), "postgres://u@127.0.0.1:15410/db?a=b");
     }
 
     #[test]
