@@ -46,7 +46,7 @@ pub fn read_env_file(dir: &Path) -> Result<Vec<(String, String)>, EnvFileError> 
             "may be written by its group or other users: chmod go-w .env".into(),
         ));
     }
-    if let Some(problem) = trusted_file::path_problem(&path) {
+    if let Some(problem) = trusted_file::path_problem(&path, &metadata) {
         return Err(EnvFileError::Untrusted(problem));
     }
     let mut text = String::new();

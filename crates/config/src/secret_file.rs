@@ -46,7 +46,7 @@ pub fn read_secret_file(path: &Path) -> Result<SecretRead, String> {
              service's user's or root's"
         ));
     }
-    if let Some(problem) = trusted_file::path_problem(path) {
+    if let Some(problem) = trusted_file::path_problem(path, &metadata) {
         return Err(format!("{shown}: {problem}"));
     }
     let warning = check_mode(path, &metadata)?;

@@ -51,27 +51,37 @@ pub(crate) fn writable_by_group_or_others(_metadata: &Metadata) -> bool {
 /// Why a folder on the way to `path` lets another user choose what `path` is, if one does: the
 /// file's own checks cannot see that. Every folder the path passes through, through its
 /// symlinks too, must belong to this process's user or root and be writable by no other user:
-/// not by others (unless sticky, and then the entry in it must be ours or root's), and by its
-/// group only when that is this process's group (a user-private group, as umask 002 leaves).
-/// Checked after the open: a folder found safe now could not have been changed by another user
-/// before, so what was opened came by this way.
+/// not by others (unless sticky, and then the entry taken from it must be ours or root's, and a
+/// file there no hard link), and by its group only when that is this process's user-private
+/// group (named as the user, no other members), as umask 002 leaves a checkout. The way is
+/// walked after `opened` was opened, and must end at that same file: folders found safe now
+/// could not have been changed by another user since, and anything that cannot be checked is a
+/// problem, never a pass.
 #[cfg(unix)]
-pub(crate) fn path_problem(path: &Path) -> Option<String> {
+pub(crate) fn path_problem(path: &Path, opened: &Metadata) -> Option<String> {
     use std::collections::VecDeque;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     use std::path::{Component, PathBuf};
 
     const STICKY: u32 = 0o1000;
     let ours = |uid: u32| uid == 0 || uid == nix::unistd::geteuid().as_raw();
-    let start = match std::env::current_dir() {
-        Ok(current) if path.is_relative() => current.join(path),
-        _ => path.to_path_buf(),
+    let cannot = |what: &Path, error: std::io::Error| {
+        Some(format!("cannot check {}: {}", what.display(), error.kind()))
+    };
+    let start = if path.is_relative() {
+        match std::env::current_dir() {
+            Ok(current) => current.join(path),
+            Err(error) => return cannot(Path::new("."), error),
+        }
+    } else {
+        path.to_path_buf()
     };
     let mut pending: VecDeque<PathBuf> = start
         .components()
         .map(|component| component.as_os_str().into())
         .collect();
     let mut resolved = PathBuf::from("/");
+    let mut last = None;
     let mut links = 0;
     while let Some(part) = pending.pop_front() {
         match Path::new(&part).components().next() {
@@ -80,7 +90,10 @@ pub(crate) fn path_problem(path: &Path) -> Option<String> {
                 resolved.pop();
             }
             Some(Component::Normal(name)) => {
-                let folder = std::fs::metadata(&resolved).ok()?;
+                let folder = match std::fs::metadata(&resolved) {
+                    Ok(folder) => folder,
+                    Err(error) => return cannot(&resolved, error),
+                };
                 let shown = resolved.display();
                 if !ours(folder.uid()) {
                     return Some(format!(
@@ -93,7 +106,7 @@ pub(crate) fn path_problem(path: &Path) -> Option<String> {
                 // owner may replace it.
                 let sticky = mode & STICKY != 0;
                 let others_may_write = mode & 0o002 != 0
-                    || (mode & 0o020 != 0 && folder.gid() != nix::unistd::getegid().as_raw());
+                    || (mode & 0o020 != 0 && !is_user_private_group(folder.gid()));
                 if others_may_write && !sticky {
                     return Some(format!(
                         "the folder {shown} may be written by other users, who could put another \
@@ -101,12 +114,23 @@ pub(crate) fn path_problem(path: &Path) -> Option<String> {
                     ));
                 }
                 let entry = resolved.join(name);
-                let found = std::fs::symlink_metadata(&entry).ok()?;
+                let found = match std::fs::symlink_metadata(&entry) {
+                    Ok(found) => found,
+                    Err(error) => return cannot(&entry, error),
+                };
                 if others_may_write && !ours(found.uid()) {
                     return Some(format!(
                         "{} belongs to another user (uid {}) in the shared folder {shown}",
                         entry.display(),
                         found.uid()
+                    ));
+                }
+                // Where hard links to others' files are allowed (fs.protected_hardlinks=0), one
+                // in a shared folder would pass as root's.
+                if others_may_write && found.is_file() && found.nlink() > 1 {
+                    return Some(format!(
+                        "{} has other hard links, in the shared folder {shown}",
+                        entry.display()
                     ));
                 }
                 if found.file_type().is_symlink() {
@@ -115,24 +139,52 @@ pub(crate) fn path_problem(path: &Path) -> Option<String> {
                     if links > 40 {
                         return Some(format!("{} has too many symlinks", path.display()));
                     }
-                    let target = std::fs::read_link(&entry).ok()?;
+                    let target = match std::fs::read_link(&entry) {
+                        Ok(target) => target,
+                        Err(error) => return cannot(&entry, error),
+                    };
                     for component in target.components().rev() {
                         pending.push_front(component.as_os_str().into());
                     }
                 } else {
                     resolved = entry;
+                    last = Some(found);
                 }
             }
             // `.`, and prefixes, which unix has none of.
             _ => {}
         }
     }
-    None
+    // The file opened must be the one this way leads to (it was not swapped meanwhile).
+    match last {
+        Some(found) if found.dev() == opened.dev() && found.ino() == opened.ino() => None,
+        _ => Some(format!(
+            "{} changed while it was being checked",
+            path.display()
+        )),
+    }
+}
+
+/// Whether `gid` is this process's user-private group: its primary group, named as the user,
+/// with no other members listed. (A primary group shared by many, as macOS's `staff`, is not.)
+#[cfg(unix)]
+fn is_user_private_group(gid: u32) -> bool {
+    use nix::unistd::{Gid, Group, User, getegid, geteuid};
+    if gid != getegid().as_raw() {
+        return false;
+    }
+    let (Ok(Some(group)), Ok(Some(user))) = (
+        Group::from_gid(Gid::from_raw(gid)),
+        User::from_uid(geteuid()),
+    ) else {
+        return false;
+    };
+    group.name == user.name && group.mem.iter().all(|member| *member == user.name)
 }
 
 /// Windows has no owner or mode bits here; its ACLs are not read.
 #[cfg(not(unix))]
-pub(crate) fn path_problem(_path: &Path) -> Option<String> {
+pub(crate) fn path_problem(_path: &Path, _opened: &Metadata) -> Option<String> {
     None
 }
 
@@ -142,64 +194,96 @@ mod tests {
     use std::os::unix::fs::{PermissionsExt, chown, symlink};
     use std::path::Path;
 
-    use super::path_problem;
-
     fn chmod(path: &Path, mode: u32) {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// [`super::path_problem`] for `path` as opened now.
+    fn path_problem(path: &Path) -> Option<String> {
+        let opened = super::open(path).unwrap().metadata().unwrap();
+        super::path_problem(path, &opened)
     }
 
     /// Another user's uid and gid (Debian's `nobody`), for a folder or entry a stranger owns.
     const STRANGER: u32 = 65534;
 
-    #[test]
-    fn a_folder_on_the_way_that_another_user_may_write_is_named() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: giving files to another user needs root");
-            return;
-        }
+    /// Two folders of ours, `safe` and `open`, each with a file `secret`.
+    fn folders() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
         let root = tempfile::tempdir().unwrap();
         let (safe, open) = (root.path().join("safe"), root.path().join("open"));
         for folder in [&safe, &open] {
             std::fs::create_dir(folder).unwrap();
             std::fs::write(folder.join("secret"), "x").unwrap();
+            chmod(folder, 0o755);
         }
-        let secret = safe.join("secret");
-        assert_eq!(path_problem(&secret), None);
+        (root, safe, open)
+    }
+
+    #[test]
+    fn a_folder_on_the_way_that_others_may_write_is_named() {
+        let (_root, safe, open) = folders();
+        assert_eq!(path_problem(&safe.join("secret")), None);
+        // Relative, and through `..`: the same folders.
+        let relative = safe.join("../safe/secret");
+        assert_eq!(path_problem(&relative), None);
         // Writable by others: the file could be swapped.
         chmod(&open, 0o777);
-        assert!(
-            path_problem(&open.join("secret"))
-                .unwrap()
-                .contains("may be written")
-        );
+        let problem = path_problem(&open.join("secret")).unwrap();
+        assert!(problem.contains("may be written"), "{problem}");
         // Reached through a symlink, the open folder is on the way too.
         symlink("../open/secret", safe.join("link")).unwrap();
         let problem = path_problem(&safe.join("link")).unwrap();
         assert!(problem.contains(&open.display().to_string()), "{problem}");
-        // A sticky shared folder (as /tmp): only entries of our own or root's.
+        // Sticky (as /tmp): entries of ours are fine, a hard-linked file is not.
         chmod(&open, 0o1777);
         assert_eq!(path_problem(&open.join("secret")), None);
+        std::fs::hard_link(safe.join("secret"), open.join("twin")).unwrap();
+        let problem = path_problem(&open.join("twin")).unwrap();
+        assert!(problem.contains("hard links"), "{problem}");
+    }
+
+    #[test]
+    fn a_file_swapped_after_it_was_opened_is_refused() {
+        let (_root, safe, _open) = folders();
+        let secret = safe.join("secret");
+        // Held open, as the reader holds it: its inode cannot be reused meanwhile.
+        let file = super::open(&secret).unwrap();
+        let opened = file.metadata().unwrap();
+        std::fs::remove_file(&secret).unwrap();
+        // Gone: it cannot be checked, which is no pass.
+        assert!(super::path_problem(&secret, &opened).is_some());
+        std::fs::write(&secret, "y").unwrap();
+        let problem = super::path_problem(&secret, &opened).unwrap();
+        assert!(problem.contains("changed"), "{problem}");
+        drop(file);
+    }
+
+    #[test]
+    fn folders_of_other_users_and_groups_are_named() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: giving files to another user needs root");
+            return;
+        }
+        let (_root, safe, open) = folders();
+        symlink("../open/secret", safe.join("link")).unwrap();
+        let secret = safe.join("secret");
+        // A sticky shared folder: another user's entry is not taken.
+        chmod(&open, 0o1777);
         chown(open.join("secret"), Some(STRANGER), None).unwrap();
-        assert!(
-            path_problem(&open.join("secret"))
-                .unwrap()
-                .contains("belongs to another user")
-        );
+        let problem = path_problem(&open.join("secret")).unwrap();
+        assert!(problem.contains("belongs to another user"), "{problem}");
         // A folder of another user's, however closed.
         chmod(&open, 0o755);
         chown(&open, Some(STRANGER), None).unwrap();
-        assert!(
-            path_problem(&safe.join("link"))
-                .unwrap()
-                .contains("belongs to another user")
-        );
-        // Group-writable: fine for our own group (umask 002), not for another.
+        let problem = path_problem(&safe.join("link")).unwrap();
+        assert!(problem.contains("belongs to another user"), "{problem}");
+        // Group-writable: fine for our own private group (umask 002), not for another.
         chmod(&safe, 0o775);
         assert_eq!(path_problem(&secret), None);
         chown(&safe, None, Some(STRANGER)).unwrap();
         assert!(path_problem(&secret).unwrap().contains("may be written"));
         // A Kubernetes Secret's volume: a sticky folder its group (fsGroup) and others may
-        // write, holding root's symlinks into root's folder.
+        // write, holding root's entries.
         chmod(&safe, 0o3777);
         assert_eq!(path_problem(&secret), None);
     }
@@ -209,10 +293,8 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         symlink("b", root.path().join("a")).unwrap();
         symlink("a", root.path().join("b")).unwrap();
-        assert!(
-            path_problem(&root.path().join("a"))
-                .unwrap()
-                .contains("symlinks")
-        );
+        let folder = std::fs::metadata(root.path()).unwrap();
+        let problem = super::path_problem(&root.path().join("a"), &folder).unwrap();
+        assert!(problem.contains("symlinks"), "{problem}");
     }
 }

@@ -46,7 +46,7 @@ fn read_checked(
              whom the service trusts; allow at most 0644"
         ));
     }
-    if let Some(problem) = trusted_file::path_problem(path) {
+    if let Some(problem) = trusted_file::path_problem(path, &metadata) {
         return Err(format!("{shown}: {problem}"));
     }
     let mut bytes = Vec::new();
