@@ -487,20 +487,24 @@ async fn attempt(
     }
 }
 
-/// An I/O error of no kind the standard library names, which is what a failed name lookup gives.
+/// An I/O error of no kind the standard library names and without an OS error code, which is
+/// what a failed name lookup gives (a socket's errors carry their errno).
 fn is_unclassified_io(error: &sqlx::Error) -> bool {
     use std::io::ErrorKind;
     match error {
-        sqlx::Error::Io(io) => !matches!(
-            io.kind(),
-            ErrorKind::ConnectionRefused
-                | ErrorKind::ConnectionReset
-                | ErrorKind::ConnectionAborted
-                | ErrorKind::TimedOut
-                | ErrorKind::BrokenPipe
-                | ErrorKind::UnexpectedEof
-                | ErrorKind::InvalidData
-        ),
+        sqlx::Error::Io(io) => {
+            io.raw_os_error().is_none()
+                && !matches!(
+                    io.kind(),
+                    ErrorKind::ConnectionRefused
+                        | ErrorKind::ConnectionReset
+                        | ErrorKind::ConnectionAborted
+                        | ErrorKind::TimedOut
+                        | ErrorKind::BrokenPipe
+                        | ErrorKind::UnexpectedEof
+                        | ErrorKind::InvalidData
+                )
+        }
         _ => false,
     }
 }

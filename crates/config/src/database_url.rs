@@ -190,9 +190,10 @@ impl DatabaseUrl {
         // libpq ends the userinfo at the first @ before any /, so a ? before that @ is part of
         // the password there, and the start of our query here: what follows it would then be
         // named in errors as parameters. Refused, as every reading two parsers disagree on is.
+        // (A path that starts before the ? ends the authority first: its @ are the query's.)
         if let (Some(query), Some(at)) = (rest.find('?'), rest.find('@'))
             && query < at
-            && rest.find('/').is_none_or(|slash| at < slash)
+            && rest.find('/').is_none_or(|slash| query < slash)
         {
             return Err(DatabaseUrlError::Malformed(
                 "a ? comes before the @ that ends the user name and password: percent-encode a ? \
@@ -615,11 +616,22 @@ mod tests {
             "postgres://u:?hunter2=x@h/db",
             "postgres://u:8080?hunter2=x@h/db",
             "postgres://u:?hunter2=x@h",
+            "postgres://u:?hunter2=x/y@h/db",
         ] {
             let error = DatabaseUrl::parse(text).err().unwrap();
             assert!(matches!(error, DatabaseUrlError::Malformed(_)), "{text}");
             assert!(!error.to_string().contains("hunter2"));
         }
+    }
+
+    /// After the path has begun, an @ is the query's, as libpq reads it.
+    #[test]
+    fn an_at_sign_in_the_query_after_the_path_is_a_value() {
+        let url = DatabaseUrl::parse("postgres://u:p@h/db?application_name=a@b").unwrap();
+        assert_eq!(
+            url.parameters().collect::<Vec<_>>(),
+            [("application_name", "a@b")]
+        );
     }
 
     /// A NUL would end a value of the startup message and start another one behind our checks.

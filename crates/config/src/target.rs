@@ -348,14 +348,11 @@ impl DatabaseTarget {
                     }
                 }
             });
-        // An empty name counts as none, as in libpq.
-        let named = |parameter| {
-            parameters
-                .get(parameter)
-                .filter(|(name, _)| !name.is_empty())
-        };
-        let application_name = named("application_name")
-            .or_else(|| named("fallback_application_name"))
+        // As libpq: an application_name given, even empty (which sends none), wins over the
+        // fallback.
+        let application_name = parameters
+            .get("application_name")
+            .or_else(|| parameters.get("fallback_application_name"))
             .map_or_else(
                 || session.application_name.clone(),
                 |(name, _)| name.to_owned(),

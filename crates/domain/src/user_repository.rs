@@ -28,8 +28,8 @@ pub enum Unavailability {
     ReadOnly,
     /// A row or table lock was not granted within `lock_timeout` (SQLSTATE 55P03).
     LockTimeout,
-    /// The database has no users table where this role looks (SQLSTATE 42P01): the migrations
-    /// have not run there, or the URL names another database.
+    /// The database has no users table this role can see (SQLSTATE 42P01): the migrations have
+    /// not run there, the URL names another database, or the role lacks `USAGE` on the schema.
     SchemaMissing,
     /// This role lacks a privilege the service needs on the users table (SQLSTATE 42501).
     PermissionDenied,

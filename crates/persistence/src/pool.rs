@@ -146,8 +146,9 @@ impl ConnectionManager {
         }
     }
 
-    /// Logs the keeper's connect failure when it differs from the last one, and its recovery.
-    /// The message is the connect error's (a server's words, never the password).
+    /// Logs the keeper's connect failure when it differs from the last one, and the recovery
+    /// (the keeper's connect, or a caller's). The message is the connect error's (a server's
+    /// words, never the password).
     fn note_keeper_outcome(&self, failure: Option<String>) {
         let mut last = self
             .keeper_failure
@@ -221,9 +222,11 @@ impl Manager for ConnectionManager {
         }
         // Boxed: the connect future (TLS handshake included) is kilobytes, and it would otherwise
         // be part of every checkout's future, copied at each step of every repository call.
-        Box::pin(self.connector.connect())
-            .await
-            .map(|connected| connected.connection)
+        let connected = Box::pin(self.connector.connect()).await?;
+        // A caller's connect that works ends a failure the keeper warned of, as the keeper's
+        // own would: else the same failure, come back later, would go unsaid.
+        self.note_keeper_outcome(None);
+        Ok(connected.connection)
     }
 
     /// `metrics.last_used()` counts from the last checkout, not the last return: a connection

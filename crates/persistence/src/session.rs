@@ -387,11 +387,16 @@ impl Session {
                 }),
             _ => false,
         };
-        // feature_not_supported, as "cached plan must not change result type": a migration
-        // changed a column's type under statements this connection prepared, which the driver
-        // keeps and the server refuses every time. Those of the idle connections are as stale.
+        // "cached plan must not change result type" (0A000, raised by the server's
+        // RevalidateCachedQuery; known by that routine, as the message is translated and the
+        // code is a whole class): a migration changed a column's type under statements this
+        // connection prepared, which the driver keeps and the server refuses every time. Those
+        // of the idle connections are as stale.
         let stale_statements = matches!(&outcome, Err(sqlx::Error::Database(error))
-            if error.code().is_some_and(|code| code == "0A000"));
+            if error.code().is_some_and(|code| code == "0A000")
+                && error
+                    .try_downcast_ref::<PgDatabaseError>()
+                    .is_some_and(|error| error.routine() == Some("RevalidateCachedQuery")));
         if broken || stale_statements {
             self.unfit.store(true, Ordering::SeqCst);
             note_breakage(connection);

@@ -52,4 +52,10 @@ async fn a_keeper_that_cannot_connect_warns_once_and_says_when_it_can_again() {
     let recovered = captured.take();
     assert_eq!(recovered.matches(RECOVERED).count(), 1, "{recovered}");
     assert!(!recovered.contains(FAILING), "{recovered}");
+
+    // The same failure again, later: said again.
+    cluster.set_password(&role, password).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let again = captured.take();
+    assert_eq!(again.matches(FAILING).count(), 1, "{again}");
 }
