@@ -113,7 +113,8 @@ impl fmt::Display for Problems {
 
 impl std::error::Error for Problems {}
 
-/// For variables without a default: unset or empty means `None`, anything else is parsed.
+/// For numbers without a default: unset or empty means `None`, anything else is parsed. A sign
+/// is refused, as for every number of ours (Rust's parser takes `+9100` for 9100).
 pub fn empty_is_none<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
@@ -124,6 +125,11 @@ where
     let text = String::deserialize(deserializer)?;
     if text.trim().is_empty() {
         return Ok(None);
+    }
+    if text.trim().starts_with('+') {
+        return Err(serde::de::Error::custom(
+            "must be digits only, without a sign",
+        ));
     }
     text.trim()
         .parse()

@@ -678,6 +678,10 @@ mod tests {
             .group::<Port>("P")
             .unwrap();
         assert_eq!(ok.port, Some(8080));
+        // Digits only, as every number of ours.
+        let signed = Sources::from_vars([("P_PORT", "+8080")]).group::<Port>("P");
+        let problems = signed.unwrap_err().to_string();
+        assert!(problems.contains("without a sign"), "{problems}");
     }
 
     #[test]

@@ -159,8 +159,10 @@ impl Application {
             outcome = self.server => outcome,
             name = stop_now => return Err(StoppedWithoutDraining(name)),
         };
+        // Not drained: a scrape is retried by its scraper, and a drain would add actix's own
+        // 30 s (a scraper that stopped reading) to APP_SHUTDOWN_TIMEOUT_SECS.
         if let Some((handle, serving)) = metrics_server {
-            handle.stop(true).await;
+            handle.stop(false).await;
             let _ = serving.await;
         }
         if let Some(upkeep) = upkeep {
@@ -255,6 +257,9 @@ fn metrics_only_server(
     let server = HttpServer::new(move || {
         App::new()
             .wrap(security_headers())
+            // As on the API's port: every response says its request id, on every log line.
+            .wrap(TracingLogger::<RequestSpan>::new())
+            .wrap(from_fn(request_id))
             .app_data(metrics.clone())
             .service(readable("/metrics", scrape))
     })

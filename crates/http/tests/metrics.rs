@@ -250,7 +250,7 @@ async fn metrics_port_serves_the_scrape_apart_from_the_api() {
 }
 
 #[tokio::test]
-async fn every_response_of_both_listeners_says_nosniff() {
+async fn every_response_of_both_listeners_says_nosniff_and_its_request_id() {
     let cluster = PgCluster::start().await.unwrap();
     let db = cluster.migrated_database().await.unwrap();
     let (port, metrics_port) = spawn_application(&db.url(), &[("METRICS_PORT", "0")]);
@@ -274,5 +274,6 @@ async fn every_response_of_both_listeners_says_nosniff() {
             Some("nosniff"),
             "reply {index}"
         );
+        assert!(reply.header("x-request-id").is_some(), "reply {index}");
     }
 }

@@ -195,7 +195,7 @@ const USED_AFTER_ITS_UNIT: &str =
 
 impl UserRepository for PgUserRepository {
     // Spans name the user, never the password hash.
-    #[tracing::instrument(skip_all, fields(username = %new_user.username), err(level = "debug", Display))]
+    #[tracing::instrument(skip_all, fields(username = new_user.username.as_str()), err(level = "debug", Display))]
     async fn create(&self, new_user: NewUser) -> Result<User, CreateUserError> {
         let row = ActiveModel {
             username: ActiveValue::Set(new_user.username.into_string()),
@@ -216,7 +216,7 @@ impl UserRepository for PgUserRepository {
             .await
     }
 
-    #[tracing::instrument(skip(self), fields(username = %username), err(level = "debug", Display))]
+    #[tracing::instrument(skip(self), fields(username = username.as_str()), err(level = "debug", Display))]
     async fn find_by_username(&self, username: &Username) -> Result<Option<User>, StoreError> {
         let mut statement = FIND_BY_USERNAME.clone();
         match statement

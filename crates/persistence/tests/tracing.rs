@@ -30,10 +30,17 @@ async fn traces_name_the_user_but_never_the_password_hash() {
         Err(CreateUserError::UsernameTaken)
     );
     users.find_by_id(frank.id).await.unwrap();
+    // A name may hold quotes and spaces, as a field of its own would be written.
+    users
+        .create(new_user(r#"\school\a" forged="x"#))
+        .await
+        .unwrap();
 
     let text = captured.take();
+    assert!(!text.contains(r#" forged="x"#), "a forged field:\n{text}");
+    // As a quoted, escaped string: a name's quotes and spaces cannot forge another field.
     assert!(
-        text.contains(r"\school\frank"),
+        text.contains(r#""\\school\\frank""#),
         "spans should name the user:\n{text}"
     );
     assert!(
