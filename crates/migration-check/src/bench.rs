@@ -392,7 +392,13 @@ fn group(number: u64) -> String {
 /// Puts `block` (markers included) into the file at `path` in place of what is between the
 /// markers, or at its end when it has none.
 pub fn write_benchmarks_block(path: &Path, block: &str) -> std::io::Result<()> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    // Only a missing file is an empty one: another failure (a file not UTF-8, unreadable)
+    // must not turn into a file holding the block alone.
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(error) => return Err(error),
+    };
     let updated = match (text.find(BEGIN_MARKER), text.find(END_MARKER)) {
         (Some(begin), Some(end)) if begin < end => {
             let after = &text[end + END_MARKER.len()..];
@@ -432,5 +438,13 @@ mod tests {
         );
         assert_eq!(group(1_000_000), "1,000,000");
         assert_eq!(group(100), "100");
+        // A file that cannot be read as text is an error, and is left as it was.
+        std::fs::write(&path, b"# B\n\xff\n").unwrap_or_default();
+        assert!(write_benchmarks_block(&path, &block).is_err());
+        assert_eq!(std::fs::read(&path).unwrap_or_default(), b"# B\n\xff\n");
+        // A missing one is written with the block alone.
+        let fresh = dir.path().join("NEW.md");
+        assert!(write_benchmarks_block(&fresh, &block).is_ok());
+        assert_eq!(std::fs::read_to_string(&fresh).unwrap_or_default(), block);
     }
 }
