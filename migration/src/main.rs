@@ -215,6 +215,10 @@ impl Observer for Progress {
             Event::Adopted { name, checksum } => println!(
                 "recorded checksum {checksum} for {name} (applied before checksums were kept)"
             ),
+            Event::WaitingForLock { holder } => eprintln!(
+                "waiting for the migration lock, which {holder} holds (another run, or one cut \
+                 off whose session the server has not ended yet)"
+            ),
             _ => {}
         }
     }

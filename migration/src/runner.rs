@@ -24,7 +24,7 @@ use counseling_config::{TargetSessionAttrs, session_state};
 use sea_orm_migration::sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sea_orm_migration::sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseConnectionType, DatabaseTransaction, DbBackend,
-    DbErr, RuntimeErr, SqlxPostgresConnector, Statement, TransactionTrait,
+    DbErr, IsolationLevel, RuntimeErr, SqlxPostgresConnector, Statement, TransactionTrait,
 };
 use sea_orm_migration::{MigrationTrait, SchemaManager, async_trait};
 
@@ -200,7 +200,15 @@ pub enum Event<'a> {
         direction: Direction,
         elapsed: Duration,
     },
+    /// The run has waited [`LOCK_WAIT_NOTICE`] for the migration lock, which `holder` holds (its
+    /// backend, role, application and start, as far as this role may see them): another run,
+    /// one cut off whose session the server has not ended yet, or any session that took the
+    /// key. Said once; the run goes on waiting.
+    WaitingForLock { holder: &'a str },
 }
+
+/// How long a run waits for the migration lock before it says who holds it.
+pub const LOCK_WAIT_NOTICE: Duration = Duration::from_secs(2);
 
 /// Sees a run's progress. The run waits for each call: an observer may query the database on
 /// connections of its own, never on the run's.
@@ -510,7 +518,7 @@ impl Runner {
         db: &DatabaseConnection,
         limit: Option<usize>,
     ) -> Result<Vec<String>, RunError> {
-        let session = RunSession::open(db).await?;
+        let session = RunSession::open(db, self.observer.as_ref()).await?;
         let outcome = self.up_in(&session, limit).await;
         session.close().await;
         outcome
@@ -540,7 +548,7 @@ impl Runner {
     /// returns the names of those rolled back. One that fails stops the run; those before it
     /// stay rolled back.
     pub async fn down(&self, db: &DatabaseConnection, steps: u32) -> Result<Vec<String>, RunError> {
-        let session = RunSession::open(db).await?;
+        let session = RunSession::open(db, self.observer.as_ref()).await?;
         let outcome = self.down_in(&session, steps).await;
         session.close().await;
         outcome
@@ -566,6 +574,7 @@ impl Runner {
     /// applied migration is modified, missing or unrecorded, else the checksums of those applied
     /// before checksums existed. Returns the names of the applied migrations.
     async fn check_history(&self, session: &RunSession) -> Result<Vec<String>, RunError> {
+        revoke_history_writes(session).await?;
         // One transaction for the checksum column, the check and the adoptions: a run cut off
         // half-way must not leave the column added and some rows without theirs, which would
         // then look applied by another tool. A refusal rolls it all back.
@@ -701,13 +710,14 @@ impl Runner {
         db: &DatabaseConnection,
         version: &str,
     ) -> Result<Accepted, RunError> {
-        let session = RunSession::open(db).await?;
+        let session = RunSession::open(db, self.observer.as_ref()).await?;
         let outcome = self.accept_in(&session, version).await;
         session.close().await;
         outcome
     }
 
     async fn accept_in(&self, session: &RunSession, version: &str) -> Result<Accepted, RunError> {
+        revoke_history_writes(session).await?;
         // As in `check_history`: if this run adds the checksum column, the other rows must get
         // theirs in the same transaction, or the next run takes them for another tool's.
         let tx = session.db.begin().await?;
@@ -784,7 +794,13 @@ impl Runner {
         direction: Direction,
     ) -> Result<(), RunError> {
         if file.in_transaction() {
-            let transaction = session.db.begin().await?;
+            // READ COMMITTED whatever the role's or database's default: a guard that counts rows
+            // after taking its lock (before a DROP) must see the rows committed while it waited,
+            // which a snapshot taken at the transaction's first statement would not.
+            let transaction = session
+                .db
+                .begin_with_config(Some(IsolationLevel::ReadCommitted), None)
+                .await?;
             let outcome = self
                 .run_in_transaction(session, &transaction, file, direction)
                 .await;
@@ -887,7 +903,8 @@ async fn set_run_settings(
         .execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "SELECT set_config('lock_timeout', $1, $3), set_config($2, $4, $3), \
-             set_config('idle_in_transaction_session_timeout', $5, $3)",
+             set_config('idle_in_transaction_session_timeout', $5, $3), \
+             set_config('default_transaction_isolation', 'read committed', $3)",
             [
                 format!("{}ms", options.lock_timeout_ms()).into(),
                 FORCE_SETTING.into(),
@@ -959,8 +976,13 @@ async fn query_bool(
 /// and a `CREATE INDEX CONCURRENTLY` of the run holding the lock waits for every transaction
 /// older than its index to end: the two would wait for each other (PostgreSQL reports a
 /// deadlock). Between attempts this session is in no transaction at all.
-async fn wait_for_the_lock(db: &DatabaseConnection) -> Result<(), DbErr> {
+async fn wait_for_the_lock(
+    db: &DatabaseConnection,
+    observer: Option<&Arc<dyn Observer>>,
+) -> Result<(), DbErr> {
     let mut pause = Duration::from_millis(20);
+    let started = Instant::now();
+    let mut said = false;
     loop {
         if query_bool(
             db,
@@ -971,9 +993,58 @@ async fn wait_for_the_lock(db: &DatabaseConnection) -> Result<(), DbErr> {
         {
             return Ok(());
         }
+        if !said
+            && started.elapsed() >= LOCK_WAIT_NOTICE
+            && let Some(observer) = observer
+        {
+            said = true;
+            let holder = lock_holder(db).await?;
+            observer
+                .event(&Event::WaitingForLock { holder: &holder })
+                .await;
+        }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(500));
     }
+}
+
+/// Who holds the migration lock, as this role may see it (another role's session shows its
+/// backend and role, maybe no more).
+async fn lock_holder(db: &DatabaseConnection) -> Result<String, DbErr> {
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT format('backend %s (role %s, application %s, connected %s)', locks.pid, \
+                 coalesce(activity.usename::text, 'unknown'), \
+                 coalesce(nullif(activity.application_name, ''), 'unnamed'), \
+                 coalesce(to_char(activity.backend_start AT TIME ZONE 'UTC', \
+                     'YYYY-MM-DD HH24:MI:SS \"UTC\"'), 'at an unknown time')) \
+             FROM pg_locks AS locks \
+             LEFT JOIN pg_stat_activity AS activity ON activity.pid = locks.pid \
+             WHERE locks.locktype = 'advisory' AND locks.granted AND locks.objsubid = 1 \
+               AND ((locks.classid::int8 << 32) | locks.objid::int8) = $1 \
+             LIMIT 1",
+            [MIGRATION_LOCK_KEY.into()],
+        ))
+        .await?;
+    Ok(match row {
+        Some(row) => row.try_get_by_index::<String>(0)?,
+        // Released between the two queries.
+        None => "nobody any more".to_owned(),
+    })
+}
+
+/// The history's revoke (see `history::owner_only`), committed on its own before the history is
+/// read: a refusal after it rolls back the run's transaction, and a role that could write the
+/// history (to have a future migration skipped) must lose that right even when the rows it
+/// wrote make the run refuse.
+async fn revoke_history_writes(session: &RunSession) -> Result<(), RunError> {
+    if history::exists(&session.db).await? {
+        let tx = session.db.begin().await?;
+        history::owner_only(&tx).await?;
+        tx.commit().await?;
+    }
+    Ok(())
 }
 
 /// The run's own connection, holding the migration lock.
@@ -1056,7 +1127,10 @@ impl RunSession {
     /// of each connection, such as `target_session_attrs`, keep applying), else a
     /// [`one_session_pool`] of the run's own on its connect options. The advisory lock lives on that connection;
     /// [`RunSession::ensure_lock_held`] notices if it was replaced.
-    async fn open(db: &DatabaseConnection) -> Result<Self, RunError> {
+    async fn open(
+        db: &DatabaseConnection,
+        observer: Option<&Arc<dyn Observer>>,
+    ) -> Result<Self, RunError> {
         let DatabaseConnectionType::SqlxPostgresPoolConnection(_) = &db.inner else {
             return Err(RunError::NotPostgres);
         };
@@ -1069,7 +1143,7 @@ impl RunSession {
             (db, true)
         };
         let taken = async {
-            wait_for_the_lock(&db).await?;
+            wait_for_the_lock(&db, observer).await?;
             query_one::<i32>(&db, "SELECT pg_backend_pid()").await
         }
         .await;
@@ -1240,7 +1314,7 @@ mod history {
     /// (`migration status` with the service's URL). Also mends databases migrated before this
     /// rule. Fails if one is left, naming it (another role's column grant under a grant option
     /// of the table's survives the owner's CASCADE).
-    async fn owner_only(db: &impl ConnectionTrait) -> Result<(), DbErr> {
+    pub(super) async fn owner_only(db: &impl ConnectionTrait) -> Result<(), DbErr> {
         let others = format!(
             r#"SELECT DISTINCT CASE WHEN acl.grantee = 0 THEN 'PUBLIC'
                                     ELSE quote_ident(pg_get_userbyid(acl.grantee)) END,

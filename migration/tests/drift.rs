@@ -661,3 +661,74 @@ fn no_migration_is_edited_after_it_was_written_down() {
         );
     }
 }
+
+/// A role that could write the history, and wrote a row that makes the run refuse (a migration
+/// this binary does not have, to be skipped once a release brings it), loses that right all
+/// the same: the revoke is committed before the history is read, not rolled back with the
+/// refusal.
+#[tokio::test]
+async fn a_refused_run_still_revokes_the_history_writes_it_found() {
+    let (db, orm, runner, mut service, service_role) = one_fixture_applied_and_service().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "GRANT INSERT ON seaql_migrations TO \"{service_role}\""
+    )))
+    .execute(&mut connect(&db).await)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO seaql_migrations (version, applied_at) VALUES ('m9_future', 0)")
+        .execute(&mut service)
+        .await
+        .unwrap();
+    let Err(RunError::Drift(drift)) = runner.up(&orm, None).await else {
+        panic!("up ran past a row it does not know");
+    };
+    assert!(
+        matches!(&drift.problems[..], [DriftProblem::Missing { name, .. }] if name == "m9_future"),
+        "{drift}"
+    );
+    let may_insert: bool =
+        sqlx::query_scalar("SELECT has_table_privilege('seaql_migrations', 'INSERT')")
+            .fetch_one(&mut service)
+            .await
+            .unwrap();
+    assert!(!may_insert, "the refusal rolled the revoke back");
+}
+
+/// Migrations run at READ COMMITTED whatever the database's default: a guard that counts rows
+/// after waiting for its lock (before a DROP) must see the rows committed meanwhile.
+#[tokio::test]
+async fn migrations_run_read_committed_whatever_the_databases_default() {
+    let db = TestDatabase::empty().await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE \"{}\" SET default_transaction_isolation = 'serializable'",
+        db.name()
+    )))
+    .execute(&mut connect(&db).await)
+    .await
+    .unwrap();
+    let orm = owner_orm(&db);
+    let mut without_transaction = SqlMigration::new(
+        "m2_session",
+        "CREATE TABLE in_session AS SELECT current_setting('transaction_isolation') AS level",
+        "SELECT 1",
+    );
+    without_transaction.transaction = false;
+    let runner = Runner::new(vec![
+        table(
+            "m1_transaction",
+            "CREATE TABLE in_transaction AS SELECT current_setting('transaction_isolation') AS level",
+        )
+        .file(),
+        without_transaction.file(),
+    ]);
+    runner.up(&orm, None).await.unwrap();
+    let mut conn = connect(&db).await;
+    for table in ["in_transaction", "in_session"] {
+        let found: String =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT level FROM {table}")))
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(found, "read committed", "{table}");
+    }
+}

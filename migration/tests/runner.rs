@@ -78,6 +78,7 @@ impl Observer for Recorder {
             } => format!("ran {name} under lock_timeout {lock_timeout_ms} ms"),
             Event::Done { name, .. } => format!("done {name}"),
             Event::Adopted { name, checksum } => format!("adopted {name} {checksum}"),
+            Event::WaitingForLock { holder } => format!("waiting for the lock, held by {holder}"),
         };
         self.events.lock().unwrap().push(line);
     }
@@ -443,4 +444,55 @@ async fn a_migration_that_ends_the_runners_transaction_itself_is_not_recorded() 
     );
     let states = run.status(&orm).await.unwrap();
     assert!(!states[0].is_applied(), "{states:?}");
+}
+
+/// A run that waits for the migration lock says who holds it, once, after
+/// `LOCK_WAIT_NOTICE`; any session can take the key (advisory locks need no privilege), and a
+/// silent wait looked like a hang.
+#[tokio::test]
+async fn a_run_waiting_for_the_lock_says_who_holds_it() {
+    let db = TestDatabase::empty().await.unwrap();
+    let orm = db.connect().await;
+    let mut holder = connect(&db).await;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(migration::MIGRATION_LOCK_KEY)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let holder_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut holder)
+        .await
+        .unwrap();
+    let recorder = Recorder::new();
+    let run = tokio::spawn({
+        let runner = runner(vec![SqlMigration::new(
+            "m1_people",
+            "CREATE TABLE people (id int)",
+            "DROP TABLE people",
+        )])
+        .with_observer(recorder.clone());
+        async move { runner.up(&orm, None).await }
+    });
+    let said = async || {
+        let events = recorder.events();
+        events
+            .iter()
+            .find(|event| event.starts_with("waiting for the lock"))
+            .cloned()
+    };
+    let line = eventually("the notice", Duration::from_secs(10), said)
+        .await
+        .unwrap();
+    assert!(
+        line.contains(&format!("backend {holder_pid} (role ")),
+        "{line}"
+    );
+    sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    assert_eq!(run.await.unwrap().unwrap(), ["m1_people"]);
+    let notices = recorder.events();
+    let waits = notices.iter().filter(|event| event.starts_with("waiting"));
+    assert_eq!(waits.count(), 1, "{notices:?}");
 }

@@ -425,7 +425,7 @@ impl Observer for Recorder {
                 let _ = self.ran(*lock_timeout_ms).await;
             }
             Event::Done { elapsed, .. } => self.done(*elapsed),
-            Event::Adopted { .. } => {}
+            Event::Adopted { .. } | Event::WaitingForLock { .. } => {}
         }
     }
 }
