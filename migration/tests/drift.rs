@@ -732,3 +732,33 @@ async fn migrations_run_read_committed_whatever_the_databases_default() {
         assert_eq!(found, "read committed", "{table}");
     }
 }
+
+/// What migrations generate from crates' Unicode data rather than write out: the character
+/// class of `ck_users_username_characters`, and the previous release's key that `down` writes
+/// back. A checksum covers only a migration's file, so a dependency bump (`cargo update`) would
+/// change what a fresh database gets, or what a down writes, unseen: frozen here as the
+/// migrations' checksums are (a change is a new migration, with the old output copied).
+#[test]
+fn what_migrations_generate_from_unicode_data_is_frozen() {
+    use migration::m20261130_000001_username_identity::{
+        forbidden_characters_bracket, identity_key,
+    };
+    let bracket = Checksum::of_source(&forbidden_characters_bracket()).to_string();
+    // Every scalar value, in runs of 256 behind a domain part, through the previous rule.
+    let scalars: Vec<char> = (0..=0x10ffff_u32).filter_map(char::from_u32).collect();
+    let keys: String = scalars
+        .chunks(256)
+        .map(|run| identity_key(&format!("\\d\\{}", run.iter().collect::<String>())))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let keys = Checksum::of_source(&keys).to_string();
+    assert_eq!(
+        (bracket.as_str(), keys.as_str()),
+        (
+            "160ee82d1f51cb10024ef7b499b3568b4155c2edd4f0a6b9ec88ce19d506a1f2",
+            "6805c1a06ef2f7f31b9b136b9aab5864eb7834c1bdf34b528e34c65cd46b1d7b"
+        ),
+        "the Unicode data behind a migration changed (a dependency bump?): pin the crate back, \
+         or write a new migration that freezes the old output"
+    );
+}
