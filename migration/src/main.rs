@@ -407,9 +407,21 @@ async fn main() -> ExitCode {
                       have finished"
                     .to_owned(),
             };
+            // Without a transaction, the wait may be an index built concurrently waiting for
+            // older transactions (any long one on the database), not a table's lock.
+            let waited_for = match &error {
+                RunError::Migration {
+                    in_transaction: false,
+                    ..
+                } => {
+                    "a table stayed locked, or a transaction older than a concurrent index \
+                      build went on,"
+                }
+                _ => "a table stayed locked by another session",
+            };
             eprintln!(
-                "migration: failed: a table stayed locked by another session for more than \
-                 {} ms ({LOCK_TIMEOUT}); {changed} ({error})",
+                "migration: failed: {waited_for} for more than {} ms ({LOCK_TIMEOUT}); \
+                 {changed} ({error})",
                 lock_timeout.as_millis()
             );
             ExitCode::FAILURE
