@@ -998,7 +998,10 @@ async fn wait_for_the_lock(
             && let Some(observer) = observer
         {
             said = true;
-            let holder = lock_holder(db).await?;
+            // Best effort: what this role may not see is no reason to stop waiting.
+            let holder = lock_holder(db)
+                .await
+                .unwrap_or_else(|_| "a session this role cannot see".to_owned());
             observer
                 .event(&Event::WaitingForLock { holder: &holder })
                 .await;
@@ -1014,14 +1017,20 @@ async fn lock_holder(db: &DatabaseConnection) -> Result<String, DbErr> {
     let row = db
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "SELECT format('backend %s (role %s, application %s, connected %s)', locks.pid, \
-                 coalesce(activity.usename::text, 'unknown'), \
-                 coalesce(nullif(activity.application_name, ''), 'unnamed'), \
-                 coalesce(to_char(activity.backend_start AT TIME ZONE 'UTC', \
-                     'YYYY-MM-DD HH24:MI:SS \"UTC\"'), 'at an unknown time')) \
+            // An advisory lock is per database: the same key elsewhere on the server is
+            // another lock. A prepared transaction holds one without a backend.
+            "SELECT CASE WHEN locks.pid IS NULL \
+                 THEN 'a prepared transaction (see pg_prepared_xacts; ROLLBACK PREPARED ends it)' \
+                 ELSE format('backend %s (role %s, application %s, connected %s)', locks.pid, \
+                     coalesce(quote_ident(activity.usename::text), 'unknown'), \
+                     coalesce(nullif(activity.application_name, ''), 'unnamed'), \
+                     coalesce(to_char(activity.backend_start AT TIME ZONE 'UTC', \
+                         'YYYY-MM-DD HH24:MI:SS \"UTC\"'), 'at an unknown time')) END \
              FROM pg_locks AS locks \
              LEFT JOIN pg_stat_activity AS activity ON activity.pid = locks.pid \
              WHERE locks.locktype = 'advisory' AND locks.granted AND locks.objsubid = 1 \
+               AND locks.database = (SELECT oid FROM pg_database \
+                                     WHERE datname = current_database()) \
                AND ((locks.classid::int8 << 32) | locks.objid::int8) = $1 \
              LIMIT 1",
             [MIGRATION_LOCK_KEY.into()],

@@ -113,8 +113,9 @@ impl fmt::Display for Problems {
 
 impl std::error::Error for Problems {}
 
-/// For numbers without a default: unset or empty means `None`, anything else is parsed. A sign
-/// is refused, as for every number of ours (Rust's parser takes `+9100` for 9100).
+/// For unsigned numbers without a default: unset or empty means `None`, anything else must be
+/// digits and is parsed. A sign is refused, as for every number of ours (Rust's parser takes
+/// `+9100` for 9100).
 pub fn empty_is_none<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
@@ -126,7 +127,7 @@ where
     if text.trim().is_empty() {
         return Ok(None);
     }
-    if text.trim().starts_with('+') {
+    if !text.trim().bytes().all(|byte| byte.is_ascii_digit()) {
         return Err(serde::de::Error::custom(
             "must be digits only, without a sign",
         ));
