@@ -280,15 +280,12 @@ async fn find_by_username_reads_through_the_index_not_the_table() {
     assert_eq!((index_scans, table_scans), (20, 0));
 }
 
-/// While the previous release's key and index still exist (expand phase), a twin can collide in
-/// either unique index: each is reported as taken.
-#[tokio::test]
-async fn a_twin_is_taken_whichever_unique_index_finds_it() {
-    let (test_db, _database, users) = repository().await;
+/// `\school\straße` as the previous release wrote it: its key folds ß to ss, so the key is
+/// `\school\strasse` while the database's identity keeps the ß.
+async fn insert_as_the_previous_release(test_db: &TestDatabase) {
     let mut conn = PgConnection::connect_with(&test_db.options())
         .await
         .unwrap();
-    // As the previous release wrote it: its key folds ß to ss.
     sqlx::query(
         r"INSERT INTO users (username, password_hash, username_key)
           VALUES ('\school\straße', $1, '\school\strasse')",
@@ -297,6 +294,14 @@ async fn a_twin_is_taken_whichever_unique_index_finds_it() {
     .execute(&mut conn)
     .await
     .unwrap();
+}
+
+/// While the previous release's key and index still exist (expand phase), a twin can collide in
+/// either unique index: each is reported as taken.
+#[tokio::test]
+async fn a_twin_is_taken_whichever_unique_index_finds_it() {
+    let (test_db, _database, users) = repository().await;
+    insert_as_the_previous_release(&test_db).await;
     let create = |name: &str| {
         let new_user = NewUser {
             username: Username::parse(name).unwrap(),
@@ -339,18 +344,8 @@ async fn a_name_only_the_database_refuses_is_rejected_naming_its_rule() {
 #[tokio::test]
 async fn a_twin_is_taken_while_the_identity_index_is_rebuilt() {
     let (test_db, _database, users) = repository().await;
-    // A twin only the identity index sees: the previous release's key folds ß to ss.
-    let mut writer = PgConnection::connect_with(&test_db.options())
-        .await
-        .unwrap();
-    sqlx::query(
-        r"INSERT INTO users (username, password_hash, username_key)
-          VALUES ('\school\straße', $1, '\school\strasse')",
-    )
-    .bind(HASH)
-    .execute(&mut writer)
-    .await
-    .unwrap();
+    // A twin only the identity index sees.
+    insert_as_the_previous_release(&test_db).await;
     // A reader idle in its transaction holds its lock but no snapshot: the rebuild stops only
     // at its last waits, after the swap.
     let mut reader = PgConnection::connect_with(&test_db.options())
