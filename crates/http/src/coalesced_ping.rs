@@ -192,4 +192,32 @@ mod tests {
         assert!(checks.check().await.is_err());
         assert!(!checks.rounds().driving);
     }
+
+    /// A round that overran (its driver starved: the database runtime busy) and the probe's own
+    /// round share one deadline, twice the timeout plus the margin; each wait with its own
+    /// limit made three times.
+    #[tokio::test]
+    async fn a_probe_behind_an_overrunning_round_waits_one_deadline_in_all() {
+        let settings =
+            counseling_testkit::fixtures::pool_settings("postgres://u@127.0.0.1:1/db").unwrap();
+        let database = Database::connect_lazy(&settings, Handle::current()).unwrap();
+        let timeout = Duration::from_secs(1);
+        let checks = CoalescedPing::new(database, Handle::current(), timeout);
+        // A round in flight whose driver never gets to publish it.
+        let (_overrunning, in_flight) = watch::channel(None);
+        {
+            let mut rounds = checks.rounds();
+            rounds.in_flight = Some(in_flight);
+            rounds.driving = true;
+        }
+        let started = std::time::Instant::now();
+        assert_eq!(
+            checks.check().await,
+            Err(StoreError::Unavailable(Unavailability::Timeout))
+        );
+        let took = started.elapsed();
+        // 2.1 s; with a limit per wait, 3.2 s.
+        assert!(took >= timeout * 2, "{took:?}");
+        assert!(took < timeout * 2 + Duration::from_millis(700), "{took:?}");
+    }
 }

@@ -277,3 +277,44 @@ async fn every_response_of_both_listeners_says_nosniff_and_its_request_id() {
         assert!(reply.header("x-request-id").is_some(), "reply {index}");
     }
 }
+
+/// The metrics listener is stopped without a drain: a scraper that stopped reading does not
+/// hold the process past the API's own drain. Drained, this stop would wait for the scraper's
+/// responses to be written, until actix's shutdown timeout (30 s).
+#[tokio::test]
+async fn a_scraper_that_stopped_reading_does_not_hold_the_stop() {
+    use tokio::io::AsyncWriteExt;
+
+    let settings = counseling_http::Settings::from_vars([
+        ("DATABASE_URL", "postgres://u@127.0.0.1:1/db"),
+        ("APP_PORT", "0"),
+        ("METRICS_PORT", "0"),
+    ])
+    .unwrap();
+    let application =
+        counseling_http::Application::build(&settings, tokio::runtime::Handle::current()).unwrap();
+    let metrics_port = application.metrics_port().unwrap();
+    let handle = application.handle();
+    let running = tokio::spawn(application.run());
+    // Scrapes asked for back to back, never read: their replies fill the socket's buffers.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let scraper = socket
+        .connect(([127, 0, 0, 1], metrics_port).into())
+        .await
+        .unwrap();
+    let (_unread, mut asking) = scraper.into_split();
+    let requests = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(5_000);
+    let _asking = tokio::spawn(async move {
+        let _ = asking.write_all(requests.as_bytes()).await;
+        asking
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    handle.stop(true).await;
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(3), running).await;
+    assert!(
+        matches!(stopped, Ok(Ok(Ok(())))),
+        "still writing to the scraper: {stopped:?}"
+    );
+}

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::{Captured, connect, private_database};
 use counseling_config::DatabaseUrl;
+use counseling_testkit::fixtures::eventually;
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use secrecy::ExposeSecret;
 
@@ -32,7 +33,7 @@ async fn a_keeper_that_cannot_connect_warns_once_and_says_when_it_can_again() {
     settings.pool.min_connections = 2;
     // Connections close after 1 s, so that the keeper keeps opening new ones.
     settings.pool.max_lifetime = Duration::from_secs(1);
-    let _database = connect(&settings);
+    let database = connect(&settings);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!captured.take().contains(FAILING));
 
@@ -58,4 +59,24 @@ async fn a_keeper_that_cannot_connect_warns_once_and_says_when_it_can_again() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let again = captured.take();
     assert_eq!(again.matches(FAILING).count(), 1, "{again}");
+
+    // A caller's connect that works ends the failure too: with the pool at its minimum the
+    // keeper opens nothing, and the same failure, come back later, would go unsaid.
+    assert!(database.close(Duration::from_secs(3)).await);
+    drop(captured.take());
+    settings.pool.min_connections = 1;
+    settings.pool.max_lifetime = Duration::from_secs(600);
+    let database = connect(&settings);
+    eventually(
+        "the new pool's keeper warns",
+        Duration::from_secs(5),
+        async || captured.take().contains(FAILING),
+    )
+    .await
+    .unwrap();
+    cluster.set_password(&role, &original).await.unwrap();
+    // At once, before the keeper's next look (every second): the caller opens the connection.
+    database.server_setting("application_name").await.unwrap();
+    let recovered = captured.take();
+    assert_eq!(recovered.matches(RECOVERED).count(), 1, "{recovered}");
 }
