@@ -66,7 +66,16 @@ fn up(state: &Path) -> Result<()> {
     options.logs_on_failure = Some(logs.clone());
     let mut stack = HaStack::start(&options)
         .with_context(|| format!("the servers' logs are in {}", logs.display()))?;
-    if let Err(error) = save_and_migrate(&stack, state) {
+    // Claimed first, and only then ours to remove: an `ha-up` run at the same time that claimed
+    // it first keeps its files (and its stack).
+    let claimed = serde_json::to_string_pretty(stack.saved())
+        .map_err(anyhow::Error::from)
+        .and_then(|saved| Ok(write_private(&state.join("stack.json"), &saved)?));
+    if let Err(error) = claimed {
+        let _ = stack.stop();
+        return Err(error.context("saving .data/ha/stack.json (did another `just ha-up` run?)"));
+    }
+    if let Err(error) = save_urls_and_migrate(&stack, state) {
         let _ = stack.stop();
         forget(state);
         return Err(error);
@@ -86,16 +95,12 @@ fn up(state: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes `stack.json`, `database.env` and `database-direct.env` (0600: the service's role for
+/// Writes `database.env` and `database-direct.env` (0600: the service's role for
 /// the service, the owner for the migration CLI, which prefers DATABASE_OWNER_URL; through
 /// HAProxy, and naming both nodes with `target_session_attrs=read-write`), then applies the
 /// migrations as the owner through HAProxy.
-fn save_and_migrate(stack: &HaStack, state: &Path) -> Result<()> {
+fn save_urls_and_migrate(stack: &HaStack, state: &Path) -> Result<()> {
     let owner_url = stack.owner_url()?;
-    write_private(
-        &state.join("stack.json"),
-        &serde_json::to_string_pretty(stack.saved())?,
-    )?;
     for (file, url, owner) in [
         ("database.env", stack.app_url()?, &owner_url),
         (

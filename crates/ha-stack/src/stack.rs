@@ -772,16 +772,29 @@ impl HaStack {
     /// program after a reboot, is never signalled.
     fn stop_process(&mut self, pid: u32, gently: Signal, forcibly: Option<Signal>) {
         for signal in std::iter::once(gently).chain(forcibly) {
-            let ours = self.children.contains_key(&pid);
-            // A child of ours that exits is a zombie until reaped, and a zombie counts as gone.
-            if !ours && !process::is_process_in(pid, &self.saved.dir)
-                || process::signal_and_wait(pid, signal, STOP_TIMEOUT)
-            {
+            if !self.is_live_and_ours(pid) || process::signal_and_wait(pid, signal, STOP_TIMEOUT) {
                 if let Some((_, mut child)) = self.children.remove(&pid) {
                     let _ = child.wait();
                 }
                 return;
             }
+        }
+    }
+
+    /// Whether `pid` is a process of this stack that has not exited. A child of ours that
+    /// exited and was reaped (`wait_for` reaps) left its pid free for any other program: it is
+    /// forgotten here, never signalled. Any other pid (from the state file) must work in the
+    /// stack's folder.
+    fn is_live_and_ours(&mut self, pid: u32) -> bool {
+        match self.children.get_mut(&pid) {
+            Some((_, child)) => {
+                let running = matches!(child.try_wait(), Ok(None));
+                if !running {
+                    self.children.remove(&pid);
+                }
+                running
+            }
+            None => process::is_process_in(pid, &self.saved.dir),
         }
     }
 
@@ -798,7 +811,10 @@ impl HaStack {
             .filter_map(Option::take)
             .collect();
         for &pid in &patronis {
-            let _ = process::signal(pid, Signal::Terminate);
+            // As in `stop_process`: a pid from an old state file may be anyone's now.
+            if self.is_live_and_ours(pid) {
+                let _ = process::signal(pid, Signal::Terminate);
+            }
         }
         for pid in patronis {
             self.stop_process(pid, Signal::Terminate, Some(Signal::Kill));
