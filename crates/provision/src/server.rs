@@ -222,7 +222,15 @@ impl Server {
             (_, Some(status)) => format!("postgres exited during start-up ({status})"),
             (Err(error), None) => error.to_string(),
         };
-        *self.postmaster() = None;
+        // Not left starting behind a failure (a long crash recovery would finish it later).
+        if let Some(mut child) = self.postmaster().take()
+            && exited.is_none()
+        {
+            let _ = process::signal_with_children(child.id(), Signal::Continue);
+            let _ = process::signal(child.id(), Signal::Quit);
+            let _ =
+                crate::wait::wait_until("", STOP_TIMEOUT, || !matches!(child.try_wait(), Ok(None)));
+        }
         Err(ProvisionError::Failed(format!(
             "{failure}; its log:\n{}",
             self.log_tail()
@@ -262,8 +270,20 @@ impl Server {
         };
         let _ = process::signal_with_children(pid, Signal::Continue);
         let _ = process::signal(pid, how);
+        // Bounded: a fast shutdown waits for its WAL senders, which a frozen standby holds up
+        // to `wal_sender_timeout`.
         let gone = match child {
-            Some(mut child) => child.wait().map(drop).is_ok(),
+            Some(mut child) => {
+                let exited = crate::wait::wait_until("", STOP_TIMEOUT, || {
+                    !matches!(child.try_wait(), Ok(None))
+                })
+                .is_ok();
+                if !exited {
+                    // Kept, so that a later stop (or the drop) finds it again.
+                    *self.postmaster() = Some(child);
+                }
+                exited
+            }
             None => crate::wait::wait_until("", STOP_TIMEOUT, || self.pid().is_none()).is_ok(),
         };
         match gone {
@@ -299,12 +319,30 @@ pub fn postmaster_pid(data: &Path) -> Option<u32> {
     process::is_process_in(pid, data).then_some(pid)
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
+/// Where [`free_port`] looks: below Linux's ephemeral range (32768-60999), whose free ports any
+/// outgoing connection may take as its source port between our check and the server's bind
+/// (after `initdb`, and again at every restart); below the HA stack's too (15400 by default, its
+/// tests 20000-31999).
+const FREE_PORTS: std::ops::Range<u16> = 10_000..15_400;
+
+/// A TCP port on 127.0.0.1 that was free a moment ago, picked at random in [`FREE_PORTS`].
 pub fn free_port() -> Result<u16> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .map_err(ProvisionError::io("finding a free port"))
+    let span = FREE_PORTS.end - FREE_PORTS.start;
+    for _attempt in 0..200 {
+        let mut bytes = [0u8; 2];
+        getrandom::fill(&mut bytes).map_err(|_| {
+            ProvisionError::Failed("the operating system's random source is unavailable".into())
+        })?;
+        let port = FREE_PORTS.start + u16::from_le_bytes(bytes) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(ProvisionError::Failed(format!(
+        "no free port on 127.0.0.1 from {} to {}",
+        FREE_PORTS.start,
+        FREE_PORTS.end - 1
+    )))
 }
 
 /// Whether program `what` ran and exited 0; if not, an error saying why (its standard error).
@@ -408,6 +446,15 @@ pub fn scratch_parent() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Never in the ephemeral range, where any connection's source port may take it.
+    #[test]
+    fn free_ports_come_from_below_the_ephemeral_range() {
+        for _ in 0..20 {
+            let port = free_port().unwrap();
+            assert!(FREE_PORTS.contains(&port) && port < 32_768, "{port}");
+        }
+    }
 
     #[test]
     fn loopback_reaches_loopback_and_every_address_only() {
