@@ -198,6 +198,17 @@ fn urls(sources: &Sources) -> Result<(DatabaseUrl, DatabaseUrl)> {
         };
         return Err(ProvisionError::Failed(format!("{variable} {problem}")));
     }
+    // The application's roles are made with no power beyond theirs (`ensure_login_role`): the
+    // cluster's superuser, so named, would lose its powers or fail to start with no clear word.
+    for (variable, url) in [("DATABASE_URL", &service), ("DATABASE_OWNER_URL", &owner)] {
+        if url.username() == counseling_provision::SUPERUSER {
+            return Err(ProvisionError::Failed(format!(
+                "{variable} names the role {}, the cluster's superuser: name the application's \
+                 own role (as .env.example does)",
+                counseling_provision::SUPERUSER
+            )));
+        }
+    }
     if owner.port() != service.port() || owner.database() != service.database() {
         return Err(ProvisionError::Failed(
             "DATABASE_OWNER_URL must name the same port and database as DATABASE_URL".into(),
@@ -256,6 +267,57 @@ pub fn write_env_file(checkout: &Path) -> Result<bool> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// What the project-local cluster cannot serve is refused before anything starts.
+    #[test]
+    fn urls_the_local_cluster_cannot_serve_are_refused() {
+        let refusal = |service: &str, owner: &str| {
+            let vars = [("DATABASE_URL", service), ("DATABASE_OWNER_URL", owner)];
+            match urls(&Sources::from_vars(vars)) {
+                Err(ProvisionError::Failed(message)) => message,
+                other => panic!("{other:?}"),
+            }
+        };
+        let app = "postgres://app:pw@127.0.0.1:5432/db";
+        let own = "postgres://own:pw@127.0.0.1:5432/db";
+        assert!(
+            urls(&Sources::from_vars([
+                ("DATABASE_URL", app),
+                ("DATABASE_OWNER_URL", own)
+            ]))
+            .is_ok()
+        );
+        for (service, owner, expected) in [
+            (
+                "postgres://app:pw@localhost:5432/db",
+                own,
+                "DATABASE_URL names localhost",
+            ),
+            (
+                app,
+                "postgres://own:pw@db.example:5432/db",
+                "DATABASE_OWNER_URL names another machine",
+            ),
+            (
+                "postgres://postgres:pw@127.0.0.1:5432/db",
+                own,
+                "DATABASE_URL names the role postgres",
+            ),
+            (
+                app,
+                "postgres://postgres:pw@127.0.0.1:5432/db",
+                "DATABASE_OWNER_URL names the role postgres",
+            ),
+            (
+                app,
+                "postgres://own:pw@127.0.0.1:5433/db",
+                "the same port and database",
+            ),
+        ] {
+            let message = refusal(service, owner);
+            assert!(message.contains(expected), "{message}");
+        }
+    }
 
     #[test]
     fn every_placeholder_gets_one_fresh_password_everywhere() {
