@@ -61,8 +61,10 @@ pub fn process_is_alive(pid: u32) -> bool {
 }
 
 /// Where a process id means something: this host and (Linux) this process-id namespace, so that
-/// containers sharing a host name still differ.
-pub fn process_space() -> String {
+/// containers sharing a host name (or a `/dev/shm`) still differ; as eight hex digits (FNV-1a,
+/// stable across runs and toolchains, unlike std's hasher) that fit in a database's or a
+/// folder's name.
+pub fn process_space_tag() -> String {
     #[cfg(unix)]
     let host = nix::unistd::gethostname()
         .map(|name| name.to_string_lossy().into_owned())
@@ -72,7 +74,12 @@ pub fn process_space() -> String {
     let namespace = std::fs::read_link("/proc/self/ns/pid")
         .map(|link| link.display().to_string())
         .unwrap_or_default();
-    format!("{host}\n{namespace}")
+    let hash = format!("{host}\n{namespace}")
+        .bytes()
+        .fold(0x811c_9dc5_u32, |hash, byte| {
+            (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+        });
+    format!("{hash:08x}")
 }
 
 /// Whether `pid` lives and works in `dir` or below (Linux: its current directory; a server

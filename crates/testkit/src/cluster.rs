@@ -8,10 +8,10 @@ use counseling_config::DatabaseUrl;
 use counseling_provision::binaries::server_binaries;
 use counseling_provision::files::{ServerUser, private_temp_folder};
 use counseling_provision::password::generate_password;
-use counseling_provision::process::{Signal, process_is_alive};
+use counseling_provision::process::{Signal, process_is_alive, process_space_tag, signal};
 use counseling_provision::roles::{admin_session, ensure_login_role, execute};
 use counseling_provision::server::{
-    HbaTransport, Lifetime, Server, free_port, hba, scratch_parent,
+    HbaTransport, Lifetime, Server, free_port, hba, postmaster_pid, scratch_parent,
 };
 use counseling_provision::wait::eventually;
 use counseling_provision::{ProvisionError, SUPERUSER, block_on, url::local_url};
@@ -430,9 +430,14 @@ fn check_overridable(name: &str) -> Result<()> {
 }
 
 /// A server of the kit's, not yet initialised, in a fresh folder and on a free port. The pid in
-/// the folder's name lets a later run sweep the leftovers of a killed one.
+/// the folder's name, with where it means something, lets a later run sweep the leftovers of a
+/// killed one.
 fn new_server(bin_dir: PathBuf) -> Result<Server> {
-    let prefix = format!("{FOLDER_PREFIX}{}-", std::process::id());
+    let prefix = format!(
+        "{FOLDER_PREFIX}{}-{}-",
+        process_space_tag(),
+        std::process::id()
+    );
     let root = private_temp_folder(&scratch_parent(), &prefix)?;
     let user = ServerUser::of_this_process()?;
     Ok(Server::new(bin_dir, root, free_port()?, user))
@@ -446,18 +451,33 @@ async fn blocking<T: Send + 'static>(
         .map_err(|error| ProvisionError::Failed(format!("cluster operation panicked: {error}")))?
 }
 
-/// Deletes the folders of clusters whose test process is gone (killed runs).
+/// Deletes the folders of clusters whose test process is gone (killed runs), in this process
+/// space only: a container sharing `/dev/shm` sees other pids. A postmaster that outlived its
+/// test process (no parent-death signal there) is stopped first.
 fn sweep_dead_clusters(parent: &Path) {
+    let tag = process_space_tag();
     for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
         let name = entry.file_name();
-        let pid = name
-            .to_str()
-            .and_then(|name| name.strip_prefix(FOLDER_PREFIX))
-            .and_then(|rest| rest.split('-').next()?.parse::<u32>().ok());
-        if pid.is_some_and(|pid| !process_is_alive(pid)) {
+        let Some(name) = name.to_str() else { continue };
+        if left_by_a_dead_process(name, &tag, process_is_alive) {
+            if let Some(pid) = postmaster_pid(&entry.path().join("data")) {
+                let _ = signal(pid, Signal::Quit);
+            }
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
+}
+
+/// Whether the cluster folder `name` is of a process in the space tagged `tag` that is gone.
+fn left_by_a_dead_process(name: &str, tag: &str, is_alive: impl Fn(u32) -> bool) -> bool {
+    let mut parts = name
+        .strip_prefix(FOLDER_PREFIX)
+        .unwrap_or_default()
+        .split('-');
+    let (Some(space), Some(pid)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    space == tag && pid.parse().is_ok_and(|pid| !is_alive(pid))
 }
 
 /// The URL's text; empty if it could not be built (a test then fails on it, naming nothing
@@ -488,6 +508,22 @@ pub(crate) fn libpq_variables(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only a dead process's folder of this process space is swept: another container sharing
+    /// `/dev/shm` sees pids of its own, and its live clusters' pids look dead from here.
+    #[test]
+    fn a_cluster_folder_is_swept_only_when_its_process_here_is_gone() {
+        let tag = process_space_tag();
+        let ours = format!("{FOLDER_PREFIX}{tag}-4242-Ab12cd");
+        assert!(left_by_a_dead_process(&ours, &tag, |_| false));
+        assert!(!left_by_a_dead_process(&ours, &tag, |_| true));
+        let elsewhere = format!("{FOLDER_PREFIX}0badf00d-4242-Ab12cd");
+        assert_ne!(tag, "0badf00d");
+        assert!(!left_by_a_dead_process(&elsewhere, &tag, |_| false));
+        for other in ["counseling-testkit-4242-Ab12cd", "something-else", ""] {
+            assert!(!left_by_a_dead_process(other, &tag, |_| false), "{other}");
+        }
+    }
 
     #[test]
     fn settings_that_keep_the_cluster_private_cannot_be_overridden() {

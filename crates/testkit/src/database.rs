@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use counseling_config::DatabaseUrl;
 use counseling_persistence::DatabaseSettings;
-use counseling_provision::process::{process_is_alive, process_space};
+use counseling_provision::process::{process_is_alive, process_space_tag};
 use counseling_provision::roles::{execute, literal};
 use migration::roles::quoted;
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -377,7 +377,7 @@ async fn sweep_dead_databases(server: &Server) -> Result<()> {
     .await
     .map_err(TestkitError::db("listing old test databases"))?;
     let _ = admin.close().await;
-    let tag = host_tag();
+    let tag = process_space_tag();
     for name in names {
         if left_behind(&name, &tag, process_is_alive) {
             let _ = drop_database(server, &name).await;
@@ -397,15 +397,6 @@ fn left_behind(name: &str, tag: &str, is_alive: impl Fn(u32) -> bool) -> bool {
     host == tag && pid.parse().is_ok_and(|pid| !is_alive(pid))
 }
 
-/// Where this process's id means something (host name, process-id namespace) in test database
-/// names: eight hex digits (FNV-1a, stable across runs and toolchains, unlike std's hasher).
-fn host_tag() -> String {
-    let hash = process_space().bytes().fold(0x811c_9dc5_u32, |hash, byte| {
-        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
-    });
-    format!("{hash:08x}")
-}
-
 /// This process's part of its database names: `<host>_<pid>_<nonce>`. The nonce tells it from
 /// an earlier process with the same pid, whose leftovers the sweep skips while that pid is alive
 /// again (pids repeat, in a fresh container above all).
@@ -414,7 +405,7 @@ fn process_part() -> &'static str {
     PART.get_or_init(|| {
         let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
         let nonce = started.map_or(0, |elapsed| elapsed.as_nanos() % 1_000_000_000);
-        format!("{}_{}_{nonce}", host_tag(), std::process::id())
+        format!("{}_{}_{nonce}", process_space_tag(), std::process::id())
     })
 }
 
@@ -461,7 +452,7 @@ mod tests {
         let cluster = PgCluster::start().await.unwrap();
         let server = Server::Cluster(cluster.clone());
         let next = NEXT_DATABASE.load(Ordering::Relaxed);
-        let earlier = format!("{}_{}", host_tag(), std::process::id());
+        let earlier = format!("{}_{}", process_space_tag(), std::process::id());
         for number in next..next + 20 {
             for name in [
                 format!("test_{earlier}_{number}"),
@@ -478,14 +469,20 @@ mod tests {
         let parts: Vec<&str> = ours.split('_').collect();
         assert_eq!(parts.len(), 5, "{ours}");
         assert!(parts[3].parse::<u64>().is_ok(), "{ours}");
-        assert!(left_behind(&ours, &host_tag(), |_| false), "{ours}");
-        assert!(!left_behind(&ours, &host_tag(), |_| true), "{ours}");
+        assert!(
+            left_behind(&ours, &process_space_tag(), |_| false),
+            "{ours}"
+        );
+        assert!(
+            !left_behind(&ours, &process_space_tag(), |_| true),
+            "{ours}"
+        );
     }
 
     #[test]
     fn the_host_tag_is_stable_and_fits_a_database_name() {
-        let tag = host_tag();
-        assert_eq!(tag, host_tag());
+        let tag = process_space_tag();
+        assert_eq!(tag, process_space_tag());
         assert_eq!(tag.len(), 8);
         assert!(tag.chars().all(|c| c.is_ascii_hexdigit()));
     }
