@@ -73,7 +73,17 @@ fn up(state: &Path) -> Result<()> {
         .and_then(|saved| Ok(write_private(&state.join("stack.json"), &saved)?));
     if let Err(error) = claimed {
         let _ = stack.stop();
-        return Err(error.context("saving .data/ha/stack.json (did another `just ha-up` run?)"));
+        let taken = matches!(
+            error.downcast_ref::<counseling_provision::ProvisionError>(),
+            Some(counseling_provision::ProvisionError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::AlreadyExists
+        );
+        if taken {
+            return Err(error.context("another `just ha-up` claimed .data/ha/stack.json first"));
+        }
+        // Ours, but half-written (a full disk): it would stop every later `ha-up` and `ha-down`.
+        forget(state);
+        return Err(error.context("saving .data/ha/stack.json"));
     }
     if let Err(error) = save_urls_and_migrate(&stack, state) {
         let _ = stack.stop();

@@ -9,9 +9,10 @@
 //!
 //! It listens on 127.0.0.1 only, with no unix socket, and every login proves a password.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -194,12 +195,12 @@ impl Server {
         }
         let tied = lifetime == Lifetime::Tied;
         *self.postmaster() = Some(process::spawn_logged(command, &self.log_path(), tied)?);
-        self.wait_until_ready()
+        self.wait_until_ready(lifetime)
     }
 
     /// Ready: `postmaster.pid` says so and the port accepts connections. Fails at once, with
-    /// the log's end, if the postmaster exits.
-    fn wait_until_ready(&self) -> Result<()> {
+    /// the log's end, if the postmaster exits; on timeout, a test's server is stopped.
+    fn wait_until_ready(&self, lifetime: Lifetime) -> Result<()> {
         let pid_file = self.data().join("postmaster.pid");
         let address = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
         let mut exited = None;
@@ -217,14 +218,20 @@ impl Server {
                 && std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200))
                     .is_ok()
         });
-        let failure = match (ready, exited) {
-            (Ok(()), None) => return Ok(()),
-            (_, Some(status)) => format!("postgres exited during start-up ({status})"),
-            (Err(error), None) => error.to_string(),
+        let failure = match (ready, exited, lifetime) {
+            (Ok(()), None, _) => return Ok(()),
+            (_, Some(status), _) => format!("postgres exited during start-up ({status})"),
+            (Err(error), None, Lifetime::Tied) => error.to_string(),
+            (Err(error), None, Lifetime::Detached) => {
+                format!("{error}; it is still starting (see its log): try again later")
+            }
         };
-        // Not left starting behind a failure (a long crash recovery would finish it later).
-        if let Some(mut child) = self.postmaster().take()
+        // A test's server is not left starting behind a failure; the project-local one is (a
+        // long crash recovery, stopped, would start over at the next try).
+        let child = self.postmaster().take();
+        if let Some(mut child) = child
             && exited.is_none()
+            && lifetime == Lifetime::Tied
         {
             let _ = process::signal_with_children(child.id(), Signal::Continue);
             let _ = process::signal(child.id(), Signal::Quit);
@@ -262,7 +269,8 @@ impl Server {
 
     /// Stops the server: `Interrupt` is a fast shutdown (sessions ended, new ones refused),
     /// `Quit` an immediate one, like a crash (recovery at the next start). Waits until it has
-    /// gone (a frozen server is thawed first: it could not act on the signal).
+    /// gone (a frozen server is thawed first: it could not act on the signal), at most
+    /// `STOP_TIMEOUT`: then it says the server did not stop.
     pub fn stop(&self, how: Signal) -> Result<()> {
         let child = self.postmaster().take();
         let Some(pid) = child.as_ref().map(Child::id).or_else(|| self.pid()) else {
@@ -325,8 +333,11 @@ pub fn postmaster_pid(data: &Path) -> Option<u32> {
 /// tests 20000-31999).
 const FREE_PORTS: std::ops::Range<u16> = 10_000..15_400;
 
-/// A TCP port on 127.0.0.1 that was free a moment ago, picked at random in [`FREE_PORTS`].
+/// A TCP port on 127.0.0.1 that was free a moment ago, picked at random in [`FREE_PORTS`], and
+/// never one this process picked before: two servers starting at once in one test process (each
+/// binds only after `initdb`) never get the same port.
 pub fn free_port() -> Result<u16> {
+    static PICKED: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     let span = FREE_PORTS.end - FREE_PORTS.start;
     for _attempt in 0..200 {
         let mut bytes = [0u8; 2];
@@ -334,7 +345,10 @@ pub fn free_port() -> Result<u16> {
             ProvisionError::Failed("the operating system's random source is unavailable".into())
         })?;
         let port = FREE_PORTS.start + u16::from_le_bytes(bytes) % span;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        // A panic elsewhere while holding it leaves a whole set.
+        let mut picked = PICKED.lock().unwrap_or_else(PoisonError::into_inner);
+        if !picked.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            picked.insert(port);
             return Ok(port);
         }
     }
@@ -447,13 +461,16 @@ pub fn scratch_parent() -> PathBuf {
 mod tests {
     use super::*;
 
-    /// Never in the ephemeral range, where any connection's source port may take it.
+    /// Never in the ephemeral range, where any connection's source port may take it, and never
+    /// twice in one process.
     #[test]
-    fn free_ports_come_from_below_the_ephemeral_range() {
-        for _ in 0..20 {
-            let port = free_port().unwrap();
-            assert!(FREE_PORTS.contains(&port) && port < 32_768, "{port}");
+    fn free_ports_come_from_below_the_ephemeral_range_once_each() {
+        let ports: Vec<u16> = (0..200).map(|_| free_port().unwrap()).collect();
+        for port in &ports {
+            assert!(FREE_PORTS.contains(port) && *port < 32_768, "{port}");
         }
+        let distinct: BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len());
     }
 
     #[test]

@@ -8,7 +8,9 @@ use counseling_config::DatabaseUrl;
 use counseling_provision::binaries::server_binaries;
 use counseling_provision::files::{ServerUser, private_temp_folder};
 use counseling_provision::password::generate_password;
-use counseling_provision::process::{Signal, process_is_alive, process_space_tag, signal};
+use counseling_provision::process::{
+    Signal, process_is_alive, process_space_tag, signal, signal_with_children,
+};
 use counseling_provision::roles::{admin_session, ensure_login_role, execute};
 use counseling_provision::server::{
     HbaTransport, Lifetime, Server, free_port, hba, postmaster_pid, scratch_parent,
@@ -282,7 +284,7 @@ impl PgCluster {
         self.inner.server.log_path()
     }
 
-    /// Fast shutdown (SIGINT): live sessions are terminated, new ones refused. Waits for exit.
+    /// Fast shutdown (SIGINT): live sessions are terminated, new ones refused. Waits for exit (30 s at most).
     pub async fn stop(&self) -> Result<()> {
         let cluster = self.clone();
         blocking(move || cluster.inner.server.stop(Signal::Interrupt)).await
@@ -460,7 +462,13 @@ fn sweep_dead_clusters(parent: &Path) {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if left_by_a_dead_process(name, &tag, process_is_alive) {
-            if let Some(pid) = postmaster_pid(&entry.path().join("data")) {
+            // Only where the pid is checked against the data folder (Linux's /proc): elsewhere a
+            // stale `postmaster.pid` may name another program by now.
+            if cfg!(target_os = "linux")
+                && let Some(pid) = postmaster_pid(&entry.path().join("data"))
+            {
+                // Thawed first: a frozen one could not act on the signal.
+                let _ = signal_with_children(pid, Signal::Continue);
                 let _ = signal(pid, Signal::Quit);
             }
             let _ = std::fs::remove_dir_all(entry.path());
