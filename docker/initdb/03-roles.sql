@@ -1,6 +1,9 @@
--- The statements below carry passwords: keep them out of pg_stat_statements and the log.
+-- The statements below carry passwords: keep them out of pg_stat_statements and the log (a
+-- failed statement is logged with its text at ERROR, a slow one with log_min_duration_statement).
 SET pg_stat_statements.track_utility = off;
 SET log_statement = 'none';
+SET log_min_error_statement = panic;
+SET log_min_duration_statement = -1;
 
 -- Runs once, when the db container initialises an empty data volume, after 01 and 02, as the
 -- image's superuser (POSTGRES_USER) in POSTGRES_DB, through psql (15 or newer for \getenv).
@@ -35,6 +38,9 @@ SELECT :'owner_password' = '' AS no_owner_password,
     DO $$ BEGIN RAISE EXCEPTION 'POSTGRES_SERVICE_PASSWORD is not set'; END $$;
 \endif
 
+-- All or nothing: a failure here stops the image's first start, and the next start skips the
+-- scripts (the data folder exists), so half of the roles and grants would stay for good.
+BEGIN;
 CREATE ROLE counseling_owner LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS
     PASSWORD :'owner_password';
 CREATE ROLE counseling LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS
@@ -58,3 +64,4 @@ ALTER DEFAULT PRIVILEGES FOR ROLE counseling_owner IN SCHEMA public
     GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO counseling;
 ALTER DEFAULT PRIVILEGES FOR ROLE counseling_owner IN SCHEMA public
     GRANT USAGE, SELECT ON SEQUENCES TO counseling;
+COMMIT;

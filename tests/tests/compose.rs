@@ -122,8 +122,18 @@ fn db_service_matches_database_url() {
     assert_eq!(env_of(db, "POSTGRES_OWNER_PASSWORD", &env), owner.password);
     assert_eq!((owner.port, owner.database), (url.port, url.database));
 
+    // Over TCP (the first start's temporary server has its socket only), and only once both
+    // roles exist (a first start whose scripts failed restarts without them).
     let healthcheck = db["healthcheck"]["test"].to_string();
-    assert!(healthcheck.contains("pg_isready"), "{healthcheck}");
+    for part in [
+        "pg_isready -h 127.0.0.1",
+        "psql -h 127.0.0.1",
+        "'counseling', 'counseling_owner'",
+        "= 2 ]",
+    ] {
+        assert!(healthcheck.contains(part), "{part}: {healthcheck}");
+    }
+    assert_eq!(db["healthcheck"]["start_period"], "60s");
 
     let volumes = strings(&db["volumes"]);
     assert!(
@@ -187,6 +197,12 @@ fn db_test_service_matches_database_url_test() {
     assert_eq!(env_of(db_test, "POSTGRES_DB", &env), url.database);
     assert_eq!(strings(&db_test["ports"]), ["127.0.0.1:5433:5432"]);
     assert!(strings(&db_test["tmpfs"]).contains(&"/var/lib/postgresql/data".to_owned()));
+    let healthcheck = db_test["healthcheck"]["test"].to_string();
+    assert!(
+        healthcheck.contains("pg_isready -h 127.0.0.1"),
+        "{healthcheck}"
+    );
+    assert_eq!(db_test["healthcheck"]["start_period"], "60s");
 }
 
 #[test]
@@ -202,6 +218,20 @@ fn migrate_runs_after_db_is_healthy_and_app_after_migrate_succeeded() {
     );
     assert_eq!(app["build"]["dockerfile"], "docker/Dockerfile");
     assert_eq!(app["environment"]["APP_HOST"], "0.0.0.0");
+    // The image's HEALTHCHECK is the service's; an init passes SIGTERM on to the migration.
+    assert_eq!(migrate["healthcheck"]["disable"], true);
+    assert_eq!(migrate["init"], true);
+    // Docker's 10 s would cut the drain short: the shutdown timeout, up to 8 s of closing.
+    let drain: u64 = readme_configuration_table()["APP_SHUTDOWN_TIMEOUT_SECS"]
+        .trim_matches('`')
+        .parse()
+        .unwrap();
+    let grace: u64 = app["stop_grace_period"]
+        .as_str()
+        .and_then(|grace| grace.strip_suffix('s'))
+        .and_then(|secs| secs.parse().ok())
+        .expect("stop_grace_period in seconds");
+    assert!(grace >= drain + 8, "{grace} s");
 }
 
 #[test]
@@ -356,6 +386,28 @@ fn preflight_refuses_each_placeholder_by_name_and_passes_real_passwords() {
         .map(|(name, _)| (*name, "a7f3e9c1d5"))
         .collect();
     assert_eq!(run(&real), (true, String::new()));
+    // Compose writes passwords into URLs unencoded.
+    let mut encoded = real.clone();
+    encoded[0].1 = "a7f3/e9c1?d5";
+    let (ok, stderr) = run(&encoded);
+    assert!(
+        !ok && stderr.contains(&format!("{} holds a character", encoded[0].0)),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("a7f3/e9c1?d5"), "{stderr}");
+    // The image's superuser may not take the name of a role the init scripts create.
+    for taken in [SERVICE_ROLE, OWNER_ROLE] {
+        let mut named = real.clone();
+        named.push(("POSTGRES_USER", taken));
+        let (ok, stderr) = run(&named);
+        assert!(
+            !ok && stderr.contains("POSTGRES_USER names a role"),
+            "{stderr}"
+        );
+    }
+    let mut named = real.clone();
+    named.push(("POSTGRES_USER", "postgres"));
+    assert_eq!(run(&named), (true, String::new()));
     let (ok, stderr) = run(&real[1..]);
     assert!(
         !ok && stderr.contains(&format!("{} is not set", real[0].0)),

@@ -216,6 +216,50 @@ async fn the_roles_script_refuses_to_run_without_passwords() {
     );
 }
 
+/// A roles script that fails part-way leaves nothing behind (the image's next start skips the
+/// scripts, so half the roles and grants would stay for good), and the failed statement, which
+/// carries a password, is not written to the server's log.
+#[tokio::test]
+async fn a_roles_script_that_fails_changes_nothing_and_logs_no_password() {
+    let cluster = PgCluster::start().await.unwrap();
+    let db = cluster.empty_database().await.unwrap();
+    let roles = initdb_scripts()
+        .into_iter()
+        .find(|path| path.ends_with("03-roles.sql"))
+        .unwrap();
+    // The service's role exists already: its CREATE ROLE, the second, fails.
+    let mut admin = PgConnection::connect_with(&cluster.admin_options().database(db.name()))
+        .await
+        .unwrap();
+    sqlx::raw_sql(AssertSqlSafe(format!("CREATE ROLE {SERVICE}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let passwords = [
+        ("POSTGRES_OWNER_PASSWORD", OWNER_PASSWORD),
+        ("POSTGRES_SERVICE_PASSWORD", SERVICE_PASSWORD),
+    ];
+    let output = psql(&cluster, db.name(), &roles, &passwords);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("already exists"),
+        "{}",
+        text(&output.stderr)
+    );
+    let owner_exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)")
+            .bind(OWNER)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+    assert!(!owner_exists, "the owner's role outlived the failed script");
+    let log = std::fs::read_to_string(cluster.log_path()).unwrap();
+    assert!(log.contains("already exists"), "{log}");
+    for password in [OWNER_PASSWORD, SERVICE_PASSWORD] {
+        assert!(!log.contains(password), "{log}");
+    }
+}
+
 /// Statements the service's role ran, as `pg_stat_statements` shows them to that role, with
 /// their number of calls.
 async fn own_statements(service: &mut PgConnection) -> Vec<(String, i64)> {
