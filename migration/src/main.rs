@@ -48,10 +48,12 @@ const USAGE: &str =
   down     roll back the most recent migration (or the STEPS most recent); a table that still
            holds rows is only dropped with --force
   status   list migrations: applied, pending, modified (its file changed since it was applied),
-           missing (applied, but not in this binary) or unrecorded (applied by another tool,
-           without a checksum)
-  accept   record VERSION's current checksum, after checking the database matches its file; for
-           a missing VERSION, forget that it was applied
+           missing (applied, but not in this binary), unrecorded (applied by another tool,
+           without a checksum) or rolling-back (a rollback without a transaction stopped
+           part-way: up refuses until down finishes it, or accept)
+  accept   record VERSION's current checksum, after checking the database matches its file
+           (and clear an unfinished rollback of it); for a missing VERSION, forget that it was
+           applied
   new      create migration/src/m<YYYYMMDD>_<NNNNNN>_NAME.rs and register it (developers only)
 up and down refuse to run while an applied migration is modified, missing or unrecorded, with
 one message per migration. Exit codes: 0 done, 1 the database or a migration failed, 2 bad

@@ -244,6 +244,15 @@ pub enum RunError {
     UnknownVersion(String),
     #[error("{0} is not applied: there is no checksum to accept (run `migration up`)")]
     NotApplied(String),
+    /// A migration without a transaction was being rolled back when its run stopped: part of
+    /// it may be undone while the history still lists it as applied, so `up` would skip it.
+    #[error(
+        "{0} was being rolled back when a run stopped, and runs without a transaction: part of \
+         it may already be undone. Run `migration down` again to finish the rollback (it carries \
+         on), then `up`; or, having checked that its part of the schema is whole, `migration \
+         accept {0}`"
+    )]
+    RollbackUnfinished(String),
 }
 
 /// How the applied migrations differ from this binary's.
@@ -440,6 +449,8 @@ pub enum MigrationStatus {
     Missing,
     /// Recorded as applied without a checksum while others have theirs: by another tool.
     Unrecorded,
+    /// Recorded as applied, but a rollback of it (without a transaction) stopped part-way.
+    RollingBack,
 }
 
 impl std::fmt::Display for MigrationStatus {
@@ -450,6 +461,7 @@ impl std::fmt::Display for MigrationStatus {
             MigrationStatus::Modified => "modified",
             MigrationStatus::Missing => "missing",
             MigrationStatus::Unrecorded => "unrecorded",
+            MigrationStatus::RollingBack => "rolling-back",
         })
     }
 }
@@ -530,6 +542,9 @@ impl Runner {
         limit: Option<usize>,
     ) -> Result<Vec<String>, RunError> {
         let applied = self.check_history(session).await?;
+        if let Some(name) = history::rolling_back(&session.db).await?.into_iter().next() {
+            return Err(RunError::RollbackUnfinished(name));
+        }
         self.check_order(&applied)?;
         let mut done = Vec::new();
         for file in self
@@ -659,7 +674,14 @@ impl Runner {
             return Ok(self.states(Vec::new(), true));
         }
         let kept = history::checksums_kept(db).await?;
-        Ok(self.states(history::recorded(db).await?, kept))
+        let mut states = self.states(history::recorded(db).await?, kept);
+        let rolling_back = history::rolling_back(db).await?;
+        for state in &mut states {
+            if state.status == MigrationStatus::Applied && rolling_back.contains(&state.name) {
+                state.status = MigrationStatus::RollingBack;
+            }
+        }
+        Ok(states)
     }
 
     /// `kept`: whether every row of the history carried a checksum before this run (see
@@ -748,6 +770,8 @@ impl Runner {
             }
             (_, None) => return Err(RunError::UnknownVersion(version.to_owned())),
         };
+        // A person checked it: a rollback that stopped part-way no longer stands in `up`'s way.
+        history::clear_rollback_mark(&tx, version).await?;
         tx.commit().await?;
         self.notify_adopted(adopted).await;
         Ok(accepted)
@@ -814,6 +838,11 @@ impl Runner {
             }
         } else {
             let db = &session.db;
+            if direction == Direction::Down {
+                // Committed first: if the rollback stops part-way, the history says so, and
+                // `up` does not take the migration for whole (see `RollbackUnfinished`).
+                history::mark_rollback_started(db, file.name()).await?;
+            }
             set_run_settings(db, self.options, false).await?;
             self.run_code(db, session.pid, file, direction).await?;
             history::record(db, file.name(), direction, Some(&file.checksum())).await?;
@@ -1293,7 +1322,8 @@ mod history {
                 r#"CREATE TABLE IF NOT EXISTS "{HISTORY_TABLE}" (
                     "version" varchar NOT NULL PRIMARY KEY,
                     "applied_at" bigint NOT NULL,
-                    "checksum" text
+                    "checksum" text,
+                    "{ROLLBACK_STARTED}" bigint
                 )"#
             ))
             .await?;
@@ -1312,8 +1342,81 @@ mod history {
             KEPT_MARK.replace('\'', "''")
         ))
         .await?;
+        if !has_column(db, ROLLBACK_STARTED).await? {
+            db.execute_unprepared(&format!(
+                r#"ALTER TABLE "{HISTORY_TABLE}" ADD COLUMN IF NOT EXISTS "{ROLLBACK_STARTED}" bigint"#
+            ))
+            .await?;
+        }
         owner_only(db).await?;
         Ok(kept)
+    }
+
+    /// When a rollback without a transaction started (Unix seconds), set until it finishes:
+    /// one that stopped part-way leaves it, and its row.
+    const ROLLBACK_STARTED: &str = "rollback_started_at";
+
+    async fn has_column(db: &impl ConnectionTrait, column: &str) -> Result<bool, DbErr> {
+        query_bool(
+            db,
+            "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass($1) \
+             AND attname = $2 AND NOT attisdropped)",
+            vec![HISTORY_TABLE.into(), column.into()],
+        )
+        .await
+    }
+
+    /// The applied migrations whose rollback stopped part-way (none before the column existed).
+    pub(super) async fn rolling_back(db: &impl ConnectionTrait) -> Result<Vec<String>, DbErr> {
+        if !has_column(db, ROLLBACK_STARTED).await? {
+            return Ok(Vec::new());
+        }
+        db.query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!(
+                r#"SELECT "version" FROM "{HISTORY_TABLE}"
+                   WHERE "{ROLLBACK_STARTED}" IS NOT NULL ORDER BY "version" DESC"#
+            ),
+        ))
+        .await?
+        .into_iter()
+        .map(|row| row.try_get_by_index::<String>(0))
+        .collect()
+    }
+
+    pub(super) async fn mark_rollback_started(
+        db: &impl ConnectionTrait,
+        name: &str,
+    ) -> Result<(), DbErr> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| {
+                i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
+            });
+        db.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            format!(
+                r#"UPDATE "{HISTORY_TABLE}" SET "{ROLLBACK_STARTED}" = $2 WHERE "version" = $1"#
+            ),
+            [name.into(), now.into()],
+        ))
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn clear_rollback_mark(
+        db: &impl ConnectionTrait,
+        name: &str,
+    ) -> Result<(), DbErr> {
+        db.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            format!(
+                r#"UPDATE "{HISTORY_TABLE}" SET "{ROLLBACK_STARTED}" = NULL WHERE "version" = $1"#
+            ),
+            [name.into()],
+        ))
+        .await?;
+        Ok(())
     }
 
     /// Revokes every privilege but SELECT on the history table (or its columns) that a role

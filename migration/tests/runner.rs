@@ -496,3 +496,75 @@ async fn a_run_waiting_for_the_lock_says_who_holds_it() {
     let waits = notices.iter().filter(|event| event.starts_with("waiting"));
     assert_eq!(waits.count(), 1, "{notices:?}");
 }
+
+/// A rollback without a transaction that stops part-way leaves the migration marked: `status`
+/// says `rolling-back`, and `up` refuses rather than take the half-undone migration for whole
+/// (before, it said "up to date"). `down` again finishes the rollback; `accept` clears the mark
+/// instead, for someone who checked the schema.
+#[tokio::test]
+async fn a_rollback_stopped_part_way_is_finished_before_up_runs() {
+    let db = TestDatabase::empty().await.unwrap();
+    let orm = db.connect().await;
+    // Its down commits a first step, then stops while `stop_here` exists.
+    let parts = SqlMigration::new(
+        "m1_parts",
+        "CREATE TABLE IF NOT EXISTS p1 (x int); CREATE TABLE IF NOT EXISTS p2 (x int)",
+        "DROP TABLE IF EXISTS p2; COMMIT; \
+         DO $$ BEGIN IF to_regclass('stop_here') IS NOT NULL THEN \
+             RAISE EXCEPTION 'stopped part-way'; END IF; END $$; \
+         DROP TABLE IF EXISTS p1",
+    )
+    .without_transaction();
+    let runner = runner(vec![parts]);
+    assert_eq!(runner.up(&orm, None).await.unwrap(), ["m1_parts"]);
+    let mut conn = connect(&db).await;
+    let tables = async |conn: &mut PgConnection| -> Vec<Option<String>> {
+        sqlx::query_scalar("SELECT to_regclass(name)::text FROM unnest(ARRAY['p1', 'p2']) AS name")
+            .fetch_all(conn)
+            .await
+            .unwrap()
+    };
+    let statuses = async || -> Vec<String> {
+        runner
+            .status(&orm)
+            .await
+            .unwrap()
+            .iter()
+            .map(|state| state.status.to_string())
+            .collect()
+    };
+    let stop_here = async |conn: &mut PgConnection, sql: &str| {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(conn)
+            .await
+            .unwrap();
+    };
+
+    for finish in ["accept", "down"] {
+        stop_here(&mut conn, "CREATE TABLE stop_here ()").await;
+        let error = runner.down(&orm, 1).await.unwrap_err();
+        assert!(error.to_string().contains("stopped part-way"), "{error}");
+        assert_eq!(tables(&mut conn).await, [Some("p1".to_owned()), None]);
+        assert_eq!(statuses().await, ["rolling-back"]);
+        let refused = runner.up(&orm, None).await.unwrap_err();
+        assert!(
+            matches!(&refused, migration::RunError::RollbackUnfinished(name) if name == "m1_parts"),
+            "{refused}"
+        );
+        assert_eq!(tables(&mut conn).await, [Some("p1".to_owned()), None]);
+        stop_here(&mut conn, "DROP TABLE stop_here").await;
+        if finish == "accept" {
+            // Someone checked (here: put p2 back): the mark goes, up finds nothing to do.
+            stop_here(&mut conn, "CREATE TABLE p2 (x int)").await;
+            runner.accept(&orm, "m1_parts").await.unwrap();
+            assert_eq!(statuses().await, ["applied"]);
+            assert!(runner.up(&orm, None).await.unwrap().is_empty());
+        } else {
+            assert_eq!(runner.down(&orm, 1).await.unwrap(), ["m1_parts"]);
+            assert_eq!(tables(&mut conn).await, [None, None]);
+            assert_eq!(statuses().await, ["pending"]);
+            assert_eq!(runner.up(&orm, None).await.unwrap(), ["m1_parts"]);
+            assert_eq!(statuses().await, ["applied"]);
+        }
+    }
+}

@@ -128,10 +128,24 @@ async fn fails_cleanly_while_users_is_locked(db: &TestDatabase, args: &[&str], o
     assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
     holding.rollback().await.unwrap();
 
+    // A rollback without a transaction that stopped is marked as such (here it had changed
+    // nothing yet): `status` shows it rolling back, no longer applied, until `down` finishes it.
+    let marked = args == ["down"] && outcome.contains("part-way");
+    let (applied, pending) = before.1;
+    let expected = (before.0, (applied - usize::from(marked), pending));
     assert_eq!(
         (schema_snapshot(&mut conn).await, status(&url)),
-        before,
+        expected,
         "nothing half-applied"
+    );
+    let listed = text(&migration_binary(&["status"], &[("DATABASE_URL", &url)]).stdout);
+    assert_eq!(
+        listed
+            .lines()
+            .filter(|line| line.starts_with("rolling-back"))
+            .count(),
+        usize::from(marked),
+        "{listed}"
     );
 }
 
