@@ -56,7 +56,7 @@ const USAGE: &str =
            applied
   new      create migration/src/m<YYYYMMDD>_<NNNNNN>_NAME.rs and register it (developers only)
 up and down refuse to run while an applied migration is modified, missing or unrecorded, with
-one message per migration. Exit codes: 0 done, 1 the database or a migration failed, 2 bad
+one message per migration; up also refuses (exit 1) while one is rolling-back. Exit codes: 0 done, 1 the database or a migration failed, 2 bad
 usage or configuration, 3 an applied migration is modified or unrecorded (or, for up, a
 pending one sorts before an applied one), 4 an applied migration is missing (and none is
 modified or unrecorded; the order is checked once none is missing)
@@ -269,6 +269,9 @@ async fn run(
             Accepted::Unchanged(current) => {
                 println!("{version} already has checksum {current}: nothing to accept")
             }
+            Accepted::RollbackCleared(_) => println!(
+                "accepted {version}: its unfinished rollback is cleared, and it counts as applied"
+            ),
             Accepted::Forgotten { .. } => println!(
                 "forgot {version}: it is no longer recorded as applied (its changes, if any, \
                  stay in the database)"

@@ -249,8 +249,8 @@ pub enum RunError {
     #[error(
         "{0} was being rolled back when a run stopped, and runs without a transaction: part of \
          it may already be undone. Run `migration down` again to finish the rollback (it carries \
-         on), then `up`; or, having checked that its part of the schema is whole, `migration \
-         accept {0}`"
+         on), then `up`; or, having checked that its part of the schema is whole (as after a \
+         rollback that refused, or timed out, before changing anything), `migration accept {0}`"
     )]
     RollbackUnfinished(String),
 }
@@ -382,6 +382,9 @@ pub enum Accepted {
     },
     /// The recorded checksum already was the file's.
     Unchanged(Checksum),
+    /// The recorded checksum was the file's, and a rollback of it that had stopped part-way no
+    /// longer stands in `up`'s way (someone checked its part of the schema).
+    RollbackCleared(Checksum),
     /// A migration this binary does not have is no longer recorded as applied.
     Forgotten { recorded: Option<Checksum> },
 }
@@ -758,6 +761,15 @@ impl Runner {
                     recorded: state.recorded.clone(),
                 }
             }
+            // A person checked it: a rollback that stopped part-way no longer stands in `up`'s
+            // way. Only for a file as it was applied: a modified one keeps its mark, which its
+            // drift message does not mention, until it is accepted again.
+            (MigrationStatus::Applied, Some(current))
+                if state.recorded.as_ref() == Some(current)
+                    && history::clear_rollback_mark(&tx, version).await? =>
+            {
+                Accepted::RollbackCleared(current.clone())
+            }
             (_, Some(current)) if state.recorded.as_ref() == Some(current) => {
                 Accepted::Unchanged(current.clone())
             }
@@ -770,8 +782,6 @@ impl Runner {
             }
             (_, None) => return Err(RunError::UnknownVersion(version.to_owned())),
         };
-        // A person checked it: a rollback that stopped part-way no longer stands in `up`'s way.
-        history::clear_rollback_mark(&tx, version).await?;
         tx.commit().await?;
         self.notify_adopted(adopted).await;
         Ok(accepted)
@@ -838,12 +848,13 @@ impl Runner {
             }
         } else {
             let db = &session.db;
+            // Under the run's settings (its lock_timeout) already.
+            set_run_settings(db, self.options, false).await?;
             if direction == Direction::Down {
                 // Committed first: if the rollback stops part-way, the history says so, and
                 // `up` does not take the migration for whole (see `RollbackUnfinished`).
                 history::mark_rollback_started(db, file.name()).await?;
             }
-            set_run_settings(db, self.options, false).await?;
             self.run_code(db, session.pid, file, direction).await?;
             history::record(db, file.name(), direction, Some(&file.checksum())).await?;
         }
@@ -922,7 +933,10 @@ impl Runner {
 /// transaction of ours idle that long has a client that stalled (stopped, paused, cut off by the
 /// network) and would hold its locks on live tables until the server's TCP keepalive gave up,
 /// hours later. The server ends it instead, and rolls the migration back. (An [`Observer`] runs
-/// while a migration's transaction is open: it must return well within that.)
+/// while a migration's transaction is open: it must return well within that.) No
+/// `statement_timeout`: one the role or database sets for its sessions (the service's limit,
+/// say) would cancel a long backfill or validation part-way, run after run; `lock_timeout`
+/// bounds the waits that hold others up.
 async fn set_run_settings(
     connection: &impl ConnectionTrait,
     options: RunOptions,
@@ -933,7 +947,8 @@ async fn set_run_settings(
             DbBackend::Postgres,
             "SELECT set_config('lock_timeout', $1, $3), set_config($2, $4, $3), \
              set_config('idle_in_transaction_session_timeout', $5, $3), \
-             set_config('default_transaction_isolation', 'read committed', $3)",
+             set_config('default_transaction_isolation', 'read committed', $3), \
+             set_config('statement_timeout', '0', $3)",
             [
                 format!("{}ms", options.lock_timeout_ms()).into(),
                 FORCE_SETTING.into(),
@@ -1404,19 +1419,22 @@ mod history {
         Ok(())
     }
 
+    /// Whether `name` had a mark, now cleared.
     pub(super) async fn clear_rollback_mark(
         db: &impl ConnectionTrait,
         name: &str,
-    ) -> Result<(), DbErr> {
-        db.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            format!(
-                r#"UPDATE "{HISTORY_TABLE}" SET "{ROLLBACK_STARTED}" = NULL WHERE "version" = $1"#
-            ),
-            [name.into()],
-        ))
-        .await?;
-        Ok(())
+    ) -> Result<bool, DbErr> {
+        let cleared = db
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                format!(
+                    r#"UPDATE "{HISTORY_TABLE}" SET "{ROLLBACK_STARTED}" = NULL
+                       WHERE "version" = $1 AND "{ROLLBACK_STARTED}" IS NOT NULL"#
+                ),
+                [name.into()],
+            ))
+            .await?;
+        Ok(cleared.rows_affected() > 0)
     }
 
     /// Revokes every privilege but SELECT on the history table (or its columns) that a role

@@ -556,7 +556,11 @@ async fn a_rollback_stopped_part_way_is_finished_before_up_runs() {
         if finish == "accept" {
             // Someone checked (here: put p2 back): the mark goes, up finds nothing to do.
             stop_here(&mut conn, "CREATE TABLE p2 (x int)").await;
-            runner.accept(&orm, "m1_parts").await.unwrap();
+            let accepted = runner.accept(&orm, "m1_parts").await.unwrap();
+            assert!(
+                matches!(accepted, migration::Accepted::RollbackCleared(_)),
+                "{accepted:?}"
+            );
             assert_eq!(statuses().await, ["applied"]);
             assert!(runner.up(&orm, None).await.unwrap().is_empty());
         } else {
@@ -567,4 +571,29 @@ async fn a_rollback_stopped_part_way_is_finished_before_up_runs() {
             assert_eq!(statuses().await, ["applied"]);
         }
     }
+}
+
+/// A `statement_timeout` the database sets for every session (a limit meant for the service)
+/// does not cut a migration short, with or without a transaction.
+#[tokio::test]
+async fn a_databases_statement_timeout_does_not_cut_a_migration_short() {
+    let db = TestDatabase::empty().await.unwrap();
+    let mut conn = connect(&db).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE {} SET statement_timeout = '100ms'",
+        db.name()
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let orm = db.connect().await;
+    let slow = SqlMigration::new("m1_slow", "SELECT pg_sleep(0.3)", "SELECT pg_sleep(0.3)");
+    let slow_alone = SqlMigration::new("m2_slow_alone", "SELECT pg_sleep(0.3)", "SELECT 1")
+        .without_transaction();
+    let runner = runner(vec![slow, slow_alone]);
+    assert_eq!(
+        runner.up(&orm, None).await.unwrap(),
+        ["m1_slow", "m2_slow_alone"]
+    );
+    assert_eq!(runner.down(&orm, 2).await.unwrap().len(), 2);
 }
