@@ -33,6 +33,14 @@ fn initdb_scripts() -> Vec<PathBuf> {
     scripts
 }
 
+/// The script that makes the application's roles.
+fn roles_script() -> PathBuf {
+    initdb_scripts()
+        .into_iter()
+        .find(|path| path.ends_with("03-roles.sql"))
+        .unwrap()
+}
+
 /// `psql -f script` as the image's entrypoint runs it: as the superuser, on `database`, stopping
 /// at the first error. Connection details and passwords travel in the environment only.
 fn psql(cluster: &PgCluster, database: &str, script: &Path, passwords: &[(&str, &str)]) -> Output {
@@ -190,10 +198,7 @@ async fn the_service_role_reads_and_writes_rows_but_cannot_change_the_schema() {
 async fn the_roles_script_refuses_to_run_without_passwords() {
     let cluster = PgCluster::start().await.unwrap();
     let db = cluster.empty_database().await.unwrap();
-    let roles = initdb_scripts()
-        .into_iter()
-        .find(|path| path.ends_with("03-roles.sql"))
-        .unwrap();
+    let roles = roles_script();
     for (missing, given) in [
         ("POSTGRES_OWNER_PASSWORD", "POSTGRES_SERVICE_PASSWORD"),
         ("POSTGRES_SERVICE_PASSWORD", "POSTGRES_OWNER_PASSWORD"),
@@ -223,10 +228,7 @@ async fn the_roles_script_refuses_to_run_without_passwords() {
 async fn a_roles_script_that_fails_changes_nothing_and_logs_no_password() {
     let cluster = PgCluster::start().await.unwrap();
     let db = cluster.empty_database().await.unwrap();
-    let roles = initdb_scripts()
-        .into_iter()
-        .find(|path| path.ends_with("03-roles.sql"))
-        .unwrap();
+    let roles = roles_script();
     // The service's role exists already: its CREATE ROLE, the second, fails.
     let mut admin = PgConnection::connect_with(&cluster.admin_options().database(db.name()))
         .await
