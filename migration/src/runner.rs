@@ -1288,13 +1288,7 @@ mod history {
     }
 
     pub(super) async fn has_checksums(db: &impl ConnectionTrait) -> Result<bool, DbErr> {
-        query_bool(
-            db,
-            "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass($1) \
-             AND attname = 'checksum' AND NOT attisdropped)",
-            vec![HISTORY_TABLE.into()],
-        )
-        .await
+        has_column(db, "checksum").await
     }
 
     /// The comment this runner puts on the `checksum` column: from then on every row carries a
@@ -1367,6 +1361,15 @@ mod history {
         Ok(kept)
     }
 
+    /// Now, in the history's unit (seconds since the Unix epoch; 0 for a clock before it).
+    fn unix_seconds() -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| {
+                i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
+            })
+    }
+
     /// When a rollback without a transaction started (Unix seconds), set until it finishes:
     /// one that stopped part-way leaves it, and its row.
     const ROLLBACK_STARTED: &str = "rollback_started_at";
@@ -1403,17 +1406,12 @@ mod history {
         db: &impl ConnectionTrait,
         name: &str,
     ) -> Result<(), DbErr> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |elapsed| {
-                i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
-            });
         db.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             format!(
                 r#"UPDATE "{HISTORY_TABLE}" SET "{ROLLBACK_STARTED}" = $2 WHERE "version" = $1"#
             ),
-            [name.into(), now.into()],
+            [name.into(), unix_seconds().into()],
         ))
         .await?;
         Ok(())
@@ -1550,23 +1548,18 @@ mod history {
         checksum: Option<&Checksum>,
     ) -> Result<(), DbErr> {
         let statement = match direction {
-            Direction::Up => {
-                let applied_at = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |elapsed| elapsed.as_secs() as i64);
-                Statement::from_sql_and_values(
-                    DbBackend::Postgres,
-                    format!(
-                        r#"INSERT INTO "{HISTORY_TABLE}" ("version", "applied_at", "checksum")
+            Direction::Up => Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                format!(
+                    r#"INSERT INTO "{HISTORY_TABLE}" ("version", "applied_at", "checksum")
                            VALUES ($1, $2, $3)"#
-                    ),
-                    [
-                        name.into(),
-                        applied_at.into(),
-                        checksum.map(|checksum| checksum.as_str().to_owned()).into(),
-                    ],
-                )
-            }
+                ),
+                [
+                    name.into(),
+                    unix_seconds().into(),
+                    checksum.map(|checksum| checksum.as_str().to_owned()).into(),
+                ],
+            ),
             Direction::Down => Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 format!(r#"DELETE FROM "{HISTORY_TABLE}" WHERE "version" = $1"#),

@@ -228,16 +228,10 @@ impl Server {
         };
         // A test's server is not left starting behind a failure; the project-local one is (a
         // long crash recovery, stopped, would start over at the next try).
-        let child = self.postmaster().take();
-        if let Some(mut child) = child
-            && exited.is_none()
-            && lifetime == Lifetime::Tied
-        {
-            let _ = process::signal_with_children(child.id(), Signal::Continue);
-            let _ = process::signal(child.id(), Signal::Quit);
-            let _ =
-                crate::wait::wait_until("", STOP_TIMEOUT, || !matches!(child.try_wait(), Ok(None)));
+        if exited.is_none() && lifetime == Lifetime::Tied {
+            let _ = self.stop(Signal::Quit);
         }
+        *self.postmaster() = None;
         Err(ProvisionError::Failed(format!(
             "{failure}; its log:\n{}",
             self.log_tail()
