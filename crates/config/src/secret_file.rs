@@ -31,11 +31,18 @@ pub struct SecretRead {
 }
 
 /// Reads the secret in `path` under the rule above. Errors and warnings name the file, never
-/// what it holds.
+/// what it holds; and a file that cannot be opened is not named either: the variable may hold
+/// the secret itself by mistake (`DATABASE_PASSWORD_FILE=hunter2`), and the error is logged.
 pub fn read_secret_file(path: &Path) -> Result<SecretRead, String> {
     let shown = path.display();
+    let file = trusted_file::open(path).map_err(|error| {
+        format!(
+            "cannot open the file it names: {} (the name is not shown: it may be the secret \
+             itself, set by mistake)",
+            error.kind()
+        )
+    })?;
     let unreadable = |error: std::io::Error| format!("cannot read {shown}: {}", error.kind());
-    let file = trusted_file::open(path).map_err(unreadable)?;
     let metadata = file.metadata().map_err(unreadable)?;
     if !metadata.is_file() {
         return Err(format!("{shown} is not a regular file"));
@@ -121,6 +128,24 @@ mod tests {
         #[cfg(not(unix))]
         let _ = mode;
         path
+    }
+
+    /// The value of a `*_FILE` variable that names no file may be the secret itself, put there
+    /// by mistake: the error, which is logged, does not repeat it.
+    #[test]
+    fn a_file_that_cannot_be_opened_is_not_named() {
+        for value in [
+            "postgres://app:hunter2@db/app",
+            "hunter2",
+            "/run/secrets/hunter2",
+        ] {
+            let error = read_secret_file(Path::new(value)).unwrap_err();
+            assert!(
+                error.starts_with("cannot open the file it names: "),
+                "{error}"
+            );
+            assert!(!error.contains("hunter2"), "{error}");
+        }
     }
 
     #[test]

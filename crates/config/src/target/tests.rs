@@ -172,7 +172,7 @@ fn a_url_and_a_password_from_files() {
     assert!(
         error
             .to_string()
-            .starts_with("DATABASE_PASSWORD_FILE: cannot read"),
+            .starts_with("DATABASE_PASSWORD_FILE: cannot open the file it names"),
         "{error}"
     );
 }
@@ -788,4 +788,23 @@ fn the_owners_url_from_dotenv_beside_an_exported_service_url_is_refused() {
     // Exported empty is unset, as everywhere (an unset `${VAR:-}` in a compose file).
     let sources = Sources::layered(file, owned(&[("DATABASE_URL_FILE", "")]));
     assert!(DatabaseTarget::from_sources(&sources, Role::Owner).is_ok());
+}
+
+/// A secret put in a `*_FILE` variable by mistake is not repeated in the exit-2 lines, which
+/// are logged.
+#[test]
+fn a_secret_set_where_its_file_belongs_is_not_echoed() {
+    let cases: [&[(&str, &str)]; 2] = [
+        &[("DATABASE_URL_FILE", "postgres://app:hunter2@db/app")],
+        &[
+            ("DATABASE_URL", "postgres://app@db/app"),
+            ("DATABASE_PASSWORD_FILE", "hunter2"),
+        ],
+    ];
+    for vars in cases {
+        let problems = connector(vars).unwrap_err();
+        assert_eq!(variables(&problems).len(), 1, "{problems}");
+        assert!(variables(&problems)[0].ends_with("_FILE"), "{problems}");
+        assert!(!problems.to_string().contains("hunter2"), "{problems}");
+    }
 }

@@ -202,6 +202,28 @@ fn check_trust(
                  for the public roots"
             ),
         )),
+        // Under disable no certificate is checked. libpq ignores a CA file then, and so do we
+        // for the URL's and the environment's; but an override that names one, or one that turns
+        // TLS off under a URL's CA file, would be ignored silently: refused.
+        (Some(SslRootCert::File(_)), Some(SslMode::Disable))
+            if tls_possible
+                && (matches!(root_source, TlsSource::Override(_))
+                    || matches!(mode_source, TlsSource::Override(_))) =>
+        {
+            let (blamed, other) = match mode_source {
+                TlsSource::Override(_) => (mode_source, root_source),
+                _ => (root_source, mode_source),
+            };
+            Err(TlsProblem::new(
+                blamed,
+                format!(
+                    "would be ignored: sslmode is disable and sslrootcert names a CA file ({} \
+                     sets the other), so no certificate is checked; set the sslmode to \
+                     verify-full (or verify-ca), or drop the CA file",
+                    describe(other)
+                ),
+            ))
+        }
         // libpq checks the chain whenever it has a CA file (under prefer, falling back to
         // plaintext when the check fails); the driver checks it only under verify-ca and
         // verify-full, so here the file would be ignored. (Over unix sockets alone no TLS
@@ -379,6 +401,47 @@ mod tests {
         // Unix sockets alone: no TLS under any mode, so nothing to refuse.
         let sockets = resolve(&TlsInputs {
             root_cert: Some((&ca, URL_ROOT)),
+            tls_possible: false,
+            ..TlsInputs::default()
+        });
+        assert!(sockets.is_ok(), "{:?}", sockets.err());
+    }
+
+    /// A CA file under disable checks nothing. The URL's or the environment's is ignored as
+    /// libpq ignores it (above); an override that names one, or that turns TLS off under the
+    /// URL's, is refused, naming the override.
+    #[test]
+    fn an_override_under_disable_is_refused_as_it_would_check_nothing() {
+        let (_dir, _, ca) = files();
+        let ca_override = SslRootCert::File(ca.clone().into());
+        let root_override = resolve(&TlsInputs {
+            mode: Some(("disable", URL_MODE)),
+            root_cert_override: Some(&ca_override),
+            tls_possible: true,
+            ..TlsInputs::default()
+        })
+        .unwrap_err();
+        assert_eq!(
+            sources(&root_override),
+            [TlsSource::Override("DATABASE_SSL_ROOT_CERT")]
+        );
+        let mode_override = resolve(&TlsInputs {
+            root_cert: Some((&ca, URL_ROOT)),
+            mode_override: Some(SslMode::Disable),
+            tls_possible: true,
+            ..TlsInputs::default()
+        })
+        .unwrap_err();
+        assert_eq!(
+            sources(&mode_override),
+            [TlsSource::Override("DATABASE_SSL_MODE")]
+        );
+        let line = mode_override[0].to_problem("DATABASE_URL").to_string();
+        assert!(line.contains("sslrootcert in the database URL"), "{line}");
+        // Unix sockets alone: no TLS under any mode, so nothing to refuse.
+        let sockets = resolve(&TlsInputs {
+            mode: Some(("disable", URL_MODE)),
+            root_cert_override: Some(&ca_override),
             tls_possible: false,
             ..TlsInputs::default()
         });
