@@ -191,6 +191,62 @@ async fn a_unit_that_goes_on_after_a_cut_off_call_commits_nothing() {
     users.create(new_user(r"\school\grace")).await.unwrap();
 }
 
+/// A caller that stops waiting (a client gone) closes its connection; the server then ends the
+/// statement within `client_connection_check_interval` (1 s), so an INSERT left waiting on a
+/// lock is not stored unseen once the lock is free (`lock_timeout` would end it later, 5 s by
+/// default: the lock may be freed before).
+#[tokio::test]
+async fn an_insert_whose_caller_stopped_waiting_is_not_stored_later() {
+    use sea_orm::sqlx::{self, Connection, PgConnection};
+    let db = counseling_testkit::TestDatabase::migrated().await.unwrap();
+    // Longer than this test waits: only the check can end the INSERT in time.
+    let mut settings = common::settings_for(db.url());
+    settings.pool.lock_timeout = Duration::from_secs(60);
+    let users = counseling_persistence::PgUserRepository::new(common::connect(&settings));
+    let mut holder = PgConnection::connect_with(&db.options()).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE users IN SHARE MODE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let mut observer = PgConnection::connect_with(&db.options()).await.unwrap();
+    let lock_waits = "SELECT count(*) FROM pg_stat_activity \
+                      WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    let creating = tokio::spawn({
+        let users = users.clone();
+        async move { users.create(new_user(r"\school\ivan")).await }
+    });
+    eventually(
+        "the INSERT waits for the lock",
+        Duration::from_secs(10),
+        async || {
+            let waits: i64 = sqlx::query_scalar(lock_waits)
+                .fetch_one(&mut observer)
+                .await
+                .unwrap();
+            waits == 1
+        },
+    )
+    .await
+    .unwrap();
+    creating.abort();
+    // Without the check the server would wait on for the lock, and insert once it is free.
+    eventually(
+        "the server ends the INSERT",
+        Duration::from_secs(5),
+        async || {
+            let waits: i64 = sqlx::query_scalar(lock_waits)
+                .fetch_one(&mut observer)
+                .await
+                .unwrap();
+            waits == 0
+        },
+    )
+    .await
+    .unwrap();
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    assert!(!find(&users, r"\school\ivan").await);
+}
+
 #[tokio::test]
 async fn a_panic_inside_the_unit_rolls_it_back_and_reaches_the_caller() {
     let (_db, database, users) = repository().await;
