@@ -68,9 +68,6 @@ pub struct SessionDefaults {
     /// Server settings (`-c name=value`), each with the variable that sets it: the URL's
     /// `options` may not set these too.
     pub settings: Vec<(String, String, &'static str)>,
-    /// Server settings (`-c name=value`) of the program's choosing that the URL's `options` may
-    /// set otherwise: sent only when it does not.
-    pub default_settings: Vec<(String, String)>,
     /// Log every statement (the driver's statement logging).
     pub log_statements: bool,
 }
@@ -81,7 +78,6 @@ impl SessionDefaults {
         Self {
             application_name: application_name.to_owned(),
             settings: Vec::new(),
-            default_settings: Vec::new(),
             log_statements: false,
         }
     }

@@ -388,13 +388,6 @@ impl DatabaseTarget {
                 Err(problem) => problems.push(ParameterProblem::new(origin, "options", problem)),
             }
         }
-        let defaults = session.default_settings.iter().filter(|(name, _)| {
-            !settings
-                .iter()
-                .any(|(set, _): &(String, String)| set == name)
-        });
-        let defaults: Vec<(String, String)> = defaults.cloned().collect();
-        settings.extend(defaults);
         settings.extend(
             session
                 .settings

@@ -144,9 +144,6 @@ mod defaults {
 
 /// The program name reported when nothing else is set.
 const DEFAULT_APPLICATION_NAME: &str = "counseling-platform";
-/// The server's `client_connection_check_interval` for our sessions, unless the URL's `options`
-/// set it.
-const CLIENT_CONNECTION_CHECK_INTERVAL: &str = "1s";
 
 impl DatabaseSettings {
     /// The environment variables of these settings start with this.
@@ -284,10 +281,9 @@ impl DatabaseSettings {
         Some(Problem::new(self.target.url_variable(), problem))
     }
 
-    /// What every connection's session gets: the application name, the server-side timeouts and
-    /// the check for a client that went away, sent in the startup packet (no extra round trip
-    /// per connection). A session left idle inside a transaction (a stalled unit of work) is
-    /// ended by the server too.
+    /// What every connection's session gets: the application name and the server-side
+    /// timeouts, sent in the startup packet (no extra round trip per connection). A session left
+    /// idle inside a transaction (a stalled unit of work) is ended by the server too.
     pub fn session_defaults(&self) -> SessionDefaults {
         let statement_timeout_ms = self.pool.statement_timeout.as_millis().to_string();
         SessionDefaults {
@@ -309,13 +305,6 @@ impl DatabaseSettings {
                     "DATABASE_STATEMENT_TIMEOUT_MS",
                 ),
             ],
-            // A statement whose client is gone (a caller that stopped waiting closes the
-            // connection) is ended within a second, rather than run to its end unseen: an
-            // INSERT waiting on a lock would otherwise commit a row nobody was told of.
-            default_settings: vec![(
-                "client_connection_check_interval".to_owned(),
-                CLIENT_CONNECTION_CHECK_INTERVAL.to_owned(),
-            )],
             log_statements: self.pool.echo,
         }
     }

@@ -191,16 +191,18 @@ async fn a_unit_that_goes_on_after_a_cut_off_call_commits_nothing() {
     users.create(new_user(r"\school\grace")).await.unwrap();
 }
 
-/// A caller that stops waiting (a client gone) closes its connection; the server then ends the
-/// statement within `client_connection_check_interval` (1 s), so an INSERT left waiting on a
-/// lock is not stored unseen once the lock is free (`lock_timeout` would end it later, 5 s by
-/// default: the lock may be freed before).
+/// The README's recipe for a Linux server: with `client_connection_check_interval` in the URL's
+/// `options`, a caller that stops waiting (a client gone) closes its connection and the server
+/// ends the statement within a second, so an INSERT left waiting on a lock is not stored unseen
+/// once the lock is free (`lock_timeout` would end it later, 5 s by default: the lock may be
+/// freed before).
 #[tokio::test]
 async fn an_insert_whose_caller_stopped_waiting_is_not_stored_later() {
     use sea_orm::sqlx::{self, Connection, PgConnection};
     let db = counseling_testkit::TestDatabase::migrated().await.unwrap();
+    let url = db.url_with(&[("options", "-c client_connection_check_interval=1s")]);
     // Longer than this test waits: only the check can end the INSERT in time.
-    let mut settings = common::settings_for(db.url());
+    let mut settings = common::settings_for(url);
     settings.pool.lock_timeout = Duration::from_secs(60);
     let users = counseling_persistence::PgUserRepository::new(common::connect(&settings));
     let mut holder = PgConnection::connect_with(&db.options()).await.unwrap();

@@ -14,7 +14,6 @@ fn session() -> SessionDefaults {
             "1000".into(),
             "DATABASE_STATEMENT_TIMEOUT_MS",
         )],
-        default_settings: vec![("client_connection_check_interval".into(), "1000".into())],
         log_statements: false,
     }
 }
@@ -465,26 +464,6 @@ fn options_pass_server_settings_on_but_not_ours_or_other_switches() {
             ("search_path".to_owned(), "my-app".to_owned()),
             ("work_mem".to_owned(), "64MB".to_owned()),
             ("intervalstyle".to_owned(), r"ISO,\ DMY".replace('\\', "")),
-            (
-                "client_connection_check_interval".to_owned(),
-                "1000".to_owned()
-            ),
-            ("statement_timeout".to_owned(), "1000".to_owned()),
-        ]
-    );
-    // A default setting the URL's options set otherwise is the URL's, once.
-    let c = connector(&[(
-        "DATABASE_URL",
-        "postgres://u:p@h/db?options=-c%20Client-Connection-Check-Interval%3D5s",
-    )])
-    .unwrap();
-    assert_eq!(
-        c.settings,
-        [
-            (
-                "client_connection_check_interval".to_owned(),
-                "5s".to_owned()
-            ),
             ("statement_timeout".to_owned(), "1000".to_owned()),
         ]
     );
