@@ -111,6 +111,36 @@ pub(crate) fn resolve(inputs: &TlsInputs<'_>) -> Result<TlsSettings, Vec<TlsProb
         )
         .err(),
     );
+    // Under disable no certificate is checked: an override that names a CA file, or that turns
+    // TLS off where the URL or the environment names one and asks no mode, would be ignored
+    // silently. (The URL's own CA file under the URL's disable is libpq's business, as ever.)
+    if inputs.tls_possible
+        && mode == Some(SslMode::Disable)
+        && let Some(SslRootCert::File(_)) = &root_cert
+    {
+        match root_source {
+            TlsSource::Override(_) => problems.push(TlsProblem::new(
+                root_source,
+                format!(
+                    "names a CA file, but sslmode is disable ({}), under which no certificate \
+                     is checked: set the sslmode to verify-full (or verify-ca), or drop the CA \
+                     file",
+                    describe(mode_source)
+                ),
+            )),
+            _ if mode_override.is_some() && asked_mode.is_none() => {
+                problems.push(TlsProblem::new(
+                    mode_source,
+                    format!(
+                        "is disable, but {} names a CA file, which would then check nothing: \
+                         an override may only make TLS stricter; remove it, or drop the CA file",
+                        describe(root_source)
+                    ),
+                ));
+            }
+            _ => {}
+        }
+    }
     // The exported client files matter only where a TLS handshake can happen.
     let handshake = inputs.tls_possible && mode != Some(SslMode::Disable);
     let client = if !handshake {
@@ -202,28 +232,6 @@ fn check_trust(
                  for the public roots"
             ),
         )),
-        // Under disable no certificate is checked. libpq ignores a CA file then, and so do we
-        // for the URL's and the environment's; but an override that names one, or one that turns
-        // TLS off under a URL's CA file, would be ignored silently: refused.
-        (Some(SslRootCert::File(_)), Some(SslMode::Disable))
-            if tls_possible
-                && (matches!(root_source, TlsSource::Override(_))
-                    || matches!(mode_source, TlsSource::Override(_))) =>
-        {
-            let (blamed, other) = match mode_source {
-                TlsSource::Override(_) => (mode_source, root_source),
-                _ => (root_source, mode_source),
-            };
-            Err(TlsProblem::new(
-                blamed,
-                format!(
-                    "would be ignored: sslmode is disable and sslrootcert names a CA file ({} \
-                     sets the other), so no certificate is checked; set the sslmode to \
-                     verify-full (or verify-ca), or drop the CA file",
-                    describe(other)
-                ),
-            ))
-        }
         // libpq checks the chain whenever it has a CA file (under prefer, falling back to
         // plaintext when the check fails); the driver checks it only under verify-ca and
         // verify-full, so here the file would be ignored. (Over unix sockets alone no TLS
@@ -407,8 +415,8 @@ mod tests {
         assert!(sockets.is_ok(), "{:?}", sockets.err());
     }
 
-    /// A CA file under disable checks nothing. The URL's or the environment's is ignored as
-    /// libpq ignores it (above); an override that names one, or that turns TLS off under the
+    /// A CA file under disable checks nothing. The URL's under the URL's disable is taken as
+    /// libpq takes it (above); an override that names one, or that turns TLS off under the
     /// URL's, is refused, naming the override.
     #[test]
     fn an_override_under_disable_is_refused_as_it_would_check_nothing() {
@@ -438,6 +446,16 @@ mod tests {
         );
         let line = mode_override[0].to_problem("DATABASE_URL").to_string();
         assert!(line.contains("sslrootcert in the database URL"), "{line}");
+        // The URL's own disable beside its CA file, as libpq takes it: the same override
+        // changes nothing, and is not blamed.
+        let same = resolve(&TlsInputs {
+            mode: Some(("disable", URL_MODE)),
+            root_cert: Some((&ca, URL_ROOT)),
+            mode_override: Some(SslMode::Disable),
+            tls_possible: true,
+            ..TlsInputs::default()
+        });
+        assert_eq!(same.unwrap().mode, SslMode::Disable);
         // Unix sockets alone: no TLS under any mode, so nothing to refuse.
         let sockets = resolve(&TlsInputs {
             mode: Some(("disable", URL_MODE)),
