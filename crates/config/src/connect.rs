@@ -15,7 +15,7 @@ use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection};
 use sea_orm::sqlx::{self, ConnectOptions, Connection};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::secret_file::read_secret_file;
+use crate::secret_file::reread_secret_file;
 use crate::tls::TlsSettings;
 
 /// One host to try: a name or address, or a unix-socket directory (starting with `/`).
@@ -352,7 +352,7 @@ impl Connector {
         match &self.password {
             Password::None => Ok(None),
             Password::Given(password) => Ok(Some(password.clone())),
-            Password::File { variable, path } => match read_secret_file(path) {
+            Password::File { variable, path } => match reread_secret_file(path) {
                 // Checked at each read, as at start: a rotation may write the example's.
                 Ok(read) if crate::target::is_placeholder(&read.secret) => {
                     Err(ConnectError::PasswordFile(format!(

@@ -31,16 +31,31 @@ pub struct SecretRead {
 }
 
 /// Reads the secret in `path` under the rule above. Errors and warnings name the file, never
-/// what it holds; and a file that cannot be opened is not named either: the variable may hold
-/// the secret itself by mistake (`DATABASE_PASSWORD_FILE=hunter2`), and the error is logged.
+/// what it holds; and a file that cannot be opened (but for want of permission, which says the
+/// path is there) is not named either: the variable may hold the secret itself by mistake
+/// (`DATABASE_PASSWORD_FILE=hunter2`), and the error is logged.
 pub fn read_secret_file(path: &Path) -> Result<SecretRead, String> {
+    read(path, false)
+}
+
+/// [`read_secret_file`] for a file read before (at start): a path that opened once is a path,
+/// so it is named whatever fails now (a rotation gone wrong).
+pub fn reread_secret_file(path: &Path) -> Result<SecretRead, String> {
+    read(path, true)
+}
+
+fn read(path: &Path, opened_before: bool) -> Result<SecretRead, String> {
     let shown = path.display();
     let file = trusted_file::open(path).map_err(|error| {
-        format!(
-            "cannot open the file it names: {} (the name is not shown: it may be the secret \
-             itself, set by mistake)",
-            error.kind()
-        )
+        let kind = error.kind();
+        if opened_before || kind == std::io::ErrorKind::PermissionDenied {
+            format!("cannot read {shown}: {kind}")
+        } else {
+            format!(
+                "cannot open the file it names: {kind} (the name is not shown: it may be the \
+                 secret itself, set by mistake)"
+            )
+        }
     })?;
     let unreadable = |error: std::io::Error| format!("cannot read {shown}: {}", error.kind());
     let metadata = file.metadata().map_err(unreadable)?;
@@ -145,6 +160,9 @@ mod tests {
                 "{error}"
             );
             assert!(!error.contains("hunter2"), "{error}");
+            // Read again after a start that opened it, it is a path: named.
+            let error = reread_secret_file(Path::new(value)).unwrap_err();
+            assert!(error.contains(value), "{error}");
         }
     }
 

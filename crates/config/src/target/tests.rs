@@ -172,7 +172,7 @@ fn a_url_and_a_password_from_files() {
     assert!(
         error
             .to_string()
-            .starts_with("DATABASE_PASSWORD_FILE: cannot open the file it names"),
+            .starts_with("DATABASE_PASSWORD_FILE: cannot read"),
         "{error}"
     );
 }
