@@ -7,7 +7,8 @@ use counseling_domain::{StoreError, Unavailability};
 use counseling_http::coalesced_ping::CoalescedPing;
 use counseling_persistence::Database;
 use counseling_testkit::fixtures::eventually;
-use counseling_testkit::{PgCluster, TestDatabase};
+use counseling_testkit::{PgCluster, Scrape, TestDatabase};
+use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::runtime::Handle;
 
 /// The test kit's pool (at most five connections, none kept open), its I/O on the test's
@@ -23,7 +24,14 @@ async fn coalesced_checks_keep_one_round_trip_in_flight_and_answer_within_the_ti
     let test_db = cluster.migrated_database().await.unwrap();
     let database = connect(&test_db);
     let timeout = Duration::from_millis(500);
-    let checks = CoalescedPing::new(database.clone(), Handle::current(), timeout);
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let checks = metrics::with_local_recorder(&recorder, || {
+        CoalescedPing::new(database.clone(), Handle::current(), timeout)
+    });
+    let round_trips = || {
+        let scrape = Scrape::parse(&recorder.handle().render()).unwrap();
+        scrape.value("counseling_health_check_round_trips_total", &[])
+    };
 
     // Healthy: a crowd of concurrent checks all succeed with one check in flight at a time, on
     // one connection: each round's connection is back in the pool, as it is, before the next
@@ -39,9 +47,14 @@ async fn coalesced_checks_keep_one_round_trip_in_flight_and_answer_within_the_ti
         check.await.unwrap().unwrap();
     }
     assert_eq!(database.status().open, 1, "{:?}", database.status());
+    let healthy_round_trips = round_trips();
+    assert!(
+        (1.0..=10.0).contains(&healthy_round_trips),
+        "{healthy_round_trips} round trips for 200 checks"
+    );
 
-    // Frozen: callers arriving at any moment get their answer within about one timeout, and the
-    // storm does not open more connections.
+    // Frozen: callers arriving at any moment get their answer within about one timeout, and
+    // share a round or two (a caller that arrives during a round that fails takes its failure).
     cluster.freeze().unwrap();
     let storm: Vec<_> = (0..20)
         .map(|i| {
@@ -68,10 +81,10 @@ async fn coalesced_checks_keep_one_round_trip_in_flight_and_answer_within_the_ti
             "answer took {took:?}"
         );
     }
+    let frozen_round_trips = round_trips() - healthy_round_trips;
     assert!(
-        database.status().open <= 2,
-        "pool grew to {}",
-        database.status().open
+        (1.0..=3.0).contains(&frozen_round_trips),
+        "{frozen_round_trips} round trips for 20 checks"
     );
     cluster.thaw().unwrap();
 
