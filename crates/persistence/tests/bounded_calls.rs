@@ -37,28 +37,42 @@ async fn calls_against_a_frozen_server_time_out_and_discard_their_connections() 
     .unwrap();
 
     let open_before = database.status().open;
-    cluster.freeze().unwrap();
+    // The unit writes carol before the freeze, so that its deadline cuts it off mid-way, with a
+    // write in its transaction; the read and the write start after the freeze.
+    let (carol_written, frozen) = (
+        tokio::sync::oneshot::channel(),
+        tokio::sync::oneshot::channel(),
+    );
+    let (tell_carol_written, wait_until_frozen) = (carol_written.0, frozen.1);
+    let unit = database.transaction(|unit| async move {
+        let users = unit.users();
+        users.create(new_user(r"\school\carol")).await?;
+        let _ = tell_carol_written.send(());
+        let _ = wait_until_frozen.await;
+        users.create(new_user(r"\school\dave")).await?;
+        Ok::<_, CreateUserError>(())
+    });
     // The server's statement_timeout cannot fire: only the client-side deadline can end these.
     let bound = settings.pool.statement_timeout + DEADLINE_MARGIN + Duration::from_millis(700);
-    let started = Instant::now();
-    let (read, write, unit) = tokio::join!(
-        users.find_by_id(alice.id),
-        users.create(new_user(r"\school\bob")),
-        database.transaction(|unit| async move {
-            let users = unit.users();
-            users.create(new_user(r"\school\carol")).await?;
-            users.create(new_user(r"\school\dave")).await?;
-            Ok::<_, CreateUserError>(())
-        }),
-    );
-    let took = started.elapsed();
+    let calls = async {
+        carol_written.1.await.unwrap();
+        cluster.freeze().unwrap();
+        frozen.0.send(()).unwrap();
+        let started = Instant::now();
+        let (read, write) = tokio::join!(
+            users.find_by_id(alice.id),
+            users.create(new_user(r"\school\bob")),
+        );
+        (read, write, started.elapsed())
+    };
+    let (unit, (read, write, took)) = tokio::join!(unit, calls);
     assert_eq!(read, Err(TIMEOUT));
     // The INSERT was sent and commits on its own: unconfirmed, not "not written".
     assert_eq!(
         write,
         Err(CreateUserError::Store(StoreError::OutcomeUnknown))
     );
-    // The unit never sent its COMMIT: nothing of it can be stored.
+    // The unit, cut off at dave's, never sent its COMMIT: nothing of it can be stored.
     assert_eq!(unit, Err(CreateUserError::Store(TIMEOUT)));
     assert!(took < bound, "took {took:?}, bound {bound:?}");
     // The three connections that timed out were closed, not handed back to the pool.
