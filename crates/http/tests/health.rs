@@ -160,12 +160,13 @@ async fn a_client_request_id_is_kept_and_a_bad_one_replaced() {
 async fn unreachable_database_gives_503_quickly_and_live_stays_200() {
     // Port 1 on loopback: connection refused. The password must not surface anywhere.
     let url = "postgres://probe_user:pr0be-secret@127.0.0.1:1/probe_db";
-    let port = spawn_app(url, &[("HEALTH_TIMEOUT_MS", "1000")]);
+    // A refusal is the answer: it does not wait out the (long) timeout.
+    let port = spawn_app(url, &[("HEALTH_TIMEOUT_MS", "5000")]);
     for path in ["/health", "/health/ready"] {
         let started = Instant::now();
         let reply = get(port, path, None).await;
         assert!(
-            started.elapsed() < Duration::from_millis(1500),
+            started.elapsed() < Duration::from_millis(1000),
             "{:?}",
             started.elapsed()
         );
@@ -192,33 +193,45 @@ async fn unreachable_database_gives_503_quickly_and_live_stays_200() {
 }
 
 /// Down three ways: refusing connections (port 1) or a name that does not resolve answers at
-/// once; a black hole (a listener that
-/// never accepts) only by the timeout, which 40 probes at once must not stretch.
+/// once, whatever the timeout; a black hole (a listener that never accepts) only by the timeout,
+/// which 40 probes at once must not stretch (they share the round in flight).
 #[tokio::test]
 async fn many_probes_while_the_database_is_down_all_answer_within_the_timeout() {
     let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let black_holed = format!("postgres://u:p@{}/db", black_hole.local_addr().unwrap());
-    for (url, reason) in [
-        ("postgres://u:p@127.0.0.1:1/db", "connection refused"),
+    for (url, reason, timeout_ms, bound_ms) in [
+        (
+            "postgres://u:p@127.0.0.1:1/db",
+            "connection refused",
+            "5000",
+            2000,
+        ),
         // RFC 6761: `.invalid` never resolves.
-        ("postgres://u:p@db.invalid/db", "host name not resolved"),
-        (black_holed.as_str(), "Connection timeout"),
+        (
+            "postgres://u:p@db.invalid/db",
+            "host name not resolved",
+            "5000",
+            2000,
+        ),
+        (black_holed.as_str(), "Connection timeout", "800", 1200),
     ] {
-        let port = spawn_app(url, &[("HEALTH_TIMEOUT_MS", "800")]);
-        let started = Instant::now();
+        let port = spawn_app(url, &[("HEALTH_TIMEOUT_MS", timeout_ms)]);
         let probes: Vec<_> = (0..40)
-            .map(|_| tokio::spawn(get(port, "/health", None)))
+            .map(|_| {
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let reply = get(port, "/health", None).await;
+                    (reply, started.elapsed())
+                })
+            })
             .collect();
         for probe in probes {
-            let reply = probe.await.unwrap();
+            let (reply, took) = probe.await.unwrap();
             assert_eq!(reply.status, 503, "{reason}");
             assert_eq!(reply.json()["error"], reason);
+            let bound = Duration::from_millis(bound_ms);
+            assert!(took < bound, "{reason}: a probe took {took:?}");
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "{reason}: {:?}",
-            started.elapsed()
-        );
     }
     drop(black_hole);
 }
