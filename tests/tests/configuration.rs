@@ -185,7 +185,7 @@ fn a_client_key_others_can_read_exits_2_naming_the_file() {
 /// never its content.
 #[cfg(unix)]
 #[test]
-fn a_password_file_others_may_read_is_used_and_said_once() {
+fn a_password_file_others_may_read_is_accepted_and_said_once() {
     use std::os::unix::fs::PermissionsExt;
     let dir = counseling_e2e::TempDir::new("loose-secret");
     let password = dir.path().join("password");

@@ -246,6 +246,19 @@ async fn require_is_refused_by_a_server_without_tls_and_prefer_falls_back() {
     let (connections, encrypted) = encrypted_connections(&cluster, "counseling-api").await;
     assert!(connections >= 1);
     assert_eq!(encrypted, 0);
+
+    // And where the server offers TLS, prefer takes it.
+    let tls = tls_cluster();
+    let db = tls.migrated_database().await.unwrap();
+    let name = "prefer-takes-tls";
+    let port = spawn_app(
+        &db.url_with(&[("sslmode", "prefer"), ("application_name", name)]),
+        &[],
+    );
+    assert_eq!(get(port, "/health").await.0, 200);
+    let (connections, encrypted) = encrypted_connections(tls, name).await;
+    assert!(connections >= 1);
+    assert_eq!(encrypted, connections);
 }
 
 #[tokio::test]
