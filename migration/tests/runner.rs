@@ -149,7 +149,8 @@ async fn each_migration_commits_by_itself_and_a_failure_keeps_those_before_it() 
             "m2_broken",
             "CREATE TABLE b (x int); SELECT 1 / 0",
             "DROP TABLE b",
-        ),
+        )
+        .in_separate_calls(),
     ]);
     let error = runner.up(&orm, None).await.unwrap_err();
     assert_eq!(migration::sqlstate(&error.into()).as_deref(), Some("22012"));

@@ -272,6 +272,9 @@ pub struct SqlMigration {
     pub up: &'static str,
     pub down: &'static str,
     pub transaction: bool,
+    /// Each `;`-separated statement in a call of its own: PostgreSQL runs one call of several
+    /// statements as a transaction of its own, which would hide whether the runner opened one.
+    pub separate_calls: bool,
 }
 
 use migration::sea_orm::ConnectionTrait as _;
@@ -285,19 +288,14 @@ impl sea_orm_migration::MigrationName for SqlMigration {
 #[sea_orm_migration::async_trait::async_trait]
 impl sea_orm_migration::MigrationTrait for SqlMigration {
     async fn up(&self, manager: &sea_orm_migration::SchemaManager) -> Result<(), migration::DbErr> {
-        manager.get_connection().execute_unprepared(self.up).await?;
-        Ok(())
+        self.run(manager, self.up).await
     }
 
     async fn down(
         &self,
         manager: &sea_orm_migration::SchemaManager,
     ) -> Result<(), migration::DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(self.down)
-            .await?;
-        Ok(())
+        self.run(manager, self.down).await
     }
 
     fn use_transaction(&self) -> Option<bool> {
@@ -313,7 +311,32 @@ impl SqlMigration {
             up,
             down,
             transaction: true,
+            separate_calls: false,
         }
+    }
+
+    /// See [`SqlMigration::separate_calls`].
+    pub fn in_separate_calls(self) -> Self {
+        Self {
+            separate_calls: true,
+            ..self
+        }
+    }
+
+    async fn run(
+        &self,
+        manager: &sea_orm_migration::SchemaManager<'_>,
+        sql: &str,
+    ) -> Result<(), migration::DbErr> {
+        let connection = manager.get_connection();
+        if !self.separate_calls {
+            connection.execute_unprepared(sql).await?;
+            return Ok(());
+        }
+        for statement in sql.split(';').filter(|part| !part.trim().is_empty()) {
+            connection.execute_unprepared(statement).await?;
+        }
+        Ok(())
     }
 
     pub fn without_transaction(self) -> Self {
