@@ -474,6 +474,7 @@ async fn a_run_waiting_for_the_lock_says_who_holds_it() {
         .with_observer(recorder.clone());
         async move { runner.up(&orm, None).await }
     });
+    let started = std::time::Instant::now();
     let said = async || {
         let events = recorder.events();
         events
@@ -488,6 +489,13 @@ async fn a_run_waiting_for_the_lock_says_who_holds_it() {
         line.contains(&format!("backend {holder_pid} (role ")),
         "{line}"
     );
+    assert!(
+        started.elapsed() >= migration::LOCK_WAIT_NOTICE,
+        "said after {:?}",
+        started.elapsed()
+    );
+    // Held on through several more tries (every 0.5 s): still said once.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
     sqlx::query("SELECT pg_advisory_unlock_all()")
         .execute(&mut holder)
         .await
