@@ -211,40 +211,29 @@ async fn an_insert_whose_caller_stopped_waiting_is_not_stored_later() {
         .await
         .unwrap();
     let mut observer = PgConnection::connect_with(&db.options()).await.unwrap();
-    let lock_waits = "SELECT count(*) FROM pg_stat_activity \
-                      WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    let mut lock_waits_are = async |expected: i64| {
+        let sql = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE datname = current_database() AND wait_event_type = 'Lock'";
+        let waits: i64 = sqlx::query_scalar(sql)
+            .fetch_one(&mut observer)
+            .await
+            .unwrap();
+        waits == expected
+    };
     let creating = tokio::spawn({
         let users = users.clone();
         async move { users.create(new_user(r"\school\ivan")).await }
     });
-    eventually(
-        "the INSERT waits for the lock",
-        Duration::from_secs(10),
-        async || {
-            let waits: i64 = sqlx::query_scalar(lock_waits)
-                .fetch_one(&mut observer)
-                .await
-                .unwrap();
-            waits == 1
-        },
-    )
-    .await
-    .unwrap();
+    let waiting = async || lock_waits_are(1).await;
+    eventually("the INSERT waits", Duration::from_secs(10), waiting)
+        .await
+        .unwrap();
     creating.abort();
     // Without the check the server would wait on for the lock, and insert once it is free.
-    eventually(
-        "the server ends the INSERT",
-        Duration::from_secs(5),
-        async || {
-            let waits: i64 = sqlx::query_scalar(lock_waits)
-                .fetch_one(&mut observer)
-                .await
-                .unwrap();
-            waits == 0
-        },
-    )
-    .await
-    .unwrap();
+    let ended = async || lock_waits_are(0).await;
+    eventually("the server ends the INSERT", Duration::from_secs(5), ended)
+        .await
+        .unwrap();
     sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
     assert!(!find(&users, r"\school\ivan").await);
 }
