@@ -54,7 +54,8 @@ async fn coalesced_checks_keep_one_round_trip_in_flight_and_answer_within_the_ti
     );
 
     // Frozen: callers arriving at any moment get their answer within about one timeout, and
-    // share a round or two (a caller that arrives during a round that fails takes its failure).
+    // share rounds (a caller that arrives during a round that fails takes its failure, and the
+    // round it asked for runs after): arrivals over 0.7 s with 0.5 s rounds make three.
     cluster.freeze().unwrap();
     let storm: Vec<_> = (0..20)
         .map(|i| {
@@ -83,7 +84,7 @@ async fn coalesced_checks_keep_one_round_trip_in_flight_and_answer_within_the_ti
     }
     let frozen_round_trips = round_trips() - healthy_round_trips;
     assert!(
-        (1.0..=3.0).contains(&frozen_round_trips),
+        (1.0..=4.0).contains(&frozen_round_trips),
         "{frozen_round_trips} round trips for 20 checks"
     );
     cluster.thaw().unwrap();
