@@ -60,8 +60,14 @@ pub(crate) fn resolve(inputs: &TlsInputs<'_>) -> Result<TlsSettings, Vec<TlsProb
         .root_cert
         .map(|(text, source)| (SslRootCert::parse(text), source));
 
+    // The mode asked for, written out or (sslrootcert=system, no mode) implied: verify-full.
+    let implied_mode = match (asked_mode, &asked_root) {
+        (Some(asked), _) => Some(asked),
+        (None, Some((SslRootCert::System, source))) => Some(Ok((SslMode::VerifyFull, *source))),
+        (None, _) => None,
+    };
     let mut mode_override = inputs.mode_override;
-    if let (Some(mode), Some(Ok((asked, source)))) = (inputs.mode_override, asked_mode)
+    if let (Some(mode), Some(Ok((asked, source)))) = (inputs.mode_override, implied_mode)
         && mode < asked
     {
         // Checked as asked from here on: the refusal says all there is to say.
@@ -111,35 +117,24 @@ pub(crate) fn resolve(inputs: &TlsInputs<'_>) -> Result<TlsSettings, Vec<TlsProb
         )
         .err(),
     );
-    // Under disable no certificate is checked: an override that names a CA file, or that turns
-    // TLS off where the URL or the environment names one and asks no mode, would be ignored
-    // silently. (The URL's own CA file under the URL's disable is libpq's business, as ever.)
+    // An override that turns TLS off where the URL or the environment names a CA file and asks
+    // no mode would leave that file checking nothing, silently. (The URL's own CA file under the
+    // URL's own disable is taken as libpq takes it.)
     if inputs.tls_possible
-        && mode == Some(SslMode::Disable)
-        && let Some(SslRootCert::File(_)) = &root_cert
+        && mode_override == Some(SslMode::Disable)
+        && asked_mode.is_none()
+        && let (Some(SslRootCert::File(_)), TlsSource::Url(_) | TlsSource::Environment(_)) =
+            (&root_cert, root_source)
     {
-        match root_source {
-            TlsSource::Override(_) => problems.push(TlsProblem::new(
-                root_source,
-                format!(
-                    "names a CA file, but sslmode is disable ({}), under which no certificate \
-                     is checked: set the sslmode to verify-full (or verify-ca), or drop the CA \
-                     file",
-                    describe(mode_source)
-                ),
-            )),
-            _ if mode_override.is_some() && asked_mode.is_none() => {
-                problems.push(TlsProblem::new(
-                    mode_source,
-                    format!(
-                        "is disable, but {} names a CA file, which would then check nothing: \
-                         an override may only make TLS stricter; remove it, or drop the CA file",
-                        describe(root_source)
-                    ),
-                ));
-            }
-            _ => {}
-        }
+        problems.push(TlsProblem::new(
+            mode_source,
+            format!(
+                "is disable, but {} names a CA file, which would then check nothing: an \
+                 override may only make TLS stricter; remove it, and drop the CA file or set \
+                 sslmode=disable beside it",
+                describe(root_source)
+            ),
+        ));
     }
     // The exported client files matter only where a TLS handshake can happen.
     let handshake = inputs.tls_possible && mode != Some(SslMode::Disable);
@@ -232,6 +227,17 @@ fn check_trust(
                  for the public roots"
             ),
         )),
+        // No certificate is checked under disable: a CA file named by our override would be
+        // ignored, silently (the URL's own under its own disable is libpq's business).
+        (Some(SslRootCert::File(_)), Some(SslMode::Disable))
+            if tls_possible && matches!(root_source, TlsSource::Override(_)) =>
+        {
+            Err(TlsProblem::new(
+                root_source,
+                "names a CA file, but sslmode is disable, under which no certificate is checked: \
+                 set the sslmode to verify-full (or verify-ca), or drop the CA file",
+            ))
+        }
         // libpq checks the chain whenever it has a CA file (under prefer, falling back to
         // plaintext when the check fails); the driver checks it only under verify-ca and
         // verify-full, so here the file would be ignored. (Over unix sockets alone no TLS
@@ -456,6 +462,21 @@ mod tests {
             ..TlsInputs::default()
         });
         assert_eq!(same.unwrap().mode, SslMode::Disable);
+        // One line, not also "cannot read": the file is never read under disable.
+        let missing = SslRootCert::File("/nonexistent/ca.pem".into());
+        let problems = resolve(&TlsInputs {
+            mode: Some(("disable", URL_MODE)),
+            root_cert_override: Some(&missing),
+            tls_possible: true,
+            ..TlsInputs::default()
+        })
+        .unwrap_err();
+        assert_eq!(
+            sources(&problems),
+            [TlsSource::Override("DATABASE_SSL_ROOT_CERT")]
+        );
+        let line = problems[0].to_problem("DATABASE_URL").to_string();
+        assert!(line.contains("sslmode is disable"), "{line}");
         // Unix sockets alone: no TLS under any mode, so nothing to refuse.
         let sockets = resolve(&TlsInputs {
             mode: Some(("disable", URL_MODE)),
@@ -516,6 +537,20 @@ mod tests {
             })
             .is_ok()
         );
+        // sslrootcert=system without a mode means verify-full: a weaker override is named.
+        let problems = resolve(&TlsInputs {
+            root_cert: Some(("system", URL_ROOT)),
+            mode_override: Some(SslMode::Prefer),
+            tls_possible: true,
+            ..TlsInputs::default()
+        })
+        .unwrap_err();
+        assert_eq!(
+            sources(&problems),
+            [TlsSource::Override("DATABASE_SSL_MODE")]
+        );
+        let line = problems[0].to_problem("DATABASE_URL").to_string();
+        assert!(line.contains("weaker than verify-full"), "{line}");
     }
 
     #[test]
