@@ -55,7 +55,7 @@ async fn calls_against_a_frozen_server_time_out_and_discard_their_connections() 
     // The server's statement_timeout cannot fire: only the client-side deadline can end these.
     let bound = settings.pool.statement_timeout + DEADLINE_MARGIN + Duration::from_millis(700);
     let calls = async {
-        carol_written.1.await.unwrap();
+        (carol_written.1.await).expect("the unit wrote carol within its deadline");
         cluster.freeze().unwrap();
         frozen.0.send(()).unwrap();
         let started = Instant::now();
