@@ -56,10 +56,11 @@ const USAGE: &str =
            applied
   new      create migration/src/m<YYYYMMDD>_<NNNNNN>_NAME.rs and register it (developers only)
 up and down refuse to run while an applied migration is modified, missing or unrecorded, with
-one message per migration; up also refuses (exit 1) while one is rolling-back. Exit codes: 0 done, 1 the database or a migration failed, 2 bad
-usage or configuration, 3 an applied migration is modified or unrecorded (or, for up, a
-pending one sorts before an applied one), 4 an applied migration is missing (and none is
-modified or unrecorded; the order is checked once none is missing)
+one message per migration; up also refuses (exit 1) while one is rolling-back. Exit codes: 0
+done, 1 the database or a migration failed, 2 bad usage or configuration, 3 an applied
+migration is modified or unrecorded (or, for up, a pending one sorts before an applied one), 4
+an applied migration is missing (and none is modified or unrecorded; the order is checked once
+none is missing)
 DATABASE_OWNER_URL, else DATABASE_URL (environment, else ./.env) names the database:
 postgres://user:password@host:port/db, or host lists with target_session_attrs as in libpq
 DATABASE_OWNER_URL_FILE, DATABASE_URL_FILE: a file holding the URL instead

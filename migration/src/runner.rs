@@ -1351,6 +1351,7 @@ mod history {
             KEPT_MARK.replace('\'', "''")
         ))
         .await?;
+        // Asked first: ALTER TABLE takes its lock even when the column is there already.
         if !has_column(db, ROLLBACK_STARTED).await? {
             db.execute_unprepared(&format!(
                 r#"ALTER TABLE "{HISTORY_TABLE}" ADD COLUMN IF NOT EXISTS "{ROLLBACK_STARTED}" bigint"#

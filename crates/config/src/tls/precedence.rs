@@ -428,30 +428,33 @@ mod tests {
     fn an_override_under_disable_is_refused_as_it_would_check_nothing() {
         let (_dir, _, ca) = files();
         let ca_override = SslRootCert::File(ca.clone().into());
-        let root_override = resolve(&TlsInputs {
+        // The one problem `inputs` has: where, and its line.
+        let only_problem = |inputs: TlsInputs<'_>| {
+            let problems = resolve(&inputs).unwrap_err();
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            let line = problems[0].to_problem("DATABASE_URL").to_string();
+            (problems[0].source, line)
+        };
+        let (source, _) = only_problem(TlsInputs {
             mode: Some(("disable", URL_MODE)),
             root_cert_override: Some(&ca_override),
             tls_possible: true,
             ..TlsInputs::default()
-        })
-        .unwrap_err();
-        assert_eq!(
-            sources(&root_override),
-            [TlsSource::Override("DATABASE_SSL_ROOT_CERT")]
-        );
-        let mode_override = resolve(&TlsInputs {
-            root_cert: Some((&ca, URL_ROOT)),
-            mode_override: Some(SslMode::Disable),
-            tls_possible: true,
-            ..TlsInputs::default()
-        })
-        .unwrap_err();
-        assert_eq!(
-            sources(&mode_override),
-            [TlsSource::Override("DATABASE_SSL_MODE")]
-        );
-        let line = mode_override[0].to_problem("DATABASE_URL").to_string();
-        assert!(line.contains("sslrootcert in the database URL"), "{line}");
+        });
+        assert_eq!(source, TlsSource::Override("DATABASE_SSL_ROOT_CERT"));
+        for (root_source, named) in [
+            (URL_ROOT, "sslrootcert in the database URL"),
+            (TlsSource::Environment("PGSSLROOTCERT"), "PGSSLROOTCERT"),
+        ] {
+            let (source, line) = only_problem(TlsInputs {
+                root_cert: Some((&ca, root_source)),
+                mode_override: Some(SslMode::Disable),
+                tls_possible: true,
+                ..TlsInputs::default()
+            });
+            assert_eq!(source, TlsSource::Override("DATABASE_SSL_MODE"));
+            assert!(line.contains(named), "{line}");
+        }
         // The URL's own disable beside its CA file, as libpq takes it: the same override
         // changes nothing, and is not blamed.
         let same = resolve(&TlsInputs {
@@ -464,18 +467,13 @@ mod tests {
         assert_eq!(same.unwrap().mode, SslMode::Disable);
         // One line, not also "cannot read": the file is never read under disable.
         let missing = SslRootCert::File("/nonexistent/ca.pem".into());
-        let problems = resolve(&TlsInputs {
+        let (source, line) = only_problem(TlsInputs {
             mode: Some(("disable", URL_MODE)),
             root_cert_override: Some(&missing),
             tls_possible: true,
             ..TlsInputs::default()
-        })
-        .unwrap_err();
-        assert_eq!(
-            sources(&problems),
-            [TlsSource::Override("DATABASE_SSL_ROOT_CERT")]
-        );
-        let line = problems[0].to_problem("DATABASE_URL").to_string();
+        });
+        assert_eq!(source, TlsSource::Override("DATABASE_SSL_ROOT_CERT"));
         assert!(line.contains("sslmode is disable"), "{line}");
         // Unix sockets alone: no TLS under any mode, so nothing to refuse.
         let sockets = resolve(&TlsInputs {
@@ -492,14 +490,21 @@ mod tests {
     #[test]
     fn an_override_may_not_weaken_what_the_url_or_environment_asks() {
         let (_dir, _, ca) = files();
-        for (asked, source) in [
-            ("verify-full", URL_MODE),
-            ("require", TlsSource::Environment("PGSSLMODE")),
+        // sslrootcert=system without a mode asks for verify-full as much as a written one.
+        for (mode, root, asked) in [
+            (Some(("verify-full", URL_MODE)), ca.as_str(), "verify-full"),
+            (
+                Some(("require", TlsSource::Environment("PGSSLMODE"))),
+                ca.as_str(),
+                "require",
+            ),
+            (None, "system", "verify-full"),
         ] {
             let problems = resolve(&TlsInputs {
-                mode: Some((asked, source)),
-                root_cert: Some((&ca, URL_ROOT)),
+                mode,
+                root_cert: Some((root, URL_ROOT)),
                 mode_override: Some(SslMode::Prefer),
+                tls_possible: true,
                 ..TlsInputs::default()
             })
             .unwrap_err();
@@ -537,20 +542,6 @@ mod tests {
             })
             .is_ok()
         );
-        // sslrootcert=system without a mode means verify-full: a weaker override is named.
-        let problems = resolve(&TlsInputs {
-            root_cert: Some(("system", URL_ROOT)),
-            mode_override: Some(SslMode::Prefer),
-            tls_possible: true,
-            ..TlsInputs::default()
-        })
-        .unwrap_err();
-        assert_eq!(
-            sources(&problems),
-            [TlsSource::Override("DATABASE_SSL_MODE")]
-        );
-        let line = problems[0].to_problem("DATABASE_URL").to_string();
-        assert!(line.contains("weaker than verify-full"), "{line}");
     }
 
     #[test]
