@@ -14,7 +14,7 @@ use tokio::time::{Instant, timeout_at};
 use tracing::Instrument;
 
 use crate::DatabaseSettings;
-use crate::database_metrics::{DatabaseMetrics, Discard, Operation, Outcome};
+use crate::database_metrics::{DatabaseMetrics, Discard, Operation, Outcome, Recording};
 use crate::error_mapping::{
     Failure, ended_while_idle, from_connect, from_db_err, from_sqlx, of_sent_write,
 };
@@ -290,39 +290,67 @@ impl Database {
     /// Runs one repository call on a connection of its own: acquired within the acquire timeout,
     /// then bounded by `statement_timeout` plus [`DEADLINE_MARGIN`]. A connection cut off by the
     /// deadline, or that failed in a way that makes it unfit, is closed, never reused. A call
-    /// that `writes` and is cut off, or whose connection breaks, before the answer comes fails
-    /// with [`StoreError::OutcomeUnknown`]: it commits on its own, and may have.
-    pub(crate) async fn call<T, W>(&self, work: W, writes: bool) -> Result<T, Failure>
+    /// that writes and is cut off, or whose connection breaks, before the answer comes fails
+    /// with [`StoreError::OutcomeUnknown`]: it commits on its own, and may have. `recording`
+    /// names the repository operation (`None`: not one), and is recorded however the call ends.
+    pub(crate) async fn call<T, W>(
+        &self,
+        work: W,
+        mut recording: Option<Recording>,
+    ) -> Result<T, Failure>
     where
         T: Send + 'static,
         W: for<'s> FnOnce(&'s Session) -> SessionWork<'s, T> + Send + 'static,
     {
         let database = self.clone();
+        let writes = recording
+            .as_ref()
+            .is_some_and(|recording| recording.operation().writes());
         self.on_io(async move {
-            let session = Session::new(database.acquire().await?);
-            let deadline = Instant::now() + database.inner.call_timeout;
-            match timeout_at(deadline, work(&session)).await {
-                Ok(Ok(value)) => Ok(value),
-                Ok(Err(error)) => {
-                    let failure = from_db_err(&error);
-                    session.discard_after(&failure);
-                    Err(match writes && !ended_while_idle(&error) {
-                        true => failure.of_sent_write(),
-                        false => failure,
-                    })
-                }
-                Err(_elapsed) => {
-                    session.discard(Discard::Timeout);
-                    let timeout = Failure::Store(StoreError::Unavailable(Unavailability::Timeout));
-                    Err(if writes {
-                        timeout.of_sent_write()
-                    } else {
-                        timeout
-                    })
-                }
+            let outcome = database.call_on_io(work, writes, &mut recording).await;
+            if let Some(recording) = recording {
+                recording.finish(Outcome::of_result(&outcome));
             }
+            outcome
         })
         .await?
+    }
+
+    /// [`Database::call`] on the I/O runtime.
+    async fn call_on_io<T, W>(
+        &self,
+        work: W,
+        writes: bool,
+        recording: &mut Option<Recording>,
+    ) -> Result<T, Failure>
+    where
+        W: for<'s> FnOnce(&'s Session) -> SessionWork<'s, T>,
+    {
+        let session = Session::new(self.acquire().await?);
+        if let Some(recording) = recording {
+            recording.write_may_be_sent();
+        }
+        let deadline = Instant::now() + self.inner.call_timeout;
+        match timeout_at(deadline, work(&session)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => {
+                let failure = from_db_err(&error);
+                session.discard_after(&failure);
+                Err(match writes && !ended_while_idle(&error) {
+                    true => failure.of_sent_write(),
+                    false => failure,
+                })
+            }
+            Err(_elapsed) => {
+                session.discard(Discard::Timeout);
+                let timeout = Failure::Store(StoreError::Unavailable(Unavailability::Timeout));
+                Err(if writes {
+                    timeout.of_sent_write()
+                } else {
+                    timeout
+                })
+            }
+        }
     }
 
     /// Runs `work` as one unit of work: one transaction on one connection, through which every
@@ -368,16 +396,13 @@ impl Database {
     {
         let database = self.clone();
         let unit = async move {
-            let started = Instant::now();
-            let outcome = database.unit_of_work(work).await;
-            let recorded = match &outcome {
+            let mut recording =
+                Recording::start(Arc::clone(database.metrics()), Operation::Transaction);
+            let outcome = database.unit_of_work(work, &mut recording).await;
+            recording.finish(match &outcome {
                 Ok(_) => Outcome::Ok,
                 Err((_, recorded)) => *recorded,
-            };
-            database
-                .inner
-                .metrics
-                .operation(Operation::Transaction, recorded, started.elapsed());
+            });
             outcome.map_err(|(error, _)| error)
         };
         match self.on_io(unit).await {
@@ -387,7 +412,11 @@ impl Database {
     }
 
     /// [`Database::transaction`] on the I/O runtime; a failure comes with its outcome label.
-    async fn unit_of_work<T, E, W, Fut>(&self, work: W) -> Result<T, (E, Outcome)>
+    async fn unit_of_work<T, E, W, Fut>(
+        &self,
+        work: W,
+        recording: &mut Recording,
+    ) -> Result<T, (E, Outcome)>
     where
         E: From<StoreError>,
         W: FnOnce(UnitOfWork) -> Fut,
@@ -403,6 +432,7 @@ impl Database {
             .map_err(|failure| ours(store(failure)))?;
         let deadline = Instant::now() + self.inner.call_timeout;
         let session = Arc::new(Session::for_unit(connection, deadline));
+        recording.unit_session(Arc::clone(&session));
         // However the unit ends (returned, timed out, panicked, dropped), its connection is done
         // with, whoever keeps a repository of it.
         let _ends = EndsSession(&session);
@@ -492,7 +522,7 @@ impl Database {
                         session.query_one_raw(statement).await
                     })
                 },
-                false,
+                None,
             )
             .await?;
         row.and_then(|row| row.try_get_by_index::<String>(0).ok())

@@ -6,7 +6,8 @@
 //! Recording is then an atomic add, with no lookup and no allocation on the hot path, and labels
 //! only ever take values from the fixed sets below.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use counseling_domain::StoreError;
 use metrics::{
@@ -15,6 +16,7 @@ use metrics::{
 };
 
 use crate::error_mapping::Failure;
+use crate::session::Session;
 
 pub(crate) const OPERATION_DURATION: &str = "db_client_operation_duration_seconds";
 pub(crate) const OPERATIONS: &str = "db_client_operations_total";
@@ -88,21 +90,26 @@ pub(crate) enum Outcome {
     Conflict,
     /// The database could not be reached or did not answer in time.
     Unavailable,
-    /// A write was sent but its connection failed before the answer: it may be stored. Counted
-    /// apart, as each one may need reconciling.
+    /// A write was sent but its connection failed before the answer, or its caller stopped
+    /// waiting for the answer: it may be stored. Counted apart, as each one may need reconciling.
     Unknown,
     /// Anything else: rejected data, unexpected errors.
     Error,
+    /// The caller stopped waiting (dropped the future) before anything it asked could be stored:
+    /// a read, a write still waiting for a connection, a call inside a unit of work, or a unit
+    /// before its `COMMIT`.
+    Abandoned,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 6] = [
+    const ALL: [Outcome; 7] = [
         Outcome::Ok,
         Outcome::NotFound,
         Outcome::Conflict,
         Outcome::Unavailable,
         Outcome::Unknown,
         Outcome::Error,
+        Outcome::Abandoned,
     ];
 
     const fn as_str(self) -> &'static str {
@@ -113,6 +120,14 @@ impl Outcome {
             Outcome::Unavailable => "unavailable",
             Outcome::Unknown => "unknown",
             Outcome::Error => "error",
+            Outcome::Abandoned => "abandoned",
+        }
+    }
+
+    pub(crate) fn of_result<T>(result: &Result<T, Failure>) -> Self {
+        match result {
+            Ok(_) => Outcome::Ok,
+            Err(failure) => Outcome::of_failure(failure),
         }
     }
 
@@ -208,7 +223,7 @@ impl DatabaseMetrics {
         );
         describe_counter!(
             OPERATIONS,
-            "Repository operations and units of work by outcome (ok, not_found, conflict, unavailable, unknown, error)."
+            "Repository operations and units of work by outcome (ok, not_found, conflict, unavailable, unknown, error, abandoned)."
         );
         describe_histogram!(
             CONNECTION_WAIT_TIME,
@@ -294,6 +309,85 @@ impl DatabaseMetrics {
         if timed_out {
             self.timeouts.increment(1);
         }
+    }
+}
+
+/// One operation's count and duration, recorded exactly once: with its outcome when it returns,
+/// or when its future is dropped first, because its caller stopped waiting (a client gone, a
+/// `tokio::time::timeout`). Such an operation is `unknown` if a write of it may have reached the
+/// server (and is logged at WARN, as every unconfirmed write is), else `abandoned`.
+pub(crate) struct Recording {
+    metrics: Arc<DatabaseMetrics>,
+    operation: Operation,
+    started: Instant,
+    /// A write of this call may have been sent.
+    write_sent: bool,
+    /// The session of the unit of work this records, once it has one: whether its COMMIT is in
+    /// doubt.
+    unit: Option<Arc<Session>>,
+    recorded: bool,
+}
+
+impl Recording {
+    pub(crate) fn start(metrics: Arc<DatabaseMetrics>, operation: Operation) -> Self {
+        Self {
+            metrics,
+            operation,
+            started: Instant::now(),
+            write_sent: false,
+            unit: None,
+            recorded: false,
+        }
+    }
+
+    pub(crate) const fn operation(&self) -> Operation {
+        self.operation
+    }
+
+    /// From here on a write of this call may reach the server. Conservative: set just before
+    /// the statement is sent.
+    pub(crate) fn write_may_be_sent(&mut self) {
+        self.write_sent = self.operation.writes();
+    }
+
+    /// The unit of work being recorded has its session: dropped after a COMMIT that followed a
+    /// write, it is `unknown`.
+    pub(crate) fn unit_session(&mut self, session: Arc<Session>) {
+        self.unit = Some(session);
+    }
+
+    pub(crate) fn finish(mut self, outcome: Outcome) {
+        self.record(outcome);
+    }
+
+    fn record(&mut self, outcome: Outcome) {
+        self.recorded = true;
+        self.metrics
+            .operation(self.operation, outcome, self.started.elapsed());
+    }
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        if self.recorded {
+            return;
+        }
+        let in_doubt = self.write_sent
+            || self
+                .unit
+                .as_ref()
+                .is_some_and(|unit| unit.commit_in_doubt());
+        let outcome = if std::thread::panicking() {
+            Outcome::Error
+        } else if in_doubt {
+            tracing::warn!(
+                "a write was sent but its caller stopped waiting for the answer: it may or may not be stored"
+            );
+            Outcome::Unknown
+        } else {
+            Outcome::Abandoned
+        };
+        self.record(outcome);
     }
 }
 

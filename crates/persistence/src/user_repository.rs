@@ -1,5 +1,4 @@
 use std::sync::{Arc, LazyLock};
-use std::time::Instant;
 
 use counseling_domain::{
     CreateUserError, DeleteUserError, NewUser, PasswordHash, StoreError, UpdateUserError, User,
@@ -13,7 +12,7 @@ use sea_orm::{
 
 use crate::Database;
 use crate::database::SessionWork;
-use crate::database_metrics::{DatabaseMetrics, Operation, Outcome};
+use crate::database_metrics::{DatabaseMetrics, Operation, Outcome, Recording};
 use crate::entity::users::{ActiveModel, Column, Entity as Users, Model};
 use crate::error_mapping::{Failure, aborts_transaction, from_db_err};
 use crate::session::{Session, is_refusal};
@@ -79,18 +78,17 @@ impl PgUserRepository {
         T: Send + 'static,
         W: for<'s> FnOnce(&'s Session) -> SessionWork<'s, T> + Send + 'static,
     {
-        let started = Instant::now();
-        let outcome = match &self.executor {
-            Executor::Pool(database) => database.call(work, operation.writes()).await,
-            Executor::Transaction(session) => Self::in_unit(session, operation, work).await,
-        };
-        let recorded = match &outcome {
-            Ok(_) => Outcome::Ok,
-            Err(failure) => Outcome::of_failure(failure),
-        };
-        self.metrics
-            .operation(operation, recorded, started.elapsed());
-        outcome
+        let recording = Recording::start(Arc::clone(&self.metrics), operation);
+        match &self.executor {
+            // Recorded on the I/O runtime, where the call runs.
+            Executor::Pool(database) => database.call(work, Some(recording)).await,
+            Executor::Transaction(session) => {
+                // Dropped half-way, it is `abandoned`: the unit then never commits it.
+                let outcome = Self::in_unit(session, operation, work).await;
+                recording.finish(Outcome::of_result(&outcome));
+                outcome
+            }
+        }
     }
 
     /// One call inside a unit of work, whose deadline bounds it.

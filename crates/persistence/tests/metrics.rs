@@ -7,7 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{OTHER_HASH, new_user, recorded_pool, scrape, settings_for};
+use common::{
+    OTHER_HASH, new_user, recorded_pool, scrape, settings_for, slow_commits, slow_inserts,
+};
 use counseling_domain::{
     CreateUserError, DeleteUserError, PasswordHash, StoreError, Unavailability, UpdateUserError,
     UserId, UserRepository, Username,
@@ -175,5 +177,148 @@ async fn an_exhausted_pool_counts_acquire_timeouts() {
             &[("operation", "transaction"), ("outcome", "ok")]
         ),
         1.0
+    );
+}
+
+/// The count of `operation` calls that ended as `outcome`.
+fn counted(
+    recorder: &metrics_exporter_prometheus::PrometheusRecorder,
+    operation: &str,
+    outcome: &str,
+) -> f64 {
+    scrape(recorder).value(
+        OPERATIONS,
+        &[("operation", operation), ("outcome", outcome)],
+    )
+}
+
+/// How long a caller here waits before it stops waiting (drops the call's future).
+const GIVE_UP_AFTER: Duration = Duration::from_millis(300);
+
+#[tokio::test]
+async fn a_call_whose_caller_stops_waiting_is_unknown_only_if_its_write_may_be_stored() {
+    let test_db = TestDatabase::migrated().await.unwrap();
+    slow_inserts(&test_db, &[(r"\school\slow", "2")]).await;
+    let mut settings = settings_for(test_db.url());
+    settings.pool.max_connections = 1;
+    settings.pool.acquire_timeout = Duration::from_secs(10);
+    let (recorder, database) = recorded_pool(&settings);
+    let users = PgUserRepository::new(database.clone());
+
+    // A write on its way to the server when its caller gave up: it may be stored.
+    let sent = tokio::time::timeout(GIVE_UP_AFTER, users.create(new_user(r"\school\slow")));
+    assert!(sent.await.is_err(), "the slow insert answered");
+    assert_eq!(counted(&recorder, "create", "unknown"), 1.0);
+
+    // A write and a read still waiting for the only connection (a unit of work holds it) when
+    // their callers gave up: nothing was sent.
+    let (held, release) = tokio::sync::oneshot::channel::<()>();
+    let holder = tokio::spawn({
+        let database = database.clone();
+        async move {
+            database
+                .transaction(|_unit| async move {
+                    let _ = release.await;
+                    Ok::<_, StoreError>(())
+                })
+                .await
+        }
+    });
+    let in_use = async || database.status().in_use() >= 1;
+    eventually("a connection in use", Duration::from_secs(5), in_use)
+        .await
+        .unwrap();
+    let waiting = tokio::time::timeout(GIVE_UP_AFTER, users.create(new_user(r"\school\bob")));
+    assert!(waiting.await.is_err(), "the write got a connection");
+    let waiting = tokio::time::timeout(GIVE_UP_AFTER, users.find_by_id(unknown_id()));
+    assert!(waiting.await.is_err(), "the read got a connection");
+    drop(held);
+    holder.await.unwrap().unwrap();
+
+    let scraped = scrape(&recorder);
+    let expected = [
+        ("create", "unknown", 1.0),
+        ("create", "abandoned", 1.0),
+        ("find_by_id", "abandoned", 1.0),
+        ("transaction", "ok", 1.0),
+    ];
+    for (operation, outcome, count) in expected {
+        assert_eq!(
+            scraped.value(
+                OPERATIONS,
+                &[("operation", operation), ("outcome", outcome)]
+            ),
+            count,
+            "{operation} {outcome}"
+        );
+    }
+    assert_eq!(scraped.value(OPERATIONS, &[]), 4.0, "each counted once");
+    assert_eq!(
+        scraped.histogram_count(OPERATION_DURATION, &[("operation", "create")]),
+        2.0
+    );
+}
+
+#[tokio::test]
+async fn a_unit_whose_caller_stops_waiting_is_unknown_only_once_its_commit_is_sent() {
+    let (test_db, _, users) = common::repository().await;
+    slow_inserts(&test_db, &[(r"\school\slow", "2")]).await;
+    slow_commits(&test_db.connect().await, "1").await;
+    let (recorder, database) = recorded_pool(&settings_for(test_db.url()));
+
+    // Before its COMMIT: the server rolls it back.
+    let before_commit = database.transaction(|unit| async move {
+        unit.users().create(new_user(r"\school\alice")).await?;
+        std::future::pending::<()>().await;
+        Ok::<_, CreateUserError>(())
+    });
+    assert!(
+        tokio::time::timeout(GIVE_UP_AFTER, before_commit)
+            .await
+            .is_err()
+    );
+    assert_eq!(counted(&recorder, "transaction", "abandoned"), 1.0);
+    assert_eq!(counted(&recorder, "create", "ok"), 1.0);
+
+    // A call of the unit's whose caller gave up: the unit is never committed with it.
+    let cut_off = database.transaction(|unit| async move {
+        let users = unit.users();
+        let slow = users.create(new_user(r"\school\slow"));
+        let _ = tokio::time::timeout(GIVE_UP_AFTER, slow).await;
+        Ok::<_, CreateUserError>(())
+    });
+    assert!(
+        cut_off.await.is_err(),
+        "a unit went on after a cut-off call"
+    );
+    assert_eq!(counted(&recorder, "create", "abandoned"), 1.0);
+    assert_eq!(counted(&recorder, "create", "unknown"), 0.0);
+
+    // Its COMMIT sent after a write: it may be stored, and is.
+    let committing = database.transaction(|unit| async move {
+        unit.users().create(new_user(r"\school\bob")).await?;
+        Ok::<_, CreateUserError>(())
+    });
+    assert!(
+        tokio::time::timeout(GIVE_UP_AFTER, committing)
+            .await
+            .is_err()
+    );
+    assert_eq!(counted(&recorder, "transaction", "unknown"), 1.0);
+
+    let bob = Username::parse(r"\school\bob").unwrap();
+    let stored = async || users.find_by_username(&bob).await.unwrap().is_some();
+    eventually("bob committed", Duration::from_secs(5), stored)
+        .await
+        .unwrap();
+    let alice = Username::parse(r"\school\alice").unwrap();
+    assert!(users.find_by_username(&alice).await.unwrap().is_none());
+    let slow = Username::parse(r"\school\slow").unwrap();
+    assert!(users.find_by_username(&slow).await.unwrap().is_none());
+    let scraped = scrape(&recorder);
+    assert_eq!(
+        scraped.value(OPERATIONS, &[("operation", "transaction")]),
+        3.0,
+        "each unit counted once"
     );
 }

@@ -117,3 +117,38 @@ pub fn assert_server_gone<T: std::fmt::Debug>(outcome: &Result<T, StoreError>) {
         "{outcome:?}"
     );
 }
+
+/// Makes every COMMIT after an insert into users take `seconds`: a deferred trigger sleeps at
+/// commit time (where the server's statement_timeout no longer runs).
+pub async fn slow_commits(admin: &sea_orm::DatabaseConnection, seconds: &str) {
+    use sea_orm::ConnectionTrait;
+    admin
+        .execute_unprepared(&format!(
+            "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN PERFORM pg_sleep({seconds}); RETURN NULL; END $$; \
+             CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON users \
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()"
+        ))
+        .await
+        .unwrap();
+}
+
+/// Makes inserting each of `names` into users take its number of seconds (a BEFORE INSERT
+/// trigger sleeps): a statement that is still running, or can be cut off half-way, on cue.
+pub async fn slow_inserts(db: &counseling_testkit::TestDatabase, names: &[(&str, &str)]) {
+    use sea_orm::ConnectionTrait;
+    let cases: String = names
+        .iter()
+        .map(|(name, seconds)| format!("WHEN '{name}' THEN {seconds} "))
+        .collect();
+    db.connect()
+        .await
+        .execute_unprepared(&format!(
+            "CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN PERFORM pg_sleep(CASE NEW.username {cases} ELSE 0 END); RETURN NEW; END $$; \
+             CREATE TRIGGER slow_insert BEFORE INSERT ON users \
+             FOR EACH ROW EXECUTE FUNCTION slow_insert()"
+        ))
+        .await
+        .unwrap();
+}
