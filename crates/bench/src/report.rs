@@ -345,4 +345,44 @@ mod tests {
         assert!(text.contains("| 0.990, 0.900 |"), "{text}");
         assert!(text.contains("**0.900×** | ≥ 0.95×: missed"), "{text}");
     }
+
+    #[test]
+    fn a_figure_at_its_target_meets_it_and_each_column_shows_its_own_run() {
+        let pair = |first: f64, second: f64| Pairs {
+            firsts: vec![first],
+            seconds: vec![second],
+        };
+        let wrk = |rate: f64, p50_ms: f64, p99_ms: f64, non_2xx: u64| WrkRun {
+            requests_per_second: rate,
+            p50_ms,
+            p99_ms,
+            non_2xx,
+            ..WrkRun::default()
+        };
+        let figures = Figures {
+            pool: 15,
+            select1: PgbenchRun {
+                tps: 1000.0,
+                latency: "0.1 ms".into(),
+            },
+            health: wrk(500.0, 0.25, 5.0, 1),
+            metrics: pair(100.0, 95.0),
+            scrape: (1.0, 5.0, 6.0, 100),
+            idle_kb: (20 * 1024, 20 * 1024),
+            lookups: pair(100.0, 80.0),
+            tls: wrk(450.0, 0.75, 4.5, 2),
+            tls_pairs: pair(100.0, 90.0),
+            refused: (1.0, 50.0, 60.0, "503:connection_refused".into()),
+            ..Figures::default()
+        };
+        let text = figures.markdown().unwrap_or_default();
+        assert_eq!(text.matches(": met |").count(), 8, "{text}");
+        assert!(!text.contains("missed"), "{text}");
+        assert!(
+            text.contains("| 500.00 req/s | 450.00 req/s |")
+                && text.contains("| 0.250 / 5.000 ms | 0.750 / 4.500 ms |")
+                && text.contains("| non-2xx responses | 1 | 2 | 0 |"),
+            "{text}"
+        );
+    }
 }

@@ -83,7 +83,7 @@ pub fn run() -> Result<()> {
     api.wait_answering("/health", Duration::from_millis(1))?;
     figures.cold_start_ms = started.elapsed().as_millis();
     std::thread::sleep(Duration::from_secs(1));
-    figures.idle_kb = (api.rss_kb("VmRSS"), api.rss_kb("VmHWM"));
+    figures.idle_kb = (api.rss_kb("VmRSS")?, api.rss_kb("VmHWM")?);
     say(&format!("pgbench: SELECT 1, {POOL} clients, 10 s"));
     std::fs::write(bench.work.join("select1.sql"), "SELECT 1;\n")?;
     figures.select1 = bench.pgbench(&["-c", "15", "-j", "2", "-T", "10", "-f"], "select1.sql")?;
@@ -91,7 +91,7 @@ pub fn run() -> Result<()> {
     figures.health = wrk(&["-t2", "-c32", "-d10s", "--latency"], &api.url("/health"))?;
     say("wrk: GET /health, 1 connection, 5 s (the cost of one uncontended probe)");
     figures.single = wrk(&["-t1", "-c1", "-d5s", "--latency"], &api.url("/health"))?;
-    figures.load_kb = (api.rss_kb("VmRSS"), api.rss_kb("VmHWM"));
+    figures.load_kb = (api.rss_kb("VmRSS")?, api.rss_kb("VmHWM")?);
 
     // The cost of metrics: the same service with METRICS_ENABLED=false, in paired rounds.
     let mut off = bench.api(&url, &[("METRICS_ENABLED", "false")], "api-off")?;
@@ -107,7 +107,7 @@ pub fn run() -> Result<()> {
     say("wrk: GET /health, 500 connections, 5 s");
     let overload = ["-t2", "-c500", "-d5s", "--timeout", "10s", "--latency"];
     figures.overload = wrk(&overload, &api.url("/health"))?;
-    figures.final_peak_kb = api.rss_kb("VmHWM");
+    figures.final_peak_kb = api.rss_kb("VmHWM")?;
     api.stop();
 
     // verify-full TLS, alone on the server first, so that pg_stat_ssl counts only its
@@ -280,16 +280,13 @@ impl Api {
         Ok(())
     }
 
-    /// A field of /proc/<pid>/status in kB (`VmRSS`, `VmHWM`).
-    fn rss_kb(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()));
-        let line = status
-            .unwrap_or_default()
-            .lines()
-            .find(|line| line.starts_with(field))
-            .map(str::to_owned);
-        line.and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(0)
+    /// A field of /proc/<pid>/status in kB (`VmRSS`, `VmHWM`). An error, never 0 (which would
+    /// meet the memory target), when the service is gone.
+    fn rss_kb(&self, field: &str) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .context("reading the service's memory: did it exit?")?;
+        status_kb(&status, field)
+            .with_context(|| format!("the service has no {field}: did it exit?"))
     }
 
     fn stop(&mut self) {
@@ -327,6 +324,15 @@ fn wrk(args: &[&str], url: &str) -> Result<WrkRun> {
         bail!("wrk failed: {}", String::from_utf8_lossy(&output.stderr));
     }
     Ok(WrkRun::parse(&String::from_utf8_lossy(&output.stdout)))
+}
+
+/// `field`'s kB in the text of a /proc/<pid>/status (a zombie's has no `Vm` lines).
+fn status_kb(status: &str, field: &str) -> Option<u64> {
+    let line = status.lines().find(|line| {
+        line.strip_prefix(field)
+            .is_some_and(|rest| rest.starts_with(':'))
+    })?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Requests per second of 5 s of `wrk` with 32 connections on the service's /health.
@@ -477,4 +483,21 @@ fn postgres_version(bin_dir: &Path) -> String {
         .nth(2)
         .unwrap_or("unknown")
         .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_is_read_from_the_status_or_not_at_all() {
+        let status = "Name:\tcounseling-api\nVmHWM:\t   20480 kB\nVmRSS:\t   10240 kB\n";
+        assert_eq!(status_kb(status, "VmRSS"), Some(10240));
+        assert_eq!(status_kb(status, "VmHWM"), Some(20480));
+        // A zombie's status: no figure, never 0.
+        assert_eq!(
+            status_kb("Name:\tcounseling-api\nState:\tZ (zombie)\n", "VmRSS"),
+            None
+        );
+    }
 }

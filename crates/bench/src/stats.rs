@@ -4,8 +4,13 @@
 
 use std::time::Duration;
 
-/// The median (the lower of the two middle values of an even count); `NaN` when empty.
+/// The median (the lower of the two middle values of an even count); `NaN` when empty, or when
+/// any value is not finite: a failed round (`NaN`, or a ratio to a reference of 0) has no place
+/// in the order, and left in it would move the median up as if it were the best round.
 pub fn median(values: &[f64]) -> f64 {
+    if values.iter().any(|value| !value.is_finite()) {
+        return f64::NAN;
+    }
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     sorted
@@ -106,6 +111,13 @@ mod tests {
             "the lower middle of an even count"
         );
         assert!(median(&[]).is_nan());
+        // Two failed rounds must not lift the median of the three others (0.94) to 0.96.
+        assert!(median(&[0.93, 0.94, 0.96, f64::NAN, f64::NAN]).is_nan());
+        let zero_reference = Pairs {
+            firsts: vec![1.0, 0.0, 1.0],
+            seconds: vec![0.9, 1.0, 0.95],
+        };
+        assert!(zero_reference.median_ratio().is_nan());
         assert_eq!(mean(&[1.0, 2.0, 6.0]), 3.0);
         assert_eq!(list(&[0.9854, 1.0]), "0.985, 1.000");
     }
@@ -119,6 +131,10 @@ mod tests {
         let hundred: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
         assert_eq!(percentile(&hundred, 0.99), Duration::from_millis(99));
         assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+        // A rank between two values is rounded up (nearest rank), never down.
+        let three: Vec<Duration> = (1..=3).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&three, 0.5), Duration::from_millis(2));
+        assert_eq!(percentile(&three, 0.9), Duration::from_millis(3));
     }
 
     #[test]

@@ -17,7 +17,13 @@ pub struct WrkRun {
 
 impl WrkRun {
     pub fn parse(output: &str) -> Self {
+        // A figure wrk did not print is NaN, which meets no target, never 0, which meets every
+        // "at most" one.
         let mut run = Self {
+            requests_per_second: f64::NAN,
+            p50_ms: f64::NAN,
+            p99_ms: f64::NAN,
+            max_ms: f64::NAN,
             socket_errors: "none".into(),
             ..Self::default()
         };
@@ -25,7 +31,7 @@ impl WrkRun {
             let fields: Vec<&str> = line.split_whitespace().collect();
             match fields.as_slice() {
                 ["Requests/sec:", rate, ..] => {
-                    run.requests_per_second = rate.parse().unwrap_or(0.0)
+                    run.requests_per_second = rate.parse().unwrap_or(f64::NAN)
                 }
                 [count, "requests", "in", ..] => run.requests = count.parse().unwrap_or(0),
                 ["50%", latency] => run.p50_ms = milliseconds(latency),
@@ -113,6 +119,11 @@ Transfer/sec:     10.00MB
         );
         let clean = WrkRun::parse("Requests/sec: 10\n");
         assert_eq!((clean.non_2xx, clean.socket_errors.as_str()), (0, "none"));
+        // Figures wrk did not print meet no target.
+        assert!(clean.p50_ms.is_nan() && clean.p99_ms.is_nan() && clean.max_ms.is_nan());
+        let without_99 = WrkRun::parse(&WRK.replace("99%", "99.000%"));
+        assert!(without_99.p99_ms.is_nan());
+        assert!(WrkRun::parse("").requests_per_second.is_nan());
         assert_eq!(milliseconds("1.02s"), 1020.0);
     }
 
