@@ -3,11 +3,14 @@
 #![cfg(unix)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::fs::Permissions;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::str::FromStr;
 
 use counseling_config::Sources;
 use counseling_local_postgres::LocalCluster;
+use counseling_provision::files::ServerUser;
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::{Connection, PgConnection};
 
@@ -108,32 +111,103 @@ async fn the_local_cluster_trusts_nobody_and_serves_the_two_roles_of_the_urls() 
     }
 }
 
-/// A look-alike of the cluster's folder (made by someone else: here another mode), whose
-/// `postmaster.pid` names a live process working in it: stop signals nothing.
-#[test]
-fn stop_signals_nothing_named_by_a_folder_it_did_not_make() {
-    let checkout = tempfile::tempdir().unwrap();
-    let cluster = LocalCluster::of_checkout(checkout.path()).unwrap();
+/// A folder laid out as `start` makes the cluster's (the root ours, `data/` the server user's,
+/// both private), whose `postmaster.pid` names a live process working in `data/`.
+fn look_alike(cluster: &LocalCluster) -> std::process::Child {
+    let user = ServerUser::of_this_process().unwrap();
     let data = cluster.root().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    std::fs::set_permissions(cluster.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut process = std::process::Command::new("sleep")
+    let root_mode = if user.is_another() { 0o710 } else { 0o700 };
+    std::fs::set_permissions(cluster.root(), Permissions::from_mode(root_mode)).unwrap();
+    std::fs::set_permissions(&data, Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&data, Some(user.uid()), None).unwrap();
+    let process = std::process::Command::new("sleep")
         .arg("30")
         .current_dir(&data)
         .spawn()
         .unwrap();
     std::fs::write(data.join("postmaster.pid"), format!("{}\n", process.id())).unwrap();
+    process
+}
 
-    let stopped = cluster.stop();
+/// `stop` of a look-alike changed by `deviate`: what it returned, and whether the process it
+/// names is still alive.
+fn stop_look_alike(deviate: impl FnOnce(&Path)) -> (Result<&'static str, String>, bool) {
+    let checkout = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::of_checkout(checkout.path()).unwrap();
+    let mut process = look_alike(&cluster);
+    deviate(cluster.root());
+    let stopped = cluster.stop().map_err(|error| error.to_string());
+    // `stop` waits for the server it signals to exit.
     let alive = process.try_wait().unwrap().is_none();
     let _ = process.kill();
     let _ = process.wait();
     let _ = std::fs::remove_dir_all(cluster.root());
-    assert!(stopped.is_err(), "{stopped:?}");
-    assert!(
-        alive,
-        "the process named in the look-alike folder was signalled"
-    );
+    let _ = std::fs::remove_dir_all(cluster.root().with_extension("real"));
+    (stopped, alive)
+}
+
+/// One change to a look-alike, given its root.
+type Deviation = Box<dyn FnOnce(&Path)>;
+
+/// Signals go only to a server in folders laid out as this tool makes them: any one difference
+/// (a mode, an owner, a symlink) and stop signals nothing.
+#[test]
+fn stop_signals_nothing_named_by_a_folder_it_did_not_make() {
+    // The control: a folder exactly as start makes it is stopped.
+    assert_eq!(stop_look_alike(|_| {}), (Ok("stopped"), false));
+
+    fn chmod(path: &Path, mode: u32) {
+        std::fs::set_permissions(path, Permissions::from_mode(mode)).unwrap();
+    }
+    fn chown(path: &Path, uid: u32) {
+        std::os::unix::fs::chown(path, Some(uid), None).unwrap();
+    }
+    let mut deviations: Vec<(&str, Deviation)> = vec![
+        ("root mode 0755", Box::new(|root: &Path| chmod(root, 0o755))),
+        (
+            "data mode 0750",
+            Box::new(|root: &Path| chmod(&root.join("data"), 0o750)),
+        ),
+        (
+            "root a symlink to a folder as start makes it",
+            Box::new(|root: &Path| {
+                let elsewhere = root.with_extension("real");
+                std::fs::rename(root, &elsewhere).unwrap();
+                std::os::unix::fs::symlink(&elsewhere, root).unwrap();
+            }),
+        ),
+    ];
+    // Owners only root can give away.
+    if nix::unistd::Uid::effective().is_root() {
+        deviations.push((
+            "root owned by nobody",
+            Box::new(|root: &Path| chown(root, 65534)),
+        ));
+        deviations.push((
+            "data owned by nobody",
+            Box::new(|root: &Path| chown(&root.join("data"), 65534)),
+        ));
+    }
+    for (deviation, deviate) in deviations {
+        let (stopped, alive) = stop_look_alike(deviate);
+        // Refused; or, through a symlink, not even found running: the process works in the
+        // folder the link points to, not in the one stop was given.
+        let expected: &[&str] = match deviation.contains("symlink") {
+            true => &["not running"],
+            false => &[],
+        };
+        assert!(
+            stopped
+                .as_ref()
+                .map_or(true, |said| expected.contains(said)),
+            "{deviation}: {stopped:?}"
+        );
+        assert!(
+            alive,
+            "{deviation}: the process named in the folder was signalled"
+        );
+    }
 }
 
 /// Stops the cluster and deletes its folder when the test ends, passed or not.
