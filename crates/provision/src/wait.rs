@@ -88,3 +88,29 @@ pub async fn eventually<O: Outcome>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_pause_outlasts_the_deadline_and_pauses_grow_to_100_ms() {
+        let mut polls = Polls::new("x", Duration::from_secs(60));
+        let pauses: Vec<Duration> = (0..9)
+            .filter_map(|_| polls.after(false).ok()?.err())
+            .collect();
+        let ms = |ms: &[u64]| {
+            ms.iter()
+                .map(|ms| Duration::from_millis(*ms))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(pauses, ms(&[2, 4, 8, 16, 32, 64, 100, 100, 100]));
+
+        let mut polls = Polls::new("x", Duration::from_millis(5));
+        polls.pause = Duration::from_millis(100);
+        let Ok(Err(pause)) = polls.after(false) else {
+            panic!("no pause before the deadline");
+        };
+        assert!(pause <= Duration::from_millis(5), "{pause:?}");
+    }
+}

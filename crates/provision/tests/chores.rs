@@ -36,22 +36,50 @@ fn no_binaries_anywhere_names_every_remedy_and_a_wrong_pg_bin_dir_is_no_fallback
 #[test]
 fn picks_the_newest_supported_major_with_server_binaries() {
     let root = tempfile::tempdir().unwrap();
-    for major in ["9", "14", "15", "16"] {
+    for major in ["9", "14", "15", "17", "18"] {
         let bin = root.path().join(major).join("bin");
         std::fs::create_dir_all(&bin).unwrap();
-        // 16 is a client-only install; 9 and 14 are older than we support.
-        if major != "16" {
+        // 18 is a client-only install; 9 and 14 are older than we support.
+        if major != "18" {
             std::fs::write(bin.join("initdb"), "").unwrap();
             std::fs::write(bin.join("postgres"), "").unwrap();
         }
     }
-    let found = locate_binaries(None, root.path(), None).unwrap();
-    assert_eq!(found, root.path().join("15").join("bin"));
-    std::fs::remove_dir_all(root.path().join("15")).unwrap();
-    assert!(
-        locate_binaries(None, root.path(), None).is_err(),
-        "14 is too old"
+    let found = |root: &Path| locate_binaries(None, root, None);
+    assert_eq!(
+        found(root.path()).unwrap(),
+        root.path().join("17").join("bin")
     );
+    std::fs::remove_dir_all(root.path().join("17")).unwrap();
+    assert_eq!(
+        found(root.path()).unwrap(),
+        root.path().join("15").join("bin")
+    );
+    std::fs::remove_dir_all(root.path().join("15")).unwrap();
+    assert!(found(root.path()).is_err(), "14 is too old");
+}
+
+/// Debian links `initdb` into PATH, but not `postgres`: the link is followed to the folder that
+/// has both.
+#[cfg(unix)]
+#[test]
+fn an_initdb_on_path_leads_to_its_real_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real").join("bin");
+    std::fs::create_dir_all(&real).unwrap();
+    std::fs::write(real.join("initdb"), "").unwrap();
+    std::fs::write(real.join("postgres"), "").unwrap();
+    let on_path = dir.path().join("on-path");
+    std::fs::create_dir_all(&on_path).unwrap();
+    std::os::unix::fs::symlink(real.join("initdb"), on_path.join("initdb")).unwrap();
+    let empty_lib = dir.path().join("lib");
+    let path = Some(on_path.clone().into_os_string());
+    let found = locate_binaries(None, &empty_lib, path).unwrap();
+    assert_eq!(found, std::fs::canonicalize(&real).unwrap());
+    // A client-only folder behind the link is no server.
+    std::fs::remove_file(real.join("postgres")).unwrap();
+    let path = Some(on_path.into_os_string());
+    assert!(locate_binaries(None, &empty_lib, path).is_err());
 }
 
 #[cfg(unix)]
@@ -184,9 +212,10 @@ fn waits_until_it_holds_and_times_out_naming_what_did_not_happen() {
     });
     assert_eq!(value.unwrap(), 3);
     let started = Instant::now();
-    let error = wait_until("never", Duration::from_millis(50), || false).unwrap_err();
-    assert!(started.elapsed() >= Duration::from_millis(50));
-    assert!(started.elapsed() < Duration::from_secs(2));
+    let error = wait_until("never", Duration::from_millis(100), || false).unwrap_err();
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    // Its limit, not some multiple of it (the pauses never outlast the deadline: a unit test).
+    assert!(started.elapsed() < Duration::from_secs(1));
     assert_eq!(error.to_string(), "never did not happen within 1 s");
 }
 
@@ -200,6 +229,38 @@ async fn eventually_polls_an_async_check() {
     second.await.unwrap();
     let never = eventually("never", Duration::from_millis(20), async || false);
     assert!(never.await.is_err());
+
+    // Its pauses let the runtime run other tasks (this test's runtime has one thread): a flag
+    // that a task sets is seen.
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    tokio::spawn({
+        let flag = std::sync::Arc::clone(&flag);
+        async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let set = async || flag.load(std::sync::atomic::Ordering::SeqCst);
+    eventually("the flag set", Duration::from_secs(1), set)
+        .await
+        .unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn private_folders_are_0700_new_and_never_a_symlink() {
+    use counseling_provision::files::private_folder;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("private");
+    private_folder(&folder).unwrap();
+    let mode = std::fs::metadata(&folder).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    assert!(private_folder(&folder).is_err(), "a leftover was reused");
+    let (target, planted) = (dir.path().join("target"), dir.path().join("planted"));
+    std::fs::create_dir(&target).unwrap();
+    std::os::unix::fs::symlink(&target, &planted).unwrap();
+    assert!(private_folder(&planted).is_err(), "made through a symlink");
 }
 
 #[test]
