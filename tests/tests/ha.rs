@@ -148,10 +148,14 @@ impl Drop for Teardown {
 #[test]
 #[ignore = "needs patroni, etcd and haproxy; run with `just ha-test`"]
 fn switchover_and_failover_lose_no_write_and_every_service_heals_by_itself() {
-    let runs: usize = std::env::var("HA_RUNS")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(1);
+    // At least one run: 0 (or a typo read as 1) would pass without a single disruption.
+    let runs: usize = std::env::var("HA_RUNS").map_or(1, |value| {
+        value
+            .parse()
+            .ok()
+            .filter(|runs| *runs >= 1)
+            .unwrap_or_else(|| panic!("HA_RUNS={value:?}: a number of runs, at least 1"))
+    });
     let clock = Instant::now();
     let seconds = move || clock.elapsed().as_secs_f64();
 

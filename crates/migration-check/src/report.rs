@@ -303,12 +303,25 @@ mod tests {
         });
         report.migrations = vec![
             figures(Pass::Up, "m_new_slow", 1500, 5000),
+            // A released migration and a down pass: their locks are figures only, but the
+            // lock_timeout they leave is checked like every other's.
             figures(Pass::Up, "m20261130_000001_username_identity", 9000, 5000),
-            figures(Pass::Down, "m_new_slow", 9000, 5000),
+            figures(Pass::Up, "m20261130_000002_bcrypt_cost_bounds", 9000, 0),
+            figures(Pass::Down, "m_new_slow", 9000, 0),
             figures(Pass::UpAgain, "m_new_fast", 20, 0),
         ];
         let failures = report.failures();
-        assert_eq!(failures.len(), 2, "{failures:#?}");
+        assert_eq!(failures.len(), 4, "{failures:#?}");
+        for (failure, migration) in failures[1..].iter().zip([
+            "m20261130_000002_bcrypt_cost_bounds (up)",
+            "m_new_slow (down (forced))",
+            "m_new_fast (up again)",
+        ]) {
+            assert!(
+                failure.starts_with(&format!("{migration} changed the runner's lock_timeout")),
+                "{failure}"
+            );
+        }
         assert!(
             failures[0].starts_with("m_new_slow (up) held ShareLock on users for 1500 ms"),
             "{}",
@@ -316,11 +329,11 @@ mod tests {
         );
         assert!(failures[0].ends_with("CREATE INDEX bad ON users (username)"));
         assert!(
-            failures[1].contains(
+            failures[3].contains(
                 "changed the runner's lock_timeout: it set 5000 ms, the migration left 0 ms"
             ),
             "{}",
-            failures[1]
+            failures[3]
         );
         let table = report.render();
         assert!(table.contains("| up | m_new_slow | 1505 ms | ShareLock on users for 1500 ms"));
