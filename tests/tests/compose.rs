@@ -539,8 +539,16 @@ fn the_dockerfile_copies_every_workspace_member_for_its_dependency_layer() {
             dockerfile.contains(&format!("COPY {member}/Cargo.toml {member}/")),
             "docker/Dockerfile does not copy {member}/Cargo.toml: its build would fail"
         );
+        // Placeholder sources are for the members whose sources come later (the patched
+        // driver's are copied whole, above them).
+        let placeholders = dockerfile
+            .split_once("RUN for crate in ")
+            .and_then(|(_, rest)| rest.split_once("; do"))
+            .map(|(list, _)| list.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_default();
         assert!(
-            dockerfile.contains(member.as_str()),
+            placeholders.contains(&member.as_str())
+                || dockerfile.contains(&format!("COPY {member}/src {member}/src")),
             "{member} has no placeholder source in docker/Dockerfile"
         );
     }
