@@ -166,6 +166,26 @@ mod tests {
         }
     }
 
+    /// A file refused for want of permission is there: its path is named, and is no secret.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_file_refused_for_permission_is_named() {
+        // Root may open any file, but not a write-only sysfs attribute for reading: the
+        // kernel answers EACCES. (The tests run as root in CI, where no file mode refuses.)
+        let write_only = Path::new("/sys/bus/pci/rescan");
+        let refused = std::fs::File::open(write_only)
+            .is_err_and(|error| error.kind() == std::io::ErrorKind::PermissionDenied);
+        if !refused {
+            eprintln!("skipped: {} is not refused here", write_only.display());
+            return;
+        }
+        let error = read_secret_file(write_only).unwrap_err();
+        assert_eq!(
+            error, "cannot read /sys/bus/pci/rescan: permission denied",
+            "{error}"
+        );
+    }
+
     #[test]
     fn the_secret_is_the_text_less_its_trailing_line_breaks() {
         let dir = tempfile::tempdir().unwrap();
