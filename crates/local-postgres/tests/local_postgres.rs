@@ -112,85 +112,103 @@ async fn the_local_cluster_trusts_nobody_and_serves_the_two_roles_of_the_urls() 
 }
 
 /// A folder laid out as `start` makes the cluster's (the root ours, `data/` the server user's,
-/// both private), whose `postmaster.pid` names a live process working in `data/`.
-fn look_alike(cluster: &LocalCluster) -> std::process::Child {
-    let user = ServerUser::of_this_process().unwrap();
-    let data = cluster.root().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let root_mode = if user.is_another() { 0o710 } else { 0o700 };
-    std::fs::set_permissions(cluster.root(), Permissions::from_mode(root_mode)).unwrap();
-    std::fs::set_permissions(&data, Permissions::from_mode(0o700)).unwrap();
-    std::os::unix::fs::chown(&data, Some(user.uid()), None).unwrap();
-    let process = std::process::Command::new("sleep")
-        .arg("30")
-        .current_dir(&data)
-        .spawn()
-        .unwrap();
-    std::fs::write(data.join("postmaster.pid"), format!("{}\n", process.id())).unwrap();
-    process
+/// both private, a `PG_VERSION`), whose `postmaster.pid` names a live process working in
+/// `data/`; then changed by `deviate`. Removed, and its process killed, when dropped.
+struct LookAlike {
+    _checkout: tempfile::TempDir,
+    cluster: LocalCluster,
+    process: std::process::Child,
 }
 
-/// `stop` of a look-alike changed by `deviate`: what it returned, and whether the process it
-/// names is still alive.
-fn stop_look_alike(deviate: impl FnOnce(&Path)) -> (Result<&'static str, String>, bool) {
-    let checkout = tempfile::tempdir().unwrap();
-    let cluster = LocalCluster::of_checkout(checkout.path()).unwrap();
-    let mut process = look_alike(&cluster);
-    deviate(cluster.root());
-    let stopped = cluster.stop().map_err(|error| error.to_string());
-    // `stop` waits for the server it signals to exit.
-    let alive = process.try_wait().unwrap().is_none();
-    let _ = process.kill();
-    let _ = process.wait();
-    let _ = std::fs::remove_dir_all(cluster.root());
-    let _ = std::fs::remove_dir_all(cluster.root().with_extension("real"));
-    (stopped, alive)
+impl LookAlike {
+    fn new(deviate: Deviation) -> Self {
+        let checkout = tempfile::tempdir().unwrap();
+        let cluster = LocalCluster::of_checkout(checkout.path()).unwrap();
+        let user = ServerUser::of_this_process().unwrap();
+        let data = cluster.root().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let root_mode = if user.is_another() { 0o710 } else { 0o700 };
+        chmod(cluster.root(), root_mode);
+        chmod(&data, 0o700);
+        chown(&data, user.uid());
+        std::fs::write(data.join("PG_VERSION"), "15\n").unwrap();
+        let process = std::process::Command::new("sleep")
+            .arg("30")
+            .current_dir(&data)
+            .spawn()
+            .unwrap();
+        std::fs::write(data.join("postmaster.pid"), format!("{}\n", process.id())).unwrap();
+        deviate(cluster.root());
+        Self {
+            _checkout: checkout,
+            cluster,
+            process,
+        }
+    }
+
+    /// Whether the process `postmaster.pid` names is still alive (`stop` waits for the server
+    /// it signals to exit).
+    fn alive(&mut self) -> bool {
+        self.process.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for LookAlike {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+        let _ = std::fs::remove_dir_all(self.cluster.root());
+        let _ = std::fs::remove_dir_all(self.cluster.root().with_extension("real"));
+    }
 }
 
 /// One change to a look-alike, given its root.
-type Deviation = Box<dyn FnOnce(&Path)>;
+type Deviation = fn(&Path);
 
-/// Signals go only to a server in folders laid out as this tool makes them: any one difference
-/// (a mode, an owner, a symlink) and stop signals nothing.
-#[test]
-fn stop_signals_nothing_named_by_a_folder_it_did_not_make() {
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, Permissions::from_mode(mode)).unwrap();
+}
+
+fn chown(path: &Path, uid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), None).unwrap();
+}
+
+/// The root moved away and a symlink to it in its place.
+fn symlinked(root: &Path) {
+    let elsewhere = root.with_extension("real");
+    std::fs::rename(root, &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, root).unwrap();
+}
+
+/// Start and stop trust only folders laid out as this tool makes them: any one difference (a
+/// mode, an owner, a symlink) and start runs nothing in it and stop signals nothing.
+#[tokio::test]
+async fn start_and_stop_trust_no_folder_they_did_not_make() {
     // The control: a folder exactly as start makes it is stopped.
-    assert_eq!(stop_look_alike(|_| {}), (Ok("stopped"), false));
+    let mut faithful = LookAlike::new(|_| {});
+    assert_eq!(
+        faithful.cluster.stop().map_err(|e| e.to_string()),
+        Ok("stopped")
+    );
+    assert!(!faithful.alive());
 
-    fn chmod(path: &Path, mode: u32) {
-        std::fs::set_permissions(path, Permissions::from_mode(mode)).unwrap();
-    }
-    fn chown(path: &Path, uid: u32) {
-        std::os::unix::fs::chown(path, Some(uid), None).unwrap();
-    }
     let mut deviations: Vec<(&str, Deviation)> = vec![
-        ("root mode 0755", Box::new(|root: &Path| chmod(root, 0o755))),
-        (
-            "data mode 0750",
-            Box::new(|root: &Path| chmod(&root.join("data"), 0o750)),
-        ),
-        (
-            "root a symlink to a folder as start makes it",
-            Box::new(|root: &Path| {
-                let elsewhere = root.with_extension("real");
-                std::fs::rename(root, &elsewhere).unwrap();
-                std::os::unix::fs::symlink(&elsewhere, root).unwrap();
-            }),
-        ),
+        ("root mode 0755", |root| chmod(root, 0o755)),
+        ("data mode 0750", |root| chmod(&root.join("data"), 0o750)),
+        ("root a symlink to a folder as start makes it", symlinked),
     ];
     // Owners only root can give away.
     if nix::unistd::Uid::effective().is_root() {
-        deviations.push((
-            "root owned by nobody",
-            Box::new(|root: &Path| chown(root, 65534)),
-        ));
-        deviations.push((
-            "data owned by nobody",
-            Box::new(|root: &Path| chown(&root.join("data"), 65534)),
-        ));
+        deviations.push(("root owned by nobody", |root| chown(root, 65534)));
+        deviations.push(("data owned by nobody", |root| {
+            chown(&root.join("data"), 65534)
+        }));
     }
+    let url = "postgres://app:pw@127.0.0.1:1/appdb";
+    let sources = Sources::from_vars([("DATABASE_URL", url)]);
     for (deviation, deviate) in deviations {
-        let (stopped, alive) = stop_look_alike(deviate);
+        let mut look_alike = LookAlike::new(deviate);
+        let stopped = look_alike.cluster.stop().map_err(|error| error.to_string());
         // Refused; or, through a symlink, not even found running: the process works in the
         // folder the link points to, not in the one stop was given.
         let expected: &[&str] = match deviation.contains("symlink") {
@@ -204,8 +222,17 @@ fn stop_signals_nothing_named_by_a_folder_it_did_not_make() {
             "{deviation}: {stopped:?}"
         );
         assert!(
-            alive,
+            look_alike.alive(),
             "{deviation}: the process named in the folder was signalled"
+        );
+
+        let look_alike = LookAlike::new(deviate);
+        let started = look_alike.cluster.start(&sources).await.unwrap_err();
+        assert!(
+            started
+                .to_string()
+                .contains("is not a private folder as this tool makes them"),
+            "{deviation}: {started}"
         );
     }
 }
