@@ -14,7 +14,7 @@ use counseling_domain::{
     CreateUserError, DeleteUserError, PasswordHash, StoreError, Unavailability, UpdateUserError,
     UserId, UserRepository, Username,
 };
-use counseling_persistence::PgUserRepository;
+use counseling_persistence::{Database, PgUserRepository};
 use counseling_testkit::fixtures::eventually;
 use counseling_testkit::{MetricKind, TestDatabase};
 
@@ -23,6 +23,31 @@ const OPERATION_DURATION: &str = "db_client_operation_duration_seconds";
 
 fn unknown_id() -> UserId {
     UserId::from_uuid(uuid::Uuid::new_v4())
+}
+
+/// Asserts that the operations counted are `expected` (operation, outcome, count) and nothing
+/// else; returns their total.
+fn assert_counted_exactly(
+    scraped: &counseling_testkit::Scrape,
+    expected: &[(&str, &str, f64)],
+) -> f64 {
+    for (operation, outcome, count) in expected.iter().copied() {
+        assert_eq!(
+            scraped.value(
+                OPERATIONS,
+                &[("operation", operation), ("outcome", outcome)]
+            ),
+            count,
+            "{operation} {outcome}"
+        );
+    }
+    let total: f64 = expected.iter().map(|(_, _, count)| count).sum();
+    assert_eq!(
+        scraped.value(OPERATIONS, &[]),
+        total,
+        "nothing else counted"
+    );
+    total
 }
 
 #[tokio::test]
@@ -89,22 +114,7 @@ async fn every_operation_is_counted_once_by_its_outcome() {
         ("transaction", "ok", 1.0),
         ("transaction", "conflict", 1.0),
     ];
-    for (operation, outcome, count) in expected {
-        assert_eq!(
-            scraped.value(
-                OPERATIONS,
-                &[("operation", operation), ("outcome", outcome)]
-            ),
-            count,
-            "{operation} {outcome}"
-        );
-    }
-    let total: f64 = expected.iter().map(|(_, _, count)| count).sum();
-    assert_eq!(
-        scraped.value(OPERATIONS, &[]),
-        total,
-        "nothing else counted"
-    );
+    let total = assert_counted_exactly(&scraped, &expected);
     assert_eq!(
         scraped.histogram_count(OPERATION_DURATION, &[("operation", "create")]),
         4.0
@@ -120,16 +130,14 @@ async fn every_operation_is_counted_once_by_its_outcome() {
     );
 }
 
-#[tokio::test]
-async fn an_exhausted_pool_counts_acquire_timeouts() {
-    let test_db = TestDatabase::migrated().await.unwrap();
-    let mut settings = settings_for(test_db.url());
-    settings.pool.max_connections = 1;
-    settings.pool.acquire_timeout = Duration::from_millis(300);
-    let (recorder, database) = recorded_pool(&settings);
-    let users = PgUserRepository::new(database.clone());
-
-    // A unit of work holds the only connection.
+/// A unit of work that holds a connection until the sender it returns is dropped; returns once
+/// it holds it.
+async fn hold_a_connection(
+    database: &Database,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), StoreError>>,
+) {
     let (held, release) = tokio::sync::oneshot::channel::<()>();
     let holder = tokio::spawn({
         let database = database.clone();
@@ -146,6 +154,20 @@ async fn an_exhausted_pool_counts_acquire_timeouts() {
     eventually("a connection in use", Duration::from_secs(5), in_use)
         .await
         .unwrap();
+    (held, holder)
+}
+
+#[tokio::test]
+async fn an_exhausted_pool_counts_acquire_timeouts() {
+    let test_db = TestDatabase::migrated().await.unwrap();
+    let mut settings = settings_for(test_db.url());
+    settings.pool.max_connections = 1;
+    settings.pool.acquire_timeout = Duration::from_millis(300);
+    let (recorder, database) = recorded_pool(&settings);
+    let users = PgUserRepository::new(database.clone());
+
+    // A unit of work holds the only connection.
+    let (held, holder) = hold_a_connection(&database).await;
     for _ in 0..2 {
         assert_eq!(
             users.find_by_id(unknown_id()).await,
@@ -212,22 +234,7 @@ async fn a_call_whose_caller_stops_waiting_is_unknown_only_if_its_write_may_be_s
 
     // A write and a read still waiting for the only connection (a unit of work holds it) when
     // their callers gave up: nothing was sent.
-    let (held, release) = tokio::sync::oneshot::channel::<()>();
-    let holder = tokio::spawn({
-        let database = database.clone();
-        async move {
-            database
-                .transaction(|_unit| async move {
-                    let _ = release.await;
-                    Ok::<_, StoreError>(())
-                })
-                .await
-        }
-    });
-    let in_use = async || database.status().in_use() >= 1;
-    eventually("a connection in use", Duration::from_secs(5), in_use)
-        .await
-        .unwrap();
+    let (held, holder) = hold_a_connection(&database).await;
     let waiting = tokio::time::timeout(GIVE_UP_AFTER, users.create(new_user(r"\school\bob")));
     assert!(waiting.await.is_err(), "the write got a connection");
     let waiting = tokio::time::timeout(GIVE_UP_AFTER, users.find_by_id(unknown_id()));
@@ -242,17 +249,7 @@ async fn a_call_whose_caller_stops_waiting_is_unknown_only_if_its_write_may_be_s
         ("find_by_id", "abandoned", 1.0),
         ("transaction", "ok", 1.0),
     ];
-    for (operation, outcome, count) in expected {
-        assert_eq!(
-            scraped.value(
-                OPERATIONS,
-                &[("operation", operation), ("outcome", outcome)]
-            ),
-            count,
-            "{operation} {outcome}"
-        );
-    }
-    assert_eq!(scraped.value(OPERATIONS, &[]), 4.0, "each counted once");
+    assert_counted_exactly(&scraped, &expected);
     assert_eq!(
         scraped.histogram_count(OPERATION_DURATION, &[("operation", "create")]),
         2.0
