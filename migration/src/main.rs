@@ -51,9 +51,9 @@ const USAGE: &str =
            missing (applied, but not in this binary), unrecorded (applied by another tool,
            without a checksum) or rolling-back (a rollback without a transaction stopped
            part-way: up refuses until down finishes it, or accept)
-  accept   record VERSION's current checksum, after checking the database matches its file
-           (and clear an unfinished rollback of it); for a missing VERSION, forget that it was
-           applied
+  accept   record VERSION's current checksum, after checking the database matches its file,
+           or, once it is recorded, clear an unfinished rollback of it (a second accept where
+           it was both); for a missing VERSION, forget that it was applied
   new      create migration/src/m<YYYYMMDD>_<NNNNNN>_NAME.rs and register it (developers only)
 up and down refuse to run while an applied migration is modified, missing or unrecorded, with
 one message per migration; up also refuses (exit 1) while one is rolling-back. Exit codes: 0
@@ -369,6 +369,15 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // `down N` counts from the newest migration still applied: repeated after a failure (or a
+    // lost answer), it would roll back more than was asked.
+    let again = match command {
+        Command::Down { .. } => {
+            "see `migration status`, then roll back only what is left (`down` counts from the \
+             newest migration still applied: the same command again would roll back more)"
+        }
+        _ => "run the same command again: it carries on from where this run stopped",
+    };
     let outcome = run(command, &db, lock_timeout).await;
     // Lost: it was opened and the pool holds none now (no idle timeout or lifetime closes it,
     // and every new one after it is refused).
@@ -379,8 +388,7 @@ async fn main() -> ExitCode {
     if outcome.is_err() && lost {
         eprintln!(
             "migration: the run's database session was lost mid-run, and its lock and \
-             lock_timeout with it; nothing went on in a new session. Run the same command again: \
-             it carries on from where this run stopped"
+             lock_timeout with it; nothing went on in a new session. When it is back, {again}"
         );
     }
     match outcome {
@@ -405,13 +413,14 @@ async fn main() -> ExitCode {
                     in_transaction: false,
                     ..
                 } => format!(
-                    "{name} runs without a transaction and may have stopped part-way; run the \
-                     same command again when they have finished, it carries on from there"
+                    "{name} runs without a transaction and may have stopped part-way; when \
+                     they have finished, {again}"
                 ),
-                _ => "the migration waiting for it changed nothing (those listed above as \
-                      applied or rolled back stay so). Retry when the transactions holding it \
-                      have finished"
-                    .to_owned(),
+                _ => format!(
+                    "the migration waiting for it changed nothing (those listed above as \
+                     applied or rolled back stay so); when the transactions holding it have \
+                     finished, {again}"
+                ),
             };
             // Without a transaction, the wait may be an index built concurrently waiting for
             // older transactions (any long one on the database), not a table's lock.

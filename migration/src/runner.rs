@@ -878,8 +878,10 @@ impl Runner {
         if current_transaction(transaction).await? != opened {
             return Err(DbErr::Custom(
                 "it ended the transaction the runner opened for it (a COMMIT or ROLLBACK in its \
-                 SQL): what ran before that is kept, and the migration is not recorded; split it \
-                 into migrations of their own, or run it without a transaction"
+                 SQL): what ran before a COMMIT is kept (before a ROLLBACK, undone), what ran \
+                 after it ran outside any transaction and is kept, and the migration is not \
+                 recorded: check the schema by hand; split it into migrations of their own, or \
+                 run it without a transaction"
                     .into(),
             )
             .into());
@@ -936,7 +938,15 @@ impl Runner {
 /// while a migration's transaction is open: it must return well within that.) No
 /// `statement_timeout`: one the role or database sets for its sessions (the service's limit,
 /// say) would cancel a long backfill or validation part-way, run after run; `lock_timeout`
-/// bounds the waits that hold others up.
+/// bounds the waits that hold others up. Nor PostgreSQL 17's `transaction_timeout`, for the same
+/// reason.
+///
+/// And `client_connection_check_interval` at 1 s, where the server's platform can check: a run
+/// that is killed (its process, its pod) or cut off leaves its statement to the server, which
+/// otherwise goes on waiting for a lock (every query on the table queued behind that request) or
+/// running a backfill under it, only to roll it all back when it next reads from the client. It
+/// cancels it within a second instead. Servers that cannot check (Windows; before 14, which has
+/// no such setting) do without.
 async fn set_run_settings(
     connection: &impl ConnectionTrait,
     options: RunOptions,
@@ -956,6 +966,21 @@ async fn set_run_settings(
                 if options.force { "on" } else { "off" }.into(),
                 format!("{}ms", options.idle_in_transaction_timeout_ms()).into(),
             ],
+        ))
+        .await?;
+    // Settings a server may not have, or not allow: named through pg_settings (set_config of an
+    // unknown name is an error), and the check's refusal caught in a block of its own.
+    connection
+        .execute_unprepared(&format!(
+            "DO $settings$ BEGIN
+                PERFORM set_config(name, '0', {local}) FROM pg_settings
+                    WHERE name = 'transaction_timeout';
+                BEGIN
+                    PERFORM set_config(name, '1000', {local}) FROM pg_settings
+                        WHERE name = 'client_connection_check_interval';
+                EXCEPTION WHEN invalid_parameter_value THEN NULL;
+                END;
+            END $settings$"
         ))
         .await?;
     Ok(())

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{HASH, connect, insert, migration_binary, schema_snapshot, text};
 use counseling_testkit::TestDatabase;
+use counseling_testkit::fixtures::eventually;
 use migration::sea_orm::sqlx::{self, Connection, PgConnection};
 
 async fn users(conn: &mut PgConnection) -> i64 {
@@ -126,6 +127,12 @@ async fn fails_cleanly_while_users_is_locked(db: &TestDatabase, args: &[&str], o
         "{stderr}"
     );
     assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    // What to run next: `down N` again would roll back more than was asked.
+    let again = match args[0] {
+        "down" => "see `migration status`, then roll back only what is left",
+        _ => "run the same command again",
+    };
+    assert!(stderr.contains(again), "{stderr}");
     holding.rollback().await.unwrap();
 
     // A rollback without a transaction that stopped is marked as such (here it had changed
@@ -183,6 +190,57 @@ async fn up_and_down_give_up_on_a_locked_table_after_the_lock_timeout() {
     common::up_to(&common::owner_orm(&db), trigger).await;
     assert_eq!(status(&url), (all - after_trigger, after_trigger));
     fails_cleanly_while_users_is_locked(&db, &["up"], part_way).await;
+}
+
+/// Backends of this database waiting for a lock.
+async fn lock_waiters(conn: &mut PgConnection) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
+/// A run killed while it waits for a table's lock leaves no request queued on the server, which
+/// would hold every query on the table up behind it until `lock_timeout`: the server sees its
+/// client gone (`client_connection_check_interval`) and cancels the wait.
+#[tokio::test]
+async fn a_killed_run_stops_waiting_for_its_lock_on_the_server() {
+    let db = TestDatabase::migrated().await.unwrap();
+    let url = db.owner_url();
+    let down = migration_binary(&["down"], &[("DATABASE_URL", &url)]);
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    let mut holder = connect(&db).await;
+    let mut holding = holder.begin().await.unwrap();
+    sqlx::query("LOCK TABLE users IN ROW EXCLUSIVE MODE")
+        .execute(&mut *holding)
+        .await
+        .unwrap();
+
+    let variables = [
+        ("DATABASE_URL", url.as_str()),
+        ("MIGRATION_LOCK_TIMEOUT_MS", "60000"),
+    ];
+    let (mut command, _dir) = common::migration_command(&["up"], &variables);
+    let mut run = command.spawn().unwrap();
+    let mut watcher = connect(&db).await;
+    let waiting = async || lock_waiters(&mut watcher).await == 1;
+    eventually(
+        "the run waits for the lock",
+        Duration::from_secs(30),
+        waiting,
+    )
+    .await
+    .unwrap();
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let gone = async || lock_waiters(&mut watcher).await == 0;
+    eventually("the server cancels the wait", Duration::from_secs(5), gone)
+        .await
+        .unwrap();
+    holding.rollback().await.unwrap();
 }
 
 #[test]

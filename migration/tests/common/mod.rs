@@ -236,6 +236,15 @@ pub async fn schema_snapshot(conn: &mut PgConnection) -> Vec<Vec<Option<String>>
 /// Runs the `migration` binary in an empty directory (so no developer `.env` is picked up), with
 /// only `variables` of the settings it reads.
 pub fn migration_binary(args: &[&str], variables: &[(&str, &str)]) -> Output {
+    let (mut command, _dir) = migration_command(args, variables);
+    command.output().unwrap()
+}
+
+/// [`migration_binary`]'s command, not yet run, and the folder it runs in (removed when dropped).
+pub fn migration_command(
+    args: &[&str],
+    variables: &[(&str, &str)],
+) -> (Command, tempfile::TempDir) {
     // A folder of its own: a shared one (/tmp) could hold a `.env` someone else put there.
     let dir = tempfile::tempdir().unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_migration"));
@@ -258,7 +267,7 @@ pub fn migration_binary(args: &[&str], variables: &[(&str, &str)]) -> Output {
         command.env_remove(name);
     }
     command.envs(variables.iter().copied());
-    command.output().unwrap()
+    (command, dir)
 }
 
 pub fn text(bytes: &[u8]) -> String {
