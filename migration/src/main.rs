@@ -374,7 +374,7 @@ async fn main() -> ExitCode {
     let again = match command {
         Command::Down { .. } => {
             "see `migration status`, then roll back only what is left (`down` counts from the \
-             newest migration still applied: the same command again would roll back more)"
+             newest migration still applied: the same command again could roll back more)"
         }
         _ => "run the same command again: it carries on from where this run stopped",
     };

@@ -945,8 +945,9 @@ impl Runner {
 /// that is killed (its process, its pod) or cut off leaves its statement to the server, which
 /// otherwise goes on waiting for a lock (every query on the table queued behind that request) or
 /// running a backfill under it, only to roll it all back when it next reads from the client. It
-/// cancels it within a second instead. Servers that cannot check (Windows; before 14, which has
-/// no such setting) do without.
+/// cancels it within a second instead (a migration without a transaction is cut off too: see
+/// docs/migrations.md). Servers that cannot check (Windows, 14 on macOS or FreeBSD; before 14,
+/// which has no such setting) do without.
 async fn set_run_settings(
     connection: &impl ConnectionTrait,
     options: RunOptions,

@@ -395,9 +395,10 @@ impl Database {
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
         let database = self.clone();
+        // Started here, not in the task: a task cancelled before it first runs (its caller gone
+        // at once) drops it unpolled, and is counted all the same.
+        let mut recording = Recording::start(Arc::clone(self.metrics()), Operation::Transaction);
         let unit = async move {
-            let mut recording =
-                Recording::start(Arc::clone(database.metrics()), Operation::Transaction);
             let outcome = database.unit_of_work(work, &mut recording).await;
             recording.finish(match &outcome {
                 Ok(_) => Outcome::Ok,

@@ -8,7 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    OTHER_HASH, new_user, recorded_pool, scrape, settings_for, slow_commits, slow_inserts,
+    OTHER_HASH, new_user, recorded_pool, recorded_pool_on, scrape, settings_for, slow_commits,
+    slow_inserts,
 };
 use counseling_domain::{
     CreateUserError, DeleteUserError, PasswordHash, StoreError, Unavailability, UpdateUserError,
@@ -214,18 +215,26 @@ fn counted(
     )
 }
 
-/// How long a caller here waits before it stops waiting (drops the call's future).
-const GIVE_UP_AFTER: Duration = Duration::from_millis(300);
+/// How long a caller here waits before it stops waiting (drops the call's future): after a
+/// warm-up (a connection open in the pool), time enough for what should be sent by then.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(1);
+
+/// Opens a connection and leaves it idle in the pool (a health check: counted apart), so that
+/// what is timed next does not include a connect.
+async fn warm_up(database: &Database) {
+    database.ping(Duration::from_secs(10)).await.unwrap();
+}
 
 #[tokio::test]
 async fn a_call_whose_caller_stops_waiting_is_unknown_only_if_its_write_may_be_stored() {
     let test_db = TestDatabase::migrated().await.unwrap();
-    slow_inserts(&test_db, &[(r"\school\slow", "2")]).await;
+    slow_inserts(&test_db, &[(r"\school\slow", "5")]).await;
     let mut settings = settings_for(test_db.url());
     settings.pool.max_connections = 1;
     settings.pool.acquire_timeout = Duration::from_secs(10);
     let (recorder, database) = recorded_pool(&settings);
     let users = PgUserRepository::new(database.clone());
+    warm_up(&database).await;
 
     // A write on its way to the server when its caller gave up: it may be stored.
     let sent = tokio::time::timeout(GIVE_UP_AFTER, users.create(new_user(r"\school\slow")));
@@ -259,9 +268,10 @@ async fn a_call_whose_caller_stops_waiting_is_unknown_only_if_its_write_may_be_s
 #[tokio::test]
 async fn a_unit_whose_caller_stops_waiting_is_unknown_only_once_its_commit_is_sent() {
     let (test_db, _, users) = common::repository().await;
-    slow_inserts(&test_db, &[(r"\school\slow", "2")]).await;
-    slow_commits(&test_db.connect().await, "1").await;
+    slow_inserts(&test_db, &[(r"\school\slow", "5")]).await;
+    slow_commits(&test_db.connect().await, "3").await;
     let (recorder, database) = recorded_pool(&settings_for(test_db.url()));
+    warm_up(&database).await;
 
     // Before its COMMIT: the server rolls it back.
     let before_commit = database.transaction(|unit| async move {
@@ -292,6 +302,7 @@ async fn a_unit_whose_caller_stops_waiting_is_unknown_only_once_its_commit_is_se
     assert_eq!(counted(&recorder, "create", "unknown"), 0.0);
 
     // Its COMMIT sent after a write: it may be stored, and is.
+    warm_up(&database).await;
     let committing = database.transaction(|unit| async move {
         unit.users().create(new_user(r"\school\bob")).await?;
         Ok::<_, CreateUserError>(())
@@ -305,7 +316,7 @@ async fn a_unit_whose_caller_stops_waiting_is_unknown_only_once_its_commit_is_se
 
     let bob = Username::parse(r"\school\bob").unwrap();
     let stored = async || users.find_by_username(&bob).await.unwrap().is_some();
-    eventually("bob committed", Duration::from_secs(5), stored)
+    eventually("bob committed", Duration::from_secs(10), stored)
         .await
         .unwrap();
     let alice = Username::parse(r"\school\alice").unwrap();
@@ -318,4 +329,44 @@ async fn a_unit_whose_caller_stops_waiting_is_unknown_only_once_its_commit_is_se
         3.0,
         "each unit counted once"
     );
+}
+
+/// As the service runs it: the pool's I/O on a runtime of its own, where a call whose caller
+/// gives up is a task aborted there, and recorded when that runtime drops it.
+#[tokio::test]
+async fn calls_cut_off_on_the_pools_own_runtime_are_counted_there() {
+    let test_db = TestDatabase::migrated().await.unwrap();
+    slow_inserts(&test_db, &[(r"\school\slow", "5")]).await;
+    let io = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (recorder, database) = recorded_pool_on(&settings_for(test_db.url()), io.handle().clone());
+    let users = PgUserRepository::new(database.clone());
+    warm_up(&database).await;
+
+    let sent = tokio::time::timeout(GIVE_UP_AFTER, users.create(new_user(r"\school\slow")));
+    assert!(sent.await.is_err(), "the slow insert answered");
+    let unit = database.transaction(|_unit| async move {
+        std::future::pending::<()>().await;
+        Ok::<_, StoreError>(())
+    });
+    assert!(tokio::time::timeout(GIVE_UP_AFTER, unit).await.is_err());
+    let both = async || {
+        counted(&recorder, "create", "unknown") == 1.0
+            && counted(&recorder, "transaction", "abandoned") == 1.0
+    };
+    eventually("both counted", Duration::from_secs(5), both)
+        .await
+        .unwrap();
+    assert_counted_exactly(
+        &scrape(&recorder),
+        &[
+            ("create", "unknown", 1.0),
+            ("transaction", "abandoned", 1.0),
+        ],
+    );
+    drop((users, database));
+    io.shutdown_background();
 }

@@ -106,11 +106,11 @@ mod tests {
         };
         assert_eq!(pauses, ms(&[2, 4, 8, 16, 32, 64, 100, 100, 100]));
 
-        let mut polls = Polls::new("x", Duration::from_millis(5));
-        polls.pause = Duration::from_millis(100);
+        let mut polls = Polls::new("x", Duration::from_secs(10));
+        polls.pause = Duration::from_secs(60);
         let Ok(Err(pause)) = polls.after(false) else {
             panic!("no pause before the deadline");
         };
-        assert!(pause <= Duration::from_millis(5), "{pause:?}");
+        assert!(pause <= Duration::from_secs(10), "{pause:?}");
     }
 }

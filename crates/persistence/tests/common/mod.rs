@@ -24,11 +24,20 @@ pub async fn private_database() -> (PgCluster, TestDatabase, DatabaseSettings) {
 
 /// A pool that records its metrics into a recorder of its own, to be scraped with [`scrape`].
 pub fn recorded_pool(settings: &DatabaseSettings) -> (PrometheusRecorder, Database) {
+    recorded_pool_on(settings, tokio::runtime::Handle::current())
+}
+
+/// [`recorded_pool`] whose I/O runs on `io`.
+pub fn recorded_pool_on(
+    settings: &DatabaseSettings,
+    io: tokio::runtime::Handle,
+) -> (PrometheusRecorder, Database) {
     let recorder = PrometheusBuilder::new()
         .set_buckets(&[0.01, 0.1, 1.0])
         .unwrap()
         .build_recorder();
-    let database = metrics::with_local_recorder(&recorder, || connect(settings));
+    let database =
+        metrics::with_local_recorder(&recorder, || Database::connect_lazy(settings, io).unwrap());
     (recorder, database)
 }
 
