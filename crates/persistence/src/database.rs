@@ -296,41 +296,30 @@ impl Database {
     pub(crate) async fn call<T, W>(
         &self,
         work: W,
-        mut recording: Option<Recording>,
+        operation: Option<Operation>,
     ) -> Result<T, Failure>
     where
         T: Send + 'static,
         W: for<'s> FnOnce(&'s Session) -> SessionWork<'s, T> + Send + 'static,
     {
-        let database = self.clone();
-        let writes = recording
-            .as_ref()
-            .is_some_and(|recording| recording.operation().writes());
+        let mut recording = Recording::start(self.clone(), operation);
         self.on_io(async move {
-            let outcome = database.call_on_io(work, writes, &mut recording).await;
-            if let Some(recording) = recording {
-                recording.finish(Outcome::of_result(&outcome));
-            }
+            let outcome = Self::call_on_io(&mut recording, work).await;
+            recording.finish(Outcome::of_result(&outcome));
             outcome
         })
         .await?
     }
 
-    /// [`Database::call`] on the I/O runtime.
-    async fn call_on_io<T, W>(
-        &self,
-        work: W,
-        writes: bool,
-        recording: &mut Option<Recording>,
-    ) -> Result<T, Failure>
+    /// [`Database::call`] on the I/O runtime, on the pool `recording` holds.
+    async fn call_on_io<T, W>(recording: &mut Recording, work: W) -> Result<T, Failure>
     where
         W: for<'s> FnOnce(&'s Session) -> SessionWork<'s, T>,
     {
-        let session = Session::new(self.acquire().await?);
-        if let Some(recording) = recording {
-            recording.write_may_be_sent();
-        }
-        let deadline = Instant::now() + self.inner.call_timeout;
+        let session = Session::new(recording.database().acquire().await?);
+        recording.write_may_be_sent();
+        let writes = recording.writes();
+        let deadline = Instant::now() + recording.database().inner.call_timeout;
         match timeout_at(deadline, work(&session)).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => {
@@ -397,7 +386,7 @@ impl Database {
         let database = self.clone();
         // Started here, not in the task: a task cancelled before it first runs (its caller gone
         // at once) drops it unpolled, and is counted all the same.
-        let mut recording = Recording::start(Arc::clone(self.metrics()), Operation::Transaction);
+        let mut recording = Recording::start(self.clone(), Some(Operation::Transaction));
         let unit = async move {
             let outcome = database.unit_of_work(work, &mut recording).await;
             recording.finish(match &outcome {
@@ -451,7 +440,7 @@ impl Database {
                 // unit that failed (if one did) does.
                 Err((error, session.failed_call().unwrap_or(Outcome::Error)))
             };
-            match work(UnitOfWork::new(Arc::clone(&session), self.metrics())).await {
+            match work(UnitOfWork::new(Arc::clone(&session), self.clone())).await {
                 // A call failed on the server and `work` went on: PostgreSQL has aborted the
                 // transaction, and would answer COMMIT with a silent ROLLBACK. Its writes are
                 // lost: say so. (A call that found no row aborts nothing: that unit commits.)

@@ -15,6 +15,7 @@ use metrics::{
     gauge, histogram,
 };
 
+use crate::Database;
 use crate::error_mapping::Failure;
 use crate::session::Session;
 
@@ -316,9 +317,13 @@ impl DatabaseMetrics {
 /// or when its future is dropped first, because its caller stopped waiting (a client gone, a
 /// `tokio::time::timeout`). Such an operation is `unknown` if a write of it may have reached the
 /// server (and is logged at WARN, as every unconfirmed write is), else `abandoned`.
+///
+/// It holds the pool (whose metrics it records into): a call moves it to the I/O runtime as the
+/// one handle the call needs there, so recording costs no clone of its own.
 pub(crate) struct Recording {
-    metrics: Arc<DatabaseMetrics>,
-    operation: Operation,
+    database: Database,
+    /// `None`: not a repository operation (nothing is recorded).
+    operation: Option<Operation>,
     started: Instant,
     /// A write of this call may have been sent.
     write_sent: bool,
@@ -329,9 +334,9 @@ pub(crate) struct Recording {
 }
 
 impl Recording {
-    pub(crate) fn start(metrics: Arc<DatabaseMetrics>, operation: Operation) -> Self {
+    pub(crate) fn start(database: Database, operation: Option<Operation>) -> Self {
         Self {
-            metrics,
+            database,
             operation,
             started: Instant::now(),
             write_sent: false,
@@ -340,14 +345,20 @@ impl Recording {
         }
     }
 
-    pub(crate) const fn operation(&self) -> Operation {
-        self.operation
+    /// The pool the operation runs on.
+    pub(crate) fn database(&self) -> &Database {
+        &self.database
+    }
+
+    /// Whether the operation writes.
+    pub(crate) fn writes(&self) -> bool {
+        self.operation.is_some_and(Operation::writes)
     }
 
     /// From here on a write of this call may reach the server. Conservative: set just before
     /// the statement is sent.
     pub(crate) fn write_may_be_sent(&mut self) {
-        self.write_sent = self.operation.writes();
+        self.write_sent = self.writes();
     }
 
     /// The unit of work being recorded has its session: dropped after a COMMIT that followed a
@@ -362,14 +373,17 @@ impl Recording {
 
     fn record(&mut self, outcome: Outcome) {
         self.recorded = true;
-        self.metrics
-            .operation(self.operation, outcome, self.started.elapsed());
+        if let Some(operation) = self.operation {
+            self.database
+                .metrics()
+                .operation(operation, outcome, self.started.elapsed());
+        }
     }
 }
 
 impl Drop for Recording {
     fn drop(&mut self) {
-        if self.recorded {
+        if self.recorded || self.operation.is_none() {
             return;
         }
         let in_doubt = self.write_sent

@@ -1,8 +1,7 @@
 use std::sync::Arc;
 
-use crate::PgUserRepository;
-use crate::database_metrics::DatabaseMetrics;
 use crate::session::Session;
+use crate::{Database, PgUserRepository};
 
 /// One open transaction, handed to the closure of [`crate::Database::transaction`]. The
 /// repositories it gives out read and write inside that transaction, through the same port as
@@ -13,19 +12,17 @@ use crate::session::Session;
 #[derive(Debug, Clone)]
 pub struct UnitOfWork {
     session: Arc<Session>,
-    metrics: Arc<DatabaseMetrics>,
+    /// The pool the unit's connection came from (whose metrics its calls record into).
+    database: Database,
 }
 
 impl UnitOfWork {
-    pub(crate) fn new(session: Arc<Session>, metrics: &Arc<DatabaseMetrics>) -> Self {
-        Self {
-            session,
-            metrics: Arc::clone(metrics),
-        }
+    pub(crate) fn new(session: Arc<Session>, database: Database) -> Self {
+        Self { session, database }
     }
 
     /// The users, inside this transaction.
     pub fn users(&self) -> PgUserRepository {
-        PgUserRepository::in_transaction(Arc::clone(&self.session), Arc::clone(&self.metrics))
+        PgUserRepository::in_transaction(Arc::clone(&self.session), self.database.clone())
     }
 }

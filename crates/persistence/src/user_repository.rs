@@ -12,7 +12,7 @@ use sea_orm::{
 
 use crate::Database;
 use crate::database::SessionWork;
-use crate::database_metrics::{DatabaseMetrics, Operation, Outcome, Recording};
+use crate::database_metrics::{Operation, Outcome, Recording};
 use crate::entity::users::{ActiveModel, Column, Entity as Users, Model};
 use crate::error_mapping::{Failure, aborts_transaction, from_db_err};
 use crate::session::{Session, is_refusal};
@@ -39,22 +39,23 @@ static FIND_BY_USERNAME: LazyLock<Statement> = LazyLock::new(|| {
 /// own, within its own deadline) or inside a unit of work (see [`crate::UnitOfWork`]).
 #[derive(Debug, Clone)]
 pub struct PgUserRepository {
+    /// The pool: where each call runs, or where the unit's connection came from; its metrics
+    /// record every call.
+    database: Database,
     executor: Executor,
-    metrics: Arc<DatabaseMetrics>,
 }
 
 #[derive(Debug, Clone)]
 enum Executor {
-    Pool(Database),
+    Pool,
     Transaction(Arc<Session>),
 }
 
 impl PgUserRepository {
     pub fn new(database: Database) -> Self {
-        let metrics = Arc::clone(database.metrics());
         Self {
-            executor: Executor::Pool(database),
-            metrics,
+            database,
+            executor: Executor::Pool,
         }
     }
 
@@ -64,10 +65,10 @@ impl PgUserRepository {
         &FIND_BY_USERNAME.sql
     }
 
-    pub(crate) fn in_transaction(session: Arc<Session>, metrics: Arc<DatabaseMetrics>) -> Self {
+    pub(crate) fn in_transaction(session: Arc<Session>, database: Database) -> Self {
         Self {
+            database,
             executor: Executor::Transaction(session),
-            metrics,
         }
     }
 
@@ -78,11 +79,11 @@ impl PgUserRepository {
         T: Send + 'static,
         W: for<'s> FnOnce(&'s Session) -> SessionWork<'s, T> + Send + 'static,
     {
-        let recording = Recording::start(Arc::clone(&self.metrics), operation);
         match &self.executor {
             // Recorded on the I/O runtime, where the call runs.
-            Executor::Pool(database) => database.call(work, Some(recording)).await,
+            Executor::Pool => self.database.call(work, Some(operation)).await,
             Executor::Transaction(session) => {
+                let recording = Recording::start(self.database.clone(), Some(operation));
                 // Dropped half-way, it is `abandoned`: the unit then never commits it.
                 let outcome = Self::in_unit(session, operation, work).await;
                 recording.finish(Outcome::of_result(&outcome));
