@@ -243,6 +243,59 @@ async fn a_killed_run_stops_waiting_for_its_lock_on_the_server() {
     holding.rollback().await.unwrap();
 }
 
+/// A `down` whose session is lost mid-run (here its backend is terminated while it waits for
+/// a lock) says to look at `status` before going on: `down N` again would count from the newest
+/// migration still applied, and could roll back one nobody asked for.
+#[tokio::test]
+async fn a_down_that_lost_its_session_says_to_look_before_going_on() {
+    let db = TestDatabase::migrated().await.unwrap();
+    let url = db.owner_url();
+    let mut holder = connect(&db).await;
+    let mut holding = holder.begin().await.unwrap();
+    sqlx::query("LOCK TABLE users IN ROW EXCLUSIVE MODE")
+        .execute(&mut *holding)
+        .await
+        .unwrap();
+
+    let variables = [
+        ("DATABASE_URL", url.as_str()),
+        ("MIGRATION_LOCK_TIMEOUT_MS", "60000"),
+    ];
+    let (mut command, _dir) = common::migration_command(&["down"], &variables);
+    let run = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut watcher = connect(&db).await;
+    let waiting = async || lock_waiters(&mut watcher).await == 1;
+    eventually(
+        "the run waits for the lock",
+        Duration::from_secs(30),
+        waiting,
+    )
+    .await
+    .unwrap();
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .execute(&mut watcher)
+    .await
+    .unwrap();
+    let output = run.wait_with_output().unwrap();
+    holding.rollback().await.unwrap();
+
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("session was lost mid-run"), "{stderr}");
+    assert!(
+        stderr.contains("see `migration status`, then roll back only what is left"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("run the same command again"), "{stderr}");
+}
+
 #[test]
 fn a_bad_lock_timeout_exits_2_naming_the_variable() {
     for bad in ["0", "-1", "soon", "2147483648"] {
