@@ -88,6 +88,20 @@ async fn an_empty_users_table_is_dropped_without_force() {
     assert_eq!(status(&db.owner_url()), (0, all));
 }
 
+/// A session holding ROW EXCLUSIVE on `users` in an open transaction, until
+/// [`unlock_users`] (or until it is dropped).
+async fn lock_users(db: &TestDatabase) -> PgConnection {
+    let mut holder = connect(db).await;
+    for statement in ["BEGIN", "LOCK TABLE users IN ROW EXCLUSIVE MODE"] {
+        sqlx::query(statement).execute(&mut holder).await.unwrap();
+    }
+    holder
+}
+
+async fn unlock_users(holder: &mut PgConnection) {
+    sqlx::query("ROLLBACK").execute(holder).await.unwrap();
+}
+
 /// Runs `migration <args>` with a 300 ms lock timeout while another session holds a lock on
 /// `users`; it must fail within about that long, say why (`outcome`: what became of the
 /// migration that waited), and leave the schema as it was.
@@ -98,12 +112,7 @@ async fn fails_cleanly_while_users_is_locked(db: &TestDatabase, args: &[&str], o
 
     // ROW EXCLUSIVE (what any INSERT or UPDATE takes) conflicts with the ACCESS EXCLUSIVE an
     // ALTER or DROP TRIGGER needs and the SHARE ROW EXCLUSIVE of CREATE TRIGGER.
-    let mut holder = connect(db).await;
-    let mut holding = holder.begin().await.unwrap();
-    sqlx::query("LOCK TABLE users IN ROW EXCLUSIVE MODE")
-        .execute(&mut *holding)
-        .await
-        .unwrap();
+    let mut holder = lock_users(db).await;
 
     let started = Instant::now();
     let output = migration_binary(
@@ -133,7 +142,7 @@ async fn fails_cleanly_while_users_is_locked(db: &TestDatabase, args: &[&str], o
         _ => "run the same command again",
     };
     assert!(stderr.contains(again), "{stderr}");
-    holding.rollback().await.unwrap();
+    unlock_users(&mut holder).await;
 
     // A rollback without a transaction that stopped is marked as such (here it had changed
     // nothing yet): `status` shows it rolling back, no longer applied, until `down` finishes it.
@@ -203,6 +212,36 @@ async fn lock_waiters(conn: &mut PgConnection) -> i64 {
     .unwrap()
 }
 
+/// `migration <command>` (its output captured) with a 60 s lock timeout, started while `users`
+/// is locked ([`lock_users`]) and returned once it waits for that lock, with the folder it runs
+/// in.
+async fn run_waiting_for_users(
+    db: &TestDatabase,
+    command: &str,
+    watcher: &mut PgConnection,
+) -> (std::process::Child, tempfile::TempDir) {
+    let url = db.owner_url();
+    let variables = [
+        ("DATABASE_URL", url.as_str()),
+        ("MIGRATION_LOCK_TIMEOUT_MS", "60000"),
+    ];
+    let (mut command, dir) = common::migration_command(&[command], &variables);
+    let run = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waiting = async || lock_waiters(watcher).await == 1;
+    eventually(
+        "the run waits for the lock",
+        Duration::from_secs(30),
+        waiting,
+    )
+    .await
+    .unwrap();
+    (run, dir)
+}
+
 /// A run killed while it waits for a table's lock leaves no request queued on the server, which
 /// would hold every query on the table up behind it until `lock_timeout`: the server sees its
 /// client gone (`client_connection_check_interval`) and cancels the wait.
@@ -212,35 +251,16 @@ async fn a_killed_run_stops_waiting_for_its_lock_on_the_server() {
     let url = db.owner_url();
     let down = migration_binary(&["down"], &[("DATABASE_URL", &url)]);
     assert!(down.status.success(), "{}", text(&down.stderr));
-    let mut holder = connect(&db).await;
-    let mut holding = holder.begin().await.unwrap();
-    sqlx::query("LOCK TABLE users IN ROW EXCLUSIVE MODE")
-        .execute(&mut *holding)
-        .await
-        .unwrap();
-
-    let variables = [
-        ("DATABASE_URL", url.as_str()),
-        ("MIGRATION_LOCK_TIMEOUT_MS", "60000"),
-    ];
-    let (mut command, _dir) = common::migration_command(&["up"], &variables);
-    let mut run = command.spawn().unwrap();
+    let mut holder = lock_users(&db).await;
     let mut watcher = connect(&db).await;
-    let waiting = async || lock_waiters(&mut watcher).await == 1;
-    eventually(
-        "the run waits for the lock",
-        Duration::from_secs(30),
-        waiting,
-    )
-    .await
-    .unwrap();
+    let (mut run, _dir) = run_waiting_for_users(&db, "up", &mut watcher).await;
     run.kill().unwrap();
     run.wait().unwrap();
     let gone = async || lock_waiters(&mut watcher).await == 0;
     eventually("the server cancels the wait", Duration::from_secs(5), gone)
         .await
         .unwrap();
-    holding.rollback().await.unwrap();
+    unlock_users(&mut holder).await;
 }
 
 /// A `down` whose session is lost mid-run (here its backend is terminated while it waits for
@@ -249,33 +269,9 @@ async fn a_killed_run_stops_waiting_for_its_lock_on_the_server() {
 #[tokio::test]
 async fn a_down_that_lost_its_session_says_to_look_before_going_on() {
     let db = TestDatabase::migrated().await.unwrap();
-    let url = db.owner_url();
-    let mut holder = connect(&db).await;
-    let mut holding = holder.begin().await.unwrap();
-    sqlx::query("LOCK TABLE users IN ROW EXCLUSIVE MODE")
-        .execute(&mut *holding)
-        .await
-        .unwrap();
-
-    let variables = [
-        ("DATABASE_URL", url.as_str()),
-        ("MIGRATION_LOCK_TIMEOUT_MS", "60000"),
-    ];
-    let (mut command, _dir) = common::migration_command(&["down"], &variables);
-    let run = command
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut holder = lock_users(&db).await;
     let mut watcher = connect(&db).await;
-    let waiting = async || lock_waiters(&mut watcher).await == 1;
-    eventually(
-        "the run waits for the lock",
-        Duration::from_secs(30),
-        waiting,
-    )
-    .await
-    .unwrap();
+    let (run, _dir) = run_waiting_for_users(&db, "down", &mut watcher).await;
     sqlx::query(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
          WHERE datname = current_database() AND wait_event_type = 'Lock'",
@@ -284,7 +280,7 @@ async fn a_down_that_lost_its_session_says_to_look_before_going_on() {
     .await
     .unwrap();
     let output = run.wait_with_output().unwrap();
-    holding.rollback().await.unwrap();
+    unlock_users(&mut holder).await;
 
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");

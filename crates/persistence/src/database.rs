@@ -291,8 +291,8 @@ impl Database {
     /// then bounded by `statement_timeout` plus [`DEADLINE_MARGIN`]. A connection cut off by the
     /// deadline, or that failed in a way that makes it unfit, is closed, never reused. A call
     /// that writes and is cut off, or whose connection breaks, before the answer comes fails
-    /// with [`StoreError::OutcomeUnknown`]: it commits on its own, and may have. `recording`
-    /// names the repository operation (`None`: not one), and is recorded however the call ends.
+    /// with [`StoreError::OutcomeUnknown`]: it commits on its own, and may have. `operation`
+    /// names the repository operation (`None`: not one), recorded however the call ends.
     pub(crate) async fn call<T, W>(
         &self,
         work: W,
