@@ -49,11 +49,13 @@ const USAGE: &str =
            holds rows is only dropped with --force
   status   list migrations: applied, pending, modified (its file changed since it was applied),
            missing (applied, but not in this binary), unrecorded (applied by another tool,
-           without a checksum) or rolling-back (a rollback without a transaction stopped
-           part-way: up refuses until down finishes it, or accept)
+           without a checksum), rolling-back (a rollback without a transaction stopped
+           part-way: up refuses until down finishes it, or accept) or applying (an up without a
+           transaction stopped part-way: up runs it again, down rolls it back first)
   accept   record VERSION's current checksum, after checking the database matches its file,
            or, once it is recorded, clear an unfinished rollback of it (a second accept where
-           it was both); for a missing VERSION, forget that it was applied
+           it was both); for an applying VERSION, take it as applied; for a missing VERSION,
+           forget that it was applied
   new      create migration/src/m<YYYYMMDD>_<NNNNNN>_NAME.rs and register it (developers only)
 up and down refuse to run while an applied migration is modified, missing or unrecorded, with
 one message per migration; up also refuses (exit 1) while one is rolling-back. Exit codes: 0
@@ -273,6 +275,10 @@ async fn run(
             Accepted::RollbackCleared(_) => println!(
                 "accepted {version}: its unfinished rollback is cleared, and it counts as applied"
             ),
+            Accepted::Finished(current) => println!(
+                "accepted {version}: its unfinished up counts as finished, and it is applied with \
+                 checksum {current}"
+            ),
             Accepted::Forgotten { .. } => println!(
                 "forgot {version}: it is no longer recorded as applied (its changes, if any, \
                  stay in the database)"
@@ -391,6 +397,20 @@ async fn main() -> ExitCode {
              lock_timeout with it; nothing went on in a new session. When it is back, {again}"
         );
     }
+    // Left applying (unless its mark could not be written): what that means for the next run.
+    let applying = match &outcome {
+        Err(RunError::Migration {
+            name,
+            direction: Direction::Up,
+            in_transaction: false,
+            ..
+        }) => format!(
+            "; where `migration status` shows {name} as applying (started, not finished; what \
+             it changed, its message says), `up` runs it again from the start and `down` rolls \
+             it back before any other"
+        ),
+        _ => String::new(),
+    };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(RunError::Drift(drift)) => {
@@ -436,7 +456,7 @@ async fn main() -> ExitCode {
             };
             eprintln!(
                 "migration: failed: {waited_for} for more than {} ms ({LOCK_TIMEOUT}); \
-                 {changed} ({error})",
+                 {changed} ({error}){applying}",
                 lock_timeout.as_millis()
             );
             ExitCode::FAILURE
@@ -444,7 +464,7 @@ async fn main() -> ExitCode {
         Err(error) => {
             // sqlx and PostgreSQL messages name the user or the failing SQL object, never the
             // password (it only ever travels inside the connect options).
-            eprintln!("migration: failed: {error}");
+            eprintln!("migration: failed: {error}{applying}");
             ExitCode::FAILURE
         }
     }

@@ -8,10 +8,13 @@
 //!   history row written in that same transaction: its locks end when it does, and it is applied
 //!   completely or not at all;
 //! * or, when it says so ([`MigrationTrait::use_transaction`] returning `Some(false)`, for
-//!   `CREATE INDEX CONCURRENTLY`), on the session itself with a session `lock_timeout`; its
-//!   history row is written after it succeeded. Such a migration must be safe to run again after
-//!   it was cut off half-way (it may open transactions of its own with `manager.begin()`, but
-//!   must not use `manager.get_connection()` while one is open: the run has one connection).
+//!   `CREATE INDEX CONCURRENTLY`), on the session itself with a session `lock_timeout`. Its
+//!   history row is written, marked `apply_started_at` and committed, before its code runs, and
+//!   completed once it succeeded: one cut off half-way reads as `applying`, `down` rolls it back
+//!   before any other and `up` runs it again. So its `up` must be safe to run again after it was
+//!   cut off half-way, and its `down` safe both then and after a `down` cut off half-way (it may
+//!   open transactions of its own with `manager.begin()`, but must not use
+//!   `manager.get_connection()` while one is open: the run has one connection).
 //!
 //! An [`Observer`] sees each migration start and end (the lock-aware check uses it).
 
@@ -385,6 +388,9 @@ pub enum Accepted {
     /// The recorded checksum was the file's, and a rollback of it that had stopped part-way no
     /// longer stands in `up`'s way (someone checked its part of the schema).
     RollbackCleared(Checksum),
+    /// An `up` of it that had stopped part-way is taken as finished (someone checked its part
+    /// of the schema): it is applied, with the file's checksum.
+    Finished(Checksum),
     /// A migration this binary does not have is no longer recorded as applied.
     Forgotten { recorded: Option<Checksum> },
 }
@@ -454,6 +460,9 @@ pub enum MigrationStatus {
     Unrecorded,
     /// Recorded as applied, but a rollback of it (without a transaction) stopped part-way.
     RollingBack,
+    /// Its `up` (without a transaction) started and did not finish: part of it may be in force.
+    /// `up` runs it again, `down` rolls it back first.
+    Applying,
 }
 
 impl std::fmt::Display for MigrationStatus {
@@ -465,6 +474,7 @@ impl std::fmt::Display for MigrationStatus {
             MigrationStatus::Missing => "missing",
             MigrationStatus::Unrecorded => "unrecorded",
             MigrationStatus::RollingBack => "rolling-back",
+            MigrationStatus::Applying => "applying",
         })
     }
 }
@@ -481,9 +491,17 @@ pub struct MigrationState {
 }
 
 impl MigrationState {
-    /// Whether the database records it as applied.
+    /// Whether the database records it as applied (if only in part: `applying`).
     pub fn is_applied(&self) -> bool {
         self.status != MigrationStatus::Pending
+    }
+
+    /// Whether `up` has nothing left to do for it: applied, and not `applying`.
+    pub fn is_done(&self) -> bool {
+        !matches!(
+            self.status,
+            MigrationStatus::Pending | MigrationStatus::Applying
+        )
     }
 }
 
@@ -549,11 +567,17 @@ impl Runner {
             return Err(RunError::RollbackUnfinished(name));
         }
         self.check_order(&applied)?;
+        // An `applying` one is run again, from the start.
+        let finished = |file: &&MigrationFile| {
+            applied
+                .iter()
+                .any(|state| state.name == file.name() && state.is_done())
+        };
         let mut done = Vec::new();
         for file in self
             .migrations
             .iter()
-            .filter(|file| !applied.iter().any(|name| name == file.name()))
+            .filter(|file| !finished(file))
             .take(limit.unwrap_or(usize::MAX))
         {
             self.run_one(session, file, Direction::Up).await?;
@@ -579,7 +603,7 @@ impl Runner {
             .migrations
             .iter()
             .rev()
-            .filter(|file| applied.iter().any(|name| name == file.name()))
+            .filter(|file| applied.iter().any(|state| state.name == file.name()))
             .take(steps as usize)
         {
             self.run_one(session, file, Direction::Down).await?;
@@ -590,8 +614,8 @@ impl Runner {
 
     /// Before up or down: the history table (with its checksum column), then a refusal if any
     /// applied migration is modified, missing or unrecorded, else the checksums of those applied
-    /// before checksums existed. Returns the names of the applied migrations.
-    async fn check_history(&self, session: &RunSession) -> Result<Vec<String>, RunError> {
+    /// before checksums existed. Returns the applied migrations (`applying` ones too).
+    async fn check_history(&self, session: &RunSession) -> Result<Vec<MigrationState>, RunError> {
         revoke_history_writes(session).await?;
         // One transaction for the checksum column, the check and the adoptions: a run cut off
         // half-way must not leave the column added and some rows without theirs, which would
@@ -639,13 +663,13 @@ impl Runner {
         Ok(states
             .into_iter()
             .filter(MigrationState::is_applied)
-            .map(|state| state.name)
             .collect())
     }
 
     /// Before up: a refusal if a pending migration comes before an applied one in the list.
-    fn check_order(&self, applied: &[String]) -> Result<(), RunError> {
-        let is_applied = |file: &&MigrationFile| applied.iter().any(|name| name == file.name());
+    fn check_order(&self, applied: &[MigrationState]) -> Result<(), RunError> {
+        let is_applied =
+            |file: &&MigrationFile| applied.iter().any(|state| state.name == file.name());
         let Some(last) = self.migrations.iter().rposition(|file| is_applied(&file)) else {
             return Ok(());
         };
@@ -680,7 +704,11 @@ impl Runner {
         let mut states = self.states(history::recorded(db).await?, kept);
         let rolling_back = history::rolling_back(db).await?;
         for state in &mut states {
-            if state.status == MigrationStatus::Applied && rolling_back.contains(&state.name) {
+            let recorded = matches!(
+                state.status,
+                MigrationStatus::Applied | MigrationStatus::Applying
+            );
+            if recorded && rolling_back.contains(&state.name) {
                 state.status = MigrationStatus::RollingBack;
             }
         }
@@ -691,20 +719,27 @@ impl Runner {
     /// `history::checksums_kept`). Before, none was recorded (they are adopted at the next
     /// run); after, a row without one was applied by another tool, even when no other row is
     /// left to say so.
-    fn states(&self, recorded: Vec<(String, Option<Checksum>)>, kept: bool) -> Vec<MigrationState> {
+    fn states(&self, recorded: Vec<history::Row>, kept: bool) -> Vec<MigrationState> {
         let mut states: Vec<MigrationState> = self
             .migrations
             .iter()
             .map(|file| {
                 let current = file.checksum();
-                let (status, recorded) = match recorded.iter().find(|(name, _)| name == file.name())
-                {
+                let (status, recorded) = match recorded.iter().find(|row| row.name == file.name()) {
                     None => (MigrationStatus::Pending, None),
-                    Some((_, Some(checksum))) if *checksum != current => {
+                    // Its checksum is recorded once it finishes (the file may be mended
+                    // meanwhile: the run that finishes it records that one's).
+                    Some(row) if row.applying => (MigrationStatus::Applying, None),
+                    Some(history::Row {
+                        checksum: Some(checksum),
+                        ..
+                    }) if *checksum != current => {
                         (MigrationStatus::Modified, Some(checksum.clone()))
                     }
-                    Some((_, None)) if kept => (MigrationStatus::Unrecorded, None),
-                    Some((_, checksum)) => (MigrationStatus::Applied, checksum.clone()),
+                    Some(history::Row { checksum: None, .. }) if kept => {
+                        (MigrationStatus::Unrecorded, None)
+                    }
+                    Some(row) => (MigrationStatus::Applied, row.checksum.clone()),
                 };
                 MigrationState {
                     name: file.name().to_owned(),
@@ -714,12 +749,12 @@ impl Runner {
                 }
             })
             .collect();
-        for (name, checksum) in recorded {
-            if self.file(&name).is_none() {
+        for row in recorded {
+            if self.file(&row.name).is_none() {
                 states.push(MigrationState {
-                    name,
+                    name: row.name,
                     status: MigrationStatus::Missing,
-                    recorded: checksum,
+                    recorded: row.checksum,
                     current: None,
                 });
             }
@@ -769,6 +804,13 @@ impl Runner {
                     && history::clear_rollback_mark(&tx, version).await? =>
             {
                 Accepted::RollbackCleared(current.clone())
+            }
+            // A person checked that the half-run `up` did all the file says: it is applied, with
+            // the file's checksum, and any rollback of it that stopped is forgotten too.
+            (MigrationStatus::Applying, Some(current)) => {
+                history::record(&tx, version, Direction::Up, Some(current)).await?;
+                history::clear_rollback_mark(&tx, version).await?;
+                Accepted::Finished(current.clone())
             }
             (_, Some(current)) if state.recorded.as_ref() == Some(current) => {
                 Accepted::Unchanged(current.clone())
@@ -850,10 +892,12 @@ impl Runner {
             let db = &session.db;
             // Under the run's settings (its lock_timeout) already.
             set_run_settings(db, self.options, false).await?;
-            if direction == Direction::Down {
-                // Committed first: if the rollback stops part-way, the history says so, and
-                // `up` does not take the migration for whole (see `RollbackUnfinished`).
-                history::mark_rollback_started(db, file.name()).await?;
+            // Committed first: if it stops part-way, the history says so. Up: `down` takes it
+            // for applied (it rolls it back first), `up` runs it again. Down: `up` does not take
+            // it for whole (see `RollbackUnfinished`).
+            match direction {
+                Direction::Up => history::mark_apply_started(db, file.name()).await?,
+                Direction::Down => history::mark_rollback_started(db, file.name()).await?,
             }
             self.run_code(db, session.pid, file, direction).await?;
             history::record(db, file.name(), direction, Some(&file.checksum())).await?;
@@ -1358,7 +1402,8 @@ mod history {
                     "version" varchar NOT NULL PRIMARY KEY,
                     "applied_at" bigint NOT NULL,
                     "checksum" text,
-                    "{ROLLBACK_STARTED}" bigint
+                    "{ROLLBACK_STARTED}" bigint,
+                    "{APPLY_STARTED}" bigint
                 )"#
             ))
             .await?;
@@ -1377,12 +1422,14 @@ mod history {
             KEPT_MARK.replace('\'', "''")
         ))
         .await?;
-        // Asked first: ALTER TABLE takes its lock even when the column is there already.
-        if !has_column(db, ROLLBACK_STARTED).await? {
-            db.execute_unprepared(&format!(
-                r#"ALTER TABLE "{HISTORY_TABLE}" ADD COLUMN IF NOT EXISTS "{ROLLBACK_STARTED}" bigint"#
-            ))
-            .await?;
+        for mark in [ROLLBACK_STARTED, APPLY_STARTED] {
+            // Asked first: ALTER TABLE takes its lock even when the column is there already.
+            if !has_column(db, mark).await? {
+                db.execute_unprepared(&format!(
+                    r#"ALTER TABLE "{HISTORY_TABLE}" ADD COLUMN IF NOT EXISTS "{mark}" bigint"#
+                ))
+                .await?;
+            }
         }
         owner_only(db).await?;
         Ok(kept)
@@ -1400,6 +1447,12 @@ mod history {
     /// When a rollback without a transaction started (Unix seconds), set until it finishes:
     /// one that stopped part-way leaves it, and its row.
     const ROLLBACK_STARTED: &str = "rollback_started_at";
+
+    /// When an `up` without a transaction started (Unix seconds), set until it finishes: one that
+    /// stopped part-way leaves it. Its row has no checksum meanwhile, so a binary from before
+    /// this mark, which does not read it, takes the migration for applied by another tool and
+    /// refuses to run, rather than take it for whole.
+    const APPLY_STARTED: &str = "apply_started_at";
 
     async fn has_column(db: &impl ConnectionTrait, column: &str) -> Result<bool, DbErr> {
         query_bool(
@@ -1427,6 +1480,26 @@ mod history {
         .into_iter()
         .map(|row| row.try_get_by_index::<String>(0))
         .collect()
+    }
+
+    /// Records `name` as applying (see [`APPLY_STARTED`]); a run that carries it on again marks
+    /// it anew.
+    pub(super) async fn mark_apply_started(
+        db: &impl ConnectionTrait,
+        name: &str,
+    ) -> Result<(), DbErr> {
+        db.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            format!(
+                r#"INSERT INTO "{HISTORY_TABLE}" ("version", "applied_at", "{APPLY_STARTED}")
+                   VALUES ($1, $2, $2)
+                   ON CONFLICT ("version") DO UPDATE
+                   SET "{APPLY_STARTED}" = excluded."{APPLY_STARTED}", "checksum" = NULL"#
+            ),
+            [name.into(), unix_seconds().into()],
+        ))
+        .await?;
+        Ok(())
     }
 
     pub(super) async fn mark_rollback_started(
@@ -1528,27 +1601,43 @@ mod history {
         Ok(())
     }
 
-    /// Every applied version, in order, with its recorded checksum if it has one.
-    pub(super) async fn recorded(
-        db: &impl ConnectionTrait,
-    ) -> Result<Vec<(String, Option<Checksum>)>, DbErr> {
+    /// One row of the history.
+    pub(super) struct Row {
+        pub name: String,
+        pub checksum: Option<Checksum>,
+        /// Its `up` started without a transaction and has not finished.
+        pub applying: bool,
+    }
+
+    /// Every applied version (`applying` ones too), in order.
+    pub(super) async fn recorded(db: &impl ConnectionTrait) -> Result<Vec<Row>, DbErr> {
         let checksum = if has_checksums(db).await? {
             r#""checksum""#
         } else {
             "NULL::text"
         };
+        let applying = if has_column(db, APPLY_STARTED).await? {
+            format!(r#""{APPLY_STARTED}" IS NOT NULL"#)
+        } else {
+            "false".to_owned()
+        };
         db.query_all_raw(Statement::from_string(
             DbBackend::Postgres,
-            format!(r#"SELECT "version", {checksum} FROM "{HISTORY_TABLE}" ORDER BY "version""#),
+            format!(
+                r#"SELECT "version", {checksum}, {applying} FROM "{HISTORY_TABLE}"
+                   ORDER BY "version""#
+            ),
         ))
         .await?
         .into_iter()
         .map(|row| {
-            Ok((
-                row.try_get_by_index::<String>(0)?,
-                row.try_get_by_index::<Option<String>>(1)?
+            Ok(Row {
+                name: row.try_get_by_index::<String>(0)?,
+                checksum: row
+                    .try_get_by_index::<Option<String>>(1)?
                     .map(Checksum::from_stored),
-            ))
+                applying: row.try_get_by_index::<bool>(2)?,
+            })
         })
         .collect()
     }
@@ -1567,7 +1656,8 @@ mod history {
         Ok(())
     }
 
-    /// Up: records `name` as applied with `checksum`; down: deletes its row.
+    /// Up: records `name` as applied with `checksum` (ending its `applying` mark, if it has
+    /// one); down: deletes its row.
     pub(super) async fn record(
         db: &impl ConnectionTrait,
         name: &str,
@@ -1579,7 +1669,10 @@ mod history {
                 DbBackend::Postgres,
                 format!(
                     r#"INSERT INTO "{HISTORY_TABLE}" ("version", "applied_at", "checksum")
-                           VALUES ($1, $2, $3)"#
+                           VALUES ($1, $2, $3)
+                       ON CONFLICT ("version") DO UPDATE
+                       SET "applied_at" = excluded."applied_at", "checksum" = excluded."checksum",
+                           "{APPLY_STARTED}" = NULL"#
                 ),
                 [
                     name.into(),

@@ -582,6 +582,156 @@ async fn a_rollback_stopped_part_way_is_finished_before_up_runs() {
     }
 }
 
+/// `(name, status)` of every migration `runner` knows or the database records.
+async fn statuses(runner: &Runner, orm: &migration::sea_orm::DatabaseConnection) -> Vec<String> {
+    runner
+        .status(orm)
+        .await
+        .unwrap()
+        .iter()
+        .map(|state| format!("{} {}", state.status, state.name))
+        .collect()
+}
+
+/// Which of `names` exist as tables.
+async fn tables(conn: &mut PgConnection, names: &[&str]) -> Vec<bool> {
+    sqlx::query_scalar("SELECT to_regclass(name) IS NOT NULL FROM unnest($1::text[]) AS name")
+        .bind(names)
+        .fetch_all(conn)
+        .await
+        .unwrap()
+}
+
+/// Migrations around one without a transaction whose `up` commits a first step (`p1`), then
+/// stops while table `stop_here` exists, before its second (`p2`).
+fn around_an_up_that_stops_part_way(stop_check: bool) -> Runner {
+    let up = if stop_check {
+        "CREATE TABLE IF NOT EXISTS p1 (x int); COMMIT; \
+         DO $$ BEGIN IF to_regclass('stop_here') IS NOT NULL THEN \
+             RAISE EXCEPTION 'stopped part-way'; END IF; END $$; \
+         CREATE TABLE IF NOT EXISTS p2 (x int)"
+    } else {
+        // The file mended after a failed run.
+        "CREATE TABLE IF NOT EXISTS p1 (x int); CREATE TABLE IF NOT EXISTS p2 (x int)"
+    };
+    runner(vec![
+        SqlMigration::new(
+            "m1_before",
+            "CREATE TABLE before (x int)",
+            "DROP TABLE before",
+        ),
+        SqlMigration::new(
+            "m2_parts",
+            up,
+            "DROP TABLE IF EXISTS p2; DROP TABLE IF EXISTS p1",
+        )
+        .without_transaction(),
+        SqlMigration::new("m3_after", "CREATE TABLE after (x int)", "DROP TABLE after"),
+    ])
+}
+
+/// An `up` without a transaction that stops part-way leaves the migration `applying`, not
+/// `pending` (before, `status` said pending, and `down` rolled back the migration before it,
+/// leaving the half-applied one in force): `down` rolls it back first, and `up` runs it again.
+#[tokio::test]
+async fn an_up_stopped_part_way_is_applying_and_down_rolls_it_back_first() {
+    let db = TestDatabase::empty().await.unwrap();
+    let orm = db.connect().await;
+    let mut conn = connect(&db).await;
+    let runner = around_an_up_that_stops_part_way(true);
+    let all = ["before", "p1", "p2", "after"];
+    sqlx::query("CREATE TABLE stop_here ()")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    let error = runner.up(&orm, None).await.unwrap_err();
+    assert!(error.to_string().contains("stopped part-way"), "{error}");
+    assert_eq!(tables(&mut conn, &all).await, [true, true, false, false]);
+    assert_eq!(
+        statuses(&runner, &orm).await,
+        ["applied m1_before", "applying m2_parts", "pending m3_after"]
+    );
+    // No checksum meanwhile: a binary from before the mark refuses it as applied by another
+    // tool, rather than take it for whole.
+    let checksum: Option<String> =
+        sqlx::query_scalar("SELECT checksum FROM seaql_migrations WHERE version = 'm2_parts'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(checksum, None);
+
+    assert_eq!(runner.down(&orm, 1).await.unwrap(), ["m2_parts"]);
+    assert_eq!(tables(&mut conn, &all).await, [true, false, false, false]);
+    assert_eq!(
+        statuses(&runner, &orm).await,
+        ["applied m1_before", "pending m2_parts", "pending m3_after"]
+    );
+
+    // Stopped again, then run again once nothing stops it: it carries on, and so does the run.
+    runner.up(&orm, None).await.unwrap_err();
+    sqlx::query("DROP TABLE stop_here")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        runner.up(&orm, None).await.unwrap(),
+        ["m2_parts", "m3_after"]
+    );
+    assert_eq!(tables(&mut conn, &all).await, [true, true, true, true]);
+    assert_eq!(
+        statuses(&runner, &orm).await,
+        ["applied m1_before", "applied m2_parts", "applied m3_after"]
+    );
+}
+
+/// An `applying` migration is not drift when its file was mended after the failed run: the run
+/// that finishes it records the mended file's checksum. `accept` takes it as finished instead,
+/// for someone who checked the schema.
+#[tokio::test]
+async fn an_applying_migration_is_finished_by_its_mended_file_or_accepted() {
+    let db = TestDatabase::empty().await.unwrap();
+    let orm = db.connect().await;
+    let mut conn = connect(&db).await;
+    let failing = around_an_up_that_stops_part_way(true);
+    let mended = around_an_up_that_stops_part_way(false);
+    let checksum_of = |runner: &Runner| runner.migrations()[1].checksum();
+    assert_ne!(checksum_of(&failing), checksum_of(&mended));
+    sqlx::query("CREATE TABLE stop_here ()")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    for finish in ["mended", "accept"] {
+        failing.up(&orm, None).await.unwrap_err();
+        assert_eq!(
+            statuses(&mended, &orm).await,
+            ["applied m1_before", "applying m2_parts", "pending m3_after"]
+        );
+        if finish == "mended" {
+            assert_eq!(mended.up(&orm, Some(1)).await.unwrap(), ["m2_parts"]);
+        } else {
+            sqlx::query("CREATE TABLE p2 (x int)")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let accepted = mended.accept(&orm, "m2_parts").await.unwrap();
+            assert_eq!(
+                accepted,
+                migration::Accepted::Finished(checksum_of(&mended))
+            );
+        }
+        let states = mended.status(&orm).await.unwrap();
+        assert_eq!(states[1].status, migration::MigrationStatus::Applied);
+        assert_eq!(states[1].recorded, Some(checksum_of(&mended)));
+        assert_eq!(mended.up(&orm, None).await.unwrap(), ["m3_after"]);
+        assert_eq!(
+            mended.down(&orm, 2).await.unwrap(),
+            ["m3_after", "m2_parts"]
+        );
+    }
+}
+
 /// A `statement_timeout` the database sets for every session (a limit meant for the service)
 /// does not cut a migration short, with or without a transaction.
 #[tokio::test]

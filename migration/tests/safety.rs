@@ -144,25 +144,46 @@ async fn fails_cleanly_while_users_is_locked(db: &TestDatabase, args: &[&str], o
     assert!(stderr.contains(again), "{stderr}");
     unlock_users(&mut holder).await;
 
-    // A rollback without a transaction that stopped is marked as such (here it had changed
-    // nothing yet): `status` shows it rolling back, no longer applied, until `down` finishes it.
-    let marked = args == ["down"] && outcome.contains("part-way");
+    // A migration without a transaction that stopped is marked as such (here it had changed
+    // nothing yet): `status` shows a rollback as rolling back, no longer applied, until `down`
+    // finishes it; an up as applying, no longer pending, until `up` runs it again or `down`
+    // rolls it back.
+    let part_way = outcome.contains("part-way");
+    let rolling_back = args == ["down"] && part_way;
+    let applying = args == ["up"] && part_way;
+    assert_eq!(
+        stderr.contains(" as applying (started, not finished"),
+        applying,
+        "{stderr}"
+    );
     let (applied, pending) = before.1;
-    let expected = (before.0, (applied - usize::from(marked), pending));
+    let expected = (
+        before.0,
+        (
+            applied - usize::from(rolling_back),
+            pending - usize::from(applying),
+        ),
+    );
     assert_eq!(
         (schema_snapshot(&mut conn).await, status(&url)),
         expected,
         "nothing half-applied"
     );
-    let listed = text(&migration_binary(&["status"], &[("DATABASE_URL", &url)]).stdout);
     assert_eq!(
-        listed
-            .lines()
-            .filter(|line| line.starts_with("rolling-back"))
-            .count(),
-        usize::from(marked),
-        "{listed}"
+        listed(&url, "rolling-back").len(),
+        usize::from(rolling_back)
     );
+    assert_eq!(listed(&url, "applying").len(), usize::from(applying));
+}
+
+/// The migrations `migration status` shows as `status`.
+fn listed(url: &str, status: &str) -> Vec<String> {
+    let output = migration_binary(&["status"], &[("DATABASE_URL", url)]);
+    text(&output.stdout)
+        .lines()
+        .filter_map(|line| line.strip_prefix(status)?.strip_prefix(' '))
+        .map(|name| name.trim().to_owned())
+        .collect()
 }
 
 #[tokio::test]
@@ -199,6 +220,11 @@ async fn up_and_down_give_up_on_a_locked_table_after_the_lock_timeout() {
     common::up_to(&common::owner_orm(&db), trigger).await;
     assert_eq!(status(&url), (all - after_trigger, after_trigger));
     fails_cleanly_while_users_is_locked(&db, &["up"], part_way).await;
+    // What stopped going up is the one to roll back (before, `down` took the one before it).
+    let stopped = listed(&url, "applying");
+    down();
+    assert_eq!(listed(&url, "pending").first(), stopped.first());
+    assert_eq!(status(&url), (all - after_trigger, after_trigger));
 }
 
 /// Backends of this database waiting for a lock.
@@ -261,6 +287,14 @@ async fn a_killed_run_stops_waiting_for_its_lock_on_the_server() {
         .await
         .unwrap();
     unlock_users(&mut holder).await;
+    // It runs without a transaction: killed, it reads as applying, never as pending, and runs
+    // again from the start.
+    let newest = migration::migrations().last().unwrap().name().to_owned();
+    assert_eq!(listed(&url, "applying"), [newest.as_str()]);
+    let up = migration_binary(&["up"], &[("DATABASE_URL", &url)]);
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    assert_eq!(listed(&url, "applied").last(), Some(&newest));
+    assert_eq!(status(&url), (migration::migrations().len(), 0));
 }
 
 /// A `down` whose session is lost mid-run (here its backend is terminated while it waits for

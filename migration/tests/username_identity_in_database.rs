@@ -13,11 +13,11 @@ use common::{
 };
 use counseling_testkit::fixtures::eventually;
 use counseling_testkit::{DatabaseLocale, TestDatabase};
-use migration::RunOptions;
 use migration::m20261130_000001_username_identity::identity_key;
 use migration::m20261203_000001_username_identity_in_database::WHITE_SPACE_BRACKET;
 use migration::sea_orm::DatabaseConnection;
 use migration::sea_orm::sqlx::{self, Connection, PgConnection};
+use migration::{MigrationStatus, RunOptions};
 use std::time::Duration;
 
 const IDENTITY_IN_DATABASE: &str = "m20261203_000001_username_identity_in_database";
@@ -269,8 +269,10 @@ async fn an_identity_too_long_for_the_index_is_refused_by_its_check() {
 const ALL_COLUMNS: &str = "SELECT id::text, username::text, password_hash::text, is_blocked::text, \
                            created_at::text, updated_at::text, username_key FROM users ORDER BY id";
 
-fn applied(states: &[migration::MigrationState]) -> bool {
-    states[position(IDENTITY_IN_DATABASE)].is_applied()
+/// Where the migration stands: `applied`, or `applying` after an `up` that failed (it runs
+/// again from the start).
+fn status(states: &[migration::MigrationState]) -> migration::MigrationStatus {
+    states[position(IDENTITY_IN_DATABASE)].status
 }
 
 #[tokio::test]
@@ -389,7 +391,10 @@ async fn up_over_rows_breaking_the_rules_fails_listing_their_ids_and_changes_not
     assert!(error.contains("nothing was changed"), "{error}");
     assert!(!error.contains(&fine), "{error}");
     assert!(!error.contains("alice"), "ids, not usernames: {error}");
-    assert!(!applied(&migration::status(&orm).await.unwrap()));
+    assert_eq!(
+        status(&migration::status(&orm).await.unwrap()),
+        MigrationStatus::Applying
+    );
 
     sqlx::query("DELETE FROM users WHERE id::text = ANY($1)")
         .bind(vec![fullwidth, backslash, spaced])
@@ -439,7 +444,10 @@ async fn a_row_breaking_a_rule_written_while_up_runs_makes_it_undo_everything() 
     );
     assert!(error.contains("it undid its changes"), "{error}");
     assert_eq!(schema_snapshot(&mut conn).await, schema);
-    assert!(!applied(&migration::status(&orm).await.unwrap()));
+    assert_eq!(
+        status(&migration::status(&orm).await.unwrap()),
+        MigrationStatus::Applying
+    );
 }
 
 #[tokio::test]
@@ -467,7 +475,10 @@ async fn two_users_becoming_one_account_while_up_runs_make_it_undo_everything() 
         .await
         .unwrap();
     assert_eq!(invalid, 0, "the failed build's INVALID index is gone");
-    assert!(!applied(&migration::status(&orm).await.unwrap()));
+    assert_eq!(
+        status(&migration::status(&orm).await.unwrap()),
+        MigrationStatus::Applying
+    );
 }
 
 #[tokio::test]
@@ -584,7 +595,12 @@ async fn down_refuses_when_the_previous_rule_would_make_two_users_one() {
         "{error}"
     );
     assert_eq!(schema_snapshot(&mut conn).await, schema);
-    assert!(applied(&migration::status(&orm).await.unwrap()));
+    // Its rollback refused before changing anything, and says so; the mark stays until a
+    // person accepts that (or `down` finishes).
+    assert_eq!(
+        status(&migration::status(&orm).await.unwrap()),
+        MigrationStatus::RollingBack
+    );
 }
 
 #[tokio::test]
@@ -605,7 +621,10 @@ async fn a_server_without_icu_fails_with_one_line_and_nothing_changes() {
         "{stderr}"
     );
     assert_eq!(schema_snapshot(&mut conn).await, schema);
-    assert!(!applied(&migration::status(&orm).await.unwrap()));
+    assert_eq!(
+        status(&migration::status(&orm).await.unwrap()),
+        MigrationStatus::Applying
+    );
 }
 
 /// A reader's open snapshot, which the concurrent index build of a run must wait for.
@@ -670,7 +689,10 @@ async fn a_run_whose_session_is_lost_stops_and_the_next_run_finishes() {
     sqlx::query("ROLLBACK").execute(&mut reader).await.unwrap();
     let again = migration_binary(&["up"], &[("DATABASE_URL", &db.owner_url())]);
     assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
-    assert!(applied(&migration::status(&orm).await.unwrap()));
+    assert_eq!(
+        status(&migration::status(&orm).await.unwrap()),
+        MigrationStatus::Applied
+    );
 }
 
 /// The same through the library, on a caller's pool of several connections (as the test kit,
@@ -702,5 +724,8 @@ async fn a_library_run_whose_session_is_lost_stops_and_the_next_run_finishes() {
     assert!(error.contains("run the migration again"), "{error}");
     sqlx::query("ROLLBACK").execute(&mut reader).await.unwrap();
     migration::apply_pending(&orm).await.unwrap();
-    assert!(applied(&migration::status(&orm).await.unwrap()));
+    assert_eq!(
+        status(&migration::status(&orm).await.unwrap()),
+        MigrationStatus::Applied
+    );
 }

@@ -117,7 +117,7 @@ pub async fn bench(
             })?
             .iter()
             .zip(migrations())
-            .find(|(state, _)| !state.is_applied())
+            .find(|(state, _)| !state.is_done())
             .is_some_and(|(_, file)| released(&file));
         if !next_is_released {
             break;

@@ -4,10 +4,10 @@
 use std::process::{Command, Output};
 
 use counseling_testkit::TestDatabase;
-use migration::Runner;
 use migration::m20261130_000001_username_identity::identity_key;
 use migration::sea_orm::DatabaseConnection;
 use migration::sea_orm::sqlx::{self, Connection, PgConnection, Row};
+use migration::{MigrationStatus, Runner};
 
 pub use counseling_testkit::fixtures::BCRYPT_HASH as HASH;
 
@@ -63,7 +63,7 @@ pub async fn up_to(orm: &DatabaseConnection, name: &str) -> usize {
 async fn up_through(orm: &DatabaseConnection, count: usize) -> usize {
     let runner = Runner::new(migration::migrations());
     let states = runner.status(orm).await.unwrap();
-    let applied = states.iter().take(count).filter(|s| s.is_applied()).count();
+    let applied = states.iter().take(count).filter(|s| s.is_done()).count();
     runner.up(orm, Some(count - applied)).await.unwrap().len()
 }
 
@@ -383,7 +383,7 @@ pub async fn until_someone_waits_for_users(conn: &mut PgConnection) {
 /// Up from before `name`, while another session has written a row that breaks `name`'s check
 /// (`write` returns its id) and commits it once the migration, having found no such row, waits to
 /// add its check: the validation fails, so the migration drops its check again, names the row
-/// and stays pending, the schema as it was.
+/// and stays applying (`up` runs it again from the start), the schema as it was.
 pub async fn a_late_row_makes_up_drop_its_check(
     name: &str,
     write: impl AsyncFnOnce(&mut PgConnection) -> String,
@@ -408,6 +408,6 @@ pub async fn a_late_row_makes_up_drop_its_check(
     assert!(
         status
             .iter()
-            .any(|state| state.name == name && !state.is_applied())
+            .any(|state| state.name == name && state.status == MigrationStatus::Applying)
     );
 }
