@@ -1,6 +1,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use counseling_config::{Connector, Problems};
@@ -232,7 +233,8 @@ impl Database {
         match (&mut task.0).await {
             Ok(value) => Ok(value),
             Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-            // Cancelled: the I/O runtime is shutting down.
+            // Cancelled: the I/O runtime is shutting down (a write's caller is told whether it
+            // may be stored: see `cut_off_in_doubt`).
             Err(_) => Err(StoreError::Unavailable(Unavailability::ConnectionLost)),
         }
     }
@@ -303,12 +305,17 @@ impl Database {
         W: for<'s> FnOnce(&'s Session) -> SessionWork<'s, T> + Send + 'static,
     {
         let mut recording = Recording::start(self.clone(), operation);
-        self.on_io(async move {
+        // Only a write can be in doubt: reads pay for no flag.
+        let doubt = recording.writes().then(|| recording.doubt());
+        let called = self.on_io(async move {
             let outcome = Self::call_on_io(&mut recording, work).await;
             recording.finish(Outcome::of_result(&outcome));
             outcome
-        })
-        .await?
+        });
+        match called.await {
+            Ok(outcome) => outcome,
+            Err(cut_off) => Err(Failure::Store(cut_off_in_doubt(doubt.as_deref(), cut_off))),
+        }
     }
 
     /// [`Database::call`] on the I/O runtime, on the pool `recording` holds.
@@ -387,6 +394,7 @@ impl Database {
         // Started here, not in the task: a task cancelled before it first runs (its caller gone
         // at once) drops it unpolled, and is counted all the same.
         let mut recording = Recording::start(self.clone(), Some(Operation::Transaction));
+        let doubt = recording.doubt();
         let unit = async move {
             let outcome = database.unit_of_work(work, &mut recording).await;
             recording.finish(match &outcome {
@@ -397,7 +405,7 @@ impl Database {
         };
         match self.on_io(unit).await {
             Ok(outcome) => outcome,
-            Err(error) => Err(E::from(error)),
+            Err(cut_off) => Err(E::from(cut_off_in_doubt(Some(&doubt), cut_off))),
         }
     }
 
@@ -651,6 +659,17 @@ impl Database {
 
 fn store(failure: Failure) -> StoreError {
     failure.into_store_error()
+}
+
+/// What the caller of an operation cut off on the I/O runtime (its shutdown) is told: as the
+/// metric counts it, `OutcomeUnknown` if a write of it may be stored (`doubt`, set when the
+/// runtime dropped it), else `error` (the operation's connection is gone).
+fn cut_off_in_doubt(doubt: Option<&AtomicBool>, error: StoreError) -> StoreError {
+    if doubt.is_some_and(|flag| flag.load(Ordering::Acquire)) {
+        StoreError::OutcomeUnknown
+    } else {
+        error
+    }
 }
 
 /// Ends its session when dropped.

@@ -7,6 +7,7 @@
 //! only ever take values from the fixed sets below.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use counseling_domain::StoreError;
@@ -331,6 +332,8 @@ pub(crate) struct Recording {
     /// doubt.
     unit: Option<Arc<Session>>,
     recorded: bool,
+    /// Set if it ends dropped with a write in doubt (see [`Recording::doubt`]).
+    doubt: Option<Arc<AtomicBool>>,
 }
 
 impl Recording {
@@ -342,7 +345,17 @@ impl Recording {
             write_sent: false,
             unit: None,
             recorded: false,
+            doubt: None,
         }
+    }
+
+    /// A flag this recording sets if it ends dropped with a write in doubt (`unknown`): a call
+    /// cut off on the I/O runtime by its shutdown is dropped there, and its caller, told only
+    /// that the task was cancelled, reads from it what to say.
+    pub(crate) fn doubt(&mut self) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(false));
+        self.doubt = Some(Arc::clone(&flag));
+        flag
     }
 
     /// The pool the operation runs on.
@@ -397,6 +410,9 @@ impl Drop for Recording {
             tracing::warn!(
                 "a write was sent but its caller stopped waiting for the answer: it may or may not be stored"
             );
+            if let Some(flag) = &self.doubt {
+                flag.store(true, Ordering::Release);
+            }
             Outcome::Unknown
         } else {
             Outcome::Abandoned

@@ -7,8 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{new_user, settings_for};
-use counseling_domain::{CreateUserError, StoreError, UserRepository, Username};
+use common::{new_user, settings_for, slow_commits, slow_inserts};
+use counseling_domain::{CreateUserError, StoreError, Unavailability, UserRepository, Username};
 use counseling_persistence::{Database, PgUserRepository};
 use counseling_testkit::TestDatabase;
 use counseling_testkit::fixtures::eventually;
@@ -85,4 +85,81 @@ fn calls_from_another_runtime_run_on_the_io_runtime_and_keep_their_guarantees() 
         assert!(users.find_by_id(alice.id).await.unwrap().is_some());
     });
     io.shutdown_timeout(Duration::from_secs(5));
+}
+
+/// A call cut off by the I/O runtime's shutdown (the service stopping with calls in flight)
+/// tells its caller what the metric counts: a write that may be stored (an insert running, a
+/// unit of work whose COMMIT was sent) `OutcomeUnknown`, so the caller reads it back before
+/// writing again; one that never reached the server (waiting for a connection)
+/// `Unavailable(ConnectionLost)`.
+#[test]
+fn calls_cut_off_by_the_io_runtimes_shutdown_say_whether_a_write_may_be_stored() {
+    let io = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let caller = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (test_db, sent, committing, waiting) = caller.block_on(async {
+        let test_db = TestDatabase::migrated().await.unwrap();
+        slow_inserts(&test_db, &[(r"\school\slow", "3")]).await;
+        slow_commits(&test_db.connect().await, "3").await;
+        let mut settings = settings_for(test_db.url());
+        settings.pool.max_connections = 2;
+        settings.pool.acquire_timeout = Duration::from_secs(30);
+        let database = Database::connect_lazy(&settings, io.handle().clone()).unwrap();
+        let users = PgUserRepository::new(database.clone());
+
+        let sent = tokio::spawn({
+            let users = users.clone();
+            async move { users.create(new_user(r"\school\slow")).await }
+        });
+        let committing = tokio::spawn(async move {
+            let unit = |unit: counseling_persistence::UnitOfWork| async move {
+                unit.users().create(new_user(r"\school\unit")).await?;
+                Ok::<_, CreateUserError>(())
+            };
+            database.transaction(unit).await
+        });
+        // Both on the server: the insert's trigger and the COMMIT's each sleep.
+        let watcher = test_db.connect().await;
+        let sleeping = async || {
+            use sea_orm::ConnectionTrait as _;
+            let row = watcher
+                .query_one_raw(sea_orm::Statement::from_string(
+                    sea_orm::DbBackend::Postgres,
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'",
+                ))
+                .await
+                .unwrap()
+                .unwrap();
+            row.try_get_by_index::<i64>(0).unwrap() == 2
+        };
+        eventually("both writes sent", Duration::from_secs(10), sleeping)
+            .await
+            .unwrap();
+        // The pool's two connections are taken: this one waits for one.
+        let waiting = tokio::spawn(async move { users.create(new_user(r"\school\waiting")).await });
+        tokio::task::yield_now().await;
+        (test_db, sent, committing, waiting)
+    });
+    io.shutdown_background();
+    caller.block_on(async {
+        assert_eq!(
+            sent.await.unwrap().unwrap_err(),
+            CreateUserError::Store(StoreError::OutcomeUnknown)
+        );
+        assert_eq!(
+            committing.await.unwrap().unwrap_err(),
+            CreateUserError::Store(StoreError::OutcomeUnknown)
+        );
+        assert_eq!(
+            waiting.await.unwrap().unwrap_err(),
+            CreateUserError::Store(StoreError::Unavailable(Unavailability::ConnectionLost))
+        );
+        drop(test_db);
+    });
 }
