@@ -31,18 +31,18 @@ dev: env-file
 migrate-up:
     @cargo run --quiet --locked -p migration -- up
 
-# Roll back the most recent migration (`just migrate-down --force` also drops tables with rows).
+# Roll back the most recent migration (`N`: the N most recent; `--to VERSION`: every one after VERSION; `--force` also drops tables with rows).
 [unix]
 [positional-arguments]
 migrate-down *ARGS:
     @cargo run --quiet --locked -p migration -- down "$@"
 
-# Roll back the most recent migration (`just migrate-down --force` also drops tables with rows).
+# Roll back the most recent migration (`N`: the N most recent; `--to VERSION`: every one after VERSION; `--force` also drops tables with rows).
 [windows]
 migrate-down *$ARGS:
     @cargo run --quiet --locked -p migration -- down {{ if ARGS == "" { "" } else { "!ARGS!" } }}
 
-# List migrations: applied, pending, modified (edited since applied), missing (not in this binary), unrecorded (applied by another tool) rolling-back (a rollback without a transaction stopped part-way) or applying (an up without a transaction stopped part-way).
+# List migrations: applied, pending, modified (edited since applied), missing (not in this binary), unrecorded (applied by another tool), rolling-back (a rollback without a transaction stopped part-way) or applying (an up without a transaction stopped part-way).
 migrate-status:
     @cargo run --quiet --locked -p migration -- status
 

@@ -1,8 +1,8 @@
-//! `migration up | down [N] | status | accept VERSION`: applies or rolls back the schema of the
-//! database named by `DATABASE_OWNER_URL` (or `DATABASE_OWNER_URL_FILE`), else `DATABASE_URL` (or
-//! `DATABASE_URL_FILE`), from the environment, else from the working directory's `.env` (the
-//! environment wins), shows where each migration stands, or records the checksum of one edited
-//! migration after a person checked it. It connects as the service does
+//! `migration up | down [N | --to VERSION] | status | accept VERSION`: applies or rolls back the
+//! schema of the database named by `DATABASE_OWNER_URL` (or `DATABASE_OWNER_URL_FILE`), else
+//! `DATABASE_URL` (or `DATABASE_URL_FILE`), from the environment, else from the working
+//! directory's `.env` (the environment wins), shows where each migration stands, or records the
+//! checksum of one edited migration after a person checked it. It connects as the service does
 //! (`counseling_config::DatabaseTarget`): password files, libpq's parameters and host lists, the
 //! same TLS rules.
 //! `migration new NAME` scaffolds a migration in this crate's source (`just migrate-new NAME`).
@@ -43,10 +43,11 @@ macro_rules! eprintln {
 }
 
 const USAGE: &str =
-    "usage: migration <up | down [STEPS] [--force] | status | accept VERSION | new NAME>
+    "usage: migration <up | down [STEPS | --to VERSION] [--force] | status | accept VERSION | new NAME>
   up       apply every pending migration
-  down     roll back the most recent migration (or the STEPS most recent); a table that still
-           holds rows is only dropped with --force
+  down     roll back the most recent migration (or the STEPS most recent, or every one after
+           VERSION, which stays: safe to run again after a failure); a table that still holds
+           rows is only dropped with --force
   status   list migrations: applied, pending, modified (its file changed since it was applied),
            missing (applied, but not in this binary), unrecorded (applied by another tool,
            without a checksum), rolling-back (a rollback without a transaction stopped
@@ -77,9 +78,17 @@ const LOCK_TIMEOUT: &str = "MIGRATION_LOCK_TIMEOUT_MS";
 
 enum Command {
     Up,
-    Down { steps: u32, force: bool },
+    Down { target: DownTarget, force: bool },
     Status,
     Accept { version: String },
+}
+
+/// How far `down` goes.
+enum DownTarget {
+    /// The most recent applied migrations, counted from the newest still applied.
+    Steps(u32),
+    /// Every applied migration after this one.
+    After(String),
 }
 
 fn parse_command(args: &[String]) -> Result<Command, String> {
@@ -87,30 +96,35 @@ fn parse_command(args: &[String]) -> Result<Command, String> {
         [command] if command == "up" => Ok(Command::Up),
         [command, rest @ ..] if command == "down" => {
             let force = rest.iter().any(|arg| arg == "--force");
-            let steps: Vec<&String> = rest.iter().filter(|arg| *arg != "--force").collect();
-            match steps.as_slice() {
-                [] => Ok(Command::Down { steps: 1, force }),
+            let others: Vec<&String> = rest.iter().filter(|arg| *arg != "--force").collect();
+            let target = match others.as_slice() {
+                [] => DownTarget::Steps(1),
+                [to, version] if *to == "--to" && !version.starts_with('-') => {
+                    DownTarget::After((*version).clone())
+                }
+                [to] if *to == "--to" => return Err("--to needs a VERSION".to_owned()),
                 // Digits only: `parse` also takes a sign (`+1`).
                 [steps] => match steps.parse::<u32>() {
                     Ok(count) if count > 0 && steps.bytes().all(|b| b.is_ascii_digit()) => {
-                        Ok(Command::Down {
-                            steps: count,
-                            force,
-                        })
+                        DownTarget::Steps(count)
                     }
-                    _ => Err(format!(
-                        "STEPS must be a positive whole number, not {steps:?}"
-                    )),
+                    _ => {
+                        return Err(format!(
+                            "STEPS must be a positive whole number, not {steps:?}"
+                        ));
+                    }
                 },
-                _ => Err("down takes at most STEPS and --force".to_owned()),
-            }
+                _ => return Err("down takes STEPS or --to VERSION, and --force".to_owned()),
+            };
+            Ok(Command::Down { target, force })
         }
         [command] if command == "status" => Ok(Command::Status),
         [command, version] if command == "accept" => Ok(Command::Accept {
             version: version.clone(),
         }),
         _ => Err(
-            "expected one of: up, down [STEPS] [--force], status, accept VERSION, new NAME"
+            "expected one of: up, down [STEPS | --to VERSION] [--force], status, accept VERSION, \
+             new NAME"
                 .to_owned(),
         ),
     }
@@ -252,11 +266,19 @@ async fn run(
                 applied.len()
             );
         }
-        Command::Down { steps, force } => {
+        Command::Down { target, force } => {
             let options = RunOptions { force, ..options };
-            let rolled_back = runner(options).down(db, steps).await?;
-            if rolled_back.is_empty() {
-                println!("nothing to roll back: no migration is applied");
+            match target {
+                DownTarget::Steps(steps) => {
+                    if runner(options).down(db, steps).await?.is_empty() {
+                        println!("nothing to roll back: no migration is applied");
+                    }
+                }
+                DownTarget::After(version) => {
+                    if runner(options).down_to(db, &version).await?.is_empty() {
+                        println!("nothing to roll back: no migration after {version} is applied");
+                    }
+                }
             }
         }
         Command::Status => {
@@ -378,9 +400,13 @@ async fn main() -> ExitCode {
     // `down N` counts from the newest migration still applied: repeated after a failure (or a
     // lost answer), it would roll back more than was asked.
     let again = match command {
-        Command::Down { .. } => {
-            "see `migration status`, then roll back only what is left (`down` counts from the \
-             newest migration still applied: the same command again could roll back more)"
+        Command::Down {
+            target: DownTarget::Steps(_),
+            ..
+        } => {
+            "see `migration status`, then roll back only what is left (`down STEPS` counts from \
+             the newest migration still applied: the same command again could roll back more; \
+             `down --to VERSION` stops at VERSION however often it runs)"
         }
         _ => "run the same command again: it carries on from where this run stopped",
     };

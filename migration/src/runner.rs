@@ -591,20 +591,45 @@ impl Runner {
     /// stay rolled back.
     pub async fn down(&self, db: &DatabaseConnection, steps: u32) -> Result<Vec<String>, RunError> {
         let session = RunSession::open(db, self.observer.as_ref()).await?;
-        let outcome = self.down_in(&session, steps).await;
+        let outcome = self.down_in(&session, 0, steps as usize).await;
         session.close().await;
         outcome
     }
 
-    async fn down_in(&self, session: &RunSession, steps: u32) -> Result<Vec<String>, RunError> {
+    /// Rolls back every applied migration listed after `version` (which stays as it is), newest
+    /// first, as [`Runner::down`] does. Unlike `down`, which counts from the newest migration
+    /// still applied, it ends at the same place however often it runs: after a failure, or an
+    /// answer lost with the connection, the same call carries on.
+    pub async fn down_to(
+        &self,
+        db: &DatabaseConnection,
+        version: &str,
+    ) -> Result<Vec<String>, RunError> {
+        let kept = self
+            .migrations
+            .iter()
+            .position(|file| file.name() == version)
+            .ok_or_else(|| RunError::UnknownVersion(version.to_owned()))?;
+        let session = RunSession::open(db, self.observer.as_ref()).await?;
+        let outcome = self.down_in(&session, kept + 1, usize::MAX).await;
+        session.close().await;
+        outcome
+    }
+
+    /// Rolls back at most `steps` of the applied migrations from the `from`th on in the list.
+    async fn down_in(
+        &self,
+        session: &RunSession,
+        from: usize,
+        steps: usize,
+    ) -> Result<Vec<String>, RunError> {
         let applied = self.check_history(session).await?;
         let mut done = Vec::new();
-        for file in self
-            .migrations
+        for file in self.migrations[from.min(self.migrations.len())..]
             .iter()
             .rev()
             .filter(|file| applied.iter().any(|state| state.name == file.name()))
-            .take(steps as usize)
+            .take(steps)
         {
             self.run_one(session, file, Direction::Down).await?;
             done.push(file.name().to_owned());

@@ -94,9 +94,32 @@ async fn up_status_down_through_the_binary() {
         text(&down.stdout).trim(),
         format!("rolled back {}", names[names.len() - 1])
     );
-    let rest = (names.len() - 1).to_string();
-    let down = migration(&["down", &rest], Some(&url));
-    let expected: Vec<String> = names[..names.len() - 1]
+    // `down --to VERSION` rolls back every one after VERSION, and again finds nothing to do.
+    let second = &names[1];
+    let down = migration(&["down", "--to", second], Some(&url));
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    let expected: Vec<String> = names[2..names.len() - 1]
+        .iter()
+        .rev()
+        .map(|name| format!("rolled back {name}"))
+        .collect();
+    assert_eq!(text(&down.stdout).trim(), expected.join("\n"));
+    let again = migration(&["down", "--to", second], Some(&url));
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(
+        text(&again.stdout).trim(),
+        format!("nothing to roll back: no migration after {second} is applied")
+    );
+    let status = migration(&["status"], Some(&url));
+    let applied: Vec<&str> = text(&status.stdout)
+        .lines()
+        .filter(|line| line.starts_with("applied"))
+        .map(|line| line.split_whitespace().last().unwrap())
+        .map(|name| names.iter().find(|known| *known == name).unwrap().as_str())
+        .collect();
+    assert_eq!(applied, [names[0].as_str(), second.as_str()]);
+    let down = migration(&["down", "2"], Some(&url));
+    let expected: Vec<String> = names[..2]
         .iter()
         .rev()
         .map(|name| format!("rolled back {name}"))
@@ -440,6 +463,33 @@ fn bad_usage_exits_2() {
             "down {steps:?}"
         );
     }
+    for args in [
+        &["down", "--to"][..],
+        &["down", "--to", "--force"],
+        &["down", "2", "--to", "m1"],
+        &["down", "--to", "m1", "m2"],
+    ] {
+        let output = migration(args, Some("postgres://x@127.0.0.1/db"));
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+    }
+}
+
+/// A VERSION `down --to` does not know is bad usage (exit 2), and nothing is rolled back.
+#[tokio::test]
+async fn down_to_an_unknown_version_exits_2() {
+    let db = TestDatabase::migrated().await.unwrap();
+    let output = migration(&["down", "--to", "m1_nowhere"], Some(&db.owner_url()));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("m1_nowhere is not a migration"), "{stderr}");
+    let status = migration(&["status"], Some(&db.owner_url()));
+    assert!(
+        text(&status.stdout)
+            .lines()
+            .all(|line| line.starts_with("applied")),
+        "{}",
+        text(&status.stdout)
+    );
 }
 
 /// An argument that is not UTF-8 is bad usage (exit 2), not a panic (101).

@@ -732,6 +732,66 @@ async fn an_applying_migration_is_finished_by_its_mended_file_or_accepted() {
     }
 }
 
+/// `down_to` ends at the same place however often it runs: after a rollback that failed
+/// part-way through the list, running it again rolls back what is left and keeps `version`
+/// (where `down 2` again would have rolled back one more than asked).
+#[tokio::test]
+async fn down_to_a_version_stops_there_however_often_it_runs() {
+    let db = TestDatabase::empty().await.unwrap();
+    let orm = db.connect().await;
+    let mut conn = connect(&db).await;
+    let runner = runner(vec![
+        SqlMigration::new("m1_kept", "CREATE TABLE kept (x int)", "DROP TABLE kept"),
+        SqlMigration::new(
+            "m2_refuses",
+            "CREATE TABLE refuses (x int)",
+            "DO $$ BEGIN IF to_regclass('stop_here') IS NOT NULL THEN \
+                 RAISE EXCEPTION 'refused'; END IF; END $$; DROP TABLE refuses",
+        ),
+        SqlMigration::new("m3_last", "CREATE TABLE last (x int)", "DROP TABLE last"),
+        SqlMigration::new(
+            "m4_pending",
+            "CREATE TABLE pending (x int)",
+            "DROP TABLE pending",
+        ),
+    ]);
+    let unknown = runner.down_to(&orm, "m9_nowhere").await.unwrap_err();
+    assert!(
+        matches!(&unknown, migration::RunError::UnknownVersion(name) if name == "m9_nowhere"),
+        "{unknown}"
+    );
+    assert_eq!(runner.up(&orm, Some(3)).await.unwrap().len(), 3);
+    sqlx::query("CREATE TABLE stop_here ()")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    let error = runner.down_to(&orm, "m1_kept").await.unwrap_err();
+    assert!(error.to_string().contains("refused"), "{error}");
+    sqlx::query("DROP TABLE stop_here")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        runner.down_to(&orm, "m1_kept").await.unwrap(),
+        ["m2_refuses"]
+    );
+    assert!(runner.down_to(&orm, "m1_kept").await.unwrap().is_empty());
+    assert_eq!(
+        statuses(&runner, &orm).await,
+        [
+            "applied m1_kept",
+            "pending m2_refuses",
+            "pending m3_last",
+            "pending m4_pending"
+        ]
+    );
+    assert_eq!(
+        tables(&mut conn, &["kept", "refuses", "last"]).await,
+        [true, false, false]
+    );
+}
+
 /// A `statement_timeout` the database sets for every session (a limit meant for the service)
 /// does not cut a migration short, with or without a transaction.
 #[tokio::test]

@@ -243,7 +243,7 @@ async fn lock_waiters(conn: &mut PgConnection) -> i64 {
 /// in.
 async fn run_waiting_for_users(
     db: &TestDatabase,
-    command: &str,
+    args: &[&str],
     watcher: &mut PgConnection,
 ) -> (std::process::Child, tempfile::TempDir) {
     let url = db.owner_url();
@@ -251,7 +251,7 @@ async fn run_waiting_for_users(
         ("DATABASE_URL", url.as_str()),
         ("MIGRATION_LOCK_TIMEOUT_MS", "60000"),
     ];
-    let (mut command, dir) = common::migration_command(&[command], &variables);
+    let (mut command, dir) = common::migration_command(args, &variables);
     let run = command
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -279,7 +279,7 @@ async fn a_killed_run_stops_waiting_for_its_lock_on_the_server() {
     assert!(down.status.success(), "{}", text(&down.stderr));
     let mut holder = lock_users(&db).await;
     let mut watcher = connect(&db).await;
-    let (mut run, _dir) = run_waiting_for_users(&db, "up", &mut watcher).await;
+    let (mut run, _dir) = run_waiting_for_users(&db, &["up"], &mut watcher).await;
     run.kill().unwrap();
     run.wait().unwrap();
     let gone = async || lock_waiters(&mut watcher).await == 0;
@@ -299,31 +299,35 @@ async fn a_killed_run_stops_waiting_for_its_lock_on_the_server() {
 
 /// A `down` whose session is lost mid-run (here its backend is terminated while it waits for
 /// a lock) says to look at `status` before going on: `down N` again would count from the newest
-/// migration still applied, and could roll back one nobody asked for.
+/// migration still applied, and could roll back one nobody asked for. `down --to VERSION` ends
+/// at VERSION however often it runs: that one says to run it again.
 #[tokio::test]
-async fn a_down_that_lost_its_session_says_to_look_before_going_on() {
-    let db = TestDatabase::migrated().await.unwrap();
-    let mut holder = lock_users(&db).await;
-    let mut watcher = connect(&db).await;
-    let (run, _dir) = run_waiting_for_users(&db, "down", &mut watcher).await;
-    sqlx::query(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname = current_database() AND wait_event_type = 'Lock'",
-    )
-    .execute(&mut watcher)
-    .await
-    .unwrap();
-    let output = run.wait_with_output().unwrap();
-    unlock_users(&mut holder).await;
+async fn a_down_that_lost_its_session_says_whether_to_run_it_again() {
+    let kept = migration::migrations()[0].name().to_owned();
+    for args in [&["down"][..], &["down", "--to", &kept]] {
+        let db = TestDatabase::migrated().await.unwrap();
+        let mut holder = lock_users(&db).await;
+        let mut watcher = connect(&db).await;
+        let (run, _dir) = run_waiting_for_users(&db, args, &mut watcher).await;
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .execute(&mut watcher)
+        .await
+        .unwrap();
+        let output = run.wait_with_output().unwrap();
+        unlock_users(&mut holder).await;
 
-    let stderr = text(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("session was lost mid-run"), "{stderr}");
-    assert!(
-        stderr.contains("see `migration status`, then roll back only what is left"),
-        "{stderr}"
-    );
-    assert!(!stderr.contains("run the same command again"), "{stderr}");
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("session was lost mid-run"), "{stderr}");
+        let look_first = "see `migration status`, then roll back only what is left";
+        let again = "run the same command again";
+        let to = args.len() > 1;
+        assert_eq!(stderr.contains(look_first), !to, "{args:?}: {stderr}");
+        assert_eq!(stderr.contains(again), to, "{args:?}: {stderr}");
+    }
 }
 
 #[test]
