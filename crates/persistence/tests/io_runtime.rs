@@ -1,6 +1,6 @@
 //! The service's path: repository calls made on one runtime (actix's, in the service) run on the
 //! I/O runtime that owns the pool, and come back. Most tests here call from the I/O runtime
-//! itself, where calls run directly; this one keeps the hop honest.
+//! itself, where calls run directly; these keep the hop honest.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -87,11 +87,11 @@ fn calls_from_another_runtime_run_on_the_io_runtime_and_keep_their_guarantees() 
     io.shutdown_timeout(Duration::from_secs(5));
 }
 
-/// A call cut off by the I/O runtime's shutdown (the service stopping with calls in flight)
-/// tells its caller what the metric counts: a write that may be stored (an insert running, a
-/// unit of work whose COMMIT was sent) `OutcomeUnknown`, so the caller reads it back before
-/// writing again; one that never reached the server (waiting for a connection)
-/// `Unavailable(ConnectionLost)`.
+/// A call cut off by the I/O runtime's shutdown, while its caller (on another runtime) waits,
+/// is told what the metric counts: a write that may be stored (an insert running, a unit of work
+/// whose COMMIT was sent) `OutcomeUnknown`, so the caller reads it back before writing again; a
+/// unit that wrote but never sent its COMMIT `Unavailable(ConnectionLost)`: the server rolls it
+/// back.
 #[test]
 fn calls_cut_off_by_the_io_runtimes_shutdown_say_whether_a_write_may_be_stored() {
     let io = tokio::runtime::Builder::new_multi_thread()
@@ -103,35 +103,45 @@ fn calls_cut_off_by_the_io_runtimes_shutdown_say_whether_a_write_may_be_stored()
         .enable_all()
         .build()
         .unwrap();
-    let (test_db, sent, committing, waiting) = caller.block_on(async {
+    let (test_db, sent, committing, uncommitted) = caller.block_on(async {
         let test_db = TestDatabase::migrated().await.unwrap();
         slow_inserts(&test_db, &[(r"\school\slow", "3")]).await;
         slow_commits(&test_db.connect().await, "3").await;
-        let mut settings = settings_for(test_db.url());
-        settings.pool.max_connections = 2;
-        settings.pool.acquire_timeout = Duration::from_secs(30);
+        let settings = settings_for(test_db.url());
         let database = Database::connect_lazy(&settings, io.handle().clone()).unwrap();
         let users = PgUserRepository::new(database.clone());
 
-        let sent = tokio::spawn({
-            let users = users.clone();
-            async move { users.create(new_user(r"\school\slow")).await }
+        let sent = tokio::spawn(async move { users.create(new_user(r"\school\slow")).await });
+        let committing = tokio::spawn({
+            let database = database.clone();
+            async move {
+                let unit = |unit: counseling_persistence::UnitOfWork| async move {
+                    unit.users().create(new_user(r"\school\unit")).await?;
+                    Ok::<_, CreateUserError>(())
+                };
+                database.transaction(unit).await
+            }
         });
-        let committing = tokio::spawn(async move {
+        let (wrote, written) = tokio::sync::oneshot::channel();
+        let uncommitted = tokio::spawn(async move {
             let unit = |unit: counseling_persistence::UnitOfWork| async move {
-                unit.users().create(new_user(r"\school\unit")).await?;
+                unit.users().create(new_user(r"\school\open")).await?;
+                let _ = wrote.send(());
+                std::future::pending::<()>().await;
                 Ok::<_, CreateUserError>(())
             };
             database.transaction(unit).await
         });
-        // Both on the server: the insert's trigger and the COMMIT's each sleep.
+        written.await.unwrap();
+        // Both others on the server: the insert's trigger and the COMMIT's each sleep.
         let watcher = test_db.connect().await;
         let sleeping = async || {
             use sea_orm::ConnectionTrait as _;
             let row = watcher
                 .query_one_raw(sea_orm::Statement::from_string(
                     sea_orm::DbBackend::Postgres,
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'",
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event = 'PgSleep'",
                 ))
                 .await
                 .unwrap()
@@ -141,10 +151,7 @@ fn calls_cut_off_by_the_io_runtimes_shutdown_say_whether_a_write_may_be_stored()
         eventually("both writes sent", Duration::from_secs(10), sleeping)
             .await
             .unwrap();
-        // The pool's two connections are taken: this one waits for one.
-        let waiting = tokio::spawn(async move { users.create(new_user(r"\school\waiting")).await });
-        tokio::task::yield_now().await;
-        (test_db, sent, committing, waiting)
+        (test_db, sent, committing, uncommitted)
     });
     io.shutdown_background();
     caller.block_on(async {
@@ -157,7 +164,7 @@ fn calls_cut_off_by_the_io_runtimes_shutdown_say_whether_a_write_may_be_stored()
             CreateUserError::Store(StoreError::OutcomeUnknown)
         );
         assert_eq!(
-            waiting.await.unwrap().unwrap_err(),
+            uncommitted.await.unwrap().unwrap_err(),
             CreateUserError::Store(StoreError::Unavailable(Unavailability::ConnectionLost))
         );
         drop(test_db);
