@@ -42,7 +42,7 @@ migrate-down *ARGS:
 migrate-down *$ARGS:
     @cargo run --quiet --locked -p migration -- down {{ if ARGS == "" { "" } else { "!ARGS!" } }}
 
-# List migrations: applied, pending, modified (edited since applied), missing (not in this binary), unrecorded (applied by another tool), rolling-back (a rollback without a transaction stopped part-way) or applying (an up without a transaction stopped part-way).
+# List migrations: applied, pending, modified (edited since applied), missing (not in this binary), unrecorded (applied by another tool), rolling-back (a rollback without a transaction stopped part-way) or applying (an up without a transaction started and has not finished).
 migrate-status:
     @cargo run --quiet --locked -p migration -- status
 

@@ -98,7 +98,8 @@ $guard$;"
 
 /// The same list for sea-orm-migration's own tools (`sea-orm-cli`), which apply migrations
 /// without our runner's lock, transactions per migration and history checks: prefer the
-/// `migration` CLI.
+/// `migration` CLI. They also take a row of ours that is `applying` (an `up` without a
+/// transaction that has not finished) for applied, and skip it.
 #[derive(Debug)]
 pub struct Migrator;
 
@@ -112,12 +113,14 @@ impl MigratorTrait for Migrator {
     }
 }
 
-/// Applies every pending migration with the default [`RunOptions`]; returns how many were applied.
+/// Applies every pending (or `applying`) migration with the default [`RunOptions`]; returns how
+/// many were applied.
 pub async fn apply_pending(db: &DatabaseConnection) -> Result<usize, DbErr> {
     apply_pending_with(db, RunOptions::default()).await
 }
 
-/// Applies every pending migration (see [`Runner::up`]); returns how many were applied.
+/// Applies every pending (or `applying`) migration (see [`Runner::up`]); returns how many were
+/// applied.
 pub async fn apply_pending_with(
     db: &DatabaseConnection,
     options: RunOptions,
@@ -147,7 +150,8 @@ pub async fn roll_back_with(
         .await?)
 }
 
-/// Every known migration in order, with whether it is applied. Changes nothing in the database.
+/// Every known migration in order, with where it stands (see [`MigrationStatus`]). Changes
+/// nothing in the database.
 pub async fn status(db: &DatabaseConnection) -> Result<Vec<MigrationState>, DbErr> {
     Ok(Runner::new(migrations()).status(db).await?)
 }

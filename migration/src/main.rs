@@ -44,7 +44,7 @@ macro_rules! eprintln {
 
 const USAGE: &str =
     "usage: migration <up | down [STEPS | --to VERSION] [--force] | status | accept VERSION | new NAME>
-  up       apply every pending migration
+  up       apply every pending migration (and run an applying one again from the start)
   down     roll back the most recent migration (or the STEPS most recent, or every one after
            VERSION, which stays: safe to run again after a failure); a table that still holds
            rows is only dropped with --force
@@ -52,11 +52,13 @@ const USAGE: &str =
            missing (applied, but not in this binary), unrecorded (applied by another tool,
            without a checksum), rolling-back (a rollback without a transaction stopped
            part-way: up refuses until down finishes it, or accept) or applying (an up without a
-           transaction stopped part-way: up runs it again, down rolls it back first)
+           transaction started and has not finished: still running, or stopped part-way; up
+           runs it again, down rolls it back first)
   accept   record VERSION's current checksum, after checking the database matches its file,
            or, once it is recorded, clear an unfinished rollback of it (a second accept where
-           it was both); for an applying VERSION, take it as applied; for a missing VERSION,
-           forget that it was applied
+           it was both); for an applying VERSION, take it as applied (if a rollback of it
+           stopped too, first only clear that); for a missing VERSION, forget that it was
+           applied
   new      create migration/src/m<YYYYMMDD>_<NNNNNN>_NAME.rs and register it (developers only)
 up and down refuse to run while an applied migration is modified, missing or unrecorded, with
 one message per migration; up also refuses (exit 1) while one is rolling-back. Exit codes: 0
@@ -83,6 +85,8 @@ enum Command {
     Accept { version: String },
 }
 
+const DOWN_USAGE: &str = "down takes STEPS or --to VERSION (one of them, once), and --force";
+
 /// How far `down` goes.
 enum DownTarget {
     /// The most recent applied migrations, counted from the newest still applied.
@@ -95,28 +99,42 @@ fn parse_command(args: &[String]) -> Result<Command, String> {
     match args {
         [command] if command == "up" => Ok(Command::Up),
         [command, rest @ ..] if command == "down" => {
-            let force = rest.iter().any(|arg| arg == "--force");
-            let others: Vec<&String> = rest.iter().filter(|arg| *arg != "--force").collect();
-            let target = match others.as_slice() {
-                [] => DownTarget::Steps(1),
-                [to, version] if *to == "--to" && !version.starts_with('-') => {
-                    DownTarget::After((*version).clone())
+            let mut force = false;
+            let mut target = None;
+            let mut args = rest.iter();
+            while let Some(arg) = args.next() {
+                let given = match arg.as_str() {
+                    "--force" if !force => {
+                        force = true;
+                        continue;
+                    }
+                    "--to" => match args.next() {
+                        Some(version) if !version.starts_with('-') => {
+                            DownTarget::After(version.clone())
+                        }
+                        _ => return Err("--to needs a VERSION".to_owned()),
+                    },
+                    // Digits only: `parse` also takes a sign (`+1`).
+                    steps if !steps.starts_with("--") => match steps.parse::<u32>() {
+                        Ok(count) if count > 0 && steps.bytes().all(|b| b.is_ascii_digit()) => {
+                            DownTarget::Steps(count)
+                        }
+                        _ => {
+                            return Err(format!(
+                                "STEPS must be a positive whole number, not {steps:?}"
+                            ));
+                        }
+                    },
+                    _ => return Err(DOWN_USAGE.to_owned()),
+                };
+                if target.replace(given).is_some() {
+                    return Err(DOWN_USAGE.to_owned());
                 }
-                [to] if *to == "--to" => return Err("--to needs a VERSION".to_owned()),
-                // Digits only: `parse` also takes a sign (`+1`).
-                [steps] => match steps.parse::<u32>() {
-                    Ok(count) if count > 0 && steps.bytes().all(|b| b.is_ascii_digit()) => {
-                        DownTarget::Steps(count)
-                    }
-                    _ => {
-                        return Err(format!(
-                            "STEPS must be a positive whole number, not {steps:?}"
-                        ));
-                    }
-                },
-                _ => return Err("down takes STEPS or --to VERSION, and --force".to_owned()),
-            };
-            Ok(Command::Down { target, force })
+            }
+            Ok(Command::Down {
+                target: target.unwrap_or(DownTarget::Steps(1)),
+                force,
+            })
         }
         [command] if command == "status" => Ok(Command::Status),
         [command, version] if command == "accept" => Ok(Command::Accept {
@@ -297,6 +315,10 @@ async fn run(
             Accepted::RollbackCleared(_) => println!(
                 "accepted {version}: its unfinished rollback is cleared, and it counts as applied"
             ),
+            Accepted::RollbackClearedStillApplying => println!(
+                "accepted {version}: its unfinished rollback is cleared; its up had not finished \
+                 either, so it is applying again (`up` finishes it)"
+            ),
             Accepted::Finished(current) => println!(
                 "accepted {version}: its unfinished up counts as finished, and it is applied with \
                  checksum {current}"
@@ -448,7 +470,11 @@ async fn main() -> ExitCode {
             }
             ExitCode::from(drift.exit_code())
         }
-        Err(error @ (RunError::UnknownVersion(_) | RunError::NotApplied(_))) => {
+        Err(
+            error @ (RunError::UnknownVersion(_)
+            | RunError::NotApplied(_)
+            | RunError::NotInThisBinary(_)),
+        ) => {
             eprintln!("migration: {error}");
             ExitCode::from(2)
         }

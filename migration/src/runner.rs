@@ -247,6 +247,11 @@ pub enum RunError {
     UnknownVersion(String),
     #[error("{0} is not applied: there is no checksum to accept (run `migration up`)")]
     NotApplied(String),
+    #[error(
+        "{0} is not a migration of this binary: `down --to` names one of them (see `migration \
+         status`)"
+    )]
+    NotInThisBinary(String),
     /// A migration without a transaction was being rolled back when its run stopped: part of
     /// it may be undone while the history still lists it as applied, so `up` would skip it.
     #[error(
@@ -391,6 +396,9 @@ pub enum Accepted {
     /// An `up` of it that had stopped part-way is taken as finished (someone checked its part
     /// of the schema): it is applied, with the file's checksum.
     Finished(Checksum),
+    /// A rollback of it that had stopped part-way is cleared, but its `up` had not finished
+    /// either: it is `applying` again (`up` finishes it; a second `accept` takes it as finished).
+    RollbackClearedStillApplying,
     /// A migration this binary does not have is no longer recorded as applied.
     Forgotten { recorded: Option<Checksum> },
 }
@@ -460,8 +468,9 @@ pub enum MigrationStatus {
     Unrecorded,
     /// Recorded as applied, but a rollback of it (without a transaction) stopped part-way.
     RollingBack,
-    /// Its `up` (without a transaction) started and did not finish: part of it may be in force.
-    /// `up` runs it again, `down` rolls it back first.
+    /// Its `up` (without a transaction) started and has not finished: it is still running (in a
+    /// run holding the migration lock), or it stopped part-way or failed, and part of it may be
+    /// in force. `up` runs it again, `down` rolls it back first.
     Applying,
 }
 
@@ -496,12 +505,10 @@ impl MigrationState {
         self.status != MigrationStatus::Pending
     }
 
-    /// Whether `up` has nothing left to do for it: applied, and not `applying`.
+    /// Whether it is applied whole, as this binary's file says: `up` has nothing to do for it
+    /// (and nothing in the history stands in its way).
     pub fn is_done(&self) -> bool {
-        !matches!(
-            self.status,
-            MigrationStatus::Pending | MigrationStatus::Applying
-        )
+        self.status == MigrationStatus::Applied
     }
 }
 
@@ -544,8 +551,9 @@ impl Runner {
         &self.migrations
     }
 
-    /// Applies pending migrations in order, at most `limit` of them (all when `None`); returns
-    /// the names of those applied. Each one that succeeded stays applied if a later one fails.
+    /// Applies pending migrations in order (and runs `applying` ones again from the start), at
+    /// most `limit` of them (all when `None`); returns the names of those applied. Each one that
+    /// succeeded stays applied if a later one fails.
     pub async fn up(
         &self,
         db: &DatabaseConnection,
@@ -609,7 +617,7 @@ impl Runner {
             .migrations
             .iter()
             .position(|file| file.name() == version)
-            .ok_or_else(|| RunError::UnknownVersion(version.to_owned()))?;
+            .ok_or_else(|| RunError::NotInThisBinary(version.to_owned()))?;
         let session = RunSession::open(db, self.observer.as_ref()).await?;
         let outcome = self.down_in(&session, kept + 1, usize::MAX).await;
         session.close().await;
@@ -830,11 +838,17 @@ impl Runner {
             {
                 Accepted::RollbackCleared(current.clone())
             }
+            // A rollback of a half-run `up` stopped, and a person checked that it had changed
+            // nothing: the migration is back where the rollback found it, applying.
+            (MigrationStatus::Applying, Some(_))
+                if history::clear_rollback_mark(&tx, version).await? =>
+            {
+                Accepted::RollbackClearedStillApplying
+            }
             // A person checked that the half-run `up` did all the file says: it is applied, with
-            // the file's checksum, and any rollback of it that stopped is forgotten too.
+            // the file's checksum.
             (MigrationStatus::Applying, Some(current)) => {
                 history::record(&tx, version, Direction::Up, Some(current)).await?;
-                history::clear_rollback_mark(&tx, version).await?;
                 Accepted::Finished(current.clone())
             }
             (_, Some(current)) if state.recorded.as_ref() == Some(current) => {
@@ -1513,18 +1527,35 @@ mod history {
         db: &impl ConnectionTrait,
         name: &str,
     ) -> Result<(), DbErr> {
-        db.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            format!(
-                r#"INSERT INTO "{HISTORY_TABLE}" ("version", "applied_at", "{APPLY_STARTED}")
-                   VALUES ($1, $2, $2)
-                   ON CONFLICT ("version") DO UPDATE
-                   SET "{APPLY_STARTED}" = excluded."{APPLY_STARTED}", "checksum" = NULL"#
-            ),
-            [name.into(), unix_seconds().into()],
-        ))
-        .await?;
-        Ok(())
+        let marked = db
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                format!(
+                    r#"INSERT INTO "{HISTORY_TABLE}" AS history
+                           ("version", "applied_at", "{APPLY_STARTED}")
+                       VALUES ($1, $2, $2)
+                       ON CONFLICT ("version") DO UPDATE
+                       SET "{APPLY_STARTED}" = excluded."{APPLY_STARTED}", "checksum" = NULL
+                       WHERE history."{APPLY_STARTED}" IS NOT NULL"#
+                ),
+                [name.into(), unix_seconds().into()],
+            ))
+            .await?;
+        only_row(marked.rows_affected(), name)
+    }
+
+    /// An insert or a carry-on of an `applying` row wrote nothing: `name` is recorded as applied
+    /// already (two migrations of one name, or another tool that ran it meanwhile, without the
+    /// migration lock). Before the `applying` mark, the primary key refused it the same way.
+    fn only_row(rows: u64, name: &str) -> Result<(), DbErr> {
+        if rows == 1 {
+            Ok(())
+        } else {
+            Err(DbErr::Custom(format!(
+                "{name} is recorded as applied already: two migrations of that name, or another \
+                 tool applied it meanwhile"
+            )))
+        }
     }
 
     pub(super) async fn mark_rollback_started(
@@ -1693,11 +1724,13 @@ mod history {
             Direction::Up => Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 format!(
-                    r#"INSERT INTO "{HISTORY_TABLE}" ("version", "applied_at", "checksum")
-                           VALUES ($1, $2, $3)
+                    r#"INSERT INTO "{HISTORY_TABLE}" AS history
+                           ("version", "applied_at", "checksum")
+                       VALUES ($1, $2, $3)
                        ON CONFLICT ("version") DO UPDATE
                        SET "applied_at" = excluded."applied_at", "checksum" = excluded."checksum",
-                           "{APPLY_STARTED}" = NULL"#
+                           "{APPLY_STARTED}" = NULL
+                       WHERE history."{APPLY_STARTED}" IS NOT NULL"#
                 ),
                 [
                     name.into(),
@@ -1711,8 +1744,11 @@ mod history {
                 [name.into()],
             ),
         };
-        db.execute_raw(statement).await?;
-        Ok(())
+        let written = db.execute_raw(statement).await?;
+        match direction {
+            Direction::Up => only_row(written.rows_affected(), name),
+            Direction::Down => Ok(()),
+        }
     }
 }
 

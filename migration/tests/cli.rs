@@ -468,6 +468,11 @@ fn bad_usage_exits_2() {
         &["down", "--to", "--force"],
         &["down", "2", "--to", "m1"],
         &["down", "--to", "m1", "m2"],
+        &["down", "--to", "--force", "m1"],
+        &["down", "--to", "-m1"],
+        &["down", "--to", "m1", "--to", "m1"],
+        &["down", "--force", "--force"],
+        &["down", "--to=m1"],
     ] {
         let output = migration(args, Some("postgres://x@127.0.0.1/db"));
         assert_eq!(output.status.code(), Some(2), "{args:?}");
@@ -481,7 +486,10 @@ async fn down_to_an_unknown_version_exits_2() {
     let output = migration(&["down", "--to", "m1_nowhere"], Some(&db.owner_url()));
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("m1_nowhere is not a migration"), "{stderr}");
+    assert!(
+        stderr.contains("m1_nowhere is not a migration of this binary"),
+        "{stderr}"
+    );
     let status = migration(&["status"], Some(&db.owner_url()));
     assert!(
         text(&status.stdout)

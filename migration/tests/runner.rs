@@ -732,6 +732,82 @@ async fn an_applying_migration_is_finished_by_its_mended_file_or_accepted() {
     }
 }
 
+/// A rollback of an `applying` migration that stops before changing anything (its down
+/// refuses) leaves both marks: `accept` then clears only the rollback's, so the migration is
+/// `applying` again (never taken as finished, which would have `up` skip its missing part);
+/// a second `accept` takes it as finished.
+#[tokio::test]
+async fn accepting_a_stopped_rollback_of_an_applying_migration_leaves_it_applying() {
+    let db = TestDatabase::empty().await.unwrap();
+    let orm = db.connect().await;
+    let mut conn = connect(&db).await;
+    let runner = runner(vec![
+        SqlMigration::new(
+            "m1_parts",
+            "CREATE TABLE IF NOT EXISTS p1 (x int); COMMIT; \
+             DO $$ BEGIN IF to_regclass('stop_here') IS NOT NULL THEN \
+                 RAISE EXCEPTION 'stopped part-way'; END IF; END $$; \
+             CREATE TABLE IF NOT EXISTS p2 (x int)",
+            "DO $$ BEGIN IF to_regclass('stop_here') IS NOT NULL THEN \
+                 RAISE EXCEPTION 'refused'; END IF; END $$; \
+             DROP TABLE IF EXISTS p2; DROP TABLE IF EXISTS p1",
+        )
+        .without_transaction(),
+    ]);
+    sqlx::query("CREATE TABLE stop_here ()")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    runner.up(&orm, None).await.unwrap_err();
+    runner.down(&orm, 1).await.unwrap_err();
+    assert_eq!(statuses(&runner, &orm).await, ["rolling-back m1_parts"]);
+
+    let accepted = runner.accept(&orm, "m1_parts").await.unwrap();
+    assert_eq!(accepted, migration::Accepted::RollbackClearedStillApplying);
+    assert_eq!(statuses(&runner, &orm).await, ["applying m1_parts"]);
+    sqlx::query("DROP TABLE stop_here")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(runner.up(&orm, None).await.unwrap(), ["m1_parts"]);
+    assert_eq!(tables(&mut conn, &["p1", "p2"]).await, [true, true]);
+}
+
+/// Two migrations of one name: the second is refused, with or without a transaction, and
+/// leaves nothing behind (the history's primary key refused it before the `applying` mark's
+/// upserts; without a transaction, only after it had run).
+#[tokio::test]
+async fn a_second_migration_of_the_same_name_is_refused() {
+    for transaction in [true, false] {
+        let db = TestDatabase::empty().await.unwrap();
+        let orm = db.connect().await;
+        let twin = |table: &'static str| {
+            let migration = SqlMigration::new("m1_twin", table, "SELECT 1");
+            if transaction {
+                migration
+            } else {
+                migration.without_transaction()
+            }
+        };
+        let error = runner(vec![
+            twin("CREATE TABLE first (x int)"),
+            twin("CREATE TABLE second (x int)"),
+        ])
+        .up(&orm, None)
+        .await
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("recorded as applied already"),
+            "{transaction}: {error}"
+        );
+        let mut conn = connect(&db).await;
+        // Its work is rolled back with its record in a transaction; without one, its mark is
+        // refused before it runs.
+        let second = tables(&mut conn, &["second"]).await;
+        assert_eq!(second, [false], "{transaction}");
+    }
+}
+
 /// `down_to` ends at the same place however often it runs: after a rollback that failed
 /// part-way through the list, running it again rolls back what is left and keeps `version`
 /// (where `down 2` again would have rolled back one more than asked).
@@ -757,7 +833,7 @@ async fn down_to_a_version_stops_there_however_often_it_runs() {
     ]);
     let unknown = runner.down_to(&orm, "m9_nowhere").await.unwrap_err();
     assert!(
-        matches!(&unknown, migration::RunError::UnknownVersion(name) if name == "m9_nowhere"),
+        matches!(&unknown, migration::RunError::NotInThisBinary(name) if name == "m9_nowhere"),
         "{unknown}"
     );
     assert_eq!(runner.up(&orm, Some(3)).await.unwrap().len(), 3);
