@@ -13,8 +13,9 @@ use counseling_persistence::{Database, PgUserRepository};
 use counseling_testkit::TestDatabase;
 use counseling_testkit::fixtures::eventually;
 
-#[test]
-fn calls_from_another_runtime_run_on_the_io_runtime_and_keep_their_guarantees() {
+/// The pool's I/O runtime (one thread, `test-io`), and a runtime of the caller's, as in the
+/// service.
+fn io_and_caller_runtimes() -> (tokio::runtime::Runtime, tokio::runtime::Runtime) {
     let io = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("test-io")
@@ -25,6 +26,12 @@ fn calls_from_another_runtime_run_on_the_io_runtime_and_keep_their_guarantees() 
         .enable_all()
         .build()
         .unwrap();
+    (io, caller)
+}
+
+#[test]
+fn calls_from_another_runtime_run_on_the_io_runtime_and_keep_their_guarantees() {
+    let (io, caller) = io_and_caller_runtimes();
     caller.block_on(async {
         let test_db = TestDatabase::migrated().await.unwrap();
         let mut settings = settings_for(test_db.url());
@@ -94,15 +101,7 @@ fn calls_from_another_runtime_run_on_the_io_runtime_and_keep_their_guarantees() 
 /// back.
 #[test]
 fn calls_cut_off_by_the_io_runtimes_shutdown_say_whether_a_write_may_be_stored() {
-    let io = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let caller = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (io, caller) = io_and_caller_runtimes();
     let (test_db, sent, committing, uncommitted) = caller.block_on(async {
         let test_db = TestDatabase::migrated().await.unwrap();
         slow_inserts(&test_db, &[(r"\school\slow", "3")]).await;
