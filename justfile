@@ -46,13 +46,13 @@ migrate-down *$ARGS:
 migrate-status:
     @cargo run --quiet --locked -p migration -- status
 
-# Record VERSION's current checksum after checking the database matches its file (or forget a missing one).
+# Record VERSION's current checksum after checking the database matches its file (or clear a stopped rollback, take an applying one as finished, forget a missing one).
 [unix]
 [positional-arguments]
 migrate-accept VERSION:
     @cargo run --quiet --locked -p migration -- accept "$1"
 
-# Record VERSION's current checksum after checking the database matches its file (or forget a missing one).
+# Record VERSION's current checksum after checking the database matches its file (or clear a stopped rollback, take an applying one as finished, forget a missing one).
 [windows]
 migrate-accept $VERSION:
     @cargo run --quiet --locked -p migration -- accept "!VERSION!"

@@ -8,9 +8,10 @@
 //!
 //! Two guards, so that a migration cannot hurt the running service or its data:
 //! * every migration runs under `lock_timeout` ([`RunOptions::lock_timeout`]): a migration that
-//!   cannot get a table's lock (a long transaction holds it) fails after that long and changes
-//!   nothing, instead of waiting while every query of the service queues behind its pending
-//!   `ACCESS EXCLUSIVE`;
+//!   cannot get a table's lock (a long transaction holds it) fails after that long (in a
+//!   transaction, having changed nothing; without one, recorded `applying`, as it may have
+//!   stopped part-way), instead of waiting while every query of the service queues behind its
+//!   pending `ACCESS EXCLUSIVE`;
 //! * a down that would drop a table holding rows refuses, saying how many, unless
 //!   [`RunOptions::force`] is set ([`refuse_to_drop_rows`] is the check each such down runs).
 
@@ -150,8 +151,8 @@ pub async fn roll_back_with(
         .await?)
 }
 
-/// Every known migration in order, with where it stands (see [`MigrationStatus`]). Changes
-/// nothing in the database.
+/// Every known migration in order, then those applied that this binary does not have, with
+/// where each stands (see [`MigrationStatus`]). Changes nothing in the database.
 pub async fn status(db: &DatabaseConnection) -> Result<Vec<MigrationState>, DbErr> {
     Ok(Runner::new(migrations()).status(db).await?)
 }

@@ -110,6 +110,14 @@ fn parse_command(args: &[String]) -> Result<Command, String> {
                     }
                     "--to" => match args.next() {
                         Some(version) if !version.starts_with('-') => {
+                            // Before connecting: a typo is bad usage whether or not the
+                            // database answers.
+                            if !migration::migrations()
+                                .iter()
+                                .any(|file| file.name() == version)
+                            {
+                                return Err(RunError::NotInThisBinary(version.clone()).to_string());
+                            }
                             DownTarget::After(version.clone())
                         }
                         _ => return Err("--to needs a VERSION".to_owned()),
@@ -429,6 +437,12 @@ async fn main() -> ExitCode {
             "see `migration status`, then roll back only what is left (`down STEPS` counts from \
              the newest migration still applied: the same command again could roll back more; \
              `down --to VERSION` stops at VERSION however often it runs)"
+        }
+        // A second accept may do another thing than the first (take as finished a migration
+        // the first left applying).
+        Command::Accept { .. } => {
+            "see `migration status` first, and accept again only what it still shows as you \
+             checked it"
         }
         _ => "run the same command again: it carries on from where this run stopped",
     };

@@ -96,7 +96,7 @@ async fn up_status_down_through_the_binary() {
     );
     // `down --to VERSION` rolls back every one after VERSION, and again finds nothing to do.
     let second = &names[1];
-    let down = migration(&["down", "--to", second], Some(&url));
+    let down = migration(&["down", "--force", "--to", second], Some(&url));
     assert!(down.status.success(), "{}", text(&down.stderr));
     let expected: Vec<String> = names[2..names.len() - 1]
         .iter()
@@ -104,7 +104,7 @@ async fn up_status_down_through_the_binary() {
         .map(|name| format!("rolled back {name}"))
         .collect();
     assert_eq!(text(&down.stdout).trim(), expected.join("\n"));
-    let again = migration(&["down", "--to", second], Some(&url));
+    let again = migration(&["down", "--to", second, "--force"], Some(&url));
     assert!(again.status.success(), "{}", text(&again.stderr));
     assert_eq!(
         text(&again.stdout).trim(),
@@ -463,19 +463,30 @@ fn bad_usage_exits_2() {
             "down {steps:?}"
         );
     }
-    for args in [
-        &["down", "--to"][..],
-        &["down", "--to", "--force"],
-        &["down", "2", "--to", "m1"],
-        &["down", "--to", "m1", "m2"],
-        &["down", "--to", "--force", "m1"],
-        &["down", "--to", "-m1"],
-        &["down", "--to", "m1", "--to", "m1"],
-        &["down", "--force", "--force"],
-        &["down", "--to=m1"],
+    // Each refused for its own reason, before any connection (nothing listens at that URL, which
+    // would exit 1).
+    let known = migration::migrations()[0].name().to_owned();
+    let v = known.as_str();
+    let once = "one of them, once";
+    let needs = "--to needs a VERSION";
+    let unknown = "is not a migration of this binary";
+    for (args, why) in [
+        (&["down", "--to"][..], needs),
+        (&["down", "--to", "--force"], needs),
+        (&["down", "--to", "--force", v], needs),
+        (&["down", "--to", "-m1"], needs),
+        (&["down", "2", "--to", v], once),
+        (&["down", "--to", v, "3"], once),
+        (&["down", "--to", v, "--to", v], once),
+        (&["down", "--force", "--force"], once),
+        (&["down", "--to=m1"], once),
+        (&["down", "--to", ""], unknown),
+        (&["down", "--to", "m1_nowhere"], unknown),
     ] {
-        let output = migration(args, Some("postgres://x@127.0.0.1/db"));
-        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let output = migration(args, Some("postgres://x@127.0.0.1:1/db"));
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
     }
 }
 

@@ -330,6 +330,57 @@ async fn a_down_that_lost_its_session_says_whether_to_run_it_again() {
     }
 }
 
+/// An `accept` whose session is lost says to look at `status` before accepting again: a second
+/// accept may do another thing than the first (take as finished a migration the first left
+/// applying). Here its backend is ended while it waits for a lock on the history.
+#[tokio::test]
+async fn an_accept_that_lost_its_session_says_to_look_before_accepting_again() {
+    let db = TestDatabase::migrated().await.unwrap();
+    let mut holder = connect(&db).await;
+    for statement in [
+        "BEGIN",
+        "LOCK TABLE seaql_migrations IN ACCESS EXCLUSIVE MODE",
+    ] {
+        sqlx::query(statement).execute(&mut holder).await.unwrap();
+    }
+    let url = db.owner_url();
+    let version = migration::migrations()[0].name().to_owned();
+    let (mut command, _dir) =
+        common::migration_command(&["accept", &version], &[("DATABASE_URL", &url)]);
+    let run = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut watcher = connect(&db).await;
+    let waiting = async || lock_waiters(&mut watcher).await == 1;
+    eventually(
+        "accept waits for the lock",
+        Duration::from_secs(30),
+        waiting,
+    )
+    .await
+    .unwrap();
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .execute(&mut watcher)
+    .await
+    .unwrap();
+    let output = run.wait_with_output().unwrap();
+    unlock_users(&mut holder).await;
+
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("session was lost mid-run"), "{stderr}");
+    assert!(
+        stderr.contains("see `migration status` first, and accept again only"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("run the same command again"), "{stderr}");
+}
+
 #[test]
 fn a_bad_lock_timeout_exits_2_naming_the_variable() {
     for bad in ["0", "-1", "soon", "2147483648"] {
