@@ -100,9 +100,32 @@ pub fn new_migration(source_dir: &Path, name: &str, date: Date) -> Result<PathBu
         .create_new(true)
         .open(&file_path)
         .map_err(io(&file_path))?;
-    std::io::Write::write_all(&mut file, template(&module).as_bytes()).map_err(io(&file_path))?;
-    std::fs::write(&lib_path, registered).map_err(io(&lib_path))?;
+    let written = std::io::Write::write_all(&mut file, template(&module).as_bytes())
+        .map_err(io(&file_path))
+        .and_then(|()| replace(&lib_path, &registered).map_err(io(&lib_path)));
+    if let Err(error) = written {
+        // All or nothing: a file lib.rs does not register is compiled by nobody, and would still
+        // take the day's next number.
+        let _ = std::fs::remove_file(&file_path);
+        return Err(error);
+    }
     Ok(file_path)
+}
+
+/// The temporary file [`replace`] writes beside the one it replaces.
+pub const REPLACEMENT_SUFFIX: &str = ".new";
+
+/// Replaces `path`'s content with `text` at once (written beside it, then renamed over it): a
+/// failed write leaves `path` as it was, never cut short.
+fn replace(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut beside = path.as_os_str().to_owned();
+    beside.push(REPLACEMENT_SUFFIX);
+    let beside = PathBuf::from(beside);
+    let replaced = std::fs::write(&beside, text).and_then(|()| std::fs::rename(&beside, path));
+    if replaced.is_err() {
+        let _ = std::fs::remove_file(&beside);
+    }
+    replaced
 }
 
 /// `m<date>_<next sequence number of that date>_<name>`.

@@ -62,6 +62,35 @@ fn a_new_migration_is_written_and_registered_last() {
     );
 }
 
+/// The new migration's files in `dir`.
+fn files_named(dir: &Path, name: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|file| file.contains(name))
+        .collect()
+}
+
+/// When lib.rs cannot be rewritten (here the file it is written to first is in the way, a
+/// folder, which no mode lets even root write), nothing is left half-done: lib.rs as it was, and
+/// no migration file that nothing registers.
+#[test]
+fn a_lib_rs_that_cannot_be_written_leaves_no_migration_behind() {
+    let copy = copy_of_source();
+    let dir = copy.path();
+    let lib = std::fs::read_to_string(dir.join("lib.rs")).unwrap();
+    let in_the_way = dir.join(format!("lib.rs{}", migration::scaffold::REPLACEMENT_SUFFIX));
+    std::fs::create_dir(&in_the_way).unwrap();
+
+    let outcome = new_migration(dir, "add_sessions", Date::today());
+    assert!(
+        matches!(&outcome, Err(ScaffoldError::Io { path, .. }) if path.ends_with("lib.rs")),
+        "{outcome:?}"
+    );
+    assert_eq!(std::fs::read_to_string(dir.join("lib.rs")).unwrap(), lib);
+    assert_eq!(files_named(dir, "add_sessions"), Vec::<String>::new());
+}
+
 #[test]
 fn a_lib_rs_of_another_shape_is_left_alone() {
     let copy = copy_of_source();
@@ -76,12 +105,5 @@ fn a_lib_rs_of_another_shape_is_left_alone() {
         std::fs::read_to_string(dir.join("lib.rs")).unwrap(),
         "// nothing to anchor on\n"
     );
-    let new_files = std::fs::read_dir(dir)
-        .unwrap()
-        .filter(|entry| {
-            let name = entry.as_ref().unwrap().file_name();
-            name.to_string_lossy().contains("add_sessions")
-        })
-        .count();
-    assert_eq!(new_files, 0);
+    assert_eq!(files_named(dir, "add_sessions"), Vec::<String>::new());
 }
