@@ -27,7 +27,7 @@ dev: env-file
     @cargo run --locked --quiet -p migration -- up
     @cargo run --locked --quiet -p counseling-http --bin counseling-api
 
-# Apply every pending migration (as DATABASE_OWNER_URL, else DATABASE_URL).
+# Apply every pending migration, and run an applying one again (as DATABASE_OWNER_URL, else DATABASE_URL).
 migrate-up:
     @cargo run --quiet --locked -p migration -- up
 

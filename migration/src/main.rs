@@ -14,7 +14,8 @@
 //! Exit codes: 0 success, 1 the database or a migration failed, 2 bad usage or configuration,
 //! 3 an applied migration was modified or applied without a checksum by another tool, or (up) a
 //! pending one sorts before an applied one (up/down refused to run), 4 an applied migration is
-//! missing from this binary (and none modified; the order is checked once none is missing).
+//! missing from this binary (and none modified or unrecorded; the order is checked once none is
+//! missing).
 
 use std::process::ExitCode;
 use std::sync::Arc;

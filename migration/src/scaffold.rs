@@ -102,7 +102,7 @@ pub fn new_migration(source_dir: &Path, name: &str, date: Date) -> Result<PathBu
         .map_err(io(&file_path))?;
     let written = std::io::Write::write_all(&mut file, template(&module).as_bytes())
         .map_err(io(&file_path))
-        .and_then(|()| replace(&lib_path, &registered).map_err(io(&lib_path)));
+        .and_then(|()| replace(&lib_path, &registered));
     if let Err(error) = written {
         // All or nothing: a file lib.rs does not register is compiled by nobody, and would still
         // take the day's next number.
@@ -112,20 +112,39 @@ pub fn new_migration(source_dir: &Path, name: &str, date: Date) -> Result<PathBu
     Ok(file_path)
 }
 
-/// The temporary file [`replace`] writes beside the one it replaces.
-pub const REPLACEMENT_SUFFIX: &str = ".new";
-
-/// Replaces `path`'s content with `text` at once (written beside it, then renamed over it): a
-/// failed write leaves `path` as it was, never cut short.
-fn replace(path: &Path, text: &str) -> std::io::Result<()> {
+/// The file [`replace`] writes `path`'s new content to, beside it: named for this process, so
+/// that two runs at once do not write the same one.
+pub fn replacement_of(path: &Path) -> PathBuf {
     let mut beside = path.as_os_str().to_owned();
-    beside.push(REPLACEMENT_SUFFIX);
-    let beside = PathBuf::from(beside);
-    let replaced = std::fs::write(&beside, text).and_then(|()| std::fs::rename(&beside, path));
-    if replaced.is_err() {
+    beside.push(format!(".new.{}", std::process::id()));
+    PathBuf::from(beside)
+}
+
+/// Replaces `path`'s content with `text` at once (written beside it with `path`'s permissions,
+/// flushed, then renamed over it): a failed write leaves `path` as it was, never cut short. The
+/// file beside it is created new: one already there (a symlink planted to have the write land
+/// elsewhere, say) is an error, never written through.
+fn replace(path: &Path, text: &str) -> Result<(), ScaffoldError> {
+    let beside = replacement_of(path);
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ScaffoldError::Io { path, source }
+    };
+    let permissions = std::fs::metadata(path).map_err(io(path))?.permissions();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&beside)
+        .map_err(io(&beside))?;
+    let written = std::io::Write::write_all(&mut file, text.as_bytes())
+        .and_then(|()| file.set_permissions(permissions))
+        .and_then(|()| file.sync_all())
+        .map_err(io(&beside))
+        .and_then(|()| std::fs::rename(&beside, path).map_err(io(path)));
+    if written.is_err() {
         let _ = std::fs::remove_file(&beside);
     }
-    replaced
+    written
 }
 
 /// `m<date>_<next sequence number of that date>_<name>`.

@@ -345,8 +345,14 @@ async fn an_accept_that_lost_its_session_says_to_look_before_accepting_again() {
     }
     let url = db.owner_url();
     let version = migration::migrations()[0].name().to_owned();
-    let (mut command, _dir) =
-        common::migration_command(&["accept", &version], &[("DATABASE_URL", &url)]);
+    // Waits longer than the test takes to end its session.
+    let (mut command, _dir) = common::migration_command(
+        &["accept", &version],
+        &[
+            ("DATABASE_URL", &url),
+            ("MIGRATION_LOCK_TIMEOUT_MS", "60000"),
+        ],
+    );
     let run = command
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

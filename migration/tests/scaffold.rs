@@ -71,24 +71,59 @@ fn files_named(dir: &Path, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// When lib.rs cannot be rewritten (here the file it is written to first is in the way, a
-/// folder, which no mode lets even root write), nothing is left half-done: lib.rs as it was, and
-/// no migration file that nothing registers.
+/// When lib.rs cannot be rewritten (here a folder is in the way of the file its new content is
+/// written to first, which no mode lets even root write), nothing is left half-done: lib.rs as it
+/// was, and no migration file that nothing registers.
 #[test]
 fn a_lib_rs_that_cannot_be_written_leaves_no_migration_behind() {
     let copy = copy_of_source();
     let dir = copy.path();
     let lib = std::fs::read_to_string(dir.join("lib.rs")).unwrap();
-    let in_the_way = dir.join(format!("lib.rs{}", migration::scaffold::REPLACEMENT_SUFFIX));
+    let in_the_way = migration::scaffold::replacement_of(&dir.join("lib.rs"));
     std::fs::create_dir(&in_the_way).unwrap();
 
     let outcome = new_migration(dir, "add_sessions", Date::today());
     assert!(
-        matches!(&outcome, Err(ScaffoldError::Io { path, .. }) if path.ends_with("lib.rs")),
+        matches!(&outcome, Err(ScaffoldError::Io { path, .. }) if *path == in_the_way),
         "{outcome:?}"
     );
     assert_eq!(std::fs::read_to_string(dir.join("lib.rs")).unwrap(), lib);
     assert_eq!(files_named(dir, "add_sessions"), Vec::<String>::new());
+}
+
+/// A symlink planted where lib.rs's new content is written first is never written through (its
+/// target stays as it was, and nothing is registered); with nothing in the way, lib.rs keeps its
+/// permissions.
+#[cfg(unix)]
+#[test]
+fn lib_rs_is_never_written_through_a_planted_symlink_and_keeps_its_mode() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let copy = copy_of_source();
+    let dir = copy.path();
+    let lib = std::fs::read_to_string(dir.join("lib.rs")).unwrap();
+    let in_the_way = migration::scaffold::replacement_of(&dir.join("lib.rs"));
+    let elsewhere = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(elsewhere.path(), "not lib.rs\n").unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), &in_the_way).unwrap();
+
+    let outcome = new_migration(dir, "add_sessions", Date::today());
+    assert!(
+        matches!(&outcome, Err(ScaffoldError::Io { path, .. }) if *path == in_the_way),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(elsewhere.path()).unwrap(),
+        "not lib.rs\n"
+    );
+    assert_eq!(std::fs::read_to_string(dir.join("lib.rs")).unwrap(), lib);
+    assert_eq!(files_named(dir, "add_sessions"), Vec::<String>::new());
+
+    std::fs::remove_file(&in_the_way).unwrap();
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+    std::fs::set_permissions(dir.join("lib.rs"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    new_migration(dir, "add_sessions", Date::today()).unwrap();
+    assert_eq!(mode(&dir.join("lib.rs")), 0o640);
+    assert!(!in_the_way.exists());
 }
 
 #[test]

@@ -94,6 +94,18 @@ fn calls_from_another_runtime_run_on_the_io_runtime_and_keep_their_guarantees() 
     io.shutdown_timeout(Duration::from_secs(5));
 }
 
+/// The error `call` ends with, waited for at most 10 s: a call the shutdown failed to end would
+/// otherwise hang the test.
+async fn ended<T: std::fmt::Debug>(
+    call: tokio::task::JoinHandle<Result<T, CreateUserError>>,
+) -> CreateUserError {
+    tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the shutdown ends the call")
+        .unwrap()
+        .unwrap_err()
+}
+
 /// A call cut off by the I/O runtime's shutdown, while its caller (on another runtime) waits,
 /// is told what the metric counts: a write that may be stored (an insert running, a unit of work
 /// whose COMMIT was sent) `OutcomeUnknown`, so the caller reads it back before writing again; a
@@ -104,8 +116,10 @@ fn calls_cut_off_by_the_io_runtimes_shutdown_say_whether_a_write_may_be_stored()
     let (io, caller) = io_and_caller_runtimes();
     let (test_db, sent, committing, uncommitted) = caller.block_on(async {
         let test_db = TestDatabase::migrated().await.unwrap();
-        slow_inserts(&test_db, &[(r"\school\slow", "3")]).await;
-        slow_commits(&test_db.connect().await, "3").await;
+        // Far longer than the test: the shutdown cuts them off (and the database's drop ends
+        // what the server still runs).
+        slow_inserts(&test_db, &[(r"\school\slow", "60")]).await;
+        slow_commits(&test_db.connect().await, "60").await;
         let settings = settings_for(test_db.url());
         let database = Database::connect_lazy(&settings, io.handle().clone()).unwrap();
         let users = PgUserRepository::new(database.clone());
@@ -155,15 +169,15 @@ fn calls_cut_off_by_the_io_runtimes_shutdown_say_whether_a_write_may_be_stored()
     io.shutdown_background();
     caller.block_on(async {
         assert_eq!(
-            sent.await.unwrap().unwrap_err(),
+            ended(sent).await,
             CreateUserError::Store(StoreError::OutcomeUnknown)
         );
         assert_eq!(
-            committing.await.unwrap().unwrap_err(),
+            ended(committing).await,
             CreateUserError::Store(StoreError::OutcomeUnknown)
         );
         assert_eq!(
-            uncommitted.await.unwrap().unwrap_err(),
+            ended(uncommitted).await,
             CreateUserError::Store(StoreError::Unavailable(Unavailability::ConnectionLost))
         );
         drop(test_db);
