@@ -448,10 +448,15 @@ async fn main() -> ExitCode {
         _ => "run the same command again: it carries on from where this run stopped",
     };
     let outcome = run(command, &db, lock_timeout).await;
-    // Lost: it was opened and the pool holds none now (no idle timeout or lifetime closes it,
-    // and every new one after it is refused).
+    // Lost: it was opened, and the pool holds none now (no idle timeout or lifetime closes it,
+    // and every new one after it is refused) or the run failed for want of it (the pool may not
+    // have counted a broken connection out yet).
     let pool_empty = db.get_postgres_connection_pool().size() == 0;
-    let lost = opened.load(Ordering::SeqCst) && pool_empty;
+    let failed_for_want_of_it = outcome
+        .as_ref()
+        .err()
+        .is_some_and(RunError::is_session_lost);
+    let lost = opened.load(Ordering::SeqCst) && (pool_empty || failed_for_want_of_it);
     // Closing is best effort: the outcome is already decided.
     let _ = db.close().await;
     if outcome.is_err() && lost {

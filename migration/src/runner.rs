@@ -411,6 +411,28 @@ impl RunError {
             _ => false,
         }
     }
+
+    /// Whether the run's session ended under it: the server ended it (an administrator, a
+    /// shutdown, a crash), the connection broke, or (a run's pool never replaces its session)
+    /// no connection could be had again. Only after the session was opened does this mean lost.
+    pub fn is_session_lost(&self) -> bool {
+        use sea_orm_migration::sea_orm::sqlx::Error;
+        let error = match self {
+            RunError::LockLost => return true,
+            RunError::Database(error) | RunError::Migration { error, .. } => error,
+            _ => return false,
+        };
+        match sqlx_error(error) {
+            Some(Error::Io(_) | Error::Protocol(_) | Error::PoolTimedOut | Error::PoolClosed) => {
+                true
+            }
+            Some(Error::Database(answer)) => answer.code().is_some_and(|code| {
+                // connection_exception; admin_shutdown, crash_shutdown, cannot_connect_now.
+                code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
+            }),
+            _ => false,
+        }
+    }
 }
 
 impl From<RunError> for DbErr {
@@ -437,10 +459,15 @@ pub fn sqlstate(error: &DbErr) -> Option<String> {
 fn database_error(
     error: &DbErr,
 ) -> Option<&dyn sea_orm_migration::sea_orm::sqlx::error::DatabaseError> {
+    sqlx_error(error)?.as_database_error()
+}
+
+/// The driver's error inside `error`, if it is one.
+fn sqlx_error(error: &DbErr) -> Option<&sea_orm_migration::sea_orm::sqlx::Error> {
     match error {
         DbErr::Conn(RuntimeErr::SqlxError(error))
         | DbErr::Exec(RuntimeErr::SqlxError(error))
-        | DbErr::Query(RuntimeErr::SqlxError(error)) => error.as_database_error(),
+        | DbErr::Query(RuntimeErr::SqlxError(error)) => Some(error),
         _ => None,
     }
 }

@@ -387,6 +387,55 @@ async fn an_accept_that_lost_its_session_says_to_look_before_accepting_again() {
     assert!(!stderr.contains("run the same command again"), "{stderr}");
 }
 
+/// A run whose session the server ends while it waits for the migration lock (it polls for it)
+/// says its session was lost, though its pool may not have counted the broken connection out
+/// yet: before, it said only what the server said.
+#[tokio::test]
+async fn a_run_ended_while_it_waits_for_the_migration_lock_says_its_session_was_lost() {
+    let db = TestDatabase::migrated().await.unwrap();
+    let mut holder = connect(&db).await;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(migration::MIGRATION_LOCK_KEY)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let url = db.owner_url();
+    let (mut command, _dir) = common::migration_command(&["up"], &[("DATABASE_URL", &url)]);
+    let run = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut watcher = connect(&db).await;
+    let polling = async || {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND query LIKE '%pg_try_advisory_lock%' AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut watcher)
+        .await
+        .unwrap();
+        count == 1
+    };
+    eventually("up polls for the lock", Duration::from_secs(30), polling)
+        .await
+        .unwrap();
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE '%pg_try_advisory_lock%' \
+         AND pid <> pg_backend_pid()",
+    )
+    .execute(&mut watcher)
+    .await
+    .unwrap();
+    let output = run.wait_with_output().unwrap();
+
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("session was lost mid-run"), "{stderr}");
+    assert!(stderr.contains("run the same command again"), "{stderr}");
+}
+
 #[test]
 fn a_bad_lock_timeout_exits_2_naming_the_variable() {
     for bad in ["0", "-1", "soon", "2147483648"] {
