@@ -454,12 +454,7 @@ async fn a_migration_that_ends_the_runners_transaction_itself_is_not_recorded() 
 async fn a_run_waiting_for_the_lock_says_who_holds_it() {
     let db = TestDatabase::empty().await.unwrap();
     let orm = db.connect().await;
-    let mut holder = connect(&db).await;
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(migration::MIGRATION_LOCK_KEY)
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    let mut holder = common::holding_the_migration_lock(&db).await;
     let holder_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(&mut holder)
         .await

@@ -88,17 +88,23 @@ async fn an_empty_users_table_is_dropped_without_force() {
     assert_eq!(status(&db.owner_url()), (0, all));
 }
 
-/// A session holding ROW EXCLUSIVE on `users` in an open transaction, until
-/// [`unlock_users`] (or until it is dropped).
+/// A session holding ROW EXCLUSIVE on `users` in an open transaction, until [`release`] (or
+/// until it is dropped).
 async fn lock_users(db: &TestDatabase) -> PgConnection {
+    holding(db, "LOCK TABLE users IN ROW EXCLUSIVE MODE").await
+}
+
+/// A session that ran `lock` in an open transaction, until [`release`] (or until it is dropped).
+async fn holding(db: &TestDatabase, lock: &'static str) -> PgConnection {
     let mut holder = connect(db).await;
-    for statement in ["BEGIN", "LOCK TABLE users IN ROW EXCLUSIVE MODE"] {
+    for statement in ["BEGIN", lock] {
         sqlx::query(statement).execute(&mut holder).await.unwrap();
     }
     holder
 }
 
-async fn unlock_users(holder: &mut PgConnection) {
+/// Ends the holder's transaction, and its locks with it.
+async fn release(holder: &mut PgConnection) {
     sqlx::query("ROLLBACK").execute(holder).await.unwrap();
 }
 
@@ -142,7 +148,7 @@ async fn fails_cleanly_while_users_is_locked(db: &TestDatabase, args: &[&str], o
         _ => "run the same command again",
     };
     assert!(stderr.contains(again), "{stderr}");
-    unlock_users(&mut holder).await;
+    release(&mut holder).await;
 
     // A migration without a transaction that stopped is marked as such (here it had changed
     // nothing yet): `status` shows a rollback as rolling back, no longer applied, until `down`
@@ -228,6 +234,18 @@ async fn up_and_down_give_up_on_a_locked_table_after_the_lock_timeout() {
 }
 
 /// Backends of this database waiting for a lock.
+/// Ends the sessions of this database that wait for a lock, as an administrator or a failover
+/// would.
+async fn end_lock_waiters(conn: &mut PgConnection) {
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .execute(conn)
+    .await
+    .unwrap();
+}
+
 async fn lock_waiters(conn: &mut PgConnection) -> i64 {
     sqlx::query_scalar(
         "SELECT count(*) FROM pg_stat_activity \
@@ -238,14 +256,9 @@ async fn lock_waiters(conn: &mut PgConnection) -> i64 {
     .unwrap()
 }
 
-/// `migration <command>` (its output captured) with a 60 s lock timeout, started while `users`
-/// is locked ([`lock_users`]) and returned once it waits for that lock, with the folder it runs
-/// in.
-async fn run_waiting_for_users(
-    db: &TestDatabase,
-    args: &[&str],
-    watcher: &mut PgConnection,
-) -> (std::process::Child, tempfile::TempDir) {
+/// `migration <args>` started (its output captured) with a 60 s lock timeout, longer than any
+/// test takes to act on it, with the folder it runs in.
+fn spawn_migration(db: &TestDatabase, args: &[&str]) -> (std::process::Child, tempfile::TempDir) {
     let url = db.owner_url();
     let variables = [
         ("DATABASE_URL", url.as_str()),
@@ -257,6 +270,17 @@ async fn run_waiting_for_users(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    (run, dir)
+}
+
+/// [`spawn_migration`], started while a table it needs is locked ([`lock_users`], [`holding`])
+/// and returned once it waits for that lock.
+async fn run_waiting_for_a_lock(
+    db: &TestDatabase,
+    args: &[&str],
+    watcher: &mut PgConnection,
+) -> (std::process::Child, tempfile::TempDir) {
+    let (run, dir) = spawn_migration(db, args);
     let waiting = async || lock_waiters(watcher).await == 1;
     eventually(
         "the run waits for the lock",
@@ -279,14 +303,14 @@ async fn a_killed_run_stops_waiting_for_its_lock_on_the_server() {
     assert!(down.status.success(), "{}", text(&down.stderr));
     let mut holder = lock_users(&db).await;
     let mut watcher = connect(&db).await;
-    let (mut run, _dir) = run_waiting_for_users(&db, &["up"], &mut watcher).await;
+    let (mut run, _dir) = run_waiting_for_a_lock(&db, &["up"], &mut watcher).await;
     run.kill().unwrap();
     run.wait().unwrap();
     let gone = async || lock_waiters(&mut watcher).await == 0;
     eventually("the server cancels the wait", Duration::from_secs(5), gone)
         .await
         .unwrap();
-    unlock_users(&mut holder).await;
+    release(&mut holder).await;
     // It runs without a transaction: killed, it reads as applying, never as pending, and runs
     // again from the start.
     let newest = migration::migrations().last().unwrap().name().to_owned();
@@ -308,16 +332,10 @@ async fn a_down_that_lost_its_session_says_whether_to_run_it_again() {
         let db = TestDatabase::migrated().await.unwrap();
         let mut holder = lock_users(&db).await;
         let mut watcher = connect(&db).await;
-        let (run, _dir) = run_waiting_for_users(&db, args, &mut watcher).await;
-        sqlx::query(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .execute(&mut watcher)
-        .await
-        .unwrap();
+        let (run, _dir) = run_waiting_for_a_lock(&db, args, &mut watcher).await;
+        end_lock_waiters(&mut watcher).await;
         let output = run.wait_with_output().unwrap();
-        unlock_users(&mut holder).await;
+        release(&mut holder).await;
 
         let stderr = text(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
@@ -336,46 +354,13 @@ async fn a_down_that_lost_its_session_says_whether_to_run_it_again() {
 #[tokio::test]
 async fn an_accept_that_lost_its_session_says_to_look_before_accepting_again() {
     let db = TestDatabase::migrated().await.unwrap();
-    let mut holder = connect(&db).await;
-    for statement in [
-        "BEGIN",
-        "LOCK TABLE seaql_migrations IN ACCESS EXCLUSIVE MODE",
-    ] {
-        sqlx::query(statement).execute(&mut holder).await.unwrap();
-    }
-    let url = db.owner_url();
+    let mut holder = holding(&db, "LOCK TABLE seaql_migrations IN ACCESS EXCLUSIVE MODE").await;
     let version = migration::migrations()[0].name().to_owned();
-    // Waits longer than the test takes to end its session.
-    let (mut command, _dir) = common::migration_command(
-        &["accept", &version],
-        &[
-            ("DATABASE_URL", &url),
-            ("MIGRATION_LOCK_TIMEOUT_MS", "60000"),
-        ],
-    );
-    let run = command
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     let mut watcher = connect(&db).await;
-    let waiting = async || lock_waiters(&mut watcher).await == 1;
-    eventually(
-        "accept waits for the lock",
-        Duration::from_secs(30),
-        waiting,
-    )
-    .await
-    .unwrap();
-    sqlx::query(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname = current_database() AND wait_event_type = 'Lock'",
-    )
-    .execute(&mut watcher)
-    .await
-    .unwrap();
+    let (run, _dir) = run_waiting_for_a_lock(&db, &["accept", &version], &mut watcher).await;
+    end_lock_waiters(&mut watcher).await;
     let output = run.wait_with_output().unwrap();
-    unlock_users(&mut holder).await;
+    release(&mut holder).await;
 
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
@@ -393,19 +378,8 @@ async fn an_accept_that_lost_its_session_says_to_look_before_accepting_again() {
 #[tokio::test]
 async fn a_run_ended_while_it_waits_for_the_migration_lock_says_its_session_was_lost() {
     let db = TestDatabase::migrated().await.unwrap();
-    let mut holder = connect(&db).await;
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(migration::MIGRATION_LOCK_KEY)
-        .execute(&mut holder)
-        .await
-        .unwrap();
-    let url = db.owner_url();
-    let (mut command, _dir) = common::migration_command(&["up"], &[("DATABASE_URL", &url)]);
-    let run = command
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let _holder = common::holding_the_migration_lock(&db).await;
+    let (run, _dir) = spawn_migration(&db, &["up"]);
     let mut watcher = connect(&db).await;
     let polling = async || {
         let count: i64 = sqlx::query_scalar(

@@ -2,7 +2,7 @@
 //! registration in lib.rs.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure should abort the test
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use migration::scaffold::{Date, ScaffoldError, new_migration};
 
@@ -71,17 +71,13 @@ fn files_named(dir: &Path, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// When lib.rs cannot be rewritten (here a folder is in the way of the file its new content is
-/// written to first, which no mode lets even root write), nothing is left half-done: lib.rs as it
-/// was, and no migration file that nothing registers.
-#[test]
-fn a_lib_rs_that_cannot_be_written_leaves_no_migration_behind() {
-    let copy = copy_of_source();
-    let dir = copy.path();
+/// Plants something (`plant`) where lib.rs's new content is written first, then checks that a new
+/// migration fails naming that path and leaves nothing half-done: lib.rs as it was, and no
+/// migration file that nothing registers. Returns the path.
+fn refused_with(dir: &Path, plant: impl FnOnce(&Path)) -> PathBuf {
     let lib = std::fs::read_to_string(dir.join("lib.rs")).unwrap();
     let in_the_way = migration::scaffold::replacement_of(&dir.join("lib.rs"));
-    std::fs::create_dir(&in_the_way).unwrap();
-
+    plant(&in_the_way);
     let outcome = new_migration(dir, "add_sessions", Date::today());
     assert!(
         matches!(&outcome, Err(ScaffoldError::Io { path, .. }) if *path == in_the_way),
@@ -89,6 +85,17 @@ fn a_lib_rs_that_cannot_be_written_leaves_no_migration_behind() {
     );
     assert_eq!(std::fs::read_to_string(dir.join("lib.rs")).unwrap(), lib);
     assert_eq!(files_named(dir, "add_sessions"), Vec::<String>::new());
+    in_the_way
+}
+
+/// When lib.rs cannot be rewritten (here a folder is in the way of the file its new content is
+/// written to first, which no mode lets even root write), nothing is left half-done.
+#[test]
+fn a_lib_rs_that_cannot_be_written_leaves_no_migration_behind() {
+    let copy = copy_of_source();
+    refused_with(copy.path(), |in_the_way| {
+        std::fs::create_dir(in_the_way).unwrap();
+    });
 }
 
 /// A symlink planted where lib.rs's new content is written first is never written through (its
@@ -100,23 +107,15 @@ fn lib_rs_is_never_written_through_a_planted_symlink_and_keeps_its_mode() {
     use std::os::unix::fs::PermissionsExt as _;
     let copy = copy_of_source();
     let dir = copy.path();
-    let lib = std::fs::read_to_string(dir.join("lib.rs")).unwrap();
-    let in_the_way = migration::scaffold::replacement_of(&dir.join("lib.rs"));
     let elsewhere = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(elsewhere.path(), "not lib.rs\n").unwrap();
-    std::os::unix::fs::symlink(elsewhere.path(), &in_the_way).unwrap();
-
-    let outcome = new_migration(dir, "add_sessions", Date::today());
-    assert!(
-        matches!(&outcome, Err(ScaffoldError::Io { path, .. }) if *path == in_the_way),
-        "{outcome:?}"
-    );
+    let in_the_way = refused_with(dir, |in_the_way| {
+        std::os::unix::fs::symlink(elsewhere.path(), in_the_way).unwrap();
+    });
     assert_eq!(
         std::fs::read_to_string(elsewhere.path()).unwrap(),
         "not lib.rs\n"
     );
-    assert_eq!(std::fs::read_to_string(dir.join("lib.rs")).unwrap(), lib);
-    assert_eq!(files_named(dir, "add_sessions"), Vec::<String>::new());
 
     std::fs::remove_file(&in_the_way).unwrap();
     let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;

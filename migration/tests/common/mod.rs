@@ -363,6 +363,18 @@ impl SqlMigration {
     }
 }
 
+/// A session of its own holding the migration lock ([`migration::MIGRATION_LOCK_KEY`]) until it
+/// is dropped: every run waits for it meanwhile.
+pub async fn holding_the_migration_lock(db: &TestDatabase) -> PgConnection {
+    let mut holder = connect(db).await;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(migration::MIGRATION_LOCK_KEY)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    holder
+}
+
 /// Waits (at most 20 s) until some session waits for a lock on `users`: a migration queued
 /// behind a transaction the test holds open.
 pub async fn until_someone_waits_for_users(conn: &mut PgConnection) {
