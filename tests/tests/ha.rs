@@ -28,7 +28,7 @@ use counseling_e2e::{Api, get_json, migrate_up, wait_for_status};
 use counseling_ha::{APP_DATABASE, ETCD_NAMESPACE, ETCD_USER, HaStack, Ports, SPAN, StackOptions};
 use counseling_persistence::{Database, DatabaseSettings, PgUserRepository};
 use counseling_provision::server::{Listener, tcp_listeners};
-use counseling_testkit::fixtures::wait_until;
+use counseling_testkit::fixtures::{self, wait_until};
 use sea_orm::sqlx::postgres::PgConnection;
 use sea_orm::sqlx::{self, Connection};
 use secrecy::{ExposeSecret, SecretString};
@@ -243,9 +243,8 @@ fn switchover_and_failover_lose_no_write_and_every_service_heals_by_itself() {
     println!("|---|---|---|---|---|---|---|");
     for ((route, disruption), results) in &figures {
         let median = |pick: fn(&Figures) -> f64| {
-            let mut values: Vec<f64> = results.iter().map(pick).collect();
-            values.sort_by(f64::total_cmp);
-            values[values.len() / 2]
+            let values: Vec<f64> = results.iter().map(pick).collect();
+            fixtures::median(&values).unwrap_or(f64::NAN)
         };
         println!(
             "| {route} | {} | {} | {:.2} s | {:.2} s | {:.2} s | {:.2} s |",

@@ -4,19 +4,14 @@
 
 use std::time::Duration;
 
-/// The median (the lower of the two middle values of an even count); `NaN` when empty, or when
-/// any value is not finite: a failed round (`NaN`, or a ratio to a reference of 0) has no place
-/// in the order, and left in it would move the median up as if it were the best round.
+/// The median ([`counseling_testkit::fixtures::median`]); `NaN` when empty, or when any value is
+/// not finite: a failed round (`NaN`, or a ratio to a reference of 0) has no place in the order,
+/// and left in it would move the median up as if it were the best round.
 pub fn median(values: &[f64]) -> f64 {
     if values.iter().any(|value| !value.is_finite()) {
         return f64::NAN;
     }
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted
-        .get(sorted.len().saturating_sub(1) / 2)
-        .copied()
-        .unwrap_or(f64::NAN)
+    counseling_testkit::fixtures::median(values).unwrap_or(f64::NAN)
 }
 
 /// The mean; `NaN` when empty.

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use counseling_config::DatabaseUrl;
 use counseling_persistence::{Database, DatabaseSettings};
+use counseling_testkit::fixtures::median;
 use migration::m20261130_000001_username_identity::identity_key;
 use migration::sea_orm::sqlx::postgres::PgPoolOptions;
 use migration::sea_orm::sqlx::{self, PgPool};
@@ -63,7 +64,7 @@ impl LoadFigures {
                 .iter()
                 .filter(|call| call.at >= from && call.at < to && !call.ok)
                 .count(),
-            median: took.get(took.len() / 2).copied().unwrap_or_default(),
+            median: median(&took).unwrap_or_default(),
             longest: took.last().copied().unwrap_or_default(),
         }
     }

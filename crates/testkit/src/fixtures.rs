@@ -1,6 +1,6 @@
 //! What tests share besides a database, written once: a bcrypt hash, the settings of a pool
-//! under test, a role's powers, an HTTP GET that takes every status as an answer, and waiting
-//! with a deadline.
+//! under test, a role's powers, an HTTP GET that takes every status as an answer, waiting with
+//! a deadline, and the median of measured values.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -116,4 +116,44 @@ pub async fn malformed_postgres() -> Result<u16> {
         }
     });
     Ok(port)
+}
+
+/// The median of `values`: the lower of the two middle values of an even count, so that it is
+/// always a value measured. `None` when empty, or when a value does not compare with itself
+/// (`NaN`: a failed measure has no place in the order).
+pub fn median<T: Copy + PartialOrd>(values: &[T]) -> Option<T> {
+    if values
+        .iter()
+        .any(|value| value.partial_cmp(value).is_none())
+    {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    // Every value compares with itself, so with every other: the fallback is never taken.
+    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    sorted.get(sorted.len().checked_sub(1)? / 2).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_is_the_lower_middle_and_none_without_an_order() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        let millis = |values: &[u64]| {
+            values
+                .iter()
+                .map(|ms| Duration::from_millis(*ms))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            median(&millis(&[40, 10, 30, 20])),
+            Some(Duration::from_millis(20)),
+            "the lower middle of an even count"
+        );
+        assert_eq!(median::<f64>(&[]), None);
+        assert_eq!(median(&[0.93, f64::NAN, 0.96]), None);
+        assert_eq!(median(&[f64::NAN]), None);
+    }
 }
