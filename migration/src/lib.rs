@@ -43,6 +43,7 @@ pub mod m20261205_000002_users_id_and_created_at_fixed;
 pub mod m20261205_000003_password_hash_canonical;
 pub mod m20261205_000004_users_timestamps_in_range;
 pub mod m20261205_000005_username_unicode_14;
+pub mod m20261206_000001_username_hangul_o_yae;
 
 /// A migration module of this crate with its source file (`src/<module>.rs`).
 macro_rules! migration_file {
@@ -67,6 +68,7 @@ pub fn migrations() -> Vec<MigrationFile> {
         migration_file!(m20261205_000003_password_hash_canonical),
         migration_file!(m20261205_000004_users_timestamps_in_range),
         migration_file!(m20261205_000005_username_unicode_14),
+        migration_file!(m20261206_000001_username_hangul_o_yae),
     ]
 }
 

@@ -1,5 +1,6 @@
 //! The character rules of `m20261130_000001_username_identity`,
-//! `m20261205_000001_username_default_ignorables` and `m20261205_000005_username_unicode_14` (checks generated from the migrations' frozen
+//! `m20261205_000001_username_default_ignorables`, `m20261205_000005_username_unicode_14` and
+//! `m20261206_000001_username_hangul_o_yae` (checks generated from the migrations' frozen
 //! copies of them; migrations may not depend on our crates) are the domain's.
 //! (Its copy of the identity rule is no longer the domain's: identity is the database's own since
 //! `m20261203_000001_username_identity_in_database`.)
@@ -9,6 +10,7 @@ use counseling_domain::{Username, UsernameError};
 use migration::m20261130_000001_username_identity::is_forbidden;
 use migration::m20261205_000001_username_default_ignorables::is_invisible;
 use migration::m20261205_000005_username_unicode_14::is_newer_than_unicode_14;
+use migration::m20261206_000001_username_hangul_o_yae::UNCOMPARABLE;
 
 #[test]
 fn the_forbidden_characters_are_the_same_for_every_code_point() {
@@ -18,7 +20,8 @@ fn the_forbidden_characters_are_the_same_for_every_code_point() {
             Err(UsernameError::ControlCharacter
                 | UsernameError::InvisibleCharacter
                 | UsernameError::UnassignedCharacter
-                | UsernameError::NewerThanDatabase)
+                | UsernameError::NewerThanDatabase
+                | UsernameError::UncomparableCharacter)
         );
         // Also the check of m20261205_000001: its frozen list of default-ignorable code points
         // is the domain's Unicode data (a new Unicode version that adds some fails here: they
@@ -27,7 +30,8 @@ fn the_forbidden_characters_are_the_same_for_every_code_point() {
             domain_forbids,
             is_forbidden(character)
                 || is_invisible(character)
-                || is_newer_than_unicode_14(character),
+                || is_newer_than_unicode_14(character)
+                || UNCOMPARABLE.contains(&character),
             "U+{:04X}",
             u32::from(character)
         );

@@ -633,6 +633,10 @@ const RECORDED: &[(&str, &str)] = &[
         "m20261205_000005_username_unicode_14",
         "33b3a6cbd37168b0281930443365b0c2411a1cceb2bdfc626c58436a6fed1b67",
     ),
+    (
+        "m20261206_000001_username_hangul_o_yae",
+        "58d4c06748a3a43a7ec5e96375172b68a025b423e4e40d58277b9f5282188c24",
+    ),
 ];
 
 #[test]

@@ -205,7 +205,7 @@ async fn up_and_down_give_up_on_a_locked_table_after_the_lock_timeout() {
     let part_way = "runs without a transaction and may have stopped part-way";
     assert_eq!(
         migration::migrations().last().unwrap().name(),
-        "m20261205_000005_username_unicode_14"
+        "m20261206_000001_username_hangul_o_yae"
     );
     fails_cleanly_while_users_is_locked(&db, &["down"], part_way).await;
 

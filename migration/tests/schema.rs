@@ -81,7 +81,7 @@ async fn assert_schema_present(conn: &mut PgConnection) {
          WHERE conrelid = 'users'::regclass ORDER BY conname",
     )
     .await;
-    assert_eq!(constraints.len(), 13, "{constraints:?}");
+    assert_eq!(constraints.len(), 14, "{constraints:?}");
     let definition = |name: &str| -> String {
         constraints
             .iter()
@@ -143,6 +143,10 @@ async fn assert_schema_present(conn: &mut PgConnection) {
 
     let newer = definition("ck_users_username_unicode_14");
     assert!(newer.contains(r"!~ '[\u0897\u0cf3"), "{newer}");
+    assert_eq!(
+        definition("ck_users_username_hangul_o_yae"),
+        r"CHECK (((username)::text !~ '[\u11a7]'::text))"
+    );
     // Read in UTC (the driver's session time zone): each bound an instant, whatever the zone of
     // the session that made the check.
     let [from, to] = ["'1970-01-01 00:00:00+00'", "'10000-01-01 00:00:00+00'"]

@@ -21,6 +21,6 @@ pub use user_repository::{
 };
 pub use username::{MAX_USERNAME_CHARS, Username, UsernameError, UsernamePart};
 pub use username_characters::{
-    BACKSLASH_LOOK_ALIKES, DATABASE_UNICODE_VERSION, NEWER_THAN_DATABASE, USERNAME_UNICODE_VERSION,
-    is_newer_than_database,
+    BACKSLASH_LOOK_ALIKES, DATABASE_UNICODE_VERSION, NEWER_THAN_DATABASE, UNCOMPARABLE_IN_DATABASE,
+    USERNAME_UNICODE_VERSION, is_newer_than_database,
 };

@@ -71,6 +71,13 @@ pub enum UsernameError {
     /// ([`crate::DATABASE_UNICODE_VERSION`]), which it could not compare.
     #[error("a username must not contain characters added to Unicode after version 14.0")]
     NewerThanDatabase,
+    /// A character the database's normalization gets wrong
+    /// ([`crate::UNCOMPARABLE_IN_DATABASE`]): it would take two names for one account.
+    #[error(
+        "a username must not contain characters the database cannot compare, such as the \
+         archaic Hangul vowel U+11A7"
+    )]
+    UncomparableCharacter,
 }
 
 impl Username {
@@ -82,7 +89,8 @@ impl Username {
     /// Co, Cn, Zl or Zp (controls, invisible formatting, private-use and unassigned characters,
     /// line and paragraph separators), none of the characters that stand for a backslash
     /// (U+FE68, U+FF3C), none added to Unicode after the database's version
-    /// ([`crate::DATABASE_UNICODE_VERSION`]), and no whitespace at either end of the domain or the
+    /// ([`crate::DATABASE_UNICODE_VERSION`]), none the database normalizes wrongly
+    /// ([`crate::UNCOMPARABLE_IN_DATABASE`]: U+11A7), and no whitespace at either end of the domain or the
     /// user part. The database checks every one of these rules itself too.
     pub fn parse(candidate: impl Into<String>) -> Result<Self, UsernameError> {
         let candidate = candidate.into();
@@ -109,6 +117,7 @@ impl Username {
                 ForbiddenCharacter::Unassigned => UsernameError::UnassignedCharacter,
                 ForbiddenCharacter::BackslashLookAlike => UsernameError::BackslashLookAlike,
                 ForbiddenCharacter::NewerThanDatabase => UsernameError::NewerThanDatabase,
+                ForbiddenCharacter::UncomparableInDatabase => UsernameError::UncomparableCharacter,
             });
         }
         let Some(rest) = text.strip_prefix('\\') else {
@@ -306,6 +315,19 @@ mod tests {
         // Length counts the stored, composed characters.
         let long = format!(r"\d\{}", "e\u{301}".repeat(MAX_USERNAME_CHARS - 3));
         assert_eq!(Username::parse(long).unwrap().as_str().chars().count(), 255);
+    }
+
+    #[test]
+    fn the_archaic_hangul_vowel_the_database_drops_is_rejected() {
+        // After a syllable, composed or spelled with compatibility letters, and on its own.
+        for bad in [
+            "\\s\\\u{ac00}\u{11a7}",
+            "\\s\\\u{3131}\u{314f}\u{11a7}",
+            "\\s\\\u{11a7}",
+        ] {
+            assert_eq!(err(bad), UsernameError::UncomparableCharacter, "{bad:?}");
+        }
+        assert!(Username::parse("\\s\\\u{ac00}\u{11a8}").is_ok());
     }
 
     #[test]

@@ -108,6 +108,15 @@ pub const NEWER_THAN_DATABASE: [(u32, u32); 75] = [
     (0x31350, 0x323AF),
 ];
 
+/// The characters PostgreSQL's own normalization gets wrong (PostgreSQL 15 at least), which its
+/// identity rule would compare wrongly: U+11A7 HANGUL JUNGSEONG O-YAE, an archaic vowel, which
+/// `normalize` drops after a syllable of consonant and vowel (`\s\가` + U+11A7 is `\s\가`) because
+/// it takes it for the "no final consonant" of the Hangul composition (UAX #15 starts the finals
+/// after it), so the unique index would make the two names one account, where Unicode's rule
+/// and the domain's keep them apart. Refused wherever it appears: the same happens after a
+/// syllable that NFKC composes from compatibility letters (`ㄱㅏ`), so no narrower rule is safe.
+pub const UNCOMPARABLE_IN_DATABASE: [char; 1] = ['\u{11a7}'];
+
 /// U+2800, a symbol (So) drawn as nothing: `\s\alice` followed by it looks like `\s\alice`.
 const BRAILLE_PATTERN_BLANK: char = '\u{2800}';
 
@@ -127,6 +136,8 @@ pub(crate) enum ForbiddenCharacter {
     BackslashLookAlike,
     /// Assigned after the database's Unicode version ([`NEWER_THAN_DATABASE`]).
     NewerThanDatabase,
+    /// Normalized wrongly by the database ([`UNCOMPARABLE_IN_DATABASE`]).
+    UncomparableInDatabase,
 }
 
 pub(crate) fn forbidden_character(character: char) -> Option<ForbiddenCharacter> {
@@ -147,6 +158,9 @@ pub(crate) fn forbidden_character(character: char) -> Option<ForbiddenCharacter>
             Some(ForbiddenCharacter::Unassigned)
         }
         _ if is_newer_than_database(character) => Some(ForbiddenCharacter::NewerThanDatabase),
+        _ if UNCOMPARABLE_IN_DATABASE.contains(&character) => {
+            Some(ForbiddenCharacter::UncomparableInDatabase)
+        }
         _ => None,
     }
 }
@@ -172,6 +186,28 @@ mod tests {
             .filter(|&c| c != '\\' && c.to_string().nfkc().any(|d| d == '\\'))
             .collect();
         assert_eq!(folding, BACKSLASH_LOOK_ALIKES);
+    }
+
+    /// Whatever a name holds, its compatibility form holds U+11A7 only where the name does: no
+    /// other character brings it into the database's identity rule.
+    #[test]
+    fn only_the_uncomparable_characters_themselves_hold_them_once_folded() {
+        let bringing: Vec<char> = ('\0'..=char::MAX)
+            .filter(|c| {
+                c.to_string()
+                    .nfkc()
+                    .any(|d| UNCOMPARABLE_IN_DATABASE.contains(&d))
+            })
+            .collect();
+        assert_eq!(bringing, UNCOMPARABLE_IN_DATABASE);
+        assert_eq!(
+            forbidden_character('\u{11a7}'),
+            Some(ForbiddenCharacter::UncomparableInDatabase)
+        );
+        // Its neighbours, the first final consonant and the last vowel, are letters like any.
+        for letter in ['\u{11a8}', '\u{11a6}', '\u{1175}', '가', '각'] {
+            assert_eq!(forbidden_character(letter), None, "{letter:?}");
+        }
     }
 
     #[test]
