@@ -26,9 +26,37 @@ fn read_checked(
     path: &Path,
     check: impl FnOnce(&Metadata) -> Result<(), String>,
 ) -> Result<Vec<u8>, String> {
+    read_named(path, check, Naming::Always)
+}
+
+/// Whether an error names a file that could not be opened.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Naming {
+    Always,
+    /// Only once it is known to be a path (it exists, but may not be read): a private key's
+    /// setting may hold the key itself by mistake (`PGSSLKEY="$(cat client.key)"`), as a secret
+    /// file's may (see `read_secret_file`), and the error is logged.
+    OnlyAPath,
+}
+
+fn read_named(
+    path: &Path,
+    check: impl FnOnce(&Metadata) -> Result<(), String>,
+    naming: Naming,
+) -> Result<Vec<u8>, String> {
     let shown = path.display();
     let unreadable = |error: std::io::Error| format!("cannot read {shown}: {}", error.kind());
-    let mut file = trusted_file::open(path).map_err(unreadable)?;
+    let mut file = trusted_file::open(path).map_err(|error| {
+        let kind = error.kind();
+        if naming == Naming::OnlyAPath && kind != std::io::ErrorKind::PermissionDenied {
+            format!(
+                "cannot open the file it names: {kind} (the name is not shown: it may be the key \
+                 itself, set by mistake)"
+            )
+        } else {
+            unreadable(error)
+        }
+    })?;
     let metadata = file.metadata().map_err(unreadable)?;
     if !metadata.is_file() {
         return Err(format!("{shown} is not a regular file"));
@@ -89,7 +117,8 @@ pub(super) fn read_certificate_file(path: &Path) -> Result<Vec<u8>, String> {
 /// A PEM private key, kept from other users as libpq demands (see [`check_key_permissions`]):
 /// its contents, checked.
 pub(super) fn read_key_file(path: &Path) -> Result<Vec<u8>, String> {
-    let pem = read_checked(path, |metadata| check_key_permissions(path, metadata))?;
+    let check = |metadata: &Metadata| check_key_permissions(path, metadata);
+    let pem = read_named(path, check, Naming::OnlyAPath)?;
     // The error says nothing about the key's content: no key material is ever shown.
     PrivateKeyDer::from_pem_slice(&pem)
         .map_err(|_| format!("{} holds no readable PEM private key", path.display()))?;
@@ -153,6 +182,30 @@ mod tests {
                 assert!(error.contains(&format!("{mode:04o}")), "{error}");
             }
         }
+    }
+
+    /// A key's setting that holds the key itself (or any name that opens nothing) is not
+    /// shown; a CA or certificate setting's is (certificates are public, and the name helps).
+    #[test]
+    fn a_key_put_where_its_path_belongs_is_not_shown() {
+        let pem = "-----BEGIN PRIVATE KEY-----\nMIIEvgIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n";
+        let error = read_key_file(Path::new(pem)).unwrap_err();
+        assert!(
+            !error.contains("BEGIN") && !error.contains("MIIE"),
+            "{error}"
+        );
+        assert!(error.contains("cannot open the file it names"), "{error}");
+        let missing = "/nonexistent/ca.crt";
+        assert!(
+            read_ca_file(Path::new(missing))
+                .unwrap_err()
+                .contains(missing)
+        );
+        assert!(
+            read_certificate_file(Path::new(missing))
+                .unwrap_err()
+                .contains(missing)
+        );
     }
 
     /// A CA file, certificate or key another user owns, or that its group or others may
