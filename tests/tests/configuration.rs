@@ -2,6 +2,8 @@
 //! so these run on every platform.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::process::{Command, Stdio};
+
 use counseling_e2e::run_to_exit;
 
 #[test]
@@ -30,6 +32,25 @@ fn missing_or_non_postgres_database_url_exits_2_with_one_clear_line() {
     ]);
     assert_eq!(status.code(), Some(2), "{output}");
     assert!(output.contains("APP_PORT must be"), "{output}");
+}
+
+/// A configuration error said to a closed stderr (a pipe whose reader is gone) still exits 2,
+/// not with a panic's 101: the exit code is the answer a supervisor reads.
+#[test]
+fn a_configuration_error_said_to_a_closed_stderr_still_exits_2() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let dir = counseling_e2e::TempDir::new("closed-stderr");
+    let status = Command::new(counseling_e2e::api_binary())
+        .current_dir(dir.path())
+        .env_clear()
+        .env("DATABASE_URL", "mysql://root:my5ql-pw@localhost/app")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(writer)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(2));
 }
 
 /// Every refusal of the operator's database settings: exit 2, one line naming the variable (or

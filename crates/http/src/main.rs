@@ -9,6 +9,16 @@ use std::time::Duration;
 
 use counseling_http::{Application, Settings, StoppedWithoutDraining, telemetry};
 
+// `eprintln!` panics when stderr is closed (a pipe whose reader is gone), which would turn a
+// configuration error's exit 2 into a panic's 101. What this binary says is a courtesy: a closed
+// stream is ignored, and the exit code stands.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// How long the database runtime may take to finish its tasks once the server has stopped.
 const DATABASE_RUNTIME_SHUTDOWN: Duration = Duration::from_secs(5);
 
