@@ -30,8 +30,8 @@ use runner::FORCE_SETTING;
 pub use runner::{
     Accepted, DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT, DEFAULT_LOCK_TIMEOUT, Direction, Drift,
     DriftProblem, Event, HISTORY_TABLE, LOCK_WAIT_NOTICE, MAX_LOCK_TIMEOUT_MS, MIGRATION_LOCK_KEY,
-    MigrationFile, MigrationState, MigrationStatus, Observer, RunError, RunOptions, Runner,
-    SETTING_QUERY, is_lock_timeout, one_session_pool, sqlstate,
+    MigrationFile, MigrationState, MigrationStatus, Observer, RUN_SETTINGS, RunError, RunOptions,
+    Runner, SETTING_QUERY, is_lock_timeout, one_session_pool, sqlstate,
 };
 
 mod m20251220_000001_create_users;

@@ -186,7 +186,8 @@ fn lock_timeout(sources: &Sources) -> Result<Duration, Problem> {
 /// else `DATABASE_URL` (or its file); everything checked as for the service, every file read now.
 /// Errors name the variable and never contain its value. The run's session starts with
 /// `lock_timeout` as each migration sets it, which the URL's `options` and `PGOPTIONS` may then
-/// not set: each migration would set it again.
+/// not set: each migration would set it again; nor may they set the other settings the runner
+/// sets for each migration ([`migration::RUN_SETTINGS`]).
 fn database_options(sources: &Sources, lock_timeout: Duration) -> Result<Connector, String> {
     // The service's pool settings share the prefix: only a misspelling of ours is refused
     // (`DATABASE_SSLMODE` would leave TLS at the URL's mode while the owner's password is sent).
@@ -214,6 +215,10 @@ fn database_options(sources: &Sources, lock_timeout: Duration) -> Result<Connect
         let lock = run.lock_timeout_ms().to_string();
         let defaults = SessionDefaults {
             settings: vec![("lock_timeout".to_owned(), lock, LOCK_TIMEOUT)],
+            set_later: migration::RUN_SETTINGS
+                .iter()
+                .map(|&name| (name, "the runner sets for every migration"))
+                .collect(),
             ..SessionDefaults::named("counseling-migration")
         };
         target.resolve(&defaults)

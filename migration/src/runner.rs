@@ -49,6 +49,19 @@ pub const MIGRATION_LOCK_KEY: i64 = 0x0063_6f75_6e73_656c;
 /// session of a migration that runs without a transaction).
 pub(crate) const FORCE_SETTING: &str = "counseling.migration_force";
 
+/// The server settings [`set_run_settings`] sets for every migration besides `lock_timeout`
+/// (which `MIGRATION_LOCK_TIMEOUT_MS` sets): a value the session brought (the URL's `options`,
+/// `PGOPTIONS`) would be overridden, so the CLI refuses one there. Not
+/// `client_connection_check_interval`, which the README suggests for the service's URL (the
+/// migrations' too, without `DATABASE_OWNER_URL`): the run's 1 s serves the same end.
+pub const RUN_SETTINGS: [&str; 5] = [
+    FORCE_SETTING,
+    "idle_in_transaction_session_timeout",
+    "default_transaction_isolation",
+    "statement_timeout",
+    "transaction_timeout",
+];
+
 /// The table sea-orm-migration keeps its history in; we keep ours there too.
 pub const HISTORY_TABLE: &str = "seaql_migrations";
 

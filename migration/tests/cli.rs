@@ -412,6 +412,46 @@ fn a_lock_timeout_in_the_urls_options_or_pgoptions_exits_2() {
     }
 }
 
+/// The other settings the runner sets for every migration would be overridden unseen too: one
+/// the URL's `options` or `PGOPTIONS` give is refused, naming it and never the password.
+#[test]
+fn a_setting_the_runner_sets_in_the_urls_options_or_pgoptions_exits_2() {
+    let url = "postgres://user:s3cret-pw@127.0.0.1:1/db";
+    for name in migration::RUN_SETTINGS {
+        let in_url = format!("{url}?options=-c%20{name}%3D1");
+        let in_pgoptions = format!("-c {name}=1");
+        for variables in [
+            vec![("DATABASE_URL", in_url.as_str())],
+            vec![("DATABASE_URL", url), ("PGOPTIONS", in_pgoptions.as_str())],
+        ] {
+            let output = migration_binary(&["status"], &variables);
+            let stderr = text(&output.stderr);
+            assert_eq!(output.status.code(), Some(2), "{name}: {stderr}");
+            assert!(
+                stderr.contains(&format!(
+                    "sets {name}, which the runner sets for every migration: it would be ignored"
+                )),
+                "{stderr}"
+            );
+            assert!(!stderr.contains("s3cret-pw"), "{stderr}");
+        }
+    }
+    // The README's advice for the service's URL, which the migrations share without
+    // DATABASE_OWNER_URL: the run sets its own, to the same end, so it is no reason to refuse.
+    let output = migration_binary(
+        &["status"],
+        &[
+            ("DATABASE_URL", url),
+            ("PGOPTIONS", "-c client_connection_check_interval=1s"),
+        ],
+    );
+    let stderr = text(&output.stderr);
+    assert!(
+        !stderr.contains("client_connection_check_interval"),
+        "{stderr}"
+    );
+}
+
 /// A setting exported empty (an unset `${VAR}` in a shell or compose file) over its value in
 /// `.env` is refused before anything connects: empty means unset, so neither would apply, and
 /// TLS would fall from `.env`'s verify-full to prefer.

@@ -70,6 +70,10 @@ pub struct SessionDefaults {
     pub settings: Vec<(String, String, &'static str)>,
     /// Log every statement (the driver's statement logging).
     pub log_statements: bool,
+    /// Server settings the program sets again itself once connected (the migration runner, for
+    /// each migration), each with what sets it: the URL's `options` may not set these either,
+    /// since they would be overridden unseen.
+    pub set_later: Vec<(&'static str, &'static str)>,
 }
 
 impl SessionDefaults {
@@ -79,6 +83,7 @@ impl SessionDefaults {
             application_name: application_name.to_owned(),
             settings: Vec::new(),
             log_statements: false,
+            set_later: Vec::new(),
         }
     }
 }

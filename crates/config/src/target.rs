@@ -367,12 +367,23 @@ impl DatabaseTarget {
                             .iter()
                             .find(|(setting, ..)| *setting == name);
                         let by_driver = driver_sets(&name);
+                        let later = session
+                            .set_later
+                            .iter()
+                            .find(|(setting, _)| *setting == name);
                         match (ours, by_driver) {
                             (Some((_, _, variable)), _) => problems.push(ParameterProblem::new(
                                 origin,
                                 "options",
                                 format!("sets {name}, which {variable} sets: set it there"),
                             )),
+                            (None, _) if let Some((_, by)) = later => {
+                                problems.push(ParameterProblem::new(
+                                    origin,
+                                    "options",
+                                    format!("sets {name}, which {by}: it would be ignored"),
+                                ))
+                            }
                             (None, Some(fixed)) => problems.push(ParameterProblem::new(
                                 origin,
                                 "options",

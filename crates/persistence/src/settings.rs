@@ -306,6 +306,7 @@ impl DatabaseSettings {
                 ),
             ],
             log_statements: self.pool.echo,
+            set_later: Vec::new(),
         }
     }
 

@@ -15,6 +15,7 @@ fn session() -> SessionDefaults {
             "DATABASE_STATEMENT_TIMEOUT_MS",
         )],
         log_statements: false,
+        set_later: Vec::new(),
     }
 }
 
