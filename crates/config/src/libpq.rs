@@ -219,6 +219,68 @@ const SESSION_DEFAULT_VARIABLES: &[(&str, &str)] = &[
     ("PGGEQO", "geqo"),
 ];
 
+/// What the settings give, which decides whether libpq would read its default files.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct GivenInstead {
+    pub(crate) password: bool,
+    /// `sslmode=disable`: no TLS file is read.
+    pub(crate) no_tls: bool,
+    pub(crate) root_cert: bool,
+    pub(crate) client_cert: bool,
+}
+
+/// libpq's default files that it reads unasked and this service never does, each present one
+/// said once at start (a warning, never its contents): a connection that works from `psql` and
+/// not from here then explains itself. Each counts only where libpq would read it: the password
+/// file where no password is given, the TLS files where TLS may be used and no file of their
+/// kind is named. Where they are: libpq's `$HOME` (Unix) or `%APPDATA%\postgresql` (Windows).
+pub(crate) fn unread_default_files(sources: &Sources, given: GivenInstead) -> Vec<String> {
+    let (dir, pgpass) = if cfg!(windows) {
+        let Some(appdata) = sources.environment("APPDATA") else {
+            return Vec::new();
+        };
+        let dir = std::path::Path::new(appdata).join("postgresql");
+        (dir.clone(), dir.join("pgpass.conf"))
+    } else {
+        let Some(home) = sources.environment("HOME") else {
+            return Vec::new();
+        };
+        let home = std::path::Path::new(home);
+        (home.join(".postgresql"), home.join(".pgpass"))
+    };
+    let files = [
+        (
+            pgpass,
+            !given.password,
+            "is not read, and no password is given: libpq would look for one there; set \
+             DATABASE_PASSWORD_FILE (or PGPASSWORD)",
+        ),
+        (
+            dir.join("root.crt"),
+            !given.no_tls && !given.root_cert,
+            "is not read: libpq would trust it to verify the server (even under \
+             sslmode=require); name a CA file with sslrootcert",
+        ),
+        (
+            dir.join("root.crl"),
+            !given.no_tls,
+            "is not read: libpq would refuse a server certificate it revokes; this service \
+             cannot check revocation",
+        ),
+        (
+            dir.join("postgresql.crt"),
+            !given.no_tls && !given.client_cert,
+            "is not sent: libpq would send it when the server asks for a client certificate; \
+             name one with sslcert and sslkey",
+        ),
+    ];
+    files
+        .into_iter()
+        .filter(|(path, counts, _)| *counts && path.exists())
+        .map(|(path, _, why)| format!("{} {why}", path.display()))
+        .collect()
+}
+
 /// Whether `name` is one of libpq's environment variables (a parameter's, or a session
 /// default's).
 pub(crate) fn is_libpq_variable(name: &str) -> bool {

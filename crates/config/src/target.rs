@@ -20,7 +20,9 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::connect::{Connector, Endpoint, LoadBalance, Password, SessionDefaults};
 use crate::database_url::{ordinal, parse_port};
-use crate::libpq::{LibpqParameters, ParameterOrigin, ParameterProblem};
+use crate::libpq::{
+    GivenInstead, LibpqParameters, ParameterOrigin, ParameterProblem, unread_default_files,
+};
 use crate::secret_file::read_secret_file;
 use crate::tls::{SslMode, SslRootCert, TlsInputs, TlsSource};
 use crate::{DatabaseUrl, Origin, Problem, Problems, Sources, TargetSessionAttrs};
@@ -239,6 +241,29 @@ impl DatabaseTarget {
             parse_override::<SslMode>(sources, crate::tls::MODE_OVERRIDE, &mut problems);
         let root_cert_override =
             parse_override::<SslRootCert>(sources, crate::tls::ROOT_CERT_OVERRIDE, &mut problems);
+        if let Some((url, _)) = &url {
+            // A parameter as libpq reads it: the URL's, else its variable's (empty is unset).
+            let given = |name: &str, variable: &str| {
+                url.parameters()
+                    .find(|(parameter, _)| *parameter == name)
+                    .map(|(_, value)| value)
+                    .or_else(|| sources.environment(variable))
+                    .filter(|value| !value.is_empty())
+            };
+            let mode = mode_override.as_ref().map(SslMode::as_str);
+            let instead = GivenInstead {
+                password: password_file.is_some()
+                    || url
+                        .password()
+                        .is_some_and(|password| !password.expose_secret().is_empty())
+                    || given("password", "PGPASSWORD").is_some(),
+                no_tls: mode.or_else(|| given("sslmode", "PGSSLMODE")) == Some("disable"),
+                root_cert: root_cert_override.is_some()
+                    || given("sslrootcert", "PGSSLROOTCERT").is_some(),
+                client_cert: given("sslcert", "PGSSLCERT").is_some(),
+            };
+            warnings.extend(unread_default_files(sources, instead));
+        }
         match url {
             Some((url, url_variable)) if problems.is_empty() => Ok(Self {
                 url,
