@@ -227,8 +227,8 @@ fn bind(host: std::net::IpAddr, port: u16) -> anyhow::Result<(TcpListener, u16)>
     Ok((listener, port))
 }
 
-/// Headers on every response of every listener, 404s included (the middleware wraps the default
-/// service too). `nosniff`: a browser must take `Content-Type` at its word and never guess a
+/// Headers on every response the application makes on every listener, 404s included (the
+/// middleware wraps the default service too; the parser's own 400, 408 and 431 come before it). `nosniff`: a browser must take `Content-Type` at its word and never guess a
 /// script or a page from a body.
 fn security_headers() -> DefaultHeaders {
     DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff"))
