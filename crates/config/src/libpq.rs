@@ -219,66 +219,28 @@ const SESSION_DEFAULT_VARIABLES: &[(&str, &str)] = &[
     ("PGGEQO", "geqo"),
 ];
 
-/// What the settings give, which decides whether libpq would read its default files.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct GivenInstead {
-    pub(crate) password: bool,
-    /// `sslmode=disable`: no TLS file is read.
-    pub(crate) no_tls: bool,
-    pub(crate) root_cert: bool,
-    pub(crate) client_cert: bool,
-}
-
-/// libpq's default files that it reads unasked and this service never does, each present one
-/// said once at start (a warning, never its contents): a connection that works from `psql` and
-/// not from here then explains itself. Each counts only where libpq would read it: the password
-/// file where no password is given, the TLS files where TLS may be used and no file of their
-/// kind is named. Where they are: libpq's `$HOME` (Unix) or `%APPDATA%\postgresql` (Windows).
-pub(crate) fn unread_default_files(sources: &Sources, given: GivenInstead) -> Vec<String> {
-    let (dir, pgpass) = if cfg!(windows) {
-        let Some(appdata) = sources.environment("APPDATA") else {
-            return Vec::new();
-        };
-        let dir = std::path::Path::new(appdata).join("postgresql");
-        (dir.clone(), dir.join("pgpass.conf"))
+/// libpq's default password file (`~/.pgpass`; `%APPDATA%\postgresql\pgpass.conf` on Windows),
+/// which libpq reads where no password is given and this service never does: when it is there,
+/// a warning at start names it (never its contents), so that a connection that works from
+/// `psql` and fails authentication here explains itself. `password_file` is the variable to use
+/// instead. The folder is libpq's (16 and later) `$HOME` or `%APPDATA%`, when set to an absolute
+/// path; libpq 15 and older take the home folder from the user database, which is `$HOME` for
+/// services as they are run.
+pub(crate) fn unread_password_file(sources: &Sources, password_file: &str) -> Option<String> {
+    let (variable, file) = if cfg!(windows) {
+        ("APPDATA", ["postgresql", "pgpass.conf"].iter().collect())
     } else {
-        let Some(home) = sources.environment("HOME") else {
-            return Vec::new();
-        };
-        let home = std::path::Path::new(home);
-        (home.join(".postgresql"), home.join(".pgpass"))
+        ("HOME", std::path::PathBuf::from(".pgpass"))
     };
-    let files = [
-        (
-            pgpass,
-            !given.password,
-            "is not read, and no password is given: libpq would look for one there; set \
-             DATABASE_PASSWORD_FILE (or PGPASSWORD)",
-        ),
-        (
-            dir.join("root.crt"),
-            !given.no_tls && !given.root_cert,
-            "is not read: libpq would trust it to verify the server (even under \
-             sslmode=require); name a CA file with sslrootcert",
-        ),
-        (
-            dir.join("root.crl"),
-            !given.no_tls,
-            "is not read: libpq would refuse a server certificate it revokes; this service \
-             cannot check revocation",
-        ),
-        (
-            dir.join("postgresql.crt"),
-            !given.no_tls && !given.client_cert,
-            "is not sent: libpq would send it when the server asks for a client certificate; \
-             name one with sslcert and sslkey",
-        ),
-    ];
-    files
-        .into_iter()
-        .filter(|(path, counts, _)| *counts && path.exists())
-        .map(|(path, _, why)| format!("{} {why}", path.display()))
-        .collect()
+    let dir = std::path::Path::new(sources.environment(variable)?);
+    let path = dir.is_absolute().then(|| dir.join(file))?;
+    path.exists().then(|| {
+        format!(
+            "{} is not read, and no password is given: libpq would look for one there; set \
+             {password_file} (or PGPASSWORD)",
+            path.display()
+        )
+    })
 }
 
 /// Whether `name` is one of libpq's environment variables (a parameter's, or a session

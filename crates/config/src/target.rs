@@ -20,9 +20,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::connect::{Connector, Endpoint, LoadBalance, Password, SessionDefaults};
 use crate::database_url::{ordinal, parse_port};
-use crate::libpq::{
-    GivenInstead, LibpqParameters, ParameterOrigin, ParameterProblem, unread_default_files,
-};
+use crate::libpq::{LibpqParameters, ParameterOrigin, ParameterProblem, unread_password_file};
 use crate::secret_file::read_secret_file;
 use crate::tls::{SslMode, SslRootCert, TlsInputs, TlsSource};
 use crate::{DatabaseUrl, Origin, Problem, Problems, Sources, TargetSessionAttrs};
@@ -242,27 +240,21 @@ impl DatabaseTarget {
         let root_cert_override =
             parse_override::<SslRootCert>(sources, crate::tls::ROOT_CERT_OVERRIDE, &mut problems);
         if let Some((url, _)) = &url {
-            // A parameter as libpq reads it: the URL's, else its variable's (empty is unset).
-            let given = |name: &str, variable: &str| {
-                url.parameters()
-                    .find(|(parameter, _)| *parameter == name)
-                    .map(|(_, value)| value)
-                    .or_else(|| sources.environment(variable))
-                    .filter(|value| !value.is_empty())
-            };
-            let mode = mode_override.as_ref().map(SslMode::as_str);
-            let instead = GivenInstead {
-                password: password_file.is_some()
-                    || url
-                        .password()
-                        .is_some_and(|password| !password.expose_secret().is_empty())
-                    || given("password", "PGPASSWORD").is_some(),
-                no_tls: mode.or_else(|| given("sslmode", "PGSSLMODE")) == Some("disable"),
-                root_cert: root_cert_override.is_some()
-                    || given("sslrootcert", "PGSSLROOTCERT").is_some(),
-                client_cert: given("sslcert", "PGSSLCERT").is_some(),
-            };
-            warnings.extend(unread_default_files(sources, instead));
+            // libpq's sources of a password: the URL's, its password parameter, PGPASSWORD (an
+            // empty one is none); and ours, the password file.
+            let password_given = password_file.is_some()
+                || url
+                    .password()
+                    .is_some_and(|password| !password.expose_secret().is_empty())
+                || url
+                    .parameters()
+                    .any(|(name, value)| name == "password" && !value.is_empty())
+                || sources
+                    .environment("PGPASSWORD")
+                    .is_some_and(|password| !password.is_empty());
+            if !password_given {
+                warnings.extend(unread_password_file(sources, variables.password_file));
+            }
         }
         match url {
             Some((url, url_variable)) if problems.is_empty() => Ok(Self {
@@ -395,21 +387,20 @@ impl DatabaseTarget {
                         let later = session
                             .set_later
                             .iter()
-                            .find(|(setting, _)| *setting == name);
-                        match (ours, by_driver) {
-                            (Some((_, _, variable)), _) => problems.push(ParameterProblem::new(
+                            .find(|(setting, _)| *setting == name)
+                            .map(|(_, by)| by);
+                        match (ours, later, by_driver) {
+                            (Some((_, _, variable)), ..) => problems.push(ParameterProblem::new(
                                 origin,
                                 "options",
                                 format!("sets {name}, which {variable} sets: set it there"),
                             )),
-                            (None, _) if let Some((_, by)) = later => {
-                                problems.push(ParameterProblem::new(
-                                    origin,
-                                    "options",
-                                    format!("sets {name}, which {by}: it would be ignored"),
-                                ))
-                            }
-                            (None, Some(fixed)) => problems.push(ParameterProblem::new(
+                            (None, Some(by), _) => problems.push(ParameterProblem::new(
+                                origin,
+                                "options",
+                                format!("sets {name}, which {by}: it would be ignored"),
+                            )),
+                            (None, None, Some(fixed)) => problems.push(ParameterProblem::new(
                                 origin,
                                 "options",
                                 format!(
@@ -417,7 +408,7 @@ impl DatabaseTarget {
                                      ({fixed}) after options: it would be ignored"
                                 ),
                             )),
-                            (None, None) => settings.push((name, value)),
+                            (None, None, None) => settings.push((name, value)),
                         }
                     }
                 }

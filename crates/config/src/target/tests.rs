@@ -359,84 +359,64 @@ fn a_password_file_rotated_to_a_placeholder_is_refused_at_the_next_connect() {
     assert!(problem.contains("placeholder"), "{problem}");
 }
 
-/// libpq's default files, which the service never reads, are said at start where libpq would
-/// read them: the password file without a password given, the TLS files with TLS and none of
-/// their kind named.
+/// libpq's default password file, which the service never reads, is named at start where libpq
+/// would read it: no password given. The owner's run is told of its own variable.
 #[test]
-fn libpqs_default_files_are_said_where_libpq_would_read_them() {
+fn libpqs_password_file_is_named_where_libpq_would_read_it() {
     let home = tempfile::tempdir().unwrap();
-    let (variable, dir, pgpass) = if cfg!(windows) {
+    let (variable, pgpass) = if cfg!(windows) {
         let dir = home.path().join("postgresql");
-        ("APPDATA", dir.clone(), dir.join("pgpass.conf"))
+        std::fs::create_dir(&dir).unwrap();
+        ("APPDATA", dir.join("pgpass.conf"))
     } else {
-        let dir = home.path().join(".postgresql");
-        ("HOME", dir, home.path().join(".pgpass"))
+        ("HOME", home.path().join(".pgpass"))
     };
-    std::fs::create_dir(&dir).unwrap();
     std::fs::write(&pgpass, "*:*:*:*:file-secret\n").unwrap();
-    for name in ["root.crt", "root.crl", "postgresql.crt"] {
-        std::fs::write(dir.join(name), "").unwrap();
-    }
     let home_text = home.path().to_str().unwrap();
-    let said = |url: &str, more: &[(&str, &str)]| -> Vec<String> {
-        let mut vars = vec![(variable, home_text), ("DATABASE_URL", url)];
-        vars.extend_from_slice(more);
-        let target = DatabaseTarget::from_sources(&sources(&vars), Role::Service).unwrap();
-        let warnings = target.warnings().to_vec();
-        assert!(
-            warnings.iter().all(|w| !w.contains("file-secret")),
-            "{warnings:?}"
-        );
-        warnings
+    let said = |role: Role, vars: &[(&str, &str)]| -> Vec<String> {
+        let mut vars = vars.to_vec();
+        vars.push((variable, home_text));
+        let target = DatabaseTarget::from_sources(&sources(&vars), role).unwrap();
+        target.warnings().to_vec()
     };
-    let names = |warnings: &[String]| -> Vec<String> {
-        let mut found: Vec<String> = ["pgpass", "root.crt", "root.crl", "postgresql.crt"]
-            .iter()
-            .filter(|name| warnings.iter().any(|w| w.contains(*name)))
-            .map(|name| name.to_string())
-            .collect();
-        found.sort();
-        found
-    };
-    let all = said("postgres://u@h/db", &[]);
-    assert_eq!(all.len(), 4, "{all:?}");
-    assert_eq!(
-        names(&all),
-        ["pgpass", "postgresql.crt", "root.crl", "root.crt"]
-    );
-    let pgpass_warning = all.iter().find(|w| w.contains("pgpass")).unwrap();
+    let url = ("DATABASE_URL", "postgres://u@h/db");
+    let warnings = said(Role::Service, &[url]);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
-        pgpass_warning.contains(&pgpass.display().to_string()),
-        "{pgpass_warning}"
+        warnings[0].contains(&pgpass.display().to_string()),
+        "{warnings:?}"
     );
     assert!(
-        pgpass_warning.contains("DATABASE_PASSWORD_FILE"),
-        "{pgpass_warning}"
+        warnings[0].contains("set DATABASE_PASSWORD_FILE"),
+        "{warnings:?}"
+    );
+    assert!(!warnings[0].contains("file-secret"), "{warnings:?}");
+    let owner = said(Role::Owner, &[("DATABASE_OWNER_URL", "postgres://o@h/db")]);
+    assert!(
+        owner[0].contains("set DATABASE_OWNER_PASSWORD_FILE"),
+        "{owner:?}"
     );
 
-    // A password given (in the URL, or PGPASSWORD): no password file is looked for.
-    assert_eq!(names(&said("postgres://u:pw@h/db", &[])).len(), 3);
-    assert_eq!(
-        names(&said("postgres://u@h/db", &[("PGPASSWORD", "pw")])).len(),
-        3
-    );
-    // No TLS: no TLS file.
-    assert_eq!(
-        names(&said("postgres://u@h/db?sslmode=disable", &[])),
-        ["pgpass"]
-    );
-    assert_eq!(
-        names(&said("postgres://u:pw@h/db", &[("PGSSLMODE", "disable")])),
-        Vec::<String>::new()
-    );
-    // A CA file and a client certificate named: only revocation is still libpq's alone.
-    let ca = private_file(home.path(), "ca.pem", "");
-    let cert = private_file(home.path(), "client.crt", "");
-    let named = said(
-        "postgres://u:pw@h/db",
-        &[("PGSSLROOTCERT", &ca), ("PGSSLCERT", &cert)],
-    );
-    assert_eq!(names(&named), ["root.crl"]);
+    // A password given, in any of libpq's places or ours: no password file is looked for.
+    let dir = tempfile::tempdir().unwrap();
+    let file = private_file(dir.path(), "password", "pw\n");
+    for given in [
+        vec![("DATABASE_URL", "postgres://u:pw@h/db")],
+        vec![("DATABASE_URL", "postgres://u@h/db?password=pw")],
+        vec![url, ("PGPASSWORD", "pw")],
+        vec![url, ("DATABASE_PASSWORD_FILE", file.as_str())],
+    ] {
+        assert_eq!(
+            said(Role::Service, &given),
+            Vec::<String>::new(),
+            "{given:?}"
+        );
+    }
+    // An empty one is none, as in libpq.
+    assert_eq!(said(Role::Service, &[url, ("PGPASSWORD", "")]).len(), 1);
+    // A home that is no absolute path names nothing.
+    let relative = DatabaseTarget::from_sources(&sources(&[url, (variable, "")]), Role::Service);
+    assert!(relative.unwrap().warnings().is_empty());
 }
 
 #[test]

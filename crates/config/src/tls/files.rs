@@ -33,10 +33,21 @@ fn read_checked(
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Naming {
     Always,
-    /// Only once it is known to be a path (it exists, but may not be read): a private key's
-    /// setting may hold the key itself by mistake (`PGSSLKEY="$(cat client.key)"`), as a secret
-    /// file's may (see `read_secret_file`), and the error is logged.
+    /// Only once it is known to be a path (it exists, but may not be read, and is no PEM text):
+    /// a private key's setting may hold the key itself by mistake (`PGSSLKEY="$(cat
+    /// client.key)"`), as a secret file's may (see `read_secret_file`), and the error is logged.
     OnlyAPath,
+}
+
+impl Naming {
+    /// Whether an error may name `path`, which could not be opened (`kind`).
+    fn names_unopened(self, path: &Path, kind: std::io::ErrorKind) -> bool {
+        // Permission denied says a path is there, unless the text is PEM (a folder on the
+        // relative "path" that may not be entered gives that too).
+        let text = path.to_string_lossy();
+        let pem = text.contains(['\n', '\r']) || text.contains("-----BEGIN");
+        self == Naming::Always || (kind == std::io::ErrorKind::PermissionDenied && !pem)
+    }
 }
 
 fn read_named(
@@ -48,7 +59,7 @@ fn read_named(
     let unreadable = |error: std::io::Error| format!("cannot read {shown}: {}", error.kind());
     let mut file = trusted_file::open(path).map_err(|error| {
         let kind = error.kind();
-        if naming == Naming::OnlyAPath && kind != std::io::ErrorKind::PermissionDenied {
+        if !naming.names_unopened(path, kind) {
             format!(
                 "cannot open the file it names: {kind} (the name is not shown: it may be the key \
                  itself, set by mistake)"
@@ -195,6 +206,14 @@ mod tests {
             "{error}"
         );
         assert!(error.contains("cannot open the file it names"), "{error}");
+        // Refused entry to a folder on the way: a path, unless it is PEM text.
+        let denied = std::io::ErrorKind::PermissionDenied;
+        assert!(!Naming::OnlyAPath.names_unopened(Path::new(pem), denied));
+        assert!(!Naming::OnlyAPath.names_unopened(Path::new("a\nb"), denied));
+        assert!(Naming::OnlyAPath.names_unopened(Path::new("/etc/client.key"), denied));
+        let missing = std::io::ErrorKind::NotFound;
+        assert!(!Naming::OnlyAPath.names_unopened(Path::new("/etc/client.key"), missing));
+        assert!(Naming::Always.names_unopened(Path::new(pem), missing));
         let missing = "/nonexistent/ca.crt";
         assert!(
             read_ca_file(Path::new(missing))
