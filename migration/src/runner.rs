@@ -53,7 +53,7 @@ pub(crate) const FORCE_SETTING: &str = "counseling.migration_force";
 /// (which `MIGRATION_LOCK_TIMEOUT_MS` sets): a value the session brought (the URL's `options`,
 /// `PGOPTIONS`) would be overridden, so the CLI refuses one there. Not
 /// `client_connection_check_interval`, which the README suggests for the service's URL (the
-/// migrations' too, without `DATABASE_OWNER_URL`): the run's 1 s serves the same end.
+/// migrations' too, without `DATABASE_OWNER_URL`): one the session brought is kept.
 pub const RUN_SETTINGS: [&str; 5] = [
     FORCE_SETTING,
     "idle_in_transaction_session_timeout",
@@ -1064,13 +1064,13 @@ impl Runner {
 /// bounds the waits that hold others up. Nor PostgreSQL 17's `transaction_timeout`, for the same
 /// reason.
 ///
-/// And `client_connection_check_interval` at 1 s, where the server's platform can check: a run
-/// that is killed (its process, its pod) or cut off leaves its statement to the server, which
-/// otherwise goes on waiting for a lock (every query on the table queued behind that request) or
-/// running a backfill under it, only to roll it all back when it next reads from the client. It
-/// cancels it within a second instead (a migration without a transaction is cut off too: see
-/// docs/migrations.md). Servers that cannot check (Windows, 14 on macOS or FreeBSD; before 14,
-/// which has no such setting) do without.
+/// And `client_connection_check_interval` at 1 s, where the server's platform can check (one the
+/// session's options set is kept): a run that is killed (its process, its pod) or cut off leaves
+/// its statement to the server, which otherwise goes on waiting for a lock (every query on the
+/// table queued behind that request) or running a backfill under it, only to roll it all back
+/// when it next reads from the client. It cancels it within a second instead (a migration
+/// without a transaction is cut off too: see docs/migrations.md). Servers that cannot check
+/// (Windows, 14 on macOS or FreeBSD; before 14, which has no such setting) do without.
 async fn set_run_settings(
     connection: &impl ConnectionTrait,
     options: RunOptions,
@@ -1101,7 +1101,7 @@ async fn set_run_settings(
                     WHERE name = 'transaction_timeout';
                 BEGIN
                     PERFORM set_config(name, '1000', {local}) FROM pg_settings
-                        WHERE name = 'client_connection_check_interval';
+                        WHERE name = 'client_connection_check_interval' AND source <> 'client';
                 EXCEPTION WHEN invalid_parameter_value THEN NULL;
                 END;
             END $settings$"

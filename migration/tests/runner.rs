@@ -893,3 +893,73 @@ async fn a_databases_statement_timeout_does_not_cut_a_migration_short() {
     );
     assert_eq!(runner.down(&orm, 2).await.unwrap().len(), 2);
 }
+
+/// What the runner sets for every migration is what `RUN_SETTINGS` lists (the CLI refuses those
+/// in the URL's options), with `lock_timeout` and `client_connection_check_interval`; and a
+/// `client_connection_check_interval` the URL's options set is kept, with or without a
+/// transaction, where the run's own 1 s would otherwise apply.
+#[tokio::test]
+async fn the_runner_sets_what_run_settings_lists_and_keeps_the_urls_check_interval() {
+    // Down is never run: the tables go with the database. The transaction's own settings
+    // (`transaction_isolation`, ...) show as the session's too, and are left out.
+    let record = |name, up| SqlMigration::new(name, up, "SELECT 1");
+    let in_transaction = record(
+        "m1_in_transaction",
+        "CREATE TABLE seen_in_transaction AS SELECT name::text, setting::text FROM pg_settings \
+         WHERE source = 'session' AND name NOT IN \
+         ('transaction_isolation', 'transaction_read_only', 'transaction_deferrable')",
+    );
+    let alone = record(
+        "m2_alone",
+        "CREATE TABLE seen_alone AS SELECT name::text, setting::text FROM pg_settings \
+         WHERE source = 'session' AND name NOT IN \
+         ('transaction_isolation', 'transaction_read_only', 'transaction_deferrable')",
+    )
+    .without_transaction();
+    let runs = [(None, Some("1000")), (Some("5s"), None)];
+    for (from_url, by_runner) in runs {
+        let db = TestDatabase::empty().await.unwrap();
+        let mut options = db.options();
+        if let Some(interval) = from_url {
+            options = options.options([("client_connection_check_interval", interval)]);
+        }
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with(options);
+        let orm = migration::sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(pool);
+        runner(vec![in_transaction.clone(), alone.clone()])
+            .up(&orm, None)
+            .await
+            .unwrap();
+        let mut conn = connect(&db).await;
+        let known: Vec<String> = sqlx::query_scalar("SELECT name::text FROM pg_settings")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        let mut expected: Vec<String> = migration::RUN_SETTINGS
+            .iter()
+            .chain(&["lock_timeout", "client_connection_check_interval"])
+            .map(|name| name.to_string())
+            .filter(|name| known.contains(name))
+            .filter(|name| name != "client_connection_check_interval" || by_runner.is_some())
+            .collect();
+        expected.sort();
+        for table in ["seen_in_transaction", "seen_alone"] {
+            let seen: Vec<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT name, setting FROM {table} ORDER BY name"
+            )))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+            let names: Vec<String> = seen.iter().map(|(name, _)| name.clone()).collect();
+            assert_eq!(names, expected, "{table}, options {from_url:?}");
+            let interval: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT setting FROM {table} WHERE name = 'client_connection_check_interval'"
+            )))
+            .fetch_optional(&mut conn)
+            .await
+            .unwrap();
+            assert_eq!(interval.as_deref(), by_runner, "{table}");
+        }
+    }
+}
