@@ -90,8 +90,8 @@ impl Username {
     /// line and paragraph separators), none of the characters that stand for a backslash
     /// (U+FE68, U+FF3C), none added to Unicode after the database's version
     /// ([`crate::DATABASE_UNICODE_VERSION`]), none the database normalizes wrongly
-    /// ([`crate::UNCOMPARABLE_IN_DATABASE`]: U+11A7), and no whitespace at either end of the domain or the
-    /// user part. The database checks every one of these rules itself too.
+    /// ([`crate::UNCOMPARABLE_IN_DATABASE`]: U+11A7), and no whitespace at either end of the
+    /// domain or the user part. The database checks every one of these rules itself too.
     pub fn parse(candidate: impl Into<String>) -> Result<Self, UsernameError> {
         let candidate = candidate.into();
         if candidate.is_empty() {

@@ -110,11 +110,12 @@ pub const NEWER_THAN_DATABASE: [(u32, u32); 75] = [
 
 /// The characters PostgreSQL's own normalization gets wrong (PostgreSQL 15 at least), which its
 /// identity rule would compare wrongly: U+11A7 HANGUL JUNGSEONG O-YAE, an archaic vowel, which
-/// `normalize` drops after a syllable of consonant and vowel (`\s\가` + U+11A7 is `\s\가`) because
-/// it takes it for the "no final consonant" of the Hangul composition (UAX #15 starts the finals
-/// after it), so the unique index would make the two names one account, where Unicode's rule
-/// and the domain's keep them apart. Refused wherever it appears: the same happens after a
-/// syllable that NFKC composes from compatibility letters (`ㄱㅏ`), so no narrower rule is safe.
+/// `normalize` drops after a syllable of consonant and vowel (`\s\가` + U+11A7 is `\s\가`)
+/// because it takes it for the "no final consonant" of the Hangul composition (UAX #15 starts
+/// the finals after it), so the unique index would make the two names one account, where
+/// Unicode's rule and the domain's keep them apart. Refused wherever it appears: the same
+/// happens after a syllable that NFKC composes from compatibility letters (`ㄱㅏ`), so no
+/// narrower rule is safe.
 pub const UNCOMPARABLE_IN_DATABASE: [char; 1] = ['\u{11a7}'];
 
 /// U+2800, a symbol (So) drawn as nothing: `\s\alice` followed by it looks like `\s\alice`.

@@ -228,8 +228,9 @@ fn bind(host: std::net::IpAddr, port: u16) -> anyhow::Result<(TcpListener, u16)>
 }
 
 /// Headers on every response the application makes on every listener, 404s included (the
-/// middleware wraps the default service too; the parser's own 400, 408 and 431 come before it). `nosniff`: a browser must take `Content-Type` at its word and never guess a
-/// script or a page from a body.
+/// middleware wraps the default service too; the bare errors actix-web's parser sends, such as
+/// 400, 408 and 431, come before it). `nosniff`: a browser must take `Content-Type` at its word
+/// and never guess a script or a page from a body.
 fn security_headers() -> DefaultHeaders {
     DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff"))
 }

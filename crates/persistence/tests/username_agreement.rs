@@ -25,6 +25,9 @@ fn username_like() -> impl Strategy<Value = String> {
         2 => "[éÉßİıΣσςЖж中文😀]{1,3}",
         2 => "[a-zA-Z]{1,3}[аеорсхАВЕΑΒΕαο]{1,3}[ａ-ｚＡ-Ｚ０-９]{0,3}",
         2 => "[aeoAEOuU\u{1100}-\u{1112}][\u{300}-\u{36f}\u{1161}-\u{1175}]{1,3}",
+        // Hangul syllables followed by vowels and finals, U+11A7 (which PostgreSQL's
+        // normalization drops) among them.
+        2 => "[\u{ac00}\u{ac1c}\u{ac38}\u{bbf8}\u{ac01}\u{3131}\u{314f}][\u{1161}-\u{1175}\u{11a7}-\u{11c2}]{1,2}",
         2 => prop::sample::select(vec![" ", "\t", "\u{a0}", "\u{2003}", "\u{3000}", "\n"]).prop_map(str::to_owned),
         1 => prop::sample::select(vec!["\u{1}", "\u{7f}", "\u{85}", "\u{9f}", "\u{2028}", "\u{2029}"]).prop_map(str::to_owned),
         2 => prop::sample::select(vec![
