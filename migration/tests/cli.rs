@@ -437,7 +437,7 @@ fn a_setting_the_runner_sets_in_the_urls_options_or_pgoptions_exits_2() {
         }
     }
     // The README's advice for the service's URL, which the migrations share without
-    // DATABASE_OWNER_URL: the run sets its own, to the same end, so it is no reason to refuse.
+    // DATABASE_OWNER_URL: the run keeps it (tests/runner.rs), so it is no reason to refuse.
     let output = migration_binary(
         &["status"],
         &[
