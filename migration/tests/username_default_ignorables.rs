@@ -6,8 +6,7 @@
 mod common;
 
 use common::{
-    connect_as_service, database_before, insert, insert_before_identity, insert_refusal,
-    up_fails_changing_nothing, up_to,
+    connect_as_service, database_before, insert, insert_before_identity, insert_refusal, up_to,
 };
 use migration::m20261205_000001_username_default_ignorables::{CONSTRAINT, INVISIBLE, NAME};
 use migration::sea_orm::sqlx::PgConnection;
@@ -44,22 +43,8 @@ async fn a_plain_insert_of_an_invisible_look_alike_is_refused() {
 
 #[tokio::test]
 async fn existing_invisible_look_alikes_stop_the_migration_naming_them() {
-    let (_db, orm, mut conn) = database_before(NAME).await;
-    let fine = insert_before_identity(&mut conn, ALICE).await;
-    let filler = insert_before_identity(&mut conn, "\\school\\alice\u{3164}").await;
-    let selector = insert_before_identity(&mut conn, "\\school\\ali\u{fe0f}ce").await;
-    let error = up_fails_changing_nothing(
-        &orm,
-        &mut conn,
-        "SELECT id::text, username FROM users ORDER BY id",
-    )
-    .await;
-    assert!(
-        error.contains(&filler) && error.contains(&selector),
-        "{error}"
-    );
-    assert!(!error.contains(&fine), "{error}");
-    assert!(error.contains("nothing was changed"), "{error}");
+    let breaking = ["\\school\\alice\u{3164}", "\\school\\ali\u{fe0f}ce"];
+    common::existing_usernames_stop_up_naming_them(NAME, ALICE, &breaking).await;
 }
 
 #[tokio::test]

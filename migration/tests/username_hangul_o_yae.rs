@@ -6,10 +6,7 @@
 
 mod common;
 
-use common::{
-    HASH, connect_as_service, database_before, insert_returning_id, refusal,
-    up_fails_changing_nothing,
-};
+use common::{HASH, connect_as_service, insert_returning_id, refusal};
 use counseling_domain::{UNCOMPARABLE_IN_DATABASE, Username, UsernameError};
 use counseling_testkit::TestDatabase;
 use migration::m20261206_000001_username_hangul_o_yae::{CONSTRAINT, NAME, UNCOMPARABLE};
@@ -66,19 +63,8 @@ async fn the_database_refuses_the_vowel_it_drops_as_the_domain_does() {
 
 #[tokio::test]
 async fn existing_names_with_the_vowel_stop_the_migration_naming_them() {
-    let (_db, orm, mut conn) = database_before(NAME).await;
-    let fine = insert(&mut conn, r"\school\fine").await.unwrap();
-    let after_a_syllable = insert(&mut conn, AFTER_A_SYLLABLE).await.unwrap();
-    let alone = insert(&mut conn, "\\school\\\u{11a7}").await.unwrap();
-    let all_rows = "SELECT id::text, username::text FROM users ORDER BY id";
-    let error = up_fails_changing_nothing(&orm, &mut conn, all_rows).await;
-    assert!(
-        error.contains(&after_a_syllable) && error.contains(&alone),
-        "{error}"
-    );
-    assert!(!error.contains(&fine), "{error}");
-    assert!(error.contains("rename them"), "{error}");
-    assert!(error.contains("nothing was changed"), "{error}");
+    let breaking = [AFTER_A_SYLLABLE, "\\school\\\u{11a7}"];
+    common::existing_usernames_stop_up_naming_them(NAME, r"\school\fine", &breaking).await;
 }
 
 #[tokio::test]

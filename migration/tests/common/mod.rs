@@ -191,6 +191,30 @@ pub async fn insert_before_identity(conn: &mut PgConnection, username: &str) -> 
     insert_returning_id(conn, username, HASH).await.unwrap()
 }
 
+/// Users named `breaking` (and one named `fine`), stored before migration `name`, stop it: it
+/// changes nothing, and its error names each breaking row's id (never the fine one's) and asks
+/// for them to be renamed.
+pub async fn existing_usernames_stop_up_naming_them(name: &str, fine: &str, breaking: &[&str]) {
+    let (_db, orm, mut conn) = database_before(name).await;
+    let fine = insert_returning_id(&mut conn, fine, HASH).await.unwrap();
+    let mut ids = Vec::new();
+    for username in breaking {
+        ids.push(
+            insert_returning_id(&mut conn, username, HASH)
+                .await
+                .unwrap(),
+        );
+    }
+    let all_rows = "SELECT id::text, username::text FROM users ORDER BY id";
+    let error = up_fails_changing_nothing(&orm, &mut conn, all_rows).await;
+    for id in &ids {
+        assert!(error.contains(id.as_str()), "{id}: {error}");
+    }
+    assert!(!error.contains(&fine), "{error}");
+    assert!(error.contains("rename them"), "{error}");
+    assert!(error.contains("nothing was changed"), "{error}");
+}
+
 /// With migration `name` applied, `write` (a row that breaks its check, as the service's role
 /// writes it) is refused naming `constraint`; once `name` alone is rolled back, the same write is
 /// stored.
