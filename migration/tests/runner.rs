@@ -895,71 +895,120 @@ async fn a_databases_statement_timeout_does_not_cut_a_migration_short() {
 }
 
 /// What the runner sets for every migration is what `RUN_SETTINGS` lists (the CLI refuses those
-/// in the URL's options), with `lock_timeout` and `client_connection_check_interval`; and a
-/// `client_connection_check_interval` the URL's options set is kept, with or without a
-/// transaction, where the run's own 1 s would otherwise apply.
+/// in the URL's options), with `lock_timeout` and `client_connection_check_interval`: each one
+/// the session's startup options set is overridden inside every migration, with or without a
+/// transaction, and nothing else is set (pg_settings' session values); but a
+/// `client_connection_check_interval` the startup options set is kept, where the run's own 1 s
+/// would otherwise apply.
 #[tokio::test]
 async fn the_runner_sets_what_run_settings_lists_and_keeps_the_urls_check_interval() {
-    // Down is never run: the tables go with the database. The transaction's own settings
-    // (`transaction_isolation`, ...) show as the session's too, and are left out.
-    let record = |name, up| SqlMigration::new(name, up, "SELECT 1");
-    let in_transaction = record(
-        "m1_in_transaction",
-        "CREATE TABLE seen_in_transaction AS SELECT name::text, setting::text FROM pg_settings \
-         WHERE source = 'session' AND name NOT IN \
-         ('transaction_isolation', 'transaction_read_only', 'transaction_deferrable')",
-    );
-    let alone = record(
-        "m2_alone",
-        "CREATE TABLE seen_alone AS SELECT name::text, setting::text FROM pg_settings \
-         WHERE source = 'session' AND name NOT IN \
-         ('transaction_isolation', 'transaction_read_only', 'transaction_deferrable')",
-    )
-    .without_transaction();
-    let runs = [(None, Some("1000")), (Some("5s"), None)];
-    for (from_url, by_runner) in runs {
+    // Every setting the run may set, read inside the migration (custom ones, such as the force
+    // setting, are hidden from pg_settings but not from current_setting), and every setting
+    // with a session value but the transaction's own.
+    let watched: Vec<&str> = migration::RUN_SETTINGS
+        .iter()
+        .copied()
+        .chain(["lock_timeout", "client_connection_check_interval"])
+        .collect();
+    let record = |table: &str| -> &'static str {
+        let names = watched
+            .iter()
+            .map(|name| format!("'{name}'"))
+            .collect::<Vec<_>>();
+        Box::leak(
+            format!(
+                "CREATE TABLE {table}_values AS SELECT name, current_setting(name, true) AS value \
+                 FROM unnest(ARRAY[{}]) AS name; \
+                 CREATE TABLE {table}_session AS SELECT name::text FROM pg_settings \
+                 WHERE source = 'session' AND name NOT IN \
+                 ('transaction_isolation', 'transaction_read_only', 'transaction_deferrable')",
+                names.join(", ")
+            )
+            .into_boxed_str(),
+        )
+    };
+    let migrations = || {
+        vec![
+            SqlMigration::new("m1_in_transaction", record("in_transaction"), "SELECT 1"),
+            SqlMigration::new("m2_alone", record("alone"), "SELECT 1").without_transaction(),
+        ]
+    };
+    for with_options in [false, true] {
         let db = TestDatabase::empty().await.unwrap();
-        let mut options = db.options();
-        if let Some(interval) = from_url {
-            options = options.options([("client_connection_check_interval", interval)]);
-        }
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .connect_lazy_with(options);
-        let orm = migration::sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(pool);
-        runner(vec![in_transaction.clone(), alone.clone()])
-            .up(&orm, None)
-            .await
-            .unwrap();
         let mut conn = connect(&db).await;
         let known: Vec<String> = sqlx::query_scalar("SELECT name::text FROM pg_settings")
             .fetch_all(&mut conn)
             .await
             .unwrap();
-        let mut expected: Vec<String> = migration::RUN_SETTINGS
+        let can_check = sqlx::query("SET client_connection_check_interval = 1000")
+            .execute(&mut conn)
+            .await
+            .is_ok();
+        // Values none of the run's settings takes, written as current_setting shows them; the
+        // first of RUN_SETTINGS is the force setting, a custom one.
+        let mut markers = vec![
+            (migration::RUN_SETTINGS[0], "marker"),
+            ("statement_timeout", "4242ms"),
+            ("idle_in_transaction_session_timeout", "4243ms"),
+            ("default_transaction_isolation", "serializable"),
+            ("lock_timeout", "4244ms"),
+        ];
+        if known.iter().any(|name| name == "transaction_timeout") {
+            markers.push(("transaction_timeout", "4245ms"));
+        }
+        let mut options = db.options();
+        if with_options {
+            let mut startup = markers.clone();
+            startup.extend(can_check.then_some(("client_connection_check_interval", "5s")));
+            options = options.options(startup);
+        }
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with(options);
+        let orm = migration::sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(pool);
+        runner(migrations()).up(&orm, None).await.unwrap();
+
+        // The runner keeps the startup options' interval; else sets its own where it can.
+        let runner_sets_interval = can_check && !with_options;
+        let mut expected: Vec<String> = watched
             .iter()
-            .chain(&["lock_timeout", "client_connection_check_interval"])
             .map(|name| name.to_string())
             .filter(|name| known.contains(name))
-            .filter(|name| name != "client_connection_check_interval" || by_runner.is_some())
+            .filter(|name| name != "client_connection_check_interval" || runner_sets_interval)
             .collect();
         expected.sort();
-        for table in ["seen_in_transaction", "seen_alone"] {
-            let seen: Vec<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT name, setting FROM {table} ORDER BY name"
+        for table in ["in_transaction", "alone"] {
+            let context = format!("{table}, startup options: {with_options}");
+            let mut session: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT name FROM {table}_session"
             )))
             .fetch_all(&mut conn)
             .await
             .unwrap();
-            let names: Vec<String> = seen.iter().map(|(name, _)| name.clone()).collect();
-            assert_eq!(names, expected, "{table}, options {from_url:?}");
-            let interval: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "SELECT setting FROM {table} WHERE name = 'client_connection_check_interval'"
-            )))
-            .fetch_optional(&mut conn)
+            session.sort();
+            assert_eq!(session, expected, "{context}");
+            let values: Vec<(String, Option<String>)> = sqlx::query_as(sqlx::AssertSqlSafe(
+                format!("SELECT name, value FROM {table}_values"),
+            ))
+            .fetch_all(&mut conn)
             .await
             .unwrap();
-            assert_eq!(interval.as_deref(), by_runner, "{table}");
+            let value = |name: &str| {
+                values
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .and_then(|(_, value)| value.clone())
+            };
+            for &(name, marker) in &markers {
+                let seen = value(name);
+                assert!(seen.is_some(), "{context}: {name} unset");
+                assert_ne!(seen.as_deref(), Some(marker), "{context}: {name} kept");
+            }
+            let interval = value("client_connection_check_interval");
+            if can_check {
+                let wanted = if with_options { "5s" } else { "1s" };
+                assert_eq!(interval.as_deref(), Some(wanted), "{context}");
+            }
         }
     }
 }

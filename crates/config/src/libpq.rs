@@ -223,9 +223,9 @@ const SESSION_DEFAULT_VARIABLES: &[(&str, &str)] = &[
 /// which libpq reads where no password is given and this service never does: when it is there,
 /// a warning at start names it (never its contents), so that a connection that works from
 /// `psql` and fails authentication here explains itself. `password_file` is the variable to use
-/// instead. The folder is libpq's (16 and later) `$HOME` or `%APPDATA%`, when set to an absolute
-/// path; libpq 15 and older take the home folder from the user database, which is `$HOME` for
-/// services as they are run.
+/// instead. The folder is `$HOME` (`%APPDATA%` on Windows) when set to an absolute path: recent
+/// libpq reads it first, older libpq takes the home folder from the user database, which is
+/// `$HOME` for a service as it is usually run.
 pub(crate) fn unread_password_file(sources: &Sources, password_file: &str) -> Option<String> {
     let (variable, file) = if cfg!(windows) {
         ("APPDATA", ["postgresql", "pgpass.conf"].iter().collect())
@@ -234,7 +234,7 @@ pub(crate) fn unread_password_file(sources: &Sources, password_file: &str) -> Op
     };
     let dir = std::path::Path::new(sources.environment(variable)?);
     let path = dir.is_absolute().then(|| dir.join(file))?;
-    path.exists().then(|| {
+    path.is_file().then(|| {
         format!(
             "{} is not read, and no password is given: libpq would look for one there; set \
              {password_file} (or PGPASSWORD)",

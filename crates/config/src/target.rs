@@ -240,18 +240,17 @@ impl DatabaseTarget {
         let root_cert_override =
             parse_override::<SslRootCert>(sources, crate::tls::ROOT_CERT_OVERRIDE, &mut problems);
         if let Some((url, _)) = &url {
-            // libpq's sources of a password: the URL's, its password parameter, PGPASSWORD (an
-            // empty one is none); and ours, the password file.
-            let password_given = password_file.is_some()
-                || url
-                    .password()
-                    .is_some_and(|password| !password.expose_secret().is_empty())
-                || url
-                    .parameters()
-                    .any(|(name, value)| name == "password" && !value.is_empty())
-                || sources
-                    .environment("PGPASSWORD")
-                    .is_some_and(|password| !password.is_empty());
+            // The password in effect, in resolve()'s order (the URL's password parameter, its
+            // own, PGPASSWORD), or ours, the password file: libpq reads its file when the one in
+            // effect is none or empty.
+            let in_effect_not_empty = (url.parameters())
+                .find(|(name, _)| *name == "password")
+                .map(|(_, password)| !password.is_empty())
+                .or_else(|| (url.password()).map(|password| !password.expose_secret().is_empty()))
+                .or_else(|| {
+                    (sources.environment("PGPASSWORD")).map(|password| !password.is_empty())
+                });
+            let password_given = password_file.is_some() || in_effect_not_empty == Some(true);
             if !password_given {
                 warnings.extend(unread_password_file(sources, variables.password_file));
             }

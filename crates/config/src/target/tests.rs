@@ -412,11 +412,22 @@ fn libpqs_password_file_is_named_where_libpq_would_read_it() {
             "{given:?}"
         );
     }
-    // An empty one is none, as in libpq.
+    // An empty one is none, as in libpq: also where it takes precedence over another.
     assert_eq!(said(Role::Service, &[url, ("PGPASSWORD", "")]).len(), 1);
-    // A home that is no absolute path names nothing.
-    let relative = DatabaseTarget::from_sources(&sources(&[url, (variable, "")]), Role::Service);
-    assert!(relative.unwrap().warnings().is_empty());
+    let empty_first = ("DATABASE_URL", "postgres://u:pw@h/db?password=");
+    assert_eq!(
+        said(Role::Service, &[empty_first, ("PGPASSWORD", "pw")]).len(),
+        1
+    );
+    // A home that is no absolute path names nothing, even where the file is there relative to
+    // the working folder.
+    let here = tempfile::tempdir_in(".").unwrap();
+    std::fs::write(here.path().join(".pgpass"), "*:*:*:*:x\n").unwrap();
+    let relative_home = here.path().file_name().unwrap().to_str().unwrap();
+    for home in ["", relative_home] {
+        let target = DatabaseTarget::from_sources(&sources(&[url, ("HOME", home)]), Role::Service);
+        assert!(target.unwrap().warnings().is_empty(), "{home:?}");
+    }
 }
 
 #[test]
