@@ -8,6 +8,7 @@
 //! the honoured values.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use crate::{DatabaseUrl, Sources};
 
@@ -219,21 +220,45 @@ const SESSION_DEFAULT_VARIABLES: &[(&str, &str)] = &[
     ("PGGEQO", "geqo"),
 ];
 
-/// libpq's default password file (`~/.pgpass`; `%APPDATA%\postgresql\pgpass.conf` on Windows),
-/// which libpq reads where no password is given and this service never does: when it is there,
-/// a warning at start names it (never its contents), so that a connection that works from
-/// `psql` and fails authentication here explains itself. `password_file` is the variable to use
-/// instead. The folder is `$HOME` (`%APPDATA%` on Windows) when set to an absolute path: recent
-/// libpq reads it first, older libpq takes the home folder from the user database, which is
-/// `$HOME` for a service as it is usually run.
-pub(crate) fn unread_password_file(sources: &Sources, password_file: &str) -> Option<String> {
-    let (variable, file) = if cfg!(windows) {
-        ("APPDATA", ["postgresql", "pgpass.conf"].iter().collect())
+/// libpq's default files of the user it runs as, which the service never reads: the password
+/// file and the CA file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LibpqUserFiles {
+    /// `~/.pgpass`; `%APPDATA%\postgresql\pgpass.conf` on Windows.
+    pub(crate) password_file: PathBuf,
+    /// `~/.postgresql/root.crt`; `%APPDATA%\postgresql\root.crt` on Windows.
+    pub(crate) root_cert: PathBuf,
+}
+
+/// Where libpq's default files would be: under `$HOME` (`%APPDATA%` on Windows) when it is set
+/// to an absolute path. Recent libpq reads it first; older libpq takes the home folder from the
+/// user database, which is `$HOME` for a service as it is usually run.
+pub(crate) fn libpq_user_files(sources: &Sources) -> Option<LibpqUserFiles> {
+    let variable = if cfg!(windows) { "APPDATA" } else { "HOME" };
+    let base = Path::new(sources.environment(variable)?);
+    if !base.is_absolute() {
+        return None;
+    }
+    Some(if cfg!(windows) {
+        let dir = base.join("postgresql");
+        LibpqUserFiles {
+            password_file: dir.join("pgpass.conf"),
+            root_cert: dir.join("root.crt"),
+        }
     } else {
-        ("HOME", std::path::PathBuf::from(".pgpass"))
-    };
-    let dir = std::path::Path::new(sources.environment(variable)?);
-    let path = dir.is_absolute().then(|| dir.join(file))?;
+        LibpqUserFiles {
+            password_file: base.join(".pgpass"),
+            root_cert: base.join(".postgresql").join("root.crt"),
+        }
+    })
+}
+
+/// The warning for libpq's password file, when it is there: libpq reads it where no password is
+/// given, the service never does, so a connection that works from `psql` and fails
+/// authentication here explains itself (never its contents). `password_file` is the variable to
+/// use instead.
+pub(crate) fn unread_password_file(files: &LibpqUserFiles, password_file: &str) -> Option<String> {
+    let path = &files.password_file;
     path.is_file().then(|| {
         format!(
             "{} is not read, and no password is given: libpq would look for one there; set \

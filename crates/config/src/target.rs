@@ -20,7 +20,10 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::connect::{Connector, Endpoint, LoadBalance, Password, SessionDefaults};
 use crate::database_url::{ordinal, parse_port};
-use crate::libpq::{LibpqParameters, ParameterOrigin, ParameterProblem, unread_password_file};
+use crate::libpq::{
+    LibpqParameters, LibpqUserFiles, ParameterOrigin, ParameterProblem, libpq_user_files,
+    unread_password_file,
+};
 use crate::secret_file::read_secret_file;
 use crate::tls::{SslMode, SslRootCert, TlsInputs, TlsSource};
 use crate::{DatabaseUrl, Origin, Problem, Problems, Sources, TargetSessionAttrs};
@@ -98,6 +101,8 @@ pub struct DatabaseTarget {
     environment: Option<Sources>,
     /// Said once at start (loose secret-file modes), never a value.
     warnings: Vec<String>,
+    /// libpq's default files, where it would look for them (never read; see `resolve`).
+    libpq_files: Option<LibpqUserFiles>,
 }
 
 impl std::fmt::Debug for DatabaseTarget {
@@ -120,6 +125,7 @@ impl DatabaseTarget {
             root_cert_override: None,
             environment: None,
             warnings: Vec::new(),
+            libpq_files: None,
         }
     }
 
@@ -239,6 +245,7 @@ impl DatabaseTarget {
             parse_override::<SslMode>(sources, crate::tls::MODE_OVERRIDE, &mut problems);
         let root_cert_override =
             parse_override::<SslRootCert>(sources, crate::tls::ROOT_CERT_OVERRIDE, &mut problems);
+        let libpq_files = libpq_user_files(sources);
         if let Some((url, _)) = &url {
             // The password in effect, in resolve()'s order (the URL's password parameter, its
             // own, PGPASSWORD), or ours, the password file: libpq reads its file when the one in
@@ -251,8 +258,8 @@ impl DatabaseTarget {
                     (sources.environment("PGPASSWORD")).map(|password| !password.is_empty())
                 });
             let password_given = password_file.is_some() || in_effect_not_empty == Some(true);
-            if !password_given {
-                warnings.extend(unread_password_file(sources, variables.password_file));
+            if !password_given && let Some(files) = &libpq_files {
+                warnings.extend(unread_password_file(files, variables.password_file));
             }
         }
         match url {
@@ -264,6 +271,7 @@ impl DatabaseTarget {
                 root_cert_override,
                 environment: Some(sources.libpq_variables()),
                 warnings,
+                libpq_files,
             }),
             _ => Err(problems),
         }
@@ -531,6 +539,9 @@ impl DatabaseTarget {
             tls_possible: !endpoints.iter().all(Endpoint::is_socket),
             mode_override: self.mode_override,
             root_cert_override: self.root_cert_override.as_ref(),
+            default_root_cert: (self.libpq_files.as_ref())
+                .map(|files| files.root_cert.as_path())
+                .filter(|path| path.is_file()),
         });
         let tls = match tls {
             Ok(tls) => {

@@ -430,6 +430,32 @@ fn libpqs_password_file_is_named_where_libpq_would_read_it() {
     }
 }
 
+/// libpq's default CA file in the service user's home, under sslmode=require: libpq would verify
+/// the server with it, the service would not, so it is refused; under prefer it is no matter.
+#[test]
+fn require_beside_the_users_default_ca_file_is_refused() {
+    let home = tempfile::tempdir().unwrap();
+    let (variable, dir) = if cfg!(windows) {
+        ("APPDATA", home.path().join("postgresql"))
+    } else {
+        ("HOME", home.path().join(".postgresql"))
+    };
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("root.crt"), "").unwrap();
+    let home_text = home.path().to_str().unwrap();
+    let require = ("DATABASE_URL", "postgres://u:pw@h/db?sslmode=require");
+    let problems = connector(&[require, (variable, home_text)]).unwrap_err();
+    assert_eq!(variables(&problems), ["DATABASE_URL"]);
+    assert!(
+        problems.to_string().contains("root.crt is there"),
+        "{problems}"
+    );
+    assert!(problems.to_string().contains("sslrootcert"), "{problems}");
+    let prefer = ("DATABASE_URL", "postgres://u:pw@h/db?sslmode=prefer");
+    assert!(connector(&[prefer, (variable, home_text)]).is_ok());
+    assert!(connector(&[require]).is_ok());
+}
+
 #[test]
 fn a_missing_url_names_both_ways_to_give_one() {
     let problems = connector(&[]).unwrap_err();

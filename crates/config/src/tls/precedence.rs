@@ -35,6 +35,9 @@ pub(crate) struct TlsInputs<'a> {
     pub tls_possible: bool,
     pub mode_override: Option<SslMode>,
     pub root_cert_override: Option<&'a SslRootCert>,
+    /// libpq's default CA file (`~/.postgresql/root.crt`), when it is there: libpq verifies the
+    /// server with it where no CA file is named, the service never reads it.
+    pub default_root_cert: Option<&'a std::path::Path>,
 }
 
 /// How a problem message names a source.
@@ -117,6 +120,25 @@ pub(crate) fn resolve(inputs: &TlsInputs<'_>) -> Result<TlsSettings, Vec<TlsProb
         )
         .err(),
     );
+    // Under require, libpq verifies the server's certificate (as verify-ca) with its default CA
+    // file when that is there and none is named; the service would check nothing, silently
+    // weaker than psql on the same settings.
+    if let (Some(SslMode::Require), None, Some(default), true) = (
+        mode,
+        &root_cert,
+        inputs.default_root_cert,
+        inputs.tls_possible,
+    ) {
+        problems.push(TlsProblem::new(
+            mode_source,
+            format!(
+                "is require, and {} is there, with which libpq would verify the server's \
+                 certificate; the service reads no default file: name it with sslrootcert (then \
+                 require verifies as libpq does), or better, use verify-full with it",
+                default.display()
+            ),
+        ));
+    }
     // An override that turns TLS off where the URL or the environment names a CA file and asks
     // no mode would leave that file checking nothing, silently. (The URL's own CA file under the
     // URL's own disable is taken as libpq takes it.)
@@ -335,6 +357,43 @@ mod tests {
 
     fn sources(problems: &[TlsProblem]) -> Vec<TlsSource> {
         problems.iter().map(|problem| problem.source).collect()
+    }
+
+    /// libpq's default CA file, there, under require: libpq would verify with it, so the
+    /// service refuses rather than check nothing; named, or under another mode, it is no matter.
+    #[test]
+    fn require_beside_libpqs_default_ca_file_is_refused() {
+        let (dir, _, ca) = files();
+        let default = dir.path().join("root.crt");
+        let with_default = |mode: &'static str| TlsInputs {
+            mode: Some((mode, URL_MODE)),
+            tls_possible: true,
+            default_root_cert: Some(&default),
+            ..TlsInputs::default()
+        };
+        let problems = resolve(&with_default("require")).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].source, URL_MODE);
+        assert!(
+            problems[0].problem.contains("root.crt is there"),
+            "{problems:?}"
+        );
+        assert!(resolve(&with_default("prefer")).is_ok());
+        let named = TlsInputs {
+            root_cert: Some((ca.as_str(), URL_ROOT)),
+            ..with_default("require")
+        };
+        assert_eq!(resolve(&named).unwrap().mode, SslMode::VerifyCa);
+        let sockets_only = TlsInputs {
+            tls_possible: false,
+            ..with_default("require")
+        };
+        assert!(resolve(&sockets_only).is_ok());
+        let no_default = TlsInputs {
+            default_root_cert: None,
+            ..with_default("require")
+        };
+        assert!(resolve(&no_default).is_ok());
     }
 
     #[test]
