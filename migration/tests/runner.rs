@@ -956,6 +956,15 @@ async fn the_runner_sets_what_run_settings_lists_and_keeps_the_urls_check_interv
         if known.iter().any(|name| name == "transaction_timeout") {
             markers.push(("transaction_timeout", "4245ms"));
         }
+        // Every listed setting this server has gets one.
+        for name in migration::RUN_SETTINGS {
+            assert!(
+                markers.iter().any(|(marked, _)| *marked == name)
+                    || !known.iter().any(|known| known == name)
+                        && name != migration::RUN_SETTINGS[0],
+                "{name} has no marker"
+            );
+        }
         let mut options = db.options();
         if with_options {
             let mut startup = markers.clone();

@@ -230,15 +230,17 @@ pub(crate) struct LibpqUserFiles {
     pub(crate) root_cert: PathBuf,
 }
 
-/// Where libpq's default files would be: under `$HOME` (`%APPDATA%` on Windows) when it is set
-/// to an absolute path. Recent libpq reads it first; older libpq takes the home folder from the
-/// user database, which is `$HOME` for a service as it is usually run.
+/// Where libpq's default files would be: under `$HOME` as given (`%APPDATA%` on Windows), as
+/// libpq 15 and later take it. Where it is unset or empty, libpq asks the user database (or
+/// Windows) instead; this does not, so such a service is told nothing (a gap, not a harm: the
+/// files are never read either way).
 pub(crate) fn libpq_user_files(sources: &Sources) -> Option<LibpqUserFiles> {
     let variable = if cfg!(windows) { "APPDATA" } else { "HOME" };
-    let base = Path::new(sources.environment(variable)?);
-    if !base.is_absolute() {
-        return None;
-    }
+    let base = Path::new(
+        sources
+            .environment(variable)
+            .filter(|base| !base.is_empty())?,
+    );
     Some(if cfg!(windows) {
         let dir = base.join("postgresql");
         LibpqUserFiles {

@@ -541,7 +541,8 @@ impl DatabaseTarget {
             root_cert_override: self.root_cert_override.as_ref(),
             default_root_cert: (self.libpq_files.as_ref())
                 .map(|files| files.root_cert.as_path())
-                .filter(|path| path.is_file()),
+                // libpq's stat(): anything there counts (a folder makes its connects fail).
+                .filter(|path| path.exists()),
         });
         let tls = match tls {
             Ok(tls) => {

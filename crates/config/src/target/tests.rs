@@ -419,14 +419,18 @@ fn libpqs_password_file_is_named_where_libpq_would_read_it() {
         said(Role::Service, &[empty_first, ("PGPASSWORD", "pw")]).len(),
         1
     );
-    // A home that is no absolute path names nothing, even where the file is there relative to
-    // the working folder.
-    let here = tempfile::tempdir_in(".").unwrap();
-    std::fs::write(here.path().join(".pgpass"), "*:*:*:*:x\n").unwrap();
-    let relative_home = here.path().file_name().unwrap().to_str().unwrap();
-    for home in ["", relative_home] {
-        let target = DatabaseTarget::from_sources(&sources(&[url, ("HOME", home)]), Role::Service);
-        assert!(target.unwrap().warnings().is_empty(), "{home:?}");
+    // An empty home is none (libpq would ask the user database); a relative one is taken as
+    // given, relative to the working folder, as libpq takes it.
+    let empty = DatabaseTarget::from_sources(&sources(&[url, (variable, "")]), Role::Service);
+    assert!(empty.unwrap().warnings().is_empty());
+    #[cfg(unix)]
+    {
+        let here = std::env::current_dir().unwrap();
+        let up = "../".repeat(here.components().count() - 1);
+        let relative = format!("{up}{}", home_text.trim_start_matches('/'));
+        let vars = [url, ("HOME", relative.as_str())];
+        let target = DatabaseTarget::from_sources(&sources(&vars), Role::Service).unwrap();
+        assert_eq!(target.warnings().len(), 1, "{relative}");
     }
 }
 
@@ -454,6 +458,18 @@ fn require_beside_the_users_default_ca_file_is_refused() {
     let prefer = ("DATABASE_URL", "postgres://u:pw@h/db?sslmode=prefer");
     assert!(connector(&[prefer, (variable, home_text)]).is_ok());
     assert!(connector(&[require]).is_ok());
+    // Whichever setting asks for require is named; a CA file named anywhere settles it.
+    let plain = ("DATABASE_URL", "postgres://u:pw@h/db");
+    for (setting, value) in [("PGSSLMODE", "require"), ("DATABASE_SSL_MODE", "require")] {
+        let problems = connector(&[plain, (setting, value), (variable, home_text)]).unwrap_err();
+        assert_eq!(variables(&problems), [setting]);
+    }
+    let roots = std::str::from_utf8(crate::tls::public_roots_pem()).unwrap();
+    let ca = private_file(home.path(), "ca.pem", roots);
+    for setting in ["PGSSLROOTCERT", "DATABASE_SSL_ROOT_CERT"] {
+        let named = connector(&[require, (setting, ca.as_str()), (variable, home_text)]);
+        assert!(named.is_ok(), "{setting}: {:?}", named.err());
+    }
 }
 
 #[test]

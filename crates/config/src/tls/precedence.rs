@@ -133,8 +133,9 @@ pub(crate) fn resolve(inputs: &TlsInputs<'_>) -> Result<TlsSettings, Vec<TlsProb
             mode_source,
             format!(
                 "is require, and {} is there, with which libpq would verify the server's \
-                 certificate; the service reads no default file: name it with sslrootcert (then \
-                 require verifies as libpq does), or better, use verify-full with it",
+                 certificate; the service reads no default file: name it (sslrootcert, \
+                 PGSSLROOTCERT or {ROOT_CERT_OVERRIDE}; require then verifies as libpq does), or \
+                 better, use verify-full with it",
                 default.display()
             ),
         ));
