@@ -68,6 +68,12 @@ impl Date {
     }
 }
 
+/// A failed file operation on `path`, as the error that names it.
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ScaffoldError {
+    let path = path.to_owned();
+    move |source| ScaffoldError::Io { path, source }
+}
+
 /// Creates the migration file for `name` in `source_dir` (the migration crate's `src`) and
 /// registers it in `source_dir/lib.rs`. Returns the new file's path.
 pub fn new_migration(source_dir: &Path, name: &str, date: Date) -> Result<PathBuf, ScaffoldError> {
@@ -78,10 +84,6 @@ pub fn new_migration(source_dir: &Path, name: &str, date: Date) -> Result<PathBu
     if !valid {
         return Err(ScaffoldError::InvalidName);
     }
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| ScaffoldError::Io { path, source }
-    };
     let existing: Vec<String> = std::fs::read_dir(source_dir)
         .map_err(io(source_dir))?
         .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
@@ -126,10 +128,6 @@ pub fn replacement_of(path: &Path) -> PathBuf {
 /// elsewhere, say) is an error, never written through.
 fn replace(path: &Path, text: &str) -> Result<(), ScaffoldError> {
     let beside = replacement_of(path);
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| ScaffoldError::Io { path, source }
-    };
     let permissions = std::fs::metadata(path).map_err(io(path))?.permissions();
     let mut file = std::fs::OpenOptions::new()
         .write(true)

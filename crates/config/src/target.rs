@@ -113,6 +113,21 @@ impl std::fmt::Debug for DatabaseTarget {
     }
 }
 
+/// The password libpq takes, in its order: the URL's `password` parameter, even empty (an
+/// explicit empty password, after which no PGPASSWORD is read); else the URL's own (an empty one
+/// after `user:` is none); else `PGPASSWORD`.
+fn password_in_effect(
+    in_query: Option<&str>,
+    in_url: Option<&SecretString>,
+    in_environment: Option<&str>,
+) -> Option<SecretString> {
+    match (in_query, in_url, in_environment) {
+        (Some(password), ..) => Some(SecretString::from(password.to_owned())),
+        (None, Some(password), _) => Some(password.clone()),
+        (None, None, password) => password.map(|password| SecretString::from(password.to_owned())),
+    }
+}
+
 impl DatabaseTarget {
     /// Exactly `url`: no password file, no overrides, no `PG*` variables (tests and tools that
     /// build their own URLs).
@@ -247,17 +262,15 @@ impl DatabaseTarget {
             parse_override::<SslRootCert>(sources, crate::tls::ROOT_CERT_OVERRIDE, &mut problems);
         let libpq_files = libpq_user_files(sources);
         if let Some((url, _)) = &url {
-            // The password in effect, in resolve()'s order (the URL's password parameter, its
-            // own, PGPASSWORD), or ours, the password file: libpq reads its file when the one in
-            // effect is none or empty.
-            let in_effect_not_empty = (url.parameters())
+            // libpq reads its password file when the password in effect is none or empty; ours,
+            // the password file, comes first.
+            let in_query = (url.parameters())
                 .find(|(name, _)| *name == "password")
-                .map(|(_, password)| !password.is_empty())
-                .or_else(|| (url.password()).map(|password| !password.expose_secret().is_empty()))
-                .or_else(|| {
-                    (sources.environment("PGPASSWORD")).map(|password| !password.is_empty())
-                });
-            let password_given = password_file.is_some() || in_effect_not_empty == Some(true);
+                .map(|(_, password)| password);
+            let in_effect =
+                password_in_effect(in_query, url.password(), sources.environment("PGPASSWORD"));
+            let password_given = password_file.is_some()
+                || in_effect.is_some_and(|password| !password.expose_secret().is_empty());
             if !password_given && let Some(files) = &libpq_files {
                 warnings.extend(unread_password_file(files, variables.password_file));
             }
@@ -335,25 +348,18 @@ impl DatabaseTarget {
             ));
         }
         let database = in_url_first("dbname", self.url.database());
-        let password = match (
-            &self.password_file,
-            // An empty `password=` stays: libpq takes it for an explicit empty password, and
-            // then reads no PGPASSWORD (only an empty password after `user:` is none).
-            parameters.get("password"),
-            self.url.password(),
-        ) {
-            (Some((variable, path)), _, _) => Password::File {
+        let (in_query, in_environment) = match parameters.get("password") {
+            Some((password, ParameterOrigin::Url)) => (Some(password), None),
+            Some((password, _)) => (None, Some(password)),
+            None => (None, None),
+        };
+        let password = match &self.password_file {
+            Some((variable, path)) => Password::File {
                 variable,
                 path: path.clone(),
             },
-            (None, Some((password, ParameterOrigin::Url)), _) => {
-                Password::Given(SecretString::from(password.to_owned()))
-            }
-            (None, _, Some(password)) => Password::Given(password.clone()),
-            (None, Some((password, _)), None) => {
-                Password::Given(SecretString::from(password.to_owned()))
-            }
-            (None, None, None) => Password::None,
+            None => password_in_effect(in_query, self.url.password(), in_environment)
+                .map_or(Password::None, Password::Given),
         };
         let connect_timeout = parameters
             .get("connect_timeout")
