@@ -119,16 +119,25 @@ fn save_urls_and_migrate(stack: &HaStack, state: &Path) -> Result<()> {
             &stack.owner_url_direct()?,
         ),
     ] {
-        let urls = format!(
-            "DATABASE_URL={}\nDATABASE_OWNER_URL={}\n",
-            url.expose_secret(),
-            owner.expose_secret()
-        );
+        let urls = shell_assignments(&[
+            ("DATABASE_URL", url.expose_secret()),
+            ("DATABASE_OWNER_URL", owner.expose_secret()),
+        ]);
         write_private(&state.join(file), &urls)?;
     }
     let owner = owner_url.connect_options();
     counseling_provision::block_on(counseling_provision::roles::apply_migrations(owner))?;
     Ok(())
+}
+
+/// `NAME='value'` lines, as a POSIX shell's `.` reads them (the way the HA doc loads these
+/// files). Unquoted, the `&` between a host list's parameters would end the assignment and run
+/// the rest in the background, leaving `DATABASE_URL` unset; a `'` inside is closed, escaped
+/// and reopened.
+fn shell_assignments(variables: &[(&str, &str)]) -> String {
+    let line =
+        |(name, value): &(&str, &str)| format!("{name}='{}'\n", value.replace('\'', r"'\''"));
+    variables.iter().map(line).collect()
 }
 
 /// Removes the state files of a stack that is gone.
@@ -198,6 +207,34 @@ fn print_ports(ports: Ports) {
             HaStack::node_name(index),
             ports.postgres(index),
             ports.rest(index)
+        );
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::shell_assignments;
+
+    #[test]
+    fn a_shell_that_sources_the_url_files_gets_every_url_whole() {
+        let direct = "postgres://app:p%40ss@127.0.0.1:15410,127.0.0.1:15420/db\
+                      ?target_session_attrs=read-write&connect_timeout=2";
+        let odd = "it's $HOME & `id` \\ \"quoted\" ; *";
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("database-direct.env");
+        let text = shell_assignments(&[("DATABASE_URL", direct), ("DATABASE_OWNER_URL", odd)]);
+        std::fs::write(&file, text).unwrap();
+        let output = std::process::Command::new("bash")
+            .args(["-c", r#"set -a && . "$1" && set +a && printf '%s\n%s' "$DATABASE_URL" "$DATABASE_OWNER_URL""#])
+            .arg("bash")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        assert_eq!(
+            String::from_utf8(output.stdout).unwrap(),
+            format!("{direct}\n{odd}")
         );
     }
 }
