@@ -62,7 +62,10 @@ pub fn migrations() -> Vec<MigrationFile> {
         migration_file!(m20251220_000001_create_users),
         migration_file!(m20261130_000001_username_identity),
         migration_file!(m20261130_000002_bcrypt_cost_bounds),
-        migration_file!(m20261203_000001_username_identity_in_database),
+        // Mended: a failed `up` now refills the keys of rows written meanwhile by the previous
+        // rule, as `down` does. A finished run did the same under either file.
+        migration_file!(m20261203_000001_username_identity_in_database)
+            .mended_from(&["42fb80737fc0af534c12e7985ca50735b7efe17ba21fda678b60634b19192e10"]),
         migration_file!(m20261205_000001_username_default_ignorables),
         migration_file!(m20261205_000002_users_id_and_created_at_fixed),
         migration_file!(m20261205_000003_password_hash_canonical),

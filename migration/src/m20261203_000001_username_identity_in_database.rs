@@ -39,10 +39,13 @@
 //! that each take their strong locks for milliseconds only; it checks the existing rows before it
 //! changes anything and fails listing their ids (rules broken, or two users becoming one
 //! account). If a step fails later (a row written meanwhile breaks a rule, a lock timeout), it
-//! undoes what it did; if it is cut off, running it again first drops the INVALID index a killed
+//! undoes what it did, keys of rows written meanwhile included (refilled by the previous rule, as
+//! `down` does); if it is cut off, running it again first drops the INVALID index a killed
 //! concurrent build leaves, then carries on. `down` refills `username_key` by the previous rule
 //! (the frozen Rust copy in `m20261130_000001_username_identity`) and restores the previous
 //! schema exactly, refusing (and changing nothing) when that rule would make two users one.
+
+use std::collections::BTreeSet;
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{
@@ -335,10 +338,20 @@ async fn drop_invalid_index(db: &impl ConnectionTrait) -> Result<(), DbErr> {
     Ok(())
 }
 
+/// When [`undo`] runs: what its refusal says happened, and what to do next.
+#[derive(Debug, Clone, Copy)]
+enum Undoing {
+    /// `down`.
+    Down,
+    /// A failed `up`, after its first step: rows written meanwhile got the new rule's keys.
+    FailedUp,
+}
+
 /// Undoes whatever of `up` exists, leaving the schema as before it, each step safe to run again;
-/// with `refill` (`down`), once nothing fills keys by the new rule any more, rewrites
-/// `username_key` by the previous rule.
-async fn undo(db: &DatabaseConnection, refill: bool) -> Result<(), DbErr> {
+/// once nothing fills keys by the new rule any more, rewrites `username_key` by the previous
+/// rule. After a failed `up` too: the previous release still serves, and a row written through
+/// the trigger meanwhile would keep a key its lookups never find.
+async fn undo(db: &DatabaseConnection, undoing: Undoing) -> Result<(), DbErr> {
     let key_nullable = query_bool(
         db,
         "SELECT NOT attnotnull FROM pg_attribute \
@@ -369,10 +382,8 @@ async fn undo(db: &DatabaseConnection, refill: bool) -> Result<(), DbErr> {
         .await?;
     }
     tx.commit().await?;
-    if refill {
-        // Nothing fills keys by the new rule any more, and new rows must bring a key.
-        refill_previous_keys(db).await?;
-    }
+    // Nothing fills keys by the new rule any more, and new rows must bring a key.
+    refill_previous_keys(db, undoing).await?;
     if key_nullable {
         execute(
             db,
@@ -401,6 +412,20 @@ async fn undo(db: &DatabaseConnection, refill: bool) -> Result<(), DbErr> {
     execute(db, "DROP FUNCTION IF EXISTS username_identity(text)").await
 }
 
+/// The users whose `username_key` is the new rule's (`username_identity`, which exists until
+/// [`undo`]'s end), as the trigger writes it.
+async fn keys_by_the_new_rule(db: &DatabaseConnection) -> Result<BTreeSet<String>, DbErr> {
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT id::text FROM users WHERE username_key = username_identity(username::text)",
+        ))
+        .await?;
+    rows.iter()
+        .map(|row| row.try_get_by_index::<String>(0))
+        .collect()
+}
+
 /// `(id, username, username_key)` of every user.
 async fn stored_keys(
     db: &DatabaseConnection,
@@ -423,16 +448,33 @@ async fn stored_keys(
 }
 
 /// Fails if, under the previous release's rule, stored users would be one account or break its
-/// rules: then `down` cannot restore its schema.
+/// rules: then `down` cannot restore its schema, nor a failed `up` the previous release's keys.
+/// `what_happened` says how far it went. With `only_with`, only what involves one of those users
+/// counts: the others stay as the previous release (or another writer) left them.
 fn check_previous_rule(
     users: &[(String, String, Option<String>)],
+    undoing: Undoing,
     what_happened: &str,
+    only_with: Option<&BTreeSet<&str>>,
 ) -> Result<(), DbErr> {
-    let violations = previous::Violations::find(
+    let mut violations = previous::Violations::find(
         users
             .iter()
             .map(|(id, name, _)| (id.as_str(), name.as_str())),
     );
+    if let Some(ids) = only_with {
+        let involved = |id: &String| ids.contains(id.as_str());
+        violations
+            .same_identity
+            .retain(|group| group.iter().any(involved));
+        for listed in [
+            &mut violations.not_nfc,
+            &mut violations.forbidden_character,
+            &mut violations.key_too_long,
+        ] {
+            listed.retain(involved);
+        }
+    }
     if violations.is_empty() {
         return Ok(());
     }
@@ -451,10 +493,17 @@ fn check_previous_rule(
             parts.push(list(ids));
         }
     }
+    let (cannot, then) = match undoing {
+        Undoing::Down => ("cannot roll back", "run down again"),
+        Undoing::FailedUp => (
+            "cannot give the previous release back its keys",
+            "run the migration again",
+        ),
+    };
     Err(DbErr::Migration(format!(
-        "{NAME}: cannot roll back: under the previous release's identity rule these users would \
-         be one account or break its rules, {what_happened}; remove or rename them (by id) and \
-         run down again: {}",
+        "{NAME}: {cannot}: under the previous release's identity rule these users would be one \
+         account or break its rules, {what_happened}; remove or rename them (by id) and {then}: \
+         {}",
         parts.join(", ")
     )))
 }
@@ -462,16 +511,31 @@ fn check_previous_rule(
 /// Rewrites every `username_key` that differs from the previous release's rule (rows written
 /// through the trigger got the new rule's), in batches that each block writes for milliseconds,
 /// without touching `updated_at`.
-async fn refill_previous_keys(db: &DatabaseConnection) -> Result<(), DbErr> {
+async fn refill_previous_keys(db: &DatabaseConnection, undoing: Undoing) -> Result<(), DbErr> {
     let users = stored_keys(db).await?;
-    check_previous_rule(&users, "written while down ran (down stopped half-way)")?;
-    let stale: Vec<(String, String)> = users
-        .into_iter()
-        .filter_map(|(id, name, key)| {
-            let wanted = previous::identity_key(&name);
-            (key.as_deref() != Some(wanted.as_str())).then_some((id, wanted))
-        })
-        .collect();
+    let stale = |(id, name, key): &(String, String, Option<String>)| {
+        let wanted = previous::identity_key(name);
+        (key.as_deref() != Some(wanted.as_str())).then(|| (id.clone(), wanted))
+    };
+    let stale: Vec<(String, String)> = match undoing {
+        // Every key: while applied, only the trigger wrote keys by another rule.
+        Undoing::Down => {
+            let what_happened = "written while down ran (down stopped half-way)";
+            check_previous_rule(&users, undoing, what_happened, None)?;
+            users.iter().filter_map(stale).collect()
+        }
+        // Only the keys the trigger wrote: a row another writer gave a key of its own before
+        // the run is left as it was, as undoing leaves everything else.
+        Undoing::FailedUp => {
+            let by_trigger = keys_by_the_new_rule(db).await?;
+            let written = users.iter().filter(|(id, ..)| by_trigger.contains(id));
+            let stale: Vec<(String, String)> = written.filter_map(stale).collect();
+            let ids: BTreeSet<&str> = stale.iter().map(|(id, _)| id.as_str()).collect();
+            let what_happened = "written while up ran (its schema changes are undone)";
+            check_previous_rule(&users, undoing, what_happened, Some(&ids))?;
+            stale
+        }
+    };
     for batch in stale.chunks(REFILL_BATCH) {
         let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
         let keys: Vec<String> = batch.iter().map(|(_, key)| key.clone()).collect();
@@ -548,7 +612,7 @@ impl MigrationTrait for Migration {
         let Err(error) = finish_up(db).await else {
             return Ok(());
         };
-        let undone = undo(db, false).await;
+        let undone = undo(db, Undoing::FailedUp).await;
         let violations = match &undone {
             Ok(()) => {
                 // The function is gone again: recreate it for the report, in a transaction
@@ -575,8 +639,9 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = connection(manager)?;
-        check_previous_rule(&stored_keys(db).await?, "and nothing was rolled back")?;
-        undo(db, true).await
+        let users = stored_keys(db).await?;
+        check_previous_rule(&users, Undoing::Down, "and nothing was rolled back", None)?;
+        undo(db, Undoing::Down).await
     }
 }
 

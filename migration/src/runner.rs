@@ -115,6 +115,7 @@ pub struct MigrationFile {
     definition: Box<dyn MigrationTrait>,
     file: Cow<'static, str>,
     source: Cow<'static, str>,
+    mended_from: &'static [&'static str],
 }
 
 impl std::fmt::Debug for MigrationFile {
@@ -137,7 +138,24 @@ impl MigrationFile {
             definition,
             file: file.into(),
             source: source.into(),
+            mended_from: &[],
         }
+    }
+
+    /// Checksums this file had before it was mended: changes to what only a failing run does,
+    /// so that a database that finished it under one of them is as the file says now. Such a
+    /// database counts it applied and records the current checksum (an [`Event::Adopted`]);
+    /// any other edit is drift. A mend is listed in review, beside the edit itself.
+    pub fn mended_from(self, checksums: &'static [&'static str]) -> Self {
+        Self {
+            mended_from: checksums,
+            ..self
+        }
+    }
+
+    /// Whether `recorded` is one of the checksums the file was mended from.
+    pub fn was_mended_from(&self, recorded: &Checksum) -> bool {
+        self.mended_from.contains(&recorded.as_str())
     }
 
     pub fn name(&self) -> &str {
@@ -191,10 +209,13 @@ impl std::fmt::Display for Direction {
 /// What an [`Observer`] is told: adoptions first, then for each migration in this order.
 #[derive(Debug)]
 pub enum Event<'a> {
-    /// An applied migration recorded before checksums existed now has this one (the file's).
+    /// An applied migration now has the file's checksum recorded: it was recorded before
+    /// checksums existed (`previous` is `None`), or under a checksum its file was mended from
+    /// ([`MigrationFile::mended_from`]).
     Adopted {
         name: &'a str,
         checksum: &'a Checksum,
+        previous: Option<&'a Checksum>,
     },
     /// The migration's own code is about to run, on the backend with this process id (its
     /// transaction, if it has one, is open and its `lock_timeout` set).
@@ -806,6 +827,12 @@ impl Runner {
                     Some(history::Row {
                         checksum: Some(checksum),
                         ..
+                    }) if file.was_mended_from(checksum) => {
+                        (MigrationStatus::Applied, Some(checksum.clone()))
+                    }
+                    Some(history::Row {
+                        checksum: Some(checksum),
+                        ..
                     }) if *checksum != current => {
                         (MigrationStatus::Modified, Some(checksum.clone()))
                     }
@@ -908,9 +935,14 @@ impl Runner {
         Ok(accepted)
     }
 
-    async fn notify_adopted(&self, adopted: Vec<(&str, &Checksum)>) {
-        for (name, checksum) in adopted {
-            self.notify(Event::Adopted { name, checksum }).await;
+    async fn notify_adopted(&self, adopted: Vec<Adoption<'_>>) {
+        for (name, checksum, previous) in adopted {
+            let event = Event::Adopted {
+                name,
+                checksum,
+                previous,
+            };
+            self.notify(event).await;
         }
     }
 
@@ -1403,23 +1435,29 @@ impl RunSession {
 async fn adopt<'a>(
     db: &impl ConnectionTrait,
     states: &'a [MigrationState],
-) -> Result<Vec<(&'a str, &'a Checksum)>, DbErr> {
-    let adopted: Vec<(&str, &Checksum)> = states
+) -> Result<Vec<Adoption<'a>>, DbErr> {
+    let adopted: Vec<Adoption> = states
         .iter()
         .filter_map(
             |state| match (state.status, &state.recorded, &state.current) {
-                (MigrationStatus::Applied, None, Some(current)) => {
-                    Some((state.name.as_str(), current))
+                // Applied with another checksum than the file's: one it was mended from.
+                (MigrationStatus::Applied, previous, Some(current))
+                    if previous.as_ref() != Some(current) =>
+                {
+                    Some((state.name.as_str(), current, previous.as_ref()))
                 }
                 _ => None,
             },
         )
         .collect();
-    for &(name, checksum) in &adopted {
+    for &(name, checksum, _) in &adopted {
         history::set_checksum(db, name, checksum).await?;
     }
     Ok(adopted)
 }
+
+/// A migration whose checksum a run recorded, with the one recorded before (if any).
+type Adoption<'a> = (&'a str, &'a Checksum, Option<&'a Checksum>);
 
 /// The history table (sea-orm-migration's `seaql_migrations`, with the same columns).
 mod history {

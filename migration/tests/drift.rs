@@ -167,10 +167,68 @@ struct Adoptions(Mutex<Vec<String>>);
 #[migration::sea_orm::prelude::async_trait::async_trait]
 impl Observer for Adoptions {
     async fn event(&self, event: &Event<'_>) {
-        if let Event::Adopted { name, checksum } = event {
-            self.0.lock().unwrap().push(format!("{name} {checksum}"));
+        if let Event::Adopted {
+            name,
+            checksum,
+            previous,
+        } = event
+        {
+            let line = match previous {
+                None => format!("{name} {checksum}"),
+                Some(previous) => format!("{name} {checksum} from {previous}"),
+            };
+            self.0.lock().unwrap().push(line);
         }
     }
+}
+
+/// The fixtures' list, edited, with the first one mended from `checksums`.
+fn mended_fixtures(checksums: Vec<String>) -> Vec<MigrationFile> {
+    let checksums: Vec<&'static str> = checksums
+        .into_iter()
+        .map(|checksum| &*Box::leak(checksum.into_boxed_str()))
+        .collect();
+    let mut files = fixtures(true);
+    let first = files
+        .remove(0)
+        .mended_from(Box::leak(checksums.into_boxed_slice()));
+    files.insert(0, first);
+    files
+}
+
+#[tokio::test]
+async fn a_migration_applied_before_its_file_was_mended_is_adopted_any_other_edit_refused() {
+    let db = TestDatabase::empty().await.unwrap();
+    let orm = db.connect().await;
+    Runner::new(fixtures(false)).up(&orm, None).await.unwrap();
+    let applied = Checksum::of_source(fixtures(false)[0].source());
+    let now = Checksum::of_source(fixtures(true)[0].source());
+
+    // Mended from another checksum than the one recorded: an edit like any other.
+    let other = mended_fixtures(vec!["0".repeat(64)]);
+    let refused = Runner::new(other).up(&orm, None).await.unwrap_err();
+    assert!(matches!(&refused, RunError::Drift(_)), "{refused}");
+
+    let adoptions = Arc::new(Adoptions::default());
+    let runner =
+        Runner::new(mended_fixtures(vec![applied.to_string()])).with_observer(adoptions.clone());
+    let states = runner.status(&orm).await.unwrap();
+    assert_eq!(states[0].status, MigrationStatus::Applied);
+    assert_eq!(states[0].recorded.as_ref(), Some(&applied));
+    assert!(runner.up(&orm, None).await.unwrap().is_empty());
+    assert_eq!(
+        *adoptions.0.lock().unwrap(),
+        [format!("m1_people {now} from {applied}")]
+    );
+    let states = runner.status(&orm).await.unwrap();
+    assert_eq!(states[0].recorded.as_ref(), Some(&now));
+    // Adopted once; and the mended file rolls back as any other.
+    runner.up(&orm, None).await.unwrap();
+    assert_eq!(adoptions.0.lock().unwrap().len(), 1);
+    assert_eq!(
+        runner.down(&orm, 2).await.unwrap(),
+        ["m2_places", "m1_people"]
+    );
 }
 
 #[tokio::test]
@@ -592,10 +650,12 @@ async fn the_binary_says_modified_and_missing_exits_3_or_4_and_accept_clears_it(
     assert_eq!(pending.status.code(), Some(2), "{}", text(&pending.stderr));
 }
 
-/// Every migration of this binary with the checksum databases recorded when it was applied.
-/// Editing one in place would stop every `up` and `down` wherever it was applied (drift, exit 3),
-/// so CI says so first: a change is a new migration. A new migration joins the list as it is
-/// written (the failure prints its line).
+/// Every migration of this binary with the checksums databases recorded when it was applied
+/// (two for one mended: its file's now, and the one it was mended from). Editing one in place
+/// would stop every `up` and `down` wherever it was applied (drift, exit 3), so CI says so first:
+/// a change is a new migration, or, for a change to what only a failing run does, a mend
+/// ([`MigrationFile::mended_from`] lists the checksums before it). A new migration joins the
+/// list as it is written (the failure prints its line).
 const RECORDED: &[(&str, &str)] = &[
     (
         "m20251220_000001_create_users",
@@ -612,6 +672,10 @@ const RECORDED: &[(&str, &str)] = &[
     (
         "m20261203_000001_username_identity_in_database",
         "42fb80737fc0af534c12e7985ca50735b7efe17ba21fda678b60634b19192e10",
+    ),
+    (
+        "m20261203_000001_username_identity_in_database",
+        "279bb532087010b8f85099088d68a192fc81b07d466aa9872faf48899f8e9910",
     ),
     (
         "m20261205_000001_username_default_ignorables",
@@ -652,17 +716,33 @@ fn no_migration_is_edited_after_it_was_written_down() {
     for file in files {
         let checksum = file.checksum();
         let line = format!("(\"{}\", \"{checksum}\")", file.name());
-        let recorded = RECORDED.iter().find(|(name, _)| *name == file.name());
-        let Some((_, recorded)) = recorded else {
-            panic!("{} is new: add {line} to RECORDED", file.name());
-        };
-        assert_eq!(
-            checksum.as_str(),
-            *recorded,
+        let recorded: Vec<&str> = RECORDED
+            .iter()
+            .filter(|(name, _)| *name == file.name())
+            .map(|(_, recorded)| *recorded)
+            .collect();
+        assert!(
+            !recorded.is_empty(),
+            "{} is new: add {line} to RECORDED",
+            file.name()
+        );
+        assert!(
+            recorded.contains(&checksum.as_str()),
             "{} was edited after it was recorded; databases that applied it would refuse every \
              run: restore the file and write a new migration",
             file.name()
         );
+        for earlier in recorded
+            .iter()
+            .filter(|&&earlier| earlier != checksum.as_str())
+        {
+            assert!(
+                file.was_mended_from(&Checksum::from_stored((*earlier).to_owned())),
+                "{} was recorded as {earlier}, which its file does not list as mended from: \
+                 databases that applied it would refuse every run",
+                file.name()
+            );
+        }
     }
 }
 

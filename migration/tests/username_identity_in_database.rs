@@ -660,6 +660,102 @@ async fn cut_off_the_waiting_build(conn: &mut PgConnection, reader: &mut PgConne
         .unwrap();
 }
 
+/// Runs `up` until its index build waits for a reader's old snapshot (its first step, with the
+/// trigger, committed), has the service write `name` through the trigger, and lets the build
+/// give up (`lock_timeout`). Returns the error of `up`.
+async fn up_failing_after_a_row_through_the_trigger(
+    db: &TestDatabase,
+    orm: &DatabaseConnection,
+    conn: &mut PgConnection,
+    name: &str,
+) -> String {
+    let mut reader = open_snapshot(db).await;
+    let options = RunOptions {
+        lock_timeout: Duration::from_secs(3),
+        ..RunOptions::default()
+    };
+    let run = tokio::spawn({
+        let orm = orm.clone();
+        async move { migration::apply_pending_with(&orm, options).await }
+    });
+    let waiting = "SELECT EXISTS (SELECT FROM pg_stat_activity \
+                   WHERE wait_event = 'virtualxid' AND datname = current_database())";
+    eventually(
+        "the build waits for the reader's snapshot",
+        Duration::from_secs(20),
+        async || {
+            let found = sqlx::query_scalar::<_, bool>(waiting).fetch_one(&mut *conn);
+            found.await.unwrap().then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    insert(&mut connect_as_service(db).await, name, HASH)
+        .await
+        .unwrap();
+    let error = run.await.unwrap().unwrap_err().to_string();
+    sqlx::query("ROLLBACK").execute(&mut reader).await.unwrap();
+    assert!(error.contains("lock timeout"), "{error}");
+    error
+}
+
+/// A failed run undoes its schema changes, and gives the rows written through its trigger
+/// meanwhile their keys by the previous rule: the previous release, which still serves, finds
+/// them by its own key and refuses their twins.
+#[tokio::test]
+async fn a_failed_run_gives_rows_written_meanwhile_the_previous_releases_keys() {
+    let (db, orm, mut conn) = database_before(IDENTITY_IN_DATABASE).await;
+    let previous = schema_snapshot(&mut conn).await;
+    let name = r"\s\Straße";
+    let error = up_failing_after_a_row_through_the_trigger(&db, &orm, &mut conn, name).await;
+    assert!(!error.contains("undoing"), "{error}");
+    assert_eq!(schema_snapshot(&mut conn).await, previous);
+    let keys = rows(&mut conn, "SELECT username_key FROM users").await;
+    assert_eq!(
+        keys,
+        [[Some(identity_key(name))]],
+        "a key by the new rule (\\s\\straße) stayed"
+    );
+    let twin = insert_previous_release(&mut conn, r"\s\STRASSE", HASH).await;
+    assert!(twin.is_err(), "the previous release took a twin of {name}");
+    assert_eq!(
+        status(&migration::status(&orm).await.unwrap()),
+        MigrationStatus::Applying
+    );
+}
+
+/// Where a row written through the trigger is, under the previous rule, one account with a row
+/// already there, its key cannot be refilled: the failed run says so, naming both, and the next
+/// run (whose rule tells them apart) finishes.
+#[tokio::test]
+async fn a_failed_run_names_rows_written_meanwhile_that_the_previous_rule_makes_one() {
+    let (db, orm, mut conn) = database_before(IDENTITY_IN_DATABASE).await;
+    let earlier = insert_previous_release(&mut conn, r"\s\strasse", HASH)
+        .await
+        .unwrap();
+    let name = r"\s\Straße";
+    let error = up_failing_after_a_row_through_the_trigger(&db, &orm, &mut conn, name).await;
+    let later: String = sqlx::query_scalar("SELECT id::text FROM users WHERE username = $1")
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let mut pair = [earlier, later];
+    pair.sort();
+    for part in [
+        "undoing its changes failed too",
+        "cannot give the previous release back its keys",
+        &format!("[{}, {}]", pair[0], pair[1]),
+        "run the migration again",
+    ] {
+        assert!(error.contains(part), "{part}: {error}");
+    }
+    assert_eq!(
+        migration::apply_pending(&orm).await.unwrap(),
+        migration::migrations().len() - position(IDENTITY_IN_DATABASE)
+    );
+}
+
 /// The run's session is cut off while the concurrent index build waits for an old snapshot. The
 /// clean-up must not go on in a new session, which would hold neither the run's advisory lock
 /// nor its `lock_timeout`: its ACCESS EXCLUSIVE would queue behind a reader for good, and every
