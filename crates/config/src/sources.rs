@@ -119,7 +119,9 @@ impl Sources {
         problems.into_result(Self::layered(file, environment))
     }
 
-    /// `file` (a `.env`) overlaid by `environment`, which wins.
+    /// `file` (a `.env`) overlaid by `environment`, which wins; but for a Kubernetes service
+    /// link (`METRICS_PORT=tcp://…`, for a Service named `metrics`), which is no setting of ours
+    /// and must not hide the file's setting of that name.
     pub fn layered(
         file: impl IntoIterator<Item = (String, String)>,
         environment: impl IntoIterator<Item = (String, String)>,
@@ -127,6 +129,9 @@ impl Sources {
         let mut variables: BTreeMap<String, String> = file.into_iter().collect();
         let mut from_environment = BTreeSet::new();
         for (name, value) in environment {
+            if variables.contains_key(&name) && is_kubernetes_service_link(&name, &value) {
+                continue;
+            }
             from_environment.insert(name.clone());
             variables.insert(name, value);
         }
@@ -866,6 +871,25 @@ mod tests {
         // And an address is only a link's value under a `_PORT` name.
         let sources = Sources::from_vars([("EX_COUNT", "tcp://10.0.0.11:3")]);
         assert!(sources.group::<Counted>("EX").is_err());
+    }
+
+    /// A Service named `metrics` puts `METRICS_PORT=tcp://…` in the environment: `.env`'s
+    /// `METRICS_PORT` still applies (it was dropped, and the default port served `/metrics`).
+    #[test]
+    fn a_service_link_does_not_hide_the_setting_of_that_name_in_dot_env() {
+        #[derive(Debug, Deserialize)]
+        struct Ported {
+            port: Option<u16>,
+        }
+        let file = [("EX_PORT".to_owned(), "18621".to_owned())];
+        let link = [("EX_PORT".to_owned(), "tcp://10.0.0.7:9100".to_owned())];
+        let sources = Sources::layered(file.clone(), link);
+        assert_eq!(sources.group::<Ported>("EX").unwrap().port, Some(18621));
+        assert_eq!(sources.environment("EX_PORT"), None);
+        // A setting exported over it still wins.
+        let exported = [("EX_PORT".to_owned(), "18622".to_owned())];
+        let sources = Sources::layered(file, exported);
+        assert_eq!(sources.group::<Ported>("EX").unwrap().port, Some(18622));
     }
 
     #[test]
