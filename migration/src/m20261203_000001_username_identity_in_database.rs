@@ -338,7 +338,7 @@ async fn drop_invalid_index(db: &impl ConnectionTrait) -> Result<(), DbErr> {
     Ok(())
 }
 
-/// When [`undo`] runs: what its refusal says happened, and what to do next.
+/// When [`undo`] runs, which decides which keys it rewrites.
 #[derive(Debug, Clone, Copy)]
 enum Undoing {
     /// `down`.
@@ -350,8 +350,9 @@ enum Undoing {
 /// Undoes whatever of `up` exists, leaving the schema as before it, each step safe to run again;
 /// once nothing fills keys by the new rule any more, rewrites `username_key` by the previous
 /// rule. After a failed `up` too: the previous release still serves, and a row written through
-/// the trigger meanwhile would keep a key its lookups never find.
-async fn undo(db: &DatabaseConnection, undoing: Undoing) -> Result<(), DbErr> {
+/// the trigger meanwhile would keep a key its lookups never find. Returns the users written then
+/// whose key could not be rewritten (see [`refill_previous_keys`]); none after `down`.
+async fn undo(db: &DatabaseConnection, undoing: Undoing) -> Result<Vec<String>, DbErr> {
     let key_nullable = query_bool(
         db,
         "SELECT NOT attnotnull FROM pg_attribute \
@@ -383,7 +384,7 @@ async fn undo(db: &DatabaseConnection, undoing: Undoing) -> Result<(), DbErr> {
     }
     tx.commit().await?;
     // Nothing fills keys by the new rule any more, and new rows must bring a key.
-    refill_previous_keys(db, undoing).await?;
+    let kept = refill_previous_keys(db, undoing).await?;
     if key_nullable {
         execute(
             db,
@@ -409,7 +410,8 @@ async fn undo(db: &DatabaseConnection, undoing: Undoing) -> Result<(), DbErr> {
         &format!("DROP INDEX CONCURRENTLY IF EXISTS {IDENTITY_INDEX}"),
     )
     .await?;
-    execute(db, "DROP FUNCTION IF EXISTS username_identity(text)").await
+    execute(db, "DROP FUNCTION IF EXISTS username_identity(text)").await?;
+    Ok(kept)
 }
 
 /// The users whose `username_key` is the new rule's (`username_identity`, which exists until
@@ -448,33 +450,16 @@ async fn stored_keys(
 }
 
 /// Fails if, under the previous release's rule, stored users would be one account or break its
-/// rules: then `down` cannot restore its schema, nor a failed `up` the previous release's keys.
-/// `what_happened` says how far it went. With `only_with`, only what involves one of those users
-/// counts: the others stay as the previous release (or another writer) left them.
+/// rules: then `down` cannot restore its schema. `what_happened` says how far it went.
 fn check_previous_rule(
     users: &[(String, String, Option<String>)],
-    undoing: Undoing,
     what_happened: &str,
-    only_with: Option<&BTreeSet<&str>>,
 ) -> Result<(), DbErr> {
-    let mut violations = previous::Violations::find(
+    let violations = previous::Violations::find(
         users
             .iter()
             .map(|(id, name, _)| (id.as_str(), name.as_str())),
     );
-    if let Some(ids) = only_with {
-        let involved = |id: &String| ids.contains(id.as_str());
-        violations
-            .same_identity
-            .retain(|group| group.iter().any(involved));
-        for listed in [
-            &mut violations.not_nfc,
-            &mut violations.forbidden_character,
-            &mut violations.key_too_long,
-        ] {
-            listed.retain(involved);
-        }
-    }
     if violations.is_empty() {
         return Ok(());
     }
@@ -493,52 +478,74 @@ fn check_previous_rule(
             parts.push(list(ids));
         }
     }
-    let (cannot, then) = match undoing {
-        Undoing::Down => ("cannot roll back", "run down again"),
-        Undoing::FailedUp => (
-            "cannot give the previous release back its keys",
-            "run the migration again",
-        ),
-    };
     Err(DbErr::Migration(format!(
-        "{NAME}: {cannot}: under the previous release's identity rule these users would be one \
-         account or break its rules, {what_happened}; remove or rename them (by id) and {then}: \
-         {}",
+        "{NAME}: cannot roll back: under the previous release's identity rule these users would \
+         be one account or break its rules, {what_happened}; remove or rename them (by id) and \
+         run down again: {}",
         parts.join(", ")
     )))
 }
 
+/// Of `written`, those that under the previous release's rule are one account with another
+/// stored user, or break its rules: their keys by that rule cannot be written.
+fn at_odds_with_the_previous_rule(
+    users: &[(String, String, Option<String>)],
+    written: &BTreeSet<&str>,
+) -> BTreeSet<String> {
+    let violations = previous::Violations::find(
+        users
+            .iter()
+            .map(|(id, name, _)| (id.as_str(), name.as_str())),
+    );
+    let groups = violations.same_identity.into_iter().flatten();
+    let listed = [
+        violations.not_nfc,
+        violations.forbidden_character,
+        violations.key_too_long,
+    ];
+    groups
+        .chain(listed.into_iter().flatten())
+        .filter(|id| written.contains(id.as_str()))
+        .collect()
+}
+
 /// Rewrites every `username_key` that differs from the previous release's rule (rows written
 /// through the trigger got the new rule's), in batches that each block writes for milliseconds,
-/// without touching `updated_at`.
-async fn refill_previous_keys(db: &DatabaseConnection, undoing: Undoing) -> Result<(), DbErr> {
+/// without touching `updated_at`. After a failed `up`, only the keys the trigger wrote, and not
+/// those of users the previous rule makes one account with another (or refuses): they are
+/// returned, and the undoing goes on without them.
+async fn refill_previous_keys(
+    db: &DatabaseConnection,
+    undoing: Undoing,
+) -> Result<Vec<String>, DbErr> {
     let users = stored_keys(db).await?;
     let stale = |(id, name, key): &(String, String, Option<String>)| {
         let wanted = previous::identity_key(name);
-        (key.as_deref() != Some(wanted.as_str())).then(|| (id.clone(), wanted))
+        (key.as_deref() != Some(wanted.as_str())).then(|| (id.clone(), name.clone(), wanted))
     };
-    let stale: Vec<(String, String)> = match undoing {
+    let (stale, kept): (Vec<(String, String, String)>, Vec<String>) = match undoing {
         // Every key: while applied, only the trigger wrote keys by another rule.
         Undoing::Down => {
             let what_happened = "written while down ran (down stopped half-way)";
-            check_previous_rule(&users, undoing, what_happened, None)?;
-            users.iter().filter_map(stale).collect()
+            check_previous_rule(&users, what_happened)?;
+            (users.iter().filter_map(stale).collect(), Vec::new())
         }
         // Only the keys the trigger wrote: a row another writer gave a key of its own before
         // the run is left as it was, as undoing leaves everything else.
         Undoing::FailedUp => {
             let by_trigger = keys_by_the_new_rule(db).await?;
             let written = users.iter().filter(|(id, ..)| by_trigger.contains(id));
-            let stale: Vec<(String, String)> = written.filter_map(stale).collect();
-            let ids: BTreeSet<&str> = stale.iter().map(|(id, _)| id.as_str()).collect();
-            let what_happened = "written while up ran (its schema changes are undone)";
-            check_previous_rule(&users, undoing, what_happened, Some(&ids))?;
-            stale
+            let mut stale: Vec<(String, String, String)> = written.filter_map(stale).collect();
+            let ids: BTreeSet<&str> = stale.iter().map(|(id, ..)| id.as_str()).collect();
+            let kept = at_odds_with_the_previous_rule(&users, &ids);
+            stale.retain(|(id, ..)| !kept.contains(id));
+            (stale, kept.into_iter().collect())
         }
     };
     for batch in stale.chunks(REFILL_BATCH) {
-        let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
-        let keys: Vec<String> = batch.iter().map(|(_, key)| key.clone()).collect();
+        let ids: Vec<String> = batch.iter().map(|(id, ..)| id.clone()).collect();
+        let names: Vec<String> = batch.iter().map(|(_, name, _)| name.clone()).collect();
+        let keys: Vec<String> = batch.iter().map(|(.., key)| key.clone()).collect();
         let tx = db.begin().await?;
         // A derived column is no edit: updated_at stays.
         execute(
@@ -548,10 +555,12 @@ async fn refill_previous_keys(db: &DatabaseConnection, undoing: Undoing) -> Resu
         .await?;
         tx.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "UPDATE users SET username_key = refill.key
-             FROM unnest($1::uuid[], $2::text[]) AS refill(id, key)
-             WHERE users.id = refill.id",
-            [ids.into(), keys.into()],
+            // Only a row still named as read: one renamed meanwhile got its key from its writer
+            // (the previous release writes its own), which the old name's must not replace.
+            r#"UPDATE users SET username_key = refill.key
+               FROM unnest($1::uuid[], $2::text[], $3::text[]) AS refill(id, name, key)
+               WHERE users.id = refill.id AND users.username::text COLLATE "C" = refill.name"#,
+            [ids.into(), names.into(), keys.into()],
         ))
         .await?;
         execute(
@@ -561,7 +570,7 @@ async fn refill_previous_keys(db: &DatabaseConnection, undoing: Undoing) -> Resu
         .await?;
         tx.commit().await?;
     }
-    Ok(())
+    Ok(kept)
 }
 
 /// The session this migration runs on (it runs without a transaction).
@@ -614,7 +623,7 @@ impl MigrationTrait for Migration {
         };
         let undone = undo(db, Undoing::FailedUp).await;
         let violations = match &undone {
-            Ok(()) => {
+            Ok(_) => {
                 // The function is gone again: recreate it for the report, in a transaction
                 // rolled back.
                 let tx = db.begin().await?;
@@ -625,23 +634,38 @@ impl MigrationTrait for Migration {
             }
             Err(_) => None,
         };
-        Err(match (undone, violations) {
-            (Ok(()), Some(violations)) if !violations.is_empty() => DbErr::Migration(
-                violations.describe("written while the migration ran; it undid its changes"),
+        let (error, kept) = match (undone, violations) {
+            (Ok(kept), Some(violations)) if !violations.is_empty() => (
+                DbErr::Migration(
+                    violations.describe("written while the migration ran; it undid its changes"),
+                ),
+                kept,
             ),
-            (Ok(()), _) => error,
-            (Err(undo_error), _) => DbErr::Migration(format!(
-                "{NAME}: {error}; undoing its changes failed too ({undo_error}): run the \
-                 migration again, which carries on from where it stopped"
-            )),
-        })
+            (Ok(kept), _) => (error, kept),
+            (Err(undo_error), _) => {
+                return Err(DbErr::Migration(format!(
+                    "{NAME}: {error}; undoing its changes failed too ({undo_error}): run the \
+                     migration again, which carries on from where it stopped"
+                )));
+            }
+        };
+        if kept.is_empty() {
+            return Err(error);
+        }
+        Err(DbErr::Migration(format!(
+            "{error}; under the previous release's identity rule these users, written while the \
+             migration ran, would be one account with another or break its rules, so they keep \
+             the new rule's keys, which its lookups do not find: {}; remove or rename them (by \
+             id), or run the migration again (its rule tells them apart)",
+            list(&kept)
+        )))
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = connection(manager)?;
         let users = stored_keys(db).await?;
-        check_previous_rule(&users, Undoing::Down, "and nothing was rolled back", None)?;
-        undo(db, Undoing::Down).await
+        check_previous_rule(&users, "and nothing was rolled back")?;
+        undo(db, Undoing::Down).await.map(drop)
     }
 }
 

@@ -263,20 +263,8 @@ impl Observer for Progress {
                 direction: Direction::Down,
                 ..
             } => println!("rolled back {name}"),
-            Event::Adopted {
-                name,
-                checksum,
-                previous: None,
-            } => println!(
+            Event::Adopted { name, checksum } => println!(
                 "recorded checksum {checksum} for {name} (applied before checksums were kept)"
-            ),
-            Event::Adopted {
-                name,
-                checksum,
-                previous: Some(previous),
-            } => println!(
-                "recorded checksum {checksum} for {name} (applied as {previous}, which its file \
-                 was mended from: only what a failing run does changed)"
             ),
             Event::WaitingForLock { holder } => eprintln!(
                 "waiting for the migration lock, which {holder} holds (another run, or one cut \

@@ -143,9 +143,10 @@ impl MigrationFile {
     }
 
     /// Checksums this file had before it was mended: changes to what only a failing run does,
-    /// so that a database that finished it under one of them is as the file says now. Such a
-    /// database counts it applied and records the current checksum (an [`Event::Adopted`]);
-    /// any other edit is drift. A mend is listed in review, beside the edit itself.
+    /// so that a database that finished the migration under one of them is as the file says
+    /// now. Such a database counts it applied, and keeps the checksum it recorded: the binary of
+    /// the release before, which knows only that one, still runs there. Any other edit is
+    /// drift. A mend is listed in review, beside the edit itself.
     pub fn mended_from(self, checksums: &'static [&'static str]) -> Self {
         Self {
             mended_from: checksums,
@@ -153,9 +154,10 @@ impl MigrationFile {
         }
     }
 
-    /// Whether `recorded` is one of the checksums the file was mended from.
-    pub fn was_mended_from(&self, recorded: &Checksum) -> bool {
-        self.mended_from.contains(&recorded.as_str())
+    /// Whether `recorded` is this file's checksum or one it was mended from: the database is as
+    /// the file says.
+    pub fn is_as_recorded(&self, recorded: &Checksum) -> bool {
+        *recorded == self.checksum() || self.mended_from.contains(&recorded.as_str())
     }
 
     pub fn name(&self) -> &str {
@@ -209,13 +211,10 @@ impl std::fmt::Display for Direction {
 /// What an [`Observer`] is told: adoptions first, then for each migration in this order.
 #[derive(Debug)]
 pub enum Event<'a> {
-    /// An applied migration now has the file's checksum recorded: it was recorded before
-    /// checksums existed (`previous` is `None`), or under a checksum its file was mended from
-    /// ([`MigrationFile::mended_from`]).
+    /// An applied migration recorded before checksums existed now has this one (the file's).
     Adopted {
         name: &'a str,
         checksum: &'a Checksum,
-        previous: Option<&'a Checksum>,
     },
     /// The migration's own code is about to run, on the backend with this process id (its
     /// transaction, if it has one, is open and its `lock_timeout` set).
@@ -827,7 +826,7 @@ impl Runner {
                     Some(history::Row {
                         checksum: Some(checksum),
                         ..
-                    }) if file.was_mended_from(checksum) => {
+                    }) if file.is_as_recorded(checksum) => {
                         (MigrationStatus::Applied, Some(checksum.clone()))
                     }
                     Some(history::Row {
@@ -888,9 +887,9 @@ impl Runner {
             .iter()
             .find(|state| state.name == version)
             .ok_or_else(|| RunError::UnknownVersion(version.to_owned()))?;
-        let accepted = match (state.status, &state.current) {
-            (MigrationStatus::Pending, _) => return Err(RunError::NotApplied(version.to_owned())),
-            (MigrationStatus::Missing, _) => {
+        let accepted = match (state.status, &state.current, &state.recorded) {
+            (MigrationStatus::Pending, ..) => return Err(RunError::NotApplied(version.to_owned())),
+            (MigrationStatus::Missing, ..) => {
                 history::record(&tx, version, Direction::Down, None).await?;
                 Accepted::Forgotten {
                     recorded: state.recorded.clone(),
@@ -899,50 +898,45 @@ impl Runner {
             // A person checked it: a rollback that stopped part-way no longer stands in `up`'s
             // way. Only for a file as it was applied: a modified one keeps its mark, which its
             // drift message does not mention, until it is accepted again.
-            (MigrationStatus::Applied, Some(current))
-                if state.recorded.as_ref() == Some(current)
-                    && history::clear_rollback_mark(&tx, version).await? =>
+            (MigrationStatus::Applied, Some(current), _)
+                if history::clear_rollback_mark(&tx, version).await? =>
             {
                 Accepted::RollbackCleared(current.clone())
             }
             // A rollback of a half-run `up` stopped, and a person checked that it had changed
             // nothing: the migration is back where the rollback found it, applying.
-            (MigrationStatus::Applying, Some(_))
+            (MigrationStatus::Applying, Some(_), _)
                 if history::clear_rollback_mark(&tx, version).await? =>
             {
                 Accepted::RollbackClearedStillApplying
             }
             // A person checked that the half-run `up` did all the file says: it is applied, with
             // the file's checksum.
-            (MigrationStatus::Applying, Some(current)) => {
+            (MigrationStatus::Applying, Some(current), _) => {
                 history::record(&tx, version, Direction::Up, Some(current)).await?;
                 Accepted::Finished(current.clone())
             }
-            (_, Some(current)) if state.recorded.as_ref() == Some(current) => {
-                Accepted::Unchanged(current.clone())
+            // The file's checksum, or one it was mended from (kept: see `mended_from`).
+            (MigrationStatus::Applied, Some(_), Some(recorded)) => {
+                Accepted::Unchanged(recorded.clone())
             }
-            (_, Some(current)) => {
+            (_, Some(current), _) => {
                 history::set_checksum(&tx, version, current).await?;
                 Accepted::Recorded {
                     previous: state.recorded.clone(),
                     current: current.clone(),
                 }
             }
-            (_, None) => return Err(RunError::UnknownVersion(version.to_owned())),
+            (_, None, _) => return Err(RunError::UnknownVersion(version.to_owned())),
         };
         tx.commit().await?;
         self.notify_adopted(adopted).await;
         Ok(accepted)
     }
 
-    async fn notify_adopted(&self, adopted: Vec<Adoption<'_>>) {
-        for (name, checksum, previous) in adopted {
-            let event = Event::Adopted {
-                name,
-                checksum,
-                previous,
-            };
-            self.notify(event).await;
+    async fn notify_adopted(&self, adopted: Vec<(&str, &Checksum)>) {
+        for (name, checksum) in adopted {
+            self.notify(Event::Adopted { name, checksum }).await;
         }
     }
 
@@ -1435,29 +1429,23 @@ impl RunSession {
 async fn adopt<'a>(
     db: &impl ConnectionTrait,
     states: &'a [MigrationState],
-) -> Result<Vec<Adoption<'a>>, DbErr> {
-    let adopted: Vec<Adoption> = states
+) -> Result<Vec<(&'a str, &'a Checksum)>, DbErr> {
+    let adopted: Vec<(&str, &Checksum)> = states
         .iter()
         .filter_map(
             |state| match (state.status, &state.recorded, &state.current) {
-                // Applied with another checksum than the file's: one it was mended from.
-                (MigrationStatus::Applied, previous, Some(current))
-                    if previous.as_ref() != Some(current) =>
-                {
-                    Some((state.name.as_str(), current, previous.as_ref()))
+                (MigrationStatus::Applied, None, Some(current)) => {
+                    Some((state.name.as_str(), current))
                 }
                 _ => None,
             },
         )
         .collect();
-    for &(name, checksum, _) in &adopted {
+    for &(name, checksum) in &adopted {
         history::set_checksum(db, name, checksum).await?;
     }
     Ok(adopted)
 }
-
-/// A migration whose checksum a run recorded, with the one recorded before (if any).
-type Adoption<'a> = (&'a str, &'a Checksum, Option<&'a Checksum>);
 
 /// The history table (sea-orm-migration's `seaql_migrations`, with the same columns).
 mod history {

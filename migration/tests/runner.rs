@@ -77,7 +77,7 @@ impl Observer for Recorder {
                 ..
             } => format!("ran {name} under lock_timeout {lock_timeout_ms} ms"),
             Event::Done { name, .. } => format!("done {name}"),
-            Event::Adopted { name, checksum, .. } => format!("adopted {name} {checksum}"),
+            Event::Adopted { name, checksum } => format!("adopted {name} {checksum}"),
             Event::WaitingForLock { holder } => format!("waiting for the lock, held by {holder}"),
         };
         self.events.lock().unwrap().push(line);
