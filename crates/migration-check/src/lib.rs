@@ -11,7 +11,7 @@
 //! conflicts with ROW EXCLUSIVE (what INSERT, UPDATE and DELETE take) or ACCESS SHARE (what
 //! SELECT takes), that is SHARE, SHARE ROW EXCLUSIVE, EXCLUSIVE or ACCESS EXCLUSIVE, on the table
 //! or one of its indexes. [`Report::failures`] names every migration that held such a lock
-//! longer than the threshold ([`CheckOptions::threshold`]) while going up (released migrations listed in
+//! longer than the threshold ([`CheckOptions::threshold`]), going up or down (released migrations listed in
 //! [`KNOWN_EXCEPTIONS`] only have their figures printed) and every one that changed the runner's
 //! `lock_timeout`.
 

@@ -3,7 +3,7 @@
 //! Applies every migration up, down (forced) and up again on a scratch PostgreSQL holding N users
 //! (default 100,000), watching what each one locks, and prints a table per migration: its
 //! duration, the longest time it held a lock blocking reads or writes of an existing table, its
-//! statements. Fails (exit 1) when a migration going up holds such a lock longer than the
+//! statements. Fails (exit 1) when a migration, going up or down, holds such a lock longer than the
 //! threshold (default 0.2 µs per user: 20 ms at 100,000 users; released migrations excepted) or changes the runner's
 //! `lock_timeout`. `--bench` also plays a deploy under load, never fails on the rules, and
 //! writes the figures into PATH (default BENCHMARKS.md) between its migration markers.

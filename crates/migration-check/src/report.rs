@@ -119,8 +119,8 @@ impl Report {
     fn failures_of(&self, figures: &MigrationFigures) -> Vec<String> {
         let mut failures = Vec::new();
         let name = &figures.name;
-        if figures.pass != Pass::Down
-            && !self.is_known_exception(name)
+        // Going down too: a rollback runs while the service serves, as a deploy does.
+        if !self.is_known_exception(name)
             && let Some(held) = &figures.longest_lock
             && held.held > self.threshold
         {
@@ -198,7 +198,7 @@ impl Report {
         let _ = writeln!(
             out,
             "migrate-check: {} users, runner lock_timeout {} ms, locks sampled every {}; a \
-             migration going up may block reads or writes of an existing table for at most {} \
+             migration, going up or down, may block reads or writes of an existing table for at most {} \
              (released migrations excepted)\n",
             self.users,
             self.lock_timeout_ms,
@@ -296,23 +296,29 @@ mod tests {
     }
 
     #[test]
-    fn the_rules_apply_going_up_to_new_migrations_and_lock_timeout_to_all() {
+    fn the_rules_apply_both_ways_to_new_migrations_and_lock_timeout_to_all() {
         let mut report = Report::new(&CheckOptions {
             threshold: Some(Duration::from_secs(1)),
             ..CheckOptions::default()
         });
         report.migrations = vec![
             figures(Pass::Up, "m_new_slow", 1500, 5000),
-            // A released migration and a down pass: their locks are figures only, but the
-            // lock_timeout they leave is checked like every other's.
+            // A released migration: its locks are figures only, but the lock_timeout it leaves
+            // is checked like every other's.
             figures(Pass::Up, "m20261130_000001_username_identity", 9000, 5000),
             figures(Pass::Up, "m20261130_000002_bcrypt_cost_bounds", 9000, 0),
             figures(Pass::Down, "m_new_slow", 9000, 0),
             figures(Pass::UpAgain, "m_new_fast", 20, 0),
         ];
         let failures = report.failures();
-        assert_eq!(failures.len(), 4, "{failures:#?}");
-        for (failure, migration) in failures[1..].iter().zip([
+        assert_eq!(failures.len(), 5, "{failures:#?}");
+        assert!(
+            failures[2]
+                .starts_with("m_new_slow (down (forced)) held ShareLock on users for 9000 ms"),
+            "{}",
+            failures[2]
+        );
+        for (failure, migration) in [&failures[1], &failures[3], &failures[4]].into_iter().zip([
             "m20261130_000002_bcrypt_cost_bounds (up)",
             "m_new_slow (down (forced))",
             "m_new_fast (up again)",
@@ -329,11 +335,11 @@ mod tests {
         );
         assert!(failures[0].ends_with("CREATE INDEX bad ON users (username)"));
         assert!(
-            failures[3].contains(
+            failures[4].contains(
                 "changed the runner's lock_timeout: it set 5000 ms, the migration left 0 ms"
             ),
             "{}",
-            failures[3]
+            failures[4]
         );
         let table = report.render();
         assert!(table.contains("| up | m_new_slow | 1505 ms | ShareLock on users for 1500 ms"));
