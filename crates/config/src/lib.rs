@@ -1,7 +1,8 @@
 //! Where configuration comes from, written once for every binary of the workspace.
 //!
 //! * [`Sources`]: the variables a binary sees, layered: the working directory's `.env` (never a
-//!   parent folder's), then the process environment, which wins. Each crate deserialises its own
+//!   parent folder's), then the process environment, which wins (but for the variables Kubernetes
+//!   injects for its Services, which never hide `.env`'s). Each crate deserialises its own
 //!   typed settings from a group of variables with [`Sources::group`] (serde, through the
 //!   `config` crate); defaults live on those structs, once.
 //! * [`DatabaseUrl`]: the one parser of `DATABASE_URL`-like values (libpq's host lists included),

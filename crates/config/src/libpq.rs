@@ -1,4 +1,4 @@
-//! libpq 17's connection parameters (its documentation, section 32.1.2) and the environment
+//! libpq 18's connection parameters (its documentation, section 32.1.2) and the environment
 //! variables that stand in for them (section 32.15): each is honoured with libpq's meaning or
 //! refused at start, one line naming it. Nothing a user writes is ignored.
 //!
@@ -36,6 +36,10 @@ pub(crate) struct Parameter {
 const NO_GSSAPI: &str = "this build has no GSSAPI or Kerberos support";
 const NO_KEEPALIVES: &str = "the driver does not set TCP keepalives";
 const NO_CRL: &str = "the driver cannot check certificate revocation lists";
+const NO_OAUTH: &str = "the driver does not do OAuth authentication";
+const NO_SCRAM_KEYS: &str =
+    "the driver signs in with the password itself: SCRAM keys cannot be given instead";
+const PROTOCOL_3_0: &str = "the driver speaks version 3.0 of the protocol only";
 
 const fn parameter(name: &'static str, environment: Option<&'static str>, rule: Rule) -> Parameter {
     Parameter {
@@ -45,7 +49,7 @@ const fn parameter(name: &'static str, environment: Option<&'static str>, rule: 
     }
 }
 
-/// Every connection parameter of libpq 17, in the order of its documentation.
+/// Every connection parameter of libpq 18, in the order of its documentation.
 pub(crate) const PARAMETERS: &[Parameter] = &[
     parameter("host", Some("PGHOST"), Rule::Honoured),
     parameter(
@@ -144,6 +148,11 @@ pub(crate) const PARAMETERS: &[Parameter] = &[
     parameter("sslcert", Some("PGSSLCERT"), Rule::Honoured),
     parameter("sslkey", Some("PGSSLKEY"), Rule::Honoured),
     parameter(
+        "sslkeylogfile",
+        None,
+        Rule::Refused("the driver does not write TLS key logs"),
+    ),
+    parameter(
         "sslpassword",
         None,
         Rule::Refused(
@@ -188,6 +197,17 @@ pub(crate) const PARAMETERS: &[Parameter] = &[
             "the driver may negotiate TLS 1.3 and cannot be limited to an older version",
         ),
     ),
+    parameter(
+        "min_protocol_version",
+        Some("PGMINPROTOCOLVERSION"),
+        Rule::Only(&["3.0"], PROTOCOL_3_0),
+    ),
+    // A maximum the driver stays under: libpq too settles on 3.0 with a server of 3.0 only.
+    parameter(
+        "max_protocol_version",
+        Some("PGMAXPROTOCOLVERSION"),
+        Rule::Only(&["3.0", "3.2", "latest"], PROTOCOL_3_0),
+    ),
     parameter("krbsrvname", Some("PGKRBSRVNAME"), Rule::Refused(NO_GSSAPI)),
     parameter("gsslib", Some("PGGSSLIB"), Rule::Refused(NO_GSSAPI)),
     parameter(
@@ -195,6 +215,8 @@ pub(crate) const PARAMETERS: &[Parameter] = &[
         Some("PGGSSDELEGATION"),
         Rule::Only(&["0"], NO_GSSAPI),
     ),
+    parameter("scram_client_key", None, Rule::Refused(NO_SCRAM_KEYS)),
+    parameter("scram_server_key", None, Rule::Refused(NO_SCRAM_KEYS)),
     parameter(
         "service",
         Some("PGSERVICE"),
@@ -210,6 +232,10 @@ pub(crate) const PARAMETERS: &[Parameter] = &[
         Some("PGLOADBALANCEHOSTS"),
         Rule::Honoured,
     ),
+    parameter("oauth_issuer", None, Rule::Refused(NO_OAUTH)),
+    parameter("oauth_client_id", None, Rule::Refused(NO_OAUTH)),
+    parameter("oauth_client_secret", None, Rule::Refused(NO_OAUTH)),
+    parameter("oauth_scope", None, Rule::Refused(NO_OAUTH)),
 ];
 
 /// libpq's environment variables that are no connection parameter but set session defaults at
@@ -527,17 +553,19 @@ mod tests {
             .collect()
     }
 
-    /// libpq 17's documentation lists these, in this order (section 32.1.2); each is here.
+    /// libpq 18's documentation lists these, in this order (section 32.1.2); each is here.
     #[test]
-    fn every_libpq_17_parameter_has_a_rule() {
+    fn every_libpq_18_parameter_has_a_rule() {
         let documented = "host hostaddr port dbname user password passfile require_auth \
             channel_binding connect_timeout client_encoding options application_name \
             fallback_application_name keepalives keepalives_idle keepalives_interval \
             keepalives_count tcp_user_timeout replication gssencmode sslmode requiressl \
-            sslnegotiation sslcompression sslcert sslkey sslpassword sslcertmode sslrootcert \
-            sslcrl sslcrldir sslsni requirepeer ssl_min_protocol_version \
-            ssl_max_protocol_version krbsrvname gsslib gssdelegation service \
-            target_session_attrs load_balance_hosts";
+            sslnegotiation sslcompression sslcert sslkey sslkeylogfile sslpassword sslcertmode \
+            sslrootcert sslcrl sslcrldir sslsni requirepeer ssl_min_protocol_version \
+            ssl_max_protocol_version min_protocol_version max_protocol_version krbsrvname \
+            gsslib gssdelegation scram_client_key scram_server_key service \
+            target_session_attrs load_balance_hosts oauth_issuer oauth_client_id \
+            oauth_client_secret oauth_scope";
         let ours: Vec<&str> = PARAMETERS.iter().map(|parameter| parameter.name).collect();
         assert_eq!(ours, documented.split_whitespace().collect::<Vec<_>>());
     }
@@ -611,6 +639,26 @@ mod tests {
         );
         assert_eq!(found.get("keepalives"), Some(("0", ParameterOrigin::Url)));
         assert_eq!(found.get("channel_binding"), None);
+    }
+
+    /// libpq 18's: `PGMINPROTOCOLVERSION=3.2` would have a server that speaks only 3.0 refused
+    /// (it was ignored); OAuth in the URL is refused for what it is, not as unknown.
+    #[test]
+    fn libpq_18_parameters_are_honoured_or_refused() {
+        let (_, problems) = read(
+            "postgres://u@h/db?oauth_issuer=https://issuer.example&max_protocol_version=3.0",
+            &[("PGMINPROTOCOLVERSION", "3.2")],
+        );
+        assert_eq!(names(&problems), ["min_protocol_version", "oauth_issuer"]);
+        let minimum = &problems[0];
+        let from = ParameterOrigin::Environment("PGMINPROTOCOLVERSION");
+        assert!(minimum.origin == from && minimum.problem.contains("3.0"), "{minimum:?}");
+        assert!(problems[1].problem.contains("OAuth"), "{:?}", problems[1]);
+        // A maximum the driver stays under is met; a version libpq 18 does not know is not.
+        let (_, problems) = read("postgres://u@h/db", &[("PGMAXPROTOCOLVERSION", "latest")]);
+        assert!(problems.is_empty(), "{problems:?}");
+        let (_, problems) = read("postgres://u@h/db", &[("PGMAXPROTOCOLVERSION", "3.9")]);
+        assert_eq!(names(&problems), ["max_protocol_version"]);
     }
 
     #[test]
