@@ -626,7 +626,10 @@ impl Database {
                 let _ = timeout_at(deadline, connected.connection.close()).await;
                 StoreError::Unavailable(Unavailability::Timeout)
             }
-            Ok(Err(error)) => from_connect(&error).into_store_error(),
+            Ok(Err(error)) => {
+                self.inner.pool.manager().note_connect_failure(&error);
+                from_connect(&error).into_store_error()
+            }
             Err(_elapsed) => StoreError::Unavailable(Unavailability::Timeout),
         }
     }

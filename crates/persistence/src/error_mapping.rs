@@ -220,14 +220,9 @@ pub(crate) fn from_connect(error: &ConnectError) -> Failure {
             unavailable(Unavailability::ReadOnly)
         }
         ConnectError::NoSuitableHost(_) => unavailable(Unavailability::Rejected),
-        ConnectError::PasswordFile(problem) => {
-            // The message names the variable and the file, never the secret.
-            tracing::error!(%problem, "the password file could not be read");
-            unavailable(Unavailability::AuthenticationFailed)
-        }
-        ConnectError::TlsFile(problem) => {
-            // The message names the file, never what it holds.
-            tracing::error!(%problem, "a TLS file could not be used");
+        // Said by the pool, once per change (`ConnectionManager::create`), not once per caller.
+        ConnectError::PasswordFile(_) => unavailable(Unavailability::AuthenticationFailed),
+        ConnectError::TlsFile(_) => {
             unavailable(Unavailability::TlsHandshakeFailed(TlsFailure::Other))
         }
     }

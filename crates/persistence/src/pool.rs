@@ -146,9 +146,9 @@ impl ConnectionManager {
         }
     }
 
-    /// Logs the keeper's connect failure when it differs from the last one, and the recovery
-    /// (the keeper's connect, or a caller's). The message is the connect error's (a server's
-    /// words, never the password).
+    /// Logs the keeper's connect failure (or a caller's, for a file of ours it cannot use) when
+    /// it differs from the last one, and the recovery (the keeper's connect, or a caller's). The
+    /// message is the connect error's (a server's words or a file's name, never the password).
     fn note_keeper_outcome(&self, failure: Option<String>) {
         let mut last = self
             .keeper_failure
@@ -165,6 +165,19 @@ impl ConnectionManager {
             None => tracing::info!("the pool opens connections again"),
         }
         *last = failure;
+    }
+
+    /// A caller's connect failure: a password or TLS file the service cannot use fails every
+    /// connect alike, so it is said once per change, as the keeper's failures are, not once per
+    /// caller (each health probe). The message names the variable and the file, never what it
+    /// holds. Other failures are the callers' to report (the health check's reason).
+    pub(crate) fn note_connect_failure(&self, error: &ConnectError) {
+        if matches!(
+            error,
+            ConnectError::PasswordFile(_) | ConnectError::TlsFile(_)
+        ) {
+            self.note_keeper_outcome(Some(error.to_string()));
+        }
     }
 
     /// Records that a connection broke (I/O error, connection lost, read-only node) just now.
@@ -222,7 +235,13 @@ impl Manager for ConnectionManager {
         }
         // Boxed: the connect future (TLS handshake included) is kilobytes, and it would otherwise
         // be part of every checkout's future, copied at each step of every repository call.
-        let connected = Box::pin(self.connector.connect()).await?;
+        let connected = match Box::pin(self.connector.connect()).await {
+            Ok(connected) => connected,
+            Err(error) => {
+                self.note_connect_failure(&error);
+                return Err(error);
+            }
+        };
         // A caller's connect that works ends a failure the keeper warned of, as the keeper's
         // own would: else the same failure, come back later, would go unsaid.
         self.note_keeper_outcome(None);

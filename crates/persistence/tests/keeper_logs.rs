@@ -9,7 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::{Captured, connect, private_database};
-use counseling_config::DatabaseUrl;
+use counseling_config::{DatabaseUrl, Sources};
+use counseling_persistence::DatabaseSettings;
 use counseling_testkit::fixtures::eventually;
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use secrecy::ExposeSecret;
@@ -79,4 +80,29 @@ async fn a_keeper_that_cannot_connect_warns_once_and_says_when_it_can_again() {
     database.server_setting("application_name").await.unwrap();
     let recovered = captured.take();
     assert_eq!(recovered.matches(RECOVERED).count(), 1, "{recovered}");
+
+    // A password file that cannot be read fails every caller's connect: said once, not once
+    // per caller (it was an ERROR line each time: one per health probe).
+    assert!(database.close(Duration::from_secs(3)).await);
+    let secrets = tempfile::tempdir().unwrap();
+    let password_file = secrets.path().join("password");
+    std::fs::write(&password_file, &original).unwrap();
+    let without_password = test_db.url().replacen(&format!(":{original}@"), "@", 1);
+    let sources = Sources::from_vars([
+        ("DATABASE_URL", without_password.as_str()),
+        ("DATABASE_PASSWORD_FILE", password_file.to_str().unwrap()),
+    ]);
+    let mut settings = DatabaseSettings::from_sources(&sources).unwrap();
+    settings.pool.min_connections = 0;
+    let database = connect(&settings);
+    // Gone before any connect (the pool keeps none open: no keeper at a minimum of 0).
+    std::fs::remove_file(&password_file).unwrap();
+    drop(captured.take());
+    for _caller in 0..5 {
+        let refused = database.server_setting("application_name").await;
+        assert!(refused.is_err());
+    }
+    let said = captured.take();
+    assert_eq!(said.matches("DATABASE_PASSWORD_FILE").count(), 1, "{said}");
+    assert!(!said.contains(&original), "{said}");
 }
