@@ -652,7 +652,10 @@ mod tests {
         assert_eq!(names(&problems), ["min_protocol_version", "oauth_issuer"]);
         let minimum = &problems[0];
         let from = ParameterOrigin::Environment("PGMINPROTOCOLVERSION");
-        assert!(minimum.origin == from && minimum.problem.contains("3.0"), "{minimum:?}");
+        assert!(
+            minimum.origin == from && minimum.problem.contains("3.0"),
+            "{minimum:?}"
+        );
         assert!(problems[1].problem.contains("OAuth"), "{:?}", problems[1]);
         // A maximum the driver stays under is met; a version libpq 18 does not know is not.
         let (_, problems) = read("postgres://u@h/db", &[("PGMAXPROTOCOLVERSION", "latest")]);
