@@ -64,8 +64,12 @@ pub fn migrations() -> Vec<MigrationFile> {
         migration_file!(m20261130_000002_bcrypt_cost_bounds),
         // Mended: a failed `up` now refills the keys of rows written meanwhile by the previous
         // rule, as `down` does. A finished run did the same under either file.
-        migration_file!(m20261203_000001_username_identity_in_database)
-            .mended_from(&["42fb80737fc0af534c12e7985ca50735b7efe17ba21fda678b60634b19192e10"]),
+        migration_file!(m20261203_000001_username_identity_in_database).mended_from(&[
+            "42fb80737fc0af534c12e7985ca50735b7efe17ba21fda678b60634b19192e10",
+            // Earlier versions of the mend, which main carried briefly (79874c1 to d4a304c).
+            "279bb532087010b8f85099088d68a192fc81b07d466aa9872faf48899f8e9910",
+            "372fc1c5ec93bae1c28bdab1822079ffbc0ee2cfa5ec751bdfc18dee45d6f62b",
+        ]),
         migration_file!(m20261205_000001_username_default_ignorables),
         migration_file!(m20261205_000002_users_id_and_created_at_fixed),
         migration_file!(m20261205_000003_password_hash_canonical),

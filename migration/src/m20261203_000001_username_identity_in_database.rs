@@ -512,8 +512,9 @@ fn at_odds_with_the_previous_rule(
 /// Rewrites every `username_key` that differs from the previous release's rule (rows written
 /// through the trigger got the new rule's), in batches that each block writes for milliseconds,
 /// without touching `updated_at`. After a failed `up`, only the keys the trigger wrote, and not
-/// those of users the previous rule makes one account with another (or refuses): they are
-/// returned, and the undoing goes on without them.
+/// those of users the previous rule makes one account with another (or refuses), or whose key by
+/// that rule another row holds when it writes: they are returned, and the undoing goes on
+/// without them. After `down`, any such user stops it.
 async fn refill_previous_keys(
     db: &DatabaseConnection,
     undoing: Undoing,
@@ -523,7 +524,7 @@ async fn refill_previous_keys(
         let wanted = previous::identity_key(name);
         (key.as_deref() != Some(wanted.as_str())).then(|| (id.clone(), name.clone(), wanted))
     };
-    let (stale, kept): (Vec<(String, String, String)>, Vec<String>) = match undoing {
+    let (stale, mut kept): (Vec<(String, String, String)>, Vec<String>) = match undoing {
         // Every key: while applied, only the trigger wrote keys by another rule.
         Undoing::Down => {
             let what_happened = "written while down ran (down stopped half-way)";
@@ -553,24 +554,45 @@ async fn refill_previous_keys(
             "ALTER TABLE users DISABLE TRIGGER trg_users_set_updated_at",
         )
         .await?;
-        tx.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            // Only a row still named as read: one renamed meanwhile got its key from its writer
-            // (the previous release writes its own), which the old name's must not replace.
-            r#"UPDATE users SET username_key = refill.key
-               FROM unnest($1::uuid[], $2::text[], $3::text[]) AS refill(id, name, key)
-               WHERE users.id = refill.id AND users.username::text COLLATE "C" = refill.name"#,
-            [ids.into(), names.into(), keys.into()],
-        ))
-        .await?;
+        // Writes wait from the DISABLE TRIGGER (SHARE ROW EXCLUSIVE) to the commit, so what the
+        // UPDATE finds stays true until then. Only a row still named as read (one renamed
+        // meanwhile got its key from its writer, which the old name's must not replace), and
+        // only a key no other row holds (a user the previous release took since the read, or a
+        // key another writer gave): the others are returned, not left to the unique index.
+        let rows = tx
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                r#"UPDATE users SET username_key = refill.key
+                   FROM unnest($1::uuid[], $2::text[], $3::text[]) AS refill(id, name, key)
+                   WHERE users.id = refill.id
+                     AND users.username::text COLLATE "C" = refill.name
+                     AND NOT EXISTS (SELECT FROM users AS other
+                                     WHERE other.username_key = refill.key)
+                   RETURNING users.id::text"#,
+                [ids.clone().into(), names.into(), keys.into()],
+            ))
+            .await?;
+        let written = rows
+            .iter()
+            .map(|row| row.try_get_by_index::<String>(0))
+            .collect::<Result<BTreeSet<String>, DbErr>>()?;
         execute(
             &tx,
             "ALTER TABLE users ENABLE TRIGGER trg_users_set_updated_at",
         )
         .await?;
         tx.commit().await?;
+        kept.extend(ids.into_iter().filter(|id| !written.contains(id)));
     }
-    Ok(kept)
+    match undoing {
+        Undoing::Down if !kept.is_empty() => Err(DbErr::Migration(format!(
+            "{NAME}: cannot roll back: these users were renamed, or another user took their key \
+             by the previous release's rule, while down ran (down stopped half-way); run down \
+             again: {}",
+            list(&kept)
+        ))),
+        _ => Ok(kept),
+    }
 }
 
 /// The session this migration runs on (it runs without a transaction).
@@ -653,10 +675,10 @@ impl MigrationTrait for Migration {
             return Err(error);
         }
         Err(DbErr::Migration(format!(
-            "{error}; under the previous release's identity rule these users, written while the \
-             migration ran, would be one account with another or break its rules, so they keep \
-             the new rule's keys, which its lookups do not find: {}; remove or rename them (by \
-             id), or run the migration again (its rule tells them apart)",
+            "{error}; these users, written while the migration ran, keep the new rule's keys, \
+             which the previous release's lookups do not find: under its rule they would be one \
+             account with another user, or break its rules: {}; remove or rename them (by id), \
+             or run the migration again (its rule tells them apart)",
             list(&kept)
         )))
     }

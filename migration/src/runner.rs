@@ -154,6 +154,11 @@ impl MigrationFile {
         }
     }
 
+    /// The checksums the file was mended from.
+    pub fn mended(&self) -> &'static [&'static str] {
+        self.mended_from
+    }
+
     /// Whether `recorded` is this file's checksum or one it was mended from: the database is as
     /// the file says.
     pub fn is_as_recorded(&self, recorded: &Checksum) -> bool {
@@ -421,10 +426,11 @@ pub enum Accepted {
         previous: Option<Checksum>,
         current: Checksum,
     },
-    /// The recorded checksum already was the file's.
+    /// The recorded checksum (kept) already was the file's, or one the file was mended from.
     Unchanged(Checksum),
-    /// The recorded checksum was the file's, and a rollback of it that had stopped part-way no
-    /// longer stands in `up`'s way (someone checked its part of the schema).
+    /// The recorded checksum (kept) was the file's or one it was mended from, and a rollback of
+    /// it that had stopped part-way no longer stands in `up`'s way (someone checked its part of
+    /// the schema).
     RollbackCleared(Checksum),
     /// An `up` of it that had stopped part-way is taken as finished (someone checked its part
     /// of the schema): it is applied, with the file's checksum.
@@ -901,7 +907,7 @@ impl Runner {
             (MigrationStatus::Applied, Some(current), _)
                 if history::clear_rollback_mark(&tx, version).await? =>
             {
-                Accepted::RollbackCleared(current.clone())
+                Accepted::RollbackCleared(state.recorded.clone().unwrap_or_else(|| current.clone()))
             }
             // A rollback of a half-run `up` stopped, and a person checked that it had changed
             // nothing: the migration is back where the rollback found it, applying.

@@ -343,6 +343,20 @@ async fn on_a_populated_table_every_row_stays_and_the_previous_release_keeps_wor
     assert_eq!(refused, taken("idx_users_username_identity"));
 }
 
+/// A writer that supplied `key`, whatever either rule says.
+async fn insert_with_key(conn: &mut PgConnection, username: &str, key: &str) -> String {
+    sqlx::query_scalar(
+        "INSERT INTO users (username, password_hash, username_key) VALUES ($1, $2, $3) \
+         RETURNING id::text",
+    )
+    .bind(username)
+    .bind(HASH)
+    .bind(key)
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
 /// A writer that supplied a key of its own (`lower(username)`), as the issue found them.
 async fn insert_with_own_key(conn: &mut PgConnection, username: &str) -> String {
     sqlx::query_scalar(
@@ -705,17 +719,28 @@ async fn up_failing_after_a_row_through_the_trigger(
 #[tokio::test]
 async fn a_failed_run_gives_rows_written_meanwhile_the_previous_releases_keys() {
     let (db, orm, mut conn) = database_before(IDENTITY_IN_DATABASE).await;
+    // Another writer's key, by neither rule: undoing leaves it, as it leaves all it did not do.
+    let keyed = insert_with_key(&mut conn, r"\s\Bob", "a key of its own").await;
     let previous = schema_snapshot(&mut conn).await;
     let name = r"\s\Straße";
     let error = up_failing_after_a_row_through_the_trigger(&db, &orm, &mut conn, name).await;
     assert!(!error.contains("undoing"), "{error}");
     assert_eq!(schema_snapshot(&mut conn).await, previous);
-    let keys = rows(&mut conn, "SELECT username_key FROM users").await;
+    let keys = rows(
+        &mut conn,
+        &format!("SELECT username_key FROM users WHERE id::text <> '{keyed}'"),
+    )
+    .await;
     assert_eq!(
         keys,
         [[Some(identity_key(name))]],
         "a key by the new rule (\\s\\straße) stayed"
     );
+    let kept = rows(
+        &mut conn,
+        "SELECT username_key FROM users WHERE username = '\\s\\Bob'",
+    );
+    assert_eq!(kept.await, [[Some("a key of its own".to_owned())]]);
     let twin = insert_previous_release(&mut conn, r"\s\STRASSE", HASH).await;
     assert!(twin.is_err(), "the previous release took a twin of {name}");
     assert_eq!(
@@ -746,7 +771,7 @@ async fn a_failed_run_names_rows_written_meanwhile_that_the_previous_rule_makes_
         .unwrap();
     for part in [
         "keep the new rule's keys",
-        &format!("lookups do not find: {later};"),
+        &format!("break its rules: {later};"),
         "run the migration again",
     ] {
         assert!(error.contains(part), "{part}: {error}");
@@ -766,6 +791,30 @@ async fn a_failed_run_names_rows_written_meanwhile_that_the_previous_rule_makes_
         migration::migrations().len() - position(IDENTITY_IN_DATABASE)
     );
     assert_eq!(schema_snapshot(&mut conn).await, expected);
+}
+
+/// Where the key a row written through the trigger needs by the previous rule is another row's
+/// already (a key another writer gave, or a user the previous release took since the refill read
+/// the table), it is not written: the unique index would stop the undoing half-way. The failed
+/// run undoes every change and names the row, which keeps the new rule's key.
+#[tokio::test]
+async fn a_failed_run_leaves_a_key_another_row_holds_and_undoes_every_change() {
+    let (db, orm, mut conn) = database_before(IDENTITY_IN_DATABASE).await;
+    insert_with_key(&mut conn, r"\s\other", r"\s\strasse").await;
+    let previous = schema_snapshot(&mut conn).await;
+    let name = r"\s\Straße";
+    let error = up_failing_after_a_row_through_the_trigger(&db, &orm, &mut conn, name).await;
+    let later: String = sqlx::query_scalar("SELECT id::text FROM users WHERE username = $1")
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        error.contains(&format!("break its rules: {later};")),
+        "{error}"
+    );
+    assert!(!error.contains("undoing its changes failed"), "{error}");
+    assert_eq!(schema_snapshot(&mut conn).await, previous);
 }
 
 /// The run's session is cut off while the concurrent index build waits for an old snapshot. The
