@@ -622,6 +622,8 @@ impl Database {
         let probe = Box::pin(self.connector().connect());
         match timeout_at(deadline, probe).await {
             Ok(Ok(connected)) => {
+                // Connects work again: a failure said before is over.
+                self.inner.pool.manager().note_connected();
                 // A goodbye within the check's deadline, or none: the socket closes either way.
                 let _ = timeout_at(deadline, connected.connection.close()).await;
                 StoreError::Unavailable(Unavailability::Timeout)

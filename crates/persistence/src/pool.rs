@@ -180,6 +180,11 @@ impl ConnectionManager {
         }
     }
 
+    /// A caller's connect that worked (outside `create`): a failure said before is over.
+    pub(crate) fn note_connected(&self) {
+        self.note_keeper_outcome(None);
+    }
+
     /// Records that a connection broke (I/O error, connection lost, read-only node) just now.
     pub(crate) fn note_breakage(&self) {
         let since_epoch = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
