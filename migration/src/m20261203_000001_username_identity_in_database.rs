@@ -543,46 +543,25 @@ async fn refill_previous_keys(
             (stale, kept.into_iter().collect())
         }
     };
-    for batch in stale.chunks(REFILL_BATCH) {
-        let ids: Vec<String> = batch.iter().map(|(id, ..)| id.clone()).collect();
-        let names: Vec<String> = batch.iter().map(|(_, name, _)| name.clone()).collect();
-        let keys: Vec<String> = batch.iter().map(|(.., key)| key.clone()).collect();
-        let tx = db.begin().await?;
-        // A derived column is no edit: updated_at stays.
-        execute(
-            &tx,
-            "ALTER TABLE users DISABLE TRIGGER trg_users_set_updated_at",
-        )
-        .await?;
-        // Writes wait from the DISABLE TRIGGER (SHARE ROW EXCLUSIVE) to the commit, so what the
-        // UPDATE finds stays true until then. Only a row still named as read (one renamed
-        // meanwhile got its key from its writer, which the old name's must not replace), and
-        // only a key no other row holds (a user the previous release took since the read, or a
-        // key another writer gave): the others are returned, not left to the unique index.
-        let rows = tx
-            .query_all_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                r#"UPDATE users SET username_key = refill.key
-                   FROM unnest($1::uuid[], $2::text[], $3::text[]) AS refill(id, name, key)
-                   WHERE users.id = refill.id
-                     AND users.username::text COLLATE "C" = refill.name
-                     AND NOT EXISTS (SELECT FROM users AS other
-                                     WHERE other.username_key = refill.key)
-                   RETURNING users.id::text"#,
-                [ids.clone().into(), names.into(), keys.into()],
-            ))
-            .await?;
-        let written = rows
-            .iter()
-            .map(|row| row.try_get_by_index::<String>(0))
-            .collect::<Result<BTreeSet<String>, DbErr>>()?;
-        execute(
-            &tx,
-            "ALTER TABLE users ENABLE TRIGGER trg_users_set_updated_at",
-        )
-        .await?;
-        tx.commit().await?;
-        kept.extend(ids.into_iter().filter(|id| !written.contains(id)));
+    // In rounds: a key another stale row held is free once that row is rewritten, so what one
+    // round leaves the next may write. It stops when a round writes nothing.
+    let mut pending = stale;
+    while !pending.is_empty() {
+        let mut left = Vec::new();
+        for batch in pending.chunks(REFILL_BATCH) {
+            let written = write_previous_keys(db, batch).await?;
+            left.extend(
+                batch
+                    .iter()
+                    .filter(|(id, ..)| !written.contains(id))
+                    .cloned(),
+            );
+        }
+        if left.len() == pending.len() {
+            kept.extend(left.into_iter().map(|(id, ..)| id));
+            break;
+        }
+        pending = left;
     }
     match undoing {
         Undoing::Down if !kept.is_empty() => Err(DbErr::Migration(format!(
@@ -593,6 +572,53 @@ async fn refill_previous_keys(
         ))),
         _ => Ok(kept),
     }
+}
+
+/// Writes one batch of `(id, name, key)`, in a transaction that blocks writes for milliseconds,
+/// without touching `updated_at`; returns the ids written. Writes wait from the DISABLE TRIGGER
+/// (SHARE ROW EXCLUSIVE) to the commit, so what the UPDATE finds stays true until then. Only a
+/// row still named as read (one renamed meanwhile got its key from its writer, which the old
+/// name's must not replace), and only a key no row holds now (a user the previous release took
+/// since the read, another writer's key, or another stale row's until it is rewritten): the
+/// others are left, not to the unique index.
+async fn write_previous_keys(
+    db: &DatabaseConnection,
+    batch: &[(String, String, String)],
+) -> Result<BTreeSet<String>, DbErr> {
+    let ids: Vec<String> = batch.iter().map(|(id, ..)| id.clone()).collect();
+    let names: Vec<String> = batch.iter().map(|(_, name, _)| name.clone()).collect();
+    let keys: Vec<String> = batch.iter().map(|(.., key)| key.clone()).collect();
+    let tx = db.begin().await?;
+    // A derived column is no edit: updated_at stays.
+    execute(
+        &tx,
+        "ALTER TABLE users DISABLE TRIGGER trg_users_set_updated_at",
+    )
+    .await?;
+    let rows = tx
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            r#"UPDATE users SET username_key = refill.key
+               FROM unnest($1::uuid[], $2::text[], $3::text[]) AS refill(id, name, key)
+               WHERE users.id = refill.id
+                 AND users.username::text COLLATE "C" = refill.name
+                 AND NOT EXISTS (SELECT FROM users AS other
+                                 WHERE other.username_key = refill.key)
+               RETURNING users.id::text"#,
+            [ids.into(), names.into(), keys.into()],
+        ))
+        .await?;
+    let written = rows
+        .iter()
+        .map(|row| row.try_get_by_index::<String>(0))
+        .collect::<Result<BTreeSet<String>, DbErr>>()?;
+    execute(
+        &tx,
+        "ALTER TABLE users ENABLE TRIGGER trg_users_set_updated_at",
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(written)
 }
 
 /// The session this migration runs on (it runs without a transaction).

@@ -680,6 +680,10 @@ const RECORDED: &[(&str, &str)] = &[
         "c315b6c50513ca3b81b51d1e6118fdcbe6c297b4c188fe2e95a22f44c6bea71e",
     ),
     (
+        "m20261203_000001_username_identity_in_database",
+        "96db3a812f65bf4628bf1dc0f0429ffeefc910ef53479f9cc60d5e6b15fc53df",
+    ),
+    (
         "m20261205_000001_username_default_ignorables",
         "6ceb25ae6da25e1256dd980759c10f3665bc68e57d092c248525236e628527e5",
     ),

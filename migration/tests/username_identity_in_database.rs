@@ -588,6 +588,35 @@ async fn down_refills_keys_by_the_previous_rule_and_restores_its_schema_exactly(
     assert_eq!(schema_snapshot(&mut conn).await, identity);
 }
 
+/// A key by the previous rule that another stale row holds (a writer gave it to another name) is
+/// free once that row is rewritten: `down` writes it in a later round, to the end. The unique
+/// index stopped it half-way before, or not, by the order of the rows.
+#[tokio::test]
+async fn down_writes_a_key_another_stale_row_held_once_that_row_is_rewritten() {
+    let (db, orm, mut conn) = database_before(IDENTITY_IN_DATABASE).await;
+    let previous = schema_snapshot(&mut conn).await;
+    assert_eq!(up_to(&orm, IDENTITY_IN_DATABASE).await, 1);
+    insert_with_key(&mut conn, r"\s\other", r"\s\strasse").await;
+    insert(&mut connect_as_service(&db).await, r"\s\Straße", HASH)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        migration::roll_back(&orm, 1).await.unwrap(),
+        [IDENTITY_IN_DATABASE]
+    );
+    assert_eq!(schema_snapshot(&mut conn).await, previous);
+    let keys = rows(&mut conn, "SELECT username::text, username_key FROM users").await;
+    for row in keys {
+        let name = row[0].clone().unwrap();
+        assert_eq!(
+            row[1].as_deref(),
+            Some(identity_key(&name).as_str()),
+            "{name}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn down_refuses_when_the_previous_rule_would_make_two_users_one() {
     let (db, orm, mut conn) = database_before(IDENTITY_IN_DATABASE).await;
