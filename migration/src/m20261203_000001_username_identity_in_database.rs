@@ -352,7 +352,7 @@ enum Undoing {
 /// rule. After a failed `up` too: the previous release still serves, and a row written through
 /// the trigger meanwhile would keep a key its lookups never find. Returns the users written then
 /// whose key could not be rewritten (see [`refill_previous_keys`]); none after `down`.
-async fn undo(db: &DatabaseConnection, undoing: Undoing) -> Result<Vec<String>, DbErr> {
+async fn undo(db: &DatabaseConnection, undoing: Undoing) -> Result<Left, DbErr> {
     let key_nullable = query_bool(
         db,
         "SELECT NOT attnotnull FROM pg_attribute \
@@ -384,7 +384,7 @@ async fn undo(db: &DatabaseConnection, undoing: Undoing) -> Result<Vec<String>, 
     }
     tx.commit().await?;
     // Nothing fills keys by the new rule any more, and new rows must bring a key.
-    let kept = refill_previous_keys(db, undoing).await?;
+    let left = refill_previous_keys(db, undoing).await?;
     if key_nullable {
         execute(
             db,
@@ -411,7 +411,7 @@ async fn undo(db: &DatabaseConnection, undoing: Undoing) -> Result<Vec<String>, 
     )
     .await?;
     execute(db, "DROP FUNCTION IF EXISTS username_identity(text)").await?;
-    Ok(kept)
+    Ok(left)
 }
 
 /// The users whose `username_key` is the new rule's (`username_identity`, which exists until
@@ -515,16 +515,13 @@ fn at_odds_with_the_previous_rule(
 /// those of users the previous rule makes one account with another (or refuses), or whose key by
 /// that rule another row holds when it writes: they are returned, and the undoing goes on
 /// without them. After `down`, any such user stops it.
-async fn refill_previous_keys(
-    db: &DatabaseConnection,
-    undoing: Undoing,
-) -> Result<Vec<String>, DbErr> {
+async fn refill_previous_keys(db: &DatabaseConnection, undoing: Undoing) -> Result<Left, DbErr> {
     let users = stored_keys(db).await?;
     let stale = |(id, name, key): &(String, String, Option<String>)| {
         let wanted = previous::identity_key(name);
         (key.as_deref() != Some(wanted.as_str())).then(|| (id.clone(), name.clone(), wanted))
     };
-    let (stale, mut kept): (Vec<(String, String, String)>, Vec<String>) = match undoing {
+    let (stale, at_odds): (Vec<(String, String, String)>, Vec<String>) = match undoing {
         // Every key: while applied, only the trigger wrote keys by another rule.
         Undoing::Down => {
             let what_happened = "written while down ran (down stopped half-way)";
@@ -558,19 +555,56 @@ async fn refill_previous_keys(
             );
         }
         if left.len() == pending.len() {
-            kept.extend(left.into_iter().map(|(id, ..)| id));
             break;
         }
         pending = left;
     }
+    let unwritable: Vec<String> = pending.into_iter().map(|(id, ..)| id).collect();
     match undoing {
-        Undoing::Down if !kept.is_empty() => Err(DbErr::Migration(format!(
-            "{NAME}: cannot roll back: these users were renamed, or another user took their key \
-             by the previous release's rule, while down ran (down stopped half-way); run down \
-             again: {}",
-            list(&kept)
+        Undoing::Down if !unwritable.is_empty() => Err(DbErr::Migration(format!(
+            "{NAME}: cannot roll back: {HELD_OR_RENAMED} (down stopped half-way; run it again \
+             once that is mended): {}",
+            list(&unwritable)
         ))),
-        _ => Ok(kept),
+        _ => Ok(Left {
+            at_odds,
+            unwritable,
+        }),
+    }
+}
+
+/// Why a refill left some users' keys as they were.
+const HELD_OR_RENAMED: &str = "the key these users need by the previous release's rule is \
+                               another row's, or they were renamed while it ran";
+
+/// The users whose keys [`refill_previous_keys`] left, after a failed `up`.
+#[derive(Debug, Default)]
+struct Left {
+    /// The previous rule makes them one account with another user, or refuses them.
+    at_odds: Vec<String>,
+    /// Their key by that rule is another row's, or they were renamed meanwhile.
+    unwritable: Vec<String>,
+}
+
+impl Left {
+    fn is_empty(&self) -> bool {
+        self.at_odds.is_empty() && self.unwritable.is_empty()
+    }
+
+    /// What to add to a failed `up`'s error (empty: nothing was left).
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.at_odds.is_empty() {
+            parts.push(format!(
+                "under its rule they would be one account with another user, or break its \
+                 rules: {}",
+                list(&self.at_odds)
+            ));
+        }
+        if !self.unwritable.is_empty() {
+            parts.push(format!("{HELD_OR_RENAMED}: {}", list(&self.unwritable)));
+        }
+        parts.join("; ")
     }
 }
 
@@ -603,7 +637,8 @@ async fn write_previous_keys(
                WHERE users.id = refill.id
                  AND users.username::text COLLATE "C" = refill.name
                  AND NOT EXISTS (SELECT FROM users AS other
-                                 WHERE other.username_key = refill.key)
+                                 WHERE other.username_key = refill.key
+                                   AND other.id <> users.id)
                RETURNING users.id::text"#,
             [ids.into(), names.into(), keys.into()],
         ))
@@ -682,14 +717,14 @@ impl MigrationTrait for Migration {
             }
             Err(_) => None,
         };
-        let (error, kept) = match (undone, violations) {
-            (Ok(kept), Some(violations)) if !violations.is_empty() => (
+        let (error, left) = match (undone, violations) {
+            (Ok(left), Some(violations)) if !violations.is_empty() => (
                 DbErr::Migration(
                     violations.describe("written while the migration ran; it undid its changes"),
                 ),
-                kept,
+                left,
             ),
-            (Ok(kept), _) => (error, kept),
+            (Ok(left), _) => (error, left),
             (Err(undo_error), _) => {
                 return Err(DbErr::Migration(format!(
                     "{NAME}: {error}; undoing its changes failed too ({undo_error}): run the \
@@ -697,22 +732,29 @@ impl MigrationTrait for Migration {
                 )));
             }
         };
-        if kept.is_empty() {
+        if left.is_empty() {
             return Err(error);
         }
         Err(DbErr::Migration(format!(
-            "{error}; these users, written while the migration ran, keep the new rule's keys, \
-             which the previous release's lookups do not find: under its rule they would be one \
-             account with another user, or break its rules: {}; remove or rename them (by id), \
-             or run the migration again (its rule tells them apart)",
-            list(&kept)
+            "{error}; users written while the migration ran keep the new rule's keys, which the \
+             previous release's lookups do not find, where {}; mend them (by id), or run the \
+             migration again (its rule tells them apart)",
+            left.describe()
         )))
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = connection(manager)?;
         let users = stored_keys(db).await?;
-        check_previous_rule(&users, "and nothing was rolled back")?;
+        // The trigger goes first: without it, an earlier down stopped half-way.
+        let trigger = "SELECT EXISTS (SELECT FROM pg_trigger \
+                       WHERE tgname = 'trg_users_fill_username_key')";
+        let what_happened = if query_bool(db, trigger).await? {
+            "and nothing was rolled back"
+        } else {
+            "and an earlier down stopped half-way"
+        };
+        check_previous_rule(&users, what_happened)?;
         undo(db, Undoing::Down).await.map(drop)
     }
 }

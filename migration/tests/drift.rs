@@ -684,6 +684,10 @@ const RECORDED: &[(&str, &str)] = &[
         "96db3a812f65bf4628bf1dc0f0429ffeefc910ef53479f9cc60d5e6b15fc53df",
     ),
     (
+        "m20261203_000001_username_identity_in_database",
+        "ae7cb2950e201f6620f87e2aa6910108a2893a705e24c4b75a97bf6bf220fb45",
+    ),
+    (
         "m20261205_000001_username_default_ignorables",
         "6ceb25ae6da25e1256dd980759c10f3665bc68e57d092c248525236e628527e5",
     ),

@@ -617,6 +617,30 @@ async fn down_writes_a_key_another_stale_row_held_once_that_row_is_rewritten() {
     }
 }
 
+/// A `down` that finds two users one account under the previous rule after an earlier `down`
+/// stopped half-way (its trigger gone) says so, not that nothing was rolled back.
+#[tokio::test]
+async fn down_after_one_stopped_half_way_says_so_when_it_refuses() {
+    let (db, orm, mut conn) = database_before(IDENTITY_IN_DATABASE).await;
+    assert_eq!(up_to(&orm, IDENTITY_IN_DATABASE).await, 1);
+    let mut owner = PgConnection::connect(&db.owner_url()).await.unwrap();
+    // What a down cut off after its first step leaves: the trigger gone.
+    sqlx::query("DROP TRIGGER trg_users_fill_username_key ON users")
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    insert_with_key(&mut conn, r"\s\straße", r"\s\straße").await;
+    insert_with_key(&mut conn, r"\s\STRASSE", r"\s\strasse").await;
+
+    let error = migration::roll_back(&orm, 1).await.unwrap_err().to_string();
+    assert!(error.contains("cannot roll back"), "{error}");
+    assert!(
+        error.contains("an earlier down stopped half-way"),
+        "{error}"
+    );
+    assert!(!error.contains("nothing was rolled back"), "{error}");
+}
+
 #[tokio::test]
 async fn down_refuses_when_the_previous_rule_would_make_two_users_one() {
     let (db, orm, mut conn) = database_before(IDENTITY_IN_DATABASE).await;
@@ -839,9 +863,12 @@ async fn a_failed_run_leaves_a_key_another_row_holds_and_undoes_every_change() {
         .await
         .unwrap();
     assert!(
-        error.contains(&format!("break its rules: {later};")),
+        error.contains(&format!(
+            "is another row's, or they were renamed while it ran: {later};"
+        )),
         "{error}"
     );
+    assert!(!error.contains("one account"), "{error}");
     assert!(!error.contains("undoing its changes failed"), "{error}");
     assert_eq!(schema_snapshot(&mut conn).await, previous);
 }
