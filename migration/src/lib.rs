@@ -66,11 +66,12 @@ pub fn migrations() -> Vec<MigrationFile> {
         // rule, as `down` does. A finished run did the same under either file.
         migration_file!(m20261203_000001_username_identity_in_database).mended_from(&[
             "42fb80737fc0af534c12e7985ca50735b7efe17ba21fda678b60634b19192e10",
-            // Earlier versions of the mend, which main carried briefly (79874c1 to 3f76d4e).
+            // Earlier versions of the mend, which main carried briefly (79874c1 to bb4e02f).
             "279bb532087010b8f85099088d68a192fc81b07d466aa9872faf48899f8e9910",
             "372fc1c5ec93bae1c28bdab1822079ffbc0ee2cfa5ec751bdfc18dee45d6f62b",
             "c315b6c50513ca3b81b51d1e6118fdcbe6c297b4c188fe2e95a22f44c6bea71e",
             "96db3a812f65bf4628bf1dc0f0429ffeefc910ef53479f9cc60d5e6b15fc53df",
+            "ae7cb2950e201f6620f87e2aa6910108a2893a705e24c4b75a97bf6bf220fb45",
         ]),
         migration_file!(m20261205_000001_username_default_ignorables),
         migration_file!(m20261205_000002_users_id_and_created_at_fixed),

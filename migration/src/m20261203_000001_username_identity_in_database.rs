@@ -575,7 +575,8 @@ async fn refill_previous_keys(db: &DatabaseConnection, undoing: Undoing) -> Resu
 
 /// Why a refill left some users' keys as they were.
 const HELD_OR_RENAMED: &str = "the key these users need by the previous release's rule is \
-                               another row's, or they were renamed while it ran";
+                               another row's, or they were renamed while it ran (a renamed user \
+                               got its key from its writer and needs nothing)";
 
 /// The users whose keys [`refill_previous_keys`] left, after a failed `up`.
 #[derive(Debug, Default)]
@@ -746,13 +747,16 @@ impl MigrationTrait for Migration {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = connection(manager)?;
         let users = stored_keys(db).await?;
-        // The trigger goes first: without it, an earlier down stopped half-way.
+        // Undoing drops the trigger first: without it, an earlier run (a down stopped half-way,
+        // or a failed up) undid part of the migration already, or an up never got that far.
         let trigger = "SELECT EXISTS (SELECT FROM pg_trigger \
-                       WHERE tgname = 'trg_users_fill_username_key')";
+                       WHERE tgname = 'trg_users_fill_username_key' \
+                         AND tgrelid = to_regclass('users'))";
         let what_happened = if query_bool(db, trigger).await? {
             "and nothing was rolled back"
         } else {
-            "and an earlier down stopped half-way"
+            "and this run changed nothing (part of the migration was undone before, or never \
+             done)"
         };
         check_previous_rule(&users, what_happened)?;
         undo(db, Undoing::Down).await.map(drop)

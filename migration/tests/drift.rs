@@ -688,6 +688,10 @@ const RECORDED: &[(&str, &str)] = &[
         "ae7cb2950e201f6620f87e2aa6910108a2893a705e24c4b75a97bf6bf220fb45",
     ),
     (
+        "m20261203_000001_username_identity_in_database",
+        "6f1c4e340c1be31515963b5e5d0a1a6bc359e37d83beaf576cd9bc04e0dff8cd",
+    ),
+    (
         "m20261205_000001_username_default_ignorables",
         "6ceb25ae6da25e1256dd980759c10f3665bc68e57d092c248525236e628527e5",
     ),
