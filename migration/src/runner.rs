@@ -159,12 +159,6 @@ impl MigrationFile {
         self.mended_from
     }
 
-    /// Whether `recorded` is this file's checksum or one it was mended from: the database is as
-    /// the file says.
-    pub fn is_as_recorded(&self, recorded: &Checksum) -> bool {
-        *recorded == self.checksum() || self.mended_from.contains(&recorded.as_str())
-    }
-
     pub fn name(&self) -> &str {
         self.definition.name()
     }
@@ -832,7 +826,7 @@ impl Runner {
                     Some(history::Row {
                         checksum: Some(checksum),
                         ..
-                    }) if file.is_as_recorded(checksum) => {
+                    }) if file.mended().contains(&checksum.as_str()) => {
                         (MigrationStatus::Applied, Some(checksum.clone()))
                     }
                     Some(history::Row {

@@ -759,7 +759,7 @@ fn no_migration_is_edited_after_it_was_written_down() {
             .filter(|&&earlier| earlier != checksum.as_str())
         {
             assert!(
-                file.is_as_recorded(&Checksum::from_stored((*earlier).to_owned())),
+                file.mended().contains(earlier),
                 "{} was recorded as {earlier}, which its file does not list as mended from: \
                  databases that applied it would refuse every run",
                 file.name()

@@ -8,8 +8,8 @@ mod common;
 
 use common::{
     HASH, connect, connect_as_service, database_before, insert, insert_previous_release,
-    insert_refusal, migration_binary, position, refusal, rows, schema_snapshot, sqlstate, text,
-    up_fails_changing_nothing, up_to,
+    insert_refusal, insert_returning_id, migration_binary, position, refusal, rows,
+    schema_snapshot, sqlstate, text, up_fails_changing_nothing, up_to,
 };
 use counseling_testkit::fixtures::eventually;
 use counseling_testkit::{DatabaseLocale, TestDatabase};
@@ -729,13 +729,13 @@ async fn cut_off_the_waiting_build(conn: &mut PgConnection, reader: &mut PgConne
 
 /// Runs `up` until its index build waits for a reader's old snapshot (its first step, with the
 /// trigger, committed), has the service write `name` through the trigger, and lets the build
-/// give up (`lock_timeout`). Returns the error of `up`.
+/// give up (`lock_timeout`). Returns the error of `up` and the written row's id.
 async fn up_failing_after_a_row_through_the_trigger(
     db: &TestDatabase,
     orm: &DatabaseConnection,
     conn: &mut PgConnection,
     name: &str,
-) -> String {
+) -> (String, String) {
     let mut reader = open_snapshot(db).await;
     let options = RunOptions {
         lock_timeout: Duration::from_secs(3),
@@ -757,13 +757,13 @@ async fn up_failing_after_a_row_through_the_trigger(
     )
     .await
     .unwrap();
-    insert(&mut connect_as_service(db).await, name, HASH)
+    let written = insert_returning_id(&mut connect_as_service(db).await, name, HASH)
         .await
         .unwrap();
     let error = run.await.unwrap().unwrap_err().to_string();
     sqlx::query("ROLLBACK").execute(&mut reader).await.unwrap();
     assert!(error.contains("lock timeout"), "{error}");
-    error
+    (error, written)
 }
 
 /// A failed run undoes its schema changes, and gives the rows written through its trigger
@@ -776,7 +776,7 @@ async fn a_failed_run_gives_rows_written_meanwhile_the_previous_releases_keys() 
     let keyed = insert_with_key(&mut conn, r"\s\Bob", "a key of its own").await;
     let previous = schema_snapshot(&mut conn).await;
     let name = r"\s\Straße";
-    let error = up_failing_after_a_row_through_the_trigger(&db, &orm, &mut conn, name).await;
+    let (error, _) = up_failing_after_a_row_through_the_trigger(&db, &orm, &mut conn, name).await;
     assert!(!error.contains("undoing"), "{error}");
     assert_eq!(schema_snapshot(&mut conn).await, previous);
     let keys = rows(
@@ -816,12 +816,8 @@ async fn a_failed_run_names_rows_written_meanwhile_that_the_previous_rule_makes_
         .unwrap();
     let previous = schema_snapshot(&mut conn).await;
     let name = r"\s\Straße";
-    let error = up_failing_after_a_row_through_the_trigger(&db, &orm, &mut conn, name).await;
-    let later: String = sqlx::query_scalar("SELECT id::text FROM users WHERE username = $1")
-        .bind(name)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    let (error, later) =
+        up_failing_after_a_row_through_the_trigger(&db, &orm, &mut conn, name).await;
     for part in [
         "keep the new rule's keys",
         &format!("break its rules: {later};"),
@@ -856,12 +852,8 @@ async fn a_failed_run_leaves_a_key_another_row_holds_and_undoes_every_change() {
     insert_with_key(&mut conn, r"\s\other", r"\s\strasse").await;
     let previous = schema_snapshot(&mut conn).await;
     let name = r"\s\Straße";
-    let error = up_failing_after_a_row_through_the_trigger(&db, &orm, &mut conn, name).await;
-    let later: String = sqlx::query_scalar("SELECT id::text FROM users WHERE username = $1")
-        .bind(name)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    let (error, later) =
+        up_failing_after_a_row_through_the_trigger(&db, &orm, &mut conn, name).await;
     assert!(
         error.contains("is another row's, or they were renamed while it ran")
             && error.contains(&format!("needs nothing): {later};")),

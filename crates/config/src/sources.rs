@@ -8,7 +8,8 @@ use serde::de::DeserializeOwned;
 use crate::{Problem, Problems, read_env_file};
 
 /// The variables a binary is configured by: the working directory's `.env`, overlaid by the
-/// process environment (which wins, but for Kubernetes' service links: see [`Sources::layered`]). Values are never printed: `Debug` lists names only.
+/// process environment (which wins, but for Kubernetes' service links: see
+/// [`Sources::layered`]). Values are never printed: `Debug` lists names only.
 #[derive(Clone, Default)]
 pub struct Sources {
     variables: BTreeMap<String, String>,

@@ -180,7 +180,7 @@ impl ConnectionManager {
         }
     }
 
-    /// A caller's connect that worked (outside `create`): a failure said before is over.
+    /// A caller's connect that worked: a failure said before is over.
     pub(crate) fn note_connected(&self) {
         self.note_keeper_outcome(None);
     }
@@ -249,7 +249,7 @@ impl Manager for ConnectionManager {
         };
         // A caller's connect that works ends a failure the keeper warned of, as the keeper's
         // own would: else the same failure, come back later, would go unsaid.
-        self.note_keeper_outcome(None);
+        self.note_connected();
         Ok(connected.connection)
     }
 
