@@ -199,7 +199,7 @@ fn database_options(sources: &Sources, lock_timeout: Duration) -> Result<Connect
     let owner_group = format!("{OWNER_PREFIX}_");
     problems
         .0
-        .retain(|problem| !problem.variable.starts_with(&owner_group));
+        .retain(|problem| !(problem.variable.to_ascii_uppercase()).starts_with(&owner_group));
     problems.extend(sources.unknown(OWNER_PREFIX, &ours).0);
     problems.extend(sources.unknown("MIGRATION", &[LOCK_TIMEOUT]).0);
     // The target is resolved (files, TLS, libpq's parameters) even beside other problems: all

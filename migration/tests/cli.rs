@@ -345,6 +345,12 @@ fn a_misspelt_setting_exits_2_and_the_services_own_pass() {
             "DATABASE_OWNERURL",
             "postgres://owner:s3cret-pw@127.0.0.1:1/db",
         ),
+        // A prefix not in capitals: unread, the run would have used DATABASE_URL's role too.
+        (
+            "database_owner_url",
+            "postgres://owner:s3cret-pw@127.0.0.1:1/db",
+        ),
+        ("Migration_Lock_Timeout_Ms", "100"),
     ];
     let output = migration_binary(&["status"], &misspelt);
     assert_eq!(output.status.code(), Some(2));
@@ -357,11 +363,17 @@ fn a_misspelt_setting_exits_2_and_the_services_own_pass() {
         "DATABASE_OWNER_SSL_MODE is not a setting",
         "MIGRATION_LOCK_TIMEOUT_SECS is not a setting",
         "DATABASE_OWNERURL is not a setting: did you mean DATABASE_OWNER_URL?",
+        "database_owner_url is not read: a setting's name is in capitals (did you mean \
+         DATABASE_OWNER_URL?)",
+        "Migration_Lock_Timeout_Ms is not read: a setting's name is in capitals (did you mean \
+         MIGRATION_LOCK_TIMEOUT_MS?)",
         "DATABASE_URL has a bad TLS parameter: sslrootcert (in the database URL): cannot read \
          /nonexistent.pem",
     ] {
         assert!(stderr.contains(said), "{stderr}");
     }
+    // Said once, though two readers cover that name (the shared group's and the owner's).
+    assert_eq!(stderr.matches("database_owner_url").count(), 1, "{stderr}");
     assert!(!stderr.contains("s3cret-pw"), "{stderr}");
     let services = [
         url,

@@ -141,12 +141,17 @@ fn database_settings_that_would_be_ignored_or_weaken_security_exit_2_one_line_ea
                 ("METRICS_ENABLE", "false".into()),
                 ("DATABASE_OWNER_URL", url.into()),
                 ("DATABASE_URL_TEST", url.into()),
+                // A prefix not in capitals (on Windows too): unread, the defaults would apply.
+                ("app_port", "9000".into()),
+                ("Health_Timeout_Ms", "500".into()),
             ],
             &[
                 "DATABASE_SSLMODE is not a setting: did you mean DATABASE_SSL_MODE?",
                 "DATABASE_STATEMENT_TIMEOUT is not a setting: did you mean DATABASE_STATEMENT_TIMEOUT_MS?",
                 "HEALTH_TIMEOUT is not a setting: did you mean HEALTH_TIMEOUT_MS?",
                 "METRICS_ENABLE is not a setting: did you mean METRICS_ENABLED?",
+                "app_port is not read: a setting's name is in capitals (did you mean APP_PORT?)",
+                "Health_Timeout_Ms is not read: a setting's name is in capitals (did you mean HEALTH_TIMEOUT_MS?)",
             ],
         ),
     ];

@@ -222,10 +222,16 @@ impl Sources {
             .filter(|(_, value)| !value.trim().is_empty())
             .map(|(name, value)| (name.clone(), value.clone()))
             .collect();
+        let in_other_case: Vec<Problem> = self
+            .prefix_in_other_case(&start)
+            .map(|name| not_in_capitals(name, &name.to_ascii_uppercase()))
+            .collect();
         let mut problems = same_but_for_case(&group);
         if !problems.is_empty() {
+            problems.extend(in_other_case);
             return Err(problems);
         }
+        problems.extend(in_other_case);
         // A name read elsewhere, spelt in another case (`DATABASE_Ssl_Mode`): that reader reads
         // capitals only, so it would be ignored there, and it is no field here either.
         let elsewhere: Vec<String> = besides.iter().map(|&name| name.to_owned()).collect();
@@ -299,8 +305,34 @@ impl Sources {
         let problems = unknown
             .filter(|(name, _)| every || meant(name, &known).is_some())
             .map(|(name, _)| not_a_setting(name, &known));
-        Problems(problems.collect())
+        let mut problems = Problems(problems.collect());
+        for name in self.prefix_in_other_case(&start) {
+            match meant(name, &known) {
+                Some(meant) => problems.push(not_in_capitals(name, meant)),
+                None if every => problems.push(not_in_capitals(name, &name.to_ascii_uppercase())),
+                None => {}
+            }
+        }
+        problems
     }
+
+    /// The names that begin with `start` (`APP_`) in another letter case (`app_port`,
+    /// `Database_Url`). A prefix is read in capitals only, on Windows too, so no reader of ours
+    /// would see them: each is refused where its group is read, rather than ignored.
+    fn prefix_in_other_case<'a>(&'a self, start: &'a str) -> impl Iterator<Item = &'a String> {
+        self.variables.keys().filter(move |name| {
+            !name.starts_with(start)
+                && (name.get(..start.len())).is_some_and(|head| head.eq_ignore_ascii_case(start))
+        })
+    }
+}
+
+/// `name`'s prefix is not in capitals, so nothing reads it: what to tell the user.
+fn not_in_capitals(name: &str, meant: &str) -> Problem {
+    Problem::new(
+        name,
+        format!("is not read: a setting's name is in capitals (did you mean {meant}?)"),
+    )
 }
 
 /// `name` is no setting: what to tell the user, with the one of `known` it most likely meant.
@@ -575,6 +607,57 @@ mod tests {
         let said = problems.to_string();
         assert!(said.contains("EX_COUNT is set also as EX_Count"), "{said}");
         assert!(said.contains("EX_Count is set also as EX_COUNT"), "{said}");
+    }
+
+    /// A prefix is read in capitals only (on Windows too): `ex_count` is no `EX_COUNT`. It is
+    /// refused where the group is read, with the name meant, rather than left unread while the
+    /// default applies. Names that only begin alike are someone else's.
+    #[test]
+    fn a_prefix_in_another_case_is_refused_not_ignored() {
+        let sources = Sources::from_vars([
+            ("EX_REQUIRED", "x"),
+            ("ex_count", "7"),
+            ("Ex_Wait_Ms", "5"),
+            ("exchange", "1"),
+            ("EXAMPLE", "1"),
+        ]);
+        let said = sources.group::<Example>("EX").unwrap_err().to_string();
+        assert!(
+            said.contains(
+                "ex_count is not read: a setting's name is in capitals (did you mean EX_COUNT?)"
+            ),
+            "{said}"
+        );
+        assert!(said.contains("Ex_Wait_Ms is not read"), "{said}");
+        assert_eq!(said.lines().count(), 2, "{said}");
+        // Said beside the group's other problems, not instead of them.
+        let sources = Sources::from_vars([("ex_count", "7")]);
+        let said = sources.group::<Example>("EX").unwrap_err().to_string();
+        assert!(said.contains("ex_count is not read"), "{said}");
+        assert!(said.contains("EX_REQUIRED"), "{said}");
+    }
+
+    /// A reader of a few names of a shared group refuses another case of one of its own names
+    /// (or a lookalike); a reader of a whole group, every name of it in another case.
+    #[test]
+    fn known_names_in_another_case_are_refused_by_their_reader() {
+        let sources = Sources::from_vars([
+            ("database_url", "postgres://h/db"),
+            ("Database_Max_Connections", "5"),
+            ("migration_anything", "1"),
+        ]);
+        let known = ["DATABASE_URL"];
+        let said = sources.misspellings("DATABASE", &known).to_string();
+        assert_eq!(
+            said,
+            "database_url is not read: a setting's name is in capitals (did you mean DATABASE_URL?)"
+        );
+        let said = sources
+            .unknown("MIGRATION", &["MIGRATION_LOCK_TIMEOUT_MS"])
+            .to_string();
+        assert!(said.starts_with("migration_anything is not read"), "{said}");
+        assert_eq!(said.lines().count(), 1, "{said}");
+        assert!(!said.contains("postgres://"), "{said}");
     }
 
     /// A setting exported as bytes that are not UTF-8 is named, not dropped for `.env`'s value.
