@@ -14,6 +14,7 @@ use counseling_config::{Problem, Problems, Sources, TARGET_VARIABLES};
 use counseling_persistence::{DatabaseSettings, PoolSettings};
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
 
 /// Everything the service needs to start.
 #[derive(Debug, Clone)]
@@ -129,6 +130,14 @@ impl Default for LogSettings {
     }
 }
 
+/// A directive of `filter` that is a bare word but no level (`warning`, `infoo`): the first.
+fn target_without_level(filter: &str) -> Option<&str> {
+    filter.split(',').map(str::trim).find(|directive| {
+        let bare = !directive.is_empty() && !directive.contains(['=', '[']);
+        bare && directive.parse::<LevelFilter>().is_err()
+    })
+}
+
 impl Settings {
     /// The working directory's `.env` and the environment.
     pub fn load() -> Result<Self, Problems> {
@@ -193,6 +202,17 @@ impl Settings {
             problems.push(Problem::new(
                 LogSettings::FILTER_VARIABLE,
                 "is not a valid filter (examples: info, debug, counseling_http=debug,info)",
+            ));
+        } else if let Some(word) = target_without_level(&filter) {
+            // tracing reads a bare word that is no level as a target: `warning` would log that
+            // target alone, so nothing of ours, not even an error.
+            problems.push(Problem::new(
+                LogSettings::FILTER_VARIABLE,
+                format!(
+                    "names {word:?} without a level, which is read as a target: a level is \
+                     trace, debug, info, warn, error or off; for a target, give its level \
+                     ({word}=debug)"
+                ),
             ));
         }
         match (app, health, log, database, metrics) {
@@ -381,6 +401,29 @@ mod tests {
         }
         assert_eq!(text.lines().count(), problems.0.len(), "one line each");
         assert!(!text.contains("s3cret"), "{text}");
+    }
+
+    /// A misspelt level would be a target: nothing of ours logged, errors included. Levels in
+    /// any case and targets with a level pass.
+    #[test]
+    fn a_bare_word_that_is_no_level_is_refused() {
+        for filter in ["warning", "infoo", "none", "counseling_http=debug,warning"] {
+            let problems = load(&[("RUST_LOG", filter)]).unwrap_err();
+            let said = problems.to_string();
+            assert_eq!(problems.0.len(), 1, "{said}");
+            assert!(said.starts_with("RUST_LOG names \""), "{said}");
+            assert!(said.contains("without a level"), "{said}");
+        }
+        for filter in [
+            "WARN",
+            "off",
+            "info,sqlx=warn",
+            "counseling_http=debug",
+            "[span]=info",
+        ] {
+            let settings = load(&[("RUST_LOG", filter)]).expect(filter);
+            assert_eq!(settings.log.filter, filter);
+        }
     }
 
     #[test]
