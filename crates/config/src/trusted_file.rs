@@ -14,8 +14,10 @@ pub(crate) fn open(path: &Path) -> std::io::Result<File> {
     options.read(true);
     #[cfg(unix)]
     {
+        use nix::fcntl::OFlag;
         use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits());
+        // Nor may a terminal put in a file's place become this process's controlling terminal.
+        options.custom_flags((OFlag::O_NONBLOCK | OFlag::O_NOCTTY).bits());
     }
     options.open(path)
 }
@@ -166,7 +168,9 @@ pub(crate) fn path_problem(path: &Path, opened: &Metadata) -> Option<String> {
 }
 
 /// Whether `gid` is this process's user-private group: its primary group, named as the user,
-/// with no other members listed. (A primary group shared by many, as macOS's `staff`, is not.)
+/// with no other members listed, and no other local user's primary group (`useradd -g` makes
+/// such a member, whom the group's own list does not name). A primary group shared by many, as
+/// macOS's `staff`, is not; neither is any when `/etc/passwd` cannot be read.
 #[cfg(unix)]
 fn is_user_private_group(gid: u32) -> bool {
     use nix::unistd::{Gid, Group, User, getegid, geteuid};
@@ -179,7 +183,22 @@ fn is_user_private_group(gid: u32) -> bool {
     ) else {
         return false;
     };
-    group.name == user.name && group.mem.iter().all(|member| *member == user.name)
+    let Ok(passwd) = std::fs::read_to_string("/etc/passwd") else {
+        return false;
+    };
+    group.name == user.name
+        && group.mem.iter().all(|member| *member == user.name)
+        && !others_in_primary_group(&passwd, gid, &user.name)
+}
+
+/// Whether a user of `passwd` (its text) other than `user` has `gid` as primary group.
+#[cfg(unix)]
+fn others_in_primary_group(passwd: &str, gid: u32, user: &str) -> bool {
+    passwd.lines().any(|line| {
+        let mut fields = line.split(':');
+        let (name, primary) = (fields.next(), fields.nth(2));
+        name.is_some_and(|name| name != user) && primary == Some(gid.to_string().as_str())
+    })
 }
 
 /// Windows has no owner or mode bits here; its ACLs are not read.
@@ -217,6 +236,21 @@ mod tests {
             chmod(folder, 0o755);
         }
         (root, safe, open)
+    }
+
+    /// A user whose primary group is ours is a member the group's own list does not name.
+    #[test]
+    fn another_users_primary_group_is_no_private_group() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n\
+                      svc:x:1001:1001::/home/svc:/bin/sh\n\
+                      bob:x:1002:1001::/home/bob:/bin/sh\n";
+        assert!(super::others_in_primary_group(passwd, 1001, "svc"));
+        assert!(super::others_in_primary_group(passwd, 1001, "bob"));
+        let alone = "root:x:0:0:root:/root:/bin/bash\nsvc:x:1001:1001::/home/svc:/bin/sh\n";
+        assert!(!super::others_in_primary_group(alone, 1001, "svc"));
+        // The gid field, not the uid (bob's uid is 1001 here).
+        let uid_only = "svc:x:1000:1001::/:/bin/sh\nbob:x:1001:1002::/:/bin/sh\n";
+        assert!(!super::others_in_primary_group(uid_only, 1001, "svc"));
     }
 
     #[test]
