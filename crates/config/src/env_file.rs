@@ -10,8 +10,12 @@ pub enum EnvFileError {
     Malformed { line: usize },
     #[error("could not be read: {0}")]
     Unreadable(String),
-    #[error("is not used: it {0}")]
+    #[error("is not used: {0}")]
     Untrusted(String),
+    /// Tools differ on which would win: compose and a shell take the last, dotenv loaders
+    /// the first.
+    #[error("sets {0} more than once: keep one")]
+    Repeated(String),
 }
 
 /// The most a `.env` may hold: settings, not data.
@@ -32,18 +36,18 @@ pub fn read_env_file(dir: &Path) -> Result<Vec<(String, String)>, EnvFileError> 
     };
     let metadata = file.metadata().map_err(unreadable)?;
     if !metadata.is_file() {
-        return Err(EnvFileError::Untrusted("is not a regular file".into()));
+        return Err(EnvFileError::Untrusted("it is not a regular file".into()));
     }
     if let Some(owner) = trusted_file::foreign_owner(&metadata) {
         return Err(EnvFileError::Untrusted(format!(
-            "belongs to another user (uid {owner}); it must be yours or root's"
+            "it belongs to another user (uid {owner}); it must be yours or root's"
         )));
     }
     // Group write counts too, as for a secret file: whoever may write a `.env` names the
     // secret files to send and where to send them.
     if trusted_file::writable_by_group_or_others(&metadata) {
         return Err(EnvFileError::Untrusted(
-            "may be written by its group or other users: chmod go-w .env".into(),
+            "it may be written by its group or other users: chmod go-w .env".into(),
         ));
     }
     if let Some(problem) = trusted_file::path_problem(&path, &metadata) {
@@ -54,7 +58,7 @@ pub fn read_env_file(dir: &Path) -> Result<Vec<(String, String)>, EnvFileError> 
         .read_to_string(&mut text)
         .map_err(unreadable)?;
     if text.len() as u64 > MAX_ENV_FILE_BYTES {
-        return Err(EnvFileError::Untrusted("is larger than 1 MiB".into()));
+        return Err(EnvFileError::Untrusted("it is larger than 1 MiB".into()));
     }
     parse_env(&text)
 }
@@ -65,6 +69,9 @@ pub fn parse_env(text: &str) -> Result<Vec<(String, String)>, EnvFileError> {
     let mut variables = Vec::new();
     for item in dotenvy::from_read_iter(text.as_bytes()) {
         match item {
+            Ok((name, _)) if variables.iter().any(|(seen, _)| *seen == name) => {
+                return Err(EnvFileError::Repeated(name));
+            }
             Ok(variable) => variables.push(variable),
             Err(dotenvy::Error::LineParse(bad, _)) => {
                 return Err(EnvFileError::Malformed {
@@ -155,6 +162,21 @@ mod tests {
         assert_eq!(read_env_file(dir.path()).unwrap(), vec![]);
     }
 
+    /// A name set twice is refused, not settled by one tool's rule (the value is not said).
+    #[test]
+    fn a_name_set_twice_is_refused() {
+        let dir = folder_with("A=1\nHEALTH_TIMEOUT_MS=1111\nexport HEALTH_TIMEOUT_MS=hunter2\n");
+        let error = read_env_file(dir.path()).unwrap_err();
+        assert_eq!(error, EnvFileError::Repeated("HEALTH_TIMEOUT_MS".into()));
+        assert_eq!(
+            error.to_string(),
+            "sets HEALTH_TIMEOUT_MS more than once: keep one"
+        );
+        // Names that differ only in case are two names here (a group refuses them then).
+        let dir = folder_with("A=1\na=2\n");
+        assert_eq!(read_env_file(dir.path()).unwrap().len(), 2);
+    }
+
     /// A `.env` someone else could have put there (in /tmp, say) is not taken: one others may
     /// write, one of another user, and a FIFO (which must not hang the binary).
     #[cfg(unix)]
@@ -165,9 +187,9 @@ mod tests {
         let path = dir.path().join(".env");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o646)).unwrap();
         let error = read_env_file(dir.path()).unwrap_err().to_string();
-        assert!(
-            error.contains("written by its group or other users"),
-            "{error}"
+        assert_eq!(
+            error,
+            "is not used: it may be written by its group or other users: chmod go-w .env"
         );
         // Group write too (a checkout made under umask 002): the group is not this user.
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
@@ -180,6 +202,17 @@ mod tests {
         assert_eq!(read_env_file(dir.path()).unwrap().len(), 1);
 
         if nix::unistd::geteuid().is_root() {
+            // A folder of another user's on the way: said as a sentence.
+            let theirs = dir.path().join("theirs");
+            std::fs::create_dir(&theirs).unwrap();
+            std::fs::copy(&path, theirs.join(".env")).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
+            let error = read_env_file(&theirs).unwrap_err().to_string();
+            let folder = theirs.display();
+            assert_eq!(
+                error,
+                format!("is not used: the folder {folder} belongs to another user (uid 65534)")
+            );
             let nobody = nix::unistd::Uid::from_raw(65534);
             std::os::unix::fs::chown(&path, Some(nobody.as_raw()), None).unwrap();
             let error = read_env_file(dir.path()).unwrap_err().to_string();
