@@ -18,6 +18,9 @@ pub enum EnvFileError {
     Repeated(String),
 }
 
+/// A `.env`'s variables, in file order.
+type Variables = Vec<(String, String)>;
+
 /// The most a `.env` may hold: settings, not data.
 const MAX_ENV_FILE_BYTES: u64 = 1024 * 1024;
 
@@ -27,11 +30,19 @@ const MAX_ENV_FILE_BYTES: u64 = 1024 * 1024;
 /// sends, so one that belongs to another user (other than root) or that group or others may write is
 /// refused: run in a shared folder such as /tmp, a binary must not take a stranger's settings.
 pub fn read_env_file(dir: &Path) -> Result<Vec<(String, String)>, EnvFileError> {
+    read_env_file_and_mode(dir).map(|(variables, _)| variables)
+}
+
+/// [`read_env_file`], and the file's mode when its group or others may read it (so the
+/// passwords it holds get a warning, as a secret file's would).
+pub(crate) fn read_env_file_and_mode(dir: &Path) -> Result<(Variables, Option<u32>), EnvFileError> {
     let path = dir.join(".env");
     let unreadable = |error: std::io::Error| EnvFileError::Unreadable(error.kind().to_string());
     let file = match trusted_file::open(&path) {
         Ok(file) => file,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Ok((Vec::new(), None));
+        }
         Err(error) => return Err(unreadable(error)),
     };
     let metadata = file.metadata().map_err(unreadable)?;
@@ -60,7 +71,10 @@ pub fn read_env_file(dir: &Path) -> Result<Vec<(String, String)>, EnvFileError> 
     if text.len() as u64 > MAX_ENV_FILE_BYTES {
         return Err(EnvFileError::Untrusted("it is larger than 1 MiB".into()));
     }
-    parse_env(&text)
+    Ok((
+        parse_env(&text)?,
+        trusted_file::readable_by_group_or_others(&metadata),
+    ))
 }
 
 /// The variables of a `.env`'s text, in order (`read_env_file` without the file's checks; also

@@ -110,7 +110,7 @@ fn check_mode(path: &Path, metadata: &std::fs::Metadata) -> Result<Option<String
             path.display()
         ));
     }
-    Ok((mode & 0o044 != 0).then(|| {
+    Ok(trusted_file::readable_by_group_or_others(metadata).map(|mode| {
         format!(
             "{} may be read by group or others (mode {mode:04o}); 0600 or 0400 keeps it to this \
              service's user",

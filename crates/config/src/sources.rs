@@ -5,7 +5,8 @@ use std::path::Path;
 use config::{Config, ConfigError, Environment};
 use serde::de::DeserializeOwned;
 
-use crate::{Problem, Problems, read_env_file};
+use crate::env_file::read_env_file_and_mode;
+use crate::{Problem, Problems};
 
 /// The variables a binary is configured by: the working directory's `.env`, overlaid by the
 /// process environment (which wins, but for Kubernetes' service links: see
@@ -16,6 +17,8 @@ pub struct Sources {
     /// The names whose value comes from the process environment (libpq's `PG*` variables are
     /// read from there only, as libpq reads them).
     from_environment: BTreeSet<String>,
+    /// `.env`'s mode when its group or others may read it.
+    dot_env_readable: Option<u32>,
 }
 
 /// The names of our binaries' settings: their groups' prefixes, and `RUST_LOG`. (`.env` also
@@ -113,11 +116,28 @@ impl Sources {
     /// its value in `.env` is refused: empty means unset to every setting, so neither would
     /// apply (an unset `${VAR}` in a compose file or shell exports it so).
     pub fn load_from(dir: &Path) -> Result<Self, Problems> {
-        let file = read_env_file(dir)
+        Self::load_with(dir, std::env::vars_os())
+    }
+
+    /// [`Sources::load_from`] with `environment` for the process environment.
+    pub(crate) fn load_with(
+        dir: &Path,
+        environment: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    ) -> Result<Self, Problems> {
+        let (file, dot_env_readable) = read_env_file_and_mode(dir)
             .map_err(|error| Problems(vec![Problem::new(".env", error.to_string())]))?;
-        let (environment, mut problems) = unicode_only(std::env::vars_os());
+        let (environment, mut problems) = unicode_only(environment);
         problems.extend(hidden_by_empty(&file, &environment).0);
-        problems.into_result(Self::layered(file, environment))
+        let sources = Self {
+            dot_env_readable,
+            ..Self::layered(file, environment)
+        };
+        problems.into_result(sources)
+    }
+
+    /// `.env`'s mode when its group or other users may read it (and it is there).
+    pub(crate) fn dot_env_readable(&self) -> Option<u32> {
+        self.dot_env_readable
     }
 
     /// `file` (a `.env`) overlaid by `environment`, which wins; but for a Kubernetes service
@@ -139,6 +159,7 @@ impl Sources {
         Self {
             variables,
             from_environment,
+            dot_env_readable: None,
         }
     }
 
@@ -181,6 +202,7 @@ impl Sources {
                 .filter(|n| libpq(n))
                 .cloned()
                 .collect(),
+            dot_env_readable: None,
         }
     }
 

@@ -200,6 +200,17 @@ impl DatabaseTarget {
         };
         let mut warnings = Vec::new();
         let url = read_url(sources, variables, &mut problems, &mut warnings);
+        if let (Some(mode), Some((url, url_variable))) = (sources.dot_env_readable(), &url)
+            && *url_variable == variables.url
+            && sources.origin(url_variable) == Some(Origin::DotEnv)
+            && (url.password().is_some() || url.parameters().any(|(name, _)| name == "password"))
+        {
+            // As a secret file's would: the password is as open as the file.
+            warnings.push(format!(
+                "{url_variable}: .env holds its password and may be read by group or others \
+                 (mode {mode:04o}); chmod 600 .env keeps it to this user"
+            ));
+        }
         let password_file = value(sources, variables.password_file).map(PathBuf::from);
         if let (Some(path), Some((url, url_variable))) = (&password_file, &url) {
             // An empty password is no clash with the file (libpq would read its password file

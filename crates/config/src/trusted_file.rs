@@ -50,6 +50,20 @@ pub(crate) fn writable_by_group_or_others(_metadata: &Metadata) -> bool {
     false
 }
 
+/// The file's mode when its group or other users may read it.
+#[cfg(unix)]
+pub(crate) fn readable_by_group_or_others(metadata: &Metadata) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = metadata.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then_some(mode)
+}
+
+/// Windows has no mode bits; its ACLs are not read.
+#[cfg(not(unix))]
+pub(crate) fn readable_by_group_or_others(_metadata: &Metadata) -> Option<u32> {
+    None
+}
+
 /// Why a folder on the way to `path` lets another user choose what `path` is, if one does: the
 /// file's own checks cannot see that. Every folder the path passes through, through its
 /// symlinks too, must belong to this process's user or root and be writable by no other user:

@@ -925,3 +925,40 @@ fn a_secret_set_where_its_file_belongs_is_not_echoed() {
         assert!(!problems.to_string().contains("hunter2"), "{problems}");
     }
 }
+
+/// A `.env` that group or others may read, holding the URL's password, is warned of as a
+/// secret file would be; not when it is private, holds no password, or the URL is exported.
+#[cfg(unix)]
+#[test]
+fn a_password_in_a_dot_env_others_may_read_is_warned_of() {
+    use std::ffi::OsString;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let said = |text: &str, mode: u32, exported: &[(&str, &str)]| -> Vec<String> {
+        let path = dir.path().join(".env");
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let environment = exported
+            .iter()
+            .map(|(name, value)| (OsString::from(name), OsString::from(value)));
+        let sources = Sources::load_with(dir.path(), environment.collect::<Vec<_>>().into_iter());
+        let target = DatabaseTarget::from_sources(&sources.unwrap(), Role::Service).unwrap();
+        target.warnings().to_vec()
+    };
+    let with_password = "DATABASE_URL=postgres://u:s3cret@h/db\n";
+    let warnings = said(with_password, 0o644, &[]);
+    assert_eq!(
+        warnings,
+        [
+            "DATABASE_URL: .env holds its password and may be read by group or others (mode \
+          0644); chmod 600 .env keeps it to this user"
+        ]
+    );
+    assert_eq!(said(with_password, 0o640, &[]).len(), 1);
+    let in_query = "DATABASE_URL=postgres://u@h/db?password=s3cret\n";
+    assert_eq!(said(in_query, 0o604, &[]).len(), 1);
+    assert!(said(with_password, 0o600, &[]).is_empty());
+    assert!(said("DATABASE_URL=postgres://u@h/db\n", 0o644, &[]).is_empty());
+    let exported = [("DATABASE_URL", "postgres://u:other@h/db")];
+    assert!(said(with_password, 0o644, &exported).is_empty());
+}
