@@ -286,6 +286,19 @@ impl DatabaseTarget {
                 warnings.extend(unread_password_file(files, variables.password_file));
             }
         }
+        if let Some((url, url_variable)) = &url {
+            let environment = sources.libpq_variables();
+            let (parameters, _) = LibpqParameters::read(url, Some(&environment));
+            let endpoints = endpoints(url, &parameters, &mut Vec::new());
+            warnings.extend(shared_socket_folders(&endpoints).map(|(folder, mode)| {
+                format!(
+                    "{url_variable}: the socket folder {folder} may be written by other users \
+                     (mode {mode:04o}): any of them could listen there before the server and be \
+                     sent the password; use a folder only the server's user may write (as \
+                     /var/run/postgresql), or TCP with sslmode=verify-full"
+                )
+            }));
+        }
         match url {
             Some((url, url_variable)) if problems.is_empty() => Ok(Self {
                 url,
@@ -740,6 +753,29 @@ where
 /// as the port value whenever it names a port or more than one host (`h1,h2` is the list `,`):
 /// then `PGPORT` applies to none of them, an empty entry is 5432, and they pair with the `host`
 /// parameter's hosts if it replaces the authority's (`h1:5433/db?host=h2` is `h2:5433`).
+/// The socket folders among `endpoints` that other users may write (as /tmp, where a server
+/// built from source puts its socket): whoever binds the socket file first gets the connection.
+/// libpq's guard, `requirepeer`, is not offered (the driver opens the socket itself).
+#[cfg(unix)]
+fn shared_socket_folders(endpoints: &[Endpoint]) -> impl Iterator<Item = (&str, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut folders: Vec<&str> = (endpoints.iter())
+        .filter(|endpoint| endpoint.is_socket())
+        .map(|endpoint| endpoint.host.as_str())
+        .collect();
+    folders.dedup();
+    folders.into_iter().filter_map(|folder| {
+        let mode = std::fs::metadata(folder).ok()?.permissions().mode() & 0o7777;
+        (mode & 0o002 != 0).then_some((folder, mode))
+    })
+}
+
+/// Windows' socket folders have ACLs, not mode bits, and they are not read.
+#[cfg(not(unix))]
+fn shared_socket_folders(_endpoints: &[Endpoint]) -> impl Iterator<Item = (&str, u32)> {
+    std::iter::empty()
+}
+
 fn endpoints(
     url: &DatabaseUrl,
     parameters: &LibpqParameters,

@@ -962,3 +962,38 @@ fn a_password_in_a_dot_env_others_may_read_is_warned_of() {
     let exported = [("DATABASE_URL", "postgres://u:other@h/db")];
     assert!(said(with_password, 0o644, &exported).is_empty());
 }
+
+/// A socket folder other users may write (as /tmp) is warned of: any of them could bind the
+/// socket first and be sent the password. Not a folder only ours may write, nor TCP.
+#[cfg(unix)]
+#[test]
+fn a_socket_folder_others_may_write_is_warned_of() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().to_str().unwrap();
+    let warnings = |url: &str| {
+        let target =
+            DatabaseTarget::from_sources(&sources(&[("DATABASE_URL", url)]), Role::Service);
+        target.unwrap().warnings().to_vec()
+    };
+    let in_query = format!("postgres://u:pw@/db?host={folder}");
+    let in_authority = format!("postgres://u:pw@{}:5433/db", folder.replace('/', "%2F"));
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    for url in [&in_query, &in_authority] {
+        let said = warnings(url);
+        assert_eq!(said.len(), 1, "{url}: {said:?}");
+        assert!(
+            said[0].starts_with(&format!(
+                "DATABASE_URL: the socket folder {folder} may be written by other users (mode 1777)"
+            )),
+            "{said:?}"
+        );
+        assert!(!said[0].contains("pw@"), "{said:?}");
+    }
+    // Two hosts in the one folder: said once.
+    let twice = format!("postgres://u:pw@/db?host={folder},{folder}&port=5432,5433");
+    assert_eq!(warnings(&twice).len(), 1);
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(warnings(&in_query).is_empty());
+    assert!(warnings("postgres://u:pw@127.0.0.1/db").is_empty());
+}
