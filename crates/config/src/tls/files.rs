@@ -14,6 +14,10 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::trusted_file;
 
+/// The most a TLS file may hold: a system's whole CA bundle is some 200 KiB. Each connection
+/// reads it again, so a file grown by mistake (or a device) must not be read whole each time.
+const MAX_TLS_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
 /// Reads a TLS file under the rule for every file that configures us (as a secret file): a
 /// regular file of this user's or root's that neither its group nor others may write. Whoever
 /// could write the CA file would choose which server the service trusts with its password.
@@ -57,7 +61,7 @@ fn read_named(
 ) -> Result<Vec<u8>, String> {
     let shown = path.display();
     let unreadable = |error: std::io::Error| format!("cannot read {shown}: {}", error.kind());
-    let mut file = trusted_file::open(path).map_err(|error| {
+    let file = trusted_file::open(path).map_err(|error| {
         let kind = error.kind();
         if !naming.names_unopened(path, kind) {
             format!(
@@ -89,7 +93,14 @@ fn read_named(
         return Err(format!("{shown}: {problem}"));
     }
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(unreadable)?;
+    file.take(MAX_TLS_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_TLS_FILE_BYTES {
+        return Err(format!(
+            "{shown} is larger than 4 MiB, which no CA bundle, certificate or key is"
+        ));
+    }
     Ok(bytes)
 }
 
@@ -224,6 +235,34 @@ mod tests {
             read_certificate_file(Path::new(missing))
                 .unwrap_err()
                 .contains(missing)
+        );
+    }
+
+    /// A file larger than any TLS file is refused naming it, without being read whole.
+    #[test]
+    fn a_tls_file_larger_than_4_mib_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ca.crt");
+        let sparse = std::fs::File::create(&file).unwrap();
+        sparse.set_len(MAX_TLS_FILE_BYTES + 1).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        for check in [read_ca_file, read_certificate_file, read_key_file] {
+            let error = check(&file).unwrap_err();
+            assert_eq!(
+                error,
+                format!(
+                    "{} is larger than 4 MiB, which no CA bundle, certificate or key is",
+                    file.display()
+                )
+            );
+        }
+        // At the limit it is read (and found to be no PEM).
+        sparse.set_len(MAX_TLS_FILE_BYTES).unwrap();
+        assert!(
+            read_ca_file(&file)
+                .unwrap_err()
+                .contains("no PEM certificate")
         );
     }
 
