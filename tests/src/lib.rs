@@ -147,6 +147,9 @@ fn run_binary(dir: &Path, vars: &[(&str, &str)], port: Option<u16>, log: &Path) 
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("LOG_FORMAT", "json")
+        // Without HOME, libpq's files would be looked for in the user's real home (as libpq
+        // does): the test's own folder holds none.
+        .env("HOME", dir)
         .envs(vars.iter().copied())
         .stdin(Stdio::null())
         // A file, not a pipe: nobody would drain a pipe while the test waits.

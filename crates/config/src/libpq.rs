@@ -8,7 +8,7 @@
 //! the honoured values.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::{DatabaseUrl, Sources};
 
@@ -257,16 +257,19 @@ pub(crate) struct LibpqUserFiles {
 }
 
 /// Where libpq's default files would be: under `$HOME` as given (`%APPDATA%` on Windows), as
-/// libpq 15 and later take it. Where it is unset or empty, libpq asks the user database (or
-/// Windows) instead; this does not, so such a service is told nothing (a gap, not a harm: the
-/// files are never read either way).
+/// libpq 15 and later take it. Where it is unset or empty, libpq asks the user database for this
+/// user's home, and so does this (a service started without `HOME`, as systemd starts one
+/// without `User=`, is checked as `psql` run by that user would read). On Windows it asks the
+/// system for the AppData folder; this does not, and tells such a service nothing (a gap, not a
+/// harm: the files are never read either way).
 pub(crate) fn libpq_user_files(sources: &Sources) -> Option<LibpqUserFiles> {
     let variable = if cfg!(windows) { "APPDATA" } else { "HOME" };
-    let base = Path::new(
-        sources
-            .environment(variable)
-            .filter(|base| !base.is_empty())?,
-    );
+    let given = sources
+        .environment(variable)
+        .filter(|base| !base.is_empty())
+        .map(PathBuf::from);
+    let base = given.or_else(home_of_this_user)?;
+    let base = base.as_path();
     Some(if cfg!(windows) {
         let dir = base.join("postgresql");
         LibpqUserFiles {
@@ -279,6 +282,19 @@ pub(crate) fn libpq_user_files(sources: &Sources) -> Option<LibpqUserFiles> {
             root_cert: base.join(".postgresql").join("root.crt"),
         }
     })
+}
+
+/// This process's user's home folder, from the user database.
+#[cfg(unix)]
+fn home_of_this_user() -> Option<PathBuf> {
+    let user = nix::unistd::User::from_uid(nix::unistd::geteuid()).ok()??;
+    Some(user.dir).filter(|dir| !dir.as_os_str().is_empty())
+}
+
+/// Windows' AppData folder is not looked up without `%APPDATA%`.
+#[cfg(not(unix))]
+fn home_of_this_user() -> Option<PathBuf> {
+    None
 }
 
 /// The warning for libpq's password file, when it is there: libpq reads it where no password is
@@ -523,6 +539,22 @@ impl LibpqParameters {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// Without `HOME` (unset or empty), libpq asks the user database for the home folder: so do
+    /// we, or `psql`'s files would go unseen under a service started without it.
+    #[cfg(unix)]
+    #[test]
+    fn without_home_the_user_databases_home_is_used() {
+        let user = nix::unistd::User::from_uid(nix::unistd::geteuid()).unwrap();
+        let home = user.unwrap().dir;
+        for sources in [Sources::from_vars([]), Sources::from_vars([("HOME", "")])] {
+            let files = libpq_user_files(&sources).unwrap();
+            assert_eq!(files.password_file, home.join(".pgpass"));
+            assert_eq!(files.root_cert, home.join(".postgresql").join("root.crt"));
+        }
+        let given = libpq_user_files(&Sources::from_vars([("HOME", "/elsewhere")])).unwrap();
+        assert_eq!(given.password_file, std::path::Path::new("/elsewhere/.pgpass"));
+    }
 
     #[test]
     fn debug_output_redacts_the_password() {
