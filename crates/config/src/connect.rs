@@ -386,8 +386,12 @@ impl Connector {
     }
 
     /// Opens a connection on the first host (in order) that answers with a session of the kind
-    /// `target_session_attrs` asks for; see the module docs. An authentication failure ends the
-    /// attempt at once, as in libpq; other failures move on to the next host.
+    /// `target_session_attrs` asks for; see the module docs. As in libpq, a host that cannot be
+    /// reached, does not answer within `connect_timeout`, cannot take connections now (57P03:
+    /// starting up, shutting down) or gives a session of another kind passes the turn to the
+    /// next; any other refusal from a host that answered (authentication, a database that is
+    /// not there, too many connections, a certificate that does not verify) ends the attempt,
+    /// rather than hide a broken or impersonated node behind the next one.
     pub async fn connect(&self) -> Result<Connected, ConnectError> {
         let passes: &[TargetSessionAttrs] = match self.target_session_attrs {
             TargetSessionAttrs::PreferStandby => {
@@ -424,12 +428,10 @@ impl Connector {
                     Err(Attempt::HostNotResolved) => {
                         last_error = Some(ConnectError::HostNotResolved);
                     }
-                    Err(Attempt::Failed(error)) => {
-                        let final_error = is_authentication_failure(&error);
+                    Err(Attempt::Failed(error)) => last_error = Some(ConnectError::Driver(error)),
+                    Err(Attempt::Refused(error)) => {
                         last_error = Some(ConnectError::Driver(error));
-                        if final_error {
-                            break 'passes;
-                        }
+                        break 'passes;
                     }
                 }
             }
@@ -453,7 +455,10 @@ impl Connector {
 }
 
 enum Attempt {
+    /// The next host may be tried.
     Failed(sqlx::Error),
+    /// The host answered and refused: no other host is tried (see [`is_refusal`]).
+    Refused(sqlx::Error),
     TimedOut,
     HostNotResolved,
     Unsuitable,
@@ -477,6 +482,7 @@ async fn attempt(
                 Ok(_) => Attempt::Failed(error),
             });
         }
+        Err(error) if is_refusal(&error) => return Err(Attempt::Refused(error)),
         Err(error) => return Err(Attempt::Failed(error)),
     };
     if wanted == TargetSessionAttrs::Any {
@@ -514,11 +520,20 @@ fn is_unclassified_io(error: &sqlx::Error) -> bool {
     }
 }
 
-/// libpq: "If a connection is established successfully, but authentication fails, the remaining
-/// hosts in the list are not tried."
-fn is_authentication_failure(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .and_then(|error| error.code())
-        .is_some_and(|code| code == "28P01" || code == "28000")
+/// Whether a failed connect is one libpq tries no further host after: an error the server sent
+/// while the session started, but for 57P03 (cannot connect now: starting up, shutting down, or
+/// a standby without hot_standby); and a failed TLS handshake, certificate checks included
+/// (libpq's "hard failure"). A host that cannot be reached or breaks off is not: the next one
+/// is tried.
+fn is_refusal(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(error) => error.code().is_none_or(|code| code != "57P03"),
+        sqlx::Error::Tls(_) => true,
+        // The driver reports a failed handshake (an unknown issuer, a certificate for another
+        // name) as an I/O error carrying rustls' error.
+        sqlx::Error::Io(io) => io
+            .get_ref()
+            .is_some_and(|inner| inner.is::<rustls::Error>()),
+        _ => false,
+    }
 }

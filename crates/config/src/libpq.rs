@@ -553,7 +553,10 @@ mod tests {
             assert_eq!(files.root_cert, home.join(".postgresql").join("root.crt"));
         }
         let given = libpq_user_files(&Sources::from_vars([("HOME", "/elsewhere")])).unwrap();
-        assert_eq!(given.password_file, std::path::Path::new("/elsewhere/.pgpass"));
+        assert_eq!(
+            given.password_file,
+            std::path::Path::new("/elsewhere/.pgpass")
+        );
     }
 
     #[test]

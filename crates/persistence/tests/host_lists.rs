@@ -14,6 +14,7 @@ use counseling_persistence::{Database, DatabaseSettings};
 use counseling_testkit::fixtures::eventually;
 use counseling_testkit::tls::ServerTls;
 use counseling_testkit::{ClusterOptions, PgCluster, TestDatabase};
+use sea_orm::sqlx::{self, Connection, PgConnection};
 use secrecy::ExposeSecret;
 
 /// Two nodes whose service role has the same password (the first's), as replicas of one
@@ -171,14 +172,13 @@ async fn verify_full_checks_each_hosts_own_name() {
             bundle.display()
         )
     };
-    // The first node's certificate names localhost only.
-    assert_eq!(
-        connector(&url("127.0.0.1"))
-            .connect()
-            .await
-            .unwrap()
-            .endpoint,
-        1
+    // The first node's certificate names localhost only: as in libpq, a certificate that does
+    // not verify ends the attempt, rather than pass the turn to the next node unseen.
+    let error = connector(&url("127.0.0.1")).connect().await.unwrap_err();
+    assert!(
+        matches!(&error, ConnectError::Driver(sqlx::Error::Io(io))
+            if io.kind() == std::io::ErrorKind::InvalidData),
+        "{error:?}"
     );
     assert_eq!(
         connector(&url("localhost"))
@@ -188,6 +188,70 @@ async fn verify_full_checks_each_hosts_own_name() {
             .endpoint,
         0
     );
+}
+
+/// The SQLSTATE of a connect's failure, when the server sent one.
+fn sqlstate(outcome: Result<counseling_config::Connected, ConnectError>) -> Option<String> {
+    match outcome {
+        Err(ConnectError::Driver(error)) => Some(error.as_database_error()?.code()?.into_owned()),
+        _ => None,
+    }
+}
+
+/// As in libpq: a host that answers and refuses (here: no such database) ends the attempt; one
+/// that cannot take connections now (57P03: shutting down) passes the turn to the next.
+#[tokio::test]
+async fn a_refusal_ends_the_attempt_and_cannot_connect_now_passes_the_turn() {
+    let (a, b, credentials) = two_nodes(plain).await;
+    let mut admin = PgConnection::connect_with(&b.admin_options())
+        .await
+        .unwrap();
+    sqlx::query("CREATE DATABASE only_on_the_second")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let _ = admin.close().await;
+    let url = |database: &str| {
+        format!(
+            "postgres://{credentials}@127.0.0.1:{},127.0.0.1:{}/{database}",
+            a.port(),
+            b.port()
+        )
+    };
+    let outcome = connector(&url("only_on_the_second")).connect().await;
+    assert_eq!(sqlstate(outcome).as_deref(), Some("3D000"));
+
+    // A smart shutdown waits for this session, and meanwhile refuses new ones with 57P03.
+    let mut kept = PgConnection::connect_with(&a.admin_options())
+        .await
+        .unwrap();
+    let postmaster = a.postmaster_pid().unwrap();
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &postmaster.to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let first_alone = connector(&format!(
+        "postgres://{credentials}@127.0.0.1:{}/postgres",
+        a.port()
+    ));
+    eventually(
+        "the first node refusing with 57P03",
+        Duration::from_secs(10),
+        async || sqlstate(first_alone.connect().await).as_deref() == Some("57P03"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        connector(&url("postgres"))
+            .connect()
+            .await
+            .unwrap()
+            .endpoint,
+        1
+    );
+    sqlx::query("SELECT 1").execute(&mut kept).await.unwrap();
+    let _ = kept.close().await;
 }
 
 #[tokio::test]
