@@ -458,6 +458,8 @@ impl DatabaseTarget {
                 .iter()
                 .map(|(name, value, _)| (name.clone(), value.clone())),
         );
+        // An unreadable value is said once, as such: not again as `any` with several hosts.
+        let mut attrs_unreadable = false;
         let target_session_attrs = match parameters.get("target_session_attrs") {
             None => TargetSessionAttrs::Any,
             Some((text, origin)) => text.parse().unwrap_or_else(|problem: String| {
@@ -466,6 +468,7 @@ impl DatabaseTarget {
                     "target_session_attrs",
                     problem,
                 ));
+                attrs_unreadable = true;
                 TargetSessionAttrs::Any
             }),
         };
@@ -490,6 +493,7 @@ impl DatabaseTarget {
         // or a primary fenced with default_transaction_read_only): our readiness, which means
         // writable, would refuse it at every connect, and a failover would never be followed.
         if self.environment.is_some()
+            && !attrs_unreadable
             && endpoints.len() > 1
             && target_session_attrs.suits_writers()
             && target_session_attrs != TargetSessionAttrs::ReadWrite

@@ -861,6 +861,11 @@ fn several_hosts_need_read_write() {
         );
         assert!(!line.contains("hunter2"), "{line}");
     }
+    // A value that is none of libpq's is said once, as such.
+    let url = "postgres://u:p@h1,h2/db?target_session_attrs=bogus&connect_timeout=2";
+    let problems = connector(&[("DATABASE_URL", url)]).unwrap_err().to_string();
+    assert_eq!(problems.lines().count(), 1, "{problems}");
+    assert!(!problems.contains("with 2 hosts"), "{problems}");
     for url in [
         "postgres://u:p@h1/db",
         "postgres://u:p@h1/db?target_session_attrs=primary",
