@@ -157,6 +157,29 @@ fn parse_command(args: &[String]) -> Result<Command, String> {
     }
 }
 
+/// The service's `lock_timeout`, when these settings give it (the service's own check reads it).
+const SERVICE_LOCK_TIMEOUT: &str = "DATABASE_LOCK_TIMEOUT_MS";
+
+/// A warning when the run's `lock_timeout` is not below the service's, as these settings give
+/// it: the service's statements that queue behind a migration's lock request would time out
+/// (and fail their requests) before the migration gave up.
+fn outlasts_the_service(sources: &Sources, lock_timeout: Duration) -> Option<String> {
+    let text = sources.get(SERVICE_LOCK_TIMEOUT)?.trim();
+    let service = text
+        .bytes()
+        .all(|byte| byte.is_ascii_digit())
+        .then(|| text.parse::<u64>().ok())??;
+    let ours = u64::try_from(lock_timeout.as_millis()).ok()?;
+    (ours >= service).then(|| {
+        format!(
+            "{LOCK_TIMEOUT} ({ours} ms) is not below {SERVICE_LOCK_TIMEOUT} ({service} ms): the \
+             service's statements that queue behind a migration's lock request would fail \
+             before the migration gives up; keep it well below (the default is {} ms)",
+            migration::DEFAULT_LOCK_TIMEOUT.as_millis()
+        )
+    })
+}
+
 /// `MIGRATION_LOCK_TIMEOUT_MS`, else [`migration::DEFAULT_LOCK_TIMEOUT`].
 fn lock_timeout(sources: &Sources) -> Result<Duration, Problem> {
     let Some(text) = sources
@@ -408,7 +431,12 @@ async fn main() -> ExitCode {
                 .as_ref()
                 .map_or(migration::DEFAULT_LOCK_TIMEOUT, |t| *t);
             match (database_options(&sources, given), timeout) {
-                (Ok(connector), Ok(timeout)) => Ok((connector, timeout)),
+                (Ok(connector), Ok(timeout)) => {
+                    if let Some(warning) = outlasts_the_service(&sources, timeout) {
+                        eprintln!("migration: warning: {warning}");
+                    }
+                    Ok((connector, timeout))
+                }
                 (connector, timeout) => {
                     let timeout = timeout.err().map(|problem| problem.to_string());
                     let lines: Vec<String> = timeout.into_iter().chain(connector.err()).collect();

@@ -384,6 +384,44 @@ fn a_misspelt_setting_exits_2_and_the_services_own_pass() {
     assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
 }
 
+/// A lock timeout not below the service's (as the same settings give it) is warned of: the
+/// service's statements queued behind the migration's lock request would fail first.
+#[test]
+fn a_lock_timeout_not_below_the_services_is_warned_of() {
+    let url = ("DATABASE_URL", "postgres://user:s3cret-pw@127.0.0.1:1/db");
+    let warned = |ours: &str, service: &str| {
+        let mut variables = vec![url, ("DATABASE_LOCK_TIMEOUT_MS", service)];
+        if !ours.is_empty() {
+            variables.push(("MIGRATION_LOCK_TIMEOUT_MS", ours));
+        }
+        let output = migration_binary(&["status"], &variables);
+        let stderr = text(&output.stderr);
+        // Past the settings: nothing listens on port 1.
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        stderr
+            .lines()
+            .filter(|line| line.starts_with("migration: warning: MIGRATION_LOCK_TIMEOUT_MS"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        warned("5000", "5000"),
+        [
+            "migration: warning: MIGRATION_LOCK_TIMEOUT_MS (5000 ms) is not below \
+          DATABASE_LOCK_TIMEOUT_MS (5000 ms): the service's statements that queue behind a \
+          migration's lock request would fail before the migration gives up; keep it well \
+          below (the default is 2000 ms)"
+        ]
+    );
+    assert_eq!(
+        warned("", "1500").len(),
+        1,
+        "the default, above the service's"
+    );
+    assert!(warned("4999", "5000").is_empty());
+    assert!(warned("", "5000").is_empty());
+}
+
 /// Numbers are digits, as for every setting: a sign is refused, not read past.
 #[test]
 fn a_signed_lock_timeout_exits_2() {

@@ -513,7 +513,10 @@ fn every_setting_is_documented_in_env_example_and_readme() {
             }
         }
     }
-    // The migration CLI's one setting of its own, documented with its real default.
+    // The migration CLI's one setting of its own, documented with its real default; below the
+    // service's, whose statements queued behind a migration's lock request would fail first.
+    let service_lock_timeout = counseling_persistence::PoolSettings::default().lock_timeout;
+    assert!(migration::DEFAULT_LOCK_TIMEOUT < service_lock_timeout);
     let lock_timeout_ms = migration::DEFAULT_LOCK_TIMEOUT.as_millis().to_string();
     assert_eq!(env.get("MIGRATION_LOCK_TIMEOUT_MS"), Some(&lock_timeout_ms));
     assert_eq!(
