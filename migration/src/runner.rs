@@ -273,6 +273,12 @@ pub enum RunError {
     LockLost,
     #[error("migrations run on PostgreSQL only")]
     NotPostgres,
+    /// The run's role cannot use the migration history: nothing was run.
+    #[error(
+        "{0}: migrations run as the role that owns the schema (DATABASE_OWNER_URL, or \
+         DATABASE_URL naming that role)"
+    )]
+    WrongRole(String),
     /// Applied migrations differ from this binary's: nothing was run.
     #[error("{0}")]
     Drift(Drift),
@@ -710,6 +716,7 @@ impl Runner {
     /// applied migration is modified, missing or unrecorded, else the checksums of those applied
     /// before checksums existed. Returns the applied migrations (`applying` ones too).
     async fn check_history(&self, session: &RunSession) -> Result<Vec<MigrationState>, RunError> {
+        refuse_a_role_that_cannot_write(session).await?;
         revoke_history_writes(session).await?;
         // One transaction for the checksum column, the check and the adoptions: a run cut off
         // half-way must not leave the column added and some rows without theirs, which would
@@ -791,6 +798,9 @@ impl Runner {
     /// stands. Reads the history table itself; changes nothing in the database (and needs no
     /// lock).
     pub async fn status(&self, db: &DatabaseConnection) -> Result<Vec<MigrationState>, RunError> {
+        if let Some(problem) = history::role_problem(db, false).await? {
+            return Err(RunError::WrongRole(problem));
+        }
         if !history::exists(db).await? {
             return Ok(self.states(Vec::new(), true));
         }
@@ -877,6 +887,7 @@ impl Runner {
     }
 
     async fn accept_in(&self, session: &RunSession, version: &str) -> Result<Accepted, RunError> {
+        refuse_a_role_that_cannot_write(session).await?;
         revoke_history_writes(session).await?;
         // As in `check_history`: if this run adds the checksum column, the other rows must get
         // theirs in the same transaction, or the next run takes them for another tool's.
@@ -1263,6 +1274,15 @@ async fn lock_holder(db: &DatabaseConnection) -> Result<String, DbErr> {
     })
 }
 
+/// A run that writes the history refuses, before anything, a role that could not: it would fail
+/// on the first statement that needs the owner, with the server's bare words.
+async fn refuse_a_role_that_cannot_write(session: &RunSession) -> Result<(), RunError> {
+    match history::role_problem(&session.db, true).await? {
+        Some(problem) => Err(RunError::WrongRole(problem)),
+        None => Ok(()),
+    }
+}
+
 /// The history's revoke (see `history::owner_only`), committed on its own before the history is
 /// read: a refusal after it rolls back the run's transaction, and a role that could write the
 /// history (to have a future migration skipped) must lose that right even when the rows it
@@ -1461,6 +1481,46 @@ mod history {
             vec![HISTORY_TABLE.into()],
         )
         .await
+    }
+
+    /// Why this session's role cannot use the history, if it cannot: a history in a schema it
+    /// may not use (it would see none, and take every migration for pending); and for a run
+    /// that `writes`, one another role owns (only the owner may add its columns and revoke
+    /// others' writes), or none and no schema of its search path to create it in. The catalog
+    /// answers, which every role may read.
+    pub(super) async fn role_problem(
+        db: &impl ConnectionTrait,
+        writes: bool,
+    ) -> Result<Option<String>, DbErr> {
+        let row = db
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT coalesce(\
+                   (SELECT format('a migration history (%I.%I) is there, in a schema role %I may \
+                            not use, so it would take every migration for pending', \
+                            n.nspname, c.relname, current_user) \
+                      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE to_regclass($1) IS NULL AND c.relname = $1 \
+                       AND c.relkind IN ('r', 'p') AND NOT has_schema_privilege(n.oid, 'USAGE') \
+                     LIMIT 1), \
+                   (SELECT format('role %I does not own the migration history (%s, whose owner \
+                            is %I)', current_user, c.oid::regclass, \
+                            pg_get_userbyid(c.relowner)) \
+                      FROM pg_class c \
+                     WHERE $2 AND c.oid = to_regclass($1) \
+                       AND NOT pg_has_role(current_user, c.relowner, 'USAGE')), \
+                   CASE WHEN $2 AND to_regclass($1) IS NULL AND (current_schema() IS NULL \
+                          OR NOT has_schema_privilege(current_schema(), 'CREATE')) \
+                        THEN format('role %I may create the migration history in no schema of \
+                               its search path (%s)', current_user, \
+                               current_setting('search_path')) END)",
+                vec![HISTORY_TABLE.into(), writes.into()],
+            ))
+            .await?;
+        Ok(row
+            .map(|row| row.try_get_by_index::<Option<String>>(0))
+            .transpose()?
+            .flatten())
     }
 
     pub(super) async fn has_checksums(db: &impl ConnectionTrait) -> Result<bool, DbErr> {

@@ -644,3 +644,64 @@ async fn a_closed_standard_output_does_not_stop_the_run() {
         "{lines}"
     );
 }
+
+/// Run with the service's role, which may not change the schema, `up`, `down` and `accept`
+/// refuse before anything with what to use instead, not the server's bare "must be owner";
+/// `status`, which only reads, answers. Without the right to use the history's schema, `status`
+/// says so rather than list every migration as pending.
+#[tokio::test]
+async fn a_role_that_cannot_use_the_history_is_told_which_role_runs_migrations() {
+    let db = TestDatabase::migrated().await.unwrap();
+    let service_url = db.url();
+    let version = migration::m20261205_000001_username_default_ignorables::NAME;
+    for args in [&["up"][..], &["down"], &["accept", version]] {
+        let output = migration(args, Some(&service_url));
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("does not own the migration history")
+                && stderr.contains("migrations run as the role that owns the schema")
+                && stderr.contains("DATABASE_OWNER_URL"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("must be owner"), "{stderr}");
+    }
+    let status = migration(&["status"], Some(&service_url));
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status.stderr));
+    assert!(!text(&status.stdout).contains("pending"));
+
+    let role = counseling_config::DatabaseUrl::parse(&service_url)
+        .unwrap()
+        .username()
+        .to_owned();
+    let mut admin = PgConnection::connect_with(&db.options()).await.unwrap();
+    // The role's name is the test kit's own, quoted.
+    let revoke = format!(r#"REVOKE USAGE ON SCHEMA public FROM "{role}""#);
+    sqlx::query(sqlx::AssertSqlSafe(revoke))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let _ = admin.close().await;
+    let status = migration(&["status"], Some(&service_url));
+    let stderr = text(&status.stderr);
+    assert_eq!(status.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "a migration history (public.seaql_migrations) is there, in a schema role {role} may \
+             not use"
+        )),
+        "{stderr}"
+    );
+    assert!(!text(&status.stdout).contains("pending"));
+
+    // A database without a history, where the role may create nothing: said as such, not as
+    // "no schema has been selected to create in".
+    let empty = TestDatabase::empty().await.unwrap();
+    let output = migration(&["up"], Some(&empty.url()));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("may create the migration history in no schema of its search path"),
+        "{stderr}"
+    );
+}
