@@ -694,6 +694,20 @@ async fn a_role_that_cannot_use_the_history_is_told_which_role_runs_migrations()
     );
     assert!(!text(&status.stdout).contains("pending"));
 
+    // A refused login: PostgreSQL's words alone, never the password.
+    let (user, host) = service_url.split_once('@').unwrap();
+    let (user, _password) = user.rsplit_once(':').unwrap();
+    let wrong = format!("{user}:not-the-password@{host}");
+    let output = migration(&["status"], Some(&wrong));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("migration: failed: could not connect: password authentication failed"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(" at line ") && !stderr.contains("returned from database"));
+    assert!(!stderr.contains("not-the-password"), "{stderr}");
+
     // A database without a history, where the role may create nothing: said as such, not as
     // "no schema has been selected to create in".
     let empty = TestDatabase::empty().await.unwrap();

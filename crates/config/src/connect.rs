@@ -225,8 +225,7 @@ pub async fn panic_as_protocol_error<T>(
 /// Why no connection was made.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    /// The last host's failure (or the first authentication failure, which ends the attempt,
-    /// as in libpq).
+    /// The last host's failure (or the refusal that ended the attempt, as in libpq).
     #[error(transparent)]
     Driver(sqlx::Error),
     /// The last host did not answer within `connect_timeout`.
