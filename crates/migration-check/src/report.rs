@@ -283,10 +283,15 @@ mod tests {
         }
     }
 
+    /// The lock timeout the runner sets by default, which a migration must leave as it is.
+    fn set_ms() -> u64 {
+        u64::try_from(migration::DEFAULT_LOCK_TIMEOUT.as_millis()).unwrap()
+    }
+
     #[test]
     fn a_migration_that_could_not_be_watched_fails() {
         let mut report = Report::new(&CheckOptions::default());
-        let mut unwatched = figures(Pass::Up, "m_new", 1, 5000);
+        let mut unwatched = figures(Pass::Up, "m_new", 1, set_ms());
         unwatched.watched = false;
         unwatched.longest_lock = None;
         report.migrations = vec![unwatched];
@@ -302,10 +307,15 @@ mod tests {
             ..CheckOptions::default()
         });
         report.migrations = vec![
-            figures(Pass::Up, "m_new_slow", 1500, 5000),
+            figures(Pass::Up, "m_new_slow", 1500, set_ms()),
             // A released migration: its locks are figures only, but the lock_timeout it leaves
             // is checked like every other's.
-            figures(Pass::Up, "m20261130_000001_username_identity", 9000, 5000),
+            figures(
+                Pass::Up,
+                "m20261130_000001_username_identity",
+                9000,
+                set_ms(),
+            ),
             figures(Pass::Up, "m20261130_000002_bcrypt_cost_bounds", 9000, 0),
             figures(Pass::Down, "m_new_slow", 9000, 0),
             figures(Pass::UpAgain, "m_new_fast", 20, 0),
@@ -335,9 +345,10 @@ mod tests {
         );
         assert!(failures[0].ends_with("CREATE INDEX bad ON users (username)"));
         assert!(
-            failures[4].contains(
-                "changed the runner's lock_timeout: it set 5000 ms, the migration left 0 ms"
-            ),
+            failures[4].contains(&format!(
+                "changed the runner's lock_timeout: it set {} ms, the migration left 0 ms",
+                set_ms()
+            )),
             "{}",
             failures[4]
         );
@@ -364,7 +375,7 @@ mod tests {
     #[test]
     fn a_statement_mentioning_lock_timeout_fails_even_if_the_setting_is_restored() {
         let mut report = Report::new(&CheckOptions::default());
-        let mut sneaky = figures(Pass::Up, "m_new", 1, 5000);
+        let mut sneaky = figures(Pass::Up, "m_new", 1, set_ms());
         sneaky.statements.push(StatementFigure {
             text: "SET LOCAL lock_timeout = 0".into(),
             calls: 1,
@@ -383,7 +394,7 @@ mod tests {
             "update pg_settings set setting = $1 where name = $2",
         ] {
             let mut report = Report::new(&CheckOptions::default());
-            let mut sneaky = figures(Pass::Up, "m_new", 1, 5000);
+            let mut sneaky = figures(Pass::Up, "m_new", 1, set_ms());
             sneaky.statements.push(StatementFigure {
                 text: text.into(),
                 calls: 1,
