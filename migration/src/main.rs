@@ -23,7 +23,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use counseling_config::{
-    ConnectError, Connector, DatabaseTarget, Problem, Role, SessionDefaults, Sources,
+    ConnectError, Connector, DatabaseTarget, Problem, Role, SERVICE_LOCK_TIMEOUT,
+    SERVICE_LOCK_TIMEOUT_VARIABLE, SessionDefaults, Sources,
 };
 use migration::sea_orm::DatabaseConnection;
 use migration::sea_orm::sqlx;
@@ -160,22 +161,26 @@ fn parse_command(args: &[String]) -> Result<Command, String> {
     }
 }
 
-/// The service's `lock_timeout`, when these settings give it (the service's own check reads it).
-const SERVICE_LOCK_TIMEOUT: &str = "DATABASE_LOCK_TIMEOUT_MS";
-
 /// A warning when the run's `lock_timeout` is not below the service's, as these settings give
-/// it: the service's statements that queue behind a migration's lock request would time out
-/// (and fail their requests) before the migration gave up.
+/// it (else its default): the service's statements that queue behind a migration's lock request
+/// would time out (and fail their requests) before the migration gave up. A value the service
+/// would refuse is its own check's to say.
 fn outlasts_the_service(sources: &Sources, lock_timeout: Duration) -> Option<String> {
-    let text = sources.get(SERVICE_LOCK_TIMEOUT)?.trim();
-    let service = text
-        .bytes()
-        .all(|byte| byte.is_ascii_digit())
-        .then(|| text.parse::<u64>().ok())??;
+    let service = match sources
+        .get(SERVICE_LOCK_TIMEOUT_VARIABLE)
+        .map(str::trim)
+        .filter(|text| !text.is_empty())
+    {
+        None => u64::try_from(SERVICE_LOCK_TIMEOUT.as_millis()).ok()?,
+        Some(text) => text
+            .bytes()
+            .all(|byte| byte.is_ascii_digit())
+            .then(|| text.parse::<u64>().ok())??,
+    };
     let ours = u64::try_from(lock_timeout.as_millis()).ok()?;
     (ours >= service).then(|| {
         format!(
-            "{LOCK_TIMEOUT} ({ours} ms) is not below {SERVICE_LOCK_TIMEOUT} ({service} ms): the \
+            "{LOCK_TIMEOUT} ({ours} ms) is not below {SERVICE_LOCK_TIMEOUT_VARIABLE} ({service} ms): the \
              service's statements that queue behind a migration's lock request would fail \
              before the migration gives up; keep it well below (the default is {} ms)",
             migration::DEFAULT_LOCK_TIMEOUT.as_millis()

@@ -1483,8 +1483,9 @@ mod history {
         .await
     }
 
-    /// Why this session's role cannot use the history, if it cannot: a history in a schema it
-    /// may not use (it would see none, and take every migration for pending); and for a run
+    /// Why this session's role cannot use the history, if it cannot: a history in a schema of
+    /// its search path that it may not use (it would see none, take every migration for pending,
+    /// and an `up` would start another history in the next schema it may create in); and for a run
     /// that `writes`, one another role owns (only the owner may add its columns and revoke
     /// others' writes), or none and no schema of its search path to create it in. The catalog
     /// answers, which every role may read.
@@ -1502,6 +1503,11 @@ mod history {
                       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
                      WHERE to_regclass($1) IS NULL AND c.relname = $1 \
                        AND c.relkind IN ('r', 'p') AND NOT has_schema_privilege(n.oid, 'USAGE') \
+                       AND n.nspname IN (SELECT CASE WHEN entry = '$user' THEN current_user \
+                                                     ELSE entry END \
+                                           FROM unnest(string_to_array(\
+                                                  current_setting('search_path'), ',')) AS path, \
+                                                LATERAL btrim(path, ' \"') AS entry) \
                      LIMIT 1), \
                    (SELECT format('role %I does not own the migration history (%s, whose owner \
                             is %I)', current_user, c.oid::regclass, \

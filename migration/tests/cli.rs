@@ -420,6 +420,9 @@ fn a_lock_timeout_not_below_the_services_is_warned_of() {
     );
     assert!(warned("4999", "5000").is_empty());
     assert!(warned("", "5000").is_empty());
+    // Unset: the service's default (5000 ms).
+    assert_eq!(warned("5000", "").len(), 1);
+    assert!(warned("4999", "").is_empty());
 }
 
 /// Numbers are digits, as for every setting: a sign is refused, not read past.
@@ -627,6 +630,7 @@ async fn a_closed_standard_output_does_not_stop_the_run() {
         .arg("up")
         .current_dir(dir.path())
         .env_clear()
+        .env("HOME", dir.path())
         .env("DATABASE_URL", db.owner_url())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -718,4 +722,16 @@ async fn a_role_that_cannot_use_the_history_is_told_which_role_runs_migrations()
         stderr.contains("may create the migration history in no schema of its search path"),
         "{stderr}"
     );
+    // Another application's history, in a schema off the search path that the owner may not
+    // use, is none of its business.
+    let mut admin = PgConnection::connect_with(&empty.options()).await.unwrap();
+    for statement in [
+        "CREATE SCHEMA other_app",
+        "CREATE TABLE other_app.seaql_migrations (version varchar PRIMARY KEY)",
+    ] {
+        sqlx::query(statement).execute(&mut admin).await.unwrap();
+    }
+    let _ = admin.close().await;
+    let output = migration(&["up"], Some(&empty.owner_url()));
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
 }

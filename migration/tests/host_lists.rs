@@ -43,6 +43,8 @@ async fn up_migrates_the_writable_node_of_a_host_list() {
     let migration = |command: &str| {
         let mut migration = Command::new(env!("CARGO_BIN_EXE_migration"));
         migration.arg(command).env_clear().env("DATABASE_URL", &url);
+        // Without HOME, libpq's files would be looked for in the user's real home.
+        migration.env("HOME", workdir.path());
         let output = migration.current_dir(workdir.path()).output().unwrap();
         (
             output.status.code(),

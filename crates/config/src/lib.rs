@@ -39,6 +39,15 @@ pub use target::{
 
 use std::fmt;
 
+/// The service's `lock_timeout` unless `DATABASE_LOCK_TIMEOUT_MS` says otherwise. Here, at the
+/// ground, because the migration CLI (which sees the service's settings, not its crates) keeps
+/// its own below it: the service's statements that queue behind a migration's lock request
+/// must not fail before the migration gives up.
+pub const SERVICE_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The variable that sets [`SERVICE_LOCK_TIMEOUT`] otherwise.
+pub const SERVICE_LOCK_TIMEOUT_VARIABLE: &str = "DATABASE_LOCK_TIMEOUT_MS";
+
 /// The command line's arguments after the program's name. One that is not UTF-8 is refused,
 /// naming its place, where `std::env::args` would panic: no command or value of ours needs one.
 pub fn arguments() -> Result<Vec<String>, String> {

@@ -132,7 +132,7 @@ mod defaults {
         Duration::from_secs(30)
     }
     pub fn lock_timeout() -> Duration {
-        Duration::from_secs(5)
+        counseling_config::SERVICE_LOCK_TIMEOUT
     }
     pub fn ping_if_idle_for() -> Duration {
         Duration::from_secs(1)

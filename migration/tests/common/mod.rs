@@ -287,9 +287,13 @@ pub fn migration_command(
         "PGSSLROOTCERT",
         "PGSSLCERT",
         "PGSSLKEY",
+        "DATABASE_LOCK_TIMEOUT_MS",
     ] {
         command.env_remove(name);
     }
+    // A home of its own: libpq's files in the developer's (`~/.pgpass`, `~/.postgresql`) would
+    // change what the run says or refuses.
+    command.env("HOME", dir.path());
     command.envs(variables.iter().copied());
     (command, dir)
 }
