@@ -31,6 +31,8 @@ fn run_in(dir: &std::path::Path, binary: PathBuf, argument: Option<&str>) -> (Op
         .args(argument)
         .current_dir(dir)
         .env_clear()
+        // Without HOME, libpq's files would be looked for in the user's real home.
+        .env("HOME", dir)
         .stdin(Stdio::null())
         .output()
         .unwrap();

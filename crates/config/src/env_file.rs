@@ -81,12 +81,14 @@ pub(crate) fn read_env_file_and_mode(dir: &Path) -> Result<(Variables, Option<u3
 /// for reading `.env.example`).
 pub fn parse_env(text: &str) -> Result<Vec<(String, String)>, EnvFileError> {
     let mut variables = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for item in dotenvy::from_read_iter(text.as_bytes()) {
         match item {
-            Ok((name, _)) if variables.iter().any(|(seen, _)| *seen == name) => {
-                return Err(EnvFileError::Repeated(name));
+            Ok((name, _)) if seen.contains(&name) => return Err(EnvFileError::Repeated(name)),
+            Ok((name, value)) => {
+                seen.insert(name.clone());
+                variables.push((name, value));
             }
-            Ok(variable) => variables.push(variable),
             Err(dotenvy::Error::LineParse(bad, _)) => {
                 return Err(EnvFileError::Malformed {
                     line: line_number_of(text, &bad),

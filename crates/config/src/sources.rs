@@ -19,6 +19,23 @@ pub struct Sources {
     from_environment: BTreeSet<String>,
     /// `.env`'s mode when its group or others may read it.
     dot_env_readable: Option<u32>,
+    /// The names in `.env` whose values are passwords (a password setting, or a URL with one),
+    /// whether or not the environment overrides them.
+    dot_env_secrets: Vec<String>,
+}
+
+/// Whether `value` (of `name`) is a password: a setting named for one, or a URL carrying one.
+fn holds_a_password(name: &str, value: &str) -> bool {
+    use secrecy::ExposeSecret;
+    let named = name.ends_with("PASSWORD") && !value.trim().is_empty();
+    named
+        || crate::DatabaseUrl::parse(value).is_ok_and(|url| {
+            url.password()
+                .is_some_and(|password| !password.expose_secret().is_empty())
+                || url
+                    .parameters()
+                    .any(|(name, value)| name == "password" && !value.is_empty())
+        })
 }
 
 /// The names of our binaries' settings: their groups' prefixes, and `RUST_LOG`. (`.env` also
@@ -128,16 +145,23 @@ impl Sources {
             .map_err(|error| Problems(vec![Problem::new(".env", error.to_string())]))?;
         let (environment, mut problems) = unicode_only(environment);
         problems.extend(hidden_by_empty(&file, &environment).0);
+        let dot_env_secrets = (file.iter())
+            .filter(|(name, value)| holds_a_password(name, value))
+            .map(|(name, _)| name.clone())
+            .collect();
         let sources = Self {
             dot_env_readable,
+            dot_env_secrets,
             ..Self::layered(file, environment)
         };
         problems.into_result(sources)
     }
 
-    /// `.env`'s mode when its group or other users may read it (and it is there).
-    pub(crate) fn dot_env_readable(&self) -> Option<u32> {
-        self.dot_env_readable
+    /// `.env`'s mode and the names of the passwords it holds, when its group or other users
+    /// may read it and it holds any.
+    pub(crate) fn dot_env_exposed(&self) -> Option<(u32, &[String])> {
+        let mode = self.dot_env_readable?;
+        (!self.dot_env_secrets.is_empty()).then_some((mode, self.dot_env_secrets.as_slice()))
     }
 
     /// `file` (a `.env`) overlaid by `environment`, which wins; but for a Kubernetes service
@@ -160,6 +184,7 @@ impl Sources {
             variables,
             from_environment,
             dot_env_readable: None,
+            dot_env_secrets: Vec::new(),
         }
     }
 
@@ -203,6 +228,7 @@ impl Sources {
                 .cloned()
                 .collect(),
             dot_env_readable: None,
+            dot_env_secrets: Vec::new(),
         }
     }
 

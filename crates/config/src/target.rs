@@ -200,15 +200,12 @@ impl DatabaseTarget {
         };
         let mut warnings = Vec::new();
         let url = read_url(sources, variables, &mut problems, &mut warnings);
-        if let (Some(mode), Some((url, url_variable))) = (sources.dot_env_readable(), &url)
-            && *url_variable == variables.url
-            && sources.origin(url_variable) == Some(Origin::DotEnv)
-            && (url.password().is_some() || url.parameters().any(|(name, _)| name == "password"))
-        {
-            // As a secret file's would: the password is as open as the file.
+        if let Some((mode, names)) = sources.dot_env_exposed() {
+            // As a secret file's would: the passwords are as open as the file.
             warnings.push(format!(
-                "{url_variable}: .env holds its password and may be read by group or others \
-                 (mode {mode:04o}); chmod 600 .env keeps it to this user"
+                ".env may be read by group or others (mode {mode:04o}) and holds passwords ({}); \
+                 chmod 600 .env keeps them to this user",
+                names.join(", ")
             ));
         }
         let password_file = value(sources, variables.password_file).map(PathBuf::from);
@@ -293,9 +290,10 @@ impl DatabaseTarget {
             warnings.extend(shared_socket_folders(&endpoints).map(|(folder, mode)| {
                 format!(
                     "{url_variable}: the socket folder {folder} may be written by other users \
-                     (mode {mode:04o}): any of them could listen there before the server and be \
-                     sent the password; use a folder only the server's user may write (as \
-                     /var/run/postgresql), or TCP with sslmode=verify-full"
+                     (mode {mode:04o}): any of them could listen there before the server and \
+                     take the connection, its password included; use a folder only the server's \
+                     user (and group) may write, as Debian's /run/postgresql, or TCP with \
+                     sslmode=verify-full"
                 )
             }));
         }
@@ -751,12 +749,6 @@ where
     }
 }
 
-/// The hosts to try, in order, as libpq builds them: the `host` parameter, else the URL's host
-/// list, else `PGHOST`. Ports as libpq pairs them: the `port` parameter (one for all, or one per
-/// host), else the URL's authority, else `PGPORT`, else 5432. libpq keeps the authority's ports
-/// as the port value whenever it names a port or more than one host (`h1,h2` is the list `,`):
-/// then `PGPORT` applies to none of them, an empty entry is 5432, and they pair with the `host`
-/// parameter's hosts if it replaces the authority's (`h1:5433/db?host=h2` is `h2:5433`).
 /// The socket folders among `endpoints` that other users may write (as /tmp, where a server
 /// built from source puts its socket): whoever binds the socket file first gets the connection.
 /// libpq's guard, `requirepeer`, is not offered (the driver opens the socket itself).
@@ -767,6 +759,7 @@ fn shared_socket_folders(endpoints: &[Endpoint]) -> impl Iterator<Item = (&str, 
         .filter(|endpoint| endpoint.is_socket())
         .map(|endpoint| endpoint.host.as_str())
         .collect();
+    folders.sort_unstable();
     folders.dedup();
     folders.into_iter().filter_map(|folder| {
         let mode = std::fs::metadata(folder).ok()?.permissions().mode() & 0o7777;
@@ -780,6 +773,12 @@ fn shared_socket_folders(_endpoints: &[Endpoint]) -> impl Iterator<Item = (&str,
     std::iter::empty()
 }
 
+/// The hosts to try, in order, as libpq builds them: the `host` parameter, else the URL's host
+/// list, else `PGHOST`. Ports as libpq pairs them: the `port` parameter (one for all, or one per
+/// host), else the URL's authority, else `PGPORT`, else 5432. libpq keeps the authority's ports
+/// as the port value whenever it names a port or more than one host (`h1,h2` is the list `,`):
+/// then `PGPORT` applies to none of them, an empty entry is 5432, and they pair with the `host`
+/// parameter's hosts if it replaces the authority's (`h1:5433/db?host=h2` is `h2:5433`).
 fn endpoints(
     url: &DatabaseUrl,
     parameters: &LibpqParameters,

@@ -130,12 +130,19 @@ impl Default for LogSettings {
     }
 }
 
-/// A directive of `filter` that is a bare word but no level (`warning`, `infoo`): the first.
+/// A directive of `filter` that is a bare word but no level (`warning`, `infoo`), where no
+/// directive sets the level for everything else: then that word is read as a target, and every
+/// other target, ours included, logs nothing. (`info,sqlx` is a target beside a level: fine.)
 fn target_without_level(filter: &str) -> Option<&str> {
-    filter.split(',').map(str::trim).find(|directive| {
-        let bare = !directive.is_empty() && !directive.contains(['=', '[']);
-        bare && directive.parse::<LevelFilter>().is_err()
-    })
+    let directives: Vec<&str> = filter.split(',').map(str::trim).collect();
+    let bare = |directive: &&str| !directive.is_empty() && !directive.contains(['=', '[']);
+    let level = |directive: &&str| directive.parse::<LevelFilter>().is_ok();
+    let sets_a_default = directives
+        .iter()
+        .any(|directive| bare(directive) && level(directive));
+    (!sets_a_default)
+        .then(|| (directives.into_iter()).find(|directive| bare(directive) && !level(directive)))
+        .flatten()
 }
 
 impl Settings {
@@ -404,10 +411,16 @@ mod tests {
     }
 
     /// A misspelt level would be a target: nothing of ours logged, errors included. Levels in
-    /// any case and targets with a level pass.
+    /// any case, targets with a level, and a bare target beside a level pass.
     #[test]
     fn a_bare_word_that_is_no_level_is_refused() {
-        for filter in ["warning", "infoo", "none", "counseling_http=debug,warning"] {
+        for filter in [
+            "warning",
+            "infoo",
+            "none",
+            "counseling_http=debug,warning",
+            "sqlx",
+        ] {
             let problems = load(&[("RUST_LOG", filter)]).unwrap_err();
             let said = problems.to_string();
             assert_eq!(problems.0.len(), 1, "{said}");
@@ -420,6 +433,8 @@ mod tests {
             "info,sqlx=warn",
             "counseling_http=debug",
             "[span]=info",
+            "info,counseling_http::routes",
+            "sqlx,warn",
         ] {
             let settings = load(&[("RUST_LOG", filter)]).expect(filter);
             assert_eq!(settings.log.filter, filter);

@@ -937,11 +937,13 @@ fn a_secret_set_where_its_file_belongs_is_not_echoed() {
     }
 }
 
-/// A `.env` that group or others may read, holding the URL's password, is warned of as a
-/// secret file would be; not when it is private, holds no password, or the URL is exported.
+/// A `.env` that group or others may read, holding passwords (a URL's, a password setting's),
+/// is warned of as a secret file would be, naming them and never their values; not when it is
+/// private or holds none. The URL in use need not be one of them (compose's superuser password
+/// sits beside it).
 #[cfg(unix)]
 #[test]
-fn a_password_in_a_dot_env_others_may_read_is_warned_of() {
+fn passwords_in_a_dot_env_others_may_read_are_warned_of() {
     use std::ffi::OsString;
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
@@ -949,29 +951,34 @@ fn a_password_in_a_dot_env_others_may_read_is_warned_of() {
         let path = dir.path().join(".env");
         std::fs::write(&path, text).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-        let environment = exported
-            .iter()
+        // A home of its own: the developer's `~/.pgpass` would add its own warning.
+        let home = [("HOME", "/nonexistent/home")];
+        let environment = (home.iter().chain(exported))
             .map(|(name, value)| (OsString::from(name), OsString::from(value)));
         let sources = Sources::load_with(dir.path(), environment.collect::<Vec<_>>().into_iter());
         let target = DatabaseTarget::from_sources(&sources.unwrap(), Role::Service).unwrap();
         target.warnings().to_vec()
     };
-    let with_password = "DATABASE_URL=postgres://u:s3cret@h/db\n";
+    let with_password = "DATABASE_URL=postgres://u:s3cret@h/db\nPOSTGRES_PASSWORD=hunter2\n";
     let warnings = said(with_password, 0o644, &[]);
     assert_eq!(
         warnings,
         [
-            "DATABASE_URL: .env holds its password and may be read by group or others (mode \
-          0644); chmod 600 .env keeps it to this user"
+            ".env may be read by group or others (mode 0644) and holds passwords (DATABASE_URL, \
+          POSTGRES_PASSWORD); chmod 600 .env keeps them to this user"
         ]
     );
     assert_eq!(said(with_password, 0o640, &[]).len(), 1);
     let in_query = "DATABASE_URL=postgres://u@h/db?password=s3cret\n";
     assert_eq!(said(in_query, 0o604, &[]).len(), 1);
     assert!(said(with_password, 0o600, &[]).is_empty());
-    assert!(said("DATABASE_URL=postgres://u@h/db\n", 0o644, &[]).is_empty());
+    let none = "DATABASE_URL=postgres://u:@h/db\nPOSTGRES_PASSWORD=\nAPP_PORT=8080\n";
+    assert!(said(none, 0o644, &[]).is_empty());
+    // The URL in use exported: .env's passwords are as open as before.
     let exported = [("DATABASE_URL", "postgres://u:other@h/db")];
-    assert!(said(with_password, 0o644, &exported).is_empty());
+    let warnings = said(with_password, 0o644, &exported);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(!warnings[0].contains("s3cret") && !warnings[0].contains("hunter2"));
 }
 
 /// A socket folder other users may write (as /tmp) is warned of: any of them could bind the
@@ -1001,8 +1008,8 @@ fn a_socket_folder_others_may_write_is_warned_of() {
         );
         assert!(!said[0].contains("pw@"), "{said:?}");
     }
-    // Two hosts in the one folder: said once.
-    let twice = format!("postgres://u:pw@/db?host={folder},{folder}&port=5432,5433");
+    // The one folder twice, even apart: said once.
+    let twice = format!("postgres://u:pw@/db?host={folder},h,{folder}&port=5432,5433,5434");
     assert_eq!(warnings(&twice).len(), 1);
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     assert!(warnings(&in_query).is_empty());
