@@ -161,6 +161,12 @@ fn parse_command(args: &[String]) -> Result<Command, String> {
     }
 }
 
+/// `text` as a number of digits only (Rust's parser would take `+5000` too).
+fn digits(text: &str) -> Option<u64> {
+    let digits = text.bytes().all(|byte| byte.is_ascii_digit());
+    digits.then(|| text.parse().ok()).flatten()
+}
+
 /// A warning when the run's `lock_timeout` is not below the service's, as these settings give
 /// it (else its default): the service's statements that queue behind a migration's lock request
 /// would time out (and fail their requests) before the migration gave up. A value the service
@@ -172,10 +178,7 @@ fn outlasts_the_service(sources: &Sources, lock_timeout: Duration) -> Option<Str
         .filter(|text| !text.is_empty())
     {
         None => u64::try_from(SERVICE_LOCK_TIMEOUT.as_millis()).ok()?,
-        Some(text) => text
-            .bytes()
-            .all(|byte| byte.is_ascii_digit())
-            .then(|| text.parse::<u64>().ok())??,
+        Some(text) => digits(text)?,
     };
     let ours = u64::try_from(lock_timeout.as_millis()).ok()?;
     (ours >= service).then(|| {
@@ -196,10 +199,8 @@ fn lock_timeout(sources: &Sources) -> Result<Duration, Problem> {
     else {
         return Ok(migration::DEFAULT_LOCK_TIMEOUT);
     };
-    // Digits only: Rust's parser would take `+5000` too.
-    let digits = text.trim().bytes().all(|byte| byte.is_ascii_digit());
-    match text.trim().parse::<u64>() {
-        Ok(ms) if digits && (1..=migration::MAX_LOCK_TIMEOUT_MS).contains(&ms) => {
+    match digits(text.trim()) {
+        Some(ms) if (1..=migration::MAX_LOCK_TIMEOUT_MS).contains(&ms) => {
             Ok(Duration::from_millis(ms))
         }
         _ => Err(Problem::new(

@@ -36,7 +36,8 @@ use crate::checksum::Checksum;
 /// How long a migration waits for a table's lock unless told otherwise (`MIGRATION_LOCK_TIMEOUT_MS`
 /// in the CLI): long enough for the service's short transactions to finish, short enough that
 /// the requests queued behind the migration's lock request wait no longer than a slow request,
-/// and well below the service's own `lock_timeout` (5 s), which would otherwise fail them first.
+/// and well below the service's own `lock_timeout` ([`counseling_config::SERVICE_LOCK_TIMEOUT`]),
+/// which would otherwise fail them first.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The largest `lock_timeout` PostgreSQL accepts, in milliseconds (an `int`).

@@ -183,8 +183,7 @@ impl Sources {
         Self {
             variables,
             from_environment,
-            dot_env_readable: None,
-            dot_env_secrets: Vec::new(),
+            ..Self::default()
         }
     }
 
@@ -227,8 +226,7 @@ impl Sources {
                 .filter(|n| libpq(n))
                 .cloned()
                 .collect(),
-            dot_env_readable: None,
-            dot_env_secrets: Vec::new(),
+            ..Self::default()
         }
     }
 

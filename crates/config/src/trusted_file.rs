@@ -197,21 +197,34 @@ fn is_user_private_group(gid: u32) -> bool {
     ) else {
         return false;
     };
-    let Ok(passwd) = std::fs::read_to_string("/etc/passwd") else {
-        return false;
-    };
-    group.name == user.name
-        && group.mem.iter().all(|member| *member == user.name)
-        && !others_in_primary_group(&passwd, gid, &user.name)
+    // `/etc/passwd` is read only for a group that is private by its own list.
+    is_private_to(&group.name, &group.mem, &user.name, gid, || {
+        std::fs::read_to_string("/etc/passwd").ok()
+    })
 }
 
-/// Whether a user of `passwd` (its text) other than `user` has `gid` as primary group.
+/// Whether the group `name` (`gid`, listing `members`) is `user`'s alone: named as the user, no
+/// other member listed, and no other user of `passwd` (its text; none: unknown, so no) with it
+/// as primary group.
 #[cfg(unix)]
-fn others_in_primary_group(passwd: &str, gid: u32, user: &str) -> bool {
-    passwd.lines().any(|line| {
+fn is_private_to(
+    name: &str,
+    members: &[String],
+    user: &str,
+    gid: u32,
+    passwd: impl FnOnce() -> Option<String>,
+) -> bool {
+    if name != user || members.iter().any(|member| member != user) {
+        return false;
+    }
+    let Some(passwd) = passwd() else {
+        return false;
+    };
+    let gid = gid.to_string();
+    !passwd.lines().any(|line| {
         let mut fields = line.split(':');
         let (name, primary) = (fields.next(), fields.nth(2));
-        name.is_some_and(|name| name != user) && primary == Some(gid.to_string().as_str())
+        name.is_some_and(|name| name != user) && primary == Some(gid.as_str())
     })
 }
 
@@ -255,16 +268,23 @@ mod tests {
     /// A user whose primary group is ours is a member the group's own list does not name.
     #[test]
     fn another_users_primary_group_is_no_private_group() {
-        let passwd = "root:x:0:0:root:/root:/bin/bash\n\
-                      svc:x:1001:1001::/home/svc:/bin/sh\n\
-                      bob:x:1002:1001::/home/bob:/bin/sh\n";
-        assert!(super::others_in_primary_group(passwd, 1001, "svc"));
-        assert!(super::others_in_primary_group(passwd, 1001, "bob"));
+        let private = |members: &[&str], passwd: Option<&str>| {
+            let members: Vec<String> = members.iter().map(|&member| member.to_owned()).collect();
+            super::is_private_to("svc", &members, "svc", 1001, || passwd.map(str::to_owned))
+        };
         let alone = "root:x:0:0:root:/root:/bin/bash\nsvc:x:1001:1001::/home/svc:/bin/sh\n";
-        assert!(!super::others_in_primary_group(alone, 1001, "svc"));
+        assert!(private(&[], Some(alone)));
+        assert!(private(&["svc"], Some(alone)));
+        let shared = format!("{alone}bob:x:1002:1001::/home/bob:/bin/sh\n");
+        assert!(!private(&[], Some(&shared)));
+        assert!(!private(&["bob"], Some(alone)));
         // The gid field, not the uid (bob's uid is 1001 here).
         let uid_only = "svc:x:1000:1001::/:/bin/sh\nbob:x:1001:1002::/:/bin/sh\n";
-        assert!(!super::others_in_primary_group(uid_only, 1001, "svc"));
+        assert!(private(&[], Some(uid_only)));
+        // Unknown users: not private.
+        assert!(!private(&[], None));
+        let other_name = super::is_private_to("staff", &[], "svc", 1001, || Some(alone.into()));
+        assert!(!other_name);
     }
 
     #[test]

@@ -297,7 +297,7 @@ impl DatabaseSettings {
                 (
                     "lock_timeout".to_owned(),
                     self.pool.lock_timeout.as_millis().to_string(),
-                    "DATABASE_LOCK_TIMEOUT_MS",
+                    counseling_config::SERVICE_LOCK_TIMEOUT_VARIABLE,
                 ),
                 (
                     "idle_in_transaction_session_timeout".to_owned(),
