@@ -47,7 +47,16 @@ macro_rules! eprintln {
     }};
 }
 
-const USAGE: &str =
+/// The usage text, with the lock timeout's default from the constant the run uses.
+fn usage() -> String {
+    let default_ms = migration::DEFAULT_LOCK_TIMEOUT.as_millis();
+    format!(
+        "{USAGE_HEAD}\n{LOCK_TIMEOUT} (default {default_ms}): how long to wait for a table lock \
+         before giving up"
+    )
+}
+
+const USAGE_HEAD: &str =
     "usage: migration <up | down [STEPS | --to VERSION] [--force] | status | accept VERSION | new NAME>
   up       apply every pending migration (and run an applying one again from the start)
   down     roll back the most recent migration (or the STEPS most recent, or every one after
@@ -77,8 +86,7 @@ DATABASE_OWNER_URL_FILE, DATABASE_URL_FILE: a file holding the URL instead
 DATABASE_OWNER_PASSWORD_FILE, DATABASE_PASSWORD_FILE: a file holding the password (read at
 each connection), for a URL without one
 DATABASE_SSL_MODE, DATABASE_SSL_ROOT_CERT: make the URL's sslmode and sslrootcert stricter
-(never weaker); libpq's PG* variables apply where the URL is silent
-MIGRATION_LOCK_TIMEOUT_MS (default 5000): how long to wait for a table lock before giving up";
+(never weaker); libpq's PG* variables apply where the URL is silent";
 
 /// Bounds every wait for a table lock, in milliseconds.
 const LOCK_TIMEOUT: &str = "MIGRATION_LOCK_TIMEOUT_MS";
@@ -412,7 +420,7 @@ async fn main() -> ExitCode {
     let args = match counseling_config::arguments() {
         Ok(args) => args,
         Err(problem) => {
-            eprintln!("migration: {problem}\n{USAGE}");
+            eprintln!("migration: {problem}\n{}", usage());
             return ExitCode::from(2);
         }
     };
@@ -420,7 +428,7 @@ async fn main() -> ExitCode {
         args.first().map(String::as_str),
         Some("-h" | "--help" | "help")
     ) {
-        println!("{USAGE}");
+        println!("{}", usage());
         return ExitCode::SUCCESS;
     }
     if let [command, name] = args.as_slice()
@@ -431,7 +439,7 @@ async fn main() -> ExitCode {
     let command = match parse_command(&args) {
         Ok(command) => command,
         Err(message) => {
-            eprintln!("migration: {message}\n{USAGE}");
+            eprintln!("migration: {message}\n{}", usage());
             return ExitCode::from(2);
         }
     };

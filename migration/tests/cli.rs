@@ -583,6 +583,20 @@ fn bad_usage_exits_2() {
     }
 }
 
+/// The help states the lock timeout's default the run really uses.
+#[test]
+fn the_help_states_the_lock_timeouts_real_default() {
+    let output = migration(&["--help"], None);
+    assert_eq!(output.status.code(), Some(0));
+    let default_ms = migration::DEFAULT_LOCK_TIMEOUT.as_millis();
+    let said = format!("MIGRATION_LOCK_TIMEOUT_MS (default {default_ms})");
+    assert!(
+        text(&output.stdout).contains(&said),
+        "{}",
+        text(&output.stdout)
+    );
+}
+
 /// A VERSION `down --to` does not know is bad usage (exit 2), and nothing is rolled back.
 #[tokio::test]
 async fn down_to_an_unknown_version_exits_2() {
