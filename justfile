@@ -21,7 +21,7 @@ default:
 dev:
     @scripts/dev.sh
 
-# Create .env if missing, migrate DATABASE_URL and start the service (start a database first).
+# Create .env if missing, migrate (as DATABASE_OWNER_URL, else DATABASE_URL) and start the service (start a database first).
 [windows]
 dev: env-file
     @cargo run --locked --quiet -p migration -- up
