@@ -352,7 +352,7 @@ impl Connector {
     }
 
     /// The password for a new connection: the password file, if any, is read now.
-    pub(crate) fn password(&self) -> Result<Option<SecretString>, ConnectError> {
+    pub fn password(&self) -> Result<Option<SecretString>, ConnectError> {
         match &self.password {
             Password::None => Ok(None),
             Password::Given(password) => Ok(Some(password.clone())),

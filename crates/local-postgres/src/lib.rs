@@ -12,7 +12,8 @@
 
 use std::path::{Path, PathBuf};
 
-use counseling_config::{DatabaseUrl, Sources};
+use counseling_config::{DatabaseTarget, DatabaseUrl, Role, SessionDefaults, Sources};
+use secrecy::{ExposeSecret, SecretString};
 
 #[cfg(unix)]
 use counseling_provision::files::check_private_folder;
@@ -69,8 +70,8 @@ impl LocalCluster {
     /// Creates the cluster on first use, starts it, and makes the roles and database that
     /// `sources` name exist with the passwords they give. Returns what it did.
     pub async fn start(&self, sources: &Sources) -> Result<String> {
-        let (service, owner) = urls(sources)?;
-        let server = self.server(service.port());
+        let (service, owner) = logins(sources)?;
+        let server = self.server(service.url.port());
         if !server.initialised() {
             self.init(&server)?;
         }
@@ -113,12 +114,10 @@ impl LocalCluster {
         )?
         .connect_options()
         .password(password.trim());
-        let secret = |url: &DatabaseUrl| url.password().cloned().unwrap_or_default();
-        let (owner_password, service_password) = (secret(&owner), secret(&service));
         let application = Application {
-            database: service.database().unwrap_or("postgres"),
-            owner: (owner.username(), &owner_password),
-            service: (service.username(), &service_password),
+            database: service.url.database().unwrap_or("postgres"),
+            owner: (owner.url.username(), &owner.password),
+            service: (service.url.username(), &service.password),
             extensions: &["pg_stat_statements"],
         };
         provision_application(&admin, &application).await?;
@@ -173,46 +172,80 @@ impl LocalCluster {
     }
 }
 
-/// `DATABASE_URL` and `DATABASE_OWNER_URL` (the same when unset), which must name this machine,
-/// one port and one database.
-fn urls(sources: &Sources) -> Result<(DatabaseUrl, DatabaseUrl)> {
-    let parse = |variable: &str| -> Result<Option<DatabaseUrl>> {
-        let parse = |text| DatabaseUrl::parse(text);
-        let invalid = |error| ProvisionError::Failed(format!("{variable} {error}"));
-        sources
-            .get(variable)
-            .map(parse)
-            .transpose()
-            .map_err(invalid)
-    };
-    let service = parse("DATABASE_URL")?.ok_or_else(|| {
-        ProvisionError::Failed("DATABASE_URL is not set (in the environment or .env)".into())
-    })?;
-    let owner = parse("DATABASE_OWNER_URL")?.unwrap_or_else(|| service.clone());
-    for (variable, url) in [("DATABASE_URL", &service), ("DATABASE_OWNER_URL", &owner)] {
-        let problem = match url.host() {
+/// How a role of the application logs in: its URL, the variable that gave it, and its password.
+#[derive(Debug)]
+struct Login {
+    url: DatabaseUrl,
+    variable: &'static str,
+    password: SecretString,
+}
+
+impl Login {
+    /// `role`'s login, read as every binary of ours reads it: the URL or its file, the password
+    /// in the URL, its password file or `PGPASSWORD`.
+    fn of(sources: &Sources, role: Role) -> Result<Self> {
+        let refused = |problems: String| ProvisionError::Failed(problems.trim_end().to_owned());
+        let target = DatabaseTarget::from_sources(sources, role)
+            .map_err(|problems| refused(problems.to_string()))?;
+        let connector = (target.resolve(&SessionDefaults::named("counseling-local-postgres")))
+            .map_err(|problems| refused(problems.to_string()))?;
+        let variable = target.url_variable();
+        let password = connector
+            .password()
+            .map_err(|error| refused(error.to_string()))?;
+        // The cluster asks every login for a password (scram-sha-256): a role given none could
+        // not log in.
+        let Some(password) = password.filter(|password| !password.expose_secret().is_empty())
+        else {
+            return Err(refused(format!(
+                "{variable} gives no password for its role, which the local cluster needs (in \
+                 the URL, or in a password file)"
+            )));
+        };
+        Ok(Self {
+            url: target.url().clone(),
+            variable,
+            password,
+        })
+    }
+}
+
+/// The service's login and the owner's (the same when no `DATABASE_OWNER_*` is set), which must
+/// name this machine, one port and one database.
+fn logins(sources: &Sources) -> Result<(Login, Login)> {
+    let (service, owner) = (
+        Login::of(sources, Role::Service)?,
+        Login::of(sources, Role::Owner)?,
+    );
+    for login in [&service, &owner] {
+        let problem = match login.url.host() {
             "127.0.0.1" => continue,
             // It may resolve to ::1 first, where any local user could listen for passwords.
             "localhost" => "names localhost: use 127.0.0.1, where the local cluster listens",
             _ => "names another machine, not this one: nothing to start here",
         };
-        return Err(ProvisionError::Failed(format!("{variable} {problem}")));
+        return Err(ProvisionError::Failed(format!(
+            "{} {problem}",
+            login.variable
+        )));
     }
     // The application's roles are made with no power beyond theirs (`ensure_login_role`): the
     // cluster's superuser, so named, would lose its powers or fail to start with no clear word.
-    for (variable, url) in [("DATABASE_URL", &service), ("DATABASE_OWNER_URL", &owner)] {
-        if url.username() == counseling_provision::SUPERUSER {
+    for login in [&service, &owner] {
+        if login.url.username() == counseling_provision::SUPERUSER {
             return Err(ProvisionError::Failed(format!(
-                "{variable} names the role {}, the cluster's superuser: name the application's \
-                 own role (as .env.example does)",
+                "{} names the role {}, the cluster's superuser: name the application's own role \
+                 (as .env.example does)",
+                login.variable,
                 counseling_provision::SUPERUSER
             )));
         }
     }
-    if owner.port() != service.port() || owner.database() != service.database() {
-        return Err(ProvisionError::Failed(
-            "DATABASE_OWNER_URL must name the same port and database as DATABASE_URL".into(),
-        ));
+    if owner.url.port() != service.url.port() || owner.url.database() != service.url.database() {
+        return Err(ProvisionError::Failed(format!(
+            "{} must name the same port and database as {}",
+            owner.variable, service.variable
+        )));
     }
     Ok((service, owner))
 }
@@ -273,7 +306,7 @@ mod tests {
     fn urls_the_local_cluster_cannot_serve_are_refused() {
         let refusal = |service: &str, owner: &str| {
             let vars = [("DATABASE_URL", service), ("DATABASE_OWNER_URL", owner)];
-            match urls(&Sources::from_vars(vars)) {
+            match logins(&Sources::from_vars(vars)) {
                 Err(ProvisionError::Failed(message)) => message,
                 other => panic!("{other:?}"),
             }
@@ -281,7 +314,7 @@ mod tests {
         let app = "postgres://app:pw@127.0.0.1:5432/db";
         let own = "postgres://own:pw@127.0.0.1:5432/db";
         assert!(
-            urls(&Sources::from_vars([
+            logins(&Sources::from_vars([
                 ("DATABASE_URL", app),
                 ("DATABASE_OWNER_URL", own)
             ]))
@@ -313,10 +346,50 @@ mod tests {
                 "postgres://own:pw@127.0.0.1:5433/db",
                 "the same port and database",
             ),
+            (
+                "postgres://app@127.0.0.1:5432/db",
+                own,
+                "DATABASE_URL gives no password",
+            ),
         ] {
             let message = refusal(service, owner);
             assert!(message.contains(expected), "{message}");
         }
+    }
+
+    /// The URLs and passwords are read as the service and the migrations read them: from their
+    /// files too, where the roles' passwords must then come from.
+    #[test]
+    fn logins_come_from_url_and_password_files_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            write_private(&path, text).unwrap();
+            path.to_str().unwrap().to_owned()
+        };
+        let service_url = file("service-url", "postgres://app:from-url@127.0.0.1:5433/db\n");
+        let owner_url = file("owner-url", "postgres://own@127.0.0.1:5433/db\n");
+        let owner_password = file("owner-password", "from-file\n");
+        let sources = Sources::from_vars([
+            ("DATABASE_URL_FILE", service_url.as_str()),
+            ("DATABASE_OWNER_URL_FILE", owner_url.as_str()),
+            ("DATABASE_OWNER_PASSWORD_FILE", owner_password.as_str()),
+        ]);
+        let (service, owner) = logins(&sources).unwrap();
+        assert_eq!((service.url.username(), service.url.port()), ("app", 5433));
+        assert_eq!(service.password.expose_secret(), "from-url");
+        assert_eq!(owner.url.username(), "own");
+        assert_eq!(owner.password.expose_secret(), "from-file");
+        // Refusals name the variable the URL came from.
+        let sources = Sources::from_vars([(
+            "DATABASE_URL_FILE",
+            file("elsewhere", "postgres://app:pw@db.example/db").as_str(),
+        )]);
+        let refusal = logins(&sources).unwrap_err().to_string();
+        assert!(
+            refusal.contains("DATABASE_URL_FILE names another machine"),
+            "{refusal}"
+        );
     }
 
     #[test]
