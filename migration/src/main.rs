@@ -501,6 +501,14 @@ async fn main() -> ExitCode {
         }
         _ => "run the same command again: it carries on from where this run stopped",
     };
+    // Said after any failure of a `down N` that may have rolled back some of its N first.
+    let counts_steps = matches!(
+        command,
+        Command::Down {
+            target: DownTarget::Steps(steps),
+            ..
+        } if steps > 1
+    );
     let outcome = run(command, &db, lock_timeout).await;
     // Lost: it was opened, and the pool holds none now (no idle timeout or lifetime closes it,
     // and every new one after it is refused) or the run failed for want of it (the pool may not
@@ -591,6 +599,9 @@ async fn main() -> ExitCode {
             // sqlx and PostgreSQL messages name the user or the failing SQL object, never the
             // password (it only ever travels inside the connect options).
             eprintln!("migration: failed: {error}{applying}");
+            if counts_steps {
+                eprintln!("migration: {again}");
+            }
             ExitCode::FAILURE
         }
     }

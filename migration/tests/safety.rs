@@ -53,7 +53,15 @@ async fn down_refuses_to_drop_users_holding_rows_unless_forced() {
         "{stderr}"
     );
     // PostgreSQL's words only: not sqlx's " at line N" (of PostgreSQL's C source) after them.
-    assert!(stderr.trim_end().ends_with("to delete them"), "{stderr}");
+    let failed = stderr
+        .lines()
+        .find(|line| line.contains("refusing to drop"));
+    assert!(failed.unwrap().ends_with("to delete them"), "{stderr}");
+    // The same `down N` again would count from the newest migration still applied.
+    assert!(
+        stderr.contains("see `migration status`, then roll back only what is left"),
+        "{stderr}"
+    );
     assert_eq!(
         text(&refused.stdout).lines().count(),
         all - 1,
