@@ -537,10 +537,11 @@ fn describe(prefix: &str, error: &ConfigError, besides: &[&str]) -> (Option<Stri
     }
 }
 
-/// Our own deserialisers' messages say what is expected; serde's and config's generic ones quote
-/// the value (`invalid type: string "..."`), so those are replaced.
+/// Our own deserialisers' messages say what is expected; serde's and config's generic ones repeat
+/// the value, quoted (`invalid type: string "..."`) or not (config's `enum Format does not have
+/// variant constructor ...`), so those are replaced.
 fn sanitized(message: &str) -> String {
-    if message.contains(['"', '`', '\'']) {
+    if message.contains(['"', '`', '\'']) || message.contains("variant constructor") {
         "is invalid (check its format)".to_owned()
     } else {
         message.to_owned()
@@ -626,6 +627,53 @@ mod tests {
 
     fn five() -> u32 {
         5
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Format {
+        Json,
+        Text,
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct WithFormat {
+        #[allow(dead_code)] // only its refusal is looked at
+        format: Format,
+        #[allow(dead_code)]
+        #[serde(default)]
+        initial: Option<char>,
+    }
+
+    /// serde's own messages quote the value (`unknown variant `...``): a secret pasted into the
+    /// wrong setting must not be repeated in the refusal, which is logged.
+    #[test]
+    fn a_refusal_in_serdes_words_does_not_repeat_the_value() {
+        // config's words for a variant, then serde's for a character (`string "..."`).
+        for (name, vars) in [
+            (
+                "FMT_FORMAT",
+                [("FMT_FORMAT", "hunter2"), ("FMT_INITIAL", "h")],
+            ),
+            (
+                "FMT_INITIAL",
+                [("FMT_FORMAT", "json"), ("FMT_INITIAL", "hunter2")],
+            ),
+        ] {
+            let sources = Sources::from_vars(vars);
+            let problems = sources.group::<WithFormat>("FMT").unwrap_err().to_string();
+            assert!(problems.contains(name), "{problems}");
+            assert!(
+                problems.contains("is invalid (check its format)"),
+                "{problems}"
+            );
+            assert!(!problems.contains("hunter2"), "{problems}");
+        }
+        // Read as they are, the others pass.
+        for format in ["json", "text"] {
+            let sources = Sources::from_vars([("FMT_FORMAT", format)]);
+            assert!(sources.group::<WithFormat>("FMT").is_ok(), "{format}");
+        }
     }
 
     /// Empty means unset to every setting (an unset `${VAR}` in a compose file exports it
