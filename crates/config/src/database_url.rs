@@ -498,6 +498,21 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// The parts hold the password in clear: their `Debug` must not show it.
+    #[test]
+    fn debug_of_url_parts_hides_the_password() {
+        let parts = UrlParts {
+            host: "db.internal",
+            port: 5432,
+            user: "app",
+            password: Some("s3cret-pw"),
+            database: "app",
+            parameters: &[("password", "s3cret-q")],
+        };
+        let shown = format!("{parts:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
     #[test]
     fn reads_every_part_and_decodes_the_password() {
         let url = DatabaseUrl::parse(

@@ -135,6 +135,22 @@ mod tests {
         dir
     }
 
+    /// A `.env` over 1 MiB is refused, not cut short (its last value would be read half); one of
+    /// 1 MiB exactly is read whole.
+    #[test]
+    fn a_dot_env_over_1_mib_is_refused_and_one_of_1_mib_is_read() {
+        let line = |bytes: u64| {
+            let filler = usize::try_from(bytes).unwrap() - "A=\n".len();
+            format!("A={}\n", "x".repeat(filler))
+        };
+        let dir = folder_with(&line(MAX_ENV_FILE_BYTES));
+        let variables = read_env_file(dir.path()).unwrap();
+        assert_eq!(variables[0].1.len() as u64, MAX_ENV_FILE_BYTES - 3);
+        let dir = folder_with(&line(MAX_ENV_FILE_BYTES + 1));
+        let error = read_env_file(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("larger than 1 MiB"), "{error}");
+    }
+
     /// What `.env.example` warns of: a bare `$NAME` is substituted (unset: nothing), so a
     /// password holding `$` must be percent-encoded (`%24`, which the URL decodes).
     #[test]

@@ -145,6 +145,23 @@ mod tests {
         path
     }
 
+    /// A file over 64 KiB is refused, not cut short into another password; one of 64 KiB is read
+    /// whole.
+    #[test]
+    fn a_secret_file_over_64_kib_is_refused_and_one_of_64_kib_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = usize::try_from(MAX_SECRET_BYTES).unwrap();
+        let path = write(dir.path(), "whole", &"s".repeat(size), 0o600);
+        let read = read_secret_file(&path).unwrap();
+        assert_eq!(read.secret.expose_secret().len(), size);
+        let path = write(dir.path(), "over", &"s".repeat(size + 1), 0o600);
+        let error = read_secret_file(&path).unwrap_err();
+        assert!(
+            error.ends_with("is larger than 64 KiB: not a secret file"),
+            "{error}"
+        );
+    }
+
     /// The value of a `*_FILE` variable that names no file may be the secret itself, put there
     /// by mistake: the error, which is logged, does not repeat it.
     #[test]

@@ -274,6 +274,30 @@ fn a_password_file_next_to_pgpassword_is_refused_and_an_empty_url_password_is_no
         password("postgres://svc:@h/app").as_deref(),
         Some("from-env")
     );
+    // A password given, in either place of the URL, wins over PGPASSWORD (as in libpq).
+    assert_eq!(
+        password("postgres://svc:from-url@h/app").as_deref(),
+        Some("from-url")
+    );
+    assert_eq!(
+        password("postgres://svc@h/app?password=from-query").as_deref(),
+        Some("from-query")
+    );
+    // A password in the URL's query beside the password file: libpq would send the URL's.
+    let problems = DatabaseTarget::from_sources(
+        &sources(&[
+            ("DATABASE_URL", "postgres://svc@h/app?password=st4le"),
+            ("DATABASE_PASSWORD_FILE", &password_file),
+        ]),
+        Role::Service,
+    )
+    .unwrap_err();
+    assert_eq!(variables(&problems), ["DATABASE_PASSWORD_FILE"]);
+    assert!(
+        problems.to_string().contains("carries a password too"),
+        "{problems}"
+    );
+    assert!(!problems.to_string().contains("st4le"), "{problems}");
 }
 
 #[test]
@@ -619,6 +643,8 @@ fn options_pass_server_settings_on_but_not_ours_or_other_switches() {
         ("-c%20search_path%3Da%5C%09-P", "control character"),
         ("-c%20search_path%3Da%5C%0A-P", "control character"),
         ("-c", "ends with -c"),
+        ("-c%20work_mem", "has a -c setting without ="),
+        ("-c%20%3D64MB", "has a -c setting without a name"),
     ] {
         let url = format!("postgres://u:p@h/db?options={options}");
         let problems = connector(&[("DATABASE_URL", &url)]).unwrap_err();
@@ -690,6 +716,44 @@ fn the_url_wins_over_the_environment_for_every_part() {
     .unwrap();
     assert_eq!(c.user.as_deref(), Some("env-user"));
     assert_eq!(c.database(), Some("env-db"));
+    // The URL's host and port: an exported PGHOST (for psql) must not move the service.
+    let c = connector(&[
+        ("DATABASE_URL", "postgres://u@url-host:6000/db"),
+        ("PGHOST", "env-host"),
+        ("PGPORT", "7000"),
+    ])
+    .unwrap();
+    assert_eq!(c.endpoints(), [endpoint("url-host", 6000)]);
+}
+
+/// `load_balance_hosts` takes libpq's two values; any other (a typo, another case) is refused,
+/// from the URL or the environment, never taken for `disable`.
+#[test]
+fn a_load_balance_hosts_libpq_does_not_know_is_refused() {
+    let hosts = "postgres://u:p@h1,h2/db?target_session_attrs=read-write&connect_timeout=2";
+    for (query, environment, variable) in [
+        ("&load_balance_hosts=randon", None, "DATABASE_URL"),
+        ("&load_balance_hosts=Random", None, "DATABASE_URL"),
+        (
+            "",
+            Some(("PGLOADBALANCEHOSTS", "rand")),
+            "PGLOADBALANCEHOSTS",
+        ),
+    ] {
+        let url = format!("{hosts}{query}");
+        let mut vars = vec![("DATABASE_URL", url.as_str())];
+        vars.extend(environment);
+        let problems = connector(&vars).unwrap_err();
+        assert_eq!(variables(&problems), [variable], "{problems}");
+        assert!(
+            problems.to_string().contains("must be disable or random"),
+            "{problems}"
+        );
+    }
+    for value in ["disable", "random"] {
+        let url = format!("{hosts}&load_balance_hosts={value}");
+        assert!(connector(&[("DATABASE_URL", &url)]).is_ok(), "{value}");
+    }
 }
 
 #[test]
