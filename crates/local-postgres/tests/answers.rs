@@ -216,6 +216,42 @@ fn can_tell_users_apart() -> bool {
     able
 }
 
+/// Docker and Kubernetes mount secrets owned by root (who may write anything anyway): a binary
+/// that runs as its own user, as the image's does, takes a password file root owns, in folders
+/// root owns.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_user_other_than_root_takes_a_password_file_root_owns() {
+    use std::os::unix::fs::PermissionsExt;
+    if !can_tell_users_apart() {
+        return;
+    }
+    let db = TestDatabase::migrated().await.unwrap();
+    let url = DatabaseUrl::parse(&db.url()).unwrap();
+    let password = url.password().unwrap().expose_secret().to_owned();
+    // Everything `nobody` needs, in a folder it may enter (a CI clone's may be root's alone).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let binary = dir.path().join("local-postgres");
+    std::fs::copy(env!("CARGO_BIN_EXE_local-postgres"), &binary).unwrap();
+    let file = dir.path().join("password");
+    std::fs::write(&file, format!("{password}\n")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&binary)
+        .arg("answers")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("HOME", "/nonexistent")
+        .env("DATABASE_URL", without_password(&url))
+        .env("DATABASE_PASSWORD_FILE", &file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+}
+
 /// Another user of the machine holds the port `DATABASE_URL` names (here `nobody`, listening
 /// before our database starts): `answers` does not connect, and so never hands it the password
 /// (libpq's default `sslmode=prefer` lets any server ask for it in cleartext).
