@@ -7,9 +7,13 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    connect, new_user, open_idle_connections, private_database, recorded_pool, scrape, settings_for,
+    connect, new_user, open_idle_connections, private_database, recorded_pool, scrape,
+    settings_for, slow_inserts,
 };
-use counseling_domain::{CreateUserError, StoreError, Unavailability, UserRepository, Username};
+use counseling_domain::{
+    CreateUserError, DeleteUserError, PasswordHash, StoreError, Unavailability, UpdateUserError,
+    UserRepository, Username,
+};
 use counseling_persistence::{DEADLINE_MARGIN, Database, PgUserRepository};
 use counseling_testkit::fixtures::eventually;
 use sea_orm::{ConnectionTrait, Statement};
@@ -99,6 +103,114 @@ async fn calls_against_a_frozen_server_time_out_and_discard_their_connections() 
         scrape(&recorder).value("db_client_operations_total", &unconfirmed),
         1.0
     );
+}
+
+/// Every kind of write sent to a server that then stops answering may be stored: an update or a
+/// delete is as unconfirmed as a create, never "not written".
+#[cfg_attr(windows, ignore = "needs a private cluster (unix only)")]
+#[tokio::test]
+async fn every_write_cut_off_by_a_frozen_server_is_unconfirmed() {
+    let (cluster, _test_db, mut settings) = private_database().await;
+    settings.pool.statement_timeout = Duration::from_millis(300);
+    let database = connect(&settings);
+    let users = PgUserRepository::new(database.clone());
+    let alice = users.create(new_user(r"\school\alice")).await.unwrap();
+    let bob = users.create(new_user(r"\school\bob")).await.unwrap();
+    let carol = users.create(new_user(r"\school\carol")).await.unwrap();
+    // Established connections, so that each write below is sent (a new connection to a frozen
+    // server would wait for the acquire timeout, and send nothing).
+    open_idle_connections(&database, 3).await;
+    eventually(
+        "three idle connections",
+        Duration::from_secs(2),
+        async || database.status().idle >= 3,
+    )
+    .await
+    .unwrap();
+    cluster.freeze().unwrap();
+    let hash = PasswordHash::parse(common::HASH).unwrap();
+    let (blocked, rehashed, deleted) = tokio::join!(
+        users.set_blocked(alice.id, true),
+        users.update_password_hash(bob.id, hash),
+        users.delete(carol.id),
+    );
+    cluster.thaw().unwrap();
+    let unknown = StoreError::OutcomeUnknown;
+    assert_eq!(
+        blocked.map(|_| ()),
+        Err(UpdateUserError::Store(unknown.clone()))
+    );
+    assert_eq!(
+        rehashed.map(|_| ()),
+        Err(UpdateUserError::Store(unknown.clone()))
+    );
+    assert_eq!(deleted, Err(DeleteUserError::Store(unknown)));
+}
+
+/// A write whose connection is cut while its statement runs may have been stored or not: the
+/// caller is told so, not that nothing was written.
+#[tokio::test]
+async fn a_write_cut_off_while_it_runs_is_unconfirmed() {
+    let test_db = counseling_testkit::TestDatabase::migrated().await.unwrap();
+    slow_inserts(&test_db, &[(r"\school\slow", "5")]).await;
+    let (recorder, database) = recorded_pool(&settings_for(test_db.url()));
+    let users = PgUserRepository::new(database.clone());
+    let writing = tokio::spawn(async move { users.create(new_user(r"\school\slow")).await });
+    let admin = test_db.connect().await;
+    let sleeping = async || {
+        let sql = format!(
+            "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE datname = '{}' \
+             AND wait_event = 'PgSleep')",
+            test_db.name()
+        );
+        let statement = Statement::from_string(sea_orm::DbBackend::Postgres, sql);
+        let row = admin.query_one_raw(statement).await.unwrap().unwrap();
+        row.try_get_by_index::<bool>(0).unwrap()
+    };
+    eventually("the insert runs", Duration::from_secs(5), sleeping)
+        .await
+        .unwrap();
+    terminate_pool_connections(&test_db).await;
+    assert_eq!(
+        writing.await.unwrap(),
+        Err(CreateUserError::Store(StoreError::OutcomeUnknown))
+    );
+    let unconfirmed = [("operation", "create"), ("outcome", "unknown")];
+    assert_eq!(
+        scrape(&recorder).value("db_client_operations_total", &unconfirmed),
+        1.0
+    );
+}
+
+/// A session the server ended while it sat idle (`idle_session_timeout`) ran nothing of the
+/// write then sent on it: that write is known not to be stored, and is no unconfirmed one.
+#[tokio::test]
+async fn a_write_on_a_session_the_server_ended_while_idle_is_not_stored() {
+    let test_db = counseling_testkit::TestDatabase::migrated().await.unwrap();
+    let sql = format!(
+        "ALTER DATABASE \"{}\" SET idle_session_timeout = '200ms'",
+        test_db.name()
+    );
+    test_db
+        .connect()
+        .await
+        .execute_unprepared(&sql)
+        .await
+        .unwrap();
+    let mut settings = settings_for(test_db.url());
+    settings.pool.max_connections = 1;
+    settings.pool.ping_if_idle_for = Duration::from_secs(3600);
+    let users = PgUserRepository::new(connect(&settings));
+    users.create(new_user(r"\school\alice")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        users.create(new_user(r"\school\bob")).await,
+        Err(CreateUserError::Store(StoreError::Unavailable(
+            Unavailability::ConnectionLost
+        )))
+    );
+    let bob = Username::parse(r"\school\bob").unwrap();
+    assert_eq!(users.find_by_username(&bob).await.unwrap(), None);
 }
 
 /// A unit that runs `call` (a write or a read) at 1.5 s, then sends its COMMIT to a server frozen
