@@ -414,6 +414,32 @@ mod tests {
         );
     }
 
+    /// Every limit is a value the operator may give: a fixed-size pool (minimum = maximum), and
+    /// each bound exactly.
+    #[test]
+    fn every_limit_itself_is_accepted() {
+        let mut fixed = load(&[
+            ("DATABASE_MIN_CONNECTIONS", "5"),
+            ("DATABASE_MAX_CONNECTIONS", "5"),
+        ])
+        .unwrap();
+        assert_eq!(fixed.problems().to_string(), "");
+        fixed.pool.max_connections = POSTGRES_MAX_CONNECTIONS;
+        fixed.pool.min_connections = 1;
+        fixed.pool.statement_timeout = DatabaseSettings::MAX_SERVER_TIMEOUT;
+        fixed.pool.lock_timeout = DatabaseSettings::MAX_SERVER_TIMEOUT;
+        fixed.pool.io_threads = DatabaseSettings::MAX_IO_THREADS;
+        assert_eq!(fixed.problems().to_string(), "");
+        let smallest = Duration::from_millis(1);
+        fixed.pool.acquire_timeout = smallest;
+        fixed.pool.statement_timeout = smallest;
+        fixed.pool.lock_timeout = smallest;
+        fixed.pool.io_threads = 1;
+        fixed.pool.max_connections = 1;
+        fixed.pool.min_connections = 0;
+        assert_eq!(fixed.problems().to_string(), "");
+    }
+
     /// A host list must give up on a silent host in time to try the next within the acquire
     /// timeout (5 s by default).
     #[test]
