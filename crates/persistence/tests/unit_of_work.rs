@@ -623,6 +623,8 @@ async fn a_commit_the_server_cancelled_is_a_timeout_not_in_doubt() {
             counseling_domain::Unavailability::Timeout
         )))
     );
+    // The server ended the transaction block and the session is fine: the connection is kept.
+    assert_eq!(database.status().open, 1, "{:?}", database.status());
     assert!(!find(&users, r"\school\mia").await);
 }
 
