@@ -190,6 +190,8 @@ async fn unreachable_database_gives_503_quickly_and_live_stays_200() {
     let reply = get(port, "/health/live", None).await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json(), serde_json::json!({"status": "alive"}));
+    // A cache in between must not answer "alive" for a process that has since died.
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
 }
 
 /// Down three ways: refusing connections (port 1) or a name that does not resolve answers at

@@ -94,3 +94,37 @@ async fn a_rotated_password_file_is_used_by_new_connections_without_a_restart() 
     let code = refused.as_database_error().and_then(|error| error.code());
     assert_eq!(code.as_deref(), Some("28P01"), "{refused}");
 }
+
+/// A password file gone (an unmounted secret) fails each new connection: the probe says so
+/// with the reason a wrong password gives, and without the file's path.
+#[tokio::test]
+async fn a_password_file_gone_after_start_is_an_authentication_failure() {
+    let db = counseling_testkit::TestDatabase::migrated().await.unwrap();
+    let password = {
+        use secrecy::ExposeSecret;
+        let url = counseling_config::DatabaseUrl::parse(&db.url()).unwrap();
+        url.password().unwrap().expose_secret().to_owned()
+    };
+    let secrets = tempfile::tempdir().unwrap();
+    publish(secrets.path(), 1, &password);
+    let password_file = secrets.path().join("password");
+    let port = spawn_app(
+        &without_password(&db.url()),
+        &[
+            ("DATABASE_PASSWORD_FILE", password_file.to_str().unwrap()),
+            // No connection opened before the file goes: the probe's is the first.
+            ("DATABASE_MIN_CONNECTIONS", "0"),
+        ],
+    );
+    std::fs::remove_dir_all(secrets.path().join("..1")).unwrap();
+    let reply = get_local(port, "/health").await.unwrap();
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert_eq!(
+        reply.json()["error"],
+        "authentication failed",
+        "{}",
+        reply.body
+    );
+    let folder = secrets.path().display().to_string();
+    assert!(!reply.body.contains(&folder), "{}", reply.body);
+}

@@ -11,7 +11,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use actix_web::http::header::{CACHE_CONTROL, CacheControl, CacheDirective};
+use actix_web::http::header::{CacheControl, CacheDirective};
 use actix_web::{HttpResponse, web};
 use chrono::{SecondsFormat, Utc};
 use counseling_domain::StoreError;
@@ -119,6 +119,6 @@ pub async fn ready(state: web::Data<HealthCheck>) -> HttpResponse {
 
 pub async fn live() -> HttpResponse {
     HttpResponse::Ok()
-        .insert_header((CACHE_CONTROL, "no-store"))
+        .insert_header(no_store())
         .json(serde_json::json!({ "status": "alive" }))
 }
