@@ -397,6 +397,38 @@ async fn debug_logs_are_json_lines_and_never_contain_the_password() {
     assert!(output.contains("x-request-id") || output.contains("request_id"));
 }
 
+/// Each request's log line carries the id its response gave the client: the client's own when
+/// sane, else the one made for it, never a rejected value (which could forge log fields).
+#[tokio::test]
+async fn each_request_line_carries_the_id_its_response_gave() {
+    let (_cluster, _db, mut api) = healthy_api(&[("LOG_FORMAT", "json")]).await;
+    let mut given = Vec::new();
+    for sent in [None, Some("client-id-7"), Some("a b=forged")] {
+        let headers: Vec<(&str, &str)> = sent.map(|id| ("x-request-id", id)).into_iter().collect();
+        let url = api.url("/health/live");
+        let reply =
+            counseling_provision::http::get(&url, &headers, Duration::from_secs(5)).unwrap();
+        let id = reply.header("x-request-id").unwrap().to_owned();
+        if let Some(sent) = sent.filter(|sent| !sent.contains(' ')) {
+            assert_eq!(id, sent);
+        }
+        given.push(id);
+    }
+    api.signal(Signal::SIGTERM);
+    assert_eq!(api.wait_exit(Duration::from_secs(10)).code(), Some(0));
+    let output = api.output();
+    let request_lines: Vec<&str> = output
+        .lines()
+        .filter(|line| line.contains("request completed") && line.contains("/health/live"))
+        .collect();
+    assert_eq!(request_lines.len(), 3, "{output}");
+    for (line, id) in request_lines.iter().zip(&given) {
+        let request_id = format!("\"request_id\":\"{id}\"");
+        assert!(line.contains(&request_id), "{id}: {line}");
+    }
+    assert!(!output.contains("forged"), "{output}");
+}
+
 #[tokio::test]
 async fn pretty_logs_are_readable_lines() {
     let (_cluster, _db, mut api) = healthy_api(&[("LOG_FORMAT", "pretty")]).await;
