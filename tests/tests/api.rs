@@ -177,6 +177,19 @@ async fn sigint_also_drains_and_exits_0() {
 /// check that may wait 20 s on a frozen server), and the exit code says the drain was cut short.
 #[tokio::test]
 async fn a_second_signal_stops_at_once_and_exits_1() {
+    // Soon after: only a Ctrl-C right after a Ctrl-C is taken for the same request.
+    a_ctrl_c_while_draining_stops_at_once(Signal::SIGTERM, Duration::from_millis(100)).await;
+}
+
+/// A person's second Ctrl-C, a second after the first, is no wrapper passing the first on.
+#[tokio::test]
+async fn a_second_ctrl_c_a_second_later_stops_at_once_and_exits_1() {
+    a_ctrl_c_while_draining_stops_at_once(Signal::SIGINT, Duration::from_secs(1)).await;
+}
+
+/// `first`, then SIGINT `pause` later, while a health check waits on a frozen server: the
+/// process exits 1 at once, saying the drain was cut short.
+async fn a_ctrl_c_while_draining_stops_at_once(first: Signal, pause: Duration) {
     let (cluster, _db, mut api) = healthy_api(&[("HEALTH_TIMEOUT_MS", "20000")]).await;
     cluster.freeze().unwrap();
 
@@ -186,9 +199,8 @@ async fn a_second_signal_stops_at_once_and_exits_1() {
         (get_json(&url, Duration::from_secs(30)), started.elapsed())
     });
     std::thread::sleep(Duration::from_millis(500));
-    api.signal(Signal::SIGTERM);
-    // Soon after: only a Ctrl-C right after a Ctrl-C is taken for the same request.
-    std::thread::sleep(Duration::from_millis(100));
+    api.signal(first);
+    std::thread::sleep(pause);
     api.signal(Signal::SIGINT);
 
     let exit = api.wait_exit(Duration::from_secs(5));
