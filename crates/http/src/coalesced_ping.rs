@@ -6,8 +6,8 @@
 //! comes from a round trip that began after the caller asked, yet at most one check is in flight
 //! however many callers there are (and at most one wait for a connection that outlived its
 //! check: see [`Database::ping`]). A failure of the round already in flight is passed on at once
-//! (it was observed after the caller asked), so an unhealthy answer never takes much longer than
-//! one timeout.
+//! (it was observed after the caller asked); a success of that round is not, so the caller then
+//! waits for the next round too: an answer takes at most twice the timeout (plus 0.1 s).
 //!
 //! Probe policy, so it lives here in the HTTP layer; the pool only offers a bounded
 //! [`Database::ping`].

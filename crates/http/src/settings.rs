@@ -2,9 +2,9 @@
 //! and the environment (which wins), through `counseling-config`.
 //!
 //! Each group of variables is a typed struct owned by the crate it configures (`APP_*`,
-//! `HEALTH_*` and `LOG_*` here, `DATABASE_*` in persistence); its serde attributes are the one
-//! definition of names and defaults, and [`Settings::documented_variables`] derives the table of
-//! `.env.example` and the README from them. Every problem is reported at once, one line each,
+//! `HEALTH_*`, `LOG_*` and `METRICS_*` here, `DATABASE_*` in persistence); its serde attributes
+//! are the one definition of names and defaults, and [`Settings::documented_variables`] lists
+//! them, against which a test checks `.env.example` and the README's table. Every problem is reported at once, one line each,
 //! never quoting a value.
 
 use std::net::{IpAddr, Ipv4Addr};
