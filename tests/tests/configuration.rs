@@ -34,6 +34,58 @@ fn missing_or_non_postgres_database_url_exits_2_with_one_clear_line() {
     assert!(output.contains("APP_PORT must be"), "{output}");
 }
 
+/// Arguments are refused, never ignored: `--port 9000` would otherwise serve on another port
+/// than meant, and one that is a URL is not repeated (it may hold a password). `--help` and
+/// `--version` answer without reading any setting.
+#[test]
+fn arguments_are_refused_but_help_and_version_answer() {
+    let run = |arguments: &[&str]| {
+        let mut child = Command::new(counseling_e2e::api_binary())
+            .args(arguments)
+            .env_clear()
+            // Valid, on a port nothing listens on: only the arguments can stop the start.
+            .env("DATABASE_URL", "postgres://u:p@127.0.0.1:1/db")
+            .env("APP_PORT", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A binary that ignored them would serve until stopped.
+        let exited = counseling_testkit::fixtures::wait_until(
+            "counseling-api answers its arguments",
+            std::time::Duration::from_secs(10),
+            || child.try_wait().ok().flatten(),
+        );
+        let _ = child.kill();
+        let output = child.wait_with_output().unwrap();
+        let said = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        assert!(exited.is_ok(), "{arguments:?}: {}", said(&output.stdout));
+        (
+            output.status.code(),
+            said(&output.stdout),
+            said(&output.stderr),
+        )
+    };
+    for refused in [
+        &["--port", "9000"][..],
+        &["postgres://app:s3cret-pw@db/app"],
+        &["--help", "--version"],
+    ] {
+        let (code, _, stderr) = run(refused);
+        assert_eq!(code, Some(2), "{refused:?}: {stderr}");
+        assert!(stderr.contains("takes no arguments"), "{stderr}");
+        assert!(!stderr.contains("s3cret-pw"), "{stderr}");
+    }
+    let (code, stdout, _) = run(&["--help"]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.starts_with("usage: counseling-api"), "{stdout}");
+    let (code, stdout, _) = run(&["--version"]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.starts_with("counseling-api "), "{stdout}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+}
+
 /// A configuration error said to a closed stderr (a pipe whose reader is gone) still exits 2,
 /// not with a panic's 101: the exit code is the answer a supervisor reads.
 #[test]

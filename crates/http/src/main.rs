@@ -1,8 +1,10 @@
-//! `counseling-api`: configuration from the environment (and `.env`), then serve.
+//! `counseling-api`: configuration from the environment (and `.env`), then serve. It takes no
+//! arguments but `--help` and `--version`: any other is refused, never ignored (a `--port 9000`
+//! would otherwise start on another port than meant).
 //!
 //! Exit codes: 0 after a clean shutdown, 1 when the service fails at run time (for example the
-//! port is taken) or a Ctrl-C cut the drain short, 2 when the configuration is missing or
-//! invalid.
+//! port is taken) or a Ctrl-C cut the drain short, 2 when the configuration or an argument is
+//! missing or invalid.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -19,10 +21,58 @@ macro_rules! eprintln {
     }};
 }
 
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// How long the database runtime may take to finish its tasks once the server has stopped.
 const DATABASE_RUNTIME_SHUTDOWN: Duration = Duration::from_secs(5);
 
+const USAGE: &str = "usage: counseling-api [--help | --version]
+Serves the counseling platform's HTTP API (GET /health, /health/ready, /health/live, /metrics).
+It takes no other arguments: every setting comes from the environment, else from the working
+directory's .env (see .env.example and the README's configuration table).
+Exit codes: 0 after a clean shutdown, 1 a failure at run time or a drain cut short by a second
+Ctrl-C, 2 a configuration or argument problem";
+
+/// What the arguments ask for: `None` to serve, else the exit.
+fn answer_arguments() -> Option<ExitCode> {
+    let arguments = match counseling_config::arguments() {
+        Ok(arguments) => arguments,
+        Err(problem) => {
+            eprintln!("counseling-api: {problem}\n{USAGE}");
+            return Some(ExitCode::from(2));
+        }
+    };
+    match arguments.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        [] => None,
+        ["-h" | "--help" | "help"] => {
+            println!("{USAGE}");
+            Some(ExitCode::SUCCESS)
+        }
+        ["-V" | "--version"] => {
+            println!("counseling-api {}", env!("CARGO_PKG_VERSION"));
+            Some(ExitCode::SUCCESS)
+        }
+        _ => {
+            // Not repeated: a URL with its password is an easy thing to pass here by mistake.
+            eprintln!(
+                "counseling-api: takes no arguments ({} given): settings come from the \
+                 environment or .env\n{USAGE}",
+                arguments.len()
+            );
+            Some(ExitCode::from(2))
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    if let Some(exit) = answer_arguments() {
+        return exit;
+    }
     // Every setting is read and checked here, before anything is bound or connected; all
     // problems are reported together, one line each.
     let settings = match Settings::load() {
