@@ -583,6 +583,44 @@ fn bad_usage_exits_2() {
     }
 }
 
+/// A name `migration new` cannot take is bad usage, exit 2, like every other (a deploy script
+/// tells it from a failure by the code).
+#[test]
+fn a_migration_name_new_cannot_take_exits_2() {
+    let output = migration(&["new", "Bad"], None);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+    assert!(text(&output.stderr).contains("lower-case snake_case"));
+}
+
+/// A run behind another session's migration lock says, on its own, which session holds it (it
+/// would look hung), then goes on once the lock is released.
+#[tokio::test]
+async fn a_run_behind_a_held_migration_lock_says_who_holds_it() {
+    let db = TestDatabase::empty().await.unwrap();
+    let mut holder = common::holding_the_migration_lock(&db).await;
+    let holder_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut holder)
+        .await
+        .unwrap();
+    let url = db.owner_url();
+    let (mut command, _dir) = common::migration_command(&["up"], &[("DATABASE_URL", &url)]);
+    let run = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(migration::LOCK_WAIT_NOTICE + std::time::Duration::from_secs(1)).await;
+    sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let output = run.wait_with_output().unwrap();
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let said = format!("waiting for the migration lock, which backend {holder_pid} (role ");
+    assert!(stderr.contains(&said), "{stderr}");
+}
+
 /// The help states the lock timeout's default the run really uses.
 #[test]
 fn the_help_states_the_lock_timeouts_real_default() {

@@ -272,6 +272,19 @@ async fn a_database_migrated_before_checksums_adopts_them_on_its_next_run() {
     // Adopted once: the next run has nothing to adopt.
     runner.up(&orm, None).await.unwrap();
     assert_eq!(adoptions.0.lock().unwrap().len(), expected.len());
+    // The marks a run without a transaction writes were added too: a rollback of the newest
+    // migration (which runs without one) works on such a history.
+    let marks: Vec<String> = sqlx::query_scalar(
+        "SELECT column_name::text FROM information_schema.columns \
+         WHERE table_name = 'seaql_migrations' AND column_name LIKE '%started_at' \
+         ORDER BY column_name",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(marks, ["apply_started_at", "rollback_started_at"]);
+    let newest = migration::migrations().last().unwrap().name().to_owned();
+    assert_eq!(runner.down(&orm, 1).await.unwrap(), [newest]);
 }
 
 /// A database migrated by sea-orm-migration's own runner (no checksums), then `sql` run on it;
@@ -329,6 +342,37 @@ async fn a_checksum_column_left_empty_by_an_earlier_runner_is_adopted() {
         adoptions.0.lock().unwrap().len(),
         migration::migrations().len()
     );
+}
+
+/// An earlier runner that kept checksums, before the column was marked, recorded one in every
+/// row it wrote: a row without one beside those was written by another tool, and is refused, not
+/// adopted.
+#[tokio::test]
+async fn a_row_without_a_checksum_beside_rows_with_one_is_another_tools() {
+    let (db, orm, adoptions, runner) =
+        migrated_before_checksums_and("ALTER TABLE seaql_migrations ADD COLUMN checksum text")
+            .await;
+    let first = &migration::migrations()[0];
+    sqlx::query("UPDATE seaql_migrations SET checksum = $1 WHERE version = $2")
+        .bind(first.checksum().to_string())
+        .bind(first.name())
+        .execute(&mut connect(&db).await)
+        .await
+        .unwrap();
+    let Err(RunError::Drift(drift)) = runner.up(&orm, None).await else {
+        panic!("up adopted checksums nothing vouches for");
+    };
+    assert_eq!(drift.exit_code(), 3);
+    let unrecorded = drift
+        .problems
+        .iter()
+        .filter(|problem| matches!(problem, DriftProblem::Unrecorded { .. }));
+    assert_eq!(
+        unrecorded.count(),
+        migration::migrations().len() - 1,
+        "{drift}"
+    );
+    assert!(adoptions.0.lock().unwrap().is_empty());
 }
 
 /// A database with the first fixture applied; its owner's connection, the fixtures' runner, a

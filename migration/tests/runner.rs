@@ -495,10 +495,39 @@ async fn a_run_waiting_for_the_lock_says_who_holds_it() {
         .execute(&mut holder)
         .await
         .unwrap();
+    let unlocked = std::time::Instant::now();
     assert_eq!(run.await.unwrap().unwrap(), ["m1_people"]);
+    // Tried again every 0.5 s at most, however long it waited: a run behind a long migration
+    // starts soon after it, not after a pause grown as long as the wait.
+    let after = unlocked.elapsed();
+    assert!(
+        after < Duration::from_millis(1500),
+        "ran {after:?} after the unlock"
+    );
     let notices = recorder.events();
     let waits = notices.iter().filter(|event| event.starts_with("waiting"));
     assert_eq!(waits.count(), 1, "{notices:?}");
+}
+
+/// A run whose session lost the migration lock (here a migration lets go of every advisory lock)
+/// stops before the next migration: another run may have taken the lock and be running it.
+#[tokio::test]
+async fn a_run_that_lost_the_lock_stops_before_the_next_migration() {
+    let db = TestDatabase::empty().await.unwrap();
+    let orm = db.connect().await;
+    let runner = runner(vec![
+        SqlMigration::new("m1_lets_go", "SELECT pg_advisory_unlock_all()", "SELECT 1")
+            .without_transaction(),
+        SqlMigration::new("m2_next", "CREATE TABLE next (x int)", "DROP TABLE next"),
+    ]);
+    let error = runner.up(&orm, None).await.unwrap_err();
+    assert!(matches!(error, migration::RunError::LockLost), "{error}");
+    let mut conn = connect(&db).await;
+    assert_eq!(tables(&mut conn, &["next"]).await, [false]);
+    assert_eq!(
+        statuses(&runner, &orm).await,
+        ["applied m1_lets_go", "pending m2_next"]
+    );
 }
 
 /// A rollback without a transaction that stops part-way leaves the migration marked: `status`
