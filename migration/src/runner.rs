@@ -1212,7 +1212,7 @@ async fn wait_for_the_lock(
     db: &DatabaseConnection,
     observer: Option<&Arc<dyn Observer>>,
 ) -> Result<(), DbErr> {
-    let mut pause = Duration::from_millis(20);
+    let mut pause = FIRST_LOCK_POLL_PAUSE;
     let started = Instant::now();
     let mut said = false;
     loop {
@@ -1239,8 +1239,17 @@ async fn wait_for_the_lock(
                 .await;
         }
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(500));
+        pause = next_lock_poll_pause(pause);
     }
+}
+
+/// The first pause between tries for the migration lock.
+const FIRST_LOCK_POLL_PAUSE: Duration = Duration::from_millis(20);
+
+/// The pause after `pause`: doubling, so a short wait is over soon without hammering the
+/// server, but never over 0.5 s, so a run behind a long migration starts soon after it.
+fn next_lock_poll_pause(pause: Duration) -> Duration {
+    (pause * 2).min(Duration::from_millis(500))
 }
 
 /// Who holds the migration lock, as this role may see it (another role's session shows its
@@ -1889,6 +1898,19 @@ mod history {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Tries for the migration lock: soon at first, then every 0.5 s however long the wait, so
+    /// that a run behind a long migration starts within 0.5 s of its end.
+    #[test]
+    fn the_lock_is_tried_again_at_least_every_half_second() {
+        let pauses: Vec<u128> = std::iter::successors(Some(FIRST_LOCK_POLL_PAUSE), |pause| {
+            Some(next_lock_poll_pause(*pause))
+        })
+        .take(9)
+        .map(|pause| pause.as_millis())
+        .collect();
+        assert_eq!(pauses, [20, 40, 80, 160, 320, 500, 500, 500, 500]);
+    }
 
     #[test]
     fn lock_timeouts_are_clamped_to_what_postgres_accepts() {

@@ -495,15 +495,7 @@ async fn a_run_waiting_for_the_lock_says_who_holds_it() {
         .execute(&mut holder)
         .await
         .unwrap();
-    let unlocked = std::time::Instant::now();
     assert_eq!(run.await.unwrap().unwrap(), ["m1_people"]);
-    // Tried again every 0.5 s at most, however long it waited: a run behind a long migration
-    // starts soon after it, not after a pause grown as long as the wait.
-    let after = unlocked.elapsed();
-    assert!(
-        after < Duration::from_millis(1500),
-        "ran {after:?} after the unlock"
-    );
     let notices = recorder.events();
     let waits = notices.iter().filter(|event| event.starts_with("waiting"));
     assert_eq!(waits.count(), 1, "{notices:?}");

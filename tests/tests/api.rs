@@ -200,6 +200,10 @@ async fn a_ctrl_c_while_draining_stops_at_once(first: Signal, pause: Duration) {
     });
     std::thread::sleep(Duration::from_millis(500));
     api.signal(first);
+    // The pause counts from when the service took the first signal, not from when it was sent.
+    let draining = || api.output().contains("received: draining");
+    counseling_testkit::fixtures::wait_until("the drain", Duration::from_secs(10), draining)
+        .unwrap();
     std::thread::sleep(pause);
     api.signal(Signal::SIGINT);
 

@@ -112,6 +112,8 @@ async fn calls_against_a_frozen_server_time_out_and_discard_their_connections() 
 async fn every_write_cut_off_by_a_frozen_server_is_unconfirmed() {
     let (cluster, _test_db, mut settings) = private_database().await;
     settings.pool.statement_timeout = Duration::from_millis(300);
+    // Sent on the idle connections, not a ping first (which the freeze would time out).
+    settings.pool.ping_if_idle_for = Duration::from_secs(3600);
     let database = connect(&settings);
     let users = PgUserRepository::new(database.clone());
     let alice = users.create(new_user(r"\school\alice")).await.unwrap();
@@ -202,7 +204,26 @@ async fn a_write_on_a_session_the_server_ended_while_idle_is_not_stored() {
     settings.pool.ping_if_idle_for = Duration::from_secs(3600);
     let users = PgUserRepository::new(connect(&settings));
     users.create(new_user(r"\school\alice")).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Until the server has ended the pool's idle session (each look from a session of its own,
+    // which the timeout cannot end while it works).
+    let ended = async || {
+        use sea_orm::sqlx::Connection;
+        let mut look = sea_orm::sqlx::PgConnection::connect_with(&test_db.options())
+            .await
+            .unwrap();
+        let others: i64 = sea_orm::sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut look)
+        .await
+        .unwrap();
+        let _ = look.close().await;
+        others == 0
+    };
+    eventually("the idle session ended", Duration::from_secs(10), ended)
+        .await
+        .unwrap();
     assert_eq!(
         users.create(new_user(r"\school\bob")).await,
         Err(CreateUserError::Store(StoreError::Unavailable(
