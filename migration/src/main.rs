@@ -599,7 +599,8 @@ async fn main() -> ExitCode {
             // sqlx and PostgreSQL messages name the user or the failing SQL object, never the
             // password (it only ever travels inside the connect options).
             eprintln!("migration: failed: {error}{applying}");
-            if counts_steps {
+            // A lost session's line says it already.
+            if counts_steps && !lost {
                 eprintln!("migration: {again}");
             }
             ExitCode::FAILURE
