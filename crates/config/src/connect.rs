@@ -311,6 +311,11 @@ impl Connector {
         self.database.as_deref()
     }
 
+    /// The role named (the URL's, else `PGUSER`), if any (else the driver's default).
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
     /// The driver's options for one host; the password file, if any, is read now. They hold
     /// the password, and the driver's `Debug` prints it: never format them.
     pub fn options_for(&self, endpoint: &Endpoint) -> Result<PgConnectOptions, ConnectError> {

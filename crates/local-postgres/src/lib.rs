@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use counseling_config::{DatabaseTarget, DatabaseUrl, Role, SessionDefaults, Sources};
+use counseling_config::{DatabaseTarget, Role, SessionDefaults, Sources};
 use secrecy::{ExposeSecret, SecretString};
 
 #[cfg(unix)]
@@ -71,7 +71,7 @@ impl LocalCluster {
     /// `sources` name exist with the passwords they give. Returns what it did.
     pub async fn start(&self, sources: &Sources) -> Result<String> {
         let (service, owner) = logins(sources)?;
-        let server = self.server(service.url.port());
+        let server = self.server(service.port);
         if !server.initialised() {
             self.init(&server)?;
         }
@@ -115,9 +115,9 @@ impl LocalCluster {
         .connect_options()
         .password(password.trim());
         let application = Application {
-            database: service.url.database().unwrap_or("postgres"),
-            owner: (owner.url.username(), &owner.password),
-            service: (service.url.username(), &service.password),
+            database: &service.database,
+            owner: (&owner.user, &owner.password),
+            service: (&service.user, &service.password),
             extensions: &["pg_stat_statements"],
         };
         provision_application(&admin, &application).await?;
@@ -172,17 +172,21 @@ impl LocalCluster {
     }
 }
 
-/// How a role of the application logs in: its URL, the variable that gave it, and its password.
+/// How a role of the application logs in, as the service or the migrations would: the variable
+/// its URL came from, its role, database, port (on 127.0.0.1) and password.
 #[derive(Debug)]
 struct Login {
-    url: DatabaseUrl,
     variable: &'static str,
+    user: String,
+    database: String,
+    port: u16,
     password: SecretString,
 }
 
 impl Login {
-    /// `role`'s login, read as every binary of ours reads it: the URL or its file, the password
-    /// in the URL, its password file or `PGPASSWORD`.
+    /// `role`'s login, read as every binary of ours reads it: the URL or its file with libpq's
+    /// parameters and `PG*` variables, the password in the URL, its password file or
+    /// `PGPASSWORD`. What the local cluster cannot serve is refused, naming the variable.
     fn of(sources: &Sources, role: Role) -> Result<Self> {
         let refused = |problems: String| ProvisionError::Failed(problems.trim_end().to_owned());
         let target = DatabaseTarget::from_sources(sources, role)
@@ -190,6 +194,30 @@ impl Login {
         let connector = (target.resolve(&SessionDefaults::named("counseling-local-postgres")))
             .map_err(|problems| refused(problems.to_string()))?;
         let variable = target.url_variable();
+        let refuse = |problem: &str| Err(refused(format!("{variable} {problem}")));
+        let endpoint = match connector.endpoints() {
+            [endpoint] => endpoint,
+            _ => return refuse("names several hosts: the local cluster is one, on 127.0.0.1"),
+        };
+        match endpoint.host.as_str() {
+            "127.0.0.1" => {}
+            // It may resolve to ::1 first, where any local user could listen for passwords.
+            "localhost" => {
+                return refuse("names localhost: use 127.0.0.1, where the local cluster listens");
+            }
+            _ => return refuse("names another machine, not this one: nothing to start here"),
+        }
+        let Some(user) = connector.user().filter(|user| !user.is_empty()) else {
+            return refuse("names no role: name the application's own (as .env.example does)");
+        };
+        // The application's roles are made with no power beyond theirs (`ensure_login_role`):
+        // the cluster's superuser, so named, would lose its powers or fail to start.
+        if user == counseling_provision::SUPERUSER {
+            return refuse(&format!(
+                "names the role {user}, the cluster's superuser: name the application's own role \
+                 (as .env.example does)"
+            ));
+        }
         let password = connector
             .password()
             .map_err(|error| refused(error.to_string()))?;
@@ -197,57 +225,44 @@ impl Login {
         // not log in.
         let Some(password) = password.filter(|password| !password.expose_secret().is_empty())
         else {
-            return Err(refused(format!(
-                "{variable} gives no password for its role, which the local cluster needs (in \
-                 the URL, or in a password file)"
-            )));
+            return refuse(
+                "gives no password for its role, which the local cluster needs (in the URL, or \
+                 in a password file)",
+            );
         };
         Ok(Self {
-            url: target.url().clone(),
             variable,
+            // As the server would: a login naming no database reaches its role's namesake.
+            database: connector.database().unwrap_or(user).to_owned(),
+            user: user.to_owned(),
+            port: endpoint.port,
             password,
         })
     }
 }
 
 /// The service's login and the owner's (the same when no `DATABASE_OWNER_*` is set), which must
-/// name this machine, one port and one database.
+/// name one port and one database.
 fn logins(sources: &Sources) -> Result<(Login, Login)> {
     let (service, owner) = (
         Login::of(sources, Role::Service)?,
         Login::of(sources, Role::Owner)?,
     );
-    for login in [&service, &owner] {
-        let problem = match login.url.host() {
-            "127.0.0.1" => continue,
-            // It may resolve to ::1 first, where any local user could listen for passwords.
-            "localhost" => "names localhost: use 127.0.0.1, where the local cluster listens",
-            _ => "names another machine, not this one: nothing to start here",
-        };
-        return Err(ProvisionError::Failed(format!(
-            "{} {problem}",
-            login.variable
-        )));
-    }
-    // The application's roles are made with no power beyond theirs (`ensure_login_role`): the
-    // cluster's superuser, so named, would lose its powers or fail to start with no clear word.
-    for login in [&service, &owner] {
-        if login.url.username() == counseling_provision::SUPERUSER {
-            return Err(ProvisionError::Failed(format!(
-                "{} names the role {}, the cluster's superuser: name the application's own role \
-                 (as .env.example does)",
-                login.variable,
-                counseling_provision::SUPERUSER
-            )));
-        }
-    }
-    if owner.url.port() != service.url.port() || owner.url.database() != service.url.database() {
+    if owner.port != service.port || owner.database != service.database {
         return Err(ProvisionError::Failed(format!(
             "{} must name the same port and database as {}",
             owner.variable, service.variable
         )));
     }
     Ok((service, owner))
+}
+
+/// Whether `sources` give logins the local cluster can serve: `Err` says why not, a line per
+/// problem, naming the variable (a configuration problem, for exit 2).
+pub fn check_logins(sources: &Sources) -> std::result::Result<(), String> {
+    logins(sources)
+        .map(|_| ())
+        .map_err(|error| error.to_string())
 }
 
 /// A short name for a checkout's folder that stays the same across runs and toolchains
@@ -351,6 +366,28 @@ mod tests {
                 own,
                 "DATABASE_URL gives no password",
             ),
+            // Read as libpq reads them: a parameter names the role, the host or the database.
+            (
+                "postgres://app:pw@127.0.0.1:5432/db?user=postgres",
+                own,
+                "DATABASE_URL names the role postgres",
+            ),
+            (
+                "postgres://app:pw@127.0.0.1:5432/db?host=db.example",
+                own,
+                "DATABASE_URL names another machine",
+            ),
+            (
+                app,
+                "postgres://own:pw@127.0.0.1:5432/db?dbname=other",
+                "the same port and database",
+            ),
+            (
+                "postgres://app:pw@127.0.0.1:5432,127.0.0.1:5433/db\
+                 ?target_session_attrs=read-write&connect_timeout=2",
+                own,
+                "DATABASE_URL names several hosts",
+            ),
         ] {
             let message = refusal(service, owner);
             assert!(message.contains(expected), "{message}");
@@ -376,9 +413,9 @@ mod tests {
             ("DATABASE_OWNER_PASSWORD_FILE", owner_password.as_str()),
         ]);
         let (service, owner) = logins(&sources).unwrap();
-        assert_eq!((service.url.username(), service.url.port()), ("app", 5433));
+        assert_eq!((service.user.as_str(), service.port), ("app", 5433));
         assert_eq!(service.password.expose_secret(), "from-url");
-        assert_eq!(owner.url.username(), "own");
+        assert_eq!(owner.user, "own");
         assert_eq!(owner.password.expose_secret(), "from-file");
         // Refusals name the variable the URL came from.
         let sources = Sources::from_vars([(

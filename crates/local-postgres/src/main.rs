@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use counseling_config::tls::SslMode;
 use counseling_config::{DatabaseTarget, Role, SessionDefaults, Sources};
-use counseling_local_postgres::{LocalCluster, write_env_file};
+use counseling_local_postgres::{LocalCluster, check_logins, write_env_file};
 use counseling_provision::ProvisionError;
 use tokio::process::Command;
 
@@ -112,12 +112,22 @@ async fn main() -> ExitCode {
                     Ok(()) => Ok("started PostgreSQL with docker compose\n".to_owned()),
                     Err(why) => {
                         println!("local-postgres: {why}; using the project-local PostgreSQL");
+                        if let Err(problems) = check_logins(&sources) {
+                            return misconfigured(&problems);
+                        }
                         start_local(&checkout, &sources).await
                     }
                 }
             }
         },
-        ("start", _) => start_local(&checkout, &sources).await,
+        ("start", _) => {
+            // What the local cluster cannot serve is a configuration problem, said before
+            // anything is made.
+            if let Err(problems) = check_logins(&sources) {
+                return misconfigured(&problems);
+            }
+            start_local(&checkout, &sources).await
+        }
         ("stop", _) => LocalCluster::of_checkout(&checkout)
             .and_then(|cluster| cluster.stop())
             .map(|state| format!("{state}\n")),

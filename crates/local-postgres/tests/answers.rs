@@ -216,6 +216,39 @@ fn can_tell_users_apart() -> bool {
     able
 }
 
+/// What the local cluster cannot serve (a role without a password, another machine) stops
+/// `local-postgres start` as a configuration problem, exit 2 naming the variable, before any
+/// folder is made.
+#[cfg(unix)]
+#[test]
+fn start_refuses_logins_the_local_cluster_cannot_serve_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, said) in [
+        (
+            "postgres://app@127.0.0.1:5432/db",
+            "DATABASE_URL gives no password",
+        ),
+        (
+            "postgres://app:pw@db.example:5432/db",
+            "DATABASE_URL names another machine",
+        ),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_local-postgres"))
+            .arg("start")
+            .current_dir(dir.path())
+            .env_clear()
+            .env("HOME", dir.path())
+            .env("DATABASE_URL", url)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{url}: {stderr}");
+        assert!(stderr.contains(said), "{stderr}");
+    }
+    let cluster = counseling_local_postgres::LocalCluster::of_checkout(dir.path()).unwrap();
+    assert!(!cluster.root().exists(), "{:?}", cluster.root());
+}
+
 /// Docker and Kubernetes mount secrets owned by root (who may write anything anyway): a binary
 /// that runs as its own user, as the image's does, takes a password file root owns, in folders
 /// root owns.
