@@ -23,11 +23,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use counseling_config::{
-    ConnectError, Connector, DatabaseTarget, Problem, Role, SERVICE_LOCK_TIMEOUT,
-    SERVICE_LOCK_TIMEOUT_VARIABLE, SessionDefaults, Sources,
+    Connector, DatabaseTarget, Problem, Role, SERVICE_LOCK_TIMEOUT, SERVICE_LOCK_TIMEOUT_VARIABLE,
+    SessionDefaults, Sources,
 };
 use migration::sea_orm::DatabaseConnection;
-use migration::sea_orm::sqlx;
 use migration::{Accepted, Direction, Event, Observer, RunError, RunOptions, Runner};
 
 // `println!` and `eprintln!` panic when their stream is closed (`migration up | head -1`), which
@@ -275,14 +274,8 @@ fn database_options(sources: &Sources, lock_timeout: Duration) -> Result<Connect
 /// The run's [`migration::one_session_pool`] on the host the connector reaches now, which checks
 /// the session against `target_session_attrs` again; the flag says whether it was opened.
 async fn connect(connector: Connector) -> Result<(DatabaseConnection, Arc<AtomicBool>), String> {
-    let options = connector.locate().await.map_err(|error| match &error {
-        // PostgreSQL's own words, without the driver's "error returned from database" and
-        // " at line N" (of the server's C source).
-        ConnectError::Driver(sqlx::Error::Database(answer)) => {
-            format!("could not connect: {}", answer.message())
-        }
-        _ => format!("could not connect: {error}"),
-    })?;
+    let options = (connector.locate().await)
+        .map_err(|error| format!("could not connect: {}", error.said()))?;
     Ok(migration::one_session_pool(
         options,
         connector.target_session_attrs(),

@@ -247,6 +247,18 @@ pub enum ConnectError {
     TlsFile(String),
 }
 
+impl ConnectError {
+    /// What to tell a person: a server's refusal in PostgreSQL's own words, without the driver's
+    /// "error returned from database" and its " at line N" (of the server's C source); any other
+    /// error as it is.
+    pub fn said(&self) -> String {
+        match self {
+            ConnectError::Driver(sqlx::Error::Database(answer)) => answer.message().to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// A connection and the index of the host it reached.
 #[derive(Debug)]
 pub struct Connected {

@@ -210,7 +210,7 @@ async fn probe(target: &DatabaseTarget) -> Probe {
             let _ = connected.connection.close().await;
             Probe::Answers
         }
-        Ok(Err(error)) => Probe::DoesNotAnswer(one_line(&error.to_string())),
+        Ok(Err(error)) => Probe::DoesNotAnswer(one_line(&error.said())),
         Err(_) => Probe::DoesNotAnswer(format!("no login within {} s", ANSWER_LIMIT.as_secs())),
     }
 }

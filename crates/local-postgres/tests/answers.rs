@@ -124,6 +124,18 @@ async fn the_password_file_and_the_url_file_are_read() {
         let (code, stderr) = answers(dir.path(), &vars);
         assert_eq!(code, Some(expected), "{}: {stderr}", file.display());
     }
+    // The refusal in PostgreSQL's words, not the driver's wrapper around them.
+    let vars = [
+        ("DATABASE_URL", bare.as_str()),
+        ("DATABASE_PASSWORD_FILE", wrong.to_str().unwrap()),
+    ];
+    let (_, stderr) = answers(dir.path(), &vars);
+    assert!(
+        stderr.contains("password authentication failed"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("error returned from database"), "{stderr}");
+    assert!(!stderr.contains(" at line "), "{stderr}");
     let url_file = dir.path().join("url");
     write_private(&url_file, &db.url()).unwrap();
     let vars = [("DATABASE_URL_FILE", url_file.to_str().unwrap())];
