@@ -29,22 +29,8 @@ use counseling_config::{
 use migration::sea_orm::DatabaseConnection;
 use migration::{Accepted, Direction, Event, Observer, RunError, RunOptions, Runner};
 
-// `println!` and `eprintln!` panic when their stream is closed (`migration up | head -1`), which
-// would end a run half-way with exit 101. What this binary says is a courtesy: a closed stream
-// is ignored, and the run ends with its own exit code.
-macro_rules! println {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
-}
-
-macro_rules! eprintln {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
+// A closed stream (`migration up | head -1`) must not end a run half-way with a panic.
+use counseling_config::{say as println, say_err as eprintln};
 
 /// The usage text, with the lock timeout's default from the constant the run uses.
 fn usage() -> String {

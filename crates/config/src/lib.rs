@@ -48,6 +48,27 @@ pub const SERVICE_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_
 /// The variable that sets [`SERVICE_LOCK_TIMEOUT`] otherwise.
 pub const SERVICE_LOCK_TIMEOUT_VARIABLE: &str = "DATABASE_LOCK_TIMEOUT_MS";
 
+/// `println!` for binaries: std's panics when standard output is closed (`migration up | head
+/// -1`), which would end a run half-way, or turn a configuration error's exit 2 into a panic's
+/// 101. What a binary says is a courtesy: a closed stream is ignored, and its exit code stands.
+/// Imported as `println` (`use counseling_config::say as println;`).
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// [`say!`] for standard error (imported as `eprintln`).
+#[macro_export]
+macro_rules! say_err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// The command line's arguments after the program's name. One that is not UTF-8 is refused,
 /// naming its place, where `std::env::args` would panic: no command or value of ours needs one.
 pub fn arguments() -> Result<Vec<String>, String> {

@@ -9,24 +9,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use counseling_config::{say as println, say_err as eprintln};
 use counseling_http::{Application, Settings, StoppedWithoutDraining, telemetry};
-
-// `eprintln!` panics when stderr is closed (a pipe whose reader is gone), which would turn a
-// configuration error's exit 2 into a panic's 101. What this binary says is a courtesy: a closed
-// stream is ignored, and the exit code stands.
-macro_rules! eprintln {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
-macro_rules! println {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
-}
 
 /// How long the database runtime may take to finish its tasks once the server has stopped.
 const DATABASE_RUNTIME_SHUTDOWN: Duration = Duration::from_secs(5);
