@@ -67,10 +67,10 @@ impl LocalCluster {
         server
     }
 
-    /// Creates the cluster on first use, starts it, and makes the roles and database that
-    /// `sources` name exist with the passwords they give. Returns what it did.
-    pub async fn start(&self, sources: &Sources) -> Result<String> {
-        let (service, owner) = logins(sources)?;
+    /// Creates the cluster on first use, starts it, and makes the roles and database of
+    /// `logins` exist with their passwords. Returns what it did.
+    pub async fn start(&self, logins: &Logins) -> Result<String> {
+        let Logins { service, owner } = logins;
         let server = self.server(service.port);
         if !server.initialised() {
             self.init(&server)?;
@@ -241,28 +241,30 @@ impl Login {
     }
 }
 
-/// The service's login and the owner's (the same when no `DATABASE_OWNER_*` is set), which must
-/// name one port and one database.
-fn logins(sources: &Sources) -> Result<(Login, Login)> {
-    let (service, owner) = (
-        Login::of(sources, Role::Service)?,
-        Login::of(sources, Role::Owner)?,
-    );
-    if owner.port != service.port || owner.database != service.database {
-        return Err(ProvisionError::Failed(format!(
-            "{} must name the same port and database as {}",
-            owner.variable, service.variable
-        )));
-    }
-    Ok((service, owner))
+/// The service's login and the owner's (the same when no `DATABASE_OWNER_*` is set), as the
+/// local cluster serves them: one port and one database.
+#[derive(Debug)]
+pub struct Logins {
+    service: Login,
+    owner: Login,
 }
 
-/// Whether `sources` give logins the local cluster can serve: `Err` says why not, a line per
-/// problem, naming the variable (a configuration problem, for exit 2).
-pub fn check_logins(sources: &Sources) -> std::result::Result<(), String> {
-    logins(sources)
-        .map(|_| ())
-        .map_err(|error| error.to_string())
+impl Logins {
+    /// The logins `sources` give, or why the local cluster cannot serve them (a configuration
+    /// problem: a line naming the variable).
+    pub fn read(sources: &Sources) -> Result<Self> {
+        let (service, owner) = (
+            Login::of(sources, Role::Service)?,
+            Login::of(sources, Role::Owner)?,
+        );
+        if owner.port != service.port || owner.database != service.database {
+            return Err(ProvisionError::Failed(format!(
+                "{} must name the same port and database as {}",
+                owner.variable, service.variable
+            )));
+        }
+        Ok(Self { service, owner })
+    }
 }
 
 /// A short name for a checkout's folder that stays the same across runs and toolchains
@@ -321,7 +323,7 @@ mod tests {
     fn urls_the_local_cluster_cannot_serve_are_refused() {
         let refusal = |service: &str, owner: &str| {
             let vars = [("DATABASE_URL", service), ("DATABASE_OWNER_URL", owner)];
-            match logins(&Sources::from_vars(vars)) {
+            match Logins::read(&Sources::from_vars(vars)) {
                 Err(ProvisionError::Failed(message)) => message,
                 other => panic!("{other:?}"),
             }
@@ -329,7 +331,7 @@ mod tests {
         let app = "postgres://app:pw@127.0.0.1:5432/db";
         let own = "postgres://own:pw@127.0.0.1:5432/db";
         assert!(
-            logins(&Sources::from_vars([
+            Logins::read(&Sources::from_vars([
                 ("DATABASE_URL", app),
                 ("DATABASE_OWNER_URL", own)
             ]))
@@ -412,7 +414,7 @@ mod tests {
             ("DATABASE_OWNER_URL_FILE", owner_url.as_str()),
             ("DATABASE_OWNER_PASSWORD_FILE", owner_password.as_str()),
         ]);
-        let (service, owner) = logins(&sources).unwrap();
+        let Logins { service, owner } = Logins::read(&sources).unwrap();
         assert_eq!((service.user.as_str(), service.port), ("app", 5433));
         assert_eq!(service.password.expose_secret(), "from-url");
         assert_eq!(owner.user, "own");
@@ -422,7 +424,7 @@ mod tests {
             "DATABASE_URL_FILE",
             file("elsewhere", "postgres://app:pw@db.example/db").as_str(),
         )]);
-        let refusal = logins(&sources).unwrap_err().to_string();
+        let refusal = Logins::read(&sources).unwrap_err().to_string();
         assert!(
             refusal.contains("DATABASE_URL_FILE names another machine"),
             "{refusal}"

@@ -22,7 +22,8 @@ use std::time::Duration;
 
 use counseling_config::tls::SslMode;
 use counseling_config::{DatabaseTarget, Role, SessionDefaults, Sources};
-use counseling_local_postgres::{LocalCluster, check_logins, write_env_file};
+use counseling_config::{say as println, say_err as eprintln};
+use counseling_local_postgres::{LocalCluster, Logins, write_env_file};
 use counseling_provision::ProvisionError;
 use tokio::process::Command;
 
@@ -112,21 +113,21 @@ async fn main() -> ExitCode {
                     Ok(()) => Ok("started PostgreSQL with docker compose\n".to_owned()),
                     Err(why) => {
                         println!("local-postgres: {why}; using the project-local PostgreSQL");
-                        if let Err(problems) = check_logins(&sources) {
-                            return misconfigured(&problems);
-                        }
-                        start_local(&checkout, &sources).await
+                        let logins = match local_logins(&sources) {
+                            Ok(logins) => logins,
+                            Err(exit) => return exit,
+                        };
+                        start_local(&checkout, &logins).await
                     }
                 }
             }
         },
         ("start", _) => {
-            // What the local cluster cannot serve is a configuration problem, said before
-            // anything is made.
-            if let Err(problems) = check_logins(&sources) {
-                return misconfigured(&problems);
-            }
-            start_local(&checkout, &sources).await
+            let logins = match local_logins(&sources) {
+                Ok(logins) => logins,
+                Err(exit) => return exit,
+            };
+            start_local(&checkout, &logins).await
         }
         ("stop", _) => LocalCluster::of_checkout(&checkout)
             .and_then(|cluster| cluster.stop())
@@ -166,9 +167,16 @@ enum Probe {
     Held(String),
 }
 
+/// The logins the project-local PostgreSQL is to serve, or the exit when it cannot serve them:
+/// a configuration problem, said (a line per problem, naming the variable) before anything is
+/// made.
+fn local_logins(sources: &Sources) -> Result<Logins, ExitCode> {
+    Logins::read(sources).map_err(|problem| misconfigured(&problem.to_string()))
+}
+
 /// The checkout's project-local PostgreSQL, started (or found running); what was done.
-async fn start_local(checkout: &Path, sources: &Sources) -> Result<String, ProvisionError> {
-    LocalCluster::of_checkout(checkout)?.start(sources).await
+async fn start_local(checkout: &Path, logins: &Logins) -> Result<String, ProvisionError> {
+    LocalCluster::of_checkout(checkout)?.start(logins).await
 }
 
 /// The service's target, as the service reads it; its warnings (a secret file others may read)

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use counseling_config::Sources;
-use counseling_local_postgres::LocalCluster;
+use counseling_local_postgres::{LocalCluster, Logins};
 use counseling_provision::files::ServerUser;
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::{Connection, PgConnection};
@@ -37,7 +37,10 @@ async fn the_local_cluster_trusts_nobody_and_serves_the_two_roles_of_the_urls() 
     let cluster = &cluster.0;
     let root = cluster.root().to_path_buf();
     {
-        cluster.start(&sources).await.unwrap();
+        cluster
+            .start(&Logins::read(&sources).unwrap())
+            .await
+            .unwrap();
 
         // Ours; as root, the postgres user may pass through it to its data, nothing more.
         let is_root = nix::unistd::Uid::effective().is_root();
@@ -104,7 +107,10 @@ async fn the_local_cluster_trusts_nobody_and_serves_the_two_roles_of_the_urls() 
             ("DATABASE_URL", changed.as_str()),
             ("DATABASE_OWNER_URL", owner.as_str()),
         ]);
-        let report = cluster.start(&sources).await.unwrap();
+        let report = cluster
+            .start(&Logins::read(&sources).unwrap())
+            .await
+            .unwrap();
         assert!(report.contains("already running"), "{report}");
         connect(&changed).await.unwrap();
         assert!(connect(&service).await.is_err());
@@ -227,7 +233,11 @@ async fn start_and_stop_trust_no_folder_they_did_not_make() {
         );
 
         let look_alike = LookAlike::new(deviate);
-        let started = look_alike.cluster.start(&sources).await.unwrap_err();
+        let started = look_alike
+            .cluster
+            .start(&Logins::read(&sources).unwrap())
+            .await
+            .unwrap_err();
         assert!(
             started
                 .to_string()
