@@ -42,6 +42,28 @@ fn without_password(url: &str) -> String {
     format!("{scheme_user}://{user}@{host}")
 }
 
+/// The app on `url` less its password, which it reads from a secret published as version 1 (in
+/// the folder returned). It opens only the connections probes need: none is still
+/// authenticating with a password the test then changes or removes.
+fn spawn_with_a_published_password(url: &str) -> (u16, tempfile::TempDir) {
+    let password = {
+        use secrecy::ExposeSecret;
+        let url = counseling_config::DatabaseUrl::parse(url).unwrap();
+        url.password().unwrap().expose_secret().to_owned()
+    };
+    let secrets = tempfile::tempdir().unwrap();
+    publish(secrets.path(), 1, &password);
+    let password_file = secrets.path().join("password");
+    let port = spawn_app(
+        &without_password(url),
+        &[
+            ("DATABASE_PASSWORD_FILE", password_file.to_str().unwrap()),
+            ("DATABASE_MIN_CONNECTIONS", "0"),
+        ],
+    );
+    (port, secrets)
+}
+
 #[tokio::test]
 async fn a_rotated_password_file_is_used_by_new_connections_without_a_restart() {
     let cluster = PgCluster::start().await.unwrap();
@@ -52,18 +74,7 @@ async fn a_rotated_password_file_is_used_by_new_connections_without_a_restart() 
         use secrecy::ExposeSecret;
         service_url.password().unwrap().expose_secret().to_owned()
     };
-    let secrets = tempfile::tempdir().unwrap();
-    publish(secrets.path(), 1, &old_password);
-    let password_file = secrets.path().join("password");
-    let port = spawn_app(
-        &without_password(&db.url()),
-        &[
-            ("DATABASE_PASSWORD_FILE", password_file.to_str().unwrap()),
-            // Only the connections the probes open, so that none is still authenticating with
-            // the old password while the rotation ends the sessions.
-            ("DATABASE_MIN_CONNECTIONS", "0"),
-        ],
-    );
+    let (port, secrets) = spawn_with_a_published_password(&db.url());
     assert_eq!(health_status(port).await, 200);
 
     // Rotate: the role's password changes, the secret is republished, and the service's
@@ -100,22 +111,7 @@ async fn a_rotated_password_file_is_used_by_new_connections_without_a_restart() 
 #[tokio::test]
 async fn a_password_file_gone_after_start_is_an_authentication_failure() {
     let db = counseling_testkit::TestDatabase::migrated().await.unwrap();
-    let password = {
-        use secrecy::ExposeSecret;
-        let url = counseling_config::DatabaseUrl::parse(&db.url()).unwrap();
-        url.password().unwrap().expose_secret().to_owned()
-    };
-    let secrets = tempfile::tempdir().unwrap();
-    publish(secrets.path(), 1, &password);
-    let password_file = secrets.path().join("password");
-    let port = spawn_app(
-        &without_password(&db.url()),
-        &[
-            ("DATABASE_PASSWORD_FILE", password_file.to_str().unwrap()),
-            // No connection opened before the file goes: the probe's is the first.
-            ("DATABASE_MIN_CONNECTIONS", "0"),
-        ],
-    );
+    let (port, secrets) = spawn_with_a_published_password(&db.url());
     std::fs::remove_dir_all(secrets.path().join("..1")).unwrap();
     let reply = get_local(port, "/health").await.unwrap();
     assert_eq!(reply.status, 503, "{}", reply.body);

@@ -62,7 +62,7 @@ pub fn repository_on(test_db: TestDatabase) -> (TestDatabase, Database, PgUserRe
 }
 
 /// Opens `count` connections at once (units of work that each wait until all hold one), then
-/// hands them all back to the pool, idle.
+/// hands them all back to the pool, and returns once they are idle there.
 pub async fn open_idle_connections(database: &Database, count: usize) {
     let all_held = std::sync::Arc::new(tokio::sync::Barrier::new(count));
     let units: Vec<_> = (0..count)
@@ -81,6 +81,14 @@ pub async fn open_idle_connections(database: &Database, count: usize) {
     for unit in units {
         unit.await.unwrap().unwrap();
     }
+    // A unit's connection goes back to the pool a moment after the unit returns.
+    counseling_testkit::fixtures::eventually(
+        "the connections idle in the pool",
+        std::time::Duration::from_secs(2),
+        async || usize::try_from(database.status().idle).is_ok_and(|idle| idle >= count),
+    )
+    .await
+    .unwrap();
 }
 
 pub fn new_user(username: &str) -> NewUser {
