@@ -163,13 +163,24 @@ fn domain_accepted_usernames_are_stored_and_read_back_exactly() {
             }
             Err(refused) => {
                 // Refused by the database too: by a check, or first by the column's length for
-                // a name that is also too long.
-                let expected = if composed.chars().count() > 255 { "22001" } else { "23514" };
-                prop_assert_eq!(
-                    database.as_ref().map_err(sqlstate).err(),
-                    Some(expected.into()),
-                    "{:?} ({})", candidate, refused
-                );
+                // a name that is also too long. But PostgreSQL cuts a varchar's excess without a
+                // word when it is all spaces: the name is then judged as cut, refused by a check
+                // or stored cut (a gap the closing note names), never stored otherwise.
+                let excess: String = composed.chars().skip(255).collect();
+                if !excess.is_empty() && excess.chars().all(|c| c == ' ') {
+                    let cut: String = composed.chars().take(255).collect();
+                    match &database {
+                        Ok(stored) => prop_assert_eq!(stored, &cut, "{:?}", candidate),
+                        Err(error) => prop_assert_eq!(sqlstate(error), "23514", "{:?}", candidate),
+                    }
+                } else {
+                    let expected = if excess.is_empty() { "23514" } else { "22001" };
+                    prop_assert_eq!(
+                        database.as_ref().map_err(sqlstate).err(),
+                        Some(expected.into()),
+                        "{:?} ({})", candidate, refused
+                    );
+                }
             }
         }
     });
