@@ -1,4 +1,3 @@
-use std::io::Read;
 use std::path::Path;
 
 use crate::trusted_file;
@@ -64,13 +63,12 @@ pub(crate) fn read_env_file_and_mode(dir: &Path) -> Result<(Variables, Option<u3
     if let Some(problem) = trusted_file::path_problem(&path, &metadata) {
         return Err(EnvFileError::Untrusted(problem));
     }
-    let mut text = String::new();
-    file.take(MAX_ENV_FILE_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(unreadable)?;
-    if text.len() as u64 > MAX_ENV_FILE_BYTES {
+    let Some(bytes) = trusted_file::read_at_most(file, MAX_ENV_FILE_BYTES).map_err(unreadable)?
+    else {
         return Err(EnvFileError::Untrusted("it is larger than 1 MiB".into()));
-    }
+    };
+    let text = String::from_utf8(bytes)
+        .map_err(|_| EnvFileError::Unreadable("it is not UTF-8 text".into()))?;
     Ok((
         parse_env(&text)?,
         trusted_file::readable_by_group_or_others(&metadata),
@@ -149,6 +147,19 @@ mod tests {
         let dir = folder_with(&line(MAX_ENV_FILE_BYTES + 1));
         let error = read_env_file(dir.path()).unwrap_err().to_string();
         assert!(error.contains("larger than 1 MiB"), "{error}");
+    }
+
+    /// A `.env` saved in another encoding (a Latin-1 `ä` in a password) is refused as such, its
+    /// bytes not shown.
+    #[test]
+    fn a_dot_env_that_is_not_utf8_is_refused_without_its_bytes() {
+        let dir = folder_with("A=1\n");
+        std::fs::write(dir.path().join(".env"), b"A=1\nB=hunter\xe42\n").unwrap();
+        let error = read_env_file(dir.path()).unwrap_err();
+        assert_eq!(
+            error,
+            EnvFileError::Unreadable("it is not UTF-8 text".into())
+        );
     }
 
     /// What `.env.example` warns of: a bare `$NAME` is substituted (unset: nothing), so a

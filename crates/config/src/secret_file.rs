@@ -13,7 +13,6 @@
 //! * its content is the secret alone: trailing line breaks are dropped (`echo` adds one), an
 //!   empty file, a NUL byte or a leading byte order mark is refused, and at most 64 KiB is read.
 
-use std::io::Read;
 use std::path::Path;
 
 use secrecy::SecretString;
@@ -72,13 +71,10 @@ fn read(path: &Path, opened_before: bool) -> Result<SecretRead, String> {
         return Err(format!("{shown}: {problem}"));
     }
     let warning = check_mode(path, &metadata)?;
-    let mut bytes = Vec::new();
-    file.take(MAX_SECRET_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(unreadable)?;
-    if bytes.len() as u64 > MAX_SECRET_BYTES {
+    let Some(bytes) = trusted_file::read_at_most(file, MAX_SECRET_BYTES).map_err(unreadable)?
+    else {
         return Err(format!("{shown} is larger than 64 KiB: not a secret file"));
-    }
+    };
     let text = String::from_utf8(bytes).map_err(|_| format!("{shown} is not UTF-8 text"))?;
     let secret = text.trim_end_matches(['\n', '\r']);
     if secret.is_empty() {

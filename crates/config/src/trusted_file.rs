@@ -22,6 +22,15 @@ pub(crate) fn open(path: &Path) -> std::io::Result<File> {
     options.open(path)
 }
 
+/// All of `file`, unless it holds more than `limit` bytes (`None`): a file put in a setting's
+/// place is never read beyond that.
+pub(crate) fn read_at_most(file: File, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= limit).then_some(bytes))
+}
+
 /// The owner of `metadata`'s file when it is neither this process's effective user nor root.
 #[cfg(unix)]
 pub(crate) fn foreign_owner(metadata: &Metadata) -> Option<u32> {

@@ -6,7 +6,6 @@
 //! never show what it holds.
 
 use std::fs::Metadata;
-use std::io::Read;
 use std::path::Path;
 
 use rustls_pki_types::pem::PemObject;
@@ -92,16 +91,11 @@ fn read_named(
     if let Some(problem) = trusted_file::path_problem(path, &metadata) {
         return Err(format!("{shown}: {problem}"));
     }
-    let mut bytes = Vec::new();
-    file.take(MAX_TLS_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(unreadable)?;
-    if bytes.len() as u64 > MAX_TLS_FILE_BYTES {
-        return Err(format!(
-            "{shown} is larger than 4 MiB, which no CA bundle, certificate or key is"
-        ));
-    }
-    Ok(bytes)
+    trusted_file::read_at_most(file, MAX_TLS_FILE_BYTES)
+        .map_err(unreadable)?
+        .ok_or_else(|| {
+            format!("{shown} is larger than 4 MiB, which no CA bundle, certificate or key is")
+        })
 }
 
 /// The file's contents and the certificates they hold (at least one).
