@@ -7,6 +7,9 @@
 # which cmd expands after parsing, so `&`, `|` or `%` in a value are not run. An empty variadic
 # is left out rather than expanded (cmd may keep an unset `!ARGS!` as text); a variadic's words
 # are split again there at spaces, never run.
+# Recipes run binaries with `cargo run --bin NAME`, not `-p PACKAGE`: cargo then settles the
+# dependencies' features for the whole workspace, so every recipe runs out of one debug build.
+# Each `-p` set is a feature set of its own, which rebuilds some sixty dependencies the first time.
 
 set dotenv-load := false
 set shell := ["bash", "-euo", "pipefail", "-c"]
@@ -24,44 +27,44 @@ dev:
 # Create .env if missing, migrate (as DATABASE_OWNER_URL, else DATABASE_URL) and start the service (start a database first).
 [windows]
 dev: env-file
-    @cargo run --locked --quiet -p migration -- up
-    @cargo run --locked --quiet -p counseling-http --bin counseling-api
+    @cargo run --locked --quiet --bin migration -- up
+    @cargo run --locked --quiet --bin counseling-api
 
 # Apply every pending migration, and run an applying one again (as DATABASE_OWNER_URL, else DATABASE_URL).
 migrate-up:
-    @cargo run --quiet --locked -p migration -- up
+    @cargo run --quiet --locked --bin migration -- up
 
 # Roll back the most recent migration (`N`: the N most recent; `--to VERSION`: every one after VERSION; `--force` also drops tables with rows).
 [unix]
 [positional-arguments]
 migrate-down *ARGS:
-    @cargo run --quiet --locked -p migration -- down "$@"
+    @cargo run --quiet --locked --bin migration -- down "$@"
 
 # Roll back the most recent migration (`N`: the N most recent; `--to VERSION`: every one after VERSION; `--force` also drops tables with rows).
 [windows]
 migrate-down *$ARGS:
-    @cargo run --quiet --locked -p migration -- down {{ if ARGS == "" { "" } else { "!ARGS!" } }}
+    @cargo run --quiet --locked --bin migration -- down {{ if ARGS == "" { "" } else { "!ARGS!" } }}
 
 # List migrations: applied, pending, modified (edited since applied), missing (not in this binary), unrecorded (applied by another tool), rolling-back (a rollback without a transaction stopped part-way) or applying (an up without a transaction started and has not finished).
 migrate-status:
-    @cargo run --quiet --locked -p migration -- status
+    @cargo run --quiet --locked --bin migration -- status
 
 # Record VERSION's current checksum after checking the database matches its file (or clear a stopped rollback, take an applying one as finished, forget a missing one).
 [unix]
 [positional-arguments]
 migrate-accept VERSION:
-    @cargo run --quiet --locked -p migration -- accept "$1"
+    @cargo run --quiet --locked --bin migration -- accept "$1"
 
 # Record VERSION's current checksum after checking the database matches its file (or clear a stopped rollback, take an applying one as finished, forget a missing one).
 [windows]
 migrate-accept $VERSION:
-    @cargo run --quiet --locked -p migration -- accept "!VERSION!"
+    @cargo run --quiet --locked --bin migration -- accept "!VERSION!"
 
 # What each migration locks, and for how long, on a scratch database of 100,000 users (CI runs it).
 [unix]
 [positional-arguments]
 migrate-check *ARGS:
-    cargo run --quiet --locked -p counseling-migration-check --bin migrate-check -- "$@"
+    cargo run --quiet --locked --bin migrate-check -- "$@"
 
 # Unix only (a private PostgreSQL): run it in WSL or on Linux.
 [windows]
@@ -72,7 +75,7 @@ migrate-check *ARGS:
 [unix]
 [positional-arguments]
 migrate-bench *ARGS:
-    cargo run --release --quiet --locked -p counseling-migration-check --bin migrate-check -- --users 1000000 --bench "$@"
+    cargo run --release --quiet --locked --bin migrate-check -- --users 1000000 --bench "$@"
 
 # Unix only (a private PostgreSQL): run it in WSL or on Linux.
 [windows]
@@ -83,17 +86,17 @@ migrate-bench *ARGS:
 [unix]
 [positional-arguments]
 migrate-new NAME:
-    @cargo run --quiet --locked -p migration -- new "$1"
+    @cargo run --quiet --locked --bin migration -- new "$1"
 
 # Create migration/src/m<today>_<NNNNNN>_NAME.rs from a template and register it in lib.rs.
 [windows]
 migrate-new $NAME:
-    @cargo run --quiet --locked -p migration -- new "!NAME!"
+    @cargo run --quiet --locked --bin migration -- new "!NAME!"
 
 # Start the project-local PostgreSQL (local-postgres), creating it on first use.
 [unix]
 db-start:
-    @cargo run --quiet --locked -p counseling-local-postgres --bin local-postgres -- start
+    @cargo run --quiet --locked --bin local-postgres -- start
 
 # Start compose's PostgreSQL (Docker Desktop) on 127.0.0.1:5432, as .env describes.
 [windows]
@@ -103,7 +106,7 @@ db-start: env-file
 # Stop the project-local PostgreSQL.
 [unix]
 db-stop:
-    @cargo run --quiet --locked -p counseling-local-postgres --bin local-postgres -- stop
+    @cargo run --quiet --locked --bin local-postgres -- stop
 
 # Stop compose's PostgreSQL (its data is kept).
 [windows]
@@ -112,20 +115,20 @@ db-stop: env-file
 
 # Start the local HA PostgreSQL (etcd, 2 Patroni nodes, HAProxy) and migrate; URLs in .data/ha/*.env.
 ha-up:
-    @cargo run --quiet --locked -p counseling-ha --bin ha-stack -- up
+    @cargo run --quiet --locked --bin ha-stack -- up
 
 # Stop the HA stack and delete its data.
 ha-down:
-    @cargo run --quiet --locked -p counseling-ha --bin ha-stack -- down
+    @cargo run --quiet --locked --bin ha-stack -- down
 
 # Show the HA stack: ports, members and their roles, processes.
 ha-status:
-    @cargo run --quiet --locked -p counseling-ha --bin ha-stack -- status
+    @cargo run --quiet --locked --bin ha-stack -- status
 
 # Switchover and failover under load, via HAProxy then a libpq host list, and the stack's locks (about 2 min).
 ha-test:
-    cargo build --quiet --locked -p counseling-http -p migration
-    cargo test --locked -p counseling-e2e --test ha -- --ignored --nocapture --test-threads=1
+    cargo build --quiet --locked --bin counseling-api --bin migration
+    cargo test --locked --workspace --test ha -- --ignored --nocapture --test-threads=1
 
 # The HA test three times over on each route, printing the median figures for BENCHMARKS.md.
 ha-bench:
@@ -169,4 +172,4 @@ fmt:
 
 # Write .env from .env.example with fresh random passwords (an existing .env is kept).
 env-file:
-    @cargo run --quiet --locked -p counseling-local-postgres --bin local-postgres -- env-file
+    @cargo run --quiet --locked --bin local-postgres -- env-file

@@ -9,13 +9,13 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 say() { echo "dev: $*" >&2; }
-local_postgres() { cargo run --quiet --locked -p counseling-local-postgres --bin local-postgres -- "$@"; }
+local_postgres() { cargo run --quiet --locked --bin local-postgres -- "$@"; }
 
 # .env from .env.example with fresh passwords, unless there is one.
 local_postgres env-file
 local_postgres provide
 
 say "applying migrations"
-cargo run --locked --quiet -p migration -- up
+cargo run --locked --quiet --bin migration -- up
 say "starting counseling-api (Ctrl-C to stop)"
-exec cargo run --locked --quiet -p counseling-http --bin counseling-api
+exec cargo run --locked --quiet --bin counseling-api

@@ -5,7 +5,7 @@
 //! passwords, the migrations and the service decode them alike.
 //!
 //! Ignored by default: it uses this checkout, ports 8000 and 5432 (another when 5432 is taken)
-//! and minutes of building; CI runs it (`cargo test -p counseling-e2e --test just_dev --
+//! and minutes of building; CI runs it (`cargo test --workspace --test just_dev --
 //! --ignored`). Unix only, like `just dev`'s project-local PostgreSQL.
 #![cfg(unix)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
