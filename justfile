@@ -7,9 +7,9 @@
 # which cmd expands after parsing, so `&`, `|` or `%` in a value are not run. An empty variadic
 # is left out rather than expanded (cmd may keep an unset `!ARGS!` as text); a variadic's words
 # are split again there at spaces, never run.
-# Recipes run binaries with `cargo run --bin NAME`, not `-p PACKAGE`: cargo then settles the
-# dependencies' features for the whole workspace, so every recipe runs out of one debug build.
-# Each `-p` set is a feature set of its own, which rebuilds some sixty dependencies the first time.
+# Recipes run our debug binaries with `cargo run --bin NAME`, not `-p PACKAGE`: cargo then settles
+# the dependencies' features for the whole workspace, so those recipes share one build. Each `-p`
+# set is a feature set of its own, which rebuilds some sixty dependencies the first time.
 
 set dotenv-load := false
 set shell := ["bash", "-euo", "pipefail", "-c"]

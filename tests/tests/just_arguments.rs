@@ -120,8 +120,8 @@ fn every_recipe_with_arguments_passes_them_verbatim_as_one_argument_each() {
 }
 
 /// A stand-in `cargo` in `dir` that runs `program` with what follows `--`, as `cargo run` does
-/// (without building: `cargo run -p migration` from inside a test rebuilds it, its features
-/// unified otherwise than in the test build, for half a minute).
+/// (without building: a `cargo run` from inside a test rebuilds the binary, its features unified
+/// otherwise than in the test build, for half a minute).
 fn cargo_running(dir: &Path, program: &Path) {
     let stand_in = dir.join("cargo");
     std::fs::write(
@@ -140,7 +140,7 @@ fn migrate_new_with_a_hostile_name_is_refused_by_the_binary_as_one_name() {
     let migration = counseling_e2e::workspace_binary("migration");
     assert!(
         migration.exists(),
-        "{} is missing: cargo build -p migration",
+        "{} is missing: cargo build --bin migration",
         migration.display()
     );
     let scratch = TempDir::new("just-migrate-new");

@@ -22,8 +22,8 @@ pub(crate) fn open(path: &Path) -> std::io::Result<File> {
     options.open(path)
 }
 
-/// All of `file`, unless it holds more than `limit` bytes (`None`): a file put in a setting's
-/// place is never read beyond that.
+/// All of `file`, unless it holds more than `limit` bytes (`None`): of a file put in a setting's
+/// place, no more than `limit + 1` bytes are read.
 pub(crate) fn read_at_most(file: File, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
     use std::io::Read;
     let mut bytes = Vec::new();
