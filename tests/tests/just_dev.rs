@@ -56,7 +56,8 @@ fn just_dev_reaches_a_healthy_service_twice_in_a_row() {
             }
         }
         let log = logs.path().join(format!("just-dev-{attempt}.log"));
-        let mut dev = Command::new("just")
+        let mut dev = Command::new("just");
+        let mut dev = without_cargo_test_variables(&mut dev)
             .arg("dev")
             .current_dir(&checkout)
             .envs(overrides)
@@ -145,6 +146,28 @@ fn promtool_accepts_the_scrape() {
         checked.status.success(),
         "promtool check metrics: {findings}"
     );
+}
+
+/// `command` without the variables cargo sets for this test (`CARGO_MANIFEST_DIR`,
+/// `CARGO_PKG_*`...), as a developer's shell runs `just dev`: ring's build script tracks them, so
+/// the cargo inside would rebuild ring and all above it, and the next cargo outside again.
+fn without_cargo_test_variables(command: &mut Command) -> &mut Command {
+    const SET_BY_CARGO: [&str; 4] = [
+        "CARGO_PKG_",
+        "CARGO_MANIFEST_",
+        "CARGO_BIN_",
+        "CARGO_CRATE_",
+    ];
+    for (name, _) in std::env::vars_os() {
+        let text = name.to_string_lossy();
+        if SET_BY_CARGO.iter().any(|prefix| text.starts_with(prefix))
+            || text == "CARGO_PRIMARY_PACKAGE"
+            || text == "CARGO_TARGET_TMPDIR"
+        {
+            command.env_remove(&name);
+        }
+    }
+    command
 }
 
 fn local_postgres(checkout: &Path, command: &str) -> std::process::ExitStatus {
