@@ -1,7 +1,8 @@
 //! Every recipe of the justfile that takes arguments hands each one to its program verbatim, as
 //! one argument, and never to the shell as code: spaces, `;`, `$(...)`, backquotes, `&&`, quotes
 //! and globs included. No Docker, no database: a stand-in `cargo` on `PATH` records what it got, and
-//! the real `migration` binary refuses a hostile migration name as a name.
+//! the real `migration` binary refuses a hostile migration name as a name. The same stand-in
+//! shows how the recipes select what cargo builds (`--bin`, `--workspace`, never `-p`).
 //! Unix only: the recipes' [windows] variants run in cmd.exe.
 #![cfg(unix)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -166,4 +167,68 @@ fn migrate_new_with_a_hostile_name_is_refused_by_the_binary_as_one_name() {
         "shell code ran: {stderr}"
     );
     assert_eq!(files_in(&checkout().join("migration/src")), sources);
+}
+
+/// The recipes that run or build our debug binaries name them with `--bin`, and those that run
+/// tests take `--workspace`, never `-p`: each `-p` set settles the dependencies' features for
+/// itself and rebuilds some sixty of them (see the justfile's header), which cost CI minutes.
+#[test]
+fn recipes_select_binaries_with_bin_and_tests_with_workspace_never_a_package() {
+    let scratch = TempDir::new("just-selection");
+    let bin = scratch.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    // The stand-in appends each call's arguments as a line (none of these holds a newline).
+    let recorded = scratch.path().join("cargo-calls");
+    std::fs::write(
+        bin.join("cargo"),
+        format!(
+            "#!/bin/sh\nprintf '%s ' \"$@\" >> '{}'\necho >> '{}'\n",
+            recorded.display(),
+            recorded.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(bin.join("cargo"), std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let recipes: [&[&str]; 13] = [
+        &["dev"],
+        &["env-file"],
+        &["migrate-up"],
+        &["migrate-down"],
+        &["migrate-status"],
+        &["migrate-accept", "v"],
+        &["migrate-new", "n"],
+        &["migrate-check"],
+        &["db-start"],
+        &["db-stop"],
+        &["ha-up"],
+        &["ha-status"],
+        &["ha-test"],
+    ];
+    for recipe in recipes {
+        let _ = std::fs::remove_file(&recorded);
+        let output = just(Some(&bin), recipe);
+        assert!(
+            output.status.success(),
+            "just {recipe:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let calls = std::fs::read_to_string(&recorded).unwrap();
+        assert!(!calls.is_empty(), "just {recipe:?} ran no cargo");
+        for call in calls.lines() {
+            let words: Vec<&str> = call.split_whitespace().collect();
+            let selects = |flag: &str| words.contains(&flag);
+            assert!(
+                !selects("-p") && !selects("--package"),
+                "just {recipe:?} selects a package: cargo {call}"
+            );
+            match words.first() {
+                Some(&"run") | Some(&"build") => {
+                    assert!(selects("--bin"), "just {recipe:?}: cargo {call}")
+                }
+                Some(&"test") => assert!(selects("--workspace"), "just {recipe:?}: cargo {call}"),
+                _ => panic!("just {recipe:?}: unexpected cargo {call}"),
+            }
+        }
+    }
 }
