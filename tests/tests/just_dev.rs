@@ -148,21 +148,16 @@ fn promtool_accepts_the_scrape() {
     );
 }
 
-/// `command` without the variables cargo sets for this test (`CARGO_MANIFEST_DIR`,
-/// `CARGO_PKG_*`...), as a developer's shell runs `just dev`: ring's build script tracks them, so
-/// the cargo inside would rebuild ring and all above it, and the next cargo outside again.
+/// `command` without the package variables cargo gives this test (`CARGO_MANIFEST_DIR`,
+/// `CARGO_PKG_*`, `CARGO_BIN_EXE_*`), which a developer's shell does not have: ring's build
+/// script tracks them, so the cargo inside would rebuild ring and all above it, and the next
+/// cargo outside again. What a user sets (`CARGO_HOME`, `CARGO_TARGET_DIR`...) stays.
 fn without_cargo_test_variables(command: &mut Command) -> &mut Command {
-    const SET_BY_CARGO: [&str; 4] = [
-        "CARGO_PKG_",
-        "CARGO_MANIFEST_",
-        "CARGO_BIN_",
-        "CARGO_CRATE_",
-    ];
+    const SET_BY_CARGO: [&str; 3] = ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_"];
     for (name, _) in std::env::vars_os() {
-        let text = name.to_string_lossy();
-        if SET_BY_CARGO.iter().any(|prefix| text.starts_with(prefix))
-            || text == "CARGO_PRIMARY_PACKAGE"
-            || text == "CARGO_TARGET_TMPDIR"
+        if SET_BY_CARGO
+            .iter()
+            .any(|prefix| name.to_string_lossy().starts_with(prefix))
         {
             command.env_remove(&name);
         }
