@@ -165,7 +165,7 @@ fn domain_accepted_usernames_are_stored_and_read_back_exactly() {
                 // Refused by the database too: by a check, or first by the column's length for
                 // a name that is also too long. But PostgreSQL cuts a varchar's excess without a
                 // word when it is all spaces: the name is then judged as cut, refused by a check
-                // or stored cut (a gap the closing note names), never stored otherwise.
+                // or stored cut (the exception docs/migrations.md names), never stored otherwise.
                 let excess: String = composed.chars().skip(255).collect();
                 if !excess.is_empty() && excess.chars().all(|c| c == ' ') {
                     let cut: String = composed.chars().take(255).collect();
