@@ -72,16 +72,10 @@ fn every_recipe_with_arguments_passes_them_verbatim_as_one_argument_each() {
     let bin = scratch.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
     let recorded = scratch.path().join("cargo-arguments");
-    let stand_in = bin.join("cargo");
-    std::fs::write(
-        &stand_in,
-        format!(
-            "#!/bin/sh\nprintf '%s\\0' \"$@\" > '{}'\n",
-            recorded.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();
+    stand_in_cargo(
+        &bin,
+        &format!("printf '%s\\0' \"$@\" > '{}'", recorded.display()),
+    );
 
     let argument = hostile(&marks);
     let (plain, two_words) = ("--force", "\"two\" 'words'");
@@ -124,15 +118,19 @@ fn every_recipe_with_arguments_passes_them_verbatim_as_one_argument_each() {
 /// A stand-in `cargo` in `dir` that runs `program` with what follows `--`, as `cargo run` does
 /// (without building: a `cargo run` from inside a test would build for half a minute or more).
 fn cargo_running(dir: &Path, program: &Path) {
-    let stand_in = dir.join("cargo");
-    std::fs::write(
-        &stand_in,
-        format!(
-            "#!/bin/sh\nwhile [ \"$#\" -gt 0 ] && [ \"$1\" != -- ]; do shift; done\nshift\nexec '{}' \"$@\"\n",
+    stand_in_cargo(
+        dir,
+        &format!(
+            "while [ \"$#\" -gt 0 ] && [ \"$1\" != -- ]; do shift; done\nshift\nexec '{}' \"$@\"",
             program.display()
         ),
-    )
-    .unwrap();
+    );
+}
+
+/// An executable `cargo` in `dir` that runs `script` (sh) instead.
+fn stand_in_cargo(dir: &Path, script: &str) {
+    let stand_in = dir.join("cargo");
+    std::fs::write(&stand_in, format!("#!/bin/sh\n{script}\n")).unwrap();
     std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
@@ -181,16 +179,11 @@ fn recipes_select_with_bin_or_workspace_never_a_package() {
     std::fs::create_dir(&bin).unwrap();
     // The stand-in appends each call's arguments as a line (none of these holds a newline).
     let recorded = scratch.path().join("cargo-calls");
-    std::fs::write(
-        bin.join("cargo"),
-        format!(
-            "#!/bin/sh\nprintf '%s ' \"$@\" >> '{}'\necho >> '{}'\n",
-            recorded.display(),
-            recorded.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(bin.join("cargo"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let shown = recorded.display();
+    stand_in_cargo(
+        &bin,
+        &format!("printf '%s ' \"$@\" >> '{shown}'\necho >> '{shown}'"),
+    );
 
     // Every recipe of this platform, so that a new one is checked too.
     let summary = just(None, &["--summary"]);
